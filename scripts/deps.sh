@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs what corral's build, tests and benchmarks need on a Debian/Ubuntu host. Idempotent:
+# packages already present are not touched, and apt is not called at all when nothing is missing.
+set -euo pipefail
+
+packages=(
+  build-essential   # gcc/as/ld for the freestanding test guests
+  pkg-config
+  iproute2          # ip netns / link for network tests
+)
+
+if ! command -v cargo >/dev/null; then
+  echo "corral needs a Rust toolchain (cargo); install it with rustup (https://rustup.rs) and retry" >&2
+  exit 1
+fi
+
+missing=()
+for package in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+done
+if ((${#missing[@]})); then
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo=sudo
+  echo "installing: ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt
+command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The whole test suite: lints, unit and integration tests, then the slow real-guest tests.
+# Tests that need a facility this host lacks print "SKIPPED <test>: <reason>"; all skips are listed
+# at the end so none passes silently.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/deps.sh
+
+export CORRAL_TEST_SKIP_LOG
+CORRAL_TEST_SKIP_LOG="$(mktemp -t corral-skips.XXXXXX)"
+trap 'rm -f "$CORRAL_TEST_SKIP_LOG"' EXIT
+
+echo "== format and lints"
+cargo fmt --all --check
+cargo clippy --workspace --all-targets -- -D warnings
+
+echo "== unit and integration tests"
+cargo nextest run --workspace --profile ci
+
+echo "== skipped tests"
+if [ -s "$CORRAL_TEST_SKIP_LOG" ]; then sort -u "$CORRAL_TEST_SKIP_LOG"; else echo "none"; fi
