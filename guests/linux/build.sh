@@ -7,7 +7,8 @@
 # The kernel comes from Debian's linux-source-6.1 package: `make tinyconfig`, then guest.config
 # merged in, then emulated-kvm.patch (see README.md here for why each piece exists). The ~5 minute
 # kernel build is cached under ${XDG_CACHE_HOME:-$HOME/.cache}/corral/guest-linux/<key>/, keyed by
-# the config, the patch, this script and the source package version, so later runs take seconds.
+# the config, the patch, the source package version and `recipe` below (bump it when the kernel
+# build steps change), so later runs take seconds.
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -21,7 +22,8 @@ if [ ! -f "$source_tarball" ]; then
 fi
 source_version="$(dpkg-query -W -f '${Version}' linux-source-6.1)"
 
-key="$(cat "$here/guest.config" "$here/emulated-kvm.patch" "$here/build.sh" <(echo "$source_version") |
+recipe=1
+key="$(cat "$here/guest.config" "$here/emulated-kvm.patch" <(echo "$source_version recipe=$recipe") |
   sha256sum | cut -c1-16)"
 cache="${XDG_CACHE_HOME:-$HOME/.cache}/corral/guest-linux/$key"
 mkdir -p "$cache"
