@@ -5,6 +5,7 @@
 //! (with its causes) and a non-zero exit status, never a panic.
 
 mod output;
+mod vmm;
 
 use std::process::ExitCode;
 
@@ -18,12 +19,20 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
-enum Command {}
+enum Command {
+    /// Run a VM in this process, or control a running one (the low-level VMM).
+    Vmm {
+        #[command(subcommand)]
+        command: vmm::VmmCommand,
+    },
+}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
-    let result: anyhow::Result<ExitCode> = match cli.command {};
+    let result: anyhow::Result<ExitCode> = match cli.command {
+        Command::Vmm { command } => vmm::run(command),
+    };
     match result {
         Ok(code) => code,
         Err(err) => output::report_error(&err),
