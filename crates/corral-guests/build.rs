@@ -54,7 +54,14 @@ fn compile(source: &Path, object: &Path) {
 
 fn link(script: &Path, objects: &[PathBuf], output: &Path) {
     run(Command::new("ld")
-        .args(["-static", "-nostdlib", "--no-dynamic-linker", "-z", "noexecstack", "-T"])
+        .args([
+            "-static",
+            "-nostdlib",
+            "--no-dynamic-linker",
+            "-z",
+            "noexecstack",
+            "-T",
+        ])
         .arg(script)
         .args(objects)
         .arg("-o")
@@ -68,7 +75,10 @@ fn main() {
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("set by cargo"));
     println!("cargo:rerun-if-changed={}", guests.display());
     for entry in std::fs::read_dir(&common).expect("guests/common exists") {
-        println!("cargo:rerun-if-changed={}", entry.expect("readable").path().display());
+        println!(
+            "cargo:rerun-if-changed={}",
+            entry.expect("readable").path().display()
+        );
     }
 
     let boot = out.join("boot.o");
@@ -97,7 +107,10 @@ fn main() {
         &image,
     );
     let payload = out.join("hello-bz.bin");
-    run(Command::new("objcopy").args(["-O", "binary"]).arg(&image).arg(&payload));
+    run(Command::new("objcopy")
+        .args(["-O", "binary"])
+        .arg(&image)
+        .arg(&payload));
     let setup_object = out.join("bzimage-setup.o");
     compile(&common.join("bzimage-setup.S"), &setup_object);
     let setup = out.join("bzimage-setup.bin");

@@ -89,7 +89,9 @@ pub enum ControlError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("control socket {path} is in use by a running supervisor; stop it or choose another path")]
+    #[error(
+        "control socket {path} is in use by a running supervisor; stop it or choose another path"
+    )]
     InUse { path: PathBuf },
     #[error("{path} exists and is not a socket; remove it or choose another control socket path")]
     NotASocket { path: PathBuf },
@@ -218,7 +220,6 @@ pub fn serve_connection(
         }
     }
 }
-
 
 #[cfg(test)]
 mod tests {
