@@ -6,6 +6,7 @@
 //! - [`detect`]: `corral guest detect`, what `systemd-detect-virt` does, from inside a machine.
 //! - [`machine_id`]: show, ensure and regenerate `/etc/machine-id`, also on an offline root.
 
+pub mod atomic;
 pub mod cgroups;
 pub mod check;
 pub mod cpu;

@@ -7,13 +7,12 @@
 //! Everything happens inside an [`FsRoot`], so an offline guest tree can be edited safely.
 
 use std::fmt;
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::str::FromStr;
 
 use serde::Serialize;
 
+use crate::atomic::{write_file, AtomicWriteError};
 use crate::fsroot::{FsRoot, ResolveError};
 
 /// systemd's canonical location.
@@ -42,6 +41,8 @@ pub enum MachineIdError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Write(#[from] AtomicWriteError),
     #[error(transparent)]
     Resolve(#[from] ResolveError),
     #[error("cannot get random bytes from the kernel: {0}")]
@@ -210,7 +211,7 @@ impl<'a> IdFiles<'a> {
         let mut changes = Vec::new();
         let etc_state = self.read(&self.etc)?;
         if etc_state.valid() != Some(id) {
-            atomic_write(&self.root.join(&self.etc), &format!("{id}\n"))?;
+            write_machine_id(&self.root.join(&self.etc), id)?;
             changes.push(change_for(ETC_MACHINE_ID, etc_state));
         }
         if let Some(dbus) = &self.dbus {
@@ -224,7 +225,7 @@ impl<'a> IdFiles<'a> {
                     }
                 }
                 state => {
-                    atomic_write(&self.root.join(dbus), &format!("{id}\n"))?;
+                    write_machine_id(&self.root.join(dbus), id)?;
                     changes.push(change_for(DBUS_MACHINE_ID, state));
                 }
             }
@@ -245,6 +246,11 @@ impl<'a> IdFiles<'a> {
         });
         Ok(())
     }
+}
+
+/// Mode 0444, as systemd creates the file.
+fn write_machine_id(path: &std::path::Path, id: MachineId) -> Result<(), MachineIdError> {
+    Ok(write_file(path, format!("{id}\n").as_bytes(), 0o444)?)
 }
 
 fn change_for(path: &str, previous: IdFile) -> Change {
@@ -311,51 +317,11 @@ pub fn regenerate(root: &FsRoot) -> Result<Outcome, MachineIdError> {
     })
 }
 
-/// Replaces `path` with `content` atomically, mode 0444 as systemd creates it.
-fn atomic_write(path: &Path, content: &str) -> Result<(), MachineIdError> {
-    let io = |action, path: &Path| {
-        let path = path.to_path_buf();
-        move |source| MachineIdError::Io {
-            action,
-            path,
-            source,
-        }
-    };
-    let dir = path.parent().unwrap_or(Path::new("/"));
-    std::fs::create_dir_all(dir).map_err(io("create the directory", dir))?;
-    let name = path
-        .file_name()
-        .map_or("machine-id".into(), |n| n.to_string_lossy());
-    let temp = dir.join(format!(".{name}.corral-{}", std::process::id()));
-    let result = (|| {
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o444)
-            .open(&temp)
-            .map_err(io("create", &temp))?;
-        file.write_all(content.as_bytes())
-            .map_err(io("write", &temp))?;
-        file.sync_all().map_err(io("sync", &temp))?;
-        std::fs::rename(&temp, path).map_err(io("replace", path))?;
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io("sync the directory", dir))
-    })();
-    if result.is_err() {
-        // The temp file is ours alone; removing it keeps a failed write from leaving litter.
-        let _ = std::fs::remove_file(&temp);
-    }
-    result?;
-    // The umask may have narrowed the mode at creation.
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o444))
-        .map_err(io("set the mode of", path))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::symlink;
+    use std::os::unix::fs::{symlink, PermissionsExt};
+    use std::path::Path;
 
     const ID_A: &str = "3d1219c7c4c5404aaa1f6d2a48adfda4";
     const ID_B: &str = "0123456789abcdef0123456789abcdef";
