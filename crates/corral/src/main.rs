@@ -4,6 +4,8 @@
 //! renders the result. Library errors are typed; here they become one readable message on stderr
 //! (with its causes) and a non-zero exit status, never a panic.
 
+mod guest;
+mod host;
 mod output;
 mod vmm;
 
@@ -24,6 +26,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Validate and describe this host.
+    Host(host::HostArgs),
+    /// Tools that run inside a guest machine or container.
+    Guest(guest::GuestArgs),
     /// Run a VM in this process, or control a running one (the low-level VMM).
     Vmm {
         #[command(subcommand)]
@@ -35,6 +41,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
     let result: anyhow::Result<ExitCode> = match cli.command {
+        Command::Host(args) => host::run(args),
+        Command::Guest(args) => guest::run(args),
         Command::Vmm { command } => vmm::run(command),
     };
     match result {
