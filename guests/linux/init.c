@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <sys/mount.h>
 #include <sys/reboot.h>
+#include <termios.h>
 #include <unistd.h>
 
 /* The initramfs has no device nodes (building it needs no root), so init mounts devtmpfs itself
@@ -42,6 +43,9 @@ int main(void)
 
 	printf("corral-init: rebooting\n");
 	fflush(stdout);
+	/* The UART sends in the background (interrupt driven); rebooting before it is done would
+	 * drop the tail of the output. */
+	tcdrain(1);
 	sync();
 	reboot(RB_AUTOBOOT);
 	return 1;

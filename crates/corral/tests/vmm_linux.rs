@@ -64,8 +64,21 @@ fn linux_boots_to_init_with_two_vcpus_and_reboots() {
     let output = child.wait_with_output().unwrap();
     let console = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(console.contains("corral-init: started"), "{console}");
-    assert!(console.contains("corral-init: cpus=2\n"), "{console}");
+    // The guest's tty turns "\n" into "\r\n".
+    let init_lines: Vec<&str> = console
+        .lines()
+        .map(str::trim_end)
+        .filter(|line| line.starts_with("corral-init: "))
+        .collect();
+    assert_eq!(
+        init_lines,
+        [
+            "corral-init: started",
+            "corral-init: cpus=2",
+            "corral-init: rebooting"
+        ],
+        "{console}"
+    );
     assert_eq!(output.status.code(), Some(3), "{stderr}");
     assert!(stderr.contains("vm stopped: reboot ("), "{stderr}");
 }

@@ -42,19 +42,14 @@ const KVM_FEATURES_WITHOUT_HYPERCALLS: u32 =
 /// instructions (fnclex, fild) the emulator rejects.
 const EBX_XSAVEERPTR: u32 = 1 << 2;
 
-/// Whether this host's KVM runs guest ring-0 code in its instruction emulator (no VT-x/AMD-V
-/// underneath, e.g. the `kvm_pvm` module). Such a KVM still reports features its emulator
-/// cannot execute, so they are hidden from the guest.
+/// Whether this host's KVM runs guest ring-0 code in its instruction emulator: the CPU has no
+/// VT-x/AMD-V (e.g. KVM through the `kvm_pvm` module). Such a KVM still reports features its
+/// emulator cannot execute, so they are hidden from the guest.
 pub fn host_kvm_emulates_kernel_code() -> bool {
-    std::path::Path::new("/sys/module/kvm_pvm").exists()
-        || std::fs::read_to_string("/proc/cpuinfo")
-            .map(|info| {
-                !info
-                    .lines()
-                    .filter(|line| line.starts_with("flags"))
-                    .any(|line| line.split_whitespace().any(|f| f == "vmx" || f == "svm"))
-            })
-            .unwrap_or(false)
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    corral_host::cpu::CpuInfo::parse(&cpuinfo)
+        .virt_extension()
+        .is_none()
 }
 
 /// How the vCPUs are laid out and what to hide.
