@@ -120,13 +120,15 @@ pub fn write_zero_page(
     cmdline_len: usize,
     initrd: Option<InitrdPlacement>,
 ) -> Result<(), linux_loader::configurator::Error> {
-    let mut params = boot_params::default();
-    params.hdr = header.unwrap_or(setup_header {
-        header: BOOT_HEADER_MAGIC,
-        boot_flag: BOOT_FLAG_MAGIC,
-        kernel_alignment: DEFAULT_KERNEL_ALIGNMENT,
+    let mut params = boot_params {
+        hdr: header.unwrap_or(setup_header {
+            header: BOOT_HEADER_MAGIC,
+            boot_flag: BOOT_FLAG_MAGIC,
+            kernel_alignment: DEFAULT_KERNEL_ALIGNMENT,
+            ..Default::default()
+        }),
         ..Default::default()
-    });
+    };
     params.hdr.type_of_loader = LOADER_TYPE_UNDEFINED;
     params.hdr.cmd_line_ptr = CMDLINE_START as u32;
     params.hdr.cmdline_size = cmdline_len as u32;
