@@ -13,6 +13,7 @@ const GUESTS: &[&str] = &[
     "counter",
     "triple-fault",
     "ctrl-alt-del",
+    "acpi",
 ];
 
 const CFLAGS: &[&str] = &[

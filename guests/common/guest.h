@@ -19,6 +19,7 @@ struct boot_info {
 	const char *cmdline;	/* NULL when absent */
 	u64 initrd_addr;
 	u64 initrd_size;
+	u64 rsdp;		/* ACPI RSDP address the VMM announced; 0 when none */
 };
 
 static inline void outb(u16 port, u8 value)
@@ -36,6 +37,7 @@ static inline u8 inb(u16 port)
 void serial_putc(char c);
 void serial_puts(const char *s);
 void serial_put_dec(u64 value);
+void serial_put_hex(u64 value);
 /* Blocks until the UART has a byte. */
 char serial_getc(void);
 /* Ends the VM: the VMM exits with this code (reason poweroff). */

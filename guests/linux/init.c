@@ -1,6 +1,8 @@
 /*
  * corral's init for the real-Linux boot test: prints a marker, reports how many vCPUs Linux brought
- * online, and reboots (Linux resets through the i8042 controller, so the VMM sees a reboot).
+ * online, and reboots (Linux resets through the i8042 controller, so the VMM sees a reboot) — or,
+ * with `corral_init=poweroff` on the kernel command line (Linux hands it to init as an environment
+ * variable), powers off (through ACPI S5 when the kernel has ACPI).
  *
  * Sequential and fork-free on purpose: on the emulated-KVM development host each fork+exec costs
  * about a second and concurrent processes are unreliable (see README.md).
@@ -9,6 +11,8 @@
 #include <fcntl.h>
 #include <sched.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/mount.h>
 #include <sys/reboot.h>
 #include <termios.h>
@@ -41,12 +45,14 @@ int main(void)
 	else
 		printf("corral-init: cpus=unknown\n");
 
-	printf("corral-init: rebooting\n");
+	const char *action = getenv("corral_init");
+	int power_off = action && strcmp(action, "poweroff") == 0;
+	printf("corral-init: %s\n", power_off ? "powering off" : "rebooting");
 	fflush(stdout);
 	/* The UART sends in the background (interrupt driven); rebooting before it is done would
 	 * drop the tail of the output. */
 	tcdrain(1);
 	sync();
-	reboot(RB_AUTOBOOT);
+	reboot(power_off ? RB_POWER_OFF : RB_AUTOBOOT);
 	return 1;
 }

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 /// The PVH ELF image of guest `name` (`hello`, `echo`, `exit`, `reset`, `counter`,
-/// `triple-fault`, `ctrl-alt-del`).
+/// `triple-fault`, `ctrl-alt-del`, `acpi`).
 pub fn elf(name: &str) -> PathBuf {
     PathBuf::from(env!("OUT_DIR")).join(format!("{name}.elf"))
 }

@@ -8,8 +8,9 @@ use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
 use kvm_ioctls::Kvm;
 use vm_memory::{Bytes, GuestAddress};
 
+use crate::arch::x86_64::acpi::{self, AcpiTooLarge};
 use crate::arch::x86_64::cpuid::{host_kvm_emulates_kernel_code, CpuidPolicy};
-use crate::arch::x86_64::layout::MPTABLE_START;
+use crate::arch::x86_64::layout::{ACPI_START, MPTABLE_START};
 use crate::arch::x86_64::regs::{BootTablesError, EntryPoint};
 use crate::arch::x86_64::InitrdPlacement;
 use crate::arch::x86_64::{low_ram_end, mptable, write_pvh_start_info, write_zero_page};
@@ -50,8 +51,10 @@ pub enum VmmError {
     BootInfo(#[from] linux_loader::configurator::Error),
     #[error(transparent)]
     BootTables(#[from] BootTablesError),
-    #[error("cannot write the MP table: {0}")]
-    WriteMptable(vm_memory::GuestMemoryError),
+    #[error(transparent)]
+    Acpi(#[from] AcpiTooLarge),
+    #[error("cannot write the {0} into guest memory: {1}")]
+    WriteTables(&'static str, vm_memory::GuestMemoryError),
 }
 
 /// How a VM ended.
@@ -87,6 +90,7 @@ struct Prepared {
     cpuid: kvm_bindings::CpuId,
     policy: CpuidPolicy,
     mptable: Vec<u8>,
+    acpi_tables: Vec<u8>,
 }
 
 fn prepare(config: &VmConfig) -> Result<Prepared, VmmError> {
@@ -118,6 +122,7 @@ fn prepare(config: &VmConfig) -> Result<Prepared, VmmError> {
         hide_unemulated: host_kvm_emulates_kernel_code(),
     };
     let mptable = mptable::build(MPTABLE_START, config.vcpus)?;
+    let acpi_tables = acpi::build(config.vcpus)?;
     Ok(Prepared {
         kvm,
         kernel,
@@ -126,6 +131,7 @@ fn prepare(config: &VmConfig) -> Result<Prepared, VmmError> {
         cpuid,
         policy,
         mptable,
+        acpi_tables,
     })
 }
 
@@ -153,9 +159,13 @@ fn build_vm(
             prepared.initrd_placement,
         )?,
     }
+    // Both descriptions of the machine: the MP table for guests without ACPI, ACPI for the rest.
     vm.memory
         .write_slice(&prepared.mptable, GuestAddress(MPTABLE_START))
-        .map_err(VmmError::WriteMptable)?;
+        .map_err(|err| VmmError::WriteTables("MP table", err))?;
+    vm.memory
+        .write_slice(&prepared.acpi_tables, GuestAddress(ACPI_START))
+        .map_err(|err| VmmError::WriteTables("ACPI tables", err))?;
     devices.attach(&vm.fd)?;
     let mut vcpus = Vec::with_capacity(usize::from(config.vcpus));
     for index in 0..config.vcpus {

@@ -149,6 +149,20 @@ fn i8042_reset_ends_the_vm_as_a_reboot() {
 }
 
 #[test]
+fn acpi_tables_lead_the_guest_to_s5_power_off_and_to_the_reset_register() {
+    require_kvm!();
+    let output = run_vm(&["--kernel", &guest("acpi")], "");
+    assert_stopped(&output, 0, "poweroff");
+    assert!(text(&output.stderr).contains("ACPI S5"));
+    assert!(text(&output.stdout).contains("acpi: entering S5 (SLP_TYP 5) through port 0x600"));
+
+    let reset = ["--kernel", &guest("acpi"), "--cmdline", "acpi=reset"];
+    let output = run_vm(&[&reset[..], &["--on-reboot", "destroy"]].concat(), "");
+    assert_stopped(&output, EXIT_REBOOT, "reboot");
+    assert!(text(&output.stderr).contains("ACPI reset register"));
+}
+
+#[test]
 fn triple_fault_is_a_crash_with_registers_in_the_log() {
     require_kvm!();
     let output = run_vm(&["--kernel", &guest("triple-fault")], "");
