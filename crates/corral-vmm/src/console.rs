@@ -76,6 +76,10 @@ impl Console {
     /// with the process.
     pub fn start_input(self, serial: Arc<Mutex<SerialDevice>>) {
         match self.input {
+            Input::Stdin if stdin_is_background_terminal() => {
+                // Reading it would stop the whole VMM with SIGTTIN.
+                tracing::info!("stdin is a terminal this process does not own: no console input");
+            }
             Input::Stdin => {
                 std::thread::spawn(move || forward(std::io::stdin().lock(), &serial));
             }
@@ -94,6 +98,16 @@ impl Console {
             Input::Nothing => {}
         }
     }
+}
+
+/// True when stdin is a terminal whose foreground process group is not ours (`corral vmm run &`).
+fn stdin_is_background_terminal() -> bool {
+    use std::io::IsTerminal;
+    if !std::io::stdin().is_terminal() {
+        return false;
+    }
+    // SAFETY: both calls only query process state; tcgetpgrp gets a valid open descriptor.
+    unsafe { libc::tcgetpgrp(libc::STDIN_FILENO) != libc::getpgrp() }
 }
 
 fn forward(mut source: impl Read, serial: &Mutex<SerialDevice>) {

@@ -1,9 +1,11 @@
-//! Boots the real Linux guest of `guests/linux/` in `corral vmm run`: PVH entry, two vCPUs, our
-//! own init, and a reboot through the i8042 controller. About a minute on the emulated-KVM
-//! development host, so it is ignored in the fast run; `scripts/test.sh` runs it as its own step
-//! with `CORRAL_GUEST_LINUX_DIR` pointing at the output of `guests/linux/build.sh`.
+//! Boots the real Linux guests of `guests/linux/` in `corral vmm run`: PVH entry, two vCPUs, our
+//! own init, then a reboot through the i8042 controller (default kernel, MP table) or a power-off
+//! through ACPI S5 (the ACPI variant, MADT). About a minute each on the emulated-KVM development
+//! host, so they are ignored in the fast run; `scripts/test.sh` runs them as their own step with
+//! `CORRAL_GUEST_LINUX_DIR` / `CORRAL_GUEST_LINUX_ACPI_DIR` pointing at `guests/linux/build.sh`
+//! outputs (without them the test builds the guest itself).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -15,28 +17,28 @@ fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// The directory with `vmlinux` and `initramfs.cpio`, building them if no one did.
-fn guest_linux_dir() -> (PathBuf, Option<tempfile::TempDir>) {
-    if let Some(dir) = std::env::var_os("CORRAL_GUEST_LINUX_DIR") {
+/// The directory with `vmlinux` and `initramfs.cpio` from `$variable`, or built now with the
+/// extra config `fragments`.
+fn guest_linux_dir(variable: &str, fragments: &[&str]) -> (PathBuf, Option<tempfile::TempDir>) {
+    if let Some(dir) = std::env::var_os(variable) {
         return (PathBuf::from(dir), None);
     }
     let dir = tempfile::tempdir().unwrap();
+    let linux = repo_root().join("guests/linux");
     let status = Command::new("bash")
-        .arg(repo_root().join("guests/linux/build.sh"))
+        .arg(linux.join("build.sh"))
         .arg(dir.path())
+        .args(fragments.iter().map(|fragment| linux.join(fragment)))
         .status()
         .unwrap();
     assert!(status.success(), "guests/linux/build.sh failed");
     (dir.path().to_owned(), Some(dir))
 }
 
-#[test]
-#[ignore = "boots a real Linux kernel (about a minute here); scripts/test.sh runs it"]
-fn linux_boots_to_init_with_two_vcpus_and_reboots() {
-    require_kvm!();
-    require_program!("gcc");
-    let (dir, _keep) = guest_linux_dir();
+/// Boots the guest in `dir` with two vCPUs and returns (exit status, console, stderr).
+fn boot(dir: &Path, extra_cmdline: &str) -> (Option<i32>, String, String) {
     let cmdline = std::fs::read_to_string(repo_root().join("guests/linux/cmdline")).unwrap();
+    let cmdline = format!("{} {extra_cmdline}", cmdline.trim());
     let mut child = Command::new(env!("CARGO_BIN_EXE_corral"))
         .args(["vmm", "run", "--vcpus", "2", "--memory", "256M"])
         .args(["--on-reboot", "destroy", "--cmdline", cmdline.trim()])
@@ -55,23 +57,38 @@ fn linux_boots_to_init_with_two_vcpus_and_reboots() {
             child.kill().unwrap();
             let output = child.wait_with_output().unwrap();
             panic!(
-                "Linux did not finish booting within {BOOT_TIMEOUT:?}; console:\n{}",
+                "Linux did not finish within {BOOT_TIMEOUT:?}; console:\n{}",
                 String::from_utf8_lossy(&output.stdout)
             );
         }
         std::thread::sleep(Duration::from_millis(200));
     }
     let output = child.wait_with_output().unwrap();
-    let console = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    // The guest's tty turns "\n" into "\r\n".
-    let init_lines: Vec<&str> = console
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// The lines init printed (the guest's tty turns "\n" into "\r\n").
+fn init_lines(console: &str) -> Vec<&str> {
+    console
         .lines()
         .map(str::trim_end)
         .filter(|line| line.starts_with("corral-init: "))
-        .collect();
+        .collect()
+}
+
+#[test]
+#[ignore = "boots a real Linux kernel (about a minute here); scripts/test.sh runs it"]
+fn linux_boots_to_init_with_two_vcpus_and_reboots() {
+    require_kvm!();
+    require_program!("gcc");
+    let (dir, _keep) = guest_linux_dir("CORRAL_GUEST_LINUX_DIR", &[]);
+    let (status, console, stderr) = boot(&dir, "");
     assert_eq!(
-        init_lines,
+        init_lines(&console),
         [
             "corral-init: started",
             "corral-init: cpus=2",
@@ -79,6 +96,33 @@ fn linux_boots_to_init_with_two_vcpus_and_reboots() {
         ],
         "{console}"
     );
-    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert_eq!(status, Some(3), "{stderr}");
     assert!(stderr.contains("vm stopped: reboot ("), "{stderr}");
+}
+
+#[test]
+#[ignore = "boots a real Linux kernel (about a minute here); scripts/test.sh runs it"]
+fn linux_with_acpi_finds_its_cpus_in_the_madt_and_powers_off_through_s5() {
+    require_kvm!();
+    require_program!("gcc");
+    let (dir, _keep) = guest_linux_dir("CORRAL_GUEST_LINUX_ACPI_DIR", &["guest-acpi.config"]);
+    let (status, console, stderr) = boot(&dir, "corral_init=poweroff");
+    assert!(
+        console.contains("ACPI: MADT"),
+        "ACPI was not used: {console}"
+    );
+    assert_eq!(
+        init_lines(&console),
+        [
+            "corral-init: started",
+            "corral-init: cpus=2",
+            "corral-init: powering off"
+        ],
+        "{console}"
+    );
+    assert_eq!(status, Some(0), "{stderr}");
+    assert!(
+        stderr.contains("vm stopped: poweroff (the guest entered ACPI S5"),
+        "{stderr}"
+    );
 }

@@ -36,6 +36,8 @@ pub enum VcpuError {
         what: &'static str,
         source: kvm_ioctls::Error,
     },
+    #[error("cannot build the boot MSR list: {0:?}")]
+    MsrList(vmm_sys_util::fam::Error),
     #[error("KVM accepted only {set} of the {wanted} boot MSRs of vCPU {index}")]
     Msrs {
         index: u8,
@@ -303,11 +305,7 @@ impl Vcpu {
         self.fd
             .set_cpuid2(&cpuid)
             .map_err(self.setup_error("CPUID"))?;
-        let msrs = boot_msrs().map_err(|_| VcpuError::Msrs {
-            index: self.index,
-            set: 0,
-            wanted: 0,
-        })?;
+        let msrs = boot_msrs().map_err(VcpuError::MsrList)?;
         let set = self.fd.set_msrs(&msrs).map_err(self.setup_error("MSRs"))?;
         if set != msrs.as_slice().len() {
             return Err(VcpuError::Msrs {
