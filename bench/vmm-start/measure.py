@@ -1,14 +1,18 @@
 """Runs corral and QEMU on the same guest, interleaved, and reports medians and ratios.
 
-Each run is one process from fork to exit: the guest exits at its first debug-exit write, so the
-wall time is "process start to guest reached its first instruction's port write" plus teardown.
-CPU time and peak RSS come from wait4()'s rusage of that process.
+Each run is one process from fork to exit. With the test guest (--guest), which exits at its first
+debug-exit write, the wall time is "process start to the guest's first port write" plus teardown.
+With --linux-dir, both boot the real-Linux guest (2 vCPUs) to its init, which reboots, and both
+VMMs exit on that reboot. CPU time and peak RSS come from wait4()'s rusage of the VMM process.
 """
 import argparse
 import os
 import statistics
 import subprocess
 import time
+
+QEMU_MICROVM = ["qemu-system-x86_64", "-M", "microvm,acpi=off", "-accel", "kvm",
+                "-nodefaults", "-no-user-config", "-display", "none"]
 
 
 def measure(argv, expected_status):
@@ -23,41 +27,65 @@ def measure(argv, expected_status):
     return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss
 
 
-def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--runs", type=int, default=20)
-    parser.add_argument("--guest", required=True)
-    parser.add_argument("--corral", required=True)
-    parser.add_argument("--memory-mib", type=int, default=128)
-    args = parser.parse_args()
-
-    memory = f"{args.memory_mib}M"
-    peers = {
+def test_guest_peers(args, memory):
+    """The test guest writes 42 to port 0xf4 at once."""
+    return {
         "corral": ([args.corral, "vmm", "run", "--kernel", args.guest, "--memory", memory,
                     "--serial", "none"], 42),
         # isa-debug-exit reports (value << 1) | 1.
-        "qemu-microvm": (["qemu-system-x86_64", "-M", "microvm", "-accel", "kvm",
-                          "-cpu", "qemu64", "-m", memory, "-nodefaults", "-no-user-config",
-                          "-display", "none", "-serial", "none", "-kernel", args.guest,
-                          "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"], 85),
+        "qemu-microvm": (QEMU_MICROVM + ["-cpu", "qemu64", "-m", memory, "-serial", "none",
+                                         "-kernel", args.guest, "-device",
+                                         "isa-debug-exit,iobase=0xf4,iosize=0x04"], 85),
     }
+
+
+def linux_peers(args, memory):
+    """Real Linux, 2 vCPUs, console on stdout (discarded), exit on the guest's reboot."""
+    kernel = os.path.join(args.linux_dir, "vmlinux")
+    initrd = os.path.join(args.linux_dir, "initramfs.cpio")
+    return {
+        "corral": ([args.corral, "vmm", "run", "--kernel", kernel, "--initrd", initrd,
+                    "--cmdline", args.cmdline, "--vcpus", "2", "--memory", memory,
+                    "--on-reboot", "destroy"], 3),
+        # The CPU model the guest-linux recipe was measured with (see guests/linux/README.md).
+        "qemu-microvm": (QEMU_MICROVM + ["-cpu", "qemu64,+xsaveerptr", "-smp", "2",
+                                         "-m", memory, "-serial", "stdio", "-kernel", kernel,
+                                         "-initrd", initrd, "-append", args.cmdline,
+                                         "-no-reboot"], 0),
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--corral", required=True)
+    parser.add_argument("--memory-mib", type=int, default=128)
+    parser.add_argument("--guest", help="the test guest (PVH ELF)")
+    parser.add_argument("--linux-dir", help="guests/linux/build.sh output: boot real Linux")
+    parser.add_argument("--cmdline", default="", help="kernel command line with --linux-dir")
+    args = parser.parse_args()
+
+    memory = f"{args.memory_mib}M"
+    if args.linux_dir:
+        peers, label = linux_peers(args, memory), "real Linux to init, 2 vCPUs"
+    else:
+        peers, label = test_guest_peers(args, memory), os.path.basename(args.guest)
     samples = {name: [] for name in peers}
     for _ in range(args.runs):
         for name, (argv, expected) in peers.items():
             samples[name].append(measure(argv, expected))
 
-    print(f"vmm-start: {args.runs} runs each, guest {os.path.basename(args.guest)}, "
-          f"{memory} memory; medians")
-    print(f"{'':14} {'wall ms':>9} {'cpu ms':>9} {'peak RSS MiB':>13}")
+    print(f"vmm-start: {label}, {memory}, {args.runs} runs each (interleaved); medians")
+    print(f"{'':14} {'wall ms':>10} {'cpu ms':>10} {'peak RSS MiB':>13}")
     medians = {}
     for name, runs in samples.items():
         wall = statistics.median(r[0] for r in runs) * 1000
         cpu = statistics.median(r[1] for r in runs) * 1000
         rss = statistics.median(r[2] for r in runs) / 1024
         medians[name] = (wall, cpu, rss)
-        print(f"{name:14} {wall:9.1f} {cpu:9.1f} {rss:13.1f}")
+        print(f"{name:14} {wall:10.1f} {cpu:10.1f} {rss:13.1f}")
     corral, qemu = medians["corral"], medians["qemu-microvm"]
-    print(f"{'corral/qemu':14} {corral[0] / qemu[0]:9.2f} {corral[1] / qemu[1]:9.2f} "
+    print(f"{'corral/qemu':14} {corral[0] / qemu[0]:10.2f} {corral[1] / qemu[1]:10.2f} "
           f"{corral[2] / qemu[2]:13.2f}")
 
 
