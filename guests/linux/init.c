@@ -8,6 +8,7 @@
  * about a second and concurrent processes are unreliable (see README.md).
  */
 #define _GNU_SOURCE
+#include <errno.h>
 #include <fcntl.h>
 #include <sched.h>
 #include <stdio.h>
@@ -18,14 +19,31 @@
 #include <termios.h>
 #include <unistd.h>
 
+/* Reports a problem through the kernel log, which reaches the serial console even when init
+ * has no console of its own. */
+static void report(const char *what)
+{
+	char line[160];
+	int fd = open("/dev/kmsg", O_WRONLY);
+	if (fd < 0)
+		return;
+	int len = snprintf(line, sizeof(line), "corral-init: %s: %s\n", what, strerror(errno));
+	if (len > 0)
+		write(fd, line, (size_t)len);
+	close(fd);
+}
+
 /* The initramfs has no device nodes (building it needs no root), so init mounts devtmpfs itself
  * and takes /dev/console as stdin/stdout/stderr. */
 static void open_console(void)
 {
-	mount("devtmpfs", "/dev", "devtmpfs", 0, NULL);
+	if (mount("devtmpfs", "/dev", "devtmpfs", 0, NULL) != 0)
+		report("cannot mount devtmpfs on /dev");
 	int fd = open("/dev/console", O_RDWR);
-	if (fd < 0)
+	if (fd < 0) {
+		report("cannot open /dev/console");
 		return;
+	}
 	dup2(fd, 0);
 	dup2(fd, 1);
 	dup2(fd, 2);
@@ -51,7 +69,8 @@ int main(void)
 	fflush(stdout);
 	/* The UART sends in the background (interrupt driven); rebooting before it is done would
 	 * drop the tail of the output. */
-	tcdrain(1);
+	if (tcdrain(1) != 0)
+		report("cannot drain the console");
 	sync();
 	reboot(power_off ? RB_POWER_OFF : RB_AUTOBOOT);
 	return 1;

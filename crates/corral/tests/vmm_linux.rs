@@ -108,7 +108,7 @@ fn linux_with_acpi_finds_its_cpus_in_the_madt_and_powers_off_through_s5() {
     let (dir, _keep) = guest_linux_dir("CORRAL_GUEST_LINUX_ACPI_DIR", &["guest-acpi.config"]);
     let (status, console, stderr) = boot(&dir, "corral_init=poweroff");
     assert!(
-        console.contains("ACPI: MADT"),
+        console.contains("Using ACPI (MADT) for SMP configuration"),
         "ACPI was not used: {console}"
     );
     assert_eq!(

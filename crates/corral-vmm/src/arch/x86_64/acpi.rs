@@ -66,21 +66,151 @@ fn io_port_gas(port: u16) -> [u8; 12] {
     gas
 }
 
-/// DSDT: only `Name (\_S5, Package () { 5, 0, 0, 0 })`, in AML.
-fn dsdt() -> Vec<u8> {
-    const NAME_OP: u8 = 0x08;
-    const PACKAGE_OP: u8 = 0x12;
+/// AML encoding, just what the DSDT needs.
+mod aml {
+    pub const NAME_OP: u8 = 0x08;
+    pub const ZERO_OP: u8 = 0x00;
     const BYTE_PREFIX: u8 = 0x0a;
-    const ZERO_OP: u8 = 0x00;
-    let elements = [BYTE_PREFIX, S5_SLEEP_TYPE, ZERO_OP, ZERO_OP, ZERO_OP];
-    let mut aml = vec![NAME_OP];
-    aml.extend_from_slice(b"_S5_");
-    aml.push(PACKAGE_OP);
-    // PkgLength (one byte: counts itself, NumElements and the elements), NumElements.
-    aml.push((2 + elements.len()) as u8);
-    aml.push(4);
-    aml.extend_from_slice(&elements);
-    sdt(b"DSDT", 2, &aml)
+    const DWORD_PREFIX: u8 = 0x0c;
+    const SCOPE_OP: u8 = 0x10;
+    const BUFFER_OP: u8 = 0x11;
+    const PACKAGE_OP: u8 = 0x12;
+    const EXT_OP_PREFIX: u8 = 0x5b;
+    const DEVICE_OP: u8 = 0x82;
+
+    /// PkgLength: the length of what follows *including* the PkgLength bytes themselves, in one
+    /// byte below 64, else a lead byte (count of extra bytes, low nibble) and up to 3 more.
+    fn pkg_length(contents: usize) -> Vec<u8> {
+        if contents + 1 < 0x40 {
+            return vec![(contents + 1) as u8];
+        }
+        let extra = (1..=3)
+            .find(|&n| contents + 1 + n < 1 << (4 + 8 * n))
+            .unwrap_or(3);
+        let total = contents + 1 + extra;
+        let mut bytes = vec![((extra as u8) << 6) | (total & 0xf) as u8];
+        bytes.extend((0..extra).map(|i| (total >> (4 + 8 * i)) as u8));
+        bytes
+    }
+
+    fn with_pkg_length(op: &[u8], contents: &[u8]) -> Vec<u8> {
+        let mut out = op.to_vec();
+        out.extend(pkg_length(contents.len()));
+        out.extend_from_slice(contents);
+        out
+    }
+
+    pub fn name(name: &[u8; 4], value: &[u8]) -> Vec<u8> {
+        let mut out = vec![NAME_OP];
+        out.extend_from_slice(name);
+        out.extend_from_slice(value);
+        out
+    }
+
+    pub fn byte(value: u8) -> Vec<u8> {
+        vec![BYTE_PREFIX, value]
+    }
+
+    pub fn dword(value: u32) -> Vec<u8> {
+        let mut out = vec![DWORD_PREFIX];
+        out.extend_from_slice(&value.to_le_bytes());
+        out
+    }
+
+    pub fn package(elements: &[Vec<u8>]) -> Vec<u8> {
+        let mut contents = vec![elements.len() as u8];
+        contents.extend(elements.concat());
+        with_pkg_length(&[PACKAGE_OP], &contents)
+    }
+
+    pub fn buffer(data: &[u8]) -> Vec<u8> {
+        let mut contents = byte(data.len() as u8);
+        contents.extend_from_slice(data);
+        with_pkg_length(&[BUFFER_OP], &contents)
+    }
+
+    pub fn scope(path: &[u8], body: &[u8]) -> Vec<u8> {
+        with_pkg_length(&[SCOPE_OP], &[path, body].concat())
+    }
+
+    pub fn device(name: &[u8; 4], body: &[u8]) -> Vec<u8> {
+        with_pkg_length(&[EXT_OP_PREFIX, DEVICE_OP], &[&name[..], body].concat())
+    }
+
+    /// `EisaId("PNP0501")` style compressed id.
+    pub fn eisa_id(id: &[u8; 7]) -> u32 {
+        let letter = |c: u8| u16::from(c - 0x40) & 0x1f;
+        let vendor = (letter(id[0]) << 10) | (letter(id[1]) << 5) | letter(id[2]);
+        let hex = |c: u8| char::from(c).to_digit(16).unwrap_or(0) as u8;
+        let product = [
+            (hex(id[3]) << 4) | hex(id[4]),
+            (hex(id[5]) << 4) | hex(id[6]),
+        ];
+        u32::from_le_bytes([(vendor >> 8) as u8, vendor as u8, product[0], product[1]])
+    }
+
+    /// Resource template: 16-bit decoded I/O ports `[base, base + len)` and one ISA IRQ.
+    pub fn io_and_irq_resources(base: u16, len: u8, irq: u8) -> Vec<u8> {
+        const IO_PORT: u8 = 0x47;
+        const IRQ_NO_FLAGS: u8 = 0x22;
+        const END_TAG: u8 = 0x79;
+        let [lo, hi] = base.to_le_bytes();
+        let irq_mask = (1u16 << irq).to_le_bytes();
+        let mut out = vec![IO_PORT, 0x01, lo, hi, lo, hi, 0x01, len];
+        out.extend_from_slice(&[IRQ_NO_FLAGS, irq_mask[0], irq_mask[1]]);
+        out.extend_from_slice(&[END_TAG, 0]);
+        out
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn pkg_lengths_count_themselves() {
+            assert_eq!(pkg_length(10), vec![11]);
+            assert_eq!(pkg_length(62), vec![63]);
+            // 63 bytes of contents need two length bytes: total 65 = 0x41.
+            assert_eq!(pkg_length(63), vec![0x41, 0x04]);
+            assert_eq!(pkg_length(5000), vec![0x8b, 0x38, 0x01]);
+            assert_eq!(eisa_id(b"PNP0501"), 0x0105_d041);
+            assert_eq!(eisa_id(b"PNP0A03"), 0x030a_d041);
+        }
+    }
+}
+
+/// DSDT: COM1 as a PNP0501 device with its ports and IRQ (a hardware-reduced ACPI guest has no
+/// legacy PIC and maps only the interrupts ACPI describes, so an undescribed UART gets no IRQ)
+/// and `Name (\_S5, Package () { 5, 0, 0, 0 })`.
+fn dsdt() -> Vec<u8> {
+    use crate::devices::interrupt::IRQ_COM1;
+    use crate::devices::legacy::serial::{COM1_PORT, COM1_PORT_LEN};
+    let com1 = aml::device(
+        b"COM1",
+        &[
+            aml::name(b"_HID", &aml::dword(aml::eisa_id(b"PNP0501"))),
+            aml::name(b"_UID", &[aml::ZERO_OP]),
+            aml::name(
+                b"_CRS",
+                &aml::buffer(&aml::io_and_irq_resources(
+                    COM1_PORT,
+                    COM1_PORT_LEN as u8,
+                    IRQ_COM1 as u8,
+                )),
+            ),
+        ]
+        .concat(),
+    );
+    let s5 = aml::name(
+        b"_S5_",
+        &aml::package(&[
+            aml::byte(S5_SLEEP_TYPE),
+            vec![aml::ZERO_OP],
+            vec![aml::ZERO_OP],
+            vec![aml::ZERO_OP],
+        ]),
+    );
+    sdt(b"DSDT", 2, &[aml::scope(b"\\_SB_", &com1), s5].concat())
 }
 
 fn fadt(dsdt_address: u64) -> Vec<u8> {
@@ -224,6 +354,13 @@ mod tests {
         let dsdt = table(&tables, u64_at(fadt, 140), b"DSDT");
         let s5 = dsdt.windows(4).position(|w| w == b"_S5_").unwrap();
         assert_eq!(&dsdt[s5 + 4..], &[0x12, 7, 4, 0x0a, S5_SLEEP_TYPE, 0, 0, 0]);
+        // COM1 with I/O ports 0x3f8-0x3ff and IRQ 4, inside \_SB.
+        let sb = dsdt.windows(5).position(|w| w == b"\\_SB_").unwrap();
+        let com1 = dsdt.windows(4).position(|w| w == b"COM1").unwrap();
+        assert!(sb < com1);
+        assert_eq!(&dsdt[com1 - 3..com1 - 1], &[0x5b, 0x82]);
+        let resources = [0x47, 1, 0xf8, 3, 0xf8, 3, 1, 8, 0x22, 0x10, 0, 0x79, 0];
+        assert!(dsdt.windows(resources.len()).any(|w| w == resources));
 
         let madt = table(&tables, entries[1], b"APIC");
         assert_eq!(u32_at(madt, 36), APIC_START as u32);
