@@ -11,7 +11,7 @@ use vm_memory::{Bytes, GuestAddress};
 use crate::arch::x86_64::acpi::{self, AcpiTooLarge};
 use crate::arch::x86_64::cpuid::{host_kvm_emulates_kernel_code, CpuidPolicy};
 use crate::arch::x86_64::layout::{ACPI_START, MPTABLE_START};
-use crate::arch::x86_64::regs::{BootTablesError, EntryPoint};
+use crate::arch::x86_64::regs::EntryPoint;
 use crate::arch::x86_64::InitrdPlacement;
 use crate::arch::x86_64::{low_ram_end, mptable, write_pvh_start_info, write_zero_page};
 use crate::config::{Action, ConfigError, VmConfig};
@@ -49,8 +49,6 @@ pub enum VmmError {
     Vcpu(#[from] VcpuError),
     #[error("cannot write the boot information: {0}")]
     BootInfo(#[from] linux_loader::configurator::Error),
-    #[error(transparent)]
-    BootTables(#[from] BootTablesError),
     #[error(transparent)]
     Acpi(#[from] AcpiTooLarge),
     #[error("cannot write the {0} into guest memory: {1}")]
