@@ -86,3 +86,186 @@ fn qcow2_written_by_corral_passes_qemu_img_check_and_compare() {
     let info = run("qemu-img", &["info", "--output=json", path_str(&image)]);
     assert!(info.contains(&format!("\"virtual-size\": {size}")), "{info}");
 }
+
+/// Writes with qemu-io into an image (one `-c` command per entry).
+fn qemu_io(image: &Path, format: &str, commands: &[&str]) {
+    let mut args = vec!["-f", format];
+    for command in commands {
+        args.push("-c");
+        args.push(command);
+    }
+    args.push(path_str(image));
+    run("qemu-io", &args);
+}
+
+#[test]
+fn reads_plain_and_v2_images_qemu_writes_including_zero_clusters() {
+    require_program!("qemu-img");
+    require_program!("qemu-io");
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (name, compat) in [("v3.qcow2", "1.1"), ("v2.qcow2", "0.10")] {
+        let image = dir.path().join(name);
+        run(
+            "qemu-img",
+            &[
+                "create",
+                "-q",
+                "-f",
+                "qcow2",
+                "-o",
+                &format!("compat={compat},cluster_size=4096"),
+                path_str(&image),
+                "8M",
+            ],
+        );
+        qemu_io(
+            &image,
+            "qcow2",
+            &[
+                "write -P 0xab 0 1M",
+                "write -P 0x17 3000 5000",
+                "write -z 64k 128k", // v3: zero flag; v2: zeroes written or deallocated
+                "write -P 0x5c 7M 1M",
+            ],
+        );
+        let disk = corral_disk::open(&image, OpenOptions::read_only()).expect("open");
+        assert_eq!(disk.virtual_size(), 8 * MIB);
+        let actual = read_all(disk.as_ref());
+        assert_same_content(&actual, &qemu_read_all(&image, dir.path()), name);
+        assert_eq!(actual[100], 0xab, "{name}: qemu's data reads back");
+        assert!(actual[65536..65536 + 131072].iter().all(|&b| b == 0));
+    }
+}
+
+#[test]
+fn reads_compressed_images_from_qemu_img_convert() {
+    require_program!("qemu-img");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let source = dir.path().join("source.raw");
+    // Compressible but position-dependent content, with a hole in the middle.
+    let mut content = pattern(0, 4 * MIB as usize, 9);
+    content[MIB as usize..2 * MIB as usize].fill(0);
+    fs::write(&source, &content).expect("write source");
+    let compressed = dir.path().join("compressed.qcow2");
+    run(
+        "qemu-img",
+        &[
+            "convert",
+            "-c",
+            "-O",
+            "qcow2",
+            path_str(&source),
+            path_str(&compressed),
+        ],
+    );
+    let check = run("qemu-img", &["check", path_str(&compressed)]);
+    assert!(
+        !check.contains(" 0.00% compressed"),
+        "image is really compressed: {check}"
+    );
+    assert_same_content(&corral_read_all(&compressed), &content, "compressed image");
+}
+
+#[test]
+fn reads_backing_chains_qemu_builds_over_raw_and_qcow2() {
+    require_program!("qemu-img");
+    require_program!("qemu-io");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base = dir.path().join("base.raw");
+    raw_with_pattern(&base, 4 * MIB, 1);
+    let mid = dir.path().join("mid.qcow2");
+    let top = dir.path().join("top.qcow2");
+    // Relative backing names, as templates are usually linked.
+    run(
+        "qemu-img",
+        &["create", "-q", "-f", "qcow2", "-b", "base.raw", "-F", "raw", path_str(&mid)],
+    );
+    qemu_io(&mid, "qcow2", &["write -P 0x22 1M 100k", "write -z 3M 64k"]);
+    run(
+        "qemu-img",
+        &["create", "-q", "-f", "qcow2", "-b", "mid.qcow2", "-F", "qcow2", path_str(&top)],
+    );
+    qemu_io(&top, "qcow2", &["write -P 0x33 1099776 10k", "write -P 0x44 0 512"]);
+
+    let disk = corral_disk::open(&top, OpenOptions::read_only()).expect("open chain");
+    let actual = read_all(disk.as_ref());
+    assert_same_content(&actual, &qemu_read_all(&top, dir.path()), "three-level chain");
+    // Spot checks that each level really shows: top, mid, mid's zero cluster, base.
+    assert_eq!(actual[0], 0x44);
+    assert_eq!(actual[(MIB + 50 * 1024) as usize], 0x33);
+    assert_eq!(actual[(MIB + 10) as usize], 0x22);
+    assert_eq!(actual[(3 * MIB + 10) as usize], 0);
+    assert_eq!(actual[(2 * MIB + 7) as usize], pattern(2 * MIB + 7, 1, 1)[0]);
+
+    let info = corral_disk::info(&top).expect("info");
+    let chain: Vec<_> = info.backing_chain.iter().map(|b| (b.path.clone(), b.format)).collect();
+    assert_eq!(
+        chain,
+        vec![(mid.clone(), DiskFormat::Qcow2), (base.clone(), DiskFormat::Raw)]
+    );
+}
+
+/// A linked clone: an overlay over a base reads the base's data, and every write, even a partial
+/// cluster (copy-on-write), lands in the overlay only.
+fn check_overlay_over(base: &Path, base_format: DiskFormat, dir: &Path) {
+    let base_before = fs::read(base).expect("read base");
+    let base_content = corral_read_all(base);
+    let size = base_content.len() as u64;
+    let overlay = dir.join(format!("overlay-over-{base_format}.qcow2"));
+    create_qcow2(
+        &overlay,
+        &Qcow2CreateOptions {
+            backing_file: Some(base.file_name().expect("name").into()),
+            backing_format: Some(base_format),
+            ..Default::default()
+        },
+    )
+    .expect("create overlay");
+
+    let expected = dir.join(format!("expected-{base_format}.raw"));
+    fs::write(&expected, &base_content).expect("expected");
+    let disk = corral_disk::open(&overlay, OpenOptions::writable()).expect("open overlay");
+    assert_eq!(disk.virtual_size(), size, "size defaults to the backing image's");
+    assert_same_content(&read_all(disk.as_ref()), &base_content, "fresh overlay");
+    let mut mirror = Mirror {
+        disk,
+        expected: &expected,
+    };
+    mirror.write(100, 10, 7); // partial cluster: the rest must be copied from the base
+    mirror.write(MIB - 30, 60, 8); // spans two clusters, both partial
+    mirror.write(2 * MIB, 65536, 9); // one whole cluster
+    mirror.zero(3 * MIB + 4096, 8192); // zeroes over base data, partial cluster
+    mirror.discard(3 * MIB + 65536, 65536); // discarded: zero, not the base showing through
+    mirror.disk.flush().expect("flush");
+    drop(mirror);
+
+    assert_eq!(fs::read(base).expect("read base"), base_before, "base untouched");
+    assert_qemu_check_clean(&overlay);
+    assert_qemu_compare(&overlay, "qcow2", &expected);
+    assert_same_content(&corral_read_all(&overlay), &fs::read(&expected).expect("read"), "reopen");
+    let info = run("qemu-img", &["info", path_str(&overlay)]);
+    assert!(info.contains(&format!("backing file format: {base_format}")), "{info}");
+}
+
+#[test]
+fn overlay_over_raw_base_writes_only_to_itself() {
+    require_program!("qemu-img");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base = dir.path().join("base.raw");
+    raw_with_pattern(&base, 4 * MIB, 3);
+    check_overlay_over(&base, DiskFormat::Raw, dir.path());
+}
+
+#[test]
+fn overlay_over_qcow2_base_writes_only_to_itself() {
+    require_program!("qemu-img");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let source = dir.path().join("source.raw");
+    raw_with_pattern(&source, 4 * MIB, 4);
+    let base = dir.path().join("base.qcow2");
+    run(
+        "qemu-img",
+        &["convert", "-O", "qcow2", path_str(&source), path_str(&base)],
+    );
+    check_overlay_over(&base, DiskFormat::Qcow2, dir.path());
+}
