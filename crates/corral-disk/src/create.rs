@@ -104,7 +104,11 @@ impl PendingImage {
         }
         self.published = true;
         // The rename is durable once the directory is; an error here loses nothing already done.
-        if let Some(dir) = self.target.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+        if let Some(dir) = self
+            .target
+            .parent()
+            .filter(|dir| !dir.as_os_str().is_empty())
+        {
             sync(dir).map_err(|source| DiskError::io("flush", &self.target, source))?;
         }
         Ok(())

@@ -83,7 +83,9 @@ pub enum DiskError {
         repeated: PathBuf,
     },
     /// A backing chain is longer than any sane chain.
-    #[error("backing chain of {path} is deeper than {limit} images; flatten it with `qemu-img convert`")]
+    #[error(
+        "backing chain of {path} is deeper than {limit} images; flatten it with `qemu-img convert`"
+    )]
     BackingTooDeep {
         /// The top image.
         path: PathBuf,

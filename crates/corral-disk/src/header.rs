@@ -34,6 +34,12 @@ pub(crate) struct Qcow2Header {
     pub virtual_size: u64,
     pub has_backing_file: bool,
     pub snapshot_count: u32,
+    pub l1_entries: u32,
+    pub l1_table_offset: u64,
+    pub refcount_table_offset: u64,
+    pub refcount_table_clusters: u32,
+    /// log2 of the refcount width in bits (4 for v2 images).
+    pub refcount_order: u32,
 }
 
 impl Qcow2Header {
@@ -75,7 +81,10 @@ pub(crate) fn parse(path: &Path, bytes: &[u8]) -> Result<Qcow2Header> {
         return Err(invalid("the qcow2 magic is missing".into()));
     }
     if bytes.len() < V2_HEADER_LEN {
-        return Err(invalid(format!("the header is truncated at {} bytes", bytes.len())));
+        return Err(invalid(format!(
+            "the header is truncated at {} bytes",
+            bytes.len()
+        )));
     }
     let version = be32(bytes, 4);
     if version != 2 && version != 3 {
@@ -89,7 +98,12 @@ pub(crate) fn parse(path: &Path, bytes: &[u8]) -> Result<Qcow2Header> {
     let cluster_bits = be32(bytes, 20);
     let virtual_size = be64(bytes, 24);
     let crypt_method = be32(bytes, 32);
+    let l1_entries = be32(bytes, 36);
+    let l1_table_offset = be64(bytes, 40);
+    let refcount_table_offset = be64(bytes, 48);
+    let refcount_table_clusters = be32(bytes, 56);
     let snapshot_count = be32(bytes, 60);
+    let mut refcount_order = 4;
 
     if !(MIN_CLUSTER_BITS..=MAX_CLUSTER_BITS).contains(&cluster_bits) {
         return Err(invalid(format!(
@@ -123,9 +137,18 @@ pub(crate) fn parse(path: &Path, bytes: &[u8]) -> Result<Qcow2Header> {
 
     if version == 3 {
         if bytes.len() < V3_HEADER_LEN {
-            return Err(invalid(format!("the v3 header is truncated at {} bytes", bytes.len())));
+            return Err(invalid(format!(
+                "the v3 header is truncated at {} bytes",
+                bytes.len()
+            )));
         }
         let incompatible = be64(bytes, 72);
+        refcount_order = be32(bytes, 96);
+        if refcount_order > 6 {
+            return Err(invalid(format!(
+                "refcount order {refcount_order} is above 6"
+            )));
+        }
         let header_len = be32(bytes, 100);
         if (header_len as usize) < V3_HEADER_LEN || header_len % 8 != 0 {
             return Err(invalid(format!("header length {header_len} is invalid")));
@@ -179,6 +202,11 @@ pub(crate) fn parse(path: &Path, bytes: &[u8]) -> Result<Qcow2Header> {
         virtual_size,
         has_backing_file: backing_offset != 0,
         snapshot_count,
+        l1_entries,
+        l1_table_offset,
+        refcount_table_offset,
+        refcount_table_clusters,
+        refcount_order,
     })
 }
 

@@ -20,18 +20,17 @@ mod header;
 mod info;
 mod qcow2;
 mod raw;
+mod refcheck;
 
 use std::fmt::Debug;
 use std::fs::File;
 use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt};
 use std::path::Path;
 
-
-
+pub use convert::{convert, ConvertOptions, CopyProgress};
 pub use create::{
     create_qcow2, create_raw, resize, Qcow2CreateOptions, ResizeOptions, DEFAULT_CLUSTER_SIZE,
 };
-pub use convert::{convert, ConvertOptions, CopyProgress};
 pub use error::{DiskError, Result};
 pub use header::MAX_VIRTUAL_SIZE;
 pub use info::{info, BackingInfo, ImageInfo};

@@ -6,14 +6,15 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use imago::file::File as ImagoFile;
+use imago::format::PreallocateMode;
 use imago::qcow2::Qcow2;
 use imago::raw::Raw;
-use imago::format::PreallocateMode;
 use imago::{DenyImplicitOpenGate, FormatAccess, StorageOpenOptions};
 
 use crate::error::{DiskError, Result};
 use crate::header::{self, Qcow2Header, V3_HEADER_LEN};
 use crate::info::BackingInfo;
+use crate::refcheck;
 use crate::{check_range, detect_format, read_start, Disk, DiskFormat, DiskId};
 
 /// The longest backing chain corral opens (the top image not counted). Deeper chains exist only by
@@ -159,6 +160,9 @@ fn open_layer(path: &Path, writable: bool, walk: &mut ChainWalk<'_>) -> Result<O
             fix: "open it read-only, or delete them with `qemu-img snapshot -d`",
         });
     }
+    if writable {
+        refcheck::check_metadata_refcounts(path, &file, &header)?;
+    }
     let options = StorageOpenOptions::new().filename(path).write(writable);
     let storage = ImagoFile::from_open_file(file, options).map_err(open_err)?;
     let mut image = Qcow2::<ImagoFile>::open_image(storage, writable)
@@ -248,7 +252,12 @@ impl Disk for Qcow2Disk {
     }
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-        check_range(&self.path, self.header.virtual_size, offset, buf.len() as u64)?;
+        check_range(
+            &self.path,
+            self.header.virtual_size,
+            offset,
+            buf.len() as u64,
+        )?;
         self.access
             .read(buf, offset)
             .map_err(|source| DiskError::io("read", &self.path, source))

@@ -54,7 +54,10 @@ impl RawDisk {
             .map_err(open_err)?;
         let metadata = file.metadata().map_err(open_err)?;
         let (kind, size) = if metadata.file_type().is_block_device() {
-            (HostKind::BlockDevice, block_device_size(&file).map_err(open_err)?)
+            (
+                HostKind::BlockDevice,
+                block_device_size(&file).map_err(open_err)?,
+            )
         } else if metadata.is_file() {
             (HostKind::File, metadata.len())
         } else {

@@ -63,7 +63,10 @@ fn create_refuses_existing_files_and_bad_options_without_touching_anything() {
         }),
         Err(DiskError::Open { .. })
     ));
-    assert!(matches!(create_raw(&new, 0), Err(DiskError::InvalidSize { .. })));
+    assert!(matches!(
+        create_raw(&new, 0),
+        Err(DiskError::InvalidSize { .. })
+    ));
     let left: Vec<_> = fs::read_dir(dir.path()).expect("list").collect();
     assert_eq!(left.len(), 1, "no new or temporary files are left behind");
 }
@@ -89,8 +92,14 @@ fn created_qcow2_images_match_qemu_img_info() {
     let qemu = run("qemu-img", &["info", "--output=json", path_str(&image)]);
     assert!(qemu.contains("\"cluster-size\": 4096"), "{qemu}");
     assert!(qemu.contains("\"virtual-size\": 5242880"), "{qemu}");
-    assert!(qemu.contains("\"backing-filename\": \"base.raw\""), "{qemu}");
-    assert!(qemu.contains("\"backing-filename-format\": \"raw\""), "{qemu}");
+    assert!(
+        qemu.contains("\"backing-filename\": \"base.raw\""),
+        "{qemu}"
+    );
+    assert!(
+        qemu.contains("\"backing-filename-format\": \"raw\""),
+        "{qemu}"
+    );
 
     let info = corral_disk::info(&image).expect("info");
     assert_eq!(info.format, DiskFormat::Qcow2);
@@ -111,17 +120,29 @@ fn raw_resize_grows_and_shrinks_only_when_forced() {
     create_raw(&path, 2 * MIB).expect("create");
     {
         let mut disk = corral_disk::open(&path, OpenOptions::writable()).expect("open");
-        disk.write_at(&pattern(0, 2 * MIB as usize, 1), 0).expect("fill");
+        disk.write_at(&pattern(0, 2 * MIB as usize, 1), 0)
+            .expect("fill");
     }
     resize(&path, 4 * MIB, ResizeOptions::default()).expect("grow");
     let content = corral_read_all(&path);
     assert_eq!(content.len() as u64, 4 * MIB);
-    assert_same_content(&content[..2 * MIB as usize], &pattern(0, 2 * MIB as usize, 1), "kept");
+    assert_same_content(
+        &content[..2 * MIB as usize],
+        &pattern(0, 2 * MIB as usize, 1),
+        "kept",
+    );
     assert!(content[2 * MIB as usize..].iter().all(|&b| b == 0));
 
     let refused = resize(&path, MIB, ResizeOptions::default());
-    assert!(matches!(refused, Err(DiskError::ShrinkRefused { .. })), "{refused:?}");
-    assert_eq!(fs::metadata(&path).expect("stat").len(), 4 * MIB, "untouched");
+    assert!(
+        matches!(refused, Err(DiskError::ShrinkRefused { .. })),
+        "{refused:?}"
+    );
+    assert_eq!(
+        fs::metadata(&path).expect("stat").len(),
+        4 * MIB,
+        "untouched"
+    );
     resize(&path, MIB, ResizeOptions { force_shrink: true }).expect("forced shrink");
     assert_eq!(fs::metadata(&path).expect("stat").len(), MIB);
 }
@@ -147,15 +168,26 @@ fn qcow2_resize_grows_with_zeroes_over_a_larger_backing_and_never_shrinks() {
     assert_qemu_check_clean(&overlay);
     let content = corral_read_all(&overlay);
     assert_eq!(content.len() as u64, 6 * MIB);
-    assert_same_content(&content, &qemu_read_all(&overlay, dir.path()), "qemu agrees");
-    assert_same_content(&content[..2 * MIB as usize], &pattern(0, 2 * MIB as usize, 5), "base");
+    assert_same_content(
+        &content,
+        &qemu_read_all(&overlay, dir.path()),
+        "qemu agrees",
+    );
+    assert_same_content(
+        &content[..2 * MIB as usize],
+        &pattern(0, 2 * MIB as usize, 5),
+        "base",
+    );
     assert!(
         content[2 * MIB as usize..].iter().all(|&b| b == 0),
         "the grown range reads zero, not the base's old data"
     );
 
     let refused = resize(&overlay, 2 * MIB, ResizeOptions { force_shrink: true });
-    assert!(matches!(refused, Err(DiskError::ShrinkRefused { .. })), "{refused:?}");
+    assert!(
+        matches!(refused, Err(DiskError::ShrinkRefused { .. })),
+        "{refused:?}"
+    );
 }
 
 #[test]
@@ -199,7 +231,10 @@ fn convert_flattens_a_chain_reports_progress_and_stays_sparse() {
             },
         )
         .expect("convert");
-        assert!(reports.windows(2).all(|w| w[0].done < w[1].done), "{reports:?}");
+        assert!(
+            reports.windows(2).all(|w| w[0].done < w[1].done),
+            "{reports:?}"
+        );
         assert_eq!(
             reports.last(),
             Some(&CopyProgress {
@@ -219,7 +254,11 @@ fn convert_flattens_a_chain_reports_progress_and_stays_sparse() {
         if format == DiskFormat::Qcow2 {
             assert_qemu_check_clean(&target);
         }
-        assert_same_content(&qemu_read_all(&target, dir.path()), &expected, "qemu's view");
+        assert_same_content(
+            &qemu_read_all(&target, dir.path()),
+            &expected,
+            "qemu's view",
+        );
     }
 }
 
@@ -243,7 +282,10 @@ fn cancelled_convert_leaves_no_target() {
             ControlFlow::Break(())
         },
     );
-    assert!(matches!(result, Err(DiskError::Cancelled { .. })), "{result:?}");
+    assert!(
+        matches!(result, Err(DiskError::Cancelled { .. })),
+        "{result:?}"
+    );
     assert_eq!(calls, 1);
     let left: Vec<_> = fs::read_dir(dir.path())
         .expect("list")

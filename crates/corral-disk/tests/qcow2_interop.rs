@@ -26,7 +26,9 @@ impl Mirror<'_> {
     }
 
     fn zero(&mut self, offset: u64, length: u64) {
-        self.disk.write_zeroes(offset, length).expect("corral write_zeroes");
+        self.disk
+            .write_zeroes(offset, length)
+            .expect("corral write_zeroes");
         write_expected(self.expected, offset, &vec![0u8; length as usize]);
     }
 
@@ -38,7 +40,10 @@ impl Mirror<'_> {
 
 fn write_expected(path: &Path, offset: u64, data: &[u8]) {
     use std::os::unix::fs::FileExt;
-    let file = fs::OpenOptions::new().write(true).open(path).expect("open expected");
+    let file = fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .expect("open expected");
     file.write_all_at(data, offset).expect("write expected");
 }
 
@@ -84,7 +89,10 @@ fn qcow2_written_by_corral_passes_qemu_img_check_and_compare() {
     assert_qemu_check_clean(&image);
     assert_qemu_compare(&image, "qcow2", &expected);
     let info = run("qemu-img", &["info", "--output=json", path_str(&image)]);
-    assert!(info.contains(&format!("\"virtual-size\": {size}")), "{info}");
+    assert!(
+        info.contains(&format!("\"virtual-size\": {size}")),
+        "{info}"
+    );
 }
 
 /// Writes with qemu-io into an image (one `-c` command per entry).
@@ -178,30 +186,68 @@ fn reads_backing_chains_qemu_builds_over_raw_and_qcow2() {
     // Relative backing names, as templates are usually linked.
     run(
         "qemu-img",
-        &["create", "-q", "-f", "qcow2", "-b", "base.raw", "-F", "raw", path_str(&mid)],
+        &[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-b",
+            "base.raw",
+            "-F",
+            "raw",
+            path_str(&mid),
+        ],
     );
     qemu_io(&mid, "qcow2", &["write -P 0x22 1M 100k", "write -z 3M 64k"]);
     run(
         "qemu-img",
-        &["create", "-q", "-f", "qcow2", "-b", "mid.qcow2", "-F", "qcow2", path_str(&top)],
+        &[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-b",
+            "mid.qcow2",
+            "-F",
+            "qcow2",
+            path_str(&top),
+        ],
     );
-    qemu_io(&top, "qcow2", &["write -P 0x33 1099776 10k", "write -P 0x44 0 512"]);
+    qemu_io(
+        &top,
+        "qcow2",
+        &["write -P 0x33 1099776 10k", "write -P 0x44 0 512"],
+    );
 
     let disk = corral_disk::open(&top, OpenOptions::read_only()).expect("open chain");
     let actual = read_all(disk.as_ref());
-    assert_same_content(&actual, &qemu_read_all(&top, dir.path()), "three-level chain");
+    assert_same_content(
+        &actual,
+        &qemu_read_all(&top, dir.path()),
+        "three-level chain",
+    );
     // Spot checks that each level really shows: top, mid, mid's zero cluster, base.
     assert_eq!(actual[0], 0x44);
     assert_eq!(actual[(MIB + 50 * 1024) as usize], 0x33);
     assert_eq!(actual[(MIB + 10) as usize], 0x22);
     assert_eq!(actual[(3 * MIB + 10) as usize], 0);
-    assert_eq!(actual[(2 * MIB + 7) as usize], pattern(2 * MIB + 7, 1, 1)[0]);
+    assert_eq!(
+        actual[(2 * MIB + 7) as usize],
+        pattern(2 * MIB + 7, 1, 1)[0]
+    );
 
     let info = corral_disk::info(&top).expect("info");
-    let chain: Vec<_> = info.backing_chain.iter().map(|b| (b.path.clone(), b.format)).collect();
+    let chain: Vec<_> = info
+        .backing_chain
+        .iter()
+        .map(|b| (b.path.clone(), b.format))
+        .collect();
     assert_eq!(
         chain,
-        vec![(mid.clone(), DiskFormat::Qcow2), (base.clone(), DiskFormat::Raw)]
+        vec![
+            (mid.clone(), DiskFormat::Qcow2),
+            (base.clone(), DiskFormat::Raw)
+        ]
     );
 }
 
@@ -225,7 +271,11 @@ fn check_overlay_over(base: &Path, base_format: DiskFormat, dir: &Path) {
     let expected = dir.join(format!("expected-{base_format}.raw"));
     fs::write(&expected, &base_content).expect("expected");
     let disk = corral_disk::open(&overlay, OpenOptions::writable()).expect("open overlay");
-    assert_eq!(disk.virtual_size(), size, "size defaults to the backing image's");
+    assert_eq!(
+        disk.virtual_size(),
+        size,
+        "size defaults to the backing image's"
+    );
     assert_same_content(&read_all(disk.as_ref()), &base_content, "fresh overlay");
     let mut mirror = Mirror {
         disk,
@@ -239,12 +289,23 @@ fn check_overlay_over(base: &Path, base_format: DiskFormat, dir: &Path) {
     mirror.disk.flush().expect("flush");
     drop(mirror);
 
-    assert_eq!(fs::read(base).expect("read base"), base_before, "base untouched");
+    assert_eq!(
+        fs::read(base).expect("read base"),
+        base_before,
+        "base untouched"
+    );
     assert_qemu_check_clean(&overlay);
     assert_qemu_compare(&overlay, "qcow2", &expected);
-    assert_same_content(&corral_read_all(&overlay), &fs::read(&expected).expect("read"), "reopen");
+    assert_same_content(
+        &corral_read_all(&overlay),
+        &fs::read(&expected).expect("read"),
+        "reopen",
+    );
     let info = run("qemu-img", &["info", path_str(&overlay)]);
-    assert!(info.contains(&format!("backing file format: {base_format}")), "{info}");
+    assert!(
+        info.contains(&format!("backing file format: {base_format}")),
+        "{info}"
+    );
 }
 
 #[test]

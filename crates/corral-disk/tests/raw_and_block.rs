@@ -25,7 +25,10 @@ fn ten_gib_raw_volume_stays_sparse() {
     let path = dir.path().join("big.raw");
     create_raw(&path, 10 * GIB).expect("create");
     assert_eq!(fs::metadata(&path).expect("stat").len(), 10 * GIB);
-    assert!(allocated_bytes(&path) < MIB, "a new raw volume allocates nothing");
+    assert!(
+        allocated_bytes(&path) < MIB,
+        "a new raw volume allocates nothing"
+    );
 
     let mut disk = corral_disk::open(&path, OpenOptions::writable()).expect("open");
     assert_eq!(disk.virtual_size(), 10 * GIB);
@@ -52,7 +55,8 @@ fn discard_and_write_zeroes_free_space_in_raw_files() {
     let path = dir.path().join("disk.raw");
     create_raw(&path, 8 * MIB).expect("create");
     let mut disk = corral_disk::open(&path, OpenOptions::writable()).expect("open");
-    disk.write_at(&pattern(0, 8 * MIB as usize, 2), 0).expect("fill");
+    disk.write_at(&pattern(0, 8 * MIB as usize, 2), 0)
+        .expect("fill");
     disk.flush().expect("flush");
     let full = allocated_bytes(&path);
     assert!(full >= 8 * MIB);
@@ -104,7 +108,10 @@ fn format_detection_never_takes_qcow2_for_raw_unless_told() {
     require_program!("qemu-img");
     let dir = tempfile::tempdir().expect("tempdir");
     let image = dir.path().join("disk.img");
-    run("qemu-img", &["create", "-q", "-f", "qcow2", path_str(&image), "1M"]);
+    run(
+        "qemu-img",
+        &["create", "-q", "-f", "qcow2", path_str(&image), "1M"],
+    );
     assert_eq!(
         corral_disk::detect_format(&image).expect("detect"),
         DiskFormat::Qcow2
@@ -137,11 +144,17 @@ fn disk_id_is_stable_and_fits_virtio_serial() {
     let second = dir.path().join("b.raw");
     create_raw(&first, MIB).expect("create");
     create_raw(&second, MIB).expect("create");
-    let id = corral_disk::open(&first, OpenOptions::read_only()).expect("open").id();
+    let id = corral_disk::open(&first, OpenOptions::read_only())
+        .expect("open")
+        .id();
     let renamed = dir.path().join("renamed.raw");
     fs::rename(&first, &renamed).expect("rename");
-    let again = corral_disk::open(&renamed, OpenOptions::read_only()).expect("open").id();
-    let other = corral_disk::open(&second, OpenOptions::read_only()).expect("open").id();
+    let again = corral_disk::open(&renamed, OpenOptions::read_only())
+        .expect("open")
+        .id();
+    let other = corral_disk::open(&second, OpenOptions::read_only())
+        .expect("open")
+        .id();
     assert_eq!(id, again, "the id survives a rename");
     assert_ne!(id, other);
     assert_eq!(id.serial().len(), corral_disk::SERIAL_LEN);

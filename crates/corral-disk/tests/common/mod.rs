@@ -44,7 +44,10 @@ pub fn path_str(path: &Path) -> &str {
 pub fn assert_qemu_check_clean(image: &Path) {
     let (ok, text) = run_status("qemu-img", &["check", path_str(image)]);
     assert!(ok, "qemu-img check failed for {}:\n{text}", image.display());
-    assert!(text.contains("No errors were found"), "qemu-img check:\n{text}");
+    assert!(
+        text.contains("No errors were found"),
+        "qemu-img check:\n{text}"
+    );
 }
 
 /// `qemu-img compare` of an image's content against a raw file of the same size.
@@ -62,7 +65,10 @@ pub fn assert_qemu_compare(image: &Path, format: &str, expected_raw: &Path) {
         ],
     );
     assert!(ok, "qemu-img compare {}: {text}", image.display());
-    assert!(text.contains("Images are identical"), "qemu-img compare: {text}");
+    assert!(
+        text.contains("Images are identical"),
+        "qemu-img compare: {text}"
+    );
 }
 
 /// Bytes that differ with position and seed, so misplaced data never matches by accident.
@@ -92,7 +98,10 @@ pub fn corral_read_all(path: &Path) -> Vec<u8> {
 pub fn qemu_read_all(image: &Path, scratch: &Path) -> Vec<u8> {
     let out = scratch.join(format!(
         "qemu-view-{}.raw",
-        image.file_name().and_then(|n| n.to_str()).unwrap_or("image")
+        image
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("image")
     ));
     let _ = std::fs::remove_file(&out);
     run(
