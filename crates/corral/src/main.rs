@@ -4,6 +4,8 @@
 //! renders the result. Library errors are typed; here they become one readable message on stderr
 //! (with its causes) and a non-zero exit status, never a panic.
 
+mod guest;
+mod host;
 mod output;
 
 use std::process::ExitCode;
@@ -22,12 +24,20 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
-enum Command {}
+enum Command {
+    /// Validate and describe this host.
+    Host(host::HostArgs),
+    /// Tools that run inside a guest machine or container.
+    Guest(guest::GuestArgs),
+}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
-    let result: anyhow::Result<ExitCode> = match cli.command {};
+    let result: anyhow::Result<ExitCode> = match cli.command {
+        Command::Host(args) => host::run(args),
+        Command::Guest(args) => guest::run(args),
+    };
     match result {
         Ok(code) => code,
         Err(err) => output::report_error(&err),
