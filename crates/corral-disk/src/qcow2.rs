@@ -274,8 +274,13 @@ impl Disk for Qcow2Disk {
         if self.read_only {
             return Ok(());
         }
+        // imago's flush only writes its metadata caches back; sync is the fsync. Syncing first
+        // makes guest data durable before the L2/refcount updates that point at it are written,
+        // and the final sync makes those durable.
         self.access
-            .flush()
+            .sync()
+            .and_then(|()| self.access.flush())
+            .and_then(|()| self.access.sync())
             .map_err(|source| DiskError::io("flush", &self.path, source))
     }
 

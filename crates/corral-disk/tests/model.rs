@@ -16,16 +16,29 @@ const DISK_SIZE: u64 = 2 << 20;
 
 #[derive(Clone, Debug)]
 enum Op {
-    Write { offset: u64, length: usize, seed: u8 },
-    WriteZeroes { offset: u64, length: u64 },
-    Discard { offset: u64, length: u64 },
+    Write {
+        offset: u64,
+        length: usize,
+        seed: u8,
+    },
+    WriteZeroes {
+        offset: u64,
+        length: u64,
+    },
+    Discard {
+        offset: u64,
+        length: u64,
+    },
     Flush,
     Reopen,
 }
 
 /// A range inside the disk, biased to small unaligned requests with some large ones.
 fn range() -> impl Strategy<Value = (u64, u64)> {
-    (0..DISK_SIZE, prop_oneof![3 => 1u64..9000, 1 => 1u64..300_000])
+    (
+        0..DISK_SIZE,
+        prop_oneof![3 => 1u64..9000, 1 => 1u64..300_000],
+    )
         .prop_map(|(offset, length)| (offset, length.min(DISK_SIZE - offset)))
 }
 
@@ -96,8 +109,15 @@ fn run_ops(ops: &[Op], cluster_size: u64, with_base: bool) -> Result<(), TestCas
     drop(disk);
     if has_program("qemu-img") {
         let (ok, report) = run_status("qemu-img", &["check", path_str(&image)]);
-        prop_assert!(ok && report.contains("No errors"), "qemu-img check: {}", report);
-        prop_assert!(qemu_read_all(&image, dir.path()) == model, "qemu reads the same");
+        prop_assert!(
+            ok && report.contains("No errors"),
+            "qemu-img check: {}",
+            report
+        );
+        prop_assert!(
+            qemu_read_all(&image, dir.path()) == model,
+            "qemu reads the same"
+        );
     } else {
         corral_testkit::skip("qemu-img missing: model checked without qemu's verdict");
     }
