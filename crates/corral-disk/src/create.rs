@@ -133,7 +133,7 @@ pub(crate) fn check_size(path: &Path, size: u64) -> Result<()> {
     if size == 0 {
         return Err(invalid("a disk needs at least one sector"));
     }
-    if size % SECTOR_SIZE != 0 {
+    if !size.is_multiple_of(SECTOR_SIZE) {
         return Err(invalid("it must be a multiple of 512 bytes"));
     }
     if size > MAX_VIRTUAL_SIZE {

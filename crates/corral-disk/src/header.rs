@@ -150,7 +150,7 @@ pub(crate) fn parse(path: &Path, bytes: &[u8]) -> Result<Qcow2Header> {
             )));
         }
         let header_len = be32(bytes, 100);
-        if (header_len as usize) < V3_HEADER_LEN || header_len % 8 != 0 {
+        if (header_len as usize) < V3_HEADER_LEN || !header_len.is_multiple_of(8) {
             return Err(invalid(format!("header length {header_len} is invalid")));
         }
         if incompatible & INCOMPAT_DIRTY != 0 {

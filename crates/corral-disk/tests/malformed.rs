@@ -8,7 +8,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use common::*;
-use corral_disk::{create_qcow2, Disk, DiskError, OpenOptions, Qcow2CreateOptions};
+use corral_disk::{create_qcow2, DiskError, OpenOptions, Qcow2CreateOptions};
 use corral_testkit::require_program;
 
 const MIB: u64 = 1 << 20;
@@ -138,7 +138,11 @@ fn corrupt_tables_are_errors() {
     // An L1 entry pointing at an unaligned L2 table.
     let image = sample_image(dir.path(), "l2-unaligned.qcow2");
     let l1_offset = header_u64(&image, 40);
-    poke(&image, l1_offset, &((1u64 << 63) | 4096 + 8).to_be_bytes());
+    poke(
+        &image,
+        l1_offset,
+        &((1u64 << 63) | (4096 + 8)).to_be_bytes(),
+    );
     assert!(exercise(&image).is_some(), "unaligned l2: no error");
     // The refcount table far past the end of the file.
     let image = sample_image(dir.path(), "reftable-past-eof.qcow2");
