@@ -37,6 +37,13 @@ pub struct RawDisk {
     id: DiskId,
 }
 
+/// The block device ioctls that act on a byte range.
+#[derive(Clone, Copy)]
+enum RangeIoctl {
+    Discard,
+    ZeroOut,
+}
+
 /// Zeroes are written in pieces of this size where the host cannot zero a range itself.
 const ZERO_CHUNK: usize = 1 << 20;
 
@@ -101,6 +108,42 @@ impl RawDisk {
 
     fn err(&self, operation: &'static str, source: io::Error) -> DiskError {
         DiskError::io(operation, &self.path, source)
+    }
+
+    /// Makes a range read as zeroes the host's way: a punched hole in a file (which also frees the
+    /// space), the given block ioctl on a device. `Ok(false)` when the host cannot do it.
+    fn clear_range(
+        &self,
+        operation: &'static str,
+        offset: u64,
+        length: u64,
+        ioctl: RangeIoctl,
+    ) -> Result<bool> {
+        self.check_writable()?;
+        check_range(&self.path, self.size, offset, length)?;
+        if length == 0 {
+            return Ok(true);
+        }
+        let result = match self.kind {
+            HostKind::File => punch_hole(&self.file, offset, length),
+            HostKind::BlockDevice => {
+                let range = [offset, length];
+                let fd = self.file.as_raw_fd();
+                // SAFETY: the fd is open and `range` is the [start, length] pair both ioctls read.
+                unsafe {
+                    match ioctl {
+                        RangeIoctl::Discard => blk_discard(fd, &range),
+                        RangeIoctl::ZeroOut => blk_zero_out(fd, &range),
+                    }
+                }
+                .map(drop)
+            }
+        };
+        match result {
+            Ok(()) => Ok(true),
+            Err(err) if is_unsupported(&err) => Ok(false),
+            Err(err) => Err(self.err(operation, err.into())),
+        }
     }
 
     /// Writes zero bytes over the range, for hosts that cannot zero a range themselves.
@@ -177,49 +220,20 @@ impl Disk for RawDisk {
     }
 
     fn discard(&mut self, offset: u64, length: u64) -> Result<()> {
-        self.check_writable()?;
-        check_range(&self.path, self.size, offset, length)?;
-        if length == 0 {
+        if self.clear_range("discard", offset, length, RangeIoctl::Discard)? {
             return Ok(());
         }
-        let result = match self.kind {
-            HostKind::File => punch_hole(&self.file, offset, length),
-            HostKind::BlockDevice => {
-                let range = [offset, length];
-                // SAFETY: the fd is open and `range` is the [start, length] pair BLKDISCARD reads.
-                unsafe { blk_discard(self.file.as_raw_fd(), &range) }.map(drop)
-            }
-        };
-        match result {
-            Ok(()) => Ok(()),
-            Err(err) if is_unsupported(&err) => Err(DiskError::OperationUnsupported {
-                path: self.path.clone(),
-                operation: "discard",
-            }),
-            Err(err) => Err(self.err("discard", err.into())),
-        }
+        Err(DiskError::OperationUnsupported {
+            path: self.path.clone(),
+            operation: "discard",
+        })
     }
 
     fn write_zeroes(&mut self, offset: u64, length: u64) -> Result<()> {
-        self.check_writable()?;
-        check_range(&self.path, self.size, offset, length)?;
-        if length == 0 {
+        if self.clear_range("write zeroes to", offset, length, RangeIoctl::ZeroOut)? {
             return Ok(());
         }
-        let result = match self.kind {
-            // A punched hole reads as zeroes and frees the space.
-            HostKind::File => punch_hole(&self.file, offset, length),
-            HostKind::BlockDevice => {
-                let range = [offset, length];
-                // SAFETY: the fd is open and `range` is the [start, length] pair BLKZEROOUT reads.
-                unsafe { blk_zero_out(self.file.as_raw_fd(), &range) }.map(drop)
-            }
-        };
-        match result {
-            Ok(()) => Ok(()),
-            Err(err) if is_unsupported(&err) => self.write_zero_bytes(offset, length),
-            Err(err) => Err(self.err("write zeroes to", err.into())),
-        }
+        self.write_zero_bytes(offset, length)
     }
 }
 

@@ -39,6 +39,14 @@ impl Checker<'_> {
         }
     }
 
+    fn read(&self, offset: u64, length: u64) -> Result<Vec<u8>> {
+        let mut bytes = vec![0u8; length as usize];
+        self.file
+            .read_exact_at(&mut bytes, offset)
+            .map_err(|source| DiskError::io("read", self.path, source))?;
+        Ok(bytes)
+    }
+
     /// Reads a table of big-endian u64 entries, checking it lies cluster-aligned inside the file.
     fn read_table(&self, what: &str, offset: u64, entries: u64, limit: u64) -> Result<Vec<u64>> {
         let bytes = entries * 8;
@@ -51,11 +59,8 @@ impl Checker<'_> {
                 "the {what} at offset {offset} is unaligned or outside the file"
             )));
         }
-        let mut raw = vec![0u8; bytes as usize];
-        self.file
-            .read_exact_at(&mut raw, offset)
-            .map_err(|source| DiskError::io("read", self.path, source))?;
-        Ok(raw
+        Ok(self
+            .read(offset, bytes)?
             .chunks_exact(8)
             .map(|entry| {
                 let mut word = [0u8; 8];
@@ -84,10 +89,7 @@ impl Checker<'_> {
                     "the refcount block at offset {block_offset} is unaligned or outside the file"
                 )));
             }
-            let mut block = vec![0u8; cluster_size as usize];
-            self.file
-                .read_exact_at(&mut block, block_offset)
-                .map_err(|source| DiskError::io("read", self.path, source))?;
+            let block = self.read(block_offset, cluster_size)?;
             self.refblocks.insert(block_offset, block);
         }
         let block = &self.refblocks[&block_offset];

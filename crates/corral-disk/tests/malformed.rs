@@ -160,22 +160,7 @@ fn backing_loops_are_refused() {
     // `-u` skips qemu-img's own check of the backing file, which is what builds a loop.
     let create = |name: &str, backing: &str| {
         let path = dir.path().join(name);
-        run(
-            "qemu-img",
-            &[
-                "create",
-                "-q",
-                "-f",
-                "qcow2",
-                "-u",
-                "-b",
-                backing,
-                "-F",
-                "qcow2",
-                path_str(&path),
-                "1M",
-            ],
-        );
+        qemu_img_create(&["-u", "-b", backing, "-F", "qcow2", path_str(&path), "1M"]);
         path
     };
     let a = create("a.qcow2", "b.qcow2");
@@ -203,36 +188,11 @@ fn overlong_backing_chains_are_refused() {
     require_program!("qemu-img");
     let dir = tempfile::tempdir().expect("tempdir");
     let mut previous = "layer-0.qcow2".to_string();
-    run(
-        "qemu-img",
-        &[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            path_str(&dir.path().join(&previous)),
-            "1M",
-        ],
-    );
+    qemu_img_create(&[path_str(&dir.path().join(&previous)), "1M"]);
     for depth in 1..=corral_disk::MAX_BACKING_DEPTH + 1 {
         let name = format!("layer-{depth}.qcow2");
         let path = dir.path().join(&name);
-        run(
-            "qemu-img",
-            &[
-                "create",
-                "-q",
-                "-f",
-                "qcow2",
-                "-u",
-                "-b",
-                &previous,
-                "-F",
-                "qcow2",
-                path_str(&path),
-                "1M",
-            ],
-        );
+        qemu_img_create(&["-u", "-b", &previous, "-F", "qcow2", path_str(&path), "1M"]);
         previous = name;
     }
     let top = dir.path().join(&previous);

@@ -113,19 +113,12 @@ fn reads_plain_and_v2_images_qemu_writes_including_zero_clusters() {
     let dir = tempfile::tempdir().expect("tempdir");
     for (name, compat) in [("v3.qcow2", "1.1"), ("v2.qcow2", "0.10")] {
         let image = dir.path().join(name);
-        run(
-            "qemu-img",
-            &[
-                "create",
-                "-q",
-                "-f",
-                "qcow2",
-                "-o",
-                &format!("compat={compat},cluster_size=4096"),
-                path_str(&image),
-                "8M",
-            ],
-        );
+        qemu_img_create(&[
+            "-o",
+            &format!("compat={compat},cluster_size=4096"),
+            path_str(&image),
+            "8M",
+        ]);
         qemu_io(
             &image,
             "qcow2",
@@ -184,35 +177,9 @@ fn reads_backing_chains_qemu_builds_over_raw_and_qcow2() {
     let mid = dir.path().join("mid.qcow2");
     let top = dir.path().join("top.qcow2");
     // Relative backing names, as templates are usually linked.
-    run(
-        "qemu-img",
-        &[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-b",
-            "base.raw",
-            "-F",
-            "raw",
-            path_str(&mid),
-        ],
-    );
+    qemu_img_create(&["-b", "base.raw", "-F", "raw", path_str(&mid)]);
     qemu_io(&mid, "qcow2", &["write -P 0x22 1M 100k", "write -z 3M 64k"]);
-    run(
-        "qemu-img",
-        &[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-b",
-            "mid.qcow2",
-            "-F",
-            "qcow2",
-            path_str(&top),
-        ],
-    );
+    qemu_img_create(&["-b", "mid.qcow2", "-F", "qcow2", path_str(&top)]);
     qemu_io(
         &top,
         "qcow2",

@@ -108,10 +108,7 @@ fn format_detection_never_takes_qcow2_for_raw_unless_told() {
     require_program!("qemu-img");
     let dir = tempfile::tempdir().expect("tempdir");
     let image = dir.path().join("disk.img");
-    run(
-        "qemu-img",
-        &["create", "-q", "-f", "qcow2", path_str(&image), "1M"],
-    );
+    qemu_img_create(&[path_str(&image), "1M"]);
     assert_eq!(
         corral_disk::detect_format(&image).expect("detect"),
         DiskFormat::Qcow2

@@ -36,6 +36,13 @@ pub fn run_status(program: &str, args: &[&str]) -> (bool, String) {
     (output.status.success(), text)
 }
 
+/// `qemu-img create -q -f qcow2 ARGS...`.
+pub fn qemu_img_create(args: &[&str]) {
+    let mut all = vec!["create", "-q", "-f", "qcow2"];
+    all.extend_from_slice(args);
+    run("qemu-img", &all);
+}
+
 pub fn path_str(path: &Path) -> &str {
     path.to_str().expect("temp paths are UTF-8")
 }
