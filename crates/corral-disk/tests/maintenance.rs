@@ -7,8 +7,8 @@ use std::ops::ControlFlow;
 
 use common::*;
 use corral_disk::{
-    convert, create_qcow2, create_raw, resize, ConvertOptions, CopyProgress, DiskError, DiskFormat,
-    OpenOptions, Qcow2CreateOptions, ResizeOptions,
+    convert, create_qcow2, create_raw, resize, ConvertOptions, CopyProgress, Disk, DiskError,
+    DiskFormat, OpenOptions, Qcow2CreateOptions, ResizeOptions,
 };
 use corral_testkit::require_program;
 
@@ -111,6 +111,19 @@ fn created_qcow2_images_match_qemu_img_info() {
     assert!(info.actual_size > 0);
     let json = serde_json::to_value(&info).expect("json");
     assert_eq!(json["format"], "qcow2");
+
+    // The overlay is larger than its base: past the base's end it reads zero, and a partial write
+    // straddling that end copies the base's tail and zeroes, as qemu sees it too.
+    fs::write(&base, pattern(0, 3 * MIB as usize, 4)).expect("fill base");
+    let mut disk = corral_disk::open(&image, OpenOptions::writable()).expect("open");
+    disk.write_at(&pattern(0, 100, 5), 3 * MIB - 50)
+        .expect("straddling write");
+    disk.flush().expect("flush");
+    drop(disk);
+    let content = corral_read_all(&image);
+    assert_same_content(&content, &qemu_read_all(&image, dir.path()), "qemu agrees");
+    assert!(content[3 * MIB as usize + 50..].iter().all(|&b| b == 0));
+    assert_qemu_check_clean(&image);
 }
 
 #[test]
