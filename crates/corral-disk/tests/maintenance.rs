@@ -7,8 +7,8 @@ use std::ops::ControlFlow;
 
 use common::*;
 use corral_disk::{
-    convert, create_qcow2, create_raw, resize, ConvertOptions, CopyProgress, Disk, DiskError,
-    DiskFormat, OpenOptions, Qcow2CreateOptions, ResizeOptions,
+    convert, create_qcow2, create_raw, resize, ConvertOptions, CopyProgress, DiskError, DiskFormat,
+    OpenOptions, Qcow2CreateOptions, ResizeOptions,
 };
 use corral_testkit::require_program;
 
