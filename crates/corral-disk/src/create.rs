@@ -220,7 +220,7 @@ pub(crate) fn write_qcow2(
     backing: Option<(String, DiskFormat)>,
 ) -> Result<()> {
     let file = pending.create_file()?;
-    let err = |source| DiskError::io("create", pending.path(), source);
+    let err = |source| DiskError::imago("create", pending.path(), source);
     let options = StorageOpenOptions::new()
         .filename(pending.path())
         .write(true);

@@ -145,20 +145,29 @@ pub enum DiskError {
 pub type Result<T, E = DiskError> = std::result::Result<T, E>;
 
 impl DiskError {
-    /// Wraps an I/O error from imago or the OS. imago reports malformed metadata as
-    /// `InvalidData`, which is the image's fault rather than the host's, so it gets its own variant.
+    /// Wraps an I/O error from the OS.
     pub(crate) fn io(operation: &'static str, path: &std::path::Path, source: io::Error) -> Self {
+        DiskError::Io {
+            operation,
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    /// Wraps an error from imago, which reports malformed qcow2 metadata as `InvalidData`: that is
+    /// the image's fault rather than the host's, so it gets its own variant.
+    pub(crate) fn imago(
+        operation: &'static str,
+        path: &std::path::Path,
+        source: io::Error,
+    ) -> Self {
         if source.kind() == io::ErrorKind::InvalidData {
             return DiskError::InvalidQcow2 {
                 path: path.to_path_buf(),
                 reason: lower_first(&source.to_string()),
             };
         }
-        DiskError::Io {
-            operation,
-            path: path.to_path_buf(),
-            source,
-        }
+        DiskError::io(operation, path, source)
     }
 }
 

@@ -42,18 +42,22 @@ impl std::fmt::Debug for Qcow2Disk {
     }
 }
 
-/// The images met so far while opening a chain, to refuse loops and runaway depth.
+/// The images met so far while opening a chain, to refuse loops and runaway depth. Images are told
+/// apart by device and inode, so neither symlinks nor hard links hide a loop.
 struct ChainWalk<'a> {
     top: &'a Path,
-    seen: Vec<PathBuf>,
+    seen: Vec<DiskId>,
     layers: Vec<BackingInfo>,
 }
 
 impl ChainWalk<'_> {
     fn enter(&mut self, path: &Path, format: DiskFormat) -> Result<()> {
-        // A file that cannot be canonicalized cannot be opened either; the open reports it.
-        let canonical = fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-        if self.seen.contains(&canonical) {
+        let metadata = fs::metadata(path).map_err(|source| DiskError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let id = DiskId::of(&metadata);
+        if self.seen.contains(&id) {
             return Err(DiskError::BackingLoop {
                 path: self.top.to_path_buf(),
                 repeated: path.to_path_buf(),
@@ -65,7 +69,7 @@ impl ChainWalk<'_> {
                 limit: MAX_BACKING_DEPTH,
             });
         }
-        self.seen.push(canonical);
+        self.seen.push(id);
         self.layers.push(BackingInfo {
             path: path.to_path_buf(),
             format,
@@ -77,9 +81,13 @@ impl ChainWalk<'_> {
 impl Qcow2Disk {
     /// Opens the qcow2 image at `path` and its whole backing chain (read-only).
     pub fn open(path: &Path, writable: bool) -> Result<Self> {
+        let top = fs::metadata(path).map_err(|source| DiskError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let mut walk = ChainWalk {
             top: path,
-            seen: vec![fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())],
+            seen: vec![DiskId::of(&top)],
             layers: Vec::new(),
         };
         let layer = open_layer(path, writable, &mut walk)?;
@@ -114,9 +122,7 @@ impl Qcow2Disk {
         self.check_writable()?;
         self.access
             .resize_grow(new_size, PreallocateMode::Zero)
-            .map_err(|source| DiskError::io("resize", &self.path, source))?;
-        self.header.virtual_size = new_size;
-        Ok(())
+            .map_err(|source| DiskError::imago("resize", &self.path, source))
     }
 
     fn check_writable(&self) -> Result<()> {
@@ -130,7 +136,7 @@ impl Qcow2Disk {
 
     fn check_write(&self, offset: u64, length: u64) -> Result<()> {
         self.check_writable()?;
-        check_range(&self.path, self.header.virtual_size, offset, length)
+        check_range(&self.path, self.access.size(), offset, length)
     }
 }
 
@@ -152,6 +158,7 @@ fn open_layer(path: &Path, writable: bool, walk: &mut ChainWalk<'_>) -> Result<O
         .open(path)
         .map_err(open_err)?;
     let metadata = file.metadata().map_err(open_err)?;
+    let id = DiskId::of(&metadata);
     let header = header::parse(path, &read_start(path, &file, V3_HEADER_LEN)?)?;
     if writable && header.snapshot_count > 0 {
         return Err(DiskError::Unsupported {
@@ -166,7 +173,7 @@ fn open_layer(path: &Path, writable: bool, walk: &mut ChainWalk<'_>) -> Result<O
     let options = StorageOpenOptions::new().filename(path).write(writable);
     let storage = ImagoFile::from_open_file(file, options).map_err(open_err)?;
     let mut image = Qcow2::<ImagoFile>::open_image(storage, writable)
-        .map_err(|source| DiskError::io("open", path, source))?;
+        .map_err(|source| DiskError::imago("open", path, source))?;
 
     let backing = match image.implicit_backing_file() {
         None => None,
@@ -193,12 +200,8 @@ fn open_layer(path: &Path, writable: bool, walk: &mut ChainWalk<'_>) -> Result<O
     // The header gate refused external data files, so nothing implicit is left to open.
     image
         .open_implicit_dependencies_gated(DenyImplicitOpenGate::default())
-        .map_err(|source| DiskError::io("open", path, source))?;
-    Ok(OpenedLayer {
-        image,
-        header,
-        id: DiskId::of(&metadata),
-    })
+        .map_err(|source| DiskError::imago("open", path, source))?;
+    Ok(OpenedLayer { image, header, id })
 }
 
 fn open_backing(
@@ -215,9 +218,9 @@ fn open_backing(
             })?;
             let options = StorageOpenOptions::new().filename(path).write(false);
             let storage = ImagoFile::from_open_file(file, options)
-                .map_err(|source| DiskError::io("open", path, source))?;
+                .map_err(|source| DiskError::imago("open", path, source))?;
             let raw = Raw::open_image(storage, false)
-                .map_err(|source| DiskError::io("open", path, source))?;
+                .map_err(|source| DiskError::imago("open", path, source))?;
             Ok(FormatAccess::new(raw))
         }
     }
@@ -240,7 +243,7 @@ impl Disk for Qcow2Disk {
     }
 
     fn virtual_size(&self) -> u64 {
-        self.header.virtual_size
+        self.access.size()
     }
 
     fn read_only(&self) -> bool {
@@ -260,14 +263,14 @@ impl Disk for Qcow2Disk {
         )?;
         self.access
             .read(buf, offset)
-            .map_err(|source| DiskError::io("read", &self.path, source))
+            .map_err(|source| DiskError::imago("read", &self.path, source))
     }
 
     fn write_at(&mut self, buf: &[u8], offset: u64) -> Result<()> {
         self.check_write(offset, buf.len() as u64)?;
         self.access
             .write(buf, offset)
-            .map_err(|source| DiskError::io("write", &self.path, source))
+            .map_err(|source| DiskError::imago("write", &self.path, source))
     }
 
     fn flush(&mut self) -> Result<()> {
@@ -281,7 +284,7 @@ impl Disk for Qcow2Disk {
             .sync()
             .and_then(|()| self.access.flush())
             .and_then(|()| self.access.sync())
-            .map_err(|source| DiskError::io("flush", &self.path, source))
+            .map_err(|source| DiskError::imago("flush", &self.path, source))
     }
 
     fn discard(&mut self, offset: u64, length: u64) -> Result<()> {
@@ -290,13 +293,13 @@ impl Disk for Qcow2Disk {
         // data reappear, which it would if the clusters simply fell through to it.
         self.access
             .discard_to_zero(offset, length)
-            .map_err(|source| DiskError::io("discard", &self.path, source))
+            .map_err(|source| DiskError::imago("discard", &self.path, source))
     }
 
     fn write_zeroes(&mut self, offset: u64, length: u64) -> Result<()> {
         self.check_write(offset, length)?;
         self.access
             .write_zeroes(offset, length)
-            .map_err(|source| DiskError::io("write zeroes to", &self.path, source))
+            .map_err(|source| DiskError::imago("write zeroes to", &self.path, source))
     }
 }
