@@ -9,9 +9,9 @@
 //! qcow2 metadata handling (L1/L2 tables, refcounts, cluster allocation, copy-on-write from the
 //! backing image, compressed-cluster reads, zero clusters, flush ordering) is done by the `imago`
 //! crate, written by a maintainer of qemu's block layer. corral adds a header gate in front of it
-//! (see `header.rs`) that refuses encryption, external data files, unknown incompatible features and
-//! absurd sizes with clear reasons, and opens backing files itself so it controls which files an
-//! image can reach.
+//! (`header.rs`) that refuses encryption, external data files, unknown incompatible features and
+//! absurd sizes with clear reasons, a refcount check before writable opens (`refcheck.rs`), and
+//! opens backing files itself so it controls which files an image can reach.
 
 mod convert;
 mod create;
@@ -34,7 +34,6 @@ pub use create::{
 pub use error::{DiskError, Result};
 pub use header::MAX_VIRTUAL_SIZE;
 pub use info::{info, BackingInfo, ImageInfo};
-
 pub use qcow2::{Qcow2Disk, MAX_BACKING_DEPTH};
 pub use raw::{HostKind, RawDisk};
 
@@ -229,5 +228,48 @@ pub(crate) fn check_range(path: &Path, size: u64, offset: u64, length: u64) -> R
             length,
             size,
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn format_names_round_trip_and_unknown_names_are_refused() {
+        for format in [DiskFormat::Raw, DiskFormat::Qcow2] {
+            assert_eq!(format.to_string().parse::<DiskFormat>().ok(), Some(format));
+        }
+        let err = "vmdk".parse::<DiskFormat>().err().map(|e| e.to_string());
+        assert_eq!(
+            err.as_deref(),
+            Some("unknown disk format `vmdk`; use `raw` or `qcow2`")
+        );
+    }
+
+    #[test]
+    fn range_checks_catch_overflow_and_the_end() {
+        let path = Path::new("disk");
+        assert!(check_range(path, 4096, 0, 4096).is_ok());
+        assert!(check_range(path, 4096, 4096, 0).is_ok());
+        assert!(check_range(path, 4096, 4095, 2).is_err());
+        assert!(check_range(path, 4096, u64::MAX, 2).is_err());
+    }
+
+    #[test]
+    fn serials_are_twenty_bytes() {
+        let id = DiskId {
+            device: u64::MAX,
+            inode: u64::MAX,
+        };
+        assert_eq!(id.serial().len(), SERIAL_LEN);
+        assert_eq!(
+            DiskId {
+                device: 1,
+                inode: 2
+            }
+            .serial(),
+            "00000001000000000002"
+        );
     }
 }

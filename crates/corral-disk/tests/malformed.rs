@@ -182,7 +182,10 @@ fn backing_loops_are_refused() {
     let linked = create("linked.qcow2", "alias.qcow2");
     fs::hard_link(&linked, dir.path().join("alias.qcow2")).expect("hard link");
     let result = corral_disk::open(&linked, OpenOptions::read_only());
-    assert!(matches!(result, Err(DiskError::BackingLoop { .. })), "{result:?}");
+    assert!(
+        matches!(result, Err(DiskError::BackingLoop { .. })),
+        "{result:?}"
+    );
 
     let missing = create("orphan.qcow2", "gone.qcow2");
     let result = corral_disk::open(&missing, OpenOptions::read_only());
