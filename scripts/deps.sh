@@ -15,6 +15,7 @@ packages=(
   libssl-dev
   cpio              # the test guest's initramfs
   qemu-system-x86   # bench/vmm-start compares corral with qemu -M microvm
+  qemu-utils        # qemu-img/qemu-io: corral-disk's tests check qcow2 interoperability
 )
 
 if ! command -v cargo >/dev/null; then
