@@ -228,12 +228,17 @@ pub fn run(config: &VmConfig) -> Result<VmExit, VmmError> {
         runtime.boot_started();
         let handles = vcpu::start_all(vcpus, &context)?;
         // `runtime` holds a sender, so the channel never disconnects while we wait.
-        let event = events
+        let mut event = events
             .recv()
             .unwrap_or_else(|_| StopEvent::new(ExitReason::Killed, "event channel closed"));
         vcpu::stop_all(&runtime.vcpu_control, handles)?;
-        // Events that raced with this one belong to the guest that just stopped.
-        while events.try_recv().is_ok() {}
+        // Events that raced with this one belong to the guest that just stopped, except a kill
+        // from outside: that must not be lost to a restart.
+        for late in events.try_iter() {
+            if late.reason == ExitReason::Killed && event.reason != ExitReason::Killed {
+                event = late;
+            }
+        }
         drop(context);
         drop(vm);
 
