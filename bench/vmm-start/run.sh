@@ -5,8 +5,9 @@
 #
 #   bench/vmm-start/run.sh [RUNS]           test guest (guests/exit.c, PVH ELF) writing to the
 #                                           debug-exit port at once; default 20 runs each
-#   bench/vmm-start/run.sh --linux [RUNS]   the real-Linux guest (guests/linux) booted to its
-#                                           init with 2 vCPUs; default 3 runs each (~1 min a boot)
+#   bench/vmm-start/run.sh --linux [RUNS]   the real-Linux guest (guests/linux, ACPI variant)
+#                                           booted to its init, which powers off; 2 vCPUs;
+#                                           default 3 runs each (about a minute a boot)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -22,9 +23,10 @@ cargo build --release --quiet -p corral -p corral-guests
 if $linux; then
   guest_dir="$(mktemp -d -t corral-bench-linux.XXXXXX)"
   trap 'rm -rf "$guest_dir"' EXIT
-  bash guests/linux/build.sh "$guest_dir"
+  bash guests/linux/build.sh "$guest_dir" guests/linux/guest-acpi.config
   python3 bench/vmm-start/measure.py --runs "${1:-3}" --corral target/release/corral \
-    --memory-mib 256 --linux-dir "$guest_dir" --cmdline "$(cat guests/linux/cmdline)"
+    --memory-mib 256 --linux-dir "$guest_dir" \
+    --cmdline "$(cat guests/linux/cmdline) corral_init=poweroff"
 else
   guest="$(ls -td target/release/build/corral-guests-*/out | head -1)/exit.elf"
   python3 bench/vmm-start/measure.py --runs "${1:-20}" --corral target/release/corral \
