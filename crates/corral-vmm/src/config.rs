@@ -6,6 +6,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+use corral_disk::DiskFormat;
 use serde::{Deserialize, Serialize};
 
 /// Linux's x86 `COMMAND_LINE_SIZE` (including the terminating NUL): the longest command line a
@@ -55,6 +56,14 @@ pub enum ConfigError {
     CmdlineInvalid,
     #[error("socket path {0} is longer than 107 bytes; use a shorter path")]
     SocketPathTooLong(PathBuf),
+    #[error("disk {path}: serial {serial:?} must be at most 20 printable ASCII characters")]
+    DiskSerial { path: PathBuf, serial: String },
+    #[error("network interface {index}: give exactly one of `tap` and `bridge`")]
+    NicBackend { index: usize },
+    #[error("network interface {index}: MAC {mac} is a multicast or all-zero address; use a unicast one such as 52:54:00:12:34:56")]
+    NicMac { index: usize, mac: MacAddress },
+    #[error("vsock guest CID {0} is reserved; use 3 or more (below 2^32)")]
+    VsockCid(u64),
 }
 
 /// A guest memory size, written like `256M`, `1G` or `512MiB` (binary units: K, M, G, T).
@@ -170,6 +179,219 @@ impl FromStr for Action {
     }
 }
 
+/// An Ethernet MAC address, written `52:54:00:12:34:56`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct MacAddress(pub [u8; 6]);
+
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid MAC address {0:?}: write six hex bytes separated by colons, like 52:54:00:12:34:56")]
+pub struct MacAddressError(String);
+
+impl MacAddress {
+    /// A locally administered unicast address made from `seed` (e.g. an instance's UUID), so
+    /// the same seed always gives the same address.
+    pub fn local_from_seed(seed: &[u8]) -> MacAddress {
+        // FNV-1a over the seed, spread into five bytes after a fixed first byte.
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for &byte in seed {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+        let bytes = hash.to_be_bytes();
+        MacAddress::local([bytes[3], bytes[4], bytes[5], bytes[6], bytes[7]])
+    }
+
+    /// A random locally administered unicast address.
+    pub fn random_local() -> MacAddress {
+        let mut bytes = [0u8; 5];
+        // Without entropy the address is merely less unique, never invalid.
+        let _ = getrandom::fill(&mut bytes);
+        MacAddress::local(bytes)
+    }
+
+    /// `02:xx:xx:xx:xx:xx`: the locally administered bit set, the multicast bit clear.
+    fn local(rest: [u8; 5]) -> MacAddress {
+        MacAddress([0x02, rest[0], rest[1], rest[2], rest[3], rest[4]])
+    }
+
+    /// True for a multicast/broadcast address or all zeroes: not usable by a NIC.
+    pub fn is_unusable(&self) -> bool {
+        self.0[0] & 1 != 0 || self.0 == [0; 6]
+    }
+}
+
+impl FromStr for MacAddress {
+    type Err = MacAddressError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let invalid = || MacAddressError(text.to_owned());
+        let mut bytes = [0u8; 6];
+        let mut parts = text.split(':');
+        for byte in &mut bytes {
+            let part = parts.next().ok_or_else(invalid)?;
+            if part.len() != 2 {
+                return Err(invalid());
+            }
+            *byte = u8::from_str_radix(part, 16).map_err(|_| invalid())?;
+        }
+        if parts.next().is_some() {
+            return Err(invalid());
+        }
+        Ok(MacAddress(bytes))
+    }
+}
+
+impl fmt::Display for MacAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let [a, b, c, d, e, g] = self.0;
+        write!(f, "{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{g:02x}")
+    }
+}
+
+impl Serialize for MacAddress {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for MacAddress {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A virtio-blk disk.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiskConfig {
+    /// An image file (raw or qcow2) or a host block device.
+    pub path: PathBuf,
+    /// `raw` or `qcow2`; detected from the file's magic when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<DiskFormat>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub readonly: bool,
+    /// What the guest reads as the disk's serial (virtio-blk GET_ID, at most 20 characters);
+    /// derived from the image file's identity when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
+}
+
+/// A virtio-net interface on a host tap device.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NicConfig {
+    /// A tap device to use (created if missing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tap: Option<String>,
+    /// A bridge to attach a new tap device to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bridge: Option<String>,
+    /// The guest's MAC address; a random locally administered one when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<MacAddress>,
+}
+
+/// A virtio-vsock device whose host side is a unix socket.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VsockConfig {
+    /// The guest's context ID (3 or more).
+    pub cid: u64,
+    /// Host programs connect here (`CONNECT <port>`); guest connections to port P go to
+    /// `<socket>_P`.
+    pub socket: PathBuf,
+}
+
+/// Splits `key=value,key,...` device options.
+fn options(text: &str) -> impl Iterator<Item = (&str, &str)> {
+    text.split(',')
+        .filter(|part| !part.is_empty())
+        .map(|part| part.split_once('=').unwrap_or((part, "")))
+}
+
+impl FromStr for DiskConfig {
+    type Err = String;
+
+    /// `PATH` or `path=PATH[,format=raw|qcow2][,readonly][,serial=S]`.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let usage = "use --disk PATH or --disk path=PATH[,format=raw|qcow2][,readonly][,serial=S]";
+        if !text.contains('=') {
+            return Ok(DiskConfig {
+                path: text.into(),
+                format: None,
+                readonly: false,
+                serial: None,
+            });
+        }
+        let mut disk = DiskConfig {
+            path: PathBuf::new(),
+            format: None,
+            readonly: false,
+            serial: None,
+        };
+        for (key, value) in options(text) {
+            match key {
+                "path" => disk.path = value.into(),
+                "format" => disk.format = Some(value.parse().map_err(|err| format!("{err}"))?),
+                "readonly" if matches!(value, "" | "on" | "true") => disk.readonly = true,
+                "readonly" if matches!(value, "off" | "false") => disk.readonly = false,
+                "serial" => disk.serial = Some(value.to_owned()),
+                _ => return Err(format!("invalid disk option {key:?}: {usage}")),
+            }
+        }
+        if disk.path.as_os_str().is_empty() {
+            return Err(format!("disk {text:?} has no path: {usage}"));
+        }
+        Ok(disk)
+    }
+}
+
+impl FromStr for NicConfig {
+    type Err = String;
+
+    /// `tap=NAME[,mac=MAC]` or `bridge=NAME[,mac=MAC]`.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let mut nic = NicConfig::default();
+        for (key, value) in options(text) {
+            match key {
+                "tap" if !value.is_empty() => nic.tap = Some(value.to_owned()),
+                "bridge" if !value.is_empty() => nic.bridge = Some(value.to_owned()),
+                "mac" => nic.mac = Some(value.parse().map_err(|err| format!("{err}"))?),
+                _ => {
+                    return Err(format!(
+                        "invalid network interface option {key:?}: use tap=NAME or bridge=NAME, \
+                         optionally with ,mac=52:54:00:12:34:56"
+                    ))
+                }
+            }
+        }
+        Ok(nic)
+    }
+}
+
+impl FromStr for VsockConfig {
+    type Err = String;
+
+    /// `cid=N,socket=PATH`.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let usage = "use --vsock cid=N,socket=PATH";
+        let (mut cid, mut socket) = (None, None);
+        for (key, value) in options(text) {
+            match key {
+                "cid" => cid = Some(value.parse().map_err(|_| format!("invalid vsock CID {value:?}: {usage}"))?),
+                "socket" if !value.is_empty() => socket = Some(PathBuf::from(value)),
+                _ => return Err(format!("invalid vsock option {key:?}: {usage}")),
+            }
+        }
+        match (cid, socket) {
+            (Some(cid), Some(socket)) => Ok(VsockConfig { cid, socket }),
+            _ => Err(format!("vsock needs a CID and a socket: {usage}")),
+        }
+    }
+}
+
 fn default_cmdline() -> String {
     DEFAULT_CMDLINE.to_owned()
 }
@@ -210,6 +432,17 @@ pub struct VmConfig {
     pub on_reboot: Action,
     #[serde(default = "destroy")]
     pub on_crash: Action,
+    /// A virtio-rng device fed from the host's getrandom.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rng: bool,
+    /// virtio-blk disks, in the order the guest finds them (vda, vdb, ...).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub disks: Vec<DiskConfig>,
+    /// virtio-net interfaces, in the order the guest finds them (eth0, eth1, ...).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nics: Vec<NicConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vsock: Option<VsockConfig>,
 }
 
 impl VmConfig {
@@ -226,7 +459,16 @@ impl VmConfig {
             on_poweroff: destroy(),
             on_reboot: restart(),
             on_crash: destroy(),
+            rng: false,
+            disks: Vec::new(),
+            nics: Vec::new(),
+            vsock: None,
         }
+    }
+
+    /// How many virtio devices the config asks for.
+    pub fn virtio_device_count(&self) -> usize {
+        self.disks.len() + self.nics.len() + usize::from(self.rng) + usize::from(self.vsock.is_some())
     }
 
     /// Parses a TOML config; `path` names it in errors and anchors relative paths.
@@ -276,6 +518,12 @@ impl VmConfig {
         if let SerialTarget::File(path) | SerialTarget::Socket(path) = &mut self.serial {
             resolve(path);
         }
+        for disk in &mut self.disks {
+            resolve(&mut disk.path);
+        }
+        if let Some(vsock) = &mut self.vsock {
+            resolve(&mut vsock.socket);
+        }
     }
 
     /// Checks everything that needs neither the kernel file nor KVM.
@@ -303,10 +551,38 @@ impl VmConfig {
                 SerialTarget::Socket(path) => Some(path),
                 _ => None,
             },
+            self.vsock.as_ref().map(|vsock| &vsock.socket),
         ];
         for path in sockets.into_iter().flatten() {
-            if path.as_os_str().len() > MAX_SOCKET_PATH_BYTES {
+            // Guest-initiated vsock connections use `<socket>_<port>`: leave room for the port.
+            let room = if Some(path) == self.vsock.as_ref().map(|v| &v.socket) { 11 } else { 0 };
+            if path.as_os_str().len() + room > MAX_SOCKET_PATH_BYTES {
                 return Err(ConfigError::SocketPathTooLong(path.clone()));
+            }
+        }
+        for disk in &self.disks {
+            if let Some(serial) = &disk.serial {
+                if serial.len() > corral_disk::SERIAL_LEN
+                    || !serial.bytes().all(|b| b.is_ascii_graphic())
+                {
+                    return Err(ConfigError::DiskSerial {
+                        path: disk.path.clone(),
+                        serial: serial.clone(),
+                    });
+                }
+            }
+        }
+        for (index, nic) in self.nics.iter().enumerate() {
+            if nic.tap.is_some() == nic.bridge.is_some() {
+                return Err(ConfigError::NicBackend { index });
+            }
+            if let Some(mac) = nic.mac.filter(MacAddress::is_unusable) {
+                return Err(ConfigError::NicMac { index, mac });
+            }
+        }
+        if let Some(vsock) = &self.vsock {
+            if vsock.cid < 3 || vsock.cid > u64::from(u32::MAX) {
+                return Err(ConfigError::VsockCid(vsock.cid));
             }
         }
         Ok(())
@@ -419,6 +695,85 @@ mod tests {
             config.validate(),
             Err(ConfigError::SocketPathTooLong(_))
         ));
+    }
+
+    #[test]
+    fn devices_parse_from_toml_and_flags() {
+        let config = VmConfig::from_toml(
+            r#"
+                kernel = "vmlinux"
+                rng = true
+                [[disks]]
+                path = "root.qcow2"
+                format = "qcow2"
+                serial = "root-disk"
+                [[disks]]
+                path = "/srv/data.img"
+                readonly = true
+                [[nics]]
+                bridge = "br0"
+                mac = "52:54:00:AB:cd:01"
+                [vsock]
+                cid = 7
+                socket = "vsock.sock"
+            "#,
+            Path::new("/vms/web/vm.toml"),
+        )
+        .unwrap();
+        config.validate().unwrap();
+        assert!(config.rng);
+        assert_eq!(config.disks[0].path, Path::new("/vms/web/root.qcow2"));
+        assert_eq!(config.disks[0].format, Some(DiskFormat::Qcow2));
+        assert!(config.disks[1].readonly);
+        assert_eq!(config.nics[0].mac, Some(MacAddress([0x52, 0x54, 0, 0xab, 0xcd, 1])));
+        assert_eq!(config.vsock.as_ref().unwrap().socket, Path::new("/vms/web/vsock.sock"));
+        assert_eq!(config.virtio_device_count(), 5);
+        let text = toml::to_string(&config).unwrap();
+        assert_eq!(VmConfig::from_toml(&text, Path::new("/x.toml")).unwrap(), config);
+
+        let disk: DiskConfig = "path=a.raw,format=raw,readonly,serial=s1".parse().unwrap();
+        assert_eq!(disk.path, Path::new("a.raw"));
+        assert!(disk.readonly);
+        assert_eq!(disk.serial.as_deref(), Some("s1"));
+        assert_eq!("b.img".parse::<DiskConfig>().unwrap().path, Path::new("b.img"));
+        assert!("path=a,format=vmdk".parse::<DiskConfig>().is_err());
+        assert!("format=raw".parse::<DiskConfig>().is_err());
+        let nic: NicConfig = "tap=tap0,mac=02:00:00:00:00:01".parse().unwrap();
+        assert_eq!(nic.tap.as_deref(), Some("tap0"));
+        assert!("tap=tap0,mac=zz".parse::<NicConfig>().is_err());
+        let vsock: VsockConfig = "cid=3,socket=/run/v.sock".parse().unwrap();
+        assert_eq!(vsock.cid, 3);
+        assert!("cid=3".parse::<VsockConfig>().is_err());
+    }
+
+    #[test]
+    fn device_validation_names_the_problem() {
+        let mut config = VmConfig::new("k".into());
+        config.nics.push(NicConfig::default());
+        assert!(matches!(config.validate(), Err(ConfigError::NicBackend { index: 0 })));
+        config.nics[0] = "tap=t0,mac=01:00:5e:00:00:01".parse().unwrap();
+        assert!(matches!(config.validate(), Err(ConfigError::NicMac { .. })));
+        config.nics.clear();
+        config.disks.push("path=d,serial=this-serial-is-too-long".parse().unwrap());
+        assert!(matches!(config.validate(), Err(ConfigError::DiskSerial { .. })));
+        config.disks.clear();
+        config.vsock = Some("cid=2,socket=v.sock".parse().unwrap());
+        assert!(matches!(config.validate(), Err(ConfigError::VsockCid(2))));
+    }
+
+    #[test]
+    fn macs_parse_print_and_derive_stably() {
+        let mac: MacAddress = "52:54:00:0a:0B:ff".parse().unwrap();
+        assert_eq!(mac.to_string(), "52:54:00:0a:0b:ff");
+        for bad in ["52:54:00:0a:0b", "52:54:00:0a:0b:ff:00", "5254000a0bff", "52:54:00:0a:0b:g1"] {
+            assert!(bad.parse::<MacAddress>().is_err(), "{bad}");
+        }
+        let a = MacAddress::local_from_seed(b"instance-a");
+        assert_eq!(a, MacAddress::local_from_seed(b"instance-a"));
+        assert_ne!(a, MacAddress::local_from_seed(b"instance-b"));
+        for mac in [a, MacAddress::random_local()] {
+            assert_eq!(mac.0[0] & 0b11, 0b10, "locally administered unicast: {mac}");
+        }
     }
 
     #[test]

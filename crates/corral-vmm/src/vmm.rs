@@ -17,7 +17,7 @@ use crate::arch::x86_64::{low_ram_end, mptable, write_pvh_start_info, write_zero
 use crate::config::{Action, ConfigError, VmConfig};
 use crate::console::{Console, ConsoleError, SocketFiles};
 use crate::control::{self, Runtime};
-use crate::devices::{DeviceError, DeviceManager};
+use crate::devices::{open_virtio_devices, virtio_slots, DeviceError, DeviceManager};
 use crate::exit::{ExitReason, StopEvent, StopSender};
 use crate::kernel::{place_initrd, write_cmdline, Initrd, KernelError, KernelImage};
 use crate::vstate::vcpu::{self, install_kick_handler, Vcpu, VcpuContext, VcpuError};
@@ -89,12 +89,19 @@ struct Prepared {
     policy: CpuidPolicy,
     mptable: Vec<u8>,
     acpi_tables: Vec<u8>,
+    /// The configured command line plus the virtio device announcements.
+    cmdline: String,
 }
 
 fn prepare(config: &VmConfig) -> Result<Prepared, VmmError> {
     config.validate()?;
     let kernel = KernelImage::open(&config.kernel)?;
-    crate::config::check_cmdline(&config.cmdline, kernel.info.max_cmdline)
+    let mut cmdline = config.cmdline.clone();
+    for slot in virtio_slots(config.virtio_device_count()).map_err(DeviceError::from)? {
+        cmdline.push(' ');
+        cmdline.push_str(&slot.cmdline_entry());
+    }
+    crate::config::check_cmdline(&cmdline, kernel.info.max_cmdline)
         .map_err(KernelError::Cmdline)?;
     let initrd = config.initrd.as_deref().map(Initrd::open).transpose()?;
     let initrd_size = initrd.as_ref().map_or(0, |initrd| initrd.size);
@@ -130,6 +137,7 @@ fn prepare(config: &VmConfig) -> Result<Prepared, VmmError> {
         policy,
         mptable,
         acpi_tables,
+        cmdline,
     })
 }
 
@@ -144,7 +152,7 @@ fn build_vm(
     if let (Some(initrd), Some(placement)) = (&mut prepared.initrd, prepared.initrd_placement) {
         initrd.load(&vm.memory, placement)?;
     }
-    write_cmdline(&vm.memory, &config.cmdline, &prepared.kernel.info)?;
+    write_cmdline(&vm.memory, &prepared.cmdline, &prepared.kernel.info)?;
     match entry {
         EntryPoint::Pvh(_) => {
             write_pvh_start_info(&vm.memory, config.memory.0, prepared.initrd_placement)?
@@ -153,7 +161,7 @@ fn build_vm(
             &vm.memory,
             config.memory.0,
             setup_header,
-            config.cmdline.len(),
+            prepared.cmdline.len(),
             prepared.initrd_placement,
         )?,
     }
@@ -164,7 +172,7 @@ fn build_vm(
     vm.memory
         .write_slice(&prepared.acpi_tables, GuestAddress(ACPI_START))
         .map_err(|err| VmmError::WriteTables("ACPI tables", err))?;
-    devices.attach(&vm.fd)?;
+    devices.attach(&vm.fd, &vm.memory)?;
     let mut vcpus = Vec::with_capacity(usize::from(config.vcpus));
     for index in 0..config.vcpus {
         let vcpu = Vcpu::new(&vm.fd, index)?;
@@ -185,6 +193,11 @@ pub fn run(config: &VmConfig) -> Result<VmExit, VmmError> {
     let mut prepared = prepare(config)?;
 
     let mut sockets = SocketFiles::default();
+    // Opened first so that a missing disk or tap fails before anything else is set up.
+    let virtio_devices = open_virtio_devices(config)?;
+    if let Some(vsock) = &config.vsock {
+        sockets.0.push(vsock.socket.clone());
+    }
     let control_listener = match &config.control_socket {
         Some(path) => {
             let listener = corral_control::bind(path)?;
@@ -200,7 +213,7 @@ pub fn run(config: &VmConfig) -> Result<VmExit, VmmError> {
 
     let (sender, events) = mpsc::channel::<StopEvent>();
     let stop = StopSender::new(sender);
-    let devices = DeviceManager::new(console.output(), stop.clone())?;
+    let devices = DeviceManager::new(console.output(), stop.clone(), virtio_devices)?;
     console.start_input(devices.serial.clone());
     install_kick_handler()?;
 

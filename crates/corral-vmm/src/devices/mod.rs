@@ -5,20 +5,30 @@
 //! registered with the new VM. Devices are state machines whose state is a plain serialisable
 //! struct (`*State`), kept apart from their host-side handles, so snapshots can save them later.
 //!
-//! MMIO devices (virtio-mmio, next) get a 4 KiB slot from [`interrupt::MmioAllocator`] and a GSI
-//! from [`interrupt::GsiAllocator`], are inserted in the MMIO bus, and raise their interrupt
-//! through an [`interrupt::IrqLine`]; the MP table already routes GSIs 5-23.
+//! Virtio devices sit behind virtio-mmio transports: each gets a 4 KiB slot from
+//! [`interrupt::MmioAllocator`] and a GSI from [`interrupt::GsiAllocator`] (in the order of
+//! [`virtio_slots`]), is inserted in the MMIO bus, and raises its interrupt through an
+//! [`interrupt::IrqLine`]; the MP table already routes GSIs 5-23. The guest learns of them from
+//! `virtio_mmio.device=` entries on its command line ([`VirtioSlot::cmdline_entry`]).
 
 pub mod bus;
 pub mod interrupt;
 pub mod legacy;
+pub mod virtio;
 
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use kvm_ioctls::VmFd;
+use vm_memory::GuestMemoryMmap;
 
+use crate::config::{MacAddress, VmConfig};
 use bus::{lock, Bus, BusOverlap};
-use interrupt::{InterruptError, IrqLine, IRQ_COM1, IRQ_KEYBOARD};
+use interrupt::{
+    GsiAllocator, InterruptError, IrqLine, MmioAllocator, IRQ_COM1, IRQ_KEYBOARD, MMIO_SLOT_BYTES,
+};
+use virtio::mmio::{MmioTransport, TransportError};
+use virtio::VirtioDevice;
 use legacy::acpi_pm::{AcpiPm, ACPI_PM_PORT, ACPI_PM_PORT_LEN};
 use legacy::debug_exit::{DebugExit, DEBUG_EXIT_PORT, DEBUG_EXIT_PORT_LEN};
 use legacy::i8042::{I8042, I8042_PORT, I8042_PORT_LEN};
@@ -32,20 +42,112 @@ pub enum DeviceError {
     Interrupt(#[from] InterruptError),
     #[error(transparent)]
     Bus(#[from] BusOverlap),
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    #[error("disk {path}: {source}")]
+    Disk {
+        path: PathBuf,
+        source: corral_disk::DiskError,
+    },
+    #[error(transparent)]
+    Tap(#[from] virtio::tap::TapError),
+    #[error(transparent)]
+    Vsock(#[from] virtio::vsock::VsockError),
+}
+
+/// Where a virtio-mmio device lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VirtioSlot {
+    pub base: u64,
+    pub gsi: u32,
+}
+
+impl VirtioSlot {
+    /// How Linux learns of the device (`CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES`).
+    pub fn cmdline_entry(&self) -> String {
+        format!("virtio_mmio.device=4K@{:#x}:{}", self.base, self.gsi)
+    }
+}
+
+/// The slots of `count` virtio devices, in order.
+pub fn virtio_slots(count: usize) -> Result<Vec<VirtioSlot>, InterruptError> {
+    let mut mmio = MmioAllocator::default();
+    let mut gsis = GsiAllocator::default();
+    (0..count)
+        .map(|_| {
+            Ok(VirtioSlot {
+                base: mmio.allocate()?,
+                gsi: gsis.allocate()?,
+            })
+        })
+        .collect()
+}
+
+/// Opens the host side of every virtio device `config` asks for: disks, then network
+/// interfaces, then the entropy device, then vsock (the order of their slots).
+pub fn open_virtio_devices(config: &VmConfig) -> Result<Vec<Box<dyn VirtioDevice>>, DeviceError> {
+    let mut devices: Vec<Box<dyn VirtioDevice>> = Vec::new();
+    for (index, disk) in config.disks.iter().enumerate() {
+        let mut options = corral_disk::OpenOptions::read_only();
+        options.format = disk.format;
+        options.writable = !disk.readonly;
+        let image = corral_disk::open(&disk.path, options).map_err(|source| DeviceError::Disk {
+            path: disk.path.clone(),
+            source,
+        })?;
+        devices.push(Box::new(virtio::block::Block::new(
+            format!("virtio-blk{index}"),
+            image,
+            disk.serial.clone(),
+        )));
+    }
+    for (index, nic) in config.nics.iter().enumerate() {
+        let tap = match (&nic.tap, &nic.bridge) {
+            (Some(name), _) => virtio::tap::Tap::open(name)?,
+            (None, bridge) => {
+                let tap = virtio::tap::Tap::open("ctap%d")?;
+                if let Some(bridge) = bridge {
+                    tap.attach_to_bridge(bridge)?;
+                }
+                tap
+            }
+        };
+        tap.set_up()?;
+        let mac = nic.mac.unwrap_or_else(MacAddress::random_local);
+        tracing::info!("virtio-net{index}: tap {} with MAC {mac}", tap.name());
+        devices.push(Box::new(virtio::net::Net::new(
+            format!("virtio-net{index}"),
+            Box::new(tap),
+            mac,
+        )));
+    }
+    if config.rng {
+        devices.push(Box::<virtio::rng::Rng>::default());
+    }
+    if let Some(vsock) = &config.vsock {
+        devices.push(Box::new(virtio::vsock::Vsock::new(vsock.cid, &vsock.socket)?));
+    }
+    Ok(devices)
 }
 
 pub struct DeviceManager {
     pub pio_bus: Arc<Bus>,
     pub mmio_bus: Arc<Bus>,
     irq_lines: Vec<IrqLine>,
+    virtio: Vec<(VirtioSlot, Arc<Mutex<MmioTransport>>)>,
     pub serial: Arc<Mutex<SerialDevice>>,
     pub i8042: Arc<Mutex<I8042>>,
     pub debug_exit: Arc<Mutex<DebugExit>>,
 }
 
 impl DeviceManager {
-    /// Creates the legacy devices and maps them on the port I/O bus.
-    pub fn new(serial_output: SerialOutput, stop: StopSender) -> Result<Self, DeviceError> {
+    /// Creates the legacy devices and maps them on the port I/O bus, and puts each virtio
+    /// device behind a virtio-mmio transport on the MMIO bus.
+    pub fn new(
+        serial_output: SerialOutput,
+        stop: StopSender,
+        virtio_devices: Vec<Box<dyn VirtioDevice>>,
+    ) -> Result<Self, DeviceError> {
         let com1_irq = IrqLine::new(IRQ_COM1)?;
         let keyboard_irq = IrqLine::new(IRQ_KEYBOARD)?;
         let serial = Arc::new(Mutex::new(SerialDevice::new(
@@ -65,20 +167,41 @@ impl DeviceManager {
             DEBUG_EXIT_PORT_LEN,
             debug_exit.clone(),
         )?;
+        let mut mmio_bus = Bus::new("MMIO");
+        let mut irq_lines = vec![com1_irq, keyboard_irq];
+        let mut virtio = Vec::new();
+        let slots = virtio_slots(virtio_devices.len())?;
+        for (device, slot) in virtio_devices.into_iter().zip(slots) {
+            let line = IrqLine::new(slot.gsi)?;
+            let interrupt = virtio::Interrupt::new(line.trigger());
+            let transport = Arc::new(Mutex::new(MmioTransport::new(device, interrupt)?));
+            mmio_bus.insert(slot.base, MMIO_SLOT_BYTES, transport.clone())?;
+            irq_lines.push(line);
+            virtio.push((slot, transport));
+        }
         Ok(DeviceManager {
             pio_bus: Arc::new(pio_bus),
-            mmio_bus: Arc::new(Bus::new("MMIO")),
-            irq_lines: vec![com1_irq, keyboard_irq],
+            mmio_bus: Arc::new(mmio_bus),
+            irq_lines,
+            virtio,
             serial,
             i8042,
             debug_exit,
         })
     }
 
-    /// Connects every interrupt line to a (new) VM.
-    pub fn attach(&self, vm: &VmFd) -> Result<(), DeviceError> {
+    /// The `virtio_mmio.device=` command-line entries of the virtio devices.
+    pub fn virtio_cmdline(&self) -> Vec<String> {
+        self.virtio.iter().map(|(slot, _)| slot.cmdline_entry()).collect()
+    }
+
+    /// Connects every interrupt line and queue notification to a (new) VM and its memory.
+    pub fn attach(&self, vm: &VmFd, memory: &GuestMemoryMmap) -> Result<(), DeviceError> {
         for line in &self.irq_lines {
             line.register(vm)?;
+        }
+        for (slot, transport) in &self.virtio {
+            lock(transport).attach(vm, slot.base, memory)?;
         }
         Ok(())
     }
@@ -88,5 +211,8 @@ impl DeviceManager {
         lock(&self.serial).reset();
         lock(&self.i8042).reset();
         lock(&self.debug_exit).reset();
+        for (_, transport) in &self.virtio {
+            lock(transport).reset();
+        }
     }
 }

@@ -1,0 +1,251 @@
+//! virtio-net on a host tap device: one receive and one transmit queue, a MAC address from the
+//! configuration, link always up. No checksum or segmentation offloads are offered (none are
+//! implemented), so every frame is a plain Ethernet frame behind a zeroed virtio-net header.
+
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, RawFd};
+
+use serde::{Deserialize, Serialize};
+use virtio_bindings::virtio_ids::VIRTIO_ID_NET;
+use virtio_bindings::virtio_net::{VIRTIO_NET_F_MAC, VIRTIO_NET_F_STATUS, VIRTIO_NET_S_LINK_UP};
+use virtio_queue::{Reader, Writer};
+use vmm_sys_util::epoll::{Epoll, EventSet};
+
+use super::worker::{watch, QueueEvent, QueueHandler, Worker, WorkerError, FIRST_BACKEND_TOKEN};
+use super::{DeviceQueues, QueueError, VirtioDevice};
+use crate::config::MacAddress;
+
+const RX_QUEUE: usize = 0;
+const TX_QUEUE: usize = 1;
+const QUEUE_SIZE: u16 = 256;
+/// `struct virtio_net_hdr_v1`: what precedes every frame in virtio 1.x.
+const HEADER_BYTES: usize = 12;
+/// Offset of `num_buffers` in the header; 1 when buffers are not merged.
+const NUM_BUFFERS_OFFSET: usize = 10;
+/// The largest frame: 64 KiB (what a tap may deliver) plus the Ethernet header.
+const MAX_FRAME_BYTES: usize = 65536 + 14;
+const TAP_TOKEN: u64 = FIRST_BACKEND_TOKEN;
+
+/// Where frames go on the host: a tap device, or (in tests and fuzzing) a datagram socket.
+pub trait FrameIo: Send + AsRawFd {
+    fn read_frame(&mut self, buffer: &mut [u8]) -> std::io::Result<usize>;
+    fn write_frame(&mut self, frame: &[u8]) -> std::io::Result<usize>;
+}
+
+impl FrameIo for super::tap::Tap {
+    fn read_frame(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+        super::tap::Tap::read_frame(self, buffer)
+    }
+    fn write_frame(&mut self, frame: &[u8]) -> std::io::Result<usize> {
+        super::tap::Tap::write_frame(self, frame)
+    }
+}
+
+impl FrameIo for std::os::unix::net::UnixDatagram {
+    fn read_frame(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+        self.recv(buffer)
+    }
+    fn write_frame(&mut self, frame: &[u8]) -> std::io::Result<usize> {
+        self.send(frame)
+    }
+}
+
+/// The network device's identity as the guest sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetState {
+    pub mac: MacAddress,
+    pub link_up: bool,
+}
+
+pub struct Net {
+    name: String,
+    state: NetState,
+    worker: Worker<NetHandler>,
+}
+
+impl Net {
+    pub fn new(name: String, io: Box<dyn FrameIo>, mac: MacAddress) -> Net {
+        Net {
+            name,
+            state: NetState { mac, link_up: true },
+            worker: Worker::new(NetHandler::new(io)),
+        }
+    }
+
+    fn config(&self) -> [u8; 8] {
+        let mut config = [0u8; 8];
+        config[..6].copy_from_slice(&self.state.mac.0);
+        let status = if self.state.link_up {
+            VIRTIO_NET_S_LINK_UP as u16
+        } else {
+            0
+        };
+        config[6..8].copy_from_slice(&status.to_le_bytes());
+        config
+    }
+}
+
+impl VirtioDevice for Net {
+    fn device_type(&self) -> u32 {
+        VIRTIO_ID_NET
+    }
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn queue_max_sizes(&self) -> &[u16] {
+        &[QUEUE_SIZE, QUEUE_SIZE]
+    }
+    fn features(&self) -> u64 {
+        1 << VIRTIO_NET_F_MAC | 1 << VIRTIO_NET_F_STATUS
+    }
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        super::read_config_bytes(&self.config(), offset, data);
+    }
+    fn activate(&mut self, queues: DeviceQueues, events: Vec<QueueEvent>) -> Result<(), WorkerError> {
+        self.worker.activate(&self.name, queues, events)
+    }
+    fn reset(&mut self) {
+        self.worker.reset();
+    }
+}
+
+/// The back end: moves frames between the tap and the queues.
+pub struct NetHandler {
+    io: Box<dyn FrameIo>,
+    /// A frame read from the tap that waits for a receive buffer.
+    pending: Option<usize>,
+    frame: Vec<u8>,
+    /// The tap signalled data and has not reported "would block" since (it is edge-triggered).
+    tap_readable: bool,
+}
+
+impl NetHandler {
+    pub fn new(io: Box<dyn FrameIo>) -> NetHandler {
+        NetHandler {
+            io,
+            pending: None,
+            frame: vec![0; HEADER_BYTES + MAX_FRAME_BYTES],
+            tap_readable: true,
+        }
+    }
+
+    /// Sends every frame the driver queued for transmission.
+    pub fn process_tx(&mut self, queues: &mut DeviceQueues) -> Result<(), QueueError> {
+        let mut served = false;
+        loop {
+            let memory = queues.memory.clone();
+            let Some(chain) = queues.pop(TX_QUEUE)? else { break };
+            let head = chain.head_index();
+            let mut reader: Reader<'_> = chain.reader(&memory).map_err(|source| QueueError::Ring {
+                queue: TX_QUEUE,
+                source,
+            })?;
+            let len = reader.available_bytes();
+            if (HEADER_BYTES..=self.frame.len()).contains(&len) {
+                let frame = &mut self.frame[..len];
+                if reader.read_exact(frame).is_ok() {
+                    if let Err(err) = self.io.write_frame(&frame[HEADER_BYTES..]) {
+                        tracing::debug!("virtio-net: frame dropped, tap write failed: {err}");
+                    }
+                }
+            } else {
+                tracing::debug!("virtio-net: dropped a {len}-byte transmit buffer");
+            }
+            queues.add_used(TX_QUEUE, head, 0)?;
+            served = true;
+        }
+        if served {
+            queues.notify(TX_QUEUE)?;
+        }
+        Ok(())
+    }
+
+    /// Moves frames from the tap into receive buffers until either runs out.
+    pub fn process_rx(&mut self, queues: &mut DeviceQueues) -> Result<(), QueueError> {
+        let mut served = false;
+        loop {
+            let len = match self.pending.take() {
+                Some(len) => len,
+                None if self.tap_readable => {
+                    match self.io.read_frame(&mut self.frame[HEADER_BYTES..]) {
+                        Ok(len) => len,
+                        Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {
+                            self.tap_readable = false;
+                            break;
+                        }
+                        Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
+                        Err(err) => {
+                            tracing::warn!("virtio-net: cannot read from the tap: {err}");
+                            self.tap_readable = false;
+                            break;
+                        }
+                    }
+                }
+                None => break,
+            };
+            let memory = queues.memory.clone();
+            let Some(chain) = queues.pop(RX_QUEUE)? else {
+                self.pending = Some(len);
+                break;
+            };
+            let head = chain.head_index();
+            let mut writer: Writer<'_> = chain.writer(&memory).map_err(|source| QueueError::Ring {
+                queue: RX_QUEUE,
+                source,
+            })?;
+            let total = HEADER_BYTES + len;
+            let header = &mut self.frame[..HEADER_BYTES];
+            header.fill(0);
+            header[NUM_BUFFERS_OFFSET..NUM_BUFFERS_OFFSET + 2].copy_from_slice(&1u16.to_le_bytes());
+            let used = if writer.available_bytes() >= total
+                && writer.write_all(&self.frame[..total]).is_ok()
+            {
+                total as u32
+            } else {
+                tracing::debug!("virtio-net: a {len}-byte frame does not fit a receive buffer");
+                0
+            };
+            queues.add_used(RX_QUEUE, head, used)?;
+            served = true;
+        }
+        if served {
+            queues.notify(RX_QUEUE)?;
+        }
+        Ok(())
+    }
+}
+
+impl QueueHandler for NetHandler {
+    fn start(&mut self, epoll: &Epoll) -> std::io::Result<()> {
+        let fd: RawFd = self.io.as_raw_fd();
+        self.tap_readable = true;
+        watch(epoll, fd, TAP_TOKEN, EventSet::IN | EventSet::EDGE_TRIGGERED)
+    }
+
+    fn queue_notified(
+        &mut self,
+        queues: &mut DeviceQueues,
+        index: usize,
+        _epoll: &Epoll,
+    ) -> Result<(), QueueError> {
+        match index {
+            RX_QUEUE => self.process_rx(queues),
+            _ => self.process_tx(queues),
+        }
+    }
+
+    fn backend_ready(
+        &mut self,
+        queues: &mut DeviceQueues,
+        _token: u64,
+        _events: EventSet,
+        _epoll: &Epoll,
+    ) -> Result<(), QueueError> {
+        self.tap_readable = true;
+        self.process_rx(queues)
+    }
+
+    fn stop(&mut self) {
+        self.pending = None;
+    }
+}

@@ -1,0 +1,95 @@
+//! virtio-rng: fills the driver's buffers from the host's `getrandom(2)`.
+
+use std::io::Write;
+
+use virtio_bindings::virtio_ids::VIRTIO_ID_RNG;
+use virtio_queue::Writer;
+use vmm_sys_util::epoll::Epoll;
+
+use super::worker::{QueueEvent, QueueHandler, Worker, WorkerError};
+use super::{DeviceQueues, QueueError, VirtioDevice};
+
+const QUEUE_SIZE: u16 = 256;
+/// The most entropy handed out per buffer; a larger buffer gets this much (the driver asks
+/// again).
+const MAX_BYTES_PER_REQUEST: usize = 4096;
+
+pub struct Rng {
+    worker: Worker<RngHandler>,
+}
+
+impl Default for Rng {
+    fn default() -> Self {
+        Rng {
+            worker: Worker::new(RngHandler::default()),
+        }
+    }
+}
+
+impl VirtioDevice for Rng {
+    fn device_type(&self) -> u32 {
+        VIRTIO_ID_RNG
+    }
+    fn name(&self) -> &str {
+        "virtio-rng"
+    }
+    fn queue_max_sizes(&self) -> &[u16] {
+        &[QUEUE_SIZE]
+    }
+    fn features(&self) -> u64 {
+        0
+    }
+    fn read_config(&self, _offset: u64, data: &mut [u8]) {
+        data.fill(0);
+    }
+    fn activate(&mut self, queues: DeviceQueues, events: Vec<QueueEvent>) -> Result<(), WorkerError> {
+        self.worker.activate("virtio-rng", queues, events)
+    }
+    fn reset(&mut self) {
+        self.worker.reset();
+    }
+}
+
+#[derive(Default)]
+pub struct RngHandler;
+
+impl RngHandler {
+    /// Fills every available buffer.
+    pub fn process_queue(&mut self, queues: &mut DeviceQueues) -> Result<(), QueueError> {
+        let mut served = false;
+        let mut random = [0u8; MAX_BYTES_PER_REQUEST];
+        loop {
+            let memory = queues.memory.clone();
+            let Some(chain) = queues.pop(0)? else { break };
+            let head = chain.head_index();
+            let mut writer: Writer<'_> = chain
+                .writer(&memory)
+                .map_err(|source| QueueError::Ring { queue: 0, source })?;
+            let len = writer.available_bytes().min(MAX_BYTES_PER_REQUEST);
+            let written = match getrandom::fill(&mut random[..len]) {
+                Ok(()) => writer.write_all(&random[..len]).map(|()| len).unwrap_or(0),
+                Err(err) => {
+                    tracing::error!("virtio-rng: getrandom failed: {err}");
+                    0
+                }
+            };
+            queues.add_used(0, head, written as u32)?;
+            served = true;
+        }
+        if served {
+            queues.notify(0)?;
+        }
+        Ok(())
+    }
+}
+
+impl QueueHandler for RngHandler {
+    fn queue_notified(
+        &mut self,
+        queues: &mut DeviceQueues,
+        _index: usize,
+        _epoll: &Epoll,
+    ) -> Result<(), QueueError> {
+        self.process_queue(queues)
+    }
+}

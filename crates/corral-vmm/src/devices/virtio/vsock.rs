@@ -1,0 +1,734 @@
+//! virtio-vsock with the host side as unix sockets, in Firecracker's scheme:
+//! - host-initiated: a host program connects to the listening socket (`vsock.sock`) and writes
+//!   `CONNECT <port>\n`; once the guest accepts, the VMM answers `OK <host port>\n` and the stream
+//!   carries the connection (the guest refusing closes it);
+//! - guest-initiated: a guest connection to CID 2 port P is connected to the unix socket
+//!   `<socket>_P` (e.g. `vsock.sock_1234`) that a host program listens on.
+//!
+//! Only stream sockets exist. Flow control is virtio-vsock's credit scheme: the device never sends
+//! the guest more than its advertised buffer has room for, and tells the guest how much of its own
+//! buffer (`CONNECTION_BUFFER` per connection) is free. A guest sending past that credit, or a
+//! malformed packet, resets that connection; a malformed ring makes the device need a reset.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use virtio_bindings::virtio_ids::VIRTIO_ID_VSOCK;
+use virtio_queue::{Reader, Writer};
+use vmm_sys_util::epoll::{Epoll, EventSet};
+
+use super::worker::{unwatch, watch, QueueEvent, QueueHandler, Worker, WorkerError, FIRST_BACKEND_TOKEN};
+use super::{DeviceQueues, QueueError, VirtioDevice};
+
+const RX_QUEUE: usize = 0;
+const TX_QUEUE: usize = 1;
+const QUEUE_SIZE: u16 = 256;
+/// The host's context ID.
+pub const HOST_CID: u64 = 2;
+/// Context IDs 0-2 are reserved (hypervisor, local, host).
+pub const MIN_GUEST_CID: u64 = 3;
+const HEADER_BYTES: usize = 44;
+/// The most payload one packet carries.
+const MAX_PAYLOAD: usize = 64 << 10;
+/// Each connection's receive buffer, as advertised to the guest (`buf_alloc`).
+const CONNECTION_BUFFER: u32 = 256 << 10;
+/// `CONNECT <port>\n` is at most this long.
+const MAX_CONNECT_LINE: usize = 32;
+/// Host ports of host-initiated connections count up from here.
+const FIRST_HOST_PORT: u32 = 1 << 30;
+const LISTENER_TOKEN: u64 = FIRST_BACKEND_TOKEN;
+
+const TYPE_STREAM: u16 = 1;
+const OP_REQUEST: u16 = 1;
+const OP_RESPONSE: u16 = 2;
+const OP_RST: u16 = 3;
+const OP_SHUTDOWN: u16 = 4;
+const OP_RW: u16 = 5;
+const OP_CREDIT_UPDATE: u16 = 6;
+const OP_CREDIT_REQUEST: u16 = 7;
+const SHUTDOWN_RECEIVE: u32 = 1;
+const SHUTDOWN_SEND: u32 = 2;
+
+#[derive(Debug, thiserror::Error)]
+pub enum VsockError {
+    #[error("vsock guest CID {0} is reserved; use 3 or more")]
+    Cid(u64),
+    #[error("vsock socket: {0}")]
+    Socket(#[from] corral_control::ControlError),
+    #[error("cannot make the vsock socket non-blocking: {0}")]
+    NonBlocking(std::io::Error),
+}
+
+/// `struct virtio_vsock_hdr`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PacketHeader {
+    pub src_cid: u64,
+    pub dst_cid: u64,
+    pub src_port: u32,
+    pub dst_port: u32,
+    pub len: u32,
+    pub kind: u16,
+    pub op: u16,
+    pub flags: u32,
+    pub buf_alloc: u32,
+    pub fwd_cnt: u32,
+}
+
+impl PacketHeader {
+    pub fn decode(bytes: &[u8; HEADER_BYTES]) -> PacketHeader {
+        let u64_at = |at: usize| {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(&bytes[at..at + 8]);
+            u64::from_le_bytes(word)
+        };
+        let u32_at = |at: usize| {
+            let mut word = [0u8; 4];
+            word.copy_from_slice(&bytes[at..at + 4]);
+            u32::from_le_bytes(word)
+        };
+        let u16_at = |at: usize| u16::from_le_bytes([bytes[at], bytes[at + 1]]);
+        PacketHeader {
+            src_cid: u64_at(0),
+            dst_cid: u64_at(8),
+            src_port: u32_at(16),
+            dst_port: u32_at(20),
+            len: u32_at(24),
+            kind: u16_at(28),
+            op: u16_at(30),
+            flags: u32_at(32),
+            buf_alloc: u32_at(36),
+            fwd_cnt: u32_at(40),
+        }
+    }
+
+    pub fn encode(&self) -> [u8; HEADER_BYTES] {
+        let mut bytes = [0u8; HEADER_BYTES];
+        bytes[0..8].copy_from_slice(&self.src_cid.to_le_bytes());
+        bytes[8..16].copy_from_slice(&self.dst_cid.to_le_bytes());
+        bytes[16..20].copy_from_slice(&self.src_port.to_le_bytes());
+        bytes[20..24].copy_from_slice(&self.dst_port.to_le_bytes());
+        bytes[24..28].copy_from_slice(&self.len.to_le_bytes());
+        bytes[28..30].copy_from_slice(&self.kind.to_le_bytes());
+        bytes[30..32].copy_from_slice(&self.op.to_le_bytes());
+        bytes[32..36].copy_from_slice(&self.flags.to_le_bytes());
+        bytes[36..40].copy_from_slice(&self.buf_alloc.to_le_bytes());
+        bytes[40..44].copy_from_slice(&self.fwd_cnt.to_le_bytes());
+        bytes
+    }
+}
+
+/// The vsock device's identity as the guest sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VsockState {
+    pub guest_cid: u64,
+}
+
+pub struct Vsock {
+    state: VsockState,
+    worker: Worker<VsockHandler>,
+}
+
+impl Vsock {
+    /// A device for guest CID `cid` whose host side listens at `socket`.
+    pub fn new(cid: u64, socket: &Path) -> Result<Vsock, VsockError> {
+        if cid < MIN_GUEST_CID || cid > u64::from(u32::MAX) {
+            return Err(VsockError::Cid(cid));
+        }
+        let listener = corral_control::bind(socket)?;
+        listener
+            .set_nonblocking(true)
+            .map_err(VsockError::NonBlocking)?;
+        Ok(Vsock {
+            state: VsockState { guest_cid: cid },
+            worker: Worker::new(VsockHandler::new(cid, socket.to_owned(), listener)),
+        })
+    }
+}
+
+impl VirtioDevice for Vsock {
+    fn device_type(&self) -> u32 {
+        VIRTIO_ID_VSOCK
+    }
+    fn name(&self) -> &str {
+        "virtio-vsock"
+    }
+    fn queue_max_sizes(&self) -> &[u16] {
+        // rx, tx, event
+        &[QUEUE_SIZE, QUEUE_SIZE, QUEUE_SIZE]
+    }
+    fn features(&self) -> u64 {
+        0
+    }
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        super::read_config_bytes(&self.state.guest_cid.to_le_bytes(), offset, data);
+    }
+    fn activate(&mut self, queues: DeviceQueues, events: Vec<QueueEvent>) -> Result<(), WorkerError> {
+        self.worker.activate("virtio-vsock", queues, events)
+    }
+    fn reset(&mut self) {
+        self.worker.reset();
+    }
+}
+
+/// (host port, guest port)
+type ConnectionKey = (u32, u32);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Host-initiated, waiting for the guest's response.
+    Connecting,
+    Established,
+}
+
+struct Connection {
+    stream: UnixStream,
+    token: u64,
+    phase: Phase,
+    /// The guest's receive buffer and how much of it it has consumed.
+    peer_buf_alloc: u32,
+    peer_fwd_cnt: u32,
+    /// Bytes sent to the guest.
+    tx_cnt: u32,
+    /// Bytes received from the guest, and how many of them went on to the host stream.
+    rx_cnt: u32,
+    fwd_cnt: u32,
+    /// The `fwd_cnt` the guest last heard of.
+    fwd_cnt_told: u32,
+    /// Guest bytes the host stream has not taken yet.
+    outgoing: VecDeque<u8>,
+    /// The host stream may have bytes to read (edge-triggered).
+    readable: bool,
+    /// The guest will send no more: close the host's direction once `outgoing` is empty.
+    guest_done_sending: bool,
+    /// The host closed its side; the guest was told.
+    host_done_sending: bool,
+}
+
+impl Connection {
+    fn new(stream: UnixStream, token: u64, phase: Phase, peer: &PacketHeader) -> Connection {
+        Connection {
+            stream,
+            token,
+            phase,
+            peer_buf_alloc: peer.buf_alloc,
+            peer_fwd_cnt: peer.fwd_cnt,
+            tx_cnt: 0,
+            rx_cnt: 0,
+            fwd_cnt: 0,
+            fwd_cnt_told: 0,
+            outgoing: VecDeque::new(),
+            readable: true,
+            guest_done_sending: false,
+            host_done_sending: false,
+        }
+    }
+
+    /// How many bytes the guest can take now.
+    fn peer_credit(&self) -> u32 {
+        self.peer_buf_alloc
+            .saturating_sub(self.tx_cnt.wrapping_sub(self.peer_fwd_cnt))
+    }
+
+    /// Writes queued guest bytes to the host stream until it would block.
+    fn flush_outgoing(&mut self) -> std::io::Result<()> {
+        while !self.outgoing.is_empty() {
+            let (front, _) = self.outgoing.as_slices();
+            match self.stream.write(front) {
+                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(written) => {
+                    self.outgoing.drain(..written);
+                    self.fwd_cnt = self.fwd_cnt.wrapping_add(written as u32);
+                }
+                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
+                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(err) => return Err(err),
+            }
+        }
+        if self.guest_done_sending {
+            let _ = self.stream.shutdown(std::net::Shutdown::Write);
+        }
+        Ok(())
+    }
+
+    /// The guest should hear about freed buffer space when its view of it runs low.
+    fn wants_credit_update(&self) -> bool {
+        let seen_free = CONNECTION_BUFFER.saturating_sub(self.rx_cnt.wrapping_sub(self.fwd_cnt_told));
+        self.fwd_cnt != self.fwd_cnt_told && seen_free < CONNECTION_BUFFER / 2
+    }
+}
+
+/// What an epoll token stands for.
+enum Target {
+    Listener,
+    /// A host stream that has not finished its `CONNECT` line yet.
+    Handshake(UnixStream, Vec<u8>),
+    Connection(ConnectionKey),
+}
+
+/// The back end: the listening socket, the connections and the packets waiting for the guest.
+pub struct VsockHandler {
+    guest_cid: u64,
+    socket: PathBuf,
+    listener: UnixListener,
+    targets: HashMap<u64, Target>,
+    connections: BTreeMap<ConnectionKey, Connection>,
+    /// Control packets (no payload) waiting for a receive buffer.
+    control: VecDeque<PacketHeader>,
+    next_token: u64,
+    next_host_port: u32,
+    payload: Vec<u8>,
+}
+
+impl VsockHandler {
+    pub fn new(guest_cid: u64, socket: PathBuf, listener: UnixListener) -> VsockHandler {
+        VsockHandler {
+            guest_cid,
+            socket,
+            listener,
+            targets: HashMap::new(),
+            connections: BTreeMap::new(),
+            control: VecDeque::new(),
+            next_token: LISTENER_TOKEN + 1,
+            next_host_port: FIRST_HOST_PORT,
+            payload: vec![0; MAX_PAYLOAD],
+        }
+    }
+
+    fn header(&self, (host_port, guest_port): ConnectionKey, op: u16) -> PacketHeader {
+        let fwd_cnt = self.connections.get(&(host_port, guest_port)).map_or(0, |c| c.fwd_cnt);
+        PacketHeader {
+            src_cid: HOST_CID,
+            dst_cid: self.guest_cid,
+            src_port: host_port,
+            dst_port: guest_port,
+            kind: TYPE_STREAM,
+            op,
+            buf_alloc: CONNECTION_BUFFER,
+            fwd_cnt,
+            ..PacketHeader::default()
+        }
+    }
+
+    fn queue_control(&mut self, key: ConnectionKey, op: u16, flags: u32) {
+        let mut header = self.header(key, op);
+        header.flags = flags;
+        if let Some(connection) = self.connections.get_mut(&key) {
+            connection.fwd_cnt_told = connection.fwd_cnt;
+        }
+        self.control.push_back(header);
+    }
+
+    fn new_token(&mut self) -> u64 {
+        self.next_token += 1;
+        self.next_token
+    }
+
+    fn close(&mut self, key: ConnectionKey, epoll: &Epoll) {
+        if let Some(connection) = self.connections.remove(&key) {
+            let _ = unwatch(epoll, connection.stream.as_raw_fd());
+            self.targets.remove(&connection.token);
+        }
+    }
+
+    fn reset_connection(&mut self, key: ConnectionKey, epoll: &Epoll) {
+        self.close(key, epoll);
+        self.queue_control(key, OP_RST, 0);
+    }
+
+    /// Handles every packet the guest sent, then answers.
+    pub fn process_tx(&mut self, queues: &mut DeviceQueues, epoll: &Epoll) -> Result<(), QueueError> {
+        let mut served = false;
+        loop {
+            let memory = queues.memory.clone();
+            let Some(chain) = queues.pop(TX_QUEUE)? else { break };
+            let head = chain.head_index();
+            let mut reader: Reader<'_> = chain.reader(&memory).map_err(|source| QueueError::Ring {
+                queue: TX_QUEUE,
+                source,
+            })?;
+            let mut bytes = [0u8; HEADER_BYTES];
+            if reader.read_exact(&mut bytes).is_ok() {
+                let header = PacketHeader::decode(&bytes);
+                let len = header.len as usize;
+                if len <= MAX_PAYLOAD && reader.read_exact(&mut self.payload[..len]).is_ok() {
+                    self.guest_packet(header, len, epoll);
+                } else {
+                    tracing::debug!("vsock: dropped a malformed packet from the guest");
+                    self.refuse(&header);
+                }
+            }
+            queues.add_used(TX_QUEUE, head, 0)?;
+            served = true;
+        }
+        if served {
+            queues.notify(TX_QUEUE)?;
+        }
+        self.process_rx(queues)
+    }
+
+    /// Answers a packet that belongs to no connection with a reset (never a reset with a reset).
+    fn refuse(&mut self, header: &PacketHeader) {
+        if header.op != OP_RST && header.src_cid == self.guest_cid {
+            let mut reply = self.header((header.dst_port, header.src_port), OP_RST);
+            reply.fwd_cnt = 0;
+            self.control.push_back(reply);
+        }
+    }
+
+    fn guest_packet(&mut self, header: PacketHeader, len: usize, epoll: &Epoll) {
+        if header.src_cid != self.guest_cid || header.dst_cid != HOST_CID || header.kind != TYPE_STREAM
+        {
+            self.refuse(&header);
+            return;
+        }
+        let key = (header.dst_port, header.src_port);
+        if header.op == OP_REQUEST {
+            self.guest_connect(key, &header, epoll);
+            return;
+        }
+        let Some(connection) = self.connections.get_mut(&key) else {
+            self.refuse(&header);
+            return;
+        };
+        connection.peer_buf_alloc = header.buf_alloc;
+        connection.peer_fwd_cnt = header.fwd_cnt;
+        match (header.op, connection.phase) {
+            (OP_RESPONSE, Phase::Connecting) => {
+                connection.phase = Phase::Established;
+                let line = format!("OK {}\n", key.0);
+                // The line is tiny and the stream new; a host that cannot take it is gone.
+                if connection.stream.write_all(line.as_bytes()).is_err() {
+                    self.reset_connection(key, epoll);
+                }
+            }
+            (OP_RW, Phase::Established) => {
+                connection.rx_cnt = connection.rx_cnt.wrapping_add(len as u32);
+                let buffered = connection.outgoing.len() + len;
+                if buffered > CONNECTION_BUFFER as usize {
+                    tracing::debug!("vsock: guest port {} sent past its credit", key.1);
+                    self.reset_connection(key, epoll);
+                    return;
+                }
+                connection.outgoing.extend(&self.payload[..len]);
+                if connection.flush_outgoing().is_err() {
+                    self.reset_connection(key, epoll);
+                } else if connection.wants_credit_update() {
+                    self.queue_control(key, OP_CREDIT_UPDATE, 0);
+                }
+            }
+            (OP_CREDIT_UPDATE, _) => {}
+            (OP_CREDIT_REQUEST, _) => self.queue_control(key, OP_CREDIT_UPDATE, 0),
+            (OP_SHUTDOWN, _) => {
+                if header.flags & SHUTDOWN_SEND != 0 {
+                    connection.guest_done_sending = true;
+                }
+                if header.flags & (SHUTDOWN_SEND | SHUTDOWN_RECEIVE)
+                    == SHUTDOWN_SEND | SHUTDOWN_RECEIVE
+                {
+                    // Nothing more either way: whatever the host stream has not taken yet is
+                    // written on a best-effort basis, then the connection ends.
+                    let _ = connection.flush_outgoing();
+                    self.reset_connection(key, epoll);
+                } else if connection.flush_outgoing().is_err() {
+                    self.reset_connection(key, epoll);
+                }
+            }
+            (OP_RST, _) => self.close(key, epoll),
+            _ => self.reset_connection(key, epoll),
+        }
+    }
+
+    /// The guest connects to host port `key.0`: connect to `<socket>_<port>`.
+    fn guest_connect(&mut self, key: ConnectionKey, header: &PacketHeader, epoll: &Epoll) {
+        if self.connections.contains_key(&key) {
+            self.reset_connection(key, epoll);
+            return;
+        }
+        let mut path = self.socket.clone().into_os_string();
+        path.push(format!("_{}", key.0));
+        let stream = match UnixStream::connect(&path) {
+            Ok(stream) => stream,
+            Err(err) => {
+                tracing::debug!("vsock: guest connection to {path:?} refused: {err}");
+                self.queue_control(key, OP_RST, 0);
+                return;
+            }
+        };
+        let token = self.new_token();
+        if stream.set_nonblocking(true).is_err() || watch_stream(epoll, &stream, token).is_err() {
+            self.queue_control(key, OP_RST, 0);
+            return;
+        }
+        self.targets.insert(token, Target::Connection(key));
+        self.connections
+            .insert(key, Connection::new(stream, token, Phase::Established, header));
+        self.queue_control(key, OP_RESPONSE, 0);
+    }
+
+    /// Fills receive buffers with control packets, then with data from readable host streams.
+    pub fn process_rx(&mut self, queues: &mut DeviceQueues) -> Result<(), QueueError> {
+        let mut served = false;
+        loop {
+            let memory = queues.memory.clone();
+            let Some(chain) = queues.pop(RX_QUEUE)? else { break };
+            let head = chain.head_index();
+            let mut writer: Writer<'_> = chain.writer(&memory).map_err(|source| QueueError::Ring {
+                queue: RX_QUEUE,
+                source,
+            })?;
+            let room = writer.available_bytes();
+            if room < HEADER_BYTES {
+                return Err(QueueError::Request {
+                    queue: RX_QUEUE,
+                    what: format!("a {room}-byte receive buffer cannot hold a packet header"),
+                });
+            }
+            let Some((header, len)) = self.next_packet(room - HEADER_BYTES) else {
+                queues.undo_pop(RX_QUEUE);
+                break;
+            };
+            let written = writer
+                .write_all(&header.encode())
+                .and_then(|()| writer.write_all(&self.payload[..len]));
+            let used = if written.is_ok() { HEADER_BYTES + len } else { 0 };
+            queues.add_used(RX_QUEUE, head, used as u32)?;
+            served = true;
+        }
+        if served {
+            queues.notify(RX_QUEUE)?;
+        }
+        Ok(())
+    }
+
+    /// The next packet for the guest, its payload (at most `room` bytes) in `self.payload`.
+    fn next_packet(&mut self, room: usize) -> Option<(PacketHeader, usize)> {
+        if let Some(header) = self.control.pop_front() {
+            return Some((header, 0));
+        }
+        let keys: Vec<ConnectionKey> = self.connections.keys().copied().collect();
+        for key in keys {
+            let Some(connection) = self.connections.get_mut(&key) else {
+                continue;
+            };
+            if connection.phase != Phase::Established
+                || !connection.readable
+                || connection.host_done_sending
+            {
+                continue;
+            }
+            let want = room.min(MAX_PAYLOAD).min(connection.peer_credit() as usize);
+            if want == 0 {
+                continue;
+            }
+            match connection.stream.read(&mut self.payload[..want]) {
+                Ok(0) => {
+                    connection.host_done_sending = true;
+                    let mut header = self.header(key, OP_SHUTDOWN);
+                    header.flags = SHUTDOWN_SEND | SHUTDOWN_RECEIVE;
+                    return Some((header, 0));
+                }
+                Ok(len) => {
+                    connection.tx_cnt = connection.tx_cnt.wrapping_add(len as u32);
+                    connection.fwd_cnt_told = connection.fwd_cnt;
+                    let mut header = self.header(key, OP_RW);
+                    header.len = len as u32;
+                    return Some((header, len));
+                }
+                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {
+                    connection.readable = false;
+                }
+                Err(_) => {
+                    connection.host_done_sending = true;
+                    let mut header = self.header(key, OP_SHUTDOWN);
+                    header.flags = SHUTDOWN_SEND | SHUTDOWN_RECEIVE;
+                    return Some((header, 0));
+                }
+            }
+        }
+        None
+    }
+
+    fn accept_host_connections(&mut self, epoll: &Epoll) {
+        loop {
+            match self.listener.accept() {
+                Ok((stream, _)) => {
+                    let token = self.new_token();
+                    if stream.set_nonblocking(true).is_ok() && watch_stream(epoll, &stream, token).is_ok() {
+                        self.targets.insert(token, Target::Handshake(stream, Vec::new()));
+                    }
+                }
+                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// Reads the `CONNECT <port>\n` line byte by byte (nothing past it belongs to the handshake).
+    fn handshake(&mut self, token: u64, epoll: &Epoll) {
+        let Some(Target::Handshake(stream, line)) = self.targets.get_mut(&token) else {
+            return;
+        };
+        let mut byte = [0u8; 1];
+        let port = loop {
+            match stream.read(&mut byte) {
+                Ok(1) if byte[0] == b'\n' => break parse_connect(line),
+                Ok(1) if line.len() < MAX_CONNECT_LINE => line.push(byte[0]),
+                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+                _ => break None,
+            }
+        };
+        let Some(Target::Handshake(stream, _)) = self.targets.remove(&token) else {
+            return;
+        };
+        let Some(guest_port) = port else {
+            let _ = unwatch(epoll, stream.as_raw_fd());
+            return;
+        };
+        let host_port = self.free_host_port(guest_port);
+        let key = (host_port, guest_port);
+        let guest_view = PacketHeader::default();
+        let mut connection = Connection::new(stream, token, Phase::Connecting, &guest_view);
+        connection.readable = false;
+        self.connections.insert(key, connection);
+        self.targets.insert(token, Target::Connection(key));
+        self.queue_control(key, OP_REQUEST, 0);
+    }
+
+    fn free_host_port(&mut self, guest_port: u32) -> u32 {
+        loop {
+            let port = self.next_host_port;
+            self.next_host_port = self.next_host_port.checked_add(1).unwrap_or(FIRST_HOST_PORT);
+            if !self.connections.contains_key(&(port, guest_port)) {
+                return port;
+            }
+        }
+    }
+
+    fn connection_event(&mut self, key: ConnectionKey, events: EventSet, epoll: &Epoll) {
+        let Some(connection) = self.connections.get_mut(&key) else {
+            return;
+        };
+        if events.intersects(EventSet::IN | EventSet::HANG_UP | EventSet::READ_HANG_UP) {
+            connection.readable = true;
+        }
+        if connection.phase == Phase::Connecting && events.contains(EventSet::HANG_UP) {
+            // The host gave up before the guest answered.
+            self.reset_connection(key, epoll);
+            return;
+        }
+        if events.contains(EventSet::OUT) {
+            if connection.flush_outgoing().is_err() {
+                self.reset_connection(key, epoll);
+            } else if connection.wants_credit_update() {
+                self.queue_control(key, OP_CREDIT_UPDATE, 0);
+            }
+        }
+    }
+}
+
+fn watch_stream(epoll: &Epoll, stream: &UnixStream, token: u64) -> std::io::Result<()> {
+    watch(
+        epoll,
+        stream.as_raw_fd(),
+        token,
+        EventSet::IN | EventSet::OUT | EventSet::READ_HANG_UP | EventSet::EDGE_TRIGGERED,
+    )
+}
+
+/// `CONNECT <port>` (the newline already stripped).
+fn parse_connect(line: &[u8]) -> Option<u32> {
+    let text = std::str::from_utf8(line).ok()?;
+    let text = text.strip_suffix('\r').unwrap_or(text);
+    text.strip_prefix("CONNECT ")?.trim().parse().ok()
+}
+
+impl QueueHandler for VsockHandler {
+    fn start(&mut self, epoll: &Epoll) -> std::io::Result<()> {
+        watch(
+            epoll,
+            self.listener.as_raw_fd(),
+            LISTENER_TOKEN,
+            EventSet::IN | EventSet::EDGE_TRIGGERED,
+        )?;
+        self.targets.insert(LISTENER_TOKEN, Target::Listener);
+        // Connections made while no driver was active wait in the backlog.
+        self.accept_host_connections(epoll);
+        Ok(())
+    }
+
+    fn queue_notified(
+        &mut self,
+        queues: &mut DeviceQueues,
+        index: usize,
+        epoll: &Epoll,
+    ) -> Result<(), QueueError> {
+        match index {
+            RX_QUEUE => self.process_rx(queues),
+            TX_QUEUE => self.process_tx(queues, epoll),
+            // The event queue carries only transport resets (after migration), never sent yet.
+            _ => Ok(()),
+        }
+    }
+
+    fn backend_ready(
+        &mut self,
+        queues: &mut DeviceQueues,
+        token: u64,
+        events: EventSet,
+        epoll: &Epoll,
+    ) -> Result<(), QueueError> {
+        match self.targets.get(&token) {
+            Some(Target::Listener) => self.accept_host_connections(epoll),
+            Some(Target::Handshake(..)) => self.handshake(token, epoll),
+            Some(Target::Connection(key)) => {
+                let key = *key;
+                self.connection_event(key, events, epoll);
+            }
+            None => {}
+        }
+        self.process_rx(queues)
+    }
+
+    fn stop(&mut self) {
+        // The driver reset forgets every connection; host streams see end-of-file.
+        self.connections.clear();
+        self.targets.clear();
+        self.control.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_round_trip() {
+        let header = PacketHeader {
+            src_cid: 3,
+            dst_cid: 2,
+            src_port: 1234,
+            dst_port: 5678,
+            len: 9,
+            kind: TYPE_STREAM,
+            op: OP_RW,
+            flags: 1,
+            buf_alloc: 4096,
+            fwd_cnt: 77,
+        };
+        assert_eq!(PacketHeader::decode(&header.encode()), header);
+    }
+
+    #[test]
+    fn connect_lines_parse() {
+        assert_eq!(parse_connect(b"CONNECT 52"), Some(52));
+        assert_eq!(parse_connect(b"CONNECT 52\r"), Some(52));
+        assert_eq!(parse_connect(b"CONNECT x"), None);
+        assert_eq!(parse_connect(b"connect 52"), None);
+        assert_eq!(parse_connect(b"CONNECT 99999999999"), None);
+    }
+}
