@@ -14,6 +14,10 @@ const GUESTS: &[&str] = &[
     "triple-fault",
     "ctrl-alt-del",
     "acpi",
+    "virtio-blk",
+    "virtio-net",
+    "virtio-rng",
+    "virtio-vsock",
 ];
 
 const CFLAGS: &[&str] = &[
@@ -86,6 +90,8 @@ fn main() {
     compile(&common.join("boot.c"), &boot);
     let pvh = out.join("pvh.o");
     compile(&common.join("pvh.S"), &pvh);
+    let virtio = out.join("virtio.o");
+    compile(&common.join("virtio.c"), &virtio);
     for guest in GUESTS {
         let source = guests.join(format!("{guest}.c"));
         println!("cargo:rerun-if-changed={}", source.display());
@@ -93,7 +99,7 @@ fn main() {
         compile(&source, &object);
         link(
             &common.join("guest.ld"),
-            &[pvh.clone(), boot.clone(), object],
+            &[pvh.clone(), boot.clone(), virtio.clone(), object],
             &out.join(format!("{guest}.elf")),
         );
     }

@@ -1,6 +1,6 @@
 /*
  * PVH entry for corral's test guests. The VMM enters at pvh_start32 in 32-bit protected mode,
- * paging off, %ebx = hvm_start_info. This stub identity-maps the first 1 GiB with 2 MiB pages,
+ * paging off, %ebx = hvm_start_info. This stub identity-maps the first 4 GiB with 2 MiB pages,
  * switches to long mode and calls guest_main(GUEST_BOOT_PVH, start_info).
  */
 #define XEN_ELFNOTE_PHYS32_ENTRY 18
@@ -23,20 +23,27 @@ pvh_start32:
 	mov %ebx, %edi			/* start_info: first argument of guest_main */
 	mov $boot_stack_top, %esp
 
-	/* PML4[0] -> PDPT, PDPT[0] -> PD, PD[i] -> i * 2 MiB (present, writable, huge). */
+	/* PML4[0] -> PDPT, PDPT[j] -> PD j (j < 4), PD entry i -> i * 2 MiB (present, writable,
+	 * huge): the first 4 GiB, so the virtio-mmio registers below 4 GiB are reachable. */
 	mov $pdpt, %eax
 	or $0x3, %eax
 	mov %eax, pml4
-	mov $pd, %eax
+	xor %ecx, %ecx
+2:	mov %ecx, %eax
+	shl $12, %eax
+	add $pd, %eax
 	or $0x3, %eax
-	mov %eax, pdpt
+	mov %eax, pdpt(, %ecx, 8)
+	inc %ecx
+	cmp $4, %ecx
+	jne 2b
 	xor %ecx, %ecx
 1:	mov %ecx, %eax
 	shl $21, %eax
 	or $0x83, %eax
 	mov %eax, pd(, %ecx, 8)
 	inc %ecx
-	cmp $512, %ecx
+	cmp $2048, %ecx
 	jne 1b
 
 	mov %cr4, %eax
@@ -81,7 +88,7 @@ gdt_pointer:
 	.p2align 12
 pml4:	.skip 4096
 pdpt:	.skip 4096
-pd:	.skip 4096
+pd:	.skip 4 * 4096
 boot_stack:
 	.skip 16384
 boot_stack_top:

@@ -3,7 +3,8 @@
 use std::path::PathBuf;
 
 /// The PVH ELF image of guest `name` (`hello`, `echo`, `exit`, `reset`, `counter`,
-/// `triple-fault`, `ctrl-alt-del`, `acpi`).
+/// `triple-fault`, `ctrl-alt-del`, `acpi`, and the virtio drivers `virtio-blk`, `virtio-net`,
+/// `virtio-rng`, `virtio-vsock`).
 pub fn elf(name: &str) -> PathBuf {
     PathBuf::from(env!("OUT_DIR")).join(format!("{name}.elf"))
 }

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use corral_control::{Client, Request, Response};
-use corral_vmm::config::{Action, MemorySize, SerialTarget, VmConfig};
+use corral_vmm::config::{
+    Action, DiskConfig, MemorySize, NicConfig, SerialTarget, VmConfig, VsockConfig,
+};
 
 #[derive(clap::Subcommand)]
 pub enum VmmCommand {
@@ -53,6 +55,20 @@ pub struct RunArgs {
     on_reboot: Option<Action>,
     #[arg(long)]
     on_crash: Option<Action>,
+    /// A virtio disk: PATH or path=PATH[,format=raw|qcow2][,readonly][,serial=S]; repeatable,
+    /// replaces the config file's disks.
+    #[arg(long = "disk")]
+    disks: Vec<DiskConfig>,
+    /// A virtio network interface: tap=NAME or bridge=NAME, optionally ,mac=MAC; repeatable,
+    /// replaces the config file's interfaces.
+    #[arg(long = "nic")]
+    nics: Vec<NicConfig>,
+    /// Add a virtio entropy device.
+    #[arg(long)]
+    rng: bool,
+    /// A virtio vsock device: cid=N,socket=PATH.
+    #[arg(long)]
+    vsock: Option<VsockConfig>,
 }
 
 #[derive(clap::Subcommand)]
@@ -110,6 +126,16 @@ fn config_from(args: RunArgs) -> anyhow::Result<VmConfig> {
     }
     if let Some(action) = args.on_crash {
         config.on_crash = action;
+    }
+    if !args.disks.is_empty() {
+        config.disks = args.disks;
+    }
+    if !args.nics.is_empty() {
+        config.nics = args.nics;
+    }
+    config.rng |= args.rng;
+    if args.vsock.is_some() {
+        config.vsock = args.vsock;
     }
     Ok(config)
 }
