@@ -184,7 +184,9 @@ impl FromStr for Action {
 pub struct MacAddress(pub [u8; 6]);
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
-#[error("invalid MAC address {0:?}: write six hex bytes separated by colons, like 52:54:00:12:34:56")]
+#[error(
+    "invalid MAC address {0:?}: write six hex bytes separated by colons, like 52:54:00:12:34:56"
+)]
 pub struct MacAddressError(String);
 
 impl MacAddress {
@@ -380,7 +382,13 @@ impl FromStr for VsockConfig {
         let (mut cid, mut socket) = (None, None);
         for (key, value) in options(text) {
             match key {
-                "cid" => cid = Some(value.parse().map_err(|_| format!("invalid vsock CID {value:?}: {usage}"))?),
+                "cid" => {
+                    cid = Some(
+                        value
+                            .parse()
+                            .map_err(|_| format!("invalid vsock CID {value:?}: {usage}"))?,
+                    )
+                }
                 "socket" if !value.is_empty() => socket = Some(PathBuf::from(value)),
                 _ => return Err(format!("invalid vsock option {key:?}: {usage}")),
             }
@@ -468,7 +476,10 @@ impl VmConfig {
 
     /// How many virtio devices the config asks for.
     pub fn virtio_device_count(&self) -> usize {
-        self.disks.len() + self.nics.len() + usize::from(self.rng) + usize::from(self.vsock.is_some())
+        self.disks.len()
+            + self.nics.len()
+            + usize::from(self.rng)
+            + usize::from(self.vsock.is_some())
     }
 
     /// Parses a TOML config; `path` names it in errors and anchors relative paths.
@@ -555,7 +566,11 @@ impl VmConfig {
         ];
         for path in sockets.into_iter().flatten() {
             // Guest-initiated vsock connections use `<socket>_<port>`: leave room for the port.
-            let room = if Some(path) == self.vsock.as_ref().map(|v| &v.socket) { 11 } else { 0 };
+            let room = if Some(path) == self.vsock.as_ref().map(|v| &v.socket) {
+                11
+            } else {
+                0
+            };
             if path.as_os_str().len() + room > MAX_SOCKET_PATH_BYTES {
                 return Err(ConfigError::SocketPathTooLong(path.clone()));
             }
@@ -725,17 +740,29 @@ mod tests {
         assert_eq!(config.disks[0].path, Path::new("/vms/web/root.qcow2"));
         assert_eq!(config.disks[0].format, Some(DiskFormat::Qcow2));
         assert!(config.disks[1].readonly);
-        assert_eq!(config.nics[0].mac, Some(MacAddress([0x52, 0x54, 0, 0xab, 0xcd, 1])));
-        assert_eq!(config.vsock.as_ref().unwrap().socket, Path::new("/vms/web/vsock.sock"));
+        assert_eq!(
+            config.nics[0].mac,
+            Some(MacAddress([0x52, 0x54, 0, 0xab, 0xcd, 1]))
+        );
+        assert_eq!(
+            config.vsock.as_ref().unwrap().socket,
+            Path::new("/vms/web/vsock.sock")
+        );
         assert_eq!(config.virtio_device_count(), 5);
         let text = toml::to_string(&config).unwrap();
-        assert_eq!(VmConfig::from_toml(&text, Path::new("/x.toml")).unwrap(), config);
+        assert_eq!(
+            VmConfig::from_toml(&text, Path::new("/x.toml")).unwrap(),
+            config
+        );
 
         let disk: DiskConfig = "path=a.raw,format=raw,readonly,serial=s1".parse().unwrap();
         assert_eq!(disk.path, Path::new("a.raw"));
         assert!(disk.readonly);
         assert_eq!(disk.serial.as_deref(), Some("s1"));
-        assert_eq!("b.img".parse::<DiskConfig>().unwrap().path, Path::new("b.img"));
+        assert_eq!(
+            "b.img".parse::<DiskConfig>().unwrap().path,
+            Path::new("b.img")
+        );
         assert!("path=a,format=vmdk".parse::<DiskConfig>().is_err());
         assert!("format=raw".parse::<DiskConfig>().is_err());
         let nic: NicConfig = "tap=tap0,mac=02:00:00:00:00:01".parse().unwrap();
@@ -750,12 +777,20 @@ mod tests {
     fn device_validation_names_the_problem() {
         let mut config = VmConfig::new("k".into());
         config.nics.push(NicConfig::default());
-        assert!(matches!(config.validate(), Err(ConfigError::NicBackend { index: 0 })));
+        assert!(matches!(
+            config.validate(),
+            Err(ConfigError::NicBackend { index: 0 })
+        ));
         config.nics[0] = "tap=t0,mac=01:00:5e:00:00:01".parse().unwrap();
         assert!(matches!(config.validate(), Err(ConfigError::NicMac { .. })));
         config.nics.clear();
-        config.disks.push("path=d,serial=this-serial-is-too-long".parse().unwrap());
-        assert!(matches!(config.validate(), Err(ConfigError::DiskSerial { .. })));
+        config
+            .disks
+            .push("path=d,serial=this-serial-is-too-long".parse().unwrap());
+        assert!(matches!(
+            config.validate(),
+            Err(ConfigError::DiskSerial { .. })
+        ));
         config.disks.clear();
         config.vsock = Some("cid=2,socket=v.sock".parse().unwrap());
         assert!(matches!(config.validate(), Err(ConfigError::VsockCid(2))));
@@ -765,7 +800,12 @@ mod tests {
     fn macs_parse_print_and_derive_stably() {
         let mac: MacAddress = "52:54:00:0a:0B:ff".parse().unwrap();
         assert_eq!(mac.to_string(), "52:54:00:0a:0b:ff");
-        for bad in ["52:54:00:0a:0b", "52:54:00:0a:0b:ff:00", "5254000a0bff", "52:54:00:0a:0b:g1"] {
+        for bad in [
+            "52:54:00:0a:0b",
+            "52:54:00:0a:0b:ff:00",
+            "5254000a0bff",
+            "52:54:00:0a:0b:g1",
+        ] {
             assert!(bad.parse::<MacAddress>().is_err(), "{bad}");
         }
         let a = MacAddress::local_from_seed(b"instance-a");

@@ -27,12 +27,12 @@ use bus::{lock, Bus, BusOverlap};
 use interrupt::{
     GsiAllocator, InterruptError, IrqLine, MmioAllocator, IRQ_COM1, IRQ_KEYBOARD, MMIO_SLOT_BYTES,
 };
-use virtio::mmio::{MmioTransport, TransportError};
-use virtio::VirtioDevice;
 use legacy::acpi_pm::{AcpiPm, ACPI_PM_PORT, ACPI_PM_PORT_LEN};
 use legacy::debug_exit::{DebugExit, DEBUG_EXIT_PORT, DEBUG_EXIT_PORT_LEN};
 use legacy::i8042::{I8042, I8042_PORT, I8042_PORT_LEN};
 use legacy::serial::{SerialDevice, SerialOutput, COM1_PORT, COM1_PORT_LEN};
+use virtio::mmio::{MmioTransport, TransportError};
+use virtio::VirtioDevice;
 
 use crate::exit::StopSender;
 
@@ -125,7 +125,10 @@ pub fn open_virtio_devices(config: &VmConfig) -> Result<Vec<Box<dyn VirtioDevice
         devices.push(Box::<virtio::rng::Rng>::default());
     }
     if let Some(vsock) = &config.vsock {
-        devices.push(Box::new(virtio::vsock::Vsock::new(vsock.cid, &vsock.socket)?));
+        devices.push(Box::new(virtio::vsock::Vsock::new(
+            vsock.cid,
+            &vsock.socket,
+        )?));
     }
     Ok(devices)
 }
@@ -192,7 +195,10 @@ impl DeviceManager {
 
     /// The `virtio_mmio.device=` command-line entries of the virtio devices.
     pub fn virtio_cmdline(&self) -> Vec<String> {
-        self.virtio.iter().map(|(slot, _)| slot.cmdline_entry()).collect()
+        self.virtio
+            .iter()
+            .map(|(slot, _)| slot.cmdline_entry())
+            .collect()
     }
 
     /// Connects every interrupt line and queue notification to a (new) VM and its memory.

@@ -80,20 +80,34 @@ impl Block {
 
 fn config_space(state: &BlockState) -> Vec<u8> {
     let mut config = vec![0u8; std::mem::size_of::<virtio_blk_config>()];
-    let put = |config: &mut Vec<u8>, offset, value: u32| put_le(config, offset, &value.to_le_bytes());
+    let put =
+        |config: &mut Vec<u8>, offset, value: u32| put_le(config, offset, &value.to_le_bytes());
     put_le(
         &mut config,
         offset_of!(virtio_blk_config, capacity),
         &state.capacity_sectors.to_le_bytes(),
     );
     // Two descriptors of each chain carry the header and the status.
-    put(&mut config, offset_of!(virtio_blk_config, seg_max), u32::from(QUEUE_SIZE) - 2);
+    put(
+        &mut config,
+        offset_of!(virtio_blk_config, seg_max),
+        u32::from(QUEUE_SIZE) - 2,
+    );
     for (field, value) in [
-        (offset_of!(virtio_blk_config, max_discard_sectors), MAX_SEGMENT_SECTORS),
+        (
+            offset_of!(virtio_blk_config, max_discard_sectors),
+            MAX_SEGMENT_SECTORS,
+        ),
         (offset_of!(virtio_blk_config, max_discard_seg), MAX_SEGMENTS),
         (offset_of!(virtio_blk_config, discard_sector_alignment), 1),
-        (offset_of!(virtio_blk_config, max_write_zeroes_sectors), MAX_SEGMENT_SECTORS),
-        (offset_of!(virtio_blk_config, max_write_zeroes_seg), MAX_SEGMENTS),
+        (
+            offset_of!(virtio_blk_config, max_write_zeroes_sectors),
+            MAX_SEGMENT_SECTORS,
+        ),
+        (
+            offset_of!(virtio_blk_config, max_write_zeroes_seg),
+            MAX_SEGMENTS,
+        ),
     ] {
         put(&mut config, field, value);
     }
@@ -117,7 +131,11 @@ impl VirtioDevice for Block {
     fn read_config(&self, offset: u64, data: &mut [u8]) {
         read_config_bytes(&self.config, offset, data);
     }
-    fn activate(&mut self, queues: DeviceQueues, events: Vec<QueueEvent>) -> Result<(), WorkerError> {
+    fn activate(
+        &mut self,
+        queues: DeviceQueues,
+        events: Vec<QueueEvent>,
+    ) -> Result<(), WorkerError> {
         self.worker.activate(&self.name, queues, events)
     }
     fn reset(&mut self) {
@@ -211,9 +229,7 @@ impl BlockHandler {
             .ok_or_else(|| malformed("has no status byte"))?;
         let mut status_writer = writer.split_at(data_len).map_err(ring)?;
         let status = match read_header(&mut reader) {
-            Some((kind, sector)) => {
-                self.request(kind, sector, features, &mut reader, &mut writer)
-            }
+            Some((kind, sector)) => self.request(kind, sector, features, &mut reader, &mut writer),
             None => Status::IoError,
         };
         status_writer
@@ -242,9 +258,7 @@ impl BlockHandler {
                     Err(_) => Status::IoError,
                 }
             }
-            VIRTIO_BLK_T_DISCARD if offered(VIRTIO_BLK_F_DISCARD) => {
-                self.segments(reader, false)
-            }
+            VIRTIO_BLK_T_DISCARD if offered(VIRTIO_BLK_F_DISCARD) => self.segments(reader, false),
             VIRTIO_BLK_T_WRITE_ZEROES if offered(VIRTIO_BLK_F_WRITE_ZEROES) => {
                 self.segments(reader, true)
             }
@@ -321,12 +335,18 @@ impl BlockHandler {
             let sectors = u32::from_le_bytes(le_bytes(&segment[8..12]));
             let flags = u32::from_le_bytes(le_bytes(&segment[12..16]));
             // Discard has no flags; write-zeroes has only "unmap", which corral always may do.
-            let allowed_flags = if zeroes { VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP } else { 0 };
+            let allowed_flags = if zeroes {
+                VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP
+            } else {
+                0
+            };
             if flags & !allowed_flags != 0 {
                 return Status::Unsupported;
             }
             let len = u64::from(sectors) * SECTOR_SIZE;
-            let Some(offset) = self.range(sector, len).filter(|_| sectors <= MAX_SEGMENT_SECTORS)
+            let Some(offset) = self
+                .range(sector, len)
+                .filter(|_| sectors <= MAX_SEGMENT_SECTORS)
             else {
                 return Status::IoError;
             };

@@ -214,8 +214,8 @@ impl MmioTransport {
     fn write_register(&mut self, offset: u32, value: u32) {
         // Feature negotiation happens between DRIVER and FEATURES_OK; queue setup between
         // FEATURES_OK and DRIVER_OK (virtio 1.2, 3.1.1).
-        let negotiating = self.state.has(VIRTIO_CONFIG_S_DRIVER)
-            && !self.state.has(VIRTIO_CONFIG_S_FEATURES_OK);
+        let negotiating =
+            self.state.has(VIRTIO_CONFIG_S_DRIVER) && !self.state.has(VIRTIO_CONFIG_S_FEATURES_OK);
         let configuring_queues = self.state.has(VIRTIO_CONFIG_S_FEATURES_OK)
             && !self.state.has(VIRTIO_CONFIG_S_DRIVER_OK);
         let set_low = |old: u64| (old & !0xffff_ffff) | u64::from(value);
@@ -270,7 +270,10 @@ impl MmioTransport {
             VIRTIO_MMIO_QUEUE_NOTIFY => {
                 if let Some(event) = self.queue_events.get(value as usize) {
                     if let Err(err) = event.write(1) {
-                        tracing::warn!("{}: cannot forward a notification: {err}", self.device.name());
+                        tracing::warn!(
+                            "{}: cannot forward a notification: {err}",
+                            self.device.name()
+                        );
                     }
                 }
             }
@@ -318,7 +321,8 @@ impl MmioTransport {
             allowed &= status & bit != 0;
         }
         self.state.status = status & (ordered.iter().fold(VIRTIO_CONFIG_S_FAILED, |a, b| a | b));
-        if self.state.status & VIRTIO_CONFIG_S_DRIVER_OK != 0 && old & VIRTIO_CONFIG_S_DRIVER_OK == 0
+        if self.state.status & VIRTIO_CONFIG_S_DRIVER_OK != 0
+            && old & VIRTIO_CONFIG_S_DRIVER_OK == 0
         {
             self.activate();
         }
@@ -405,8 +409,7 @@ impl MmioTransport {
 impl BusDevice for MmioTransport {
     fn read(&mut self, offset: u64, data: &mut [u8]) {
         if offset >= CONFIG_SPACE_OFFSET {
-            self.device
-                .read_config(offset - CONFIG_SPACE_OFFSET, data);
+            self.device.read_config(offset - CONFIG_SPACE_OFFSET, data);
             return;
         }
         data.fill(0);
@@ -417,8 +420,7 @@ impl BusDevice for MmioTransport {
 
     fn write(&mut self, offset: u64, data: &[u8]) {
         if offset >= CONFIG_SPACE_OFFSET {
-            self.device
-                .write_config(offset - CONFIG_SPACE_OFFSET, data);
+            self.device.write_config(offset - CONFIG_SPACE_OFFSET, data);
             return;
         }
         // Registers are 32 bits wide and accessed as such (virtio 1.2, 4.2.2.2).
@@ -482,9 +484,8 @@ pub(crate) mod tests {
             Interrupt::new(irq.trigger()),
         )
         .unwrap();
-        transport.memory = Some(
-            GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap(),
-        );
+        transport.memory =
+            Some(GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap());
         (transport, activations)
     }
 
@@ -580,11 +581,14 @@ pub(crate) mod tests {
         assert_eq!(transport.state.queues[0].size, 8);
         write(&mut transport, VIRTIO_MMIO_STATUS, 0);
         assert_eq!(read(&mut transport, VIRTIO_MMIO_STATUS), 0);
-        assert_eq!(transport.state.queues[0], QueueConfig {
-            max_size: 16,
-            size: 16,
-            ..QueueConfig::default()
-        });
+        assert_eq!(
+            transport.state.queues[0],
+            QueueConfig {
+                max_size: 16,
+                size: 16,
+                ..QueueConfig::default()
+            }
+        );
     }
 
     #[test]

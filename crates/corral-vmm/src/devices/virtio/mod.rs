@@ -202,8 +202,11 @@ pub trait VirtioDevice: Send {
         );
     }
     /// Starts the device's work on the queues the driver set up.
-    fn activate(&mut self, queues: DeviceQueues, events: Vec<worker::QueueEvent>)
-        -> Result<(), worker::WorkerError>;
+    fn activate(
+        &mut self,
+        queues: DeviceQueues,
+        events: Vec<worker::QueueEvent>,
+    ) -> Result<(), worker::WorkerError>;
     /// Stops the work and forgets the queues; the device is as after power-on.
     fn reset(&mut self);
 }

@@ -101,7 +101,11 @@ impl VirtioDevice for Net {
     fn read_config(&self, offset: u64, data: &mut [u8]) {
         super::read_config_bytes(&self.config(), offset, data);
     }
-    fn activate(&mut self, queues: DeviceQueues, events: Vec<QueueEvent>) -> Result<(), WorkerError> {
+    fn activate(
+        &mut self,
+        queues: DeviceQueues,
+        events: Vec<QueueEvent>,
+    ) -> Result<(), WorkerError> {
         self.worker.activate(&self.name, queues, events)
     }
     fn reset(&mut self) {
@@ -134,12 +138,15 @@ impl NetHandler {
         let mut served = false;
         loop {
             let memory = queues.memory.clone();
-            let Some(chain) = queues.pop(TX_QUEUE)? else { break };
+            let Some(chain) = queues.pop(TX_QUEUE)? else {
+                break;
+            };
             let head = chain.head_index();
-            let mut reader: Reader<'_> = chain.reader(&memory).map_err(|source| QueueError::Ring {
-                queue: TX_QUEUE,
-                source,
-            })?;
+            let mut reader: Reader<'_> =
+                chain.reader(&memory).map_err(|source| QueueError::Ring {
+                    queue: TX_QUEUE,
+                    source,
+                })?;
             let len = reader.available_bytes();
             if (HEADER_BYTES..=self.frame.len()).contains(&len) {
                 let frame = &mut self.frame[..len];
@@ -189,10 +196,11 @@ impl NetHandler {
                 break;
             };
             let head = chain.head_index();
-            let mut writer: Writer<'_> = chain.writer(&memory).map_err(|source| QueueError::Ring {
-                queue: RX_QUEUE,
-                source,
-            })?;
+            let mut writer: Writer<'_> =
+                chain.writer(&memory).map_err(|source| QueueError::Ring {
+                    queue: RX_QUEUE,
+                    source,
+                })?;
             let total = HEADER_BYTES + len;
             let header = &mut self.frame[..HEADER_BYTES];
             header.fill(0);
@@ -219,7 +227,12 @@ impl QueueHandler for NetHandler {
     fn start(&mut self, epoll: &Epoll) -> std::io::Result<()> {
         let fd: RawFd = self.io.as_raw_fd();
         self.tap_readable = true;
-        watch(epoll, fd, TAP_TOKEN, EventSet::IN | EventSet::EDGE_TRIGGERED)
+        watch(
+            epoll,
+            fd,
+            TAP_TOKEN,
+            EventSet::IN | EventSet::EDGE_TRIGGERED,
+        )
     }
 
     fn queue_notified(

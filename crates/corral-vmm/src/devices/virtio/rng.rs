@@ -42,7 +42,11 @@ impl VirtioDevice for Rng {
     fn read_config(&self, _offset: u64, data: &mut [u8]) {
         data.fill(0);
     }
-    fn activate(&mut self, queues: DeviceQueues, events: Vec<QueueEvent>) -> Result<(), WorkerError> {
+    fn activate(
+        &mut self,
+        queues: DeviceQueues,
+        events: Vec<QueueEvent>,
+    ) -> Result<(), WorkerError> {
         self.worker.activate("virtio-rng", queues, events)
     }
     fn reset(&mut self) {

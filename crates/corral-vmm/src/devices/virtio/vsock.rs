@@ -21,7 +21,9 @@ use virtio_bindings::virtio_ids::VIRTIO_ID_VSOCK;
 use virtio_queue::{Reader, Writer};
 use vmm_sys_util::epoll::{Epoll, EventSet};
 
-use super::worker::{unwatch, watch, QueueEvent, QueueHandler, Worker, WorkerError, FIRST_BACKEND_TOKEN};
+use super::worker::{
+    unwatch, watch, QueueEvent, QueueHandler, Worker, WorkerError, FIRST_BACKEND_TOKEN,
+};
 use super::{DeviceQueues, QueueError, VirtioDevice};
 
 const RX_QUEUE: usize = 0;
@@ -166,7 +168,11 @@ impl VirtioDevice for Vsock {
     fn read_config(&self, offset: u64, data: &mut [u8]) {
         super::read_config_bytes(&self.state.guest_cid.to_le_bytes(), offset, data);
     }
-    fn activate(&mut self, queues: DeviceQueues, events: Vec<QueueEvent>) -> Result<(), WorkerError> {
+    fn activate(
+        &mut self,
+        queues: DeviceQueues,
+        events: Vec<QueueEvent>,
+    ) -> Result<(), WorkerError> {
         self.worker.activate("virtio-vsock", queues, events)
     }
     fn reset(&mut self) {
@@ -256,7 +262,8 @@ impl Connection {
 
     /// The guest should hear about freed buffer space when its view of it runs low.
     fn wants_credit_update(&self) -> bool {
-        let seen_free = CONNECTION_BUFFER.saturating_sub(self.rx_cnt.wrapping_sub(self.fwd_cnt_told));
+        let seen_free =
+            CONNECTION_BUFFER.saturating_sub(self.rx_cnt.wrapping_sub(self.fwd_cnt_told));
         self.fwd_cnt != self.fwd_cnt_told && seen_free < CONNECTION_BUFFER / 2
     }
 }
@@ -299,7 +306,10 @@ impl VsockHandler {
     }
 
     fn header(&self, (host_port, guest_port): ConnectionKey, op: u16) -> PacketHeader {
-        let fwd_cnt = self.connections.get(&(host_port, guest_port)).map_or(0, |c| c.fwd_cnt);
+        let fwd_cnt = self
+            .connections
+            .get(&(host_port, guest_port))
+            .map_or(0, |c| c.fwd_cnt);
         PacketHeader {
             src_cid: HOST_CID,
             dst_cid: self.guest_cid,
@@ -340,16 +350,23 @@ impl VsockHandler {
     }
 
     /// Handles every packet the guest sent, then answers.
-    pub fn process_tx(&mut self, queues: &mut DeviceQueues, epoll: &Epoll) -> Result<(), QueueError> {
+    pub fn process_tx(
+        &mut self,
+        queues: &mut DeviceQueues,
+        epoll: &Epoll,
+    ) -> Result<(), QueueError> {
         let mut served = false;
         loop {
             let memory = queues.memory.clone();
-            let Some(chain) = queues.pop(TX_QUEUE)? else { break };
+            let Some(chain) = queues.pop(TX_QUEUE)? else {
+                break;
+            };
             let head = chain.head_index();
-            let mut reader: Reader<'_> = chain.reader(&memory).map_err(|source| QueueError::Ring {
-                queue: TX_QUEUE,
-                source,
-            })?;
+            let mut reader: Reader<'_> =
+                chain.reader(&memory).map_err(|source| QueueError::Ring {
+                    queue: TX_QUEUE,
+                    source,
+                })?;
             let mut bytes = [0u8; HEADER_BYTES];
             if reader.read_exact(&mut bytes).is_ok() {
                 let header = PacketHeader::decode(&bytes);
@@ -380,7 +397,9 @@ impl VsockHandler {
     }
 
     fn guest_packet(&mut self, header: PacketHeader, len: usize, epoll: &Epoll) {
-        if header.src_cid != self.guest_cid || header.dst_cid != HOST_CID || header.kind != TYPE_STREAM
+        if header.src_cid != self.guest_cid
+            || header.dst_cid != HOST_CID
+            || header.kind != TYPE_STREAM
         {
             self.refuse(&header);
             return;
@@ -464,8 +483,10 @@ impl VsockHandler {
             return;
         }
         self.targets.insert(token, Target::Connection(key));
-        self.connections
-            .insert(key, Connection::new(stream, token, Phase::Established, header));
+        self.connections.insert(
+            key,
+            Connection::new(stream, token, Phase::Established, header),
+        );
         self.queue_control(key, OP_RESPONSE, 0);
     }
 
@@ -474,12 +495,15 @@ impl VsockHandler {
         let mut served = false;
         loop {
             let memory = queues.memory.clone();
-            let Some(chain) = queues.pop(RX_QUEUE)? else { break };
+            let Some(chain) = queues.pop(RX_QUEUE)? else {
+                break;
+            };
             let head = chain.head_index();
-            let mut writer: Writer<'_> = chain.writer(&memory).map_err(|source| QueueError::Ring {
-                queue: RX_QUEUE,
-                source,
-            })?;
+            let mut writer: Writer<'_> =
+                chain.writer(&memory).map_err(|source| QueueError::Ring {
+                    queue: RX_QUEUE,
+                    source,
+                })?;
             let room = writer.available_bytes();
             if room < HEADER_BYTES {
                 return Err(QueueError::Request {
@@ -494,7 +518,11 @@ impl VsockHandler {
             let written = writer
                 .write_all(&header.encode())
                 .and_then(|()| writer.write_all(&self.payload[..len]));
-            let used = if written.is_ok() { HEADER_BYTES + len } else { 0 };
+            let used = if written.is_ok() {
+                HEADER_BYTES + len
+            } else {
+                0
+            };
             queues.add_used(RX_QUEUE, head, used as u32)?;
             served = true;
         }
@@ -557,8 +585,11 @@ impl VsockHandler {
             match self.listener.accept() {
                 Ok((stream, _)) => {
                     let token = self.new_token();
-                    if stream.set_nonblocking(true).is_ok() && watch_stream(epoll, &stream, token).is_ok() {
-                        self.targets.insert(token, Target::Handshake(stream, Vec::new()));
+                    if stream.set_nonblocking(true).is_ok()
+                        && watch_stream(epoll, &stream, token).is_ok()
+                    {
+                        self.targets
+                            .insert(token, Target::Handshake(stream, Vec::new()));
                     }
                 }
                 Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
@@ -602,7 +633,10 @@ impl VsockHandler {
     fn free_host_port(&mut self, guest_port: u32) -> u32 {
         loop {
             let port = self.next_host_port;
-            self.next_host_port = self.next_host_port.checked_add(1).unwrap_or(FIRST_HOST_PORT);
+            self.next_host_port = self
+                .next_host_port
+                .checked_add(1)
+                .unwrap_or(FIRST_HOST_PORT);
             if !self.connections.contains_key(&(port, guest_port)) {
                 return port;
             }

@@ -138,11 +138,7 @@ impl<H> Drop for Worker<H> {
 
 /// Adds `fd` to `epoll` for `events`, reported with `token`.
 pub fn watch(epoll: &Epoll, fd: RawFd, token: u64, events: EventSet) -> std::io::Result<()> {
-    epoll.ctl(
-        ControlOperation::Add,
-        fd,
-        EpollEvent::new(events, token),
-    )
+    epoll.ctl(ControlOperation::Add, fd, EpollEvent::new(events, token))
 }
 
 /// Removes `fd` from `epoll`.
