@@ -4,12 +4,27 @@
  * with `corral_init=poweroff` on the kernel command line (Linux hands it to init as an environment
  * variable), powers off (through ACPI S5 when the kernel has ACPI).
  *
+ * With the virtio kernel (guest-net.config) two more steps run when asked on the command line:
+ * - `corral_disk=vda`: mount /dev/vda (ext4) on /mnt, print /mnt/hello.txt, write
+ *   /mnt/from-guest.txt, unmount;
+ * - `corral_net=10.0.2.2 corral_peer=10.0.2.1`: give eth0 the address (/24), bring it up and
+ *   ping the peer (ICMP echo over a raw socket).
+ *
  * Sequential and fork-free on purpose: on the emulated-KVM development host each fork+exec costs
  * about a second and concurrent processes are unreliable (see README.md).
  */
 #define _GNU_SOURCE
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <netinet/ip.h>
+#include <netinet/ip_icmp.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/time.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -51,6 +66,117 @@ static void open_console(void)
 		close(fd);
 }
 
+/* Mounts the ext4 disk, reads the host's file and writes one back. */
+static void disk_step(const char *disk)
+{
+	char device[32], text[128];
+	snprintf(device, sizeof(device), "/dev/%s", disk);
+	mkdir("/mnt", 0755);
+	if (mount(device, "/mnt", "ext4", 0, NULL) != 0) {
+		printf("corral-init: mount %s failed: %s\n", device, strerror(errno));
+		return;
+	}
+	int fd = open("/mnt/hello.txt", O_RDONLY);
+	ssize_t len = fd < 0 ? -1 : read(fd, text, sizeof(text) - 1);
+	if (fd >= 0)
+		close(fd);
+	if (len < 0) {
+		printf("corral-init: cannot read /mnt/hello.txt: %s\n", strerror(errno));
+	} else {
+		text[len] = 0;
+		text[strcspn(text, "\n")] = 0;
+		printf("corral-init: read hello.txt: %s\n", text);
+	}
+	static const char message[] = "written by the guest over virtio-blk\n";
+	fd = open("/mnt/from-guest.txt", O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	if (fd < 0 || write(fd, message, sizeof(message) - 1) != sizeof(message) - 1 || fsync(fd) != 0)
+		printf("corral-init: cannot write /mnt/from-guest.txt: %s\n", strerror(errno));
+	else
+		printf("corral-init: wrote from-guest.txt\n");
+	if (fd >= 0)
+		close(fd);
+	if (umount("/mnt") != 0)
+		printf("corral-init: umount failed: %s\n", strerror(errno));
+}
+
+static int interface_ioctl(int sock, unsigned long request, struct ifreq *ifr)
+{
+	if (ioctl(sock, request, ifr) != 0) {
+		printf("corral-init: eth0 ioctl %#lx failed: %s\n", request, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+static unsigned short icmp_checksum(const void *data, size_t len)
+{
+	const unsigned char *bytes = data;
+	unsigned long sum = 0;
+	for (size_t i = 0; i + 1 < len; i += 2)
+		sum += (unsigned long)(bytes[i] << 8 | bytes[i + 1]);
+	if (len & 1)
+		sum += (unsigned long)bytes[len - 1] << 8;
+	while (sum >> 16)
+		sum = (sum & 0xffff) + (sum >> 16);
+	return htons((unsigned short)~sum);
+}
+
+/* Configures eth0 and pings the peer; prints the result. */
+static void net_step(const char *address, const char *peer)
+{
+	int sock = socket(AF_INET, SOCK_DGRAM, 0);
+	struct ifreq ifr;
+	memset(&ifr, 0, sizeof(ifr));
+	strcpy(ifr.ifr_name, "eth0");
+	struct sockaddr_in *in = (struct sockaddr_in *)&ifr.ifr_addr;
+	in->sin_family = AF_INET;
+	if (sock < 0 || inet_pton(AF_INET, address, &in->sin_addr) != 1 ||
+	    interface_ioctl(sock, SIOCSIFADDR, &ifr) != 0)
+		return;
+	inet_pton(AF_INET, "255.255.255.0", &in->sin_addr);
+	if (interface_ioctl(sock, SIOCSIFNETMASK, &ifr) != 0 ||
+	    interface_ioctl(sock, SIOCGIFFLAGS, &ifr) != 0)
+		return;
+	ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
+	if (interface_ioctl(sock, SIOCSIFFLAGS, &ifr) != 0)
+		return;
+	close(sock);
+	printf("corral-init: eth0 up with %s\n", address);
+
+	int raw = socket(AF_INET, SOCK_RAW, IPPROTO_ICMP);
+	struct timeval timeout = { .tv_sec = 10 };
+	struct sockaddr_in to = { .sin_family = AF_INET };
+	if (raw < 0 || inet_pton(AF_INET, peer, &to.sin_addr) != 1 ||
+	    setsockopt(raw, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout)) != 0) {
+		printf("corral-init: cannot open an ICMP socket: %s\n", strerror(errno));
+		return;
+	}
+	for (int attempt = 1; attempt <= 3; attempt++) {
+		struct icmphdr echo = { .type = ICMP_ECHO };
+		echo.un.echo.id = htons(0x4352);
+		echo.un.echo.sequence = htons((unsigned short)attempt);
+		echo.checksum = icmp_checksum(&echo, sizeof(echo));
+		if (sendto(raw, &echo, sizeof(echo), 0, (struct sockaddr *)&to, sizeof(to)) < 0) {
+			printf("corral-init: ping send failed: %s\n", strerror(errno));
+			continue;
+		}
+		unsigned char reply[128];
+		ssize_t len;
+		while ((len = recv(raw, reply, sizeof(reply), 0)) > 0) {
+			struct iphdr *ip = (struct iphdr *)reply;
+			struct icmphdr *icmp = (struct icmphdr *)(reply + ip->ihl * 4);
+			if (len >= (ssize_t)(ip->ihl * 4 + sizeof(*icmp)) && icmp->type == ICMP_ECHOREPLY &&
+			    icmp->un.echo.id == htons(0x4352) && ip->saddr == to.sin_addr.s_addr) {
+				printf("corral-init: ping %s ok\n", peer);
+				close(raw);
+				return;
+			}
+		}
+	}
+	printf("corral-init: ping %s failed\n", peer);
+	close(raw);
+}
+
 int main(void)
 {
 	open_console();
@@ -62,6 +188,13 @@ int main(void)
 		printf("corral-init: cpus=%d\n", CPU_COUNT(&online));
 	else
 		printf("corral-init: cpus=unknown\n");
+
+	const char *disk = getenv("corral_disk");
+	if (disk)
+		disk_step(disk);
+	const char *address = getenv("corral_net"), *peer = getenv("corral_peer");
+	if (address && peer)
+		net_step(address, peer);
 
 	const char *action = getenv("corral_init");
 	int power_off = action && strcmp(action, "poweroff") == 0;

@@ -88,3 +88,57 @@ macro_rules! require_program {
         }
     };
 }
+
+/// A network namespace made for one test (`ip netns add`) and removed when dropped. Needs root
+/// and iproute2; guard with `require_root!()` and `require_program!("ip")`.
+pub struct Netns {
+    name: String,
+}
+
+impl Netns {
+    /// Creates `corral-TAG-PID`; panics (failing the test) when `ip` refuses.
+    pub fn new(tag: &str) -> Netns {
+        let netns = Netns {
+            name: format!("corral-{tag}-{}", std::process::id()),
+        };
+        run_ip(&["netns", "add", &netns.name]);
+        netns
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Runs `ip ARGS` inside the namespace and returns its output; panics when it fails.
+    pub fn ip(&self, args: &[&str]) -> String {
+        run_ip(&[&["netns", "exec", &self.name, "ip"], args].concat())
+    }
+
+    /// A command that runs `program` inside the namespace.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> std::process::Command {
+        let mut command = std::process::Command::new("ip");
+        command.args(["netns", "exec", &self.name]).arg(program);
+        command
+    }
+}
+
+fn run_ip(args: &[&str]) -> String {
+    let output = std::process::Command::new("ip")
+        .args(args)
+        .output()
+        .unwrap_or_else(|err| panic!("cannot run ip {args:?}: {err}"));
+    assert!(
+        output.status.success(),
+        "ip {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}

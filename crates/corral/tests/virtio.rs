@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use corral_testkit::{require_kvm, require_program, require_root};
+use corral_testkit::{require_kvm, require_program, require_root, Netns};
 
 const TIMEOUT: Duration = Duration::from_secs(120);
 const SECTOR: usize = 512;
@@ -178,49 +178,16 @@ fn virtio_rng_hands_out_entropy() {
     assert_guest_passed(&output, "virtio-rng: entropy ok");
 }
 
-/// A network namespace made for one test and removed when it ends.
-struct Netns(String);
-
-impl Netns {
-    fn new(tag: &str) -> Netns {
-        let name = format!("corral-{tag}-{}", std::process::id());
-        let netns = Netns(name);
-        netns.ip(&["netns", "add", &netns.0], false);
-        netns
-    }
-
-    /// Runs `ip ARGS`, inside the namespace when `inside`.
-    fn ip(&self, args: &[&str], inside: bool) -> String {
-        let mut command = Command::new("ip");
-        if inside {
-            command.args(["netns", "exec", &self.0, "ip"]);
-        }
-        let output = command.args(args).output().unwrap();
-        assert!(
-            output.status.success(),
-            "ip {args:?}: {}",
-            text(&output.stderr)
-        );
-        text(&output.stdout)
-    }
-
-    fn vmm(&self, args: &[&str]) -> Command {
-        let mut command = Command::new("ip");
-        command
-            .args(["netns", "exec", &self.0, env!("CARGO_BIN_EXE_corral")])
-            .args(["vmm", "run", "--memory", "32M"])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        command
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
+/// `corral vmm run ARGS` inside `netns`.
+fn vmm_in(netns: &Netns, args: &[&str]) -> Command {
+    let mut command = netns.command(env!("CARGO_BIN_EXE_corral"));
+    command
+        .args(["vmm", "run", "--memory", "32M"])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    command
 }
 
 fn ping_guest_args(guest_ip: &str, peer_ip: &str) -> String {
@@ -233,27 +200,29 @@ fn virtio_net_exchanges_frames_with_a_peer_over_a_tap() {
     require_kvm!();
     require_program!("ip");
     let netns = Netns::new("vnet");
-    netns.ip(&["tuntap", "add", "dev", "tap0", "mode", "tap"], true);
-    netns.ip(&["addr", "add", "10.0.0.1/24", "dev", "tap0"], true);
-    netns.ip(&["link", "set", "tap0", "up"], true);
+    netns.ip(&["tuntap", "add", "dev", "tap0", "mode", "tap"]);
+    netns.ip(&["addr", "add", "10.0.0.1/24", "dev", "tap0"]);
+    netns.ip(&["link", "set", "tap0", "up"]);
     let mac = "52:54:00:12:34:56";
     let output = finish(
-        netns
-            .vmm(&[
+        vmm_in(
+            &netns,
+            &[
                 "--kernel",
                 guest("virtio-net").to_str().unwrap(),
                 "--nic",
                 &format!("tap=tap0,mac={mac}"),
                 "--cmdline",
                 &ping_guest_args("10.0.0.2", "10.0.0.1"),
-            ])
-            .spawn()
-            .unwrap(),
+            ],
+        )
+        .spawn()
+        .unwrap(),
     );
     let stdout = assert_guest_passed(&output, "virtio-net: echo reply from the peer");
     assert!(stdout.contains(&format!("mac {mac}, link up")), "{stdout}");
     // The host side of the tap counted the guest's ARP request and echo request.
-    let stats = netns.ip(&["-s", "link", "show", "tap0"], true);
+    let stats = netns.ip(&["-s", "link", "show", "tap0"]);
     let received: u64 = stats
         .lines()
         .skip_while(|line| !line.trim_start().starts_with("RX:"))
@@ -270,21 +239,23 @@ fn virtio_net_attaches_a_new_tap_to_a_bridge() {
     require_kvm!();
     require_program!("ip");
     let netns = Netns::new("vbr");
-    netns.ip(&["link", "add", "br0", "type", "bridge"], true);
-    netns.ip(&["addr", "add", "10.0.1.1/24", "dev", "br0"], true);
-    netns.ip(&["link", "set", "br0", "up"], true);
+    netns.ip(&["link", "add", "br0", "type", "bridge"]);
+    netns.ip(&["addr", "add", "10.0.1.1/24", "dev", "br0"]);
+    netns.ip(&["link", "set", "br0", "up"]);
     let output = finish(
-        netns
-            .vmm(&[
+        vmm_in(
+            &netns,
+            &[
                 "--kernel",
                 guest("virtio-net").to_str().unwrap(),
                 "--nic",
                 "bridge=br0",
                 "--cmdline",
                 &ping_guest_args("10.0.1.2", "10.0.1.1"),
-            ])
-            .spawn()
-            .unwrap(),
+            ],
+        )
+        .spawn()
+        .unwrap(),
     );
     let stdout = assert_guest_passed(&output, "virtio-net: echo reply from the peer");
     // No MAC given: a locally administered unicast one.

@@ -2,14 +2,15 @@
 //! own init, then a reboot through the i8042 controller (default kernel, MP table) or a power-off
 //! through ACPI S5 (the ACPI variant, MADT). About a minute each on the emulated-KVM development
 //! host, so they are ignored in the fast run; `scripts/test.sh` runs them as their own step with
-//! `CORRAL_GUEST_LINUX_DIR` / `CORRAL_GUEST_LINUX_ACPI_DIR` pointing at `guests/linux/build.sh`
-//! outputs (without them the test builds the guest itself).
+//! `CORRAL_GUEST_LINUX_DIR` / `CORRAL_GUEST_LINUX_ACPI_DIR` / `CORRAL_GUEST_LINUX_NET_DIR` pointing
+//! at `guests/linux/build.sh` outputs (without them the test builds the guest itself). The virtio
+//! variant (`guest-net.config`) mounts an ext4 virtio disk and pings a peer over virtio-net.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use corral_testkit::{require_kvm, require_program};
+use corral_testkit::{require_kvm, require_program, require_root, Netns};
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
 
@@ -37,10 +38,27 @@ fn guest_linux_dir(variable: &str, fragments: &[&str]) -> (PathBuf, Option<tempf
 
 /// Boots the guest in `dir` with two vCPUs and returns (exit status, console, stderr).
 fn boot(dir: &Path, extra_cmdline: &str) -> (Option<i32>, String, String) {
+    boot_with(
+        Command::new(env!("CARGO_BIN_EXE_corral")),
+        dir,
+        extra_cmdline,
+        &[],
+    )
+}
+
+/// Boots like [`boot`] through `command` (the corral binary, perhaps inside a network
+/// namespace) with extra `vmm run` arguments.
+fn boot_with(
+    mut command: Command,
+    dir: &Path,
+    extra_cmdline: &str,
+    extra_args: &[&str],
+) -> (Option<i32>, String, String) {
     let cmdline = std::fs::read_to_string(repo_root().join("guests/linux/cmdline")).unwrap();
     let cmdline = format!("{} {extra_cmdline}", cmdline.trim());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_corral"))
+    let mut child = command
         .args(["vmm", "run", "--vcpus", "2", "--memory", "256M"])
+        .args(extra_args)
         .args(["--on-reboot", "destroy", "--cmdline", cmdline.trim()])
         .arg("--kernel")
         .arg(dir.join("vmlinux"))
@@ -124,5 +142,77 @@ fn linux_with_acpi_finds_its_cpus_in_the_madt_and_powers_off_through_s5() {
     assert!(
         stderr.contains("vm stopped: poweroff (the guest entered ACPI S5"),
         "{stderr}"
+    );
+}
+
+#[test]
+#[ignore = "boots a real Linux kernel (about a minute here); scripts/test.sh runs it"]
+fn linux_mounts_an_ext4_virtio_disk_and_pings_a_peer_over_virtio_net() {
+    require_root!();
+    require_kvm!();
+    require_program!("gcc");
+    require_program!("ip");
+    require_program!("mkfs.ext4");
+    require_program!("debugfs");
+    let (dir, _keep) = guest_linux_dir("CORRAL_GUEST_LINUX_NET_DIR", &["guest-net.config"]);
+    let work = tempfile::tempdir().unwrap();
+    let content = work.path().join("content");
+    std::fs::create_dir(&content).unwrap();
+    std::fs::write(content.join("hello.txt"), "hello from the host\n").unwrap();
+    let disk = work.path().join("disk.ext4");
+    let made = Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-d"])
+        .arg(&content)
+        .arg(&disk)
+        .arg("8M")
+        .status()
+        .unwrap();
+    assert!(made.success(), "mkfs.ext4 failed");
+
+    let netns = Netns::new("linux");
+    netns.ip(&["tuntap", "add", "dev", "tap0", "mode", "tap"]);
+    netns.ip(&["addr", "add", "10.0.2.1/24", "dev", "tap0"]);
+    netns.ip(&["link", "set", "tap0", "up"]);
+    let disk_arg = format!("path={},format=raw", disk.display());
+    let (status, console, stderr) = boot_with(
+        netns.command(env!("CARGO_BIN_EXE_corral")),
+        &dir,
+        "corral_disk=vda corral_net=10.0.2.2 corral_peer=10.0.2.1",
+        &["--disk", &disk_arg, "--nic", "tap=tap0"],
+    );
+    assert_eq!(
+        init_lines(&console),
+        [
+            "corral-init: started",
+            "corral-init: cpus=2",
+            "corral-init: read hello.txt: hello from the host",
+            "corral-init: wrote from-guest.txt",
+            "corral-init: eth0 up with 10.0.2.2",
+            "corral-init: ping 10.0.2.1 ok",
+            "corral-init: rebooting"
+        ],
+        "{console}"
+    );
+    assert_eq!(status, Some(3), "{stderr}");
+
+    // The file the guest wrote is on the disk, read by e2fsprogs after the VM ended.
+    let written = Command::new("debugfs")
+        .args(["-R", "cat /from-guest.txt"])
+        .arg(&disk)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&written.stdout),
+        "written by the guest over virtio-blk\n"
+    );
+    let check = Command::new("e2fsck")
+        .args(["-fn"])
+        .arg(&disk)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
     );
 }
