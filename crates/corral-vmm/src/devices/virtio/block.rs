@@ -405,3 +405,132 @@ impl Drop for BlockHandler {
         self.flush_quietly();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::devices::virtio::testing::{TestQueues, DATA_START};
+
+    const HEADER: u64 = DATA_START;
+    const DATA: u64 = DATA_START + 0x100;
+    const STATUS: u64 = DATA_START + 0x80;
+
+    fn disk(read_only: bool) -> (tempfile::NamedTempFile, BlockHandler) {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let bytes: Vec<u8> = (0..64 * 1024).map(|i| (i / 512) as u8).collect();
+        std::fs::write(file.path(), bytes).unwrap();
+        let mut options = corral_disk::OpenOptions::read_only();
+        options.writable = !read_only;
+        let image = corral_disk::open(file.path(), options).unwrap();
+        (file, BlockHandler::new(image, "serial-1"))
+    }
+
+    fn header(queues: &TestQueues, kind: u32, sector: u64) {
+        let mut bytes = [0u8; 16];
+        bytes[..4].copy_from_slice(&kind.to_le_bytes());
+        bytes[8..].copy_from_slice(&sector.to_le_bytes());
+        queues.write_bytes(HEADER, &bytes);
+        queues.write_bytes(STATUS, &[0xff]);
+    }
+
+    fn status(queues: &TestQueues) -> u32 {
+        u32::from(queues.read_bytes(STATUS, 1)[0])
+    }
+
+    #[test]
+    fn reads_and_writes_reach_the_disk_with_ok_status() {
+        let (file, mut handler) = disk(false);
+        let mut queues = TestQueues::new(1).unwrap();
+        header(&queues, VIRTIO_BLK_T_IN, 3);
+        queues.add_chain(
+            0,
+            &[(HEADER, 16, false), (DATA, 1024, true), (STATUS, 1, true)],
+        );
+        handler.process_queue(&mut queues.queues).unwrap();
+        assert_eq!(status(&queues), VIRTIO_BLK_S_OK);
+        assert_eq!(queues.used(0, 0), (0, 1025));
+        let data = queues.read_bytes(DATA, 1024);
+        assert!(data[..512].iter().all(|&b| b == 3) && data[512..].iter().all(|&b| b == 4));
+
+        queues.write_bytes(DATA, &[0xee; 512]);
+        header(&queues, VIRTIO_BLK_T_OUT, 10);
+        queues.add_chain(
+            0,
+            &[(HEADER, 16, false), (DATA, 512, false), (STATUS, 1, true)],
+        );
+        handler.process_queue(&mut queues.queues).unwrap();
+        assert_eq!(status(&queues), VIRTIO_BLK_S_OK);
+        header(&queues, VIRTIO_BLK_T_FLUSH, 0);
+        queues.add_chain(0, &[(HEADER, 16, false), (STATUS, 1, true)]);
+        handler.process_queue(&mut queues.queues).unwrap();
+        assert_eq!(status(&queues), VIRTIO_BLK_S_OK);
+        let on_disk = std::fs::read(file.path()).unwrap();
+        assert!(on_disk[10 * 512..11 * 512].iter().all(|&b| b == 0xee));
+        assert!(on_disk[11 * 512..12 * 512].iter().all(|&b| b == 11));
+    }
+
+    #[test]
+    fn bad_requests_get_error_statuses() {
+        let (_file, mut handler) = disk(true);
+        let mut queues = TestQueues::new(1).unwrap();
+        queues.queues.features = 1 << VIRTIO_BLK_F_RO;
+        let cases = [
+            (VIRTIO_BLK_T_IN, 128, 512, VIRTIO_BLK_S_IOERR), // past the end
+            (VIRTIO_BLK_T_IN, 0, 100, VIRTIO_BLK_S_IOERR),   // not whole sectors
+            (VIRTIO_BLK_T_IN, u64::MAX, 512, VIRTIO_BLK_S_IOERR), // offset overflow
+            (VIRTIO_BLK_T_OUT, 0, 512, VIRTIO_BLK_S_IOERR),  // read-only disk
+            (VIRTIO_BLK_T_DISCARD, 0, 16, VIRTIO_BLK_S_UNSUPP), // not offered when read-only
+            (99, 0, 512, VIRTIO_BLK_S_UNSUPP),
+        ];
+        for (kind, sector, len, expected) in cases {
+            header(&queues, kind, sector);
+            let writes = kind == VIRTIO_BLK_T_IN;
+            queues.add_chain(
+                0,
+                &[(HEADER, 16, false), (DATA, len, writes), (STATUS, 1, true)],
+            );
+            handler.process_queue(&mut queues.queues).unwrap();
+            assert_eq!(
+                status(&queues),
+                expected,
+                "request type {kind} sector {sector}"
+            );
+        }
+    }
+
+    #[test]
+    fn get_id_returns_the_serial() {
+        let (_file, mut handler) = disk(true);
+        let mut queues = TestQueues::new(1).unwrap();
+        header(&queues, VIRTIO_BLK_T_GET_ID, 0);
+        queues.add_chain(
+            0,
+            &[(HEADER, 16, false), (DATA, 20, true), (STATUS, 1, true)],
+        );
+        handler.process_queue(&mut queues.queues).unwrap();
+        assert_eq!(status(&queues), VIRTIO_BLK_S_OK);
+        assert_eq!(&queues.read_bytes(DATA, 20)[..9], b"serial-1\0");
+    }
+
+    #[test]
+    fn broken_chains_ask_for_a_reset_without_touching_memory_outside_the_guest() {
+        let (_file, mut handler) = disk(false);
+        // No status byte.
+        let mut queues = TestQueues::new(1).unwrap();
+        header(&queues, VIRTIO_BLK_T_IN, 0);
+        queues.add_chain(0, &[(HEADER, 16, false), (DATA, 512, false)]);
+        assert!(handler.process_queue(&mut queues.queues).is_err());
+        // A data buffer far outside guest memory.
+        let mut queues = TestQueues::new(1).unwrap();
+        queues.add_chain(
+            0,
+            &[(HEADER, 16, false), (1 << 40, 512, true), (STATUS, 1, true)],
+        );
+        assert!(handler.process_queue(&mut queues.queues).is_err());
+        // A chain that loops forever: descriptor 0 names itself as next.
+        let mut queues = TestQueues::new(1).unwrap();
+        queues.add_chain(0, &[(HEADER, 16, false), (DATA, 512, false)]);
+        queues.write_bytes(14, &0u16.to_le_bytes());
+        assert!(handler.process_queue(&mut queues.queues).is_err());
+    }
+}

@@ -20,6 +20,7 @@ pub mod mmio;
 pub mod net;
 pub mod rng;
 pub mod tap;
+pub mod testing;
 pub mod vsock;
 pub mod worker;
 

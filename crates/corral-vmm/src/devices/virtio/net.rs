@@ -262,3 +262,60 @@ impl QueueHandler for NetHandler {
         self.pending = None;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::net::UnixDatagram;
+
+    use super::*;
+    use crate::devices::virtio::testing::{TestQueues, DATA_START};
+
+    fn handler() -> (UnixDatagram, NetHandler) {
+        let (host, device) = UnixDatagram::pair().unwrap();
+        device.set_nonblocking(true).unwrap();
+        (host, NetHandler::new(Box::new(device)))
+    }
+
+    #[test]
+    fn transmitted_frames_reach_the_tap_without_the_header() {
+        let (host, mut handler) = handler();
+        let mut queues = TestQueues::new(2).unwrap();
+        let mut buffer = vec![0u8; HEADER_BYTES];
+        buffer.extend_from_slice(b"an ethernet frame");
+        queues.write_bytes(DATA_START, &buffer);
+        queues.add_chain(
+            TX_QUEUE,
+            &[
+                (DATA_START, 4, false),
+                (DATA_START + 4, buffer.len() as u32 - 4, false),
+            ],
+        );
+        handler.process_tx(&mut queues.queues).unwrap();
+        let mut frame = [0u8; 64];
+        let len = host.recv(&mut frame).unwrap();
+        assert_eq!(&frame[..len], b"an ethernet frame");
+        assert_eq!(queues.used_count(TX_QUEUE), 1);
+    }
+
+    #[test]
+    fn received_frames_wait_for_a_buffer_and_fill_it_behind_a_header() {
+        let (host, mut handler) = handler();
+        let mut queues = TestQueues::new(2).unwrap();
+        host.send(b"first frame").unwrap();
+        // No receive buffer yet: the frame waits.
+        handler.process_rx(&mut queues.queues).unwrap();
+        assert_eq!(queues.used_count(RX_QUEUE), 0);
+        queues.add_chain(RX_QUEUE, &[(DATA_START, 2048, true)]);
+        handler.process_rx(&mut queues.queues).unwrap();
+        assert_eq!(queues.used(RX_QUEUE, 0), (0, (HEADER_BYTES + 11) as u32));
+        let bytes = queues.read_bytes(DATA_START, HEADER_BYTES + 11);
+        assert_eq!(&bytes[NUM_BUFFERS_OFFSET..NUM_BUFFERS_OFFSET + 2], &[1, 0]);
+        assert_eq!(&bytes[HEADER_BYTES..], b"first frame");
+        // A buffer too small for the frame comes back empty.
+        host.send(&[7u8; 100]).unwrap();
+        handler.tap_readable = true;
+        queues.add_chain(RX_QUEUE, &[(DATA_START, 50, true)]);
+        handler.process_rx(&mut queues.queues).unwrap();
+        assert_eq!(queues.used(RX_QUEUE, 1), (1, 0));
+    }
+}

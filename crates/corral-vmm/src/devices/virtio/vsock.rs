@@ -739,6 +739,88 @@ impl QueueHandler for VsockHandler {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::devices::virtio::testing::{TestQueues, DATA_START};
+
+    fn guest_packet(queues: &mut TestQueues, header: PacketHeader, payload: &[u8]) {
+        let mut bytes = header.encode().to_vec();
+        bytes.extend_from_slice(payload);
+        queues.write_bytes(DATA_START, &bytes);
+        queues.add_chain(TX_QUEUE, &[(DATA_START, bytes.len() as u32, false)]);
+    }
+
+    fn from_guest(op: u16, src_port: u32, dst_port: u32, len: u32) -> PacketHeader {
+        PacketHeader {
+            src_cid: 3,
+            dst_cid: HOST_CID,
+            src_port,
+            dst_port,
+            len,
+            kind: TYPE_STREAM,
+            op,
+            buf_alloc: 4096,
+            ..PacketHeader::default()
+        }
+    }
+
+    #[test]
+    fn guest_connections_reach_the_port_socket_and_carry_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("v.sock");
+        let host = UnixListener::bind(dir.path().join("v.sock_80")).unwrap();
+        let listener = corral_control::bind(&socket).unwrap();
+        let mut handler = VsockHandler::new(3, socket, listener);
+        let epoll = Epoll::new().unwrap();
+        let mut queues = TestQueues::new(3).unwrap();
+        guest_packet(&mut queues, from_guest(OP_REQUEST, 1000, 80, 0), &[]);
+        handler.process_tx(&mut queues.queues, &epoll).unwrap();
+        let (mut stream, _) = host.accept().unwrap();
+        // The answer waits for a receive buffer.
+        let reply_at = DATA_START + 0x1000;
+        queues.add_chain(RX_QUEUE, &[(reply_at, 4096, true)]);
+        handler.process_rx(&mut queues.queues).unwrap();
+        let mut bytes = [0u8; HEADER_BYTES];
+        bytes.copy_from_slice(&queues.read_bytes(reply_at, HEADER_BYTES));
+        let reply = PacketHeader::decode(&bytes);
+        assert_eq!(
+            (reply.op, reply.src_port, reply.dst_port, reply.dst_cid),
+            (OP_RESPONSE, 80, 1000, 3)
+        );
+
+        guest_packet(&mut queues, from_guest(OP_RW, 1000, 80, 5), b"hello");
+        handler.process_tx(&mut queues.queues, &epoll).unwrap();
+        let mut data = [0u8; 5];
+        stream.read_exact(&mut data).unwrap();
+        assert_eq!(&data, b"hello");
+    }
+
+    #[test]
+    fn packets_for_unknown_connections_and_refused_ports_are_reset() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("v.sock");
+        let listener = corral_control::bind(&socket).unwrap();
+        let mut handler = VsockHandler::new(3, socket, listener);
+        let epoll = Epoll::new().unwrap();
+        let mut queues = TestQueues::new(3).unwrap();
+        guest_packet(&mut queues, from_guest(OP_REQUEST, 1000, 81, 0), &[]);
+        handler.process_tx(&mut queues.queues, &epoll).unwrap();
+        guest_packet(&mut queues, from_guest(OP_RW, 1001, 82, 0), &[]);
+        handler.process_tx(&mut queues.queues, &epoll).unwrap();
+        // A packet claiming a length past its buffer is dropped and reset, not read beyond.
+        guest_packet(&mut queues, from_guest(OP_RW, 1002, 83, 60000), b"short");
+        handler.process_tx(&mut queues.queues, &epoll).unwrap();
+        for slot in 0..3u64 {
+            queues.add_chain(RX_QUEUE, &[(DATA_START + 0x1000 * (slot + 1), 4096, true)]);
+        }
+        handler.process_rx(&mut queues.queues).unwrap();
+        assert_eq!(queues.used_count(RX_QUEUE), 3);
+        for slot in 0..3u64 {
+            let mut bytes = [0u8; HEADER_BYTES];
+            bytes.copy_from_slice(
+                &queues.read_bytes(DATA_START + 0x1000 * (slot + 1), HEADER_BYTES),
+            );
+            assert_eq!(PacketHeader::decode(&bytes).op, OP_RST, "packet {slot}");
+        }
+    }
 
     #[test]
     fn headers_round_trip() {
