@@ -148,8 +148,14 @@ impl MmioTransport {
                     source,
                 })?;
         }
-        self.memory = Some(memory.clone());
+        self.set_memory(memory);
         Ok(())
+    }
+
+    /// The guest memory queues live in (set by [`MmioTransport::attach`]; fuzz targets set it
+    /// directly).
+    pub fn set_memory(&mut self, memory: &GuestMemoryMmap) {
+        self.memory = Some(memory.clone());
     }
 
     /// Back to power-on state (guest restart, or the driver writing 0 to Status).
