@@ -16,6 +16,7 @@ packages=(
   cpio              # the test guest's initramfs
   qemu-system-x86   # bench/vmm-start compares corral with qemu -M microvm
   qemu-utils        # qemu-img/qemu-io: corral-disk's tests check qcow2 interoperability
+  e2fsprogs         # mkfs.ext4 -d / debugfs / e2fsck: the virtio-blk real-Linux test's ext4 disk
 )
 
 if ! command -v cargo >/dev/null; then

@@ -23,8 +23,10 @@ guest_linux="$(mktemp -d -t corral-guest-linux.XXXXXX)"
 trap 'rm -f "$CORRAL_TEST_SKIP_LOG"; rm -rf "$guest_linux"' EXIT
 bash guests/linux/build.sh "$guest_linux/plain"
 bash guests/linux/build.sh "$guest_linux/acpi" guests/linux/guest-acpi.config
+bash guests/linux/build.sh "$guest_linux/net" guests/linux/guest-net.config
 # One boot at a time: each guest has two vCPUs and the host two cores.
 CORRAL_GUEST_LINUX_DIR="$guest_linux/plain" CORRAL_GUEST_LINUX_ACPI_DIR="$guest_linux/acpi" \
+  CORRAL_GUEST_LINUX_NET_DIR="$guest_linux/net" \
   cargo nextest run -p corral --profile ci --run-ignored only -E 'binary(vmm_linux)' -j 1
 
 echo "== skipped tests"
