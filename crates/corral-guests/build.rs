@@ -15,6 +15,7 @@ const GUESTS: &[&str] = &[
     "ctrl-alt-del",
     "acpi",
     "virtio-blk",
+    "virtio-blk-bench",
     "virtio-net",
     "virtio-rng",
     "virtio-vsock",

@@ -105,13 +105,18 @@ static u64 parse_number(const char **s)
 
 int virtio_find(const char *cmdline, u32 device_id, int nth, struct virtio_dev *dev)
 {
-	static const char key[] = "virtio_mmio.device=4K@";
+	static const char key[] = "virtio_mmio.device=";
 	if (!cmdline)
 		return -1;
 	for (const char *s = cmdline; *s; s++) {
 		if ((s != cmdline && s[-1] != ' ') || !starts_with(s, key))
 			continue;
+		/* SIZE@BASE:IRQ; the size is corral's "4K" or QEMU's "512". */
 		const char *p = s + sizeof(key) - 1;
+		while (*p && *p != '@' && *p != ' ')
+			p++;
+		if (*p++ != '@')
+			continue;
 		u64 base = parse_number(&p);
 		if (*p++ != ':')
 			continue;

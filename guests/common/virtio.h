@@ -1,6 +1,6 @@
 /*
  * A minimal polling virtio-mmio (version 2) driver for corral's test guests: finds devices from
- * the `virtio_mmio.device=4K@ADDR:IRQ` entries on the command line, negotiates features, sets up
+ * the `virtio_mmio.device=SIZE@ADDR:IRQ` entries on the command line, negotiates features, sets up
  * split rings and moves buffers. No interrupts: the guest polls the used rings.
  */
 #ifndef CORRAL_VIRTIO_H
