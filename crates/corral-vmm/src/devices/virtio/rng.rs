@@ -21,7 +21,7 @@ pub struct Rng {
 impl Default for Rng {
     fn default() -> Self {
         Rng {
-            worker: Worker::new(RngHandler::default()),
+            worker: Worker::new(RngHandler),
         }
     }
 }
