@@ -8,7 +8,9 @@
  * - `corral_disk=vda`: mount /dev/vda (ext4) on /mnt, print /mnt/hello.txt, write
  *   /mnt/from-guest.txt, unmount;
  * - `corral_net=10.0.2.2 corral_peer=10.0.2.1`: give eth0 the address (/24), bring it up and
- *   ping the peer (ICMP echo over a raw socket).
+ *   ping the peer (ICMP echo over a raw socket);
+ * - `corral_vsock=6000`: connect to the host's vsock port 6000, send a line and print the answer,
+ *   then listen on vsock port 5000 for one host connection and answer its "ping" with "pong".
  *
  * Sequential and fork-free on purpose: on the emulated-KVM development host each fork+exec costs
  * about a second and concurrent processes are unreliable (see README.md).
@@ -31,7 +33,9 @@
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/reboot.h>
+#include <poll.h>
 #include <termios.h>
+#include <linux/vm_sockets.h>
 #include <unistd.h>
 
 /* Reports a problem through the kernel log, which reaches the serial console even when init
@@ -177,6 +181,64 @@ static void net_step(const char *address, const char *peer)
 	close(raw);
 }
 
+/* Reads one line (without the newline) from `fd`. */
+static int read_line(int fd, char *line, size_t size)
+{
+	size_t len = 0;
+	while (len + 1 < size) {
+		ssize_t got = read(fd, line + len, 1);
+		if (got <= 0)
+			return -1;
+		if (line[len] == '\n')
+			break;
+		len++;
+	}
+	line[len] = 0;
+	return 0;
+}
+
+/* A connection to the host and one from it, over virtio-vsock. */
+static void vsock_step(unsigned port)
+{
+	char line[64];
+	struct sockaddr_vm host = {
+		.svm_family = AF_VSOCK, .svm_cid = VMADDR_CID_HOST, .svm_port = port
+	};
+	int fd = socket(AF_VSOCK, SOCK_STREAM, 0);
+	static const char hello[] = "hello from linux\n";
+	if (fd < 0 || connect(fd, (struct sockaddr *)&host, sizeof(host)) != 0 ||
+	    write(fd, hello, sizeof(hello) - 1) != sizeof(hello) - 1 ||
+	    read_line(fd, line, sizeof(line)) != 0) {
+		printf("corral-init: vsock connection to the host failed: %s\n", strerror(errno));
+	} else {
+		printf("corral-init: vsock host said: %s\n", line);
+	}
+	if (fd >= 0)
+		close(fd);
+
+	struct sockaddr_vm any = {
+		.svm_family = AF_VSOCK, .svm_cid = VMADDR_CID_ANY, .svm_port = 5000
+	};
+	int listener = socket(AF_VSOCK, SOCK_STREAM, 0);
+	if (listener < 0 || bind(listener, (struct sockaddr *)&any, sizeof(any)) != 0 ||
+	    listen(listener, 1) != 0) {
+		printf("corral-init: cannot listen on vsock port 5000: %s\n", strerror(errno));
+		return;
+	}
+	printf("corral-init: vsock listening on 5000\n");
+	fflush(stdout);
+	struct pollfd ready = { .fd = listener, .events = POLLIN };
+	int client = poll(&ready, 1, 60000) == 1 ? accept(listener, NULL, NULL) : -1;
+	if (client < 0 || read_line(client, line, sizeof(line)) != 0 || strcmp(line, "ping") != 0 ||
+	    write(client, "pong\n", 5) != 5)
+		printf("corral-init: no ping from the host over vsock\n");
+	else
+		printf("corral-init: vsock answered the host\n");
+	if (client >= 0)
+		close(client);
+	close(listener);
+}
+
 int main(void)
 {
 	open_console();
@@ -195,6 +257,9 @@ int main(void)
 	const char *address = getenv("corral_net"), *peer = getenv("corral_peer");
 	if (address && peer)
 		net_step(address, peer);
+	const char *vsock_port = getenv("corral_vsock");
+	if (vsock_port)
+		vsock_step((unsigned)atoi(vsock_port));
 
 	const char *action = getenv("corral_init");
 	int power_off = action && strcmp(action, "poweroff") == 0;

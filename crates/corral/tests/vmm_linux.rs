@@ -6,6 +6,8 @@
 //! at `guests/linux/build.sh` outputs (without them the test builds the guest itself). The virtio
 //! variant (`guest-net.config`) mounts an ext4 virtio disk and pings a peer over virtio-net.
 
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -145,9 +147,44 @@ fn linux_with_acpi_finds_its_cpus_in_the_madt_and_powers_off_through_s5() {
     );
 }
 
+/// The host side of the guest's vsock step: answers the guest's connection to port 6000, then
+/// connects to the guest's port 5000 (retrying until the guest listens) and sends "ping".
+/// Returns what the guest sent on each connection.
+fn vsock_host_side(dir: &Path) -> std::thread::JoinHandle<(String, String)> {
+    let listener = UnixListener::bind(dir.join("vsock.sock_6000")).unwrap();
+    let socket = dir.join("vsock.sock");
+    std::thread::spawn(move || {
+        let read_line = |stream: &UnixStream| {
+            let mut line = String::new();
+            let _ = BufReader::new(stream).read_line(&mut line);
+            line
+        };
+        let (mut from_guest, _) = listener.accept().unwrap();
+        let greeting = read_line(&from_guest);
+        from_guest.write_all(b"hello linux\n").unwrap();
+        let deadline = Instant::now() + BOOT_TIMEOUT;
+        while Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(500));
+            let Ok(mut to_guest) = UnixStream::connect(&socket) else {
+                continue;
+            };
+            to_guest.set_read_timeout(Some(BOOT_TIMEOUT)).unwrap();
+            // The guest refuses (the stream closes) until it listens.
+            if to_guest.write_all(b"CONNECT 5000\n").is_err()
+                || !read_line(&to_guest).starts_with("OK ")
+            {
+                continue;
+            }
+            to_guest.write_all(b"ping\n").unwrap();
+            return (greeting, read_line(&to_guest));
+        }
+        (greeting, String::new())
+    })
+}
+
 #[test]
 #[ignore = "boots a real Linux kernel (about a minute here); scripts/test.sh runs it"]
-fn linux_mounts_an_ext4_virtio_disk_and_pings_a_peer_over_virtio_net() {
+fn linux_uses_virtio_disk_net_and_vsock() {
     require_root!();
     require_kvm!();
     require_program!("gcc");
@@ -174,11 +211,15 @@ fn linux_mounts_an_ext4_virtio_disk_and_pings_a_peer_over_virtio_net() {
     netns.ip(&["addr", "add", "10.0.2.1/24", "dev", "tap0"]);
     netns.ip(&["link", "set", "tap0", "up"]);
     let disk_arg = format!("path={},format=raw", disk.display());
+    let vsock_arg = format!("cid=3,socket={}", work.path().join("vsock.sock").display());
+    let host_side = vsock_host_side(work.path());
     let (status, console, stderr) = boot_with(
         netns.command(env!("CARGO_BIN_EXE_corral")),
         &dir,
-        "corral_disk=vda corral_net=10.0.2.2 corral_peer=10.0.2.1",
-        &["--disk", &disk_arg, "--nic", "tap=tap0"],
+        "corral_disk=vda corral_net=10.0.2.2 corral_peer=10.0.2.1 corral_vsock=6000",
+        &[
+            "--disk", &disk_arg, "--nic", "tap=tap0", "--vsock", &vsock_arg,
+        ],
     );
     assert_eq!(
         init_lines(&console),
@@ -189,11 +230,17 @@ fn linux_mounts_an_ext4_virtio_disk_and_pings_a_peer_over_virtio_net() {
             "corral-init: wrote from-guest.txt",
             "corral-init: eth0 up with 10.0.2.2",
             "corral-init: ping 10.0.2.1 ok",
+            "corral-init: vsock host said: hello linux",
+            "corral-init: vsock listening on 5000",
+            "corral-init: vsock answered the host",
             "corral-init: rebooting"
         ],
         "{console}"
     );
     assert_eq!(status, Some(3), "{stderr}");
+    let (greeting, answer) = host_side.join().unwrap();
+    assert_eq!(greeting, "hello from linux\n");
+    assert_eq!(answer, "pong\n");
 
     // The file the guest wrote is on the disk, read by e2fsprogs after the VM ended.
     let written = Command::new("debugfs")
