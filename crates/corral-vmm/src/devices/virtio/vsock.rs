@@ -748,6 +748,12 @@ mod tests {
         queues.add_chain(TX_QUEUE, &[(DATA_START, bytes.len() as u32, false)]);
     }
 
+    fn packet_at(queues: &TestQueues, address: u64) -> PacketHeader {
+        let mut bytes = [0u8; HEADER_BYTES];
+        bytes.copy_from_slice(&queues.read_bytes(address, HEADER_BYTES));
+        PacketHeader::decode(&bytes)
+    }
+
     fn from_guest(op: u16, src_port: u32, dst_port: u32, len: u32) -> PacketHeader {
         PacketHeader {
             src_cid: 3,
@@ -778,9 +784,7 @@ mod tests {
         let reply_at = DATA_START + 0x1000;
         queues.add_chain(RX_QUEUE, &[(reply_at, 4096, true)]);
         handler.process_rx(&mut queues.queues).unwrap();
-        let mut bytes = [0u8; HEADER_BYTES];
-        bytes.copy_from_slice(&queues.read_bytes(reply_at, HEADER_BYTES));
-        let reply = PacketHeader::decode(&bytes);
+        let reply = packet_at(&queues, reply_at);
         assert_eq!(
             (reply.op, reply.src_port, reply.dst_port, reply.dst_cid),
             (OP_RESPONSE, 80, 1000, 3)
@@ -791,6 +795,77 @@ mod tests {
         let mut data = [0u8; 5];
         stream.read_exact(&mut data).unwrap();
         assert_eq!(&data, b"hello");
+    }
+
+    #[test]
+    fn data_for_the_guest_respects_its_credit() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("v.sock");
+        let host = UnixListener::bind(dir.path().join("v.sock_80")).unwrap();
+        let listener = corral_control::bind(&socket).unwrap();
+        let mut handler = VsockHandler::new(3, socket, listener);
+        let epoll = Epoll::new().unwrap();
+        let mut queues = TestQueues::new(3).unwrap();
+        let mut request = from_guest(OP_REQUEST, 1000, 80, 0);
+        request.buf_alloc = 8;
+        guest_packet(&mut queues, request, &[]);
+        handler.process_tx(&mut queues.queues, &epoll).unwrap();
+        let (mut stream, _) = host.accept().unwrap();
+        stream.write_all(&[b'x'; 20]).unwrap();
+        let rx = |slot: u64| DATA_START + 0x1000 * (slot + 1);
+        for slot in 0..4 {
+            queues.add_chain(RX_QUEUE, &[(rx(slot), 4096, true)]);
+        }
+        handler.process_rx(&mut queues.queues).unwrap();
+        // The response, then 8 bytes: all the credit the guest gave.
+        assert_eq!(queues.used_count(RX_QUEUE), 2);
+        assert_eq!(
+            (packet_at(&queues, rx(1)).op, packet_at(&queues, rx(1)).len),
+            (OP_RW, 8)
+        );
+        // The guest consumed them and says so: 8 more.
+        let mut update = from_guest(OP_CREDIT_UPDATE, 1000, 80, 0);
+        update.buf_alloc = 8;
+        update.fwd_cnt = 8;
+        guest_packet(&mut queues, update, &[]);
+        handler.process_tx(&mut queues.queues, &epoll).unwrap();
+        assert_eq!(queues.used_count(RX_QUEUE), 3);
+        assert_eq!(
+            (packet_at(&queues, rx(2)).op, packet_at(&queues, rx(2)).len),
+            (OP_RW, 8)
+        );
+    }
+
+    #[test]
+    fn a_guest_sending_past_its_credit_is_reset() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("v.sock");
+        let host = UnixListener::bind(dir.path().join("v.sock_80")).unwrap();
+        let listener = corral_control::bind(&socket).unwrap();
+        let mut handler = VsockHandler::new(3, socket, listener);
+        let epoll = Epoll::new().unwrap();
+        let mut queues = TestQueues::new(3).unwrap();
+        guest_packet(&mut queues, from_guest(OP_REQUEST, 1000, 80, 0), &[]);
+        handler.process_tx(&mut queues.queues, &epoll).unwrap();
+        let (stream, _) = host.accept().unwrap();
+        // The host never reads, so guest data piles up in the socket buffer and then in the
+        // device, until the guest exceeds the 256 KiB it was allowed.
+        let chunk = vec![0u8; 60000];
+        let mut reset = false;
+        for _ in 0..64 {
+            guest_packet(
+                &mut queues,
+                from_guest(OP_RW, 1000, 80, chunk.len() as u32),
+                &chunk,
+            );
+            handler.process_tx(&mut queues.queues, &epoll).unwrap();
+            if handler.connections.is_empty() {
+                reset = true;
+                break;
+            }
+        }
+        assert!(reset, "the connection survived a guest ignoring its credit");
+        drop(stream);
     }
 
     #[test]
@@ -814,11 +889,8 @@ mod tests {
         handler.process_rx(&mut queues.queues).unwrap();
         assert_eq!(queues.used_count(RX_QUEUE), 3);
         for slot in 0..3u64 {
-            let mut bytes = [0u8; HEADER_BYTES];
-            bytes.copy_from_slice(
-                &queues.read_bytes(DATA_START + 0x1000 * (slot + 1), HEADER_BYTES),
-            );
-            assert_eq!(PacketHeader::decode(&bytes).op, OP_RST, "packet {slot}");
+            let reply = packet_at(&queues, DATA_START + 0x1000 * (slot + 1));
+            assert_eq!(reply.op, OP_RST, "packet {slot}");
         }
     }
 
