@@ -2,7 +2,7 @@
 //! socket with SCM_RIGHTS (runc's `--console-socket` protocol), and receiving it back.
 
 use std::io::IoSlice;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 
@@ -100,6 +100,67 @@ pub fn receive_fd(socket: RawFd) -> Result<OwnedFd> {
         }
     }
     Err(Error::Setup("the console socket message carried no terminal".into()))
+}
+
+/// Copies the caller's stdin to the terminal `master` and its output to stdout until the
+/// container side closes, with the caller's terminal (if stdin is one) in raw mode meanwhile.
+pub fn relay(master: &OwnedFd) -> Result<()> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
+    use std::io::Write;
+
+    let stdin = std::io::stdin();
+    let saved = tcgetattr(&stdin).ok();
+    if let Some(saved) = &saved {
+        let mut raw = saved.clone();
+        cfmakeraw(&mut raw);
+        let _ = tcsetattr(&stdin, SetArg::TCSANOW, &raw);
+        // SAFETY: TIOCGWINSZ fills a winsize struct that outlives the call.
+        let mut size: libc::winsize = unsafe { std::mem::zeroed() };
+        // SAFETY: as above; fd 0 is the caller's terminal.
+        if unsafe { libc::ioctl(0, libc::TIOCGWINSZ, &mut size) } == 0 {
+            let _ = set_size(master.as_raw_fd(), size.ws_row, size.ws_col);
+        }
+    }
+    let mut stdin_open = true;
+    let mut buffer = [0u8; 8192];
+    let result = loop {
+        let mut fds = vec![PollFd::new(master.as_fd(), PollFlags::POLLIN)];
+        if stdin_open {
+            fds.push(PollFd::new(stdin.as_fd(), PollFlags::POLLIN));
+        }
+        match poll(&mut fds, PollTimeout::NONE) {
+            Err(nix::Error::EINTR) => continue,
+            Err(e) => break Err(Error::sys("wait for terminal data", e)),
+            Ok(_) => {}
+        }
+        let master_ready = fds[0].revents().unwrap_or(PollFlags::empty());
+        let stdin_ready = fds.get(1).and_then(|f| f.revents()).unwrap_or(PollFlags::empty());
+        if !master_ready.is_empty() {
+            match nix::unistd::read(master, &mut buffer) {
+                // EIO: every slave is closed, the container side is done.
+                Ok(0) | Err(nix::Error::EIO) => break Ok(()),
+                Ok(n) => {
+                    let mut out = std::io::stdout();
+                    let _ = out.write_all(&buffer[..n]).and_then(|_| out.flush());
+                }
+                Err(nix::Error::EINTR) | Err(nix::Error::EAGAIN) => {}
+                Err(e) => break Err(Error::sys("read the terminal", e)),
+            }
+        }
+        if !stdin_ready.is_empty() {
+            match nix::unistd::read(&stdin, &mut buffer) {
+                Ok(0) | Err(_) => stdin_open = false,
+                Ok(n) => {
+                    let _ = nix::unistd::write(master, &buffer[..n]);
+                }
+            }
+        }
+    };
+    if let Some(saved) = &saved {
+        let _ = tcsetattr(&stdin, SetArg::TCSANOW, saved);
+    }
+    result
 }
 
 #[cfg(test)]

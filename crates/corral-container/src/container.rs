@@ -16,7 +16,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use oci_spec::runtime::{LinuxNamespaceType, Process};
 
-use crate::cgroups::{container_cgroup_path, Cgroup, Layout, Stats};
+use crate::cgroups::{container_cgroup_path, with_default_device_rules, Cgroup, Layout, Stats};
 use crate::channel::{Channel, Message};
 use crate::error::{Error, Result};
 use crate::init::{InitConfig, EXEC_FIFO};
@@ -140,9 +140,9 @@ impl Container {
         let cgroup = layout.open(&cgroup_path);
         cgroup.create()?;
         cleanup.cgroup = Some(layout.open(&cgroup_path));
-        if let Some(resources) = linux.resources() {
-            cgroup.apply(resources)?;
-        }
+        let resources = linux.resources().clone().unwrap_or_default();
+        let devices = linux.devices().clone().unwrap_or_default();
+        cgroup.apply(&with_default_device_rules(&resources, &devices))?;
 
         let fifo = dir.join(EXEC_FIFO);
         nix::unistd::mkfifo(&fifo, Mode::from_bits_truncate(0o600))
@@ -480,7 +480,10 @@ fn clone_init(plan: &NamespacePlan, config: InitConfig<'_>) -> Result<Pid> {
         }
         None => None,
     };
-    let flags = plan.clone_flags.bits() as libc::c_ulong | libc::SIGCHLD as libc::c_ulong;
+    // The cgroup namespace is unshared by the init once it is in its cgroup, so that cgroup
+    // becomes the namespace's root.
+    let namespaces = plan.clone_flags - CloneFlags::CLONE_NEWCGROUP;
+    let flags = namespaces.bits() as libc::c_ulong | libc::SIGCHLD as libc::c_ulong;
     // SAFETY: a raw clone without a new stack behaves like fork: the child continues here on a
     // copy of the stack. The caller is single-threaded (checked in create), so no lock is held.
     let rc = unsafe { libc::syscall(libc::SYS_clone, flags, 0usize, 0usize, 0usize, 0usize) };

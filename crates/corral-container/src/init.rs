@@ -88,6 +88,9 @@ fn setup(config: &InitConfig<'_>) -> Result<crate::process::Prepared> {
         nix::unistd::setresgid(root_gid, root_gid, root_gid).map_err(|e| Error::sys("become gid 0 in the user namespace", e))?;
         nix::unistd::setresuid(root_uid, root_uid, root_uid).map_err(|e| Error::sys("become uid 0 in the user namespace", e))?;
     }
+    if config.plan.creates(nix::sched::CloneFlags::CLONE_NEWCGROUP) {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP).map_err(|e| Error::sys("create the cgroup namespace", e))?;
+    }
     for (kind, path) in &config.plan.join {
         if *kind == oci_spec::runtime::LinuxNamespaceType::Pid {
             continue; // joined by the runtime before the clone

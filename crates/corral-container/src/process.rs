@@ -80,14 +80,21 @@ pub fn find_program(name: &str, path_var: &str) -> Result<PathBuf> {
 }
 
 /// Takes on the process's identity, loads seccomp and execs; returns only on failure.
+///
+/// Without no_new_privs the kernel only lets a process holding CAP_SYS_ADMIN load a filter, so
+/// the filter goes on before capabilities are dropped (and must allow the calls that drop them,
+/// as runc requires too); with no_new_privs it goes on last, as late as possible.
 pub fn exec(process: &Process, prepared: &Prepared) -> Error {
-    if let Err(err) = crate::security::become_process_identity(process) {
+    let load_seccomp = || prepared.seccomp.as_ref().map_or(Ok(()), crate::seccomp::load);
+    let steps = if process.no_new_privileges() == Some(true) {
+        crate::security::become_process_identity(process)
+            .and_then(|_| crate::security::set_no_new_privs())
+            .and_then(|_| load_seccomp())
+    } else {
+        load_seccomp().and_then(|_| crate::security::become_process_identity(process))
+    };
+    if let Err(err) = steps {
         return err;
-    }
-    if let Some(filter) = &prepared.seccomp {
-        if let Err(err) = crate::seccomp::load(filter) {
-            return err;
-        }
     }
     match nix::unistd::execve(&prepared.program, &prepared.argv, &prepared.envp) {
         Err(nix::Error::EACCES) => Error::Setup(format!(

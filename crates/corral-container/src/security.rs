@@ -71,7 +71,7 @@ pub fn host_caps(spec: Option<&Capabilities>) -> HashSet<HostCap> {
         .collect()
 }
 
-/// Becomes the spec's user with the spec's capabilities; sets umask and no_new_privs.
+/// Becomes the spec's user with the spec's capabilities and umask.
 pub fn become_process_identity(process: &Process) -> Result<()> {
     let capabilities = process.capabilities().as_ref();
     let bounding = host_caps(capabilities.and_then(|c| c.bounding().as_ref()));
@@ -120,14 +120,18 @@ pub fn become_process_identity(process: &Process) -> Result<()> {
     }
 
     nix::sys::stat::umask(Mode::from_bits_truncate(user.umask().unwrap_or(DEFAULT_UMASK)));
-    if process.no_new_privileges() == Some(true) {
-        // SAFETY: PR_SET_NO_NEW_PRIVS takes integer arguments only.
-        let rc = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
-        if rc != 0 {
-            return Err(Error::sys("set no_new_privs", nix::Error::last()));
-        }
-    }
     Ok(())
+}
+
+/// Sets no_new_privs: from here on exec cannot gain privileges (setuid bits, file caps).
+pub fn set_no_new_privs() -> Result<()> {
+    // SAFETY: PR_SET_NO_NEW_PRIVS takes integer arguments only.
+    let rc = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(Error::sys("set no_new_privs", nix::Error::last()))
+    }
 }
 
 fn prctl_keep_caps(keep: bool) -> Result<()> {

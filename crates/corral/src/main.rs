@@ -4,6 +4,7 @@
 //! renders the result. Library errors are typed; here they become one readable message on stderr
 //! (with its causes) and a non-zero exit status, never a panic.
 
+mod oci;
 mod output;
 
 use std::process::ExitCode;
@@ -18,12 +19,20 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
-enum Command {}
+enum Command {
+    /// The OCI runtime (runc's interface; also reachable as a `corral-oci` symlink).
+    Oci(oci::OciArgs),
+}
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
     init_logging();
-    let result: anyhow::Result<ExitCode> = match cli.command {};
+    if let Some(code) = oci::run_if_invoked_as_runtime() {
+        return code;
+    }
+    let cli = Cli::parse();
+    let result: anyhow::Result<ExitCode> = match cli.command {
+        Command::Oci(args) => Ok(oci::run(args)),
+    };
     match result {
         Ok(code) => code,
         Err(err) => output::report_error(&err),

@@ -10,7 +10,7 @@ mod v2;
 
 use std::path::{Path, PathBuf};
 
-use oci_spec::runtime::LinuxResources;
+use oci_spec::runtime::{LinuxDevice, LinuxDeviceCgroup, LinuxDeviceType, LinuxResources};
 use serde::{Deserialize, Serialize};
 
 pub use v1::V1Cgroup;
@@ -190,6 +190,34 @@ pub fn container_cgroup_path(cgroups_path: Option<&Path>, id: &str) -> Result<Pa
         ));
     }
     Ok(clean)
+}
+
+/// The spec's device rules followed by the devices every container needs (those runc allows
+/// too: the default nodes, ptys, tun) and the spec's own device nodes, so a spec that only says
+/// "deny all" (as podman's does) still yields a usable /dev.
+pub fn with_default_device_rules(resources: &LinuxResources, devices: &[LinuxDevice]) -> LinuxResources {
+    let rule = |typ: LinuxDeviceType, major: Option<i64>, minor: Option<i64>, access: &str| {
+        let mut rule = LinuxDeviceCgroup::default();
+        rule.set_allow(true);
+        rule.set_typ(Some(typ));
+        rule.set_major(major);
+        rule.set_minor(minor);
+        rule.set_access(Some(access.to_owned()));
+        rule
+    };
+    let mut rules = resources.devices().clone().unwrap_or_default();
+    rules.push(rule(LinuxDeviceType::C, None, None, "m"));
+    rules.push(rule(LinuxDeviceType::B, None, None, "m"));
+    for (major, minor) in [(1, 3), (1, 5), (1, 7), (1, 8), (1, 9), (5, 0), (5, 1), (5, 2), (10, 200)] {
+        rules.push(rule(LinuxDeviceType::C, Some(major), Some(minor), "rwm"));
+    }
+    rules.push(rule(LinuxDeviceType::C, Some(136), None, "rwm"));
+    for device in devices {
+        rules.push(LinuxDeviceCgroup::from(device));
+    }
+    let mut resources = resources.clone();
+    resources.set_devices(Some(rules));
+    resources
 }
 
 /// Resource usage of a cgroup, for `corral` metrics and `oci events --stats`-style reports.
