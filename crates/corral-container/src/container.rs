@@ -149,6 +149,12 @@ impl Container {
             .map_err(|e| Error::sys(format!("create {}", fifo.display()), e))?;
         let state_dir = nix::fcntl::open(&dir, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
             .map_err(|e| Error::sys(format!("open {}", dir.display()), e))?;
+        let exec_fifo = nix::fcntl::open(&fifo, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty())
+            .map_err(|e| Error::sys(format!("open {}", fifo.display()), e))?;
+        if let Some((uid, gid)) = container_root_on_host(&linux) {
+            nix::unistd::chown(&fifo, Some(uid.into()), Some(gid.into()))
+                .map_err(|e| Error::sys(format!("hand {} to the container's root", fifo.display()), e))?;
+        }
         let (runtime_end, init_end) = Channel::pair()?;
         let rootfs = RootfsContext {
             bundle: bundle.path.clone(),
@@ -164,6 +170,7 @@ impl Container {
             plan: &plan,
             channel: init_end,
             state_dir,
+            exec_fifo,
             console: options.console,
             rootfs,
             preserve_fds: options.preserve_fds,
@@ -233,7 +240,7 @@ impl Container {
                 self.record.started = true;
                 self.record.save(&self.root)?;
                 if let Some(error) = error.filter(|e| !e.is_empty()) {
-                    return Err(Error::Setup(error));
+                    return Err(Error::Init(error));
                 }
             }
         }
@@ -299,15 +306,14 @@ impl Container {
         Ok(code)
     }
 
-    /// Deletes a stopped (or never started) container: its cgroup, then poststop hooks, then its
-    /// state. `force` kills a running or paused one first.
+    /// Deletes a stopped container: its cgroup, then poststop hooks, then its state. `force`
+    /// kills a created, running or paused one first (the spec forbids deleting those otherwise).
     pub fn delete(self, force: bool) -> Result<()> {
         let status = self.status();
         match status {
             Status::Stopped => {}
-            Status::Created | Status::Creating => self.kill_all_and_wait()?,
-            Status::Running | Status::Paused if force => self.kill_all_and_wait()?,
-            Status::Running | Status::Paused => {
+            _ if force => self.kill_all_and_wait()?,
+            Status::Created | Status::Creating | Status::Running | Status::Paused => {
                 return Err(Error::WrongState {
                     id: self.id().to_owned(),
                     status: status.to_string(),
@@ -389,16 +395,23 @@ impl Container {
         };
         drop(child_end);
         let result = (|| {
-            let pid = match runtime_end.recv()? {
-                Some(Message::Pid(pid)) => pid,
-                Some(Message::Failed(reason)) => return Err(Error::Setup(reason)),
-                other => return Err(Error::Setup(format!("exec helper sent {other:?}"))),
-            };
+            // The helper reports the pid, the process reports ready; they may arrive in either order.
+            let (mut pid, mut ready) = (None, false);
+            while pid.is_none() || !ready {
+                match runtime_end.recv()? {
+                    Some(Message::Pid(p)) => pid = Some(p),
+                    Some(Message::Ready) => ready = true,
+                    Some(Message::Failed(reason)) => return Err(Error::Init(reason)),
+                    None => return Err(Error::Setup("the exec process exited during setup".into())),
+                    other => return Err(Error::Setup(format!("exec process sent {other:?}"))),
+                }
+            }
+            let pid = pid.unwrap_or_default();
             self.cgroup().add_process(pid)?;
             runtime_end.send(&Message::Go)?;
             match runtime_end.recv()? {
                 None => Ok(pid),
-                Some(Message::Failed(reason)) => Err(Error::Setup(reason)),
+                Some(Message::Failed(reason)) => Err(Error::Init(reason)),
                 Some(other) => Err(Error::Setup(format!("exec process sent {other:?}"))),
             }
         })();
@@ -462,6 +475,16 @@ impl Drop for Cleanup {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
+}
+
+/// The host uid and gid that uid 0 and gid 0 of the container map to, when it has id maps.
+fn container_root_on_host(linux: &oci_spec::runtime::Linux) -> Option<(u32, u32)> {
+    let host_of = |maps: &Option<Vec<oci_spec::runtime::LinuxIdMapping>>| {
+        maps.iter().flatten().find_map(|m| {
+            (m.container_id() == 0 && m.size() > 0).then_some(m.host_id())
+        })
+    };
+    Some((host_of(linux.uid_mappings())?, host_of(linux.gid_mappings())?))
 }
 
 fn count_threads() -> usize {
@@ -552,7 +575,7 @@ fn run_init_handshake(
                 }
                 channel.send(&Message::Go)?;
             }
-            Some(Message::Failed(reason)) => return Err(Error::Setup(reason)),
+            Some(Message::Failed(reason)) => return Err(Error::Init(reason)),
             Some(other) => return Err(Error::Setup(format!("container init sent {other:?}"))),
             None => return Err(Error::Setup("the container's init exited during setup".into())),
         }
@@ -728,6 +751,7 @@ fn exec_in_container(
         }
         let prepared = crate::process::prepare(&options.process, seccomp)?;
         crate::process::close_fds_on_exec(3 + options.preserve_fds);
+        channel.send(&Message::Ready)?;
         match channel.recv()? {
             Some(Message::Go) => {}
             other => return Err(Error::Setup(format!("runtime sent {other:?} instead of go"))),

@@ -59,9 +59,13 @@ pub enum Error {
     #[error("cgroup error: {0}")]
     Cgroup(String),
 
-    /// The container's init process reported a failure while setting up the container.
-    #[error("container setup failed: {0}")]
+    /// Setting up a container or process failed; the message says where.
+    #[error("{0}")]
     Setup(String),
+
+    /// The container's init (or an exec'd process) reported a failure before running the program.
+    #[error("container init failed: {0}")]
+    Init(String),
 
     /// An OCI hook failed; the spec says the container is then stopped and deleted.
     #[error("{kind} hook {path} failed: {reason}")]

@@ -27,8 +27,10 @@ pub struct InitConfig<'a> {
     pub bundle: &'a Bundle,
     pub plan: &'a NamespacePlan,
     pub channel: Channel,
-    /// The state directory (O_PATH), to open the exec fifo after the root has changed.
+    /// The state directory and the exec fifo in it (O_PATH), to open the fifo after the root
+    /// has changed.
     pub state_dir: OwnedFd,
+    pub exec_fifo: OwnedFd,
     /// Where to send the terminal's master, when the process wants a terminal.
     pub console: Option<UnixStream>,
     pub rootfs: RootfsContext,
@@ -128,7 +130,7 @@ fn setup(config: &InitConfig<'_>) -> Result<crate::process::Prepared> {
         config.channel.send(&Message::RunHooks)?;
         match config.channel.recv()? {
             Some(Message::Go) => {}
-            Some(Message::Failed(reason)) => return Err(Error::Setup(reason)),
+            Some(Message::Failed(reason)) => return Err(Error::Init(reason)),
             other => return Err(Error::Setup(format!("runtime sent {other:?} after hooks"))),
         }
     }
@@ -199,7 +201,13 @@ fn creating_state(config: &InitConfig<'_>) -> crate::state::OciState {
 /// Blocks until `start` opens the exec fifo, tells it we are going, runs startContainer hooks
 /// and execs. Failures from here on are written into the fifo for `start` to report.
 fn wait_and_exec(config: &InitConfig<'_>, prepared: &crate::process::Prepared) -> Error {
-    let fifo = match openat(&config.state_dir, EXEC_FIFO, OFlag::O_WRONLY | OFlag::O_CLOEXEC, Mode::empty()) {
+    // Reopening our own O_PATH fd checks only the fifo's permissions (it belongs to the
+    // container's root), not the root-only state directory's; without a /proc, go by the path.
+    let flags = OFlag::O_WRONLY | OFlag::O_CLOEXEC;
+    let by_fd = format!("/proc/self/fd/{}", config.exec_fifo.as_raw_fd());
+    let opened = nix::fcntl::open(by_fd.as_str(), flags, Mode::empty())
+        .or_else(|_| openat(&config.state_dir, EXEC_FIFO, flags, Mode::empty()));
+    let fifo = match opened {
         Ok(fd) => std::fs::File::from(fd),
         Err(e) => return Error::sys("open the exec fifo", e),
     };
