@@ -15,7 +15,11 @@ pub fn skip(reason: &str) {
     let line = format!("SKIPPED {test}: {reason}");
     eprintln!("{line}");
     if let Some(log) = std::env::var_os("CORRAL_TEST_SKIP_LOG") {
-        if let Ok(mut file) = std::fs::OpenOptions::new().create(true).append(true).open(log) {
+        if let Ok(mut file) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+        {
             // A lost skip line only weakens the summary, so a failed write is not a test failure.
             let _ = writeln!(file, "{line}");
         }

@@ -12,7 +12,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "corral", version, about = "Virtual machines and containers, one management model")]
+#[command(
+    name = "corral",
+    version,
+    about = "Virtual machines and containers, one management model"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
