@@ -7,6 +7,7 @@ packages=(
   build-essential   # gcc/as/ld for the freestanding test guests
   pkg-config
   iproute2          # ip netns / link for network tests
+  qemu-utils        # qemu-img/qemu-io: corral-disk's tests check qcow2 interoperability
 )
 
 if ! command -v cargo >/dev/null; then
@@ -26,5 +27,7 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt
+if command -v rustup >/dev/null && ! rustup component list --installed 2>/dev/null | grep -q '^clippy'; then
+  rustup component add clippy rustfmt
+fi
 command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest

@@ -4,6 +4,8 @@
 //! renders the result. Library errors are typed; here they become one readable message on stderr
 //! (with its causes) and a non-zero exit status, never a panic.
 
+mod guest;
+mod host;
 mod oci;
 mod output;
 
@@ -24,6 +26,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Validate and describe this host.
+    Host(host::HostArgs),
+    /// Tools that run inside a guest machine or container.
+    Guest(guest::GuestArgs),
     /// The OCI runtime (runc's interface; also reachable as a `corral-oci` symlink).
     Oci(oci::OciArgs),
 }
@@ -35,6 +41,8 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     let result: anyhow::Result<ExitCode> = match cli.command {
+        Command::Host(args) => host::run(args),
+        Command::Guest(args) => guest::run(args),
         Command::Oci(args) => Ok(oci::run(args)),
     };
     match result {

@@ -1,0 +1,22 @@
+//! Host-side and guest-side facts for corral.
+//!
+//! - [`check`]: `corral host check`, the equivalent of `virt-host-validate` for VMs and containers,
+//!   and [`facts`]: what `corral host info` shows. Facts are gathered once from the live system
+//!   (or from fixture files), and verdicts are pure functions of them.
+//! - [`detect`]: `corral guest detect`, what `systemd-detect-virt` does, from inside a machine.
+//! - [`machine_id`]: show, ensure and regenerate `/etc/machine-id`, also on an offline root.
+
+pub mod atomic;
+pub mod cgroups;
+pub mod check;
+pub mod cpu;
+pub mod detect;
+pub mod facts;
+pub mod fsroot;
+pub mod kvm;
+pub mod machine_id;
+pub mod modules;
+pub mod namespaces;
+
+#[cfg(test)]
+mod fixtures;

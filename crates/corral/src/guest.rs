@@ -1,0 +1,114 @@
+//! `corral guest`: tools that run inside a machine (systemd-detect-virt, dbus-uuidgen).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+use corral_host::detect::{self, NativeCpuid};
+use corral_host::fsroot::FsRoot;
+use corral_host::machine_id::{self, Change};
+
+use crate::output::{self, Format};
+
+#[derive(Args)]
+pub struct GuestArgs {
+    #[command(subcommand)]
+    command: GuestCommand,
+}
+
+#[derive(Subcommand)]
+enum GuestCommand {
+    /// Tell which hypervisor and container technology this machine runs in.
+    ///
+    /// Prints one id as systemd-detect-virt does (the container if any, else the hypervisor,
+    /// else `none`) and exits 0 when virtualization was found, 1 when not.
+    Detect {
+        /// Only detect a hypervisor.
+        #[arg(long, conflicts_with = "container")]
+        vm: bool,
+        /// Only detect a container.
+        #[arg(long)]
+        container: bool,
+        /// Print nothing; only the exit status answers.
+        #[arg(long, short)]
+        quiet: bool,
+        /// `json` also shows the evidence behind the answer.
+        #[arg(long, short, value_enum, default_value_t)]
+        output: Format,
+    },
+    /// Show the machine-id; --ensure creates one, --regenerate replaces it.
+    #[command(name = "machine-id")]
+    MachineId {
+        /// Create an id if /etc/machine-id or /var/lib/dbus/machine-id is missing or invalid.
+        #[arg(long, conflicts_with = "regenerate")]
+        ensure: bool,
+        /// Write a new random id (what a clone needs).
+        #[arg(long)]
+        regenerate: bool,
+        /// Work on the root filesystem at DIR instead of this machine's.
+        #[arg(long, value_name = "DIR", default_value = "/")]
+        root: PathBuf,
+    },
+}
+
+pub fn run(args: GuestArgs) -> anyhow::Result<ExitCode> {
+    match args.command {
+        GuestCommand::Detect {
+            vm,
+            container,
+            quiet,
+            output,
+        } => detect(vm, container, quiet, output),
+        GuestCommand::MachineId {
+            ensure,
+            regenerate,
+            root,
+        } => machine_id(ensure, regenerate, &root),
+    }
+}
+
+fn detect(vm: bool, container: bool, quiet: bool, format: Format) -> anyhow::Result<ExitCode> {
+    let detection = detect::detect(&FsRoot::new("/"), &NativeCpuid);
+    let answer = if vm {
+        detection.vm.as_deref()
+    } else if container {
+        detection.container.as_deref()
+    } else {
+        detection.primary()
+    };
+    if !quiet {
+        match format {
+            Format::Text => println!("{}", answer.unwrap_or("none")),
+            Format::Json => output::print_json(&detection)?,
+        }
+    }
+    Ok(if answer.is_some() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn machine_id(ensure: bool, regenerate: bool, root: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let root = FsRoot::new(root);
+    if !ensure && !regenerate {
+        println!("{}", machine_id::show(&root)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let outcome = if regenerate {
+        machine_id::regenerate(&root)?
+    } else {
+        machine_id::ensure(&root)?
+    };
+    for change in &outcome.changes {
+        match change {
+            Change::Created { path } => eprintln!("created {path}"),
+            Change::Replaced { path, previous } => {
+                eprintln!("replaced {previous:?} in {path}")
+            }
+            Change::Linked { path, target } => eprintln!("linked {path} -> {target}"),
+        }
+    }
+    println!("{}", outcome.id);
+    Ok(ExitCode::SUCCESS)
+}
