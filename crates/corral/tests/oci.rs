@@ -664,3 +664,21 @@ fn runtime_name_symlink_speaks_runc_directly() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn corral_guest_detect_inside_recognises_the_container() {
+    require_container_host!();
+    let mut bundle = TestBundle::new("detect", "/corral guest detect --container");
+    // The dynamically linked corral needs the host's libraries: bind them in read-only.
+    for dir in ["lib", "lib64", "usr/lib", "usr/lib64"] {
+        let host = std::path::Path::new("/").join(dir);
+        if host.exists() {
+            std::fs::create_dir_all(bundle.rootfs().join(dir)).unwrap();
+            bundle.config["mounts"].as_array_mut().unwrap().push(json!({"destination": format!("/{dir}"), "type": "bind", "source": host, "options": ["rbind", "ro"]}));
+        }
+    }
+    bundle.config["mounts"].as_array_mut().unwrap().push(json!({"destination": "/corral", "type": "bind", "source": common::corral_bin(), "options": ["bind", "ro"]}));
+    let (code, out, err) = bundle.run();
+    assert_eq!(code, 0, "{out} {err}");
+    assert_eq!(out.trim(), "corral", "guest detect names the runtime from PID 1's container=corral");
+}
