@@ -296,7 +296,9 @@ impl Container {
             .as_ref()
             .and_then(|h| h.poststart().clone())
         {
-            crate::hooks::run_hooks_logging_failures("poststart", &hooks, &self.state());
+            // The state as of the start, even if a short-lived process has already exited.
+            let state = self.record.oci_state(Status::Running);
+            crate::hooks::run_hooks_logging_failures("poststart", &hooks, &state);
         }
         Ok(())
     }
@@ -659,8 +661,8 @@ fn run_init_handshake(
         match channel.recv()? {
             Some(Message::Ready) => break,
             Some(Message::RunHooks) => {
-                let mut state = record.oci_state(Status::Creating);
-                state.status = Status::Creating;
+                // runtime-tools expects "created" here, as runc reports it.
+                let state = record.oci_state(Status::Created);
                 let hooks = spec.hooks().clone().unwrap_or_default();
                 let result = crate::hooks::run_hooks(
                     "prestart",

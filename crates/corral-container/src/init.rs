@@ -108,9 +108,15 @@ fn setup(config: &InitConfig<'_>) -> Result<crate::process::Prepared> {
     }
     nix::unistd::setsid().map_err(|e| Error::sys("start a session", e))?;
 
-    if !config.plan.creates(nix::sched::CloneFlags::CLONE_NEWNS) {
+    let joins_mount_namespace = config
+        .plan
+        .join
+        .iter()
+        .any(|(kind, _)| *kind == oci_spec::runtime::LinuxNamespaceType::Mount);
+    if !config.plan.creates(nix::sched::CloneFlags::CLONE_NEWNS) && !joins_mount_namespace {
         return Err(Error::InvalidSpec(
-            "the container needs its own mount namespace: add {\"type\": \"mount\"} to linux.namespaces".into(),
+            "the container needs a mount namespace: add {\"type\": \"mount\"} to linux.namespaces"
+                .into(),
         ));
     }
     let rootfs_path = &config.bundle.rootfs;
@@ -148,7 +154,7 @@ fn setup(config: &InitConfig<'_>) -> Result<crate::process::Prepared> {
         }
     }
     if let Some(create_container) = hooks.create_container() {
-        let state = creating_state(config);
+        let state = hook_state(config);
         crate::hooks::run_hooks("createContainer", create_container, &state)?;
     }
     rootfs::pivot(&sys, rootfs_path)?;
@@ -207,11 +213,11 @@ pub fn join_namespace(path: &Path, kind: nix::sched::CloneFlags) -> Result<()> {
         .map_err(|e| Error::sys(format!("join namespace {}", path.display()), e))
 }
 
-fn creating_state(config: &InitConfig<'_>) -> crate::state::OciState {
+fn hook_state(config: &InitConfig<'_>) -> crate::state::OciState {
     crate::state::OciState {
         oci_version: crate::state::OCI_VERSION.to_owned(),
         id: config.id.to_owned(),
-        status: crate::state::Status::Creating,
+        status: crate::state::Status::Created,
         pid: std::process::id() as i32,
         bundle: config.bundle.path.clone(),
         rootfs: config.bundle.rootfs.clone(),
@@ -245,8 +251,7 @@ fn wait_and_exec(config: &InitConfig<'_>, prepared: &crate::process::Prepared) -
             .as_ref()
             .and_then(|h| h.start_container().as_ref())
         {
-            let mut state = creating_state(config);
-            state.status = crate::state::Status::Created;
+            let state = hook_state(config);
             crate::hooks::run_hooks("startContainer", start_container, &state)?;
         }
         let process = spec

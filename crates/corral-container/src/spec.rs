@@ -54,6 +54,8 @@ impl Bundle {
         } else {
             path.join(root.path())
         };
+        // A canonical path: mount(2) rejects some spellings ("bundle/.") as bind targets.
+        let rootfs = std::fs::canonicalize(&rootfs).unwrap_or(rootfs);
         if !rootfs.is_dir() {
             return Err(Error::InvalidSpec(format!(
                 "rootfs {} is not a directory; unpack the image there or fix root.path",
@@ -107,7 +109,9 @@ pub fn validate(spec: &Spec) -> Result<()> {
         }
     }
     if spec.hostname().as_ref().is_some_and(|h| !h.is_empty())
-        && !has_new_namespace(spec, LinuxNamespaceType::Uts)
+        && !namespaces(spec)
+            .iter()
+            .any(|n| n.typ() == LinuxNamespaceType::Uts)
     {
         return Err(Error::InvalidSpec(
             "hostname is set but the container shares the host's uts namespace; add a uts namespace".into(),

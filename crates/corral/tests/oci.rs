@@ -523,7 +523,7 @@ fn hooks_run_in_order_with_the_state_on_stdin() {
         text.lines()
             .next()
             .unwrap()
-            .contains("\"status\":\"creating\""),
+            .contains("\"status\":\"created\""),
         "{text}"
     );
 
@@ -680,5 +680,9 @@ fn corral_guest_detect_inside_recognises_the_container() {
     bundle.config["mounts"].as_array_mut().unwrap().push(json!({"destination": "/corral", "type": "bind", "source": common::corral_bin(), "options": ["bind", "ro"]}));
     let (code, out, err) = bundle.run();
     assert_eq!(code, 0, "{out} {err}");
-    assert_eq!(out.trim(), "corral", "guest detect names the runtime from PID 1's container=corral");
+    assert_eq!(
+        out.trim(),
+        "corral",
+        "guest detect names the runtime from PID 1's container=corral"
+    );
 }
