@@ -134,12 +134,11 @@ impl TestBundle {
         output_via_files(&mut command)
     }
 
+    /// Writes config.json atomically: a running `corral oci run` may be reading it.
     pub fn save(&self) {
-        std::fs::write(
-            self.dir.path().join("config.json"),
-            serde_json::to_vec_pretty(&self.config).unwrap(),
-        )
-        .unwrap();
+        let tmp = self.dir.path().join("config.json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(&self.config).unwrap()).unwrap();
+        std::fs::rename(tmp, self.dir.path().join("config.json")).unwrap();
     }
 
     /// `run` in the foreground; returns (exit code, stdout, stderr).
