@@ -8,6 +8,12 @@ packages=(
   pkg-config
   iproute2          # ip netns / link for network tests
   qemu-utils        # qemu-img/qemu-io: corral-disk's tests check qcow2 interoperability
+  libseccomp-dev    # corral-container compiles seccomp profiles with libseccomp
+  busybox-static    # the container tests build their rootfs from /bin/busybox
+  podman            # tests drive corral as podman's OCI runtime
+  conmon            # podman's container monitor (the runtime's caller)
+  runc              # bench/container-lifecycle compares against runc
+  crun              # ... and crun, where it runs (not on hybrid cgroup hosts)
 )
 
 if ! command -v cargo >/dev/null; then

@@ -232,8 +232,18 @@ pub fn with_default_device_rules(
         rules.push(rule(LinuxDeviceType::C, Some(major), Some(minor), "rwm"));
     }
     rules.push(rule(LinuxDeviceType::C, Some(136), None, "rwm"));
-    for device in devices {
-        rules.push(LinuxDeviceCgroup::from(device));
+    // Only character and block devices pass through the device controller; fifos need no rule.
+    for device in devices.iter().filter(|d| {
+        matches!(
+            d.typ(),
+            LinuxDeviceType::C | LinuxDeviceType::U | LinuxDeviceType::B
+        )
+    }) {
+        let mut rule = LinuxDeviceCgroup::from(device);
+        if device.typ() == LinuxDeviceType::U {
+            rule.set_typ(Some(LinuxDeviceType::C));
+        }
+        rules.push(rule);
     }
     let mut resources = resources.clone();
     resources.set_devices(Some(rules));
