@@ -146,6 +146,13 @@ enum OciCommand {
     },
     /// Print what this runtime supports (the runtime spec's features document).
     Features,
+    /// Print a container's resource usage once as JSON (runc's `events --stats`).
+    Events {
+        /// Required: corral reports statistics, not an event stream.
+        #[arg(long)]
+        stats: bool,
+        id: String,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -330,6 +337,17 @@ fn dispatch(args: OciArgs) -> anyhow::Result<ExitCode> {
         }
         OciCommand::Spec { bundle } => {
             write_starter_spec(&bundle)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        OciCommand::Events { stats, id } => {
+            if !stats {
+                bail!("corral reports statistics only: use `events --stats {id}`");
+            }
+            let container = Container::load(&root, &id)?;
+            let stats = container.stats()?;
+            crate::output::print_json(
+                &serde_json::json!({"type": "stats", "id": id, "data": stats}),
+            )?;
             Ok(ExitCode::SUCCESS)
         }
         OciCommand::Features => {

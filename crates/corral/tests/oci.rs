@@ -307,6 +307,18 @@ fn lifecycle_states_ps_list_and_kill_all() {
     };
     assert!(pids.contains(&pid) && pids.len() >= 2, "{pids:?}");
 
+    let events = bundle.oci(&["events", "--stats", &bundle.id]);
+    let stats: serde_json::Value = serde_json::from_slice(&events.stdout).unwrap();
+    assert!(
+        stats["data"]["memory_usage_bytes"].as_u64().unwrap() > 0,
+        "{stats}"
+    );
+    assert!(
+        stats["data"]["pids_current"].as_u64().unwrap() >= 2,
+        "{stats}"
+    );
+    assert!(stats["data"]["cpu_usage_ns"].as_u64().is_some(), "{stats}");
+
     let list = bundle.oci(&["list", "--format", "json"]);
     let listed: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
     assert_eq!(listed[0]["id"], bundle.id.as_str());
