@@ -112,11 +112,7 @@ impl Container {
         }
         let bundle = Bundle::load(&options.bundle)?;
         let spec = &bundle.spec;
-        let process = spec
-            .process()
-            .as_ref()
-            .ok_or_else(|| Error::InvalidSpec("process is missing".into()))?;
-        let wants_terminal = process.terminal() == Some(true);
+        let wants_terminal = spec.process().as_ref().and_then(|p| p.terminal()) == Some(true);
         if wants_terminal && options.console.is_none() {
             return Err(Error::InvalidSpec(
                 "process.terminal is true but no console socket was given: pass --console-socket"
