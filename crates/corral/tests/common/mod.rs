@@ -201,9 +201,14 @@ impl TestBundle {
         let _ = self.oci(&["delete", "--force", &self.id]);
     }
 
-    /// True when the container left no state directory and no cgroup directory anywhere.
+    /// True when the container left no state directory, no cgroup directory anywhere and no
+    /// mount in the host's mount table under its bundle.
     pub fn left_nothing_behind(&self) -> bool {
         if self.state_root.join(&self.id).exists() {
+            return false;
+        }
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        if mounts.contains(&*self.path().to_string_lossy()) {
             return false;
         }
         let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") else {
