@@ -221,3 +221,12 @@ impl TestBundle {
             && !Path::new("/sys/fs/cgroup/corral").join(&self.id).exists()
     }
 }
+
+impl Drop for TestBundle {
+    /// A failed assertion must not leave a container (and its cgroup) running on the host.
+    fn drop(&mut self) {
+        if self.state_root.join(&self.id).exists() {
+            self.force_delete();
+        }
+    }
+}
