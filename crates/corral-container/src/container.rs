@@ -426,7 +426,7 @@ impl Container {
                     self.id()
                 )));
             }
-            std::thread::sleep(Duration::from_millis(5));
+            std::thread::sleep(Duration::from_millis(1));
         }
     }
 
