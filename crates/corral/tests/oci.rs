@@ -698,3 +698,26 @@ fn corral_guest_detect_inside_recognises_the_container() {
         "guest detect names the runtime from PID 1's container=corral"
     );
 }
+
+#[test]
+fn run_with_a_terminal_relays_the_callers_terminal() {
+    require_container_host!();
+    corral_testkit::require_program!("script");
+    let mut bundle = TestBundle::new("runtty", "tty; read line; echo got-$line; exit 6");
+    bundle.config["process"]["terminal"] = json!(true);
+    bundle.save();
+    // script(1) gives `corral oci run` a terminal of its own; corral relays it to the container's.
+    let run = format!(
+        "{} oci --root {} run --bundle {} {}",
+        common::corral_bin(),
+        bundle.state_root.display(),
+        bundle.path().display(),
+        bundle.id
+    );
+    let shell = format!("(sleep 1; printf 'hello\\r') | script -qfec '{run}' /dev/null");
+    let out = common::output_via_files(Command::new("sh").args(["-c", &shell]));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("/dev/pts/0"), "the process has the container's pty: {text}");
+    assert!(text.contains("got-hello"), "input reaches the process: {text}");
+    assert_eq!(out.status.code(), Some(6), "{text}");
+}
