@@ -8,6 +8,7 @@ mod guest;
 mod host;
 mod oci;
 mod output;
+mod vmm;
 
 use std::process::ExitCode;
 
@@ -32,6 +33,11 @@ enum Command {
     Guest(guest::GuestArgs),
     /// The OCI runtime (runc's interface; also reachable as a `corral-oci` symlink).
     Oci(oci::OciArgs),
+    /// Run a VM in this process, or control a running one (the low-level VMM).
+    Vmm {
+        #[command(subcommand)]
+        command: vmm::VmmCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -44,6 +50,7 @@ fn main() -> ExitCode {
         Command::Host(args) => host::run(args),
         Command::Guest(args) => guest::run(args),
         Command::Oci(args) => Ok(oci::run(args)),
+        Command::Vmm { command } => vmm::run(command),
     };
     match result {
         Ok(code) => code,
