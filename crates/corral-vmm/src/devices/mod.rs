@@ -207,7 +207,7 @@ impl DeviceManager {
             line.register(vm)?;
         }
         for (slot, transport) in &self.virtio {
-            lock(transport).attach(vm, slot.base, memory)?;
+            lock(transport).attach(vm, slot.base, memory);
         }
         Ok(())
     }

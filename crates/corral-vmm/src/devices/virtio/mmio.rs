@@ -45,7 +45,10 @@ pub enum TransportError {
         queue: usize,
         source: std::io::Error,
     },
-    #[error("cannot register the queue notification of {device} with KVM (ioeventfd): {source}")]
+    #[error(
+        "cannot register the queue notification of {device} with KVM (ioeventfd): {source}; \
+         notifications take the slower path through the vCPU thread"
+    )]
     IoEvent {
         device: String,
         source: kvm_ioctls::Error,
@@ -133,23 +136,24 @@ impl MmioTransport {
     }
 
     /// Connects the transport to a (new) VM: queue notifications at `base` + QueueNotify become
-    /// ioeventfds, and queues are read from `memory`.
-    pub fn attach(
-        &mut self,
-        vm: &VmFd,
-        base: u64,
-        memory: &GuestMemoryMmap,
-    ) -> Result<(), TransportError> {
+    /// ioeventfds where KVM allows, and queues are read from `memory`.
+    pub fn attach(&mut self, vm: &VmFd, base: u64, memory: &GuestMemoryMmap) {
         let notify = IoEventAddress::Mmio(base + u64::from(VIRTIO_MMIO_QUEUE_NOTIFY));
         for (index, event) in self.queue_events.iter().enumerate() {
-            vm.register_ioevent(event.as_ref(), &notify, index as u32)
-                .map_err(|source| TransportError::IoEvent {
-                    device: self.device.name().to_owned(),
-                    source,
-                })?;
+            if let Err(source) = vm.register_ioevent(event.as_ref(), &notify, index as u32) {
+                // Without ioeventfds every notification exits to the vCPU thread, which
+                // forwards it to the same eventfd: slower, not broken.
+                tracing::warn!(
+                    "{}",
+                    TransportError::IoEvent {
+                        device: self.device.name().to_owned(),
+                        source,
+                    }
+                );
+                break;
+            }
         }
         self.set_memory(memory);
-        Ok(())
     }
 
     /// The guest memory queues live in (set by [`MmioTransport::attach`]; fuzz targets set it
