@@ -469,7 +469,7 @@ impl VsockHandler {
         }
         let mut path = self.socket.clone().into_os_string();
         path.push(format!("_{}", key.0));
-        let stream = match UnixStream::connect(&path) {
+        let stream = match connect_without_waiting(Path::new(&path)) {
             Ok(stream) => stream,
             Err(err) => {
                 tracing::debug!("vsock: guest connection to {path:?} refused: {err}");
@@ -478,7 +478,7 @@ impl VsockHandler {
             }
         };
         let token = self.new_token();
-        if stream.set_nonblocking(true).is_err() || watch_stream(epoll, &stream, token).is_err() {
+        if watch_stream(epoll, &stream, token).is_err() {
             self.queue_control(key, OP_RST, 0);
             return;
         }
@@ -672,6 +672,49 @@ fn watch_stream(epoll: &Epoll, stream: &UnixStream, token: u64) -> std::io::Resu
         token,
         EventSet::IN | EventSet::OUT | EventSet::READ_HANG_UP | EventSet::EDGE_TRIGGERED,
     )
+}
+
+/// Connects a non-blocking unix stream to `path`. A listener whose backlog is full refuses at
+/// once (`EAGAIN`) instead of stalling the device thread the way a blocking connect would.
+fn connect_without_waiting(path: &Path) -> std::io::Result<UnixStream> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::os::unix::ffi::OsStrExt;
+
+    // SAFETY: sockaddr_un is plain old data; all zeroes is a valid value.
+    let mut address: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    address.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    let bytes = path.as_os_str().as_bytes();
+    if bytes.len() >= address.sun_path.len() {
+        return Err(std::io::Error::from_raw_os_error(libc::ENAMETOOLONG));
+    }
+    for (slot, &byte) in address.sun_path.iter_mut().zip(bytes) {
+        *slot = byte as libc::c_char;
+    }
+    // SAFETY: plain socket(2) call; the result is checked before use.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh descriptor nobody else owns.
+    let socket = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: `address` is a valid sockaddr_un and the length passed is its size.
+    let result = unsafe {
+        libc::connect(
+            socket.as_raw_fd(),
+            std::ptr::addr_of!(address).cast(),
+            std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t,
+        )
+    };
+    if result != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(UnixStream::from(socket))
 }
 
 /// `CONNECT <port>` (the newline already stripped).
