@@ -27,7 +27,9 @@ pub fn write_file(path: &Path, content: &[u8], mode: u32) -> Result<(), AtomicWr
     };
     let dir = path.parent().unwrap_or(Path::new("/"));
     std::fs::create_dir_all(dir).map_err(io("create the directory", dir))?;
-    let name = path.file_name().map_or("file".into(), |n| n.to_string_lossy());
+    let name = path
+        .file_name()
+        .map_or("file".into(), |n| n.to_string_lossy());
     let temp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     let result = (|| {
         let mut file = std::fs::OpenOptions::new()

@@ -1,0 +1,11 @@
+//! corral's instance model, the only layer that knows both VMs and containers.
+//!
+//! - [`definition`]: `instance.toml`, parsed and validated.
+//! - [`store`]: the corral root on disk: instances appear whole or not at all, state is written
+//!   atomically, and every multi-step change holds the instance's [`lock`].
+//! - [`state`]: `state.json` and the lifecycle states (libvirt's names).
+
+pub mod definition;
+pub mod lock;
+pub mod state;
+pub mod store;

@@ -1,0 +1,186 @@
+//! The CPUID a vCPU sees: what KVM supports, with this vCPU's topology and APIC id, the KVM
+//! hypervisor leaves, and (on hosts whose KVM emulates guest kernel code) without the instruction
+//! families that emulator cannot execute.
+
+use kvm_bindings::{kvm_cpuid_entry2, CpuId};
+
+const LEAF_FEATURES: u32 = 0x1;
+const LEAF_CACHE_PARAMETERS: u32 = 0x4;
+const LEAF_EXTENDED_FEATURES: u32 = 0x7;
+const LEAF_TOPOLOGY: u32 = 0xb;
+const LEAF_TOPOLOGY_V2: u32 = 0x1f;
+const LEAF_HYPERVISOR: u32 = 0x4000_0000;
+const LEAF_ADDRESS_SIZES: u32 = 0x8000_0008;
+
+/// "KVMKVMKVM\0\0\0": Linux then uses kvm-clock and the other paravirtual features of leaf
+/// 0x40000001 (which KVM fills in).
+const KVM_SIGNATURE: [u32; 3] = [0x4b4d_564b, 0x564b_4d56, 0x0000_004d];
+
+const ECX_POPCNT: u32 = 1 << 23;
+const ECX_XSAVE: u32 = 1 << 26;
+const ECX_OSXSAVE: u32 = 1 << 27;
+const ECX_AVX: u32 = 1 << 28;
+const ECX_RDRAND: u32 = 1 << 30;
+const ECX_HYPERVISOR: u32 = 1 << 31;
+const EDX_HTT: u32 = 1 << 28;
+const EBX7_FSGSBASE: u32 = 1 << 0;
+const EBX7_AVX2: u32 = 1 << 5;
+const EBX7_ERMS: u32 = 1 << 9;
+const EBX7_RDSEED: u32 = 1 << 18;
+const EBX7_SMAP: u32 = 1 << 20;
+const EDX7_FSRM: u32 = 1 << 4;
+/// AMD's "FXSAVE/FXRSTOR always save the error pointers": lets Linux skip a workaround made of
+/// instructions (fnclex, fild) the emulator rejects.
+const EBX_XSAVEERPTR: u32 = 1 << 2;
+
+/// Whether this host's KVM runs guest ring-0 code in its instruction emulator (no VT-x/AMD-V
+/// underneath, e.g. the `kvm_pvm` module). Such a KVM still reports features its emulator
+/// cannot execute, so they are hidden from the guest.
+pub fn host_kvm_emulates_kernel_code() -> bool {
+    std::path::Path::new("/sys/module/kvm_pvm").exists()
+        || std::fs::read_to_string("/proc/cpuinfo")
+            .map(|info| {
+                !info
+                    .lines()
+                    .filter(|line| line.starts_with("flags"))
+                    .any(|line| line.split_whitespace().any(|f| f == "vmx" || f == "svm"))
+            })
+            .unwrap_or(false)
+}
+
+/// How the vCPUs are laid out and what to hide.
+#[derive(Clone, Copy, Debug)]
+pub struct CpuidPolicy {
+    /// All vCPUs are cores of one socket, one thread per core.
+    pub vcpu_count: u8,
+    pub hide_unemulated: bool,
+}
+
+/// The CPUID for vCPU `index`, derived from KVM's supported CPUID.
+pub fn vcpu_cpuid(supported: &CpuId, index: u8, policy: CpuidPolicy) -> CpuId {
+    let mut cpuid = supported.clone();
+    let count = u32::from(policy.vcpu_count);
+    let apic_id = u32::from(index);
+    // Bits of the x2APIC id that number cores within the package.
+    let core_bits = 32 - (count.max(1) - 1).leading_zeros();
+
+    for entry in cpuid.as_mut_slice() {
+        match entry.function {
+            LEAF_FEATURES => {
+                entry.ebx = (entry.ebx & 0x0000_ffff) | (apic_id << 24) | (count << 16);
+                entry.ecx |= ECX_HYPERVISOR;
+                if count > 1 {
+                    entry.edx |= EDX_HTT;
+                } else {
+                    entry.edx &= !EDX_HTT;
+                }
+                if policy.hide_unemulated {
+                    entry.ecx &= !(ECX_POPCNT | ECX_XSAVE | ECX_OSXSAVE | ECX_AVX | ECX_RDRAND);
+                }
+            }
+            LEAF_CACHE_PARAMETERS => {
+                // EAX[31:26]: cores per package - 1; EAX[25:14]: threads sharing this cache - 1.
+                let shared = if (entry.eax >> 5) & 0x7 >= 3 {
+                    count - 1
+                } else {
+                    0
+                };
+                entry.eax = (entry.eax & 0x3fff) | ((count - 1) << 26) | (shared << 14);
+            }
+            LEAF_EXTENDED_FEATURES if entry.index == 0 && policy.hide_unemulated => {
+                entry.ebx &= !(EBX7_FSGSBASE | EBX7_AVX2 | EBX7_ERMS | EBX7_RDSEED | EBX7_SMAP);
+                entry.edx &= !EDX7_FSRM;
+            }
+            LEAF_TOPOLOGY | LEAF_TOPOLOGY_V2 => topology_entry(entry, apic_id, count, core_bits),
+            LEAF_HYPERVISOR => {
+                entry.eax = entry.eax.max(LEAF_HYPERVISOR + 1);
+                [entry.ebx, entry.ecx, entry.edx] = KVM_SIGNATURE;
+            }
+            LEAF_ADDRESS_SIZES if policy.hide_unemulated => entry.ebx |= EBX_XSAVEERPTR,
+            _ => {}
+        }
+    }
+    cpuid
+}
+
+/// Leaf 0xB/0x1F: level 0 is SMT (one thread per core), level 1 is core (all vCPUs).
+fn topology_entry(entry: &mut kvm_cpuid_entry2, apic_id: u32, count: u32, core_bits: u32) {
+    const LEVEL_SMT: u32 = 1;
+    const LEVEL_CORE: u32 = 2;
+    entry.edx = apic_id;
+    (entry.eax, entry.ebx, entry.ecx) = match entry.index {
+        0 => (0, 1, LEVEL_SMT << 8),
+        1 => (core_bits, count, (LEVEL_CORE << 8) | 1),
+        level => (0, 0, level),
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(function: u32, index: u32) -> kvm_cpuid_entry2 {
+        kvm_cpuid_entry2 {
+            function,
+            index,
+            eax: 0,
+            ebx: 0x0000_0800,
+            ecx: ECX_POPCNT | ECX_RDRAND,
+            edx: EDX_HTT,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn each_vcpu_gets_its_apic_id_and_the_topology() {
+        let supported = CpuId::from_entries(&[
+            entry(LEAF_FEATURES, 0),
+            entry(LEAF_TOPOLOGY, 0),
+            entry(LEAF_TOPOLOGY, 1),
+            entry(LEAF_HYPERVISOR, 0),
+        ])
+        .unwrap();
+        let policy = CpuidPolicy {
+            vcpu_count: 4,
+            hide_unemulated: true,
+        };
+        let cpuid = vcpu_cpuid(&supported, 3, policy);
+        let leaf = |f: u32, i: u32| {
+            *cpuid
+                .as_slice()
+                .iter()
+                .find(|e| e.function == f && e.index == i)
+                .unwrap()
+        };
+        let features = leaf(LEAF_FEATURES, 0);
+        assert_eq!(features.ebx >> 24, 3, "apic id");
+        assert_eq!((features.ebx >> 16) & 0xff, 4, "logical processor count");
+        assert_eq!(features.ebx & 0xffff, 0x0800, "clflush size kept");
+        assert_ne!(features.ecx & ECX_HYPERVISOR, 0);
+        assert_eq!(
+            features.ecx & (ECX_POPCNT | ECX_RDRAND),
+            0,
+            "unemulated hidden"
+        );
+        let core = leaf(LEAF_TOPOLOGY, 1);
+        assert_eq!((core.eax, core.ebx, core.edx), (2, 4, 3));
+        let hv = leaf(LEAF_HYPERVISOR, 0);
+        assert_eq!([hv.ebx, hv.ecx, hv.edx], KVM_SIGNATURE);
+
+        let single = vcpu_cpuid(
+            &supported,
+            0,
+            CpuidPolicy {
+                vcpu_count: 1,
+                hide_unemulated: false,
+            },
+        );
+        let features = single.as_slice()[0];
+        assert_eq!(features.edx & EDX_HTT, 0);
+        assert_ne!(
+            features.ecx & ECX_POPCNT,
+            0,
+            "kept when the host executes it"
+        );
+    }
+}

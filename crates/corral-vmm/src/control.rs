@@ -1,0 +1,171 @@
+//! The VMM's side of the control socket: the state the requests act on, and the server threads.
+
+use std::os::unix::net::UnixListener;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use corral_control::{After, Info, Request, Response, RunState};
+
+use crate::devices::bus::lock;
+use crate::devices::legacy::i8042::I8042;
+use crate::exit::{ExitReason, StopEvent, StopSender};
+use crate::vstate::vcpu::{ExitCounters, Target, VcpuControl};
+
+/// How long `shutdown` waits for the guest before forcing it off, unless the request says.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+
+struct Boot {
+    started: Instant,
+    /// Increases with every guest (re)start, so a shutdown timer never kills a later boot.
+    generation: u64,
+}
+
+/// What the control requests act on; lives as long as the VMM.
+pub struct Runtime {
+    pub vcpu_control: Arc<VcpuControl>,
+    pub counters: Arc<ExitCounters>,
+    stop: StopSender,
+    i8042: Arc<Mutex<I8042>>,
+    boot: Mutex<Boot>,
+    stopping: AtomicBool,
+    vcpus: u8,
+    memory_bytes: u64,
+}
+
+impl Runtime {
+    pub fn new(
+        stop: StopSender,
+        i8042: Arc<Mutex<I8042>>,
+        vcpus: u8,
+        memory_bytes: u64,
+    ) -> Runtime {
+        Runtime {
+            vcpu_control: Arc::new(VcpuControl::default()),
+            counters: Arc::new(ExitCounters::default()),
+            stop,
+            i8042,
+            boot: Mutex::new(Boot {
+                started: Instant::now(),
+                generation: 0,
+            }),
+            stopping: AtomicBool::new(false),
+            vcpus,
+            memory_bytes,
+        }
+    }
+
+    /// Records that a new guest boot starts now.
+    pub fn boot_started(&self) {
+        let mut boot = lock(&self.boot);
+        boot.started = Instant::now();
+        boot.generation += 1;
+        self.stopping.store(false, Ordering::SeqCst);
+    }
+
+    fn state(&self) -> RunState {
+        if self.stopping.load(Ordering::SeqCst) {
+            return RunState::Stopping;
+        }
+        match self.vcpu_control.target() {
+            Target::Run => RunState::Running,
+            Target::Pause => RunState::Paused,
+            Target::Stop => RunState::Stopping,
+        }
+    }
+
+    fn answer_state(&self) -> (Response, After) {
+        (
+            Response::State {
+                state: self.state(),
+            },
+            After::Continue,
+        )
+    }
+
+    fn handle(self: &Arc<Self>, request: Request) -> (Response, After) {
+        match request {
+            Request::Status => self.answer_state(),
+            Request::Info => (Response::Info(self.info()), After::Continue),
+            Request::Pause => match self.vcpu_control.pause() {
+                Ok(()) => self.answer_state(),
+                Err(err) => (
+                    Response::Error {
+                        message: err.to_string(),
+                    },
+                    After::Continue,
+                ),
+            },
+            Request::Resume => {
+                self.vcpu_control.resume();
+                self.answer_state()
+            }
+            Request::Shutdown { timeout_secs } => {
+                let timeout = timeout_secs.map_or(DEFAULT_SHUTDOWN_TIMEOUT, Duration::from_secs);
+                self.shutdown(timeout);
+                self.answer_state()
+            }
+            Request::Kill => {
+                self.stopping.store(true, Ordering::SeqCst);
+                let stop = self.stop.clone();
+                let answer = Response::State {
+                    state: RunState::Stopping,
+                };
+                let kill = move || {
+                    stop.send(StopEvent::new(
+                        ExitReason::Killed,
+                        "killed through the control socket",
+                    ))
+                };
+                (answer, After::Then(Box::new(kill)))
+            }
+        }
+    }
+
+    /// Presses Ctrl-Alt-Del and forces the guest off if it is still the same boot after `timeout`.
+    fn shutdown(self: &Arc<Self>, timeout: Duration) {
+        self.stopping.store(true, Ordering::SeqCst);
+        lock(&self.i8042).press_ctrl_alt_del();
+        let generation = lock(&self.boot).generation;
+        let runtime = self.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(timeout);
+            if lock(&runtime.boot).generation == generation {
+                runtime.stop.send(StopEvent::new(
+                    ExitReason::Killed,
+                    format!("the guest did not shut down within {timeout:?} of Ctrl-Alt-Del"),
+                ));
+            }
+        });
+    }
+
+    fn info(&self) -> Info {
+        let boot = lock(&self.boot);
+        Info {
+            kind: "vm".into(),
+            state: self.state(),
+            pid: std::process::id(),
+            uptime_secs: boot.started.elapsed().as_secs_f64(),
+            restarts: boot.generation.saturating_sub(1),
+            vcpus: Some(u32::from(self.vcpus)),
+            memory_bytes: Some(self.memory_bytes),
+            counters: self.counters.snapshot(),
+        }
+    }
+}
+
+/// Serves the control socket on a background thread, one thread per connection.
+pub fn serve(listener: UnixListener, runtime: Arc<Runtime>) {
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let runtime = runtime.clone();
+            std::thread::spawn(move || {
+                if let Err(err) =
+                    corral_control::serve_connection(stream, |request| runtime.handle(request))
+                {
+                    tracing::debug!("control connection ended: {err}");
+                }
+            });
+        }
+    });
+}

@@ -1,0 +1,122 @@
+//! COM1: a 16550A UART (vm-superio's `Serial`) on port 0x3f8, IRQ 4, for the guest console.
+
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::net::UnixStream;
+use std::sync::{Arc, Mutex};
+
+use vm_superio::serial::NoEvents;
+use vm_superio::Serial;
+
+use crate::devices::bus::{lock, BusDevice};
+use crate::devices::interrupt::IrqTrigger;
+
+pub const COM1_PORT: u16 = 0x3f8;
+pub const COM1_PORT_LEN: u64 = 8;
+
+/// Where the UART's transmitted bytes go. Cloning shares the destination.
+#[derive(Clone)]
+pub enum SerialOutput {
+    Stdout,
+    File(Arc<Mutex<File>>),
+    /// The currently attached console client, if any; bytes sent while none is attached are
+    /// dropped, as on a serial line with no cable.
+    Socket(Arc<Mutex<Option<UnixStream>>>),
+    Discard,
+}
+
+impl Write for SerialOutput {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            SerialOutput::Stdout => std::io::stdout().write(buf),
+            SerialOutput::File(file) => lock(file).write(buf),
+            SerialOutput::Socket(client) => {
+                let mut client = lock(client);
+                if let Some(stream) = client.as_mut() {
+                    if stream.write_all(buf).is_err() {
+                        *client = None; // The client went away; wait for the next one.
+                    }
+                }
+                Ok(buf.len())
+            }
+            SerialOutput::Discard => Ok(buf.len()),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            SerialOutput::Stdout => std::io::stdout().flush(),
+            SerialOutput::File(file) => lock(file).flush(),
+            SerialOutput::Socket(_) | SerialOutput::Discard => Ok(()),
+        }
+    }
+}
+
+pub struct SerialDevice {
+    uart: Serial<IrqTrigger, NoEvents, SerialOutput>,
+    irq: IrqTrigger,
+    output: SerialOutput,
+    output_failed: bool,
+}
+
+impl SerialDevice {
+    pub fn new(irq: IrqTrigger, output: SerialOutput) -> SerialDevice {
+        SerialDevice {
+            uart: Serial::new(irq.clone(), output.clone()),
+            irq,
+            output,
+            output_failed: false,
+        }
+    }
+
+    /// Back to power-on state for a guest restart; the output destination stays.
+    pub fn reset(&mut self) {
+        self.uart = Serial::new(self.irq.clone(), self.output.clone());
+    }
+
+    /// Queues input for the guest; returns how many bytes fit in the receive FIFO.
+    pub fn enqueue_input(&mut self, bytes: &[u8]) -> usize {
+        let room = self.uart.fifo_capacity().min(bytes.len());
+        if room == 0 {
+            return 0;
+        }
+        match self.uart.enqueue_raw_bytes(&bytes[..room]) {
+            Ok(queued) => queued,
+            Err(err) => {
+                tracing::warn!("cannot queue console input for the guest: {err}");
+                0
+            }
+        }
+    }
+}
+
+impl BusDevice for SerialDevice {
+    fn read(&mut self, offset: u64, data: &mut [u8]) {
+        data.fill(0);
+        if let Some(first) = data.first_mut() {
+            *first = self.uart.read(offset as u8);
+        }
+    }
+
+    fn write(&mut self, offset: u64, data: &[u8]) {
+        let Some(&value) = data.first() else { return };
+        if let Err(err) = self.uart.write(offset as u8, value) {
+            // Report a broken console once, not once per byte.
+            if !self.output_failed {
+                tracing::warn!("guest console output failed: {err}");
+                self.output_failed = true;
+            }
+        }
+    }
+}
+
+/// Feeds `bytes` to the guest, waiting while the UART's FIFO is full (the guest drains it).
+pub fn feed_input(serial: &Mutex<SerialDevice>, mut bytes: &[u8]) {
+    while !bytes.is_empty() {
+        let queued = lock(serial).enqueue_input(bytes);
+        bytes = &bytes[queued..];
+        if queued == 0 {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+    }
+}

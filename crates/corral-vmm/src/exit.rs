@@ -1,0 +1,65 @@
+//! Why a guest stopped, and how that reaches the VMM's main thread.
+
+use std::sync::mpsc::Sender;
+
+use serde::Serialize;
+
+/// Why the guest stopped running.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExitReason {
+    /// The guest powered itself off (or wrote an exit code to the debug-exit port).
+    Poweroff,
+    /// The guest reset itself (i8042 reset, triple fault excluded).
+    Reboot,
+    /// The guest crashed: triple fault, KVM internal error, failed VM entry.
+    Crashed,
+    /// Stopped from outside: `kill`, or a `shutdown` the guest did not honour in time.
+    Killed,
+}
+
+impl std::fmt::Display for ExitReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ExitReason::Poweroff => "poweroff",
+            ExitReason::Reboot => "reboot",
+            ExitReason::Crashed => "crashed",
+            ExitReason::Killed => "killed",
+        })
+    }
+}
+
+/// A request to stop the current guest, from a vCPU, a device or the control socket.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StopEvent {
+    pub reason: ExitReason,
+    /// The byte the guest wrote to the debug-exit port, if that is how it stopped.
+    pub guest_code: Option<u8>,
+    /// What happened, for the log (a crash carries the register dump).
+    pub detail: String,
+}
+
+impl StopEvent {
+    pub fn new(reason: ExitReason, detail: impl Into<String>) -> StopEvent {
+        StopEvent {
+            reason,
+            guest_code: None,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// Where stop events go. The receiver lives as long as the VMM, so a failed send only happens
+/// while the process is exiting and is ignored.
+#[derive(Clone)]
+pub struct StopSender(Sender<StopEvent>);
+
+impl StopSender {
+    pub fn new(sender: Sender<StopEvent>) -> StopSender {
+        StopSender(sender)
+    }
+
+    pub fn send(&self, event: StopEvent) {
+        let _ = self.0.send(event);
+    }
+}

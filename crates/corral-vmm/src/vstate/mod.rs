@@ -1,0 +1,5 @@
+//! KVM state: the VM with its memory and irqchip, and the vCPUs.
+
+pub mod memory;
+pub mod vcpu;
+pub mod vm;

@@ -1,0 +1,574 @@
+//! vCPUs: setup for the boot protocol, one thread each running `KVM_RUN`, exit handling, and the
+//! run/pause/stop coordination between those threads and the rest of the VMM.
+//!
+//! A vCPU thread checks its target state before every `KVM_RUN`. To make a thread that is inside
+//! `KVM_RUN` look, the coordinator sends it a real-time signal (with an empty handler) which ends
+//! the ioctl with `EINTR`. A signal that lands just before the ioctl is missed, so the coordinator
+//! repeats it until every thread has acknowledged the new state.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use kvm_bindings::{
+    CpuId, KVM_SYSTEM_EVENT_CRASH, KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN,
+};
+use kvm_ioctls::{VcpuExit, VcpuFd, VmFd};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
+use crate::arch::x86_64::cpuid::{vcpu_cpuid, CpuidPolicy};
+use crate::arch::x86_64::msrs::boot_msrs;
+use crate::arch::x86_64::regs::{boot_fpu, boot_regs, boot_sregs, BootTablesError, EntryPoint};
+use crate::devices::bus::Bus;
+use crate::exit::{ExitReason, StopEvent, StopSender};
+
+#[derive(Debug, thiserror::Error)]
+pub enum VcpuError {
+    #[error("cannot create vCPU {index}: {source}")]
+    Create {
+        index: u8,
+        source: kvm_ioctls::Error,
+    },
+    #[error("cannot set up vCPU {index} ({what}): {source}")]
+    Setup {
+        index: u8,
+        what: &'static str,
+        source: kvm_ioctls::Error,
+    },
+    #[error("KVM accepted only {set} of the {wanted} boot MSRs of vCPU {index}")]
+    Msrs {
+        index: u8,
+        set: usize,
+        wanted: usize,
+    },
+    #[error(transparent)]
+    BootTables(#[from] BootTablesError),
+    #[error("cannot install the vCPU kick signal handler: {0}")]
+    Signal(vmm_sys_util::errno::Error),
+    #[error("cannot start the thread of vCPU {index}: {source}")]
+    Thread { index: u8, source: std::io::Error },
+    #[error("the vCPUs did not stop within {0:?}")]
+    StopTimeout(Duration),
+}
+
+/// What the vCPU threads should be doing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    Run,
+    Pause,
+    Stop,
+}
+
+struct ControlState {
+    target: Target,
+    /// Threads waiting in `Pause`.
+    parked: usize,
+    /// Threads that have not exited.
+    alive: usize,
+    threads: Vec<libc::pthread_t>,
+}
+
+/// Shared by the vCPU threads and whoever pauses, resumes or stops them.
+pub struct VcpuControl {
+    state: Mutex<ControlState>,
+    changed: Condvar,
+}
+
+/// How often a state change is re-signalled to threads that have not acknowledged it.
+const KICK_INTERVAL: Duration = Duration::from_millis(5);
+/// How long pause/stop wait for all vCPUs before giving up.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn kick_signal() -> libc::c_int {
+    vmm_sys_util::signal::SIGRTMIN()
+}
+
+extern "C" fn ignore_kick(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
+
+/// Installs the (empty) handler of the kick signal; without a handler the signal would kill the
+/// process. Idempotent.
+pub fn install_kick_handler() -> Result<(), VcpuError> {
+    vmm_sys_util::signal::register_signal_handler(kick_signal(), ignore_kick)
+        .map_err(VcpuError::Signal)
+}
+
+impl Default for VcpuControl {
+    fn default() -> Self {
+        VcpuControl {
+            state: Mutex::new(ControlState {
+                target: Target::Run,
+                parked: 0,
+                alive: 0,
+                threads: Vec::new(),
+            }),
+            changed: Condvar::new(),
+        }
+    }
+}
+
+impl VcpuControl {
+    fn lock(&self) -> MutexGuard<'_, ControlState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn target(&self) -> Target {
+        self.lock().target
+    }
+
+    /// Prepares for a new set of threads, which start in the `Run` state.
+    fn begin(&self) {
+        let mut state = self.lock();
+        state.target = Target::Run;
+        state.parked = 0;
+        state.alive = 0;
+        state.threads.clear();
+    }
+
+    /// Sets `target` and signals the threads until `settled` holds or the timeout passes.
+    fn change(
+        &self,
+        target: Target,
+        settled: impl Fn(&ControlState) -> bool,
+    ) -> Result<(), VcpuError> {
+        let deadline = Instant::now() + SETTLE_TIMEOUT;
+        let mut state = self.lock();
+        state.target = target;
+        self.changed.notify_all();
+        while !settled(&state) {
+            if Instant::now() > deadline {
+                return Err(VcpuError::StopTimeout(SETTLE_TIMEOUT));
+            }
+            for &thread in &state.threads {
+                // SAFETY: `thread` belongs to a vCPU thread that has not been joined (handles
+                // are joined only after `alive` reaches 0 and `threads` is cleared), so the id
+                // is valid; the signal has a no-op handler installed.
+                unsafe { libc::pthread_kill(thread, kick_signal()) };
+            }
+            state = self
+                .changed
+                .wait_timeout(state, KICK_INTERVAL)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        Ok(())
+    }
+
+    /// Returns once every vCPU is parked.
+    pub fn pause(&self) -> Result<(), VcpuError> {
+        self.change(Target::Pause, |s| s.parked == s.alive)
+    }
+
+    pub fn resume(&self) {
+        let mut state = self.lock();
+        if state.target == Target::Pause {
+            state.target = Target::Run;
+            self.changed.notify_all();
+        }
+    }
+
+    /// Returns once every vCPU thread has left its loop (they can then be joined).
+    pub fn stop(&self) -> Result<(), VcpuError> {
+        self.change(Target::Stop, |s| s.alive == 0)?;
+        self.lock().threads.clear();
+        Ok(())
+    }
+
+    /// Blocks while paused; returns false when the thread must exit.
+    fn wait_until_runnable(&self) -> bool {
+        let mut state = self.lock();
+        loop {
+            match state.target {
+                Target::Run => return true,
+                Target::Stop => {
+                    state.alive -= 1;
+                    self.changed.notify_all();
+                    return false;
+                }
+                Target::Pause => {
+                    state.parked += 1;
+                    self.changed.notify_all();
+                    state = self
+                        .changed
+                        .wait(state)
+                        .unwrap_or_else(PoisonError::into_inner);
+                    state.parked -= 1;
+                }
+            }
+        }
+    }
+
+    /// After a vCPU reported a stop event: idle until the VMM stops all vCPUs.
+    fn wait_for_stop(&self) {
+        let mut state = self.lock();
+        while state.target != Target::Stop {
+            // Count as parked so a concurrent pause does not wait for this thread.
+            state.parked += 1;
+            self.changed.notify_all();
+            state = self
+                .changed
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
+            state.parked -= 1;
+        }
+        state.alive -= 1;
+        self.changed.notify_all();
+    }
+}
+
+/// VM exit counts by kind, for `info`.
+#[derive(Default)]
+pub struct ExitCounters {
+    pub io_in: AtomicU64,
+    pub io_out: AtomicU64,
+    pub mmio_read: AtomicU64,
+    pub mmio_write: AtomicU64,
+    pub unknown_io: AtomicU64,
+    pub interrupted: AtomicU64,
+    pub hlt: AtomicU64,
+    pub other: AtomicU64,
+}
+
+impl ExitCounters {
+    pub fn snapshot(&self) -> BTreeMap<String, u64> {
+        [
+            ("exits_io_in", &self.io_in),
+            ("exits_io_out", &self.io_out),
+            ("exits_mmio_read", &self.mmio_read),
+            ("exits_mmio_write", &self.mmio_write),
+            ("exits_unknown_io", &self.unknown_io),
+            ("exits_interrupted", &self.interrupted),
+            ("exits_hlt", &self.hlt),
+            ("exits_other", &self.other),
+        ]
+        .into_iter()
+        .map(|(name, value)| (name.to_owned(), value.load(Ordering::Relaxed)))
+        .collect()
+    }
+}
+
+fn count(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// What every vCPU thread shares.
+pub struct VcpuContext {
+    pub pio_bus: Arc<Bus>,
+    pub mmio_bus: Arc<Bus>,
+    pub control: Arc<VcpuControl>,
+    pub counters: Arc<ExitCounters>,
+    pub stop: StopSender,
+    pub memory: GuestMemoryMmap,
+}
+
+pub struct Vcpu {
+    fd: VcpuFd,
+    index: u8,
+}
+
+/// What to do after one `KVM_RUN`.
+enum Next {
+    Continue,
+    Stop(StopEvent),
+    Crash(String),
+}
+
+impl Vcpu {
+    pub fn new(vm: &VmFd, index: u8) -> Result<Vcpu, VcpuError> {
+        let fd = vm
+            .create_vcpu(u64::from(index))
+            .map_err(|source| VcpuError::Create { index, source })?;
+        Ok(Vcpu { fd, index })
+    }
+
+    fn setup_error(&self, what: &'static str) -> impl Fn(kvm_ioctls::Error) -> VcpuError {
+        let index = self.index;
+        move |source| VcpuError::Setup {
+            index,
+            what,
+            source,
+        }
+    }
+
+    /// CPUID, MSRs, FPU and local APIC for every vCPU; registers and descriptor tables for the
+    /// boot vCPU (the others wait for the guest's INIT/SIPI).
+    pub fn configure(
+        &self,
+        supported_cpuid: &CpuId,
+        policy: CpuidPolicy,
+        memory: &GuestMemoryMmap,
+        entry: EntryPoint,
+    ) -> Result<(), VcpuError> {
+        let cpuid = vcpu_cpuid(supported_cpuid, self.index, policy);
+        self.fd
+            .set_cpuid2(&cpuid)
+            .map_err(self.setup_error("CPUID"))?;
+        let msrs = boot_msrs().map_err(|_| VcpuError::Msrs {
+            index: self.index,
+            set: 0,
+            wanted: 0,
+        })?;
+        let set = self.fd.set_msrs(&msrs).map_err(self.setup_error("MSRs"))?;
+        if set != msrs.as_slice().len() {
+            return Err(VcpuError::Msrs {
+                index: self.index,
+                set,
+                wanted: msrs.as_slice().len(),
+            });
+        }
+        self.fd
+            .set_fpu(&boot_fpu())
+            .map_err(self.setup_error("FPU"))?;
+        self.set_lint()?;
+        if self.index == 0 {
+            let sregs = self.fd.get_sregs().map_err(self.setup_error("sregs"))?;
+            let sregs = boot_sregs(memory, entry, sregs)?;
+            self.fd
+                .set_sregs(&sregs)
+                .map_err(self.setup_error("sregs"))?;
+            self.fd
+                .set_regs(&boot_regs(entry))
+                .map_err(self.setup_error("registers"))?;
+        }
+        Ok(())
+    }
+
+    /// LINT0 delivers ExtINT (the PIC) and LINT1 NMI, as firmware leaves them.
+    fn set_lint(&self) -> Result<(), VcpuError> {
+        const APIC_LVT0: usize = 0x350;
+        const APIC_LVT1: usize = 0x360;
+        const DELIVERY_EXTINT: u32 = 0x7 << 8;
+        const DELIVERY_NMI: u32 = 0x4 << 8;
+        const DELIVERY_MASK: u32 = 0x7 << 8;
+        let mut lapic = self
+            .fd
+            .get_lapic()
+            .map_err(self.setup_error("local APIC"))?;
+        for (offset, mode) in [(APIC_LVT0, DELIVERY_EXTINT), (APIC_LVT1, DELIVERY_NMI)] {
+            let bytes = &mut lapic.regs[offset..offset + 4];
+            let raw: [u8; 4] = [
+                bytes[0] as u8,
+                bytes[1] as u8,
+                bytes[2] as u8,
+                bytes[3] as u8,
+            ];
+            let value = (u32::from_le_bytes(raw) & !DELIVERY_MASK) | mode;
+            for (slot, byte) in bytes.iter_mut().zip(value.to_le_bytes()) {
+                *slot = byte as libc::c_char;
+            }
+        }
+        self.fd
+            .set_lapic(&lapic)
+            .map_err(self.setup_error("local APIC"))
+    }
+
+    /// Starts the vCPU's thread.
+    fn spawn(self, context: Arc<VcpuContext>) -> Result<std::thread::JoinHandle<()>, VcpuError> {
+        use std::os::unix::thread::JoinHandleExt;
+        let index = self.index;
+        let control = context.control.clone();
+        control.lock().alive += 1;
+        let spawned = std::thread::Builder::new()
+            .name(format!("vcpu{index}"))
+            .spawn(move || self.run(&context));
+        let mut state = control.lock();
+        match spawned {
+            Ok(handle) => {
+                state.threads.push(handle.as_pthread_t());
+                Ok(handle)
+            }
+            Err(source) => {
+                state.alive -= 1;
+                Err(VcpuError::Thread { index, source })
+            }
+        }
+    }
+
+    fn run(mut self, context: &VcpuContext) {
+        while context.control.wait_until_runnable() {
+            match self.run_once(context) {
+                Next::Continue => {}
+                Next::Stop(event) => {
+                    context.stop.send(event);
+                    context.control.wait_for_stop();
+                    return;
+                }
+                Next::Crash(what) => {
+                    let dump = self.dump_state(&context.memory);
+                    tracing::error!("vCPU {} crashed: {what}\n{dump}", self.index);
+                    context.stop.send(StopEvent::new(
+                        ExitReason::Crashed,
+                        format!("vCPU {}: {what}; {dump}", self.index),
+                    ));
+                    context.control.wait_for_stop();
+                    return;
+                }
+            }
+        }
+    }
+
+    fn run_once(&mut self, context: &VcpuContext) -> Next {
+        let counters = &context.counters;
+        let exit = match self.fd.run() {
+            Ok(exit) => exit,
+            Err(err) if err.errno() == libc::EINTR || err.errno() == libc::EAGAIN => {
+                count(&counters.interrupted);
+                return Next::Continue;
+            }
+            Err(err) => return Next::Crash(format!("KVM_RUN failed: {err}")),
+        };
+        match exit {
+            VcpuExit::IoIn(port, data) => {
+                count(&counters.io_in);
+                if !context.pio_bus.read(u64::from(port), data) {
+                    count(&counters.unknown_io);
+                }
+                Next::Continue
+            }
+            VcpuExit::IoOut(port, data) => {
+                count(&counters.io_out);
+                if !context.pio_bus.write(u64::from(port), data) {
+                    count(&counters.unknown_io);
+                }
+                Next::Continue
+            }
+            VcpuExit::MmioRead(address, data) => {
+                count(&counters.mmio_read);
+                if !context.mmio_bus.read(address, data) {
+                    count(&counters.unknown_io);
+                }
+                Next::Continue
+            }
+            VcpuExit::MmioWrite(address, data) => {
+                count(&counters.mmio_write);
+                if !context.mmio_bus.write(address, data) {
+                    count(&counters.unknown_io);
+                }
+                Next::Continue
+            }
+            VcpuExit::Hlt => {
+                // With the in-kernel irqchip KVM handles HLT itself; seeing it means nothing
+                // can wake this vCPU again.
+                count(&counters.hlt);
+                Next::Crash("halted with no way to wake up (HLT exit)".into())
+            }
+            VcpuExit::Intr => {
+                count(&counters.interrupted);
+                Next::Continue
+            }
+            VcpuExit::Shutdown => Next::Crash("triple fault (KVM_EXIT_SHUTDOWN)".into()),
+            VcpuExit::SystemEvent(kind, _) => match kind {
+                KVM_SYSTEM_EVENT_SHUTDOWN => Next::Stop(StopEvent::new(
+                    ExitReason::Poweroff,
+                    "the guest powered off",
+                )),
+                KVM_SYSTEM_EVENT_RESET => Next::Stop(StopEvent::new(
+                    ExitReason::Reboot,
+                    "the guest reset the system",
+                )),
+                KVM_SYSTEM_EVENT_CRASH => Next::Crash("the guest reported a crash".into()),
+                other => {
+                    count(&counters.other);
+                    tracing::warn!("ignoring KVM system event {other}");
+                    Next::Continue
+                }
+            },
+            VcpuExit::InternalError => {
+                let run = self.fd.get_kvm_run();
+                // SAFETY: exit_reason is KVM_EXIT_INTERNAL_ERROR, so `internal` is the union
+                // member KVM filled in.
+                let internal = unsafe { run.__bindgen_anon_1.internal };
+                let words = (internal.ndata as usize).min(internal.data.len());
+                Next::Crash(format!(
+                    "KVM internal error, suberror {} (1 = instruction emulation failed), \
+                     data {:x?}",
+                    internal.suberror,
+                    &internal.data[..words]
+                ))
+            }
+            VcpuExit::FailEntry(reason, cpu) => Next::Crash(format!(
+                "VM entry failed on host CPU {cpu}, hardware reason {reason:#x}"
+            )),
+            other => {
+                count(&counters.other);
+                Next::Crash(format!("unexpected VM exit {other:?}"))
+            }
+        }
+    }
+
+    /// Registers and the bytes at RIP, for the crash log.
+    fn dump_state(&self, memory: &GuestMemoryMmap) -> String {
+        let (Ok(regs), Ok(sregs)) = (self.fd.get_regs(), self.fd.get_sregs()) else {
+            return "registers unavailable".into();
+        };
+        let mut code = [0u8; 16];
+        let code_text = self
+            .fd
+            .translate_gva(sregs.cs.base.wrapping_add(regs.rip))
+            .ok()
+            .filter(|t| t.valid != 0)
+            .and_then(|t| {
+                memory
+                    .read_slice(&mut code, GuestAddress(t.physical_address))
+                    .ok()
+            })
+            .map(|()| format!("{code:02x?}"))
+            .unwrap_or_else(|| "unreadable".into());
+        format!(
+            "rip={:#x} rsp={:#x} rflags={:#x} rax={:#x} rbx={:#x} rcx={:#x} rdx={:#x} \
+             rsi={:#x} rdi={:#x} rbp={:#x} cr0={:#x} cr2={:#x} cr3={:#x} cr4={:#x} efer={:#x} \
+             cs={:#x} (l={} db={}) code at rip: {code_text}",
+            regs.rip,
+            regs.rsp,
+            regs.rflags,
+            regs.rax,
+            regs.rbx,
+            regs.rcx,
+            regs.rdx,
+            regs.rsi,
+            regs.rdi,
+            regs.rbp,
+            sregs.cr0,
+            sregs.cr2,
+            sregs.cr3,
+            sregs.cr4,
+            sregs.efer,
+            sregs.cs.selector,
+            sregs.cs.l,
+            sregs.cs.db,
+        )
+    }
+}
+
+/// Starts one thread per vCPU and returns their handles. If a thread cannot be started, the
+/// ones already running are stopped and joined before the error is returned.
+pub fn start_all(
+    vcpus: Vec<Vcpu>,
+    context: &Arc<VcpuContext>,
+) -> Result<Vec<std::thread::JoinHandle<()>>, VcpuError> {
+    context.control.begin();
+    let mut handles = Vec::with_capacity(vcpus.len());
+    for vcpu in vcpus {
+        match vcpu.spawn(context.clone()) {
+            Ok(handle) => handles.push(handle),
+            Err(err) => {
+                stop_all(&context.control, handles)?;
+                return Err(err);
+            }
+        }
+    }
+    Ok(handles)
+}
+
+/// Stops the vCPU threads and joins them.
+pub fn stop_all(
+    control: &VcpuControl,
+    handles: Vec<std::thread::JoinHandle<()>>,
+) -> Result<(), VcpuError> {
+    control.stop()?;
+    for handle in handles {
+        // A vCPU thread that panicked has nothing left to clean up; the VM is going away.
+        let _ = handle.join();
+    }
+    Ok(())
+}
