@@ -6,6 +6,7 @@
 //! on the same connection. `docs/control-protocol.md` describes it for other implementations.
 
 pub mod console;
+pub mod exit;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
