@@ -7,6 +7,7 @@ packages=(
   build-essential   # gcc/as/ld for the freestanding test guests
   pkg-config
   iproute2          # ip netns / link for network tests
+  qemu-utils        # qemu-img/qemu-io: corral-disk's tests check qcow2 interoperability
 )
 
 if ! command -v cargo >/dev/null; then

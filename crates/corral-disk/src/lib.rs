@@ -1,0 +1,275 @@
+//! Disk images for corral: raw files, host block devices and qcow2 images (with backing chains of
+//! any depth), behind one [`Disk`] trait that the virtio-blk device and the volume tooling share.
+//!
+//! - [`open`] detects the format by magic (a file with the qcow2 magic is never taken for raw unless
+//!   the caller says so) and opens qcow2 backing chains read-only, refusing loops.
+//! - [`create_raw`], [`create_qcow2`], [`info`], [`resize`] and [`convert`] are the maintenance
+//!   operations behind `corral volume` and image import.
+//!
+//! qcow2 metadata handling (L1/L2 tables, refcounts, cluster allocation, copy-on-write from the
+//! backing image, compressed-cluster reads, zero clusters, flush ordering) is done by the `imago`
+//! crate, written by a maintainer of qemu's block layer. corral adds a header gate in front of it
+//! (`header.rs`) that refuses encryption, external data files, unknown incompatible features and
+//! absurd sizes with clear reasons, a refcount check before writable opens (`refcheck.rs`), and
+//! opens backing files itself so it controls which files an image can reach.
+
+mod convert;
+mod create;
+mod error;
+mod header;
+mod info;
+mod qcow2;
+mod raw;
+mod refcheck;
+
+use std::fmt::Debug;
+use std::fs::File;
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt};
+use std::path::Path;
+
+pub use convert::{convert, ConvertOptions, CopyProgress};
+pub use create::{
+    create_qcow2, create_raw, resize, Qcow2CreateOptions, ResizeOptions, DEFAULT_CLUSTER_SIZE,
+};
+pub use error::{DiskError, Result};
+pub use header::MAX_VIRTUAL_SIZE;
+pub use info::{info, BackingInfo, ImageInfo};
+pub use qcow2::{Qcow2Disk, MAX_BACKING_DEPTH};
+pub use raw::{HostKind, RawDisk};
+
+/// An open disk, as a virtio-blk device sees it: a virtual size and byte-addressed I/O.
+///
+/// Requests must lie inside `0..virtual_size()`; implementations check and return
+/// [`DiskError::OutOfRange`] rather than trusting the caller (whose offsets come from a guest).
+pub trait Disk: Debug + Send {
+    /// The image format of the top layer.
+    fn format(&self) -> DiskFormat;
+    /// Size of the virtual disk in bytes.
+    fn virtual_size(&self) -> u64;
+    /// True when the disk was opened read-only; write-type requests then fail with
+    /// [`DiskError::ReadOnly`].
+    fn read_only(&self) -> bool;
+    /// A stable identity of the top image file, the source of a virtio-blk serial.
+    fn id(&self) -> DiskId;
+    /// Fills `buf` from the virtual disk at `offset`.
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()>;
+    /// Writes `buf` to the virtual disk at `offset`.
+    fn write_at(&mut self, buf: &[u8], offset: u64) -> Result<()>;
+    /// Makes every completed write durable.
+    fn flush(&mut self) -> Result<()>;
+    /// Releases the storage behind a range; it reads back as zeroes afterwards.
+    fn discard(&mut self, offset: u64, length: u64) -> Result<()>;
+    /// Makes a range read back as zeroes, releasing storage where the format allows.
+    fn write_zeroes(&mut self, offset: u64, length: u64) -> Result<()>;
+}
+
+/// The image formats corral reads and writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DiskFormat {
+    /// Plain bytes: a (sparse) file or a host block device.
+    Raw,
+    /// QEMU copy-on-write v2/v3.
+    Qcow2,
+}
+
+impl DiskFormat {
+    /// The name qemu-img and corral's configuration use.
+    pub fn name(self) -> &'static str {
+        match self {
+            DiskFormat::Raw => "raw",
+            DiskFormat::Qcow2 => "qcow2",
+        }
+    }
+}
+
+impl std::fmt::Display for DiskFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A format name that corral does not know.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown disk format `{0}`; use `raw` or `qcow2`")]
+pub struct UnknownFormat(pub String);
+
+impl std::str::FromStr for DiskFormat {
+    type Err = UnknownFormat;
+
+    fn from_str(name: &str) -> std::result::Result<Self, UnknownFormat> {
+        match name {
+            "raw" => Ok(DiskFormat::Raw),
+            "qcow2" => Ok(DiskFormat::Qcow2),
+            other => Err(UnknownFormat(other.to_string())),
+        }
+    }
+}
+
+/// The identity of an image file: its device and inode, stable for the file's life (renames
+/// included) and distinct between files on one host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct DiskId {
+    /// `st_dev` of the file (or of the device node).
+    pub device: u64,
+    /// `st_ino` of the file (or `st_rdev` for a block device, which names the disk itself).
+    pub inode: u64,
+}
+
+/// virtio-blk's GET_ID answer is at most 20 bytes.
+pub const SERIAL_LEN: usize = 20;
+
+impl DiskId {
+    pub(crate) fn of(metadata: &std::fs::Metadata) -> Self {
+        let inode = if metadata.file_type().is_block_device() {
+            metadata.rdev()
+        } else {
+            metadata.ino()
+        };
+        DiskId {
+            device: metadata.dev(),
+            inode,
+        }
+    }
+
+    /// A 20-character serial for virtio-blk GET_ID, derived from the identity.
+    pub fn serial(&self) -> String {
+        // 8 hex digits of the device and 12 of the inode: 20 bytes, unique in practice.
+        format!(
+            "{:08x}{:012x}",
+            self.device & 0xffff_ffff,
+            self.inode & 0xffff_ffff_ffff
+        )
+    }
+}
+
+/// How to open an image.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct OpenOptions {
+    /// The format, or `None` to detect it by magic.
+    pub format: Option<DiskFormat>,
+    /// Open for writing (the backing chain of a qcow2 image is always read-only).
+    pub writable: bool,
+}
+
+impl OpenOptions {
+    /// Read-only with format detection.
+    pub fn read_only() -> Self {
+        OpenOptions::default()
+    }
+
+    /// Writable with format detection.
+    pub fn writable() -> Self {
+        OpenOptions {
+            format: None,
+            writable: true,
+        }
+    }
+
+    /// The same options with an explicit format.
+    pub fn format(self, format: DiskFormat) -> Self {
+        OpenOptions {
+            format: Some(format),
+            ..self
+        }
+    }
+}
+
+/// Opens the image at `path`.
+pub fn open(path: &Path, options: OpenOptions) -> Result<Box<dyn Disk>> {
+    let format = match options.format {
+        Some(format) => format,
+        None => detect_format(path)?,
+    };
+    Ok(match format {
+        DiskFormat::Raw => Box::new(RawDisk::open(path, options.writable)?),
+        DiskFormat::Qcow2 => Box::new(Qcow2Disk::open(path, options.writable)?),
+    })
+}
+
+/// Detects the format of the image at `path` by its magic: qcow2 if it carries the qcow2 magic,
+/// raw otherwise.
+pub fn detect_format(path: &Path) -> Result<DiskFormat> {
+    let file = File::open(path).map_err(|source| DiskError::Open {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let start = read_start(path, &file, header::QCOW2_MAGIC.len())?;
+    Ok(if header::has_qcow2_magic(&start) {
+        DiskFormat::Qcow2
+    } else {
+        DiskFormat::Raw
+    })
+}
+
+/// Reads up to `len` bytes from the start of `file` (fewer if the file is shorter).
+pub(crate) fn read_start(path: &Path, file: &File, len: usize) -> Result<Vec<u8>> {
+    let mut start = vec![0u8; len];
+    let mut filled = 0;
+    while filled < len {
+        match file.read_at(&mut start[filled..], filled as u64) {
+            Ok(0) => break,
+            Ok(count) => filled += count,
+            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(source) => return Err(DiskError::io("read", path, source)),
+        }
+    }
+    start.truncate(filled);
+    Ok(start)
+}
+
+/// Checks that `length` bytes at `offset` lie inside a disk of `size` bytes.
+pub(crate) fn check_range(path: &Path, size: u64, offset: u64, length: u64) -> Result<()> {
+    match offset.checked_add(length) {
+        Some(end) if end <= size => Ok(()),
+        _ => Err(DiskError::OutOfRange {
+            path: path.to_path_buf(),
+            offset,
+            length,
+            size,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn format_names_round_trip_and_unknown_names_are_refused() {
+        for format in [DiskFormat::Raw, DiskFormat::Qcow2] {
+            assert_eq!(format.to_string().parse::<DiskFormat>().ok(), Some(format));
+        }
+        let err = "vmdk".parse::<DiskFormat>().err().map(|e| e.to_string());
+        assert_eq!(
+            err.as_deref(),
+            Some("unknown disk format `vmdk`; use `raw` or `qcow2`")
+        );
+    }
+
+    #[test]
+    fn range_checks_catch_overflow_and_the_end() {
+        let path = Path::new("disk");
+        assert!(check_range(path, 4096, 0, 4096).is_ok());
+        assert!(check_range(path, 4096, 4096, 0).is_ok());
+        assert!(check_range(path, 4096, 4095, 2).is_err());
+        assert!(check_range(path, 4096, u64::MAX, 2).is_err());
+    }
+
+    #[test]
+    fn serials_are_twenty_bytes() {
+        let id = DiskId {
+            device: u64::MAX,
+            inode: u64::MAX,
+        };
+        assert_eq!(id.serial().len(), SERIAL_LEN);
+        assert_eq!(
+            DiskId {
+                device: 1,
+                inode: 2
+            }
+            .serial(),
+            "00000001000000000002"
+        );
+    }
+}

@@ -1,0 +1,305 @@
+//! qcow2 images on top of imago, with corral opening the backing chain itself: every backing file
+//! is opened read-only, its format comes from the header's backing-format extension (detected by
+//! magic only when the extension is missing), and loops or absurdly deep chains are refused.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use imago::file::File as ImagoFile;
+use imago::format::PreallocateMode;
+use imago::qcow2::Qcow2;
+use imago::raw::Raw;
+use imago::{DenyImplicitOpenGate, FormatAccess, StorageOpenOptions};
+
+use crate::error::{DiskError, Result};
+use crate::header::{self, Qcow2Header, V3_HEADER_LEN};
+use crate::info::BackingInfo;
+use crate::refcheck;
+use crate::{check_range, detect_format, read_start, Disk, DiskFormat, DiskId};
+
+/// The longest backing chain corral opens (the top image not counted). Deeper chains exist only by
+/// mistake or malice; each level keeps a file and caches open.
+pub const MAX_BACKING_DEPTH: usize = 64;
+
+/// An open qcow2 image and its backing chain.
+pub struct Qcow2Disk {
+    access: FormatAccess<ImagoFile>,
+    path: PathBuf,
+    header: Qcow2Header,
+    backing_chain: Vec<BackingInfo>,
+    read_only: bool,
+    id: DiskId,
+}
+
+impl std::fmt::Debug for Qcow2Disk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Qcow2Disk")
+            .field("path", &self.path)
+            .field("header", &self.header)
+            .field("backing_chain", &self.backing_chain)
+            .field("read_only", &self.read_only)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The images met so far while opening a chain, to refuse loops and runaway depth. Images are told
+/// apart by device and inode, so neither symlinks nor hard links hide a loop.
+struct ChainWalk<'a> {
+    top: &'a Path,
+    seen: Vec<DiskId>,
+    layers: Vec<BackingInfo>,
+}
+
+impl ChainWalk<'_> {
+    fn enter(&mut self, path: &Path, format: DiskFormat) -> Result<()> {
+        let metadata = fs::metadata(path).map_err(|source| DiskError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let id = DiskId::of(&metadata);
+        if self.seen.contains(&id) {
+            return Err(DiskError::BackingLoop {
+                path: self.top.to_path_buf(),
+                repeated: path.to_path_buf(),
+            });
+        }
+        if self.layers.len() >= MAX_BACKING_DEPTH {
+            return Err(DiskError::BackingTooDeep {
+                path: self.top.to_path_buf(),
+                limit: MAX_BACKING_DEPTH,
+            });
+        }
+        self.seen.push(id);
+        self.layers.push(BackingInfo {
+            path: path.to_path_buf(),
+            format,
+        });
+        Ok(())
+    }
+}
+
+impl Qcow2Disk {
+    /// Opens the qcow2 image at `path` and its whole backing chain (read-only).
+    pub fn open(path: &Path, writable: bool) -> Result<Self> {
+        let top = fs::metadata(path).map_err(|source| DiskError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut walk = ChainWalk {
+            top: path,
+            seen: vec![DiskId::of(&top)],
+            layers: Vec::new(),
+        };
+        let layer = open_layer(path, writable, &mut walk)?;
+        Ok(Qcow2Disk {
+            access: FormatAccess::new(layer.image),
+            path: path.to_path_buf(),
+            header: layer.header,
+            backing_chain: walk.layers,
+            read_only: !writable,
+            id: layer.id,
+        })
+    }
+
+    /// The backing images below this one, nearest first.
+    pub fn backing_chain(&self) -> &[BackingInfo] {
+        &self.backing_chain
+    }
+
+    /// The qcow2 version of the top image (2 or 3).
+    pub fn version(&self) -> u32 {
+        self.header.version
+    }
+
+    /// The cluster size of the top image in bytes.
+    pub fn cluster_size(&self) -> u64 {
+        self.header.cluster_size()
+    }
+
+    /// Grows the virtual disk to `new_size`; the new range reads as zeroes even where a larger
+    /// backing image lies below.
+    pub(crate) fn grow(&mut self, new_size: u64) -> Result<()> {
+        self.check_writable()?;
+        self.access
+            .resize_grow(new_size, PreallocateMode::Zero)
+            .map_err(|source| DiskError::imago("resize", &self.path, source))
+    }
+
+    fn check_writable(&self) -> Result<()> {
+        if self.read_only {
+            return Err(DiskError::ReadOnly {
+                path: self.path.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    fn check_write(&self, offset: u64, length: u64) -> Result<()> {
+        self.check_writable()?;
+        check_range(&self.path, self.access.size(), offset, length)
+    }
+}
+
+struct OpenedLayer {
+    image: Qcow2<ImagoFile>,
+    header: Qcow2Header,
+    id: DiskId,
+}
+
+/// Opens one qcow2 layer after checking its header, then (recursively) its backing image.
+fn open_layer(path: &Path, writable: bool, walk: &mut ChainWalk<'_>) -> Result<OpenedLayer> {
+    let open_err = |source| DiskError::Open {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .write(writable)
+        .open(path)
+        .map_err(open_err)?;
+    let metadata = file.metadata().map_err(open_err)?;
+    let id = DiskId::of(&metadata);
+    let header = header::parse(path, &read_start(path, &file, V3_HEADER_LEN)?)?;
+    if writable && header.snapshot_count > 0 {
+        return Err(DiskError::Unsupported {
+            path: path.to_path_buf(),
+            feature: "internal snapshots".into(),
+            fix: "open it read-only, or delete them with `qemu-img snapshot -d`",
+        });
+    }
+    if writable {
+        refcheck::check_metadata_refcounts(path, &file, &header)?;
+    }
+    let options = StorageOpenOptions::new().filename(path).write(writable);
+    let storage = ImagoFile::from_open_file(file, options).map_err(open_err)?;
+    let mut image = Qcow2::<ImagoFile>::open_image(storage, writable)
+        .map_err(|source| DiskError::imago("open", path, source))?;
+
+    let backing = match image.implicit_backing_file() {
+        None => None,
+        Some(name) => {
+            let backing_path = resolve_backing_path(path, name);
+            let format = match image.implicit_backing_format().map(String::as_str) {
+                Some("qcow2") => DiskFormat::Qcow2,
+                Some("raw") | Some("file") => DiskFormat::Raw,
+                Some(other) => {
+                    return Err(DiskError::Unsupported {
+                        path: path.to_path_buf(),
+                        feature: format!("a backing image in format `{other}`"),
+                        fix: "convert the backing image to raw or qcow2",
+                    })
+                }
+                // Images qemu-img creates always name the format; older ones may not.
+                None => detect_format(&backing_path)?,
+            };
+            walk.enter(&backing_path, format)?;
+            Some(open_backing(&backing_path, format, walk)?)
+        }
+    };
+    image.set_backing(backing);
+    // The header gate refused external data files, so nothing implicit is left to open.
+    image
+        .open_implicit_dependencies_gated(DenyImplicitOpenGate::default())
+        .map_err(|source| DiskError::imago("open", path, source))?;
+    Ok(OpenedLayer { image, header, id })
+}
+
+fn open_backing(
+    path: &Path,
+    format: DiskFormat,
+    walk: &mut ChainWalk<'_>,
+) -> Result<FormatAccess<ImagoFile>> {
+    match format {
+        DiskFormat::Qcow2 => Ok(FormatAccess::new(open_layer(path, false, walk)?.image)),
+        DiskFormat::Raw => {
+            let file = fs::File::open(path).map_err(|source| DiskError::Open {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            let options = StorageOpenOptions::new().filename(path).write(false);
+            let storage = ImagoFile::from_open_file(file, options)
+                .map_err(|source| DiskError::imago("open", path, source))?;
+            let raw = Raw::open_image(storage, false)
+                .map_err(|source| DiskError::imago("open", path, source))?;
+            Ok(FormatAccess::new(raw))
+        }
+    }
+}
+
+/// qemu's rule: a relative backing file name is relative to the directory of the image naming it.
+pub(crate) fn resolve_backing_path(image: &Path, backing_name: &str) -> PathBuf {
+    let backing = Path::new(backing_name);
+    if backing.is_absolute() {
+        return backing.to_path_buf();
+    }
+    image
+        .parent()
+        .map_or_else(|| backing.to_path_buf(), |dir| dir.join(backing))
+}
+
+impl Disk for Qcow2Disk {
+    fn format(&self) -> DiskFormat {
+        DiskFormat::Qcow2
+    }
+
+    fn virtual_size(&self) -> u64 {
+        self.access.size()
+    }
+
+    fn read_only(&self) -> bool {
+        self.read_only
+    }
+
+    fn id(&self) -> DiskId {
+        self.id
+    }
+
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        check_range(
+            &self.path,
+            self.header.virtual_size,
+            offset,
+            buf.len() as u64,
+        )?;
+        self.access
+            .read(buf, offset)
+            .map_err(|source| DiskError::imago("read", &self.path, source))
+    }
+
+    fn write_at(&mut self, buf: &[u8], offset: u64) -> Result<()> {
+        self.check_write(offset, buf.len() as u64)?;
+        self.access
+            .write(buf, offset)
+            .map_err(|source| DiskError::imago("write", &self.path, source))
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        if self.read_only {
+            return Ok(());
+        }
+        // imago's flush only writes its metadata caches back; sync is the fsync. Syncing first
+        // makes guest data durable before the L2/refcount updates that point at it are written,
+        // and the final sync makes those durable.
+        self.access
+            .sync()
+            .and_then(|()| self.access.flush())
+            .and_then(|()| self.access.sync())
+            .map_err(|source| DiskError::imago("flush", &self.path, source))
+    }
+
+    fn discard(&mut self, offset: u64, length: u64) -> Result<()> {
+        self.check_write(offset, length)?;
+        // Zeroes rather than "any": after a discard the guest must not see the backing image's
+        // data reappear, which it would if the clusters simply fell through to it.
+        self.access
+            .discard_to_zero(offset, length)
+            .map_err(|source| DiskError::imago("discard", &self.path, source))
+    }
+
+    fn write_zeroes(&mut self, offset: u64, length: u64) -> Result<()> {
+        self.check_write(offset, length)?;
+        self.access
+            .write_zeroes(offset, length)
+            .map_err(|source| DiskError::imago("write zeroes to", &self.path, source))
+    }
+}
