@@ -6,6 +6,13 @@
 //! - [`state`]: `state.json` and the lifecycle states (libvirt's names).
 
 pub mod definition;
+pub mod driver;
+pub mod error;
+pub mod lifecycle;
 pub mod lock;
 pub mod state;
 pub mod store;
+
+pub use error::CoreError;
+pub use lifecycle::Manager;
+pub mod volume;
