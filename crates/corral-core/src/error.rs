@@ -41,6 +41,8 @@ pub enum CoreError {
     Unsupported(String),
     #[error(transparent)]
     Volume(Box<crate::volume::VolumeError>),
+    #[error(transparent)]
+    Write(#[from] corral_host::atomic::AtomicWriteError),
 }
 
 impl CoreError {

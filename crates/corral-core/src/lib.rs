@@ -16,3 +16,4 @@ pub mod store;
 pub use error::CoreError;
 pub use lifecycle::Manager;
 pub mod volume;
+pub mod vm;

@@ -34,6 +34,8 @@ pub enum StoreError {
     NotFound(String),
     #[error("instance {0} already exists; choose another name or delete it first")]
     Exists(String),
+    #[error("{0}")]
+    Populate(String),
     #[error("cannot {action} {path}")]
     Io {
         action: &'static str,
