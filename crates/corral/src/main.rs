@@ -6,6 +6,7 @@
 
 mod guest;
 mod host;
+mod oci;
 mod output;
 
 use std::process::ExitCode;
@@ -29,14 +30,20 @@ enum Command {
     Host(host::HostArgs),
     /// Tools that run inside a guest machine or container.
     Guest(guest::GuestArgs),
+    /// The OCI runtime (runc's interface; also reachable as a `corral-oci` symlink).
+    Oci(oci::OciArgs),
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
     init_logging();
+    if let Some(code) = oci::run_if_invoked_as_runtime() {
+        return code;
+    }
+    let cli = Cli::parse();
     let result: anyhow::Result<ExitCode> = match cli.command {
         Command::Host(args) => host::run(args),
         Command::Guest(args) => guest::run(args),
+        Command::Oci(args) => Ok(oci::run(args)),
     };
     match result {
         Ok(code) => code,

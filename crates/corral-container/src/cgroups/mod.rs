@@ -1,0 +1,416 @@
+//! cgroups v1 and v2 behind one interface.
+//!
+//! The layout (which hierarchies exist and where they are mounted) is read from
+//! `/proc/self/mountinfo`: any v1 hierarchy with a controller means v1 (or hybrid, where a
+//! cgroup2 mount exists but holds no controllers); a cgroup2 mount alone means pure v2. Both
+//! implementations work on plain paths, so unit tests run them against fixture directories.
+
+mod v1;
+mod v2;
+
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::{LinuxDevice, LinuxDeviceCgroup, LinuxDeviceType, LinuxResources};
+use serde::{Deserialize, Serialize};
+
+pub use v1::V1Cgroup;
+pub use v2::V2Cgroup;
+
+use crate::error::{Error, Result};
+use crate::rootfs::CgroupMount;
+
+/// One mounted cgroup hierarchy.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hierarchy {
+    /// Where it is mounted (`/sys/fs/cgroup/memory`).
+    pub mount_point: PathBuf,
+    /// The cgroup shown at the mount point (`/` unless the mount is a bind of a sub-cgroup).
+    pub root: PathBuf,
+    /// v1 controllers (`cpu`, `cpuacct`) or a named hierarchy (`name=systemd`); empty for v2.
+    pub controllers: Vec<String>,
+}
+
+/// How cgroups are mounted on this host.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Layout {
+    /// Controllers on v1 hierarchies (a cgroup2 mount without controllers may exist beside them).
+    V1 { hierarchies: Vec<Hierarchy> },
+    /// Everything on one cgroup2 hierarchy.
+    V2 { hierarchy: Hierarchy },
+}
+
+impl Layout {
+    /// Reads the layout of the calling process's mount namespace.
+    pub fn detect() -> Result<Layout> {
+        let path = Path::new("/proc/self/mountinfo");
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io("read", path, e))?;
+        Layout::from_mountinfo(&text)
+    }
+
+    /// Parses the text of a `mountinfo` file.
+    pub fn from_mountinfo(mountinfo: &str) -> Result<Layout> {
+        let mut v1 = Vec::new();
+        let mut v2 = None;
+        for line in mountinfo.lines() {
+            let Some(entry) = MountinfoEntry::parse(line) else {
+                continue;
+            };
+            match entry.fstype {
+                "cgroup" => {
+                    let controllers: Vec<String> = entry
+                        .super_options
+                        .split(',')
+                        .filter(|o| is_v1_controller_option(o))
+                        .map(str::to_owned)
+                        .collect();
+                    if !controllers.is_empty() {
+                        v1.push(Hierarchy {
+                            mount_point: entry.mount_point,
+                            root: entry.root,
+                            controllers,
+                        });
+                    }
+                }
+                "cgroup2" if v2.is_none() => {
+                    v2 = Some(Hierarchy {
+                        mount_point: entry.mount_point,
+                        root: entry.root,
+                        controllers: Vec::new(),
+                    });
+                }
+                _ => {}
+            }
+        }
+        let has_v1_controller = v1
+            .iter()
+            .any(|h| h.controllers.iter().any(|c| !c.starts_with("name=")));
+        match (has_v1_controller, v2) {
+            (true, _) => Ok(Layout::V1 { hierarchies: v1 }),
+            (false, Some(hierarchy)) => Ok(Layout::V2 { hierarchy }),
+            (false, None) => Err(Error::Cgroup(
+                "no cgroup filesystem is mounted; mount cgroup2 on /sys/fs/cgroup".into(),
+            )),
+        }
+    }
+
+    /// Opens the cgroup at `path` (absolute, from the hierarchy root) for this layout.
+    pub fn open(&self, path: &Path) -> Box<dyn Cgroup> {
+        match self {
+            Layout::V1 { hierarchies } => Box::new(V1Cgroup::new(hierarchies.clone(), path)),
+            Layout::V2 { hierarchy } => Box::new(V2Cgroup::new(hierarchy.clone(), path)),
+        }
+    }
+}
+
+/// Options of a v1 mount that name its hierarchy rather than tune the mount.
+fn is_v1_controller_option(option: &str) -> bool {
+    const NOT_CONTROLLERS: [&str; 6] = ["rw", "ro", "noprefix", "clone_children", "xattr", "nsdelegate"];
+    !option.is_empty()
+        && !NOT_CONTROLLERS.contains(&option)
+        && !option.starts_with("release_agent=")
+        && !option.starts_with("none")
+}
+
+struct MountinfoEntry<'a> {
+    root: PathBuf,
+    mount_point: PathBuf,
+    fstype: &'a str,
+    super_options: &'a str,
+}
+
+impl<'a> MountinfoEntry<'a> {
+    /// `36 35 98:0 /root /mnt rw,noatime master:1 - ext3 /dev/root rw,errors=continue`
+    fn parse(line: &'a str) -> Option<Self> {
+        let (before, after) = line.split_once(" - ")?;
+        let fields: Vec<&str> = before.split(' ').collect();
+        let mut after = after.split(' ');
+        Some(MountinfoEntry {
+            root: PathBuf::from(unescape(fields.get(3)?)),
+            mount_point: PathBuf::from(unescape(fields.get(4)?)),
+            fstype: after.next()?,
+            super_options: after.nth(1).unwrap_or(""),
+        })
+    }
+}
+
+/// Undoes mountinfo's octal escapes (`\040` for a space).
+fn unescape(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes.get(i + 1..i + 4).and_then(|d| {
+            let text = std::str::from_utf8(d).ok()?;
+            u8::from_str_radix(text, 8).ok()
+        });
+        match (bytes[i], octal) {
+            (b'\\', Some(value)) => {
+                out.push(value);
+                i += 4;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The cgroup path a container uses: the spec's `cgroupsPath` (relative paths are placed under
+/// the hierarchy root), or `/corral/<id>`.
+pub fn container_cgroup_path(cgroups_path: Option<&Path>, id: &str) -> Result<PathBuf> {
+    let path = match cgroups_path {
+        None => return Ok(Path::new("/corral").join(id)),
+        Some(path) => path,
+    };
+    // systemd's "slice:prefix:name" form needs the systemd cgroup driver.
+    if !path.is_absolute() && path.to_string_lossy().contains(':') {
+        return Err(Error::InvalidSpec(format!(
+            "cgroupsPath {} is in systemd's slice:prefix:name form; corral manages cgroupfs paths, so use a path such as /machine/{id} (podman: --cgroup-manager=cgroupfs)",
+            path.display()
+        )));
+    }
+    let mut clean = PathBuf::from("/");
+    for part in path.components() {
+        match part {
+            std::path::Component::Normal(name) => clean.push(name),
+            std::path::Component::ParentDir => {
+                return Err(Error::InvalidSpec(format!(
+                    "cgroupsPath {} must not contain '..'",
+                    path.display()
+                )))
+            }
+            _ => {}
+        }
+    }
+    if clean == Path::new("/") {
+        return Err(Error::InvalidSpec(
+            "cgroupsPath must name a cgroup below the root, not the root itself".into(),
+        ));
+    }
+    Ok(clean)
+}
+
+/// The spec's device rules followed by the devices every container needs (those runc allows
+/// too: the default nodes, ptys, tun) and the spec's own device nodes, so a spec that only says
+/// "deny all" (as podman's does) still yields a usable /dev.
+pub fn with_default_device_rules(resources: &LinuxResources, devices: &[LinuxDevice]) -> LinuxResources {
+    let rule = |typ: LinuxDeviceType, major: Option<i64>, minor: Option<i64>, access: &str| {
+        let mut rule = LinuxDeviceCgroup::default();
+        rule.set_allow(true);
+        rule.set_typ(Some(typ));
+        rule.set_major(major);
+        rule.set_minor(minor);
+        rule.set_access(Some(access.to_owned()));
+        rule
+    };
+    let mut rules = resources.devices().clone().unwrap_or_default();
+    rules.push(rule(LinuxDeviceType::C, None, None, "m"));
+    rules.push(rule(LinuxDeviceType::B, None, None, "m"));
+    for (major, minor) in [(1, 3), (1, 5), (1, 7), (1, 8), (1, 9), (5, 0), (5, 1), (5, 2), (10, 200)] {
+        rules.push(rule(LinuxDeviceType::C, Some(major), Some(minor), "rwm"));
+    }
+    rules.push(rule(LinuxDeviceType::C, Some(136), None, "rwm"));
+    for device in devices {
+        rules.push(LinuxDeviceCgroup::from(device));
+    }
+    let mut resources = resources.clone();
+    resources.set_devices(Some(rules));
+    resources
+}
+
+/// Resource usage of a cgroup, for `corral` metrics and `oci events --stats`-style reports.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stats {
+    /// CPU time used by all tasks, in nanoseconds.
+    pub cpu_usage_ns: Option<u64>,
+    pub cpu_user_ns: Option<u64>,
+    pub cpu_system_ns: Option<u64>,
+    /// Memory in use now, in bytes (page cache included, as the kernel counts it).
+    pub memory_usage_bytes: Option<u64>,
+    /// The highest memory use seen, where the kernel records it.
+    pub memory_max_usage_bytes: Option<u64>,
+    /// The memory limit; `None` when unlimited.
+    pub memory_limit_bytes: Option<u64>,
+    /// How many times the OOM killer killed a task in this cgroup.
+    pub oom_kills: Option<u64>,
+    pub pids_current: Option<u64>,
+    /// The pids limit; `None` when unlimited.
+    pub pids_limit: Option<u64>,
+}
+
+/// One container's cgroup, whichever cgroup version the host uses.
+pub trait Cgroup: std::fmt::Debug + Send + Sync {
+    /// The cgroup's path from the hierarchy root (`/corral/web`).
+    fn path(&self) -> &Path;
+    /// Creates the cgroup (and its parents, delegating controllers on v2).
+    fn create(&self) -> Result<()>;
+    /// Moves a process into the cgroup.
+    fn add_process(&self, pid: i32) -> Result<()>;
+    /// Applies the spec's resource limits.
+    fn apply(&self, resources: &LinuxResources) -> Result<()>;
+    /// Freezes (pause) or thaws (resume) every task, waiting until the kernel reports it done.
+    fn set_frozen(&self, frozen: bool) -> Result<()>;
+    /// True while the cgroup is frozen.
+    fn is_frozen(&self) -> Result<bool>;
+    /// The processes in the cgroup (host pids).
+    fn pids(&self) -> Result<Vec<i32>>;
+    /// Usage statistics.
+    fn stats(&self) -> Result<Stats>;
+    /// Removes the cgroup; it must hold no processes.
+    fn destroy(&self) -> Result<()>;
+    /// The filesystems to show at a `cgroup` mount inside the container.
+    fn container_mounts(&self) -> Vec<CgroupMount>;
+}
+
+/// Reads a cgroup file as trimmed text.
+fn read(dir: &Path, file: &str) -> Result<String> {
+    let path = dir.join(file);
+    std::fs::read_to_string(&path)
+        .map(|s| s.trim().to_owned())
+        .map_err(|e| Error::io("read", path, e))
+}
+
+/// Reads a cgroup file holding one number; `max` and missing files read as `None`.
+fn read_number(dir: &Path, file: &str) -> Option<u64> {
+    read(dir, file).ok()?.parse().ok()
+}
+
+/// Reads `key value` lines (memory.stat, cpu.stat, memory.events) and returns the value of `key`.
+fn read_keyed(dir: &Path, file: &str, key: &str) -> Option<u64> {
+    read(dir, file).ok()?.lines().find_map(|line| {
+        let (k, v) = line.split_once(' ')?;
+        (k == key).then(|| v.trim().parse().ok()).flatten()
+    })
+}
+
+/// Writes one value to a cgroup file, naming the file and value in the error.
+fn write(dir: &Path, file: &str, value: &str) -> Result<()> {
+    let path = dir.join(file);
+    std::fs::write(&path, value).map_err(|e| {
+        Error::Cgroup(format!(
+            "cannot write {value:?} to {}: {e}",
+            path.display()
+        ))
+    })
+}
+
+/// Parses `cgroup.procs`.
+fn read_pids(dir: &Path) -> Result<Vec<i32>> {
+    Ok(read(dir, "cgroup.procs")?
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect())
+}
+
+/// Removes a cgroup directory, retrying while exiting tasks still pin it (EBUSY).
+fn remove_dir(dir: &Path) -> Result<()> {
+    for _ in 0..100 {
+        match std::fs::remove_dir(dir) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            // Fixture directories in tests are plain directories holding the fake control files.
+            Err(e) if e.raw_os_error() == Some(libc::ENOTEMPTY) && !is_cgroupfs(dir) => {
+                return std::fs::remove_dir_all(dir).map_err(|e| Error::io("remove", dir, e));
+            }
+            Err(e) => return Err(Error::io("remove cgroup", dir, e)),
+        }
+    }
+    Err(Error::Cgroup(format!(
+        "cgroup {} still has tasks after 1s; kill them and retry",
+        dir.display()
+    )))
+}
+
+fn is_cgroupfs(dir: &Path) -> bool {
+    nix::sys::statfs::statfs(dir)
+        .map(|s| {
+            let kind = s.filesystem_type();
+            kind == nix::sys::statfs::CGROUP_SUPER_MAGIC || kind == nix::sys::statfs::CGROUP2_SUPER_MAGIC
+        })
+        .unwrap_or(false)
+}
+
+/// Polls `done` every millisecond for up to a second.
+fn wait_until(mut done: impl FnMut() -> Result<bool>) -> Result<bool> {
+    for _ in 0..1000 {
+        if done()? {
+            return Ok(true);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    Ok(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HYBRID: &str = "\
+31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
+33 31 0:30 / /sys/fs/cgroup/cpuacct rw,relatime - cgroup cgroup rw,cpuacct
+35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
+40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,xattr,name=systemd
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+";
+
+    const PURE_V2: &str = "\
+22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw
+27 22 0:23 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:9 - cgroup2 cgroup2 rw,nsdelegate,memory_recursiveprot
+";
+
+    #[test]
+    fn hybrid_host_is_v1_with_named_hierarchies() {
+        let Layout::V1 { hierarchies } = Layout::from_mountinfo(HYBRID).unwrap() else {
+            panic!("expected v1")
+        };
+        let names: Vec<_> = hierarchies.iter().map(|h| h.controllers.join(",")).collect();
+        assert_eq!(names, ["cpu", "cpuacct", "memory", "name=systemd"]);
+        assert_eq!(hierarchies[2].mount_point, Path::new("/sys/fs/cgroup/memory"));
+    }
+
+    #[test]
+    fn pure_v2_host_is_v2() {
+        let layout = Layout::from_mountinfo(PURE_V2).unwrap();
+        let Layout::V2 { hierarchy } = layout else {
+            panic!("expected v2")
+        };
+        assert_eq!(hierarchy.mount_point, Path::new("/sys/fs/cgroup"));
+    }
+
+    #[test]
+    fn co_mounted_controllers_and_escaped_paths_are_parsed() {
+        let text = "40 31 0:37 /sub /sys/fs/cgroup/cpu\\054cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n";
+        let Layout::V1 { hierarchies } = Layout::from_mountinfo(text).unwrap() else {
+            panic!("expected v1")
+        };
+        assert_eq!(hierarchies[0].controllers, ["cpu", "cpuacct"]);
+        assert_eq!(hierarchies[0].mount_point, Path::new("/sys/fs/cgroup/cpu,cpuacct"));
+        assert_eq!(hierarchies[0].root, Path::new("/sub"));
+    }
+
+    #[test]
+    fn no_cgroup_mount_is_an_error_with_a_fix() {
+        let err = Layout::from_mountinfo("22 1 8:1 / / rw - ext4 /dev/sda1 rw\n").unwrap_err();
+        assert!(err.to_string().contains("mount cgroup2"), "{err}");
+    }
+
+    #[test]
+    fn cgroup_paths_default_under_corral_and_reject_escapes() {
+        assert_eq!(container_cgroup_path(None, "c1").unwrap(), Path::new("/corral/c1"));
+        assert_eq!(
+            container_cgroup_path(Some(Path::new("/libpod_parent/libpod-1")), "c1").unwrap(),
+            Path::new("/libpod_parent/libpod-1")
+        );
+        assert_eq!(container_cgroup_path(Some(Path::new("a/b")), "c1").unwrap(), Path::new("/a/b"));
+        assert!(container_cgroup_path(Some(Path::new("/a/../../etc")), "c1").is_err());
+        assert!(container_cgroup_path(Some(Path::new("/")), "c1").is_err());
+        let err = container_cgroup_path(Some(Path::new("machine.slice:libpod:abc")), "c1").unwrap_err();
+        assert!(err.to_string().contains("cgroupfs"), "{err}");
+    }
+}

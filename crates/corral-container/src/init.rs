@@ -1,0 +1,234 @@
+//! The container's init: the child of the first clone, already in its new namespaces. It builds
+//! the container's view of the world, reports ready, waits for `start` on the exec fifo and then
+//! becomes the user's program.
+
+use std::io::Write;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+
+use nix::fcntl::{openat, OFlag};
+use nix::mount::MsFlags;
+use nix::sys::stat::Mode;
+use oci_spec::runtime::{LinuxDevice, Spec};
+
+use crate::channel::{Channel, Message};
+use crate::error::{Error, Result};
+use crate::rootfs::{self, RootfsContext};
+use crate::spec::{Bundle, NamespacePlan};
+use crate::syscall::{LinuxSyscall, Syscall};
+
+/// The exec fifo's name in the container's state directory.
+pub const EXEC_FIFO: &str = "exec.fifo";
+
+/// What the init needs from the runtime.
+pub struct InitConfig<'a> {
+    pub id: &'a str,
+    pub bundle: &'a Bundle,
+    pub plan: &'a NamespacePlan,
+    pub channel: Channel,
+    /// The state directory and the exec fifo in it (O_PATH), to open the fifo after the root
+    /// has changed.
+    pub state_dir: OwnedFd,
+    pub exec_fifo: OwnedFd,
+    /// Where to send the terminal's master, when the process wants a terminal.
+    pub console: Option<UnixStream>,
+    pub rootfs: RootfsContext,
+    pub preserve_fds: u32,
+}
+
+/// Runs the init; never returns (execs the program or exits with status 1).
+pub fn run(config: InitConfig<'_>) -> ! {
+    let channel = &config.channel;
+    let error = match setup(&config) {
+        Ok(prepared) => {
+            if let Err(err) = channel.send(&Message::Ready) {
+                exit_with(err);
+            }
+            wait_and_exec(&config, &prepared)
+        }
+        Err(err) => {
+            // The runtime reads this and cleans up; if it is gone there is no one to tell.
+            let _ = channel.send(&Message::Failed(err.to_string()));
+            err
+        }
+    };
+    exit_with(error)
+}
+
+fn exit_with(error: Error) -> ! {
+    let _ = writeln!(std::io::stderr(), "corral init: {error}");
+    // SAFETY: _exit ends the process without running the parent's atexit handlers or flushing
+    // buffers copied from it, which belong to the runtime process.
+    unsafe { libc::_exit(1) }
+}
+
+fn spec<'a>(config: &InitConfig<'a>) -> &'a Spec {
+    &config.bundle.spec
+}
+
+fn setup(config: &InitConfig<'_>) -> Result<crate::process::Prepared> {
+    let sys = LinuxSyscall;
+    let spec = spec(config);
+    let linux = spec.linux().clone().unwrap_or_default();
+    let process = spec
+        .process()
+        .as_ref()
+        .ok_or_else(|| Error::InvalidSpec("process is missing".into()))?;
+    // Die with the runtime while it still waits for us.
+    // SAFETY: PR_SET_PDEATHSIG takes integer arguments only.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+
+    match config.channel.recv()? {
+        Some(Message::Go) => {}
+        other => return Err(Error::Setup(format!("runtime sent {other:?} instead of go"))),
+    }
+    if config.plan.creates(nix::sched::CloneFlags::CLONE_NEWUSER) {
+        // The runtime has written the id maps: become root of the new user namespace.
+        let root_uid = nix::unistd::Uid::from_raw(0);
+        let root_gid = nix::unistd::Gid::from_raw(0);
+        nix::unistd::setresgid(root_gid, root_gid, root_gid).map_err(|e| Error::sys("become gid 0 in the user namespace", e))?;
+        nix::unistd::setresuid(root_uid, root_uid, root_uid).map_err(|e| Error::sys("become uid 0 in the user namespace", e))?;
+    }
+    if config.plan.creates(nix::sched::CloneFlags::CLONE_NEWCGROUP) {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP).map_err(|e| Error::sys("create the cgroup namespace", e))?;
+    }
+    for (kind, path) in &config.plan.join {
+        if *kind == oci_spec::runtime::LinuxNamespaceType::Pid {
+            continue; // joined by the runtime before the clone
+        }
+        join_namespace(path, crate::spec::clone_flag(*kind))?;
+    }
+    nix::unistd::setsid().map_err(|e| Error::sys("start a session", e))?;
+
+    if !config.plan.creates(nix::sched::CloneFlags::CLONE_NEWNS) {
+        return Err(Error::InvalidSpec(
+            "the container needs its own mount namespace: add {\"type\": \"mount\"} to linux.namespaces".into(),
+        ));
+    }
+    let rootfs_path = &config.bundle.rootfs;
+    let propagation = linux.rootfs_propagation().as_deref();
+    rootfs::isolate_mount_tree(&sys, propagation)?;
+    rootfs::bind_rootfs(&sys, rootfs_path)?;
+    let mounts = spec.mounts().as_deref().unwrap_or_default();
+    rootfs::mount_all(&sys, rootfs_path, mounts, &config.rootfs)?;
+    let dev_is_bound = mounts.iter().any(|m| {
+        m.destination() == Path::new("/dev")
+            && m.options().iter().flatten().any(|o| o == "bind" || o == "rbind")
+    });
+    if !dev_is_bound {
+        let mut devices = rootfs::default_devices();
+        let extra: &[LinuxDevice] = linux.devices().as_deref().unwrap_or_default();
+        devices.extend(extra.iter().cloned());
+        rootfs::create_devices(&sys, rootfs_path, &devices, config.rootfs.in_user_namespace)?;
+        rootfs::create_dev_symlinks(&sys, rootfs_path)?;
+    }
+    let hooks = spec.hooks().clone().unwrap_or_default();
+    let has_runtime_hooks = hooks.prestart().as_ref().is_some_and(|h| !h.is_empty())
+        || hooks.create_runtime().as_ref().is_some_and(|h| !h.is_empty());
+    if has_runtime_hooks {
+        config.channel.send(&Message::RunHooks)?;
+        match config.channel.recv()? {
+            Some(Message::Go) => {}
+            Some(Message::Failed(reason)) => return Err(Error::Init(reason)),
+            other => return Err(Error::Setup(format!("runtime sent {other:?} after hooks"))),
+        }
+    }
+    if let Some(create_container) = hooks.create_container() {
+        let state = creating_state(config);
+        crate::hooks::run_hooks("createContainer", create_container, &state)?;
+    }
+    rootfs::pivot(&sys, rootfs_path)?;
+    rootfs::finish_root_propagation(&sys, propagation)?;
+
+    if let Some(console) = &config.console {
+        let size = process.console_size().as_ref().map(|b| {
+            (u16::try_from(b.height()).unwrap_or(u16::MAX), u16::try_from(b.width()).unwrap_or(u16::MAX))
+        });
+        let (master, slave, name) = crate::console::open_pty(size)?;
+        let console_path = Path::new("/dev/console");
+        if sys.file_kind(console_path).is_none() {
+            sys.touch(console_path)?;
+        }
+        sys.mount(Some(Path::new(&name)), console_path, None, MsFlags::MS_BIND, None)?;
+        crate::console::become_terminal(&slave)?;
+        crate::console::send_fd(console.as_raw_fd(), master.as_raw_fd(), &name)?;
+    }
+    if let Some(hostname) = spec.hostname().as_deref().filter(|h| !h.is_empty()) {
+        sys.sethostname(hostname)?;
+    }
+    if let Some(domainname) = spec.domainname().as_deref().filter(|d| !d.is_empty()) {
+        sys.setdomainname(domainname)?;
+    }
+    if let Some(sysctls) = linux.sysctl() {
+        rootfs::apply_sysctls(&sys, sysctls)?;
+    }
+    rootfs::readonly_paths(&sys, linux.readonly_paths().as_deref().unwrap_or_default())?;
+    rootfs::mask_paths(&sys, linux.masked_paths().as_deref().unwrap_or_default())?;
+    if spec.root().as_ref().and_then(|r| r.readonly()) == Some(true) {
+        let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+        sys.mount(None, Path::new("/"), None, flags, None)?;
+    }
+    let prepared = crate::process::prepare(process, linux.seccomp().as_ref())?;
+    crate::process::close_fds_on_exec(3 + config.preserve_fds);
+    // SAFETY: PR_SET_PDEATHSIG takes integer arguments only; 0 clears it, since the runtime
+    // process exits once the container is created.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, 0, 0, 0, 0) };
+    Ok(prepared)
+}
+
+/// Joins the namespace at `path`.
+pub fn join_namespace(path: &Path, kind: nix::sched::CloneFlags) -> Result<()> {
+    let fd = nix::fcntl::open(path, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
+        .map_err(|e| Error::sys(format!("open namespace {}", path.display()), e))?;
+    nix::sched::setns(&fd, kind).map_err(|e| Error::sys(format!("join namespace {}", path.display()), e))
+}
+
+fn creating_state(config: &InitConfig<'_>) -> crate::state::OciState {
+    crate::state::OciState {
+        oci_version: crate::state::OCI_VERSION.to_owned(),
+        id: config.id.to_owned(),
+        status: crate::state::Status::Creating,
+        pid: std::process::id() as i32,
+        bundle: config.bundle.path.clone(),
+        rootfs: config.bundle.rootfs.clone(),
+        created: String::new(),
+        owner: String::new(),
+        annotations: config.bundle.spec.annotations().clone().unwrap_or_default(),
+    }
+}
+
+/// Blocks until `start` opens the exec fifo, tells it we are going, runs startContainer hooks
+/// and execs. Failures from here on are written into the fifo for `start` to report.
+fn wait_and_exec(config: &InitConfig<'_>, prepared: &crate::process::Prepared) -> Error {
+    // Reopening our own O_PATH fd checks only the fifo's permissions (it belongs to the
+    // container's root), not the root-only state directory's; without a /proc, go by the path.
+    let flags = OFlag::O_WRONLY | OFlag::O_CLOEXEC;
+    let by_fd = format!("/proc/self/fd/{}", config.exec_fifo.as_raw_fd());
+    let opened = nix::fcntl::open(by_fd.as_str(), flags, Mode::empty())
+        .or_else(|_| openat(&config.state_dir, EXEC_FIFO, flags, Mode::empty()));
+    let fifo = match opened {
+        Ok(fd) => std::fs::File::from(fd),
+        Err(e) => return Error::sys("open the exec fifo", e),
+    };
+    let mut fifo = fifo;
+    if let Err(e) = fifo.write_all(b"0") {
+        return Error::io("write", EXEC_FIFO, e);
+    }
+    let spec = spec(config);
+    let result = (|| {
+        if let Some(start_container) = spec.hooks().as_ref().and_then(|h| h.start_container().as_ref()) {
+            let mut state = creating_state(config);
+            state.status = crate::state::Status::Created;
+            crate::hooks::run_hooks("startContainer", start_container, &state)?;
+        }
+        let process = spec.process().as_ref().ok_or_else(|| Error::InvalidSpec("process is missing".into()))?;
+        Err(crate::process::exec(process, prepared))
+    })();
+    let error = match result {
+        Err(err) => err,
+        Ok(()) => Error::Setup("exec returned".into()),
+    };
+    let _ = fifo.write_all(error.to_string().as_bytes());
+    error
+}

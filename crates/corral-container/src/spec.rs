@@ -1,0 +1,350 @@
+//! Loading and checking a bundle's `config.json`, and translating it into what the engine does:
+//! which namespaces to create or join, the environment of the container's process.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use nix::sched::CloneFlags;
+use oci_spec::runtime::{LinuxNamespace, LinuxNamespaceType, Process, Spec};
+
+use crate::error::{Error, Result};
+
+/// The value of `container=` in the environment of every container process: `corral guest
+/// detect` (and systemd) recognise the runtime by it.
+pub const CONTAINER_ENV: &str = "container=corral";
+
+/// PATH for processes whose spec sets none, the same default runc and crun use.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Namespace names the runtime spec defines.
+const KNOWN_NAMESPACES: [&str; 8] = ["pid", "network", "mount", "ipc", "uts", "user", "cgroup", "time"];
+
+/// A bundle: its directory, its parsed spec and the absolute rootfs path.
+#[derive(Clone, Debug)]
+pub struct Bundle {
+    pub path: PathBuf,
+    pub spec: Spec,
+    pub rootfs: PathBuf,
+}
+
+impl Bundle {
+    /// Reads `<bundle>/config.json`, checks it and resolves the rootfs.
+    pub fn load(bundle: &Path) -> Result<Bundle> {
+        let path = std::fs::canonicalize(bundle).map_err(|e| Error::Config {
+            path: bundle.to_path_buf(),
+            reason: format!("the bundle directory is not usable: {e}"),
+        })?;
+        let config = path.join("config.json");
+        let text = std::fs::read_to_string(&config).map_err(|e| Error::Config {
+            path: config.clone(),
+            reason: e.to_string(),
+        })?;
+        let spec = parse_spec(&text).map_err(|reason| Error::Config {
+            path: config.clone(),
+            reason,
+        })?;
+        validate(&spec)?;
+        let root = spec
+            .root()
+            .as_ref()
+            .ok_or_else(|| Error::InvalidSpec("root is missing: set root.path to the rootfs directory".into()))?;
+        let rootfs = if root.path().is_absolute() {
+            root.path().clone()
+        } else {
+            path.join(root.path())
+        };
+        if !rootfs.is_dir() {
+            return Err(Error::InvalidSpec(format!(
+                "rootfs {} is not a directory; unpack the image there or fix root.path",
+                rootfs.display()
+            )));
+        }
+        Ok(Bundle { path, spec, rootfs })
+    }
+}
+
+/// Parses config.json text, giving namespace typos a clearer message than serde's.
+pub fn parse_spec(text: &str) -> std::result::Result<Spec, String> {
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
+    if let Some(namespaces) = value.pointer("/linux/namespaces").and_then(|n| n.as_array()) {
+        for namespace in namespaces {
+            let kind = namespace.get("type").and_then(|t| t.as_str()).unwrap_or("");
+            if !KNOWN_NAMESPACES.contains(&kind) {
+                return Err(format!(
+                    "unknown namespace type {kind:?}; the spec knows {}",
+                    KNOWN_NAMESPACES.join(", ")
+                ));
+            }
+        }
+    }
+    serde_json::from_value(value).map_err(|e| e.to_string())
+}
+
+/// Checks what serde cannot: versions, required parts, duplicates.
+pub fn validate(spec: &Spec) -> Result<()> {
+    if !spec.version().starts_with("1.") {
+        return Err(Error::InvalidSpec(format!(
+            "ociVersion {:?} is not supported; corral runs 1.x specs",
+            spec.version()
+        )));
+    }
+    let process = spec
+        .process()
+        .as_ref()
+        .ok_or_else(|| Error::InvalidSpec("process is missing: a container needs a process to run".into()))?;
+    validate_process(process)?;
+    let mut seen = HashSet::new();
+    for namespace in namespaces(spec) {
+        if !seen.insert(namespace.typ()) {
+            return Err(Error::InvalidSpec(format!(
+                "namespace {} is listed twice in linux.namespaces",
+                namespace_name(namespace.typ())
+            )));
+        }
+    }
+    if spec.hostname().as_ref().is_some_and(|h| !h.is_empty())
+        && !has_new_namespace(spec, LinuxNamespaceType::Uts)
+    {
+        return Err(Error::InvalidSpec(
+            "hostname is set but the container shares the host's uts namespace; add a uts namespace".into(),
+        ));
+    }
+    let has_mappings = spec
+        .linux()
+        .as_ref()
+        .is_some_and(|l| l.uid_mappings().as_ref().is_some_and(|m| !m.is_empty()));
+    if has_new_namespace(spec, LinuxNamespaceType::User) && !has_mappings {
+        return Err(Error::InvalidSpec(
+            "a new user namespace needs linux.uidMappings and linux.gidMappings".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a process description (also used for `exec --process`).
+pub fn validate_process(process: &Process) -> Result<()> {
+    let args = process.args().as_deref().unwrap_or_default();
+    if args.is_empty() || args[0].is_empty() {
+        return Err(Error::InvalidSpec("process.args is empty: name the program to run".into()));
+    }
+    if !process.cwd().is_absolute() {
+        return Err(Error::InvalidSpec(format!(
+            "process.cwd {} must be an absolute path",
+            process.cwd().display()
+        )));
+    }
+    for entry in process.env().iter().flatten() {
+        if !entry.contains('=') {
+            return Err(Error::InvalidSpec(format!(
+                "environment entry {entry:?} has no '=': write NAME=value"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The spec's namespace list (empty when it has none).
+pub fn namespaces(spec: &Spec) -> &[LinuxNamespace] {
+    spec.linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_deref())
+        .unwrap_or_default()
+}
+
+/// True when the spec asks for a new namespace of this type (listed without a path).
+pub fn has_new_namespace(spec: &Spec, kind: LinuxNamespaceType) -> bool {
+    namespaces(spec)
+        .iter()
+        .any(|n| n.typ() == kind && n.path().is_none())
+}
+
+/// The name `/proc/PID/ns/` uses for a namespace type.
+pub fn namespace_name(kind: LinuxNamespaceType) -> &'static str {
+    match kind {
+        LinuxNamespaceType::Mount => "mnt",
+        LinuxNamespaceType::Cgroup => "cgroup",
+        LinuxNamespaceType::Uts => "uts",
+        LinuxNamespaceType::Ipc => "ipc",
+        LinuxNamespaceType::User => "user",
+        LinuxNamespaceType::Pid => "pid",
+        LinuxNamespaceType::Network => "net",
+        LinuxNamespaceType::Time => "time",
+    }
+}
+
+/// The clone flag for a namespace type.
+pub fn clone_flag(kind: LinuxNamespaceType) -> CloneFlags {
+    match kind {
+        LinuxNamespaceType::Mount => CloneFlags::CLONE_NEWNS,
+        LinuxNamespaceType::Cgroup => CloneFlags::CLONE_NEWCGROUP,
+        LinuxNamespaceType::Uts => CloneFlags::CLONE_NEWUTS,
+        LinuxNamespaceType::Ipc => CloneFlags::CLONE_NEWIPC,
+        LinuxNamespaceType::User => CloneFlags::CLONE_NEWUSER,
+        LinuxNamespaceType::Pid => CloneFlags::CLONE_NEWPID,
+        LinuxNamespaceType::Network => CloneFlags::CLONE_NEWNET,
+        // CLONE_NEWTIME shares its value with CSIGNAL's range in clone(2); time namespaces are
+        // entered with unshare instead, so clone never sees this.
+        LinuxNamespaceType::Time => CloneFlags::empty(),
+    }
+}
+
+/// What to do with namespaces: create some in the first clone, join others by path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NamespacePlan {
+    /// Flags for the clone that starts the container's init.
+    pub clone_flags: CloneFlags,
+    /// A time namespace to create with unshare (clone cannot, see [`clone_flag`]).
+    pub new_time: bool,
+    /// Namespaces to join, in the order they must be joined (user first).
+    pub join: Vec<(LinuxNamespaceType, PathBuf)>,
+}
+
+impl NamespacePlan {
+    pub fn from_spec(spec: &Spec) -> NamespacePlan {
+        let mut plan = NamespacePlan {
+            clone_flags: CloneFlags::empty(),
+            new_time: false,
+            join: Vec::new(),
+        };
+        for namespace in namespaces(spec) {
+            match namespace.path() {
+                None if namespace.typ() == LinuxNamespaceType::Time => plan.new_time = true,
+                None => plan.clone_flags |= clone_flag(namespace.typ()),
+                Some(path) => plan.join.push((namespace.typ(), path.clone())),
+            }
+        }
+        // Joining a user namespace first gives the privileges needed to join the others.
+        plan.join
+            .sort_by_key(|(kind, _)| *kind != LinuxNamespaceType::User);
+        plan
+    }
+
+    pub fn creates(&self, flag: CloneFlags) -> bool {
+        self.clone_flags.contains(flag)
+    }
+
+    /// The path of a pid namespace to join, which must happen before the clone.
+    pub fn pid_to_join(&self) -> Option<&Path> {
+        self.join
+            .iter()
+            .find(|(kind, _)| *kind == LinuxNamespaceType::Pid)
+            .map(|(_, path)| path.as_path())
+    }
+}
+
+/// The environment of a container process: the spec's, with `container=corral` (replacing any
+/// other runtime's value), and PATH and HOME filled in when missing.
+pub fn process_env(process: &Process, home: Option<&str>) -> Vec<String> {
+    let mut env: Vec<String> = process
+        .env()
+        .iter()
+        .flatten()
+        .filter(|entry| !entry.starts_with("container="))
+        .cloned()
+        .collect();
+    if !env.iter().any(|e| e.starts_with("PATH=")) {
+        env.push(format!("PATH={DEFAULT_PATH}"));
+    }
+    if !env.iter().any(|e| e.starts_with("HOME=")) {
+        env.push(format!("HOME={}", home.unwrap_or("/")));
+    }
+    env.push(CONTAINER_ENV.to_owned());
+    env
+}
+
+/// The home directory of `uid` in an `/etc/passwd` text.
+pub fn home_from_passwd(passwd: &str, uid: u32) -> Option<String> {
+    passwd.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split(':').collect();
+        (fields.len() >= 6 && fields[2].parse() == Ok(uid)).then(|| fields[5].to_owned())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"{
+        "ociVersion": "1.0.2",
+        "process": {"args": ["sh"], "cwd": "/", "user": {"uid": 0, "gid": 0}, "env": ["PATH=/bin", "container=podman"]},
+        "root": {"path": "rootfs"},
+        "hostname": "box",
+        "linux": {"namespaces": [{"type": "pid"}, {"type": "mount"}, {"type": "uts"},
+                                 {"type": "network", "path": "/run/netns/x"}, {"type": "user", "path": "/proc/1/ns/user"}]}
+    }"#;
+
+    fn spec(text: &str) -> Spec {
+        parse_spec(text).unwrap()
+    }
+
+    #[test]
+    fn namespaces_are_created_in_the_clone_or_joined_user_first() {
+        let plan = NamespacePlan::from_spec(&spec(MINIMAL));
+        assert_eq!(
+            plan.clone_flags,
+            CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS
+        );
+        assert_eq!(plan.join[0].0, LinuxNamespaceType::User);
+        assert_eq!(plan.join[1], (LinuxNamespaceType::Network, PathBuf::from("/run/netns/x")));
+        assert!(plan.pid_to_join().is_none());
+    }
+
+    #[test]
+    fn a_valid_spec_passes() {
+        validate(&spec(MINIMAL)).unwrap();
+    }
+
+    #[test]
+    fn unknown_namespace_type_is_named() {
+        let text = MINIMAL.replace(r#"{"type": "uts"}"#, r#"{"type": "utz"}"#);
+        let err = parse_spec(&text).unwrap_err();
+        assert!(err.contains("unknown namespace type \"utz\""), "{err}");
+    }
+
+    #[test]
+    fn duplicate_namespaces_are_rejected() {
+        let text = MINIMAL.replace(r#"{"type": "uts"}"#, r#"{"type": "pid"}, {"type": "uts"}"#);
+        let err = validate(&spec(&text)).unwrap_err();
+        assert!(err.to_string().contains("namespace pid is listed twice"), "{err}");
+    }
+
+    #[test]
+    fn hostname_without_uts_namespace_is_rejected() {
+        let text = MINIMAL.replace(r#"{"type": "uts"},"#, "");
+        let err = validate(&spec(&text)).unwrap_err();
+        assert!(err.to_string().contains("uts namespace"), "{err}");
+    }
+
+    #[test]
+    fn malformed_json_and_missing_process_are_clear() {
+        assert!(parse_spec("{ not json").unwrap_err().contains("not valid JSON"));
+        let err = validate(&spec(r#"{"ociVersion": "1.0.2", "root": {"path": "r"}}"#)).unwrap_err();
+        assert!(err.to_string().contains("process is missing"), "{err}");
+        let text = MINIMAL.replace(r#""args": ["sh"]"#, r#""args": []"#);
+        assert!(validate(&spec(&text)).unwrap_err().to_string().contains("args is empty"));
+        let text = MINIMAL.replace("1.0.2", "0.9");
+        assert!(validate(&spec(&text)).unwrap_err().to_string().contains("ociVersion"));
+    }
+
+    #[test]
+    fn new_user_namespace_needs_mappings() {
+        let text = MINIMAL.replace(r#"{"type": "user", "path": "/proc/1/ns/user"}"#, r#"{"type": "user"}"#);
+        let err = validate(&spec(&text)).unwrap_err();
+        assert!(err.to_string().contains("uidMappings"), "{err}");
+    }
+
+    #[test]
+    fn container_env_replaces_other_runtimes_and_fills_defaults() {
+        let spec = spec(MINIMAL);
+        let env = process_env(spec.process().as_ref().unwrap(), Some("/root"));
+        assert_eq!(env, ["PATH=/bin", "HOME=/root", "container=corral"]);
+    }
+
+    #[test]
+    fn home_is_looked_up_by_uid() {
+        let passwd = "root:x:0:0:root:/root:/bin/sh\nwww:x:33:33::/var/www:/bin/false\n";
+        assert_eq!(home_from_passwd(passwd, 33).as_deref(), Some("/var/www"));
+        assert_eq!(home_from_passwd(passwd, 7), None);
+    }
+}

@@ -1,0 +1,172 @@
+//! Shared helpers for the container integration tests: a busybox root filesystem built from
+//! Debian's `busybox-static`, bundles with a config.json from `corral oci spec`, and running the
+//! real binary against a temporary state root.
+
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+/// Where `busybox-static` installs the static busybox.
+pub const BUSYBOX: &str = "/bin/busybox";
+
+pub fn corral_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_corral")
+}
+
+/// True when the static busybox the rootfs is built from is installed; records a skip otherwise.
+pub fn have_busybox() -> bool {
+    if Path::new(BUSYBOX).is_file() {
+        return true;
+    }
+    corral_testkit::skip("needs /bin/busybox from Debian's busybox-static (scripts/deps.sh installs it)");
+    false
+}
+
+/// Builds a busybox root filesystem at `dir`: the static binary, one link per applet, the
+/// directories containers mount onto and an /etc/passwd with root and an unprivileged user.
+pub fn build_rootfs(dir: &Path) {
+    for sub in ["bin", "proc", "sys", "dev", "etc", "tmp", "root"] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+    }
+    std::fs::copy(BUSYBOX, dir.join("bin/busybox")).unwrap();
+    let list = Command::new(BUSYBOX).arg("--list").output().unwrap();
+    for applet in String::from_utf8_lossy(&list.stdout).lines() {
+        let link = dir.join("bin").join(applet);
+        if applet != "busybox" && !link.exists() {
+            std::os::unix::fs::symlink("busybox", link).unwrap();
+        }
+    }
+    std::fs::write(dir.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000:user:/tmp:/bin/sh\n").unwrap();
+    std::fs::write(dir.join("etc/group"), "root:x:0:\nuser:x:1000:\n").unwrap();
+}
+
+/// Runs `command` with stdout and stderr in temp files rather than pipes: a container started by
+/// `create` inherits them and may outlive the command, so reading pipes to EOF would wait for it.
+pub fn output_via_files(command: &mut Command) -> Output {
+    let mut stdout = tempfile::tempfile().unwrap();
+    let mut stderr = tempfile::tempfile().unwrap();
+    let status = command
+        .stdin(std::process::Stdio::null())
+        .stdout(stdout.try_clone().unwrap())
+        .stderr(stderr.try_clone().unwrap())
+        .status()
+        .unwrap();
+    let read = |file: &mut std::fs::File| {
+        use std::io::{Read, Seek};
+        let mut bytes = Vec::new();
+        file.seek(std::io::SeekFrom::Start(0)).unwrap();
+        file.read_to_end(&mut bytes).unwrap();
+        bytes
+    };
+    Output { status, stdout: read(&mut stdout), stderr: read(&mut stderr) }
+}
+
+/// A bundle in a temp dir plus a state root for it.
+pub struct TestBundle {
+    pub dir: tempfile::TempDir,
+    pub state_root: PathBuf,
+    pub id: String,
+    pub config: Value,
+}
+
+impl TestBundle {
+    /// A bundle whose process runs `sh -c script`, with a unique container id.
+    pub fn new(name: &str, script: &str) -> TestBundle {
+        let dir = tempfile::tempdir().unwrap();
+        build_rootfs(&dir.path().join("rootfs"));
+        let out = Command::new(corral_bin())
+            .args(["oci", "spec", "--bundle"])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "spec failed: {}", String::from_utf8_lossy(&out.stderr));
+        let mut config: Value = serde_json::from_slice(&std::fs::read(dir.path().join("config.json")).unwrap()).unwrap();
+        config["process"]["args"] = json!(["sh", "-c", script]);
+        config["process"]["terminal"] = json!(false);
+        config["root"]["readonly"] = json!(false);
+        let state_root = dir.path().join("state");
+        let id = format!("{name}-{}", std::process::id());
+        TestBundle { dir, state_root, id, config }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn rootfs(&self) -> PathBuf {
+        self.dir.path().join("rootfs")
+    }
+
+    /// Writes the config and runs `corral oci --root <state> ARGS...`.
+    pub fn oci(&self, args: &[&str]) -> Output {
+        self.save();
+        let mut command = Command::new(corral_bin());
+        command.arg("oci").arg("--root").arg(&self.state_root).args(args);
+        output_via_files(&mut command)
+    }
+
+    pub fn save(&self) {
+        std::fs::write(self.dir.path().join("config.json"), serde_json::to_vec_pretty(&self.config).unwrap()).unwrap();
+    }
+
+    /// `run` in the foreground; returns (exit code, stdout, stderr).
+    pub fn run(&self) -> (i32, String, String) {
+        let bundle = self.path().to_string_lossy().into_owned();
+        let out = self.oci(&["run", "--bundle", &bundle, &self.id]);
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// `create` then `start`, asserting both succeed.
+    pub fn create_and_start(&self) {
+        let bundle = self.path().to_string_lossy().into_owned();
+        let out = self.oci(&["create", "--bundle", &bundle, &self.id]);
+        assert!(out.status.success(), "create: {}", String::from_utf8_lossy(&out.stderr));
+        let out = self.oci(&["start", &self.id]);
+        assert!(out.status.success(), "start: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// The `state` document, or `None` if the command failed.
+    pub fn state(&self) -> Option<Value> {
+        let out = self.oci(&["state", &self.id]);
+        out.status.success().then(|| serde_json::from_slice(&out.stdout).unwrap())
+    }
+
+    pub fn status(&self) -> String {
+        self.state().map(|s| s["status"].as_str().unwrap_or("").to_owned()).unwrap_or_default()
+    }
+
+    /// Polls until the status is `wanted` (10 s at most).
+    pub fn wait_for_status(&self, wanted: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.status() != wanted {
+            assert!(Instant::now() < deadline, "container never became {wanted}; it is {}", self.status());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Forcibly removes the container (test cleanup).
+    pub fn force_delete(&self) {
+        let _ = self.oci(&["delete", "--force", &self.id]);
+    }
+
+    /// True when the container left no state directory and no cgroup directory anywhere.
+    pub fn left_nothing_behind(&self) -> bool {
+        if self.state_root.join(&self.id).exists() {
+            return false;
+        }
+        let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") else {
+            return true;
+        };
+        // v1: one directory per hierarchy; v2: /sys/fs/cgroup/corral/<id> itself.
+        hierarchies.flatten().all(|h| !h.path().join("corral").join(&self.id).exists())
+            && !Path::new("/sys/fs/cgroup/corral").join(&self.id).exists()
+    }
+}
