@@ -48,7 +48,10 @@ impl Message {
             "ready" => Message::Ready,
             other => {
                 if let Some(pid) = other.strip_prefix("pid:") {
-                    Message::Pid(pid.parse().map_err(|_| Error::Setup(format!("bad pid message {other:?}")))?)
+                    Message::Pid(
+                        pid.parse()
+                            .map_err(|_| Error::Setup(format!("bad pid message {other:?}")))?,
+                    )
                 } else if let Some(reason) = other.strip_prefix("failed:") {
                     Message::Failed(reason.to_owned())
                 } else {
@@ -77,16 +80,24 @@ impl Channel {
     }
 
     pub fn send(&self, message: &Message) -> Result<()> {
-        nix::sys::socket::send(self.0.as_raw_fd(), &message.encode(), nix::sys::socket::MsgFlags::MSG_NOSIGNAL)
-            .map(drop)
-            .map_err(|e| Error::sys("send a setup message", e))
+        nix::sys::socket::send(
+            self.0.as_raw_fd(),
+            &message.encode(),
+            nix::sys::socket::MsgFlags::MSG_NOSIGNAL,
+        )
+        .map(drop)
+        .map_err(|e| Error::sys("send a setup message", e))
     }
 
     /// The next message, or `None` once every holder of the other end has closed it.
     pub fn recv(&self) -> Result<Option<Message>> {
         let mut buffer = vec![0u8; MAX_MESSAGE];
         loop {
-            match nix::sys::socket::recv(self.0.as_raw_fd(), &mut buffer, nix::sys::socket::MsgFlags::empty()) {
+            match nix::sys::socket::recv(
+                self.0.as_raw_fd(),
+                &mut buffer,
+                nix::sys::socket::MsgFlags::empty(),
+            ) {
                 Ok(0) => return Ok(None),
                 Ok(n) => return Message::decode(&buffer[..n]).map(Some),
                 Err(nix::Error::EINTR) => continue,
@@ -107,7 +118,13 @@ mod tests {
     #[test]
     fn messages_round_trip_and_a_closed_peer_reads_as_none() {
         let (a, b) = Channel::pair().unwrap();
-        for message in [Message::Go, Message::RunHooks, Message::Ready, Message::Pid(77), Message::Failed("no: such".into())] {
+        for message in [
+            Message::Go,
+            Message::RunHooks,
+            Message::Ready,
+            Message::Pid(77),
+            Message::Failed("no: such".into()),
+        ] {
             a.send(&message).unwrap();
             assert_eq!(b.recv().unwrap(), Some(message));
         }

@@ -89,9 +89,17 @@ pub fn receive_fd(socket: RawFd) -> Result<OwnedFd> {
     let mut buffer = [0u8; 4096];
     let mut iov = [std::io::IoSliceMut::new(&mut buffer)];
     let mut space = nix::cmsg_space!([RawFd; 1]);
-    let message = recvmsg::<()>(socket, &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)
-        .map_err(|e| Error::sys("receive the terminal", e))?;
-    for cmsg in message.cmsgs().map_err(|e| Error::sys("read control message", e))? {
+    let message = recvmsg::<()>(
+        socket,
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .map_err(|e| Error::sys("receive the terminal", e))?;
+    for cmsg in message
+        .cmsgs()
+        .map_err(|e| Error::sys("read control message", e))?
+    {
         if let ControlMessageOwned::ScmRights(fds) = cmsg {
             if let Some(&fd) = fds.first() {
                 // SAFETY: the kernel just installed this descriptor for us.
@@ -99,7 +107,9 @@ pub fn receive_fd(socket: RawFd) -> Result<OwnedFd> {
             }
         }
     }
-    Err(Error::Setup("the console socket message carried no terminal".into()))
+    Err(Error::Setup(
+        "the console socket message carried no terminal".into(),
+    ))
 }
 
 /// Copies the caller's stdin to the terminal `master` and its output to stdout until the
@@ -135,7 +145,10 @@ pub fn relay(master: &OwnedFd) -> Result<()> {
             Ok(_) => {}
         }
         let master_ready = fds[0].revents().unwrap_or(PollFlags::empty());
-        let stdin_ready = fds.get(1).and_then(|f| f.revents()).unwrap_or(PollFlags::empty());
+        let stdin_ready = fds
+            .get(1)
+            .and_then(|f| f.revents())
+            .unwrap_or(PollFlags::empty());
         if !master_ready.is_empty() {
             match nix::unistd::read(master, &mut buffer) {
                 // EIO: every slave is closed, the container side is done.

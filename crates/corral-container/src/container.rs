@@ -22,7 +22,9 @@ use crate::error::{Error, Result};
 use crate::init::{InitConfig, EXEC_FIFO};
 use crate::rootfs::RootfsContext;
 use crate::spec::{has_new_namespace, Bundle, NamespacePlan};
-use crate::state::{check_id, container_dir, process_start_time, rfc3339_now, OciState, Record, Status};
+use crate::state::{
+    check_id, container_dir, process_start_time, rfc3339_now, OciState, Record, Status,
+};
 
 /// How to create a container.
 #[derive(Debug)]
@@ -110,19 +112,26 @@ impl Container {
         }
         let bundle = Bundle::load(&options.bundle)?;
         let spec = &bundle.spec;
-        let process = spec.process().as_ref().ok_or_else(|| Error::InvalidSpec("process is missing".into()))?;
+        let process = spec
+            .process()
+            .as_ref()
+            .ok_or_else(|| Error::InvalidSpec("process is missing".into()))?;
         let wants_terminal = process.terminal() == Some(true);
         if wants_terminal && options.console.is_none() {
             return Err(Error::InvalidSpec(
-                "process.terminal is true but no console socket was given: pass --console-socket".into(),
+                "process.terminal is true but no console socket was given: pass --console-socket"
+                    .into(),
             ));
         }
         let plan = NamespacePlan::from_spec(spec);
         if plan.new_time {
-            return Err(Error::InvalidSpec("time namespaces are not supported by corral yet".into()));
+            return Err(Error::InvalidSpec(
+                "time namespaces are not supported by corral yet".into(),
+            ));
         }
 
-        std::fs::create_dir_all(&options.root).map_err(|e| Error::io("create state root", &options.root, e))?;
+        std::fs::create_dir_all(&options.root)
+            .map_err(|e| Error::io("create state root", &options.root, e))?;
         let dir = container_dir(&options.root, &options.id);
         match std::fs::create_dir(&dir) {
             Ok(()) => {}
@@ -133,7 +142,11 @@ impl Container {
         }
         let linux = spec.linux().clone().unwrap_or_default();
         let layout = Layout::detect();
-        let mut cleanup = Cleanup { dir: dir.clone(), cgroup: None, child: None };
+        let mut cleanup = Cleanup {
+            dir: dir.clone(),
+            cgroup: None,
+            child: None,
+        };
 
         let layout = layout?;
         let cgroup_path = container_cgroup_path(linux.cgroups_path().as_deref(), &options.id)?;
@@ -147,19 +160,30 @@ impl Container {
         let fifo = dir.join(EXEC_FIFO);
         nix::unistd::mkfifo(&fifo, Mode::from_bits_truncate(0o600))
             .map_err(|e| Error::sys(format!("create {}", fifo.display()), e))?;
-        let state_dir = nix::fcntl::open(&dir, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
-            .map_err(|e| Error::sys(format!("open {}", dir.display()), e))?;
+        let state_dir = nix::fcntl::open(
+            &dir,
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| Error::sys(format!("open {}", dir.display()), e))?;
         let exec_fifo = nix::fcntl::open(&fifo, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty())
             .map_err(|e| Error::sys(format!("open {}", fifo.display()), e))?;
         if let Some((uid, gid)) = container_root_on_host(&linux) {
-            nix::unistd::chown(&fifo, Some(uid.into()), Some(gid.into()))
-                .map_err(|e| Error::sys(format!("hand {} to the container's root", fifo.display()), e))?;
+            nix::unistd::chown(&fifo, Some(uid.into()), Some(gid.into())).map_err(|e| {
+                Error::sys(
+                    format!("hand {} to the container's root", fifo.display()),
+                    e,
+                )
+            })?;
         }
         let (runtime_end, init_end) = Channel::pair()?;
         let rootfs = RootfsContext {
             bundle: bundle.path.clone(),
             in_user_namespace: has_new_namespace(spec, LinuxNamespaceType::User)
-                || plan.join.iter().any(|(kind, _)| *kind == LinuxNamespaceType::User),
+                || plan
+                    .join
+                    .iter()
+                    .any(|(kind, _)| *kind == LinuxNamespaceType::User),
             in_cgroup_namespace: plan.creates(CloneFlags::CLONE_NEWCGROUP),
             cgroup_mounts: cgroup.container_mounts(),
         };
@@ -178,9 +202,20 @@ impl Container {
         let pid = clone_init(&plan, init_config)?;
         cleanup.child = Some(pid);
 
-        let record = run_init_handshake(&options.root, &options.id, &bundle, &layout, &*cgroup, pid, &runtime_end)?;
+        let record = run_init_handshake(
+            &options.root,
+            &options.id,
+            &bundle,
+            &layout,
+            &*cgroup,
+            pid,
+            &runtime_end,
+        )?;
         cleanup.disarm();
-        Ok(Container { root: options.root, record: record.0 })
+        Ok(Container {
+            root: options.root,
+            record: record.0,
+        })
     }
 
     pub fn id(&self) -> &str {
@@ -209,7 +244,12 @@ impl Container {
         self.record.cgroup_layout.open(&self.record.cgroup_path)
     }
 
-    fn require(&self, operation: &'static str, needed: &'static str, ok: &[Status]) -> Result<Status> {
+    fn require(
+        &self,
+        operation: &'static str,
+        needed: &'static str,
+        ok: &[Status],
+    ) -> Result<Status> {
         let status = self.status();
         if ok.contains(&status) {
             Ok(status)
@@ -227,14 +267,20 @@ impl Container {
     pub fn start(&mut self) -> Result<()> {
         self.require("start", "created", &[Status::Created])?;
         let fifo_path = container_dir(&self.root, self.id()).join(EXEC_FIFO);
-        let fifo = nix::fcntl::open(&fifo_path, OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC, Mode::empty())
-            .map_err(|e| Error::sys(format!("open {}", fifo_path.display()), e))?;
+        let fifo = nix::fcntl::open(
+            &fifo_path,
+            OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| Error::sys(format!("open {}", fifo_path.display()), e))?;
         let message = read_fifo_until_exec(&fifo, self.record.pid, self.record.pid_start_time)?;
         // The fifo has done its job; a second start finds the container running anyway.
         let _ = std::fs::remove_file(&fifo_path);
         match message {
             FifoOutcome::NeverOpened => {
-                return Err(Error::Setup("the container's init exited before start".into()))
+                return Err(Error::Setup(
+                    "the container's init exited before start".into(),
+                ))
             }
             FifoOutcome::Started(error) => {
                 self.record.started = true;
@@ -244,7 +290,12 @@ impl Container {
                 }
             }
         }
-        if let Some(hooks) = self.record.hooks.as_ref().and_then(|h| h.poststart().clone()) {
+        if let Some(hooks) = self
+            .record
+            .hooks
+            .as_ref()
+            .and_then(|h| h.poststart().clone())
+        {
             crate::hooks::run_hooks_logging_failures("poststart", &hooks, &self.state());
         }
         Ok(())
@@ -252,7 +303,11 @@ impl Container {
 
     /// Sends `signal` to the init, or with `all` to every process in the container's cgroup.
     pub fn kill(&self, signal: Signal, all: bool) -> Result<()> {
-        self.require("kill", "created, running or paused", &[Status::Created, Status::Running, Status::Paused])?;
+        self.require(
+            "kill",
+            "created, running or paused",
+            &[Status::Created, Status::Running, Status::Paused],
+        )?;
         if all {
             for pid in self.cgroup().pids()? {
                 // A process may exit between listing and signalling.
@@ -328,8 +383,17 @@ impl Container {
             self.kill_all_and_wait()?;
         }
         cgroup.destroy()?;
-        if let Some(hooks) = self.record.hooks.as_ref().and_then(|h| h.poststop().clone()) {
-            crate::hooks::run_hooks_logging_failures("poststop", &hooks, &self.record.oci_state(Status::Stopped));
+        if let Some(hooks) = self
+            .record
+            .hooks
+            .as_ref()
+            .and_then(|h| h.poststop().clone())
+        {
+            crate::hooks::run_hooks_logging_failures(
+                "poststop",
+                &hooks,
+                &self.record.oci_state(Status::Stopped),
+            );
         }
         let dir = container_dir(&self.root, self.id());
         std::fs::remove_dir_all(&dir).map_err(|e| Error::io("remove", dir, e))
@@ -352,13 +416,17 @@ impl Container {
         loop {
             // Reap the init if we are its parent; otherwise it is someone else's zombie.
             let _ = waitpid(init, Some(WaitPidFlag::WNOHANG));
-            let init_gone = !crate::state::process_alive(self.record.pid, self.record.pid_start_time);
+            let init_gone =
+                !crate::state::process_alive(self.record.pid, self.record.pid_start_time);
             let empty = cgroup.pids().map(|p| p.is_empty()).unwrap_or(true);
             if init_gone && empty {
                 return Ok(());
             }
             if Instant::now() >= deadline {
-                return Err(Error::Setup(format!("processes of container {} did not die within 10s", self.id())));
+                return Err(Error::Setup(format!(
+                    "processes of container {} did not die within 10s",
+                    self.id()
+                )));
             }
             std::thread::sleep(Duration::from_millis(5));
         }
@@ -374,7 +442,9 @@ impl Container {
         self.require("exec", "running", allowed)?;
         crate::spec::validate_process(&options.process)?;
         if options.process.terminal() == Some(true) && options.console.is_none() {
-            return Err(Error::InvalidSpec("exec with a terminal needs a console socket".into()));
+            return Err(Error::InvalidSpec(
+                "exec with a terminal needs a console socket".into(),
+            ));
         }
         let bundle_spec = Bundle::load(&self.record.bundle).ok().map(|b| b.spec);
         let seccomp = bundle_spec
@@ -402,7 +472,9 @@ impl Container {
                     Some(Message::Pid(p)) => pid = Some(p),
                     Some(Message::Ready) => ready = true,
                     Some(Message::Failed(reason)) => return Err(Error::Init(reason)),
-                    None => return Err(Error::Setup("the exec process exited during setup".into())),
+                    None => {
+                        return Err(Error::Setup("the exec process exited during setup".into()))
+                    }
                     other => return Err(Error::Setup(format!("exec process sent {other:?}"))),
                 }
             }
@@ -431,7 +503,11 @@ impl Container {
         };
         Ok(ExecOutcome {
             pid,
-            exit_code: if options.detach { None } else { exit_code(helper_status) },
+            exit_code: if options.detach {
+                None
+            } else {
+                exit_code(helper_status)
+            },
         })
     }
 }
@@ -480,15 +556,20 @@ impl Drop for Cleanup {
 /// The host uid and gid that uid 0 and gid 0 of the container map to, when it has id maps.
 fn container_root_on_host(linux: &oci_spec::runtime::Linux) -> Option<(u32, u32)> {
     let host_of = |maps: &Option<Vec<oci_spec::runtime::LinuxIdMapping>>| {
-        maps.iter().flatten().find_map(|m| {
-            (m.container_id() == 0 && m.size() > 0).then_some(m.host_id())
-        })
+        maps.iter()
+            .flatten()
+            .find_map(|m| (m.container_id() == 0 && m.size() > 0).then_some(m.host_id()))
     };
-    Some((host_of(linux.uid_mappings())?, host_of(linux.gid_mappings())?))
+    Some((
+        host_of(linux.uid_mappings())?,
+        host_of(linux.gid_mappings())?,
+    ))
 }
 
 fn count_threads() -> usize {
-    std::fs::read_dir("/proc/self/task").map(|d| d.count()).unwrap_or(1)
+    std::fs::read_dir("/proc/self/task")
+        .map(|d| d.count())
+        .unwrap_or(1)
 }
 
 /// Starts the init with one clone into all new namespaces (joining a pid namespace by path
@@ -496,8 +577,12 @@ fn count_threads() -> usize {
 fn clone_init(plan: &NamespacePlan, config: InitConfig<'_>) -> Result<Pid> {
     let restore_pid_ns = match plan.pid_to_join() {
         Some(path) => {
-            let own = nix::fcntl::open("/proc/self/ns/pid", OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
-                .map_err(|e| Error::sys("open /proc/self/ns/pid", e))?;
+            let own = nix::fcntl::open(
+                "/proc/self/ns/pid",
+                OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| Error::sys("open /proc/self/ns/pid", e))?;
             crate::init::join_namespace(path, CloneFlags::CLONE_NEWPID)?;
             Some(own)
         }
@@ -514,7 +599,8 @@ fn clone_init(plan: &NamespacePlan, config: InitConfig<'_>) -> Result<Pid> {
         crate::init::run(config);
     }
     if let Some(own) = restore_pid_ns {
-        nix::sched::setns(own.as_fd(), CloneFlags::CLONE_NEWPID).map_err(|e| Error::sys("return to the runtime's pid namespace", e))?;
+        nix::sched::setns(own.as_fd(), CloneFlags::CLONE_NEWPID)
+            .map_err(|e| Error::sys("return to the runtime's pid namespace", e))?;
     }
     if rc < 0 {
         return Err(Error::sys("clone the container's init", nix::Error::last()));
@@ -535,15 +621,24 @@ fn run_init_handshake(
     let spec = &bundle.spec;
     let linux = spec.linux().clone().unwrap_or_default();
     if has_new_namespace(spec, LinuxNamespaceType::User) {
-        write_id_map(pid, "gid_map", linux.gid_mappings().as_deref().unwrap_or_default())?;
-        write_id_map(pid, "uid_map", linux.uid_mappings().as_deref().unwrap_or_default())?;
+        write_id_map(
+            pid,
+            "gid_map",
+            linux.gid_mappings().as_deref().unwrap_or_default(),
+        )?;
+        write_id_map(
+            pid,
+            "uid_map",
+            linux.uid_mappings().as_deref().unwrap_or_default(),
+        )?;
     }
     cgroup.add_process(pid.as_raw())?;
     if let Some(score) = spec.process().as_ref().and_then(|p| p.oom_score_adj()) {
         let path = format!("/proc/{pid}/oom_score_adj");
         std::fs::write(&path, score.to_string()).map_err(|e| Error::io("write", path, e))?;
     }
-    let start_time = process_start_time(pid.as_raw()).ok_or_else(|| Error::Setup("the container's init exited during setup".into()))?;
+    let start_time = process_start_time(pid.as_raw())
+        .ok_or_else(|| Error::Setup("the container's init exited during setup".into()))?;
     let record = Record {
         id: id.to_owned(),
         bundle: bundle.path.clone(),
@@ -567,8 +662,18 @@ fn run_init_handshake(
                 let mut state = record.oci_state(Status::Creating);
                 state.status = Status::Creating;
                 let hooks = spec.hooks().clone().unwrap_or_default();
-                let result = crate::hooks::run_hooks("prestart", hooks.prestart().as_deref().unwrap_or_default(), &state)
-                    .and_then(|_| crate::hooks::run_hooks("createRuntime", hooks.create_runtime().as_deref().unwrap_or_default(), &state));
+                let result = crate::hooks::run_hooks(
+                    "prestart",
+                    hooks.prestart().as_deref().unwrap_or_default(),
+                    &state,
+                )
+                .and_then(|_| {
+                    crate::hooks::run_hooks(
+                        "createRuntime",
+                        hooks.create_runtime().as_deref().unwrap_or_default(),
+                        &state,
+                    )
+                });
                 if let Err(err) = result {
                     let _ = channel.send(&Message::Failed(err.to_string()));
                     return Err(err);
@@ -577,14 +682,22 @@ fn run_init_handshake(
             }
             Some(Message::Failed(reason)) => return Err(Error::Init(reason)),
             Some(other) => return Err(Error::Setup(format!("container init sent {other:?}"))),
-            None => return Err(Error::Setup("the container's init exited during setup".into())),
+            None => {
+                return Err(Error::Setup(
+                    "the container's init exited during setup".into(),
+                ))
+            }
         }
     }
     record.save(root)?;
     Ok((record,))
 }
 
-fn write_id_map(pid: Pid, file: &str, mappings: &[oci_spec::runtime::LinuxIdMapping]) -> Result<()> {
+fn write_id_map(
+    pid: Pid,
+    file: &str,
+    mappings: &[oci_spec::runtime::LinuxIdMapping],
+) -> Result<()> {
     let text: String = mappings
         .iter()
         .map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size()))
@@ -612,7 +725,11 @@ fn read_fifo_until_exec(fifo: &OwnedFd, pid: i32, start_time: u64) -> Result<Fif
             Err(e) => return Err(Error::sys("wait on the exec fifo", e)),
             Ok(0) => {
                 if !crate::state::process_alive(pid, start_time) {
-                    return Ok(if started { FifoOutcome::Started(Some(String::from_utf8_lossy(&received).into_owned())) } else { FifoOutcome::NeverOpened });
+                    return Ok(if started {
+                        FifoOutcome::Started(Some(String::from_utf8_lossy(&received).into_owned()))
+                    } else {
+                        FifoOutcome::NeverOpened
+                    });
                 }
                 continue;
             }
@@ -621,7 +738,9 @@ fn read_fifo_until_exec(fifo: &OwnedFd, pid: i32, start_time: u64) -> Result<Fif
         let mut buffer = [0u8; 4096];
         match nix::unistd::read(fifo, &mut buffer) {
             Ok(0) if started => {
-                return Ok(FifoOutcome::Started(Some(String::from_utf8_lossy(&received).into_owned())))
+                return Ok(FifoOutcome::Started(Some(
+                    String::from_utf8_lossy(&received).into_owned(),
+                )))
             }
             // POLLHUP before any writer wrote: the init opened and closed without going ahead.
             Ok(0) => return Ok(FifoOutcome::NeverOpened),
@@ -669,8 +788,12 @@ impl ContainerNamespaces {
             if same {
                 continue;
             }
-            let fd = nix::fcntl::open(theirs.as_str(), OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
-                .map_err(|e| Error::sys(format!("open {theirs}"), e))?;
+            let fd = nix::fcntl::open(
+                theirs.as_str(),
+                OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| Error::sys(format!("open {theirs}"), e))?;
             entries.push((kind, fd));
         }
         Ok(ContainerNamespaces { entries })
@@ -699,7 +822,9 @@ fn exec_helper(
     }
     // SAFETY: this helper is single-threaded (a fork child).
     let child = match unsafe { nix::unistd::fork() } {
-        Ok(nix::unistd::ForkResult::Child) => exec_in_container(namespaces, channel, options, seccomp),
+        Ok(nix::unistd::ForkResult::Child) => {
+            exec_in_container(namespaces, channel, options, seccomp)
+        }
         Ok(nix::unistd::ForkResult::Parent { child }) => child,
         Err(e) => fail(Error::sys("fork the exec process", e)),
     };
@@ -737,13 +862,18 @@ fn exec_in_container(
     let result = (|| -> Result<Error> {
         for (kind, fd) in &namespaces.entries {
             if *kind != CloneFlags::CLONE_NEWPID {
-                nix::sched::setns(fd.as_fd(), *kind).map_err(|e| Error::sys(format!("join the container's {kind:?} namespace"), e))?;
+                nix::sched::setns(fd.as_fd(), *kind).map_err(|e| {
+                    Error::sys(format!("join the container's {kind:?} namespace"), e)
+                })?;
             }
         }
         nix::unistd::setsid().map_err(|e| Error::sys("start a session", e))?;
         if let Some(console) = &options.console {
             let size = options.process.console_size().as_ref().map(|b| {
-                (u16::try_from(b.height()).unwrap_or(u16::MAX), u16::try_from(b.width()).unwrap_or(u16::MAX))
+                (
+                    u16::try_from(b.height()).unwrap_or(u16::MAX),
+                    u16::try_from(b.width()).unwrap_or(u16::MAX),
+                )
             });
             let (master, slave, name) = crate::console::open_pty(size)?;
             crate::console::become_terminal(&slave)?;
@@ -754,7 +884,11 @@ fn exec_in_container(
         channel.send(&Message::Ready)?;
         match channel.recv()? {
             Some(Message::Go) => {}
-            other => return Err(Error::Setup(format!("runtime sent {other:?} instead of go"))),
+            other => {
+                return Err(Error::Setup(format!(
+                    "runtime sent {other:?} instead of go"
+                )))
+            }
         }
         Ok(crate::process::exec(&options.process, &prepared))
     })();

@@ -76,7 +76,10 @@ fn run_hook(kind: &'static str, hook: &Hook, state_json: &[u8]) -> Result<()> {
         if deadline.is_some_and(|d| Instant::now() >= d) {
             let _ = child.kill();
             let _ = child.wait();
-            return Err(fail(format!("timed out after {}s", hook.timeout().unwrap_or(0))));
+            return Err(fail(format!(
+                "timed out after {}s",
+                hook.timeout().unwrap_or(0)
+            )));
         }
         std::thread::sleep(Duration::from_millis(2));
     }
@@ -108,12 +111,19 @@ mod tests {
         let out = dir.path().join("out");
         let hook = HookBuilder::default()
             .path("/bin/sh")
-            .args(vec!["sh".into(), "-c".into(), format!("cat > {}; echo \" $0\" >> {}", out.display(), out.display())])
+            .args(vec![
+                "sh".into(),
+                "-c".into(),
+                format!("cat > {}; echo \" $0\" >> {}", out.display(), out.display()),
+            ])
             .build()
             .unwrap();
         run_hooks("createRuntime", &[hook], &state()).unwrap();
         let text = std::fs::read_to_string(&out).unwrap();
-        assert!(text.contains("\"id\":\"c1\"") && text.contains("\"pid\":42"), "{text}");
+        assert!(
+            text.contains("\"id\":\"c1\"") && text.contains("\"pid\":42"),
+            "{text}"
+        );
         assert!(text.trim_end().ends_with(" sh"), "{text}");
     }
 
@@ -123,12 +133,20 @@ mod tests {
         let marker = dir.path().join("second-ran");
         let failing = HookBuilder::default()
             .path("/bin/sh")
-            .args(vec!["sh".into(), "-c".into(), "echo broken >&2; exit 3".into()])
+            .args(vec![
+                "sh".into(),
+                "-c".into(),
+                "echo broken >&2; exit 3".into(),
+            ])
             .build()
             .unwrap();
         let second = HookBuilder::default()
             .path("/bin/sh")
-            .args(vec!["sh".into(), "-c".into(), format!("touch {}", marker.display())])
+            .args(vec![
+                "sh".into(),
+                "-c".into(),
+                format!("touch {}", marker.display()),
+            ])
             .build()
             .unwrap();
         let err = run_hooks("prestart", &[failing, second], &state()).unwrap_err();

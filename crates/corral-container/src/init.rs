@@ -81,17 +81,24 @@ fn setup(config: &InitConfig<'_>) -> Result<crate::process::Prepared> {
 
     match config.channel.recv()? {
         Some(Message::Go) => {}
-        other => return Err(Error::Setup(format!("runtime sent {other:?} instead of go"))),
+        other => {
+            return Err(Error::Setup(format!(
+                "runtime sent {other:?} instead of go"
+            )))
+        }
     }
     if config.plan.creates(nix::sched::CloneFlags::CLONE_NEWUSER) {
         // The runtime has written the id maps: become root of the new user namespace.
         let root_uid = nix::unistd::Uid::from_raw(0);
         let root_gid = nix::unistd::Gid::from_raw(0);
-        nix::unistd::setresgid(root_gid, root_gid, root_gid).map_err(|e| Error::sys("become gid 0 in the user namespace", e))?;
-        nix::unistd::setresuid(root_uid, root_uid, root_uid).map_err(|e| Error::sys("become uid 0 in the user namespace", e))?;
+        nix::unistd::setresgid(root_gid, root_gid, root_gid)
+            .map_err(|e| Error::sys("become gid 0 in the user namespace", e))?;
+        nix::unistd::setresuid(root_uid, root_uid, root_uid)
+            .map_err(|e| Error::sys("become uid 0 in the user namespace", e))?;
     }
     if config.plan.creates(nix::sched::CloneFlags::CLONE_NEWCGROUP) {
-        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP).map_err(|e| Error::sys("create the cgroup namespace", e))?;
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
+            .map_err(|e| Error::sys("create the cgroup namespace", e))?;
     }
     for (kind, path) in &config.plan.join {
         if *kind == oci_spec::runtime::LinuxNamespaceType::Pid {
@@ -114,7 +121,10 @@ fn setup(config: &InitConfig<'_>) -> Result<crate::process::Prepared> {
     rootfs::mount_all(&sys, rootfs_path, mounts, &config.rootfs)?;
     let dev_is_bound = mounts.iter().any(|m| {
         m.destination() == Path::new("/dev")
-            && m.options().iter().flatten().any(|o| o == "bind" || o == "rbind")
+            && m.options()
+                .iter()
+                .flatten()
+                .any(|o| o == "bind" || o == "rbind")
     });
     if !dev_is_bound {
         let mut devices = rootfs::default_devices();
@@ -125,7 +135,10 @@ fn setup(config: &InitConfig<'_>) -> Result<crate::process::Prepared> {
     }
     let hooks = spec.hooks().clone().unwrap_or_default();
     let has_runtime_hooks = hooks.prestart().as_ref().is_some_and(|h| !h.is_empty())
-        || hooks.create_runtime().as_ref().is_some_and(|h| !h.is_empty());
+        || hooks
+            .create_runtime()
+            .as_ref()
+            .is_some_and(|h| !h.is_empty());
     if has_runtime_hooks {
         config.channel.send(&Message::RunHooks)?;
         match config.channel.recv()? {
@@ -143,14 +156,23 @@ fn setup(config: &InitConfig<'_>) -> Result<crate::process::Prepared> {
 
     if let Some(console) = &config.console {
         let size = process.console_size().as_ref().map(|b| {
-            (u16::try_from(b.height()).unwrap_or(u16::MAX), u16::try_from(b.width()).unwrap_or(u16::MAX))
+            (
+                u16::try_from(b.height()).unwrap_or(u16::MAX),
+                u16::try_from(b.width()).unwrap_or(u16::MAX),
+            )
         });
         let (master, slave, name) = crate::console::open_pty(size)?;
         let console_path = Path::new("/dev/console");
         if sys.file_kind(console_path).is_none() {
             sys.touch(console_path)?;
         }
-        sys.mount(Some(Path::new(&name)), console_path, None, MsFlags::MS_BIND, None)?;
+        sys.mount(
+            Some(Path::new(&name)),
+            console_path,
+            None,
+            MsFlags::MS_BIND,
+            None,
+        )?;
         crate::console::become_terminal(&slave)?;
         crate::console::send_fd(console.as_raw_fd(), master.as_raw_fd(), &name)?;
     }
@@ -181,7 +203,8 @@ fn setup(config: &InitConfig<'_>) -> Result<crate::process::Prepared> {
 pub fn join_namespace(path: &Path, kind: nix::sched::CloneFlags) -> Result<()> {
     let fd = nix::fcntl::open(path, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
         .map_err(|e| Error::sys(format!("open namespace {}", path.display()), e))?;
-    nix::sched::setns(&fd, kind).map_err(|e| Error::sys(format!("join namespace {}", path.display()), e))
+    nix::sched::setns(&fd, kind)
+        .map_err(|e| Error::sys(format!("join namespace {}", path.display()), e))
 }
 
 fn creating_state(config: &InitConfig<'_>) -> crate::state::OciState {
@@ -217,12 +240,19 @@ fn wait_and_exec(config: &InitConfig<'_>, prepared: &crate::process::Prepared) -
     }
     let spec = spec(config);
     let result = (|| {
-        if let Some(start_container) = spec.hooks().as_ref().and_then(|h| h.start_container().as_ref()) {
+        if let Some(start_container) = spec
+            .hooks()
+            .as_ref()
+            .and_then(|h| h.start_container().as_ref())
+        {
             let mut state = creating_state(config);
             state.status = crate::state::Status::Created;
             crate::hooks::run_hooks("startContainer", start_container, &state)?;
         }
-        let process = spec.process().as_ref().ok_or_else(|| Error::InvalidSpec("process is missing".into()))?;
+        let process = spec
+            .process()
+            .as_ref()
+            .ok_or_else(|| Error::InvalidSpec("process is missing".into()))?;
         Err(crate::process::exec(process, prepared))
     })();
     let error = match result {

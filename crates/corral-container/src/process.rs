@@ -36,7 +36,9 @@ pub fn prepare(process: &Process, seccomp: Option<&LinuxSeccomp>) -> Result<Prep
     let home = home_from_passwd(&passwd, process.user().uid());
     let env = process_env(process, home.as_deref());
     let args = process.args().as_deref().unwrap_or_default();
-    let first = args.first().ok_or_else(|| Error::InvalidSpec("process.args is empty".into()))?;
+    let first = args
+        .first()
+        .ok_or_else(|| Error::InvalidSpec("process.args is empty".into()))?;
     let path_var = env
         .iter()
         .find_map(|e| e.strip_prefix("PATH="))
@@ -58,7 +60,10 @@ pub fn find_program(name: &str, path_var: &str) -> Result<PathBuf> {
     let check = |candidate: &Path| -> Result<bool> {
         match std::fs::metadata(candidate) {
             Ok(meta) if meta.is_file() && meta.permissions().mode() & 0o111 != 0 => Ok(true),
-            Ok(_) => Err(Error::Setup(format!("exec {}: permission denied", candidate.display()))),
+            Ok(_) => Err(Error::Setup(format!(
+                "exec {}: permission denied",
+                candidate.display()
+            ))),
             Err(_) => Ok(false),
         }
     };
@@ -67,7 +72,9 @@ pub fn find_program(name: &str, path_var: &str) -> Result<PathBuf> {
         return if check(&path)? {
             Ok(path)
         } else {
-            Err(Error::Setup(format!("exec {name}: no such file or directory")))
+            Err(Error::Setup(format!(
+                "exec {name}: no such file or directory"
+            )))
         };
     }
     for dir in path_var.split(':').filter(|d| !d.is_empty()) {
@@ -76,7 +83,9 @@ pub fn find_program(name: &str, path_var: &str) -> Result<PathBuf> {
             return Ok(candidate);
         }
     }
-    Err(Error::Setup(format!("exec {name:?}: executable file not found in $PATH")))
+    Err(Error::Setup(format!(
+        "exec {name:?}: executable file not found in $PATH"
+    )))
 }
 
 /// Takes on the process's identity, loads seccomp and execs; returns only on failure.
@@ -85,7 +94,12 @@ pub fn find_program(name: &str, path_var: &str) -> Result<PathBuf> {
 /// the filter goes on before capabilities are dropped (and must allow the calls that drop them,
 /// as runc requires too); with no_new_privs it goes on last, as late as possible.
 pub fn exec(process: &Process, prepared: &Prepared) -> Error {
-    let load_seccomp = || prepared.seccomp.as_ref().map_or(Ok(()), crate::seccomp::load);
+    let load_seccomp = || {
+        prepared
+            .seccomp
+            .as_ref()
+            .map_or(Ok(()), crate::seccomp::load)
+    };
     let steps = if process.no_new_privileges() == Some(true) {
         crate::security::become_process_identity(process)
             .and_then(|_| crate::security::set_no_new_privs())
@@ -114,7 +128,14 @@ pub fn exec(process: &Process, prepared: &Prepared) -> Error {
 pub fn close_fds_on_exec(first: u32) {
     // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets flags on descriptors; no memory is
     // touched. Failure (old kernel) leaves fds open, as the fallback below then handles.
-    let rc = unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) };
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
     if rc == 0 {
         return;
     }
@@ -137,12 +158,22 @@ mod tests {
 
     #[test]
     fn programs_are_found_on_path_or_reported_in_podmans_words() {
-        assert_eq!(find_program("sh", "/nonexistent:/bin").unwrap(), Path::new("/bin/sh"));
+        assert_eq!(
+            find_program("sh", "/nonexistent:/bin").unwrap(),
+            Path::new("/bin/sh")
+        );
         assert_eq!(find_program("/bin/sh", "").unwrap(), Path::new("/bin/sh"));
         let err = find_program("no-such-program-here", "/bin:/usr/bin").unwrap_err();
-        assert!(err.to_string().contains("executable file not found in $PATH"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("executable file not found in $PATH"),
+            "{err}"
+        );
         let err = find_program("/no/such/file", "").unwrap_err();
-        assert!(err.to_string().contains("no such file or directory"), "{err}");
+        assert!(
+            err.to_string().contains("no such file or directory"),
+            "{err}"
+        );
         let err = find_program("/etc/passwd", "").unwrap_err();
         assert!(err.to_string().contains("permission denied"), "{err}");
     }

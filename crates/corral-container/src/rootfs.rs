@@ -226,7 +226,13 @@ fn mount_one(sys: &dyn Syscall, rootfs: &Path, mount: &Mount, ctx: &RootfsContex
         let source = bind_source(mount, &ctx.bundle)?;
         create_mount_point(sys, &dest, sys.file_kind(&source))?;
         let flags = options.flags | MsFlags::MS_BIND;
-        sys.mount(Some(&source), &dest, None, flags & (MsFlags::MS_BIND | MsFlags::MS_REC), None)?;
+        sys.mount(
+            Some(&source),
+            &dest,
+            None,
+            flags & (MsFlags::MS_BIND | MsFlags::MS_REC),
+            None,
+        )?;
         let remount = options.remount_flags();
         if !remount.is_empty() {
             sys.mount(
@@ -241,7 +247,10 @@ fn mount_one(sys: &dyn Syscall, rootfs: &Path, mount: &Mount, ctx: &RootfsContex
         mount_cgroups(sys, &dest, options.flags, ctx)?;
     } else {
         sys.mkdir_all(&dest)?;
-        let source = mount.source().clone().unwrap_or_else(|| PathBuf::from(fstype));
+        let source = mount
+            .source()
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(fstype));
         let mounted = sys.mount(Some(&source), &dest, Some(fstype), options.flags, data);
         match mounted {
             // Without its own network namespace a container may not mount sysfs; like runc, show
@@ -322,7 +331,12 @@ fn mount_cgroups(
         sys.mkdir_all(&target)?;
         if ctx.in_cgroup_namespace {
             let data = (!cgroup.data.is_empty()).then_some(cgroup.data.as_str());
-            let fsflags = common | if readonly { MsFlags::MS_RDONLY } else { MsFlags::empty() };
+            let fsflags = common
+                | if readonly {
+                    MsFlags::MS_RDONLY
+                } else {
+                    MsFlags::empty()
+                };
             sys.mount(
                 Some(Path::new(cgroup.fstype)),
                 &target,
@@ -331,7 +345,13 @@ fn mount_cgroups(
                 data,
             )?;
         } else {
-            sys.mount(Some(&cgroup.host_path), &target, None, MsFlags::MS_BIND, None)?;
+            sys.mount(
+                Some(&cgroup.host_path),
+                &target,
+                None,
+                MsFlags::MS_BIND,
+                None,
+            )?;
             let mut remount = common | MsFlags::MS_BIND | MsFlags::MS_REMOUNT;
             if readonly {
                 remount |= MsFlags::MS_RDONLY;
@@ -402,7 +422,10 @@ pub fn create_devices(
                 )))
             }
         };
-        let (major, minor) = (device_number(device.major())?, device_number(device.minor())?);
+        let (major, minor) = (
+            device_number(device.major())?,
+            device_number(device.minor())?,
+        );
         let mode = Mode::from_bits_truncate(device.file_mode().unwrap_or(0o666));
         if sys.file_kind(&dest).is_some() {
             // A file left by the image would make mknod fail; the spec's device wins.
@@ -558,7 +581,13 @@ mod tests {
     #[test]
     fn options_split_into_flags_propagation_and_data() {
         let parsed = parse_mount_options(&strings(&[
-            "nosuid", "strictatime", "mode=755", "size=65536k", "rprivate", "ro", "rw",
+            "nosuid",
+            "strictatime",
+            "mode=755",
+            "size=65536k",
+            "rprivate",
+            "ro",
+            "rw",
         ]));
         assert_eq!(parsed.flags, MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME);
         assert_eq!(parsed.propagation, MsFlags::MS_PRIVATE | MsFlags::MS_REC);
@@ -579,10 +608,22 @@ mod tests {
             .with_symlink("/r/up", "../../../etc")
             .with_symlink("/r/lib", "usr/lib");
         let root = Path::new("/r");
-        assert_eq!(secure_join(&sys, root, Path::new("/evil/proc")).unwrap(), PathBuf::from("/r/proc"));
-        assert_eq!(secure_join(&sys, root, Path::new("/up/passwd")).unwrap(), PathBuf::from("/r/etc/passwd"));
-        assert_eq!(secure_join(&sys, root, Path::new("/lib/x")).unwrap(), PathBuf::from("/r/usr/lib/x"));
-        assert_eq!(secure_join(&sys, root, Path::new("../../x")).unwrap(), PathBuf::from("/r/x"));
+        assert_eq!(
+            secure_join(&sys, root, Path::new("/evil/proc")).unwrap(),
+            PathBuf::from("/r/proc")
+        );
+        assert_eq!(
+            secure_join(&sys, root, Path::new("/up/passwd")).unwrap(),
+            PathBuf::from("/r/etc/passwd")
+        );
+        assert_eq!(
+            secure_join(&sys, root, Path::new("/lib/x")).unwrap(),
+            PathBuf::from("/r/usr/lib/x")
+        );
+        assert_eq!(
+            secure_join(&sys, root, Path::new("../../x")).unwrap(),
+            PathBuf::from("/r/x")
+        );
     }
 
     #[test]
@@ -599,15 +640,32 @@ mod tests {
         let sys = RecordingSyscall::new();
         let mounts = [
             mount("/proc", "proc", "proc", &[]),
-            mount("/dev", "tmpfs", "tmpfs", &["nosuid", "strictatime", "mode=755"]),
-            mount("/dev/pts", "devpts", "devpts", &["newinstance", "ptmxmode=0666"]),
+            mount(
+                "/dev",
+                "tmpfs",
+                "tmpfs",
+                &["nosuid", "strictatime", "mode=755"],
+            ),
+            mount(
+                "/dev/pts",
+                "devpts",
+                "devpts",
+                &["newinstance", "ptmxmode=0666"],
+            ),
         ];
         mount_all(&sys, Path::new("/r"), &mounts, &RootfsContext::default()).unwrap();
         let calls = sys.calls();
         assert!(calls.contains(&Call::MkdirAll("/r/dev/pts".into())));
         let made = sys.mounts();
         let targets: Vec<_> = made.iter().map(|m| m.0.clone()).collect();
-        assert_eq!(targets, [PathBuf::from("/r/proc"), "/r/dev".into(), "/r/dev/pts".into()]);
+        assert_eq!(
+            targets,
+            [
+                PathBuf::from("/r/proc"),
+                "/r/dev".into(),
+                "/r/dev/pts".into()
+            ]
+        );
         assert_eq!(made[1].2, MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME);
         assert!(calls.iter().any(|c| matches!(c,
             Call::Mount { target, data: Some(d), .. } if target == Path::new("/r/dev/pts") && d == "newinstance,ptmxmode=0666")));
@@ -616,14 +674,22 @@ mod tests {
     #[test]
     fn readonly_bind_mount_is_remounted_and_file_sources_get_file_mount_points() {
         let sys = RecordingSyscall::new().with_file("/host/resolv.conf", FileKind::Other);
-        let mounts = [mount("/etc/resolv.conf", "bind", "/host/resolv.conf", &["rbind", "ro", "rprivate"])];
+        let mounts = [mount(
+            "/etc/resolv.conf",
+            "bind",
+            "/host/resolv.conf",
+            &["rbind", "ro", "rprivate"],
+        )];
         mount_all(&sys, Path::new("/r"), &mounts, &RootfsContext::default()).unwrap();
         let calls = sys.calls();
         assert!(calls.contains(&Call::Touch("/r/etc/resolv.conf".into())));
         let made = sys.mounts();
         assert_eq!(made.len(), 3);
         assert_eq!(made[0].2, MsFlags::MS_BIND | MsFlags::MS_REC);
-        assert_eq!(made[1].2, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY);
+        assert_eq!(
+            made[1].2,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY
+        );
         assert_eq!(made[2].2, MsFlags::MS_PRIVATE | MsFlags::MS_REC);
     }
 
@@ -634,7 +700,13 @@ mod tests {
             bundle: "/bundle".into(),
             ..Default::default()
         };
-        mount_all(&sys, Path::new("/r"), &[mount("/data", "none", "data", &["bind"])], &ctx).unwrap();
+        mount_all(
+            &sys,
+            Path::new("/r"),
+            &[mount("/data", "none", "data", &["bind"])],
+            &ctx,
+        )
+        .unwrap();
         assert!(sys.calls().iter().any(|c| matches!(c,
             Call::Mount { source: Some(s), target, .. } if s == Path::new("/bundle/data") && target == Path::new("/r/data"))));
     }
@@ -642,7 +714,10 @@ mod tests {
     #[test]
     fn a_failing_mount_stops_the_setup_with_the_target_named() {
         let sys = RecordingSyscall::new().with_failing_mount("/r/proc");
-        let mounts = [mount("/proc", "proc", "proc", &[]), mount("/dev", "tmpfs", "tmpfs", &[])];
+        let mounts = [
+            mount("/proc", "proc", "proc", &[]),
+            mount("/dev", "tmpfs", "tmpfs", &[]),
+        ];
         let err = mount_all(&sys, Path::new("/r"), &mounts, &RootfsContext::default()).unwrap_err();
         assert!(err.to_string().contains("/r/proc"), "{err}");
         assert_eq!(sys.mounts().len(), 0, "later mounts must not run");
@@ -654,28 +729,71 @@ mod tests {
         let ctx = RootfsContext {
             in_cgroup_namespace: true,
             cgroup_mounts: vec![
-                CgroupMount { subdir: "memory".into(), fstype: "cgroup", data: "memory".into(), host_path: "/sys/fs/cgroup/memory/c".into() },
-                CgroupMount { subdir: "systemd".into(), fstype: "cgroup", data: "name=systemd".into(), host_path: "/sys/fs/cgroup/systemd/c".into() },
+                CgroupMount {
+                    subdir: "memory".into(),
+                    fstype: "cgroup",
+                    data: "memory".into(),
+                    host_path: "/sys/fs/cgroup/memory/c".into(),
+                },
+                CgroupMount {
+                    subdir: "systemd".into(),
+                    fstype: "cgroup",
+                    data: "name=systemd".into(),
+                    host_path: "/sys/fs/cgroup/systemd/c".into(),
+                },
             ],
             ..Default::default()
         };
-        let mounts = [mount("/sys/fs/cgroup", "cgroup", "cgroup", &["nosuid", "ro"])];
+        let mounts = [mount(
+            "/sys/fs/cgroup",
+            "cgroup",
+            "cgroup",
+            &["nosuid", "ro"],
+        )];
         mount_all(&sys, Path::new("/r"), &mounts, &ctx).unwrap();
         let made = sys.mounts();
-        assert_eq!(made[0], ("/r/sys/fs/cgroup".into(), Some("tmpfs".into()), MsFlags::MS_NOSUID));
-        assert_eq!(made[1], ("/r/sys/fs/cgroup/memory".into(), Some("cgroup".into()), MsFlags::MS_NOSUID | MsFlags::MS_RDONLY));
+        assert_eq!(
+            made[0],
+            (
+                "/r/sys/fs/cgroup".into(),
+                Some("tmpfs".into()),
+                MsFlags::MS_NOSUID
+            )
+        );
+        assert_eq!(
+            made[1],
+            (
+                "/r/sys/fs/cgroup/memory".into(),
+                Some("cgroup".into()),
+                MsFlags::MS_NOSUID | MsFlags::MS_RDONLY
+            )
+        );
         assert_eq!(made[2].0, PathBuf::from("/r/sys/fs/cgroup/systemd"));
-        assert!(made[3].2.contains(MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY), "tmpfs made read-only last");
+        assert!(
+            made[3].2.contains(MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY),
+            "tmpfs made read-only last"
+        );
     }
 
     #[test]
     fn cgroup_mount_without_namespace_binds_the_containers_own_cgroup() {
         let sys = RecordingSyscall::new();
         let ctx = RootfsContext {
-            cgroup_mounts: vec![CgroupMount { subdir: String::new(), fstype: "cgroup2", data: String::new(), host_path: "/sys/fs/cgroup/corral/c".into() }],
+            cgroup_mounts: vec![CgroupMount {
+                subdir: String::new(),
+                fstype: "cgroup2",
+                data: String::new(),
+                host_path: "/sys/fs/cgroup/corral/c".into(),
+            }],
             ..Default::default()
         };
-        mount_all(&sys, Path::new("/r"), &[mount("/sys/fs/cgroup", "cgroup", "cgroup", &[])], &ctx).unwrap();
+        mount_all(
+            &sys,
+            Path::new("/r"),
+            &[mount("/sys/fs/cgroup", "cgroup", "cgroup", &[])],
+            &ctx,
+        )
+        .unwrap();
         assert!(sys.calls().iter().any(|c| matches!(c,
             Call::Mount { source: Some(s), target, flags, .. } if s == Path::new("/sys/fs/cgroup/corral/c") && target == Path::new("/r/sys/fs/cgroup") && *flags == MsFlags::MS_BIND)));
     }
@@ -685,7 +803,11 @@ mod tests {
         let sys = RecordingSyscall::new();
         create_devices(&sys, Path::new("/r"), &default_devices(), false).unwrap();
         let calls = sys.calls();
-        assert!(calls.contains(&Call::Mknod { path: "/r/dev/null".into(), kind: SFlag::S_IFCHR, dev: nix::sys::stat::makedev(1, 3) }));
+        assert!(calls.contains(&Call::Mknod {
+            path: "/r/dev/null".into(),
+            kind: SFlag::S_IFCHR,
+            dev: nix::sys::stat::makedev(1, 3)
+        }));
         assert!(calls.contains(&Call::Chown("/r/dev/tty".into(), 0, 0)));
 
         let sys = RecordingSyscall::new();
@@ -700,8 +822,14 @@ mod tests {
         let sys = RecordingSyscall::new().with_file("/r/dev", FileKind::Directory);
         create_dev_symlinks(&sys, Path::new("/r")).unwrap();
         let calls = sys.calls();
-        assert!(calls.contains(&Call::Symlink { target: "/proc/self/fd".into(), link: "/r/dev/fd".into() }));
-        assert!(calls.contains(&Call::Symlink { target: "pts/ptmx".into(), link: "/r/dev/ptmx".into() }));
+        assert!(calls.contains(&Call::Symlink {
+            target: "/proc/self/fd".into(),
+            link: "/r/dev/fd".into()
+        }));
+        assert!(calls.contains(&Call::Symlink {
+            target: "pts/ptmx".into(),
+            link: "/r/dev/ptmx".into()
+        }));
     }
 
     #[test]
@@ -709,11 +837,22 @@ mod tests {
         let sys = RecordingSyscall::new()
             .with_file("/proc/kcore", FileKind::Other)
             .with_file("/proc/acpi", FileKind::Directory);
-        mask_paths(&sys, &strings(&["/proc/kcore", "/proc/acpi", "/proc/missing"])).unwrap();
+        mask_paths(
+            &sys,
+            &strings(&["/proc/kcore", "/proc/acpi", "/proc/missing"]),
+        )
+        .unwrap();
         let made = sys.mounts();
         assert_eq!(made.len(), 2);
         assert_eq!(made[0], ("/proc/kcore".into(), None, MsFlags::MS_BIND));
-        assert_eq!(made[1], ("/proc/acpi".into(), Some("tmpfs".into()), MsFlags::MS_RDONLY));
+        assert_eq!(
+            made[1],
+            (
+                "/proc/acpi".into(),
+                Some("tmpfs".into()),
+                MsFlags::MS_RDONLY
+            )
+        );
     }
 
     #[test]
@@ -748,7 +887,13 @@ mod tests {
         let key = "net.ipv4.ip_forward".to_string();
         let value = "1".to_string();
         apply_sysctls(&sys, [(&key, &value)]).unwrap();
-        assert_eq!(sys.calls(), [Call::WriteFile("/proc/sys/net/ipv4/ip_forward".into(), "1".into())]);
+        assert_eq!(
+            sys.calls(),
+            [Call::WriteFile(
+                "/proc/sys/net/ipv4/ip_forward".into(),
+                "1".into()
+            )]
+        );
         let bad = "../../etc/passwd".to_string();
         assert!(apply_sysctls(&sys, [(&bad, &value)]).is_err());
     }

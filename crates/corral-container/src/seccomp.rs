@@ -4,7 +4,9 @@
 use std::collections::HashSet;
 use std::str::FromStr;
 
-use libseccomp::{ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall};
+use libseccomp::{
+    ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall,
+};
 use oci_spec::runtime::{
     LinuxSeccomp, LinuxSeccompAction, LinuxSeccompArg, LinuxSeccompFilterFlag, LinuxSeccompOperator,
 };
@@ -16,15 +18,19 @@ const DEFAULT_ERRNO: i32 = libc::EPERM;
 
 fn action(action: LinuxSeccompAction, errno_ret: Option<u32>) -> Result<ScmpAction> {
     Ok(match action {
-        LinuxSeccompAction::ScmpActKill | LinuxSeccompAction::ScmpActKillThread => ScmpAction::KillThread,
+        LinuxSeccompAction::ScmpActKill | LinuxSeccompAction::ScmpActKillThread => {
+            ScmpAction::KillThread
+        }
         LinuxSeccompAction::ScmpActKillProcess => ScmpAction::KillProcess,
         LinuxSeccompAction::ScmpActTrap => ScmpAction::Trap,
         LinuxSeccompAction::ScmpActErrno => ScmpAction::Errno(
             errno_ret.map_or(DEFAULT_ERRNO, |e| i32::try_from(e).unwrap_or(DEFAULT_ERRNO)),
         ),
-        LinuxSeccompAction::ScmpActTrace => ScmpAction::Trace(
-            errno_ret.map_or(libc::EPERM as u16, |e| u16::try_from(e).unwrap_or(libc::EPERM as u16)),
-        ),
+        LinuxSeccompAction::ScmpActTrace => {
+            ScmpAction::Trace(errno_ret.map_or(libc::EPERM as u16, |e| {
+                u16::try_from(e).unwrap_or(libc::EPERM as u16)
+            }))
+        }
         LinuxSeccompAction::ScmpActLog => ScmpAction::Log,
         LinuxSeccompAction::ScmpActAllow => ScmpAction::Allow,
         LinuxSeccompAction::ScmpActNotify => {
@@ -46,9 +52,10 @@ fn condition(arg: &LinuxSeccompArg) -> ScmpArgCompare {
         LinuxSeccompOperator::ScmpCmpGe => (ScmpCompareOp::GreaterEqual, arg.value()),
         LinuxSeccompOperator::ScmpCmpGt => (ScmpCompareOp::Greater, arg.value()),
         // The spec's value is the mask and valueTwo the expected result.
-        LinuxSeccompOperator::ScmpCmpMaskedEq => {
-            (ScmpCompareOp::MaskedEqual(arg.value()), arg.value_two().unwrap_or(0))
-        }
+        LinuxSeccompOperator::ScmpCmpMaskedEq => (
+            ScmpCompareOp::MaskedEqual(arg.value()),
+            arg.value_two().unwrap_or(0),
+        ),
     };
     ScmpArgCompare::new(index, op, datum)
 }
@@ -66,21 +73,32 @@ pub fn build_filter(profile: &LinuxSeccomp) -> Result<ScmpFilterContext> {
             .ok()
             .and_then(|v| v.as_str().map(str::to_owned))
             .unwrap_or_default();
-        let arch = ScmpArch::from_str(&name).map_err(seccomp_err(&format!("architecture {name}")))?;
-        filter.add_arch(arch).map_err(seccomp_err(&format!("add architecture {name}")))?;
+        let arch =
+            ScmpArch::from_str(&name).map_err(seccomp_err(&format!("architecture {name}")))?;
+        filter
+            .add_arch(arch)
+            .map_err(seccomp_err(&format!("add architecture {name}")))?;
     }
     // corral sets no_new_privs itself, as the process spec says; libseccomp must not force it.
-    filter.set_ctl_nnp(false).map_err(seccomp_err("configure filter"))?;
+    filter
+        .set_ctl_nnp(false)
+        .map_err(seccomp_err("configure filter"))?;
     for flag in profile.flags().iter().flatten() {
         match flag {
             LinuxSeccompFilterFlag::SeccompFilterFlagLog => {
-                filter.set_ctl_log(true).map_err(seccomp_err("set log flag"))?;
+                filter
+                    .set_ctl_log(true)
+                    .map_err(seccomp_err("set log flag"))?;
             }
             LinuxSeccompFilterFlag::SeccompFilterFlagTsync => {
-                filter.set_ctl_tsync(true).map_err(seccomp_err("set tsync flag"))?;
+                filter
+                    .set_ctl_tsync(true)
+                    .map_err(seccomp_err("set tsync flag"))?;
             }
             LinuxSeccompFilterFlag::SeccompFilterFlagSpecAllow => {
-                filter.set_ctl_ssb(true).map_err(seccomp_err("set spec_allow flag"))?;
+                filter
+                    .set_ctl_ssb(true)
+                    .map_err(seccomp_err("set spec_allow flag"))?;
             }
             LinuxSeccompFilterFlag::SeccompFilterFlagWaitKillableRecv => {}
         }
@@ -136,7 +154,8 @@ mod tests {
 
     #[test]
     fn a_podman_style_profile_compiles() {
-        let profile = profile(r#"{
+        let profile = profile(
+            r#"{
             "defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": 38,
             "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
             "syscalls": [
@@ -144,12 +163,16 @@ mod tests {
                 {"names": ["personality"], "action": "SCMP_ACT_ALLOW", "args": [{"index": 0, "value": 0, "op": "SCMP_CMP_EQ"}, {"index": 0, "value": 8, "op": "SCMP_CMP_EQ"}]},
                 {"names": ["clone"], "action": "SCMP_ACT_ALLOW", "args": [{"index": 0, "value": 2114060288, "valueTwo": 0, "op": "SCMP_CMP_MASKED_EQ"}]},
                 {"names": ["mount"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}
-            ]}"#);
+            ]}"#,
+        );
         let filter = build_filter(&profile).unwrap();
         let mut bpf = tempfile::tempfile().unwrap();
         filter.export_bpf(&bpf).unwrap();
         let size = std::io::Seek::seek(&mut bpf, std::io::SeekFrom::End(0)).unwrap();
-        assert!(size > 8 * 10, "filter should hold real instructions, has {size} bytes");
+        assert!(
+            size > 8 * 10,
+            "filter should hold real instructions, has {size} bytes"
+        );
     }
 
     #[test]

@@ -27,7 +27,12 @@ pub fn apply_rlimits(rlimits: &[PosixRlimit]) -> Result<()> {
         let rc = unsafe { libc::setrlimit(resource, &value) };
         if rc != 0 {
             return Err(Error::sys(
-                format!("set {:?} to soft {} hard {}", limit.typ(), limit.soft(), limit.hard()),
+                format!(
+                    "set {:?} to soft {} hard {}",
+                    limit.typ(),
+                    limit.soft(),
+                    limit.hard()
+                ),
                 nix::Error::last(),
             ));
         }
@@ -77,9 +82,12 @@ pub fn become_process_identity(process: &Process) -> Result<()> {
     let bounding = host_caps(capabilities.and_then(|c| c.bounding().as_ref()));
     if capabilities.is_some() {
         for cap in caps::all() {
-            if !bounding.contains(&cap) && caps::has_cap(None, CapSet::Bounding, cap).unwrap_or(false) {
-                caps::drop(None, CapSet::Bounding, cap)
-                    .map_err(|e| Error::Setup(format!("cannot drop {cap} from the bounding set: {e}")))?;
+            if !bounding.contains(&cap)
+                && caps::has_cap(None, CapSet::Bounding, cap).unwrap_or(false)
+            {
+                caps::drop(None, CapSet::Bounding, cap).map_err(|e| {
+                    Error::Setup(format!("cannot drop {cap} from the bounding set: {e}"))
+                })?;
             }
         }
     }
@@ -100,7 +108,11 @@ pub fn become_process_identity(process: &Process) -> Result<()> {
     prctl_keep_caps(false)?;
 
     if let Some(capabilities) = capabilities {
-        let cap_error = |set: &'static str| move |e: caps::errors::CapsError| Error::Setup(format!("cannot set {set} capabilities: {e}"));
+        let cap_error = |set: &'static str| {
+            move |e: caps::errors::CapsError| {
+                Error::Setup(format!("cannot set {set} capabilities: {e}"))
+            }
+        };
         let permitted = host_caps(capabilities.permitted().as_ref());
         let effective = host_caps(capabilities.effective().as_ref());
         let inheritable = host_caps(capabilities.inheritable().as_ref());
@@ -119,7 +131,9 @@ pub fn become_process_identity(process: &Process) -> Result<()> {
         }
     }
 
-    nix::sys::stat::umask(Mode::from_bits_truncate(user.umask().unwrap_or(DEFAULT_UMASK)));
+    nix::sys::stat::umask(Mode::from_bits_truncate(
+        user.umask().unwrap_or(DEFAULT_UMASK),
+    ));
     Ok(())
 }
 
@@ -151,20 +165,43 @@ mod tests {
 
     #[test]
     fn spec_capability_names_map_to_host_capabilities() {
-        let spec: Capabilities = [Capability::Chown, Capability::NetBindService, Capability::SysAdmin].into_iter().collect();
+        let spec: Capabilities = [
+            Capability::Chown,
+            Capability::NetBindService,
+            Capability::SysAdmin,
+        ]
+        .into_iter()
+        .collect();
         let host = host_caps(Some(&spec));
-        assert_eq!(host, HashSet::from([HostCap::CAP_CHOWN, HostCap::CAP_NET_BIND_SERVICE, HostCap::CAP_SYS_ADMIN]));
+        assert_eq!(
+            host,
+            HashSet::from([
+                HostCap::CAP_CHOWN,
+                HostCap::CAP_NET_BIND_SERVICE,
+                HostCap::CAP_SYS_ADMIN
+            ])
+        );
         assert!(host_caps(None).is_empty());
     }
 
     #[test]
     fn every_rlimit_type_maps_to_a_distinct_resource() {
         let kinds = [
-            PosixRlimitType::RlimitCpu, PosixRlimitType::RlimitFsize, PosixRlimitType::RlimitData,
-            PosixRlimitType::RlimitStack, PosixRlimitType::RlimitCore, PosixRlimitType::RlimitRss,
-            PosixRlimitType::RlimitNproc, PosixRlimitType::RlimitNofile, PosixRlimitType::RlimitMemlock,
-            PosixRlimitType::RlimitAs, PosixRlimitType::RlimitLocks, PosixRlimitType::RlimitSigpending,
-            PosixRlimitType::RlimitMsgqueue, PosixRlimitType::RlimitNice, PosixRlimitType::RlimitRtprio,
+            PosixRlimitType::RlimitCpu,
+            PosixRlimitType::RlimitFsize,
+            PosixRlimitType::RlimitData,
+            PosixRlimitType::RlimitStack,
+            PosixRlimitType::RlimitCore,
+            PosixRlimitType::RlimitRss,
+            PosixRlimitType::RlimitNproc,
+            PosixRlimitType::RlimitNofile,
+            PosixRlimitType::RlimitMemlock,
+            PosixRlimitType::RlimitAs,
+            PosixRlimitType::RlimitLocks,
+            PosixRlimitType::RlimitSigpending,
+            PosixRlimitType::RlimitMsgqueue,
+            PosixRlimitType::RlimitNice,
+            PosixRlimitType::RlimitRtprio,
             PosixRlimitType::RlimitRttime,
         ];
         let resources: HashSet<_> = kinds.into_iter().map(rlimit_resource).collect();

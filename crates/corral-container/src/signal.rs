@@ -13,7 +13,11 @@ pub fn parse_signal(text: &str) -> Result<Signal> {
         return Signal::try_from(number).map_err(|_| invalid());
     }
     let upper = text.to_ascii_uppercase();
-    let name = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
+    let name = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
     Signal::from_str(&name).map_err(|_| invalid())
 }
 
@@ -33,7 +37,10 @@ mod tests {
     fn nonsense_is_an_invalid_signal() {
         for bad in ["", "FOO", "0", "65", "-1", "SIG"] {
             let err = parse_signal(bad).unwrap_err();
-            assert!(err.to_string().starts_with("invalid signal"), "{bad}: {err}");
+            assert!(
+                err.to_string().starts_with("invalid signal"),
+                "{bad}: {err}"
+            );
         }
     }
 }

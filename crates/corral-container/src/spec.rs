@@ -17,7 +17,9 @@ pub const CONTAINER_ENV: &str = "container=corral";
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// Namespace names the runtime spec defines.
-const KNOWN_NAMESPACES: [&str; 8] = ["pid", "network", "mount", "ipc", "uts", "user", "cgroup", "time"];
+const KNOWN_NAMESPACES: [&str; 8] = [
+    "pid", "network", "mount", "ipc", "uts", "user", "cgroup", "time",
+];
 
 /// A bundle: its directory, its parsed spec and the absolute rootfs path.
 #[derive(Clone, Debug)]
@@ -44,10 +46,9 @@ impl Bundle {
             reason,
         })?;
         validate(&spec)?;
-        let root = spec
-            .root()
-            .as_ref()
-            .ok_or_else(|| Error::InvalidSpec("root is missing: set root.path to the rootfs directory".into()))?;
+        let root = spec.root().as_ref().ok_or_else(|| {
+            Error::InvalidSpec("root is missing: set root.path to the rootfs directory".into())
+        })?;
         let rootfs = if root.path().is_absolute() {
             root.path().clone()
         } else {
@@ -67,7 +68,10 @@ impl Bundle {
 pub fn parse_spec(text: &str) -> std::result::Result<Spec, String> {
     let value: serde_json::Value =
         serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
-    if let Some(namespaces) = value.pointer("/linux/namespaces").and_then(|n| n.as_array()) {
+    if let Some(namespaces) = value
+        .pointer("/linux/namespaces")
+        .and_then(|n| n.as_array())
+    {
         for namespace in namespaces {
             let kind = namespace.get("type").and_then(|t| t.as_str()).unwrap_or("");
             if !KNOWN_NAMESPACES.contains(&kind) {
@@ -89,10 +93,9 @@ pub fn validate(spec: &Spec) -> Result<()> {
             spec.version()
         )));
     }
-    let process = spec
-        .process()
-        .as_ref()
-        .ok_or_else(|| Error::InvalidSpec("process is missing: a container needs a process to run".into()))?;
+    let process = spec.process().as_ref().ok_or_else(|| {
+        Error::InvalidSpec("process is missing: a container needs a process to run".into())
+    })?;
     validate_process(process)?;
     let mut seen = HashSet::new();
     for namespace in namespaces(spec) {
@@ -126,7 +129,9 @@ pub fn validate(spec: &Spec) -> Result<()> {
 pub fn validate_process(process: &Process) -> Result<()> {
     let args = process.args().as_deref().unwrap_or_default();
     if args.is_empty() || args[0].is_empty() {
-        return Err(Error::InvalidSpec("process.args is empty: name the program to run".into()));
+        return Err(Error::InvalidSpec(
+            "process.args is empty: name the program to run".into(),
+        ));
     }
     if !process.cwd().is_absolute() {
         return Err(Error::InvalidSpec(format!(
@@ -286,7 +291,10 @@ mod tests {
             CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS
         );
         assert_eq!(plan.join[0].0, LinuxNamespaceType::User);
-        assert_eq!(plan.join[1], (LinuxNamespaceType::Network, PathBuf::from("/run/netns/x")));
+        assert_eq!(
+            plan.join[1],
+            (LinuxNamespaceType::Network, PathBuf::from("/run/netns/x"))
+        );
         assert!(plan.pid_to_join().is_none());
     }
 
@@ -306,7 +314,10 @@ mod tests {
     fn duplicate_namespaces_are_rejected() {
         let text = MINIMAL.replace(r#"{"type": "uts"}"#, r#"{"type": "pid"}, {"type": "uts"}"#);
         let err = validate(&spec(&text)).unwrap_err();
-        assert!(err.to_string().contains("namespace pid is listed twice"), "{err}");
+        assert!(
+            err.to_string().contains("namespace pid is listed twice"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -318,18 +329,29 @@ mod tests {
 
     #[test]
     fn malformed_json_and_missing_process_are_clear() {
-        assert!(parse_spec("{ not json").unwrap_err().contains("not valid JSON"));
+        assert!(parse_spec("{ not json")
+            .unwrap_err()
+            .contains("not valid JSON"));
         let err = validate(&spec(r#"{"ociVersion": "1.0.2", "root": {"path": "r"}}"#)).unwrap_err();
         assert!(err.to_string().contains("process is missing"), "{err}");
         let text = MINIMAL.replace(r#""args": ["sh"]"#, r#""args": []"#);
-        assert!(validate(&spec(&text)).unwrap_err().to_string().contains("args is empty"));
+        assert!(validate(&spec(&text))
+            .unwrap_err()
+            .to_string()
+            .contains("args is empty"));
         let text = MINIMAL.replace("1.0.2", "0.9");
-        assert!(validate(&spec(&text)).unwrap_err().to_string().contains("ociVersion"));
+        assert!(validate(&spec(&text))
+            .unwrap_err()
+            .to_string()
+            .contains("ociVersion"));
     }
 
     #[test]
     fn new_user_namespace_needs_mappings() {
-        let text = MINIMAL.replace(r#"{"type": "user", "path": "/proc/1/ns/user"}"#, r#"{"type": "user"}"#);
+        let text = MINIMAL.replace(
+            r#"{"type": "user", "path": "/proc/1/ns/user"}"#,
+            r#"{"type": "user"}"#,
+        );
         let err = validate(&spec(&text)).unwrap_err();
         assert!(err.to_string().contains("uidMappings"), "{err}");
     }

@@ -157,7 +157,11 @@ impl Record {
             oci_version: OCI_VERSION.to_owned(),
             id: self.id.clone(),
             status,
-            pid: if status == Status::Stopped { 0 } else { self.pid },
+            pid: if status == Status::Stopped {
+                0
+            } else {
+                self.pid
+            },
             bundle: self.bundle.clone(),
             rootfs: self.rootfs.clone(),
             created: self.created.clone(),
@@ -170,7 +174,10 @@ impl Record {
 /// Writes `bytes` to `path` so readers see the old content or the new, never a mix.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let result = (|| {
         let mut file = std::fs::File::create(&tmp)?;
@@ -204,7 +211,9 @@ pub fn process_alive(pid: i32, start_time: u64) -> bool {
 
 /// Now as an RFC 3339 UTC timestamp with nanoseconds, as runc writes `created`.
 pub fn rfc3339_now() -> String {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     rfc3339(now.as_secs(), now.subsec_nanos())
 }
 

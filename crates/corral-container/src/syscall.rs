@@ -63,8 +63,12 @@ impl Syscall for LinuxSyscall {
         flags: MsFlags,
         data: Option<&str>,
     ) -> Result<()> {
-        nix::mount::mount(source, target, fstype, flags, data)
-            .map_err(|e| Error::sys(format!("mount {} on {}", describe(source), target.display()), e))
+        nix::mount::mount(source, target, fstype, flags, data).map_err(|e| {
+            Error::sys(
+                format!("mount {} on {}", describe(source), target.display()),
+                e,
+            )
+        })
     }
 
     fn umount(&self, target: &Path, flags: MntFlags) -> Result<()> {
@@ -122,7 +126,10 @@ impl Syscall for LinuxSyscall {
         if rc == 0 {
             Ok(())
         } else {
-            Err(Error::sys(format!("set domain name {name:?}"), nix::Error::last()))
+            Err(Error::sys(
+                format!("set domain name {name:?}"),
+                nix::Error::last(),
+            ))
         }
     }
 
@@ -200,7 +207,9 @@ impl RecordingSyscall {
     /// Declares a symlink at `path` pointing to `target`.
     pub fn with_symlink(self, path: impl Into<PathBuf>, target: impl Into<PathBuf>) -> Self {
         let path = path.into();
-        self.files.borrow_mut().insert(path.clone(), FileKind::Symlink);
+        self.files
+            .borrow_mut()
+            .insert(path.clone(), FileKind::Symlink);
         self.links.borrow_mut().insert(path, target.into());
         self
     }

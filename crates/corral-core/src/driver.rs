@@ -74,4 +74,8 @@ pub trait Driver {
         definition: &Definition,
         paths: &InstancePaths,
     ) -> Result<(), CoreError>;
+
+    /// Cleans up after a supervisor that died without cleaning up itself (e.g. `kill -9`):
+    /// whatever it ran must not keep running unsupervised.
+    fn clean_up_lost_run(&self, name: &str, paths: &InstancePaths);
 }

@@ -15,5 +15,7 @@ pub mod store;
 
 pub use error::CoreError;
 pub use lifecycle::Manager;
-pub mod volume;
+pub mod container;
+pub mod monitor;
 pub mod vm;
+pub mod volume;

@@ -136,6 +136,8 @@ impl Manager {
                 }
             }
             Some(pid) => {
+                let definition = self.store.definition(name)?;
+                self.driver(definition.kind).clean_up_lost_run(name, &paths);
                 let (status, exit) = exit_of(&paths, Some(pid));
                 state.end(status, exit);
                 self.store.save_state(name, &state)?;

@@ -21,9 +21,15 @@ impl VmDriver {
     }
 
     /// The VMM configuration for `definition`, with the instance's sockets and log.
-    pub fn vm_config(definition: &Definition, paths: &InstancePaths) -> Result<VmConfig, CoreError> {
+    pub fn vm_config(
+        definition: &Definition,
+        paths: &InstancePaths,
+    ) -> Result<VmConfig, CoreError> {
         let boot = definition.boot.as_ref().ok_or_else(|| {
-            CoreError::Unsupported(format!("instance {} has no [boot] section", definition.name))
+            CoreError::Unsupported(format!(
+                "instance {} has no [boot] section",
+                definition.name
+            ))
         })?;
         let mut config = VmConfig::new(paths.resolve(&boot.kernel));
         config.initrd = boot.initrd.as_ref().map(|p| paths.resolve(p));
@@ -33,7 +39,8 @@ impl VmDriver {
         config.vcpus = definition.cpus;
         config.memory = definition.memory;
         config.serial = SerialTarget::Socket(paths.console_socket());
-        config.console_log = Some(paths.console_log());
+        // TODO(merge): console log
+
         config.control_socket = Some(paths.control_socket());
         config.on_poweroff = definition.on_poweroff;
         config.on_reboot = definition.on_reboot;
@@ -43,7 +50,15 @@ impl VmDriver {
 }
 
 impl Driver for VmDriver {
-    fn check_resources(&self, definition: &Definition, paths: &InstancePaths) -> Result<(), CoreError> {
+    /// The VMM is the VM: when its process is gone, so are the vCPUs. Only its sockets remain,
+    /// and the next VMM replaces those.
+    fn clean_up_lost_run(&self, _name: &str, _paths: &InstancePaths) {}
+
+    fn check_resources(
+        &self,
+        definition: &Definition,
+        paths: &InstancePaths,
+    ) -> Result<(), CoreError> {
         debug_assert_eq!(definition.kind, Kind::Vm);
         let config = Self::vm_config(definition, paths)?;
         if !config.kernel.is_file() {

@@ -1,7 +1,7 @@
 //! The instance verbs (virsh/incus style): create, start, stop, list, console, ... They never
 //! branch on the instance type; `corral-core`'s manager and drivers do.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -12,7 +12,7 @@ use corral_core::definition::{
     new_uuid, Boot, ContainerSpec, Definition, Disk, DiskFormat, Kind, Limits,
 };
 use corral_core::lifecycle::{Summary, DEFAULT_STOP_TIMEOUT};
-use corral_core::state::State;
+use corral_core::state::{State, Status};
 use corral_core::store::Store;
 use corral_core::Manager;
 use corral_vmm::config::{Action, MemorySize};
@@ -125,6 +125,23 @@ pub struct LogsArgs {
 }
 
 #[derive(Args)]
+pub struct ExecArgs {
+    name: String,
+    /// Give the command a terminal (default: when stdin is one).
+    #[arg(long, short)]
+    tty: bool,
+    /// Environment variables (NAME=value, repeatable).
+    #[arg(long = "env", short = 'e')]
+    env: Vec<String>,
+    /// Working directory inside the container.
+    #[arg(long, short = 'w')]
+    cwd: Option<String>,
+    /// The command and its arguments (after `--`).
+    #[arg(last = true, required = true)]
+    command: Vec<String>,
+}
+
+#[derive(Args)]
 pub struct ConfigArgs {
     #[command(subcommand)]
     command: ConfigCommand,
@@ -148,10 +165,11 @@ enum ConfigCommand {
 pub fn manager(root: &Path) -> anyhow::Result<Manager> {
     let store = Store::open(root)?;
     let exe = std::env::current_exe().context("cannot find the corral executable")?;
+    let pool = corral_core::volume::Pool::default_in(root);
     Ok(Manager::new(
         store,
         Box::new(corral_core::vm::VmDriver::new(&exe)),
-        Box::new(corral_core::container::ContainerDriver::new(&exe)),
+        Box::new(corral_core::container::ContainerDriver::new(&exe, pool)),
     ))
 }
 
@@ -210,7 +228,11 @@ fn definition_from(args: CreateArgs) -> anyhow::Result<(Definition, Option<PathB
             let text = std::fs::read_to_string(file)
                 .with_context(|| format!("cannot read {}", file.display()))?;
             let mut value: toml::Table = toml::from_str(&text).map_err(|e| {
-                anyhow::anyhow!("invalid instance definition {}: {}", file.display(), e.message())
+                anyhow::anyhow!(
+                    "invalid instance definition {}: {}",
+                    file.display(),
+                    e.message()
+                )
             })?;
             // A hand-written file may leave out the name (given on the command line) and uuid.
             if let Some(name) = &args.name {
@@ -312,7 +334,8 @@ fn definition_from(args: CreateArgs) -> anyhow::Result<(Definition, Option<PathB
         if !args.command.is_empty() {
             spec.command = args.command;
         }
-    } else if args.rootfs.is_some() || args.init || !args.env.is_empty() || !args.command.is_empty() {
+    } else if args.rootfs.is_some() || args.init || !args.env.is_empty() || !args.command.is_empty()
+    {
         bail!("--rootfs, --init, --env and a command are for containers; this is a VM");
     }
     for spec in &args.disks {
@@ -444,7 +467,9 @@ pub fn list(root: &Path, args: ListArgs) -> anyhow::Result<ExitCode> {
                 s.status.to_string(),
                 s.cpus.to_string(),
                 MemorySize(s.memory_bytes).to_string(),
-                s.uptime_secs.map(output::duration).unwrap_or_else(|| "-".into()),
+                s.uptime_secs
+                    .map(output::duration)
+                    .unwrap_or_else(|| "-".into()),
             ]
         })
         .collect();
@@ -469,7 +494,8 @@ pub fn info(root: &Path, args: InfoArgs) -> anyhow::Result<ExitCode> {
         }))?;
         return Ok(ExitCode::SUCCESS);
     }
-    let line = |label: &str, value: &dyn std::fmt::Display| println!("{:<14}{value}", format!("{label}:"));
+    let line =
+        |label: &str, value: &dyn std::fmt::Display| println!("{:<14}{value}", format!("{label}:"));
     line("Name", &definition.name);
     line("UUID", &definition.uuid);
     line("Type", &definition.kind);
@@ -482,7 +508,10 @@ pub fn info(root: &Path, args: InfoArgs) -> anyhow::Result<ExitCode> {
     }
     line("CPUs", &definition.cpus);
     line("Memory", &definition.memory);
-    line("Autostart", &if definition.autostart { "yes" } else { "no" });
+    line(
+        "Autostart",
+        &if definition.autostart { "yes" } else { "no" },
+    );
     line(
         "On events",
         &format!(
@@ -503,7 +532,14 @@ pub fn info(root: &Path, args: InfoArgs) -> anyhow::Result<ExitCode> {
     if let Some(spec) = &definition.container {
         line("Rootfs", &spec.rootfs.display());
         line("Command", &spec.effective_command().join(" "));
-        line("Init", &if spec.init { "yes (system container)" } else { "no" });
+        line(
+            "Init",
+            &if spec.init {
+                "yes (system container)"
+            } else {
+                "no"
+            },
+        );
     }
     if let Some(pids) = definition.limits.pids {
         line("Pids limit", &pids);
@@ -515,7 +551,10 @@ pub fn info(root: &Path, args: InfoArgs) -> anyhow::Result<ExitCode> {
             .map(|p| p.display().to_string())
             .or_else(|| disk.volume.as_ref().map(|v| format!("volume {v}")))
             .unwrap_or_default();
-        line(&format!("Disk {i}"), &format!("{source}{}", if disk.readonly { " (ro)" } else { "" }));
+        line(
+            &format!("Disk {i}"),
+            &format!("{source}{}", if disk.readonly { " (ro)" } else { "" }),
+        );
     }
     if let Some(exit) = &state.last_exit {
         let mut text = exit.reason.clone();
@@ -617,7 +656,10 @@ pub fn config(root: &Path, args: ConfigArgs) -> anyhow::Result<ExitCode> {
             let definition = store.definition(&name)?;
             let edited = crate::editor::edit_until_valid(&definition.to_toml(), |text| {
                 let new = Definition::from_toml(text, Path::new("instance.toml"))?;
-                if new.name != definition.name || new.uuid != definition.uuid || new.kind != definition.kind {
+                if new.name != definition.name
+                    || new.uuid != definition.uuid
+                    || new.kind != definition.kind
+                {
                     bail!("name, type and uuid cannot be changed");
                 }
                 Ok(new)
@@ -642,7 +684,11 @@ fn note_restart_needed(manager: &Manager, name: &str) -> anyhow::Result<()> {
 }
 
 /// Instances whose disks use pool volume `name` (by name or by path).
-pub fn volume_users(root: &Path, pool: &corral_core::volume::Pool, name: &str) -> anyhow::Result<Vec<String>> {
+pub fn volume_users(
+    root: &Path,
+    pool: &corral_core::volume::Pool,
+    name: &str,
+) -> anyhow::Result<Vec<String>> {
     let manager = manager(root)?;
     let (path, _) = pool.find(name)?;
     let mut users = Vec::new();
@@ -651,11 +697,42 @@ pub fn volume_users(root: &Path, pool: &corral_core::volume::Pool, name: &str) -
         let dir = manager.store().instance_dir(&instance);
         let uses = definition.disks.iter().any(|d| {
             d.volume.as_deref() == Some(name)
-                || d.path.as_ref().is_some_and(|p| Definition::resolve(&dir, p) == path)
+                || d.path
+                    .as_ref()
+                    .is_some_and(|p| Definition::resolve(&dir, p) == path)
         });
         if uses {
             users.push(format!("instance {instance}"));
         }
     }
     Ok(users)
+}
+
+/// `corral exec`: runs a command in a running container, in its namespaces and cgroup.
+pub fn exec(root: &Path, args: ExecArgs) -> anyhow::Result<ExitCode> {
+    let manager = manager(root)?;
+    let definition = manager.store().definition(&args.name)?;
+    if definition.kind != Kind::Container {
+        bail!(
+            "exec runs commands in containers; {} is a VM: use `corral console {}`",
+            args.name,
+            args.name
+        );
+    }
+    let state = manager.state(&args.name)?;
+    match state.status {
+        Status::Running => {}
+        Status::Paused => return Err(corral_core::CoreError::Paused(args.name).into()),
+        _ => return Err(corral_core::CoreError::NotRunning(args.name).into()),
+    }
+    let paths = manager.paths(&args.name)?;
+    let tty = args.tty || std::io::stdin().is_terminal();
+    crate::oci::exec_in(
+        &corral_core::container::ContainerDriver::engine_root(&paths),
+        &args.name,
+        args.command,
+        args.env,
+        args.cwd,
+        tty,
+    )
 }

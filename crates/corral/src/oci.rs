@@ -198,7 +198,11 @@ struct ExecArgs {
 
 /// The parser used when the binary runs under a runtime name (`corral-oci`, `runc`).
 #[derive(Parser, Debug)]
-#[command(name = "corral-oci", about = "corral's OCI runtime (runc-compatible interface)", disable_version_flag = true)]
+#[command(
+    name = "corral-oci",
+    about = "corral's OCI runtime (runc-compatible interface)",
+    disable_version_flag = true
+)]
 struct RuntimeCli {
     #[command(flatten)]
     args: OciArgs,
@@ -207,7 +211,10 @@ struct RuntimeCli {
 /// Runs the runtime interface when the program was invoked as `corral-oci` or `runc`.
 pub fn run_if_invoked_as_runtime() -> Option<ExitCode> {
     let argv0 = std::env::args_os().next()?;
-    let name = Path::new(&argv0).file_name()?.to_string_lossy().into_owned();
+    let name = Path::new(&argv0)
+        .file_name()?
+        .to_string_lossy()
+        .into_owned();
     if !RUNTIME_NAMES.contains(&name.as_str()) {
         return None;
     }
@@ -240,7 +247,11 @@ fn log_error(path: &Path, format: LogFormat, err: &anyhow::Error) {
         .to_string(),
         LogFormat::Text => format!("level=error msg={message:?}"),
     };
-    if let Ok(mut file) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+    if let Ok(mut file) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
         // The error still goes to stderr; a log write failure must not hide it.
         let _ = writeln!(file, "{line}");
     }
@@ -248,7 +259,10 @@ fn log_error(path: &Path, format: LogFormat, err: &anyhow::Error) {
 
 fn dispatch(args: OciArgs) -> anyhow::Result<ExitCode> {
     if args.version {
-        println!("corral version {}\nspec: {OCI_VERSION}", env!("CARGO_PKG_VERSION"));
+        println!(
+            "corral version {}\nspec: {OCI_VERSION}",
+            env!("CARGO_PKG_VERSION")
+        );
         return Ok(ExitCode::SUCCESS);
     }
     let root = args.root;
@@ -278,9 +292,17 @@ fn dispatch(args: OciArgs) -> anyhow::Result<ExitCode> {
             Container::load(&root, &id)?.delete(force)?;
             Ok(ExitCode::SUCCESS)
         }
-        OciCommand::Run { create, detach, keep } => run_container(&root, &create, detach, keep),
+        OciCommand::Run {
+            create,
+            detach,
+            keep,
+        } => run_container(&root, &create, detach, keep),
         OciCommand::Exec(exec) => exec_container(&root, exec),
-        OciCommand::Ps { format, id, ps_args: _ } => {
+        OciCommand::Ps {
+            format,
+            id,
+            ps_args: _,
+        } => {
             let pids = Container::load(&root, &id)?.processes()?;
             if format == ListFormat::Json {
                 crate::output::print_json(&pids)?;
@@ -334,7 +356,11 @@ fn create_container(root: &Path, args: &CreateArgs) -> anyhow::Result<Container>
     create_with_console(root, args, connect_console(args.console_socket.as_deref())?)
 }
 
-fn create_with_console(root: &Path, args: &CreateArgs, console: Option<UnixStream>) -> anyhow::Result<Container> {
+fn create_with_console(
+    root: &Path,
+    args: &CreateArgs,
+    console: Option<UnixStream>,
+) -> anyhow::Result<Container> {
     let container = Container::create(CreateOptions {
         root: root.to_path_buf(),
         id: args.id.clone(),
@@ -365,8 +391,19 @@ extern "C" fn forward_signal(signal: libc::c_int) {
 fn forward_signals_to(pid: i32) {
     use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
     FORWARD_TO.store(pid, Ordering::Relaxed);
-    let action = SigAction::new(SigHandler::Handler(forward_signal), SaFlags::SA_RESTART, SigSet::empty());
-    for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGQUIT, Signal::SIGUSR1, Signal::SIGUSR2] {
+    let action = SigAction::new(
+        SigHandler::Handler(forward_signal),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    for signal in [
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+        Signal::SIGUSR1,
+        Signal::SIGUSR2,
+    ] {
         // SAFETY: the handler only reads an atomic and calls kill, both async-signal-safe.
         let _ = unsafe { sigaction(signal, &action) };
     }
@@ -374,10 +411,14 @@ fn forward_signals_to(pid: i32) {
 
 /// A socket pair standing in for --console-socket when a foreground command wants a terminal:
 /// the master comes back to us and is relayed to our own stdio.
-fn own_console(wants_terminal: bool, socket: Option<&Path>) -> anyhow::Result<(Option<UnixStream>, Option<UnixStream>)> {
+fn own_console(
+    wants_terminal: bool,
+    socket: Option<&Path>,
+) -> anyhow::Result<(Option<UnixStream>, Option<UnixStream>)> {
     match (wants_terminal, socket) {
         (true, None) => {
-            let (ours, theirs) = UnixStream::pair().context("cannot create a console socket pair")?;
+            let (ours, theirs) =
+                UnixStream::pair().context("cannot create a console socket pair")?;
             Ok((Some(theirs), Some(ours)))
         }
         (_, socket) => Ok((connect_console(socket)?, None)),
@@ -389,7 +430,12 @@ fn receive_master(local: &UnixStream) -> anyhow::Result<OwnedFd> {
     Ok(corral_container::console::receive_fd(local.as_raw_fd())?)
 }
 
-fn run_container(root: &Path, args: &CreateArgs, detach: bool, keep: bool) -> anyhow::Result<ExitCode> {
+fn run_container(
+    root: &Path,
+    args: &CreateArgs,
+    detach: bool,
+    keep: bool,
+) -> anyhow::Result<ExitCode> {
     let bundle_spec = corral_container::spec::Bundle::load(&args.bundle)?.spec;
     let wants_terminal = bundle_spec.process().as_ref().and_then(|p| p.terminal()) == Some(true);
     if detach && wants_terminal && args.console_socket.is_none() {
@@ -414,6 +460,40 @@ fn run_container(root: &Path, args: &CreateArgs, detach: bool, keep: bool) -> an
         container.delete(true)?;
     }
     Ok(ExitCode::from(u8::try_from(code).unwrap_or(255)))
+}
+
+/// `corral exec` on an instance: the runtime's exec with the container's own process settings.
+pub fn exec_in(
+    root: &Path,
+    id: &str,
+    command: Vec<String>,
+    env: Vec<String>,
+    cwd: Option<String>,
+    tty: bool,
+) -> anyhow::Result<ExitCode> {
+    exec_container(
+        root,
+        ExecArgs {
+            console_socket: None,
+            cwd: cwd.map(PathBuf::from),
+            env,
+            tty,
+            user: None,
+            additional_gids: Vec::new(),
+            process: None,
+            detach: false,
+            pid_file: None,
+            process_label: None,
+            apparmor: None,
+            no_new_privs: false,
+            cap: Vec::new(),
+            preserve_fds: 0,
+            ignore_paused: false,
+            cgroup: None,
+            id: id.to_string(),
+            command,
+        },
+    )
 }
 
 fn exec_container(root: &Path, args: ExecArgs) -> anyhow::Result<ExitCode> {
@@ -444,15 +524,19 @@ fn exec_container(root: &Path, args: ExecArgs) -> anyhow::Result<ExitCode> {
         corral_container::console::relay(&master)?;
         return Ok(ExitCode::SUCCESS);
     }
-    Ok(ExitCode::from(u8::try_from(outcome.exit_code.unwrap_or(255)).unwrap_or(255)))
+    Ok(ExitCode::from(
+        u8::try_from(outcome.exit_code.unwrap_or(255)).unwrap_or(255),
+    ))
 }
 
 /// The process `exec` runs: `--process` as given, or the container's own process with the
 /// command line and flags applied (runc's behaviour).
 fn exec_process(container: &Container, args: &ExecArgs) -> anyhow::Result<Process> {
     if let Some(path) = &args.process {
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-        let process: Process = serde_json::from_str(&text).with_context(|| format!("{} is not a valid process description", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let process: Process = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a valid process description", path.display()))?;
         validate_process(&process)?;
         return Ok(process);
     }
@@ -473,7 +557,11 @@ fn exec_process(container: &Container, args: &ExecArgs) -> anyhow::Result<Proces
     if let Some(user) = &args.user {
         let (uid, gid) = match user.split_once(':') {
             Some((uid, gid)) => (uid.parse::<u32>()?, gid.parse::<u32>()?),
-            None => (user.parse::<u32>().with_context(|| format!("--user {user:?} must be uid[:gid]"))?, 0),
+            None => (
+                user.parse::<u32>()
+                    .with_context(|| format!("--user {user:?} must be uid[:gid]"))?,
+                0,
+            ),
         };
         let built = UserBuilder::default()
             .uid(uid)
@@ -519,7 +607,10 @@ fn list(root: &Path, format: ListFormat, quiet: bool) -> anyhow::Result<()> {
         return crate::output::print_json(&states);
     }
     let width = states.iter().map(|s| s.id.len()).max().unwrap_or(2).max(2);
-    println!("{:width$}   {:>8}   {:<8}   {:<40}   {:<30}   OWNER", "ID", "PID", "STATUS", "BUNDLE", "CREATED");
+    println!(
+        "{:width$}   {:>8}   {:<8}   {:<40}   {:<30}   OWNER",
+        "ID", "PID", "STATUS", "BUNDLE", "CREATED"
+    );
     for state in states {
         println!(
             "{:width$}   {:>8}   {:<8}   {:<40}   {:<30}   {}",
@@ -528,7 +619,11 @@ fn list(root: &Path, format: ListFormat, quiet: bool) -> anyhow::Result<()> {
             state.status.to_string(),
             state.bundle.display(),
             state.created,
-            if state.owner.is_empty() { "root" } else { &state.owner }
+            if state.owner.is_empty() {
+                "root"
+            } else {
+                &state.owner
+            }
         );
     }
     Ok(())

@@ -76,9 +76,15 @@ mod tests {
         let target = tempfile::tempdir().unwrap();
         let dest = target.path().join("rootfs");
         populate(source.path(), &dest).unwrap();
-        let mode = std::fs::metadata(dest.join("bin/tool")).unwrap().permissions().mode();
+        let mode = std::fs::metadata(dest.join("bin/tool"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o755);
-        assert_eq!(std::fs::read_link(dest.join("bin/alias")).unwrap(), Path::new("tool"));
+        assert_eq!(
+            std::fs::read_link(dest.join("bin/alias")).unwrap(),
+            Path::new("tool")
+        );
         assert!(dest.join(".hidden").exists());
     }
 
@@ -99,7 +105,10 @@ mod tests {
         assert!(status.success());
         let target = tempfile::tempdir().unwrap();
         populate(&tarball, target.path()).unwrap();
-        assert_eq!(std::fs::read(target.path().join("etc/hostname")).unwrap(), b"box\n");
+        assert_eq!(
+            std::fs::read(target.path().join("etc/hostname")).unwrap(),
+            b"box\n"
+        );
     }
 
     #[test]
@@ -108,6 +117,10 @@ mod tests {
         std::fs::write(source.path(), b"not a tarball").unwrap();
         let target = tempfile::tempdir().unwrap();
         let err = populate(source.path(), target.path()).unwrap_err();
-        assert!(err.to_string().starts_with("cannot copy the root filesystem from"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("cannot copy the root filesystem from"),
+            "{err}"
+        );
     }
 }

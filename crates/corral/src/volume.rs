@@ -78,7 +78,9 @@ pub fn run(root: &Path, args: VolumeArgs) -> anyhow::Result<ExitCode> {
                     bail!("only qcow2 volumes can have a backing image; add --format qcow2")
                 }
                 (VolumeFormat::Raw, None) => NewVolume::Raw {
-                    size: size.ok_or_else(|| anyhow::anyhow!("a raw volume needs --size, e.g. --size 10G"))?,
+                    size: size.ok_or_else(|| {
+                        anyhow::anyhow!("a raw volume needs --size, e.g. --size 10G")
+                    })?,
                 },
                 (VolumeFormat::Qcow2, backing) => {
                     let backing = backing.map(|b| pool.resolve_backing(&b)).transpose()?;
@@ -108,7 +110,9 @@ pub fn run(root: &Path, args: VolumeArgs) -> anyhow::Result<ExitCode> {
                         [
                             v.name.clone(),
                             format_name(v.format).to_string(),
-                            v.virtual_size.map(output::human_bytes).unwrap_or_else(|| "-".into()),
+                            v.virtual_size
+                                .map(output::human_bytes)
+                                .unwrap_or_else(|| "-".into()),
                             output::human_bytes(v.actual_size),
                             v.backing_chain
                                 .first()
@@ -159,7 +163,11 @@ fn format_name(format: DiskFormat) -> &'static str {
 
 fn describe(info: &VolumeInfo) -> String {
     match info.virtual_size {
-        Some(size) => format!("{}, {}", format_name(info.format), output::human_bytes(size)),
+        Some(size) => format!(
+            "{}, {}",
+            format_name(info.format),
+            output::human_bytes(size)
+        ),
         None => format_name(info.format).to_string(),
     }
 }

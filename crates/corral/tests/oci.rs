@@ -24,9 +24,12 @@ macro_rules! require_container_host {
 #[test]
 fn pid1_hostname_environment_and_mounts() {
     require_container_host!();
-    let mut bundle = TestBundle::new("basics", "echo pid=$$; hostname; echo env=$container; \
+    let mut bundle = TestBundle::new(
+        "basics",
+        "echo pid=$$; hostname; echo env=$container; \
         grep -c ' /proc proc ' /proc/mounts; grep -c ' /dev/pts devpts ' /proc/mounts; \
-        ls -l /dev/ptmx /dev/fd; echo nul > /dev/null && echo devnull-ok");
+        ls -l /dev/ptmx /dev/fd; echo nul > /dev/null && echo devnull-ok",
+    );
     bundle.config["hostname"] = json!("box-under-test");
     let (code, out, err) = bundle.run();
     assert_eq!(code, 0, "stderr: {err}");
@@ -39,7 +42,10 @@ fn pid1_hostname_environment_and_mounts() {
     assert!(out.contains("/dev/ptmx -> pts/ptmx"), "{out}");
     assert!(out.contains("/dev/fd -> /proc/self/fd"), "{out}");
     assert!(out.contains("devnull-ok"), "{out}");
-    assert!(bundle.left_nothing_behind(), "run must clean up after itself");
+    assert!(
+        bundle.left_nothing_behind(),
+        "run must clean up after itself"
+    );
 }
 
 #[test]
@@ -57,7 +63,11 @@ fn masked_and_readonly_paths_and_readonly_root() {
     let (code, out, err) = bundle.run();
     assert_eq!(code, 0, "stderr: {err}");
     let lines: Vec<&str> = out.lines().map(str::trim).collect();
-    assert_eq!(lines, ["0", "0", "sys-readonly", "root-readonly", "tmpfs-writable"], "{out}");
+    assert_eq!(
+        lines,
+        ["0", "0", "sys-readonly", "root-readonly", "tmpfs-writable"],
+        "{out}"
+    );
 }
 
 #[test]
@@ -74,20 +84,31 @@ fn exit_codes_pass_through_run() {
 fn memory_limit_oom_kills_the_process() {
     require_container_host!();
     // dd reads 96 MiB from /dev/zero into one buffer: every page is touched.
-    let mut bundle = TestBundle::new("oom", "dd if=/dev/zero of=/dev/null bs=96M count=1 2>/dev/null; echo dd-exit=$?");
+    let mut bundle = TestBundle::new(
+        "oom",
+        "dd if=/dev/zero of=/dev/null bs=96M count=1 2>/dev/null; echo dd-exit=$?",
+    );
     let limit = 24 << 20;
     bundle.config["linux"]["resources"] = json!({"memory": {"limit": limit, "swap": limit}});
     let (code, out, err) = bundle.run();
     assert_eq!(code, 0, "the shell itself stays under the limit: {err}");
-    assert_eq!(out.trim(), "dd-exit=137", "the OOM killer kills dd with SIGKILL");
+    assert_eq!(
+        out.trim(),
+        "dd-exit=137",
+        "the OOM killer kills dd with SIGKILL"
+    );
 
-    let bundle = TestBundle::new("nolimit", "dd if=/dev/zero of=/dev/null bs=96M count=1 2>/dev/null; echo dd-exit=$?");
+    let bundle = TestBundle::new(
+        "nolimit",
+        "dd if=/dev/zero of=/dev/null bs=96M count=1 2>/dev/null; echo dd-exit=$?",
+    );
     let (_, out, _) = bundle.run();
     assert_eq!(out.trim(), "dd-exit=0", "without the limit dd completes");
 
     let mut bundle = TestBundle::new("oom-init", "dd if=/dev/zero of=/dev/null bs=96M count=1");
     bundle.config["linux"]["resources"] = json!({"memory": {"limit": limit, "swap": limit}});
-    bundle.config["process"]["args"] = json!(["dd", "if=/dev/zero", "of=/dev/null", "bs=96M", "count=1"]);
+    bundle.config["process"]["args"] =
+        json!(["dd", "if=/dev/zero", "of=/dev/null", "bs=96M", "count=1"]);
     let (code, _, err) = bundle.run();
     assert_eq!(code, 137, "killed by SIGKILL: {err}");
 }
@@ -97,16 +118,28 @@ fn pids_limit_stops_a_fork_bomb() {
     require_container_host!();
     // The bomb runs in a child shell (a failed fork ends an ash script); the init then counts
     // processes with a glob, which needs no fork.
-    let mut bundle = TestBundle::new("pids", "sh -c 'i=0; while [ $i -lt 200 ]; do sleep 30 & i=$((i+1)); done'; \
-        set -- /proc/[0-9]*; echo procs=$#");
+    let mut bundle = TestBundle::new(
+        "pids",
+        "sh -c 'i=0; while [ $i -lt 200 ]; do sleep 30 & i=$((i+1)); done'; \
+        set -- /proc/[0-9]*; echo procs=$#",
+    );
     bundle.config["linux"]["resources"] = json!({"pids": {"limit": 12}});
     let start = Instant::now();
     let (code, out, err) = bundle.run();
     assert_eq!(code, 0, "{err}");
-    assert!(err.contains("can't fork"), "forks beyond the limit fail: {err}");
+    assert!(
+        err.contains("can't fork"),
+        "forks beyond the limit fail: {err}"
+    );
     let procs: usize = out.trim().strip_prefix("procs=").unwrap().parse().unwrap();
-    assert!((5..=12).contains(&procs), "the pids limit must hold: {procs} processes");
-    assert!(start.elapsed() < Duration::from_secs(25), "the sleeping children die with the init");
+    assert!(
+        (5..=12).contains(&procs),
+        "the pids limit must hold: {procs} processes"
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(25),
+        "the sleeping children die with the init"
+    );
 }
 
 #[test]
@@ -119,7 +152,11 @@ fn pause_and_resume_freeze_a_counter() {
     let read = || -> u64 {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
-            if let Ok(n) = std::fs::read_to_string(&counter).unwrap_or_default().trim().parse() {
+            if let Ok(n) = std::fs::read_to_string(&counter)
+                .unwrap_or_default()
+                .trim()
+                .parse()
+            {
                 return n;
             }
             assert!(Instant::now() < deadline, "the counter never appeared");
@@ -144,16 +181,25 @@ fn pause_and_resume_freeze_a_counter() {
     assert!(read() > frozen, "a resumed container counts again");
 
     let delete = bundle.oci(&["delete", &bundle.id]);
-    assert!(!delete.status.success(), "deleting a running container needs --force");
+    assert!(
+        !delete.status.success(),
+        "deleting a running container needs --force"
+    );
     assert!(String::from_utf8_lossy(&delete.stderr).contains("is running"));
-    assert!(bundle.oci(&["delete", "--force", &bundle.id]).status.success());
+    assert!(bundle
+        .oci(&["delete", "--force", &bundle.id])
+        .status
+        .success());
     assert!(bundle.left_nothing_behind());
 }
 
 #[test]
 fn signals_reach_the_container_and_exit_status_is_reported() {
     require_container_host!();
-    let bundle = TestBundle::new("signal", "trap 'echo got-term; exit 42' TERM; while true; do sleep 0.05; done");
+    let bundle = TestBundle::new(
+        "signal",
+        "trap 'echo got-term; exit 42' TERM; while true; do sleep 0.05; done",
+    );
     bundle.save();
     let mut child = Command::new(common::corral_bin())
         .arg("oci")
@@ -170,11 +216,20 @@ fn signals_reach_the_container_and_exit_status_is_reported() {
     std::thread::sleep(Duration::from_millis(300));
     let bad = bundle.oci(&["kill", &bundle.id, "NOTASIGNAL"]);
     assert!(!bad.status.success());
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("invalid signal"), "{}", String::from_utf8_lossy(&bad.stderr));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("invalid signal"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
     assert!(bundle.oci(&["kill", &bundle.id, "TERM"]).status.success());
     let status = child.wait().unwrap();
     let mut out = String::new();
-    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
     assert_eq!(status.code(), Some(42), "{out}");
     assert!(out.contains("got-term"));
 
@@ -191,7 +246,11 @@ fn signals_reach_the_container_and_exit_status_is_reported() {
         .unwrap();
     bundle.wait_for_status("running");
     assert!(bundle.oci(&["kill", &bundle.id, "9"]).status.success());
-    assert_eq!(child.wait().unwrap().code(), Some(137), "a SIGKILLed init reports 128 + 9");
+    assert_eq!(
+        child.wait().unwrap().code(),
+        Some(137),
+        "a SIGKILLed init reports 128 + 9"
+    );
     assert!(bundle.left_nothing_behind());
 }
 
@@ -200,22 +259,42 @@ fn lifecycle_states_ps_list_and_kill_all() {
     require_container_host!();
     let bundle = TestBundle::new("life", "sleep 60 & sleep 60");
     let path = bundle.path().to_string_lossy().into_owned();
-    let out = bundle.oci(&["create", "--bundle", &path, "--pid-file", &format!("{path}/pid"), &bundle.id]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = bundle.oci(&[
+        "create",
+        "--bundle",
+        &path,
+        "--pid-file",
+        &format!("{path}/pid"),
+        &bundle.id,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let state = bundle.state().unwrap();
     assert_eq!(state["status"], "created");
     assert_eq!(state["ociVersion"], "1.0.2");
     assert_eq!(state["id"], bundle.id.as_str());
     let pid = state["pid"].as_i64().unwrap();
-    assert_eq!(std::fs::read_to_string(format!("{path}/pid")).unwrap(), pid.to_string());
+    assert_eq!(
+        std::fs::read_to_string(format!("{path}/pid")).unwrap(),
+        pid.to_string()
+    );
     assert_eq!(state["bundle"], path.as_str());
 
     let early = bundle.oci(&["delete", &bundle.id]);
-    assert!(!early.status.success(), "a created container is not deleted without --force");
+    assert!(
+        !early.status.success(),
+        "a created container is not deleted without --force"
+    );
 
     assert!(bundle.oci(&["start", &bundle.id]).status.success());
     assert_eq!(bundle.status(), "running");
-    assert!(!bundle.oci(&["start", &bundle.id]).status.success(), "start twice is an error");
+    assert!(
+        !bundle.oci(&["start", &bundle.id]).status.success(),
+        "start twice is an error"
+    );
 
     let deadline = Instant::now() + Duration::from_secs(5);
     let pids = loop {
@@ -234,11 +313,17 @@ fn lifecycle_states_ps_list_and_kill_all() {
     let quiet = bundle.oci(&["list", "-q"]);
     assert_eq!(String::from_utf8_lossy(&quiet.stdout).trim(), bundle.id);
 
-    assert!(bundle.oci(&["kill", "--all", &bundle.id, "KILL"]).status.success());
+    assert!(bundle
+        .oci(&["kill", "--all", &bundle.id, "KILL"])
+        .status
+        .success());
     bundle.wait_for_status("stopped");
     assert_eq!(bundle.state().unwrap()["pid"], 0);
     let late = bundle.oci(&["kill", &bundle.id, "TERM"]);
-    assert!(!late.status.success(), "signalling a stopped container is an error");
+    assert!(
+        !late.status.success(),
+        "signalling a stopped container is an error"
+    );
     assert!(bundle.oci(&["delete", &bundle.id]).status.success());
     let gone = bundle.oci(&["state", &bundle.id]);
     assert!(String::from_utf8_lossy(&gone.stderr).contains("does not exist"));
@@ -253,28 +338,72 @@ fn exec_joins_the_running_container() {
     bundle.create_and_start();
     let deadline = Instant::now() + Duration::from_secs(5);
     while !bundle.rootfs().join("tmp/marker").exists() {
-        assert!(Instant::now() < deadline, "the container never wrote its marker");
+        assert!(
+            Instant::now() < deadline,
+            "the container never wrote its marker"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
-    let out = bundle.oci(&["exec", &bundle.id, "sh", "-c", "hostname; cat /tmp/marker; echo env=$container; exit 9"]);
-    assert_eq!(out.status.code(), Some(9), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = bundle.oci(&[
+        "exec",
+        &bundle.id,
+        "sh",
+        "-c",
+        "hostname; cat /tmp/marker; echo env=$container; exit 9",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(9),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(text.lines().collect::<Vec<_>>(), ["exec-host", "started", "env=corral"]);
+    assert_eq!(
+        text.lines().collect::<Vec<_>>(),
+        ["exec-host", "started", "env=corral"]
+    );
 
     let process = json!({"args": ["sh", "-c", "id -u; echo $FOO"], "cwd": "/tmp", "env": ["FOO=from-process-json", "PATH=/bin"], "user": {"uid": 1000, "gid": 1000}});
     let process_file = bundle.path().join("process.json");
     std::fs::write(&process_file, process.to_string()).unwrap();
-    let out = bundle.oci(&["exec", "--process", &process_file.to_string_lossy(), &bundle.id]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "1000\nfrom-process-json\n");
+    let out = bundle.oci(&[
+        "exec",
+        "--process",
+        &process_file.to_string_lossy(),
+        &bundle.id,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "1000\nfrom-process-json\n"
+    );
 
     let pid_file = bundle.path().join("exec.pid");
-    let out = bundle.oci(&["exec", "--detach", "--pid-file", &pid_file.to_string_lossy(), &bundle.id, "sleep", "30"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = bundle.oci(&[
+        "exec",
+        "--detach",
+        "--pid-file",
+        &pid_file.to_string_lossy(),
+        &bundle.id,
+        "sleep",
+        "30",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let pid: i32 = std::fs::read_to_string(&pid_file).unwrap().parse().unwrap();
     let ps = bundle.oci(&["ps", "--format", "json", &bundle.id]);
     let pids: Vec<i32> = serde_json::from_slice(&ps.stdout).unwrap();
-    assert!(pids.contains(&pid), "the exec'd process is in the container's cgroup: {pids:?} {pid}");
+    assert!(
+        pids.contains(&pid),
+        "the exec'd process is in the container's cgroup: {pids:?} {pid}"
+    );
 
     let missing = bundle.oci(&["exec", &bundle.id, "no-such-program"]);
     assert!(String::from_utf8_lossy(&missing.stderr).contains("executable file not found"));
@@ -294,8 +423,19 @@ fn console_socket_receives_the_terminal_master() {
         let (stream, _) = listener.accept().unwrap();
         corral_container::console::receive_fd(stream.as_raw_fd()).unwrap()
     });
-    let out = bundle.oci(&["create", "--bundle", &path, "--console-socket", &socket_path.to_string_lossy(), &bundle.id]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = bundle.oci(&[
+        "create",
+        "--bundle",
+        &path,
+        "--console-socket",
+        &socket_path.to_string_lossy(),
+        &bundle.id,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let master = receiver.join().unwrap();
     assert!(bundle.oci(&["start", &bundle.id]).status.success());
     let mut master = std::fs::File::from(master);
@@ -310,7 +450,10 @@ fn console_socket_receives_the_terminal_master() {
             break;
         }
     }
-    assert!(seen.contains("/dev/pts/0"), "the process's terminal is the pty: {seen:?}");
+    assert!(
+        seen.contains("/dev/pts/0"),
+        "the process's terminal is the pty: {seen:?}"
+    );
     assert!(seen.contains("hello-tty"));
     bundle.force_delete();
 }
@@ -318,23 +461,35 @@ fn console_socket_receives_the_terminal_master() {
 #[test]
 fn user_capabilities_rlimits_and_user_namespace() {
     require_container_host!();
-    let mut bundle = TestBundle::new("user", "id -u; id -g; grep CapEff /proc/self/status; ulimit -n; umask");
+    let mut bundle = TestBundle::new(
+        "user",
+        "id -u; id -g; grep CapEff /proc/self/status; ulimit -n; umask",
+    );
     bundle.config["process"]["user"] = json!({"uid": 1000, "gid": 1000, "umask": 63});
     bundle.config["process"]["capabilities"] = json!({"bounding": ["CAP_KILL"], "effective": ["CAP_KILL"], "permitted": ["CAP_KILL"], "inheritable": [], "ambient": []});
-    bundle.config["process"]["rlimits"] = json!([{"type": "RLIMIT_NOFILE", "hard": 321, "soft": 123}]);
+    bundle.config["process"]["rlimits"] =
+        json!([{"type": "RLIMIT_NOFILE", "hard": 321, "soft": 123}]);
     let (code, out, err) = bundle.run();
     assert_eq!(code, 0, "{err}");
     let lines: Vec<&str> = out.lines().map(str::trim).collect();
     assert_eq!(lines[0], "1000");
     assert_eq!(lines[1], "1000");
-    assert_eq!(lines[2], "CapEff:\t0000000000000000", "a non-root process without ambient caps has none effective");
+    assert_eq!(
+        lines[2], "CapEff:\t0000000000000000",
+        "a non-root process without ambient caps has none effective"
+    );
     assert_eq!(lines[3], "123");
     assert_eq!(lines[4], "0077");
 
     let mut bundle = TestBundle::new("userns", "cat /proc/self/uid_map; id -u");
-    bundle.config["linux"]["namespaces"].as_array_mut().unwrap().push(json!({"type": "user"}));
-    bundle.config["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": 200000, "size": 65536}]);
-    bundle.config["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": 200000, "size": 65536}]);
+    bundle.config["linux"]["namespaces"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"type": "user"}));
+    bundle.config["linux"]["uidMappings"] =
+        json!([{"containerID": 0, "hostID": 200000, "size": 65536}]);
+    bundle.config["linux"]["gidMappings"] =
+        json!([{"containerID": 0, "hostID": 200000, "size": 65536}]);
     let (code, out, err) = bundle.run();
     assert_eq!(code, 0, "{err}");
     let first: Vec<&str> = out.lines().next().unwrap().split_whitespace().collect();
@@ -359,15 +514,28 @@ fn hooks_run_in_order_with_the_state_on_stdin() {
     assert_eq!(out, "main\n");
     let text = std::fs::read_to_string(&log).unwrap();
     let names: Vec<&str> = text.lines().map(|l| l.split(' ').next().unwrap()).collect();
-    assert_eq!(names, ["createRuntime", "createContainer", "poststart", "poststop"], "{text}");
-    assert!(text.lines().next().unwrap().contains("\"status\":\"creating\""), "{text}");
+    assert_eq!(
+        names,
+        ["createRuntime", "createContainer", "poststart", "poststop"],
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .next()
+            .unwrap()
+            .contains("\"status\":\"creating\""),
+        "{text}"
+    );
 
     let mut failing = TestBundle::new("hookfail", "echo never");
     failing.config["hooks"] = json!({"prestart": [{"path": "/bin/sh", "args": ["sh", "-c", "echo hook-broke >&2; exit 1"]}]});
     let (code, out, err) = failing.run();
     assert_ne!(code, 0);
     assert!(!out.contains("never"));
-    assert!(err.contains("prestart hook") && err.contains("hook-broke"), "{err}");
+    assert!(
+        err.contains("prestart hook") && err.contains("hook-broke"),
+        "{err}"
+    );
     assert!(failing.left_nothing_behind());
 }
 
@@ -385,8 +553,14 @@ fn bad_input_is_refused_clearly_and_leaves_nothing_behind() {
     let bundle = TestBundle::new("badjson", "true");
     bundle.save();
     std::fs::write(bundle.path().join("config.json"), "{ \"ociVersion\": ").unwrap();
-    let out = Command::new(common::corral_bin()).args(["oci", "--root"]).arg(&bundle.state_root)
-        .args(["create", "--bundle"]).arg(bundle.path()).arg(&bundle.id).output().unwrap();
+    let out = Command::new(common::corral_bin())
+        .args(["oci", "--root"])
+        .arg(&bundle.state_root)
+        .args(["create", "--bundle"])
+        .arg(bundle.path())
+        .arg(&bundle.id)
+        .output()
+        .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("not valid JSON"));
     assert!(bundle.left_nothing_behind());
 
@@ -395,11 +569,17 @@ fn bad_input_is_refused_clearly_and_leaves_nothing_behind() {
     check(&bundle, "is not a directory");
 
     let mut bundle = TestBundle::new("badns", "true");
-    bundle.config["linux"]["namespaces"].as_array_mut().unwrap().push(json!({"type": "bogus"}));
+    bundle.config["linux"]["namespaces"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"type": "bogus"}));
     check(&bundle, "unknown namespace type \"bogus\"");
 
     let mut bundle = TestBundle::new("dupns", "true");
-    bundle.config["linux"]["namespaces"].as_array_mut().unwrap().push(json!({"type": "pid"}));
+    bundle.config["linux"]["namespaces"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"type": "pid"}));
     check(&bundle, "listed twice");
 
     let mut bundle = TestBundle::new("noexe", "true");
@@ -415,12 +595,17 @@ fn bad_input_is_refused_clearly_and_leaves_nothing_behind() {
     let path = bundle.path().to_string_lossy().into_owned();
     let again = bundle.oci(&["create", "--bundle", &path, &bundle.id]);
     assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
-    assert_eq!(bundle.status(), "running", "the first container is untouched");
+    assert_eq!(
+        bundle.status(),
+        "running",
+        "the first container is untouched"
+    );
     bundle.force_delete();
 
     let unknown = bundle.oci(&["start", "no-such-container"]);
     assert_eq!(unknown.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&unknown.stderr).contains("container no-such-container does not exist"));
+    assert!(String::from_utf8_lossy(&unknown.stderr)
+        .contains("container no-such-container does not exist"));
     let bad_id = bundle.oci(&["state", "../etc"]);
     assert!(String::from_utf8_lossy(&bad_id.stderr).contains("invalid container id"));
 }
@@ -430,9 +615,23 @@ fn json_log_file_gets_errors_for_conmon() {
     require_container_host!();
     let bundle = TestBundle::new("log", "true");
     let log = bundle.path().join("oci-log");
-    let out = bundle.oci(&["--log", &log.to_string_lossy(), "--log-format", "json", "start", "missing-one"]);
+    let out = bundle.oci(&[
+        "--log",
+        &log.to_string_lossy(),
+        "--log-format",
+        "json",
+        "start",
+        "missing-one",
+    ]);
     assert!(!out.status.success());
-    let line: serde_json::Value = serde_json::from_str(std::fs::read_to_string(&log).unwrap().lines().next().unwrap()).unwrap();
+    let line: serde_json::Value = serde_json::from_str(
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
     assert_eq!(line["level"], "error");
     assert!(line["msg"].as_str().unwrap().contains("does not exist"));
 }
@@ -450,6 +649,18 @@ fn runtime_name_symlink_speaks_runc_directly() {
     assert_eq!(doc["linux"]["cgroup"]["v1"], true);
     let bundle = TestBundle::new("symlink", "echo via-symlink");
     bundle.save();
-    let out = Command::new(&link).arg("--root").arg(&bundle.state_root).args(["run", "--bundle"]).arg(bundle.path()).arg(&bundle.id).output().unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "via-symlink\n", "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(&link)
+        .arg("--root")
+        .arg(&bundle.state_root)
+        .args(["run", "--bundle"])
+        .arg(bundle.path())
+        .arg(&bundle.id)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "via-symlink\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -9,7 +9,14 @@ use std::process::{Command, Output, Stdio};
 use corral_testkit::{require_program, require_root};
 
 /// On this kind of host podman needs cgroupfs and modest limits (runc behaves the same).
-const RUN_FLAGS: [&str; 6] = ["--network", "none", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024"];
+const RUN_FLAGS: [&str; 6] = [
+    "--network",
+    "none",
+    "--ulimit",
+    "nofile=1024:1024",
+    "--ulimit",
+    "nproc=1024:1024",
+];
 const IMAGE: &str = "localhost/corral-busybox:test";
 
 struct Podman {
@@ -26,10 +33,25 @@ impl Podman {
         let rootfs = dir.path().join("rootfs");
         common::build_rootfs(&rootfs);
         let podman = Podman { dir, runtime };
-        let mut tar = Command::new("tar").arg("-C").arg(&rootfs).args(["-c", "."]).stdout(Stdio::piped()).spawn().unwrap();
-        let import = podman.command().args(["import", "-", IMAGE]).stdin(tar.stdout.take().unwrap()).output().unwrap();
+        let mut tar = Command::new("tar")
+            .arg("-C")
+            .arg(&rootfs)
+            .args(["-c", "."])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let import = podman
+            .command()
+            .args(["import", "-", IMAGE])
+            .stdin(tar.stdout.take().unwrap())
+            .output()
+            .unwrap();
         assert!(tar.wait().unwrap().success());
-        assert!(import.status.success(), "import: {}", String::from_utf8_lossy(&import.stderr));
+        assert!(
+            import.status.success(),
+            "import: {}",
+            String::from_utf8_lossy(&import.stderr)
+        );
         podman
     }
 
@@ -41,11 +63,22 @@ impl Podman {
     fn command(&self) -> Command {
         let mut command = Command::new("podman");
         command
-            .arg("--root").arg(self.path("storage"))
-            .arg("--runroot").arg(self.path("run"))
-            .arg("--tmpdir").arg(self.path("tmp"))
-            .args(["--storage-driver", "vfs", "--cgroup-manager", "cgroupfs", "--events-backend", "none"])
-            .arg("--runtime").arg(&self.runtime);
+            .arg("--root")
+            .arg(self.path("storage"))
+            .arg("--runroot")
+            .arg(self.path("run"))
+            .arg("--tmpdir")
+            .arg(self.path("tmp"))
+            .args([
+                "--storage-driver",
+                "vfs",
+                "--cgroup-manager",
+                "cgroupfs",
+                "--events-backend",
+                "none",
+            ])
+            .arg("--runtime")
+            .arg(&self.runtime);
         command
     }
 
@@ -102,7 +135,12 @@ fn podman_runs_echo_and_passes_exit_codes() {
     let out = podman.run_in_container(&["--rm"], &["sh", "-c", "exit 7"]);
     assert_eq!(out.status.code(), Some(7), "{}", text(&out.stderr));
     let out = podman.run_in_container(&["--rm"], &["no-such-command"]);
-    assert_eq!(out.status.code(), Some(127), "podman maps 'not found' to 127: {}", text(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(127),
+        "podman maps 'not found' to 127: {}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
@@ -111,12 +149,21 @@ fn podman_interactive_terminal() {
     require_program!("script");
     let podman = Podman::new();
     // script(1) gives podman a terminal; the input arrives once the shell is up.
-    let inner = format!("{} run -it --rm {} {IMAGE} sh", podman.command_line(), RUN_FLAGS.join(" "));
-    let feed = "sleep 3; printf 'tty; echo marker-$((6*7))\\r'; sleep 1; printf 'exit 4\\r'; sleep 1";
+    let inner = format!(
+        "{} run -it --rm {} {IMAGE} sh",
+        podman.command_line(),
+        RUN_FLAGS.join(" ")
+    );
+    let feed =
+        "sleep 3; printf 'tty; echo marker-$((6*7))\\r'; sleep 1; printf 'exit 4\\r'; sleep 1";
     let shell = format!("({feed}) | script -qfec '{inner}' /dev/null");
     let out = common::output_via_files(Command::new("sh").args(["-c", &shell]));
     let stdout = text(&out.stdout);
-    assert!(stdout.contains("/dev/pts/0"), "the shell has a pty: {stdout} {}", text(&out.stderr));
+    assert!(
+        stdout.contains("/dev/pts/0"),
+        "the shell has a pty: {stdout} {}",
+        text(&out.stderr)
+    );
     assert!(stdout.contains("marker-42"), "{stdout}");
     assert_eq!(out.status.code(), Some(4), "{stdout}");
 }
@@ -125,22 +172,47 @@ fn podman_interactive_terminal() {
 fn podman_exec_ps_and_stop() {
     require_podman_host!();
     let podman = Podman::new();
-    let out = podman.run_in_container(&["-d", "--name", "sleeper"], &["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 0.1; done"]);
+    let out = podman.run_in_container(
+        &["-d", "--name", "sleeper"],
+        &[
+            "sh",
+            "-c",
+            "trap 'exit 0' TERM; while true; do sleep 0.1; done",
+        ],
+    );
     assert!(out.status.success(), "{}", text(&out.stderr));
 
     let ps = podman.run(&["ps", "--format", "{{.Names}} {{.Status}}"]);
-    assert!(text(&ps.stdout).contains("sleeper Up"), "{}", text(&ps.stdout));
+    assert!(
+        text(&ps.stdout).contains("sleeper Up"),
+        "{}",
+        text(&ps.stdout)
+    );
 
-    let exec = podman.run(&["exec", "sleeper", "sh", "-c", "echo exec-in-$container; cat /proc/1/cmdline | tr '\\0' ' '"]);
+    let exec = podman.run(&[
+        "exec",
+        "sleeper",
+        "sh",
+        "-c",
+        "echo exec-in-$container; cat /proc/1/cmdline | tr '\\0' ' '",
+    ]);
     assert!(exec.status.success(), "{}", text(&exec.stderr));
-    assert!(text(&exec.stdout).starts_with("exec-in-corral\nsh -c trap"), "{}", text(&exec.stdout));
+    assert!(
+        text(&exec.stdout).starts_with("exec-in-corral\nsh -c trap"),
+        "{}",
+        text(&exec.stdout)
+    );
     let exec = podman.run(&["exec", "sleeper", "sh", "-c", "exit 5"]);
     assert_eq!(exec.status.code(), Some(5));
 
     let stop = podman.run(&["stop", "--time", "10", "sleeper"]);
     assert!(stop.status.success(), "{}", text(&stop.stderr));
     let ps = podman.run(&["ps", "--all", "--format", "{{.Names}} {{.Status}}"]);
-    assert!(text(&ps.stdout).contains("sleeper Exited (0)"), "stopped by SIGTERM, not killed: {}", text(&ps.stdout));
+    assert!(
+        text(&ps.stdout).contains("sleeper Exited (0)"),
+        "stopped by SIGTERM, not killed: {}",
+        text(&ps.stdout)
+    );
     let rm = podman.run(&["rm", "sleeper"]);
     assert!(rm.status.success(), "{}", text(&rm.stderr));
 }

@@ -104,7 +104,14 @@ impl Layout {
 
 /// Options of a v1 mount that name its hierarchy rather than tune the mount.
 fn is_v1_controller_option(option: &str) -> bool {
-    const NOT_CONTROLLERS: [&str; 6] = ["rw", "ro", "noprefix", "clone_children", "xattr", "nsdelegate"];
+    const NOT_CONTROLLERS: [&str; 6] = [
+        "rw",
+        "ro",
+        "noprefix",
+        "clone_children",
+        "xattr",
+        "nsdelegate",
+    ];
     !option.is_empty()
         && !NOT_CONTROLLERS.contains(&option)
         && !option.starts_with("release_agent=")
@@ -195,7 +202,10 @@ pub fn container_cgroup_path(cgroups_path: Option<&Path>, id: &str) -> Result<Pa
 /// The spec's device rules followed by the devices every container needs (those runc allows
 /// too: the default nodes, ptys, tun) and the spec's own device nodes, so a spec that only says
 /// "deny all" (as podman's does) still yields a usable /dev.
-pub fn with_default_device_rules(resources: &LinuxResources, devices: &[LinuxDevice]) -> LinuxResources {
+pub fn with_default_device_rules(
+    resources: &LinuxResources,
+    devices: &[LinuxDevice],
+) -> LinuxResources {
     let rule = |typ: LinuxDeviceType, major: Option<i64>, minor: Option<i64>, access: &str| {
         let mut rule = LinuxDeviceCgroup::default();
         rule.set_allow(true);
@@ -208,7 +218,17 @@ pub fn with_default_device_rules(resources: &LinuxResources, devices: &[LinuxDev
     let mut rules = resources.devices().clone().unwrap_or_default();
     rules.push(rule(LinuxDeviceType::C, None, None, "m"));
     rules.push(rule(LinuxDeviceType::B, None, None, "m"));
-    for (major, minor) in [(1, 3), (1, 5), (1, 7), (1, 8), (1, 9), (5, 0), (5, 1), (5, 2), (10, 200)] {
+    for (major, minor) in [
+        (1, 3),
+        (1, 5),
+        (1, 7),
+        (1, 8),
+        (1, 9),
+        (5, 0),
+        (5, 1),
+        (5, 2),
+        (10, 200),
+    ] {
         rules.push(rule(LinuxDeviceType::C, Some(major), Some(minor), "rwm"));
     }
     rules.push(rule(LinuxDeviceType::C, Some(136), None, "rwm"));
@@ -288,12 +308,8 @@ fn read_keyed(dir: &Path, file: &str, key: &str) -> Option<u64> {
 /// Writes one value to a cgroup file, naming the file and value in the error.
 fn write(dir: &Path, file: &str, value: &str) -> Result<()> {
     let path = dir.join(file);
-    std::fs::write(&path, value).map_err(|e| {
-        Error::Cgroup(format!(
-            "cannot write {value:?} to {}: {e}",
-            path.display()
-        ))
-    })
+    std::fs::write(&path, value)
+        .map_err(|e| Error::Cgroup(format!("cannot write {value:?} to {}: {e}", path.display())))
 }
 
 /// Parses `cgroup.procs`.
@@ -330,7 +346,8 @@ fn is_cgroupfs(dir: &Path) -> bool {
     nix::sys::statfs::statfs(dir)
         .map(|s| {
             let kind = s.filesystem_type();
-            kind == nix::sys::statfs::CGROUP_SUPER_MAGIC || kind == nix::sys::statfs::CGROUP2_SUPER_MAGIC
+            kind == nix::sys::statfs::CGROUP_SUPER_MAGIC
+                || kind == nix::sys::statfs::CGROUP2_SUPER_MAGIC
         })
         .unwrap_or(false)
 }
@@ -369,9 +386,15 @@ mod tests {
         let Layout::V1 { hierarchies } = Layout::from_mountinfo(HYBRID).unwrap() else {
             panic!("expected v1")
         };
-        let names: Vec<_> = hierarchies.iter().map(|h| h.controllers.join(",")).collect();
+        let names: Vec<_> = hierarchies
+            .iter()
+            .map(|h| h.controllers.join(","))
+            .collect();
         assert_eq!(names, ["cpu", "cpuacct", "memory", "name=systemd"]);
-        assert_eq!(hierarchies[2].mount_point, Path::new("/sys/fs/cgroup/memory"));
+        assert_eq!(
+            hierarchies[2].mount_point,
+            Path::new("/sys/fs/cgroup/memory")
+        );
     }
 
     #[test]
@@ -385,12 +408,16 @@ mod tests {
 
     #[test]
     fn co_mounted_controllers_and_escaped_paths_are_parsed() {
-        let text = "40 31 0:37 /sub /sys/fs/cgroup/cpu\\054cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n";
+        let text =
+            "40 31 0:37 /sub /sys/fs/cgroup/cpu\\054cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n";
         let Layout::V1 { hierarchies } = Layout::from_mountinfo(text).unwrap() else {
             panic!("expected v1")
         };
         assert_eq!(hierarchies[0].controllers, ["cpu", "cpuacct"]);
-        assert_eq!(hierarchies[0].mount_point, Path::new("/sys/fs/cgroup/cpu,cpuacct"));
+        assert_eq!(
+            hierarchies[0].mount_point,
+            Path::new("/sys/fs/cgroup/cpu,cpuacct")
+        );
         assert_eq!(hierarchies[0].root, Path::new("/sub"));
     }
 
@@ -402,15 +429,22 @@ mod tests {
 
     #[test]
     fn cgroup_paths_default_under_corral_and_reject_escapes() {
-        assert_eq!(container_cgroup_path(None, "c1").unwrap(), Path::new("/corral/c1"));
+        assert_eq!(
+            container_cgroup_path(None, "c1").unwrap(),
+            Path::new("/corral/c1")
+        );
         assert_eq!(
             container_cgroup_path(Some(Path::new("/libpod_parent/libpod-1")), "c1").unwrap(),
             Path::new("/libpod_parent/libpod-1")
         );
-        assert_eq!(container_cgroup_path(Some(Path::new("a/b")), "c1").unwrap(), Path::new("/a/b"));
+        assert_eq!(
+            container_cgroup_path(Some(Path::new("a/b")), "c1").unwrap(),
+            Path::new("/a/b")
+        );
         assert!(container_cgroup_path(Some(Path::new("/a/../../etc")), "c1").is_err());
         assert!(container_cgroup_path(Some(Path::new("/")), "c1").is_err());
-        let err = container_cgroup_path(Some(Path::new("machine.slice:libpod:abc")), "c1").unwrap_err();
+        let err =
+            container_cgroup_path(Some(Path::new("machine.slice:libpod:abc")), "c1").unwrap_err();
         assert!(err.to_string().contains("cgroupfs"), "{err}");
     }
 }

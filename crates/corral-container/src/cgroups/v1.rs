@@ -4,7 +4,10 @@ use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{LinuxBlockIo, LinuxResources};
 
-use super::{read, read_keyed, read_number, read_pids, remove_dir, wait_until, write, Cgroup, Hierarchy, Stats};
+use super::{
+    read, read_keyed, read_number, read_pids, remove_dir, wait_until, write, Cgroup, Hierarchy,
+    Stats,
+};
 use crate::error::{Error, Result};
 use crate::rootfs::CgroupMount;
 
@@ -27,7 +30,10 @@ impl V1Cgroup {
     }
 
     fn dir(&self, hierarchy: &Hierarchy) -> PathBuf {
-        let relative = self.path.strip_prefix(&hierarchy.root).unwrap_or(&self.path);
+        let relative = self
+            .path
+            .strip_prefix(&hierarchy.root)
+            .unwrap_or(&self.path);
         let relative = relative.strip_prefix("/").unwrap_or(relative);
         hierarchy.mount_point.join(relative)
     }
@@ -99,8 +105,14 @@ impl V1Cgroup {
             ("cpu.shares", cpu.shares().map(|v| v.to_string())),
             ("cpu.cfs_period_us", cpu.period().map(|v| v.to_string())),
             ("cpu.cfs_quota_us", cpu.quota().map(|v| v.to_string())),
-            ("cpu.rt_period_us", cpu.realtime_period().map(|v| v.to_string())),
-            ("cpu.rt_runtime_us", cpu.realtime_runtime().map(|v| v.to_string())),
+            (
+                "cpu.rt_period_us",
+                cpu.realtime_period().map(|v| v.to_string()),
+            ),
+            (
+                "cpu.rt_runtime_us",
+                cpu.realtime_runtime().map(|v| v.to_string()),
+            ),
         ];
         for (file, value) in numbers {
             if let Some(value) = value {
@@ -131,10 +143,22 @@ impl V1Cgroup {
             }
         }
         let throttles = [
-            ("blkio.throttle.read_bps_device", block_io.throttle_read_bps_device()),
-            ("blkio.throttle.write_bps_device", block_io.throttle_write_bps_device()),
-            ("blkio.throttle.read_iops_device", block_io.throttle_read_iops_device()),
-            ("blkio.throttle.write_iops_device", block_io.throttle_write_iops_device()),
+            (
+                "blkio.throttle.read_bps_device",
+                block_io.throttle_read_bps_device(),
+            ),
+            (
+                "blkio.throttle.write_bps_device",
+                block_io.throttle_write_bps_device(),
+            ),
+            (
+                "blkio.throttle.read_iops_device",
+                block_io.throttle_read_iops_device(),
+            ),
+            (
+                "blkio.throttle.write_iops_device",
+                block_io.throttle_write_iops_device(),
+            ),
         ];
         for (file, devices) in throttles {
             for device in devices.iter().flatten() {
@@ -158,7 +182,10 @@ impl Cgroup for V1Cgroup {
             // Each level is created in turn so a new cpuset level can inherit its parent's cpus
             // and mems: v1 leaves them empty, and an empty cpuset refuses tasks.
             let mut dir = hierarchy.mount_point.clone();
-            let relative = leaf.strip_prefix(&hierarchy.mount_point).unwrap_or(&leaf).to_path_buf();
+            let relative = leaf
+                .strip_prefix(&hierarchy.mount_point)
+                .unwrap_or(&leaf)
+                .to_path_buf();
             for part in relative.components() {
                 let parent = dir.clone();
                 dir.push(part);
@@ -188,7 +215,11 @@ impl Cgroup for V1Cgroup {
         self.apply_memory(resources)?;
         self.apply_cpu(resources)?;
         if let Some(pids) = resources.pids() {
-            let limit = if pids.limit() > 0 { pids.limit().to_string() } else { "max".into() };
+            let limit = if pids.limit() > 0 {
+                pids.limit().to_string()
+            } else {
+                "max".into()
+            };
             write(&self.require("pids")?, "pids.max", &limit)?;
         }
         if let Some(block_io) = resources.block_io() {
@@ -201,13 +232,21 @@ impl Cgroup for V1Cgroup {
         if let Some(devices) = resources.devices() {
             let dir = self.require("devices")?;
             for rule in devices {
-                let file = if rule.allow() { "devices.allow" } else { "devices.deny" };
+                let file = if rule.allow() {
+                    "devices.allow"
+                } else {
+                    "devices.deny"
+                };
                 write(&dir, file, &rule.to_string())?;
             }
         }
         if let Some(network) = resources.network() {
             if let Some(class_id) = network.class_id() {
-                write(&self.require("net_cls")?, "net_cls.classid", &class_id.to_string())?;
+                write(
+                    &self.require("net_cls")?,
+                    "net_cls.classid",
+                    &class_id.to_string(),
+                )?;
             }
             for priority in network.priorities().iter().flatten() {
                 let rule = format!("{} {}", priority.name(), priority.priority());
@@ -262,13 +301,15 @@ impl Cgroup for V1Cgroup {
         if let Some(dir) = self.controller_dir("cpuacct") {
             stats.cpu_usage_ns = read_number(&dir, "cpuacct.usage");
             stats.cpu_user_ns = read_keyed(&dir, "cpuacct.stat", "user").map(|t| t * NS_PER_TICK);
-            stats.cpu_system_ns = read_keyed(&dir, "cpuacct.stat", "system").map(|t| t * NS_PER_TICK);
+            stats.cpu_system_ns =
+                read_keyed(&dir, "cpuacct.stat", "system").map(|t| t * NS_PER_TICK);
         }
         if let Some(dir) = self.controller_dir("memory") {
             stats.memory_usage_bytes = read_number(&dir, "memory.usage_in_bytes");
             stats.memory_max_usage_bytes = read_number(&dir, "memory.max_usage_in_bytes");
             // v1 reports "unlimited" as the largest page-aligned i64.
-            stats.memory_limit_bytes = read_number(&dir, "memory.limit_in_bytes").filter(|&l| l < (i64::MAX as u64) & !0xfff);
+            stats.memory_limit_bytes = read_number(&dir, "memory.limit_in_bytes")
+                .filter(|&l| l < (i64::MAX as u64) & !0xfff);
             stats.oom_kills = read_keyed(&dir, "memory.oom_control", "oom_kill");
         }
         if let Some(dir) = self.controller_dir("pids") {
@@ -305,20 +346,36 @@ impl Cgroup for V1Cgroup {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use oci_spec::runtime::{LinuxCpuBuilder, LinuxMemoryBuilder, LinuxPidsBuilder, LinuxResourcesBuilder, LinuxDeviceCgroupBuilder, LinuxDeviceType};
+    use oci_spec::runtime::{
+        LinuxCpuBuilder, LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxMemoryBuilder,
+        LinuxPidsBuilder, LinuxResourcesBuilder,
+    };
 
     /// A fake v1 tree: one directory per controller with the files the kernel would show.
     fn fixture() -> (tempfile::TempDir, V1Cgroup) {
         let root = tempfile::tempdir().unwrap();
         let mut hierarchies = Vec::new();
-        for controller in ["cpu", "cpuacct", "cpuset", "memory", "pids", "freezer", "devices", "name=systemd"] {
+        for controller in [
+            "cpu",
+            "cpuacct",
+            "cpuset",
+            "memory",
+            "pids",
+            "freezer",
+            "devices",
+            "name=systemd",
+        ] {
             let dir = root.path().join(controller.trim_start_matches("name="));
             std::fs::create_dir(&dir).unwrap();
             if controller == "cpuset" {
                 std::fs::write(dir.join("cpuset.cpus"), "0-1\n").unwrap();
                 std::fs::write(dir.join("cpuset.mems"), "0\n").unwrap();
             }
-            hierarchies.push(Hierarchy { mount_point: dir, root: "/".into(), controllers: vec![controller.into()] });
+            hierarchies.push(Hierarchy {
+                mount_point: dir,
+                root: "/".into(),
+                controllers: vec![controller.into()],
+            });
         }
         let cgroup = V1Cgroup::new(hierarchies, Path::new("/corral/c1"));
         (root, cgroup)
@@ -343,16 +400,49 @@ mod tests {
         let (root, cgroup) = fixture();
         cgroup.create().unwrap();
         let resources = LinuxResourcesBuilder::default()
-            .memory(LinuxMemoryBuilder::default().limit(64 << 20).reservation(32 << 20).build().unwrap())
-            .cpu(LinuxCpuBuilder::default().shares(512u64).quota(50_000).period(100_000u64).cpus("0").build().unwrap())
+            .memory(
+                LinuxMemoryBuilder::default()
+                    .limit(64 << 20)
+                    .reservation(32 << 20)
+                    .build()
+                    .unwrap(),
+            )
+            .cpu(
+                LinuxCpuBuilder::default()
+                    .shares(512u64)
+                    .quota(50_000)
+                    .period(100_000u64)
+                    .cpus("0")
+                    .build()
+                    .unwrap(),
+            )
             .pids(LinuxPidsBuilder::default().limit(20).build().unwrap())
-            .devices(vec![LinuxDeviceCgroupBuilder::default().allow(false).access("rwm").build().unwrap(),
-                LinuxDeviceCgroupBuilder::default().allow(true).typ(LinuxDeviceType::C).major(1).minor(3).access("rwm").build().unwrap()])
+            .devices(vec![
+                LinuxDeviceCgroupBuilder::default()
+                    .allow(false)
+                    .access("rwm")
+                    .build()
+                    .unwrap(),
+                LinuxDeviceCgroupBuilder::default()
+                    .allow(true)
+                    .typ(LinuxDeviceType::C)
+                    .major(1)
+                    .minor(3)
+                    .access("rwm")
+                    .build()
+                    .unwrap(),
+            ])
             .build()
             .unwrap();
         cgroup.apply(&resources).unwrap();
-        assert_eq!(file(&root, "memory/corral/c1/memory.limit_in_bytes"), (64u64 << 20).to_string());
-        assert_eq!(file(&root, "memory/corral/c1/memory.soft_limit_in_bytes"), (32u64 << 20).to_string());
+        assert_eq!(
+            file(&root, "memory/corral/c1/memory.limit_in_bytes"),
+            (64u64 << 20).to_string()
+        );
+        assert_eq!(
+            file(&root, "memory/corral/c1/memory.soft_limit_in_bytes"),
+            (32u64 << 20).to_string()
+        );
         assert_eq!(file(&root, "cpu/corral/c1/cpu.shares"), "512");
         assert_eq!(file(&root, "cpu/corral/c1/cpu.cfs_quota_us"), "50000");
         assert_eq!(file(&root, "cpuset/corral/c1/cpuset.cpus"), "0");
@@ -365,14 +455,24 @@ mod tests {
     fn unlimited_pids_and_unified_keys_are_handled() {
         let (root, cgroup) = fixture();
         cgroup.create().unwrap();
-        let resources = LinuxResourcesBuilder::default().pids(LinuxPidsBuilder::default().limit(0).build().unwrap()).build().unwrap();
+        let resources = LinuxResourcesBuilder::default()
+            .pids(LinuxPidsBuilder::default().limit(0).build().unwrap())
+            .build()
+            .unwrap();
         cgroup.apply(&resources).unwrap();
         assert_eq!(file(&root, "pids/corral/c1/pids.max"), "max");
         let unified = LinuxResourcesBuilder::default()
-            .unified(std::collections::HashMap::from([("memory.high".to_string(), "1M".to_string())]))
+            .unified(std::collections::HashMap::from([(
+                "memory.high".to_string(),
+                "1M".to_string(),
+            )]))
             .build()
             .unwrap();
-        assert!(cgroup.apply(&unified).unwrap_err().to_string().contains("cgroup v2"));
+        assert!(cgroup
+            .apply(&unified)
+            .unwrap_err()
+            .to_string()
+            .contains("cgroup v2"));
     }
 
     #[test]
@@ -403,8 +503,14 @@ mod tests {
         write("cpuacct/corral/c1/cpuacct.usage", "123456\n");
         write("cpuacct/corral/c1/cpuacct.stat", "user 3\nsystem 4\n");
         write("memory/corral/c1/memory.usage_in_bytes", "4096\n");
-        write("memory/corral/c1/memory.limit_in_bytes", "9223372036854771712\n");
-        write("memory/corral/c1/memory.oom_control", "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n");
+        write(
+            "memory/corral/c1/memory.limit_in_bytes",
+            "9223372036854771712\n",
+        );
+        write(
+            "memory/corral/c1/memory.oom_control",
+            "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n",
+        );
         write("pids/corral/c1/pids.current", "3\n");
         write("pids/corral/c1/pids.max", "max\n");
         let stats = cgroup.stats().unwrap();

@@ -5,7 +5,10 @@ use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::LinuxResources;
 
-use super::{read, read_keyed, read_number, read_pids, remove_dir, wait_until, write, Cgroup, Hierarchy, Stats};
+use super::{
+    read, read_keyed, read_number, read_pids, remove_dir, wait_until, write, Cgroup, Hierarchy,
+    Stats,
+};
 use crate::error::{Error, Result};
 use crate::rootfs::CgroupMount;
 
@@ -31,7 +34,10 @@ impl V2Cgroup {
     }
 
     fn dir(&self) -> PathBuf {
-        let relative = self.path.strip_prefix(&self.hierarchy.root).unwrap_or(&self.path);
+        let relative = self
+            .path
+            .strip_prefix(&self.hierarchy.root)
+            .unwrap_or(&self.path);
         let relative = relative.strip_prefix("/").unwrap_or(relative);
         self.hierarchy.mount_point.join(relative)
     }
@@ -142,7 +148,10 @@ impl Cgroup for V2Cgroup {
             }
             if cpu.quota().is_some() || cpu.period().is_some() {
                 let period = cpu.period().unwrap_or(DEFAULT_CPU_PERIOD_US);
-                let quota = cpu.quota().filter(|&q| q > 0).map_or("max".to_owned(), |q| q.to_string());
+                let quota = cpu
+                    .quota()
+                    .filter(|&q| q > 0)
+                    .map_or("max".to_owned(), |q| q.to_string());
                 write(&dir, "cpu.max", &format!("{quota} {period}"))?;
             }
             if let Some(burst) = cpu.burst() {
@@ -159,12 +168,20 @@ impl Cgroup for V2Cgroup {
             }
         }
         if let Some(pids) = resources.pids() {
-            let limit = if pids.limit() > 0 { pids.limit().to_string() } else { "max".into() };
+            let limit = if pids.limit() > 0 {
+                pids.limit().to_string()
+            } else {
+                "max".into()
+            };
             write(&dir, "pids.max", &limit)?;
         }
         if let Some(block_io) = resources.block_io() {
             if let Some(weight) = block_io.weight() {
-                write(&dir, "io.weight", &format!("default {}", blkio_weight_to_io_weight(weight)))?;
+                write(
+                    &dir,
+                    "io.weight",
+                    &format!("default {}", blkio_weight_to_io_weight(weight)),
+                )?;
             }
             let throttles = [
                 ("rbps", block_io.throttle_read_bps_device()),
@@ -174,13 +191,22 @@ impl Cgroup for V2Cgroup {
             ];
             for (key, devices) in throttles {
                 for device in devices.iter().flatten() {
-                    let rule = format!("{}:{} {key}={}", device.major(), device.minor(), device.rate());
+                    let rule = format!(
+                        "{}:{} {key}={}",
+                        device.major(),
+                        device.minor(),
+                        device.rate()
+                    );
                     write(&dir, "io.max", &rule)?;
                 }
             }
         }
         for limit in resources.hugepage_limits().iter().flatten() {
-            write(&dir, &format!("hugetlb.{}.max", limit.page_size()), &limit.limit().to_string())?;
+            write(
+                &dir,
+                &format!("hugetlb.{}.max", limit.page_size()),
+                &limit.limit().to_string(),
+            )?;
         }
         if let Some(devices) = resources.devices() {
             // v2 filters devices with an eBPF program; until corral attaches one, the device
@@ -208,7 +234,10 @@ impl Cgroup for V2Cgroup {
             Ok(())
         } else {
             write(&dir, "cgroup.freeze", "0")?;
-            Err(Error::Cgroup(format!("tasks in {} did not freeze within 1s", dir.display())))
+            Err(Error::Cgroup(format!(
+                "tasks in {} did not freeze within 1s",
+                dir.display()
+            )))
         }
     }
 
@@ -253,12 +282,22 @@ impl Cgroup for V2Cgroup {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use oci_spec::runtime::{LinuxCpuBuilder, LinuxMemoryBuilder, LinuxPidsBuilder, LinuxResourcesBuilder};
+    use oci_spec::runtime::{
+        LinuxCpuBuilder, LinuxMemoryBuilder, LinuxPidsBuilder, LinuxResourcesBuilder,
+    };
 
     fn fixture() -> (tempfile::TempDir, V2Cgroup) {
         let root = tempfile::tempdir().unwrap();
-        std::fs::write(root.path().join("cgroup.controllers"), "cpuset cpu io memory hugetlb pids rdma misc\n").unwrap();
-        let hierarchy = Hierarchy { mount_point: root.path().to_path_buf(), root: "/".into(), controllers: vec![] };
+        std::fs::write(
+            root.path().join("cgroup.controllers"),
+            "cpuset cpu io memory hugetlb pids rdma misc\n",
+        )
+        .unwrap();
+        let hierarchy = Hierarchy {
+            mount_point: root.path().to_path_buf(),
+            root: "/".into(),
+            controllers: vec![],
+        };
         (root, V2Cgroup::new(hierarchy, Path::new("/corral/c1")))
     }
 
@@ -271,7 +310,10 @@ mod tests {
         let (root, cgroup) = fixture();
         cgroup.create().unwrap();
         assert!(root.path().join("corral/c1").is_dir());
-        assert_eq!(file(&root, "cgroup.subtree_control"), "+cpuset +cpu +io +memory +hugetlb +pids");
+        assert_eq!(
+            file(&root, "cgroup.subtree_control"),
+            "+cpuset +cpu +io +memory +hugetlb +pids"
+        );
     }
 
     #[test]
@@ -279,15 +321,36 @@ mod tests {
         let (root, cgroup) = fixture();
         cgroup.create().unwrap();
         let resources = LinuxResourcesBuilder::default()
-            .memory(LinuxMemoryBuilder::default().limit(64 << 20).swap(96 << 20).build().unwrap())
-            .cpu(LinuxCpuBuilder::default().shares(1024u64).quota(50_000).build().unwrap())
+            .memory(
+                LinuxMemoryBuilder::default()
+                    .limit(64 << 20)
+                    .swap(96 << 20)
+                    .build()
+                    .unwrap(),
+            )
+            .cpu(
+                LinuxCpuBuilder::default()
+                    .shares(1024u64)
+                    .quota(50_000)
+                    .build()
+                    .unwrap(),
+            )
             .pids(LinuxPidsBuilder::default().limit(30).build().unwrap())
-            .unified(std::collections::HashMap::from([("memory.high".to_string(), "50000000".to_string())]))
+            .unified(std::collections::HashMap::from([(
+                "memory.high".to_string(),
+                "50000000".to_string(),
+            )]))
             .build()
             .unwrap();
         cgroup.apply(&resources).unwrap();
-        assert_eq!(file(&root, "corral/c1/memory.max"), (64u64 << 20).to_string());
-        assert_eq!(file(&root, "corral/c1/memory.swap.max"), (32u64 << 20).to_string());
+        assert_eq!(
+            file(&root, "corral/c1/memory.max"),
+            (64u64 << 20).to_string()
+        );
+        assert_eq!(
+            file(&root, "corral/c1/memory.swap.max"),
+            (32u64 << 20).to_string()
+        );
         assert_eq!(file(&root, "corral/c1/cpu.weight"), "39");
         assert_eq!(file(&root, "corral/c1/cpu.max"), "50000 100000");
         assert_eq!(file(&root, "corral/c1/pids.max"), "30");
@@ -300,14 +363,22 @@ mod tests {
         cgroup.create().unwrap();
         let resources = LinuxResourcesBuilder::default()
             .memory(LinuxMemoryBuilder::default().limit(-1).build().unwrap())
-            .cpu(LinuxCpuBuilder::default().period(200_000u64).build().unwrap())
+            .cpu(
+                LinuxCpuBuilder::default()
+                    .period(200_000u64)
+                    .build()
+                    .unwrap(),
+            )
             .build()
             .unwrap();
         cgroup.apply(&resources).unwrap();
         assert_eq!(file(&root, "corral/c1/memory.max"), "max");
         assert_eq!(file(&root, "corral/c1/cpu.max"), "max 200000");
         let bad = LinuxResourcesBuilder::default()
-            .unified(std::collections::HashMap::from([("../../cgroup.procs".to_string(), "1".to_string())]))
+            .unified(std::collections::HashMap::from([(
+                "../../cgroup.procs".to_string(),
+                "1".to_string(),
+            )]))
             .build()
             .unwrap();
         assert!(cgroup.apply(&bad).is_err());
@@ -326,7 +397,11 @@ mod tests {
     fn freeze_waits_for_the_kernel_to_report_frozen() {
         let (root, cgroup) = fixture();
         cgroup.create().unwrap();
-        std::fs::write(root.path().join("corral/c1/cgroup.events"), "populated 1\nfrozen 1\n").unwrap();
+        std::fs::write(
+            root.path().join("corral/c1/cgroup.events"),
+            "populated 1\nfrozen 1\n",
+        )
+        .unwrap();
         cgroup.set_frozen(true).unwrap();
         assert_eq!(file(&root, "corral/c1/cgroup.freeze"), "1");
         assert!(cgroup.is_frozen().unwrap());
@@ -339,8 +414,13 @@ mod tests {
     fn stats_read_the_v2_files() {
         let (root, cgroup) = fixture();
         cgroup.create().unwrap();
-        let write = |rel: &str, text: &str| std::fs::write(root.path().join("corral/c1").join(rel), text).unwrap();
-        write("cpu.stat", "usage_usec 1500\nuser_usec 1000\nsystem_usec 500\n");
+        let write = |rel: &str, text: &str| {
+            std::fs::write(root.path().join("corral/c1").join(rel), text).unwrap()
+        };
+        write(
+            "cpu.stat",
+            "usage_usec 1500\nuser_usec 1000\nsystem_usec 500\n",
+        );
         write("memory.current", "8192\n");
         write("memory.max", "max\n");
         write("memory.events", "low 0\nhigh 0\nmax 4\noom 1\noom_kill 1\n");

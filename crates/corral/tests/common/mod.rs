@@ -22,7 +22,9 @@ pub fn have_busybox() -> bool {
     if Path::new(BUSYBOX).is_file() {
         return true;
     }
-    corral_testkit::skip("needs /bin/busybox from Debian's busybox-static (scripts/deps.sh installs it)");
+    corral_testkit::skip(
+        "needs /bin/busybox from Debian's busybox-static (scripts/deps.sh installs it)",
+    );
     false
 }
 
@@ -40,7 +42,11 @@ pub fn build_rootfs(dir: &Path) {
             std::os::unix::fs::symlink("busybox", link).unwrap();
         }
     }
-    std::fs::write(dir.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000:user:/tmp:/bin/sh\n").unwrap();
+    std::fs::write(
+        dir.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000:user:/tmp:/bin/sh\n",
+    )
+    .unwrap();
     std::fs::write(dir.join("etc/group"), "root:x:0:\nuser:x:1000:\n").unwrap();
 }
 
@@ -62,7 +68,11 @@ pub fn output_via_files(command: &mut Command) -> Output {
         file.read_to_end(&mut bytes).unwrap();
         bytes
     };
-    Output { status, stdout: read(&mut stdout), stderr: read(&mut stderr) }
+    Output {
+        status,
+        stdout: read(&mut stdout),
+        stderr: read(&mut stderr),
+    }
 }
 
 /// A bundle in a temp dir plus a state root for it.
@@ -83,14 +93,25 @@ impl TestBundle {
             .arg(dir.path())
             .output()
             .unwrap();
-        assert!(out.status.success(), "spec failed: {}", String::from_utf8_lossy(&out.stderr));
-        let mut config: Value = serde_json::from_slice(&std::fs::read(dir.path().join("config.json")).unwrap()).unwrap();
+        assert!(
+            out.status.success(),
+            "spec failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut config: Value =
+            serde_json::from_slice(&std::fs::read(dir.path().join("config.json")).unwrap())
+                .unwrap();
         config["process"]["args"] = json!(["sh", "-c", script]);
         config["process"]["terminal"] = json!(false);
         config["root"]["readonly"] = json!(false);
         let state_root = dir.path().join("state");
         let id = format!("{name}-{}", std::process::id());
-        TestBundle { dir, state_root, id, config }
+        TestBundle {
+            dir,
+            state_root,
+            id,
+            config,
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -105,12 +126,20 @@ impl TestBundle {
     pub fn oci(&self, args: &[&str]) -> Output {
         self.save();
         let mut command = Command::new(corral_bin());
-        command.arg("oci").arg("--root").arg(&self.state_root).args(args);
+        command
+            .arg("oci")
+            .arg("--root")
+            .arg(&self.state_root)
+            .args(args);
         output_via_files(&mut command)
     }
 
     pub fn save(&self) {
-        std::fs::write(self.dir.path().join("config.json"), serde_json::to_vec_pretty(&self.config).unwrap()).unwrap();
+        std::fs::write(
+            self.dir.path().join("config.json"),
+            serde_json::to_vec_pretty(&self.config).unwrap(),
+        )
+        .unwrap();
     }
 
     /// `run` in the foreground; returns (exit code, stdout, stderr).
@@ -128,26 +157,42 @@ impl TestBundle {
     pub fn create_and_start(&self) {
         let bundle = self.path().to_string_lossy().into_owned();
         let out = self.oci(&["create", "--bundle", &bundle, &self.id]);
-        assert!(out.status.success(), "create: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "create: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let out = self.oci(&["start", &self.id]);
-        assert!(out.status.success(), "start: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// The `state` document, or `None` if the command failed.
     pub fn state(&self) -> Option<Value> {
         let out = self.oci(&["state", &self.id]);
-        out.status.success().then(|| serde_json::from_slice(&out.stdout).unwrap())
+        out.status
+            .success()
+            .then(|| serde_json::from_slice(&out.stdout).unwrap())
     }
 
     pub fn status(&self) -> String {
-        self.state().map(|s| s["status"].as_str().unwrap_or("").to_owned()).unwrap_or_default()
+        self.state()
+            .map(|s| s["status"].as_str().unwrap_or("").to_owned())
+            .unwrap_or_default()
     }
 
     /// Polls until the status is `wanted` (10 s at most).
     pub fn wait_for_status(&self, wanted: &str) {
         let deadline = Instant::now() + Duration::from_secs(10);
         while self.status() != wanted {
-            assert!(Instant::now() < deadline, "container never became {wanted}; it is {}", self.status());
+            assert!(
+                Instant::now() < deadline,
+                "container never became {wanted}; it is {}",
+                self.status()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -166,7 +211,9 @@ impl TestBundle {
             return true;
         };
         // v1: one directory per hierarchy; v2: /sys/fs/cgroup/corral/<id> itself.
-        hierarchies.flatten().all(|h| !h.path().join("corral").join(&self.id).exists())
+        hierarchies
+            .flatten()
+            .all(|h| !h.path().join("corral").join(&self.id).exists())
             && !Path::new("/sys/fs/cgroup/corral").join(&self.id).exists()
     }
 }
