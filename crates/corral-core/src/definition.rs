@@ -170,9 +170,13 @@ fn restart() -> Action {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Definition {
+    /// Required; may be left out of a file given to `corral create NAME --file`.
+    #[serde(default)]
     pub name: String,
     #[serde(rename = "type")]
     pub kind: Kind,
+    /// Required; `corral create` generates one when a file leaves it out.
+    #[serde(default)]
     pub uuid: String,
     /// vCPUs of a VM; CPU quota (in CPUs) of a container.
     #[serde(default = "one_cpu")]
@@ -241,19 +245,27 @@ pub fn new_uuid() -> Result<String, DefinitionError> {
 }
 
 impl Definition {
-    /// Parses and validates TOML; `path` names the file in errors.
-    pub fn from_toml(text: &str, path: &Path) -> Result<Self, DefinitionError> {
-        let definition: Self = toml::from_str(text).map_err(|err| DefinitionError::Parse {
+    /// Parses TOML without validating (the caller may fill in the name and uuid first).
+    pub fn parse(text: &str, path: &Path) -> Result<Self, DefinitionError> {
+        toml::from_str(text).map_err(|err| DefinitionError::Parse {
             path: path.to_path_buf(),
             message: describe_toml_error(text, &err),
-        })?;
-        definition
-            .validate()
-            .map_err(|err| DefinitionError::Parse {
-                path: path.to_path_buf(),
-                message: err.to_string(),
-            })?;
+        })
+    }
+
+    /// Parses and validates TOML; `path` names the file in errors.
+    pub fn from_toml(text: &str, path: &Path) -> Result<Self, DefinitionError> {
+        let definition = Self::parse(text, path)?;
+        definition.validate_in(path)?;
         Ok(definition)
+    }
+
+    /// Validates, naming `path` in the error.
+    pub fn validate_in(&self, path: &Path) -> Result<(), DefinitionError> {
+        self.validate().map_err(|err| DefinitionError::Parse {
+            path: path.to_path_buf(),
+            message: err.to_string(),
+        })
     }
 
     /// The TOML text of the definition.
@@ -265,6 +277,15 @@ impl Definition {
 
     /// Checks everything that does not need the file system.
     pub fn validate(&self) -> Result<(), DefinitionError> {
+        if self.name.is_empty() {
+            return Err(field_error("name", "is missing; give the instance a name"));
+        }
+        if self.uuid.is_empty() {
+            return Err(field_error(
+                "uuid",
+                "is missing; give it a UUID or leave the file to `corral create --file`",
+            ));
+        }
         validate_name(&self.name)?;
         if !validate_uuid(&self.uuid) {
             return Err(field_error(
@@ -486,8 +507,9 @@ impl Definition {
 
 /// One sentence from a TOML error: the line, the field at it, and what is wrong.
 fn describe_toml_error(text: &str, err: &toml::de::Error) -> String {
+    let message = err.message().trim().replace('\n', "; ");
     let Some(span) = err.span() else {
-        return err.message().to_string();
+        return message;
     };
     let line_no = text[..span.start.min(text.len())].matches('\n').count() + 1;
     let line = text.lines().nth(line_no - 1).unwrap_or("");

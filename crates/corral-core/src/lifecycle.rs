@@ -84,7 +84,8 @@ impl Manager {
         Ok(InstancePaths::new(self.store.require(name)?))
     }
 
-    fn lock(&self, name: &str) -> Result<InstanceLock, CoreError> {
+    /// Takes instance `name`'s lock, waiting as long as this manager is configured to.
+    pub fn lock(&self, name: &str) -> Result<InstanceLock, CoreError> {
         Ok(self.store.lock(name, self.lock_timeout)?)
     }
 

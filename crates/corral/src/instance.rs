@@ -166,11 +166,18 @@ pub fn manager(root: &Path) -> anyhow::Result<Manager> {
     let store = Store::open(root)?;
     let exe = std::env::current_exe().context("cannot find the corral executable")?;
     let pool = corral_core::volume::Pool::default_in(root);
-    Ok(Manager::new(
+    let manager = Manager::new(
         store,
         Box::new(corral_core::vm::VmDriver::new(&exe)),
         Box::new(corral_core::container::ContainerDriver::new(&exe, pool)),
-    ))
+    );
+    // How long to wait for another command working on the same instance.
+    Ok(match std::env::var("CORRAL_LOCK_TIMEOUT") {
+        Ok(secs) => manager.with_lock_timeout(Duration::from_secs_f64(secs.parse().with_context(
+            || format!("CORRAL_LOCK_TIMEOUT={secs:?} is not a number of seconds"),
+        )?)),
+        Err(_) => manager,
+    })
 }
 
 pub fn create(root: &Path, args: CreateArgs) -> anyhow::Result<ExitCode> {
@@ -227,21 +234,16 @@ fn definition_from(args: CreateArgs) -> anyhow::Result<(Definition, Option<PathB
         Some(file) => {
             let text = std::fs::read_to_string(file)
                 .with_context(|| format!("cannot read {}", file.display()))?;
-            let mut value: toml::Table = toml::from_str(&text).map_err(|e| {
-                anyhow::anyhow!(
-                    "invalid instance definition {}: {}",
-                    file.display(),
-                    e.message()
-                )
-            })?;
+            let mut definition = Definition::parse(&text, file)?;
             // A hand-written file may leave out the name (given on the command line) and uuid.
             if let Some(name) = &args.name {
-                value.insert("name".into(), toml::Value::String(name.clone()));
+                definition.name = name.clone();
             }
-            if !value.contains_key("uuid") {
-                value.insert("uuid".into(), toml::Value::String(new_uuid()?));
+            if definition.uuid.is_empty() {
+                definition.uuid = new_uuid()?;
             }
-            Definition::from_toml(&toml::to_string(&value)?, file)?
+            definition.validate_in(file)?;
+            definition
         }
         None => {
             let Some(name) = args.name.clone() else {
@@ -640,7 +642,7 @@ pub fn config(root: &Path, args: ConfigArgs) -> anyhow::Result<ExitCode> {
     match args.command {
         ConfigCommand::Show { name } => print!("{}", store.definition(&name)?.to_toml()),
         ConfigCommand::Set { name, settings } => {
-            let _lock = store.lock(&name, corral_core::lock::DEFAULT_LOCK_TIMEOUT)?;
+            let _lock = manager.lock(&name)?;
             let mut definition = store.definition(&name)?;
             for setting in &settings {
                 let Some((key, value)) = setting.split_once('=') else {
@@ -652,7 +654,7 @@ pub fn config(root: &Path, args: ConfigArgs) -> anyhow::Result<ExitCode> {
             note_restart_needed(&manager, &name)?;
         }
         ConfigCommand::Edit { name } => {
-            let _lock = store.lock(&name, corral_core::lock::DEFAULT_LOCK_TIMEOUT)?;
+            let _lock = manager.lock(&name)?;
             let definition = store.definition(&name)?;
             let edited = crate::editor::edit_until_valid(&definition.to_toml(), |text| {
                 let new = Definition::from_toml(text, Path::new("instance.toml"))?;
