@@ -390,6 +390,30 @@ pub fn start(root: &Path, names: Vec<String>) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+pub fn autostart(root: &Path) -> anyhow::Result<ExitCode> {
+    let manager = manager(root)?;
+    let mut failed = 0;
+    for summary in manager.list()? {
+        let definition = manager.store().definition(&summary.name)?;
+        if !definition.autostart || summary.status.is_active() {
+            continue;
+        }
+        match manager.start(&summary.name) {
+            Ok(_) => println!("started {}", summary.name),
+            Err(err) => {
+                // One instance that cannot start must not keep the others down.
+                eprintln!("corral: {err}");
+                failed += 1;
+            }
+        }
+    }
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
 pub fn stop(root: &Path, args: StopArgs) -> anyhow::Result<ExitCode> {
     let manager = manager(root)?;
     let state = if args.force {

@@ -85,6 +85,8 @@ enum Command {
     Config(instance::ConfigArgs),
     /// Manage the storage pool's volumes.
     Volume(volume::VolumeArgs),
+    /// Start every instance marked `autostart = true` that is not running (run at host boot).
+    Autostart,
     /// Supervise a container instance (started by `corral start`).
     #[command(hide = true)]
     Monitor { dir: PathBuf },
@@ -116,6 +118,7 @@ fn main() -> ExitCode {
         Command::Exec(args) => instance::exec(&cli.root, args),
         Command::Config(args) => instance::config(&cli.root, args),
         Command::Volume(args) => volume::run(&cli.root, args),
+        Command::Autostart => instance::autostart(&cli.root),
         Command::Monitor { dir } => corral_core::monitor::run(&dir)
             .map(|()| ExitCode::SUCCESS)
             .map_err(Into::into),

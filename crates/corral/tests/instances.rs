@@ -534,3 +534,17 @@ fn config_set_and_show() {
     let text = std::fs::read_to_string(&defined).unwrap();
     assert!(text.contains("on_crash = \"restart\""));
 }
+
+#[test]
+fn autostart_starts_only_marked_instances() {
+    let Some(root) = setup() else { return };
+    root.container("auto", "sleep 1000", &["--autostart"]);
+    root.container("manual", "sleep 1000", &[]);
+    assert!(root.ok(&["autostart"]).contains("started auto"));
+    assert_eq!(root.status("auto"), "running");
+    assert_eq!(root.status("manual"), "stopped");
+    assert!(
+        !root.ok(&["autostart"]).contains("started"),
+        "a running instance is left alone"
+    );
+}
