@@ -7,6 +7,14 @@ packages=(
   build-essential   # gcc/as/ld for the freestanding test guests
   pkg-config
   iproute2          # ip netns / link for network tests
+  linux-source-6.1  # the real-Linux VMM test guest (guests/linux/build.sh)
+  flex              # ... and the tools its kernel build needs
+  bison
+  bc
+  libelf-dev
+  libssl-dev
+  cpio              # the test guest's initramfs
+  qemu-system-x86   # bench/vmm-start compares corral with qemu -M microvm
   qemu-utils        # qemu-img/qemu-io: corral-disk's tests check qcow2 interoperability
 )
 

@@ -18,5 +18,14 @@ cargo clippy --workspace --all-targets -- -D warnings
 echo "== unit and integration tests"
 cargo nextest run --workspace --profile ci
 
+echo "== real Linux guests in corral vmm (kernel builds cached; about a minute per boot)"
+guest_linux="$(mktemp -d -t corral-guest-linux.XXXXXX)"
+trap 'rm -f "$CORRAL_TEST_SKIP_LOG"; rm -rf "$guest_linux"' EXIT
+bash guests/linux/build.sh "$guest_linux/plain"
+bash guests/linux/build.sh "$guest_linux/acpi" guests/linux/guest-acpi.config
+# One boot at a time: each guest has two vCPUs and the host two cores.
+CORRAL_GUEST_LINUX_DIR="$guest_linux/plain" CORRAL_GUEST_LINUX_ACPI_DIR="$guest_linux/acpi" \
+  cargo nextest run -p corral --profile ci --run-ignored only -E 'binary(vmm_linux)' -j 1
+
 echo "== skipped tests"
 if [ -s "$CORRAL_TEST_SKIP_LOG" ]; then sort -u "$CORRAL_TEST_SKIP_LOG"; else echo "none"; fi

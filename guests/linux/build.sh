@@ -2,8 +2,9 @@
 # Builds the real-Linux test guest: a small 6.1 kernel (ELF vmlinux, booted through PVH) and an
 # uncompressed initramfs holding corral's own static init.
 #
-#   guests/linux/build.sh OUTDIR      -> OUTDIR/vmlinux, OUTDIR/initramfs.cpio
+#   guests/linux/build.sh OUTDIR [FRAGMENT...]   -> OUTDIR/vmlinux, OUTDIR/initramfs.cpio
 #
+# FRAGMENTs are extra config files merged after guest.config (e.g. guest-acpi.config).
 # The kernel comes from Debian's linux-source-6.1 package: `make tinyconfig`, then guest.config
 # merged in, then emulated-kvm.patch (see README.md here for why each piece exists). The ~5 minute
 # kernel build is cached under ${XDG_CACHE_HOME:-$HOME/.cache}/corral/guest-linux/<key>/, keyed by
@@ -12,7 +13,12 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
-out="${1:?usage: build.sh OUTDIR}"
+out="${1:?usage: build.sh OUTDIR [FRAGMENT...]}"
+shift
+fragments=("$here/guest.config")
+for fragment in "$@"; do
+  fragments+=("$(cd "$(dirname "$fragment")" && pwd)/$(basename "$fragment")")
+done
 mkdir -p "$out"
 
 source_tarball=/usr/src/linux-source-6.1.tar.xz
@@ -23,7 +29,7 @@ fi
 source_version="$(dpkg-query -W -f '${Version}' linux-source-6.1)"
 
 recipe=1
-key="$(cat "$here/guest.config" "$here/emulated-kvm.patch" <(echo "$source_version recipe=$recipe") |
+key="$(cat "${fragments[@]}" "$here/emulated-kvm.patch" <(echo "$source_version recipe=$recipe") |
   sha256sum | cut -c1-16)"
 cache="${XDG_CACHE_HOME:-$HOME/.cache}/corral/guest-linux/$key"
 mkdir -p "$cache"
@@ -43,7 +49,7 @@ if [ ! -f "$cache/vmlinux" ]; then
     cd "$build"
     patch -p1 <"$here/emulated-kvm.patch"
     make tinyconfig
-    scripts/kconfig/merge_config.sh -m .config "$here/guest.config"
+    scripts/kconfig/merge_config.sh -m .config "${fragments[@]}"
     make olddefconfig
     make -j"$(nproc)" vmlinux
   } >"$log" 2>&1 || {

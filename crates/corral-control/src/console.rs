@@ -95,9 +95,14 @@ impl ConsoleHub {
         input: impl FnMut(&[u8]) + Send + 'static,
     ) -> Result<(), ControlError> {
         let listener = crate::bind(path)?;
+        self.serve_on(listener, input);
+        Ok(())
+    }
+
+    /// Like [`ConsoleHub::serve`], on a socket the caller has bound already.
+    pub fn serve_on(&self, listener: UnixListener, input: impl FnMut(&[u8]) + Send + 'static) {
         let hub = self.clone();
         std::thread::spawn(move || hub.accept_loop(listener, input));
-        Ok(())
     }
 
     fn accept_loop(&self, listener: UnixListener, input: impl FnMut(&[u8]) + Send + 'static) {

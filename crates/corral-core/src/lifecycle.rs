@@ -24,6 +24,8 @@ const READY_TIMEOUT: Duration = Duration::from_secs(30);
 const CONTROL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Extra time a supervisor gets, after its own shutdown timeout, before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(10);
+/// The exit reason of a run whose supervisor died without recording one.
+pub const SUPERVISOR_LOST: &str = "supervisor-lost";
 /// The default time a guest gets to shut down before it is forced off.
 pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -128,9 +130,11 @@ impl Manager {
         match state.pid {
             Some(pid) if process_alive(pid, state.pid_start_ticks) => {
                 // Another client (or the guest) may have paused or resumed it.
+                // (A supervisor restarting its guest says `stopping` for a moment: not adopted.)
                 if let Ok(Response::State { state: run }) = self.call(&paths, &Request::Status) {
                     let status = status_of(run);
-                    if status != state.status && state.status != Status::Stopping {
+                    let adoptable = matches!(status, Status::Running | Status::Paused);
+                    if adoptable && status != state.status && state.status != Status::Stopping {
                         state.status = status;
                         self.store.save_state(name, &state)?;
                     }
@@ -253,6 +257,13 @@ impl Manager {
             }
         }
         let (status, exit) = exit_of(&paths, pid);
+        // The host asked for the end: a guest that crashed on the way out is still stopped (the
+        // exit record keeps saying it crashed).
+        let status = if status == Status::Crashed && exit.reason != SUPERVISOR_LOST {
+            Status::Stopped
+        } else {
+            status
+        };
         state.end(status, exit);
         self.store.save_state(name, &state)?;
         Ok(state)
@@ -400,7 +411,7 @@ fn exit_of(paths: &InstancePaths, pid: Option<u32>) -> (Status, LastExit) {
         None => (
             Status::Crashed,
             LastExit {
-                reason: "supervisor-lost".to_string(),
+                reason: SUPERVISOR_LOST.to_string(),
                 code: None,
                 detail: Some(match pid {
                     Some(pid) => {

@@ -39,8 +39,7 @@ impl VmDriver {
         config.vcpus = definition.cpus;
         config.memory = definition.memory;
         config.serial = SerialTarget::Socket(paths.console_socket());
-        // TODO(merge): console log
-
+        config.console_log = Some(paths.console_log());
         config.control_socket = Some(paths.control_socket());
         config.on_poweroff = definition.on_poweroff;
         config.on_reboot = definition.on_reboot;

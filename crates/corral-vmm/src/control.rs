@@ -63,6 +63,11 @@ impl Runtime {
         self.stopping.store(false, Ordering::SeqCst);
     }
 
+    /// True once a shutdown or kill was requested for the current boot.
+    pub fn stop_requested(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
     fn state(&self) -> RunState {
         if self.stopping.load(Ordering::SeqCst) {
             return RunState::Stopping;

@@ -121,20 +121,18 @@ pub enum ImageFormat {
     BzImage,
 }
 
+/// The `N` bytes at `offset`, if all of them are inside `bytes`.
+fn field<const N: usize>(bytes: &[u8], offset: usize) -> Option<[u8; N]> {
+    bytes.get(offset..offset.checked_add(N)?)?.try_into().ok()
+}
 fn read_u16(bytes: &[u8], offset: usize) -> Option<u16> {
-    Some(u16::from_le_bytes(
-        bytes.get(offset..offset + 2)?.try_into().ok()?,
-    ))
+    field(bytes, offset).map(u16::from_le_bytes)
 }
 fn read_u32(bytes: &[u8], offset: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(
-        bytes.get(offset..offset + 4)?.try_into().ok()?,
-    ))
+    field(bytes, offset).map(u32::from_le_bytes)
 }
 fn read_u64(bytes: &[u8], offset: usize) -> Option<u64> {
-    Some(u64::from_le_bytes(
-        bytes.get(offset..offset + 8)?.try_into().ok()?,
-    ))
+    field(bytes, offset).map(u64::from_le_bytes)
 }
 
 /// Recognises an image from its first bytes (up to [`HEADER_BYTES`]) and its total length.
@@ -174,8 +172,9 @@ fn inspect_elf(head: &[u8]) -> Result<ImageInfo, ImageError> {
         if kind != PT_LOAD {
             continue;
         }
-        let paddr = read_u64(head, offset + 24).ok_or(ImageError::TruncatedElf)?;
-        let memsz = read_u64(head, offset + 40).ok_or(ImageError::TruncatedElf)?;
+        let at = |field: usize| offset.checked_add(field).ok_or(ImageError::TruncatedElf);
+        let paddr = read_u64(head, at(24)?).ok_or(ImageError::TruncatedElf)?;
+        let memsz = read_u64(head, at(40)?).ok_or(ImageError::TruncatedElf)?;
         let segment_end = paddr.checked_add(memsz).ok_or(ImageError::BadLoadAddress)?;
         if paddr < HIMEM_START || segment_end > 1 << 32 {
             return Err(ImageError::BadLoadAddress);
@@ -195,7 +194,7 @@ fn inspect_elf(head: &[u8]) -> Result<ImageInfo, ImageError> {
 
 fn inspect_bzimage(head: &[u8], file_len: u64) -> Result<ImageInfo, ImageError> {
     // Offsets are those of the setup header fields in the boot protocol document.
-    let field = |offset| read_u32(head, offset).ok_or(ImageError::UnknownFormat);
+    let header_u32 = |offset| read_u32(head, offset).ok_or(ImageError::UnknownFormat);
     let version = read_u16(head, 0x206).ok_or(ImageError::UnknownFormat)?;
     if version < MIN_BOOT_PROTOCOL {
         return Err(ImageError::OldBootProtocol(version));
@@ -212,17 +211,17 @@ fn inspect_bzimage(head: &[u8], file_len: u64) -> Result<ImageInfo, ImageError> 
         0 => 4,
         n => u64::from(n),
     };
-    let code32_start = u64::from(field(0x214)?);
+    let code32_start = u64::from(header_u32(0x214)?);
     if code32_start < HIMEM_START {
         return Err(ImageError::BadLoadAddress);
     }
     let payload = file_len.saturating_sub((setup_sects + 1) * 512);
-    let init_size = u64::from(field(0x260)?);
+    let init_size = u64::from(header_u32(0x260)?);
     Ok(ImageInfo {
         format: ImageFormat::BzImage,
         end: code32_start + payload.max(init_size),
-        max_cmdline: field(0x238)? as usize + 1,
-        initrd_max: u64::from(field(0x22c)?),
+        max_cmdline: header_u32(0x238)? as usize + 1,
+        initrd_max: u64::from(header_u32(0x22c)?),
     })
 }
 
@@ -416,6 +415,9 @@ mod tests {
         let mut elf32 = elf_header(EM_X86_64, 0x100_0000, 0x1000);
         elf32[4] = 1;
         assert_eq!(inspect(&elf32, 0), Err(ImageError::ElfClass));
+        let mut far = elf_header(EM_X86_64, 0x100_0000, 0x1000);
+        far[32..40].copy_from_slice(&(u64::MAX - 2).to_le_bytes());
+        assert_eq!(inspect(&far, 0), Err(ImageError::TruncatedElf));
         let truncated = &elf_header(EM_X86_64, 0x100_0000, 0x1000)[..0x50];
         assert_eq!(inspect(truncated, 0), Err(ImageError::TruncatedElf));
         assert_eq!(inspect(b"#!/bin/sh\n", 10), Err(ImageError::UnknownFormat));

@@ -8,9 +8,10 @@ use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
 use kvm_ioctls::Kvm;
 use vm_memory::{Bytes, GuestAddress};
 
+use crate::arch::x86_64::acpi::{self, AcpiTooLarge};
 use crate::arch::x86_64::cpuid::{host_kvm_emulates_kernel_code, CpuidPolicy};
-use crate::arch::x86_64::layout::MPTABLE_START;
-use crate::arch::x86_64::regs::{BootTablesError, EntryPoint};
+use crate::arch::x86_64::layout::{ACPI_START, MPTABLE_START};
+use crate::arch::x86_64::regs::EntryPoint;
 use crate::arch::x86_64::InitrdPlacement;
 use crate::arch::x86_64::{low_ram_end, mptable, write_pvh_start_info, write_zero_page};
 use crate::config::{Action, ConfigError, VmConfig};
@@ -49,9 +50,9 @@ pub enum VmmError {
     #[error("cannot write the boot information: {0}")]
     BootInfo(#[from] linux_loader::configurator::Error),
     #[error(transparent)]
-    BootTables(#[from] BootTablesError),
-    #[error("cannot write the MP table: {0}")]
-    WriteMptable(vm_memory::GuestMemoryError),
+    Acpi(#[from] AcpiTooLarge),
+    #[error("cannot write the {0} into guest memory: {1}")]
+    WriteTables(&'static str, vm_memory::GuestMemoryError),
 }
 
 /// How a VM ended.
@@ -87,6 +88,7 @@ struct Prepared {
     cpuid: kvm_bindings::CpuId,
     policy: CpuidPolicy,
     mptable: Vec<u8>,
+    acpi_tables: Vec<u8>,
 }
 
 fn prepare(config: &VmConfig) -> Result<Prepared, VmmError> {
@@ -118,6 +120,7 @@ fn prepare(config: &VmConfig) -> Result<Prepared, VmmError> {
         hide_unemulated: host_kvm_emulates_kernel_code(),
     };
     let mptable = mptable::build(MPTABLE_START, config.vcpus)?;
+    let acpi_tables = acpi::build(config.vcpus)?;
     Ok(Prepared {
         kvm,
         kernel,
@@ -126,6 +129,7 @@ fn prepare(config: &VmConfig) -> Result<Prepared, VmmError> {
         cpuid,
         policy,
         mptable,
+        acpi_tables,
     })
 }
 
@@ -153,9 +157,13 @@ fn build_vm(
             prepared.initrd_placement,
         )?,
     }
+    // Both descriptions of the machine: the MP table for guests without ACPI, ACPI for the rest.
     vm.memory
         .write_slice(&prepared.mptable, GuestAddress(MPTABLE_START))
-        .map_err(VmmError::WriteMptable)?;
+        .map_err(|err| VmmError::WriteTables("MP table", err))?;
+    vm.memory
+        .write_slice(&prepared.acpi_tables, GuestAddress(ACPI_START))
+        .map_err(|err| VmmError::WriteTables("ACPI tables", err))?;
     devices.attach(&vm.fd)?;
     let mut vcpus = Vec::with_capacity(usize::from(config.vcpus));
     for index in 0..config.vcpus {
@@ -185,7 +193,7 @@ pub fn run(config: &VmConfig) -> Result<VmExit, VmmError> {
         }
         None => None,
     };
-    let console = Console::open(&config.serial)?;
+    let console = Console::open(&config.serial, config.console_log.as_deref())?;
     if let crate::config::SerialTarget::Socket(path) = &config.serial {
         sockets.0.push(path.clone());
     }
@@ -220,16 +228,24 @@ pub fn run(config: &VmConfig) -> Result<VmExit, VmmError> {
         runtime.boot_started();
         let handles = vcpu::start_all(vcpus, &context)?;
         // `runtime` holds a sender, so the channel never disconnects while we wait.
-        let event = events
+        let mut event = events
             .recv()
             .unwrap_or_else(|_| StopEvent::new(ExitReason::Killed, "event channel closed"));
         vcpu::stop_all(&runtime.vcpu_control, handles)?;
-        // Events that raced with this one belong to the guest that just stopped.
-        while events.try_recv().is_ok() {}
+        // Events that raced with this one belong to the guest that just stopped, except a kill
+        // from outside: that must not be lost to a restart.
+        for late in events.try_iter() {
+            if late.reason == ExitReason::Killed && event.reason != ExitReason::Killed {
+                event = late;
+            }
+        }
         drop(context);
         drop(vm);
 
         let action = match event.reason {
+            // A guest asked to shut down ends the run whatever it does: Linux answers
+            // Ctrl-Alt-Del with a reboot, which must not bring it back.
+            _ if runtime.stop_requested() => Action::Destroy,
             ExitReason::Poweroff => config.on_poweroff,
             ExitReason::Reboot => config.on_reboot,
             ExitReason::Crashed => config.on_crash,

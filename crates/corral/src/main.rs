@@ -13,6 +13,7 @@ mod output;
 mod progress;
 mod rootfs;
 mod terminal;
+mod vmm;
 mod volume;
 
 use std::path::PathBuf;
@@ -90,6 +91,11 @@ enum Command {
     /// Supervise a container instance (started by `corral start`).
     #[command(hide = true)]
     Monitor { dir: PathBuf },
+    /// Run a VM in this process, or control a running one (the low-level VMM).
+    Vmm {
+        #[command(subcommand)]
+        command: vmm::VmmCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -122,6 +128,7 @@ fn main() -> ExitCode {
         Command::Monitor { dir } => corral_core::monitor::run(&dir)
             .map(|()| ExitCode::SUCCESS)
             .map_err(Into::into),
+        Command::Vmm { command } => vmm::run(command),
     };
     match result {
         Ok(code) => code,

@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use corral_testkit::require_root;
 use serde_json::Value;
 
 /// A corral root in a temp dir with a busybox rootfs next to it.

@@ -19,6 +19,7 @@ use kvm_ioctls::VmFd;
 
 use bus::{lock, Bus, BusOverlap};
 use interrupt::{InterruptError, IrqLine, IRQ_COM1, IRQ_KEYBOARD};
+use legacy::acpi_pm::{AcpiPm, ACPI_PM_PORT, ACPI_PM_PORT_LEN};
 use legacy::debug_exit::{DebugExit, DEBUG_EXIT_PORT, DEBUG_EXIT_PORT_LEN};
 use legacy::i8042::{I8042, I8042_PORT, I8042_PORT_LEN};
 use legacy::serial::{SerialDevice, SerialOutput, COM1_PORT, COM1_PORT_LEN};
@@ -52,11 +53,13 @@ impl DeviceManager {
             serial_output,
         )));
         let i8042 = Arc::new(Mutex::new(I8042::new(keyboard_irq.trigger(), stop.clone())));
+        let acpi_pm = Arc::new(Mutex::new(AcpiPm::new(stop.clone())));
         let debug_exit = Arc::new(Mutex::new(DebugExit::new(stop)));
 
         let mut pio_bus = Bus::new("port I/O");
         pio_bus.insert(u64::from(COM1_PORT), COM1_PORT_LEN, serial.clone())?;
         pio_bus.insert(u64::from(I8042_PORT), I8042_PORT_LEN, i8042.clone())?;
+        pio_bus.insert(u64::from(ACPI_PM_PORT), ACPI_PM_PORT_LEN, acpi_pm)?;
         pio_bus.insert(
             u64::from(DEBUG_EXIT_PORT),
             DEBUG_EXIT_PORT_LEN,

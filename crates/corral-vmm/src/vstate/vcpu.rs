@@ -36,6 +36,8 @@ pub enum VcpuError {
         what: &'static str,
         source: kvm_ioctls::Error,
     },
+    #[error("cannot build the boot MSR list: {0:?}")]
+    MsrList(vmm_sys_util::fam::Error),
     #[error("KVM accepted only {set} of the {wanted} boot MSRs of vCPU {index}")]
     Msrs {
         index: u8,
@@ -176,33 +178,19 @@ impl VcpuControl {
 
     /// Blocks while paused; returns false when the thread must exit.
     fn wait_until_runnable(&self) -> bool {
-        let mut state = self.lock();
-        loop {
-            match state.target {
-                Target::Run => return true,
-                Target::Stop => {
-                    state.alive -= 1;
-                    self.changed.notify_all();
-                    return false;
-                }
-                Target::Pause => {
-                    state.parked += 1;
-                    self.changed.notify_all();
-                    state = self
-                        .changed
-                        .wait(state)
-                        .unwrap_or_else(PoisonError::into_inner);
-                    state.parked -= 1;
-                }
-            }
-        }
+        self.park_while(|target| target == Target::Pause) == Target::Run
     }
 
     /// After a vCPU reported a stop event: idle until the VMM stops all vCPUs.
     fn wait_for_stop(&self) {
+        self.park_while(|target| target != Target::Stop);
+    }
+
+    /// Waits, counted as parked (so a pause does not wait for this thread), while `parked(target)`
+    /// holds; on `Stop` the thread is counted out. Returns the target that ended the wait.
+    fn park_while(&self, parked: impl Fn(Target) -> bool) -> Target {
         let mut state = self.lock();
-        while state.target != Target::Stop {
-            // Count as parked so a concurrent pause does not wait for this thread.
+        while parked(state.target) {
             state.parked += 1;
             self.changed.notify_all();
             state = self
@@ -211,8 +199,11 @@ impl VcpuControl {
                 .unwrap_or_else(PoisonError::into_inner);
             state.parked -= 1;
         }
-        state.alive -= 1;
-        self.changed.notify_all();
+        if state.target == Target::Stop {
+            state.alive -= 1;
+            self.changed.notify_all();
+        }
+        state.target
     }
 }
 
@@ -303,11 +294,7 @@ impl Vcpu {
         self.fd
             .set_cpuid2(&cpuid)
             .map_err(self.setup_error("CPUID"))?;
-        let msrs = boot_msrs().map_err(|_| VcpuError::Msrs {
-            index: self.index,
-            set: 0,
-            wanted: 0,
-        })?;
+        let msrs = boot_msrs().map_err(VcpuError::MsrList)?;
         let set = self.fd.set_msrs(&msrs).map_err(self.setup_error("MSRs"))?;
         if set != msrs.as_slice().len() {
             return Err(VcpuError::Msrs {
@@ -571,4 +558,58 @@ pub fn stop_all(
         let _ = handle.join();
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Threads that behave like vCPU loops (without KVM): count while allowed to run.
+    fn fake_vcpus(
+        control: &Arc<VcpuControl>,
+        count: usize,
+    ) -> (Arc<AtomicU64>, Vec<std::thread::JoinHandle<()>>) {
+        let steps = Arc::new(AtomicU64::new(0));
+        control.begin();
+        control.lock().alive = count;
+        let handles = (0..count)
+            .map(|_| {
+                let (control, steps) = (control.clone(), steps.clone());
+                std::thread::spawn(move || {
+                    while control.wait_until_runnable() {
+                        steps.fetch_add(1, Ordering::SeqCst);
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                })
+            })
+            .collect();
+        (steps, handles)
+    }
+
+    #[test]
+    fn pause_parks_every_thread_until_resume_and_stop_ends_them() {
+        let control = Arc::new(VcpuControl::default());
+        let (steps, handles) = fake_vcpus(&control, 3);
+        std::thread::sleep(Duration::from_millis(20));
+
+        control.pause().unwrap();
+        assert_eq!(control.target(), Target::Pause);
+        let frozen = steps.load(Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(
+            steps.load(Ordering::SeqCst),
+            frozen,
+            "a thread ran while paused"
+        );
+
+        control.resume();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while steps.load(Ordering::SeqCst) == frozen {
+            assert!(Instant::now() < deadline, "threads did not resume");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+
+        stop_all(&control, handles).unwrap();
+        assert_eq!(control.lock().alive, 0);
+    }
 }

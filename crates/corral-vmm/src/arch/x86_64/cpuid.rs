@@ -10,13 +10,16 @@ const LEAF_EXTENDED_FEATURES: u32 = 0x7;
 const LEAF_TOPOLOGY: u32 = 0xb;
 const LEAF_TOPOLOGY_V2: u32 = 0x1f;
 const LEAF_HYPERVISOR: u32 = 0x4000_0000;
+const LEAF_KVM_FEATURES: u32 = 0x4000_0001;
 const LEAF_ADDRESS_SIZES: u32 = 0x8000_0008;
+const LEAF_AMD_EXTENDED_APIC: u32 = 0x8000_001e;
 
 /// "KVMKVMKVM\0\0\0": Linux then uses kvm-clock and the other paravirtual features of leaf
 /// 0x40000001 (which KVM fills in).
 const KVM_SIGNATURE: [u32; 3] = [0x4b4d_564b, 0x564b_4d56, 0x0000_004d];
 
 const ECX_POPCNT: u32 = 1 << 23;
+const ECX_TSC_DEADLINE: u32 = 1 << 24;
 const ECX_XSAVE: u32 = 1 << 26;
 const ECX_OSXSAVE: u32 = 1 << 27;
 const ECX_AVX: u32 = 1 << 28;
@@ -29,23 +32,24 @@ const EBX7_ERMS: u32 = 1 << 9;
 const EBX7_RDSEED: u32 = 1 << 18;
 const EBX7_SMAP: u32 = 1 << 20;
 const EDX7_FSRM: u32 = 1 << 4;
+/// KVM paravirtual features that work without hypercalls (kvm-clock, no-op port delays, async
+/// page faults, steal time, PV EOI, stable clock bit). The others (PV unhalt, TLB flush, IPIs,
+/// sched yield, poll control) are driven by VMCALL/VMMCALL, which an emulating KVM mishandles:
+/// with them Linux hangs bringing up its second CPU.
+const KVM_FEATURES_WITHOUT_HYPERCALLS: u32 =
+    (1 << 0) | (1 << 1) | (1 << 3) | (1 << 4) | (1 << 5) | (1 << 6) | (1 << 24);
 /// AMD's "FXSAVE/FXRSTOR always save the error pointers": lets Linux skip a workaround made of
 /// instructions (fnclex, fild) the emulator rejects.
 const EBX_XSAVEERPTR: u32 = 1 << 2;
 
-/// Whether this host's KVM runs guest ring-0 code in its instruction emulator (no VT-x/AMD-V
-/// underneath, e.g. the `kvm_pvm` module). Such a KVM still reports features its emulator
-/// cannot execute, so they are hidden from the guest.
+/// Whether this host's KVM runs guest ring-0 code in its instruction emulator: the CPU has no
+/// VT-x/AMD-V (e.g. KVM through the `kvm_pvm` module). Such a KVM still reports features its
+/// emulator cannot execute, so they are hidden from the guest.
 pub fn host_kvm_emulates_kernel_code() -> bool {
-    std::path::Path::new("/sys/module/kvm_pvm").exists()
-        || std::fs::read_to_string("/proc/cpuinfo")
-            .map(|info| {
-                !info
-                    .lines()
-                    .filter(|line| line.starts_with("flags"))
-                    .any(|line| line.split_whitespace().any(|f| f == "vmx" || f == "svm"))
-            })
-            .unwrap_or(false)
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    corral_host::cpu::CpuInfo::parse(&cpuinfo)
+        .virt_extension()
+        .is_none()
 }
 
 /// How the vCPUs are laid out and what to hide.
@@ -75,7 +79,12 @@ pub fn vcpu_cpuid(supported: &CpuId, index: u8, policy: CpuidPolicy) -> CpuId {
                     entry.edx &= !EDX_HTT;
                 }
                 if policy.hide_unemulated {
-                    entry.ecx &= !(ECX_POPCNT | ECX_XSAVE | ECX_OSXSAVE | ECX_AVX | ECX_RDRAND);
+                    entry.ecx &= !(ECX_POPCNT
+                        | ECX_XSAVE
+                        | ECX_OSXSAVE
+                        | ECX_AVX
+                        | ECX_RDRAND
+                        | ECX_TSC_DEADLINE);
                 }
             }
             LEAF_CACHE_PARAMETERS => {
@@ -96,7 +105,20 @@ pub fn vcpu_cpuid(supported: &CpuId, index: u8, policy: CpuidPolicy) -> CpuId {
                 entry.eax = entry.eax.max(LEAF_HYPERVISOR + 1);
                 [entry.ebx, entry.ecx, entry.edx] = KVM_SIGNATURE;
             }
-            LEAF_ADDRESS_SIZES if policy.hide_unemulated => entry.ebx |= EBX_XSAVEERPTR,
+            LEAF_KVM_FEATURES if policy.hide_unemulated => {
+                entry.eax &= KVM_FEATURES_WITHOUT_HYPERCALLS;
+            }
+            LEAF_ADDRESS_SIZES => {
+                // AMD: ECX[15:12] APIC id bits for cores, ECX[7:0] cores in the package - 1.
+                entry.ecx = (entry.ecx & !0xf0ff) | (core_bits << 12) | (count - 1);
+                if policy.hide_unemulated {
+                    entry.ebx |= EBX_XSAVEERPTR;
+                }
+            }
+            LEAF_AMD_EXTENDED_APIC => {
+                // AMD topology: extended APIC id, core id (one thread per core), node 0.
+                (entry.eax, entry.ebx, entry.ecx, entry.edx) = (apic_id, apic_id, 0, 0);
+            }
             _ => {}
         }
     }

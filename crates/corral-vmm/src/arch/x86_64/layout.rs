@@ -25,6 +25,9 @@ pub const PDE_START: u64 = 0xb000;
 pub const CMDLINE_START: u64 = 0x20000;
 /// Start of the extended BIOS data area: usable low RAM ends here.
 pub const EBDA_START: u64 = 0x9fc00;
+/// ACPI tables (RSDP first), in the BIOS area where guests scan for the RSDP.
+pub const ACPI_START: u64 = 0xe0000;
+pub const ACPI_MAX_BYTES: u64 = 0x10000;
 /// The MP table, in the BIOS area Linux scans (0xf0000-0xfffff); 64 KiB fits 254 vCPUs.
 pub const MPTABLE_START: u64 = 0xf0000;
 pub const MPTABLE_MAX_BYTES: u64 = 0x10000;

@@ -1,6 +1,7 @@
 //! x86_64 guest setup: memory layout, the e820 map, boot information for PVH and the Linux boot
 //! protocol, vCPU registers, CPUID, MSRs and the MP table.
 
+pub mod acpi;
 pub mod cpuid;
 pub mod gdt;
 pub mod layout;
@@ -18,8 +19,8 @@ use linux_loader::loader::elf::start_info::{
 use vm_memory::{GuestAddress, GuestMemoryMmap};
 
 use layout::{
-    CMDLINE_START, EBDA_START, HIMEM_START, MMIO_GAP_END, MMIO_GAP_START, PVH_INFO_START,
-    PVH_MEMMAP_START, PVH_MODLIST_START, ZERO_PAGE_START,
+    ACPI_START, CMDLINE_START, EBDA_START, HIMEM_START, MMIO_GAP_END, MMIO_GAP_START,
+    PVH_INFO_START, PVH_MEMMAP_START, PVH_MODLIST_START, ZERO_PAGE_START,
 };
 
 const E820_RAM: u32 = 1;
@@ -89,6 +90,7 @@ pub fn write_pvh_start_info(
         magic: XEN_HVM_START_MAGIC,
         version: 1,
         cmdline_paddr: CMDLINE_START,
+        rsdp_paddr: ACPI_START,
         memmap_paddr: PVH_MEMMAP_START,
         memmap_entries: memmap.len() as u32,
         ..Default::default()
@@ -120,13 +122,16 @@ pub fn write_zero_page(
     cmdline_len: usize,
     initrd: Option<InitrdPlacement>,
 ) -> Result<(), linux_loader::configurator::Error> {
-    let mut params = boot_params::default();
-    params.hdr = header.unwrap_or(setup_header {
-        header: BOOT_HEADER_MAGIC,
-        boot_flag: BOOT_FLAG_MAGIC,
-        kernel_alignment: DEFAULT_KERNEL_ALIGNMENT,
+    let mut params = boot_params {
+        hdr: header.unwrap_or(setup_header {
+            header: BOOT_HEADER_MAGIC,
+            boot_flag: BOOT_FLAG_MAGIC,
+            kernel_alignment: DEFAULT_KERNEL_ALIGNMENT,
+            ..Default::default()
+        }),
+        acpi_rsdp_addr: ACPI_START,
         ..Default::default()
-    });
+    };
     params.hdr.type_of_loader = LOADER_TYPE_UNDEFINED;
     params.hdr.cmd_line_ptr = CMDLINE_START as u32;
     params.hdr.cmdline_size = cmdline_len as u32;

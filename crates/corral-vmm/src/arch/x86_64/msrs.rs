@@ -2,7 +2,6 @@
 
 use kvm_bindings::{kvm_msr_entry, Msrs};
 
-const MSR_IA32_TSC: u32 = 0x10;
 const MSR_IA32_SYSENTER_CS: u32 = 0x174;
 const MSR_IA32_SYSENTER_ESP: u32 = 0x175;
 const MSR_IA32_SYSENTER_EIP: u32 = 0x176;
@@ -19,7 +18,8 @@ const MISC_ENABLE_FAST_STRING: u64 = 1;
 /// MTRRs enabled with write-back as the default type, so all RAM is cacheable.
 const MTRR_ENABLE_DEFAULT_WB: u64 = (1 << 11) | 6;
 
-/// The boot MSRs: syscall/sysenter state cleared, TSC at zero, caches on.
+/// The boot MSRs: syscall/sysenter state cleared, caches on. The TSC is left as KVM set it at
+/// vCPU creation, where KVM keeps the vCPUs' TSCs in sync; writing it per vCPU would skew them.
 pub fn boot_msrs() -> Result<Msrs, vmm_sys_util::fam::Error> {
     let entry = |index, data| kvm_msr_entry {
         index,
@@ -35,7 +35,6 @@ pub fn boot_msrs() -> Result<Msrs, vmm_sys_util::fam::Error> {
         entry(MSR_KERNEL_GS_BASE, 0),
         entry(MSR_SYSCALL_MASK, 0),
         entry(MSR_LSTAR, 0),
-        entry(MSR_IA32_TSC, 0),
         entry(MSR_IA32_MISC_ENABLE, MISC_ENABLE_FAST_STRING),
         entry(MSR_MTRR_DEF_TYPE, MTRR_ENABLE_DEFAULT_WB),
     ])

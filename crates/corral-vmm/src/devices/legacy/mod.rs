@@ -1,5 +1,7 @@
-//! The PC devices every guest gets: COM1, the i8042 controller, and corral's debug-exit port.
+//! The PC devices every guest gets: COM1, the i8042 controller, the ACPI power-management
+//! registers, and corral's debug-exit port.
 
+pub mod acpi_pm;
 pub mod debug_exit;
 pub mod i8042;
 pub mod serial;

@@ -1,0 +1,95 @@
+"""Runs corral and QEMU on the same guest, interleaved, and reports medians and ratios.
+
+Each run is one process from fork to exit. With the test guest (--guest), which exits at its first
+debug-exit write, the wall time is "process start to the guest's first port write" plus teardown.
+With --linux-dir, both boot the ACPI variant of the real-Linux guest (2 vCPUs) to its init, which
+powers off through ACPI S5, and both VMMs exit on that power-off. (QEMU's microvm has no i8042, so
+a reboot would not end it; and on this host Linux's triple-fault fallback hangs in the emulator.) CPU time and peak RSS come from wait4()'s rusage of the VMM process.
+"""
+import argparse
+import os
+import statistics
+import subprocess
+import time
+
+def qemu_microvm(acpi):
+    return ["qemu-system-x86_64", "-M", f"microvm,acpi={acpi}", "-accel", "kvm", "-nodefaults",
+            "-no-user-config", "-display", "none"]
+
+
+def measure(argv, expected_status):
+    start = time.perf_counter()
+    process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(process.pid, 0)
+    wall = time.perf_counter() - start
+    code = os.waitstatus_to_exitcode(status)
+    if code != expected_status:
+        raise SystemExit(f"{argv[0]} exited with {code}, expected {expected_status}")
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss
+
+
+def test_guest_peers(args, memory):
+    """The test guest writes 42 to port 0xf4 at once."""
+    return {
+        "corral": ([args.corral, "vmm", "run", "--kernel", args.guest, "--memory", memory,
+                    "--serial", "none"], 42),
+        # isa-debug-exit reports (value << 1) | 1.
+        "qemu-microvm": (qemu_microvm("off") + ["-cpu", "qemu64", "-m", memory, "-serial", "none",
+                                         "-kernel", args.guest, "-device",
+                                         "isa-debug-exit,iobase=0xf4,iosize=0x04"], 85),
+    }
+
+
+def linux_peers(args, memory):
+    """Real Linux with ACPI, 2 vCPUs, console on stdout (discarded), exit on the guest's S5."""
+    kernel = os.path.join(args.linux_dir, "vmlinux")
+    initrd = os.path.join(args.linux_dir, "initramfs.cpio")
+    return {
+        "corral": ([args.corral, "vmm", "run", "--kernel", kernel, "--initrd", initrd,
+                    "--cmdline", args.cmdline, "--vcpus", "2", "--memory", memory,
+                    "--on-reboot", "destroy"], 0),
+        # The CPU model the guest-linux recipe was measured with (see guests/linux/README.md).
+        "qemu-microvm": (qemu_microvm("on") + ["-cpu", "qemu64,+xsaveerptr", "-smp", "2",
+                                         "-m", memory, "-serial", "stdio", "-kernel", kernel,
+                                         "-initrd", initrd, "-append", args.cmdline,
+                                         "-no-reboot"], 0),
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--corral", required=True)
+    parser.add_argument("--memory-mib", type=int, default=128)
+    parser.add_argument("--guest", help="the test guest (PVH ELF)")
+    parser.add_argument("--linux-dir", help="guests/linux/build.sh output: boot real Linux")
+    parser.add_argument("--cmdline", default="", help="kernel command line with --linux-dir")
+    args = parser.parse_args()
+
+    memory = f"{args.memory_mib}M"
+    if args.linux_dir:
+        peers, label = linux_peers(args, memory), "real Linux (ACPI) to init and S5, 2 vCPUs"
+    else:
+        peers, label = test_guest_peers(args, memory), os.path.basename(args.guest)
+    samples = {name: [] for name in peers}
+    for _ in range(args.runs):
+        for name, (argv, expected) in peers.items():
+            samples[name].append(measure(argv, expected))
+
+    print(f"vmm-start: {label}, {memory}, {args.runs} runs each (interleaved); medians")
+    print(f"{'':14} {'wall ms':>10} {'cpu ms':>10} {'peak RSS MiB':>13}")
+    medians = {}
+    for name, runs in samples.items():
+        wall = statistics.median(r[0] for r in runs) * 1000
+        cpu = statistics.median(r[1] for r in runs) * 1000
+        rss = statistics.median(r[2] for r in runs) / 1024
+        medians[name] = (wall, cpu, rss)
+        print(f"{name:14} {wall:10.1f} {cpu:10.1f} {rss:13.1f}")
+    corral, qemu = medians["corral"], medians["qemu-microvm"]
+    print(f"{'corral/qemu':14} {corral[0] / qemu[0]:10.2f} {corral[1] / qemu[1]:10.2f} "
+          f"{corral[2] / qemu[2]:13.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Boot benchmark: corral vmm run versus qemu-system-x86_64 -M microvm on the same guest, side by
+# side in one run (interleaved). Prints wall time, CPU time and peak RSS of the VMM process and
+# the corral/qemu ratios.
+#
+#   bench/vmm-start/run.sh [RUNS]           test guest (guests/exit.c, PVH ELF) writing to the
+#                                           debug-exit port at once; default 20 runs each
+#   bench/vmm-start/run.sh --linux [RUNS]   the real-Linux guest (guests/linux, ACPI variant)
+#                                           booted to its init, which powers off; 2 vCPUs;
+#                                           default 3 runs each (about a minute a boot)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+linux=false
+if [ "${1:-}" = "--linux" ]; then
+  linux=true
+  shift
+fi
+command -v qemu-system-x86_64 >/dev/null ||
+  { echo "run.sh: qemu-system-x86_64 is missing: apt-get install qemu-system-x86" >&2; exit 1; }
+
+cargo build --release --quiet -p corral -p corral-guests
+if $linux; then
+  guest_dir="$(mktemp -d -t corral-bench-linux.XXXXXX)"
+  trap 'rm -rf "$guest_dir"' EXIT
+  bash guests/linux/build.sh "$guest_dir" guests/linux/guest-acpi.config
+  python3 bench/vmm-start/measure.py --runs "${1:-3}" --corral target/release/corral \
+    --memory-mib 256 --linux-dir "$guest_dir" \
+    --cmdline "$(cat guests/linux/cmdline) corral_init=poweroff"
+else
+  guest="$(ls -td target/release/build/corral-guests-*/out | head -1)/exit.elf"
+  python3 bench/vmm-start/measure.py --runs "${1:-20}" --corral target/release/corral \
+    --guest "$guest"
+fi
