@@ -112,11 +112,7 @@ impl Container {
         }
         let bundle = Bundle::load(&options.bundle)?;
         let spec = &bundle.spec;
-        let process = spec
-            .process()
-            .as_ref()
-            .ok_or_else(|| Error::InvalidSpec("process is missing".into()))?;
-        let wants_terminal = process.terminal() == Some(true);
+        let wants_terminal = spec.process().as_ref().and_then(|p| p.terminal()) == Some(true);
         if wants_terminal && options.console.is_none() {
             return Err(Error::InvalidSpec(
                 "process.terminal is true but no console socket was given: pass --console-socket"
@@ -296,7 +292,9 @@ impl Container {
             .as_ref()
             .and_then(|h| h.poststart().clone())
         {
-            crate::hooks::run_hooks_logging_failures("poststart", &hooks, &self.state());
+            // The state as of the start, even if a short-lived process has already exited.
+            let state = self.record.oci_state(Status::Running);
+            crate::hooks::run_hooks_logging_failures("poststart", &hooks, &state);
         }
         Ok(())
     }
@@ -428,7 +426,7 @@ impl Container {
                     self.id()
                 )));
             }
-            std::thread::sleep(Duration::from_millis(5));
+            std::thread::sleep(Duration::from_millis(1));
         }
     }
 
@@ -659,8 +657,8 @@ fn run_init_handshake(
         match channel.recv()? {
             Some(Message::Ready) => break,
             Some(Message::RunHooks) => {
-                let mut state = record.oci_state(Status::Creating);
-                state.status = Status::Creating;
+                // runtime-tools expects "created" here, as runc reports it.
+                let state = record.oci_state(Status::Created);
                 let hooks = spec.hooks().clone().unwrap_or_default();
                 let result = crate::hooks::run_hooks(
                     "prestart",

@@ -22,10 +22,13 @@ pub fn run_hooks(kind: &'static str, hooks: &[Hook], state: &OciState) -> Result
     Ok(())
 }
 
-/// Runs hooks whose failure the spec says only to log (poststart, poststop).
+/// Runs hooks whose failure the spec says only to log (poststart, poststop): every hook runs,
+/// whatever the ones before it did.
 pub fn run_hooks_logging_failures(kind: &'static str, hooks: &[Hook], state: &OciState) {
-    if let Err(err) = run_hooks(kind, hooks, state) {
-        tracing::warn!("{err}");
+    for hook in hooks {
+        if let Err(err) = run_hooks(kind, std::slice::from_ref(hook), state) {
+            tracing::warn!("{err}");
+        }
     }
 }
 
@@ -152,6 +155,24 @@ mod tests {
         let err = run_hooks("prestart", &[failing, second], &state()).unwrap_err();
         assert!(err.to_string().contains("broken"), "{err}");
         assert!(!marker.exists());
+    }
+
+    #[test]
+    fn logged_hooks_all_run_even_after_a_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("second-ran");
+        let failing = HookBuilder::default().path("/bin/false").build().unwrap();
+        let second = HookBuilder::default()
+            .path("/bin/sh")
+            .args(vec![
+                "sh".into(),
+                "-c".into(),
+                format!("touch {}", marker.display()),
+            ])
+            .build()
+            .unwrap();
+        run_hooks_logging_failures("poststop", &[failing, second], &state());
+        assert!(marker.exists());
     }
 
     #[test]

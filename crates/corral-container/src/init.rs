@@ -45,7 +45,7 @@ pub fn run(config: InitConfig<'_>) -> ! {
             if let Err(err) = channel.send(&Message::Ready) {
                 exit_with(err);
             }
-            wait_and_exec(&config, &prepared)
+            wait_and_exec(&config, prepared.as_ref())
         }
         Err(err) => {
             // The runtime reads this and cleans up; if it is gone there is no one to tell.
@@ -67,14 +67,13 @@ fn spec<'a>(config: &InitConfig<'a>) -> &'a Spec {
     &config.bundle.spec
 }
 
-fn setup(config: &InitConfig<'_>) -> Result<crate::process::Prepared> {
+/// Builds the container; returns what exec needs, or `None` when the spec has no process (the
+/// spec allows creating such a container; `start` then fails).
+fn setup(config: &InitConfig<'_>) -> Result<Option<crate::process::Prepared>> {
     let sys = LinuxSyscall;
     let spec = spec(config);
     let linux = spec.linux().clone().unwrap_or_default();
-    let process = spec
-        .process()
-        .as_ref()
-        .ok_or_else(|| Error::InvalidSpec("process is missing".into()))?;
+    let process = spec.process().as_ref();
     // Die with the runtime while it still waits for us.
     // SAFETY: PR_SET_PDEATHSIG takes integer arguments only.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
@@ -108,13 +107,22 @@ fn setup(config: &InitConfig<'_>) -> Result<crate::process::Prepared> {
     }
     nix::unistd::setsid().map_err(|e| Error::sys("start a session", e))?;
 
-    if !config.plan.creates(nix::sched::CloneFlags::CLONE_NEWNS) {
+    let joins_mount_namespace = config
+        .plan
+        .join
+        .iter()
+        .any(|(kind, _)| *kind == oci_spec::runtime::LinuxNamespaceType::Mount);
+    if !config.plan.creates(nix::sched::CloneFlags::CLONE_NEWNS) && !joins_mount_namespace {
         return Err(Error::InvalidSpec(
-            "the container needs its own mount namespace: add {\"type\": \"mount\"} to linux.namespaces".into(),
+            "the container needs a mount namespace: add {\"type\": \"mount\"} to linux.namespaces"
+                .into(),
         ));
     }
     let rootfs_path = &config.bundle.rootfs;
     let propagation = linux.rootfs_propagation().as_deref();
+    // Device nodes and mount points get exactly the modes asked for; the process's own umask is
+    // set just before exec.
+    nix::sys::stat::umask(Mode::empty());
     rootfs::isolate_mount_tree(&sys, propagation)?;
     rootfs::bind_rootfs(&sys, rootfs_path)?;
     let mounts = spec.mounts().as_deref().unwrap_or_default();
@@ -148,14 +156,14 @@ fn setup(config: &InitConfig<'_>) -> Result<crate::process::Prepared> {
         }
     }
     if let Some(create_container) = hooks.create_container() {
-        let state = creating_state(config);
+        let state = hook_state(config);
         crate::hooks::run_hooks("createContainer", create_container, &state)?;
     }
     rootfs::pivot(&sys, rootfs_path)?;
     rootfs::finish_root_propagation(&sys, propagation)?;
 
     if let Some(console) = &config.console {
-        let size = process.console_size().as_ref().map(|b| {
+        let size = process.and_then(|p| p.console_size()).map(|b| {
             (
                 u16::try_from(b.height()).unwrap_or(u16::MAX),
                 u16::try_from(b.width()).unwrap_or(u16::MAX),
@@ -191,7 +199,9 @@ fn setup(config: &InitConfig<'_>) -> Result<crate::process::Prepared> {
         let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
         sys.mount(None, Path::new("/"), None, flags, None)?;
     }
-    let prepared = crate::process::prepare(process, linux.seccomp().as_ref())?;
+    let prepared = process
+        .map(|p| crate::process::prepare(p, linux.seccomp().as_ref()))
+        .transpose()?;
     crate::process::close_fds_on_exec(3 + config.preserve_fds);
     // SAFETY: PR_SET_PDEATHSIG takes integer arguments only; 0 clears it, since the runtime
     // process exits once the container is created.
@@ -207,11 +217,11 @@ pub fn join_namespace(path: &Path, kind: nix::sched::CloneFlags) -> Result<()> {
         .map_err(|e| Error::sys(format!("join namespace {}", path.display()), e))
 }
 
-fn creating_state(config: &InitConfig<'_>) -> crate::state::OciState {
+fn hook_state(config: &InitConfig<'_>) -> crate::state::OciState {
     crate::state::OciState {
         oci_version: crate::state::OCI_VERSION.to_owned(),
         id: config.id.to_owned(),
-        status: crate::state::Status::Creating,
+        status: crate::state::Status::Created,
         pid: std::process::id() as i32,
         bundle: config.bundle.path.clone(),
         rootfs: config.bundle.rootfs.clone(),
@@ -223,7 +233,7 @@ fn creating_state(config: &InitConfig<'_>) -> crate::state::OciState {
 
 /// Blocks until `start` opens the exec fifo, tells it we are going, runs startContainer hooks
 /// and execs. Failures from here on are written into the fifo for `start` to report.
-fn wait_and_exec(config: &InitConfig<'_>, prepared: &crate::process::Prepared) -> Error {
+fn wait_and_exec(config: &InitConfig<'_>, prepared: Option<&crate::process::Prepared>) -> Error {
     // Reopening our own O_PATH fd checks only the fifo's permissions (it belongs to the
     // container's root), not the root-only state directory's; without a /proc, go by the path.
     let flags = OFlag::O_WRONLY | OFlag::O_CLOEXEC;
@@ -245,15 +255,15 @@ fn wait_and_exec(config: &InitConfig<'_>, prepared: &crate::process::Prepared) -
             .as_ref()
             .and_then(|h| h.start_container().as_ref())
         {
-            let mut state = creating_state(config);
-            state.status = crate::state::Status::Created;
+            let state = hook_state(config);
             crate::hooks::run_hooks("startContainer", start_container, &state)?;
         }
-        let process = spec
-            .process()
-            .as_ref()
-            .ok_or_else(|| Error::InvalidSpec("process is missing".into()))?;
-        Err(crate::process::exec(process, prepared))
+        match (spec.process(), prepared) {
+            (Some(process), Some(prepared)) => Err(crate::process::exec(process, prepared)),
+            _ => Err(Error::InvalidSpec(
+                "config.json has no process, so there is nothing to start".into(),
+            )),
+        }
     })();
     let error = match result {
         Err(err) => err,

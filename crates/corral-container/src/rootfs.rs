@@ -180,13 +180,18 @@ pub struct RootfsContext {
 /// Makes the mount tree private to the container before anything is mounted, so nothing the
 /// setup mounts propagates back to the host.
 pub fn isolate_mount_tree(sys: &dyn Syscall, rootfs_propagation: Option<&str>) -> Result<()> {
-    let flags = match rootfs_propagation {
-        // A shared root is made shared only after pivot_root, which refuses shared parents.
-        Some(name) if !name.contains("shared") => propagation_flags(name).ok_or_else(|| {
+    let wanted = match rootfs_propagation {
+        None => None,
+        Some(name) => Some(propagation_flags(name).ok_or_else(|| {
             Error::InvalidSpec(format!(
                 "unknown rootfsPropagation {name:?}: use private, slave, shared or unbindable (optionally with r)"
             ))
-        })?,
+        })?),
+    };
+    // Private stays private; everything else starts as a slave (shared would leak mounts to the
+    // host, unbindable would stop the rootfs bind) and gets its final form after pivot_root.
+    let flags = match wanted {
+        Some(flags) if flags.contains(MsFlags::MS_PRIVATE) => MsFlags::MS_PRIVATE | MsFlags::MS_REC,
         _ => MsFlags::MS_SLAVE | MsFlags::MS_REC,
     };
     sys.mount(None, Path::new("/"), None, flags, None)
@@ -484,13 +489,11 @@ pub fn pivot(sys: &dyn Syscall, rootfs: &Path) -> Result<()> {
     sys.chdir(Path::new("/"))
 }
 
-/// Applies a shared rootfs propagation, which must wait until after pivot_root.
+/// Applies the spec's rootfs propagation to the new root, once pivot_root is done.
 pub fn finish_root_propagation(sys: &dyn Syscall, rootfs_propagation: Option<&str>) -> Result<()> {
     match rootfs_propagation.and_then(propagation_flags) {
-        Some(flags) if flags.contains(MsFlags::MS_SHARED) => {
-            sys.mount(None, Path::new("/"), None, flags, None)
-        }
-        _ => Ok(()),
+        Some(flags) => sys.mount(None, Path::new("/"), None, flags, None),
+        None => Ok(()),
     }
 }
 

@@ -108,6 +108,12 @@ pub fn become_process_identity(process: &Process) -> Result<()> {
     prctl_keep_caps(false)?;
 
     if let Some(capabilities) = capabilities {
+        // Capabilities the runtime itself lacks (a restricted host bounding set) cannot be given;
+        // asking the kernel for them would fail the whole container.
+        let held = caps::read(None, CapSet::Permitted).unwrap_or_default();
+        let host_caps = |set: Option<&Capabilities>| -> HashSet<HostCap> {
+            host_caps(set).intersection(&held).copied().collect()
+        };
         let cap_error = |set: &'static str| {
             move |e: caps::errors::CapsError| {
                 Error::Setup(format!("cannot set {set} capabilities: {e}"))
@@ -115,7 +121,11 @@ pub fn become_process_identity(process: &Process) -> Result<()> {
         };
         let permitted = host_caps(capabilities.permitted().as_ref());
         let effective = host_caps(capabilities.effective().as_ref());
-        let inheritable = host_caps(capabilities.inheritable().as_ref());
+        // The kernel refuses inheritable capabilities outside the bounding set.
+        let inheritable: HashSet<_> = host_caps(capabilities.inheritable().as_ref())
+            .intersection(&bounding)
+            .copied()
+            .collect();
         // Inheritable first, while the permitted set is still whole; effective must stay a subset
         // of permitted at every step.
         caps::set(None, CapSet::Inheritable, &inheritable).map_err(cap_error("inheritable"))?;

@@ -172,6 +172,9 @@ impl Record {
 }
 
 /// Writes `bytes` to `path` so readers see the old content or the new, never a mix.
+///
+/// No fsync: runtime state describes processes, which a power loss ends too (and the state
+/// root is normally a tmpfs); the rename alone keeps a crash of corral from leaving half a file.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path
@@ -182,7 +185,6 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let result = (|| {
         let mut file = std::fs::File::create(&tmp)?;
         file.write_all(bytes)?;
-        file.sync_all()?;
         std::fs::rename(&tmp, path)
     })();
     result.map_err(|e| {

@@ -118,7 +118,7 @@ enum OciCommand {
         keep: bool,
     },
     /// Run another process in a running container.
-    Exec(ExecArgs),
+    Exec(Box<ExecArgs>),
     /// List the processes of a container.
     Ps {
         #[arg(short, long, value_enum, default_value_t = ListFormat::Table)]
@@ -146,6 +146,13 @@ enum OciCommand {
     },
     /// Print what this runtime supports (the runtime spec's features document).
     Features,
+    /// Print a container's resource usage once as JSON (runc's `events --stats`).
+    Events {
+        /// Required: corral reports statistics, not an event stream.
+        #[arg(long)]
+        stats: bool,
+        id: String,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -297,7 +304,7 @@ fn dispatch(args: OciArgs) -> anyhow::Result<ExitCode> {
             detach,
             keep,
         } => run_container(&root, &create, detach, keep),
-        OciCommand::Exec(exec) => exec_container(&root, exec),
+        OciCommand::Exec(exec) => exec_container(&root, *exec),
         OciCommand::Ps {
             format,
             id,
@@ -330,6 +337,17 @@ fn dispatch(args: OciArgs) -> anyhow::Result<ExitCode> {
         }
         OciCommand::Spec { bundle } => {
             write_starter_spec(&bundle)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        OciCommand::Events { stats, id } => {
+            if !stats {
+                bail!("corral reports statistics only: use `events --stats {id}`");
+            }
+            let container = Container::load(&root, &id)?;
+            let stats = container.stats()?;
+            crate::output::print_json(
+                &serde_json::json!({"type": "stats", "id": id, "data": stats}),
+            )?;
             Ok(ExitCode::SUCCESS)
         }
         OciCommand::Features => {

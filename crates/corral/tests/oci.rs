@@ -307,6 +307,18 @@ fn lifecycle_states_ps_list_and_kill_all() {
     };
     assert!(pids.contains(&pid) && pids.len() >= 2, "{pids:?}");
 
+    let events = bundle.oci(&["events", "--stats", &bundle.id]);
+    let stats: serde_json::Value = serde_json::from_slice(&events.stdout).unwrap();
+    assert!(
+        stats["data"]["memory_usage_bytes"].as_u64().unwrap() > 0,
+        "{stats}"
+    );
+    assert!(
+        stats["data"]["pids_current"].as_u64().unwrap() >= 2,
+        "{stats}"
+    );
+    assert!(stats["data"]["cpu_usage_ns"].as_u64().is_some(), "{stats}");
+
     let list = bundle.oci(&["list", "--format", "json"]);
     let listed: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
     assert_eq!(listed[0]["id"], bundle.id.as_str());
@@ -523,7 +535,7 @@ fn hooks_run_in_order_with_the_state_on_stdin() {
         text.lines()
             .next()
             .unwrap()
-            .contains("\"status\":\"creating\""),
+            .contains("\"status\":\"created\""),
         "{text}"
     );
 
@@ -663,4 +675,49 @@ fn runtime_name_symlink_speaks_runc_directly() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn corral_guest_detect_inside_recognises_the_container() {
+    require_container_host!();
+    let mut bundle = TestBundle::new("detect", "/corral guest detect --container");
+    // The dynamically linked corral needs the host's libraries: bind them in read-only.
+    for dir in ["lib", "lib64", "usr/lib", "usr/lib64"] {
+        let host = std::path::Path::new("/").join(dir);
+        if host.exists() {
+            std::fs::create_dir_all(bundle.rootfs().join(dir)).unwrap();
+            bundle.config["mounts"].as_array_mut().unwrap().push(json!({"destination": format!("/{dir}"), "type": "bind", "source": host, "options": ["rbind", "ro"]}));
+        }
+    }
+    bundle.config["mounts"].as_array_mut().unwrap().push(json!({"destination": "/corral", "type": "bind", "source": common::corral_bin(), "options": ["bind", "ro"]}));
+    let (code, out, err) = bundle.run();
+    assert_eq!(code, 0, "{out} {err}");
+    assert_eq!(
+        out.trim(),
+        "corral",
+        "guest detect names the runtime from PID 1's container=corral"
+    );
+}
+
+#[test]
+fn run_with_a_terminal_relays_the_callers_terminal() {
+    require_container_host!();
+    corral_testkit::require_program!("script");
+    let mut bundle = TestBundle::new("runtty", "tty; read line; echo got-$line; exit 6");
+    bundle.config["process"]["terminal"] = json!(true);
+    bundle.save();
+    // script(1) gives `corral oci run` a terminal of its own; corral relays it to the container's.
+    let run = format!(
+        "{} oci --root {} run --bundle {} {}",
+        common::corral_bin(),
+        bundle.state_root.display(),
+        bundle.path().display(),
+        bundle.id
+    );
+    let shell = format!("(sleep 1; printf 'hello\\r') | script -qfec '{run}' /dev/null");
+    let out = common::output_via_files(Command::new("sh").args(["-c", &shell]));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("/dev/pts/0"), "the process has the container's pty: {text}");
+    assert!(text.contains("got-hello"), "input reaches the process: {text}");
+    assert_eq!(out.status.code(), Some(6), "{text}");
 }

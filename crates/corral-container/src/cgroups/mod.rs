@@ -232,8 +232,18 @@ pub fn with_default_device_rules(
         rules.push(rule(LinuxDeviceType::C, Some(major), Some(minor), "rwm"));
     }
     rules.push(rule(LinuxDeviceType::C, Some(136), None, "rwm"));
-    for device in devices {
-        rules.push(LinuxDeviceCgroup::from(device));
+    // Only character and block devices pass through the device controller; fifos need no rule.
+    for device in devices.iter().filter(|d| {
+        matches!(
+            d.typ(),
+            LinuxDeviceType::C | LinuxDeviceType::U | LinuxDeviceType::B
+        )
+    }) {
+        let mut rule = LinuxDeviceCgroup::from(device);
+        if device.typ() == LinuxDeviceType::U {
+            rule.set_typ(Some(LinuxDeviceType::C));
+        }
+        rules.push(rule);
     }
     let mut resources = resources.clone();
     resources.set_devices(Some(rules));
@@ -322,12 +332,12 @@ fn read_pids(dir: &Path) -> Result<Vec<i32>> {
 
 /// Removes a cgroup directory, retrying while exiting tasks still pin it (EBUSY).
 fn remove_dir(dir: &Path) -> Result<()> {
-    for _ in 0..100 {
+    for _ in 0..1000 {
         match std::fs::remove_dir(dir) {
             Ok(()) => return Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
-                std::thread::sleep(std::time::Duration::from_millis(10));
+                std::thread::sleep(std::time::Duration::from_millis(1));
             }
             // Fixture directories in tests are plain directories holding the fake control files.
             Err(e) if e.raw_os_error() == Some(libc::ENOTEMPTY) && !is_cgroupfs(dir) => {

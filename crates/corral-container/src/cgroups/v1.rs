@@ -83,6 +83,16 @@ impl V1Cgroup {
             (None, Some(swap)) => write(&dir, "memory.memsw.limit_in_bytes", &swap)?,
             (None, None) => {}
         }
+        #[allow(deprecated)] // kernel memory limits are still accepted by v1 kernels that have them
+        let kernel_limits = [
+            ("memory.kmem.limit_in_bytes", memory.kernel()),
+            ("memory.kmem.tcp.limit_in_bytes", memory.kernel_tcp()),
+        ];
+        for (file, value) in kernel_limits {
+            if let Some(value) = value {
+                write(&dir, file, &value.to_string())?;
+            }
+        }
         if let Some(swappiness) = memory.swappiness() {
             if swappiness > 100 {
                 return Err(Error::InvalidSpec(format!(

@@ -134,12 +134,11 @@ impl TestBundle {
         output_via_files(&mut command)
     }
 
+    /// Writes config.json atomically: a running `corral oci run` may be reading it.
     pub fn save(&self) {
-        std::fs::write(
-            self.dir.path().join("config.json"),
-            serde_json::to_vec_pretty(&self.config).unwrap(),
-        )
-        .unwrap();
+        let tmp = self.dir.path().join("config.json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(&self.config).unwrap()).unwrap();
+        std::fs::rename(tmp, self.dir.path().join("config.json")).unwrap();
     }
 
     /// `run` in the foreground; returns (exit code, stdout, stderr).
@@ -202,9 +201,14 @@ impl TestBundle {
         let _ = self.oci(&["delete", "--force", &self.id]);
     }
 
-    /// True when the container left no state directory and no cgroup directory anywhere.
+    /// True when the container left no state directory, no cgroup directory anywhere and no
+    /// mount in the host's mount table under its bundle.
     pub fn left_nothing_behind(&self) -> bool {
         if self.state_root.join(&self.id).exists() {
+            return false;
+        }
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        if mounts.contains(&*self.path().to_string_lossy()) {
             return false;
         }
         let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") else {
@@ -215,5 +219,14 @@ impl TestBundle {
             .flatten()
             .all(|h| !h.path().join("corral").join(&self.id).exists())
             && !Path::new("/sys/fs/cgroup/corral").join(&self.id).exists()
+    }
+}
+
+impl Drop for TestBundle {
+    /// A failed assertion must not leave a container (and its cgroup) running on the host.
+    fn drop(&mut self) {
+        if self.state_root.join(&self.id).exists() {
+            self.force_delete();
+        }
     }
 }
