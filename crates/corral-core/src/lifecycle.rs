@@ -194,7 +194,16 @@ impl Manager {
             .and_then(|command| launch(command, &paths))
             .and_then(|child| wait_ready(name, child, &paths));
         match launched {
-            Ok(pid) => {
+            Ok(Launch::Ended(record)) => {
+                // The guest ran and ended before the supervisor was seen serving (a guest that
+                // powers off at once): a start that worked, and a run that is over.
+                let (status, exit) = exit_of(&paths, None);
+                tracing::info!("instance {name} ended at once: {}", record.reason);
+                state.end(status, exit);
+                self.store.save_state(name, &state)?;
+                Ok(state)
+            }
+            Ok(Launch::Running(pid)) => {
                 state.status = Status::Running;
                 state.pid = Some(pid);
                 state.pid_start_ticks = process_start_ticks(pid);
@@ -450,14 +459,27 @@ fn launch(mut command: std::process::Command, paths: &InstancePaths) -> Result<C
         .map_err(CoreError::io("start the supervisor", command.get_program()))
 }
 
-/// Waits until the supervisor answers on its control socket; returns its pid. If it ends first,
-/// the error says why (its exit record or the last line of its log).
-fn wait_ready(name: &str, mut child: Child, paths: &InstancePaths) -> Result<u32, CoreError> {
+/// How a launch turned out.
+enum Launch {
+    /// The supervisor serves its control socket.
+    Running(u32),
+    /// The guest already ran and ended, as its exit record says.
+    Ended(ExitRecord),
+}
+
+/// Waits until the supervisor answers on its control socket. If it ends first, its exit record
+/// says whether the guest ran (and ended at once) or could not start; the error then says why
+/// (the record's detail or the last line of its log).
+fn wait_ready(name: &str, mut child: Child, paths: &InstancePaths) -> Result<Launch, CoreError> {
     let deadline = Instant::now() + READY_TIMEOUT;
     let pid = child.id();
     loop {
         if let Ok(Some(status)) = child.try_wait() {
-            let detail = ExitRecord::read(&paths.exit_record())
+            let record = ExitRecord::read(&paths.exit_record());
+            if let Some(record) = record.clone().filter(|r| r.reason != reason::FAILED) {
+                return Ok(Launch::Ended(record));
+            }
+            let detail = record
                 .and_then(|r| r.detail)
                 .or_else(|| last_log_line(paths))
                 .unwrap_or_else(|| format!("the supervisor exited with {status}"));
@@ -472,7 +494,7 @@ fn wait_ready(name: &str, mut child: Child, paths: &InstancePaths) -> Result<u32
         if ready {
             // Reap the supervisor if it ends while this process still lives (e.g. the API server).
             std::thread::spawn(move || child.wait());
-            return Ok(pid);
+            return Ok(Launch::Running(pid));
         }
         if Instant::now() >= deadline {
             // SAFETY: kill(2) of our own child, which has not been reaped yet.

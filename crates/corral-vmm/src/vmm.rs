@@ -241,6 +241,10 @@ pub fn run(config: &VmConfig) -> Result<VmExit, VmmError> {
         }
         drop(context);
         drop(vm);
+        // A kill may race with the guest's own reboot or crash; the kill is what ends the VM.
+        if runtime.kill_requested() && event.reason != ExitReason::Killed {
+            event = StopEvent::new(ExitReason::Killed, "killed through the control socket");
+        }
 
         let action = match event.reason {
             // A guest asked to shut down ends the run whatever it does: Linux answers

@@ -384,8 +384,12 @@ fn parse_disk(spec: &str) -> anyhow::Result<Disk> {
 pub fn start(root: &Path, names: Vec<String>) -> anyhow::Result<ExitCode> {
     let manager = manager(root)?;
     for name in names {
-        manager.start(&name)?;
-        println!("started {name}");
+        let state = manager.start(&name)?;
+        if state.status.is_active() {
+            println!("started {name}");
+        } else {
+            println!("started {name}; it has already stopped{}", describe_exit(&state));
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
