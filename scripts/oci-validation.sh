@@ -28,6 +28,7 @@ done
 total_ok=0 total_failed=0
 for test in validation/*.t; do
   name="$(basename "$test" .t)"
+  [ "$name" = util ] && continue
   out="$(RUNTIME="$work/corral-oci" timeout 120 "./$test" 2>&1 || true)"
   ok=$(grep -c '^ok' <<<"$out" || true)
   failed=$(grep -c '^not ok' <<<"$out" || true)

@@ -717,7 +717,13 @@ fn run_with_a_terminal_relays_the_callers_terminal() {
     let shell = format!("(sleep 1; printf 'hello\\r') | script -qfec '{run}' /dev/null");
     let out = common::output_via_files(Command::new("sh").args(["-c", &shell]));
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("/dev/pts/0"), "the process has the container's pty: {text}");
-    assert!(text.contains("got-hello"), "input reaches the process: {text}");
+    assert!(
+        text.contains("/dev/pts/0"),
+        "the process has the container's pty: {text}"
+    );
+    assert!(
+        text.contains("got-hello"),
+        "input reaches the process: {text}"
+    );
     assert_eq!(out.status.code(), Some(6), "{text}");
 }
