@@ -388,7 +388,10 @@ pub fn start(root: &Path, names: Vec<String>) -> anyhow::Result<ExitCode> {
         if state.status.is_active() {
             println!("started {name}");
         } else {
-            println!("started {name}; it has already stopped{}", describe_exit(&state));
+            println!(
+                "started {name}; it has already stopped{}",
+                describe_exit(&state)
+            );
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -5,111 +5,25 @@ mod common;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-/// A corral root in a temp dir with a busybox rootfs next to it.
-struct Root {
-    dir: tempfile::TempDir,
+use common::{wait_for, CorralRoot as Root};
+
+/// The busybox root filesystem built beside the corral root.
+fn rootfs(root: &Root) -> PathBuf {
+    root.dir.path().join("busybox")
 }
 
-impl Root {
-    fn new() -> Root {
-        let dir = tempfile::tempdir().unwrap();
-        common::build_rootfs(&dir.path().join("busybox"));
-        Root { dir }
-    }
-
-    fn path(&self) -> PathBuf {
-        self.dir.path().join("root")
-    }
-
-    fn rootfs(&self) -> PathBuf {
-        self.dir.path().join("busybox")
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(common::corral_bin());
-        command.env("CORRAL_ROOT", self.path()).args(args);
-        command
-    }
-
-    /// Runs corral; stdout/stderr go through files because supervisors inherit nothing, but a
-    /// failed start could leave a process holding a pipe.
-    fn run(&self, args: &[&str]) -> Output {
-        common::output_via_files(&mut self.command(args))
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "corral {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// Runs corral expecting failure; returns its stderr.
-    fn fails(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(!out.status.success(), "corral {args:?} should have failed");
-        // 1 for errors, 2 for usage errors (a flag's value clap rejects).
-        assert!(
-            matches!(out.status.code(), Some(1 | 2)),
-            "{args:?} exited {:?}",
-            out.status
-        );
-        let err = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert!(!err.contains("panicked"), "{err}");
-        err
-    }
-
-    fn info(&self, name: &str) -> Value {
-        serde_json::from_str(&self.ok(&["info", name, "-o", "json"])).unwrap()
-    }
-
-    fn status(&self, name: &str) -> String {
-        self.info(name)["state"]["status"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    }
-
-    fn instance_dir(&self, name: &str) -> PathBuf {
-        self.path().join("instances").join(name)
-    }
-
-    /// Creates a container running `script` with `extra` flags.
-    fn container(&self, name: &str, script: &str, extra: &[&str]) {
-        let rootfs = self.rootfs();
-        let mut args = vec!["create", name, "--rootfs", rootfs.to_str().unwrap()];
-        args.extend_from_slice(extra);
-        args.extend_from_slice(&["--", "/bin/sh", "-c", script]);
-        self.ok(&args);
-    }
-}
-
-impl Drop for Root {
-    fn drop(&mut self) {
-        // Leave no supervisor running whatever the test did.
-        let list = self.run(&["list", "-o", "json"]);
-        if let Ok(Value::Array(items)) = serde_json::from_slice::<Value>(&list.stdout) {
-            for item in items {
-                let _ = self.run(&["kill", item["name"].as_str().unwrap_or_default()]);
-            }
-        }
-    }
-}
-
-fn wait_for(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !condition() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+/// Creates a container running `script` with `extra` flags.
+fn container(root: &Root, name: &str, script: &str, extra: &[&str]) {
+    let rootfs = rootfs(root);
+    let mut args = vec!["create", name, "--rootfs", rootfs.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["--", "/bin/sh", "-c", script]);
+    root.ok(&args);
 }
 
 fn setup() -> Option<Root> {
@@ -117,7 +31,12 @@ fn setup() -> Option<Root> {
         corral_testkit::skip("needs root for namespaces and cgroups");
         return None;
     }
-    common::have_busybox().then(Root::new)
+    if !common::have_busybox() {
+        return None;
+    }
+    let root = Root::new();
+    common::build_rootfs(&rootfs(&root));
+    Some(root)
 }
 
 #[test]
@@ -125,7 +44,12 @@ fn container_lifecycle_with_logs_exec_pause_and_stop() {
     let Some(root) = setup() else { return };
     let counter =
         "i=0; while true; do i=$((i+1)); echo $i > /tmp/count; echo tick $i; sleep 0.1; done";
-    root.container("box", counter, &["--memory", "64M", "--pids-limit", "50"]);
+    container(
+        &root,
+        "box",
+        counter,
+        &["--memory", "64M", "--pids-limit", "50"],
+    );
     assert!(
         root.ok(&["list"]).lines().count() == 1,
         "list shows running instances only"
@@ -190,7 +114,7 @@ fn container_lifecycle_with_logs_exec_pause_and_stop() {
 #[test]
 fn console_attach_and_detach() {
     let Some(root) = setup() else { return };
-    let rootfs = root.rootfs();
+    let rootfs = rootfs(&root);
     root.ok(&[
         "create",
         "term",
@@ -261,7 +185,8 @@ fn restart_policy_and_directory_volume() {
     root.ok(&["volume", "create", "data", "--format", "dir"]);
     // Fails twice, then succeeds: on_crash=restart brings it back until it powers off.
     let script = "echo run >> /data/runs; [ $(wc -l < /data/runs) -ge 3 ] && exit 0; exit 3";
-    root.container(
+    container(
+        &root,
         "flaky",
         script,
         &[
@@ -289,7 +214,7 @@ fn restart_policy_and_directory_volume() {
 #[test]
 fn system_container_reboots_in_place_and_powers_off() {
     let Some(root) = setup() else { return };
-    let rootfs = root.rootfs();
+    let rootfs = rootfs(&root);
     std::os::unix::fs::symlink("../bin/busybox", rootfs.join("bin/init")).ok();
     std::fs::create_dir_all(rootfs.join("sbin")).unwrap();
     std::os::unix::fs::symlink("../bin/busybox", rootfs.join("sbin/init")).unwrap();
@@ -322,7 +247,7 @@ fn system_container_reboots_in_place_and_powers_off() {
 #[test]
 fn delete_refuses_a_running_instance() {
     let Some(root) = setup() else { return };
-    root.container("busy", "sleep 1000", &[]);
+    container(&root, "busy", "sleep 1000", &[]);
     root.ok(&["start", "busy"]);
     let err = root.fails(&["delete", "busy"]);
     assert!(
@@ -338,7 +263,7 @@ fn delete_refuses_a_running_instance() {
 #[test]
 fn killed_supervisor_shows_crashed_and_leaves_nothing_running() {
     let Some(root) = setup() else { return };
-    root.container("victim", "sleep 4242", &[]);
+    container(&root, "victim", "sleep 4242", &[]);
     root.ok(&["start", "victim"]);
     let pid = root.info("victim")["state"]["pid"].as_i64().unwrap();
     // SAFETY: kill(2) of the supervisor this test started.
@@ -378,7 +303,7 @@ fn killed_create_leaves_no_half_instance() {
     )
     .unwrap();
     let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
-    let rootfs = root.rootfs();
+    let rootfs = rootfs(&root);
     let mut create = root.command(&["create", "half", "--rootfs", rootfs.to_str().unwrap()]);
     // SAFETY: setpgid in the child before exec, so the test can kill the CLI and its `cp` together.
     unsafe {
@@ -429,7 +354,7 @@ fn killed_create_leaves_no_half_instance() {
 fn racing_commands_wait_or_fail_clearly() {
     let Some(root) = setup() else { return };
     // PID 1 of a pid namespace ignores SIGTERM: the stop holds the lock for its whole timeout.
-    root.container("race", "sleep 1000", &[]);
+    container(&root, "race", "sleep 1000", &[]);
     root.ok(&["start", "race"]);
     let mut stop = root
         .command(&["stop", "race", "--timeout", "3"])
@@ -465,7 +390,7 @@ fn racing_commands_wait_or_fail_clearly() {
 #[test]
 fn bad_input_gets_one_clear_sentence() {
     let Some(root) = setup() else { return };
-    let rootfs = root.rootfs();
+    let rootfs = rootfs(&root);
     let rootfs = rootfs.to_str().unwrap();
     assert_eq!(
         root.fails(&["start", "nope"]).trim(),
@@ -510,7 +435,7 @@ fn bad_input_gets_one_clear_sentence() {
 #[test]
 fn config_set_and_show() {
     let Some(root) = setup() else { return };
-    root.container("cfg", "true", &[]);
+    container(&root, "cfg", "true", &[]);
     root.ok(&[
         "config",
         "set",
@@ -537,8 +462,8 @@ fn config_set_and_show() {
 #[test]
 fn autostart_starts_only_marked_instances() {
     let Some(root) = setup() else { return };
-    root.container("auto", "sleep 1000", &["--autostart"]);
-    root.container("manual", "sleep 1000", &[]);
+    container(&root, "auto", "sleep 1000", &["--autostart"]);
+    container(&root, "manual", "sleep 1000", &[]);
     assert!(root.ok(&["autostart"]).contains("started auto"));
     assert_eq!(root.status("auto"), "running");
     assert_eq!(root.status("manual"), "stopped");

@@ -1,100 +1,42 @@
 //! End-to-end tests of VM instances: the instance CLI driving `corral vmm run` with the
 //! freestanding test guests from `guests/`. Needs /dev/kvm.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Stdio;
+use std::time::Duration;
 
 use corral_testkit::require_kvm;
 use serde_json::Value;
 
-struct Root {
-    dir: tempfile::TempDir,
+use common::{wait_for, CorralRoot as Root};
+
+/// Defines a VM running test guest `guest`.
+fn vm(root: &Root, name: &str, guest: &str, extra: &[&str]) {
+    let kernel = corral_guests::elf(guest);
+    let mut args = vec![
+        "create",
+        name,
+        "--kernel",
+        kernel.to_str().unwrap(),
+        "--memory",
+        "32M",
+    ];
+    args.extend_from_slice(extra);
+    root.ok(&args);
 }
 
-impl Root {
-    fn new() -> Root {
-        Root {
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_corral"));
-        command.env("CORRAL_ROOT", self.dir.path()).args(args);
-        command
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.command(args).stdin(Stdio::null()).output().unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "corral {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn info(&self, name: &str) -> Value {
-        serde_json::from_str(&self.ok(&["info", name, "-o", "json"])).unwrap()
-    }
-
-    fn status(&self, name: &str) -> String {
-        self.info(name)["state"]["status"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    }
-
-    fn log_len(&self, name: &str) -> usize {
-        self.ok(&["logs", name]).len()
-    }
-
-    /// Defines a VM running test guest `guest`.
-    fn vm(&self, name: &str, guest: &str, extra: &[&str]) {
-        let kernel = corral_guests::elf(guest);
-        let mut args = vec![
-            "create",
-            name,
-            "--kernel",
-            kernel.to_str().unwrap(),
-            "--memory",
-            "32M",
-        ];
-        args.extend_from_slice(extra);
-        self.ok(&args);
-    }
-}
-
-impl Drop for Root {
-    fn drop(&mut self) {
-        let list = self.run(&["list", "-o", "json"]);
-        if let Ok(Value::Array(items)) = serde_json::from_slice::<Value>(&list.stdout) {
-            for item in items {
-                let _ = self.run(&["kill", item["name"].as_str().unwrap_or_default()]);
-            }
-        }
-    }
-}
-
-fn wait_for(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !condition() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+fn log_len(root: &Root, name: &str) -> usize {
+    root.ok(&["logs", name]).len()
 }
 
 #[test]
 fn vm_lifecycle_with_logs_pause_and_forced_stop() {
     require_kvm!();
     let root = Root::new();
-    root.vm("vm1", "counter", &["--cpus", "1"]);
+    vm(&root, "vm1", "counter", &["--cpus", "1"]);
     root.ok(&["start", "vm1"]);
     let listed: Value = serde_json::from_str(&root.ok(&["list", "-o", "json"])).unwrap();
     assert_eq!(listed[0]["type"], "vm");
@@ -111,12 +53,12 @@ fn vm_lifecycle_with_logs_pause_and_forced_stop() {
 
     root.ok(&["pause", "vm1"]);
     assert_eq!(root.status("vm1"), "paused");
-    let frozen = root.log_len("vm1");
+    let frozen = log_len(&root, "vm1");
     std::thread::sleep(Duration::from_millis(700));
-    assert_eq!(root.log_len("vm1"), frozen, "a paused VM prints nothing");
+    assert_eq!(log_len(&root, "vm1"), frozen, "a paused VM prints nothing");
     root.ok(&["resume", "vm1"]);
     wait_for("output after resume", Duration::from_secs(20), || {
-        root.log_len("vm1") > frozen
+        log_len(&root, "vm1") > frozen
     });
 
     // The counter guest ignores Ctrl-Alt-Del: stop forces it off after the timeout.
@@ -134,7 +76,7 @@ fn vm_lifecycle_with_logs_pause_and_forced_stop() {
 fn graceful_stop_reaches_the_guest() {
     require_kvm!();
     let root = Root::new();
-    root.vm("cad", "ctrl-alt-del", &[]);
+    vm(&root, "cad", "ctrl-alt-del", &[]);
     root.ok(&["start", "cad"]);
     wait_for("the guest to wait", Duration::from_secs(20), || {
         root.ok(&["logs", "cad"])
@@ -149,7 +91,7 @@ fn graceful_stop_reaches_the_guest() {
 fn a_guest_that_powers_off_is_noticed_by_list() {
     require_kvm!();
     let root = Root::new();
-    root.vm("once", "exit", &[]);
+    vm(&root, "once", "exit", &[]);
     root.ok(&["start", "once"]);
     wait_for("the power-off", Duration::from_secs(20), || {
         !root
@@ -166,7 +108,7 @@ fn a_guest_that_powers_off_is_noticed_by_list() {
 fn crash_policies() {
     require_kvm!();
     let root = Root::new();
-    root.vm("doomed", "triple-fault", &["--on-crash", "destroy"]);
+    vm(&root, "doomed", "triple-fault", &["--on-crash", "destroy"]);
     root.ok(&["start", "doomed"]);
     wait_for("the crash", Duration::from_secs(20), || {
         root.status("doomed") == "crashed"
@@ -182,7 +124,7 @@ fn crash_policies() {
         "{exit}"
     );
 
-    root.vm("phoenix", "triple-fault", &["--on-crash", "restart"]);
+    vm(&root, "phoenix", "triple-fault", &["--on-crash", "restart"]);
     root.ok(&["start", "phoenix"]);
     wait_for("restarts", Duration::from_secs(20), || {
         root.info("phoenix")["live"]["restarts"]
@@ -199,7 +141,7 @@ fn crash_policies() {
 fn console_reaches_the_serial_port() {
     require_kvm!();
     let root = Root::new();
-    root.vm("echo", "echo", &[]);
+    vm(&root, "echo", "echo", &[]);
     root.ok(&["start", "echo"]);
     wait_for("the guest to be ready", Duration::from_secs(20), || {
         root.ok(&["logs", "echo"]).contains("ready")
@@ -244,7 +186,7 @@ fn console_reaches_the_serial_port() {
 fn killed_vmm_shows_crashed() {
     require_kvm!();
     let root = Root::new();
-    root.vm("victim", "counter", &[]);
+    vm(&root, "victim", "counter", &[]);
     root.ok(&["start", "victim"]);
     let pid = root.info("victim")["state"]["pid"].as_i64().unwrap() as i32;
     // SAFETY: kill(2) of the VMM this test started.
@@ -263,7 +205,7 @@ fn killed_vmm_shows_crashed() {
 fn exec_into_a_vm_says_what_to_do_instead() {
     require_kvm!();
     let root = Root::new();
-    root.vm("vmx", "counter", &[]);
+    vm(&root, "vmx", "counter", &[]);
     let out = root.run(&["exec", "vmx", "--", "ls"]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
