@@ -9,10 +9,6 @@ use oci_spec::runtime::{LinuxNamespace, LinuxNamespaceType, Process, Spec};
 
 use crate::error::{Error, Result};
 
-/// The value of `container=` in the environment of every container process: `corral guest
-/// detect` (and systemd) recognise the runtime by it.
-pub const CONTAINER_ENV: &str = "container=corral";
-
 /// PATH for processes whose spec sets none, the same default runc and crun use.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -258,7 +254,11 @@ pub fn process_env(process: &Process, home: Option<&str>) -> Vec<String> {
     if !env.iter().any(|e| e.starts_with("HOME=")) {
         env.push(format!("HOME={}", home.unwrap_or("/")));
     }
-    env.push(CONTAINER_ENV.to_owned());
+    // `corral guest detect` (and systemd) recognise the runtime by `container=`.
+    env.push(format!(
+        "container={}",
+        corral_host::detect::CORRAL_CONTAINER_ID
+    ));
     env
 }
 

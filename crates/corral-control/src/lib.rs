@@ -5,6 +5,9 @@
 //! [`Request`] object per line, the supervisor answers each with one [`Response`] line, in order,
 //! on the same connection. `docs/control-protocol.md` describes it for other implementations.
 
+pub mod console;
+pub mod exit;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};

@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use crate::mountinfo;
+
 /// How cgroups are mounted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -35,32 +37,54 @@ pub const CONTROLLERS: &[&str] = &[
     "memory", "cpu", "cpuset", "pids", "devices", "freezer", "io",
 ];
 
-/// Kernel v1 controller names (anything else in a v1 mount's options is a mount flag or a name=).
-const V1_CONTROLLERS: &[&str] = &[
-    "cpu",
-    "cpuacct",
-    "cpuset",
-    "memory",
-    "devices",
-    "freezer",
-    "net_cls",
-    "blkio",
-    "perf_event",
-    "net_prio",
-    "hugetlb",
-    "pids",
-    "rdma",
-    "misc",
-];
-
 /// One mounted cgroup v1 hierarchy.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct V1Hierarchy {
     pub mount_point: PathBuf,
-    /// Controllers bound to the hierarchy (empty for named ones like `name=systemd`).
-    pub controllers: Vec<String>,
+    /// The cgroup shown at the mount point (`/` unless the mount is a bind of a sub-cgroup).
+    pub root: PathBuf,
+    /// The options that name the hierarchy: its controllers (`cpu`, `cpuacct`) and, for a named
+    /// hierarchy, `name=systemd`.
+    pub options: Vec<String>,
+}
+
+impl V1Hierarchy {
+    /// The controllers bound to the hierarchy (none for a named hierarchy like `name=systemd`).
+    pub fn controllers(&self) -> impl Iterator<Item = &str> {
+        self.options
+            .iter()
+            .map(String::as_str)
+            .filter(|o| !o.starts_with("name="))
+    }
+
     /// The `name=` of a named hierarchy.
-    pub name: Option<String>,
+    pub fn name(&self) -> Option<&str> {
+        self.options.iter().find_map(|o| o.strip_prefix("name="))
+    }
+}
+
+/// The cgroup2 mount.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct V2Mount {
+    pub mount_point: PathBuf,
+    /// The cgroup shown at the mount point.
+    pub root: PathBuf,
+}
+
+/// Options of a v1 mount that tune the mount rather than name the hierarchy.
+fn is_hierarchy_option(option: &str) -> bool {
+    const MOUNT_OPTIONS: [&str; 6] = [
+        "rw",
+        "ro",
+        "noprefix",
+        "clone_children",
+        "xattr",
+        "nsdelegate",
+    ];
+    !option.is_empty()
+        && !MOUNT_OPTIONS.contains(&option)
+        && !option.starts_with("release_agent=")
+        && !option.starts_with("none")
 }
 
 /// Where a controller can be used.
@@ -76,8 +100,10 @@ pub enum ControllerSupport {
 /// The cgroup mounts of a mount namespace.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct CgroupLayout {
+    /// v1 hierarchies, controller-bound or named.
     pub v1: Vec<V1Hierarchy>,
-    pub v2_mount: Option<PathBuf>,
+    /// The first cgroup2 mount.
+    pub v2: Option<V2Mount>,
     /// Controllers the v2 root makes available (`cgroup.controllers`).
     pub v2_controllers: Vec<String>,
 }
@@ -87,40 +113,38 @@ impl CgroupLayout {
     /// [`CgroupLayout::with_v2_controllers`], since they live in the mounted filesystem.
     pub fn parse_mountinfo(text: &str) -> Self {
         let mut layout = Self::default();
-        for line in text.lines() {
-            let Some((before, after)) = line.split_once(" - ") else {
-                continue;
-            };
-            let Some(mount_point) = before.split_whitespace().nth(4) else {
-                continue;
-            };
-            let mut after = after.split_whitespace();
-            let (Some(fstype), _source, Some(options)) = (after.next(), after.next(), after.next())
-            else {
-                continue;
-            };
-            let mount_point = PathBuf::from(unescape_mount_path(mount_point));
-            match fstype {
-                "cgroup2" => layout.v2_mount = Some(mount_point),
+        for entry in mountinfo::parse(text) {
+            match entry.fstype.as_str() {
+                "cgroup2" if layout.v2.is_none() => {
+                    layout.v2 = Some(V2Mount {
+                        mount_point: entry.mount_point,
+                        root: entry.root,
+                    })
+                }
                 "cgroup" => {
-                    let options: Vec<&str> = options.split(',').collect();
-                    layout.v1.push(V1Hierarchy {
-                        mount_point,
-                        controllers: options
-                            .iter()
-                            .filter(|o| V1_CONTROLLERS.contains(o))
-                            .map(|o| o.to_string())
-                            .collect(),
-                        name: options
-                            .iter()
-                            .find_map(|o| o.strip_prefix("name="))
-                            .map(str::to_string),
-                    });
+                    let options: Vec<String> = entry
+                        .super_options
+                        .split(',')
+                        .filter(|o| is_hierarchy_option(o))
+                        .map(str::to_string)
+                        .collect();
+                    if !options.is_empty() {
+                        layout.v1.push(V1Hierarchy {
+                            mount_point: entry.mount_point,
+                            root: entry.root,
+                            options,
+                        });
+                    }
                 }
                 _ => {}
             }
         }
         layout
+    }
+
+    /// Where cgroup2 is mounted, if it is.
+    pub fn v2_mount(&self) -> Option<&Path> {
+        self.v2.as_ref().map(|v2| v2.mount_point.as_path())
     }
 
     /// Records the v2 root's available controllers from the text of its `cgroup.controllers`.
@@ -131,7 +155,7 @@ impl CgroupLayout {
 
     /// Reads the v2 root's `cgroup.controllers` from the mounted filesystem, if v2 is mounted.
     pub fn read_v2_controllers(self) -> Self {
-        let Some(path) = self.v2_mount.as_ref().map(|m| m.join("cgroup.controllers")) else {
+        let Some(path) = self.v2_mount().map(|m| m.join("cgroup.controllers")) else {
             return self;
         };
         let text = std::fs::read_to_string(path).unwrap_or_default();
@@ -140,8 +164,8 @@ impl CgroupLayout {
 
     /// The layout's mode.
     pub fn mode(&self) -> CgroupMode {
-        let has_v1_controllers = self.v1.iter().any(|h| !h.controllers.is_empty());
-        match (has_v1_controllers, self.v2_mount.is_some()) {
+        let has_v1_controllers = self.v1.iter().any(|h| h.controllers().next().is_some());
+        match (has_v1_controllers, self.v2.is_some()) {
             (true, true) => CgroupMode::Hybrid,
             (true, false) => CgroupMode::V1,
             (false, true) => CgroupMode::V2,
@@ -160,7 +184,7 @@ impl CgroupLayout {
         if let Some(h) = self
             .v1
             .iter()
-            .find(|h| h.controllers.iter().any(|c| c == v1_name))
+            .find(|h| h.controllers().any(|c| c == v1_name))
         {
             return Some(ControllerSupport::V1 {
                 mount_point: h.mount_point.clone(),
@@ -169,9 +193,7 @@ impl CgroupLayout {
         // In v2, device control (eBPF) and the freezer (cgroup.freeze) are part of the core.
         let builtin_v2 = matches!(controller, "devices" | "freezer");
         let in_v2 = self.v2_controllers.iter().any(|c| c == controller);
-        if self.mode() == CgroupMode::V2 && (builtin_v2 || in_v2)
-            || (self.v2_mount.is_some() && in_v2)
-        {
+        if self.mode() == CgroupMode::V2 && (builtin_v2 || in_v2) || (self.v2.is_some() && in_v2) {
             return Some(ControllerSupport::V2);
         }
         None
@@ -184,32 +206,6 @@ impl CgroupLayout {
             .map(|c| (*c, self.controller(c)))
             .collect()
     }
-}
-
-/// mountinfo escapes space, tab, newline and backslash as octal (`\040`).
-fn unescape_mount_path(raw: &str) -> String {
-    let bytes = raw.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let octal = bytes
-            .get(i + 1..i + 4)
-            .filter(|d| d.iter().all(|b| (b'0'..=b'7').contains(b)));
-        match (bytes[i], octal) {
-            (b'\\', Some(digits)) => {
-                let value = digits
-                    .iter()
-                    .fold(0u32, |acc, d| acc * 8 + u32::from(d - b'0'));
-                out.push(u8::try_from(value).unwrap_or(b'?'));
-                i += 4;
-            }
-            (byte, _) => {
-                out.push(byte);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Reads the cgroup layout of the calling process's mount namespace.
@@ -239,9 +235,15 @@ mod tests {
         );
         assert_eq!(layout.controller("io"), v1_at("/sys/fs/cgroup/blkio"));
         assert_eq!(layout.controller("memory"), v1_at("/sys/fs/cgroup/memory"));
-        let systemd = layout.v1.iter().find(|h| h.name.is_some()).unwrap();
-        assert_eq!(systemd.name.as_deref(), Some("systemd"));
-        assert!(systemd.controllers.is_empty());
+        let systemd = layout.v1.iter().find(|h| h.name().is_some()).unwrap();
+        assert_eq!(systemd.name(), Some("systemd"));
+        assert_eq!(systemd.controllers().count(), 0);
+        let cpu = layout
+            .v1
+            .iter()
+            .find(|h| h.controllers().any(|c| c == "cpuacct"))
+            .unwrap();
+        assert_eq!(cpu.controllers().collect::<Vec<_>>(), ["cpu", "cpuacct"]);
     }
 
     #[test]
@@ -267,10 +269,7 @@ mod tests {
         let layout =
             CgroupLayout::parse_mountinfo(fixtures::MOUNTINFO_HYBRID).with_v2_controllers("");
         assert_eq!(layout.mode(), CgroupMode::Hybrid);
-        assert_eq!(
-            layout.v2_mount,
-            Some(PathBuf::from("/sys/fs/cgroup/unified"))
-        );
+        assert_eq!(layout.v2_mount(), Some(Path::new("/sys/fs/cgroup/unified")));
         assert_eq!(
             layout.controller("freezer"),
             v1_at("/sys/fs/cgroup/freezer")
@@ -291,9 +290,11 @@ mod tests {
     }
 
     #[test]
-    fn escaped_mount_points_are_decoded() {
-        let line = "30 25 0:26 / /mnt/my\\040cgroups rw - cgroup2 cgroup2 rw\n";
+    fn mount_options_are_not_hierarchy_options() {
+        let line =
+            "31 30 0:27 /sub /sys/fs/cgroup/misc rw - cgroup cgroup rw,xattr,clone_children,misc\n";
         let layout = CgroupLayout::parse_mountinfo(line);
-        assert_eq!(layout.v2_mount, Some(PathBuf::from("/mnt/my cgroups")));
+        assert_eq!(layout.v1[0].options, ["misc"]);
+        assert_eq!(layout.v1[0].root, PathBuf::from("/sub"));
     }
 }

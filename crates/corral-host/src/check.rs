@@ -298,14 +298,14 @@ fn cgroup_checks(facts: &HostFacts, checks: &mut Vec<Check>) {
             "cgroups.mode",
             format!(
                 "cgroup v2 (unified) at {}",
-                display_mount(&cgroups.layout.v2_mount)
+                display_mount(cgroups.layout.v2_mount())
             ),
         ),
         CgroupMode::Hybrid => Check::pass(
             "cgroups.mode",
             format!(
                 "hybrid: v1 controller hierarchies plus cgroup v2 at {}",
-                display_mount(&cgroups.layout.v2_mount)
+                display_mount(cgroups.layout.v2_mount())
             ),
         ),
     });
@@ -346,10 +346,8 @@ fn cgroup_checks(facts: &HostFacts, checks: &mut Vec<Check>) {
     }
 }
 
-fn display_mount(mount: &Option<std::path::PathBuf>) -> String {
-    mount
-        .as_ref()
-        .map_or("?".to_string(), |m| m.display().to_string())
+fn display_mount(mount: Option<&std::path::Path>) -> String {
+    mount.map_or("?".to_string(), |m| m.display().to_string())
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ pub mod fsroot;
 pub mod kvm;
 pub mod machine_id;
 pub mod modules;
+pub mod mountinfo;
 pub mod namespaces;
 
 #[cfg(test)]

@@ -432,6 +432,10 @@ pub struct VmConfig {
     pub memory: MemorySize,
     #[serde(default)]
     pub serial: SerialTarget,
+    /// With a socket console, also append everything the guest prints to this file (rotated to
+    /// `<file>.1` at 1 MiB), so it can be read while no client is attached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub console_log: Option<PathBuf>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub control_socket: Option<PathBuf>,
     #[serde(default = "destroy")]
@@ -463,6 +467,7 @@ impl VmConfig {
             vcpus: default_vcpus(),
             memory: default_memory(),
             serial: SerialTarget::default(),
+            console_log: None,
             control_socket: None,
             on_poweroff: destroy(),
             on_reboot: restart(),
@@ -525,6 +530,9 @@ impl VmConfig {
         }
         if let Some(socket) = &mut self.control_socket {
             resolve(socket);
+        }
+        if let Some(log) = &mut self.console_log {
+            resolve(log);
         }
         if let SerialTarget::File(path) | SerialTarget::Socket(path) = &mut self.serial {
             resolve(path);

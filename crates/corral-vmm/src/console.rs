@@ -2,12 +2,13 @@
 
 use std::fs::OpenOptions;
 use std::io::Read;
-use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::PathBuf;
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use corral_control::console::{ConsoleHub, DEFAULT_LOG_LIMIT};
+
 use crate::config::SerialTarget;
-use crate::devices::bus::lock;
 use crate::devices::legacy::serial::{feed_input, SerialDevice, SerialOutput};
 
 #[derive(Debug, thiserror::Error)]
@@ -23,7 +24,8 @@ pub enum ConsoleError {
 
 enum Input {
     Stdin,
-    Socket(UnixListener, Arc<Mutex<Option<UnixStream>>>),
+    /// The hub serves clients on this bound socket.
+    Hub(ConsoleHub, UnixListener),
     Nothing,
 }
 
@@ -33,7 +35,8 @@ pub struct Console {
 }
 
 impl Console {
-    pub fn open(target: &SerialTarget) -> Result<Console, ConsoleError> {
+    /// Opens the console for `target`; with a socket, `log` (if any) also receives the output.
+    pub fn open(target: &SerialTarget, log: Option<&Path>) -> Result<Console, ConsoleError> {
         Ok(match target {
             SerialTarget::Stdout => Console {
                 output: SerialOutput::Stdout,
@@ -55,10 +58,10 @@ impl Console {
             }
             SerialTarget::Socket(path) => {
                 let listener = corral_control::bind(path)?;
-                let client = Arc::new(Mutex::new(None));
+                let hub = ConsoleHub::new(log, DEFAULT_LOG_LIMIT)?;
                 Console {
-                    output: SerialOutput::Socket(client.clone()),
-                    input: Input::Socket(listener, client),
+                    output: SerialOutput::Hub(hub.clone()),
+                    input: Input::Hub(hub, listener),
                 }
             }
             SerialTarget::None => Console {
@@ -72,8 +75,8 @@ impl Console {
         self.output.clone()
     }
 
-    /// Starts the thread that forwards input to `serial`. Input threads block in `read` and end
-    /// with the process.
+    /// Starts forwarding input to `serial`. Input threads block in `read` and end with the
+    /// process.
     pub fn start_input(self, serial: Arc<Mutex<SerialDevice>>) {
         match self.input {
             Input::Stdin if stdin_is_background_terminal() => {
@@ -83,17 +86,8 @@ impl Console {
             Input::Stdin => {
                 std::thread::spawn(move || forward(std::io::stdin().lock(), &serial));
             }
-            Input::Socket(listener, client) => {
-                std::thread::spawn(move || {
-                    for stream in listener.incoming().flatten() {
-                        let Ok(writer) = stream.try_clone() else {
-                            continue;
-                        };
-                        // One client at a time: a new one takes over the console.
-                        *lock(&client) = Some(writer);
-                        forward(stream, &serial);
-                    }
-                });
+            Input::Hub(hub, listener) => {
+                hub.serve_on(listener, move |bytes| feed_input(&serial, bytes));
             }
             Input::Nothing => {}
         }

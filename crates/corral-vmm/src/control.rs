@@ -17,7 +17,7 @@ pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 
 struct Boot {
     started: Instant,
-    /// Increases with every guest (re)start, so a shutdown timer never kills a later boot.
+    /// Counts guest boots in this process (1 for the first).
     generation: u64,
 }
 
@@ -29,6 +29,8 @@ pub struct Runtime {
     i8042: Arc<Mutex<I8042>>,
     boot: Mutex<Boot>,
     stopping: AtomicBool,
+    /// A `kill` arrived: whatever the guest does next, the VM ends as killed.
+    killed: AtomicBool,
     vcpus: u8,
     memory_bytes: u64,
 }
@@ -50,6 +52,7 @@ impl Runtime {
                 generation: 0,
             }),
             stopping: AtomicBool::new(false),
+            killed: AtomicBool::new(false),
             vcpus,
             memory_bytes,
         }
@@ -60,7 +63,16 @@ impl Runtime {
         let mut boot = lock(&self.boot);
         boot.started = Instant::now();
         boot.generation += 1;
-        self.stopping.store(false, Ordering::SeqCst);
+    }
+
+    /// True once a shutdown or kill was requested for the current boot.
+    pub fn stop_requested(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
+    /// True once a kill was requested.
+    pub fn kill_requested(&self) -> bool {
+        self.killed.load(Ordering::SeqCst)
     }
 
     fn state(&self) -> RunState {
@@ -107,6 +119,7 @@ impl Runtime {
             }
             Request::Kill => {
                 self.stopping.store(true, Ordering::SeqCst);
+                self.killed.store(true, Ordering::SeqCst);
                 let stop = self.stop.clone();
                 let answer = Response::State {
                     state: RunState::Stopping,
@@ -122,20 +135,19 @@ impl Runtime {
         }
     }
 
-    /// Presses Ctrl-Alt-Del and forces the guest off if it is still the same boot after `timeout`.
+    /// Presses Ctrl-Alt-Del and forces the VM off if it still runs after `timeout`. The request
+    /// holds across a guest reboot that raced with it: the run ends either way.
     fn shutdown(self: &Arc<Self>, timeout: Duration) {
         self.stopping.store(true, Ordering::SeqCst);
         lock(&self.i8042).press_ctrl_alt_del();
-        let generation = lock(&self.boot).generation;
-        let runtime = self.clone();
+        let stop = self.stop.clone();
         std::thread::spawn(move || {
             std::thread::sleep(timeout);
-            if lock(&runtime.boot).generation == generation {
-                runtime.stop.send(StopEvent::new(
-                    ExitReason::Killed,
-                    format!("the guest did not shut down within {timeout:?} of Ctrl-Alt-Del"),
-                ));
-            }
+            // If the VM has ended meanwhile, nobody reads this any more.
+            stop.send(StopEvent::new(
+                ExitReason::Killed,
+                format!("the guest did not shut down within {timeout:?} of Ctrl-Alt-Del"),
+            ));
         });
     }
 

@@ -206,7 +206,7 @@ pub fn run(config: &VmConfig) -> Result<VmExit, VmmError> {
         }
         None => None,
     };
-    let console = Console::open(&config.serial)?;
+    let console = Console::open(&config.serial, config.console_log.as_deref())?;
     if let crate::config::SerialTarget::Socket(path) = &config.serial {
         sockets.0.push(path.clone());
     }
@@ -254,8 +254,15 @@ pub fn run(config: &VmConfig) -> Result<VmExit, VmmError> {
         }
         drop(context);
         drop(vm);
+        // A kill may race with the guest's own reboot or crash; the kill is what ends the VM.
+        if runtime.kill_requested() && event.reason != ExitReason::Killed {
+            event = StopEvent::new(ExitReason::Killed, "killed through the control socket");
+        }
 
         let action = match event.reason {
+            // A guest asked to shut down ends the run whatever it does: Linux answers
+            // Ctrl-Alt-Del with a reboot, which must not bring it back.
+            _ if runtime.stop_requested() => Action::Destroy,
             ExitReason::Poweroff => config.on_poweroff,
             ExitReason::Reboot => config.on_reboot,
             ExitReason::Crashed => config.on_crash,

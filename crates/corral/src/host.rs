@@ -141,7 +141,7 @@ fn info(facts: &HostFacts, format: Format) -> anyhow::Result<ExitCode> {
     let cgroups = &facts.cgroups;
     line(
         "cgroups",
-        match &cgroups.layout.v2_mount {
+        match cgroups.layout.v2_mount() {
             Some(mount) => format!("{} (v2 at {})", cgroups.mode, mount.display()),
             None => cgroups.mode.to_string(),
         },

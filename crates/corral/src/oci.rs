@@ -480,6 +480,40 @@ fn run_container(
     Ok(ExitCode::from(u8::try_from(code).unwrap_or(255)))
 }
 
+/// `corral exec` on an instance: the runtime's exec with the container's own process settings.
+pub fn exec_in(
+    root: &Path,
+    id: &str,
+    command: Vec<String>,
+    env: Vec<String>,
+    cwd: Option<String>,
+    tty: bool,
+) -> anyhow::Result<ExitCode> {
+    exec_container(
+        root,
+        ExecArgs {
+            console_socket: None,
+            cwd: cwd.map(PathBuf::from),
+            env,
+            tty,
+            user: None,
+            additional_gids: Vec::new(),
+            process: None,
+            detach: false,
+            pid_file: None,
+            process_label: None,
+            apparmor: None,
+            no_new_privs: false,
+            cap: Vec::new(),
+            preserve_fds: 0,
+            ignore_paused: false,
+            cgroup: None,
+            id: id.to_string(),
+            command,
+        },
+    )
+}
+
 fn exec_container(root: &Path, args: ExecArgs) -> anyhow::Result<ExitCode> {
     let container = Container::load(root, &args.id)?;
     let process = exec_process(&container, &args)?;

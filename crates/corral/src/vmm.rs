@@ -5,10 +5,12 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
+use corral_control::exit::{reason, ExitRecord};
 use corral_control::{Client, Request, Response};
 use corral_vmm::config::{
     Action, DiskConfig, MemorySize, NicConfig, SerialTarget, VmConfig, VsockConfig,
 };
+use corral_vmm::exit::ExitReason;
 
 #[derive(clap::Subcommand)]
 pub enum VmmCommand {
@@ -29,6 +31,9 @@ pub struct RunArgs {
     /// A TOML VM config; flags given as well override its values.
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Write why the VM stopped to this file as JSON before exiting (for supervisors).
+    #[arg(long)]
+    exit_file: Option<PathBuf>,
     /// Kernel: x86_64 ELF vmlinux (PVH entry when present) or bzImage.
     #[arg(long)]
     kernel: Option<PathBuf>,
@@ -141,10 +146,52 @@ fn config_from(args: RunArgs) -> anyhow::Result<VmConfig> {
 }
 
 fn run_vm(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let config = config_from(args)?;
-    let exit = corral_vmm::run(&config).context("the VM could not run")?;
+    let exit_file = args.exit_file.clone();
+    let result = config_from(args).and_then(|config| Ok(corral_vmm::run(&config)?));
+    if let Some(path) = &exit_file {
+        exit_record(&result).write(path)?;
+    }
+    let exit = result.context("the VM could not run")?;
     eprintln!("corral: vm stopped: {} ({})", exit.reason, exit.detail);
     Ok(ExitCode::from(exit.exit_status()))
+}
+
+/// The supervisor exit record for how the VM ended (or failed to start).
+fn exit_record(result: &anyhow::Result<corral_vmm::VmExit>) -> ExitRecord {
+    let exit = match result {
+        Ok(exit) => exit,
+        Err(err) => {
+            return ExitRecord {
+                reason: reason::FAILED.into(),
+                code: None,
+                detail: Some(format!("{err:#}")),
+            }
+        }
+    };
+    // The crash detail carries a register dump; the record keeps its summary line.
+    let summary = exit.detail.lines().next().map(str::to_string);
+    match exit.reason {
+        ExitReason::Poweroff => ExitRecord {
+            reason: reason::POWEROFF.into(),
+            code: Some(i32::from(exit.guest_code.unwrap_or(0))),
+            detail: None,
+        },
+        ExitReason::Reboot => ExitRecord {
+            reason: reason::REBOOT.into(),
+            code: None,
+            detail: None,
+        },
+        ExitReason::Crashed => ExitRecord {
+            reason: reason::CRASHED.into(),
+            code: None,
+            detail: summary,
+        },
+        ExitReason::Killed => ExitRecord {
+            reason: reason::STOPPED.into(),
+            code: None,
+            detail: summary,
+        },
+    }
 }
 
 fn control(socket: PathBuf, request: ControlRequest) -> anyhow::Result<ExitCode> {

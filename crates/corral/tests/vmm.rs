@@ -337,6 +337,71 @@ fn reboot_restarts_the_guest_in_the_same_process() {
 }
 
 #[test]
+fn a_reboot_after_shutdown_ends_the_vm_even_with_restart_policy() {
+    require_kvm!();
+    // The reset guest reboots at once, as Linux does in answer to Ctrl-Alt-Del.
+    let vm = RunningVm::start(&guest("reset"), &["--on-reboot", "restart"]);
+    vm.wait_for_output("resetting\n", 2);
+    vm.control(&["shutdown", "--timeout-secs", "30"]);
+    let (status, stderr) = vm.finish();
+    assert_eq!(status.code(), Some(EXIT_REBOOT), "{stderr}");
+    assert!(stderr.contains("vm stopped: reboot"), "{stderr}");
+}
+
+#[test]
+fn exit_file_records_why_the_vm_stopped() {
+    require_kvm!();
+    let dir = tempfile::tempdir().unwrap();
+    let exit_file = dir.path().join("exit.json");
+    let output = run_vm(
+        &[
+            "--kernel",
+            &guest("exit"),
+            "--exit-file",
+            exit_file.to_str().unwrap(),
+        ],
+        "",
+    );
+    assert!(output.status.code().is_some());
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&exit_file).unwrap()).unwrap();
+    assert_eq!(record["reason"], "poweroff");
+    assert_eq!(record["code"], output.status.code().unwrap());
+
+    let crash_file = dir.path().join("crash.json");
+    run_vm(
+        &[
+            "--kernel",
+            &guest("triple-fault"),
+            "--exit-file",
+            crash_file.to_str().unwrap(),
+        ],
+        "",
+    );
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&crash_file).unwrap()).unwrap();
+    assert_eq!(record["reason"], "crashed");
+    assert!(
+        record["detail"].as_str().is_some_and(|d| !d.contains('\n')),
+        "{record}"
+    );
+
+    let failed_file = dir.path().join("failed.json");
+    run_vm(
+        &[
+            "--kernel",
+            "/nonexistent/vmlinux",
+            "--exit-file",
+            failed_file.to_str().unwrap(),
+        ],
+        "",
+    );
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&failed_file).unwrap()).unwrap();
+    assert_eq!(record["reason"], "failed");
+}
+
+#[test]
 fn a_second_vmm_cannot_take_a_control_socket_in_use() {
     require_kvm!();
     let vm = RunningVm::start(&guest("counter"), &[]);

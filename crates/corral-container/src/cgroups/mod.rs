@@ -49,44 +49,27 @@ impl Layout {
 
     /// Parses the text of a `mountinfo` file.
     pub fn from_mountinfo(mountinfo: &str) -> Result<Layout> {
-        let mut v1 = Vec::new();
-        let mut v2 = None;
-        for line in mountinfo.lines() {
-            let Some(entry) = MountinfoEntry::parse(line) else {
-                continue;
-            };
-            match entry.fstype {
-                "cgroup" => {
-                    let controllers: Vec<String> = entry
-                        .super_options
-                        .split(',')
-                        .filter(|o| is_v1_controller_option(o))
-                        .map(str::to_owned)
-                        .collect();
-                    if !controllers.is_empty() {
-                        v1.push(Hierarchy {
-                            mount_point: entry.mount_point,
-                            root: entry.root,
-                            controllers,
-                        });
-                    }
-                }
-                "cgroup2" if v2.is_none() => {
-                    v2 = Some(Hierarchy {
-                        mount_point: entry.mount_point,
-                        root: entry.root,
-                        controllers: Vec::new(),
-                    });
-                }
-                _ => {}
-            }
-        }
-        let has_v1_controller = v1
-            .iter()
-            .any(|h| h.controllers.iter().any(|c| !c.starts_with("name=")));
-        match (has_v1_controller, v2) {
-            (true, _) => Ok(Layout::V1 { hierarchies: v1 }),
-            (false, Some(hierarchy)) => Ok(Layout::V2 { hierarchy }),
+        let facts = corral_host::cgroups::CgroupLayout::parse_mountinfo(mountinfo);
+        let has_v1_controller = facts.v1.iter().any(|h| h.controllers().next().is_some());
+        match (has_v1_controller, facts.v2) {
+            (true, _) => Ok(Layout::V1 {
+                hierarchies: facts
+                    .v1
+                    .into_iter()
+                    .map(|h| Hierarchy {
+                        mount_point: h.mount_point,
+                        root: h.root,
+                        controllers: h.options,
+                    })
+                    .collect(),
+            }),
+            (false, Some(v2)) => Ok(Layout::V2 {
+                hierarchy: Hierarchy {
+                    mount_point: v2.mount_point,
+                    root: v2.root,
+                    controllers: Vec::new(),
+                },
+            }),
             (false, None) => Err(Error::Cgroup(
                 "no cgroup filesystem is mounted; mount cgroup2 on /sys/fs/cgroup".into(),
             )),
@@ -100,68 +83,6 @@ impl Layout {
             Layout::V2 { hierarchy } => Box::new(V2Cgroup::new(hierarchy.clone(), path)),
         }
     }
-}
-
-/// Options of a v1 mount that name its hierarchy rather than tune the mount.
-fn is_v1_controller_option(option: &str) -> bool {
-    const NOT_CONTROLLERS: [&str; 6] = [
-        "rw",
-        "ro",
-        "noprefix",
-        "clone_children",
-        "xattr",
-        "nsdelegate",
-    ];
-    !option.is_empty()
-        && !NOT_CONTROLLERS.contains(&option)
-        && !option.starts_with("release_agent=")
-        && !option.starts_with("none")
-}
-
-struct MountinfoEntry<'a> {
-    root: PathBuf,
-    mount_point: PathBuf,
-    fstype: &'a str,
-    super_options: &'a str,
-}
-
-impl<'a> MountinfoEntry<'a> {
-    /// `36 35 98:0 /root /mnt rw,noatime master:1 - ext3 /dev/root rw,errors=continue`
-    fn parse(line: &'a str) -> Option<Self> {
-        let (before, after) = line.split_once(" - ")?;
-        let fields: Vec<&str> = before.split(' ').collect();
-        let mut after = after.split(' ');
-        Some(MountinfoEntry {
-            root: PathBuf::from(unescape(fields.get(3)?)),
-            mount_point: PathBuf::from(unescape(fields.get(4)?)),
-            fstype: after.next()?,
-            super_options: after.nth(1).unwrap_or(""),
-        })
-    }
-}
-
-/// Undoes mountinfo's octal escapes (`\040` for a space).
-fn unescape(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let octal = bytes.get(i + 1..i + 4).and_then(|d| {
-            let text = std::str::from_utf8(d).ok()?;
-            u8::from_str_radix(text, 8).ok()
-        });
-        match (bytes[i], octal) {
-            (b'\\', Some(value)) => {
-                out.push(value);
-                i += 4;
-            }
-            (byte, _) => {
-                out.push(byte);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The cgroup path a container uses: the spec's `cgroupsPath` (relative paths are placed under

@@ -230,3 +230,91 @@ impl Drop for TestBundle {
         }
     }
 }
+
+/// A corral root in a temporary directory, and the `corral` commands run against it. Instances
+/// still running when it is dropped are killed.
+pub struct CorralRoot {
+    pub dir: tempfile::TempDir,
+}
+
+impl CorralRoot {
+    pub fn new() -> CorralRoot {
+        CorralRoot {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// The corral root (a subdirectory, so tests can keep other files beside it).
+    pub fn path(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(corral_bin());
+        command.env("CORRAL_ROOT", self.path()).args(args);
+        command
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        output_via_files(&mut self.command(args))
+    }
+
+    /// Runs corral expecting success; returns its stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "corral {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs corral expecting an error (exit 1) or a usage error (exit 2); returns its stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            matches!(out.status.code(), Some(1 | 2)),
+            "corral {args:?} exited {:?}",
+            out.status
+        );
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!err.contains("panicked"), "{err}");
+        err
+    }
+
+    pub fn info(&self, name: &str) -> Value {
+        serde_json::from_str(&self.ok(&["info", name, "-o", "json"])).unwrap()
+    }
+
+    pub fn status(&self, name: &str) -> String {
+        self.info(name)["state"]["status"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    pub fn instance_dir(&self, name: &str) -> PathBuf {
+        self.path().join("instances").join(name)
+    }
+}
+
+impl Drop for CorralRoot {
+    fn drop(&mut self) {
+        let list = self.run(&["list", "-o", "json"]);
+        if let Ok(Value::Array(items)) = serde_json::from_slice::<Value>(&list.stdout) {
+            for item in items {
+                let _ = self.run(&["kill", item["name"].as_str().unwrap_or_default()]);
+            }
+        }
+    }
+}
+
+/// Polls `condition` every 50 ms until it holds; fails the test after `timeout`.
+pub fn wait_for(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -2,9 +2,9 @@
 
 use std::fs::File;
 use std::io::Write;
-use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex};
 
+use corral_control::console::ConsoleHub;
 use vm_superio::serial::NoEvents;
 use vm_superio::Serial;
 
@@ -19,9 +19,9 @@ pub const COM1_PORT_LEN: u64 = 8;
 pub enum SerialOutput {
     Stdout,
     File(Arc<Mutex<File>>),
-    /// The currently attached console client, if any; bytes sent while none is attached are
-    /// dropped, as on a serial line with no cable.
-    Socket(Arc<Mutex<Option<UnixStream>>>),
+    /// A console hub: an optional log plus the attached client, if any (bytes sent while none
+    /// is attached reach only the log, as on a serial line with no cable).
+    Hub(ConsoleHub),
     Discard,
 }
 
@@ -30,15 +30,7 @@ impl Write for SerialOutput {
         match self {
             SerialOutput::Stdout => std::io::stdout().write(buf),
             SerialOutput::File(file) => lock(file).write(buf),
-            SerialOutput::Socket(client) => {
-                let mut client = lock(client);
-                if let Some(stream) = client.as_mut() {
-                    if stream.write_all(buf).is_err() {
-                        *client = None; // The client went away; wait for the next one.
-                    }
-                }
-                Ok(buf.len())
-            }
+            SerialOutput::Hub(hub) => hub.write(buf),
             SerialOutput::Discard => Ok(buf.len()),
         }
     }
@@ -47,7 +39,7 @@ impl Write for SerialOutput {
         match self {
             SerialOutput::Stdout => std::io::stdout().flush(),
             SerialOutput::File(file) => lock(file).flush(),
-            SerialOutput::Socket(_) | SerialOutput::Discard => Ok(()),
+            SerialOutput::Hub(_) | SerialOutput::Discard => Ok(()),
         }
     }
 }

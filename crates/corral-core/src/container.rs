@@ -1,0 +1,267 @@
+//! The container driver: the supervisor is `corral monitor`, the parent of the container's init,
+//! running corral's container engine on an OCI bundle generated from the definition.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use oci_spec::runtime::{
+    Capabilities, Capability, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxMemoryBuilder,
+    LinuxPidsBuilder, LinuxResourcesBuilder, Mount, MountBuilder, Spec, UserBuilder,
+};
+
+use crate::definition::{Definition, DiskFormat, Kind};
+use crate::driver::{Driver, InstancePaths};
+use crate::error::CoreError;
+use crate::volume::Pool;
+
+/// The CFS period the CPU quota is expressed in.
+const CPU_PERIOD_US: u64 = 100_000;
+
+/// Capabilities of an instance's processes: podman's default set, which lets root in the
+/// container manage its own files and users without reaching the host.
+const DEFAULT_CAPABILITIES: &[Capability] = &[
+    Capability::Chown,
+    Capability::DacOverride,
+    Capability::Fowner,
+    Capability::Fsetid,
+    Capability::Kill,
+    Capability::NetBindService,
+    Capability::Setfcap,
+    Capability::Setgid,
+    Capability::Setpcap,
+    Capability::Setuid,
+    Capability::SysChroot,
+];
+
+/// Runs containers with `EXE monitor`.
+pub struct ContainerDriver {
+    exe: PathBuf,
+    pool: Pool,
+}
+
+impl ContainerDriver {
+    /// `exe` is the corral binary that provides `monitor`; `pool` resolves volume disks.
+    pub fn new(exe: impl Into<PathBuf>, pool: Pool) -> Self {
+        Self {
+            exe: exe.into(),
+            pool,
+        }
+    }
+
+    /// Where the container engine keeps this instance's container state.
+    pub fn engine_root(paths: &InstancePaths) -> PathBuf {
+        paths.runtime_dir().join("oci")
+    }
+
+    /// The generated OCI bundle directory.
+    pub fn bundle_dir(paths: &InstancePaths) -> PathBuf {
+        paths.runtime_dir().join("bundle")
+    }
+
+    fn disk_source(
+        &self,
+        paths: &InstancePaths,
+        index: usize,
+        definition: &Definition,
+    ) -> Result<PathBuf, CoreError> {
+        let disk = &definition.disks[index];
+        match (&disk.path, &disk.volume) {
+            (Some(path), _) => Ok(paths.resolve(path)),
+            (None, Some(volume)) => Ok(self.pool.find(volume)?.0),
+            (None, None) => Err(CoreError::Unsupported(format!(
+                "disks[{index}] has no source"
+            ))),
+        }
+    }
+
+    /// The OCI runtime spec for `definition`.
+    pub fn spec(&self, definition: &Definition, paths: &InstancePaths) -> Result<Spec, CoreError> {
+        let container = definition.container.as_ref().ok_or_else(|| {
+            CoreError::Unsupported(format!(
+                "instance {} has no [container] section",
+                definition.name
+            ))
+        })?;
+        let invalid = |e: oci_spec::OciSpecError| {
+            CoreError::Unsupported(format!("cannot build the container spec: {e}"))
+        };
+        let mut spec = Spec::default();
+        let mut root = spec.root().clone().unwrap_or_default();
+        root.set_path(paths.resolve(&container.rootfs));
+        root.set_readonly(Some(false));
+        spec.set_root(Some(root));
+        spec.set_hostname(Some(
+            container
+                .hostname
+                .clone()
+                .unwrap_or_else(|| definition.name.clone()),
+        ));
+
+        let mut process = spec.process().clone().unwrap_or_default();
+        process.set_args(Some(container.effective_command()));
+        process.set_terminal(Some(container.tty));
+        let mut env = vec![
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
+            "TERM=xterm".to_string(),
+        ];
+        env.extend(container.env.iter().cloned());
+        process.set_env(Some(env));
+        if let Some(cwd) = &container.cwd {
+            process.set_cwd(cwd.into());
+        }
+        let mut capabilities: Capabilities = DEFAULT_CAPABILITIES.iter().copied().collect();
+        if container.init {
+            // An init system reboots or powers off with reboot(2), which in a pid namespace only
+            // ends the namespace: that is how a system container restarts itself.
+            capabilities.insert(Capability::SysBoot);
+        }
+        process.set_capabilities(Some(
+            LinuxCapabilitiesBuilder::default()
+                .bounding(capabilities.clone())
+                .effective(capabilities.clone())
+                .permitted(capabilities)
+                .inheritable(Capabilities::new())
+                .ambient(Capabilities::new())
+                .build()
+                .map_err(invalid)?,
+        ));
+        if let Some(user) = &container.user {
+            let (uid, gid) = parse_user(user)?;
+            process.set_user(
+                UserBuilder::default()
+                    .uid(uid)
+                    .gid(gid)
+                    .build()
+                    .map_err(invalid)?,
+            );
+        }
+        spec.set_process(Some(process));
+
+        let mut mounts: Vec<Mount> = spec.mounts().clone().unwrap_or_default();
+        for (index, disk) in definition.disks.iter().enumerate() {
+            let source = self.disk_source(paths, index, definition)?;
+            if disk.format.is_some_and(|f| f != DiskFormat::Dir) || !source.is_dir() {
+                return Err(CoreError::Unsupported(format!(
+                    "disks[{index}] ({}) is not a directory; containers mount directory volumes",
+                    source.display()
+                )));
+            }
+            let mut options = vec!["rbind".to_string(), "rprivate".to_string()];
+            options.push(if disk.readonly { "ro" } else { "rw" }.to_string());
+            mounts.push(
+                MountBuilder::default()
+                    .destination(disk.target.clone().unwrap_or_default())
+                    .typ("bind")
+                    .source(source)
+                    .options(options)
+                    .build()
+                    .map_err(invalid)?,
+            );
+        }
+        spec.set_mounts(Some(mounts));
+
+        let mut resources = LinuxResourcesBuilder::default()
+            .memory(
+                LinuxMemoryBuilder::default()
+                    .limit(definition.memory.0 as i64)
+                    .build()
+                    .map_err(invalid)?,
+            )
+            .cpu({
+                let mut cpu = LinuxCpuBuilder::default()
+                    .quota(i64::from(definition.cpus) * CPU_PERIOD_US as i64)
+                    .period(CPU_PERIOD_US);
+                if let Some(weight) = definition.limits.cpu_weight {
+                    // cgroup v1 shares: weight 100 is the default share of 1024.
+                    cpu = cpu.shares(weight * 1024 / 100);
+                }
+                cpu.build().map_err(invalid)?
+            })
+            .build()
+            .map_err(invalid)?;
+        if let Some(pids) = definition.limits.pids {
+            resources.set_pids(Some(
+                LinuxPidsBuilder::default()
+                    .limit(pids as i64)
+                    .build()
+                    .map_err(invalid)?,
+            ));
+        }
+        let mut linux = spec.linux().clone().unwrap_or_default();
+        linux.set_resources(Some(resources));
+        linux.set_cgroups_path(Some(
+            PathBuf::from("/corral-instances").join(&definition.name),
+        ));
+        spec.set_linux(Some(linux));
+        Ok(spec)
+    }
+}
+
+fn parse_user(text: &str) -> Result<(u32, u32), CoreError> {
+    let bad = || CoreError::Unsupported(format!("container.user {text:?} is not uid[:gid]"));
+    let (uid, gid) = match text.split_once(':') {
+        Some((u, g)) => (u.parse().map_err(|_| bad())?, g.parse().map_err(|_| bad())?),
+        None => {
+            let uid = text.parse().map_err(|_| bad())?;
+            (uid, uid)
+        }
+    };
+    Ok((uid, gid))
+}
+
+impl Driver for ContainerDriver {
+    /// The container's processes outlive a killed monitor: stop them and free their cgroup.
+    fn clean_up_lost_run(&self, name: &str, paths: &InstancePaths) {
+        if let Ok(container) = corral_container::Container::load(&Self::engine_root(paths), name) {
+            if let Err(err) = container.delete(true) {
+                tracing::warn!("cannot clean up container {name} after its monitor died: {err}");
+            }
+        }
+    }
+
+    fn check_resources(
+        &self,
+        definition: &Definition,
+        paths: &InstancePaths,
+    ) -> Result<(), CoreError> {
+        debug_assert_eq!(definition.kind, Kind::Container);
+        let spec = definition.container.as_ref().ok_or_else(|| {
+            CoreError::Unsupported(format!(
+                "instance {} has no [container] section",
+                definition.name
+            ))
+        })?;
+        let rootfs = paths.resolve(&spec.rootfs);
+        if !rootfs.is_dir() {
+            return Err(CoreError::Missing {
+                what: "root filesystem",
+                path: rootfs,
+            });
+        }
+        for index in 0..definition.disks.len() {
+            let source = self.disk_source(paths, index, definition)?;
+            if !source.exists() {
+                return Err(CoreError::Missing {
+                    what: "disk",
+                    path: source,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn supervisor_command(
+        &self,
+        definition: &Definition,
+        paths: &InstancePaths,
+    ) -> Result<Command, CoreError> {
+        let spec = self.spec(definition, paths)?;
+        let bundle = Self::bundle_dir(paths);
+        let json = serde_json::to_vec_pretty(&spec)
+            .map_err(|e| CoreError::Unsupported(format!("cannot write the container spec: {e}")))?;
+        corral_host::atomic::write_file(&bundle.join("config.json"), &json, 0o644)?;
+        let mut command = Command::new(&self.exe);
+        command.arg("monitor").arg(&paths.dir);
+        Ok(command)
+    }
+}

@@ -1,0 +1,672 @@
+//! Instance definitions: `instances/NAME/instance.toml`, plain TOML an admin reads and edits like
+//! a Xen domain file. Unknown fields are rejected; every error names the field and the fix.
+//! Relative paths are relative to the instance's directory.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use corral_vmm::config::{Action, MemorySize};
+use serde::{Deserialize, Serialize};
+
+/// The longest instance name (a DNS label, so it can be the hostname).
+pub const MAX_NAME_LEN: usize = 63;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DefinitionError {
+    #[error(
+        "invalid instance name {0:?}: use 1 to 63 letters, digits, '-', '_' or '.', starting with \
+         a letter or digit"
+    )]
+    Name(String),
+    #[error("invalid instance definition {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("field `{field}`: {message}")]
+    Field { field: String, message: String },
+}
+
+fn field_error(field: &str, message: impl Into<String>) -> DefinitionError {
+    DefinitionError::Field {
+        field: field.to_string(),
+        message: message.into(),
+    }
+}
+
+/// VM or container: the only place the two differ is the driver that runs them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Vm,
+    Container,
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Vm => "vm",
+            Self::Container => "container",
+        })
+    }
+}
+
+/// How a VM boots.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Boot {
+    /// ELF vmlinux (PVH) or bzImage.
+    pub kernel: PathBuf,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initrd: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cmdline: Option<String>,
+}
+
+/// What a container runs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContainerSpec {
+    /// The root filesystem directory.
+    pub rootfs: PathBuf,
+    /// The command of PID 1; for a system container (`init = true`) it defaults to `/sbin/init`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
+    /// A system container: PID 1 is an init system (stopped with SIGPWR, like a power button).
+    #[serde(default)]
+    pub init: bool,
+    /// `NAME=value` pairs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
+    /// Defaults to the instance name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// `uid[:gid]` of PID 1 (root by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Give PID 1 a terminal (so `corral console` is interactive).
+    #[serde(default = "yes")]
+    pub tty: bool,
+}
+
+impl ContainerSpec {
+    /// The command PID 1 runs.
+    pub fn effective_command(&self) -> Vec<String> {
+        match (self.command.is_empty(), self.init) {
+            (false, _) => self.command.clone(),
+            (true, true) => vec!["/sbin/init".to_string()],
+            (true, false) => vec!["/bin/sh".to_string()],
+        }
+    }
+}
+
+/// Resource limits beyond cpus and memory.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Most processes a container may have.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pids: Option<u64>,
+    /// Relative CPU weight, 1 to 10000 (100 is the default share).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_weight: Option<u64>,
+}
+
+impl Limits {
+    fn is_default(&self) -> bool {
+        self == &Self::default()
+    }
+}
+
+/// Disk image formats corral attaches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DiskFormat {
+    Raw,
+    Qcow2,
+    /// A directory bind-mounted into a container.
+    Dir,
+}
+
+/// One disk: a file or block device (VMs), or a directory (containers).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Disk {
+    /// A file, block device, logical volume or directory on the host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+    /// A volume of the default storage pool, by name (instead of `path`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume: Option<String>,
+    /// Detected from the file when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<DiskFormat>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub readonly: bool,
+    /// The id the guest sees (virtio-blk serial).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
+    /// Mount point inside a container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+fn one_cpu() -> u8 {
+    1
+}
+fn default_memory() -> MemorySize {
+    MemorySize(256 << 20)
+}
+fn destroy() -> Action {
+    Action::Destroy
+}
+fn restart() -> Action {
+    Action::Restart
+}
+
+/// An instance definition.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Definition {
+    /// Required; may be left out of a file given to `corral create NAME --file`.
+    #[serde(default)]
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: Kind,
+    /// Required; `corral create` generates one when a file leaves it out.
+    #[serde(default)]
+    pub uuid: String,
+    /// vCPUs of a VM; CPU quota (in CPUs) of a container.
+    #[serde(default = "one_cpu")]
+    pub cpus: u8,
+    /// RAM of a VM; memory limit of a container.
+    #[serde(default = "default_memory")]
+    pub memory: MemorySize,
+    /// Start with `corral autostart` (at host boot).
+    #[serde(default)]
+    pub autostart: bool,
+    #[serde(default = "destroy")]
+    pub on_poweroff: Action,
+    #[serde(default = "restart")]
+    pub on_reboot: Action,
+    #[serde(default = "destroy")]
+    pub on_crash: Action,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot: Option<Boot>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<ContainerSpec>,
+    #[serde(default, skip_serializing_if = "Limits::is_default")]
+    pub limits: Limits,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub disks: Vec<Disk>,
+}
+
+/// Checks an instance name.
+pub fn validate_name(name: &str) -> Result<(), DefinitionError> {
+    let bytes = name.as_bytes();
+    let ok = !bytes.is_empty()
+        && bytes.len() <= MAX_NAME_LEN
+        && bytes[0].is_ascii_alphanumeric()
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(DefinitionError::Name(name.to_string()))
+    }
+}
+
+/// Checks a UUID's text form (8-4-4-4-12 hex digits).
+pub fn validate_uuid(uuid: &str) -> bool {
+    let groups: Vec<&str> = uuid.split('-').collect();
+    groups.len() == 5
+        && groups
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(g, len)| g.len() == len && g.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// A new random (version 4) UUID.
+pub fn new_uuid() -> Result<String, DefinitionError> {
+    let id = corral_host::machine_id::MachineId::generate()
+        .map_err(|e| field_error("uuid", e.to_string()))?;
+    let hex = id.to_string();
+    Ok(format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    ))
+}
+
+impl Definition {
+    /// Parses TOML without validating (the caller may fill in the name and uuid first).
+    pub fn parse(text: &str, path: &Path) -> Result<Self, DefinitionError> {
+        toml::from_str(text).map_err(|err| DefinitionError::Parse {
+            path: path.to_path_buf(),
+            message: describe_toml_error(text, &err),
+        })
+    }
+
+    /// Parses and validates TOML; `path` names the file in errors.
+    pub fn from_toml(text: &str, path: &Path) -> Result<Self, DefinitionError> {
+        let definition = Self::parse(text, path)?;
+        definition.validate_in(path)?;
+        Ok(definition)
+    }
+
+    /// Validates, naming `path` in the error.
+    pub fn validate_in(&self, path: &Path) -> Result<(), DefinitionError> {
+        self.validate().map_err(|err| DefinitionError::Parse {
+            path: path.to_path_buf(),
+            message: err.to_string(),
+        })
+    }
+
+    /// The TOML text of the definition.
+    pub fn to_toml(&self) -> String {
+        // Serialising plain data structures to TOML cannot fail; an empty string would only
+        // appear if the serializer broke, and then validation of the saved file catches it.
+        toml::to_string_pretty(self).unwrap_or_default()
+    }
+
+    /// Checks everything that does not need the file system.
+    pub fn validate(&self) -> Result<(), DefinitionError> {
+        if self.name.is_empty() {
+            return Err(field_error("name", "is missing; give the instance a name"));
+        }
+        if self.uuid.is_empty() {
+            return Err(field_error(
+                "uuid",
+                "is missing; give it a UUID or leave the file to `corral create --file`",
+            ));
+        }
+        validate_name(&self.name)?;
+        if !validate_uuid(&self.uuid) {
+            return Err(field_error(
+                "uuid",
+                format!("{:?} is not a UUID (8-4-4-4-12 hex digits)", self.uuid),
+            ));
+        }
+        if self.cpus == 0 || self.cpus > corral_vmm::config::MAX_VCPUS {
+            return Err(field_error(
+                "cpus",
+                format!("must be between 1 and {}", corral_vmm::config::MAX_VCPUS),
+            ));
+        }
+        if self.memory.0 < corral_vmm::config::MIN_MEMORY_BYTES {
+            return Err(field_error(
+                "memory",
+                format!("{} is too small; give at least 2M", self.memory),
+            ));
+        }
+        match self.kind {
+            Kind::Vm => {
+                let boot = self
+                    .boot
+                    .as_ref()
+                    .ok_or_else(|| field_error("boot", "a vm needs [boot] with a kernel"))?;
+                if boot.kernel.as_os_str().is_empty() {
+                    return Err(field_error(
+                        "boot.kernel",
+                        "is empty; give the kernel's path",
+                    ));
+                }
+                if self.container.is_some() {
+                    return Err(field_error(
+                        "container",
+                        "is only for containers; remove it",
+                    ));
+                }
+                if self.limits.pids.is_some() {
+                    return Err(field_error(
+                        "limits.pids",
+                        "is only for containers; remove it",
+                    ));
+                }
+            }
+            Kind::Container => {
+                let spec = self.container.as_ref().ok_or_else(|| {
+                    field_error("container", "a container needs [container] with a rootfs")
+                })?;
+                if spec.rootfs.as_os_str().is_empty() {
+                    return Err(field_error(
+                        "container.rootfs",
+                        "is empty; give a directory",
+                    ));
+                }
+                if self.boot.is_some() {
+                    return Err(field_error("boot", "is only for vms; remove it"));
+                }
+                if let Some(bad) = spec.env.iter().find(|e| !e.contains('=')) {
+                    return Err(field_error(
+                        "container.env",
+                        format!("{bad:?} is not NAME=value"),
+                    ));
+                }
+            }
+        }
+        if self.limits.pids == Some(0) {
+            return Err(field_error("limits.pids", "must be at least 1"));
+        }
+        if let Some(w) = self.limits.cpu_weight.filter(|w| !(1..=10000).contains(w)) {
+            return Err(field_error(
+                "limits.cpu_weight",
+                format!("{w} is out of range; use 1 to 10000"),
+            ));
+        }
+        for (i, disk) in self.disks.iter().enumerate() {
+            self.validate_disk(i, disk)?;
+        }
+        Ok(())
+    }
+
+    fn validate_disk(&self, index: usize, disk: &Disk) -> Result<(), DefinitionError> {
+        let field = |name: &str| format!("disks[{index}].{name}");
+        match (&disk.path, &disk.volume) {
+            (Some(_), Some(_)) => {
+                return Err(field_error(
+                    &field("volume"),
+                    "give either path or volume, not both",
+                ))
+            }
+            (None, None) => {
+                return Err(field_error(
+                    &field("path"),
+                    "give the disk's path or a volume name",
+                ))
+            }
+            _ => {}
+        }
+        match self.kind {
+            Kind::Container => match &disk.target {
+                Some(t) if t.starts_with('/') => {}
+                Some(t) => {
+                    return Err(field_error(
+                        &field("target"),
+                        format!("{t:?} must be an absolute path inside the container"),
+                    ))
+                }
+                None => {
+                    return Err(field_error(
+                        &field("target"),
+                        "a container disk needs the mount point inside the container",
+                    ))
+                }
+            },
+            Kind::Vm => {
+                if disk.target.is_some() {
+                    return Err(field_error(
+                        &field("target"),
+                        "is only for containers; a vm sees its disks in order (vda, vdb, ...)",
+                    ));
+                }
+                if disk.format == Some(DiskFormat::Dir) {
+                    return Err(field_error(
+                        &field("format"),
+                        "a vm cannot use a directory as a disk",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The absolute form of `path`, which is relative to the instance directory `dir` if relative.
+    pub fn resolve(dir: &Path, path: &Path) -> PathBuf {
+        if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            dir.join(path)
+        }
+    }
+
+    /// Sets one field from `key=value` text (`corral config set`), then revalidates.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), DefinitionError> {
+        let parse_action = |v: &str| Action::from_str(v).map_err(|e| field_error(key, e));
+        let parse_bool = |v: &str| match v {
+            "true" | "yes" | "on" | "1" => Ok(true),
+            "false" | "no" | "off" | "0" => Ok(false),
+            _ => Err(field_error(key, format!("{v:?} is not true or false"))),
+        };
+        fn container<'a>(
+            d: &'a mut Definition,
+            key: &str,
+        ) -> Result<&'a mut ContainerSpec, DefinitionError> {
+            d.container
+                .as_mut()
+                .ok_or_else(|| field_error(key, "is only for containers"))
+        }
+        fn boot<'a>(d: &'a mut Definition, key: &str) -> Result<&'a mut Boot, DefinitionError> {
+            d.boot
+                .as_mut()
+                .ok_or_else(|| field_error(key, "is only for vms"))
+        }
+        let mut updated = self.clone();
+        match key {
+            "cpus" => {
+                updated.cpus = value
+                    .parse()
+                    .map_err(|_| field_error(key, format!("{value:?} is not a number of cpus")))?
+            }
+            "memory" => {
+                updated.memory = value
+                    .parse()
+                    .map_err(|e| field_error(key, format!("{e}")))?
+            }
+            "autostart" => updated.autostart = parse_bool(value)?,
+            "on_poweroff" => updated.on_poweroff = parse_action(value)?,
+            "on_reboot" => updated.on_reboot = parse_action(value)?,
+            "on_crash" => updated.on_crash = parse_action(value)?,
+            "boot.kernel" => boot(&mut updated, key)?.kernel = value.into(),
+            "boot.initrd" => boot(&mut updated, key)?.initrd = Some(value.into()),
+            "boot.cmdline" => boot(&mut updated, key)?.cmdline = Some(value.into()),
+            "container.rootfs" => container(&mut updated, key)?.rootfs = value.into(),
+            "container.hostname" => container(&mut updated, key)?.hostname = Some(value.into()),
+            "container.init" => container(&mut updated, key)?.init = parse_bool(value)?,
+            "container.tty" => container(&mut updated, key)?.tty = parse_bool(value)?,
+            "container.command" => {
+                container(&mut updated, key)?.command =
+                    value.split_whitespace().map(str::to_string).collect()
+            }
+            "limits.pids" => {
+                updated.limits.pids = Some(value.parse().map_err(|_| {
+                    field_error(key, format!("{value:?} is not a number of processes"))
+                })?)
+            }
+            "limits.cpu_weight" => {
+                updated.limits.cpu_weight = Some(
+                    value
+                        .parse()
+                        .map_err(|_| field_error(key, format!("{value:?} is not a weight")))?,
+                )
+            }
+            "name" | "type" | "uuid" => {
+                return Err(field_error(
+                    key,
+                    "cannot be changed; create a new instance instead",
+                ))
+            }
+            _ => {
+                return Err(field_error(
+                    key,
+                    "is not a settable field; use `corral config edit` for disks and lists",
+                ))
+            }
+        }
+        updated.validate()?;
+        *self = updated;
+        Ok(())
+    }
+}
+
+/// One sentence from a TOML error: the line, the field at it, and what is wrong.
+fn describe_toml_error(text: &str, err: &toml::de::Error) -> String {
+    let message = err.message().trim().replace('\n', "; ");
+    let Some(span) = err.span() else {
+        return message;
+    };
+    let line_no = text[..span.start.min(text.len())].matches('\n').count() + 1;
+    let line = text.lines().nth(line_no - 1).unwrap_or("");
+    match line.split_once('=') {
+        Some((key, _)) if !line.trim_start().starts_with('[') => {
+            format!("line {line_no}, field `{}`: {}", key.trim(), err.message())
+        }
+        _ => format!("line {line_no}: {}", err.message()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VM: &str = r#"
+name = "web"
+type = "vm"
+uuid = "f4e2e3b4-7f3d-4b1b-8b3b-3b4b1b7f3d4b"
+cpus = 2
+memory = "512M"
+on_reboot = "restart"
+
+[boot]
+kernel = "/boot/vmlinux"
+cmdline = "console=ttyS0"
+
+[[disks]]
+path = "/vm/web.qcow2"
+"#;
+
+    const CONTAINER: &str = r#"
+name = "box"
+type = "container"
+uuid = "0e5c8a52-3f0b-4b8e-9d55-2f8a7d9b6c11"
+memory = "64M"
+
+[container]
+rootfs = "rootfs"
+init = true
+
+[limits]
+pids = 100
+
+[[disks]]
+volume = "data"
+target = "/data"
+"#;
+
+    fn parse(text: &str) -> Result<Definition, DefinitionError> {
+        Definition::from_toml(text, Path::new("instance.toml"))
+    }
+
+    #[test]
+    fn vm_definition_parses_and_round_trips() {
+        let def = parse(VM).unwrap();
+        assert_eq!(def.kind, Kind::Vm);
+        assert_eq!(def.memory, MemorySize(512 << 20));
+        assert_eq!(def.on_crash, Action::Destroy, "default");
+        let again = parse(&def.to_toml()).unwrap();
+        assert_eq!(again, def);
+    }
+
+    #[test]
+    fn system_container_defaults_to_sbin_init() {
+        let def = parse(CONTAINER).unwrap();
+        let spec = def.container.as_ref().unwrap();
+        assert_eq!(spec.effective_command(), vec!["/sbin/init"]);
+        assert!(spec.tty);
+        assert_eq!(def.limits.pids, Some(100));
+    }
+
+    #[test]
+    fn unknown_field_is_named() {
+        let err = parse(&VM.replace("cpus = 2", "cpus = 2\nflavour = \"large\"")).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("unknown field `flavour`"), "{text}");
+        assert!(text.contains("line 6"), "{text}");
+    }
+
+    #[test]
+    fn twelve_parsecs_is_not_a_memory_size() {
+        let err = parse(&VM.replace("\"512M\"", "\"12 parsecs\"")).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("field `memory`"), "{text}");
+        assert!(text.contains("12 parsecs"), "{text}");
+    }
+
+    #[test]
+    fn invalid_toml_is_reported_with_its_line() {
+        let err = parse("name = \"x\"\ntype = [unclosed\n").unwrap_err();
+        assert!(err.to_string().contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn kind_specific_sections_are_enforced() {
+        let no_boot = VM.replace(
+            "[boot]\nkernel = \"/boot/vmlinux\"\ncmdline = \"console=ttyS0\"\n",
+            "",
+        );
+        assert!(parse(&no_boot)
+            .unwrap_err()
+            .to_string()
+            .contains("field `boot`"));
+        let vm_with_pids = format!("{VM}\n[limits]\npids = 5\n");
+        assert!(parse(&vm_with_pids)
+            .unwrap_err()
+            .to_string()
+            .contains("limits.pids"));
+        let no_target = CONTAINER.replace("target = \"/data\"\n", "");
+        assert!(parse(&no_target)
+            .unwrap_err()
+            .to_string()
+            .contains("disks[0].target"));
+    }
+
+    #[test]
+    fn names_are_checked() {
+        for good in ["web", "web-1", "a", "db_2.prod"] {
+            validate_name(good).unwrap();
+        }
+        for bad in ["", "-web", ".hidden", "a/b", "with space", &"x".repeat(64)] {
+            assert!(validate_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn new_uuids_are_valid_and_unique() {
+        let a = new_uuid().unwrap();
+        assert!(validate_uuid(&a), "{a}");
+        assert_ne!(a, new_uuid().unwrap());
+        assert!(!validate_uuid("not-a-uuid"));
+    }
+
+    #[test]
+    fn config_set_validates_before_changing() {
+        let mut def = parse(VM).unwrap();
+        def.set("memory", "1G").unwrap();
+        assert_eq!(def.memory, MemorySize(1 << 30));
+        let err = def.set("memory", "12 parsecs").unwrap_err();
+        assert!(err.to_string().starts_with("field `memory`"), "{err}");
+        assert_eq!(
+            def.memory,
+            MemorySize(1 << 30),
+            "unchanged after a bad value"
+        );
+        assert!(def.set("cpus", "0").is_err());
+        assert!(
+            def.set("container.init", "true").is_err(),
+            "not a container"
+        );
+        assert!(def
+            .set("uuid", "x")
+            .unwrap_err()
+            .to_string()
+            .contains("cannot be changed"));
+        def.set("on_crash", "restart").unwrap();
+        assert_eq!(def.on_crash, Action::Restart);
+    }
+}

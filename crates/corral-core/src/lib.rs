@@ -1,0 +1,21 @@
+//! corral's instance model, the only layer that knows both VMs and containers.
+//!
+//! - [`definition`]: `instance.toml`, parsed and validated.
+//! - [`store`]: the corral root on disk: instances appear whole or not at all, state is written
+//!   atomically, and every multi-step change holds the instance's [`lock`].
+//! - [`state`]: `state.json` and the lifecycle states (libvirt's names).
+
+pub mod definition;
+pub mod driver;
+pub mod error;
+pub mod lifecycle;
+pub mod lock;
+pub mod state;
+pub mod store;
+
+pub use error::CoreError;
+pub use lifecycle::Manager;
+pub mod container;
+pub mod monitor;
+pub mod vm;
+pub mod volume;

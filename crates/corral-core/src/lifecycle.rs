@@ -1,0 +1,536 @@
+//! The lifecycle verbs, identical for VMs and containers: the manager takes the instance lock,
+//! reconciles recorded state with reality, launches or talks to the supervisor, and records the
+//! new state. Only [`Driver`]s know the instance kinds.
+
+use std::fs::OpenOptions;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use corral_control::exit::{reason, ExitRecord};
+use corral_control::{Client, Info, Request, Response, RunState};
+use serde::Serialize;
+
+use crate::definition::{Definition, Kind};
+use crate::driver::{Driver, InstancePaths};
+use crate::error::CoreError;
+use crate::lock::{InstanceLock, DEFAULT_LOCK_TIMEOUT};
+use crate::state::{now_secs, process_alive, process_start_ticks, LastExit, State, Status};
+use crate::store::{Store, StoreError};
+
+/// How long a supervisor may take to serve its control socket after launch.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long one control request may take.
+const CONTROL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Extra time a supervisor gets, after its own shutdown timeout, before it is killed.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+/// The exit reason of a run whose supervisor died without recording one.
+pub const SUPERVISOR_LOST: &str = "supervisor-lost";
+/// The default time a guest gets to shut down before it is forced off.
+pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One line of `corral list`.
+#[derive(Clone, Debug, Serialize)]
+pub struct Summary {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: Kind,
+    pub status: Status,
+    pub cpus: u8,
+    pub memory_bytes: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uptime_secs: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_exit: Option<LastExit>,
+}
+
+/// Runs instances of both kinds.
+pub struct Manager {
+    store: Store,
+    vm: Box<dyn Driver>,
+    container: Box<dyn Driver>,
+    lock_timeout: Duration,
+}
+
+impl Manager {
+    pub fn new(store: Store, vm: Box<dyn Driver>, container: Box<dyn Driver>) -> Self {
+        Self {
+            store,
+            vm,
+            container,
+            lock_timeout: DEFAULT_LOCK_TIMEOUT,
+        }
+    }
+
+    /// Changes how long a command waits for another one holding an instance's lock.
+    pub fn with_lock_timeout(mut self, timeout: Duration) -> Self {
+        self.lock_timeout = timeout;
+        self
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    fn driver(&self, kind: Kind) -> &dyn Driver {
+        match kind {
+            Kind::Vm => self.vm.as_ref(),
+            Kind::Container => self.container.as_ref(),
+        }
+    }
+
+    /// The shared files of instance `name` (which must exist).
+    pub fn paths(&self, name: &str) -> Result<InstancePaths, CoreError> {
+        Ok(InstancePaths::new(self.store.require(name)?))
+    }
+
+    /// Takes instance `name`'s lock, waiting as long as this manager is configured to.
+    pub fn lock(&self, name: &str) -> Result<InstanceLock, CoreError> {
+        Ok(self.store.lock(name, self.lock_timeout)?)
+    }
+
+    /// Defines a new instance; `populate` fills its directory first (e.g. copies a rootfs).
+    pub fn create(
+        &self,
+        definition: &Definition,
+        populate: impl FnOnce(&std::path::Path) -> Result<(), StoreError>,
+    ) -> Result<(), CoreError> {
+        self.store.create(definition, populate)?;
+        let paths = self.paths(&definition.name)?;
+        if let Err(err) = self
+            .driver(definition.kind)
+            .check_resources(definition, &paths)
+        {
+            // The definition points at something missing: the instance must not stay half-made.
+            self.store.remove(&definition.name)?;
+            return Err(err);
+        }
+        Ok(())
+    }
+
+    /// The instance's state with reality reconciled in (a dead supervisor is noticed and its exit
+    /// recorded). Never waits: while another command holds the lock, the recorded state is shown.
+    pub fn state(&self, name: &str) -> Result<State, CoreError> {
+        match self.store.lock(name, Duration::ZERO) {
+            Ok(_lock) => self.reconciled(name),
+            Err(StoreError::Lock(_)) => Ok(self.store.state(name)?),
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    /// Reads and reconciles the state; the caller holds the lock.
+    fn reconciled(&self, name: &str) -> Result<State, CoreError> {
+        let mut state = self.store.state(name)?;
+        if !state.status.is_active() {
+            return Ok(state);
+        }
+        let paths = self.paths(name)?;
+        match state.pid {
+            Some(pid) if process_alive(pid, state.pid_start_ticks) => {
+                // Another client (or the guest) may have paused or resumed it.
+                // (A supervisor restarting its guest says `stopping` for a moment: not adopted.)
+                if let Ok(Response::State { state: run }) = self.call(&paths, &Request::Status) {
+                    let status = status_of(run);
+                    let adoptable = matches!(status, Status::Running | Status::Paused);
+                    if adoptable && status != state.status && state.status != Status::Stopping {
+                        state.status = status;
+                        self.store.save_state(name, &state)?;
+                    }
+                }
+            }
+            Some(pid) => {
+                let definition = self.store.definition(name)?;
+                self.driver(definition.kind).clean_up_lost_run(name, &paths);
+                let (status, exit) = exit_of(&paths, Some(pid));
+                state.end(status, exit);
+                self.store.save_state(name, &state)?;
+            }
+            None => {
+                state.end(
+                    Status::Stopped,
+                    LastExit {
+                        reason: reason::FAILED.to_string(),
+                        code: None,
+                        detail: Some("the start was interrupted".to_string()),
+                        at: now_secs(),
+                    },
+                );
+                self.store.save_state(name, &state)?;
+            }
+        }
+        Ok(state)
+    }
+
+    fn call(&self, paths: &InstancePaths, request: &Request) -> Result<Response, CoreError> {
+        let mut client = Client::connect(&paths.control_socket(), CONTROL_TIMEOUT)?;
+        Ok(client.call(request)?)
+    }
+
+    /// Starts instance `name` and returns once its supervisor serves its control socket.
+    pub fn start(&self, name: &str) -> Result<State, CoreError> {
+        let _lock = self.lock(name)?;
+        let mut state = self.reconciled(name)?;
+        if state.status.is_active() {
+            return Err(CoreError::AlreadyRunning(name.to_string()));
+        }
+        let definition = self.store.definition(name)?;
+        let paths = self.paths(name)?;
+        let driver = self.driver(definition.kind);
+        driver.check_resources(&definition, &paths)?;
+        let exit_path = paths.exit_record();
+        match std::fs::remove_file(&exit_path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(CoreError::io("remove", exit_path)(e)),
+        }
+        state.status = Status::Starting;
+        state.pid = None;
+        self.store.save_state(name, &state)?;
+
+        let launched = driver
+            .supervisor_command(&definition, &paths)
+            .and_then(|command| launch(command, &paths))
+            .and_then(|child| wait_ready(name, child, &paths));
+        match launched {
+            Ok(Launch::Ended(record)) => {
+                // The guest ran and ended before the supervisor was seen serving (a guest that
+                // powers off at once): a start that worked, and a run that is over.
+                let (status, exit) = exit_of(&paths, None);
+                tracing::info!("instance {name} ended at once: {}", record.reason);
+                state.end(status, exit);
+                self.store.save_state(name, &state)?;
+                Ok(state)
+            }
+            Ok(Launch::Running(pid)) => {
+                state.status = Status::Running;
+                state.pid = Some(pid);
+                state.pid_start_ticks = process_start_ticks(pid);
+                state.started_at = Some(now_secs());
+                self.store.save_state(name, &state)?;
+                Ok(state)
+            }
+            Err(err) => {
+                state.end(
+                    Status::Stopped,
+                    LastExit {
+                        reason: reason::FAILED.to_string(),
+                        code: None,
+                        detail: Some(err.to_string()),
+                        at: now_secs(),
+                    },
+                );
+                self.store.save_state(name, &state)?;
+                Err(err)
+            }
+        }
+    }
+
+    /// Asks the guest to shut down; forces it off after `timeout`.
+    pub fn stop(&self, name: &str, timeout: Duration) -> Result<State, CoreError> {
+        self.end_run(
+            name,
+            Request::Shutdown {
+                timeout_secs: Some(timeout.as_secs()),
+            },
+            timeout + STOP_GRACE,
+        )
+    }
+
+    /// Stops the guest at once (virsh destroy).
+    pub fn kill(&self, name: &str) -> Result<State, CoreError> {
+        self.end_run(name, Request::Kill, STOP_GRACE)
+    }
+
+    fn end_run(&self, name: &str, request: Request, wait: Duration) -> Result<State, CoreError> {
+        let _lock = self.lock(name)?;
+        let mut state = self.reconciled(name)?;
+        if !state.status.is_active() {
+            return Err(CoreError::NotRunning(name.to_string()));
+        }
+        let paths = self.paths(name)?;
+        state.status = Status::Stopping;
+        self.store.save_state(name, &state)?;
+        let pid = state.pid;
+        // A supervisor that cannot be reached is killed below.
+        let _ = self.call(&paths, &request);
+        if !wait_for_exit(pid, state.pid_start_ticks, wait) {
+            let _ = self.call(&paths, &Request::Kill);
+            if !wait_for_exit(pid, state.pid_start_ticks, STOP_GRACE) {
+                if let Some(pid) = pid {
+                    // SAFETY: kill(2) with a pid we verified belongs to this instance's supervisor.
+                    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+                    wait_for_exit(Some(pid), state.pid_start_ticks, STOP_GRACE);
+                }
+            }
+        }
+        let (status, exit) = exit_of(&paths, pid);
+        // The host asked for the end: a guest that crashed on the way out is still stopped (the
+        // exit record keeps saying it crashed).
+        let status = if status == Status::Crashed && exit.reason != SUPERVISOR_LOST {
+            Status::Stopped
+        } else {
+            status
+        };
+        state.end(status, exit);
+        self.store.save_state(name, &state)?;
+        Ok(state)
+    }
+
+    /// Stops (gracefully, up to `timeout`) and starts again.
+    pub fn restart(&self, name: &str, timeout: Duration) -> Result<State, CoreError> {
+        match self.stop(name, timeout) {
+            Ok(_) | Err(CoreError::NotRunning(_)) => self.start(name),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Freezes all guest execution.
+    pub fn pause(&self, name: &str) -> Result<State, CoreError> {
+        self.set_run_state(name, Request::Pause)
+    }
+
+    /// Continues after `pause`.
+    pub fn resume(&self, name: &str) -> Result<State, CoreError> {
+        self.set_run_state(name, Request::Resume)
+    }
+
+    fn set_run_state(&self, name: &str, request: Request) -> Result<State, CoreError> {
+        let _lock = self.lock(name)?;
+        let mut state = self.reconciled(name)?;
+        match (state.status, &request) {
+            (Status::Running | Status::Paused, _) => {}
+            (Status::Starting | Status::Stopping, _) => {
+                return Err(CoreError::Unsupported(format!(
+                    "instance {name} is {}; wait for it to finish",
+                    state.status
+                )))
+            }
+            _ => return Err(CoreError::NotRunning(name.to_string())),
+        }
+        if state.status == Status::Running && request == Request::Resume {
+            return Err(CoreError::NotPaused(name.to_string()));
+        }
+        let paths = self.paths(name)?;
+        match self.call(&paths, &request)? {
+            Response::State { state: run } => {
+                state.status = status_of(run);
+                self.store.save_state(name, &state)?;
+                Ok(state)
+            }
+            Response::Error { message } => Err(CoreError::Refused {
+                name: name.to_string(),
+                request: format!("{request:?}").to_lowercase(),
+                message,
+            }),
+            Response::Info(_) => Err(CoreError::Refused {
+                name: name.to_string(),
+                request: format!("{request:?}").to_lowercase(),
+                message: "unexpected answer".to_string(),
+            }),
+        }
+    }
+
+    /// Deletes the instance and its directory; a running one only with `force` (it is killed).
+    pub fn delete(&self, name: &str, force: bool) -> Result<(), CoreError> {
+        {
+            let _lock = self.lock(name)?;
+            let state = self.reconciled(name)?;
+            if state.status.is_active() && !force {
+                return Err(CoreError::Running(name.to_string()));
+            }
+        }
+        if force {
+            match self.kill(name) {
+                Ok(_) | Err(CoreError::NotRunning(_)) => {}
+                Err(err) => return Err(err),
+            }
+        }
+        let _lock = self.lock(name)?;
+        if self.reconciled(name)?.status.is_active() {
+            return Err(CoreError::Running(name.to_string()));
+        }
+        Ok(self.store.remove(name)?)
+    }
+
+    /// All instances, reconciled, sorted by name.
+    pub fn list(&self) -> Result<Vec<Summary>, CoreError> {
+        let mut summaries = Vec::new();
+        for name in self.store.names()? {
+            let definition = match self.store.definition(&name) {
+                Ok(d) => d,
+                // An instance being deleted right now is simply gone.
+                Err(StoreError::NotFound(_)) => continue,
+                Err(err) => return Err(err.into()),
+            };
+            let state = match self.state(&name) {
+                Ok(s) => s,
+                Err(CoreError::Store(StoreError::NotFound(_))) => continue,
+                Err(err) => return Err(err),
+            };
+            summaries.push(Summary {
+                name,
+                kind: definition.kind,
+                status: state.status,
+                cpus: definition.cpus,
+                memory_bytes: definition.memory.0,
+                uptime_secs: state.uptime_secs(),
+                pid: state.pid,
+                last_exit: state.last_exit,
+            });
+        }
+        Ok(summaries)
+    }
+
+    /// Live facts from the supervisor (counters, uptime), when the instance runs.
+    pub fn live_info(&self, name: &str) -> Option<Info> {
+        let paths = self.paths(name).ok()?;
+        match self.call(&paths, &Request::Info) {
+            Ok(Response::Info(info)) => Some(info),
+            _ => None,
+        }
+    }
+}
+
+fn status_of(run: RunState) -> Status {
+    match run {
+        RunState::Running => Status::Running,
+        RunState::Paused => Status::Paused,
+        RunState::Stopping => Status::Stopping,
+    }
+}
+
+/// The state and exit a finished run ends in, from the supervisor's `exit.json`.
+fn exit_of(paths: &InstancePaths, pid: Option<u32>) -> (Status, LastExit) {
+    match ExitRecord::read(&paths.exit_record()) {
+        Some(record) => (
+            if record.is_crash() {
+                Status::Crashed
+            } else {
+                Status::Stopped
+            },
+            LastExit {
+                reason: record.reason,
+                code: record.code,
+                detail: record.detail,
+                at: now_secs(),
+            },
+        ),
+        None => (
+            Status::Crashed,
+            LastExit {
+                reason: SUPERVISOR_LOST.to_string(),
+                code: None,
+                detail: Some(match pid {
+                    Some(pid) => {
+                        format!("the supervisor (pid {pid}) died without recording an exit")
+                    }
+                    None => "the supervisor died without recording an exit".to_string(),
+                }),
+                at: now_secs(),
+            },
+        ),
+    }
+}
+
+/// Runs `command` detached: its own session, stdin from /dev/null, output to the supervisor log.
+fn launch(mut command: std::process::Command, paths: &InstancePaths) -> Result<Child, CoreError> {
+    let log_path = paths.supervisor_log();
+    let log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(CoreError::io("open", &log_path))?;
+    let log_err = log.try_clone().map_err(CoreError::io("open", &log_path))?;
+    command.stdin(Stdio::null()).stdout(log).stderr(log_err);
+    // SAFETY: the closure runs in the forked child before exec and only calls setsid(2), which
+    // is async-signal-safe.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    command
+        .spawn()
+        .map_err(CoreError::io("start the supervisor", command.get_program()))
+}
+
+/// How a launch turned out.
+enum Launch {
+    /// The supervisor serves its control socket.
+    Running(u32),
+    /// The guest already ran and ended, as its exit record says.
+    Ended(ExitRecord),
+}
+
+/// Waits until the supervisor answers on its control socket. If it ends first, its exit record
+/// says whether the guest ran (and ended at once) or could not start; the error then says why
+/// (the record's detail or the last line of its log).
+fn wait_ready(name: &str, mut child: Child, paths: &InstancePaths) -> Result<Launch, CoreError> {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    let pid = child.id();
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            let record = ExitRecord::read(&paths.exit_record());
+            if let Some(record) = record.clone().filter(|r| r.reason != reason::FAILED) {
+                return Ok(Launch::Ended(record));
+            }
+            let detail = record
+                .and_then(|r| r.detail)
+                .or_else(|| last_log_line(paths))
+                .unwrap_or_else(|| format!("the supervisor exited with {status}"));
+            return Err(CoreError::StartFailed {
+                name: name.to_string(),
+                detail,
+            });
+        }
+        let ready = Client::connect(&paths.control_socket(), CONTROL_TIMEOUT)
+            .and_then(|mut c| c.call(&Request::Status))
+            .is_ok();
+        if ready {
+            // Reap the supervisor if it ends while this process still lives (e.g. the API server).
+            std::thread::spawn(move || child.wait());
+            return Ok(Launch::Running(pid));
+        }
+        if Instant::now() >= deadline {
+            // SAFETY: kill(2) of our own child, which has not been reaped yet.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            let _ = child.wait();
+            return Err(CoreError::StartFailed {
+                name: name.to_string(),
+                detail: format!(
+                    "the supervisor did not answer within {}s; see {}",
+                    READY_TIMEOUT.as_secs(),
+                    paths.supervisor_log().display()
+                ),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn last_log_line(paths: &InstancePaths) -> Option<String> {
+    let text = std::fs::read_to_string(paths.supervisor_log()).ok()?;
+    let line = text.lines().rev().find(|l| !l.trim().is_empty())?;
+    // The supervisor is `corral` itself, whose errors start with its name.
+    Some(line.trim_start_matches("corral: ").to_string())
+}
+
+/// Waits up to `timeout` for the supervisor to end; true when it has.
+fn wait_for_exit(pid: Option<u32>, start_ticks: Option<u64>, timeout: Duration) -> bool {
+    let Some(pid) = pid else {
+        return true;
+    };
+    let deadline = Instant::now() + timeout;
+    while process_alive(pid, start_ticks) {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    true
+}

@@ -1,0 +1,423 @@
+//! Storage pools and volumes (the seeds' "virtual block devices").
+//!
+//! The default pool is the directory `storage/default/` under the corral root. A volume is a
+//! sparse raw file (`NAME.raw`: only written blocks use space), a qcow2 image (`NAME.qcow2`,
+//! optionally a copy-on-write overlay of a backing image: a linked clone), or a directory (`NAME/`,
+//! bind-mounted into containers). Dedicated host block devices and logical volumes are not pool
+//! volumes: instances attach them by path.
+
+use std::path::{Path, PathBuf};
+
+use corral_disk::{DiskFormat as ImageFormat, Qcow2CreateOptions, ResizeOptions};
+use serde::Serialize;
+
+use crate::definition::{validate_name, DefinitionError, DiskFormat};
+use crate::error::CoreError;
+
+/// The pool every instance can use.
+pub const DEFAULT_POOL: &str = "default";
+
+#[derive(Debug, thiserror::Error)]
+pub enum VolumeError {
+    #[error("volume {0} does not exist; `corral volume list` shows the pool's volumes")]
+    NotFound(String),
+    #[error("volume {0} already exists; choose another name or delete it first")]
+    Exists(String),
+    #[error("volume {name} is in use by {users}; detach it first")]
+    InUse { name: String, users: String },
+    #[error("a directory volume has no size; leave out the size or choose --format raw or qcow2")]
+    DirectoryHasNoSize,
+    #[error("a {0} volume needs a size, e.g. 10G")]
+    SizeNeeded(&'static str),
+    #[error("only qcow2 volumes can have a backing image")]
+    BackingNeedsQcow2,
+    #[error("volume {0} is a directory; directories cannot be resized")]
+    DirectoryResize(String),
+    #[error(transparent)]
+    Disk(#[from] corral_disk::DiskError),
+    #[error(transparent)]
+    Name(#[from] DefinitionError),
+    #[error("cannot {action} {path}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What to create.
+#[derive(Clone, Debug)]
+pub enum NewVolume {
+    Raw {
+        size: u64,
+    },
+    Qcow2 {
+        size: Option<u64>,
+        backing: Option<PathBuf>,
+    },
+    Dir,
+}
+
+/// What `corral volume list/info` shows.
+#[derive(Clone, Debug, Serialize)]
+pub struct VolumeInfo {
+    pub name: String,
+    pub format: DiskFormat,
+    pub path: PathBuf,
+    /// The guest-visible size (none for directories).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub virtual_size: Option<u64>,
+    /// Bytes used on the host.
+    pub actual_size: u64,
+    /// Backing images, nearest first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub backing_chain: Vec<PathBuf>,
+}
+
+/// A directory of volumes.
+#[derive(Clone, Debug)]
+pub struct Pool {
+    dir: PathBuf,
+}
+
+impl Pool {
+    /// The default pool under the corral root `root`.
+    pub fn default_in(root: &Path) -> Self {
+        Self {
+            dir: root.join("storage").join(DEFAULT_POOL),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn ensure_dir(&self) -> Result<(), VolumeError> {
+        std::fs::create_dir_all(&self.dir).map_err(|source| VolumeError::Io {
+            action: "create the pool directory",
+            path: self.dir.clone(),
+            source,
+        })
+    }
+
+    fn candidates(&self, name: &str) -> [(PathBuf, DiskFormat); 3] {
+        [
+            (self.dir.join(format!("{name}.raw")), DiskFormat::Raw),
+            (self.dir.join(format!("{name}.qcow2")), DiskFormat::Qcow2),
+            (self.dir.join(name), DiskFormat::Dir),
+        ]
+    }
+
+    /// Where volume `name` is, and its format.
+    pub fn find(&self, name: &str) -> Result<(PathBuf, DiskFormat), VolumeError> {
+        validate_name(name)?;
+        self.candidates(name)
+            .into_iter()
+            .find(|(path, format)| match format {
+                DiskFormat::Dir => path.is_dir(),
+                _ => path.is_file(),
+            })
+            .ok_or_else(|| VolumeError::NotFound(name.to_string()))
+    }
+
+    /// Creates volume `name`.
+    pub fn create(&self, name: &str, volume: &NewVolume) -> Result<VolumeInfo, VolumeError> {
+        validate_name(name)?;
+        if self.find(name).is_ok() {
+            return Err(VolumeError::Exists(name.to_string()));
+        }
+        self.ensure_dir()?;
+        match volume {
+            NewVolume::Raw { size } => {
+                corral_disk::create_raw(&self.dir.join(format!("{name}.raw")), *size)?
+            }
+            NewVolume::Qcow2 { size, backing } => {
+                let backing_file = backing.as_ref().map(|b| self.backing_reference(b));
+                corral_disk::create_qcow2(
+                    &self.dir.join(format!("{name}.qcow2")),
+                    &Qcow2CreateOptions {
+                        size: *size,
+                        backing_file,
+                        ..Default::default()
+                    },
+                )?
+            }
+            NewVolume::Dir => {
+                let path = self.dir.join(name);
+                std::fs::create_dir(&path).map_err(|source| VolumeError::Io {
+                    action: "create",
+                    path,
+                    source,
+                })?
+            }
+        }
+        self.info(name)
+    }
+
+    /// A backing image inside the pool is recorded by its file name (relative to the overlay,
+    /// qemu's rule), so the pool can move; anything else by its absolute path.
+    fn backing_reference(&self, backing: &Path) -> PathBuf {
+        match backing.strip_prefix(&self.dir) {
+            Ok(relative) if relative.components().count() == 1 => relative.to_path_buf(),
+            _ => backing.to_path_buf(),
+        }
+    }
+
+    /// Resolves `--backing` text: a pool volume's name, or a path to an image.
+    pub fn resolve_backing(&self, text: &str) -> Result<PathBuf, VolumeError> {
+        if validate_name(text).is_ok() {
+            if let Ok((path, format)) = self.find(text) {
+                if format != DiskFormat::Dir {
+                    return Ok(path);
+                }
+            }
+        }
+        let path = PathBuf::from(text);
+        if path.is_file() {
+            return Ok(std::path::absolute(&path).unwrap_or(path));
+        }
+        Err(VolumeError::NotFound(text.to_string()))
+    }
+
+    /// Facts about volume `name`.
+    pub fn info(&self, name: &str) -> Result<VolumeInfo, VolumeError> {
+        let (path, format) = self.find(name)?;
+        if format == DiskFormat::Dir {
+            return Ok(VolumeInfo {
+                name: name.to_string(),
+                format,
+                actual_size: directory_usage(&path),
+                path,
+                virtual_size: None,
+                backing_chain: Vec::new(),
+            });
+        }
+        let image = corral_disk::info(&path)?;
+        Ok(VolumeInfo {
+            name: name.to_string(),
+            format: match image.format {
+                ImageFormat::Raw => DiskFormat::Raw,
+                ImageFormat::Qcow2 => DiskFormat::Qcow2,
+            },
+            path,
+            virtual_size: Some(image.virtual_size),
+            actual_size: image.actual_size,
+            backing_chain: image.backing_chain.into_iter().map(|b| b.path).collect(),
+        })
+    }
+
+    /// All volumes, by name.
+    pub fn list(&self) -> Result<Vec<VolumeInfo>, VolumeError> {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return Ok(Vec::new());
+        };
+        let mut names: Vec<String> = entries
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| !n.starts_with('.'))
+            .map(|n| {
+                n.strip_suffix(".raw")
+                    .or_else(|| n.strip_suffix(".qcow2"))
+                    .unwrap_or(&n)
+                    .to_string()
+            })
+            .filter(|n| validate_name(n).is_ok())
+            .collect();
+        names.sort();
+        names.dedup();
+        names.iter().map(|n| self.info(n)).collect()
+    }
+
+    /// Changes the virtual size of a raw or qcow2 volume.
+    pub fn resize(
+        &self,
+        name: &str,
+        size: u64,
+        force_shrink: bool,
+    ) -> Result<VolumeInfo, VolumeError> {
+        let (path, format) = self.find(name)?;
+        if format == DiskFormat::Dir {
+            return Err(VolumeError::DirectoryResize(name.to_string()));
+        }
+        corral_disk::resize(&path, size, ResizeOptions { force_shrink })?;
+        self.info(name)
+    }
+
+    /// Deletes volume `name` unless something uses it (`users` names those that do).
+    pub fn delete(&self, name: &str, users: &[String]) -> Result<(), VolumeError> {
+        let (path, format) = self.find(name)?;
+        let mut users = users.to_vec();
+        users.extend(
+            self.overlays_of(&path)?
+                .into_iter()
+                .map(|v| format!("volume {v}")),
+        );
+        if !users.is_empty() {
+            return Err(VolumeError::InUse {
+                name: name.to_string(),
+                users: users.join(", "),
+            });
+        }
+        let removed = if format == DiskFormat::Dir {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        removed.map_err(|source| VolumeError::Io {
+            action: "delete",
+            path,
+            source,
+        })
+    }
+
+    /// Volumes whose backing chain includes `path`.
+    fn overlays_of(&self, path: &Path) -> Result<Vec<String>, VolumeError> {
+        let target = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        Ok(self
+            .list()?
+            .into_iter()
+            .filter(|v| {
+                v.backing_chain
+                    .iter()
+                    .any(|b| std::fs::canonicalize(b).is_ok_and(|b| b == target))
+            })
+            .map(|v| v.name)
+            .collect())
+    }
+}
+
+fn directory_usage(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => m.blocks() * 512 + directory_usage(&e.path()),
+            Ok(m) => m.blocks() * 512,
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+impl From<VolumeError> for CoreError {
+    fn from(err: VolumeError) -> Self {
+        CoreError::Volume(Box::new(err))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool() -> (tempfile::TempDir, Pool) {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = Pool::default_in(dir.path());
+        (dir, pool)
+    }
+
+    #[test]
+    fn ten_gib_raw_volume_stays_sparse() {
+        let (_dir, pool) = pool();
+        let info = pool
+            .create("big", &NewVolume::Raw { size: 10 << 30 })
+            .unwrap();
+        assert_eq!(info.virtual_size, Some(10 << 30));
+        assert!(
+            info.actual_size < 1 << 20,
+            "{} bytes used",
+            info.actual_size
+        );
+        assert_eq!(info.format, DiskFormat::Raw);
+    }
+
+    #[test]
+    fn qcow2_overlay_of_a_pool_volume_records_a_relative_backing_name() {
+        let (_dir, pool) = pool();
+        pool.create("base", &NewVolume::Raw { size: 1 << 20 })
+            .unwrap();
+        let backing = pool.resolve_backing("base").unwrap();
+        let overlay = pool
+            .create(
+                "clone",
+                &NewVolume::Qcow2 {
+                    size: None,
+                    backing: Some(backing.clone()),
+                },
+            )
+            .unwrap();
+        assert_eq!(
+            overlay.virtual_size,
+            Some(1 << 20),
+            "size taken from the backing"
+        );
+        assert_eq!(overlay.backing_chain.len(), 1);
+        assert_eq!(
+            std::fs::canonicalize(&overlay.backing_chain[0]).unwrap(),
+            std::fs::canonicalize(&backing).unwrap()
+        );
+        let err = pool.delete("base", &[]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "volume base is in use by volume clone; detach it first"
+        );
+        pool.delete("clone", &[]).unwrap();
+        pool.delete("base", &[]).unwrap();
+        assert!(pool.list().unwrap().is_empty());
+    }
+
+    #[test]
+    fn names_are_unique_across_formats() {
+        let (_dir, pool) = pool();
+        pool.create("data", &NewVolume::Dir).unwrap();
+        let err = pool
+            .create("data", &NewVolume::Raw { size: 4096 })
+            .unwrap_err();
+        assert!(matches!(err, VolumeError::Exists(_)));
+        let list = pool.list().unwrap();
+        assert_eq!(list.len(), 1);
+        assert_eq!(list[0].format, DiskFormat::Dir);
+    }
+
+    #[test]
+    fn resize_grows_and_refuses_directories() {
+        let (_dir, pool) = pool();
+        pool.create(
+            "disk",
+            &NewVolume::Qcow2 {
+                size: Some(1 << 20),
+                backing: None,
+            },
+        )
+        .unwrap();
+        let info = pool.resize("disk", 2 << 20, false).unwrap();
+        assert_eq!(info.virtual_size, Some(2 << 20));
+        pool.create("dir", &NewVolume::Dir).unwrap();
+        assert!(matches!(
+            pool.resize("dir", 1, false),
+            Err(VolumeError::DirectoryResize(_))
+        ));
+    }
+
+    #[test]
+    fn users_block_deletion() {
+        let (_dir, pool) = pool();
+        pool.create("data", &NewVolume::Dir).unwrap();
+        let err = pool
+            .delete("data", &["instance web".to_string()])
+            .unwrap_err();
+        assert!(err.to_string().contains("in use by instance web"));
+        assert!(pool.find("data").is_ok());
+    }
+
+    #[test]
+    fn unknown_volume() {
+        let (_dir, pool) = pool();
+        assert_eq!(
+            pool.info("nope").unwrap_err().to_string(),
+            "volume nope does not exist; `corral volume list` shows the pool's volumes"
+        );
+    }
+}

@@ -1,0 +1,771 @@
+//! The instance verbs (virsh/incus style): create, start, stop, list, console, ... They never
+//! branch on the instance type; `corral-core`'s manager and drivers do.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+use corral_core::definition::{
+    new_uuid, Boot, ContainerSpec, Definition, Disk, DiskFormat, Kind, Limits,
+};
+use corral_core::lifecycle::{Summary, DEFAULT_STOP_TIMEOUT};
+use corral_core::state::{State, Status};
+use corral_core::store::Store;
+use corral_core::Manager;
+use corral_vmm::config::{Action, MemorySize};
+
+use crate::output::{self, Format};
+
+/// `corral create`.
+#[derive(Args)]
+pub struct CreateArgs {
+    /// The instance's name (taken from the file with --file when absent).
+    name: Option<String>,
+    /// Read the definition from this TOML file (flags given too override it).
+    #[arg(long, short)]
+    file: Option<PathBuf>,
+    /// A virtual machine (implied by --kernel).
+    #[arg(long, conflicts_with = "container")]
+    vm: bool,
+    /// A container (implied by --rootfs).
+    #[arg(long)]
+    container: bool,
+    /// vCPUs of a VM, CPU quota of a container.
+    #[arg(long)]
+    cpus: Option<u8>,
+    /// RAM of a VM, memory limit of a container (e.g. 512M, 2G).
+    #[arg(long)]
+    memory: Option<MemorySize>,
+    /// VM kernel: ELF vmlinux (PVH) or bzImage.
+    #[arg(long)]
+    kernel: Option<PathBuf>,
+    #[arg(long)]
+    initrd: Option<PathBuf>,
+    /// VM kernel command line.
+    #[arg(long)]
+    cmdline: Option<String>,
+    /// Container root filesystem: a directory or a tarball, copied into the instance.
+    #[arg(long)]
+    rootfs: Option<PathBuf>,
+    /// A system container: PID 1 is an init system (default command /sbin/init).
+    #[arg(long)]
+    init: bool,
+    /// Environment of the container's PID 1 (NAME=value, repeatable).
+    #[arg(long = "env", short = 'e')]
+    env: Vec<String>,
+    #[arg(long)]
+    hostname: Option<String>,
+    /// Most processes the container may have.
+    #[arg(long)]
+    pids_limit: Option<u64>,
+    /// A disk: PATH[,ro][,format=raw|qcow2|dir][,serial=ID][,target=/mnt] or vol=NAME[,...].
+    #[arg(long = "disk")]
+    disks: Vec<String>,
+    #[arg(long)]
+    on_poweroff: Option<Action>,
+    #[arg(long)]
+    on_reboot: Option<Action>,
+    #[arg(long)]
+    on_crash: Option<Action>,
+    #[arg(long)]
+    autostart: bool,
+    /// Start the instance once created.
+    #[arg(long)]
+    start: bool,
+    /// The container's command (after `--`).
+    #[arg(last = true)]
+    command: Vec<String>,
+}
+
+/// `corral stop` and `corral restart`.
+#[derive(Args)]
+pub struct StopArgs {
+    name: String,
+    /// Seconds the guest gets to shut down before it is forced off.
+    #[arg(long, short, default_value_t = DEFAULT_STOP_TIMEOUT.as_secs())]
+    timeout: u64,
+    /// Force it off at once (like `corral kill`).
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(Args)]
+pub struct ListArgs {
+    /// Include instances that are not running.
+    #[arg(long, short)]
+    all: bool,
+    #[arg(long, short, value_enum, default_value_t)]
+    output: Format,
+}
+
+#[derive(Args)]
+pub struct InfoArgs {
+    name: String,
+    #[arg(long, short, value_enum, default_value_t)]
+    output: Format,
+}
+
+#[derive(Args)]
+pub struct DeleteArgs {
+    name: String,
+    /// Delete a running instance too (it is killed first).
+    #[arg(long, short)]
+    force: bool,
+}
+
+#[derive(Args)]
+pub struct LogsArgs {
+    name: String,
+    /// Keep printing what the console prints.
+    #[arg(long, short)]
+    follow: bool,
+}
+
+#[derive(Args)]
+pub struct ExecArgs {
+    name: String,
+    /// Give the command a terminal (default: when stdin is one).
+    #[arg(long, short)]
+    tty: bool,
+    /// Environment variables (NAME=value, repeatable).
+    #[arg(long = "env", short = 'e')]
+    env: Vec<String>,
+    /// Working directory inside the container.
+    #[arg(long, short = 'w')]
+    cwd: Option<String>,
+    /// The command and its arguments (after `--`).
+    #[arg(last = true, required = true)]
+    command: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct ConfigArgs {
+    #[command(subcommand)]
+    command: ConfigCommand,
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print the definition.
+    Show { name: String },
+    /// Change fields: KEY=VALUE ... (e.g. memory=1G cpus=2 limits.pids=100).
+    Set {
+        name: String,
+        #[arg(required = true)]
+        settings: Vec<String>,
+    },
+    /// Edit the definition in $EDITOR; it is validated before it replaces the old one.
+    Edit { name: String },
+}
+
+/// Opens the store and the manager for `root`.
+pub fn manager(root: &Path) -> anyhow::Result<Manager> {
+    let store = Store::open(root)?;
+    let exe = std::env::current_exe().context("cannot find the corral executable")?;
+    let pool = corral_core::volume::Pool::default_in(root);
+    let manager = Manager::new(
+        store,
+        Box::new(corral_core::vm::VmDriver::new(&exe)),
+        Box::new(corral_core::container::ContainerDriver::new(&exe, pool)),
+    );
+    // How long to wait for another command working on the same instance.
+    Ok(match std::env::var("CORRAL_LOCK_TIMEOUT") {
+        Ok(secs) => manager.with_lock_timeout(Duration::from_secs_f64(secs.parse().with_context(
+            || format!("CORRAL_LOCK_TIMEOUT={secs:?} is not a number of seconds"),
+        )?)),
+        Err(_) => manager,
+    })
+}
+
+pub fn create(root: &Path, args: CreateArgs) -> anyhow::Result<ExitCode> {
+    let manager = manager(root)?;
+    let start = args.start;
+    let (definition, rootfs_source) = definition_from(args)?;
+    let name = definition.name.clone();
+    manager.create(&definition, |dir| {
+        if let Some(source) = &rootfs_source {
+            crate::rootfs::populate(source, &dir.join("rootfs"))
+                .map_err(|e| corral_core::store::StoreError::Populate(format!("{e:#}")))?;
+        }
+        Ok(())
+    })?;
+    println!("created {} {name}", definition.kind);
+    if start {
+        manager.start(&name)?;
+        println!("started {name}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `corral define FILE` (virsh): the definition comes from a file alone.
+pub fn define(root: &Path, file: PathBuf) -> anyhow::Result<ExitCode> {
+    let args = CreateArgs {
+        name: None,
+        file: Some(file),
+        vm: false,
+        container: false,
+        cpus: None,
+        memory: None,
+        kernel: None,
+        initrd: None,
+        cmdline: None,
+        rootfs: None,
+        init: false,
+        env: vec![],
+        hostname: None,
+        pids_limit: None,
+        disks: vec![],
+        on_poweroff: None,
+        on_reboot: None,
+        on_crash: None,
+        autostart: false,
+        start: false,
+        command: vec![],
+    };
+    create(root, args)
+}
+
+/// Builds the definition from a file and/or flags; returns the rootfs to copy in, if any.
+fn definition_from(args: CreateArgs) -> anyhow::Result<(Definition, Option<PathBuf>)> {
+    let mut definition = match &args.file {
+        Some(file) => {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let mut definition = Definition::parse(&text, file)?;
+            // A hand-written file may leave out the name (given on the command line) and uuid.
+            if let Some(name) = &args.name {
+                definition.name = name.clone();
+            }
+            if definition.uuid.is_empty() {
+                definition.uuid = new_uuid()?;
+            }
+            definition.validate_in(file)?;
+            definition
+        }
+        None => {
+            let Some(name) = args.name.clone() else {
+                bail!("give the instance a name: corral create NAME ...");
+            };
+            let kind = if args.vm || args.kernel.is_some() {
+                Kind::Vm
+            } else if args.container || args.rootfs.is_some() {
+                Kind::Container
+            } else {
+                bail!("say what to create: --kernel (or --vm) for a VM, --rootfs (or --container) for a container");
+            };
+            Definition {
+                name,
+                kind,
+                uuid: new_uuid()?,
+                cpus: 1,
+                memory: MemorySize(256 << 20),
+                autostart: false,
+                on_poweroff: Action::Destroy,
+                on_reboot: Action::Restart,
+                on_crash: Action::Destroy,
+                boot: (kind == Kind::Vm).then(|| Boot {
+                    kernel: PathBuf::new(),
+                    initrd: None,
+                    cmdline: None,
+                }),
+                container: (kind == Kind::Container).then(|| ContainerSpec {
+                    rootfs: PathBuf::from("rootfs"),
+                    command: vec![],
+                    init: false,
+                    env: vec![],
+                    cwd: None,
+                    hostname: None,
+                    user: None,
+                    tty: true,
+                }),
+                limits: Limits::default(),
+                disks: vec![],
+            }
+        }
+    };
+    if let Some(cpus) = args.cpus {
+        definition.cpus = cpus;
+    }
+    if let Some(memory) = args.memory {
+        definition.memory = memory;
+    }
+    for (flag, value) in [
+        (&mut definition.on_poweroff, args.on_poweroff),
+        (&mut definition.on_reboot, args.on_reboot),
+        (&mut definition.on_crash, args.on_crash),
+    ] {
+        if let Some(action) = value {
+            *flag = action;
+        }
+    }
+    definition.autostart |= args.autostart;
+    if let Some(pids) = args.pids_limit {
+        definition.limits.pids = Some(pids);
+    }
+    let absolute = |p: PathBuf| std::path::absolute(&p).unwrap_or(p);
+    if let Some(boot) = definition.boot.as_mut() {
+        if let Some(kernel) = args.kernel {
+            boot.kernel = absolute(kernel);
+        }
+        if let Some(initrd) = args.initrd {
+            boot.initrd = Some(absolute(initrd));
+        }
+        if args.cmdline.is_some() {
+            boot.cmdline = args.cmdline;
+        }
+    } else if args.kernel.is_some() || args.initrd.is_some() || args.cmdline.is_some() {
+        bail!("--kernel, --initrd and --cmdline are for VMs; this is a container");
+    }
+    let mut rootfs_source = None;
+    if let Some(spec) = definition.container.as_mut() {
+        if let Some(rootfs) = args.rootfs {
+            if !rootfs.exists() {
+                bail!("root filesystem {} does not exist", rootfs.display());
+            }
+            rootfs_source = Some(absolute(rootfs));
+            spec.rootfs = PathBuf::from("rootfs");
+        }
+        spec.init |= args.init;
+        spec.env.extend(args.env);
+        if args.hostname.is_some() {
+            spec.hostname = args.hostname;
+        }
+        if !args.command.is_empty() {
+            spec.command = args.command;
+        }
+    } else if args.rootfs.is_some() || args.init || !args.env.is_empty() || !args.command.is_empty()
+    {
+        bail!("--rootfs, --init, --env and a command are for containers; this is a VM");
+    }
+    for spec in &args.disks {
+        definition.disks.push(parse_disk(spec)?);
+    }
+    definition.validate()?;
+    Ok((definition, rootfs_source))
+}
+
+/// Parses `--disk PATH[,ro][,format=F][,serial=S][,target=T]` or `vol=NAME[,...]`.
+fn parse_disk(spec: &str) -> anyhow::Result<Disk> {
+    let mut disk = Disk {
+        path: None,
+        volume: None,
+        format: None,
+        readonly: false,
+        serial: None,
+        target: None,
+    };
+    for (i, part) in spec.split(',').enumerate() {
+        match part.split_once('=') {
+            None if part == "ro" || part == "readonly" => disk.readonly = true,
+            None if i == 0 => disk.path = Some(std::path::absolute(part)?),
+            Some(("vol" | "volume", name)) => disk.volume = Some(name.to_string()),
+            Some(("path", path)) => disk.path = Some(std::path::absolute(path)?),
+            Some(("format", format)) => {
+                disk.format = Some(match format {
+                    "raw" => DiskFormat::Raw,
+                    "qcow2" => DiskFormat::Qcow2,
+                    "dir" => DiskFormat::Dir,
+                    other => bail!("--disk {spec}: unknown format {other:?}; use raw, qcow2 or dir"),
+                })
+            }
+            Some(("serial", serial)) => disk.serial = Some(serial.to_string()),
+            Some(("target", target)) => disk.target = Some(target.to_string()),
+            _ => bail!(
+                "--disk {spec}: cannot understand {part:?}; use PATH[,ro][,format=F][,serial=S][,target=/mnt] or vol=NAME[,...]"
+            ),
+        }
+    }
+    Ok(disk)
+}
+
+pub fn start(root: &Path, names: Vec<String>) -> anyhow::Result<ExitCode> {
+    let manager = manager(root)?;
+    for name in names {
+        let state = manager.start(&name)?;
+        if state.status.is_active() {
+            println!("started {name}");
+        } else {
+            println!(
+                "started {name}; it has already stopped{}",
+                describe_exit(&state)
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn autostart(root: &Path) -> anyhow::Result<ExitCode> {
+    let manager = manager(root)?;
+    let mut failed = 0;
+    for summary in manager.list()? {
+        let definition = manager.store().definition(&summary.name)?;
+        if !definition.autostart || summary.status.is_active() {
+            continue;
+        }
+        match manager.start(&summary.name) {
+            Ok(_) => println!("started {}", summary.name),
+            Err(err) => {
+                // One instance that cannot start must not keep the others down.
+                eprintln!("corral: {err}");
+                failed += 1;
+            }
+        }
+    }
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+pub fn stop(root: &Path, args: StopArgs) -> anyhow::Result<ExitCode> {
+    let manager = manager(root)?;
+    let state = if args.force {
+        manager.kill(&args.name)?
+    } else {
+        manager.stop(&args.name, Duration::from_secs(args.timeout))?
+    };
+    println!("stopped {}{}", args.name, describe_exit(&state));
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn kill(root: &Path, name: String) -> anyhow::Result<ExitCode> {
+    let state = manager(root)?.kill(&name)?;
+    println!("killed {name}{}", describe_exit(&state));
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn restart(root: &Path, args: StopArgs) -> anyhow::Result<ExitCode> {
+    let manager = manager(root)?;
+    if args.force {
+        match manager.kill(&args.name) {
+            Ok(_) | Err(corral_core::CoreError::NotRunning(_)) => {}
+            Err(err) => return Err(err.into()),
+        }
+        manager.start(&args.name)?;
+    } else {
+        manager.restart(&args.name, Duration::from_secs(args.timeout))?;
+    }
+    println!("restarted {}", args.name);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn pause(root: &Path, name: String) -> anyhow::Result<ExitCode> {
+    manager(root)?.pause(&name)?;
+    println!("paused {name}");
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn resume(root: &Path, name: String) -> anyhow::Result<ExitCode> {
+    manager(root)?.resume(&name)?;
+    println!("resumed {name}");
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn delete(root: &Path, args: DeleteArgs) -> anyhow::Result<ExitCode> {
+    manager(root)?.delete(&args.name, args.force)?;
+    println!("deleted {}", args.name);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn describe_exit(state: &State) -> String {
+    match &state.last_exit {
+        Some(exit) => match exit.code {
+            Some(code) => format!(" ({}, code {code})", exit.reason),
+            None => format!(" ({})", exit.reason),
+        },
+        None => String::new(),
+    }
+}
+
+pub fn list(root: &Path, args: ListArgs) -> anyhow::Result<ExitCode> {
+    let summaries: Vec<Summary> = manager(root)?
+        .list()?
+        .into_iter()
+        .filter(|s| args.all || s.status.is_active())
+        .collect();
+    if args.output == Format::Json {
+        output::print_json(&summaries)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows: Vec<[String; 6]> = summaries
+        .iter()
+        .map(|s| {
+            [
+                s.name.clone(),
+                s.kind.to_string(),
+                s.status.to_string(),
+                s.cpus.to_string(),
+                MemorySize(s.memory_bytes).to_string(),
+                s.uptime_secs
+                    .map(output::duration)
+                    .unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    output::print_table(["NAME", "TYPE", "STATE", "CPUS", "MEMORY", "UPTIME"], &rows);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn info(root: &Path, args: InfoArgs) -> anyhow::Result<ExitCode> {
+    let manager = manager(root)?;
+    let definition = manager.store().definition(&args.name)?;
+    let state = manager.state(&args.name)?;
+    let live = state
+        .status
+        .is_active()
+        .then(|| manager.live_info(&args.name))
+        .flatten();
+    if args.output == Format::Json {
+        output::print_json(&serde_json::json!({
+            "definition": definition,
+            "state": state,
+            "live": live,
+        }))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let line =
+        |label: &str, value: &dyn std::fmt::Display| println!("{:<14}{value}", format!("{label}:"));
+    line("Name", &definition.name);
+    line("UUID", &definition.uuid);
+    line("Type", &definition.kind);
+    line("State", &state.status);
+    if let Some(pid) = state.pid {
+        line("Supervisor", &format!("pid {pid}"));
+    }
+    if let Some(uptime) = state.uptime_secs() {
+        line("Uptime", &output::duration(uptime));
+    }
+    line("CPUs", &definition.cpus);
+    line("Memory", &definition.memory);
+    line(
+        "Autostart",
+        &if definition.autostart { "yes" } else { "no" },
+    );
+    line(
+        "On events",
+        &format!(
+            "poweroff={:?} reboot={:?} crash={:?}",
+            definition.on_poweroff, definition.on_reboot, definition.on_crash
+        )
+        .to_lowercase(),
+    );
+    if let Some(boot) = &definition.boot {
+        line("Kernel", &boot.kernel.display());
+        if let Some(initrd) = &boot.initrd {
+            line("Initrd", &initrd.display());
+        }
+        if let Some(cmdline) = &boot.cmdline {
+            line("Cmdline", cmdline);
+        }
+    }
+    if let Some(spec) = &definition.container {
+        line("Rootfs", &spec.rootfs.display());
+        line("Command", &spec.effective_command().join(" "));
+        line(
+            "Init",
+            &if spec.init {
+                "yes (system container)"
+            } else {
+                "no"
+            },
+        );
+    }
+    if let Some(pids) = definition.limits.pids {
+        line("Pids limit", &pids);
+    }
+    for (i, disk) in definition.disks.iter().enumerate() {
+        let source = disk
+            .path
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .or_else(|| disk.volume.as_ref().map(|v| format!("volume {v}")))
+            .unwrap_or_default();
+        line(
+            &format!("Disk {i}"),
+            &format!("{source}{}", if disk.readonly { " (ro)" } else { "" }),
+        );
+    }
+    if let Some(exit) = &state.last_exit {
+        let mut text = exit.reason.clone();
+        if let Some(code) = exit.code {
+            text.push_str(&format!(", code {code}"));
+        }
+        if let Some(detail) = &exit.detail {
+            text.push_str(&format!(": {detail}"));
+        }
+        line("Last exit", &text);
+    }
+    if let Some(live) = live {
+        for (counter, value) in &live.counters {
+            line(counter, value);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn console(root: &Path, name: String) -> anyhow::Result<ExitCode> {
+    let manager = manager(root)?;
+    let state = manager.state(&name)?;
+    if !state.status.is_active() {
+        return Err(corral_core::CoreError::NotRunning(name).into());
+    }
+    let socket = manager.paths(&name)?.console_socket();
+    let stdin = std::io::stdin();
+    let raw = crate::terminal::RawMode::enable(&stdin)?;
+    eprint!("Connected to {name}; escape character is ^]\r\n");
+    let mut stdout = std::io::stdout();
+    let end = corral_control::console::attach(
+        &socket,
+        std::os::fd::AsFd::as_fd(&stdin),
+        &mut stdout,
+        corral_control::console::ESCAPE_BYTE,
+    );
+    drop(raw);
+    stdout.flush()?;
+    match end? {
+        corral_control::console::Detach::Closed => eprintln!("\nconsole of {name} closed"),
+        _ => eprintln!(),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn logs(root: &Path, args: LogsArgs) -> anyhow::Result<ExitCode> {
+    let manager = manager(root)?;
+    let paths = manager.paths(&args.name)?;
+    let log = paths.console_log();
+    let mut stdout = std::io::stdout();
+    let mut rotated = log.clone().into_os_string();
+    rotated.push(".1");
+    for path in [PathBuf::from(rotated), log.clone()] {
+        if let Ok(bytes) = std::fs::read(&path) {
+            stdout.write_all(&bytes)?;
+        }
+    }
+    if args.follow {
+        let mut offset = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
+        loop {
+            std::thread::sleep(Duration::from_millis(200));
+            let Ok(bytes) = std::fs::read(&log) else {
+                continue;
+            };
+            // Rotation starts the file again.
+            if (bytes.len() as u64) < offset {
+                offset = 0;
+            }
+            stdout.write_all(&bytes[offset as usize..])?;
+            stdout.flush()?;
+            offset = bytes.len() as u64;
+            if !manager.state(&args.name)?.status.is_active() {
+                break;
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn config(root: &Path, args: ConfigArgs) -> anyhow::Result<ExitCode> {
+    let manager = manager(root)?;
+    let store = manager.store();
+    match args.command {
+        ConfigCommand::Show { name } => print!("{}", store.definition(&name)?.to_toml()),
+        ConfigCommand::Set { name, settings } => {
+            let _lock = manager.lock(&name)?;
+            let mut definition = store.definition(&name)?;
+            for setting in &settings {
+                let Some((key, value)) = setting.split_once('=') else {
+                    bail!("{setting:?} is not KEY=VALUE");
+                };
+                definition.set(key.trim(), value.trim())?;
+            }
+            store.save_definition(&definition)?;
+            note_restart_needed(&manager, &name)?;
+        }
+        ConfigCommand::Edit { name } => {
+            let _lock = manager.lock(&name)?;
+            let definition = store.definition(&name)?;
+            let edited = crate::editor::edit_until_valid(&definition.to_toml(), |text| {
+                let new = Definition::from_toml(text, Path::new("instance.toml"))?;
+                if new.name != definition.name
+                    || new.uuid != definition.uuid
+                    || new.kind != definition.kind
+                {
+                    bail!("name, type and uuid cannot be changed");
+                }
+                Ok(new)
+            })?;
+            match edited {
+                Some(new) => {
+                    store.save_definition(&new)?;
+                    note_restart_needed(&manager, &name)?;
+                }
+                None => eprintln!("no changes"),
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn note_restart_needed(manager: &Manager, name: &str) -> anyhow::Result<()> {
+    if manager.store().state(name)?.status.is_active() {
+        eprintln!("{name} is running: the change takes effect at its next start");
+    }
+    Ok(())
+}
+
+/// Instances whose disks use pool volume `name` (by name or by path).
+pub fn volume_users(
+    root: &Path,
+    pool: &corral_core::volume::Pool,
+    name: &str,
+) -> anyhow::Result<Vec<String>> {
+    let manager = manager(root)?;
+    let (path, _) = pool.find(name)?;
+    let mut users = Vec::new();
+    for instance in manager.store().names()? {
+        let definition = manager.store().definition(&instance)?;
+        let dir = manager.store().instance_dir(&instance);
+        let uses = definition.disks.iter().any(|d| {
+            d.volume.as_deref() == Some(name)
+                || d.path
+                    .as_ref()
+                    .is_some_and(|p| Definition::resolve(&dir, p) == path)
+        });
+        if uses {
+            users.push(format!("instance {instance}"));
+        }
+    }
+    Ok(users)
+}
+
+/// `corral exec`: runs a command in a running container, in its namespaces and cgroup.
+pub fn exec(root: &Path, args: ExecArgs) -> anyhow::Result<ExitCode> {
+    let manager = manager(root)?;
+    let definition = manager.store().definition(&args.name)?;
+    if definition.kind != Kind::Container {
+        bail!(
+            "exec runs commands in containers; {} is a VM: use `corral console {}`",
+            args.name,
+            args.name
+        );
+    }
+    let state = manager.state(&args.name)?;
+    match state.status {
+        Status::Running => {}
+        Status::Paused => return Err(corral_core::CoreError::Paused(args.name).into()),
+        _ => return Err(corral_core::CoreError::NotRunning(args.name).into()),
+    }
+    let paths = manager.paths(&args.name)?;
+    let tty = args.tty || std::io::stdin().is_terminal();
+    crate::oci::exec_in(
+        &corral_core::container::ContainerDriver::engine_root(&paths),
+        &args.name,
+        args.command,
+        args.env,
+        args.cwd,
+        tty,
+    )
+}

@@ -1,0 +1,474 @@
+//! End-to-end tests of the instance layer with containers: the real `corral` binary, a temporary
+//! corral root, busybox root filesystems. Needs root (namespaces, cgroups) and busybox-static.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use common::{wait_for, CorralRoot as Root};
+
+/// The busybox root filesystem built beside the corral root.
+fn rootfs(root: &Root) -> PathBuf {
+    root.dir.path().join("busybox")
+}
+
+/// Creates a container running `script` with `extra` flags.
+fn container(root: &Root, name: &str, script: &str, extra: &[&str]) {
+    let rootfs = rootfs(root);
+    let mut args = vec!["create", name, "--rootfs", rootfs.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["--", "/bin/sh", "-c", script]);
+    root.ok(&args);
+}
+
+fn setup() -> Option<Root> {
+    if !corral_testkit::is_root() {
+        corral_testkit::skip("needs root for namespaces and cgroups");
+        return None;
+    }
+    if !common::have_busybox() {
+        return None;
+    }
+    let root = Root::new();
+    common::build_rootfs(&rootfs(&root));
+    Some(root)
+}
+
+#[test]
+fn container_lifecycle_with_logs_exec_pause_and_stop() {
+    let Some(root) = setup() else { return };
+    let counter =
+        "i=0; while true; do i=$((i+1)); echo $i > /tmp/count; echo tick $i; sleep 0.1; done";
+    container(
+        &root,
+        "box",
+        counter,
+        &["--memory", "64M", "--pids-limit", "50"],
+    );
+    assert!(
+        root.ok(&["list"]).lines().count() == 1,
+        "list shows running instances only"
+    );
+    assert!(root
+        .ok(&["list", "--all"])
+        .contains("box   container  stopped"));
+    assert_eq!(root.status("box"), "stopped");
+
+    root.ok(&["start", "box"]);
+    assert_eq!(root.status("box"), "running");
+    let listed: Value = serde_json::from_str(&root.ok(&["list", "-o", "json"])).unwrap();
+    assert_eq!(listed[0]["name"], "box");
+    assert_eq!(listed[0]["memory_bytes"], 64 << 20);
+    wait_for("console output", Duration::from_secs(10), || {
+        root.ok(&["logs", "box"]).contains("tick 3")
+    });
+    assert_eq!(
+        root.ok(&["exec", "box", "--", "/bin/hostname"]).trim(),
+        "box"
+    );
+    let out = root.run(&["exec", "box", "--", "/bin/sh", "-c", "exit 7"]);
+    assert_eq!(
+        out.status.code(),
+        Some(7),
+        "exec passes the exit code through"
+    );
+
+    let count_file = root.instance_dir("box").join("rootfs/tmp/count");
+    let read_count = || -> u64 {
+        std::fs::read_to_string(&count_file)
+            .unwrap_or_default()
+            .trim()
+            .parse()
+            .unwrap_or(0)
+    };
+    root.ok(&["pause", "box"]);
+    assert_eq!(root.status("box"), "paused");
+    let frozen = read_count();
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(
+        read_count(),
+        frozen,
+        "the counter must not move while paused"
+    );
+    let err = root.fails(&["exec", "box", "--", "/bin/true"]);
+    assert!(err.contains("is paused"), "{err}");
+    root.ok(&["resume", "box"]);
+    wait_for("the counter to move again", Duration::from_secs(5), || {
+        read_count() > frozen + 2
+    });
+    assert!(root.fails(&["resume", "box"]).contains("is not paused"));
+
+    let stopped = root.ok(&["stop", "box", "--timeout", "1"]);
+    assert!(stopped.contains("stopped box"), "{stopped}");
+    let info = root.info("box");
+    assert_eq!(info["state"]["status"], "stopped");
+    assert_eq!(info["state"]["last_exit"]["reason"], "stopped");
+    assert!(root.fails(&["stop", "box"]).contains("is not running"));
+}
+
+#[test]
+fn console_attach_and_detach() {
+    let Some(root) = setup() else { return };
+    let rootfs = rootfs(&root);
+    root.ok(&[
+        "create",
+        "term",
+        "--rootfs",
+        rootfs.to_str().unwrap(),
+        "--",
+        "/bin/sh",
+    ]);
+    root.ok(&["start", "term"]);
+    let mut console = root
+        .command(&["console", "term"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = console.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buffer = [0u8; 1024];
+        while let Ok(n @ 1..) = stdout.read(&mut buffer) {
+            let _ = tx.send(buffer[..n].to_vec());
+        }
+    });
+    let mut stdin = console.stdin.take().unwrap();
+    stdin.write_all(b"echo marker-$((6*7))\r").unwrap();
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !String::from_utf8_lossy(&seen).contains("marker-42") {
+        assert!(
+            Instant::now() < deadline,
+            "no answer on the console: {:?}",
+            String::from_utf8_lossy(&seen)
+        );
+        if let Ok(chunk) = rx.recv_timeout(Duration::from_millis(100)) {
+            seen.extend(chunk);
+        }
+    }
+    // Ctrl-] detaches, leaving the instance running.
+    stdin.write_all(&[0x1d]).unwrap();
+    let status = wait_child(&mut console, Duration::from_secs(5));
+    assert!(status.success());
+    assert_eq!(root.status("term"), "running");
+    assert!(
+        root.ok(&["logs", "term"]).contains("marker-42"),
+        "the console is logged"
+    );
+    root.ok(&["kill", "term"]);
+}
+
+fn wait_child(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("process did not end within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn restart_policy_and_directory_volume() {
+    let Some(root) = setup() else { return };
+    root.ok(&["volume", "create", "data", "--format", "dir"]);
+    // Fails twice, then succeeds: on_crash=restart brings it back until it powers off.
+    let script = "echo run >> /data/runs; [ $(wc -l < /data/runs) -ge 3 ] && exit 0; exit 3";
+    container(
+        &root,
+        "flaky",
+        script,
+        &[
+            "--disk",
+            "vol=data,target=/data",
+            "--on-crash",
+            "restart",
+            "--on-poweroff",
+            "destroy",
+        ],
+    );
+    root.ok(&["start", "flaky"]);
+    wait_for("the container to finish", Duration::from_secs(20), || {
+        root.status("flaky") == "stopped"
+    });
+    let info = root.info("flaky");
+    assert_eq!(info["state"]["last_exit"]["reason"], "exited");
+    assert_eq!(info["state"]["last_exit"]["code"], 0);
+    let runs = root.path().join("storage/default/data/runs");
+    assert_eq!(std::fs::read_to_string(runs).unwrap().lines().count(), 3);
+    let err = root.fails(&["volume", "delete", "data"]);
+    assert!(err.contains("in use by instance flaky"), "{err}");
+}
+
+#[test]
+fn system_container_reboots_in_place_and_powers_off() {
+    let Some(root) = setup() else { return };
+    let rootfs = rootfs(&root);
+    std::os::unix::fs::symlink("../bin/busybox", rootfs.join("bin/init")).ok();
+    std::fs::create_dir_all(rootfs.join("sbin")).unwrap();
+    std::os::unix::fs::symlink("../bin/busybox", rootfs.join("sbin/init")).unwrap();
+    root.ok(&[
+        "create",
+        "sys",
+        "--rootfs",
+        rootfs.to_str().unwrap(),
+        "--init",
+    ]);
+    root.ok(&["start", "sys"]);
+    let supervisor = root.info("sys")["state"]["pid"].clone();
+    root.ok(&["exec", "sys", "--", "/bin/reboot"]);
+    wait_for("the reboot", Duration::from_secs(15), || {
+        root.info("sys")["live"]["restarts"].as_u64() == Some(1)
+    });
+    assert_eq!(root.status("sys"), "running");
+    assert_eq!(
+        root.info("sys")["state"]["pid"],
+        supervisor,
+        "rebooted under the same supervisor"
+    );
+    root.ok(&["exec", "sys", "--", "/bin/poweroff"]);
+    wait_for("the power-off", Duration::from_secs(15), || {
+        root.status("sys") == "stopped"
+    });
+    assert_eq!(root.info("sys")["state"]["last_exit"]["reason"], "poweroff");
+}
+
+#[test]
+fn delete_refuses_a_running_instance() {
+    let Some(root) = setup() else { return };
+    container(&root, "busy", "sleep 1000", &[]);
+    root.ok(&["start", "busy"]);
+    let err = root.fails(&["delete", "busy"]);
+    assert!(
+        err.contains("instance busy is running; stop it first, or delete it with --force"),
+        "{err}"
+    );
+    assert!(root.instance_dir("busy").exists());
+    root.ok(&["delete", "busy", "--force"]);
+    assert!(!root.instance_dir("busy").exists());
+    assert!(!root.ok(&["list", "--all"]).contains("busy"));
+}
+
+#[test]
+fn killed_supervisor_shows_crashed_and_leaves_nothing_running() {
+    let Some(root) = setup() else { return };
+    container(&root, "victim", "sleep 4242", &[]);
+    root.ok(&["start", "victim"]);
+    let pid = root.info("victim")["state"]["pid"].as_i64().unwrap();
+    // SAFETY: kill(2) of the supervisor this test started.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
+    wait_for("the supervisor to die", Duration::from_secs(5), || {
+        !Path::new(&format!("/proc/{pid}")).exists()
+    });
+    let info = root.info("victim");
+    assert_eq!(info["state"]["status"], "crashed");
+    assert_eq!(info["state"]["last_exit"]["reason"], "supervisor-lost");
+    let leftovers = Command::new("pgrep")
+        .args(["-f", "sleep 4242"])
+        .output()
+        .unwrap();
+    assert!(
+        leftovers.stdout.is_empty(),
+        "the container's processes must not outlive it"
+    );
+    root.ok(&["start", "victim"]);
+    assert_eq!(
+        root.status("victim"),
+        "running",
+        "a crashed instance starts again"
+    );
+}
+
+#[test]
+fn killed_create_leaves_no_half_instance() {
+    let Some(root) = setup() else { return };
+    // A `cp` that never finishes holds `create` in the middle of copying the root filesystem.
+    let bin = root.dir.path().join("slow-bin");
+    std::fs::create_dir(&bin).unwrap();
+    std::fs::write(bin.join("cp"), "#!/bin/sh\nexec sleep 60\n").unwrap();
+    std::fs::set_permissions(
+        bin.join("cp"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let rootfs = rootfs(&root);
+    let mut create = root.command(&["create", "half", "--rootfs", rootfs.to_str().unwrap()]);
+    // SAFETY: setpgid in the child before exec, so the test can kill the CLI and its `cp` together.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut create, || {
+            libc::setpgid(0, 0);
+            Ok(())
+        });
+    }
+    let mut child = create
+        .env("PATH", path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let instances = root.path().join("instances");
+    wait_for("create to start copying", Duration::from_secs(10), || {
+        std::fs::read_dir(&instances)
+            .map(|d| {
+                d.flatten().any(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .starts_with(".creating-half")
+                })
+            })
+            .unwrap_or(false)
+    });
+    // SAFETY: kill(2) of the process group the test created.
+    unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+    child.wait().unwrap();
+    assert!(
+        !root.ok(&["list", "--all"]).contains("half"),
+        "no half instance is listed"
+    );
+    assert!(root
+        .fails(&["info", "half"])
+        .contains("instance half does not exist"));
+    // The next create of the same name works, and sweeps the litter of the dead one.
+    root.ok(&["create", "half", "--rootfs", rootfs.to_str().unwrap()]);
+    let litter = std::fs::read_dir(&instances)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+        .count();
+    assert_eq!(litter, 0);
+}
+
+#[test]
+fn racing_commands_wait_or_fail_clearly() {
+    let Some(root) = setup() else { return };
+    // PID 1 of a pid namespace ignores SIGTERM: the stop holds the lock for its whole timeout.
+    container(&root, "race", "sleep 1000", &[]);
+    root.ok(&["start", "race"]);
+    let mut stop = root
+        .command(&["stop", "race", "--timeout", "3"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the stop to take the lock", Duration::from_secs(5), || {
+        root.status("race") == "stopping"
+    });
+    let impatient = root
+        .command(&["pause", "race"])
+        .env("CORRAL_LOCK_TIMEOUT", "0.5")
+        .output()
+        .unwrap();
+    assert_eq!(impatient.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&impatient.stderr);
+    assert!(err.contains("instance race is busy: `"), "{err}");
+    assert!(
+        err.contains(&format!("(pid {})", stop.id())),
+        "names the holder: {err}"
+    );
+    // A patient command waits for the stop, then sees its result.
+    let patient = root.run(&["start", "race"]);
+    assert!(
+        patient.status.success(),
+        "{}",
+        String::from_utf8_lossy(&patient.stderr)
+    );
+    assert!(stop.wait().unwrap().success());
+    assert_eq!(root.status("race"), "running");
+}
+
+#[test]
+fn bad_input_gets_one_clear_sentence() {
+    let Some(root) = setup() else { return };
+    let rootfs = rootfs(&root);
+    let rootfs = rootfs.to_str().unwrap();
+    assert_eq!(
+        root.fails(&["start", "nope"]).trim(),
+        "corral: instance nope does not exist; `corral list --all` shows the defined instances"
+    );
+    root.ok(&["create", "dup", "--rootfs", rootfs]);
+    assert!(root
+        .fails(&["create", "dup", "--rootfs", rootfs])
+        .contains("instance dup already exists"));
+    let err = root.fails(&["create", "x", "--rootfs", rootfs, "--memory", "12 parsecs"]);
+    assert!(err.contains("12 parsecs"), "{err}");
+    let err = root.fails(&["create", "vm1", "--kernel", "/nonexistent/vmlinux"]);
+    assert!(
+        err.contains("kernel /nonexistent/vmlinux does not exist"),
+        "{err}"
+    );
+    assert!(
+        !root.instance_dir("vm1").exists(),
+        "a refused create leaves nothing"
+    );
+    let file = root.dir.path().join("bad.toml");
+    std::fs::write(
+        &file,
+        "name = \"t\"\ntype = \"container\"\nmemory = [oops\n",
+    )
+    .unwrap();
+    let err = root.fails(&["define", file.to_str().unwrap()]);
+    assert!(
+        err.contains("invalid instance definition") && err.contains("line 3"),
+        "{err}"
+    );
+    std::fs::write(&file, "name = \"t\"\ntype = \"container\"\nmemory = \"12 parsecs\"\n[container]\nrootfs = \"/\"\n").unwrap();
+    let err = root.fails(&["define", file.to_str().unwrap()]);
+    assert!(
+        err.contains("field `memory`") && err.contains("12 parsecs"),
+        "{err}"
+    );
+    let err = root.fails(&["create", "bad/name", "--rootfs", rootfs]);
+    assert!(err.contains("invalid instance name"), "{err}");
+}
+
+#[test]
+fn config_set_and_show() {
+    let Some(root) = setup() else { return };
+    container(&root, "cfg", "true", &[]);
+    root.ok(&[
+        "config",
+        "set",
+        "cfg",
+        "memory=1G",
+        "limits.pids=64",
+        "on_crash=restart",
+    ]);
+    let shown = root.ok(&["config", "show", "cfg"]);
+    assert!(shown.contains("memory = \"1G\""), "{shown}");
+    assert!(shown.contains("pids = 64"), "{shown}");
+    let err = root.fails(&["config", "set", "cfg", "memory=lots"]);
+    assert!(err.contains("field `memory`"), "{err}");
+    assert!(
+        root.ok(&["config", "show", "cfg"])
+            .contains("memory = \"1G\""),
+        "unchanged by a bad set"
+    );
+    let defined = root.instance_dir("cfg").join("instance.toml");
+    let text = std::fs::read_to_string(&defined).unwrap();
+    assert!(text.contains("on_crash = \"restart\""));
+}
+
+#[test]
+fn autostart_starts_only_marked_instances() {
+    let Some(root) = setup() else { return };
+    container(&root, "auto", "sleep 1000", &["--autostart"]);
+    container(&root, "manual", "sleep 1000", &[]);
+    assert!(root.ok(&["autostart"]).contains("started auto"));
+    assert_eq!(root.status("auto"), "running");
+    assert_eq!(root.status("manual"), "stopped");
+    assert!(
+        !root.ok(&["autostart"]).contains("started"),
+        "a running instance is left alone"
+    );
+}

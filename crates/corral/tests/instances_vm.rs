@@ -1,0 +1,216 @@
+//! End-to-end tests of VM instances: the instance CLI driving `corral vmm run` with the
+//! freestanding test guests from `guests/`. Needs /dev/kvm.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use corral_testkit::require_kvm;
+use serde_json::Value;
+
+use common::{wait_for, CorralRoot as Root};
+
+/// Defines a VM running test guest `guest`.
+fn vm(root: &Root, name: &str, guest: &str, extra: &[&str]) {
+    let kernel = corral_guests::elf(guest);
+    let mut args = vec![
+        "create",
+        name,
+        "--kernel",
+        kernel.to_str().unwrap(),
+        "--memory",
+        "32M",
+    ];
+    args.extend_from_slice(extra);
+    root.ok(&args);
+}
+
+fn log_len(root: &Root, name: &str) -> usize {
+    root.ok(&["logs", name]).len()
+}
+
+#[test]
+fn vm_lifecycle_with_logs_pause_and_forced_stop() {
+    require_kvm!();
+    let root = Root::new();
+    vm(&root, "vm1", "counter", &["--cpus", "1"]);
+    root.ok(&["start", "vm1"]);
+    let listed: Value = serde_json::from_str(&root.ok(&["list", "-o", "json"])).unwrap();
+    assert_eq!(listed[0]["type"], "vm");
+    assert_eq!(listed[0]["status"], "running");
+    wait_for("the guest's output", Duration::from_secs(20), || {
+        root.ok(&["logs", "vm1"]).contains("count 2")
+    });
+    let live = root.info("vm1")["live"].clone();
+    assert_eq!(live["kind"], "vm");
+    assert!(
+        live["counters"]["exits_io_out"].as_u64().unwrap() > 0,
+        "{live}"
+    );
+
+    root.ok(&["pause", "vm1"]);
+    assert_eq!(root.status("vm1"), "paused");
+    let frozen = log_len(&root, "vm1");
+    std::thread::sleep(Duration::from_millis(700));
+    assert_eq!(log_len(&root, "vm1"), frozen, "a paused VM prints nothing");
+    root.ok(&["resume", "vm1"]);
+    wait_for("output after resume", Duration::from_secs(20), || {
+        log_len(&root, "vm1") > frozen
+    });
+
+    // The counter guest ignores Ctrl-Alt-Del: stop forces it off after the timeout.
+    root.ok(&["stop", "vm1", "--timeout", "1"]);
+    let info = root.info("vm1");
+    assert_eq!(info["state"]["status"], "stopped");
+    assert_eq!(info["state"]["last_exit"]["reason"], "stopped");
+    assert!(info["state"]["last_exit"]["detail"]
+        .as_str()
+        .unwrap()
+        .contains("did not shut down"));
+}
+
+#[test]
+fn graceful_stop_reaches_the_guest() {
+    require_kvm!();
+    let root = Root::new();
+    vm(&root, "cad", "ctrl-alt-del", &[]);
+    root.ok(&["start", "cad"]);
+    wait_for("the guest to wait", Duration::from_secs(20), || {
+        root.ok(&["logs", "cad"])
+            .contains("waiting for ctrl-alt-del")
+    });
+    root.ok(&["stop", "cad", "--timeout", "30"]);
+    assert_eq!(root.info("cad")["state"]["last_exit"]["reason"], "poweroff");
+    assert!(root.ok(&["logs", "cad"]).contains("powering off"));
+}
+
+#[test]
+fn a_guest_that_powers_off_is_noticed_by_list() {
+    require_kvm!();
+    let root = Root::new();
+    vm(&root, "once", "exit", &[]);
+    root.ok(&["start", "once"]);
+    wait_for("the power-off", Duration::from_secs(20), || {
+        !root
+            .ok(&["list", "--all"])
+            .lines()
+            .any(|l| l.contains("running"))
+    });
+    let exit = &root.info("once")["state"]["last_exit"];
+    assert_eq!(exit["reason"], "poweroff");
+    assert!(exit["code"].is_number());
+}
+
+#[test]
+fn crash_policies() {
+    require_kvm!();
+    let root = Root::new();
+    vm(&root, "doomed", "triple-fault", &["--on-crash", "destroy"]);
+    root.ok(&["start", "doomed"]);
+    wait_for("the crash", Duration::from_secs(20), || {
+        root.status("doomed") == "crashed"
+    });
+    let exit = &root.info("doomed")["state"]["last_exit"];
+    assert_eq!(exit["reason"], "crashed");
+    assert!(
+        exit["detail"]
+            .as_str()
+            .unwrap()
+            .to_lowercase()
+            .contains("triple fault"),
+        "{exit}"
+    );
+
+    vm(&root, "phoenix", "triple-fault", &["--on-crash", "restart"]);
+    root.ok(&["start", "phoenix"]);
+    wait_for("restarts", Duration::from_secs(20), || {
+        root.info("phoenix")["live"]["restarts"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 2
+    });
+    assert_eq!(root.status("phoenix"), "running");
+    root.ok(&["kill", "phoenix"]);
+    assert_eq!(root.status("phoenix"), "stopped");
+}
+
+#[test]
+fn console_reaches_the_serial_port() {
+    require_kvm!();
+    let root = Root::new();
+    vm(&root, "echo", "echo", &[]);
+    root.ok(&["start", "echo"]);
+    wait_for("the guest to be ready", Duration::from_secs(20), || {
+        root.ok(&["logs", "echo"]).contains("ready")
+    });
+    let mut console = root
+        .command(&["console", "echo"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    console
+        .stdin
+        .as_mut()
+        .unwrap()
+        .write_all(b"over-the-console\r")
+        .unwrap();
+    // The echo guest answers and powers off, which closes the console.
+    let mut output = String::new();
+    console
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut output)
+        .unwrap();
+    assert!(console.wait().unwrap().success());
+    assert!(output.contains("echo: over-the-console"), "{output:?}");
+    let mut stderr = String::new();
+    console
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(stderr.contains("console of echo closed"), "{stderr}");
+    wait_for("the power-off", Duration::from_secs(10), || {
+        root.status("echo") == "stopped"
+    });
+}
+
+#[test]
+fn killed_vmm_shows_crashed() {
+    require_kvm!();
+    let root = Root::new();
+    vm(&root, "victim", "counter", &[]);
+    root.ok(&["start", "victim"]);
+    let pid = root.info("victim")["state"]["pid"].as_i64().unwrap() as i32;
+    // SAFETY: kill(2) of the VMM this test started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    wait_for("the VMM to die", Duration::from_secs(5), || {
+        !PathBuf::from(format!("/proc/{pid}")).exists()
+    });
+    let info = root.info("victim");
+    assert_eq!(info["state"]["status"], "crashed");
+    assert_eq!(info["state"]["last_exit"]["reason"], "supervisor-lost");
+    root.ok(&["start", "victim"]);
+    assert_eq!(root.status("victim"), "running");
+}
+
+#[test]
+fn exec_into_a_vm_says_what_to_do_instead() {
+    require_kvm!();
+    let root = Root::new();
+    vm(&root, "vmx", "counter", &[]);
+    let out = root.run(&["exec", "vmx", "--", "ls"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("vmx is a VM: use `corral console vmx`"),
+        "{err}"
+    );
+}
