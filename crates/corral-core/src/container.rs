@@ -64,14 +64,7 @@ impl ContainerDriver {
         index: usize,
         definition: &Definition,
     ) -> Result<PathBuf, CoreError> {
-        let disk = &definition.disks[index];
-        match (&disk.path, &disk.volume) {
-            (Some(path), _) => Ok(paths.resolve(path)),
-            (None, Some(volume)) => Ok(self.pool.find(volume)?.0),
-            (None, None) => Err(CoreError::Unsupported(format!(
-                "disks[{index}] has no source"
-            ))),
-        }
+        Ok(crate::driver::disk_source(&self.pool, paths, definition, index)?.0)
     }
 
     /// The OCI runtime spec for `definition`.

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use corral_vmm::config::{Action, MemorySize};
+use corral_vmm::config::{Action, MemorySize, NicConfig};
 use serde::{Deserialize, Serialize};
 
 /// The longest instance name (a DNS label, so it can be the hostname).
@@ -201,6 +201,9 @@ pub struct Definition {
     pub limits: Limits,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub disks: Vec<Disk>,
+    /// A VM's network interfaces (virtio-net on a tap), in order: eth0, eth1, ...
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nics: Vec<NicConfig>,
 }
 
 /// Checks an instance name.
@@ -362,6 +365,13 @@ impl Definition {
         }
         for (i, disk) in self.disks.iter().enumerate() {
             self.validate_disk(i, disk)?;
+        }
+        for (i, nic) in self.nics.iter().enumerate() {
+            if self.kind == Kind::Container {
+                return Err(field_error("nics", "is only for vms; remove it"));
+            }
+            nic.validate(i)
+                .map_err(|e| field_error(&format!("nics[{i}]"), e.to_string()))?;
         }
         Ok(())
     }

@@ -8,8 +8,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::definition::Definition;
+use crate::definition::{Definition, DiskFormat};
 use crate::error::CoreError;
+use crate::volume::Pool;
 
 /// The files of one instance directory that supervisors and the manager share.
 #[derive(Clone, Debug)]
@@ -55,6 +56,27 @@ impl InstancePaths {
     /// `path` from a definition, anchored at the instance directory when relative.
     pub fn resolve(&self, path: &Path) -> PathBuf {
         Definition::resolve(&self.dir, path)
+    }
+}
+
+/// Where disk `index` of `definition` is on the host, and its format when the definition or the
+/// pool knows it (a pool volume's format is in its file name).
+pub fn disk_source(
+    pool: &Pool,
+    paths: &InstancePaths,
+    definition: &Definition,
+    index: usize,
+) -> Result<(PathBuf, Option<DiskFormat>), CoreError> {
+    let disk = &definition.disks[index];
+    match (&disk.path, &disk.volume) {
+        (Some(path), _) => Ok((paths.resolve(path), disk.format)),
+        (None, Some(volume)) => {
+            let (path, format) = pool.find(volume)?;
+            Ok((path, disk.format.or(Some(format))))
+        }
+        (None, None) => Err(CoreError::Unsupported(format!(
+            "disks[{index}] has no source"
+        ))),
     }
 }
 

@@ -297,6 +297,7 @@ mod tests {
             }),
             limits: Limits::default(),
             disks: vec![],
+            nics: vec![],
         }
     }
 

@@ -295,6 +295,19 @@ pub struct NicConfig {
     pub mac: Option<MacAddress>,
 }
 
+impl NicConfig {
+    /// Checks interface `index`: exactly one of `tap` and `bridge`, a unicast MAC.
+    pub fn validate(&self, index: usize) -> Result<(), ConfigError> {
+        if self.tap.is_some() == self.bridge.is_some() {
+            return Err(ConfigError::NicBackend { index });
+        }
+        if let Some(mac) = self.mac.filter(MacAddress::is_unusable) {
+            return Err(ConfigError::NicMac { index, mac });
+        }
+        Ok(())
+    }
+}
+
 /// A virtio-vsock device whose host side is a unix socket.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -596,12 +609,7 @@ impl VmConfig {
             }
         }
         for (index, nic) in self.nics.iter().enumerate() {
-            if nic.tap.is_some() == nic.bridge.is_some() {
-                return Err(ConfigError::NicBackend { index });
-            }
-            if let Some(mac) = nic.mac.filter(MacAddress::is_unusable) {
-                return Err(ConfigError::NicMac { index, mac });
-            }
+            nic.validate(index)?;
         }
         if let Some(vsock) = &self.vsock {
             if vsock.cid < 3 || vsock.cid > u64::from(u32::MAX) {

@@ -64,6 +64,10 @@ pub struct CreateArgs {
     /// A disk: PATH[,ro][,format=raw|qcow2|dir][,serial=ID][,target=/mnt] or vol=NAME[,...].
     #[arg(long = "disk")]
     disks: Vec<String>,
+    /// A VM network interface: tap=NAME or bridge=NAME, optionally ,mac=MAC (repeatable; a
+    /// stable MAC is derived from the instance's UUID when none is given).
+    #[arg(long = "nic")]
+    nics: Vec<corral_vmm::config::NicConfig>,
     #[arg(long)]
     on_poweroff: Option<Action>,
     #[arg(long)]
@@ -168,7 +172,7 @@ pub fn manager(root: &Path) -> anyhow::Result<Manager> {
     let pool = corral_core::volume::Pool::default_in(root);
     let manager = Manager::new(
         store,
-        Box::new(corral_core::vm::VmDriver::new(&exe)),
+        Box::new(corral_core::vm::VmDriver::new(&exe, pool.clone())),
         Box::new(corral_core::container::ContainerDriver::new(&exe, pool)),
     );
     // How long to wait for another command working on the same instance.
@@ -218,6 +222,7 @@ pub fn define(root: &Path, file: PathBuf) -> anyhow::Result<ExitCode> {
         hostname: None,
         pids_limit: None,
         disks: vec![],
+        nics: vec![],
         on_poweroff: None,
         on_reboot: None,
         on_crash: None,
@@ -283,6 +288,7 @@ fn definition_from(args: CreateArgs) -> anyhow::Result<(Definition, Option<PathB
                 }),
                 limits: Limits::default(),
                 disks: vec![],
+                nics: vec![],
             }
         }
     };
@@ -343,6 +349,7 @@ fn definition_from(args: CreateArgs) -> anyhow::Result<(Definition, Option<PathB
     for spec in &args.disks {
         definition.disks.push(parse_disk(spec)?);
     }
+    definition.nics.extend(args.nics);
     definition.validate()?;
     Ok((definition, rootfs_source))
 }
@@ -588,6 +595,17 @@ pub fn info(root: &Path, args: InfoArgs) -> anyhow::Result<ExitCode> {
             &format!("Disk {i}"),
             &format!("{source}{}", if disk.readonly { " (ro)" } else { "" }),
         );
+    }
+    for (i, nic) in definition.nics.iter().enumerate() {
+        let backend = match (&nic.tap, &nic.bridge) {
+            (Some(tap), _) => format!("tap {tap}"),
+            (None, Some(bridge)) => format!("bridge {bridge}"),
+            (None, None) => String::new(),
+        };
+        let mac = nic
+            .mac
+            .unwrap_or_else(|| corral_core::vm::stable_mac(&definition.uuid, i));
+        line(&format!("Nic {i}"), &format!("{backend}, mac {mac}"));
     }
     if let Some(exit) = &state.last_exit {
         let mut text = exit.reason.clone();

@@ -214,3 +214,74 @@ fn exec_into_a_vm_says_what_to_do_instead() {
         "{err}"
     );
 }
+
+#[test]
+fn vm_instance_disks_are_virtio_disks_including_a_pool_overlay() {
+    require_kvm!();
+    corral_testkit::require_program!("qemu-img");
+    let root = Root::new();
+    let images = tempfile::tempdir().unwrap();
+    let base = images.path().join("base.raw");
+    // The sector pattern the virtio-blk test guest expects (see guests/virtio-blk.c).
+    let pattern: Vec<u8> = (0..1 << 20)
+        .map(|offset: usize| ((offset / 512) * 7 + offset % 512) as u8)
+        .collect();
+    std::fs::write(&base, &pattern).unwrap();
+    root.ok(&[
+        "volume",
+        "create",
+        "clone",
+        "--format",
+        "qcow2",
+        "--backing",
+        base.to_str().unwrap(),
+    ]);
+    let read_only = format!("{},ro", base.display());
+    vm(
+        &root,
+        "disks",
+        "virtio-blk",
+        &[
+            "--disk",
+            &read_only,
+            "--disk",
+            "vol=clone,serial=clone-disk",
+        ],
+    );
+    root.ok(&["start", "disks"]);
+    wait_for("the guest to finish", Duration::from_secs(60), || {
+        root.status("disks") != "running"
+    });
+    let logs = root.ok(&["logs", "disks"]);
+    assert!(logs.contains("virtio-blk: all checks passed"), "{logs}");
+    assert!(logs.contains("serial: clone-disk"), "{logs}");
+    assert_eq!(
+        root.info("disks")["state"]["last_exit"]["reason"],
+        "poweroff"
+    );
+    // The guest wrote into the overlay, never into the shared base.
+    assert_eq!(std::fs::read(&base).unwrap(), pattern);
+    let overlay = root.path().join("storage/default/clone.qcow2");
+    let check = std::process::Command::new("qemu-img")
+        .args(["check", "-q"])
+        .arg(&overlay)
+        .status()
+        .unwrap();
+    assert!(check.success());
+}
+
+#[test]
+fn vm_instance_nics_show_a_stable_mac() {
+    let root = Root::new();
+    vm(&root, "net", "hello", &["--nic", "bridge=br-test"]);
+    let first = root.ok(&["info", "net"]);
+    let mac_line = first
+        .lines()
+        .find(|line| line.contains("Nic 0"))
+        .unwrap()
+        .to_owned();
+    assert!(mac_line.contains("bridge br-test, mac 02:"), "{mac_line}");
+    assert!(root.ok(&["info", "net"]).contains(&mac_line));
+    let refused = root.fails(&["create", "bad", "--kernel", "k", "--nic", "tap=a,bridge=b"]);
+    assert!(refused.contains("nics[0]"), "{refused}");
+}
