@@ -353,7 +353,12 @@ impl BlockHandler {
             let result = if zeroes {
                 self.disk.write_zeroes(offset, len)
             } else {
-                self.disk.discard(offset, len)
+                match self.disk.discard(offset, len) {
+                    // A discard is a hint (the guest may not rely on the range reading as
+                    // zeroes), so a host that cannot release the range has still done it.
+                    Err(corral_disk::DiskError::OperationUnsupported { .. }) => Ok(()),
+                    other => other,
+                }
             };
             if status_of(result) != Status::Ok {
                 return Status::IoError;
