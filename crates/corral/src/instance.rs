@@ -8,9 +8,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
-use corral_core::definition::{
-    new_uuid, Boot, ContainerSpec, Definition, Disk, DiskFormat, Kind, Limits,
-};
+use corral_core::definition::{new_uuid, Definition, Disk, DiskFormat, Kind};
 use corral_core::lifecycle::{Summary, DEFAULT_STOP_TIMEOUT};
 use corral_core::state::{State, Status};
 use corral_core::store::Store;
@@ -256,34 +254,7 @@ fn definition_from(args: CreateArgs) -> anyhow::Result<(Definition, Option<PathB
             } else {
                 bail!("say what to create: --kernel (or --vm) for a VM, --rootfs (or --container) for a container");
             };
-            Definition {
-                name,
-                kind,
-                uuid: new_uuid()?,
-                cpus: 1,
-                memory: MemorySize(256 << 20),
-                autostart: false,
-                on_poweroff: Action::Destroy,
-                on_reboot: Action::Restart,
-                on_crash: Action::Destroy,
-                boot: (kind == Kind::Vm).then(|| Boot {
-                    kernel: PathBuf::new(),
-                    initrd: None,
-                    cmdline: None,
-                }),
-                container: (kind == Kind::Container).then(|| ContainerSpec {
-                    rootfs: PathBuf::from("rootfs"),
-                    command: vec![],
-                    init: false,
-                    env: vec![],
-                    cwd: None,
-                    hostname: None,
-                    user: None,
-                    tty: true,
-                }),
-                limits: Limits::default(),
-                disks: vec![],
-            }
+            Definition::new(name, kind, new_uuid()?)
         }
     };
     if let Some(cpus) = args.cpus {
