@@ -586,7 +586,7 @@ pub fn console(root: &Path, name: String) -> anyhow::Result<ExitCode> {
     }
     let socket = manager.paths(&name)?.console_socket();
     let stdin = std::io::stdin();
-    let raw = crate::terminal::RawMode::enable(&stdin)?;
+    let raw = corral_control::console::RawMode::enable(std::os::fd::AsFd::as_fd(&stdin))?;
     eprint!("Connected to {name}; escape character is ^]\r\n");
     let mut stdout = std::io::stdout();
     let end = corral_control::console::attach(
