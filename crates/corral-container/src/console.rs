@@ -115,16 +115,13 @@ pub fn receive_fd(socket: RawFd) -> Result<OwnedFd> {
 /// Copies the caller's stdin to the terminal `master` and its output to stdout until the
 /// container side closes, with the caller's terminal (if stdin is one) in raw mode meanwhile.
 pub fn relay(master: &OwnedFd) -> Result<()> {
+    use corral_control::console::RawMode;
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-    use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
     use std::io::Write;
 
     let stdin = std::io::stdin();
-    let saved = tcgetattr(&stdin).ok();
-    if let Some(saved) = &saved {
-        let mut raw = saved.clone();
-        cfmakeraw(&mut raw);
-        let _ = tcsetattr(&stdin, SetArg::TCSANOW, &raw);
+    let raw = RawMode::enable(stdin.as_fd()).map_err(|e| Error::Setup(e.to_string()))?;
+    if raw.is_terminal() {
         // SAFETY: TIOCGWINSZ fills a winsize struct that outlives the call.
         let mut size: libc::winsize = unsafe { std::mem::zeroed() };
         // SAFETY: as above; fd 0 is the caller's terminal.
@@ -170,9 +167,7 @@ pub fn relay(master: &OwnedFd) -> Result<()> {
             }
         }
     };
-    if let Some(saved) = &saved {
-        let _ = tcsetattr(&stdin, SetArg::TCSANOW, saved);
-    }
+    drop(raw);
     result
 }
 

@@ -12,6 +12,8 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use nix::sys::termios::{self, SetArg, Termios};
+
 use crate::ControlError;
 
 /// Ctrl-]: the byte that detaches a console client.
@@ -172,6 +174,40 @@ impl Write for ConsoleHub {
 
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
+    }
+}
+
+/// A terminal in raw mode (keys reach the guest as typed, no local echo) until this is dropped,
+/// which restores its previous mode. Does nothing when the input is not a terminal.
+pub struct RawMode<'fd> {
+    saved: Option<(BorrowedFd<'fd>, Termios)>,
+}
+
+impl<'fd> RawMode<'fd> {
+    pub fn enable(input: BorrowedFd<'fd>) -> Result<Self, ControlError> {
+        let Ok(saved) = termios::tcgetattr(input) else {
+            return Ok(Self { saved: None });
+        };
+        let mut raw = saved.clone();
+        termios::cfmakeraw(&mut raw);
+        termios::tcsetattr(input, SetArg::TCSANOW, &raw).map_err(std::io::Error::from)?;
+        Ok(Self {
+            saved: Some((input, saved)),
+        })
+    }
+
+    /// True when the input is a terminal (and is now raw).
+    pub fn is_terminal(&self) -> bool {
+        self.saved.is_some()
+    }
+}
+
+impl Drop for RawMode<'_> {
+    fn drop(&mut self) {
+        if let Some((fd, saved)) = self.saved.take() {
+            // Nothing more can be done if restoring fails; the shell's `reset` recovers.
+            let _ = termios::tcsetattr(fd, SetArg::TCSANOW, &saved);
+        }
     }
 }
 

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use corral_vmm::config::{Action, MemorySize, NicConfig};
+use corral_vmm::config::{defaults, Action, MemorySize, NicConfig};
 use serde::{Deserialize, Serialize};
 
 /// The longest instance name (a DNS label, so it can be the hostname).
@@ -89,6 +89,20 @@ pub struct ContainerSpec {
 }
 
 impl ContainerSpec {
+    /// A container running the default command in `rootfs`.
+    pub fn new(rootfs: impl Into<PathBuf>) -> Self {
+        Self {
+            rootfs: rootfs.into(),
+            command: Vec::new(),
+            init: false,
+            env: Vec::new(),
+            cwd: None,
+            hostname: None,
+            user: None,
+            tty: true,
+        }
+    }
+
     /// The command PID 1 runs.
     pub fn effective_command(&self) -> Vec<String> {
         match (self.command.is_empty(), self.init) {
@@ -153,18 +167,6 @@ pub struct Disk {
 fn yes() -> bool {
     true
 }
-fn one_cpu() -> u8 {
-    1
-}
-fn default_memory() -> MemorySize {
-    MemorySize(256 << 20)
-}
-fn destroy() -> Action {
-    Action::Destroy
-}
-fn restart() -> Action {
-    Action::Restart
-}
 
 /// An instance definition.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -179,19 +181,19 @@ pub struct Definition {
     #[serde(default)]
     pub uuid: String,
     /// vCPUs of a VM; CPU quota (in CPUs) of a container.
-    #[serde(default = "one_cpu")]
+    #[serde(default = "defaults::vcpus")]
     pub cpus: u8,
     /// RAM of a VM; memory limit of a container.
-    #[serde(default = "default_memory")]
+    #[serde(default = "defaults::memory")]
     pub memory: MemorySize,
     /// Start with `corral autostart` (at host boot).
     #[serde(default)]
     pub autostart: bool,
-    #[serde(default = "destroy")]
+    #[serde(default = "defaults::on_poweroff")]
     pub on_poweroff: Action,
-    #[serde(default = "restart")]
+    #[serde(default = "defaults::on_reboot")]
     pub on_reboot: Action,
-    #[serde(default = "destroy")]
+    #[serde(default = "defaults::on_crash")]
     pub on_crash: Action,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub boot: Option<Boot>,
@@ -248,6 +250,31 @@ pub fn new_uuid() -> Result<String, DefinitionError> {
 }
 
 impl Definition {
+    /// A definition with every default: a VM with an empty kernel path to fill in, or a container
+    /// whose root filesystem is `rootfs` in the instance directory.
+    pub fn new(name: impl Into<String>, kind: Kind, uuid: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            kind,
+            uuid: uuid.into(),
+            cpus: defaults::vcpus(),
+            memory: defaults::memory(),
+            autostart: false,
+            on_poweroff: defaults::on_poweroff(),
+            on_reboot: defaults::on_reboot(),
+            on_crash: defaults::on_crash(),
+            boot: (kind == Kind::Vm).then(|| Boot {
+                kernel: PathBuf::new(),
+                initrd: None,
+                cmdline: None,
+            }),
+            container: (kind == Kind::Container).then(|| ContainerSpec::new("rootfs")),
+            limits: Limits::default(),
+            disks: Vec::new(),
+            nics: Vec::new(),
+        }
+    }
+
     /// Parses TOML without validating (the caller may fill in the name and uuid first).
     pub fn parse(text: &str, path: &Path) -> Result<Self, DefinitionError> {
         toml::from_str(text).map_err(|err| DefinitionError::Parse {

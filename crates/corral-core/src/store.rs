@@ -269,36 +269,18 @@ fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::definition::{ContainerSpec, Kind, Limits};
+    use crate::definition::Kind;
     use crate::state::Status;
-    use corral_vmm::config::{Action, MemorySize};
+    use corral_vmm::config::MemorySize;
 
     fn container(name: &str) -> Definition {
-        Definition {
-            name: name.into(),
-            kind: Kind::Container,
-            uuid: crate::definition::new_uuid().unwrap(),
-            cpus: 1,
-            memory: MemorySize(64 << 20),
-            autostart: false,
-            on_poweroff: Action::Destroy,
-            on_reboot: Action::Restart,
-            on_crash: Action::Destroy,
-            boot: None,
-            container: Some(ContainerSpec {
-                rootfs: "rootfs".into(),
-                command: vec![],
-                init: false,
-                env: vec![],
-                cwd: None,
-                hostname: None,
-                user: None,
-                tty: true,
-            }),
-            limits: Limits::default(),
-            disks: vec![],
-            nics: vec![],
-        }
+        let mut definition = Definition::new(
+            name,
+            Kind::Container,
+            crate::definition::new_uuid().unwrap(),
+        );
+        definition.memory = MemorySize(64 << 20);
+        definition
     }
 
     #[test]

@@ -416,17 +416,26 @@ impl FromStr for VsockConfig {
 fn default_cmdline() -> String {
     DEFAULT_CMDLINE.to_owned()
 }
-fn default_vcpus() -> u8 {
-    1
-}
-fn default_memory() -> MemorySize {
-    MemorySize(256 << 20)
-}
-fn destroy() -> Action {
-    Action::Destroy
-}
-fn restart() -> Action {
-    Action::Restart
+
+/// Defaults shared with instance definitions (serde `default =` paths).
+pub mod defaults {
+    use super::{Action, MemorySize};
+
+    pub fn vcpus() -> u8 {
+        1
+    }
+    pub fn memory() -> MemorySize {
+        MemorySize(256 << 20)
+    }
+    pub fn on_poweroff() -> Action {
+        Action::Destroy
+    }
+    pub fn on_reboot() -> Action {
+        Action::Restart
+    }
+    pub fn on_crash() -> Action {
+        Action::Destroy
+    }
 }
 
 /// One VM. Relative paths in a config file are relative to the file's directory.
@@ -439,9 +448,9 @@ pub struct VmConfig {
     pub initrd: Option<PathBuf>,
     #[serde(default = "default_cmdline")]
     pub cmdline: String,
-    #[serde(default = "default_vcpus")]
+    #[serde(default = "defaults::vcpus")]
     pub vcpus: u8,
-    #[serde(default = "default_memory")]
+    #[serde(default = "defaults::memory")]
     pub memory: MemorySize,
     #[serde(default)]
     pub serial: SerialTarget,
@@ -451,11 +460,11 @@ pub struct VmConfig {
     pub console_log: Option<PathBuf>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub control_socket: Option<PathBuf>,
-    #[serde(default = "destroy")]
+    #[serde(default = "defaults::on_poweroff")]
     pub on_poweroff: Action,
-    #[serde(default = "restart")]
+    #[serde(default = "defaults::on_reboot")]
     pub on_reboot: Action,
-    #[serde(default = "destroy")]
+    #[serde(default = "defaults::on_crash")]
     pub on_crash: Action,
     /// A virtio-rng device fed from the host's getrandom.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -477,14 +486,14 @@ impl VmConfig {
             kernel,
             initrd: None,
             cmdline: default_cmdline(),
-            vcpus: default_vcpus(),
-            memory: default_memory(),
+            vcpus: defaults::vcpus(),
+            memory: defaults::memory(),
             serial: SerialTarget::default(),
             console_log: None,
             control_socket: None,
-            on_poweroff: destroy(),
-            on_reboot: restart(),
-            on_crash: destroy(),
+            on_poweroff: defaults::on_poweroff(),
+            on_reboot: defaults::on_reboot(),
+            on_crash: defaults::on_crash(),
             rng: false,
             disks: Vec::new(),
             nics: Vec::new(),

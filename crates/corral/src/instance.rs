@@ -8,9 +8,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
-use corral_core::definition::{
-    new_uuid, Boot, ContainerSpec, Definition, Disk, DiskFormat, Kind, Limits,
-};
+use corral_core::definition::{new_uuid, Definition, Disk, DiskFormat, Kind};
 use corral_core::lifecycle::{Summary, DEFAULT_STOP_TIMEOUT};
 use corral_core::state::{State, Status};
 use corral_core::store::Store;
@@ -261,35 +259,7 @@ fn definition_from(args: CreateArgs) -> anyhow::Result<(Definition, Option<PathB
             } else {
                 bail!("say what to create: --kernel (or --vm) for a VM, --rootfs (or --container) for a container");
             };
-            Definition {
-                name,
-                kind,
-                uuid: new_uuid()?,
-                cpus: 1,
-                memory: MemorySize(256 << 20),
-                autostart: false,
-                on_poweroff: Action::Destroy,
-                on_reboot: Action::Restart,
-                on_crash: Action::Destroy,
-                boot: (kind == Kind::Vm).then(|| Boot {
-                    kernel: PathBuf::new(),
-                    initrd: None,
-                    cmdline: None,
-                }),
-                container: (kind == Kind::Container).then(|| ContainerSpec {
-                    rootfs: PathBuf::from("rootfs"),
-                    command: vec![],
-                    init: false,
-                    env: vec![],
-                    cwd: None,
-                    hostname: None,
-                    user: None,
-                    tty: true,
-                }),
-                limits: Limits::default(),
-                disks: vec![],
-                nics: vec![],
-            }
+            Definition::new(name, kind, new_uuid()?)
         }
     };
     if let Some(cpus) = args.cpus {
@@ -633,7 +603,7 @@ pub fn console(root: &Path, name: String) -> anyhow::Result<ExitCode> {
     }
     let socket = manager.paths(&name)?.console_socket();
     let stdin = std::io::stdin();
-    let raw = crate::terminal::RawMode::enable(&stdin)?;
+    let raw = corral_control::console::RawMode::enable(std::os::fd::AsFd::as_fd(&stdin))?;
     eprint!("Connected to {name}; escape character is ^]\r\n");
     let mut stdout = std::io::stdout();
     let end = corral_control::console::attach(

@@ -12,7 +12,6 @@ mod oci;
 mod output;
 mod progress;
 mod rootfs;
-mod terminal;
 mod vmm;
 mod volume;
 

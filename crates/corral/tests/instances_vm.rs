@@ -285,3 +285,54 @@ fn vm_instance_nics_show_a_stable_mac() {
     let refused = root.fails(&["create", "bad", "--kernel", "k", "--nic", "tap=a,bridge=b"]);
     assert!(refused.contains("nics[0]"), "{refused}");
 }
+
+#[test]
+fn config_edit_validates_before_saving() {
+    require_kvm!();
+    let root = Root::new();
+    vm(&root, "edited", "counter", &[]);
+    // A scripted editor: the change is saved once it parses and validates.
+    let out = root
+        .command(&["config", "edit", "edited"])
+        .env("VISUAL", "sed -i s/^cpus\\ =\\ 1/cpus\\ =\\ 2/")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(root.ok(&["config", "show", "edited"]).contains("cpus = 2"));
+    // An invalid edit is refused (no terminal to ask "edit again?") and nothing changes.
+    let out = root
+        .command(&["config", "edit", "edited"])
+        .env(
+            "VISUAL",
+            "sed -i s/^memory\\ =.*/memory\\ =\\ \\\"lots\\\"/",
+        )
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("field `memory`"), "{err}");
+    assert!(err.contains("nothing was changed"), "{err}");
+    assert!(root
+        .ok(&["config", "show", "edited"])
+        .contains("memory = \"32M\""));
+}
+
+#[test]
+fn restart_runs_the_vm_again_under_a_new_supervisor() {
+    require_kvm!();
+    let root = Root::new();
+    vm(&root, "again", "counter", &[]);
+    root.ok(&["start", "again"]);
+    let first = root.info("again")["state"]["pid"].clone();
+    root.ok(&["restart", "again", "--timeout", "1"]);
+    let info = root.info("again");
+    assert_eq!(info["state"]["status"], "running");
+    assert_ne!(info["state"]["pid"], first);
+    root.ok(&["kill", "again"]);
+}
