@@ -27,7 +27,7 @@ pub mod worker;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 
-use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
+use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT, Reader, Writer};
 use vm_memory::GuestMemoryMmap;
 
 use super::interrupt::IrqTrigger;
@@ -138,6 +138,41 @@ impl DeviceQueues {
                 source,
             })?;
         Ok(chains.next())
+    }
+
+    /// The next chain on queue `index`: its head and a reader of its device-readable part, read
+    /// through `memory` (a clone of the queues' memory, so the reader does not hold the queues).
+    pub fn pop_reader<'m>(
+        &mut self,
+        index: usize,
+        memory: &'m GuestMemoryMmap,
+    ) -> Result<Option<(u16, Reader<'m>)>, QueueError> {
+        let Some(chain) = self.pop(index)? else {
+            return Ok(None);
+        };
+        let head = chain.head_index();
+        let reader = chain.reader(memory).map_err(|source| QueueError::Ring {
+            queue: index,
+            source,
+        })?;
+        Ok(Some((head, reader)))
+    }
+
+    /// Like [`DeviceQueues::pop_reader`], for the chain's device-writable part.
+    pub fn pop_writer<'m>(
+        &mut self,
+        index: usize,
+        memory: &'m GuestMemoryMmap,
+    ) -> Result<Option<(u16, Writer<'m>)>, QueueError> {
+        let Some(chain) = self.pop(index)? else {
+            return Ok(None);
+        };
+        let head = chain.head_index();
+        let writer = chain.writer(memory).map_err(|source| QueueError::Ring {
+            queue: index,
+            source,
+        })?;
+        Ok(Some((head, writer)))
     }
 
     /// Puts a chain back at the head of queue `index` (it could not be used yet).

@@ -8,7 +8,6 @@ use std::os::fd::{AsRawFd, RawFd};
 use serde::{Deserialize, Serialize};
 use virtio_bindings::virtio_ids::VIRTIO_ID_NET;
 use virtio_bindings::virtio_net::{VIRTIO_NET_F_MAC, VIRTIO_NET_F_STATUS, VIRTIO_NET_S_LINK_UP};
-use virtio_queue::{Reader, Writer};
 use vmm_sys_util::epoll::{Epoll, EventSet};
 
 use super::worker::{watch, QueueEvent, QueueHandler, Worker, WorkerError, FIRST_BACKEND_TOKEN};
@@ -138,15 +137,9 @@ impl NetHandler {
         let mut served = false;
         loop {
             let memory = queues.memory.clone();
-            let Some(chain) = queues.pop(TX_QUEUE)? else {
+            let Some((head, mut reader)) = queues.pop_reader(TX_QUEUE, &memory)? else {
                 break;
             };
-            let head = chain.head_index();
-            let mut reader: Reader<'_> =
-                chain.reader(&memory).map_err(|source| QueueError::Ring {
-                    queue: TX_QUEUE,
-                    source,
-                })?;
             let len = reader.available_bytes();
             if (HEADER_BYTES..=self.frame.len()).contains(&len) {
                 let frame = &mut self.frame[..len];
@@ -191,16 +184,10 @@ impl NetHandler {
                 None => break,
             };
             let memory = queues.memory.clone();
-            let Some(chain) = queues.pop(RX_QUEUE)? else {
+            let Some((head, mut writer)) = queues.pop_writer(RX_QUEUE, &memory)? else {
                 self.pending = Some(len);
                 break;
             };
-            let head = chain.head_index();
-            let mut writer: Writer<'_> =
-                chain.writer(&memory).map_err(|source| QueueError::Ring {
-                    queue: RX_QUEUE,
-                    source,
-                })?;
             let total = HEADER_BYTES + len;
             let header = &mut self.frame[..HEADER_BYTES];
             header.fill(0);

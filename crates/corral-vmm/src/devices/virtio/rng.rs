@@ -3,7 +3,6 @@
 use std::io::Write;
 
 use virtio_bindings::virtio_ids::VIRTIO_ID_RNG;
-use virtio_queue::Writer;
 use vmm_sys_util::epoll::Epoll;
 
 use super::worker::{QueueEvent, QueueHandler, Worker, WorkerError};
@@ -64,11 +63,9 @@ impl RngHandler {
         let mut random = [0u8; MAX_BYTES_PER_REQUEST];
         loop {
             let memory = queues.memory.clone();
-            let Some(chain) = queues.pop(0)? else { break };
-            let head = chain.head_index();
-            let mut writer: Writer<'_> = chain
-                .writer(&memory)
-                .map_err(|source| QueueError::Ring { queue: 0, source })?;
+            let Some((head, mut writer)) = queues.pop_writer(0, &memory)? else {
+                break;
+            };
             let len = writer.available_bytes().min(MAX_BYTES_PER_REQUEST);
             let written = match getrandom::fill(&mut random[..len]) {
                 Ok(()) => writer.write_all(&random[..len]).map(|()| len).unwrap_or(0),

@@ -18,7 +18,6 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use virtio_bindings::virtio_ids::VIRTIO_ID_VSOCK;
-use virtio_queue::{Reader, Writer};
 use vmm_sys_util::epoll::{Epoll, EventSet};
 
 use super::worker::{
@@ -358,15 +357,9 @@ impl VsockHandler {
         let mut served = false;
         loop {
             let memory = queues.memory.clone();
-            let Some(chain) = queues.pop(TX_QUEUE)? else {
+            let Some((head, mut reader)) = queues.pop_reader(TX_QUEUE, &memory)? else {
                 break;
             };
-            let head = chain.head_index();
-            let mut reader: Reader<'_> =
-                chain.reader(&memory).map_err(|source| QueueError::Ring {
-                    queue: TX_QUEUE,
-                    source,
-                })?;
             let mut bytes = [0u8; HEADER_BYTES];
             if reader.read_exact(&mut bytes).is_ok() {
                 let header = PacketHeader::decode(&bytes);
@@ -495,15 +488,9 @@ impl VsockHandler {
         let mut served = false;
         loop {
             let memory = queues.memory.clone();
-            let Some(chain) = queues.pop(RX_QUEUE)? else {
+            let Some((head, mut writer)) = queues.pop_writer(RX_QUEUE, &memory)? else {
                 break;
             };
-            let head = chain.head_index();
-            let mut writer: Writer<'_> =
-                chain.writer(&memory).map_err(|source| QueueError::Ring {
-                    queue: RX_QUEUE,
-                    source,
-                })?;
             let room = writer.available_bytes();
             if room < HEADER_BYTES {
                 return Err(QueueError::Request {
