@@ -798,8 +798,17 @@ mod tests {
         }
     }
 
-    #[test]
-    fn guest_connections_reach_the_port_socket_and_carry_data() {
+    /// A handler whose guest (cid 3, port 1000) has connected to the host's port 80 with
+    /// `request`; the host side of that connection is `stream`.
+    struct GuestConnection {
+        _dir: tempfile::TempDir,
+        handler: VsockHandler,
+        epoll: Epoll,
+        queues: TestQueues,
+        stream: UnixStream,
+    }
+
+    fn guest_connection(request: PacketHeader) -> GuestConnection {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("v.sock");
         let host = UnixListener::bind(dir.path().join("v.sock_80")).unwrap();
@@ -807,9 +816,27 @@ mod tests {
         let mut handler = VsockHandler::new(3, socket, listener);
         let epoll = Epoll::new().unwrap();
         let mut queues = TestQueues::new(3).unwrap();
-        guest_packet(&mut queues, from_guest(OP_REQUEST, 1000, 80, 0), &[]);
+        guest_packet(&mut queues, request, &[]);
         handler.process_tx(&mut queues.queues, &epoll).unwrap();
-        let (mut stream, _) = host.accept().unwrap();
+        let (stream, _) = host.accept().unwrap();
+        GuestConnection {
+            _dir: dir,
+            handler,
+            epoll,
+            queues,
+            stream,
+        }
+    }
+
+    #[test]
+    fn guest_connections_reach_the_port_socket_and_carry_data() {
+        let GuestConnection {
+            _dir,
+            mut handler,
+            epoll,
+            mut queues,
+            mut stream,
+        } = guest_connection(from_guest(OP_REQUEST, 1000, 80, 0));
         // The answer waits for a receive buffer.
         let reply_at = DATA_START + 0x1000;
         queues.add_chain(RX_QUEUE, &[(reply_at, 4096, true)]);
@@ -829,18 +856,15 @@ mod tests {
 
     #[test]
     fn data_for_the_guest_respects_its_credit() {
-        let dir = tempfile::tempdir().unwrap();
-        let socket = dir.path().join("v.sock");
-        let host = UnixListener::bind(dir.path().join("v.sock_80")).unwrap();
-        let listener = corral_control::bind(&socket).unwrap();
-        let mut handler = VsockHandler::new(3, socket, listener);
-        let epoll = Epoll::new().unwrap();
-        let mut queues = TestQueues::new(3).unwrap();
         let mut request = from_guest(OP_REQUEST, 1000, 80, 0);
         request.buf_alloc = 8;
-        guest_packet(&mut queues, request, &[]);
-        handler.process_tx(&mut queues.queues, &epoll).unwrap();
-        let (mut stream, _) = host.accept().unwrap();
+        let GuestConnection {
+            _dir,
+            mut handler,
+            epoll,
+            mut queues,
+            mut stream,
+        } = guest_connection(request);
         stream.write_all(&[b'x'; 20]).unwrap();
         let rx = |slot: u64| DATA_START + 0x1000 * (slot + 1);
         for slot in 0..4 {
@@ -868,16 +892,13 @@ mod tests {
 
     #[test]
     fn a_guest_sending_past_its_credit_is_reset() {
-        let dir = tempfile::tempdir().unwrap();
-        let socket = dir.path().join("v.sock");
-        let host = UnixListener::bind(dir.path().join("v.sock_80")).unwrap();
-        let listener = corral_control::bind(&socket).unwrap();
-        let mut handler = VsockHandler::new(3, socket, listener);
-        let epoll = Epoll::new().unwrap();
-        let mut queues = TestQueues::new(3).unwrap();
-        guest_packet(&mut queues, from_guest(OP_REQUEST, 1000, 80, 0), &[]);
-        handler.process_tx(&mut queues.queues, &epoll).unwrap();
-        let (stream, _) = host.accept().unwrap();
+        let GuestConnection {
+            _dir,
+            mut handler,
+            epoll,
+            mut queues,
+            stream,
+        } = guest_connection(from_guest(OP_REQUEST, 1000, 80, 0));
         // The host never reads, so guest data piles up in the socket buffer and then in the
         // device, until the guest exceeds the 256 KiB it was allowed.
         let chunk = vec![0u8; 60000];
