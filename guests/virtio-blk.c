@@ -10,28 +10,9 @@
  */
 #include "common/virtio.h"
 
-#define SECTOR 512
-#define BLK_T_IN 0
-#define BLK_T_OUT 1
-#define BLK_T_FLUSH 4
-#define BLK_T_GET_ID 8
-#define BLK_T_DISCARD 11
-#define BLK_T_WRITE_ZEROES 13
-#define BLK_S_OK 0
-#define BLK_S_IOERR 1
-#define BLK_F_SEG_MAX (1ul << 2)
-#define BLK_F_RO (1ul << 5)
-#define BLK_F_FLUSH (1ul << 9)
-#define BLK_F_DISCARD (1ul << 13)
-#define BLK_F_WRITE_ZEROES (1ul << 14)
+#define SECTOR VIRTIO_BLK_SECTOR
 #define SPINS 2000000ul
 
-static struct {
-	u32 type;
-	u32 reserved;
-	u64 sector;
-} header;
-static u8 status;
 static u8 data[16 * SECTOR] __attribute__((aligned(4096)));
 static int failures;
 
@@ -44,38 +25,11 @@ static void check(int ok, const char *what)
 		failures++;
 }
 
-/* Makes one request available; data_len bytes at data_addr, written by the device when
- * `device_writes`. */
-static void submit(struct virtio_dev *dev, u32 type, u64 sector, u64 data_addr, u32 data_len,
-		   int device_writes)
-{
-	header.type = type;
-	header.reserved = 0;
-	header.sector = sector;
-	status = 0xff;
-	struct virtio_buf bufs[3] = {
-		{ (u64)&header, sizeof(header), 0 },
-		{ data_addr, data_len, device_writes },
-		{ (u64)&status, 1, 1 },
-	};
-	if (data_len == 0) {
-		bufs[1] = bufs[2];
-		virtq_add(dev, 0, bufs, 2);
-	} else {
-		virtq_add(dev, 0, bufs, 3);
-	}
-}
-
 /* One request, waited for; returns its status, or -1 when the device never answered. */
 static int request(struct virtio_dev *dev, u32 type, u64 sector, u64 data_addr, u32 data_len,
 		   int device_writes)
 {
-	submit(dev, type, sector, data_addr, data_len, device_writes);
-	u16 head;
-	u32 len;
-	if (!virtq_wait(dev, 0, &head, &len, SPINS))
-		return -1;
-	return status;
+	return virtio_blk_request(dev, type, sector, data_addr, data_len, device_writes, SPINS);
 }
 
 static u8 host_pattern(u64 offset)
@@ -114,61 +68,61 @@ static void test_disk(struct virtio_dev *dev, int index)
 {
 	serial_puts("disk ");
 	serial_put_dec((u64)index);
-	if (virtio_init(dev, BLK_F_SEG_MAX | BLK_F_RO | BLK_F_FLUSH | BLK_F_DISCARD |
-			     BLK_F_WRITE_ZEROES, 1) != 0) {
+	if (virtio_init(dev, VIRTIO_BLK_F_SEG_MAX | VIRTIO_BLK_F_RO | VIRTIO_BLK_F_FLUSH | VIRTIO_BLK_F_DISCARD |
+			     VIRTIO_BLK_F_WRITE_ZEROES, 1) != 0) {
 		check(0, "initialise");
 		return;
 	}
 	u64 capacity = virtio_config64(dev, 0);
-	int read_only = (dev->features & BLK_F_RO) != 0;
+	int read_only = (dev->features & VIRTIO_BLK_F_RO) != 0;
 	serial_puts(": capacity ");
 	serial_put_dec(capacity);
 	serial_puts(read_only ? " sectors, read-only\n" : " sectors, writable\n");
 
 	memset(data, 0, 20);
-	check(request(dev, BLK_T_GET_ID, 0, (u64)data, 20, 1) == BLK_S_OK, "get-id");
+	check(request(dev, VIRTIO_BLK_T_GET_ID, 0, (u64)data, 20, 1) == VIRTIO_BLK_S_OK, "get-id");
 	data[20] = 0;
 	serial_puts("  serial: ");
 	serial_puts((const char *)data);
 	serial_puts("\n");
 
-	check(request(dev, BLK_T_IN, 0, (u64)data, 16 * SECTOR, 1) == BLK_S_OK &&
+	check(request(dev, VIRTIO_BLK_T_IN, 0, (u64)data, 16 * SECTOR, 1) == VIRTIO_BLK_S_OK &&
 		      matches(0, 16, host_pattern),
 	      "read the host's pattern from sectors 0-15");
-	check(request(dev, BLK_T_IN, capacity, (u64)data, SECTOR, 1) == BLK_S_IOERR,
+	check(request(dev, VIRTIO_BLK_T_IN, capacity, (u64)data, SECTOR, 1) == VIRTIO_BLK_S_IOERR,
 	      "a read past the end fails");
 	check(virtio_interrupt_status(dev) & 1, "used-buffer interrupt raised");
 
 	for (u64 i = 0; i < 8 * SECTOR; i++)
 		data[i] = guest_pattern(8 * SECTOR + i);
-	int written = request(dev, BLK_T_OUT, 8, (u64)data, 8 * SECTOR, 0);
+	int written = request(dev, VIRTIO_BLK_T_OUT, 8, (u64)data, 8 * SECTOR, 0);
 	if (read_only) {
-		check(written == BLK_S_IOERR, "a write to the read-only disk fails");
+		check(written == VIRTIO_BLK_S_IOERR, "a write to the read-only disk fails");
 		return;
 	}
-	check(written == BLK_S_OK, "write sectors 8-15");
-	check(request(dev, BLK_T_FLUSH, 0, 0, 0, 0) == BLK_S_OK, "flush");
+	check(written == VIRTIO_BLK_S_OK, "write sectors 8-15");
+	check(request(dev, VIRTIO_BLK_T_FLUSH, 0, 0, 0, 0) == VIRTIO_BLK_S_OK, "flush");
 	memset(data, 0, sizeof(data));
-	check(request(dev, BLK_T_IN, 8, (u64)data, 8 * SECTOR, 1) == BLK_S_OK &&
+	check(request(dev, VIRTIO_BLK_T_IN, 8, (u64)data, 8 * SECTOR, 1) == VIRTIO_BLK_S_OK &&
 		      matches(8, 8, guest_pattern),
 	      "read back sectors 8-15");
-	if (dev->features & BLK_F_WRITE_ZEROES) {
+	if (dev->features & VIRTIO_BLK_F_WRITE_ZEROES) {
 		segment(16, 8);
-		check(request(dev, BLK_T_WRITE_ZEROES, 0, (u64)data, 16, 0) == BLK_S_OK,
+		check(request(dev, VIRTIO_BLK_T_WRITE_ZEROES, 0, (u64)data, 16, 0) == VIRTIO_BLK_S_OK,
 		      "write-zeroes sectors 16-23");
-		check(request(dev, BLK_T_IN, 16, (u64)data, 8 * SECTOR, 1) == BLK_S_OK &&
+		check(request(dev, VIRTIO_BLK_T_IN, 16, (u64)data, 8 * SECTOR, 1) == VIRTIO_BLK_S_OK &&
 			      matches(16, 8, 0),
 		      "sectors 16-23 read as zeroes");
 	}
-	if (dev->features & BLK_F_DISCARD) {
+	if (dev->features & VIRTIO_BLK_F_DISCARD) {
 		segment(24, 8);
-		check(request(dev, BLK_T_DISCARD, 0, (u64)data, 16, 0) == BLK_S_OK,
+		check(request(dev, VIRTIO_BLK_T_DISCARD, 0, (u64)data, 16, 0) == VIRTIO_BLK_S_OK,
 		      "discard sectors 24-31");
-		check(request(dev, BLK_T_IN, 24, (u64)data, 8 * SECTOR, 1) == BLK_S_OK &&
+		check(request(dev, VIRTIO_BLK_T_IN, 24, (u64)data, 8 * SECTOR, 1) == VIRTIO_BLK_S_OK &&
 			      matches(24, 8, 0),
 		      "sectors 24-31 read as zeroes");
 	}
-	check(request(dev, BLK_T_FLUSH, 0, 0, 0, 0) == BLK_S_OK, "final flush");
+	check(request(dev, VIRTIO_BLK_T_FLUSH, 0, 0, 0, 0) == VIRTIO_BLK_S_OK, "final flush");
 }
 
 /* A chain whose data buffer lies far outside guest memory: the device must not touch it and
@@ -176,7 +130,7 @@ static void test_disk(struct virtio_dev *dev, int index)
 static void test_bad_descriptor(struct virtio_dev *dev)
 {
 	serial_puts("bad descriptor\n");
-	submit(dev, BLK_T_IN, 0, 0x7f0000000000ul, SECTOR, 1);
+	virtio_blk_submit(dev, VIRTIO_BLK_T_IN, 0, 0x7f0000000000ul, SECTOR, 1);
 	u32 spins = 0;
 	while (!(virtio_status(dev) & VIRTIO_STATUS_NEEDS_RESET) && spins++ < 100000)
 		;
@@ -184,8 +138,8 @@ static void test_bad_descriptor(struct virtio_dev *dev)
 	u32 len;
 	check(!virtq_poll(dev, 0, &head, &len), "the bad request is not completed");
 	check(virtio_status(dev) & VIRTIO_STATUS_NEEDS_RESET, "device asks for a reset");
-	check(virtio_init(dev, BLK_F_SEG_MAX | BLK_F_FLUSH, 1) == 0, "reset and re-initialise");
-	check(request(dev, BLK_T_IN, 0, (u64)data, SECTOR, 1) == BLK_S_OK &&
+	check(virtio_init(dev, VIRTIO_BLK_F_SEG_MAX | VIRTIO_BLK_F_FLUSH, 1) == 0, "reset and re-initialise");
+	check(request(dev, VIRTIO_BLK_T_IN, 0, (u64)data, SECTOR, 1) == VIRTIO_BLK_S_OK &&
 		      matches(0, 1, host_pattern),
 	      "reads work after the reset");
 }

@@ -17,9 +17,12 @@ packages=(
   qemu-system-x86   # bench/vmm-start compares corral with qemu -M microvm
   qemu-utils        # qemu-img/qemu-io: corral-disk's tests check qcow2 interoperability
   e2fsprogs         # mkfs.ext4 -d / debugfs / e2fsck: the virtio-blk real-Linux test's ext4 disk
+  fdisk             # sfdisk: corral-image's tests partition disks (MBR, GPT) to find kernels in
   libseccomp-dev    # corral-container compiles seccomp profiles with libseccomp
   busybox-static    # the container tests build their rootfs from /bin/busybox
+  mmdebstrap        # corral image build: Debian sources (images/debian-12-*.toml)
   podman            # tests drive corral as podman's OCI runtime
+  umoci             # corral-image tests import umoci-built OCI images and compare with umoci unpack
   conmon            # podman's container monitor (the runtime's caller)
   runc              # bench/container-lifecycle compares against runc
   crun              # ... and crun, where it runs (not on hybrid cgroup hosts)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Sets up a fresh Debian host for corral (apt packages, release build), checks the host, and
-# launches the default instances: a system container from a busybox root filesystem, and a Linux VM
-# (corral's small guest kernel, built once and cached, with a busybox shell on its serial console).
+# Sets up a fresh Debian host for corral (apt packages, release build), checks the host, builds
+# the busybox image (images/busybox.toml) and launches the default instances: a system container
+# from that image, and a Linux VM (corral's small guest kernel, built once and cached, with a
+# busybox shell on its serial console).
 # Run again, it reuses what exists. Set CORRAL_ROOT to keep corral's state somewhere other than
 # /var/lib/corral; set CORRAL_NO_VM=1 to skip the VM.
 set -euo pipefail
@@ -15,12 +16,16 @@ echo "== corral host check"
 "$corral" host check || { echo "this host cannot run instances; see the FAIL lines above" >&2; exit 1; }
 
 cache=${XDG_CACHE_HOME:-$HOME/.cache}/corral
-rootfs=$cache/busybox-rootfs
-[ -x "$rootfs/bin/busybox" ] || scripts/busybox-rootfs.sh "$rootfs"
 
-echo "== the default instance: demo (a busybox system container)"
+echo "== the busybox image (corral image build images/busybox.toml)"
+if ! "$corral" image info busybox >/dev/null 2>&1; then
+  "$corral" image build images/busybox.toml --var out="$cache/image-outputs"
+fi
+"$corral" image list
+
+echo "== the default instance: demo (a system container from the busybox image)"
 if ! "$corral" info demo >/dev/null 2>&1; then
-  "$corral" create demo --rootfs "$rootfs" --init --memory 128M --pids-limit 200
+  "$corral" create demo --image busybox --memory 128M --pids-limit 200
 fi
 if ! "$corral" list | grep -q '^demo '; then
   "$corral" start demo
@@ -29,8 +34,10 @@ fi
 if [ -z "${CORRAL_NO_VM:-}" ]; then
   echo "== the demo VM: demo-vm (Linux on corral's VMM)"
   guests/linux/build.sh "$cache/guest-linux" >/dev/null
+  rootfs=$cache/busybox-rootfs
+  [ -x "$rootfs/bin/busybox" ] || scripts/busybox-rootfs.sh "$rootfs"
   initramfs=$cache/demo-initramfs.cpio
-  [ -f "$initramfs" ] || scripts/demo-initramfs.sh "$rootfs" "$initramfs"
+  [ "$initramfs" -nt scripts/demo-initramfs.sh ] || scripts/demo-initramfs.sh "$rootfs" "$initramfs"
   if ! "$corral" info demo-vm >/dev/null 2>&1; then
     "$corral" create demo-vm --kernel "$cache/guest-linux/vmlinux" --initrd "$initramfs" \
       --cmdline "$(cat guests/linux/cmdline)" --cpus 2 --memory 256M

@@ -27,7 +27,12 @@ bash guests/linux/build.sh "$guest_linux/net" guests/linux/guest-net.config
 # One boot at a time: each guest has two vCPUs and the host two cores.
 CORRAL_GUEST_LINUX_DIR="$guest_linux/plain" CORRAL_GUEST_LINUX_ACPI_DIR="$guest_linux/acpi" \
   CORRAL_GUEST_LINUX_NET_DIR="$guest_linux/net" \
-  cargo nextest run -p corral --profile ci --run-ignored only -E 'binary(vmm_linux)' -j 1
+  cargo nextest run -p corral --profile ci --run-ignored only \
+  -E 'binary(vmm_linux) | binary(instances_boot_disk)' -j 1
+
+echo "== Debian image builds (packages from Debian's archive; the built rootfs is cached) and the VM one booted"
+CORRAL_GUEST_LINUX_NET_DIR="$guest_linux/net" \
+  cargo nextest run -p corral --profile ci --run-ignored only -E 'binary(image_build)' -j 1
 
 echo "== skipped tests"
 if [ -s "$CORRAL_TEST_SKIP_LOG" ]; then sort -u "$CORRAL_TEST_SKIP_LOG"; else echo "none"; fi

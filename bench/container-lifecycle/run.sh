@@ -4,6 +4,9 @@
 # Prints per-runtime mean and median milliseconds and each peer's time relative to corral.
 #
 #   bench/container-lifecycle/run.sh [ROUNDS]      (default 50; needs root, busybox-static)
+#
+# CORRAL_BENCH_BASELINE=PATH adds an earlier corral binary as runtime `corral-base`, so the cost of
+# a change is measured in the same interleaved run.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -34,6 +37,10 @@ declare -A binaries=([corral]="$PWD/target/release/corral oci")
 command -v runc >/dev/null && binaries[runc]="$(command -v runc)"
 command -v crun >/dev/null && binaries[crun]="$(command -v crun)"
 runtimes=(corral)
+if [ -n "${CORRAL_BENCH_BASELINE:-}" ]; then
+  binaries[corral-base]="$CORRAL_BENCH_BASELINE oci"
+  runtimes+=(corral-base)
+fi
 for peer in runc crun; do
   [ -n "${binaries[$peer]:-}" ] || { echo "$peer: not installed, skipped"; continue; }
   # A peer that cannot run containers on this host (crun 1.8 refuses hybrid cgroups) is
@@ -74,9 +81,9 @@ stats() { # mean and median in ms of a file of microsecond samples
 }
 read -r corral_mean corral_median < <(stats "$work/times-corral")
 echo "create + start + delete of /bin/true, $rounds rounds (interleaved), $(nproc) cores"
-printf "%-8s %10s %10s %18s\n" runtime "mean ms" "median ms" "median vs corral"
+printf "%-11s %10s %10s %18s\n" runtime "mean ms" "median ms" "median vs corral"
 for runtime in "${runtimes[@]}"; do
   read -r mean median < <(stats "$work/times-$runtime")
   ratio=$(awk -v a="$median" -v b="$corral_median" 'BEGIN {printf "%.2fx", a/b}')
-  printf "%-8s %10s %10s %18s\n" "$runtime" "$mean" "$median" "$ratio"
+  printf "%-11s %10s %10s %18s\n" "$runtime" "$mean" "$median" "$ratio"
 done

@@ -3,7 +3,8 @@
 # same freestanding guest workload, and the same access pattern on a host file, side by side in
 # one run. See README.md here for what the numbers mean on an emulated-KVM host.
 #
-#   bench/virtio-blk/run.sh [RUNS] [MIB] [RANDOM_OPS]     defaults: 3 runs, 64 MiB, 2000 ops
+#   bench/virtio-blk/run.sh [RUNS] [MIB] [RANDOM_OPS] [--format qcow2] [--alloc-mib N]
+#   defaults: 3 runs, 64 MiB, 2000 ops, raw images, no rand-alloc phase
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 command -v qemu-system-x86_64 >/dev/null ||
@@ -11,4 +12,4 @@ command -v qemu-system-x86_64 >/dev/null ||
 cargo build --release --quiet -p corral -p corral-guests
 guest="$(ls -td target/release/build/corral-guests-*/out | head -1)/virtio-blk-bench.elf"
 python3 bench/virtio-blk/measure.py --corral target/release/corral --guest "$guest" \
-  --runs "${1:-3}" --mib "${2:-64}" --ops "${3:-2000}"
+  --runs "${1:-3}" --mib "${2:-64}" --ops "${3:-2000}" "${@:4}"

@@ -10,6 +10,7 @@ import argparse
 import os
 import statistics
 import subprocess
+import tempfile
 import time
 
 def qemu_microvm(acpi):
@@ -29,9 +30,39 @@ def measure(argv, expected_status):
     return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss
 
 
+def sandbox_peers(args, memory, scratch):
+    """corral's confinement, one step at a time: without seccomp filters, jailed (`vmm run
+    --jail`, filters on), and the instance path (`corral start`, which always jails the VMM in
+    the instance's cgroup; its rusage includes the VMM, which it reaps)."""
+    vmm = [args.corral, "vmm", "run", "--kernel", args.guest, "--memory", memory]
+    jail = os.path.join(scratch, "jail")
+    os.mkdir(jail)
+    root = os.path.join(scratch, "root")
+    subprocess.run([args.corral, "--root", root, "create", "bench", "--kernel", args.guest,
+                    "--memory", memory], check=True, stdout=subprocess.DEVNULL)
+    return {
+        "corral-no-seccomp": (vmm + ["--serial", "none", "--no-seccomp"], 42),
+        "corral-jail": (vmm + ["--serial", "none", "--jail", jail, "--exit-file",
+                               os.path.join(jail, "exit.json")], 42),
+        "corral-instance": ([args.corral, "--root", root, "start", "bench"], 0),
+    }
+
+
+def settle_instance(args, root):
+    """Waits (up to 10 s) until the instance's detached VMM has ended, so it does not run
+    beside the next measurement."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        listed = subprocess.run([args.corral, "--root", root, "list"], capture_output=True,
+                                text=True).stdout
+        if "bench" not in listed:
+            return
+        time.sleep(0.01)
+
+
 def test_guest_peers(args, memory):
     """The test guest writes 42 to port 0xf4 at once."""
-    return {
+    peers = {
         "corral": ([args.corral, "vmm", "run", "--kernel", args.guest, "--memory", memory,
                     "--serial", "none"], 42),
         # isa-debug-exit reports (value << 1) | 1.
@@ -39,13 +70,16 @@ def test_guest_peers(args, memory):
                                          "-kernel", args.guest, "-device",
                                          "isa-debug-exit,iobase=0xf4,iosize=0x04"], 85),
     }
+    if args.baseline:
+        peers["corral-baseline"] = ([args.baseline] + peers["corral"][0][1:], 42)
+    return peers
 
 
 def linux_peers(args, memory):
     """Real Linux with ACPI, 2 vCPUs, console on stdout (discarded), exit on the guest's S5."""
     kernel = os.path.join(args.linux_dir, "vmlinux")
     initrd = os.path.join(args.linux_dir, "initramfs.cpio")
-    return {
+    peers = {
         "corral": ([args.corral, "vmm", "run", "--kernel", kernel, "--initrd", initrd,
                     "--cmdline", args.cmdline, "--vcpus", "2", "--memory", memory,
                     "--on-reboot", "destroy"], 0),
@@ -55,6 +89,9 @@ def linux_peers(args, memory):
                                          "-initrd", initrd, "-append", args.cmdline,
                                          "-no-reboot"], 0),
     }
+    if args.baseline:
+        peers["corral-baseline"] = ([args.baseline] + peers["corral"][0][1:], 0)
+    return peers
 
 
 def main():
@@ -65,30 +102,51 @@ def main():
     parser.add_argument("--guest", help="the test guest (PVH ELF)")
     parser.add_argument("--linux-dir", help="guests/linux/build.sh output: boot real Linux")
     parser.add_argument("--cmdline", default="", help="kernel command line with --linux-dir")
+    parser.add_argument("--sandbox", action="store_true",
+                        help="with --guest: also corral without seccomp, jailed, and as an "
+                             "instance (needs root)")
+    parser.add_argument("--baseline", help="an earlier corral binary, measured beside this one "
+                                           "(the cost of what changed since)")
     args = parser.parse_args()
 
     memory = f"{args.memory_mib}M"
+    scratch = tempfile.TemporaryDirectory(prefix="corral-bench-")
     if args.linux_dir:
         peers, label = linux_peers(args, memory), "real Linux (ACPI) to init and S5, 2 vCPUs"
     else:
         peers, label = test_guest_peers(args, memory), os.path.basename(args.guest)
+        if args.sandbox:
+            peers.update(sandbox_peers(args, memory, scratch.name))
     samples = {name: [] for name in peers}
     for _ in range(args.runs):
         for name, (argv, expected) in peers.items():
             samples[name].append(measure(argv, expected))
+            if name == "corral-instance":
+                settle_instance(args, os.path.join(scratch.name, "root"))
 
     print(f"vmm-start: {label}, {memory}, {args.runs} runs each (interleaved); medians")
-    print(f"{'':14} {'wall ms':>10} {'cpu ms':>10} {'peak RSS MiB':>13}")
+    print(f"{'':18} {'wall ms':>10} {'cpu ms':>10} {'peak RSS MiB':>13}")
     medians = {}
     for name, runs in samples.items():
         wall = statistics.median(r[0] for r in runs) * 1000
         cpu = statistics.median(r[1] for r in runs) * 1000
         rss = statistics.median(r[2] for r in runs) / 1024
         medians[name] = (wall, cpu, rss)
-        print(f"{name:14} {wall:10.1f} {cpu:10.1f} {rss:13.1f}")
+        print(f"{name:18} {wall:10.1f} {cpu:10.1f} {rss:13.1f}")
     corral, qemu = medians["corral"], medians["qemu-microvm"]
-    print(f"{'corral/qemu':14} {corral[0] / qemu[0]:10.2f} {corral[1] / qemu[1]:10.2f} "
+    print(f"{'corral/qemu':18} {corral[0] / qemu[0]:10.2f} {corral[1] / qemu[1]:10.2f} "
           f"{corral[2] / qemu[2]:13.2f}")
+    if "corral-baseline" in medians:
+        base = medians["corral-baseline"]
+        print(f"{'corral/baseline':18} {corral[0] / base[0]:10.2f} {corral[1] / base[1]:10.2f} "
+              f"{corral[2] / base[2]:13.2f}")
+    if "corral-instance" in peers:
+        print("corral-instance: `corral start` until the guest has ended or its VMM serves its "
+              "socket; CPU and RSS are the CLI's (the VMM runs detached)")
+        # The last VMM may still be writing its exit record into the instance directory.
+        subprocess.run([args.corral, "--root", os.path.join(scratch.name, "root"), "delete",
+                        "--force", "bench"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    scratch.cleanup()
 
 
 if __name__ == "__main__":

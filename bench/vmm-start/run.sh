@@ -5,9 +5,15 @@
 #
 #   bench/vmm-start/run.sh [RUNS]           test guest (guests/exit.c, PVH ELF) writing to the
 #                                           debug-exit port at once; default 20 runs each
+#                                           (as root, also corral without seccomp filters,
+#                                           jailed with --jail, and through the instance layer:
+#                                           `corral start`, always jailed)
 #   bench/vmm-start/run.sh --linux [RUNS]   the real-Linux guest (guests/linux, ACPI variant)
 #                                           booted to its init, which powers off; 2 vCPUs;
 #                                           default 3 runs each (about a minute a boot)
+#
+# CORRAL_BENCH_BASELINE=PATH adds an earlier corral binary as a row of its own (e.g. one built from
+# the commit before a change), so the change's cost is measured in the same interleaved run.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -26,9 +32,11 @@ if $linux; then
   bash guests/linux/build.sh "$guest_dir" guests/linux/guest-acpi.config
   python3 bench/vmm-start/measure.py --runs "${1:-3}" --corral target/release/corral \
     --memory-mib 256 --linux-dir "$guest_dir" \
-    --cmdline "$(cat guests/linux/cmdline) corral_init=poweroff"
+    --cmdline "$(cat guests/linux/cmdline) corral_init=poweroff" \
+    ${CORRAL_BENCH_BASELINE:+--baseline "$CORRAL_BENCH_BASELINE"}
 else
   guest="$(ls -td target/release/build/corral-guests-*/out | head -1)/exit.elf"
   python3 bench/vmm-start/measure.py --runs "${1:-20}" --corral target/release/corral \
-    --guest "$guest"
+    --guest "$guest" $([ "$(id -u)" = 0 ] && echo --sandbox) \
+    ${CORRAL_BENCH_BASELINE:+--baseline "$CORRAL_BENCH_BASELINE"}
 fi

@@ -16,9 +16,12 @@ const GUESTS: &[&str] = &[
     "acpi",
     "virtio-blk",
     "virtio-blk-bench",
+    "virtio-blk-crash",
+    "virtio-blk-dump",
     "virtio-net",
     "virtio-rng",
     "virtio-vsock",
+    "forbidden-call",
 ];
 
 const CFLAGS: &[&str] = &[

@@ -83,6 +83,22 @@ char serial_getc(void)
 	return (char)inb(COM1);
 }
 
+u64 cmdline_u64(const char *cmdline, const char *key, u64 fallback)
+{
+	for (const char *s = cmdline; s && *s; s++) {
+		const char *k = key, *p = s;
+		while (*k && *p == *k)
+			k++, p++;
+		if (*k || (s != cmdline && s[-1] != ' '))
+			continue;
+		u64 value = 0;
+		while (*p >= '0' && *p <= '9')
+			value = value * 10 + (u64)(*p++ - '0');
+		return value;
+	}
+	return fallback;
+}
+
 void debug_exit(u8 code)
 {
 	outb(DEBUG_EXIT_PORT, code);

@@ -40,6 +40,8 @@ void serial_put_dec(u64 value);
 void serial_put_hex(u64 value);
 /* Blocks until the UART has a byte. */
 char serial_getc(void);
+/* The decimal value of `key` (e.g. "bench_mib=") on the command line, or `fallback`. */
+u64 cmdline_u64(const char *cmdline, const char *key, u64 fallback);
 /* Ends the VM: the VMM exits with this code (reason poweroff). */
 __attribute__((noreturn)) void debug_exit(u8 code);
 __attribute__((noreturn)) void halt_forever(void);

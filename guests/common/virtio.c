@@ -266,3 +266,41 @@ int virtq_wait(struct virtio_dev *dev, int q, u16 *head, u32 *len, u64 spins)
 	}
 	return 0;
 }
+
+static struct {
+	u32 type;
+	u32 reserved;
+	u64 sector;
+} blk_header;
+static volatile u8 blk_status;
+
+void virtio_blk_submit(struct virtio_dev *dev, u32 type, u64 sector, u64 data, u32 len,
+		       int device_writes)
+{
+	blk_header.type = type;
+	blk_header.reserved = 0;
+	blk_header.sector = sector;
+	blk_status = 0xff;
+	struct virtio_buf bufs[3] = {
+		{ (u64)&blk_header, sizeof(blk_header), 0 },
+		{ data, len, device_writes },
+		{ (u64)&blk_status, 1, 1 },
+	};
+	if (len == 0) {
+		bufs[1] = bufs[2];
+		virtq_add(dev, 0, bufs, 2);
+	} else {
+		virtq_add(dev, 0, bufs, 3);
+	}
+}
+
+int virtio_blk_request(struct virtio_dev *dev, u32 type, u64 sector, u64 data, u32 len,
+		       int device_writes, u64 spins)
+{
+	virtio_blk_submit(dev, type, sector, data, len, device_writes);
+	u16 head;
+	u32 used;
+	if (!virtq_wait(dev, 0, &head, &used, spins))
+		return -1;
+	return blk_status;
+}

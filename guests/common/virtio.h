@@ -61,6 +61,32 @@ int virtq_poll(struct virtio_dev *dev, int q, u16 *head, u32 *len);
 /* Polls until a used element arrives (returns 1) or about `spins` polls pass (returns 0). */
 int virtq_wait(struct virtio_dev *dev, int q, u16 *head, u32 *len, u64 spins);
 
+/* virtio-blk (virtio 1.x section 5.2): request types, statuses, feature bits. */
+#define VIRTIO_BLK_T_IN 0
+#define VIRTIO_BLK_T_OUT 1
+#define VIRTIO_BLK_T_FLUSH 4
+#define VIRTIO_BLK_T_GET_ID 8
+#define VIRTIO_BLK_T_DISCARD 11
+#define VIRTIO_BLK_T_WRITE_ZEROES 13
+#define VIRTIO_BLK_S_OK 0
+#define VIRTIO_BLK_S_IOERR 1
+#define VIRTIO_BLK_F_SEG_MAX (1ul << 2)
+#define VIRTIO_BLK_F_RO (1ul << 5)
+#define VIRTIO_BLK_F_FLUSH (1ul << 9)
+#define VIRTIO_BLK_F_DISCARD (1ul << 13)
+#define VIRTIO_BLK_F_WRITE_ZEROES (1ul << 14)
+#define VIRTIO_BLK_SECTOR 512
+
+/* Makes one virtio-blk request available on queue 0: the header, `len` bytes at `data` (written
+ * by the device when `device_writes`; no data descriptor when `len` is 0), the status byte. One
+ * request at a time: the header and status live in static memory. */
+void virtio_blk_submit(struct virtio_dev *dev, u32 type, u64 sector, u64 data, u32 len,
+		       int device_writes);
+/* Submits a request and polls for it (about `spins` polls); returns its status, or -1 when the
+ * device never answered. */
+int virtio_blk_request(struct virtio_dev *dev, u32 type, u64 sector, u64 data, u32 len,
+		       int device_writes, u64 spins);
+
 void *memset(void *dst, int value, u64 len);
 void *memcpy(void *dst, const void *src, u64 len);
 int memcmp(const void *a, const void *b, u64 len);

@@ -10,7 +10,10 @@
  * - `corral_net=10.0.2.2 corral_peer=10.0.2.1`: give eth0 the address (/24), bring it up and
  *   ping the peer (ICMP echo over a raw socket);
  * - `corral_vsock=6000`: connect to the host's vsock port 6000, send a line and print the answer,
- *   then listen on vsock port 5000 for one host connection and answer its "ping" with "pong".
+ *   then listen on vsock port 5000 for one host connection and answer its "ping" with "pong";
+ * - `corral_fill=vda:R`: mount /dev/vda (ext4) on /mnt and write files `rR-N` (64 KiB each, byte
+ *   i of file N is (N * 31 + i) & 0xff) forever, each fsynced with its directory, printing
+ *   "synced N" after each: the crash test kills the VMM meanwhile and checks what was synced.
  *
  * Sequential and fork-free on purpose: on the emulated-KVM development host each fork+exec costs
  * about a second and concurrent processes are unreliable (see README.md).
@@ -101,6 +104,42 @@ static void disk_step(const char *disk)
 		close(fd);
 	if (umount("/mnt") != 0)
 		printf("corral-init: umount failed: %s\n", strerror(errno));
+}
+
+/* Writes synced files on the ext4 disk until the VM is killed. */
+static void fill_step(const char *spec)
+{
+	char device[32], path[64];
+	unsigned round = 0;
+	const char *colon = strchr(spec, ':');
+	if (colon)
+		round = (unsigned)atoi(colon + 1);
+	int name_len = colon ? (int)(colon - spec) : (int)strlen(spec);
+	snprintf(device, sizeof(device), "/dev/%.*s", name_len, spec);
+	mkdir("/mnt", 0755);
+	if (mount(device, "/mnt", "ext4", 0, NULL) != 0) {
+		printf("corral-init: mount %s failed: %s\n", device, strerror(errno));
+		return;
+	}
+	printf("corral-init: filling %s\n", device);
+	fflush(stdout);
+	static unsigned char block[65536];
+	int dir = open("/mnt", O_RDONLY | O_DIRECTORY);
+	for (unsigned n = 0;; n++) {
+		for (size_t i = 0; i < sizeof(block); i++)
+			block[i] = (unsigned char)(n * 31 + i);
+		snprintf(path, sizeof(path), "/mnt/r%u-%u", round, n);
+		int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+		if (fd < 0 || write(fd, block, sizeof(block)) != (ssize_t)sizeof(block) ||
+		    fsync(fd) != 0 || fsync(dir) != 0) {
+			printf("corral-init: cannot write %s: %s\n", path, strerror(errno));
+			fflush(stdout);
+			return;
+		}
+		close(fd);
+		printf("corral-init: synced %u\n", n);
+		fflush(stdout);
+	}
 }
 
 static int interface_ioctl(int sock, unsigned long request, struct ifreq *ifr)
@@ -206,6 +245,12 @@ static void vsock_step(unsigned port)
 	};
 	int fd = socket(AF_VSOCK, SOCK_STREAM, 0);
 	static const char hello[] = "hello from linux\n";
+	/* Linux gives a vsock connect 2 s by default; under the instruction emulator the guest's own
+	 * handling of the host's answer can take longer than that on a loaded host. */
+	struct timeval patience = { .tv_sec = 60 };
+	if (fd >= 0 &&
+	    setsockopt(fd, AF_VSOCK, SO_VM_SOCKETS_CONNECT_TIMEOUT, &patience, sizeof(patience)) != 0)
+		report("cannot lengthen the vsock connect timeout");
 	if (fd < 0 || connect(fd, (struct sockaddr *)&host, sizeof(host)) != 0 ||
 	    write(fd, hello, sizeof(hello) - 1) != sizeof(hello) - 1 ||
 	    read_line(fd, line, sizeof(line)) != 0) {
@@ -254,6 +299,9 @@ int main(void)
 	const char *disk = getenv("corral_disk");
 	if (disk)
 		disk_step(disk);
+	const char *fill = getenv("corral_fill");
+	if (fill)
+		fill_step(fill);
 	const char *address = getenv("corral_net"), *peer = getenv("corral_peer");
 	if (address && peer)
 		net_step(address, peer);

@@ -23,7 +23,8 @@ use crate::init::{InitConfig, EXEC_FIFO};
 use crate::rootfs::RootfsContext;
 use crate::spec::{has_new_namespace, Bundle, NamespacePlan};
 use crate::state::{
-    check_id, container_dir, process_start_time, rfc3339_now, OciState, Record, Status,
+    check_id, container_dir, process_start_time, rfc3339_now, Creator, Leftover, OciState, Record,
+    Status,
 };
 
 /// How to create a container.
@@ -126,42 +127,67 @@ impl Container {
             ));
         }
 
+        if !crate::sealed_exe::is_sealed() {
+            return Err(Error::UnsealedExe);
+        }
+
         std::fs::create_dir_all(&options.root)
             .map_err(|e| Error::io("create state root", &options.root, e))?;
+        // Held until we return: a create killed at any point releases it.
+        let (_lock, leftover) = crate::state::claim(&options.root, &options.id)?;
         let dir = container_dir(&options.root, &options.id);
-        match std::fs::create_dir(&dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                return Err(Error::AlreadyExists(options.id))
-            }
-            Err(e) => return Err(Error::io("create state directory", &dir, e)),
-        }
-        let linux = spec.linux().clone().unwrap_or_default();
-        let layout = Layout::detect();
         let mut cleanup = Cleanup {
             dir: dir.clone(),
             cgroup: None,
             child: None,
         };
-
-        let layout = layout?;
+        match leftover {
+            Leftover::None => {}
+            Leftover::Record(record) => {
+                Container {
+                    root: options.root.clone(),
+                    record: *record,
+                }
+                .clean_up_interrupted()?;
+                crate::state::empty_dir(&dir)?;
+            }
+            Leftover::Unrecorded => crate::state::empty_dir(&dir)?,
+        }
+        let linux = spec.linux().clone().unwrap_or_default();
+        let layout = Layout::detect()?;
         let cgroup_path = container_cgroup_path(linux.cgroups_path().as_deref(), &options.id)?;
         let cgroup = layout.open(&cgroup_path);
+        // Recorded before anything exists, so a create killed from here on leaves a record of
+        // what to clean up (see the state module).
+        let mut record = Record {
+            id: options.id.clone(),
+            bundle: bundle.path.clone(),
+            rootfs: bundle.rootfs.clone(),
+            pid: 0,
+            pid_start_time: 0,
+            created: rfc3339_now(),
+            annotations: spec.annotations().clone().unwrap_or_default(),
+            cgroup_path: cgroup.path().to_path_buf(),
+            cgroup_layout: layout.clone(),
+            started: false,
+            exit_status: None,
+            hooks: spec.hooks().clone(),
+            owner: String::new(),
+            creator: Some(Creator::current()?),
+        };
+        record.save(&options.root)?;
+        fail::fail_point!("engine.create-recorded");
+
         cgroup.create()?;
         cleanup.cgroup = Some(layout.open(&cgroup_path));
         let resources = linux.resources().clone().unwrap_or_default();
         let devices = linux.devices().clone().unwrap_or_default();
         cgroup.apply(&with_default_device_rules(&resources, &devices))?;
+        fail::fail_point!("engine.create-cgroup-made");
 
         let fifo = dir.join(EXEC_FIFO);
         nix::unistd::mkfifo(&fifo, Mode::from_bits_truncate(0o600))
             .map_err(|e| Error::sys(format!("create {}", fifo.display()), e))?;
-        let state_dir = nix::fcntl::open(
-            &dir,
-            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|e| Error::sys(format!("open {}", dir.display()), e))?;
         let exec_fifo = nix::fcntl::open(&fifo, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty())
             .map_err(|e| Error::sys(format!("open {}", fifo.display()), e))?;
         if let Some((uid, gid)) = container_root_on_host(&linux) {
@@ -189,29 +215,40 @@ impl Container {
             bundle: &bundle,
             plan: &plan,
             channel: init_end,
-            state_dir,
             exec_fifo,
             console: options.console,
             rootfs,
             preserve_fds: options.preserve_fds,
         };
+        // The init is a clone of this process: until it execs the user's program, other
+        // processes must not reach its memory or /proc/PID/exe (CVE-2019-5736). execve resets
+        // this for the program.
+        nix::sys::prctl::set_dumpable(false)
+            .map_err(|e| Error::sys("make the runtime non-dumpable", e))?;
         let pid = clone_init(&plan, init_config)?;
         cleanup.child = Some(pid);
-
-        let record = run_init_handshake(
-            &options.root,
-            &options.id,
-            &bundle,
-            &layout,
-            &*cgroup,
-            pid,
-            &runtime_end,
-        )?;
+        fail::fail_point!("engine.create-cloned");
+        record.pid = pid.as_raw();
+        record.pid_start_time = process_start_time(pid.as_raw())
+            .ok_or_else(|| Error::Setup("the container's init exited during setup".into()))?;
+        // Not recorded yet: until the init is in its cgroup it dies with us (parent-death
+        // signal, or end-of-file on the channel), and from then on the cgroup finds it.
+        run_init_handshake(&bundle, &*cgroup, pid, &runtime_end, &record)?;
+        fail::fail_point!("engine.create-ready");
+        record.creator = None;
+        record.save(&options.root)?;
         cleanup.disarm();
         Ok(Container {
             root: options.root,
-            record: record.0,
+            record,
         })
+    }
+
+    /// Removes what an interrupted create made: its init and any process in its cgroup, and
+    /// the cgroup. The state directory is left to the caller.
+    fn clean_up_interrupted(&self) -> Result<()> {
+        self.kill_all_and_wait()?;
+        self.cgroup().destroy()
     }
 
     pub fn id(&self) -> &str {
@@ -361,6 +398,7 @@ impl Container {
 
     /// Deletes a stopped container: its cgroup, then poststop hooks, then its state. `force`
     /// kills a created, running or paused one first (the spec forbids deleting those otherwise).
+    /// An interrupted create reads as stopped: what it made is removed, without hooks.
     pub fn delete(self, force: bool) -> Result<()> {
         let status = self.status();
         match status {
@@ -375,18 +413,22 @@ impl Container {
                 })
             }
         }
+        let interrupted = self.record.creator.is_some();
         let cgroup = self.cgroup();
-        // Exec'd processes may outlive the init in a shared pid namespace.
-        if !cgroup.pids().unwrap_or_default().is_empty() {
+        // Exec'd processes may outlive the init in a shared pid namespace; an interrupted
+        // create's init may not have reached its cgroup.
+        if interrupted || !cgroup.pids().unwrap_or_default().is_empty() {
             self.kill_all_and_wait()?;
         }
+        fail::fail_point!("engine.delete-killed");
         cgroup.destroy()?;
-        if let Some(hooks) = self
+        let poststop = self
             .record
             .hooks
             .as_ref()
             .and_then(|h| h.poststop().clone())
-        {
+            .filter(|_| !interrupted);
+        if let Some(hooks) = poststop {
             crate::hooks::run_hooks_logging_failures(
                 "poststop",
                 &hooks,
@@ -394,7 +436,41 @@ impl Container {
             );
         }
         let dir = container_dir(&self.root, self.id());
-        std::fs::remove_dir_all(&dir).map_err(|e| Error::io("remove", dir, e))
+        match std::fs::remove_dir_all(&dir) {
+            // A forced delete racing the failing create it interrupted may find it gone.
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io("remove", dir, e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// `delete` by id, for the CLI: like [`Container::delete`], and also removes a state
+    /// directory that holds no readable record (a create killed before writing one), as runc
+    /// does. As with runc, an unknown id is an error only without `force`.
+    pub fn delete_by_id(root: &Path, id: &str, force: bool) -> Result<()> {
+        match Container::load(root, id) {
+            Ok(container) => container.delete(force),
+            Err(err @ (Error::NotFound(_) | Error::CorruptState { .. })) => {
+                let dir = container_dir(root, id);
+                if !dir.is_dir() {
+                    return if force { Ok(()) } else { Err(err) };
+                }
+                // A create at work holds the directory; its record will appear.
+                let (_lock, _) = match crate::state::claim(root, id) {
+                    Ok(claimed) => claimed,
+                    Err(Error::AlreadyExists(_)) => {
+                        return Err(Error::WrongState {
+                            id: id.to_owned(),
+                            status: Status::Creating.to_string(),
+                            operation: "delete",
+                            needed: "created (wait for the create to finish)",
+                        })
+                    }
+                    Err(other) => return Err(other),
+                };
+                std::fs::remove_dir_all(&dir).map_err(|e| Error::io("remove", dir, e))
+            }
+            Err(err) => Err(err),
+        }
     }
 
     fn kill_all_and_wait(&self) -> Result<()> {
@@ -412,8 +488,11 @@ impl Container {
         }
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            // Reap the init if we are its parent; otherwise it is someone else's zombie.
-            let _ = waitpid(init, Some(WaitPidFlag::WNOHANG));
+            // Reap the init if we are its parent; otherwise it is someone else's zombie. (No
+            // init recorded yet: pid 0 would mean any child of ours.)
+            if self.record.pid > 0 {
+                let _ = waitpid(init, Some(WaitPidFlag::WNOHANG));
+            }
             let init_gone =
                 !crate::state::process_alive(self.record.pid, self.record.pid_start_time);
             let empty = cgroup.pids().map(|p| p.is_empty()).unwrap_or(true);
@@ -449,8 +528,14 @@ impl Container {
             .as_ref()
             .and_then(|s| s.linux().as_ref())
             .and_then(|l| l.seccomp().clone());
+        if !crate::sealed_exe::is_sealed() {
+            return Err(Error::UnsealedExe);
+        }
         let namespaces = ContainerNamespaces::open(self.record.pid)?;
         let (runtime_end, child_end) = Channel::pair()?;
+        // The process is a fork of this one until it execs (see create).
+        nix::sys::prctl::set_dumpable(false)
+            .map_err(|e| Error::sys("make the runtime non-dumpable", e))?;
 
         // SAFETY: the child only runs the exec helper below and exits; it uses no locks held by
         // other threads of this process (the CLI is single-threaded; library callers are told).
@@ -606,16 +691,14 @@ fn clone_init(plan: &NamespacePlan, config: InitConfig<'_>) -> Result<Pid> {
     Ok(Pid::from_raw(rc as i32))
 }
 
-/// The runtime's half of create after the clone: id maps, cgroup, oom score, hooks, record.
+/// The runtime's half of create after the clone: id maps, cgroup, oom score, hooks.
 fn run_init_handshake(
-    root: &Path,
-    id: &str,
     bundle: &Bundle,
-    layout: &Layout,
     cgroup: &dyn Cgroup,
     pid: Pid,
     channel: &Channel,
-) -> Result<(Record,)> {
+    record: &Record,
+) -> Result<()> {
     let spec = &bundle.spec;
     let linux = spec.linux().clone().unwrap_or_default();
     if has_new_namespace(spec, LinuxNamespaceType::User) {
@@ -635,23 +718,6 @@ fn run_init_handshake(
         let path = format!("/proc/{pid}/oom_score_adj");
         std::fs::write(&path, score.to_string()).map_err(|e| Error::io("write", path, e))?;
     }
-    let start_time = process_start_time(pid.as_raw())
-        .ok_or_else(|| Error::Setup("the container's init exited during setup".into()))?;
-    let record = Record {
-        id: id.to_owned(),
-        bundle: bundle.path.clone(),
-        rootfs: bundle.rootfs.clone(),
-        pid: pid.as_raw(),
-        pid_start_time: start_time,
-        created: rfc3339_now(),
-        annotations: spec.annotations().clone().unwrap_or_default(),
-        cgroup_path: cgroup.path().to_path_buf(),
-        cgroup_layout: layout.clone(),
-        started: false,
-        exit_status: None,
-        hooks: spec.hooks().clone(),
-        owner: String::new(),
-    };
     channel.send(&Message::Go)?;
     loop {
         match channel.recv()? {
@@ -687,8 +753,7 @@ fn run_init_handshake(
             }
         }
     }
-    record.save(root)?;
-    Ok((record,))
+    Ok(())
 }
 
 fn write_id_map(
@@ -877,8 +942,10 @@ fn exec_in_container(
             crate::console::become_terminal(&slave)?;
             crate::console::send_fd(console.as_raw_fd(), master.as_raw_fd(), &name)?;
         }
-        let prepared = crate::process::prepare(&options.process, seccomp)?;
-        crate::process::close_fds_on_exec(3 + options.preserve_fds);
+        let first_fd = 3 + options.preserve_fds;
+        let prepared =
+            crate::process::prepare(&options.process, seccomp, first_fd, &[channel.raw_fd()])?;
+        crate::process::close_fds_on_exec(first_fd);
         channel.send(&Message::Ready)?;
         match channel.recv()? {
             Some(Message::Go) => {}

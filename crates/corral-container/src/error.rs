@@ -59,6 +59,14 @@ pub enum Error {
     #[error("cgroup error: {0}")]
     Cgroup(String),
 
+    /// A path inside the rootfs is not what the setup needs, or stopped being it (a component
+    /// swapped for a symlink while the container started).
+    #[error("{} in the rootfs is not a {expected} (or was replaced while the container was being set up)", path.display())]
+    RootfsEntry {
+        path: PathBuf,
+        expected: &'static str,
+    },
+
     /// Setting up a container or process failed; the message says where.
     #[error("{0}")]
     Setup(String),
@@ -83,9 +91,17 @@ pub enum Error {
     #[error("console socket {path}: {reason}")]
     Console { path: PathBuf, reason: String },
 
+    /// The container's record could not be written; the old one (if any) is unchanged.
+    #[error(transparent)]
+    Record(#[from] corral_host::atomic::AtomicWriteError),
+
     /// The recorded state of a container is unreadable.
     #[error("state of container {id} is unreadable ({reason}); `delete --force` removes it")]
     CorruptState { id: String, reason: String },
+
+    /// Creating or entering a container needs the runtime to run from a sealed copy of itself.
+    #[error("the runtime must re-execute itself from a sealed copy of its binary before it creates or enters a container (corral_container::sealed_exe::ensure), or the container could overwrite it through /proc/self/exe")]
+    UnsealedExe,
 
     /// Forking a container requires a single-threaded caller (the child runs code after a raw
     /// clone, where locks held by other threads would never be released).

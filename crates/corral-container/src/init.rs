@@ -7,7 +7,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 
-use nix::fcntl::{openat, OFlag};
+use nix::fcntl::OFlag;
 use nix::mount::MsFlags;
 use nix::sys::stat::Mode;
 use oci_spec::runtime::{LinuxDevice, Spec};
@@ -27,9 +27,7 @@ pub struct InitConfig<'a> {
     pub bundle: &'a Bundle,
     pub plan: &'a NamespacePlan,
     pub channel: Channel,
-    /// The state directory and the exec fifo in it (O_PATH), to open the fifo after the root
-    /// has changed.
-    pub state_dir: OwnedFd,
+    /// The exec fifo (O_PATH), reopened for writing through /proc once the root has changed.
     pub exec_fifo: OwnedFd,
     /// Where to send the terminal's master, when the process wants a terminal.
     pub console: Option<UnixStream>,
@@ -40,6 +38,14 @@ pub struct InitConfig<'a> {
 /// Runs the init; never returns (execs the program or exits with status 1).
 pub fn run(config: InitConfig<'_>) -> ! {
     let channel = &config.channel;
+    // Everything else the runtime had open goes first: host directories must never be reachable
+    // from the container (CVE-2024-21626), and the runtime's end of the channel must close when
+    // the runtime dies, so a runtime killed before the go ends the init too.
+    let mut keep = vec![channel.raw_fd(), config.exec_fifo.as_raw_fd()];
+    keep.extend(config.console.as_ref().map(|c| c.as_raw_fd()));
+    if let Err(err) = crate::process::close_fds_except(3 + config.preserve_fds, &keep) {
+        exit_with(err);
+    }
     let error = match setup(&config) {
         Ok(prepared) => {
             if let Err(err) = channel.send(&Message::Ready) {
@@ -74,9 +80,9 @@ fn setup(config: &InitConfig<'_>) -> Result<Option<crate::process::Prepared>> {
     let spec = spec(config);
     let linux = spec.linux().clone().unwrap_or_default();
     let process = spec.process().as_ref();
-    // Die with the runtime while it still waits for us.
-    // SAFETY: PR_SET_PDEATHSIG takes integer arguments only.
-    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+    // Die with the runtime while it still waits for us (set again whenever our ids change,
+    // which clears it). A runtime already gone shows as end-of-file on the channel below.
+    die_with_runtime()?;
 
     match config.channel.recv()? {
         Some(Message::Go) => {}
@@ -86,7 +92,20 @@ fn setup(config: &InitConfig<'_>) -> Result<Option<crate::process::Prepared>> {
             )))
         }
     }
+    let rootfs_path = &config.bundle.rootfs;
+    let mounts = spec.mounts().as_deref().unwrap_or_default();
+    let mut host_files = None;
     if config.plan.creates(nix::sched::CloneFlags::CLONE_NEWUSER) {
+        // Still the runtime's user on the host: open what the setup needs there now. As root of
+        // the new namespace (a host uid of the container's range) the init may not traverse the
+        // private directories that hold the rootfs and volumes; it reaches them only through
+        // these handles, and nothing else of the host's.
+        host_files = Some(rootfs::HostFiles::open_ahead(
+            &sys,
+            rootfs_path,
+            mounts,
+            &config.rootfs.bundle,
+        )?);
         // The runtime has written the id maps: become root of the new user namespace.
         let root_uid = nix::unistd::Uid::from_raw(0);
         let root_gid = nix::unistd::Gid::from_raw(0);
@@ -94,6 +113,7 @@ fn setup(config: &InitConfig<'_>) -> Result<Option<crate::process::Prepared>> {
             .map_err(|e| Error::sys("become gid 0 in the user namespace", e))?;
         nix::unistd::setresuid(root_uid, root_uid, root_uid)
             .map_err(|e| Error::sys("become uid 0 in the user namespace", e))?;
+        die_with_runtime()?;
     }
     if config.plan.creates(nix::sched::CloneFlags::CLONE_NEWCGROUP) {
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
@@ -118,15 +138,19 @@ fn setup(config: &InitConfig<'_>) -> Result<Option<crate::process::Prepared>> {
                 .into(),
         ));
     }
-    let rootfs_path = &config.bundle.rootfs;
     let propagation = linux.rootfs_propagation().as_deref();
+    let rootfs_flags = crate::spec::rootfs_flags(spec)?;
     // Device nodes and mount points get exactly the modes asked for; the process's own umask is
     // set just before exec.
     nix::sys::stat::umask(Mode::empty());
     rootfs::isolate_mount_tree(&sys, propagation)?;
-    rootfs::bind_rootfs(&sys, rootfs_path)?;
-    let mounts = spec.mounts().as_deref().unwrap_or_default();
-    rootfs::mount_all(&sys, rootfs_path, mounts, &config.rootfs)?;
+    let rootfs = rootfs::bind_rootfs(
+        &sys,
+        host_files.unwrap_or_default(),
+        rootfs_path,
+        rootfs_flags,
+    )?;
+    rootfs::mount_all(&sys, &rootfs, mounts, &config.rootfs)?;
     let dev_is_bound = mounts.iter().any(|m| {
         m.destination() == Path::new("/dev")
             && m.options()
@@ -138,8 +162,8 @@ fn setup(config: &InitConfig<'_>) -> Result<Option<crate::process::Prepared>> {
         let mut devices = rootfs::default_devices();
         let extra: &[LinuxDevice] = linux.devices().as_deref().unwrap_or_default();
         devices.extend(extra.iter().cloned());
-        rootfs::create_devices(&sys, rootfs_path, &devices, config.rootfs.in_user_namespace)?;
-        rootfs::create_dev_symlinks(&sys, rootfs_path)?;
+        rootfs::create_devices(&sys, &rootfs, &devices, config.rootfs.in_user_namespace)?;
+        rootfs::create_dev_symlinks(&sys, &rootfs)?;
     }
     let hooks = spec.hooks().clone().unwrap_or_default();
     let has_runtime_hooks = hooks.prestart().as_ref().is_some_and(|h| !h.is_empty())
@@ -159,7 +183,8 @@ fn setup(config: &InitConfig<'_>) -> Result<Option<crate::process::Prepared>> {
         let state = hook_state(config);
         crate::hooks::run_hooks("createContainer", create_container, &state)?;
     }
-    rootfs::pivot(&sys, rootfs_path)?;
+    rootfs::pivot(&sys, &rootfs)?;
+    drop(rootfs);
     rootfs::finish_root_propagation(&sys, propagation)?;
 
     if let Some(console) = &config.console {
@@ -196,17 +221,27 @@ fn setup(config: &InitConfig<'_>) -> Result<Option<crate::process::Prepared>> {
     rootfs::readonly_paths(&sys, linux.readonly_paths().as_deref().unwrap_or_default())?;
     rootfs::mask_paths(&sys, linux.masked_paths().as_deref().unwrap_or_default())?;
     if spec.root().as_ref().and_then(|r| r.readonly()) == Some(true) {
-        let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+        // With the root's other flags: a remount without them would drop its nodev.
+        let kept = sys.mount_flags_of(&sys.open_path(Path::new("/"))?)?;
+        let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | kept;
         sys.mount(None, Path::new("/"), None, flags, None)?;
     }
+    let keep = [config.channel.raw_fd(), config.exec_fifo.as_raw_fd()];
+    let first_fd = 3 + config.preserve_fds;
     let prepared = process
-        .map(|p| crate::process::prepare(p, linux.seccomp().as_ref()))
+        .map(|p| crate::process::prepare(p, linux.seccomp().as_ref(), first_fd, &keep))
         .transpose()?;
-    crate::process::close_fds_on_exec(3 + config.preserve_fds);
-    // SAFETY: PR_SET_PDEATHSIG takes integer arguments only; 0 clears it, since the runtime
-    // process exits once the container is created.
-    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, 0, 0, 0, 0) };
+    crate::process::close_fds_on_exec(first_fd);
+    // The runtime process exits once the container is created; the container lives on.
+    nix::sys::prctl::set_pdeathsig(None)
+        .map_err(|e| Error::sys("stop dying with the runtime", e))?;
     Ok(prepared)
+}
+
+/// Asks the kernel to SIGKILL us when the runtime (our parent) dies.
+fn die_with_runtime() -> Result<()> {
+    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+        .map_err(|e| Error::sys("ask to die with the runtime", e))
 }
 
 /// Joins the namespace at `path`.
@@ -235,14 +270,18 @@ fn hook_state(config: &InitConfig<'_>) -> crate::state::OciState {
 /// and execs. Failures from here on are written into the fifo for `start` to report.
 fn wait_and_exec(config: &InitConfig<'_>, prepared: Option<&crate::process::Prepared>) -> Error {
     // Reopening our own O_PATH fd checks only the fifo's permissions (it belongs to the
-    // container's root), not the root-only state directory's; without a /proc, go by the path.
+    // container's root), not the root-only state directory's. The state directory itself is
+    // never open in the container: a directory of the host would be a way out of it.
     let flags = OFlag::O_WRONLY | OFlag::O_CLOEXEC;
     let by_fd = format!("/proc/self/fd/{}", config.exec_fifo.as_raw_fd());
-    let opened = nix::fcntl::open(by_fd.as_str(), flags, Mode::empty())
-        .or_else(|_| openat(&config.state_dir, EXEC_FIFO, flags, Mode::empty()));
-    let fifo = match opened {
+    let fifo = match nix::fcntl::open(by_fd.as_str(), flags, Mode::empty()) {
         Ok(fd) => std::fs::File::from(fd),
-        Err(e) => return Error::sys("open the exec fifo", e),
+        Err(e) => {
+            return Error::sys(
+                "open the exec fifo through /proc/self/fd (the container needs /proc mounted)",
+                e,
+            )
+        }
     };
     let mut fifo = fifo;
     if let Err(e) = fifo.write_all(b"0") {

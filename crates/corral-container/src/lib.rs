@@ -31,6 +31,7 @@ pub mod hooks;
 mod init;
 mod process;
 pub mod rootfs;
+pub mod sealed_exe;
 pub mod seccomp;
 mod security;
 pub mod signal;

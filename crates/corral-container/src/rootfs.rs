@@ -1,9 +1,14 @@
 //! The container's filesystem view: the spec's mounts in order, device nodes, `/dev` links,
 //! pivot_root, masked and read-only paths. Everything goes through [`Syscall`] so the logic is
 //! unit-tested without root.
+//!
+//! Before pivot_root every path inside the rootfs is resolved as if the rootfs were `/`
+//! ([`secure_join`]) and then reached from the rootfs's handle one component at a time without
+//! following symlinks; mounts go onto that handle. The image (or another container sharing a
+//! volume) can race symlinks into those paths, but the worst it gets is a failed create.
 
-use std::collections::VecDeque;
-use std::ffi::OsString;
+use std::collections::{BTreeMap, VecDeque};
+use std::ffi::{OsStr, OsString};
 use std::path::{Component, Path, PathBuf};
 
 use nix::mount::{MntFlags, MsFlags};
@@ -11,7 +16,7 @@ use nix::sys::stat::{Mode, SFlag};
 use oci_spec::runtime::{LinuxDevice, LinuxDeviceType, Mount};
 
 use crate::error::{Error, Result};
-use crate::syscall::{FileKind, Syscall};
+use crate::syscall::{FileKind, Handle, Syscall};
 
 /// Symlinks are followed at most this many times while resolving one path, like the kernel's limit.
 const MAX_SYMLINK_FOLLOWS: usize = 40;
@@ -106,9 +111,10 @@ pub fn propagation_flags(name: &str) -> Option<MsFlags> {
     })
 }
 
-/// Joins `path` onto `root`, resolving symlinks as if `root` were `/`, so a hostile rootfs cannot
-/// point a mount destination outside itself (`/proc -> /` ends up at `root/`).
-pub fn secure_join(sys: &dyn Syscall, root: &Path, path: &Path) -> Result<PathBuf> {
+/// Joins `path` onto the rootfs, resolving symlinks as if the rootfs were `/`, so a hostile
+/// rootfs cannot point a mount destination outside itself (`/proc -> /` ends up at `root/`).
+/// Lookups start from the rootfs's handle: the host path leading to it is never walked again.
+pub fn secure_join(sys: &dyn Syscall, rootfs: &Rootfs, path: &Path) -> Result<PathBuf> {
     let mut resolved = PathBuf::new();
     let mut pending: VecDeque<OsString> = normal_parts(path).collect();
     let mut follows = 0;
@@ -118,8 +124,7 @@ pub fn secure_join(sys: &dyn Syscall, root: &Path, path: &Path) -> Result<PathBu
             continue;
         }
         let candidate = resolved.join(&part);
-        let full = root.join(&candidate);
-        if sys.file_kind(&full) != Some(FileKind::Symlink) {
+        if sys.kind_in(&rootfs.handle, &candidate) != Some(FileKind::Symlink) {
             resolved = candidate;
             continue;
         }
@@ -130,7 +135,7 @@ pub fn secure_join(sys: &dyn Syscall, root: &Path, path: &Path) -> Result<PathBu
                 path.display()
             )));
         }
-        let target = sys.read_link(&full)?;
+        let target = sys.read_link_in(&rootfs.handle, &candidate)?;
         if target.is_absolute() {
             resolved = PathBuf::new();
         }
@@ -138,7 +143,7 @@ pub fn secure_join(sys: &dyn Syscall, root: &Path, path: &Path) -> Result<PathBu
             pending.insert(index, target_part);
         }
     }
-    Ok(root.join(resolved))
+    Ok(rootfs.path.join(resolved))
 }
 
 /// The non-root components of a path as strings, keeping `..` (resolved by the caller).
@@ -197,21 +202,214 @@ pub fn isolate_mount_tree(sys: &dyn Syscall, rootfs_propagation: Option<&str>) -
     sys.mount(None, Path::new("/"), None, flags, None)
 }
 
-/// Bind-mounts the rootfs onto itself so it is a mount point pivot_root can use.
-pub fn bind_rootfs(sys: &dyn Syscall, rootfs: &Path) -> Result<()> {
-    sys.mount(
-        Some(rootfs),
-        rootfs,
+/// The rootfs, bind-mounted onto itself and opened: everything created or mounted inside it
+/// before pivot_root starts from this handle.
+#[derive(Debug)]
+pub struct Rootfs {
+    path: PathBuf,
+    handle: Handle,
+    host: HostFiles,
+}
+
+impl Rootfs {
+    /// Opens the rootfs directory at `path` (where a bind mount is, its top mount).
+    pub fn open(sys: &dyn Syscall, path: &Path) -> Result<Rootfs> {
+        Ok(Rootfs {
+            path: path.to_path_buf(),
+            handle: sys.open_path(path)?,
+            host: HostFiles::default(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Host files the setup reaches (the rootfs, bind mount sources), opened ahead of time by a
+/// caller about to lose the right to walk their paths: the init of a new user namespace opens
+/// them before it becomes that namespace's root, a host uid that may not traverse the private
+/// directories above them. It then reaches them only through these handles (runc opens bind
+/// sources the same way). A path not opened ahead is opened when it is needed.
+#[derive(Debug, Default)]
+pub struct HostFiles {
+    opened: BTreeMap<PathBuf, Handle>,
+}
+
+impl HostFiles {
+    /// Opens the rootfs at `rootfs` and the source of every bind mount in `mounts`.
+    pub fn open_ahead(
+        sys: &dyn Syscall,
+        rootfs: &Path,
+        mounts: &[Mount],
+        bundle: &Path,
+    ) -> Result<HostFiles> {
+        let mut opened = BTreeMap::new();
+        opened.insert(rootfs.to_path_buf(), sys.open_path(rootfs)?);
+        for mount in mounts.iter().filter(|m| is_bind_mount(m)) {
+            let source = bind_source(mount, bundle)?;
+            if let std::collections::btree_map::Entry::Vacant(slot) = opened.entry(source) {
+                let handle = sys.open_path(slot.key())?;
+                slot.insert(handle);
+            }
+        }
+        Ok(HostFiles { opened })
+    }
+
+    /// The handle opened ahead for `path`, or `path` opened now.
+    fn open(&self, sys: &dyn Syscall, path: &Path) -> Result<Handle> {
+        match self.opened.get(path) {
+            Some(handle) => handle.try_clone(),
+            None => sys.open_path(path),
+        }
+    }
+}
+
+/// Bind-mounts the rootfs at `path` onto itself so it is a mount point pivot_root can use, and
+/// opens the new mount; `extra` flags (`MS_NODEV`) are added to that mount.
+pub fn bind_rootfs(
+    sys: &dyn Syscall,
+    host: HostFiles,
+    path: &Path,
+    extra: MsFlags,
+) -> Result<Rootfs> {
+    let handle = sys.bind_onto_itself(&host.open(sys, path)?)?;
+    if !extra.is_empty() {
+        add_mount_flags(sys, &handle, extra)?;
+    }
+    Ok(Rootfs {
+        path: path.to_path_buf(),
+        handle,
+        host,
+    })
+}
+
+/// Remounts the bind mount `target` with `flags` added to those it has (see
+/// [`Syscall::mount_flags_of`]).
+fn add_mount_flags(sys: &dyn Syscall, target: &Handle, flags: MsFlags) -> Result<()> {
+    let kept = sys.mount_flags_of(target)?;
+    sys.mount_on(
         None,
-        MsFlags::MS_BIND | MsFlags::MS_REC,
+        target,
+        None,
+        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | kept | flags,
         None,
     )
 }
 
-/// Mounts every spec mount in order under `rootfs`.
+/// A path inside the rootfs: the directory that holds it (opened, created where missing) and
+/// its name there. Reopening by name reaches whatever has been mounted on it since.
+struct Entry {
+    dir: Handle,
+    name: OsString,
+}
+
+impl Entry {
+    /// Resolves `path` as if the rootfs were `/` (symlinks followed inside it by
+    /// [`secure_join`]), then walks to its directory one component at a time without following
+    /// symlinks, creating missing directories. A component swapped for a symlink since it was
+    /// resolved fails the walk; it can never lead outside the rootfs.
+    fn locate(sys: &dyn Syscall, rootfs: &Rootfs, path: &Path) -> Result<Entry> {
+        let resolved = secure_join(sys, rootfs, path)?;
+        let mut parts: Vec<OsString> = resolved
+            .strip_prefix(&rootfs.path)
+            .unwrap_or(Path::new(""))
+            .components()
+            .map(|c| c.as_os_str().to_os_string())
+            .collect();
+        let name = parts.pop().ok_or_else(|| {
+            Error::InvalidSpec(format!(
+                "{} is the rootfs itself; mount or create things inside it",
+                path.display()
+            ))
+        })?;
+        Ok(Entry {
+            dir: open_dirs(sys, rootfs, &parts)?,
+            name,
+        })
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.path().join(&self.name)
+    }
+
+    /// The entry now, without following a symlink; `None` when there is none.
+    fn open(&self, sys: &dyn Syscall) -> Result<Option<Handle>> {
+        sys.open_at(&self.dir, &self.name)
+    }
+
+    /// The entry, which must exist and be `expected` (a symlink never is).
+    fn open_existing(&self, sys: &dyn Syscall, expected: FileKind) -> Result<Handle> {
+        let handle = self.open(sys)?.ok_or_else(|| Error::RootfsEntry {
+            path: self.path(),
+            expected: kind_name(expected),
+        })?;
+        check_kind(sys, &handle, expected)?;
+        Ok(handle)
+    }
+
+    /// Creates the entry as a directory or an empty file unless something is there, and opens
+    /// it as a mount point of that kind.
+    fn mount_point(&self, sys: &dyn Syscall, kind: FileKind) -> Result<Handle> {
+        if self.open(sys)?.is_none() {
+            match kind {
+                FileKind::Directory => sys.mkdir_at(&self.dir, &self.name)?,
+                _ => sys.create_file_at(&self.dir, &self.name)?,
+            }
+        }
+        self.open_existing(sys, kind)
+    }
+}
+
+fn kind_name(kind: FileKind) -> &'static str {
+    match kind {
+        FileKind::Directory => "directory",
+        FileKind::Symlink => "symlink",
+        FileKind::Other => "file",
+    }
+}
+
+/// Fails unless `handle` is `expected`; any non-directory counts as a file.
+fn check_kind(sys: &dyn Syscall, handle: &Handle, expected: FileKind) -> Result<()> {
+    let actual = sys.kind_of(handle)?;
+    let matches = match expected {
+        FileKind::Directory => actual == FileKind::Directory,
+        _ => actual == FileKind::Other,
+    };
+    if matches {
+        Ok(())
+    } else {
+        Err(Error::RootfsEntry {
+            path: handle.path().to_path_buf(),
+            expected: kind_name(expected),
+        })
+    }
+}
+
+/// Opens (creating what is missing) the directory `parts` below the rootfs, one component at a
+/// time, never following a symlink.
+fn open_dirs(sys: &dyn Syscall, rootfs: &Rootfs, parts: &[OsString]) -> Result<Handle> {
+    let mut dir = rootfs.handle.try_clone()?;
+    for name in parts {
+        dir = Entry {
+            dir,
+            name: name.clone(),
+        }
+        .mount_point(sys, FileKind::Directory)?;
+    }
+    Ok(dir)
+}
+
+/// Creates the directory `path` inside the rootfs (and its parents) as [`Entry::locate`]
+/// resolves it, and opens it.
+pub fn create_dirs(sys: &dyn Syscall, rootfs: &Rootfs, path: &Path) -> Result<Handle> {
+    Entry::locate(sys, rootfs, path)?.mount_point(sys, FileKind::Directory)
+}
+
+/// Mounts every spec mount in order under the rootfs.
 pub fn mount_all(
     sys: &dyn Syscall,
-    rootfs: &Path,
+    rootfs: &Rootfs,
     mounts: &[Mount],
     ctx: &RootfsContext,
 ) -> Result<()> {
@@ -221,58 +419,60 @@ pub fn mount_all(
     Ok(())
 }
 
-fn mount_one(sys: &dyn Syscall, rootfs: &Path, mount: &Mount, ctx: &RootfsContext) -> Result<()> {
+fn mount_one(sys: &dyn Syscall, rootfs: &Rootfs, mount: &Mount, ctx: &RootfsContext) -> Result<()> {
     let options = parse_mount_options(mount.options().as_deref().unwrap_or_default());
     let fstype = mount.typ().as_deref().unwrap_or("none");
-    let dest = secure_join(sys, rootfs, mount.destination())?;
+    let entry = Entry::locate(sys, rootfs, mount.destination())?;
     let data = (!options.data.is_empty()).then_some(options.data.as_str());
 
-    if fstype == "bind" || options.is_bind() {
-        let source = bind_source(mount, &ctx.bundle)?;
-        create_mount_point(sys, &dest, sys.file_kind(&source))?;
-        let flags = options.flags | MsFlags::MS_BIND;
-        sys.mount(
-            Some(&source),
-            &dest,
-            None,
-            flags & (MsFlags::MS_BIND | MsFlags::MS_REC),
-            None,
-        )?;
+    if is_bind_mount(mount) {
+        let source = rootfs.host.open(sys, &bind_source(mount, &ctx.bundle)?)?;
+        let kind = match sys.kind_of(&source)? {
+            FileKind::Directory => FileKind::Directory,
+            _ => FileKind::Other,
+        };
+        let target = entry.mount_point(sys, kind)?;
+        sys.bind_on(&source, &target, options.flags.contains(MsFlags::MS_REC))?;
         let remount = options.remount_flags();
         if !remount.is_empty() {
-            sys.mount(
-                None,
-                &dest,
-                None,
-                remount | MsFlags::MS_BIND | MsFlags::MS_REMOUNT,
-                None,
-            )?;
+            let mounted = entry.open_existing(sys, kind)?;
+            let flags = remount | MsFlags::MS_BIND | MsFlags::MS_REMOUNT;
+            sys.mount_on(None, &mounted, None, flags, None)?;
         }
     } else if fstype == "cgroup" || fstype == "cgroup2" {
-        mount_cgroups(sys, &dest, options.flags, ctx)?;
+        mount_cgroups(sys, &entry, options.flags, ctx)?;
     } else {
-        sys.mkdir_all(&dest)?;
+        let target = entry.mount_point(sys, FileKind::Directory)?;
         let source = mount
             .source()
             .clone()
             .unwrap_or_else(|| PathBuf::from(fstype));
-        let mounted = sys.mount(Some(&source), &dest, Some(fstype), options.flags, data);
+        let mounted = sys.mount_on(Some(&source), &target, Some(fstype), options.flags, data);
         match mounted {
             // Without its own network namespace a container may not mount sysfs; like runc, show
             // the host's read-only instead.
             Err(_) if fstype == "sysfs" => {
-                let flags = MsFlags::MS_BIND | MsFlags::MS_REC;
-                sys.mount(Some(Path::new("/sys")), &dest, None, flags, None)?;
+                sys.bind_on(&sys.open_path(Path::new("/sys"))?, &target, true)?;
+                let mounted = entry.open_existing(sys, FileKind::Directory)?;
                 let ro = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
-                sys.mount(None, &dest, None, ro | options.flags, None)?;
+                sys.mount_on(None, &mounted, None, ro | options.flags, None)?;
             }
             other => other?,
         }
     }
     if !options.propagation.is_empty() {
-        sys.mount(None, &dest, None, options.propagation, None)?;
+        let mounted = entry.open(sys)?.ok_or_else(|| Error::RootfsEntry {
+            path: entry.path(),
+            expected: "mount point",
+        })?;
+        sys.mount_on(None, &mounted, None, options.propagation, None)?;
     }
     Ok(())
+}
+
+fn is_bind_mount(mount: &Mount) -> bool {
+    mount.typ().as_deref() == Some("bind")
+        || parse_mount_options(mount.options().as_deref().unwrap_or_default()).is_bind()
 }
 
 fn bind_source(mount: &Mount, bundle: &Path) -> Result<PathBuf> {
@@ -289,51 +489,44 @@ fn bind_source(mount: &Mount, bundle: &Path) -> Result<PathBuf> {
     })
 }
 
-/// Creates the mount point: a directory for directory sources, an empty file otherwise.
-fn create_mount_point(sys: &dyn Syscall, dest: &Path, source: Option<FileKind>) -> Result<()> {
-    if sys.file_kind(dest).is_some() {
-        return Ok(());
-    }
-    match source {
-        Some(FileKind::Directory) | None => sys.mkdir_all(dest),
-        Some(_) => {
-            if let Some(parent) = dest.parent() {
-                sys.mkdir_all(parent)?;
-            }
-            sys.touch(dest)
-        }
-    }
-}
-
 /// `/sys/fs/cgroup`: a fresh view inside a cgroup namespace, else the container's own cgroup
 /// directories bind-mounted, so the container never sees its siblings.
 fn mount_cgroups(
     sys: &dyn Syscall,
-    dest: &Path,
+    entry: &Entry,
     flags: MsFlags,
     ctx: &RootfsContext,
 ) -> Result<()> {
-    sys.mkdir_all(dest)?;
+    let dest = entry.mount_point(sys, FileKind::Directory)?;
     let common = flags & (MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC);
     let readonly = flags.contains(MsFlags::MS_RDONLY);
     let is_v2 = ctx.cgroup_mounts.iter().any(|m| m.subdir.is_empty());
-    if !is_v2 {
-        // v1: a tmpfs holds one directory per hierarchy.
-        sys.mount(
+    // v2 goes on the destination itself; v1 gets a tmpfs there with a directory per hierarchy.
+    let base = if is_v2 {
+        dest
+    } else {
+        sys.mount_on(
             Some(Path::new("tmpfs")),
-            dest,
+            &dest,
             Some("tmpfs"),
             common,
             Some("mode=755"),
         )?;
-    }
+        entry.open_existing(sys, FileKind::Directory)?
+    };
     for cgroup in &ctx.cgroup_mounts {
-        let target = if cgroup.subdir.is_empty() {
-            dest.to_path_buf()
+        let place = if cgroup.subdir.is_empty() {
+            None
         } else {
-            dest.join(&cgroup.subdir)
+            Some(Entry {
+                dir: base.try_clone()?,
+                name: OsString::from(&cgroup.subdir),
+            })
         };
-        sys.mkdir_all(&target)?;
+        let target = match &place {
+            Some(place) => place.mount_point(sys, FileKind::Directory)?,
+            None => base.try_clone()?,
+        };
         if ctx.in_cgroup_namespace {
             let data = (!cgroup.data.is_empty()).then_some(cgroup.data.as_str());
             let fsflags = common
@@ -342,7 +535,7 @@ fn mount_cgroups(
                 } else {
                     MsFlags::empty()
                 };
-            sys.mount(
+            sys.mount_on(
                 Some(Path::new(cgroup.fstype)),
                 &target,
                 Some(cgroup.fstype),
@@ -350,23 +543,19 @@ fn mount_cgroups(
                 data,
             )?;
         } else {
-            sys.mount(
-                Some(&cgroup.host_path),
-                &target,
-                None,
-                MsFlags::MS_BIND,
-                None,
-            )?;
+            sys.bind_on(&sys.open_path(&cgroup.host_path)?, &target, false)?;
+            let mounted = place.as_ref().unwrap_or(entry);
             let mut remount = common | MsFlags::MS_BIND | MsFlags::MS_REMOUNT;
             if readonly {
                 remount |= MsFlags::MS_RDONLY;
             }
-            sys.mount(None, &target, None, remount, None)?;
+            let mounted = mounted.open_existing(sys, FileKind::Directory)?;
+            sys.mount_on(None, &mounted, None, remount, None)?;
         }
     }
     if readonly && !is_v2 {
         let remount = common | MsFlags::MS_RDONLY | MsFlags::MS_REMOUNT;
-        sys.mount(None, dest, None, remount, Some("mode=755"))?;
+        sys.mount_on(None, &base, None, remount, Some("mode=755"))?;
     }
     Ok(())
 }
@@ -396,24 +585,19 @@ pub fn default_devices() -> Vec<LinuxDevice> {
     .collect()
 }
 
-/// Creates the device nodes under `rootfs`. In a user namespace mknod is not allowed, so the
+/// Creates the device nodes in the rootfs. In a user namespace mknod is not allowed, so the
 /// host's node is bind-mounted onto an empty file instead (as runc does).
 pub fn create_devices(
     sys: &dyn Syscall,
-    rootfs: &Path,
+    rootfs: &Rootfs,
     devices: &[LinuxDevice],
     in_user_namespace: bool,
 ) -> Result<()> {
     for device in devices {
-        let dest = secure_join(sys, rootfs, device.path())?;
-        if let Some(parent) = dest.parent() {
-            sys.mkdir_all(parent)?;
-        }
+        let entry = Entry::locate(sys, rootfs, device.path())?;
         if in_user_namespace {
-            if sys.file_kind(&dest).is_none() {
-                sys.touch(&dest)?;
-            }
-            sys.mount(Some(device.path()), &dest, None, MsFlags::MS_BIND, None)?;
+            let target = entry.mount_point(sys, FileKind::Other)?;
+            sys.bind_on(&sys.open_path(device.path())?, &target, false)?;
             continue;
         }
         let kind = match device.typ() {
@@ -432,12 +616,24 @@ pub fn create_devices(
             device_number(device.minor())?,
         );
         let mode = Mode::from_bits_truncate(device.file_mode().unwrap_or(0o666));
-        if sys.file_kind(&dest).is_some() {
-            // A file left by the image would make mknod fail; the spec's device wins.
-            sys.umount(&dest, MntFlags::MNT_DETACH).ok();
+        if let Some(existing) = entry.open(sys)? {
+            // A file the image left there would make mknod fail; the spec's device wins.
+            check_kind(sys, &existing, FileKind::Other)?;
+            sys.remove_at(&entry.dir, &entry.name)?;
         }
-        sys.mknod(&dest, kind, mode, nix::sys::stat::makedev(major, minor))?;
-        sys.chown(&dest, device.uid().unwrap_or(0), device.gid().unwrap_or(0))?;
+        sys.mknod_at(
+            &entry.dir,
+            &entry.name,
+            kind,
+            mode,
+            nix::sys::stat::makedev(major, minor),
+        )?;
+        sys.chown_at(
+            &entry.dir,
+            &entry.name,
+            device.uid().unwrap_or(0),
+            device.gid().unwrap_or(0),
+        )?;
     }
     Ok(())
 }
@@ -448,7 +644,7 @@ fn device_number(value: i64) -> Result<u64> {
 }
 
 /// `/dev/fd`, `/dev/stdin`, ... and `/dev/ptmx` pointing into the container's devpts.
-pub fn create_dev_symlinks(sys: &dyn Syscall, rootfs: &Path) -> Result<()> {
+pub fn create_dev_symlinks(sys: &dyn Syscall, rootfs: &Rootfs) -> Result<()> {
     let links = [
         ("/proc/self/fd", "fd"),
         ("/proc/self/fd/0", "stdin"),
@@ -456,25 +652,34 @@ pub fn create_dev_symlinks(sys: &dyn Syscall, rootfs: &Path) -> Result<()> {
         ("/proc/self/fd/2", "stderr"),
         ("pts/ptmx", "ptmx"),
     ];
-    let dev = secure_join(sys, rootfs, Path::new("/dev"))?;
+    let dev = create_dirs(sys, rootfs, Path::new("/dev"))?;
     for (target, name) in links {
-        let link = dev.join(name);
-        match sys.file_kind(&link) {
-            None => sys.symlink(Path::new(target), &link)?,
-            // An image's own /dev/ptmx node would bypass the container's devpts instance.
-            Some(FileKind::Other) if name == "ptmx" => {
-                let ptmx = dev.join(target);
-                sys.mount(Some(&ptmx), &link, None, MsFlags::MS_BIND, None)?;
+        let name = OsStr::new(name);
+        let Some(existing) = sys.open_at(&dev, name)? else {
+            sys.symlink_at(Path::new(target), &dev, name)?;
+            continue;
+        };
+        // An image's own /dev/ptmx node would bypass the container's devpts instance.
+        if name == "ptmx" && sys.kind_of(&existing)? == FileKind::Other {
+            let pts = Entry {
+                dir: dev.try_clone()?,
+                name: OsString::from("pts"),
             }
-            Some(_) => {}
+            .open_existing(sys, FileKind::Directory)?;
+            let ptmx = Entry {
+                dir: pts,
+                name: OsString::from("ptmx"),
+            }
+            .open_existing(sys, FileKind::Other)?;
+            sys.bind_on(&ptmx, &existing, false)?;
         }
     }
     Ok(())
 }
 
 /// Moves the container's root to `rootfs` and detaches the host's tree from the container.
-pub fn pivot(sys: &dyn Syscall, rootfs: &Path) -> Result<()> {
-    sys.chdir(rootfs)?;
+pub fn pivot(sys: &dyn Syscall, rootfs: &Rootfs) -> Result<()> {
+    sys.chdir_to(&rootfs.handle)?;
     // pivot_root(".", ".") stacks the old root on top of the new one; unmounting "." then drops
     // it, without needing a directory inside the rootfs to park it in.
     sys.pivot_root(Path::new("."), Path::new("."))?;
@@ -567,6 +772,11 @@ mod tests {
     use crate::syscall::{Call, RecordingSyscall};
     use oci_spec::runtime::MountBuilder;
 
+    /// The rootfs `/r` of the fake kernel.
+    fn root(sys: &RecordingSyscall) -> Rootfs {
+        Rootfs::open(sys, Path::new("/r")).unwrap()
+    }
+
     fn strings(items: &[&str]) -> Vec<String> {
         items.iter().map(|s| s.to_string()).collect()
     }
@@ -610,21 +820,21 @@ mod tests {
             .with_symlink("/r/evil", "/")
             .with_symlink("/r/up", "../../../etc")
             .with_symlink("/r/lib", "usr/lib");
-        let root = Path::new("/r");
+        let root = root(&sys);
         assert_eq!(
-            secure_join(&sys, root, Path::new("/evil/proc")).unwrap(),
+            secure_join(&sys, &root, Path::new("/evil/proc")).unwrap(),
             PathBuf::from("/r/proc")
         );
         assert_eq!(
-            secure_join(&sys, root, Path::new("/up/passwd")).unwrap(),
+            secure_join(&sys, &root, Path::new("/up/passwd")).unwrap(),
             PathBuf::from("/r/etc/passwd")
         );
         assert_eq!(
-            secure_join(&sys, root, Path::new("/lib/x")).unwrap(),
+            secure_join(&sys, &root, Path::new("/lib/x")).unwrap(),
             PathBuf::from("/r/usr/lib/x")
         );
         assert_eq!(
-            secure_join(&sys, root, Path::new("../../x")).unwrap(),
+            secure_join(&sys, &root, Path::new("../../x")).unwrap(),
             PathBuf::from("/r/x")
         );
     }
@@ -634,7 +844,7 @@ mod tests {
         let sys = RecordingSyscall::new()
             .with_symlink("/r/a", "/b")
             .with_symlink("/r/b", "/a");
-        let err = secure_join(&sys, Path::new("/r"), Path::new("/a/x")).unwrap_err();
+        let err = secure_join(&sys, &root(&sys), Path::new("/a/x")).unwrap_err();
         assert!(err.to_string().contains("too many symlinks"), "{err}");
     }
 
@@ -656,9 +866,10 @@ mod tests {
                 &["newinstance", "ptmxmode=0666"],
             ),
         ];
-        mount_all(&sys, Path::new("/r"), &mounts, &RootfsContext::default()).unwrap();
+        mount_all(&sys, &root(&sys), &mounts, &RootfsContext::default()).unwrap();
         let calls = sys.calls();
-        assert!(calls.contains(&Call::MkdirAll("/r/dev/pts".into())));
+        assert!(calls.contains(&Call::Mkdir("/r/dev".into())));
+        assert!(calls.contains(&Call::Mkdir("/r/dev/pts".into())));
         let made = sys.mounts();
         let targets: Vec<_> = made.iter().map(|m| m.0.clone()).collect();
         assert_eq!(
@@ -675,6 +886,109 @@ mod tests {
     }
 
     #[test]
+    fn a_directory_swapped_for_a_symlink_fails_the_mount_and_creates_nothing() {
+        // Resolved as a directory, opened as a symlink: the CVE-2021-30465 race, lost by the
+        // racer at the worst moment for us.
+        let sys = RecordingSyscall::new().with_swapped_directory("/r/racy");
+        let mounts = [mount("/racy/m0", "tmpfs", "tmpfs", &[])];
+        let err = mount_all(&sys, &root(&sys), &mounts, &RootfsContext::default()).unwrap_err();
+        assert!(
+            matches!(&err, Error::RootfsEntry { path, .. } if path == Path::new("/r/racy")),
+            "{err}"
+        );
+        assert!(sys.mounts().is_empty());
+        assert!(!sys.calls().iter().any(|c| matches!(c, Call::Mkdir(_))));
+    }
+
+    #[test]
+    fn mount_points_behind_symlinks_are_made_inside_the_root() {
+        let sys = RecordingSyscall::new()
+            .with_symlink("/r/evil", "/")
+            .with_symlink("/r/up", "../../../var");
+        let mounts = [
+            mount("/evil/data", "tmpfs", "tmpfs", &[]),
+            mount("/up/lib", "tmpfs", "tmpfs", &[]),
+        ];
+        mount_all(&sys, &root(&sys), &mounts, &RootfsContext::default()).unwrap();
+        let targets: Vec<_> = sys.mounts().into_iter().map(|m| m.0).collect();
+        assert_eq!(targets, [PathBuf::from("/r/data"), "/r/var/lib".into()]);
+        assert_eq!(
+            sys.calls()
+                .into_iter()
+                .filter(|c| matches!(c, Call::Mkdir(_)))
+                .collect::<Vec<_>>(),
+            [
+                Call::Mkdir("/r/data".into()),
+                Call::Mkdir("/r/var".into()),
+                Call::Mkdir("/r/var/lib".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn the_rootfs_bind_gets_nodev_added_to_the_flags_it_has() {
+        let sys = RecordingSyscall::new().with_mount_flags(MsFlags::MS_NOSUID);
+        let rootfs = bind_rootfs(
+            &sys,
+            HostFiles::default(),
+            Path::new("/r"),
+            MsFlags::MS_NODEV,
+        )
+        .unwrap();
+        assert_eq!(rootfs.path(), Path::new("/r"));
+        assert_eq!(
+            sys.mounts(),
+            [
+                ("/r".into(), None, MsFlags::MS_BIND | MsFlags::MS_REC),
+                (
+                    "/r".into(),
+                    None,
+                    MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_NOSUID | MsFlags::MS_NODEV
+                ),
+            ]
+        );
+        let sys = RecordingSyscall::new();
+        bind_rootfs(
+            &sys,
+            HostFiles::default(),
+            Path::new("/r"),
+            MsFlags::empty(),
+        )
+        .unwrap();
+        assert_eq!(sys.mounts().len(), 1, "no remount without extra flags");
+    }
+
+    #[test]
+    fn a_mount_on_the_rootfs_itself_is_refused() {
+        let sys = RecordingSyscall::new();
+        let mounts = [mount("/", "tmpfs", "tmpfs", &[])];
+        let err = mount_all(&sys, &root(&sys), &mounts, &RootfsContext::default()).unwrap_err();
+        assert!(err.to_string().contains("rootfs itself"), "{err}");
+    }
+
+    #[test]
+    fn a_file_where_a_device_goes_is_replaced_and_a_directory_refused() {
+        let sys = RecordingSyscall::new()
+            .with_file("/r/dev", FileKind::Directory)
+            .with_file("/r/dev/null", FileKind::Other);
+        create_devices(&sys, &root(&sys), &default_devices()[..1], false).unwrap();
+        assert_eq!(
+            sys.calls()[..2],
+            [
+                Call::Remove("/r/dev/null".into()),
+                Call::Mknod {
+                    path: "/r/dev/null".into(),
+                    kind: SFlag::S_IFCHR,
+                    dev: nix::sys::stat::makedev(1, 3)
+                }
+            ]
+        );
+        let sys = RecordingSyscall::new().with_file("/r/dev/null", FileKind::Directory);
+        let err = create_devices(&sys, &root(&sys), &default_devices()[..1], false).unwrap_err();
+        assert!(matches!(err, Error::RootfsEntry { .. }), "{err}");
+    }
+
+    #[test]
     fn readonly_bind_mount_is_remounted_and_file_sources_get_file_mount_points() {
         let sys = RecordingSyscall::new().with_file("/host/resolv.conf", FileKind::Other);
         let mounts = [mount(
@@ -683,7 +997,7 @@ mod tests {
             "/host/resolv.conf",
             &["rbind", "ro", "rprivate"],
         )];
-        mount_all(&sys, Path::new("/r"), &mounts, &RootfsContext::default()).unwrap();
+        mount_all(&sys, &root(&sys), &mounts, &RootfsContext::default()).unwrap();
         let calls = sys.calls();
         assert!(calls.contains(&Call::Touch("/r/etc/resolv.conf".into())));
         let made = sys.mounts();
@@ -705,7 +1019,7 @@ mod tests {
         };
         mount_all(
             &sys,
-            Path::new("/r"),
+            &root(&sys),
             &[mount("/data", "none", "data", &["bind"])],
             &ctx,
         )
@@ -721,7 +1035,7 @@ mod tests {
             mount("/proc", "proc", "proc", &[]),
             mount("/dev", "tmpfs", "tmpfs", &[]),
         ];
-        let err = mount_all(&sys, Path::new("/r"), &mounts, &RootfsContext::default()).unwrap_err();
+        let err = mount_all(&sys, &root(&sys), &mounts, &RootfsContext::default()).unwrap_err();
         assert!(err.to_string().contains("/r/proc"), "{err}");
         assert_eq!(sys.mounts().len(), 0, "later mounts must not run");
     }
@@ -753,7 +1067,7 @@ mod tests {
             "cgroup",
             &["nosuid", "ro"],
         )];
-        mount_all(&sys, Path::new("/r"), &mounts, &ctx).unwrap();
+        mount_all(&sys, &root(&sys), &mounts, &ctx).unwrap();
         let made = sys.mounts();
         assert_eq!(
             made[0],
@@ -792,7 +1106,7 @@ mod tests {
         };
         mount_all(
             &sys,
-            Path::new("/r"),
+            &root(&sys),
             &[mount("/sys/fs/cgroup", "cgroup", "cgroup", &[])],
             &ctx,
         )
@@ -804,7 +1118,7 @@ mod tests {
     #[test]
     fn devices_are_created_with_mknod_or_bind_mounted_in_a_user_namespace() {
         let sys = RecordingSyscall::new();
-        create_devices(&sys, Path::new("/r"), &default_devices(), false).unwrap();
+        create_devices(&sys, &root(&sys), &default_devices(), false).unwrap();
         let calls = sys.calls();
         assert!(calls.contains(&Call::Mknod {
             path: "/r/dev/null".into(),
@@ -814,7 +1128,7 @@ mod tests {
         assert!(calls.contains(&Call::Chown("/r/dev/tty".into(), 0, 0)));
 
         let sys = RecordingSyscall::new();
-        create_devices(&sys, Path::new("/r"), &default_devices(), true).unwrap();
+        create_devices(&sys, &root(&sys), &default_devices(), true).unwrap();
         assert!(sys.calls().iter().all(|c| !matches!(c, Call::Mknod { .. })));
         assert!(sys.calls().iter().any(|c| matches!(c,
             Call::Mount { source: Some(s), target, .. } if s == Path::new("/dev/zero") && target == Path::new("/r/dev/zero"))));
@@ -823,7 +1137,7 @@ mod tests {
     #[test]
     fn dev_symlinks_point_into_proc_and_devpts() {
         let sys = RecordingSyscall::new().with_file("/r/dev", FileKind::Directory);
-        create_dev_symlinks(&sys, Path::new("/r")).unwrap();
+        create_dev_symlinks(&sys, &root(&sys)).unwrap();
         let calls = sys.calls();
         assert!(calls.contains(&Call::Symlink {
             target: "/proc/self/fd".into(),
@@ -870,7 +1184,7 @@ mod tests {
     #[test]
     fn pivot_detaches_the_old_root() {
         let sys = RecordingSyscall::new();
-        pivot(&sys, Path::new("/r")).unwrap();
+        pivot(&sys, &root(&sys)).unwrap();
         assert_eq!(
             sys.calls()[..2],
             [Call::Chdir("/r".into()), Call::PivotRoot(".".into())]

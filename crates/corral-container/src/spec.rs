@@ -4,6 +4,7 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
+use nix::mount::MsFlags;
 use nix::sched::CloneFlags;
 use oci_spec::runtime::{LinuxNamespace, LinuxNamespaceType, Process, Spec};
 
@@ -11,6 +12,12 @@ use crate::error::{Error, Result};
 
 /// PATH for processes whose spec sets none, the same default runc and crun use.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The annotation that mounts the rootfs `nodev` when `"true"`: a device node in the image, or
+/// made in it later, opens nothing (`/dev`, a mount of its own, keeps working). The runtime
+/// spec's `root` takes no mount options, so this is corral's extension; corral's instance
+/// containers set it.
+pub const ROOTFS_NODEV_ANNOTATION: &str = "org.corral.rootfs.nodev";
 
 /// Namespace names the runtime spec defines.
 const KNOWN_NAMESPACES: [&str; 8] = [
@@ -122,7 +129,90 @@ pub fn validate(spec: &Spec) -> Result<()> {
             "a new user namespace needs linux.uidMappings and linux.gidMappings".into(),
         ));
     }
+    rootfs_flags(spec)?;
+    validate_sysctls(spec)
+}
+
+/// The mount flags the spec's annotations add to the rootfs's bind mount.
+pub fn rootfs_flags(spec: &Spec) -> Result<MsFlags> {
+    let value = spec
+        .annotations()
+        .as_ref()
+        .and_then(|a| a.get(ROOTFS_NODEV_ANNOTATION));
+    match value.map(String::as_str) {
+        None | Some("false") => Ok(MsFlags::empty()),
+        Some("true") => Ok(MsFlags::MS_NODEV),
+        Some(other) => Err(Error::InvalidSpec(format!(
+            "annotation {ROOTFS_NODEV_ANNOTATION} is {other:?}; use \"true\" or \"false\""
+        ))),
+    }
+}
+
+/// The IPC sysctls the kernel keeps per ipc namespace (runc's list; `fs.mqueue.*` too).
+const IPC_SYSCTLS: [&str; 8] = [
+    "kernel.msgmax",
+    "kernel.msgmnb",
+    "kernel.msgmni",
+    "kernel.sem",
+    "kernel.shmall",
+    "kernel.shmmax",
+    "kernel.shmmni",
+    "kernel.shm_rmid_forced",
+];
+
+/// Accepts only sysctls the kernel keeps per namespace, and only when the container has that
+/// namespace to itself: anything else (`kernel.core_pattern`, `vm.*`, `net.*` in the host's
+/// network namespace) would be written for the whole host.
+pub fn validate_sysctls(spec: &Spec) -> Result<()> {
+    let sysctls = spec.linux().as_ref().and_then(|l| l.sysctl().as_ref());
+    for key in sysctls.into_iter().flat_map(|s| s.keys()) {
+        let namespace = if IPC_SYSCTLS.contains(&key.as_str()) || key.starts_with("fs.mqueue.") {
+            LinuxNamespaceType::Ipc
+        } else if key.starts_with("net.") {
+            LinuxNamespaceType::Network
+        } else if key == "kernel.hostname" || key == "kernel.domainname" {
+            LinuxNamespaceType::Uts
+        } else {
+            return Err(Error::InvalidSpec(format!(
+                "sysctl {key} is not namespaced: setting it in a container would change it for \
+                 the whole host; remove it from linux.sysctl"
+            )));
+        };
+        if !has_own_namespace(spec, namespace) {
+            let name = match namespace {
+                LinuxNamespaceType::Network => "network",
+                LinuxNamespaceType::Ipc => "ipc",
+                _ => "uts",
+            };
+            return Err(Error::InvalidSpec(format!(
+                "sysctl {key} needs the container's own {name} namespace, or it would change \
+                 the host's: add {{\"type\": \"{name}\"}} to linux.namespaces"
+            )));
+        }
+    }
     Ok(())
+}
+
+/// True when the container gets a namespace of this kind that is not the runtime's own: a new
+/// one, or one joined by a path that names another namespace.
+fn has_own_namespace(spec: &Spec, kind: LinuxNamespaceType) -> bool {
+    namespaces(spec)
+        .iter()
+        .filter(|n| n.typ() == kind)
+        .any(|n| match n.path() {
+            None => true,
+            Some(path) => {
+                let ours = Path::new("/proc/self/ns").join(namespace_name(kind));
+                match (std::fs::metadata(path), std::fs::metadata(ours)) {
+                    (Ok(theirs), Ok(ours)) => {
+                        use std::os::unix::fs::MetadataExt;
+                        (theirs.dev(), theirs.ino()) != (ours.dev(), ours.ino())
+                    }
+                    // An unusable path fails later, when the init joins it.
+                    _ => true,
+                }
+            }
+        })
 }
 
 /// Checks a process description (also used for `exec --process`).
@@ -285,6 +375,85 @@ mod tests {
 
     fn spec(text: &str) -> Spec {
         parse_spec(text).unwrap()
+    }
+
+    /// A spec with these namespaces (`"net"` may carry a path) and one sysctl.
+    fn with_sysctl(namespaces: &str, key: &str) -> Spec {
+        spec(&format!(
+            r#"{{"ociVersion": "1.0.2", "root": {{"path": "rootfs"}},
+                "linux": {{"namespaces": [{namespaces}], "sysctl": {{"{key}": "1"}}}}}}"#
+        ))
+    }
+
+    #[test]
+    fn the_nodev_annotation_adds_nodev_to_the_rootfs_and_odd_values_are_refused() {
+        let annotated = |value: &str| {
+            spec(&format!(
+                r#"{{"ociVersion": "1.0.2", "root": {{"path": "rootfs"}},
+                    "annotations": {{"{ROOTFS_NODEV_ANNOTATION}": "{value}"}}}}"#
+            ))
+        };
+        assert_eq!(rootfs_flags(&spec(MINIMAL)).unwrap(), MsFlags::empty());
+        assert_eq!(rootfs_flags(&annotated("true")).unwrap(), MsFlags::MS_NODEV);
+        assert_eq!(rootfs_flags(&annotated("false")).unwrap(), MsFlags::empty());
+        let err = validate(&annotated("yes")).unwrap_err().to_string();
+        assert!(err.contains(ROOTFS_NODEV_ANNOTATION), "{err}");
+    }
+
+    #[test]
+    fn sysctls_outside_every_namespace_are_refused() {
+        for key in [
+            "kernel.core_pattern",
+            "vm.overcommit_memory",
+            "kernel.panic",
+            "fs.file-max",
+        ] {
+            let spec = with_sysctl(
+                r#"{"type": "ipc"}, {"type": "network"}, {"type": "uts"}"#,
+                key,
+            );
+            let err = validate_sysctls(&spec).unwrap_err().to_string();
+            assert!(err.contains(key) && err.contains("not namespaced"), "{err}");
+        }
+    }
+
+    #[test]
+    fn namespaced_sysctls_need_their_namespace_of_the_containers_own() {
+        let accepted = [
+            (r#"{"type": "ipc"}"#, "kernel.shmmax"),
+            (r#"{"type": "ipc"}"#, "fs.mqueue.msg_max"),
+            (r#"{"type": "network"}"#, "net.ipv4.ip_forward"),
+            (
+                r#"{"type": "network", "path": "/run/netns/other"}"#,
+                "net.core.somaxconn",
+            ),
+            (r#"{"type": "uts"}"#, "kernel.domainname"),
+            (r#"{"type": "uts"}"#, "kernel.hostname"),
+        ];
+        for (namespaces, key) in accepted {
+            validate_sysctls(&with_sysctl(namespaces, key)).unwrap();
+        }
+        let refused = [
+            ("", "kernel.shmmax", "ipc"),
+            (r#"{"type": "network"}"#, "fs.mqueue.queues_max", "ipc"),
+            (r#"{"type": "ipc"}"#, "net.ipv4.ip_forward", "network"),
+            // Joining the runtime's own network namespace is the host's.
+            (
+                r#"{"type": "network", "path": "/proc/self/ns/net"}"#,
+                "net.ipv4.ip_forward",
+                "network",
+            ),
+            ("", "kernel.domainname", "uts"),
+        ];
+        for (namespaces, key, kind) in refused {
+            let err = validate_sysctls(&with_sysctl(namespaces, key))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(key) && err.contains(&format!("own {kind} namespace")),
+                "{err}"
+            );
+        }
     }
 
     #[test]

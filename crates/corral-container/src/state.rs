@@ -1,8 +1,16 @@
 //! What the engine records about a container under its state root (`/run/corral/<id>/`):
-//! `state.json` (written atomically) and `exec.fifo` while the container is created but not started.
+//! `state.json` (replaced atomically and synced, so a crash or a power cut leaves the old record
+//! or the new one) and `exec.fifo` while the container is created but not started.
+//!
+//! The directory is taken by `create` with `mkdir` and held with `flock` for the whole create;
+//! the record is written before anything else exists (naming the creator and the cgroup to
+//! come) and again when the container is complete (with its init; until then the init dies
+//! with its creator or sits in the recorded cgroup). A
+//! creator killed at any point thus leaves either nothing, or a record whose dead creator marks
+//! it as interrupted: `delete` cleans that up and the next `create` of the id reclaims it.
 
 use std::collections::HashMap;
-use std::io::Write;
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -62,6 +70,31 @@ pub struct Record {
     pub hooks: Option<Hooks>,
     /// Owner of the container (the creating user's name, empty for root as in runc).
     pub owner: String,
+    /// The process creating the container, until the create is complete.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub creator: Option<Creator>,
+}
+
+/// A process identified across pid reuse.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Creator {
+    pub pid: i32,
+    pub start_time: u64,
+}
+
+impl Creator {
+    /// This process.
+    pub fn current() -> Result<Creator> {
+        let pid = std::process::id() as i32;
+        let start_time = process_start_time(pid).ok_or_else(|| {
+            Error::Setup("cannot read this process's start time from /proc".into())
+        })?;
+        Ok(Creator { pid, start_time })
+    }
+
+    pub fn alive(&self) -> bool {
+        process_alive(self.pid, self.start_time)
+    }
 }
 
 /// The spec's state document, as `state` prints it and hooks read it on stdin.
@@ -79,6 +112,9 @@ pub struct OciState {
     #[serde(skip_serializing_if = "HashMap::is_empty", default)]
     pub annotations: HashMap<String, String>,
 }
+
+/// The record's file name in a container's state directory.
+const STATE_FILE: &str = "state.json";
 
 /// The spec version corral implements.
 pub const OCI_VERSION: &str = "1.0.2";
@@ -103,11 +139,73 @@ pub fn check_id(id: &str) -> Result<()> {
     }
 }
 
+/// A container's state directory, held by the process creating the container: an exclusive
+/// `flock` that a killed creator releases with its last descriptor.
+#[derive(Debug)]
+pub struct StateDirLock {
+    _lock: nix::fcntl::Flock<File>,
+}
+
+/// What [`claim`] found in a state directory that already existed.
+#[derive(Debug)]
+pub enum Leftover {
+    /// The directory is new.
+    None,
+    /// An interrupted create's record: what it made (cgroup, init) must be cleaned up.
+    Record(Box<Record>),
+    /// A directory without a readable record (its creator died before writing one).
+    Unrecorded,
+}
+
+/// Takes the state directory of container `id` for a create: a new directory, or the remains of
+/// an interrupted create (held, so they can be cleaned up). A complete container's directory, or
+/// one whose creator is still at work, is refused as existing.
+pub fn claim(root: &Path, id: &str) -> Result<(StateDirLock, Leftover)> {
+    let dir = container_dir(root, id);
+    let fresh = match std::fs::create_dir(&dir) {
+        Ok(()) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
+        Err(e) => return Err(Error::io("create state directory", &dir, e)),
+    };
+    let file = File::open(&dir).map_err(|e| Error::io("open state directory", &dir, e))?;
+    let lock = match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => StateDirLock { _lock: lock },
+        Err((_, nix::Error::EWOULDBLOCK)) => return Err(Error::AlreadyExists(id.to_owned())),
+        Err((_, e)) => return Err(Error::sys(format!("lock {}", dir.display()), e)),
+    };
+    if fresh {
+        return Ok((lock, Leftover::None));
+    }
+    // We hold the lock, so no creator is at work: a record with a creator is an interrupted one.
+    match Record::load(root, id) {
+        Ok(record) if record.creator.is_none() => Err(Error::AlreadyExists(id.to_owned())),
+        Ok(record) => Ok((lock, Leftover::Record(Box::new(record)))),
+        Err(Error::NotFound(_) | Error::CorruptState { .. }) => Ok((lock, Leftover::Unrecorded)),
+        Err(e) => Err(e),
+    }
+}
+
+/// Removes everything in `dir` but the directory itself (whose lock the caller holds).
+pub fn empty_dir(dir: &Path) -> Result<()> {
+    let entries = std::fs::read_dir(dir).map_err(|e| Error::io("list", dir, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io("list", dir, e))?;
+        let path = entry.path();
+        let removed = if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        removed.map_err(|e| Error::io("remove", &path, e))?;
+    }
+    Ok(())
+}
+
 impl Record {
     /// Reads the record of container `id` under `root`.
     pub fn load(root: &Path, id: &str) -> Result<Record> {
         check_id(id)?;
-        let path = container_dir(root, id).join("state.json");
+        let path = container_dir(root, id).join(STATE_FILE);
         let text = match std::fs::read_to_string(&path) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -121,18 +219,32 @@ impl Record {
         })
     }
 
-    /// Writes the record atomically: a temp file, fsync, rename.
+    /// Writes the record atomically: a temp file, fsync, rename, fsync of the directory.
     pub fn save(&self, root: &Path) -> Result<()> {
         let dir = container_dir(root, &self.id);
         let json = serde_json::to_vec_pretty(self).map_err(|e| Error::CorruptState {
             id: self.id.clone(),
             reason: e.to_string(),
         })?;
-        write_atomic(&dir.join("state.json"), &json)
+        corral_host::atomic::write_file(&dir.join(STATE_FILE), &json, 0o600)?;
+        Ok(())
     }
 
-    /// The status now: the recorded lifecycle checked against the live process and cgroup.
+    /// True when the create that wrote this record died before completing it.
+    pub fn interrupted(&self) -> bool {
+        self.creator.is_some_and(|c| !c.alive())
+    }
+
+    /// The status now: the recorded lifecycle checked against the live process and cgroup. An
+    /// interrupted create reads as stopped, so it can be deleted.
     pub fn status(&self) -> Status {
+        if let Some(creator) = self.creator {
+            return if creator.alive() {
+                Status::Creating
+            } else {
+                Status::Stopped
+            };
+        }
         if self.pid <= 0 || !process_alive(self.pid, self.pid_start_time) {
             return Status::Stopped;
         }
@@ -169,28 +281,6 @@ impl Record {
             annotations: self.annotations.clone(),
         }
     }
-}
-
-/// Writes `bytes` to `path` so readers see the old content or the new, never a mix.
-///
-/// No fsync: runtime state describes processes, which a power loss ends too (and the state
-/// root is normally a tmpfs); the rename alone keeps a crash of corral from leaving half a file.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let result = (|| {
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(bytes)?;
-        std::fs::rename(&tmp, path)
-    })();
-    result.map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Error::io("write", path, e)
-    })
 }
 
 /// The start time of a process (field 22 of `/proc/PID/stat`), or `None` if it is gone.
@@ -274,19 +364,16 @@ mod tests {
         assert!(!process_alive(pid, start + 1));
     }
 
-    #[test]
-    fn records_round_trip_and_unknown_ids_say_does_not_exist() {
-        let root = tempfile::tempdir().unwrap();
-        std::fs::create_dir(root.path().join("c1")).unwrap();
-        let record = Record {
-            id: "c1".into(),
+    fn record(id: &str) -> Record {
+        Record {
+            id: id.into(),
             bundle: "/b".into(),
             rootfs: "/b/rootfs".into(),
             pid: 0,
             pid_start_time: 0,
             created: rfc3339_now(),
             annotations: HashMap::from([("k".into(), "v".into())]),
-            cgroup_path: "/corral/c1".into(),
+            cgroup_path: format!("/corral/{id}").into(),
             cgroup_layout: Layout::V2 {
                 hierarchy: crate::cgroups::Hierarchy {
                     mount_point: "/sys/fs/cgroup".into(),
@@ -298,7 +385,15 @@ mod tests {
             exit_status: None,
             hooks: None,
             owner: String::new(),
-        };
+            creator: None,
+        }
+    }
+
+    #[test]
+    fn records_round_trip_and_unknown_ids_say_does_not_exist() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir(root.path().join("c1")).unwrap();
+        let record = record("c1");
         record.save(root.path()).unwrap();
         let loaded = Record::load(root.path(), "c1").unwrap();
         assert_eq!(loaded.annotations, record.annotations);
@@ -309,6 +404,66 @@ mod tests {
         assert_eq!(state["annotations"]["k"], "v");
         let err = Record::load(root.path(), "nope").unwrap_err();
         assert_eq!(err.to_string(), "container nope does not exist");
+    }
+
+    #[test]
+    fn a_record_with_a_creator_is_creating_while_it_lives_then_interrupted() {
+        let mut record = record("c1");
+        let this = Creator::current().unwrap();
+        record.creator = Some(this);
+        assert_eq!(record.status(), Status::Creating);
+        assert!(!record.interrupted());
+        record.creator = Some(Creator {
+            start_time: this.start_time + 1,
+            ..this
+        });
+        assert_eq!(record.status(), Status::Stopped);
+        assert!(record.interrupted());
+    }
+
+    #[test]
+    fn a_claim_holds_the_directory_and_tells_leftovers_apart() {
+        let root = tempfile::tempdir().unwrap();
+        let (lock, leftover) = claim(root.path(), "c1").unwrap();
+        assert!(matches!(leftover, Leftover::None));
+        let busy = claim(root.path(), "c1").unwrap_err();
+        assert!(matches!(busy, Error::AlreadyExists(_)), "{busy}");
+        drop(lock);
+
+        // Its creator died before writing a record.
+        let (lock, leftover) = claim(root.path(), "c1").unwrap();
+        assert!(matches!(leftover, Leftover::Unrecorded));
+        drop(lock);
+
+        // ... or after writing one but before completing.
+        let mut interrupted = record("c1");
+        let this = Creator::current().unwrap();
+        interrupted.creator = Some(Creator {
+            start_time: this.start_time + 1,
+            ..this
+        });
+        interrupted.save(root.path()).unwrap();
+        let (lock, leftover) = claim(root.path(), "c1").unwrap();
+        assert!(matches!(leftover, Leftover::Record(r) if r.id == "c1"));
+        drop(lock);
+
+        record("c1").save(root.path()).unwrap();
+        let complete = claim(root.path(), "c1").unwrap_err();
+        assert!(matches!(complete, Error::AlreadyExists(_)), "{complete}");
+    }
+
+    #[test]
+    fn records_are_private_and_leave_no_temp_files() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir(root.path().join("c1")).unwrap();
+        record("c1").save(root.path()).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        let meta = std::fs::metadata(root.path().join("c1/state.json")).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::read_dir(root.path().join("c1")).unwrap().count(),
+            1
+        );
     }
 
     #[test]

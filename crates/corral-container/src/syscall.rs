@@ -3,11 +3,19 @@
 //! Mount, device and pivot logic in [`crate::rootfs`] calls the kernel only through [`Syscall`], so
 //! unit tests can run it without root against [`RecordingSyscall`], which records every call and
 //! answers file-type queries from a table. [`LinuxSyscall`] is the real implementation.
+//!
+//! Everything created or mounted inside the rootfs before `pivot_root` acts on a [`Handle`] (an
+//! `O_PATH` descriptor) reached one component at a time without following symlinks, and mounts
+//! target `/proc/self/fd/N` of that handle: a path component swapped for a symlink while the
+//! container starts (CVE-2021-30465) makes the setup fail instead of acting on the host.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsStr;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
+use nix::fcntl::{AtFlags, OFlag};
 use nix::mount::{MntFlags, MsFlags};
 use nix::sys::stat::{Mode, SFlag};
 
@@ -20,6 +28,53 @@ pub enum FileKind {
     Symlink,
     /// A regular file, device node, socket or fifo: anything a bind mount treats as a file.
     Other,
+}
+
+/// A file or directory held open without being opened for I/O (`O_PATH`), so that what is then
+/// created in it or mounted on it is exactly what was resolved, whatever happens to its path.
+/// `path` is where it was found: for messages, and the whole identity of a fake handle.
+#[derive(Debug)]
+pub struct Handle {
+    fd: Option<OwnedFd>,
+    path: PathBuf,
+}
+
+impl Handle {
+    /// The path the handle was reached by (it may have changed since).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A second handle on the same file.
+    pub fn try_clone(&self) -> Result<Handle> {
+        let fd = match &self.fd {
+            Some(fd) => Some(
+                fd.try_clone()
+                    .map_err(|e| Error::io("duplicate the handle of", &self.path, e))?,
+            ),
+            None => None,
+        };
+        Ok(Handle {
+            fd,
+            path: self.path.clone(),
+        })
+    }
+
+    /// A path naming exactly the handle's file for calls that only take paths (mount(2)):
+    /// `/proc/self/fd/N`, or the recorded path of a fake handle.
+    fn proc_path(&self) -> PathBuf {
+        match &self.fd {
+            Some(fd) => PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd())),
+            None => self.path.clone(),
+        }
+    }
+
+    /// The descriptor of a real handle.
+    fn fd(&self) -> Result<&OwnedFd> {
+        self.fd
+            .as_ref()
+            .ok_or_else(|| Error::Setup(format!("{} is not an open handle", self.path.display())))
+    }
 }
 
 /// The kernel operations the rootfs logic needs.
@@ -35,24 +90,82 @@ pub trait Syscall {
     fn umount(&self, target: &Path, flags: MntFlags) -> Result<()>;
     fn pivot_root(&self, new_root: &Path, put_old: &Path) -> Result<()>;
     fn chdir(&self, path: &Path) -> Result<()>;
-    fn mkdir_all(&self, path: &Path) -> Result<()>;
-    /// Creates an empty regular file (a mount point for a file bind mount) if none exists.
+    /// Creates an empty regular file (a mount point for a file bind mount) if nothing is there.
     fn touch(&self, path: &Path) -> Result<()>;
-    fn mknod(&self, path: &Path, kind: SFlag, perm: Mode, dev: u64) -> Result<()>;
-    fn chown(&self, path: &Path, uid: u32, gid: u32) -> Result<()>;
-    fn symlink(&self, target: &Path, link: &Path) -> Result<()>;
     fn write_file(&self, path: &Path, contents: &str) -> Result<()>;
     fn sethostname(&self, name: &str) -> Result<()>;
     fn setdomainname(&self, name: &str) -> Result<()>;
     /// The kind of file at `path`, or `None` when nothing is there.
     fn file_kind(&self, path: &Path) -> Option<FileKind>;
-    /// The target of the symlink at `path`.
-    fn read_link(&self, path: &Path) -> Result<PathBuf>;
+    /// The kind of file at the relative `path` below directory `dir` (a symlink at its end is not
+    /// followed), or `None` when nothing is there.
+    fn kind_in(&self, dir: &Handle, path: &Path) -> Option<FileKind>;
+    /// The target of the symlink at the relative `path` below directory `dir`.
+    fn read_link_in(&self, dir: &Handle, path: &Path) -> Result<PathBuf>;
+    /// Makes the directory `dir` the working directory.
+    fn chdir_to(&self, dir: &Handle) -> Result<()>;
+
+    /// Opens `path`, following symlinks as mount(2) would: a bind source on the host that the
+    /// spec names, or the rootfs directory itself.
+    fn open_path(&self, path: &Path) -> Result<Handle>;
+    /// Opens entry `name` of directory `dir` without following it if it is a symlink (but into
+    /// whatever is mounted on it); `None` when there is no such entry.
+    fn open_at(&self, dir: &Handle, name: &OsStr) -> Result<Option<Handle>>;
+    /// What the handle is.
+    fn kind_of(&self, handle: &Handle) -> Result<FileKind>;
+    /// Creates directory `name` in `dir`; an existing entry is left for the caller to check.
+    fn mkdir_at(&self, dir: &Handle, name: &OsStr) -> Result<()>;
+    /// Creates an empty regular file `name` in `dir`; an existing entry is left alone.
+    fn create_file_at(&self, dir: &Handle, name: &OsStr) -> Result<()>;
+    fn mknod_at(&self, dir: &Handle, name: &OsStr, kind: SFlag, perm: Mode, dev: u64)
+        -> Result<()>;
+    /// Removes the entry `name` of `dir`, which is not a directory.
+    fn remove_at(&self, dir: &Handle, name: &OsStr) -> Result<()>;
+    /// Changes the owner of entry `name` of `dir` (a symlink itself, never its target).
+    fn chown_at(&self, dir: &Handle, name: &OsStr, uid: u32, gid: u32) -> Result<()>;
+    fn symlink_at(&self, target: &Path, dir: &Handle, name: &OsStr) -> Result<()>;
+    /// mount(2) onto exactly the handle's file or directory.
+    fn mount_on(
+        &self,
+        source: Option<&Path>,
+        target: &Handle,
+        fstype: Option<&str>,
+        flags: MsFlags,
+        data: Option<&str>,
+    ) -> Result<()>;
+    /// Bind-mounts `source` onto `target`, with its submounts when `recursive` (rbind).
+    fn bind_on(&self, source: &Handle, target: &Handle, recursive: bool) -> Result<()>;
+    /// Bind-mounts directory `dir` onto itself with its submounts, and returns the root of the
+    /// new mount (reopening `dir` by path would need the right to traverse its parents).
+    fn bind_onto_itself(&self, dir: &Handle) -> Result<Handle>;
+    /// The flags of the mount `handle` is on that a bind remount must repeat (`MS_RDONLY`,
+    /// `MS_NOSUID`, `MS_NODEV`, `MS_NOEXEC`): the kernel refuses to clear them when a more
+    /// privileged mount namespace set them, and drops them otherwise.
+    fn mount_flags_of(&self, handle: &Handle) -> Result<MsFlags>;
 }
 
 /// The real kernel.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct LinuxSyscall;
+
+/// Flags of every handle: no I/O, not inherited by the container's program.
+const HANDLE_FLAGS: OFlag = OFlag::O_PATH.union(OFlag::O_CLOEXEC);
+
+fn kind_from_mode(mode: u32) -> FileKind {
+    match SFlag::from_bits_truncate(mode & SFlag::S_IFMT.bits()) {
+        SFlag::S_IFDIR => FileKind::Directory,
+        SFlag::S_IFLNK => FileKind::Symlink,
+        _ => FileKind::Other,
+    }
+}
+
+fn bind_flags(recursive: bool) -> MsFlags {
+    if recursive {
+        MsFlags::MS_BIND | MsFlags::MS_REC
+    } else {
+        MsFlags::MS_BIND
+    }
+}
 
 impl Syscall for LinuxSyscall {
     fn mount(
@@ -85,31 +198,17 @@ impl Syscall for LinuxSyscall {
         nix::unistd::chdir(path).map_err(|e| Error::sys(format!("chdir to {}", path.display()), e))
     }
 
-    fn mkdir_all(&self, path: &Path) -> Result<()> {
-        std::fs::create_dir_all(path).map_err(|e| Error::io("create directory", path, e))
-    }
-
     fn touch(&self, path: &Path) -> Result<()> {
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .map(drop)
-            .map_err(|e| Error::io("create mount point", path, e))
-    }
-
-    fn mknod(&self, path: &Path, kind: SFlag, perm: Mode, dev: u64) -> Result<()> {
-        nix::sys::stat::mknod(path, kind, perm, dev)
-            .map_err(|e| Error::sys(format!("create device node {}", path.display()), e))
-    }
-
-    fn chown(&self, path: &Path, uid: u32, gid: u32) -> Result<()> {
-        nix::unistd::chown(path, Some(uid.into()), Some(gid.into()))
-            .map_err(|e| Error::sys(format!("chown {}", path.display()), e))
-    }
-
-    fn symlink(&self, target: &Path, link: &Path) -> Result<()> {
-        std::os::unix::fs::symlink(target, link).map_err(|e| Error::io("create symlink", link, e))
+        // O_EXCL: an existing file (perhaps a device node the image ships) is never opened.
+        let flags =
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        match nix::fcntl::open(path, flags, Mode::from_bits_truncate(0o644)) {
+            Ok(_) | Err(nix::Error::EEXIST) => Ok(()),
+            Err(e) => Err(Error::sys(
+                format!("create mount point {}", path.display()),
+                e,
+            )),
+        }
     }
 
     fn write_file(&self, path: &Path, contents: &str) -> Result<()> {
@@ -145,8 +244,204 @@ impl Syscall for LinuxSyscall {
         })
     }
 
-    fn read_link(&self, path: &Path) -> Result<PathBuf> {
-        std::fs::read_link(path).map_err(|e| Error::io("read symlink", path, e))
+    fn kind_in(&self, dir: &Handle, path: &Path) -> Option<FileKind> {
+        let stat =
+            nix::sys::stat::fstatat(dir.fd().ok()?, path, AtFlags::AT_SYMLINK_NOFOLLOW).ok()?;
+        Some(kind_from_mode(stat.st_mode))
+    }
+
+    fn read_link_in(&self, dir: &Handle, path: &Path) -> Result<PathBuf> {
+        let full = dir.path.join(path);
+        nix::fcntl::readlinkat(dir.fd()?, path)
+            .map(PathBuf::from)
+            .map_err(|e| Error::sys(format!("read symlink {}", full.display()), e))
+    }
+
+    fn chdir_to(&self, dir: &Handle) -> Result<()> {
+        nix::unistd::fchdir(dir.fd()?)
+            .map_err(|e| Error::sys(format!("chdir to {}", dir.path.display()), e))
+    }
+
+    fn open_path(&self, path: &Path) -> Result<Handle> {
+        let fd = nix::fcntl::open(path, HANDLE_FLAGS, Mode::empty())
+            .map_err(|e| Error::sys(format!("open {}", path.display()), e))?;
+        Ok(Handle {
+            fd: Some(fd),
+            path: path.to_path_buf(),
+        })
+    }
+
+    fn open_at(&self, dir: &Handle, name: &OsStr) -> Result<Option<Handle>> {
+        let path = dir.path.join(name);
+        match nix::fcntl::openat(
+            dir.fd()?,
+            name,
+            HANDLE_FLAGS | OFlag::O_NOFOLLOW,
+            Mode::empty(),
+        ) {
+            Ok(fd) => Ok(Some(Handle { fd: Some(fd), path })),
+            Err(nix::Error::ENOENT) => Ok(None),
+            Err(e) => Err(Error::sys(format!("open {}", path.display()), e)),
+        }
+    }
+
+    fn kind_of(&self, handle: &Handle) -> Result<FileKind> {
+        let stat = nix::sys::stat::fstat(handle.fd()?)
+            .map_err(|e| Error::sys(format!("stat {}", handle.path.display()), e))?;
+        Ok(kind_from_mode(stat.st_mode))
+    }
+
+    fn mkdir_at(&self, dir: &Handle, name: &OsStr) -> Result<()> {
+        match nix::sys::stat::mkdirat(dir.fd()?, name, Mode::from_bits_truncate(0o755)) {
+            Ok(()) | Err(nix::Error::EEXIST) => Ok(()),
+            Err(e) => Err(Error::sys(
+                format!("create directory {}", dir.path.join(name).display()),
+                e,
+            )),
+        }
+    }
+
+    fn create_file_at(&self, dir: &Handle, name: &OsStr) -> Result<()> {
+        let flags =
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        match nix::fcntl::openat(dir.fd()?, name, flags, Mode::from_bits_truncate(0o644)) {
+            Ok(_) | Err(nix::Error::EEXIST) => Ok(()),
+            Err(e) => Err(Error::sys(
+                format!("create mount point {}", dir.path.join(name).display()),
+                e,
+            )),
+        }
+    }
+
+    fn mknod_at(
+        &self,
+        dir: &Handle,
+        name: &OsStr,
+        kind: SFlag,
+        perm: Mode,
+        dev: u64,
+    ) -> Result<()> {
+        nix::sys::stat::mknodat(dir.fd()?, name, kind, perm, dev).map_err(|e| {
+            Error::sys(
+                format!("create device node {}", dir.path.join(name).display()),
+                e,
+            )
+        })
+    }
+
+    fn remove_at(&self, dir: &Handle, name: &OsStr) -> Result<()> {
+        nix::unistd::unlinkat(dir.fd()?, name, nix::unistd::UnlinkatFlags::NoRemoveDir)
+            .map_err(|e| Error::sys(format!("remove {}", dir.path.join(name).display()), e))
+    }
+
+    fn chown_at(&self, dir: &Handle, name: &OsStr, uid: u32, gid: u32) -> Result<()> {
+        nix::unistd::fchownat(
+            dir.fd()?,
+            name,
+            Some(uid.into()),
+            Some(gid.into()),
+            AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .map_err(|e| Error::sys(format!("chown {}", dir.path.join(name).display()), e))
+    }
+
+    fn symlink_at(&self, target: &Path, dir: &Handle, name: &OsStr) -> Result<()> {
+        nix::unistd::symlinkat(target, dir.fd()?, name).map_err(|e| {
+            Error::sys(
+                format!("create symlink {}", dir.path.join(name).display()),
+                e,
+            )
+        })
+    }
+
+    fn mount_on(
+        &self,
+        source: Option<&Path>,
+        target: &Handle,
+        fstype: Option<&str>,
+        flags: MsFlags,
+        data: Option<&str>,
+    ) -> Result<()> {
+        nix::mount::mount(source, &target.proc_path(), fstype, flags, data).map_err(|e| {
+            Error::sys(
+                format!("mount {} on {}", describe(source), target.path.display()),
+                e,
+            )
+        })
+    }
+
+    fn bind_on(&self, source: &Handle, target: &Handle, recursive: bool) -> Result<()> {
+        let flags = bind_flags(recursive);
+        nix::mount::mount(
+            Some(&source.proc_path()),
+            &target.proc_path(),
+            None::<&str>,
+            flags,
+            None::<&str>,
+        )
+        .map_err(|e| {
+            Error::sys(
+                format!(
+                    "mount {} on {}",
+                    source.path.display(),
+                    target.path.display()
+                ),
+                e,
+            )
+        })
+    }
+
+    fn bind_onto_itself(&self, dir: &Handle) -> Result<Handle> {
+        use rustix::mount::{move_mount, open_tree, MoveMountFlags, OpenTreeFlags};
+        let failed = |e: rustix::io::Errno| {
+            Error::sys(
+                format!("mount {0} on {0}", dir.path.display()),
+                nix::Error::from_raw(e.raw_os_error()),
+            )
+        };
+        // A detached copy of the tree, attached onto the directory: the copy's descriptor is
+        // then the new mount, however the directory's path may be reached (or not).
+        let tree = open_tree(
+            dir.fd()?,
+            "",
+            OpenTreeFlags::OPEN_TREE_CLONE
+                | OpenTreeFlags::OPEN_TREE_CLOEXEC
+                | OpenTreeFlags::AT_RECURSIVE
+                | OpenTreeFlags::AT_EMPTY_PATH,
+        )
+        .map_err(failed)?;
+        move_mount(
+            &tree,
+            "",
+            dir.fd()?,
+            "",
+            MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
+        )
+        .map_err(failed)?;
+        Ok(Handle {
+            fd: Some(tree),
+            path: dir.path.clone(),
+        })
+    }
+
+    fn mount_flags_of(&self, handle: &Handle) -> Result<MsFlags> {
+        use nix::sys::statvfs::{fstatvfs, FsFlags};
+        let stat = fstatvfs(handle.fd()?).map_err(|e| {
+            Error::sys(
+                format!("read the mount flags of {}", handle.path.display()),
+                e,
+            )
+        })?;
+        let flags = stat.flags();
+        Ok([
+            (FsFlags::ST_RDONLY, MsFlags::MS_RDONLY),
+            (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+            (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+            (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+        ]
+        .into_iter()
+        .filter(|(st, _)| flags.contains(*st))
+        .fold(MsFlags::empty(), |all, (_, ms)| all | ms))
     }
 }
 
@@ -167,13 +462,14 @@ pub enum Call {
     Umount(PathBuf),
     PivotRoot(PathBuf),
     Chdir(PathBuf),
-    MkdirAll(PathBuf),
+    Mkdir(PathBuf),
     Touch(PathBuf),
     Mknod {
         path: PathBuf,
         kind: SFlag,
         dev: u64,
     },
+    Remove(PathBuf),
     Chown(PathBuf, u32, u32),
     Symlink {
         target: PathBuf,
@@ -184,13 +480,16 @@ pub enum Call {
     Domainname(String),
 }
 
-/// A fake kernel for unit tests: records calls; files "exist" once created or declared.
+/// A fake kernel for unit tests: records calls; files "exist" once created or declared, and
+/// handles are just the paths they were reached by.
 #[derive(Debug, Default)]
 pub struct RecordingSyscall {
     calls: RefCell<Vec<Call>>,
     files: RefCell<BTreeMap<PathBuf, FileKind>>,
     links: RefCell<BTreeMap<PathBuf, PathBuf>>,
     failing_mounts: BTreeSet<PathBuf>,
+    swapped: BTreeSet<PathBuf>,
+    mount_flags: Option<MsFlags>,
 }
 
 impl RecordingSyscall {
@@ -211,6 +510,23 @@ impl RecordingSyscall {
             .borrow_mut()
             .insert(path.clone(), FileKind::Symlink);
         self.links.borrow_mut().insert(path, target.into());
+        self
+    }
+
+    /// A directory at `path` that is swapped for a symlink between being resolved by path and
+    /// being opened: path queries see a directory, handles a symlink.
+    pub fn with_swapped_directory(mut self, path: impl Into<PathBuf>) -> Self {
+        let path = path.into();
+        self.files
+            .borrow_mut()
+            .insert(path.clone(), FileKind::Directory);
+        self.swapped.insert(path);
+        self
+    }
+
+    /// Gives every mount these flags (as a host mount with `nosuid` would have).
+    pub fn with_mount_flags(mut self, flags: MsFlags) -> Self {
+        self.mount_flags = Some(flags);
         self
     }
 
@@ -247,12 +563,17 @@ impl RecordingSyscall {
     }
 
     fn create(&self, path: &Path, kind: FileKind) {
-        self.files.borrow_mut().insert(path.to_path_buf(), kind);
+        self.files
+            .borrow_mut()
+            .entry(path.to_path_buf())
+            .or_insert(kind);
     }
-}
 
-impl Syscall for RecordingSyscall {
-    fn mount(
+    fn fake(path: PathBuf) -> Handle {
+        Handle { fd: None, path }
+    }
+
+    fn record_mount(
         &self,
         source: Option<&Path>,
         target: &Path,
@@ -275,6 +596,19 @@ impl Syscall for RecordingSyscall {
         });
         Ok(())
     }
+}
+
+impl Syscall for RecordingSyscall {
+    fn mount(
+        &self,
+        source: Option<&Path>,
+        target: &Path,
+        fstype: Option<&str>,
+        flags: MsFlags,
+        data: Option<&str>,
+    ) -> Result<()> {
+        self.record_mount(source, target, fstype, flags, data)
+    }
 
     fn umount(&self, target: &Path, _flags: MntFlags) -> Result<()> {
         self.record(Call::Umount(target.to_path_buf()));
@@ -291,42 +625,9 @@ impl Syscall for RecordingSyscall {
         Ok(())
     }
 
-    fn mkdir_all(&self, path: &Path) -> Result<()> {
-        self.create(path, FileKind::Directory);
-        self.record(Call::MkdirAll(path.to_path_buf()));
-        Ok(())
-    }
-
     fn touch(&self, path: &Path) -> Result<()> {
         self.create(path, FileKind::Other);
         self.record(Call::Touch(path.to_path_buf()));
-        Ok(())
-    }
-
-    fn mknod(&self, path: &Path, kind: SFlag, _perm: Mode, dev: u64) -> Result<()> {
-        self.create(path, FileKind::Other);
-        self.record(Call::Mknod {
-            path: path.to_path_buf(),
-            kind,
-            dev,
-        });
-        Ok(())
-    }
-
-    fn chown(&self, path: &Path, uid: u32, gid: u32) -> Result<()> {
-        self.record(Call::Chown(path.to_path_buf(), uid, gid));
-        Ok(())
-    }
-
-    fn symlink(&self, target: &Path, link: &Path) -> Result<()> {
-        self.create(link, FileKind::Symlink);
-        self.links
-            .borrow_mut()
-            .insert(link.to_path_buf(), target.to_path_buf());
-        self.record(Call::Symlink {
-            target: target.to_path_buf(),
-            link: link.to_path_buf(),
-        });
         Ok(())
     }
 
@@ -349,13 +650,121 @@ impl Syscall for RecordingSyscall {
         self.files.borrow().get(path).copied()
     }
 
-    fn read_link(&self, path: &Path) -> Result<PathBuf> {
-        self.links.borrow().get(path).cloned().ok_or_else(|| {
+    fn kind_in(&self, dir: &Handle, path: &Path) -> Option<FileKind> {
+        self.file_kind(&dir.path.join(path))
+    }
+
+    fn read_link_in(&self, dir: &Handle, path: &Path) -> Result<PathBuf> {
+        let full = dir.path.join(path);
+        self.links.borrow().get(&full).cloned().ok_or_else(|| {
             Error::io(
                 "read symlink",
-                path,
+                full,
                 std::io::Error::from(std::io::ErrorKind::NotFound),
             )
         })
+    }
+
+    fn chdir_to(&self, dir: &Handle) -> Result<()> {
+        self.chdir(&dir.path)
+    }
+
+    fn open_path(&self, path: &Path) -> Result<Handle> {
+        Ok(Self::fake(path.to_path_buf()))
+    }
+
+    fn open_at(&self, dir: &Handle, name: &OsStr) -> Result<Option<Handle>> {
+        let path = dir.path.join(name);
+        let exists = self.files.borrow().contains_key(&path);
+        Ok(exists.then(|| Self::fake(path)))
+    }
+
+    /// Undeclared paths (host bind sources, the rootfs) are directories.
+    fn kind_of(&self, handle: &Handle) -> Result<FileKind> {
+        if self.swapped.contains(&handle.path) {
+            return Ok(FileKind::Symlink);
+        }
+        Ok(self.file_kind(&handle.path).unwrap_or(FileKind::Directory))
+    }
+
+    fn mkdir_at(&self, dir: &Handle, name: &OsStr) -> Result<()> {
+        let path = dir.path.join(name);
+        self.create(&path, FileKind::Directory);
+        self.record(Call::Mkdir(path));
+        Ok(())
+    }
+
+    fn create_file_at(&self, dir: &Handle, name: &OsStr) -> Result<()> {
+        self.touch(&dir.path.join(name))
+    }
+
+    fn mknod_at(
+        &self,
+        dir: &Handle,
+        name: &OsStr,
+        kind: SFlag,
+        _perm: Mode,
+        dev: u64,
+    ) -> Result<()> {
+        let path = dir.path.join(name);
+        self.create(&path, FileKind::Other);
+        self.record(Call::Mknod { path, kind, dev });
+        Ok(())
+    }
+
+    fn remove_at(&self, dir: &Handle, name: &OsStr) -> Result<()> {
+        let path = dir.path.join(name);
+        self.files.borrow_mut().remove(&path);
+        self.record(Call::Remove(path));
+        Ok(())
+    }
+
+    fn chown_at(&self, dir: &Handle, name: &OsStr, uid: u32, gid: u32) -> Result<()> {
+        self.record(Call::Chown(dir.path.join(name), uid, gid));
+        Ok(())
+    }
+
+    fn symlink_at(&self, target: &Path, dir: &Handle, name: &OsStr) -> Result<()> {
+        let link = dir.path.join(name);
+        self.create(&link, FileKind::Symlink);
+        self.links
+            .borrow_mut()
+            .insert(link.clone(), target.to_path_buf());
+        self.record(Call::Symlink {
+            target: target.to_path_buf(),
+            link,
+        });
+        Ok(())
+    }
+
+    fn mount_on(
+        &self,
+        source: Option<&Path>,
+        target: &Handle,
+        fstype: Option<&str>,
+        flags: MsFlags,
+        data: Option<&str>,
+    ) -> Result<()> {
+        self.record_mount(source, &target.path, fstype, flags, data)
+    }
+
+    fn bind_on(&self, source: &Handle, target: &Handle, recursive: bool) -> Result<()> {
+        self.record_mount(
+            Some(&source.path),
+            &target.path,
+            None,
+            bind_flags(recursive),
+            None,
+        )
+    }
+
+    fn bind_onto_itself(&self, dir: &Handle) -> Result<Handle> {
+        self.bind_on(dir, dir, true)?;
+        Ok(Self::fake(dir.path.clone()))
+    }
+
+    /// Mounts of the fake kernel carry no flags but those of [`Self::with_mount_flags`].
+    fn mount_flags_of(&self, _handle: &Handle) -> Result<MsFlags> {
+        Ok(self.mount_flags.unwrap_or(MsFlags::empty()))
     }
 }

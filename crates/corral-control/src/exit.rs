@@ -21,7 +21,13 @@ pub mod reason {
     pub const EXITED: &str = "exited";
     /// The supervisor could not start the guest at all.
     pub const FAILED: &str = "failed";
+    /// The policy said to restart the guest once more, but it had been restarted as often as its
+    /// restart limit allows; `detail` says how the last run ended.
+    pub const RESTART_LIMIT: &str = "restart-limit";
 }
+
+/// The most of `exit.json` that is read.
+const MAX_RECORD_BYTES: u64 = 64 * 1024;
 
 /// The content of `exit.json`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,19 +44,24 @@ pub struct ExitRecord {
 impl ExitRecord {
     /// True for reasons that mean the guest failed rather than stopped.
     pub fn is_crash(&self) -> bool {
-        self.reason == reason::CRASHED || self.reason == reason::FAILED
+        [reason::CRASHED, reason::FAILED, reason::RESTART_LIMIT].contains(&self.reason.as_str())
     }
 
     /// Writes the record to `path` atomically.
     pub fn write(&self, path: &Path) -> Result<(), corral_host::atomic::AtomicWriteError> {
         let mut json = serde_json::to_vec_pretty(self).unwrap_or_default();
         json.push(b'\n');
-        corral_host::atomic::write_file(path, &json, 0o644)
+        corral_host::atomic::write_file(path, &json, corral_host::atomic::PRIVATE_FILE_MODE)
     }
 
-    /// Reads the record at `path`; `None` when there is none or it is unreadable.
+    /// Reads the record at `path`; `None` when there is none, it is unreadable, or it is not a
+    /// regular file (the directory may belong to a jailed VMM: a symlink or a FIFO planted
+    /// there is neither followed nor waited on).
     pub fn read(path: &Path) -> Option<ExitRecord> {
-        let bytes = std::fs::read(path).ok()?;
+        use std::io::Read;
+        let file = crate::log::open_regular(path).ok()?;
+        let mut bytes = Vec::new();
+        file.take(MAX_RECORD_BYTES).read_to_end(&mut bytes).ok()?;
         serde_json::from_slice(&bytes).ok()
     }
 }
@@ -80,5 +91,27 @@ mod tests {
         assert!(!poweroff.is_crash());
         std::fs::write(&path, "{garbage").unwrap();
         assert_eq!(ExitRecord::read(&path), None);
+    }
+
+    #[test]
+    fn a_record_that_is_a_symlink_or_a_fifo_is_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real.json");
+        ExitRecord {
+            reason: reason::POWEROFF.into(),
+            code: Some(0),
+            detail: None,
+        }
+        .write(&real)
+        .unwrap();
+        let link = dir.path().join("exit.json");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        assert_eq!(ExitRecord::read(&link), None);
+        let fifo = dir.path().join("fifo.json");
+        let name = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo with a NUL-terminated path we own.
+        assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o600) }, 0);
+        // Returns at once instead of waiting for a writer.
+        assert_eq!(ExitRecord::read(&fifo), None);
     }
 }

@@ -7,17 +7,25 @@
 
 pub mod console;
 pub mod exit;
+pub mod log;
+pub mod restart;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::log::{Allowed, RateLimit};
+
 /// The longest request line a server accepts; anything longer is a client bug or an attack.
 pub const MAX_LINE_BYTES: usize = 64 * 1024;
+/// How long telling a refused client why may take.
+const REFUSAL_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// A request from a client.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -135,10 +143,26 @@ impl Client {
 
     /// Sends `request` and waits for its response.
     pub fn call(&mut self, request: &Request) -> Result<Response, ControlError> {
-        write_message(&mut self.writer, request)?;
+        // A server that refuses the connection writes its reason and hangs up, maybe before
+        // the request arrives: the reason is still there to read, and says more than EPIPE.
+        let hung_up = match write_message(&mut self.writer, request) {
+            Ok(()) => None,
+            Err(ControlError::Io(err))
+                if matches!(
+                    err.kind(),
+                    ErrorKind::BrokenPipe | ErrorKind::ConnectionReset
+                ) =>
+            {
+                Some(err)
+            }
+            Err(err) => return Err(err),
+        };
         let mut line = String::new();
-        if self.reader.read_line(&mut line)? == 0 {
-            return Err(ControlError::Closed);
+        match (self.reader.read_line(&mut line), hung_up) {
+            (Ok(0) | Err(_), Some(write_error)) => return Err(write_error.into()),
+            (Ok(0), None) => return Err(ControlError::Closed),
+            (Err(err), None) => return Err(err.into()),
+            (Ok(_), _) => {}
         }
         Ok(serde_json::from_str(&line)?)
     }
@@ -151,10 +175,14 @@ fn write_message<T: Serialize>(stream: &mut UnixStream, message: &T) -> Result<(
     Ok(())
 }
 
-/// Binds a control socket at `path`. A stale socket left by a dead supervisor is replaced; a socket
-/// a live supervisor still answers on, or a file that is not a socket, is an error.
+/// The mode of the sockets supervisors bind.
+pub const SOCKET_MODE: u32 = 0o600;
+
+/// Binds a control socket at `path`, mode [`SOCKET_MODE`]. A stale socket left by a dead
+/// supervisor is replaced; a socket a live supervisor still answers on, or a file that is not a
+/// socket, is an error.
 pub fn bind(path: &Path) -> Result<UnixListener, ControlError> {
-    use std::os::unix::fs::FileTypeExt;
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
     if let Ok(meta) = std::fs::symlink_metadata(path) {
         if !meta.file_type().is_socket() {
             return Err(ControlError::NotASocket {
@@ -171,10 +199,18 @@ pub fn bind(path: &Path) -> Result<UnixListener, ControlError> {
             source,
         })?;
     }
-    UnixListener::bind(path).map_err(|source| ControlError::Bind {
+    let listener = UnixListener::bind(path).map_err(|source| ControlError::Bind {
         path: path.to_owned(),
         source,
-    })
+    })?;
+    // Connecting needs write permission on the socket: only its owner may.
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(SOCKET_MODE)).map_err(
+        |source| ControlError::Bind {
+            path: path.to_owned(),
+            source,
+        },
+    )?;
+    Ok(listener)
 }
 
 /// What a server does after answering a request.
@@ -186,17 +222,133 @@ pub enum After {
     Then(Box<dyn FnOnce() + Send>),
 }
 
+/// How many control connections a supervisor serves at once, and how long one may sit idle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServerLimits {
+    pub max_connections: usize,
+    /// A connection without a complete request for this long is closed.
+    pub idle_timeout: Duration,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        ServerLimits {
+            max_connections: 16,
+            idle_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Serves the control socket on a background thread: see [`run_server`].
+pub fn serve(
+    listener: UnixListener,
+    limits: ServerLimits,
+    handle: impl Fn(Request) -> (Response, After) + Send + Sync + 'static,
+) {
+    std::thread::spawn(move || run_server(listener, limits, handle));
+}
+
+/// Serves the control socket in the calling thread, for the life of the process: each
+/// connection in a thread of its own (which inherits the caller's seccomp filter), answered by
+/// `handle`. Connections past `limits.max_connections` get an `error` response saying so and are
+/// closed; a connection that has not sent a complete request within `limits.idle_timeout` (or
+/// does not take its answer as long) is closed.
+pub fn run_server(
+    listener: UnixListener,
+    limits: ServerLimits,
+    handle: impl Fn(Request) -> (Response, After) + Send + Sync + 'static,
+) {
+    let handle = Arc::new(handle);
+    let open = Arc::new(AtomicUsize::new(0));
+    let mut warnings = RateLimit::new(3, Duration::from_secs(60));
+    for stream in listener.incoming().flatten() {
+        if open.fetch_add(1, Ordering::SeqCst) >= limits.max_connections {
+            open.fetch_sub(1, Ordering::SeqCst);
+            refuse(stream, limits.max_connections, &mut warnings);
+            continue;
+        }
+        let slot = OpenConnection(open.clone());
+        let handle = handle.clone();
+        let spawned = std::thread::Builder::new()
+            .name("control-conn".into())
+            .spawn(move || {
+                let _slot = slot;
+                if let Err(err) =
+                    serve_connection(stream, limits.idle_timeout, |request| handle(request))
+                {
+                    tracing::debug!("control connection ended: {err}");
+                }
+            });
+        if let Err(err) = spawned {
+            tracing::warn!("cannot serve a control connection: {err}");
+        }
+    }
+}
+
+/// Counts as one open connection until dropped.
+struct OpenConnection(Arc<AtomicUsize>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Tells a client past the connection limit why it is not served, then hangs up.
+fn refuse(mut stream: UnixStream, max_connections: usize, warnings: &mut RateLimit) {
+    let message = format!(
+        "the supervisor serves at most {max_connections} control connections at once; \
+         close one and retry"
+    );
+    match warnings.check(Instant::now()) {
+        Allowed::Yes { held: 0 } => tracing::warn!("control connection refused: {message}"),
+        Allowed::Yes { held } => tracing::warn!(
+            "control connection refused: {message} ({held} more refusals not logged)"
+        ),
+        Allowed::No => {}
+    }
+    // A client that does not take even this line is not waited for.
+    let _ = stream.set_write_timeout(Some(REFUSAL_TIMEOUT));
+    let _ = write_message(&mut stream, &Response::Error { message });
+}
+
+/// Reads from a stream with a deadline for the whole of the current request, however the client
+/// spreads its bytes.
+struct DeadlineReader {
+    stream: UnixStream,
+    deadline: Instant,
+}
+
+impl Read for DeadlineReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(ErrorKind::TimedOut.into());
+        }
+        self.stream.set_read_timeout(Some(left))?;
+        self.stream.read(buf)
+    }
+}
+
 /// Serves one connection: reads request lines until the client hangs up, answering each with
 /// `handle`. Malformed or oversized lines get an `error` response; the connection stays usable.
+/// The connection is closed when a request takes longer than `idle_timeout` to arrive, or its
+/// answer as long to be taken.
 pub fn serve_connection(
     stream: UnixStream,
+    idle_timeout: Duration,
     mut handle: impl FnMut(Request) -> (Response, After),
 ) -> Result<(), ControlError> {
     let mut writer = stream.try_clone()?;
-    let mut reader = BufReader::new(stream);
+    writer.set_write_timeout(Some(idle_timeout))?;
+    let mut reader = BufReader::new(DeadlineReader {
+        stream,
+        deadline: Instant::now() + idle_timeout,
+    });
     let mut line = Vec::new();
     loop {
         line.clear();
+        reader.get_mut().deadline = Instant::now() + idle_timeout;
         let read = (&mut reader)
             .take(MAX_LINE_BYTES as u64 + 1)
             .read_until(b'\n', &mut line)?;
@@ -247,7 +399,7 @@ mod tests {
         let listener = bind(&path).unwrap();
         let server = std::thread::spawn(move || {
             let (stream, _) = listener.accept().unwrap();
-            serve_connection(stream, |request| {
+            serve_connection(stream, Duration::from_secs(60), |request| {
                 let state = match request {
                     Request::Pause => RunState::Paused,
                     _ => RunState::Running,
@@ -276,6 +428,98 @@ mod tests {
         );
         drop(client);
         server.join().unwrap();
+    }
+
+    fn status_server(limits: ServerLimits) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("control.sock");
+        serve(bind(&path).unwrap(), limits, |_| {
+            (
+                Response::State {
+                    state: RunState::Running,
+                },
+                After::Continue,
+            )
+        });
+        (dir, path)
+    }
+
+    #[test]
+    fn connections_past_the_limit_are_refused_with_a_sentence() {
+        let limits = ServerLimits {
+            max_connections: 2,
+            ..ServerLimits::default()
+        };
+        let (_dir, path) = status_server(limits);
+        let running = Response::State {
+            state: RunState::Running,
+        };
+        let mut first = Client::connect(&path, Duration::from_secs(10)).unwrap();
+        let mut second = Client::connect(&path, Duration::from_secs(10)).unwrap();
+        assert_eq!(first.call(&Request::Status).unwrap(), running);
+        assert_eq!(second.call(&Request::Status).unwrap(), running);
+        let mut third = Client::connect(&path, Duration::from_secs(10)).unwrap();
+        match third.call(&Request::Status) {
+            Ok(Response::Error { message }) => {
+                assert!(
+                    message.contains("at most 2 control connections"),
+                    "{message}"
+                )
+            }
+            other => panic!("the third connection was served: {other:?}"),
+        }
+        // A closed connection makes room.
+        drop(first);
+        let mut answered = false;
+        for _ in 0..200 {
+            let mut again = Client::connect(&path, Duration::from_secs(10)).unwrap();
+            if again.call(&Request::Status).is_ok_and(|r| r == running) {
+                answered = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(answered, "no room after a connection closed");
+    }
+
+    #[test]
+    fn a_refusal_sent_before_the_request_is_read_not_lost_to_a_broken_pipe() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("control.sock");
+        let listener = bind(&path).unwrap();
+        let server = std::thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            refuse(stream, 1, &mut RateLimit::new(1, Duration::from_secs(60)));
+        });
+        let mut client = Client::connect(&path, Duration::from_secs(10)).unwrap();
+        // The server has answered and hung up before the client says anything.
+        server.join().unwrap();
+        match client.call(&Request::Status) {
+            Ok(Response::Error { message }) => {
+                assert!(
+                    message.contains("at most 1 control connections"),
+                    "{message}"
+                )
+            }
+            other => panic!("the refusal was lost: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn idle_connections_are_closed() {
+        let limits = ServerLimits {
+            idle_timeout: Duration::from_millis(200),
+            ..ServerLimits::default()
+        };
+        let (_dir, path) = status_server(limits);
+        let mut idle = UnixStream::connect(&path).unwrap();
+        // Half a request, then nothing.
+        idle.write_all(b"{\"request\":").unwrap();
+        idle.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut rest = Vec::new();
+        let read = idle.read_to_end(&mut rest);
+        assert!(read.is_ok(), "the idle connection stayed open: {read:?}");
     }
 
     #[test]

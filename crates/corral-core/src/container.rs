@@ -1,17 +1,21 @@
 //! The container driver: the supervisor is `corral monitor`, the parent of the container's init,
 //! running corral's container engine on an OCI bundle generated from the definition.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use oci_spec::runtime::{
-    Capabilities, Capability, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxMemoryBuilder,
-    LinuxPidsBuilder, LinuxResourcesBuilder, Mount, MountBuilder, Spec, UserBuilder,
+    Capabilities, Capability, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxIdMappingBuilder,
+    LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder,
+    LinuxResourcesBuilder, MountBuilder, Spec, UserBuilder,
 };
 
-use crate::definition::{Definition, DiskFormat, Kind};
+use corral_host::atomic::PRIVATE_FILE_MODE;
+
+use crate::definition::{Definition, DiskFormat, Kind, UserNs};
 use crate::driver::{Driver, InstancePaths};
 use crate::error::CoreError;
+use crate::userns::IdRange;
 use crate::volume::Pool;
 
 /// The CFS period the CPU quota is expressed in.
@@ -64,11 +68,17 @@ impl ContainerDriver {
         index: usize,
         definition: &Definition,
     ) -> Result<PathBuf, CoreError> {
-        Ok(crate::driver::disk_source(&self.pool, paths, definition, index)?.0)
+        Ok(crate::disks::disk_source(&self.pool, paths, definition, index)?.0)
     }
 
-    /// The OCI runtime spec for `definition`.
-    pub fn spec(&self, definition: &Definition, paths: &InstancePaths) -> Result<Spec, CoreError> {
+    /// The OCI runtime spec for `definition`; `userns` is the host range its ids map to, when it
+    /// has a user namespace.
+    pub fn spec(
+        &self,
+        definition: &Definition,
+        paths: &InstancePaths,
+        userns: Option<IdRange>,
+    ) -> Result<Spec, CoreError> {
         let container = definition.container.as_ref().ok_or_else(|| {
             CoreError::Unsupported(format!(
                 "instance {} has no [container] section",
@@ -108,6 +118,19 @@ impl ContainerDriver {
             // ends the namespace: that is how a system container restarts itself.
             capabilities.insert(Capability::SysBoot);
         }
+        let seccomp = match container.seccomp.as_deref() {
+            None | Some("default") => Some(crate::seccomp::convert(
+                crate::seccomp::DEFAULT_PROFILE,
+                "default",
+                &capabilities,
+                crate::seccomp::native_arch(),
+            )?),
+            Some("unconfined") => None,
+            Some(path) => Some(crate::seccomp::convert_file(
+                &paths.resolve(std::path::Path::new(path)),
+                &capabilities,
+            )?),
+        };
         process.set_capabilities(Some(
             LinuxCapabilitiesBuilder::default()
                 .bounding(capabilities.clone())
@@ -130,7 +153,15 @@ impl ContainerDriver {
         }
         spec.set_process(Some(process));
 
-        let mut mounts: Vec<Mount> = spec.mounts().clone().unwrap_or_default();
+        // The root filesystem is mounted nodev: a device node in the image (or made by a
+        // process later) opens nothing. /dev is a tmpfs mounted on top, with its devices.
+        let mut annotations = spec.annotations().clone().unwrap_or_default();
+        annotations.insert(
+            corral_container::spec::ROOTFS_NODEV_ANNOTATION.to_string(),
+            "true".to_string(),
+        );
+        spec.set_annotations(Some(annotations));
+        let mut mounts = spec.mounts().clone().unwrap_or_default();
         for (index, disk) in definition.disks.iter().enumerate() {
             let source = self.disk_source(paths, index, definition)?;
             if disk.format.is_some_and(|f| f != DiskFormat::Dir) || !source.is_dir() {
@@ -182,11 +213,59 @@ impl ContainerDriver {
         }
         let mut linux = spec.linux().clone().unwrap_or_default();
         linux.set_resources(Some(resources));
-        linux.set_cgroups_path(Some(
-            PathBuf::from("/corral-instances").join(&definition.name),
-        ));
+        linux.set_seccomp(seccomp);
+        if let Some(range) = userns {
+            let map = |host: u32| {
+                LinuxIdMappingBuilder::default()
+                    .container_id(0u32)
+                    .host_id(host)
+                    .size(crate::userns::RANGE)
+                    .build()
+            };
+            linux.set_uid_mappings(Some(vec![map(range.uid).map_err(invalid)?]));
+            linux.set_gid_mappings(Some(vec![map(range.gid).map_err(invalid)?]));
+            let mut namespaces = linux.namespaces().clone().unwrap_or_default();
+            namespaces.push(
+                LinuxNamespaceBuilder::default()
+                    .typ(LinuxNamespaceType::User)
+                    .build()
+                    .map_err(invalid)?,
+            );
+            linux.set_namespaces(Some(namespaces));
+        }
+        linux.set_cgroups_path(Some(crate::driver::instance_cgroup(definition)));
         spec.set_linux(Some(linux));
         Ok(spec)
+    }
+}
+
+impl ContainerDriver {
+    /// For `userns = "auto"`: corral's id range (allocated on first use), with the root
+    /// filesystem shifted into it once (`rootfs.userns` in the instance directory records the
+    /// range it was shifted to).
+    fn prepare_userns(
+        &self,
+        definition: &Definition,
+        paths: &InstancePaths,
+    ) -> Result<Option<IdRange>, CoreError> {
+        let Some(container) = &definition.container else {
+            return Ok(None);
+        };
+        if container.userns != Some(UserNs::Auto) {
+            return Ok(None);
+        }
+        let range = crate::userns::ensure_range(Path::new("/etc"))?;
+        let marker = paths.dir.join("rootfs.userns");
+        let recorded = format!("{}:{}\n", range.uid, range.gid);
+        if std::fs::read_to_string(&marker).ok().as_deref() != Some(recorded.as_str()) {
+            crate::userns::shift_rootfs(
+                &paths.resolve(&container.rootfs),
+                range,
+                &paths.dir.join("rootfs.userns-modes"),
+            )?;
+            corral_host::atomic::write_file(&marker, recorded.as_bytes(), PRIVATE_FILE_MODE)?;
+        }
+        Ok(Some(range))
     }
 }
 
@@ -248,11 +327,12 @@ impl Driver for ContainerDriver {
         definition: &Definition,
         paths: &InstancePaths,
     ) -> Result<Command, CoreError> {
-        let spec = self.spec(definition, paths)?;
+        let userns = self.prepare_userns(definition, paths)?;
+        let spec = self.spec(definition, paths, userns)?;
         let bundle = Self::bundle_dir(paths);
         let json = serde_json::to_vec_pretty(&spec)
             .map_err(|e| CoreError::Unsupported(format!("cannot write the container spec: {e}")))?;
-        corral_host::atomic::write_file(&bundle.join("config.json"), &json, 0o644)?;
+        corral_host::atomic::write_file(&bundle.join("config.json"), &json, PRIVATE_FILE_MODE)?;
         let mut command = Command::new(&self.exe);
         command.arg("monitor").arg(&paths.dir);
         Ok(command)

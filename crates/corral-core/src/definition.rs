@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use corral_vmm::config::{defaults, Action, MemorySize, NicConfig};
+use corral_vmm::config::{defaults, Action, MemorySize, NicConfig, RestartLimit};
 use serde::{Deserialize, Serialize};
 
 /// The longest instance name (a DNS label, so it can be the hostname).
@@ -48,16 +48,39 @@ impl std::fmt::Display for Kind {
     }
 }
 
+/// Where a VM's kernel comes from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BootFrom {
+    /// The host files `kernel` and `initrd` name.
+    #[default]
+    Kernel,
+    /// The VM's first disk: its boot configuration (grub.cfg, BLS entries, /boot/vmlinuz-*) is
+    /// read at every start and the kernel and initrd it names are copied out (pygrub's way).
+    Disk,
+}
+
 /// How a VM boots.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Boot {
-    /// ELF vmlinux (PVH) or bzImage.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub from: BootFrom,
+    /// ELF vmlinux (PVH) or bzImage; empty (and left out) when booting from the disk.
+    #[serde(default, skip_serializing_if = "path_is_empty")]
     pub kernel: PathBuf,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub initrd: Option<PathBuf>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cmdline: Option<String>,
+}
+
+fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
+}
+
+fn path_is_empty(path: &Path) -> bool {
+    path.as_os_str().is_empty()
 }
 
 /// What a container runs.
@@ -86,6 +109,37 @@ pub struct ContainerSpec {
     /// Give PID 1 a terminal (so `corral console` is interactive).
     #[serde(default = "yes")]
     pub tty: bool,
+    /// The seccomp profile: `"default"` (podman's; the default), `"unconfined"`, or the path of
+    /// a profile in the same format (relative paths from the instance directory).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seccomp: Option<String>,
+    /// A user namespace: `"auto"` maps the container's root to corral's subordinate id range;
+    /// `"host"` (the default of a definition without the field) shares the host's ids.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub userns: Option<UserNs>,
+}
+
+/// Whether a container gets its own user namespace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UserNs {
+    /// Share the host's user ids: the container's root is the host's root.
+    Host,
+    /// Map ids 0..65535 to corral's range from /etc/subuid and /etc/subgid.
+    Auto,
+}
+
+impl std::str::FromStr for UserNs {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "host" => Ok(UserNs::Host),
+            "auto" => Ok(UserNs::Auto),
+            other => Err(format!(
+                "{other:?} is not a user namespace mode; use auto or host"
+            )),
+        }
+    }
 }
 
 impl ContainerSpec {
@@ -100,6 +154,8 @@ impl ContainerSpec {
             hostname: None,
             user: None,
             tty: true,
+            seccomp: None,
+            userns: None,
         }
     }
 
@@ -141,6 +197,26 @@ pub enum DiskFormat {
     Dir,
 }
 
+impl DiskFormat {
+    /// The image format, or `None` for a directory.
+    pub fn image_format(self) -> Option<corral_disk::DiskFormat> {
+        match self {
+            DiskFormat::Raw => Some(corral_disk::DiskFormat::Raw),
+            DiskFormat::Qcow2 => Some(corral_disk::DiskFormat::Qcow2),
+            DiskFormat::Dir => None,
+        }
+    }
+}
+
+impl From<corral_disk::DiskFormat> for DiskFormat {
+    fn from(format: corral_disk::DiskFormat) -> Self {
+        match format {
+            corral_disk::DiskFormat::Raw => DiskFormat::Raw,
+            corral_disk::DiskFormat::Qcow2 => DiskFormat::Qcow2,
+        }
+    }
+}
+
 /// One disk: a file or block device (VMs), or a directory (containers).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -151,9 +227,17 @@ pub struct Disk {
     /// A volume of the default storage pool, by name (instead of `path`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub volume: Option<String>,
-    /// Detected from the file when absent.
+    /// The image format of a `path` disk. Decided once, when the disk is attached (`corral
+    /// create`, `corral config edit`: from the file's magic when not given) and recorded here; a
+    /// start never guesses it again, because a guest can write a qcow2 header into its raw disk.
+    /// A pool volume's format is its file's suffix.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<DiskFormat>,
+    /// Backing files (or directories of them) a qcow2 disk may use besides the storage pool's:
+    /// a qcow2 header is untrusted, so its chain may not reach other host files unless listed
+    /// here. Relative paths are relative to the instance directory.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_backing: Vec<PathBuf>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub readonly: bool,
     /// The id the guest sees (virtio-blk serial).
@@ -166,6 +250,57 @@ pub struct Disk {
 
 fn yes() -> bool {
     true
+}
+
+/// The image an instance was made from (`corral create --image`), and how the instance holds
+/// its content.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageSource {
+    /// The image's SHA-256 fingerprint.
+    pub fingerprint: String,
+    /// What the image was called when the instance was made (an alias), for people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alias: Option<String>,
+    pub storage: ImageStorage,
+}
+
+/// How an instance holds its image's content.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ImageStorage {
+    /// A container's root filesystem, cloned file by file with FICLONE (shares blocks with the
+    /// image until written; independent of it).
+    Reflink,
+    /// A container's root filesystem, copied.
+    Copy,
+    /// A VM's disk is a qcow2 overlay whose backing file is the image's disk (a linked clone):
+    /// the image cannot be deleted while the instance exists.
+    Linked,
+    /// A VM's disk is a flattened copy of the image's (`--full`).
+    Full,
+}
+
+impl ImageStorage {
+    /// Whether the instance reads from the image while it exists.
+    pub fn uses_image(self) -> bool {
+        matches!(self, ImageStorage::Linked)
+    }
+}
+
+impl std::fmt::Display for ImageStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Reflink => "reflink copy",
+            Self::Copy => "copy",
+            Self::Linked => "linked clone: a qcow2 overlay on the image's disk",
+            Self::Full => "full copy",
+        })
+    }
+}
+
+fn is_default_restart_limit(limit: &RestartLimit) -> bool {
+    *limit == RestartLimit::default()
 }
 
 /// An instance definition.
@@ -195,6 +330,9 @@ pub struct Definition {
     pub on_reboot: Action,
     #[serde(default = "defaults::on_crash")]
     pub on_crash: Action,
+    /// How often the `on_*` policies may restart the guest before it ends (`restart-limit`).
+    #[serde(default, skip_serializing_if = "is_default_restart_limit")]
+    pub restart_limit: RestartLimit,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub boot: Option<Boot>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -206,6 +344,9 @@ pub struct Definition {
     /// A VM's network interfaces (virtio-net on a tap), in order: eth0, eth1, ...
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub nics: Vec<NicConfig>,
+    /// The image the instance was made from, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<ImageSource>,
 }
 
 /// Checks an instance name.
@@ -263,7 +404,9 @@ impl Definition {
             on_poweroff: defaults::on_poweroff(),
             on_reboot: defaults::on_reboot(),
             on_crash: defaults::on_crash(),
+            restart_limit: RestartLimit::default(),
             boot: (kind == Kind::Vm).then(|| Boot {
+                from: BootFrom::Kernel,
                 kernel: PathBuf::new(),
                 initrd: None,
                 cmdline: None,
@@ -272,6 +415,7 @@ impl Definition {
             limits: Limits::default(),
             disks: Vec::new(),
             nics: Vec::new(),
+            image: None,
         }
     }
 
@@ -341,11 +485,32 @@ impl Definition {
                     .boot
                     .as_ref()
                     .ok_or_else(|| field_error("boot", "a vm needs [boot] with a kernel"))?;
-                if boot.kernel.as_os_str().is_empty() {
-                    return Err(field_error(
-                        "boot.kernel",
-                        "is empty; give the kernel's path",
-                    ));
+                match boot.from {
+                    BootFrom::Kernel if boot.kernel.as_os_str().is_empty() => {
+                        return Err(field_error(
+                            "boot.kernel",
+                            "is empty; give the kernel's path, or boot the kernel inside the \
+                             first disk with from = \"disk\"",
+                        ));
+                    }
+                    BootFrom::Kernel => {}
+                    BootFrom::Disk => {
+                        if !boot.kernel.as_os_str().is_empty() || boot.initrd.is_some() {
+                            return Err(field_error(
+                                "boot",
+                                "from = \"disk\" takes the kernel and initrd from the disk; \
+                                 remove kernel and initrd (cmdline may stay: it replaces the \
+                                 disk's)",
+                            ));
+                        }
+                        if self.disks.is_empty() {
+                            return Err(field_error(
+                                "boot.from",
+                                "is \"disk\" but the vm has no disk; add a [[disks]] holding \
+                                 its system",
+                            ));
+                        }
+                    }
                 }
                 if self.container.is_some() {
                     return Err(field_error(
@@ -400,6 +565,21 @@ impl Definition {
             nic.validate(i)
                 .map_err(|e| field_error(&format!("nics[{i}]"), e.to_string()))?;
         }
+        if let Some(image) = &self.image {
+            if !corral_image::store::is_fingerprint(&image.fingerprint) {
+                return Err(field_error(
+                    "image.fingerprint",
+                    "is not a SHA-256 fingerprint (64 lower-case hex digits)",
+                ));
+            }
+            let for_vm = matches!(image.storage, ImageStorage::Linked | ImageStorage::Full);
+            if for_vm != (self.kind == Kind::Vm) {
+                return Err(field_error(
+                    "image.storage",
+                    format!("{:?} does not fit a {}", image.storage, self.kind),
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -451,6 +631,12 @@ impl Definition {
                 }
             }
         }
+        if self.kind == Kind::Container && !disk.allow_backing.is_empty() {
+            return Err(field_error(
+                &field("allow_backing"),
+                "is only for vm disks (qcow2 backing files)",
+            ));
+        }
         Ok(())
     }
 
@@ -500,6 +686,28 @@ impl Definition {
             "on_poweroff" => updated.on_poweroff = parse_action(value)?,
             "on_reboot" => updated.on_reboot = parse_action(value)?,
             "on_crash" => updated.on_crash = parse_action(value)?,
+            "restart_limit.burst" => {
+                updated.restart_limit.burst = value.parse().map_err(|_| {
+                    field_error(key, format!("{value:?} is not a number of restarts"))
+                })?
+            }
+            "restart_limit.interval_secs" => {
+                updated.restart_limit.interval_secs = value.parse().map_err(|_| {
+                    field_error(key, format!("{value:?} is not a number of seconds"))
+                })?
+            }
+            "boot.from" => {
+                boot(&mut updated, key)?.from = match value {
+                    "kernel" => BootFrom::Kernel,
+                    "disk" => BootFrom::Disk,
+                    other => {
+                        return Err(field_error(
+                            key,
+                            format!("{other:?} is neither \"kernel\" nor \"disk\""),
+                        ))
+                    }
+                }
+            }
             "boot.kernel" => boot(&mut updated, key)?.kernel = value.into(),
             "boot.initrd" => boot(&mut updated, key)?.initrd = Some(value.into()),
             "boot.cmdline" => boot(&mut updated, key)?.cmdline = Some(value.into()),
@@ -507,6 +715,11 @@ impl Definition {
             "container.hostname" => container(&mut updated, key)?.hostname = Some(value.into()),
             "container.init" => container(&mut updated, key)?.init = parse_bool(value)?,
             "container.tty" => container(&mut updated, key)?.tty = parse_bool(value)?,
+            "container.seccomp" => container(&mut updated, key)?.seccomp = Some(value.into()),
+            "container.userns" => {
+                container(&mut updated, key)?.userns =
+                    Some(value.parse().map_err(|e: String| field_error(key, e))?)
+            }
             "container.command" => {
                 container(&mut updated, key)?.command =
                     value.split_whitespace().map(str::to_string).collect()
@@ -543,7 +756,7 @@ impl Definition {
 }
 
 /// One sentence from a TOML error: the line, the field at it, and what is wrong.
-fn describe_toml_error(text: &str, err: &toml::de::Error) -> String {
+pub(crate) fn describe_toml_error(text: &str, err: &toml::de::Error) -> String {
     let message = err.message().trim().replace('\n', "; ");
     let Some(span) = err.span() else {
         return message;
@@ -642,6 +855,43 @@ target = "/data"
     }
 
     #[test]
+    fn booting_from_the_disk_takes_no_kernel_and_needs_a_disk() {
+        let base = "name = \"d\"\ntype = \"vm\"\nuuid = \"f4e2e3b4-7f3d-4b1b-8b3b-3b4b1b7f3d4b\"\n";
+        let disk = "[[disks]]\npath = \"system.qcow2\"\n";
+        let ok = parse(&format!(
+            "{base}[boot]\nfrom = \"disk\"\ncmdline = \"quiet\"\n{disk}"
+        ))
+        .unwrap();
+        let boot = ok.boot.as_ref().unwrap();
+        assert_eq!(boot.from, BootFrom::Disk);
+        // Written back without an empty kernel, read back the same.
+        let text = toml::to_string(&ok).unwrap();
+        assert!(!text.contains("kernel"), "{text}");
+        assert_eq!(parse(&text).unwrap(), ok);
+        for (extra, wanted) in [
+            (
+                "from = \"disk\"\nkernel = \"/vmlinux\"\n",
+                "remove kernel and initrd",
+            ),
+            (
+                "from = \"disk\"\ninitrd = \"/initrd\"\n",
+                "remove kernel and initrd",
+            ),
+            ("from = \"floppy\"\n", "floppy"),
+            ("cmdline = \"quiet\"\n", "from = \"disk\""),
+        ] {
+            let err = parse(&format!("{base}[boot]\n{extra}{disk}"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(wanted), "{extra}: {err}");
+        }
+        let err = parse(&format!("{base}[boot]\nfrom = \"disk\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("has no disk"), "{err}");
+    }
+
+    #[test]
     fn kind_specific_sections_are_enforced() {
         let no_boot = VM.replace(
             "[boot]\nkernel = \"/boot/vmlinux\"\ncmdline = \"console=ttyS0\"\n",
@@ -705,5 +955,29 @@ target = "/data"
             .contains("cannot be changed"));
         def.set("on_crash", "restart").unwrap();
         assert_eq!(def.on_crash, Action::Restart);
+    }
+
+    #[test]
+    fn the_restart_limit_defaults_reads_and_sets() {
+        let def = parse(VM).unwrap();
+        assert_eq!(def.restart_limit, RestartLimit::default());
+        assert!(
+            !def.to_toml().contains("restart_limit"),
+            "defaults stay implicit"
+        );
+        let mut def = parse(&format!("{VM}\n[restart_limit]\nburst = 2\n")).unwrap();
+        assert_eq!(
+            def.restart_limit,
+            RestartLimit {
+                burst: 2,
+                interval_secs: 10
+            }
+        );
+        assert_eq!(parse(&def.to_toml()).unwrap(), def);
+        def.set("restart_limit.interval_secs", "60").unwrap();
+        assert_eq!(def.restart_limit.interval_secs, 60);
+        assert!(def.set("restart_limit.burst", "many").is_err());
+        let err = parse(&format!("{VM}\n[restart_limit]\nbursts = 2\n")).unwrap_err();
+        assert!(err.to_string().contains("unknown field `bursts`"), "{err}");
     }
 }

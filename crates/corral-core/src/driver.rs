@@ -1,16 +1,19 @@
 //! Drivers: the one place that knows how a VM or a container is run.
 //!
 //! Both kinds run under a supervisor process that outlives the CLI, serves the control protocol
-//! on `control.sock`, the console on `console.sock` (logged to `console.log`) and writes
-//! `exit.json` before it ends. A driver only prepares the supervisor's input and names its
-//! command line; everything else (start, stop, pause, console, reconcile) is the same for both.
+//! on `run/control.sock`, the console on `run/console.sock` (logged to `run/console.log`), logs
+//! to `run/supervisor.log` and writes `run/exit.json` before it ends. A driver only prepares the supervisor's input and names
+//! its command line; everything else (start, stop, pause, console, reconcile) is the same for
+//! both.
+//!
+//! Everything a supervisor creates lives in the instance's runtime directory `run/`: a jailed
+//! VMM sees that directory and nothing else of the host (see `corral_vmm::jail`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::definition::{Definition, DiskFormat};
+use crate::definition::Definition;
 use crate::error::CoreError;
-use crate::volume::Pool;
 
 /// The files of one instance directory that supervisors and the manager share.
 #[derive(Clone, Debug)]
@@ -25,30 +28,31 @@ impl InstancePaths {
 
     /// The supervisor's control socket.
     pub fn control_socket(&self) -> PathBuf {
-        self.dir.join("control.sock")
+        self.runtime_dir().join("control.sock")
     }
 
     /// The console clients attach to.
     pub fn console_socket(&self) -> PathBuf {
-        self.dir.join("console.sock")
+        self.runtime_dir().join("console.sock")
     }
 
     /// Everything the console printed (rotated to `console.log.1`).
     pub fn console_log(&self) -> PathBuf {
-        self.dir.join("console.log")
+        self.runtime_dir().join("console.log")
     }
 
     /// Why the supervisor ended.
     pub fn exit_record(&self) -> PathBuf {
-        self.dir.join("exit.json")
+        self.runtime_dir().join("exit.json")
     }
 
-    /// The supervisor's own stderr (its log).
+    /// The supervisor's own stdout and stderr (its log, rotated to `supervisor.log.1`).
     pub fn supervisor_log(&self) -> PathBuf {
-        self.dir.join("supervisor.log")
+        self.runtime_dir().join("supervisor.log")
     }
 
-    /// Files generated for one run (VM config, OCI bundle).
+    /// Files of the supervisor's runs: its input (VM config, OCI bundle), its sockets, its log,
+    /// the console log and the exit record. A jailed VMM's only view of the host.
     pub fn runtime_dir(&self) -> PathBuf {
         self.dir.join("run")
     }
@@ -59,25 +63,12 @@ impl InstancePaths {
     }
 }
 
-/// Where disk `index` of `definition` is on the host, and its format when the definition or the
-/// pool knows it (a pool volume's format is in its file name).
-pub fn disk_source(
-    pool: &Pool,
-    paths: &InstancePaths,
-    definition: &Definition,
-    index: usize,
-) -> Result<(PathBuf, Option<DiskFormat>), CoreError> {
-    let disk = &definition.disks[index];
-    match (&disk.path, &disk.volume) {
-        (Some(path), _) => Ok((paths.resolve(path), disk.format)),
-        (None, Some(volume)) => {
-            let (path, format) = pool.find(volume)?;
-            Ok((path, disk.format.or(Some(format))))
-        }
-        (None, None) => Err(CoreError::Unsupported(format!(
-            "disks[{index}] has no source"
-        ))),
-    }
+/// The cgroup of an instance (a path from the hierarchy roots), the same for both kinds:
+/// `/corral-instances/NAME.UUIDPREFIX`, so instances of the same name under two corral roots
+/// never share one.
+pub fn instance_cgroup(definition: &Definition) -> PathBuf {
+    let prefix: String = definition.uuid.chars().take(8).collect();
+    Path::new("/corral-instances").join(format!("{}.{prefix}", definition.name))
 }
 
 /// How one kind of instance is run.
@@ -90,12 +81,29 @@ pub trait Driver {
         paths: &InstancePaths,
     ) -> Result<Command, CoreError>;
 
+    /// Completes a definition about to be saved (a new instance, an edit) with what must be
+    /// decided once and recorded, e.g. the formats of a VM's disks.
+    fn settle_definition(
+        &self,
+        _definition: &mut Definition,
+        _paths: &InstancePaths,
+    ) -> Result<(), CoreError> {
+        Ok(())
+    }
+
     /// Checks, before anything starts, that what the definition points at exists.
     fn check_resources(
         &self,
         definition: &Definition,
         paths: &InstancePaths,
     ) -> Result<(), CoreError>;
+
+    /// Whether the supervisor learns where its log is (to rotate it) from `CORRAL_SUPERVISOR_LOG`
+    /// in its environment; otherwise its command line says (a jailed VMM's environment is
+    /// empty).
+    fn log_path_in_environment(&self) -> bool {
+        true
+    }
 
     /// Cleans up after a supervisor that died without cleaning up itself (e.g. `kill -9`):
     /// whatever it ran must not keep running unsupervised.

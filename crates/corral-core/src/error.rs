@@ -42,7 +42,68 @@ pub enum CoreError {
     #[error(transparent)]
     Volume(Box<crate::volume::VolumeError>),
     #[error(transparent)]
+    Image(Box<corral_image::store::StoreError>),
+    #[error("cannot make an image of instance {name}")]
+    Publish {
+        name: String,
+        #[source]
+        source: Box<corral_image::import::ImportError>,
+    },
+    #[error(
+        "disks[{index}] of instance {instance} has a backing file outside the storage pool; if it \
+         is meant to be used, list it in the disk's `allow_backing` (`corral config edit \
+         {instance}`)"
+    )]
+    BackingNotAllowed {
+        instance: String,
+        index: usize,
+        #[source]
+        source: corral_disk::DiskError,
+    },
+    #[error("disks[{index}] of instance {instance} cannot be used")]
+    DiskUnusable {
+        instance: String,
+        index: usize,
+        #[source]
+        source: corral_disk::DiskError,
+    },
+    #[error("instance {instance} cannot boot from its disk {disk}")]
+    BootFromDisk {
+        instance: String,
+        disk: PathBuf,
+        #[source]
+        source: corral_image::bootdisk::BootError,
+    },
+    #[error("disk {path} of instance {instance} is in use by {users}; stop that first")]
+    DiskInUse {
+        instance: String,
+        path: PathBuf,
+        users: String,
+    },
+    #[error(transparent)]
     Write(#[from] corral_host::atomic::AtomicWriteError),
+    #[error("cannot set up the cgroup of instance {name}")]
+    Cgroup {
+        name: String,
+        #[source]
+        source: corral_container::Error,
+    },
+}
+
+impl From<corral_disk::DiskError> for CoreError {
+    fn from(err: corral_disk::DiskError) -> Self {
+        CoreError::Volume(Box::new(crate::volume::VolumeError::Disk(err)))
+    }
+}
+
+impl From<corral_host::tree::TreeError> for CoreError {
+    fn from(err: corral_host::tree::TreeError) -> Self {
+        CoreError::Io {
+            action: err.action,
+            path: err.path,
+            source: err.source,
+        }
+    }
 }
 
 impl CoreError {

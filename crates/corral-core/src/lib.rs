@@ -4,10 +4,16 @@
 //! - [`store`]: the corral root on disk: instances appear whole or not at all, state is written
 //!   atomically, and every multi-step change holds the instance's [`lock`].
 //! - [`state`]: `state.json` and the lifecycle states (libvirt's names).
+//! - [`build`]: `corral image build`, images made from a spec.
 
+pub mod build;
+pub mod copy;
 pub mod definition;
+pub mod disks;
 pub mod driver;
 pub mod error;
+pub mod failpoints;
+pub mod images;
 pub mod lifecycle;
 pub mod lock;
 pub mod state;
@@ -17,5 +23,7 @@ pub use error::CoreError;
 pub use lifecycle::Manager;
 pub mod container;
 pub mod monitor;
+pub mod seccomp;
+pub mod userns;
 pub mod vm;
 pub mod volume;

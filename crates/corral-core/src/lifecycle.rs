@@ -2,12 +2,13 @@
 //! reconciles recorded state with reality, launches or talks to the supervisor, and records the
 //! new state. Only [`Driver`]s know the instance kinds.
 
-use std::fs::OpenOptions;
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use corral_control::exit::{reason, ExitRecord};
+use corral_control::log::SUPERVISOR_LOG_ENV;
 use corral_control::{Client, Info, Request, Response, RunState};
 use serde::Serialize;
 
@@ -26,6 +27,11 @@ const CONTROL_TIMEOUT: Duration = Duration::from_secs(10);
 const STOP_GRACE: Duration = Duration::from_secs(10);
 /// The exit reason of a run whose supervisor died without recording one.
 pub const SUPERVISOR_LOST: &str = "supervisor-lost";
+/// The (hidden, global) option naming the descriptor of a supervisor's [`StartGate`]: an
+/// argument rather than an environment variable, as a jailed VMM's environment is empty.
+pub const START_GATE_OPTION: &str = "--start-gate";
+/// How much of the end of a supervisor's log is read for the line that says why it failed.
+const LOG_TAIL_BYTES: u64 = 64 * 1024;
 /// The default time a guest gets to shut down before it is forced off.
 pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -91,23 +97,36 @@ impl Manager {
         Ok(self.store.lock(name, self.lock_timeout)?)
     }
 
-    /// Defines a new instance; `populate` fills its directory first (e.g. copies a rootfs).
+    /// Defines a new instance; `populate` fills its directory first (e.g. copies a rootfs). What
+    /// must be decided once (a VM disk's format) is recorded in the saved definition.
     pub fn create(
         &self,
         definition: &Definition,
-        populate: impl FnOnce(&std::path::Path) -> Result<(), StoreError>,
+        populate: impl FnOnce(&std::path::Path) -> Result<(), CoreError>,
     ) -> Result<(), CoreError> {
-        self.store.create(definition, populate)?;
-        let paths = self.paths(&definition.name)?;
-        if let Err(err) = self
-            .driver(definition.kind)
-            .check_resources(definition, &paths)
-        {
-            // The definition points at something missing: the instance must not stay half-made.
-            self.store.remove(&definition.name)?;
-            return Err(err);
-        }
+        let mut definition = definition.clone();
+        let paths = InstancePaths::new(self.store.instance_dir(&definition.name));
+        self.driver(definition.kind)
+            .settle_definition(&mut definition, &paths)?;
+        let driver = self.driver(definition.kind);
+        self.store.create(&definition, |staging| {
+            populate(staging)?;
+            // Checked before the instance appears: one pointing at something missing is never
+            // made, not even by a create killed on the way.
+            driver.check_resources(&definition, &InstancePaths::new(staging))
+        })?;
         Ok(())
+    }
+
+    /// Replaces the definition of an existing instance (the caller holds its lock), recording
+    /// what must be decided once, like [`Manager::create`].
+    pub fn save_definition(&self, definition: &Definition) -> Result<Definition, CoreError> {
+        let mut definition = definition.clone();
+        let paths = self.paths(&definition.name)?;
+        self.driver(definition.kind)
+            .settle_definition(&mut definition, &paths)?;
+        self.store.save_definition(&definition)?;
+        Ok(definition)
     }
 
     /// The instance's state with reality reconciled in (a dead supervisor is noticed and its exit
@@ -121,7 +140,7 @@ impl Manager {
     }
 
     /// Reads and reconciles the state; the caller holds the lock.
-    fn reconciled(&self, name: &str) -> Result<State, CoreError> {
+    pub(crate) fn reconciled(&self, name: &str) -> Result<State, CoreError> {
         let mut state = self.store.state(name)?;
         if !state.status.is_active() {
             return Ok(state);
@@ -129,12 +148,13 @@ impl Manager {
         let paths = self.paths(name)?;
         match state.pid {
             Some(pid) if process_alive(pid, state.pid_start_ticks) => {
-                // Another client (or the guest) may have paused or resumed it.
+                // Another client (or the guest) may have paused or resumed it, or a stop was
+                // interrupted (no command is stopping it now: we hold the lock) before it asked.
                 // (A supervisor restarting its guest says `stopping` for a moment: not adopted.)
                 if let Ok(Response::State { state: run }) = self.call(&paths, &Request::Status) {
                     let status = status_of(run);
                     let adoptable = matches!(status, Status::Running | Status::Paused);
-                    if adoptable && status != state.status && state.status != Status::Stopping {
+                    if adoptable && status != state.status {
                         state.status = status;
                         self.store.save_state(name, &state)?;
                     }
@@ -148,6 +168,10 @@ impl Manager {
                 self.store.save_state(name, &state)?;
             }
             None => {
+                // A start interrupted before its supervisor was recorded: that supervisor never
+                // ran (see `launch`), but the driver may have prepared for it (a VM's cgroup).
+                let definition = self.store.definition(name)?;
+                self.driver(definition.kind).clean_up_lost_run(name, &paths);
                 state.end(
                     Status::Stopped,
                     LastExit {
@@ -188,11 +212,25 @@ impl Manager {
         state.status = Status::Starting;
         state.pid = None;
         self.store.save_state(name, &state)?;
+        fail::fail_point!("start.state-starting");
 
         let launched = driver
             .supervisor_command(&definition, &paths)
-            .and_then(|command| launch(command, &paths))
-            .and_then(|child| wait_ready(name, child, &paths));
+            .and_then(|command| launch(command, &paths, driver.log_path_in_environment()))
+            .and_then(|(child, gate)| {
+                fail::fail_point!("start.spawned");
+                // Recorded before it may run: a start interrupted from here on (Ctrl-C,
+                // kill -9) leaves a supervisor the next command finds and adopts or cleans up,
+                // and one interrupted before never runs.
+                state.pid = Some(child.id());
+                state.pid_start_ticks = process_start_ticks(child.id());
+                state.started_at = Some(now_secs());
+                self.store.save_state(name, &state)?;
+                gate.open()
+                    .map_err(CoreError::io("start the supervisor", paths.dir.clone()))?;
+                fail::fail_point!("start.pid-recorded");
+                wait_ready(name, child, &paths)
+            });
         match launched {
             Ok(Launch::Ended(record)) => {
                 // The guest ran and ended before the supervisor was seen serving (a guest that
@@ -203,15 +241,14 @@ impl Manager {
                 self.store.save_state(name, &state)?;
                 Ok(state)
             }
-            Ok(Launch::Running(pid)) => {
+            Ok(Launch::Running) => {
                 state.status = Status::Running;
-                state.pid = Some(pid);
-                state.pid_start_ticks = process_start_ticks(pid);
-                state.started_at = Some(now_secs());
                 self.store.save_state(name, &state)?;
                 Ok(state)
             }
             Err(err) => {
+                // A supervisor given up on may have left its guest's processes behind.
+                driver.clean_up_lost_run(name, &paths);
                 state.end(
                     Status::Stopped,
                     LastExit {
@@ -250,11 +287,14 @@ impl Manager {
             return Err(CoreError::NotRunning(name.to_string()));
         }
         let paths = self.paths(name)?;
+        let definition = self.store.definition(name)?;
         state.status = Status::Stopping;
         self.store.save_state(name, &state)?;
+        fail::fail_point!("stop.state-stopping");
         let pid = state.pid;
         // A supervisor that cannot be reached is killed below.
         let _ = self.call(&paths, &request);
+        fail::fail_point!("stop.requested");
         if !wait_for_exit(pid, state.pid_start_ticks, wait) {
             let _ = self.call(&paths, &Request::Kill);
             if !wait_for_exit(pid, state.pid_start_ticks, STOP_GRACE) {
@@ -265,6 +305,9 @@ impl Manager {
                 }
             }
         }
+        // What the supervisor ran must not outlive it, whether it ended cleanly (a VMM cannot
+        // remove its own cgroup) or was killed, or died on its way out.
+        self.driver(definition.kind).clean_up_lost_run(name, &paths);
         let (status, exit) = exit_of(&paths, pid);
         // The host asked for the end: a guest that crashed on the way out is still stopped (the
         // exit record keeps saying it crashed).
@@ -281,7 +324,10 @@ impl Manager {
     /// Stops (gracefully, up to `timeout`) and starts again.
     pub fn restart(&self, name: &str, timeout: Duration) -> Result<State, CoreError> {
         match self.stop(name, timeout) {
-            Ok(_) | Err(CoreError::NotRunning(_)) => self.start(name),
+            Ok(_) | Err(CoreError::NotRunning(_)) => {
+                fail::fail_point!("restart.stopped");
+                self.start(name)
+            }
             Err(err) => Err(err),
         }
     }
@@ -346,11 +392,16 @@ impl Manager {
                 Ok(_) | Err(CoreError::NotRunning(_)) => {}
                 Err(err) => return Err(err),
             }
+            fail::fail_point!("delete.killed");
         }
         let _lock = self.lock(name)?;
         if self.reconciled(name)?.status.is_active() {
             return Err(CoreError::Running(name.to_string()));
         }
+        // What an earlier run left (a stopped VM's empty cgroup) goes with the instance.
+        let definition = self.store.definition(name)?;
+        self.driver(definition.kind)
+            .clean_up_lost_run(name, &self.paths(name)?);
         Ok(self.store.remove(name)?)
     }
 
@@ -434,35 +485,105 @@ fn exit_of(paths: &InstancePaths, pid: Option<u32>) -> (Status, LastExit) {
     }
 }
 
-/// Runs `command` detached: its own session, stdin from /dev/null, output to the supervisor log.
-fn launch(mut command: std::process::Command, paths: &InstancePaths) -> Result<Child, CoreError> {
+/// Runs `command` detached: its own session, stdin from /dev/null, output to the supervisor log
+/// (which the supervisor rotates; it finds the log's path in its environment when
+/// `log_path_in_environment`). The log is in `run/`, which a jailed VMM owns: it is opened
+/// without following a link or waiting on a FIFO planted there. The supervisor waits at its
+/// [`StartGate`] until the caller has recorded it.
+fn launch(
+    mut command: std::process::Command,
+    paths: &InstancePaths,
+    log_path_in_environment: bool,
+) -> Result<(Child, StartGate), CoreError> {
     let log_path = paths.supervisor_log();
-    let log = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .map_err(CoreError::io("open", &log_path))?;
+    let log = corral_control::log::open_log(&log_path).map_err(CoreError::io("open", &log_path))?;
     let log_err = log.try_clone().map_err(CoreError::io("open", &log_path))?;
-    command.stdin(Stdio::null()).stdout(log).stderr(log_err);
-    // SAFETY: the closure runs in the forked child before exec and only calls setsid(2), which
-    // is async-signal-safe.
+    let (gate_read, gate_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| CoreError::io("create", "the supervisor's start gate")(e.into()))?;
+    let gate_fd = gate_read.as_raw_fd();
+    command
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log_err)
+        .arg(START_GATE_OPTION)
+        .arg(gate_fd.to_string());
+    if log_path_in_environment {
+        command.env(SUPERVISOR_LOG_ENV, &log_path);
+    }
+    // SAFETY: the closure runs in the forked child before exec and only calls setsid(2) and
+    // fcntl(2), which are async-signal-safe; `gate_fd` stays open in the parent until spawn
+    // returns.
     unsafe {
-        command.pre_exec(|| {
-            if libc::setsid() < 0 {
+        command.pre_exec(move || {
+            if libc::setsid() < 0 || libc::fcntl(gate_fd, libc::F_SETFD, 0) < 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
         });
     }
-    command
+    let child = command
         .spawn()
-        .map_err(CoreError::io("start the supervisor", command.get_program()))
+        .map_err(CoreError::io("start the supervisor", command.get_program()))?;
+    drop(gate_read);
+    Ok((child, StartGate(gate_write)))
+}
+
+/// What a supervisor waits for before it does anything: the write end of a pipe whose read end
+/// it inherits. The launching command writes one byte once it has recorded the supervisor's
+/// pid; if that command dies first, the supervisor reads end-of-file and exits, so no
+/// supervisor ever runs without being recorded.
+struct StartGate(std::os::fd::OwnedFd);
+
+impl StartGate {
+    fn open(self) -> std::io::Result<()> {
+        nix::unistd::write(&self.0, b"1")
+            .map(drop)
+            .map_err(std::io::Error::from)
+    }
+}
+
+/// Called first thing by every corral process given [`START_GATE_OPTION`]: a supervisor
+/// launched by [`Manager::start`] waits here until the manager has recorded it; when the
+/// manager died first, the supervisor exits at once without doing anything.
+pub fn pass_start_gate(fd: RawFd) {
+    // SAFETY: F_GETFD only asks whether the descriptor is open; an option naming none (or a
+    // standard stream) is ignored rather than taken over.
+    if fd < 3 || unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return;
+    }
+    // SAFETY: the launcher passed this open, inherited descriptor to this process alone, and
+    // nothing else here owns it.
+    let gate = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    let mut byte = [0u8; 1];
+    loop {
+        match nix::unistd::read(&gate, &mut byte) {
+            Ok(1) => {
+                // Kept open for the process's life, closed on exec: a supervisor that
+                // re-executes itself with the same arguments (from a sealed copy) finds the
+                // number closed rather than reused by some other file.
+                let _ = nix::fcntl::fcntl(
+                    &gate,
+                    nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+                );
+                std::mem::forget(gate);
+                return;
+            }
+            Err(nix::errno::Errno::EINTR) => continue,
+            _ => {
+                eprintln!(
+                    "corral: the command that started this supervisor ended before recording \
+                     it; not starting"
+                );
+                std::process::exit(1);
+            }
+        }
+    }
 }
 
 /// How a launch turned out.
 enum Launch {
     /// The supervisor serves its control socket.
-    Running(u32),
+    Running,
     /// The guest already ran and ended, as its exit record says.
     Ended(ExitRecord),
 }
@@ -494,7 +615,7 @@ fn wait_ready(name: &str, mut child: Child, paths: &InstancePaths) -> Result<Lau
         if ready {
             // Reap the supervisor if it ends while this process still lives (e.g. the API server).
             std::thread::spawn(move || child.wait());
-            return Ok(Launch::Running(pid));
+            return Ok(Launch::Running);
         }
         if Instant::now() >= deadline {
             // SAFETY: kill(2) of our own child, which has not been reaped yet.
@@ -514,7 +635,8 @@ fn wait_ready(name: &str, mut child: Child, paths: &InstancePaths) -> Result<Lau
 }
 
 fn last_log_line(paths: &InstancePaths) -> Option<String> {
-    let text = std::fs::read_to_string(paths.supervisor_log()).ok()?;
+    let tail = corral_control::log::read_tail(&paths.supervisor_log(), LOG_TAIL_BYTES).ok()?;
+    let text = String::from_utf8_lossy(&tail);
     let line = text.lines().rev().find(|l| !l.trim().is_empty())?;
     // The supervisor is `corral` itself, whose errors start with its name.
     Some(line.trim_start_matches("corral: ").to_string())

@@ -4,6 +4,7 @@
 use std::fs::File;
 use std::io::{Read, Seek, Write};
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -40,6 +41,7 @@ impl InstanceLock {
             .write(true)
             .create(true)
             .truncate(false)
+            .mode(corral_host::atomic::PRIVATE_FILE_MODE)
             .open(path)
             .map_err(io)?;
         let deadline = Instant::now() + timeout;

@@ -22,7 +22,8 @@ use std::time::{Duration, Instant};
 use corral_container::{Container, CreateOptions};
 use corral_control::console::{ConsoleHub, DEFAULT_LOG_LIMIT};
 use corral_control::exit::{reason, ExitRecord};
-use corral_control::{After, Info, Request, Response, RunState};
+use corral_control::restart::{monotonic_now, Restarts, Verdict};
+use corral_control::{After, Info, Request, Response, RunState, ServerLimits};
 use corral_vmm::config::Action;
 use nix::sys::signal::Signal;
 
@@ -31,8 +32,9 @@ use crate::definition::Definition;
 use crate::driver::InstancePaths;
 use crate::error::CoreError;
 
-/// Environment variable carrying the restart count across re-executions.
+/// Environment variables carrying the restart count and history across re-executions.
 const RESTARTS_ENV: &str = "CORRAL_MONITOR_RESTARTS";
+const RESTART_HISTORY_ENV: &str = "CORRAL_MONITOR_RESTART_HISTORY";
 /// Shutdown timeout when the request names none.
 const DEFAULT_SHUTDOWN_SECS: u64 = 30;
 
@@ -180,8 +182,12 @@ impl Shared {
     /// Asks the init to stop (SIGPWR for an init system, SIGTERM otherwise), or kills every
     /// process at once; a graceful stop becomes a kill after `timeout`.
     fn stop(self: &Arc<Self>, force: bool, timeout: Duration) -> Result<(), String> {
-        let container = self.container()?;
         self.stop_requested.store(true, Ordering::SeqCst);
+        let Ok(container) = self.container() else {
+            // Between two runs (waiting to restart): the flag keeps the next one from starting.
+            *lock(&self.run_state) = RunState::Stopping;
+            return Ok(());
+        };
         // Frozen processes cannot act on a signal.
         if *lock(&self.run_state) == RunState::Paused {
             container.resume().map_err(|e| e.to_string())?;
@@ -252,6 +258,10 @@ struct GuestStreams {
 /// a restart re-executes the monitor and does not return.
 pub fn run(dir: &Path) -> Result<(), CoreError> {
     let paths = InstancePaths::new(dir);
+    // The container's init is a clone of this process: run from a sealed copy of the binary
+    // (this re-executes the monitor once, before it does anything).
+    corral_container::sealed_exe::ensure(&ContainerDriver::engine_root(&paths))
+        .map_err(|e| CoreError::Unsupported(e.to_string()))?;
     let definition_path = dir.join("instance.toml");
     let text = std::fs::read_to_string(&definition_path)
         .map_err(CoreError::io("read", &definition_path))?;
@@ -267,13 +277,12 @@ pub fn run(dir: &Path) -> Result<(), CoreError> {
         let _ = record.write(&paths.exit_record());
     };
     match supervise(&definition, &paths) {
-        Ok(Some(restarts)) => {
-            let exe =
-                std::env::current_exe().map_err(CoreError::io("find", "the corral executable"))?;
-            let err = std::process::Command::new(exe)
+        Ok(Some(Restart { count, history })) => {
+            let err = corral_container::sealed_exe::self_command()
                 .arg("monitor")
                 .arg(dir)
-                .env(RESTARTS_ENV, restarts.to_string())
+                .env(RESTARTS_ENV, count.to_string())
+                .env(RESTART_HISTORY_ENV, history.encode())
                 .exec();
             record_failure(format!("cannot restart the monitor: {err}"));
             Err(CoreError::io("restart", dir)(err))
@@ -286,8 +295,15 @@ pub fn run(dir: &Path) -> Result<(), CoreError> {
     }
 }
 
-/// One run of the container; `Some(n)` asks for restart number `n`.
-fn supervise(definition: &Definition, paths: &InstancePaths) -> Result<Option<u64>, CoreError> {
+/// A restart the policy asked for and the limit allows: the monitor runs again.
+struct Restart {
+    /// Restarts so far, this one included.
+    count: u64,
+    history: Restarts,
+}
+
+/// One run of the container; `Some` asks for a restart.
+fn supervise(definition: &Definition, paths: &InstancePaths) -> Result<Option<Restart>, CoreError> {
     let spec = definition.container.as_ref().ok_or_else(|| {
         CoreError::Unsupported(format!("instance {} is not a container", definition.name))
     })?;
@@ -295,6 +311,9 @@ fn supervise(definition: &Definition, paths: &InstancePaths) -> Result<Option<u6
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
+    let mut history = std::env::var(RESTART_HISTORY_ENV)
+        .map(|text| Restarts::decode(&text))
+        .unwrap_or_default();
     let engine_root = ContainerDriver::engine_root(paths);
     let engine_error = |e: corral_container::Error| CoreError::Unsupported(e.to_string());
     // A monitor killed earlier may have left its container behind.
@@ -341,6 +360,7 @@ fn supervise(definition: &Definition, paths: &InstancePaths) -> Result<Option<u6
         (created.map_err(engine_error)?, streams)
     };
 
+    fail::fail_point!("monitor.container-created");
     let hub = ConsoleHub::new(Some(&paths.console_log()), DEFAULT_LOG_LIMIT)?;
     let mut input = streams.input;
     hub.serve(&paths.console_socket(), move |bytes| {
@@ -370,18 +390,12 @@ fn supervise(definition: &Definition, paths: &InstancePaths) -> Result<Option<u6
     });
     let listener = corral_control::bind(&paths.control_socket())?;
     let server = shared.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let shared = server.clone();
-            std::thread::spawn(move || {
-                let _ = corral_control::serve_connection(stream, |request| {
-                    (shared.handle(request), After::Continue)
-                });
-            });
-        }
+    corral_control::serve(listener, ServerLimits::default(), move |request| {
+        (server.handle(request), After::Continue)
     });
 
     container.start().map_err(engine_error)?;
+    let started = Instant::now();
     let code = container.wait().map_err(engine_error)?;
     let oom_kills = container
         .stats()
@@ -398,15 +412,61 @@ fn supervise(definition: &Definition, paths: &InstancePaths) -> Result<Option<u6
         definition.name
     );
     container.delete(true).map_err(engine_error)?;
+    let mut record = exit_record(&event, code, spec.init, oom_kills);
     if policy(definition, &event) == Action::Restart {
-        return Ok(Some(restarts + 1));
+        let limit = definition.restart_limit;
+        match history.next(limit, monotonic_now(), started.elapsed()) {
+            Verdict::RestartAfter(wait) => {
+                if !stop_requested_within(&shared, wait) {
+                    return Ok(Some(Restart {
+                        count: restarts + 1,
+                        history,
+                    }));
+                }
+                record = exit_record(&Event::Stopped, code, spec.init, oom_kills);
+            }
+            Verdict::GiveUp => {
+                tracing::warn!(
+                    "container {} ended ({}) again; not restarting it: its restart limit is {limit}",
+                    definition.name,
+                    record.reason
+                );
+                record = ExitRecord {
+                    reason: reason::RESTART_LIMIT.into(),
+                    detail: Some(format!(
+                        "{limit} reached (restart_limit); the last run: {}",
+                        record.detail.unwrap_or_else(|| describe_exit(code))
+                    )),
+                    code: record.code,
+                };
+            }
+        }
     }
-    let record = exit_record(&event, code, spec.init, oom_kills);
     record.write(&paths.exit_record())?;
     for socket in [paths.control_socket(), paths.console_socket()] {
         let _ = std::fs::remove_file(socket);
     }
     Ok(None)
+}
+
+/// Waits `wait` before a restart; true when a shutdown or kill arrived meanwhile.
+fn stop_requested_within(shared: &Shared, wait: Duration) -> bool {
+    let deadline = Instant::now() + wait;
+    while Instant::now() < deadline {
+        if shared.stop_requested.load(Ordering::SeqCst) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20).min(wait));
+    }
+    shared.stop_requested.load(Ordering::SeqCst)
+}
+
+/// How the init ended, for a detail line: its exit status, or the signal that killed it.
+fn describe_exit(code: i32) -> String {
+    match code {
+        signalled if signalled > 128 => format!("killed by {}", signal_name(signalled - 128)),
+        code => format!("exited with status {code}"),
+    }
 }
 
 /// Pipes temporarily installed as the monitor's stdin/stdout/stderr, so the container's init

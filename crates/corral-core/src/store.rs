@@ -13,7 +13,11 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use corral_host::atomic::{write_file, AtomicWriteError};
+use std::os::unix::fs::DirBuilderExt;
+
+use corral_host::atomic::{
+    create_private_dir_all, write_file, AtomicWriteError, PRIVATE_DIR_MODE, PRIVATE_FILE_MODE,
+};
 
 use crate::definition::{validate_name, Definition, DefinitionError};
 use crate::lock::{InstanceLock, LockError};
@@ -22,7 +26,7 @@ use crate::state::{process_alive, State};
 /// The root when neither `--root` nor `CORRAL_ROOT` says otherwise.
 pub const DEFAULT_ROOT: &str = "/var/lib/corral";
 
-const DEFINITION_FILE: &str = "instance.toml";
+pub(crate) const DEFINITION_FILE: &str = "instance.toml";
 const STATE_FILE: &str = "state.json";
 const LOCK_FILE: &str = "lock";
 const CREATING_PREFIX: &str = ".creating-";
@@ -73,7 +77,7 @@ impl Store {
     pub fn open(root: impl Into<PathBuf>) -> Result<Self, StoreError> {
         let store = Self { root: root.into() };
         let instances = store.instances_dir();
-        std::fs::create_dir_all(&instances).map_err(io_error("create", &instances))?;
+        create_private_dir_all(&instances).map_err(io_error("create", &instances))?;
         store.sweep_litter();
         Ok(store)
     }
@@ -116,38 +120,46 @@ impl Store {
         }
     }
 
-    /// Creates instance `definition.name`: `populate` fills the new directory (e.g. unpacks a
-    /// root filesystem) before it appears under its name. Nothing is left behind on failure.
-    pub fn create(
+    /// Creates instance `definition.name`: `populate` fills (and checks) the new directory, e.g.
+    /// unpacks a root filesystem, before it appears under its name. Nothing is left behind on
+    /// failure; a process killed on the way leaves a hidden directory the next open sweeps.
+    pub fn create<E: From<StoreError>>(
         &self,
         definition: &Definition,
-        populate: impl FnOnce(&Path) -> Result<(), StoreError>,
-    ) -> Result<PathBuf, StoreError> {
-        definition.validate()?;
+        populate: impl FnOnce(&Path) -> Result<(), E>,
+    ) -> Result<PathBuf, E> {
+        definition.validate().map_err(StoreError::from)?;
         let name = &definition.name;
         let target = self.instance_dir(name);
         if target.exists() {
-            return Err(StoreError::Exists(name.clone()));
+            return Err(StoreError::Exists(name.clone()).into());
         }
         let staging = self
             .instances_dir()
             .join(format!("{CREATING_PREFIX}{name}-{}", std::process::id()));
-        std::fs::create_dir(&staging).map_err(io_error("create", &staging))?;
+        std::fs::DirBuilder::new()
+            .mode(PRIVATE_DIR_MODE)
+            .create(&staging)
+            .map_err(io_error("create", &staging))?;
+        fail::fail_point!("create.staging-made");
         let built = (|| {
             populate(&staging)?;
+            fail::fail_point!("create.populated");
             write_file(
                 &staging.join(DEFINITION_FILE),
                 definition.to_toml().as_bytes(),
-                0o644,
-            )?;
+                PRIVATE_FILE_MODE,
+            )
+            .map_err(StoreError::from)?;
             write_state_file(&staging.join(STATE_FILE), &State::stopped())?;
-            rename_noreplace(&staging, &target).map_err(|err| {
+            fail::fail_point!("create.definition-written");
+            corral_host::atomic::rename_noreplace(&staging, &target).map_err(|err| {
                 if err.raw_os_error() == Some(libc::EEXIST)
                     || err.raw_os_error() == Some(libc::ENOTEMPTY)
                 {
-                    StoreError::Exists(name.clone())
+                    StoreError::Exists(name.clone()).into()
                 } else {
-                    io_error("create", &target)(err)
+                    io_error("create", &target)(err).into()
                 }
             })
         })();
@@ -165,6 +177,7 @@ impl Store {
             .instances_dir()
             .join(format!("{DELETING_PREFIX}{name}-{}", std::process::id()));
         std::fs::rename(&dir, &aside).map_err(io_error("delete", &dir))?;
+        fail::fail_point!("delete.renamed-aside");
         std::fs::remove_dir_all(&aside).map_err(io_error("remove", &aside))
     }
 
@@ -179,7 +192,11 @@ impl Store {
     pub fn save_definition(&self, definition: &Definition) -> Result<(), StoreError> {
         definition.validate()?;
         let path = self.require(&definition.name)?.join(DEFINITION_FILE);
-        Ok(write_file(&path, definition.to_toml().as_bytes(), 0o644)?)
+        Ok(write_file(
+            &path,
+            definition.to_toml().as_bytes(),
+            PRIVATE_FILE_MODE,
+        )?)
     }
 
     /// Reads instance `name`'s recorded state.
@@ -210,13 +227,20 @@ impl Store {
         Ok(lock)
     }
 
-    /// Removes `.creating-*` / `.deleting-*` directories whose process is gone.
+    /// Removes `.creating-*` / `.deleting-*` directories and the temp files of interrupted
+    /// atomic writes in instance directories, whose process is gone.
     fn sweep_litter(&self) {
         let Ok(entries) = std::fs::read_dir(self.instances_dir()) else {
             return;
         };
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
+            if !name.starts_with('.') {
+                let dir = entry.path();
+                sweep_temp_files(&dir);
+                sweep_temp_files(&dir.join("run"));
+                continue;
+            }
             let Some(rest) = name
                 .strip_prefix(CREATING_PREFIX)
                 .or_else(|| name.strip_prefix(DELETING_PREFIX))
@@ -232,38 +256,27 @@ impl Store {
     }
 }
 
+/// Removes the temp files of [`write_file`]s in `dir` whose process is gone.
+fn sweep_temp_files(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let owner = corral_host::atomic::temp_file_owner(&entry.file_name());
+        if owner.is_some_and(|pid| !process_alive(pid, None)) {
+            // Best effort: a sweep that fails now is retried by the next command.
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
 fn write_state_file(path: &Path, state: &State) -> Result<(), StoreError> {
     let mut json = serde_json::to_vec_pretty(state).map_err(|e| StoreError::CorruptState {
         path: path.to_path_buf(),
         message: e.to_string(),
     })?;
     json.push(b'\n');
-    Ok(write_file(path, &json, 0o644)?)
-}
-
-/// `rename(2)` that fails with EEXIST instead of replacing `to`.
-fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = |p: &Path| {
-        std::ffi::CString::new(p.as_os_str().as_bytes())
-            .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))
-    };
-    let (from, to) = (c(from)?, c(to)?);
-    // SAFETY: both arguments are valid NUL-terminated paths that outlive the call.
-    let rc = unsafe {
-        libc::renameat2(
-            libc::AT_FDCWD,
-            from.as_ptr(),
-            libc::AT_FDCWD,
-            to.as_ptr(),
-            libc::RENAME_NOREPLACE,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
+    Ok(write_file(path, &json, PRIVATE_FILE_MODE)?)
 }
 
 #[cfg(test)]
@@ -287,9 +300,11 @@ mod tests {
     fn create_list_read_remove() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        store.create(&container("b"), |_| Ok(())).unwrap();
+        store
+            .create(&container("b"), |_| Ok::<_, StoreError>(()))
+            .unwrap();
         let a = container("a");
-        store.create(&a, |_| Ok(())).unwrap();
+        store.create(&a, |_| Ok::<_, StoreError>(())).unwrap();
         assert_eq!(store.names().unwrap(), vec!["a", "b"]);
         assert_eq!(store.definition("a").unwrap(), a);
         assert_eq!(store.state("a").unwrap().status, Status::Stopped);
@@ -305,8 +320,12 @@ mod tests {
     fn duplicate_names_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        store.create(&container("web"), |_| Ok(())).unwrap();
-        let err = store.create(&container("web"), |_| Ok(())).unwrap_err();
+        store
+            .create(&container("web"), |_| Ok::<_, StoreError>(()))
+            .unwrap();
+        let err = store
+            .create(&container("web"), |_| Ok::<_, StoreError>(()))
+            .unwrap_err();
         assert_eq!(
             err.to_string(),
             "instance web already exists; choose another name or delete it first"
@@ -356,7 +375,9 @@ mod tests {
     fn state_is_saved_atomically_and_corruption_is_reported() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        store.create(&container("web"), |_| Ok(())).unwrap();
+        store
+            .create(&container("web"), |_| Ok::<_, StoreError>(()))
+            .unwrap();
         let mut state = store.state("web").unwrap();
         state.status = Status::Running;
         state.pid = Some(1);
@@ -371,7 +392,9 @@ mod tests {
     fn lock_reports_a_deleted_instance() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        store.create(&container("web"), |_| Ok(())).unwrap();
+        store
+            .create(&container("web"), |_| Ok::<_, StoreError>(()))
+            .unwrap();
         let lock = store.lock("web", Duration::ZERO).unwrap();
         store.remove("web").unwrap();
         drop(lock);

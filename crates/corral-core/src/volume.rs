@@ -2,17 +2,27 @@
 //!
 //! The default pool is the directory `storage/default/` under the corral root. A volume is a
 //! sparse raw file (`NAME.raw`: only written blocks use space), a qcow2 image (`NAME.qcow2`,
-//! optionally a copy-on-write overlay of a backing image: a linked clone), or a directory (`NAME/`,
-//! bind-mounted into containers). Dedicated host block devices and logical volumes are not pool
-//! volumes: instances attach them by path.
+//! optionally a copy-on-write overlay of a backing image in the pool: a linked clone), or a
+//! directory (`NAME/`, bind-mounted into containers). Dedicated host block devices and logical
+//! volumes are not pool volumes: instances attach them by path.
+//!
+//! A volume's format is its file suffix; nothing here looks at a file's contents to decide it.
+//! Backing chains stay inside the pool (images from elsewhere come in with [`Pool::import`]), and
+//! every operation that writes a volume or removes it holds the image lock, so a volume in use
+//! (by a VM, by `qemu-img`) is refused with the holder's name.
 
 use std::path::{Path, PathBuf};
 
-use corral_disk::{DiskFormat as ImageFormat, Qcow2CreateOptions, ResizeOptions};
+use corral_disk::{
+    BackingPolicy, CheckReport, ConvertOptions, DiskError, LockHolder, OpenOptions,
+    Qcow2CreateOptions, ResizeOptions,
+};
 use serde::Serialize;
 
 use crate::definition::{validate_name, DefinitionError, DiskFormat};
 use crate::error::CoreError;
+use crate::state::process_alive;
+use crate::store::Store;
 
 /// The pool every instance can use.
 pub const DEFAULT_POOL: &str = "default";
@@ -25,6 +35,24 @@ pub enum VolumeError {
     Exists(String),
     #[error("volume {name} is in use by {users}; detach it first")]
     InUse { name: String, users: String },
+    #[error("volume {name} is open in {users}; stop that first")]
+    Open { name: String, users: String },
+    #[error(
+        "volume {name} has a backing file outside the storage pool; an instance can use it only \
+         if its disk lists that file in `allow_backing`"
+    )]
+    BackingOutside {
+        name: String,
+        #[source]
+        source: DiskError,
+    },
+    #[error(
+        "the backing image {0} is not in the storage pool; bring it in first with `corral volume \
+         import NAME {0}` and name that volume as the backing image"
+    )]
+    BackingNotInPool(PathBuf),
+    #[error("volume {0} is not a qcow2 image; only qcow2 volumes have metadata to check")]
+    NotQcow2(String),
     #[error("a directory volume has no size; leave out the size or choose --format raw or qcow2")]
     DirectoryHasNoSize,
     #[error("a {0} volume needs a size, e.g. 10G")]
@@ -73,12 +101,17 @@ pub struct VolumeInfo {
     /// Backing images, nearest first.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub backing_chain: Vec<PathBuf>,
+    /// Why the image cannot be described (only in a list, which goes on past it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
 }
 
 /// A directory of volumes.
 #[derive(Clone, Debug)]
 pub struct Pool {
     dir: PathBuf,
+    /// The corral root, whose instances may hold the pool's volumes.
+    root: PathBuf,
 }
 
 impl Pool {
@@ -86,6 +119,65 @@ impl Pool {
     pub fn default_in(root: &Path) -> Self {
         Self {
             dir: root.join("storage").join(DEFAULT_POOL),
+            root: root.to_path_buf(),
+        }
+    }
+
+    /// How the pool's image files are opened: in the format their suffix names, with backing
+    /// files only inside the pool.
+    fn open_options(&self, format: DiskFormat) -> OpenOptions {
+        OpenOptions {
+            format: format.image_format(),
+            backing: self.backing_policy(),
+            ..OpenOptions::read_only()
+        }
+    }
+
+    fn backing_policy(&self) -> BackingPolicy {
+        BackingPolicy::Within(vec![self.dir.clone()])
+    }
+
+    /// The processes holding an image, by the instance they run where they are a supervisor:
+    /// "instance web (pid 1234)", else "pid 1234 (COMMAND)".
+    pub fn describe_holders(&self, holders: &[LockHolder]) -> String {
+        if holders.is_empty() {
+            return "another process".to_string();
+        }
+        let instances: Vec<(String, u32)> = Store::open(&self.root)
+            .and_then(|store| {
+                let mut found = Vec::new();
+                for name in store.names()? {
+                    if let Some(pid) = store.state(&name).ok().and_then(|state| state.pid) {
+                        found.push((name, pid));
+                    }
+                }
+                Ok(found)
+            })
+            .unwrap_or_default();
+        holders
+            .iter()
+            .map(
+                |holder| match instances.iter().find(|(_, pid)| *pid == holder.pid) {
+                    Some((name, pid)) => format!("instance {name} (pid {pid})"),
+                    None => holder.to_string(),
+                },
+            )
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// Words a disk error about volume `name` for the pool: who holds it, which backing file is outside.
+    fn volume_error(&self, name: &str, err: DiskError) -> VolumeError {
+        match err {
+            DiskError::Locked { holders, .. } => VolumeError::Open {
+                name: name.to_string(),
+                users: self.describe_holders(&holders),
+            },
+            DiskError::BackingNotAllowed { .. } => VolumeError::BackingOutside {
+                name: name.to_string(),
+                source: err,
+            },
+            other => VolumeError::Disk(other),
         }
     }
 
@@ -94,11 +186,37 @@ impl Pool {
     }
 
     fn ensure_dir(&self) -> Result<(), VolumeError> {
-        std::fs::create_dir_all(&self.dir).map_err(|source| VolumeError::Io {
-            action: "create the pool directory",
-            path: self.dir.clone(),
-            source,
-        })
+        corral_host::atomic::create_private_dir_all(&self.dir).map_err(|source| {
+            VolumeError::Io {
+                action: "create the pool directory",
+                path: self.dir.clone(),
+                source,
+            }
+        })?;
+        self.sweep_litter();
+        Ok(())
+    }
+
+    /// Removes what interrupted commands left in the pool, once their process is gone: images
+    /// still under their temporary name (create, import) and directory volumes renamed aside
+    /// for deletion.
+    fn sweep_litter(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            if let Some(pid) = corral_disk::pending_image_owner(&name) {
+                if !process_alive(pid, None) {
+                    // Best effort: a sweep that fails now is retried by the next command.
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            } else if let Some(pid) = deleting_owner(&name) {
+                if !process_alive(pid, None) {
+                    let _ = std::fs::remove_dir_all(entry.path());
+                }
+            }
+        }
     }
 
     fn candidates(&self, name: &str) -> [(PathBuf, DiskFormat); 3] {
@@ -134,14 +252,21 @@ impl Pool {
             }
             NewVolume::Qcow2 { size, backing } => {
                 let backing_file = backing.as_ref().map(|b| self.backing_reference(b));
-                corral_disk::create_qcow2(
+                let created = corral_disk::create_qcow2(
                     &self.dir.join(format!("{name}.qcow2")),
                     &Qcow2CreateOptions {
                         size: *size,
                         backing_file,
+                        backing_policy: self.backing_policy(),
                         ..Default::default()
                     },
-                )?
+                );
+                match created {
+                    Err(DiskError::BackingNotAllowed { backing, .. }) => {
+                        return Err(VolumeError::BackingNotInPool(backing))
+                    }
+                    other => other?,
+                }
             }
             NewVolume::Dir => {
                 let path = self.dir.join(name);
@@ -152,6 +277,43 @@ impl Pool {
                 })?
             }
         }
+        self.info(name)
+    }
+
+    /// Copies the image at `source` (any format corral reads; its backing chain flattened) into
+    /// the pool as a new volume `name` in `format`. The source's backing files must lie in its
+    /// own directory or in `allow_backing`.
+    pub fn import(
+        &self,
+        name: &str,
+        source: &Path,
+        format: DiskFormat,
+        allow_backing: &[PathBuf],
+        progress: &mut dyn FnMut(corral_disk::CopyProgress) -> std::ops::ControlFlow<()>,
+    ) -> Result<VolumeInfo, VolumeError> {
+        validate_name(name)?;
+        let Some(target_format) = format.image_format() else {
+            return Err(VolumeError::DirectoryHasNoSize);
+        };
+        if self.find(name).is_ok() {
+            return Err(VolumeError::Exists(name.to_string()));
+        }
+        self.ensure_dir()?;
+        let source_dir = source.parent().unwrap_or(Path::new("/")).to_path_buf();
+        let places = std::iter::once(source_dir)
+            .chain(allow_backing.iter().cloned())
+            .collect();
+        corral_disk::convert(
+            source,
+            &self.dir.join(format!("{name}.{}", target_format.name())),
+            ConvertOptions {
+                source_format: None,
+                source_backing: BackingPolicy::Within(places),
+                target_format,
+                cluster_size: None,
+            },
+            progress,
+        )?;
         self.info(name)
     }
 
@@ -180,7 +342,7 @@ impl Pool {
         Err(VolumeError::NotFound(text.to_string()))
     }
 
-    /// Facts about volume `name`.
+    /// Facts about volume `name` (read without locks: a volume in use is described too).
     pub fn info(&self, name: &str) -> Result<VolumeInfo, VolumeError> {
         let (path, format) = self.find(name)?;
         if format == DiskFormat::Dir {
@@ -191,24 +353,40 @@ impl Pool {
                 path,
                 virtual_size: None,
                 backing_chain: Vec::new(),
+                problem: None,
             });
         }
-        let image = corral_disk::info(&path)?;
+        let image = corral_disk::info(&path, self.open_options(format))
+            .map_err(|err| self.volume_error(name, err))?;
         Ok(VolumeInfo {
             name: name.to_string(),
-            format: match image.format {
-                ImageFormat::Raw => DiskFormat::Raw,
-                ImageFormat::Qcow2 => DiskFormat::Qcow2,
-            },
+            format: image.format.into(),
             path,
             virtual_size: Some(image.virtual_size),
             actual_size: image.actual_size,
             backing_chain: image.backing_chain.into_iter().map(|b| b.path).collect(),
+            problem: None,
         })
+    }
+
+    /// Checks qcow2 volume `name` like `qemu-img check`; with `repair`, gives leaked clusters
+    /// back. Refused while the volume is open for writing.
+    pub fn check(&self, name: &str, repair: bool) -> Result<CheckReport, VolumeError> {
+        let (path, format) = self.find(name)?;
+        if format != DiskFormat::Qcow2 {
+            return Err(VolumeError::NotQcow2(name.to_string()));
+        }
+        let checked = if repair {
+            corral_disk::repair_leaks(&path)
+        } else {
+            corral_disk::check(&path)
+        };
+        checked.map_err(|err| self.volume_error(name, err))
     }
 
     /// All volumes, by name.
     pub fn list(&self) -> Result<Vec<VolumeInfo>, VolumeError> {
+        self.sweep_litter();
         let Ok(entries) = std::fs::read_dir(&self.dir) else {
             return Ok(Vec::new());
         };
@@ -226,7 +404,27 @@ impl Pool {
             .collect();
         names.sort();
         names.dedup();
-        names.iter().map(|n| self.info(n)).collect()
+        names
+            .iter()
+            .map(|name| match self.info(name) {
+                Ok(info) => Ok(info),
+                // One image that cannot be described does not hide the others.
+                Err(err @ (VolumeError::Disk(_) | VolumeError::BackingOutside { .. })) => {
+                    let (path, format) = self.find(name)?;
+                    Ok(VolumeInfo {
+                        name: name.clone(),
+                        format,
+                        actual_size: std::fs::metadata(&path)
+                            .map_or(0, |m| std::os::unix::fs::MetadataExt::blocks(&m) * 512),
+                        path,
+                        virtual_size: None,
+                        backing_chain: Vec::new(),
+                        problem: Some(error_chain(&err)),
+                    })
+                }
+                Err(err) => Err(err),
+            })
+            .collect()
     }
 
     /// Changes the virtual size of a raw or qcow2 volume.
@@ -240,7 +438,11 @@ impl Pool {
         if format == DiskFormat::Dir {
             return Err(VolumeError::DirectoryResize(name.to_string()));
         }
-        corral_disk::resize(&path, size, ResizeOptions { force_shrink })?;
+        let options = ResizeOptions {
+            force_shrink,
+            open: self.open_options(format),
+        };
+        corral_disk::resize(&path, size, options).map_err(|err| self.volume_error(name, err))?;
         self.info(name)
     }
 
@@ -260,8 +462,19 @@ impl Pool {
             });
         }
         let removed = if format == DiskFormat::Dir {
-            std::fs::remove_dir_all(&path)
+            // Renamed aside first: a delete killed half way leaves no half directory under the
+            // volume's name, only hidden litter the next pool command sweeps.
+            let aside = self
+                .dir
+                .join(format!("{DELETING_PREFIX}{name}-{}", std::process::id()));
+            std::fs::rename(&path, &aside).and_then(|()| {
+                fail::fail_point!("volume.delete-renamed-aside");
+                std::fs::remove_dir_all(&aside)
+            })
         } else {
+            // Held until the file is gone, so nothing opens it in between.
+            let _lock =
+                corral_disk::lock_exclusive(&path).map_err(|err| self.volume_error(name, err))?;
             std::fs::remove_file(&path)
         };
         removed.map_err(|source| VolumeError::Io {
@@ -271,20 +484,53 @@ impl Pool {
         })
     }
 
-    /// Volumes whose backing chain includes `path`.
+    /// Volumes whose backing chain includes `path` (chains followed wherever they lead, without
+    /// reading any guest data: only headers).
     fn overlays_of(&self, path: &Path) -> Result<Vec<String>, VolumeError> {
         let target = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-        Ok(self
-            .list()?
-            .into_iter()
-            .filter(|v| {
-                v.backing_chain
-                    .iter()
-                    .any(|b| std::fs::canonicalize(b).is_ok_and(|b| b == target))
-            })
-            .map(|v| v.name)
-            .collect())
+        let mut overlays = Vec::new();
+        for volume in self.list()? {
+            if volume.format != DiskFormat::Qcow2 {
+                continue;
+            }
+            let options = OpenOptions {
+                backing: BackingPolicy::Any,
+                ..self.open_options(volume.format)
+            };
+            let Ok(image) = corral_disk::info(&volume.path, options) else {
+                continue;
+            };
+            let uses = image
+                .backing_chain
+                .iter()
+                .any(|b| std::fs::canonicalize(&b.path).is_ok_and(|b| b == target));
+            if uses {
+                overlays.push(volume.name);
+            }
+        }
+        Ok(overlays)
     }
+}
+
+/// What a directory volume being deleted is renamed to (with the deleting process's pid).
+const DELETING_PREFIX: &str = ".deleting-";
+
+/// The pid of the process deleting directory volume `file_name`, if it is one being deleted.
+fn deleting_owner(file_name: &std::ffi::OsStr) -> Option<u32> {
+    let rest = file_name.to_str()?.strip_prefix(DELETING_PREFIX)?;
+    rest.rsplit_once('-')?.1.parse().ok()
+}
+
+/// An error and its causes in one line, for a list that goes on past it.
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut cause = err.source();
+    while let Some(err) = cause {
+        text.push_str(": ");
+        text.push_str(&err.to_string());
+        cause = err.source();
+    }
+    text
 }
 
 fn directory_usage(path: &Path) -> u64 {

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use crate::create::{check_size, write_qcow2, write_raw, PendingImage, DEFAULT_CLUSTER_SIZE};
 use crate::error::{DiskError, Result};
-use crate::{open, Disk, DiskFormat, OpenOptions};
+use crate::{open, BackingPolicy, Disk, DiskFormat, OpenOptions};
 
 /// How far a copy has come.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -18,10 +18,12 @@ pub struct CopyProgress {
 }
 
 /// Options for [`convert`].
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct ConvertOptions {
     /// Format of the source; `None` detects it.
     pub source_format: Option<DiskFormat>,
+    /// Where the source's backing files may be.
+    pub source_backing: BackingPolicy,
     /// Format of the new image.
     pub target_format: DiskFormat,
     /// Cluster size of a qcow2 target; `None` for 64 KiB.
@@ -46,7 +48,8 @@ pub fn convert(
         source,
         OpenOptions {
             format: options.source_format,
-            writable: false,
+            backing: options.source_backing.clone(),
+            ..OpenOptions::read_only()
         },
     )?;
     let total = source_disk.virtual_size();
@@ -73,6 +76,7 @@ pub fn convert(
         source_disk.read_at(chunk, done)?;
         copy_nonzero(target_disk.as_mut(), chunk, done)?;
         done += length as u64;
+        fail::fail_point!("image.copying");
         if progress(CopyProgress { done, total }).is_break() {
             return Err(DiskError::Cancelled {
                 source_path: source.to_path_buf(),

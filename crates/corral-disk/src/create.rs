@@ -3,6 +3,7 @@
 //! creation leaves no half image under the real name.
 
 use std::fs;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use imago::file::File as ImagoFile;
@@ -14,7 +15,7 @@ use crate::error::{DiskError, Result};
 use crate::header::MAX_VIRTUAL_SIZE;
 use crate::qcow2::{resolve_backing_path, Qcow2Disk};
 use crate::raw::{HostKind, RawDisk};
-use crate::{detect_format, open, Disk, DiskFormat, OpenOptions};
+use crate::{detect_format, open, BackingPolicy, Disk, DiskFormat, OpenOptions};
 
 /// qemu-img's default cluster size, 64 KiB.
 pub const DEFAULT_CLUSTER_SIZE: u64 = 64 * 1024;
@@ -33,6 +34,20 @@ pub struct Qcow2CreateOptions {
     pub backing_file: Option<PathBuf>,
     /// The backing image's format; `None` detects it by magic (and records what it found).
     pub backing_format: Option<DiskFormat>,
+    /// Where the backing image, and every image below it, may be.
+    pub backing_policy: BackingPolicy,
+}
+
+/// What sits between a pending image's target name and its creator's pid.
+const PENDING_MARK: &str = ".corral-tmp-";
+
+/// The pid of the process creating image `file_name` under its temporary name, if it is one: a
+/// pending image whose process is gone is litter of an interrupted create, for the caller to
+/// sweep.
+pub fn pending_image_owner(file_name: &std::ffi::OsStr) -> Option<u32> {
+    let name = file_name.to_str()?.strip_prefix('.')?;
+    let (_, pid) = name.rsplit_once(PENDING_MARK)?;
+    pid.parse().ok()
 }
 
 /// A file being created under a temporary name; removed on drop unless published.
@@ -57,7 +72,7 @@ impl PendingImage {
                 reason: "the path has no file name".into(),
             })?
             .to_string_lossy();
-        let temp = target.with_file_name(format!(".{name}.corral-tmp-{}", std::process::id()));
+        let temp = target.with_file_name(format!(".{name}{PENDING_MARK}{}", std::process::id()));
         Ok(PendingImage {
             temp,
             target: target.to_path_buf(),
@@ -75,6 +90,8 @@ impl PendingImage {
             .read(true)
             .write(true)
             .create_new(true)
+            // Disk images hold guest data: the owner's alone.
+            .mode(0o600)
             .open(&self.temp)
             .map_err(|source| DiskError::Open {
                 path: self.target.clone(),
@@ -87,6 +104,7 @@ impl PendingImage {
     pub(crate) fn publish(mut self) -> Result<()> {
         let sync = |path: &Path| fs::File::open(path).and_then(|file| file.sync_all());
         sync(&self.temp).map_err(|source| DiskError::io("flush", &self.target, source))?;
+        fail::fail_point!("image.temp-written");
         match renameat2(
             AT_FDCWD,
             &self.temp,
@@ -170,7 +188,12 @@ pub fn create_qcow2(path: &Path, options: &Qcow2CreateOptions) -> Result<()> {
     }
     let backing = match &options.backing_file {
         None => None,
-        Some(name) => Some(check_backing(path, name, options.backing_format)?),
+        Some(name) => Some(check_backing(
+            path,
+            name,
+            options.backing_format,
+            &options.backing_policy,
+        )?),
     };
     let size = match (options.size, &backing) {
         (Some(size), _) => size,
@@ -199,17 +222,26 @@ fn check_backing(
     image: &Path,
     name: &Path,
     format: Option<DiskFormat>,
+    policy: &BackingPolicy,
 ) -> Result<(String, DiskFormat, u64)> {
     let name_text = name.to_str().ok_or_else(|| DiskError::InvalidOption {
         path: image.to_path_buf(),
         reason: format!("backing file name {} is not UTF-8", name.display()),
     })?;
     let resolved = resolve_backing_path(image, name_text);
+    let file = std::fs::File::open(&resolved).map_err(|source| DiskError::Open {
+        path: resolved.clone(),
+        source,
+    })?;
+    policy.check(image, &resolved, &file)?;
     let format = match format {
         Some(format) => format,
         None => detect_format(&resolved)?,
     };
-    let backing = open(&resolved, OpenOptions::read_only().format(format))?;
+    let options = OpenOptions::read_only()
+        .format(format)
+        .backing(policy.clone());
+    let backing = open(&resolved, options)?;
     Ok((name_text.to_string(), format, backing.virtual_size()))
 }
 
@@ -235,8 +267,10 @@ pub(crate) fn write_qcow2(
 }
 
 /// Options for [`resize`].
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct ResizeOptions {
+    /// How to open the image (its format and backing policy; it is opened writable and locked).
+    pub open: OpenOptions,
     /// Allow shrinking a raw image (losing the data past the new end). qcow2 images are never
     /// shrunk.
     pub force_shrink: bool,
@@ -246,9 +280,17 @@ pub struct ResizeOptions {
 /// raw files and only when forced.
 pub fn resize(path: &Path, new_size: u64, options: ResizeOptions) -> Result<()> {
     check_size(path, new_size)?;
-    match detect_format(path)? {
+    let open = OpenOptions {
+        writable: true,
+        ..options.open
+    };
+    let format = match open.format {
+        Some(format) => format,
+        None => detect_format(path)?,
+    };
+    match format {
         DiskFormat::Raw => {
-            let disk = RawDisk::open(path, true)?;
+            let disk = RawDisk::open(path, &open)?;
             if disk.host_kind() == HostKind::BlockDevice {
                 return Err(DiskError::InvalidOption {
                     path: path.to_path_buf(),
@@ -269,7 +311,7 @@ pub fn resize(path: &Path, new_size: u64, options: ResizeOptions) -> Result<()> 
             disk.set_len(new_size)
         }
         DiskFormat::Qcow2 => {
-            let mut disk = Qcow2Disk::open(path, true)?;
+            let mut disk = Qcow2Disk::open(path, &open)?;
             let current = disk.virtual_size();
             if new_size < current {
                 return Err(DiskError::ShrinkRefused {
@@ -280,6 +322,7 @@ pub fn resize(path: &Path, new_size: u64, options: ResizeOptions) -> Result<()> 
                 });
             }
             disk.grow(new_size)?;
+            fail::fail_point!("image.grown");
             disk.flush()
         }
     }

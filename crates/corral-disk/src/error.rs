@@ -131,6 +131,33 @@ pub enum DiskError {
         /// How to do it anyway, where corral allows it.
         hint: &'static str,
     },
+    /// Another process has the image open in a way that excludes this open (a writer excludes
+    /// everyone; readers exclude writers), corral or qemu alike.
+    #[error(
+        "disk image {path} is in use by {}; stop it first",
+        describe_holders(holders)
+    )]
+    Locked {
+        /// The image.
+        path: PathBuf,
+        /// True when this open wanted to write.
+        writing: bool,
+        /// The processes holding locks on it, where `/proc` shows them.
+        holders: Vec<crate::LockHolder>,
+    },
+    /// A qcow2 image names a backing file outside the places its opener allows.
+    #[error(
+        "disk image {image} names {backing} as its backing file, which is outside {}",
+        describe_allowed(allowed)
+    )]
+    BackingNotAllowed {
+        /// The image naming the backing file.
+        image: PathBuf,
+        /// The backing file, as the header names it (resolved against the image's directory).
+        backing: PathBuf,
+        /// Where backing files may be.
+        allowed: Vec<PathBuf>,
+    },
     /// A copy was cancelled by its progress callback.
     #[error("copy from {source_path} to {destination} was cancelled")]
     Cancelled {
@@ -169,6 +196,28 @@ impl DiskError {
         }
         DiskError::io(operation, path, source)
     }
+}
+
+fn describe_holders(holders: &[crate::LockHolder]) -> String {
+    if holders.is_empty() {
+        return "another process".to_string();
+    }
+    holders
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn describe_allowed(allowed: &[PathBuf]) -> String {
+    if allowed.is_empty() {
+        return "every allowed place (none is allowed)".to_string();
+    }
+    allowed
+        .iter()
+        .map(|path| path.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// imago's messages start upper-case; ours are lower-case sentences fragments.

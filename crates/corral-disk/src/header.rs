@@ -34,12 +34,15 @@ pub(crate) struct Qcow2Header {
     pub virtual_size: u64,
     pub has_backing_file: bool,
     pub snapshot_count: u32,
+    pub snapshots_offset: u64,
     pub l1_entries: u32,
     pub l1_table_offset: u64,
     pub refcount_table_offset: u64,
     pub refcount_table_clusters: u32,
     /// log2 of the refcount width in bits (4 for v2 images).
     pub refcount_order: u32,
+    /// Autoclear feature bits (v3; 0 for v2): bit 0 says persistent bitmaps are valid.
+    pub autoclear_features: u64,
 }
 
 impl Qcow2Header {
@@ -103,7 +106,9 @@ pub(crate) fn parse(path: &Path, bytes: &[u8]) -> Result<Qcow2Header> {
     let refcount_table_offset = be64(bytes, 48);
     let refcount_table_clusters = be32(bytes, 56);
     let snapshot_count = be32(bytes, 60);
+    let snapshots_offset = be64(bytes, 64);
     let mut refcount_order = 4;
+    let mut autoclear_features = 0;
 
     if !(MIN_CLUSTER_BITS..=MAX_CLUSTER_BITS).contains(&cluster_bits) {
         return Err(invalid(format!(
@@ -143,6 +148,7 @@ pub(crate) fn parse(path: &Path, bytes: &[u8]) -> Result<Qcow2Header> {
             )));
         }
         let incompatible = be64(bytes, 72);
+        autoclear_features = be64(bytes, 88);
         refcount_order = be32(bytes, 96);
         if refcount_order > 6 {
             return Err(invalid(format!(
@@ -202,11 +208,13 @@ pub(crate) fn parse(path: &Path, bytes: &[u8]) -> Result<Qcow2Header> {
         virtual_size,
         has_backing_file: backing_offset != 0,
         snapshot_count,
+        snapshots_offset,
         l1_entries,
         l1_table_offset,
         refcount_table_offset,
         refcount_table_clusters,
         refcount_order,
+        autoclear_features,
     })
 }
 

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{DiskError, Result};
 use crate::qcow2::Qcow2Disk;
 use crate::raw::{HostKind, RawDisk};
-use crate::{detect_format, Disk, DiskFormat};
+use crate::{detect_format, Disk, DiskFormat, OpenOptions};
 
 /// One image below another in a backing chain.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -22,7 +22,7 @@ pub struct BackingInfo {
 pub struct ImageInfo {
     /// The image.
     pub path: PathBuf,
-    /// Its format, detected by magic.
+    /// Its format (as the caller said, or detected by magic).
     pub format: DiskFormat,
     /// Size of the virtual disk in bytes.
     pub virtual_size: u64,
@@ -38,16 +38,25 @@ pub struct ImageInfo {
     pub backing_chain: Vec<BackingInfo>,
 }
 
-/// Describes the image at `path` (opened read-only).
-pub fn info(path: &Path) -> Result<ImageInfo> {
+/// Describes the image at `path`, opened read-only with `options` (format and backing policy),
+/// without locks: like `qemu-img info -U`, it works on images in use.
+pub fn info(path: &Path, options: OpenOptions) -> Result<ImageInfo> {
+    let options = OpenOptions {
+        writable: false,
+        ..options.force_share()
+    };
     let metadata = std::fs::metadata(path).map_err(|source| DiskError::Open {
         path: path.to_path_buf(),
         source,
     })?;
     let allocated = metadata.blocks() * 512;
-    Ok(match detect_format(path)? {
+    let format = match options.format {
+        Some(format) => format,
+        None => detect_format(path)?,
+    };
+    Ok(match format {
         DiskFormat::Raw => {
-            let disk = RawDisk::open(path, false)?;
+            let disk = RawDisk::open(path, &options)?;
             let block_device = disk.host_kind() == HostKind::BlockDevice;
             ImageInfo {
                 path: path.to_path_buf(),
@@ -65,7 +74,7 @@ pub fn info(path: &Path) -> Result<ImageInfo> {
             }
         }
         DiskFormat::Qcow2 => {
-            let disk = Qcow2Disk::open(path, false)?;
+            let disk = Qcow2Disk::open(path, &options)?;
             ImageInfo {
                 path: path.to_path_buf(),
                 format: DiskFormat::Qcow2,

@@ -1,8 +1,10 @@
 //! Disk images for corral: raw files, host block devices and qcow2 images (with backing chains of
 //! any depth), behind one [`Disk`] trait that the virtio-blk device and the volume tooling share.
 //!
-//! - [`open`] detects the format by magic (a file with the qcow2 magic is never taken for raw unless
-//!   the caller says so) and opens qcow2 backing chains read-only, refusing loops.
+//! - [`open`] opens an image in the format the caller says (or detects it by magic: a file with
+//!   the qcow2 magic is never taken for raw unless the caller says so), takes QEMU-compatible
+//!   image locks (`lock.rs`), and opens qcow2 backing chains read-only, refusing loops and backing
+//!   files outside the places the caller allows ([`BackingPolicy`]).
 //! - [`create_raw`], [`create_qcow2`], [`info`], [`resize`] and [`convert`] are the maintenance
 //!   operations behind `corral volume` and image import.
 //!
@@ -10,30 +12,36 @@
 //! backing image, compressed-cluster reads, zero clusters, flush ordering) is done by the `imago`
 //! crate, written by a maintainer of qemu's block layer. corral adds a header gate in front of it
 //! (`header.rs`) that refuses encryption, external data files, unknown incompatible features and
-//! absurd sizes with clear reasons, a refcount check before writable opens (`refcheck.rs`), and
-//! opens backing files itself so it controls which files an image can reach.
+//! absurd sizes with clear reasons, a consistency check (`check.rs`, `qemu-img check`'s) that
+//! refuses corrupted images before a writable open and reports leaked clusters, and opens backing
+//! files itself so it controls which files an image can reach.
 
+mod check;
 mod convert;
 mod create;
 mod error;
 mod header;
 mod info;
+mod lock;
 mod qcow2;
 mod raw;
-mod refcheck;
 
 use std::fmt::Debug;
 use std::fs::File;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
+pub use check::{check, repair_leaks, CheckReport};
 pub use convert::{convert, ConvertOptions, CopyProgress};
 pub use create::{
-    create_qcow2, create_raw, resize, Qcow2CreateOptions, ResizeOptions, DEFAULT_CLUSTER_SIZE,
+    create_qcow2, create_raw, pending_image_owner, resize, Qcow2CreateOptions, ResizeOptions,
+    DEFAULT_CLUSTER_SIZE,
 };
 pub use error::{DiskError, Result};
 pub use header::MAX_VIRTUAL_SIZE;
 pub use info::{info, BackingInfo, ImageInfo};
+pub use lock::{check_lock, lock_exclusive, ImageLock, LockHolder};
 pub use qcow2::{Qcow2Disk, MAX_BACKING_DEPTH};
 pub use raw::{HostKind, RawDisk};
 
@@ -143,13 +151,73 @@ impl DiskId {
     }
 }
 
+/// Where the backing files of a qcow2 image may be. A header is untrusted input: a downloaded
+/// image, or one a guest wrote into a disk that was then opened as qcow2, can name any host file
+/// (`/etc/shadow`) as its backing file and read it through the guest.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum BackingPolicy {
+    /// Wherever the headers say (qemu's behaviour): for images whose whole chain the caller
+    /// trusts.
+    #[default]
+    Any,
+    /// Only files inside these directories, or these files themselves. Both sides are compared
+    /// after resolving symbolic links (the backing file's path is read from its open descriptor),
+    /// so a link inside an allowed directory does not lead out of it.
+    Within(Vec<PathBuf>),
+}
+
+impl BackingPolicy {
+    /// Checks the backing file `backing` (open as `file`) of `image`.
+    pub(crate) fn check(&self, image: &Path, backing: &Path, file: &File) -> Result<()> {
+        let BackingPolicy::Within(allowed) = self else {
+            return Ok(());
+        };
+        let real = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))
+            .or_else(|_| std::fs::canonicalize(backing))
+            .map_err(|source| DiskError::Open {
+                path: backing.to_path_buf(),
+                source,
+            })?;
+        let inside = allowed.iter().any(|place| {
+            let place = std::fs::canonicalize(place).unwrap_or_else(|_| place.clone());
+            real.starts_with(&place)
+        });
+        if inside {
+            return Ok(());
+        }
+        Err(DiskError::BackingNotAllowed {
+            image: image.to_path_buf(),
+            backing: backing.to_path_buf(),
+            allowed: allowed.clone(),
+        })
+    }
+}
+
+/// Whether an open takes image locks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Locking {
+    /// Take QEMU-compatible locks (a writer excludes all others, readers share) and refuse an
+    /// image another process holds in a conflicting way.
+    #[default]
+    Lock,
+    /// Neither take nor check locks (qemu's `force-share`): for looking at an image that may be
+    /// in use (`info`). Only for read-only opens; what is read may be changing.
+    ForceShare,
+}
+
 /// How to open an image.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct OpenOptions {
-    /// The format, or `None` to detect it by magic.
+    /// The format, or `None` to detect it by magic. Callers that open an image again and again
+    /// (a VM's disk at every start) should record the format once and pass it: a guest can write
+    /// a qcow2 header into its raw disk.
     pub format: Option<DiskFormat>,
     /// Open for writing (the backing chain of a qcow2 image is always read-only).
     pub writable: bool,
+    /// Where backing files may be.
+    pub backing: BackingPolicy,
+    /// Whether to lock the image (and its backing files).
+    pub locking: Locking,
 }
 
 impl OpenOptions {
@@ -161,8 +229,8 @@ impl OpenOptions {
     /// Writable with format detection.
     pub fn writable() -> Self {
         OpenOptions {
-            format: None,
             writable: true,
+            ..OpenOptions::default()
         }
     }
 
@@ -171,6 +239,55 @@ impl OpenOptions {
         OpenOptions {
             format: Some(format),
             ..self
+        }
+    }
+
+    /// The same options with a backing file policy.
+    pub fn backing(self, backing: BackingPolicy) -> Self {
+        OpenOptions { backing, ..self }
+    }
+
+    /// The same options without locking (see [`Locking::ForceShare`]).
+    pub fn force_share(self) -> Self {
+        OpenOptions {
+            locking: Locking::ForceShare,
+            ..self
+        }
+    }
+
+    /// Opens `path` for these options, locking it unless told not to.
+    pub(crate) fn open_file(&self, path: &Path) -> Result<File> {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(self.writable)
+            .open(path)
+            .map_err(|source| DiskError::Open {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        self.lock_file(&file, path)?;
+        Ok(file)
+    }
+
+    /// Locks `file` (the image at `path`) for these options, unless told not to.
+    pub(crate) fn lock_file(&self, file: &File, path: &Path) -> Result<()> {
+        match (self.locking, self.writable) {
+            (Locking::Lock, false) => lock::lock(file, path, lock::Access::Read),
+            (Locking::Lock, true) => lock::lock(file, path, lock::Access::Write),
+            (Locking::ForceShare, false) => Ok(()),
+            (Locking::ForceShare, true) => Err(DiskError::InvalidOption {
+                path: path.to_path_buf(),
+                reason: "an image opened for writing must be locked".into(),
+            }),
+        }
+    }
+
+    /// The options for the read-only backing files of an image opened with these.
+    pub(crate) fn for_backing(&self, format: DiskFormat) -> Self {
+        OpenOptions {
+            format: Some(format),
+            writable: false,
+            ..self.clone()
         }
     }
 }
@@ -182,8 +299,8 @@ pub fn open(path: &Path, options: OpenOptions) -> Result<Box<dyn Disk>> {
         None => detect_format(path)?,
     };
     Ok(match format {
-        DiskFormat::Raw => Box::new(RawDisk::open(path, options.writable)?),
-        DiskFormat::Qcow2 => Box::new(Qcow2Disk::open(path, options.writable)?),
+        DiskFormat::Raw => Box::new(RawDisk::open(path, &options)?),
+        DiskFormat::Qcow2 => Box::new(Qcow2Disk::open(path, &options)?),
     })
 }
 
@@ -194,7 +311,12 @@ pub fn detect_format(path: &Path) -> Result<DiskFormat> {
         path: path.to_path_buf(),
         source,
     })?;
-    let start = read_start(path, &file, header::QCOW2_MAGIC.len())?;
+    detect_format_of(path, &file)
+}
+
+/// [`detect_format`] of `path`, already open as `file`.
+pub(crate) fn detect_format_of(path: &Path, file: &File) -> Result<DiskFormat> {
+    let start = read_start(path, file, header::QCOW2_MAGIC.len())?;
     Ok(if header::has_qcow2_magic(&start) {
         DiskFormat::Qcow2
     } else {

@@ -1,6 +1,7 @@
 //! qcow2 images on top of imago, with corral opening the backing chain itself: every backing file
-//! is opened read-only, its format comes from the header's backing-format extension (detected by
-//! magic only when the extension is missing), and loops or absurdly deep chains are refused.
+//! is opened read-only (and locked shared), only where the caller's [`BackingPolicy`] allows, its
+//! format comes from the header's backing-format extension (detected by magic only when the
+//! extension is missing), and loops or absurdly deep chains are refused.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -11,11 +12,11 @@ use imago::qcow2::Qcow2;
 use imago::raw::Raw;
 use imago::{DenyImplicitOpenGate, FormatAccess, StorageOpenOptions};
 
+use crate::check;
 use crate::error::{DiskError, Result};
 use crate::header::{self, Qcow2Header, V3_HEADER_LEN};
 use crate::info::BackingInfo;
-use crate::refcheck;
-use crate::{check_range, detect_format, read_start, Disk, DiskFormat, DiskId};
+use crate::{check_range, detect_format_of, read_start, Disk, DiskFormat, DiskId, OpenOptions};
 
 /// The longest backing chain corral opens (the top image not counted). Deeper chains exist only by
 /// mistake or malice; each level keeps a file and caches open.
@@ -79,8 +80,9 @@ impl ChainWalk<'_> {
 }
 
 impl Qcow2Disk {
-    /// Opens the qcow2 image at `path` and its whole backing chain (read-only).
-    pub fn open(path: &Path, writable: bool) -> Result<Self> {
+    /// Opens the qcow2 image at `path` and its whole backing chain (read-only); `options.format`
+    /// is not looked at.
+    pub fn open(path: &Path, options: &OpenOptions) -> Result<Self> {
         let top = fs::metadata(path).map_err(|source| DiskError::Open {
             path: path.to_path_buf(),
             source,
@@ -90,13 +92,13 @@ impl Qcow2Disk {
             seen: vec![DiskId::of(&top)],
             layers: Vec::new(),
         };
-        let layer = open_layer(path, writable, &mut walk)?;
+        let layer = open_layer(path, options, &mut walk)?;
         Ok(Qcow2Disk {
             access: FormatAccess::new(layer.image),
             path: path.to_path_buf(),
             header: layer.header,
             backing_chain: walk.layers,
-            read_only: !writable,
+            read_only: !options.writable,
             id: layer.id,
         })
     }
@@ -147,16 +149,23 @@ struct OpenedLayer {
 }
 
 /// Opens one qcow2 layer after checking its header, then (recursively) its backing image.
-fn open_layer(path: &Path, writable: bool, walk: &mut ChainWalk<'_>) -> Result<OpenedLayer> {
+fn open_layer(path: &Path, options: &OpenOptions, walk: &mut ChainWalk<'_>) -> Result<OpenedLayer> {
+    let file = options.open_file(path)?;
+    layer_on_file(path, file, options, walk)
+}
+
+/// Opens the qcow2 layer `path`, already open (and locked) as `file`.
+fn layer_on_file(
+    path: &Path,
+    file: fs::File,
+    options: &OpenOptions,
+    walk: &mut ChainWalk<'_>,
+) -> Result<OpenedLayer> {
     let open_err = |source| DiskError::Open {
         path: path.to_path_buf(),
         source,
     };
-    let file = fs::OpenOptions::new()
-        .read(true)
-        .write(writable)
-        .open(path)
-        .map_err(open_err)?;
+    let writable = options.writable;
     let metadata = file.metadata().map_err(open_err)?;
     let id = DiskId::of(&metadata);
     let header = header::parse(path, &read_start(path, &file, V3_HEADER_LEN)?)?;
@@ -168,10 +177,10 @@ fn open_layer(path: &Path, writable: bool, walk: &mut ChainWalk<'_>) -> Result<O
         });
     }
     if writable {
-        refcheck::check_metadata_refcounts(path, &file, &header)?;
+        check::check_before_writing(path, &file, &header)?;
     }
-    let options = StorageOpenOptions::new().filename(path).write(writable);
-    let storage = ImagoFile::from_open_file(file, options).map_err(open_err)?;
+    let storage_options = StorageOpenOptions::new().filename(path).write(writable);
+    let storage = ImagoFile::from_open_file(file, storage_options).map_err(open_err)?;
     let mut image = Qcow2::<ImagoFile>::open_image(storage, writable)
         .map_err(|source| DiskError::imago("open", path, source))?;
 
@@ -179,6 +188,12 @@ fn open_layer(path: &Path, writable: bool, walk: &mut ChainWalk<'_>) -> Result<O
         None => None,
         Some(name) => {
             let backing_path = resolve_backing_path(path, name);
+            // Nothing is read from (or locked on) a file outside the allowed places.
+            let backing_file = fs::File::open(&backing_path).map_err(|source| DiskError::Open {
+                path: backing_path.clone(),
+                source,
+            })?;
+            options.backing.check(path, &backing_path, &backing_file)?;
             let format = match image.implicit_backing_format().map(String::as_str) {
                 Some("qcow2") => DiskFormat::Qcow2,
                 Some("raw") | Some("file") => DiskFormat::Raw,
@@ -190,10 +205,16 @@ fn open_layer(path: &Path, writable: bool, walk: &mut ChainWalk<'_>) -> Result<O
                     })
                 }
                 // Images qemu-img creates always name the format; older ones may not.
-                None => detect_format(&backing_path)?,
+                None => detect_format_of(&backing_path, &backing_file)?,
             };
             walk.enter(&backing_path, format)?;
-            Some(open_backing(&backing_path, format, walk)?)
+            Some(open_backing(
+                &backing_path,
+                backing_file,
+                options,
+                format,
+                walk,
+            )?)
         }
     };
     image.set_backing(backing);
@@ -204,18 +225,22 @@ fn open_layer(path: &Path, writable: bool, walk: &mut ChainWalk<'_>) -> Result<O
     Ok(OpenedLayer { image, header, id })
 }
 
+/// Opens the backing file `path` (open read-only as `file`, its place already checked) in
+/// `format`, locked as a backing file.
 fn open_backing(
     path: &Path,
+    file: fs::File,
+    options: &OpenOptions,
     format: DiskFormat,
     walk: &mut ChainWalk<'_>,
 ) -> Result<FormatAccess<ImagoFile>> {
+    let options = options.for_backing(format);
+    options.lock_file(&file, path)?;
     match format {
-        DiskFormat::Qcow2 => Ok(FormatAccess::new(open_layer(path, false, walk)?.image)),
+        DiskFormat::Qcow2 => Ok(FormatAccess::new(
+            layer_on_file(path, file, &options, walk)?.image,
+        )),
         DiskFormat::Raw => {
-            let file = fs::File::open(path).map_err(|source| DiskError::Open {
-                path: path.to_path_buf(),
-                source,
-            })?;
             let options = StorageOpenOptions::new().filename(path).write(false);
             let storage = ImagoFile::from_open_file(file, options)
                 .map_err(|source| DiskError::imago("open", path, source))?;

@@ -1,7 +1,7 @@
 //! Raw images: a regular file (sparse: holes read as zeroes and take no space) or a host block
 //! device ("dedicated VBD").
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, FileTypeExt};
@@ -48,17 +48,14 @@ enum RangeIoctl {
 const ZERO_CHUNK: usize = 1 << 20;
 
 impl RawDisk {
-    /// Opens the raw file or block device at `path`.
-    pub fn open(path: &Path, writable: bool) -> Result<Self> {
+    /// Opens the raw file or block device at `path` (`options.format` is not looked at).
+    pub fn open(path: &Path, options: &crate::OpenOptions) -> Result<Self> {
         let open_err = |source| DiskError::Open {
             path: path.to_path_buf(),
             source,
         };
-        let file = OpenOptions::new()
-            .read(true)
-            .write(writable)
-            .open(path)
-            .map_err(open_err)?;
+        let writable = options.writable;
+        let file = options.open_file(path)?;
         let metadata = file.metadata().map_err(open_err)?;
         let (kind, size) = if metadata.file_type().is_block_device() {
             (

@@ -85,6 +85,7 @@ fn created_qcow2_images_match_qemu_img_info() {
             cluster_size: Some(4096),
             backing_file: Some("base.raw".into()),
             backing_format: None, // detected and recorded
+            ..Default::default()
         },
     )
     .expect("create");
@@ -101,7 +102,7 @@ fn created_qcow2_images_match_qemu_img_info() {
         "{qemu}"
     );
 
-    let info = corral_disk::info(&image).expect("info");
+    let info = corral_disk::info(&image, OpenOptions::read_only()).expect("info");
     assert_eq!(info.format, DiskFormat::Qcow2);
     assert_eq!(info.virtual_size, 5 * MIB);
     assert_eq!(info.cluster_size, Some(4096));
@@ -156,7 +157,15 @@ fn raw_resize_grows_and_shrinks_only_when_forced() {
         4 * MIB,
         "untouched"
     );
-    resize(&path, MIB, ResizeOptions { force_shrink: true }).expect("forced shrink");
+    resize(
+        &path,
+        MIB,
+        ResizeOptions {
+            force_shrink: true,
+            ..Default::default()
+        },
+    )
+    .expect("forced shrink");
     assert_eq!(fs::metadata(&path).expect("stat").len(), MIB);
 }
 
@@ -196,7 +205,14 @@ fn qcow2_resize_grows_with_zeroes_over_a_larger_backing_and_never_shrinks() {
         "the grown range reads zero, not the base's old data"
     );
 
-    let refused = resize(&overlay, 2 * MIB, ResizeOptions { force_shrink: true });
+    let refused = resize(
+        &overlay,
+        2 * MIB,
+        ResizeOptions {
+            force_shrink: true,
+            ..Default::default()
+        },
+    );
     assert!(
         matches!(refused, Err(DiskError::ShrinkRefused { .. })),
         "{refused:?}"
@@ -235,6 +251,7 @@ fn convert_flattens_a_chain_reports_progress_and_stays_sparse() {
             &target,
             ConvertOptions {
                 source_format: None,
+                source_backing: Default::default(),
                 target_format: format,
                 cluster_size: None,
             },
@@ -255,7 +272,7 @@ fn convert_flattens_a_chain_reports_progress_and_stays_sparse() {
                 total: 8 * MIB
             })
         );
-        let info = corral_disk::info(&target).expect("info");
+        let info = corral_disk::info(&target, OpenOptions::read_only()).expect("info");
         assert_eq!(info.format, format);
         assert!(info.backing_chain.is_empty(), "the copy stands alone");
         assert!(
@@ -287,6 +304,7 @@ fn cancelled_convert_leaves_no_target() {
         &target,
         ConvertOptions {
             source_format: Some(DiskFormat::Raw),
+            source_backing: Default::default(),
             target_format: DiskFormat::Qcow2,
             cluster_size: None,
         },

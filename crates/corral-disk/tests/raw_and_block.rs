@@ -43,7 +43,7 @@ fn ten_gib_raw_volume_stays_sparse() {
         "only the written block takes space, not {} bytes",
         allocated_bytes(&path)
     );
-    let info = corral_disk::info(&path).expect("info");
+    let info = corral_disk::info(&path, OpenOptions::read_only()).expect("info");
     assert_eq!(info.format, DiskFormat::Raw);
     assert_eq!(info.virtual_size, 10 * GIB);
     assert!(info.actual_size < MIB);
@@ -183,7 +183,7 @@ fn host_block_device_reports_size_and_supports_io_and_discard() {
     create_raw(&backing, 16 * MIB).expect("create");
     let device = LoopDevice::attach(&backing);
 
-    let mut disk = RawDisk::open(&device.0, true).expect("open block device");
+    let mut disk = RawDisk::open(&device.0, &OpenOptions::writable()).expect("open block device");
     assert_eq!(disk.host_kind(), HostKind::BlockDevice);
     assert_eq!(disk.virtual_size(), 16 * MIB, "size from BLKGETSIZE64");
     let data = pattern(MIB, 64 * 1024, 3);
@@ -203,9 +203,10 @@ fn host_block_device_reports_size_and_supports_io_and_discard() {
     disk.read_at(&mut back, 8 * MIB).expect("read");
     assert!(back.iter().all(|&b| b == 0), "zeroed range reads zero");
 
-    let info = corral_disk::info(&device.0).expect("info");
+    let info = corral_disk::info(&device.0, OpenOptions::read_only()).expect("info");
     assert!(info.block_device);
     assert_eq!(info.virtual_size, 16 * MIB);
+    drop(disk);
     assert!(matches!(
         corral_disk::resize(&device.0, 32 * MIB, Default::default()),
         Err(DiskError::InvalidOption { .. })

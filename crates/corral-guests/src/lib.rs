@@ -3,8 +3,9 @@
 use std::path::PathBuf;
 
 /// The PVH ELF image of guest `name` (`hello`, `echo`, `exit`, `reset`, `counter`,
-/// `triple-fault`, `ctrl-alt-del`, `acpi`, and the virtio drivers `virtio-blk`, `virtio-net`,
-/// `virtio-rng`, `virtio-vsock`).
+/// `triple-fault`, `ctrl-alt-del`, `acpi`, the virtio drivers `virtio-blk`, `virtio-net`,
+/// `virtio-rng`, `virtio-vsock`, and the disk workloads `virtio-blk-bench`, `virtio-blk-crash`,
+/// `virtio-blk-dump`).
 pub fn elf(name: &str) -> PathBuf {
     PathBuf::from(env!("OUT_DIR")).join(format!("{name}.elf"))
 }

@@ -1,7 +1,7 @@
 //! Crash-safe file replacement: readers see the old content or the new, never a mix.
 
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// A failed atomic write; the target is unchanged.
@@ -14,8 +14,47 @@ pub struct AtomicWriteError {
     pub source: std::io::Error,
 }
 
+/// `rename(2)` that fails with `EEXIST` instead of replacing `to`: publishing a directory or
+/// file built under a temporary name, where two racing publishers must not both win.
+pub fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
+    nix::fcntl::renameat2(
+        nix::fcntl::AT_FDCWD,
+        from,
+        nix::fcntl::AT_FDCWD,
+        to,
+        nix::fcntl::RenameFlags::RENAME_NOREPLACE,
+    )
+    .map_err(std::io::Error::from)
+}
+
+/// The mode of corral's own files (definitions, state, logs, disks): the owner's alone.
+pub const PRIVATE_FILE_MODE: u32 = 0o600;
+/// The mode of corral's own directories.
+pub const PRIVATE_DIR_MODE: u32 = 0o700;
+
+/// Creates `path` and any missing parents with [`PRIVATE_DIR_MODE`]; directories that exist
+/// keep their mode.
+pub fn create_private_dir_all(path: &Path) -> std::io::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(PRIVATE_DIR_MODE)
+        .create(path)
+}
+
+/// The pid of the process whose [`write_file`] temp file `file_name` is, if it is one: a temp
+/// file whose process is gone is litter of an interrupted write, for the caller to sweep.
+pub fn temp_file_owner(file_name: &std::ffi::OsStr) -> Option<u32> {
+    let name = file_name.to_str()?.strip_prefix('.')?;
+    let (_, pid) = name.rsplit_once(TEMP_MARK)?;
+    pid.parse().ok()
+}
+
+/// What sits between a temp file's target name and the writer's pid.
+const TEMP_MARK: &str = ".tmp-";
+
 /// Replaces `path` with `content` and `mode`: a temp file in the same directory, fsync, rename
-/// over the target, fsync of the directory. Creates missing parent directories.
+/// over the target, fsync of the directory. Creates missing parent directories (private ones,
+/// [`PRIVATE_DIR_MODE`]).
 pub fn write_file(path: &Path, content: &[u8], mode: u32) -> Result<(), AtomicWriteError> {
     let io = |action, path: &Path| {
         let path = path.to_path_buf();
@@ -26,16 +65,23 @@ pub fn write_file(path: &Path, content: &[u8], mode: u32) -> Result<(), AtomicWr
         }
     };
     let dir = path.parent().unwrap_or(Path::new("/"));
-    std::fs::create_dir_all(dir).map_err(io("create the directory", dir))?;
+    create_private_dir_all(dir).map_err(io("create the directory", dir))?;
     let name = path
         .file_name()
         .map_or("file".into(), |n| n.to_string_lossy());
-    let temp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let temp = dir.join(format!(".{name}{TEMP_MARK}{}", std::process::id()));
     let result = (|| {
+        // A stale temp file (or a symlink someone planted under its name) is removed, and the
+        // new one created exclusively: the content never goes through a link.
+        match std::fs::remove_file(&temp) {
+            Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+                return Err(io("remove", &temp)(err));
+            }
+            _ => {}
+        }
         let mut file = std::fs::OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .mode(mode)
             .open(&temp)
             .map_err(io("create", &temp))?;
@@ -44,6 +90,7 @@ pub fn write_file(path: &Path, content: &[u8], mode: u32) -> Result<(), AtomicWr
             .map_err(io("set the mode of", &temp))?;
         file.write_all(content).map_err(io("write", &temp))?;
         file.sync_all().map_err(io("sync", &temp))?;
+        fail::fail_point!("atomic.temp-written");
         std::fs::rename(&temp, path).map_err(io("replace", path))?;
         std::fs::File::open(dir)
             .and_then(|d| d.sync_all())
@@ -74,6 +121,27 @@ mod tests {
     }
 
     #[test]
+    fn temp_files_name_their_writer() {
+        use std::ffi::OsStr;
+        assert_eq!(temp_file_owner(OsStr::new(".state.json.tmp-42")), Some(42));
+        assert_eq!(temp_file_owner(OsStr::new("state.json.tmp-42")), None);
+        assert_eq!(temp_file_owner(OsStr::new(".state.json")), None);
+    }
+
+    #[test]
+    fn missing_parents_are_created_private() {
+        let dir = tempfile::tempdir().unwrap();
+        write_file(&dir.path().join("a/b/file"), b"x", PRIVATE_FILE_MODE).unwrap();
+        for sub in ["a", "a/b"] {
+            let mode = std::fs::metadata(dir.path().join(sub))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, PRIVATE_DIR_MODE, "{sub}");
+        }
+    }
+
+    #[test]
     fn failure_leaves_the_target_alone() {
         let dir = tempfile::tempdir().unwrap();
         // Renaming a file over a non-empty directory fails.
@@ -84,5 +152,17 @@ mod tests {
         assert_eq!(err.action, "replace");
         assert!(target.join("keep").exists());
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_symlink_planted_under_the_temp_name_is_not_written_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"keep").unwrap();
+        let temp = dir.path().join(format!(".file.tmp-{}", std::process::id()));
+        std::os::unix::fs::symlink(&victim, &temp).unwrap();
+        write_file(&dir.path().join("file"), b"new", 0o644).unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"keep");
+        assert_eq!(std::fs::read(dir.path().join("file")).unwrap(), b"new");
     }
 }

@@ -3,7 +3,7 @@
 use serde::Serialize;
 
 use crate::cgroups::{CgroupMode, ControllerSupport};
-use crate::facts::{HostFacts, KvmBackend};
+use crate::facts::{CorralRootFacts, HostFacts, KvmBackend};
 use crate::kvm::{DeviceState, EXPECTED_API_VERSION};
 
 /// A check's outcome.
@@ -78,7 +78,35 @@ pub fn evaluate(facts: &HostFacts) -> Vec<Check> {
     network_checks(facts, &mut checks);
     namespace_checks(facts, &mut checks);
     cgroup_checks(facts, &mut checks);
+    if let Some(root) = &facts.corral_root {
+        checks.push(corral_root_check(root));
+    }
     checks
+}
+
+/// corral's root holds guest consoles, logs, disk images and control sockets: other users must
+/// not read it.
+fn corral_root_check(root: &CorralRootFacts) -> Check {
+    let path = root.path.display();
+    match root.mode {
+        None => Check::pass(
+            "corral.root",
+            format!("{path} does not exist yet; corral creates it private (0700)"),
+        ),
+        Some(mode) if mode & 0o007 != 0 => Check::with(
+            Status::Warn,
+            "corral.root",
+            format!(
+                "{path} (mode {mode:04o}) is open to every user: instance definitions, consoles, \
+                 logs and disks are readable"
+            ),
+            format!("chmod 700 {path}"),
+        ),
+        Some(mode) => Check::pass(
+            "corral.root",
+            format!("{path} (mode {mode:04o}) is closed to other users"),
+        ),
+    }
 }
 
 fn cpu_checks(facts: &HostFacts, checks: &mut Vec<Check>) {
@@ -387,7 +415,43 @@ mod tests {
                 .collect(),
             max_user_namespaces: Some(1000),
             cgroups: CgroupFacts::new(CgroupLayout::parse_mountinfo(mountinfo)),
+            corral_root: None,
         }
+    }
+
+    #[test]
+    fn a_corral_root_open_to_other_users_is_a_warning() {
+        use std::os::unix::fs::PermissionsExt;
+        let fixture = tempfile::tempdir().unwrap();
+        let root = fixture.path().join("corral");
+        let mut f = facts(
+            fixtures::CPUINFO_INTEL_VMX,
+            LoadedModules::parse_proc_modules(fixtures::MODULES_INTEL),
+            usable_kvm(),
+            fixtures::MOUNTINFO_V1,
+        );
+        let verdict = |f: &mut HostFacts| {
+            f.corral_root = Some(CorralRootFacts::read(&root));
+            let checks = evaluate(f);
+            let check = checks
+                .iter()
+                .find(|c| c.id == "corral.root")
+                .unwrap()
+                .clone();
+            (check.status, check.detail, check.hint)
+        };
+        assert_eq!(verdict(&mut f).0, Status::Pass, "a root not created yet");
+        std::fs::create_dir(&root).unwrap();
+        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let (status, detail, hint) = verdict(&mut f);
+        assert_eq!(status, Status::Warn);
+        assert!(detail.contains("mode 0755"), "{detail}");
+        assert_eq!(
+            hint.as_deref(),
+            Some(&*format!("chmod 700 {}", root.display()))
+        );
+        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o700)).unwrap();
+        assert_eq!(verdict(&mut f).0, Status::Pass);
     }
 
     fn status_of(checks: &[Check], id: &str) -> Status {

@@ -18,6 +18,8 @@ pub struct HostPaths {
     pub proc: PathBuf,
     pub sys: PathBuf,
     pub dev: PathBuf,
+    /// The directory where corral keeps its instances and volumes, when the caller has one.
+    pub corral_root: Option<PathBuf>,
 }
 
 impl Default for HostPaths {
@@ -26,6 +28,7 @@ impl Default for HostPaths {
             proc: PathBuf::from("/proc"),
             sys: PathBuf::from("/sys"),
             dev: PathBuf::from("/dev"),
+            corral_root: None,
         }
     }
 }
@@ -45,6 +48,26 @@ pub struct DeviceNode {
     pub present: bool,
     /// Opens read-write (only meaningful when present).
     pub accessible: bool,
+}
+
+/// corral's own directory (its root), which holds definitions, consoles, logs and disks.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct CorralRootFacts {
+    pub path: PathBuf,
+    /// Permission bits; `None` when it does not exist yet.
+    pub mode: Option<u32>,
+}
+
+impl CorralRootFacts {
+    pub fn read(path: &Path) -> Self {
+        use std::os::unix::fs::PermissionsExt;
+        Self {
+            path: path.to_path_buf(),
+            mode: std::fs::metadata(path)
+                .ok()
+                .map(|meta| meta.permissions().mode() & 0o7777),
+        }
+    }
 }
 
 /// How this host's KVM runs guests.
@@ -99,6 +122,7 @@ pub struct HostFacts {
     /// `/proc/sys/user/max_user_namespaces`.
     pub max_user_namespaces: Option<u64>,
     pub cgroups: CgroupFacts,
+    pub corral_root: Option<CorralRootFacts>,
 }
 
 impl HostFacts {
@@ -140,6 +164,7 @@ impl HostFacts {
                 .parse()
                 .ok(),
             cgroups: CgroupFacts::new(cgroups::read_layout(&paths.proc)),
+            corral_root: paths.corral_root.as_deref().map(CorralRootFacts::read),
         }
     }
 }

@@ -5,7 +5,9 @@
 //!   (or from fixture files), and verdicts are pure functions of them.
 //! - [`detect`]: `corral guest detect`, what `systemd-detect-virt` does, from inside a machine.
 //! - [`machine_id`]: show, ensure and regenerate `/etc/machine-id`, also on an offline root.
+//! - [`account`]: the `corral` system user that jailed VMMs run as.
 
+pub mod account;
 pub mod atomic;
 pub mod cgroups;
 pub mod check;
@@ -18,6 +20,8 @@ pub mod machine_id;
 pub mod modules;
 pub mod mountinfo;
 pub mod namespaces;
+pub mod process;
+pub mod tree;
 
 #[cfg(test)]
 mod fixtures;

@@ -8,6 +8,8 @@
 use std::io::Write;
 use std::path::Path;
 
+pub mod crash;
+
 /// Records that the current test was skipped, and why.
 pub fn skip(reason: &str) {
     let thread = std::thread::current();
@@ -54,6 +56,22 @@ fn is_executable(path: &Path) -> bool {
     path.metadata()
         .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
         .unwrap_or(false)
+}
+
+/// The whole lines `reader` yields, without their newline, up to its end or to a line cut short
+/// (a writer killed mid-line: its tail is not a line).
+pub fn whole_lines(reader: impl std::io::Read) -> impl Iterator<Item = String> {
+    let mut reader = std::io::BufReader::new(reader);
+    std::iter::from_fn(move || {
+        let mut line = String::new();
+        match std::io::BufRead::read_line(&mut reader, &mut line) {
+            Ok(_) if line.ends_with('\n') => {
+                line.pop();
+                Some(line)
+            }
+            _ => None,
+        }
+    })
 }
 
 /// Returns from the calling test (after recording a skip) unless it runs as root.

@@ -6,6 +6,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+pub use corral_control::restart::RestartLimit;
 use corral_disk::DiskFormat;
 use serde::{Deserialize, Serialize};
 
@@ -269,9 +270,16 @@ impl<'de> Deserialize<'de> for MacAddress {
 pub struct DiskConfig {
     /// An image file (raw or qcow2) or a host block device.
     pub path: PathBuf,
-    /// `raw` or `qcow2`; detected from the file's magic when absent.
+    /// `raw` or `qcow2`. When absent the VMM detects it from the file's magic and warns, like
+    /// qemu's `-drive` without `format=`: a guest can write a qcow2 header into its raw disk, so
+    /// whoever starts a VM more than once should record the format (corral's instances do).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<DiskFormat>,
+    /// Where a qcow2 image's backing files may be: files inside these directories or these
+    /// files. Absent: wherever the headers say (qemu's behaviour; corral's instances always set
+    /// it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_backing: Option<Vec<PathBuf>>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub readonly: bool,
     /// What the guest reads as the disk's serial (virtio-blk GET_ID, at most 20 characters);
@@ -329,27 +337,29 @@ fn options(text: &str) -> impl Iterator<Item = (&str, &str)> {
 impl FromStr for DiskConfig {
     type Err = String;
 
-    /// `PATH` or `path=PATH[,format=raw|qcow2][,readonly][,serial=S]`.
+    /// `PATH` or `path=PATH[,format=raw|qcow2][,readonly][,serial=S][,allow_backing=PATH...]`.
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let usage = "use --disk PATH or --disk path=PATH[,format=raw|qcow2][,readonly][,serial=S]";
-        if !text.contains('=') {
-            return Ok(DiskConfig {
-                path: text.into(),
-                format: None,
-                readonly: false,
-                serial: None,
-            });
-        }
+        let usage = "use --disk PATH or --disk \
+                     path=PATH[,format=raw|qcow2][,readonly][,serial=S][,allow_backing=PATH]";
         let mut disk = DiskConfig {
             path: PathBuf::new(),
             format: None,
+            allow_backing: None,
             readonly: false,
             serial: None,
         };
+        if !text.contains('=') {
+            disk.path = text.into();
+            return Ok(disk);
+        }
         for (key, value) in options(text) {
             match key {
                 "path" => disk.path = value.into(),
                 "format" => disk.format = Some(value.parse().map_err(|err| format!("{err}"))?),
+                "allow_backing" => disk
+                    .allow_backing
+                    .get_or_insert_with(Vec::new)
+                    .push(value.into()),
                 "readonly" if matches!(value, "" | "on" | "true") => disk.readonly = true,
                 "readonly" if matches!(value, "off" | "false") => disk.readonly = false,
                 "serial" => disk.serial = Some(value.to_owned()),
@@ -436,6 +446,13 @@ pub mod defaults {
     pub fn on_crash() -> Action {
         Action::Destroy
     }
+    pub fn seccomp() -> bool {
+        true
+    }
+    /// Serialise `seccomp` only when it is off.
+    pub fn is_seccomp(on: &bool) -> bool {
+        *on
+    }
 }
 
 /// One VM. Relative paths in a config file are relative to the file's directory.
@@ -466,6 +483,9 @@ pub struct VmConfig {
     pub on_reboot: Action,
     #[serde(default = "defaults::on_crash")]
     pub on_crash: Action,
+    /// How often the `on_*` policies may restart the guest before the VM ends (`restart-limit`).
+    #[serde(default)]
+    pub restart_limit: RestartLimit,
     /// A virtio-rng device fed from the host's getrandom.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub rng: bool,
@@ -477,6 +497,12 @@ pub struct VmConfig {
     pub nics: Vec<NicConfig>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vsock: Option<VsockConfig>,
+    /// Per-thread seccomp filters (on unless turned off for debugging; see docs/vmm.md).
+    #[serde(
+        default = "defaults::seccomp",
+        skip_serializing_if = "defaults::is_seccomp"
+    )]
+    pub seccomp: bool,
 }
 
 impl VmConfig {
@@ -494,10 +520,12 @@ impl VmConfig {
             on_poweroff: defaults::on_poweroff(),
             on_reboot: defaults::on_reboot(),
             on_crash: defaults::on_crash(),
+            restart_limit: RestartLimit::default(),
             rng: false,
             disks: Vec::new(),
             nics: Vec::new(),
             vsock: None,
+            seccomp: defaults::seccomp(),
         }
     }
 
@@ -561,6 +589,9 @@ impl VmConfig {
         }
         for disk in &mut self.disks {
             resolve(&mut disk.path);
+            for place in disk.allow_backing.iter_mut().flatten() {
+                resolve(place);
+            }
         }
         if let Some(vsock) = &mut self.vsock {
             resolve(&mut vsock.socket);

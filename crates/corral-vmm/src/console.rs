@@ -10,6 +10,7 @@ use corral_control::console::{ConsoleHub, DEFAULT_LOG_LIMIT};
 
 use crate::config::SerialTarget;
 use crate::devices::legacy::serial::{feed_input, SerialDevice, SerialOutput};
+use crate::seccomp::{self, ThreadClass};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConsoleError {
@@ -75,22 +76,30 @@ impl Console {
         self.output.clone()
     }
 
-    /// Starts forwarding input to `serial`. Input threads block in `read` and end with the
-    /// process.
-    pub fn start_input(self, serial: Arc<Mutex<SerialDevice>>) {
+    /// Starts forwarding input to `serial`. Input threads (confined to the console threads'
+    /// seccomp filter) block in `read` and end with the process.
+    pub fn start_input(self, serial: Arc<Mutex<SerialDevice>>) -> std::io::Result<()> {
+        let thread = std::thread::Builder::new().name("console".into());
         match self.input {
             Input::Stdin if stdin_is_background_terminal() => {
                 // Reading it would stop the whole VMM with SIGTTIN.
                 tracing::info!("stdin is a terminal this process does not own: no console input");
             }
             Input::Stdin => {
-                std::thread::spawn(move || forward(std::io::stdin().lock(), &serial));
+                thread.spawn(move || {
+                    seccomp::enter(ThreadClass::Console);
+                    forward(std::io::stdin().lock(), &serial);
+                })?;
             }
             Input::Hub(hub, listener) => {
-                hub.serve_on(listener, move |bytes| feed_input(&serial, bytes));
+                thread.spawn(move || {
+                    seccomp::enter(ThreadClass::Console);
+                    hub.accept_loop(listener, move |bytes| feed_input(&serial, bytes));
+                })?;
             }
             Input::Nothing => {}
         }
+        Ok(())
     }
 }
 

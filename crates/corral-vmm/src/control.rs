@@ -5,11 +5,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use corral_control::{After, Info, Request, Response, RunState};
+use corral_control::{After, Info, Request, Response, RunState, ServerLimits};
 
 use crate::devices::bus::lock;
 use crate::devices::legacy::i8042::I8042;
 use crate::exit::{ExitReason, StopEvent, StopSender};
+use crate::seccomp::{self, ThreadClass};
 use crate::vstate::vcpu::{ExitCounters, Target, VcpuControl};
 
 /// How long `shutdown` waits for the guest before forcing it off, unless the request says.
@@ -166,18 +167,16 @@ impl Runtime {
     }
 }
 
-/// Serves the control socket on a background thread, one thread per connection.
-pub fn serve(listener: UnixListener, runtime: Arc<Runtime>) {
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let runtime = runtime.clone();
-            std::thread::spawn(move || {
-                if let Err(err) =
-                    corral_control::serve_connection(stream, |request| runtime.handle(request))
-                {
-                    tracing::debug!("control connection ended: {err}");
-                }
+/// Serves the control socket on a background thread, one thread per connection (all confined
+/// to the control threads' seccomp filter, which the connection threads inherit).
+pub fn serve(listener: UnixListener, runtime: Arc<Runtime>) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("control".into())
+        .spawn(move || {
+            seccomp::enter(ThreadClass::Control);
+            corral_control::run_server(listener, ServerLimits::default(), move |request| {
+                runtime.handle(request)
             });
-        }
-    });
+        })
+        .map(drop)
 }

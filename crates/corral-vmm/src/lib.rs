@@ -11,10 +11,12 @@ mod console;
 mod control;
 pub mod devices;
 pub mod exit;
+pub mod jail;
 pub mod kernel;
+pub mod seccomp;
 mod vmm;
 pub mod vstate;
 
 pub use config::VmConfig;
 pub use exit::ExitReason;
-pub use vmm::{run, VmExit, VmmError};
+pub use vmm::{run, RunOptions, VmExit, VmmError};

@@ -1,8 +1,13 @@
 //! Running one VM: check the configuration, build the VM, run its vCPUs, and act on how the guest
 //! stops (exit, or restart in the same process), as `corral vmm run` does.
 
+use std::path::PathBuf;
 use std::sync::mpsc;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use corral_control::log::{Allowed, RateLimit, StdioLog, DEFAULT_LOG_LIMIT};
+use corral_control::restart::{monotonic_now, Restarts, Verdict};
 
 use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
 use kvm_ioctls::Kvm;
@@ -19,7 +24,9 @@ use crate::console::{Console, ConsoleError, SocketFiles};
 use crate::control::{self, Runtime};
 use crate::devices::{open_virtio_devices, virtio_slots, DeviceError, DeviceManager};
 use crate::exit::{ExitReason, StopEvent, StopSender};
+use crate::jail::{self, JailConfig, JailError};
 use crate::kernel::{place_initrd, write_cmdline, Initrd, KernelError, KernelImage};
+use crate::seccomp::{self, SeccompError, ThreadClass};
 use crate::vstate::vcpu::{self, install_kick_handler, Vcpu, VcpuContext, VcpuError};
 use crate::vstate::vm::{Vm, VmError};
 
@@ -53,6 +60,24 @@ pub enum VmmError {
     Acpi(#[from] AcpiTooLarge),
     #[error("cannot write the {0} into guest memory: {1}")]
     WriteTables(&'static str, vm_memory::GuestMemoryError),
+    #[error(transparent)]
+    Seccomp(#[from] SeccompError),
+    #[error(transparent)]
+    Jail(#[from] JailError),
+    #[error("cannot start a VMM thread")]
+    Thread(#[source] std::io::Error),
+}
+
+/// How the VMM process runs, beyond the machine its configuration describes.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// Confine the process (see [`crate::jail`]); the config's paths must be placed in it.
+    pub jail: Option<JailConfig>,
+    /// Test-only: map the forbidden-call port ([`crate::devices::legacy::forbidden_call`]).
+    pub forbidden_call_port: bool,
+    /// The file stdout and stderr point at (the caller opened it), which the main thread rotates
+    /// at [`DEFAULT_LOG_LIMIT`] bytes; in the jail directory when jailed.
+    pub log_file: Option<PathBuf>,
 }
 
 /// How a VM ended.
@@ -64,12 +89,27 @@ pub struct VmExit {
     pub detail: String,
     /// Guest restarts (per the `on_*` actions) before this exit.
     pub restarts: u64,
+    /// The policy said to restart once more, past the restart limit: the VM ended instead.
+    pub restart_limited: bool,
 }
 
 impl VmExit {
+    fn new(event: StopEvent, restarts: u64, restart_limited: bool) -> VmExit {
+        VmExit {
+            reason: event.reason,
+            guest_code: event.guest_code,
+            detail: event.detail,
+            restarts,
+            restart_limited,
+        }
+    }
+
     /// The VMM process's exit status: 0 for a power-off, the guest's byte for a debug-exit write,
-    /// 3 after a reboot, 4 after a crash, 5 when killed (see docs/vmm.md).
+    /// 3 after a reboot, 4 after a crash, 5 when killed, 6 at the restart limit (see docs/vmm.md).
     pub fn exit_status(&self) -> u8 {
+        if self.restart_limited {
+            return 6;
+        }
         match self.reason {
             ExitReason::Poweroff => self.guest_code.unwrap_or(0),
             ExitReason::Reboot => 3,
@@ -189,7 +229,16 @@ fn build_vm(
 }
 
 /// Runs the VM described by `config` until it stops for good.
-pub fn run(config: &VmConfig) -> Result<VmExit, VmmError> {
+///
+/// Everything on the host is opened first (kernel, initrd, KVM, disks, taps, sockets, the
+/// console); then the process enters its jail (`options.jail`), the threads start, each
+/// confined by its seccomp filter (`config.seccomp`), and the main thread confines itself
+/// before the first boot.
+pub fn run(config: &VmConfig, options: &RunOptions) -> Result<VmExit, VmmError> {
+    let jail = options.jail.as_ref().map(jail::prepare).transpose()?;
+    if config.seccomp {
+        seccomp::prepare()?;
+    }
     let mut prepared = prepare(config)?;
 
     let mut sockets = SocketFiles::default();
@@ -211,10 +260,22 @@ pub fn run(config: &VmConfig) -> Result<VmExit, VmmError> {
         sockets.0.push(path.clone());
     }
 
+    if let Some(jail) = jail {
+        jail.enter()?;
+    }
+
     let (sender, events) = mpsc::channel::<StopEvent>();
     let stop = StopSender::new(sender);
-    let devices = DeviceManager::new(console.output(), stop.clone(), virtio_devices)?;
-    console.start_input(devices.serial.clone());
+    let devices = DeviceManager::new(
+        console.output(),
+        stop.clone(),
+        virtio_devices,
+        options.forbidden_call_port,
+    )?;
+    devices.start_workers()?;
+    console
+        .start_input(devices.serial.clone())
+        .map_err(VmmError::Thread)?;
     install_kick_handler()?;
 
     let runtime = Arc::new(Runtime::new(
@@ -224,10 +285,19 @@ pub fn run(config: &VmConfig) -> Result<VmExit, VmmError> {
         config.memory.0,
     ));
     if let Some(listener) = control_listener {
-        control::serve(listener, runtime.clone());
+        control::serve(listener, runtime.clone()).map_err(VmmError::Thread)?;
     }
+    seccomp::apply(ThreadClass::Vmm)?;
 
+    let mut log = OwnLog(
+        options
+            .log_file
+            .as_ref()
+            .map(|path| StdioLog::new(path, DEFAULT_LOG_LIMIT)),
+    );
     let mut restarts = 0;
+    let mut history = Restarts::default();
+    let mut crash_reports = RateLimit::new(CRASH_REPORTS_PER_MINUTE, Duration::from_secs(60));
     loop {
         let (vm, vcpus) = build_vm(config, &mut prepared, &devices)?;
         let context = Arc::new(VcpuContext {
@@ -239,11 +309,11 @@ pub fn run(config: &VmConfig) -> Result<VmExit, VmmError> {
             memory: vm.memory.clone(),
         });
         runtime.boot_started();
+        let booted = Instant::now();
         let handles = vcpu::start_all(vcpus, &context)?;
         // `runtime` holds a sender, so the channel never disconnects while we wait.
-        let mut event = events
-            .recv()
-            .unwrap_or_else(|_| StopEvent::new(ExitReason::Killed, "event channel closed"));
+        let mut event = next_event(&events, None, &mut log)
+            .unwrap_or_else(|| StopEvent::new(ExitReason::Killed, "event channel closed"));
         vcpu::stop_all(&runtime.vcpu_control, handles)?;
         // Events that raced with this one belong to the guest that just stopped, except a kill
         // from outside: that must not be lost to a restart.
@@ -268,17 +338,123 @@ pub fn run(config: &VmConfig) -> Result<VmExit, VmmError> {
             ExitReason::Crashed => config.on_crash,
             ExitReason::Killed => Action::Destroy,
         };
-        tracing::info!("guest stopped ({}): {}", event.reason, event.detail);
+        report_stop(&event, &mut crash_reports);
         if action == Action::Destroy {
-            return Ok(VmExit {
-                reason: event.reason,
-                guest_code: event.guest_code,
-                detail: event.detail,
-                restarts,
-            });
+            return Ok(VmExit::new(event, restarts, false));
         }
-        restarts += 1;
-        tracing::info!("restarting the guest (restart {restarts})");
+        match history.next(config.restart_limit, monotonic_now(), booted.elapsed()) {
+            Verdict::GiveUp => {
+                tracing::warn!(
+                    "the guest stopped ({}) again; not restarting it: its restart limit is {}",
+                    event.reason,
+                    config.restart_limit
+                );
+                let detail = format!(
+                    "{} reached (restart_limit); the last run: {}",
+                    config.restart_limit, event.detail
+                );
+                return Ok(VmExit::new(StopEvent { detail, ..event }, restarts, true));
+            }
+            Verdict::RestartAfter(wait) => {
+                tracing::info!("restarting the guest in {wait:?}");
+                if let Some(ended) = wait_to_restart(&events, &runtime, wait, &event, &mut log) {
+                    return Ok(VmExit::new(ended, restarts, false));
+                }
+                restarts += 1;
+            }
+        }
         devices.reset();
     }
+}
+
+/// Most crash reports (with registers) a VMM logs per minute; a crash loop logs a count for the
+/// rest.
+const CRASH_REPORTS_PER_MINUTE: u32 = 3;
+
+/// Logs how the guest stopped: a crash with its registers (rate-limited), anything else briefly.
+fn report_stop(event: &StopEvent, crash_reports: &mut RateLimit) {
+    if event.reason != ExitReason::Crashed {
+        tracing::info!("guest stopped ({}): {}", event.reason, event.detail);
+        return;
+    }
+    match crash_reports.check(Instant::now()) {
+        Allowed::Yes { held: 0 } => tracing::error!("guest crashed: {}", event.detail),
+        Allowed::Yes { held } => tracing::error!(
+            "guest crashed: {} ({held} more crashes not logged)",
+            event.detail
+        ),
+        Allowed::No => {}
+    }
+}
+
+/// How often the main thread checks whether its log needs rotating.
+const LOG_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The VMM's own log (stdout and stderr), rotated by the main thread: its filter is the only
+/// one that allows the calls (and the other threads must not wait for a rotation either).
+struct OwnLog(Option<StdioLog>);
+
+impl OwnLog {
+    /// Rotates the log if it is full; a log that cannot rotate is given up with a warning and
+    /// keeps growing, rather than failing every check.
+    fn check(&mut self) {
+        let Some(log) = &self.0 else {
+            return;
+        };
+        if let Err(err) = log.rotate_if_full() {
+            tracing::warn!(
+                "cannot rotate the log {}, it grows from here on: {err}",
+                log.path().display()
+            );
+            self.0 = None;
+        }
+    }
+}
+
+/// The next stop event, or `None` once `deadline` passes (never when `None`) or the channel
+/// closes. The log is checked every [`LOG_CHECK_INTERVAL`] meanwhile.
+fn next_event(
+    events: &mpsc::Receiver<StopEvent>,
+    deadline: Option<Instant>,
+    log: &mut OwnLog,
+) -> Option<StopEvent> {
+    loop {
+        let mut wait = LOG_CHECK_INTERVAL;
+        if let Some(deadline) = deadline {
+            wait = wait.min(deadline.saturating_duration_since(Instant::now()));
+        }
+        match events.recv_timeout(wait) {
+            Ok(event) => return Some(event),
+            Err(mpsc::RecvTimeoutError::Disconnected) => return None,
+            Err(mpsc::RecvTimeoutError::Timeout) => log.check(),
+        }
+        if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+            return None;
+        }
+    }
+}
+
+/// Waits `wait` before a restart. A stop requested meanwhile ends the run instead: `Some` with
+/// how (killed, or the event the guest stopped with when a shutdown was asked for).
+fn wait_to_restart(
+    events: &mpsc::Receiver<StopEvent>,
+    runtime: &Runtime,
+    wait: Duration,
+    stopped: &StopEvent,
+    log: &mut OwnLog,
+) -> Option<StopEvent> {
+    let deadline = Instant::now() + wait;
+    // No guest runs: only the control socket (or its shutdown timer) sends now.
+    while let Some(event) = next_event(events, Some(deadline), log) {
+        if event.reason == ExitReason::Killed {
+            return Some(event);
+        }
+    }
+    if runtime.kill_requested() {
+        return Some(StopEvent::new(
+            ExitReason::Killed,
+            "killed through the control socket",
+        ));
+    }
+    runtime.stop_requested().then(|| stopped.clone())
 }

@@ -1,5 +1,6 @@
 //! `corral host`: validate and describe the host (virt-host-validate, virsh nodeinfo).
 
+use std::path::Path;
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
@@ -30,8 +31,12 @@ enum HostCommand {
     },
 }
 
-pub fn run(args: HostArgs) -> anyhow::Result<ExitCode> {
-    let facts = HostFacts::gather(&HostPaths::default());
+/// `root` is corral's root, whose permissions `check` judges too.
+pub fn run(root: &Path, args: HostArgs) -> anyhow::Result<ExitCode> {
+    let facts = HostFacts::gather(&HostPaths {
+        corral_root: Some(root.to_path_buf()),
+        ..HostPaths::default()
+    });
     match args.command {
         HostCommand::Check { output } => check(&facts, output),
         HostCommand::Info { output } => info(&facts, output),

@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use corral_core::definition::{new_uuid, Definition, Disk, DiskFormat, Kind};
+use corral_core::images::CloneMode;
 use corral_core::lifecycle::{Summary, DEFAULT_STOP_TIMEOUT};
 use corral_core::state::{State, Status};
 use corral_core::store::Store;
@@ -48,6 +49,15 @@ pub struct CreateArgs {
     /// Container root filesystem: a directory or a tarball, copied into the instance.
     #[arg(long)]
     rootfs: Option<PathBuf>,
+    /// Make it from an image (alias or fingerprint; `corral image list`): a container or a VM,
+    /// as the image is, with the image's defaults. A container gets its own copy of the root
+    /// filesystem (reflinked where the filesystem can); a VM a linked clone of the image's disk.
+    #[arg(long, conflicts_with_all = ["rootfs", "kernel", "initrd"])]
+    image: Option<String>,
+    /// With --image: give a VM an independent, flattened copy of the image's disk instead of a
+    /// linked clone (the image can then be deleted).
+    #[arg(long, requires = "image")]
+    full: bool,
     /// A system container: PID 1 is an init system (default command /sbin/init).
     #[arg(long)]
     init: bool,
@@ -56,10 +66,17 @@ pub struct CreateArgs {
     env: Vec<String>,
     #[arg(long)]
     hostname: Option<String>,
+    /// The container's user namespace: auto (its root is an unprivileged host user from corral's
+    /// /etc/subuid range, created on first use) or host. Default: auto for an application
+    /// container without volumes where the host has user namespaces, host otherwise.
+    #[arg(long, value_name = "auto|host")]
+    userns: Option<corral_core::definition::UserNs>,
     /// Most processes the container may have.
     #[arg(long)]
     pids_limit: Option<u64>,
-    /// A disk: PATH[,ro][,format=raw|qcow2|dir][,serial=ID][,target=/mnt] or vol=NAME[,...].
+    /// A disk: PATH[,ro][,format=raw|qcow2|dir][,serial=ID][,target=/mnt][,allow_backing=PATH]
+    /// or vol=NAME[,...]. A VM disk's format is detected from the file now, once, and recorded;
+    /// a qcow2 disk's backing files must be in the storage pool or listed with allow_backing.
     #[arg(long = "disk")]
     disks: Vec<String>,
     /// A VM network interface: tap=NAME or bridge=NAME, optionally ,mac=MAC (repeatable; a
@@ -185,12 +202,43 @@ pub fn manager(root: &Path) -> anyhow::Result<Manager> {
 pub fn create(root: &Path, args: CreateArgs) -> anyhow::Result<ExitCode> {
     let manager = manager(root)?;
     let start = args.start;
-    let (definition, rootfs_source) = definition_from(args)?;
+    let image = match &args.image {
+        Some(reference) => Some((reference.clone(), manager.images()?.resolve(reference)?)),
+        None => None,
+    };
+    let clone = if args.full {
+        CloneMode::Full
+    } else {
+        CloneMode::Linked
+    };
+    let image_kind = image
+        .as_ref()
+        .map(|(_, image)| corral_core::images::kind_of(image));
+    let (definition, rootfs_source) = definition_from(args, image_kind)?;
     let name = definition.name.clone();
+    if let Some((reference, _)) = image {
+        let bars = crate::progress::Bars::new();
+        let definition = manager.create_from_image(definition, &reference, clone, &bars)?;
+        bars.finish();
+        let how = definition.image.as_ref().map(|i| i.storage.to_string());
+        println!(
+            "created {} {name} from image {reference} ({})",
+            definition.kind,
+            how.unwrap_or_default()
+        );
+        if start {
+            manager.start(&name)?;
+            println!("started {name}");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     manager.create(&definition, |dir| {
         if let Some(source) = &rootfs_source {
-            crate::rootfs::populate(source, &dir.join("rootfs"))
-                .map_err(|e| corral_core::store::StoreError::Populate(format!("{e:#}")))?;
+            crate::rootfs::populate(source, &dir.join("rootfs")).map_err(|e| {
+                corral_core::CoreError::from(corral_core::store::StoreError::Populate(format!(
+                    "{e:#}"
+                )))
+            })?;
         }
         Ok(())
     })?;
@@ -215,9 +263,12 @@ pub fn define(root: &Path, file: PathBuf) -> anyhow::Result<ExitCode> {
         initrd: None,
         cmdline: None,
         rootfs: None,
+        image: None,
+        full: false,
         init: false,
         env: vec![],
         hostname: None,
+        userns: None,
         pids_limit: None,
         disks: vec![],
         nics: vec![],
@@ -232,7 +283,11 @@ pub fn define(root: &Path, file: PathBuf) -> anyhow::Result<ExitCode> {
 }
 
 /// Builds the definition from a file and/or flags; returns the rootfs to copy in, if any.
-fn definition_from(args: CreateArgs) -> anyhow::Result<(Definition, Option<PathBuf>)> {
+fn definition_from(
+    args: CreateArgs,
+    image_kind: Option<Kind>,
+) -> anyhow::Result<(Definition, Option<PathBuf>)> {
+    let from_file = args.file.is_some();
     let mut definition = match &args.file {
         Some(file) => {
             let text = std::fs::read_to_string(file)
@@ -256,8 +311,10 @@ fn definition_from(args: CreateArgs) -> anyhow::Result<(Definition, Option<PathB
                 Kind::Vm
             } else if args.container || args.rootfs.is_some() {
                 Kind::Container
+            } else if let Some(kind) = image_kind {
+                kind
             } else {
-                bail!("say what to create: --kernel (or --vm) for a VM, --rootfs (or --container) for a container");
+                bail!("say what to create: --image IMAGE, --kernel (or --vm) for a VM, --rootfs (or --container) for a container");
             };
             Definition::new(name, kind, new_uuid()?)
         }
@@ -309,27 +366,52 @@ fn definition_from(args: CreateArgs) -> anyhow::Result<(Definition, Option<PathB
         if args.hostname.is_some() {
             spec.hostname = args.hostname;
         }
+        if args.userns.is_some() {
+            spec.userns = args.userns;
+        }
         if !args.command.is_empty() {
             spec.command = args.command;
         }
-    } else if args.rootfs.is_some() || args.init || !args.env.is_empty() || !args.command.is_empty()
+    } else if args.rootfs.is_some()
+        || args.init
+        || args.userns.is_some()
+        || !args.env.is_empty()
+        || !args.command.is_empty()
     {
-        bail!("--rootfs, --init, --env and a command are for containers; this is a VM");
+        bail!("--rootfs, --init, --userns, --env and a command are for containers; this is a VM");
     }
     for spec in &args.disks {
         definition.disks.push(parse_disk(spec)?);
     }
     definition.nics.extend(args.nics);
-    definition.validate()?;
+    // A file says what it wants (no field: the host's ids); flags get the default for new ones.
+    // From an image without a choice, core picks once the image's defaults (init) are in.
+    let default_userns = definition
+        .container
+        .as_ref()
+        .filter(|spec| spec.userns.is_none() && (from_file || image_kind.is_none()))
+        .map(|spec| match from_file {
+            true => corral_core::definition::UserNs::Host,
+            false => corral_core::userns::default_for(&definition, spec),
+        });
+    if let (Some(spec), Some(userns)) = (definition.container.as_mut(), default_userns) {
+        spec.userns = Some(userns);
+    }
+    // From an image, what the image fills in is checked once it has.
+    if image_kind.is_none() {
+        definition.validate()?;
+    }
     Ok((definition, rootfs_source))
 }
 
-/// Parses `--disk PATH[,ro][,format=F][,serial=S][,target=T]` or `vol=NAME[,...]`.
+/// Parses `--disk PATH[,ro][,format=F][,serial=S][,target=T][,allow_backing=P]` or
+/// `vol=NAME[,...]`.
 fn parse_disk(spec: &str) -> anyhow::Result<Disk> {
     let mut disk = Disk {
         path: None,
         volume: None,
         format: None,
+        allow_backing: Vec::new(),
         readonly: false,
         serial: None,
         target: None,
@@ -345,13 +427,17 @@ fn parse_disk(spec: &str) -> anyhow::Result<Disk> {
                     "raw" => DiskFormat::Raw,
                     "qcow2" => DiskFormat::Qcow2,
                     "dir" => DiskFormat::Dir,
-                    other => bail!("--disk {spec}: unknown format {other:?}; use raw, qcow2 or dir"),
+                    other => {
+                        bail!("--disk {spec}: unknown format {other:?}; use raw, qcow2 or dir")
+                    }
                 })
             }
             Some(("serial", serial)) => disk.serial = Some(serial.to_string()),
             Some(("target", target)) => disk.target = Some(target.to_string()),
+            Some(("allow_backing", place)) => disk.allow_backing.push(std::path::absolute(place)?),
             _ => bail!(
-                "--disk {spec}: cannot understand {part:?}; use PATH[,ro][,format=F][,serial=S][,target=/mnt] or vol=NAME[,...]"
+                "--disk {spec}: cannot understand {part:?}; use PATH[,ro][,format=F][,serial=S]\
+                 [,target=/mnt][,allow_backing=PATH] or vol=NAME[,...]"
             ),
         }
     }
@@ -530,8 +616,25 @@ pub fn info(root: &Path, args: InfoArgs) -> anyhow::Result<ExitCode> {
         )
         .to_lowercase(),
     );
+    line(
+        "Restarts",
+        &format!("at most {} (restart_limit)", definition.restart_limit),
+    );
+    if let Some(image) = &definition.image {
+        let name = match &image.alias {
+            Some(alias) => format!(
+                "{alias} ({})",
+                corral_image::store::short(&image.fingerprint)
+            ),
+            None => image.fingerprint.clone(),
+        };
+        line("Image", &format!("{name}, {}", image.storage));
+    }
     if let Some(boot) = &definition.boot {
-        line("Kernel", &boot.kernel.display());
+        match boot.from {
+            corral_core::definition::BootFrom::Kernel => line("Kernel", &boot.kernel.display()),
+            corral_core::definition::BootFrom::Disk => line("Kernel", &"from its first disk"),
+        }
         if let Some(initrd) = &boot.initrd {
             line("Initrd", &initrd.display());
         }
@@ -541,6 +644,11 @@ pub fn info(root: &Path, args: InfoArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(spec) = &definition.container {
         line("Rootfs", &spec.rootfs.display());
+        let userns = match spec.userns {
+            Some(corral_core::definition::UserNs::Auto) => "auto (corral's /etc/subuid range)",
+            _ => "host",
+        };
+        line("User namespace", &userns);
         line("Command", &spec.effective_command().join(" "));
         line(
             "Init",
@@ -628,8 +736,9 @@ pub fn logs(root: &Path, args: LogsArgs) -> anyhow::Result<ExitCode> {
     let mut stdout = std::io::stdout();
     let mut rotated = log.clone().into_os_string();
     rotated.push(".1");
+    // The logs are in `run/`, which a jailed VMM owns: a link it planted there is not followed.
     for path in [PathBuf::from(rotated), log.clone()] {
-        if let Ok(bytes) = std::fs::read(&path) {
+        if let Ok(bytes) = corral_control::log::read_log(&path) {
             stdout.write_all(&bytes)?;
         }
     }
@@ -637,7 +746,7 @@ pub fn logs(root: &Path, args: LogsArgs) -> anyhow::Result<ExitCode> {
         let mut offset = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
         loop {
             std::thread::sleep(Duration::from_millis(200));
-            let Ok(bytes) = std::fs::read(&log) else {
+            let Ok(bytes) = corral_control::log::read_log(&log) else {
                 continue;
             };
             // Rotation starts the file again.
@@ -669,7 +778,7 @@ pub fn config(root: &Path, args: ConfigArgs) -> anyhow::Result<ExitCode> {
                 };
                 definition.set(key.trim(), value.trim())?;
             }
-            store.save_definition(&definition)?;
+            manager.save_definition(&definition)?;
             note_restart_needed(&manager, &name)?;
         }
         ConfigCommand::Edit { name } => {
@@ -687,7 +796,7 @@ pub fn config(root: &Path, args: ConfigArgs) -> anyhow::Result<ExitCode> {
             })?;
             match edited {
                 Some(new) => {
-                    store.save_definition(&new)?;
+                    manager.save_definition(&new)?;
                     note_restart_needed(&manager, &name)?;
                 }
                 None => eprintln!("no changes"),

@@ -7,6 +7,8 @@
 mod editor;
 mod guest;
 mod host;
+mod image;
+mod image_build;
 mod instance;
 mod oci;
 mod output;
@@ -19,6 +21,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use corral_control::log::StdioLog;
 
 #[derive(Parser)]
 #[command(
@@ -30,6 +33,10 @@ struct Cli {
     /// corral's state directory (instances, storage).
     #[arg(long, global = true, env = "CORRAL_ROOT", default_value = corral_core::store::DEFAULT_ROOT)]
     root: PathBuf,
+    /// Set by the instance manager on the supervisors it launches: wait for its go-ahead on
+    /// this descriptor first.
+    #[arg(long, global = true, hide = true, value_name = "FD")]
+    start_gate: Option<std::os::fd::RawFd>,
     #[command(subcommand)]
     command: Command,
 }
@@ -85,6 +92,10 @@ enum Command {
     Config(instance::ConfigArgs),
     /// Manage the storage pool's volumes.
     Volume(volume::VolumeArgs),
+    /// Manage images: the templates instances are created from.
+    Image(image::ImageArgs),
+    /// Make an image of a stopped instance (its root filesystem, or its VM disk flattened).
+    Publish(image::PublishArgs),
     /// Start every instance marked `autostart = true` that is not running (run at host boot).
     Autostart,
     /// Supervise a container instance (started by `corral start`).
@@ -95,16 +106,44 @@ enum Command {
         #[command(subcommand)]
         command: vmm::VmmCommand,
     },
+    /// Developers' tools.
+    #[command(hide = true)]
+    Debug {
+        #[command(subcommand)]
+        command: DebugCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum DebugCommand {
+    /// List the failpoints compiled into this binary (only a test build has them), one
+    /// `NAME<TAB>STATE` a line.
+    Failpoints,
 }
 
 fn main() -> ExitCode {
-    init_logging();
-    if let Some(code) = oci::run_if_invoked_as_runtime() {
-        return code;
+    let cli = (!oci::invoked_as_runtime()).then(Cli::parse);
+    // A supervisor waits here until the command that launched it has recorded it.
+    if let Some(fd) = cli.as_ref().and_then(|cli| cli.start_gate) {
+        corral_core::lifecycle::pass_start_gate(fd);
     }
-    let cli = Cli::parse();
+    // The VMM rotates its log from its main thread alone (`--log-file`): its other threads'
+    // seccomp filters forbid what rotating takes.
+    let vmm_run = matches!(
+        cli.as_ref().map(|cli| &cli.command),
+        Some(Command::Vmm {
+            command: vmm::VmmCommand::Run(_)
+        })
+    );
+    init_logging(!vmm_run);
+    if let Err(err) = corral_core::failpoints::arm_from_env() {
+        return output::report_error(&err.into());
+    }
+    let Some(cli) = cli else {
+        return oci::run_as_runtime();
+    };
     let result: anyhow::Result<ExitCode> = match cli.command {
-        Command::Host(args) => host::run(args),
+        Command::Host(args) => host::run(&cli.root, args),
         Command::Guest(args) => guest::run(args),
         Command::Oci(args) => Ok(oci::run(args)),
         Command::Create(args) => instance::create(&cli.root, *args),
@@ -123,11 +162,16 @@ fn main() -> ExitCode {
         Command::Exec(args) => instance::exec(&cli.root, args),
         Command::Config(args) => instance::config(&cli.root, args),
         Command::Volume(args) => volume::run(&cli.root, args),
+        Command::Image(args) => image::run(&cli.root, args),
+        Command::Publish(args) => image::publish(&cli.root, args),
         Command::Autostart => instance::autostart(&cli.root),
         Command::Monitor { dir } => corral_core::monitor::run(&dir)
             .map(|()| ExitCode::SUCCESS)
             .map_err(Into::into),
         Command::Vmm { command } => vmm::run(command),
+        Command::Debug {
+            command: DebugCommand::Failpoints,
+        } => list_failpoints(),
     };
     match result {
         Ok(code) => code,
@@ -135,13 +179,38 @@ fn main() -> ExitCode {
     }
 }
 
-/// Logs go to stderr, filtered by `CORRAL_LOG` (tracing's env-filter syntax), warnings by default.
-fn init_logging() {
+fn list_failpoints() -> anyhow::Result<ExitCode> {
+    let points = corral_core::failpoints::compiled();
+    if points.is_empty() {
+        anyhow::bail!("this corral was built without failpoints (cargo's test build has them)");
+    }
+    for point in points {
+        println!("{}\t{}", point.name, point.state);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Logs go to stderr, filtered by `CORRAL_LOG` (tracing's env-filter syntax), warnings by default,
+/// in colour only on a terminal. A supervisor the instance manager launched with
+/// `CORRAL_SUPERVISOR_LOG` rotates its log file (stderr) like `console.log`, from the thread that
+/// logs when `rotate_from_writers`.
+fn init_logging(rotate_from_writers: bool) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_env("CORRAL_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
+    let logger = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
         .with_target(false)
-        .init();
+        .with_ansi(std::io::stderr().is_terminal());
+    match std::env::var_os(corral_control::log::SUPERVISOR_LOG_ENV) {
+        Some(path) if rotate_from_writers => {
+            // The log lives as long as the process.
+            let log: &'static StdioLog = Box::leak(Box::new(StdioLog::new(
+                path,
+                corral_control::log::DEFAULT_LOG_LIMIT,
+            )));
+            logger.with_writer(move || log.writer()).init();
+        }
+        _ => logger.with_writer(std::io::stderr).init(),
+    }
 }

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use corral_container::spec::validate_process;
-use corral_container::state::{write_atomic, OCI_VERSION};
+use corral_container::state::OCI_VERSION;
 use corral_container::{Container, CreateOptions, ExecOptions, DEFAULT_STATE_ROOT};
 use oci_spec::runtime::{Process, Spec, UserBuilder};
 
@@ -101,7 +101,8 @@ enum OciCommand {
         #[arg(default_value = "SIGTERM")]
         signal: String,
     },
-    /// Delete a stopped container (--force kills a running one first).
+    /// Delete a stopped container (--force kills a running one first). What a create killed
+    /// midway left behind is deleted too; with --force an unknown id is not an error (as runc).
     Delete {
         #[arg(short, long)]
         force: bool,
@@ -215,18 +216,18 @@ struct RuntimeCli {
     args: OciArgs,
 }
 
-/// Runs the runtime interface when the program was invoked as `corral-oci` or `runc`.
-pub fn run_if_invoked_as_runtime() -> Option<ExitCode> {
-    let argv0 = std::env::args_os().next()?;
-    let name = Path::new(&argv0)
-        .file_name()?
-        .to_string_lossy()
-        .into_owned();
-    if !RUNTIME_NAMES.contains(&name.as_str()) {
-        return None;
-    }
-    let cli = RuntimeCli::parse();
-    Some(run(cli.args))
+/// True when the program was invoked as `corral-oci` or `runc`.
+pub fn invoked_as_runtime() -> bool {
+    std::env::args_os().next().is_some_and(|argv0| {
+        Path::new(&argv0)
+            .file_name()
+            .is_some_and(|name| RUNTIME_NAMES.contains(&name.to_string_lossy().as_ref()))
+    })
+}
+
+/// Runs the runtime interface (see [`invoked_as_runtime`]).
+pub fn run_as_runtime() -> ExitCode {
+    run(RuntimeCli::parse().args)
 }
 
 /// `corral oci ...`: runs the command and renders errors (also into --log, as runc does).
@@ -278,6 +279,7 @@ fn dispatch(args: OciArgs) -> anyhow::Result<ExitCode> {
     };
     match command {
         OciCommand::Create(create) => {
+            corral_container::sealed_exe::ensure(&root)?;
             let container = create_container(&root, &create)?;
             drop(container);
             Ok(ExitCode::SUCCESS)
@@ -296,14 +298,17 @@ fn dispatch(args: OciArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         OciCommand::Delete { force, id } => {
-            Container::load(&root, &id)?.delete(force)?;
+            Container::delete_by_id(&root, &id, force)?;
             Ok(ExitCode::SUCCESS)
         }
         OciCommand::Run {
             create,
             detach,
             keep,
-        } => run_container(&root, &create, detach, keep),
+        } => {
+            corral_container::sealed_exe::ensure(&root)?;
+            run_container(&root, &create, detach, keep)
+        }
         OciCommand::Exec(exec) => exec_container(&root, *exec),
         OciCommand::Ps {
             format,
@@ -364,7 +369,7 @@ fn connect_console(path: Option<&Path>) -> anyhow::Result<Option<UnixStream>> {
 
 fn write_pid_file(path: Option<&Path>, pid: i32) -> anyhow::Result<()> {
     if let Some(path) = path {
-        write_atomic(path, pid.to_string().as_bytes())
+        corral_host::atomic::write_file(path, pid.to_string().as_bytes(), 0o644)
             .with_context(|| format!("cannot write the pid file {}", path.display()))?;
     }
     Ok(())
@@ -515,6 +520,7 @@ pub fn exec_in(
 }
 
 fn exec_container(root: &Path, args: ExecArgs) -> anyhow::Result<ExitCode> {
+    corral_container::sealed_exe::ensure(root)?;
     let container = Container::load(root, &args.id)?;
     let process = exec_process(&container, &args)?;
     let wants_terminal = process.terminal() == Some(true);

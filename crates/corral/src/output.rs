@@ -85,6 +85,12 @@ pub fn print_table<const N: usize>(headers: [&str; N], rows: &[[String; N]]) {
     }
 }
 
+/// Seconds since the epoch as an RFC 3339 UTC time, e.g. `2026-12-01T07:30:00Z`.
+pub fn timestamp(secs: u64) -> String {
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
+        .to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

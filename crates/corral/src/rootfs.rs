@@ -1,12 +1,15 @@
 //! Filling a new container's root filesystem from a directory or a tarball.
 
-use std::path::Path;
+use std::os::unix::fs::FileTypeExt;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context};
 
 /// Copies `source` (a directory, or a tar archive compressed or not) into `target`, keeping
-/// owners, modes, links, device nodes and extended attributes.
+/// owners, modes, links and extended attributes. Block and character device nodes are removed
+/// with a warning: an image must not bring its own `/disk` naming a host device (the container
+/// gets its devices on a fresh `/dev`).
 pub fn populate(source: &Path, target: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(target)
         .with_context(|| format!("cannot create {}", target.display()))?;
@@ -14,14 +17,8 @@ pub fn populate(source: &Path, target: &Path) -> anyhow::Result<()> {
         "copying root filesystem from {}",
         source.display()
     ));
-    let mut command = if source.is_dir() {
-        let mut cp = Command::new("cp");
-        // `source/.` copies the directory's content, dot-files included.
-        cp.arg("-a")
-            .arg("--reflink=auto")
-            .arg(source.join("."))
-            .arg(target);
-        cp
+    if source.is_dir() {
+        corral_core::copy::copy_tree(source, target)?;
     } else if source.is_file() {
         let mut tar = Command::new("tar");
         tar.arg("--extract")
@@ -33,27 +30,47 @@ pub fn populate(source: &Path, target: &Path) -> anyhow::Result<()> {
             .arg("--preserve-permissions")
             .arg("--xattrs")
             .arg("--xattrs-include=*");
-        tar
+        corral_core::copy::run_until_done(&mut tar, source)?;
     } else {
         bail!(
             "root filesystem {} is neither a directory nor a tar archive",
             source.display()
         );
-    };
-    let program = command.get_program().to_string_lossy().into_owned();
-    let output = command
-        .output()
-        .with_context(|| format!("cannot run {program}"))?;
+    }
     progress.finish();
-    if !output.status.success() {
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        bail!(
-            "cannot copy the root filesystem from {}: {}",
-            source.display(),
-            stderr.lines().next().unwrap_or("unknown error")
+    let removed = remove_device_nodes(target)?;
+    if !removed.is_empty() {
+        let names: Vec<String> = removed
+            .iter()
+            .map(|p| Path::new("/").join(p).display().to_string())
+            .collect();
+        tracing::warn!(
+            "removed {} from the root filesystem: {}",
+            crate::output::plural(removed.len(), "device node"),
+            names.join(", ")
         );
     }
     Ok(())
+}
+
+/// Removes every block and character device below `root`; returns their paths relative to it.
+fn remove_device_nodes(root: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut nodes = Vec::new();
+    corral_host::tree::walk(root, |path, meta| -> anyhow::Result<()> {
+        let kind = meta.file_type();
+        if kind.is_block_device() || kind.is_char_device() {
+            nodes.push(path.to_path_buf());
+        }
+        Ok(())
+    })?;
+    let mut removed = Vec::new();
+    for path in nodes {
+        std::fs::remove_file(&path)
+            .with_context(|| format!("cannot remove device node {}", path.display()))?;
+        removed.push(path.strip_prefix(root).unwrap_or(&path).to_path_buf());
+    }
+    removed.sort();
+    Ok(removed)
 }
 
 #[cfg(test)]
@@ -109,6 +126,46 @@ mod tests {
             std::fs::read(target.path().join("etc/hostname")).unwrap(),
             b"box\n"
         );
+    }
+
+    #[test]
+    fn device_nodes_are_not_unpacked() {
+        use std::os::unix::fs::MetadataExt;
+        if !nix::unistd::geteuid().is_root() {
+            return corral_testkit::skip("needs root to make device nodes");
+        }
+        // An image shipping /disk = the block device holding the host's root, and a char device.
+        let source = tempfile::tempdir().unwrap();
+        let root_dev = std::fs::metadata("/").unwrap().dev();
+        let mode = nix::sys::stat::Mode::from_bits_truncate(0o600);
+        let block = nix::sys::stat::SFlag::S_IFBLK;
+        let char = nix::sys::stat::SFlag::S_IFCHR;
+        nix::sys::stat::mknod(&source.path().join("disk"), block, mode, root_dev).unwrap();
+        std::fs::create_dir(source.path().join("deep")).unwrap();
+        let kmsg = nix::sys::stat::makedev(1, 11);
+        nix::sys::stat::mknod(&source.path().join("deep/kmsg"), char, mode, kmsg).unwrap();
+        std::fs::write(source.path().join("deep/file"), b"kept").unwrap();
+        let tarball = tempfile::tempdir().unwrap();
+        let tarball = tarball.path().join("image.tar");
+        let status = Command::new("tar")
+            .arg("-cf")
+            .arg(&tarball)
+            .arg("-C")
+            .arg(source.path())
+            .arg(".")
+            .status()
+            .unwrap();
+        assert!(status.success());
+        for from in [tarball.as_path(), source.path()] {
+            let target = tempfile::tempdir().unwrap();
+            populate(from, target.path()).unwrap();
+            assert!(!target.path().join("disk").exists(), "{}", from.display());
+            assert!(!target.path().join("deep/kmsg").exists());
+            assert_eq!(
+                std::fs::read(target.path().join("deep/file")).unwrap(),
+                b"kept"
+            );
+        }
     }
 
     #[test]

@@ -8,14 +8,16 @@ use anyhow::Context;
 use corral_control::exit::{reason, ExitRecord};
 use corral_control::{Client, Request, Response};
 use corral_vmm::config::{
-    Action, DiskConfig, MemorySize, NicConfig, SerialTarget, VmConfig, VsockConfig,
+    Action, DiskConfig, MemorySize, NicConfig, RestartLimit, SerialTarget, VmConfig, VsockConfig,
 };
 use corral_vmm::exit::ExitReason;
+use corral_vmm::jail::JailConfig;
 
 #[derive(clap::Subcommand)]
 pub enum VmmCommand {
     /// Boot a kernel and run the VM until it stops; the exit status tells how it stopped
-    /// (0 poweroff or the guest's debug-exit byte, 3 reboot, 4 crashed, 5 killed, 1 error).
+    /// (0 poweroff or the guest's debug-exit byte, 3 reboot, 4 crashed, 5 killed, 6 restart
+    /// limit reached, 1 error).
     Run(Box<RunArgs>),
     /// Send one request to a running VMM's control socket and print the JSON answer.
     Control {
@@ -60,6 +62,10 @@ pub struct RunArgs {
     on_reboot: Option<Action>,
     #[arg(long)]
     on_crash: Option<Action>,
+    /// At most BURST restarts by the on_* policies within SECONDS, then the VM ends (default
+    /// 5/10; SECONDS 0 means no limit).
+    #[arg(long, value_name = "BURST/SECONDS")]
+    restart_limit: Option<RestartLimit>,
     /// A virtio disk: PATH or path=PATH[,format=raw|qcow2][,readonly][,serial=S]; repeatable,
     /// replaces the config file's disks.
     #[arg(long = "disk")]
@@ -74,6 +80,25 @@ pub struct RunArgs {
     /// A virtio vsock device: cid=N,socket=PATH.
     #[arg(long)]
     vsock: Option<VsockConfig>,
+    /// Confine the VMM (needs root): after opening its files it runs as the `corral` user in
+    /// its own namespaces, seeing only DIR, where its sockets, console log, vsock socket and
+    /// exit file must be (see docs/vmm.md).
+    #[arg(long, value_name = "DIR")]
+    jail: Option<PathBuf>,
+    /// With --jail: move the VMM into this existing cgroup (a path from the hierarchy roots).
+    #[arg(long, value_name = "PATH", requires = "jail")]
+    cgroup: Option<PathBuf>,
+    /// The file stdout and stderr point at (the caller opens it there): the VMM rotates it to
+    /// PATH.1 at 1 MiB, checking every second. With --jail it must be in DIR.
+    #[arg(long, value_name = "PATH")]
+    log_file: Option<PathBuf>,
+    /// Run without the per-thread seccomp filters (for debugging; see docs/vmm.md).
+    #[arg(long)]
+    no_seccomp: bool,
+    /// Test-only: a guest write to port 0xf8 makes the vCPU thread attempt a system call no
+    /// seccomp filter allows.
+    #[arg(long, hide = true)]
+    test_forbidden_call_port: bool,
 }
 
 #[derive(clap::Subcommand)]
@@ -132,6 +157,9 @@ fn config_from(args: RunArgs) -> anyhow::Result<VmConfig> {
     if let Some(action) = args.on_crash {
         config.on_crash = action;
     }
+    if let Some(limit) = args.restart_limit {
+        config.restart_limit = limit;
+    }
     if !args.disks.is_empty() {
         config.disks = args.disks;
     }
@@ -139,6 +167,9 @@ fn config_from(args: RunArgs) -> anyhow::Result<VmConfig> {
         config.nics = args.nics;
     }
     config.rng |= args.rng;
+    if args.no_seccomp {
+        config.seccomp = false;
+    }
     if args.vsock.is_some() {
         config.vsock = args.vsock;
     }
@@ -146,13 +177,37 @@ fn config_from(args: RunArgs) -> anyhow::Result<VmConfig> {
 }
 
 fn run_vm(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let exit_file = args.exit_file.clone();
-    let result = config_from(args).and_then(|config| Ok(corral_vmm::run(&config)?));
+    let mut exit_file = args.exit_file.clone();
+    let jail = match &args.jail {
+        Some(dir) => Some(JailConfig::new(dir, args.cgroup.clone())?),
+        None => None,
+    };
+    let mut options = corral_vmm::RunOptions {
+        jail,
+        forbidden_call_port: args.test_forbidden_call_port,
+        log_file: args.log_file.clone(),
+    };
+    let result = config_from(args).and_then(|mut config| {
+        if let Some(jail) = &options.jail {
+            jail.place_config(&mut config)?;
+            if let Some(path) = &mut exit_file {
+                *path = jail.place("exit file", path)?;
+            }
+            if let Some(path) = &mut options.log_file {
+                *path = jail.place("log file", path)?;
+            }
+        }
+        Ok(corral_vmm::run(&config, &options)?)
+    });
     if let Some(path) = &exit_file {
         exit_record(&result).write(path)?;
     }
     let exit = result.context("the VM could not run")?;
-    eprintln!("corral: vm stopped: {} ({})", exit.reason, exit.detail);
+    let reason = match exit.restart_limited {
+        true => reason::RESTART_LIMIT.to_string(),
+        false => exit.reason.to_string(),
+    };
+    eprintln!("corral: vm stopped: {reason} ({})", exit.detail);
     Ok(ExitCode::from(exit.exit_status()))
 }
 
@@ -170,6 +225,13 @@ fn exit_record(result: &anyhow::Result<corral_vmm::VmExit>) -> ExitRecord {
     };
     // The crash detail carries a register dump; the record keeps its summary line.
     let summary = exit.detail.lines().next().map(str::to_string);
+    if exit.restart_limited {
+        return ExitRecord {
+            reason: reason::RESTART_LIMIT.into(),
+            code: exit.guest_code.map(i32::from),
+            detail: summary,
+        };
+    }
     match exit.reason {
         ExitReason::Poweroff => ExitRecord {
             reason: reason::POWEROFF.into(),

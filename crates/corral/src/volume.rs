@@ -6,7 +6,8 @@ use std::process::ExitCode;
 use anyhow::bail;
 use clap::{Args, Subcommand};
 use corral_core::definition::DiskFormat;
-use corral_core::volume::{NewVolume, Pool, VolumeInfo};
+use corral_core::volume::{NewVolume, Pool, VolumeError, VolumeInfo};
+use corral_disk::OpenOptions;
 use corral_vmm::config::MemorySize;
 
 use crate::output::{self, Format};
@@ -28,9 +29,32 @@ enum VolumeCommand {
         size: Option<MemorySize>,
         #[arg(long, short, value_enum, default_value = "raw")]
         format: VolumeFormat,
-        /// Base image of a qcow2 overlay (linked clone): a volume's name or an image path.
+        /// Base image of a qcow2 overlay (linked clone): a volume of the pool, by name or path
+        /// (images from elsewhere come in with `corral volume import`).
         #[arg(long, short)]
         backing: Option<String>,
+    },
+    /// Copy an image (raw or qcow2, its backing chain flattened) into the pool as a new volume.
+    Import {
+        name: String,
+        /// The image to copy.
+        path: PathBuf,
+        /// The new volume's format (default: the image's own).
+        #[arg(long, short, value_enum)]
+        format: Option<VolumeFormat>,
+        /// A directory or file the image's backing chain may use besides the image's own
+        /// directory (repeatable).
+        #[arg(long)]
+        allow_backing: Vec<PathBuf>,
+    },
+    /// Check a qcow2 volume like `qemu-img check`; --repair gives leaked clusters back (a
+    /// crash leaves them). Exit status 0: clean, 2: corruptions, 3: leaks left.
+    Check {
+        name: String,
+        #[arg(long)]
+        repair: bool,
+        #[arg(long, short, value_enum, default_value_t)]
+        output: Format,
     },
     /// List the pool's volumes.
     #[command(alias = "ls")]
@@ -114,23 +138,62 @@ pub fn run(root: &Path, args: VolumeArgs) -> anyhow::Result<ExitCode> {
                                 .map(output::human_bytes)
                                 .unwrap_or_else(|| "-".into()),
                             output::human_bytes(v.actual_size),
-                            v.backing_chain
-                                .first()
-                                .map(|b| b.display().to_string())
-                                .unwrap_or_else(|| "-".into()),
+                            match (&v.problem, v.backing_chain.first()) {
+                                (Some(problem), _) => format!("unusable: {problem}"),
+                                (None, Some(backing)) => backing.display().to_string(),
+                                (None, None) => "-".into(),
+                            },
                         ]
                     })
                     .collect();
                 output::print_table(["NAME", "FORMAT", "SIZE", "USED", "BACKING"], &rows);
             }
         }
+        VolumeCommand::Import {
+            name,
+            path,
+            format,
+            allow_backing,
+        } => {
+            let format = match format {
+                Some(format) => volume_format(format),
+                None => corral_disk::detect_format(&path)?.into(),
+            };
+            let spinner = crate::progress::Spinner::start(&format!("importing {}", path.display()));
+            let imported = pool.import(&name, &path, format, &allow_backing, &mut |_| {
+                std::ops::ControlFlow::Continue(())
+            });
+            spinner.finish();
+            println!("imported volume {name} ({})", describe(&imported?));
+        }
+        VolumeCommand::Check {
+            name,
+            repair,
+            output,
+        } => {
+            let report = pool.check(&name, repair)?;
+            if output == Format::Json {
+                output::print_json(&report)?;
+            } else {
+                print_check(&name, &report);
+            }
+            // qemu-img check's exit statuses.
+            return Ok(ExitCode::from(if report.corruptions > 0 {
+                2
+            } else if report.leaks > report.leaks_fixed {
+                3
+            } else {
+                0
+            }));
+        }
         VolumeCommand::Info { name, output } => {
             let info = match pool.info(&name) {
                 Ok(info) => serde_json::to_value(info)?,
-                // Not a pool volume: any image or block device by path (dedicated VBDs).
-                Err(err) if Path::new(&name).exists() => {
-                    tracing::debug!("{name} is not a pool volume ({err}); reading it as an image");
-                    serde_json::to_value(corral_disk::info(&PathBuf::from(&name))?)?
+                // Not a pool volume: any image or block device by path (dedicated VBDs), as
+                // `qemu-img info` describes it: format by magic, backing chain wherever it leads.
+                Err(VolumeError::NotFound(_)) if Path::new(&name).exists() => {
+                    let path = PathBuf::from(&name);
+                    serde_json::to_value(corral_disk::info(&path, OpenOptions::read_only())?)?
                 }
                 Err(err) => return Err(err.into()),
             };
@@ -151,6 +214,44 @@ pub fn run(root: &Path, args: VolumeArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn volume_format(format: VolumeFormat) -> DiskFormat {
+    match format {
+        VolumeFormat::Raw => DiskFormat::Raw,
+        VolumeFormat::Qcow2 => DiskFormat::Qcow2,
+        VolumeFormat::Dir => DiskFormat::Dir,
+    }
+}
+
+/// `qemu-img check`'s summary, in its words where they fit.
+fn print_check(name: &str, report: &corral_disk::CheckReport) {
+    for problem in &report.problems {
+        println!("{problem}");
+    }
+    if report.corruptions > 0 {
+        println!(
+            "{} errors were found on volume {name}; repair it with `qemu-img check -r all {}`",
+            report.corruptions,
+            report.filename.display()
+        );
+    }
+    if report.leaks_fixed > 0 {
+        println!("{} leaked clusters were given back", report.leaks_fixed);
+    } else if report.leaks > 0 {
+        println!(
+            "{} leaked clusters were found on volume {name}: they waste space but harm nothing; \
+             `corral volume check --repair {name}` gives them back",
+            report.leaks
+        );
+    }
+    if report.corruptions == 0 && report.leaks == 0 {
+        println!("No errors were found on volume {name}.");
+    }
+    println!(
+        "{}/{} clusters allocated, image end offset {}",
+        report.allocated_clusters, report.total_clusters, report.image_end_offset
+    );
 }
 
 fn format_name(format: DiskFormat) -> &'static str {

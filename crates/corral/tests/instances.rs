@@ -212,6 +212,26 @@ fn restart_policy_and_directory_volume() {
 }
 
 #[test]
+fn a_crash_looping_container_ends_crashed_at_its_restart_limit() {
+    let Some(root) = setup() else { return };
+    container(
+        &root,
+        "crashloop",
+        "echo run; exit 3",
+        &["--on-crash", "restart"],
+    );
+    root.ok(&["start", "crashloop"]);
+    wait_for("the restart limit", Duration::from_secs(60), || {
+        root.status("crashloop") == "crashed"
+    });
+    let exit = &root.info("crashloop")["state"]["last_exit"];
+    assert_eq!(exit["reason"], "restart-limit", "{exit}");
+    assert_eq!(exit["code"], 3);
+    let runs = root.ok(&["logs", "crashloop"]).matches("run").count();
+    assert_eq!(runs, 6, "the first run and 5 restarts");
+}
+
+#[test]
 fn system_container_reboots_in_place_and_powers_off() {
     let Some(root) = setup() else { return };
     let rootfs = rootfs(&root);
@@ -242,6 +262,47 @@ fn system_container_reboots_in_place_and_powers_off() {
         root.status("sys") == "stopped"
     });
     assert_eq!(root.info("sys")["state"]["last_exit"]["reason"], "poweroff");
+}
+
+#[test]
+fn a_container_instance_keeps_its_files_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(root) = setup() else { return };
+    root.ok(&["volume", "create", "shared", "--format", "dir"]);
+    container(
+        &root,
+        "quiet",
+        "sleep 1000",
+        &["--disk", "vol=shared,target=/shared"],
+    );
+    root.ok(&["start", "quiet"]);
+    let dir = root.instance_dir("quiet");
+    let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    for private_dir in [
+        root.path(),
+        root.path().join("instances"),
+        dir.clone(),
+        dir.join("run"),
+        dir.join("run/bundle"),
+        root.path().join("storage"),
+        root.path().join("storage/default"),
+    ] {
+        assert_eq!(mode(&private_dir), 0o700, "{}", private_dir.display());
+    }
+    for private_file in [
+        "instance.toml",
+        "state.json",
+        "lock",
+        "run/supervisor.log",
+        "run/console.log",
+        "run/control.sock",
+        "run/console.sock",
+        "run/bundle/config.json",
+    ] {
+        assert_eq!(mode(&dir.join(private_file)), 0o600, "{private_file}");
+    }
+    root.ok(&["kill", "quiet"]);
+    assert_eq!(mode(&dir.join("run/exit.json")), 0o600);
 }
 
 #[test]
@@ -287,6 +348,29 @@ fn killed_supervisor_shows_crashed_and_leaves_nothing_running() {
         root.status("victim"),
         "running",
         "a crashed instance starts again"
+    );
+}
+
+#[test]
+fn a_supervisor_killed_by_stop_leaves_nothing_running() {
+    let Some(root) = setup() else { return };
+    container(&root, "frozen", "sleep 4243", &[]);
+    root.ok(&["start", "frozen"]);
+    let monitor = root.info("frozen")["state"]["pid"].as_i64().unwrap() as i32;
+    let engine_state = root
+        .instance_dir("frozen")
+        .join("run/oci/frozen/state.json");
+    let engine: Value = serde_json::from_slice(&std::fs::read(engine_state).unwrap()).unwrap();
+    let init = engine["pid"].as_i64().unwrap();
+    // A supervisor that answers nothing: kill ends with SIGKILL.
+    // SAFETY: kill(2) of the supervisor this test started.
+    assert_eq!(unsafe { libc::kill(monitor, libc::SIGSTOP) }, 0);
+    root.ok(&["kill", "frozen"]);
+    assert_ne!(root.status("frozen"), "running");
+    wait_for(
+        "the container's init to be gone",
+        Duration::from_secs(10),
+        || !Path::new(&format!("/proc/{init}")).exists(),
     );
 }
 
@@ -471,4 +555,209 @@ fn autostart_starts_only_marked_instances() {
         !root.ok(&["autostart"]).contains("started"),
         "a running instance is left alone"
     );
+}
+
+#[test]
+fn images_bring_no_device_nodes_and_the_rootfs_is_nodev() {
+    let Some(root) = setup() else { return };
+    use nix::sys::stat::{makedev, mknod, Mode, SFlag};
+    use std::os::unix::fs::MetadataExt;
+    // An image tarball shipping /disk = the block device holding the host's root.
+    let rootfs = rootfs(&root);
+    let root_dev = std::fs::metadata("/").unwrap().dev();
+    mknod(
+        &rootfs.join("disk"),
+        SFlag::S_IFBLK,
+        Mode::from_bits_truncate(0o600),
+        root_dev,
+    )
+    .unwrap();
+    let image = root.dir.path().join("image.tar");
+    let tar = Command::new("tar")
+        .arg("-cf")
+        .arg(&image)
+        .arg("-C")
+        .arg(&rootfs)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(tar.success());
+    let create = root.run(&[
+        "create",
+        "img",
+        "--rootfs",
+        image.to_str().unwrap(),
+        "--",
+        "/bin/sh",
+        "-c",
+        "sleep 1000",
+    ]);
+    assert!(
+        create.status.success(),
+        "{}",
+        String::from_utf8_lossy(&create.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&create.stderr)
+            .contains("removed 1 device node from the root filesystem: /disk"),
+        "{}",
+        String::from_utf8_lossy(&create.stderr)
+    );
+    let instance_rootfs = root.instance_dir("img").join("rootfs");
+    assert!(instance_rootfs.join("bin/busybox").exists());
+    assert!(
+        !instance_rootfs.join("disk").exists(),
+        "the node was not unpacked"
+    );
+    // A node made by hand (a host block device root may open here) opens nothing inside.
+    let by_hand = instance_rootfs.join("disk2");
+    mknod(
+        &by_hand,
+        SFlag::S_IFBLK,
+        Mode::from_bits_truncate(0o600),
+        makedev(7, 0),
+    )
+    .unwrap();
+    std::fs::File::open(&by_hand).expect("outside the container the node opens");
+    root.ok(&["start", "img"]);
+    let out = root.ok(&[
+        "exec",
+        "img",
+        "--",
+        "/bin/sh",
+        "-c",
+        "head -c 1 /disk2 >/dev/null 2>&1 && echo disk-opens; grep ' / ' /proc/self/mounts; echo x > /dev/null && echo null-writable",
+    ]);
+    assert!(!out.contains("disk-opens"), "{out}");
+    assert!(out.contains("nodev"), "the root is mounted nodev: {out}");
+    assert!(out.contains("null-writable"), "/dev still works: {out}");
+    root.ok(&["delete", "img", "--force"]);
+}
+
+/// A static program that calls kcmp(2), which podman's profile refuses (EPERM) to a container
+/// without CAP_SYS_PTRACE, and which works unconfined. busybox has no applet for a call the
+/// profile forbids that the default capabilities would otherwise allow.
+fn build_kcmp_probe(dir: &Path) -> bool {
+    if Command::new("cc").arg("--version").output().is_err() {
+        corral_testkit::skip("needs cc (build-essential) for the seccomp probe");
+        return false;
+    }
+    let source = dir.join("kcmp-probe.c");
+    std::fs::write(
+        &source,
+        "#include <stdio.h>\n#include <errno.h>\n#include <string.h>\n#include <unistd.h>\n\
+         #include <sys/syscall.h>\n\
+         int main(void) { pid_t p = getpid();\n\
+           if (syscall(SYS_kcmp, p, p, 0, 0, 0) < 0) { printf(\"kcmp: %s\\n\", strerror(errno)); return 1; }\n\
+           puts(\"kcmp: ok\"); return 0; }\n",
+    )
+    .unwrap();
+    let status = Command::new("cc")
+        .args(["-static", "-o"])
+        .arg(dir.join("bin/kcmp-probe"))
+        .arg(&source)
+        .status()
+        .unwrap();
+    assert!(status.success(), "building the probe");
+    true
+}
+
+#[test]
+fn containers_get_podmans_seccomp_profile_unless_unconfined() {
+    let Some(root) = setup() else { return };
+    if !build_kcmp_probe(&rootfs(&root)) {
+        return;
+    }
+    container(&root, "confined", "sleep 1000", &[]);
+    container(&root, "free", "sleep 1000", &[]);
+    root.ok(&["config", "set", "free", "container.seccomp=unconfined"]);
+    let check = "grep Seccomp: /proc/1/status; grep Seccomp: /proc/self/status; kcmp-probe";
+    for name in ["confined", "free"] {
+        root.ok(&["start", name]);
+    }
+    let confined = root.run(&["exec", "confined", "--", "/bin/sh", "-c", check]);
+    let out = String::from_utf8_lossy(&confined.stdout);
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [
+            "Seccomp:\t2",
+            "Seccomp:\t2",
+            "kcmp: Operation not permitted"
+        ],
+        "{out}"
+    );
+    let free = root.ok(&["exec", "free", "--", "/bin/sh", "-c", check]);
+    assert_eq!(
+        free.lines().collect::<Vec<_>>(),
+        ["Seccomp:\t0", "Seccomp:\t0", "kcmp: ok"],
+        "{free}"
+    );
+    for name in ["confined", "free"] {
+        root.ok(&["delete", name, "--force"]);
+    }
+}
+
+#[test]
+fn application_containers_get_a_user_namespace_from_corrals_subuid_range() {
+    let Some(root) = setup() else { return };
+    use std::os::unix::fs::MetadataExt;
+    container(&root, "mapped", "sleep 1000", &[]);
+    container(&root, "shared", "sleep 1000", &["--userns", "host"]);
+    assert!(root.ok(&["info", "mapped"]).contains("auto"));
+    for name in ["mapped", "shared"] {
+        root.ok(&["start", name]);
+    }
+    let check = "id -u; cat /proc/self/uid_map; touch /root/made-by-root && echo made";
+    let mapped = root.ok(&["exec", "mapped", "--", "/bin/sh", "-c", check]);
+    let subuid = std::fs::read_to_string("/etc/subuid").unwrap();
+    let base: u32 = subuid
+        .lines()
+        .find_map(|l| l.strip_prefix("corral:"))
+        .and_then(|rest| rest.split(':').next())
+        .and_then(|start| start.parse().ok())
+        .expect("a corral entry in /etc/subuid");
+    let map: Vec<String> = mapped
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(mapped.lines().next(), Some("0"), "root inside: {mapped}");
+    assert_eq!(map, ["0", &base.to_string(), "65536"], "{mapped}");
+    assert!(mapped.contains("made"), "{mapped}");
+    let made = root.instance_dir("mapped").join("rootfs/root/made-by-root");
+    assert_eq!(
+        std::fs::metadata(&made).unwrap().uid(),
+        base,
+        "owned by the mapped host uid"
+    );
+    let busybox = root.instance_dir("mapped").join("rootfs/bin/busybox");
+    assert_eq!(
+        std::fs::metadata(busybox).unwrap().uid(),
+        base,
+        "the rootfs was shifted"
+    );
+    let marker = root.instance_dir("mapped").join("rootfs.userns");
+    assert_eq!(
+        std::fs::metadata(marker).unwrap().mode() & 0o777,
+        0o600,
+        "private like the instance's other files"
+    );
+
+    let shared = root.ok(&["exec", "shared", "--", "/bin/sh", "-c", check]);
+    assert!(
+        shared
+            .lines()
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .eq(["0", "0", "4294967295"]),
+        "{shared}"
+    );
+    let made = root.instance_dir("shared").join("rootfs/root/made-by-root");
+    assert_eq!(std::fs::metadata(&made).unwrap().uid(), 0);
+    for name in ["mapped", "shared"] {
+        root.ok(&["delete", name, "--force"]);
+    }
 }

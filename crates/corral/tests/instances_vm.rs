@@ -11,22 +11,7 @@ use std::time::Duration;
 use corral_testkit::require_kvm;
 use serde_json::Value;
 
-use common::{wait_for, CorralRoot as Root};
-
-/// Defines a VM running test guest `guest`.
-fn vm(root: &Root, name: &str, guest: &str, extra: &[&str]) {
-    let kernel = corral_guests::elf(guest);
-    let mut args = vec![
-        "create",
-        name,
-        "--kernel",
-        kernel.to_str().unwrap(),
-        "--memory",
-        "32M",
-    ];
-    args.extend_from_slice(extra);
-    root.ok(&args);
-}
+use common::{create_vm as vm, wait_for, CorralRoot as Root};
 
 fn log_len(root: &Root, name: &str) -> usize {
     root.ok(&["logs", name]).len()
@@ -125,6 +110,8 @@ fn crash_policies() {
     );
 
     vm(&root, "phoenix", "triple-fault", &["--on-crash", "restart"]);
+    // A limit it cannot reach while the test watches it restart.
+    root.ok(&["config", "set", "phoenix", "restart_limit.burst=1000"]);
     root.ok(&["start", "phoenix"]);
     wait_for("restarts", Duration::from_secs(20), || {
         root.info("phoenix")["live"]["restarts"]
@@ -135,6 +122,26 @@ fn crash_policies() {
     assert_eq!(root.status("phoenix"), "running");
     root.ok(&["kill", "phoenix"]);
     assert_eq!(root.status("phoenix"), "stopped");
+}
+
+#[test]
+fn a_crash_looping_vm_ends_crashed_at_its_restart_limit() {
+    require_kvm!();
+    let root = Root::new();
+    vm(&root, "loop", "triple-fault", &["--on-crash", "restart"]);
+    root.ok(&["start", "loop"]);
+    wait_for("the restart limit", Duration::from_secs(60), || {
+        root.status("loop") == "crashed"
+    });
+    let exit = &root.info("loop")["state"]["last_exit"];
+    assert_eq!(exit["reason"], "restart-limit", "{exit}");
+    let detail = exit["detail"].as_str().unwrap();
+    assert!(detail.contains("5 restarts within 10 s"), "{detail}");
+    assert!(detail.to_lowercase().contains("triple fault"), "{detail}");
+    // The supervisor's log names each crash a bounded number of times, not once per restart.
+    let log =
+        std::fs::read_to_string(root.instance_dir("loop").join("run/supervisor.log")).unwrap();
+    assert!(log.contains("restart limit"), "{log}");
 }
 
 #[test]
@@ -227,7 +234,8 @@ fn vm_instance_disks_are_virtio_disks_including_a_pool_overlay() {
         .map(|offset: usize| ((offset / 512) * 7 + offset % 512) as u8)
         .collect();
     std::fs::write(&base, &pattern).unwrap();
-    root.ok(&[
+    // A base from outside the pool is imported (an overlay's chain stays in the pool).
+    let refused = root.fails(&[
         "volume",
         "create",
         "clone",
@@ -235,6 +243,17 @@ fn vm_instance_disks_are_virtio_disks_including_a_pool_overlay() {
         "qcow2",
         "--backing",
         base.to_str().unwrap(),
+    ]);
+    assert!(refused.contains("corral volume import"), "{refused}");
+    root.ok(&["volume", "import", "base", base.to_str().unwrap()]);
+    root.ok(&[
+        "volume",
+        "create",
+        "clone",
+        "--format",
+        "qcow2",
+        "--backing",
+        "base",
     ]);
     let read_only = format!("{},ro", base.display());
     vm(
@@ -259,8 +278,10 @@ fn vm_instance_disks_are_virtio_disks_including_a_pool_overlay() {
         root.info("disks")["state"]["last_exit"]["reason"],
         "poweroff"
     );
-    // The guest wrote into the overlay, never into the shared base.
+    // The guest wrote into the overlay, never into the shared bases.
     assert_eq!(std::fs::read(&base).unwrap(), pattern);
+    let imported = root.path().join("storage/default/base.raw");
+    assert_eq!(std::fs::read(imported).unwrap(), pattern);
     let overlay = root.path().join("storage/default/clone.qcow2");
     let check = std::process::Command::new("qemu-img")
         .args(["check", "-q"])
@@ -335,4 +356,106 @@ fn restart_runs_the_vm_again_under_a_new_supervisor() {
     assert_eq!(info["state"]["status"], "running");
     assert_ne!(info["state"]["pid"], first);
     root.ok(&["kill", "again"]);
+}
+
+#[test]
+fn a_start_killed_after_spawning_the_vmm_leaves_the_vm_recorded_and_stoppable() {
+    require_kvm!();
+    let root = Root::new();
+    vm(&root, "orphan", "counter", &[]);
+    let mut start = root
+        .command(&["start", "orphan"])
+        .env("FAILPOINTS", "start.pid-recorded=pause")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let socket = root.instance_dir("orphan").join("run/control.sock");
+    wait_for("the VMM to serve", Duration::from_secs(20), || {
+        socket.exists()
+    });
+    // kill -9 of the CLI between spawning the supervisor and recording it as running.
+    start.kill().unwrap();
+    start.wait().unwrap();
+    wait_for("the VM to show running", Duration::from_secs(20), || {
+        root.status("orphan") == "running"
+    });
+    let pid = root.info("orphan")["state"]["pid"].as_i64().unwrap();
+    root.ok(&["stop", "orphan", "--timeout", "1"]);
+    assert_eq!(root.status("orphan"), "stopped");
+    // Gone, or a zombie: the killed CLI was its parent, and whoever inherited it reaps it.
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let state = stat.rsplit(')').next().unwrap_or_default().trim_start();
+    assert!(
+        state.is_empty() || state.starts_with('Z'),
+        "the VMM still runs: {stat}"
+    );
+}
+
+/// Every directory, file and socket under `dir`, with its permission bits.
+fn modes_under(dir: &std::path::Path) -> Vec<(PathBuf, std::fs::FileType, u32)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let meta = entry.path().symlink_metadata().unwrap();
+            if meta.is_dir() {
+                pending.push(entry.path());
+            }
+            let mode = meta.permissions().mode() & 0o7777;
+            found.push((entry.path(), meta.file_type(), mode));
+        }
+    }
+    found
+}
+
+#[test]
+fn everything_a_vm_instance_creates_is_private_to_its_owner() {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    require_kvm!();
+    let root = Root::new();
+    root.ok(&["volume", "create", "data", "--size", "1M"]);
+    root.ok(&[
+        "volume", "create", "layer", "--format", "qcow2", "--size", "1M",
+    ]);
+    vm(
+        &root,
+        "private",
+        "counter",
+        &["--disk", "vol=data", "--disk", "vol=layer"],
+    );
+    root.ok(&["start", "private"]);
+    wait_for("the guest's output", Duration::from_secs(20), || {
+        root.ok(&["logs", "private"]).contains("count 1")
+    });
+    let top = std::fs::metadata(root.path()).unwrap().permissions().mode() & 0o777;
+    assert_eq!(top, 0o700, "the corral root");
+    let found = modes_under(&root.path());
+    for name in [
+        "control.sock",
+        "console.sock",
+        "console.log",
+        "supervisor.log",
+    ] {
+        assert!(
+            found.iter().any(|(path, ..)| path.ends_with(name)),
+            "{name} was not created"
+        );
+    }
+    for (path, kind, mode) in &found {
+        let expected = if kind.is_dir() { 0o700 } else { 0o600 };
+        assert!(
+            kind.is_dir() || kind.is_file() || kind.is_socket(),
+            "{} is neither a file, a directory nor a socket",
+            path.display()
+        );
+        assert_eq!(*mode, expected, "{} has mode {mode:o}", path.display());
+    }
+    root.ok(&["stop", "private", "--timeout", "1"]);
+    for (path, kind, mode) in modes_under(&root.path()) {
+        let expected = if kind.is_dir() { 0o700 } else { 0o600 };
+        assert_eq!(mode, expected, "{} has mode {mode:o}", path.display());
+    }
 }

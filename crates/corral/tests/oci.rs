@@ -494,14 +494,7 @@ fn user_capabilities_rlimits_and_user_namespace() {
     assert_eq!(lines[4], "0077");
 
     let mut bundle = TestBundle::new("userns", "cat /proc/self/uid_map; id -u");
-    bundle.config["linux"]["namespaces"]
-        .as_array_mut()
-        .unwrap()
-        .push(json!({"type": "user"}));
-    bundle.config["linux"]["uidMappings"] =
-        json!([{"containerID": 0, "hostID": 200000, "size": 65536}]);
-    bundle.config["linux"]["gidMappings"] =
-        json!([{"containerID": 0, "hostID": 200000, "size": 65536}]);
+    bundle.map_root_to(200000);
     let (code, out, err) = bundle.run();
     assert_eq!(code, 0, "{err}");
     let first: Vec<&str> = out.lines().next().unwrap().split_whitespace().collect();
@@ -726,4 +719,188 @@ fn run_with_a_terminal_relays_the_callers_terminal() {
         "input reaches the process: {text}"
     );
     assert_eq!(out.status.code(), Some(6), "{text}");
+}
+
+#[test]
+fn device_nodes_in_the_rootfs_stay_closed_without_a_deny_rule() {
+    require_container_host!();
+    // A host block device node shipped in the rootfs (the first loop device: this host's sandbox
+    // keeps even root from opening its real disk), and a spec whose device list has no
+    // "deny all": the container's cgroup must not inherit the host's allow-all.
+    let mut bundle = TestBundle::new(
+        "devices",
+        "head -c 1 /disk >/dev/null && echo disk-opens; echo x > /dev/null && echo null-writable",
+    );
+    let disk = bundle.rootfs().join("disk");
+    nix::sys::stat::mknod(
+        &disk,
+        nix::sys::stat::SFlag::S_IFBLK,
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+        nix::sys::stat::makedev(7, 0),
+    )
+    .unwrap();
+    std::fs::File::open(&disk).expect("outside the container the node opens");
+    bundle.config["linux"]["resources"] = json!({});
+    let (code, out, err) = bundle.run();
+    assert_eq!(code, 0, "{err}");
+    assert!(!out.contains("disk-opens"), "{out}");
+    assert!(err.contains("Operation not permitted"), "{err}");
+    assert!(out.contains("null-writable"), "{out}");
+}
+
+#[test]
+fn a_mapped_root_gets_its_rootfs_and_volumes_from_a_private_directory() {
+    require_container_host!();
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    // The bundle lies in a directory only the host's root may enter, as corral keeps its
+    // instances. The container's root is host uid 200000: the runtime must hand it its rootfs
+    // and a bind-mounted directory from there without opening the directory to it.
+    let mut bundle = TestBundle::new(
+        "private",
+        "cat /proc/self/uid_map; cat /data/hello; touch /made && echo made; \
+         grep ' / ' /proc/self/mounts; echo x > /null2 || echo null2-closed",
+    );
+    std::fs::set_permissions(bundle.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let data = bundle.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(data.join("hello"), "hello from the host\n").unwrap();
+    // /dev/null's numbers, which the device rules allow: only nodev keeps it closed.
+    nix::sys::stat::mknod(
+        &bundle.rootfs().join("null2"),
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::from_bits_truncate(0o666),
+        nix::sys::stat::makedev(1, 3),
+    )
+    .unwrap();
+    let chown = Command::new("chown")
+        .args(["-hR", "200000:200000"])
+        .arg(bundle.rootfs())
+        .status()
+        .unwrap();
+    assert!(chown.success());
+    bundle.map_root_to(200000);
+    bundle.config["mounts"].as_array_mut().unwrap().push(
+        json!({"destination": "/data", "type": "bind", "source": data, "options": ["rbind"]}),
+    );
+    bundle.config["annotations"] = json!({"org.corral.rootfs.nodev": "true"});
+    let (code, out, err) = bundle.run();
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines[0].split_whitespace().collect::<Vec<_>>(),
+        ["0", "200000", "65536"]
+    );
+    assert_eq!(lines[1], "hello from the host", "{out}");
+    assert_eq!(lines[2], "made", "{out}");
+    assert!(
+        lines[3]
+            .split_whitespace()
+            .nth(3)
+            .unwrap_or("")
+            .split(',')
+            .any(|o| o == "nodev"),
+        "the root is mounted nodev: {out}"
+    );
+    assert_eq!(lines.get(4), Some(&"null2-closed"), "{out}");
+    assert_eq!(
+        std::fs::metadata(bundle.rootfs().join("made"))
+            .unwrap()
+            .uid(),
+        200000
+    );
+
+    // Made read-only, the root stays nodev.
+    bundle.config["root"]["readonly"] = json!(true);
+    bundle.config["process"]["args"] = json!(["sh", "-c", "grep ' / ' /proc/self/mounts"]);
+    let (code, out, err) = bundle.run();
+    assert_eq!(code, 0, "{err}");
+    let options: Vec<&str> = out
+        .split_whitespace()
+        .nth(3)
+        .unwrap_or("")
+        .split(',')
+        .collect();
+    assert!(
+        options.contains(&"ro") && options.contains(&"nodev"),
+        "{out}"
+    );
+}
+
+#[test]
+fn the_terminal_carries_only_what_the_process_writes() {
+    require_container_host!();
+    // The engine writes nothing of its own to the pty (no readiness byte, no stray SCM_RIGHTS
+    // payload): the master reads exactly the process's output, every time.
+    for round in 0..50 {
+        let mut bundle = TestBundle::new("ttybytes", "printf 'marker-%s\\n' ok");
+        bundle.config["process"]["terminal"] = json!(true);
+        let socket_path = bundle.path().join("console.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&socket_path).unwrap();
+        let receiver = std::thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            corral_container::console::receive_fd(stream.as_raw_fd()).unwrap()
+        });
+        let path = bundle.path().to_string_lossy().into_owned();
+        let socket = socket_path.to_string_lossy().into_owned();
+        let out = bundle.oci(&[
+            "create",
+            "--bundle",
+            &path,
+            "--console-socket",
+            &socket,
+            &bundle.id,
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut master = std::fs::File::from(receiver.join().unwrap());
+        assert!(bundle.oci(&["start", &bundle.id]).status.success());
+        let mut seen = Vec::new();
+        let mut buffer = [0u8; 256];
+        // EIO once the process (the last holder of the slave) has exited.
+        while let Ok(n) = master.read(&mut buffer) {
+            if n == 0 {
+                break;
+            }
+            seen.extend_from_slice(&buffer[..n]);
+        }
+        assert_eq!(
+            String::from_utf8_lossy(&seen),
+            "marker-ok\r\n",
+            "round {round}: {seen:?}"
+        );
+        bundle.force_delete();
+    }
+}
+
+#[test]
+fn run_with_a_terminal_and_closed_input_echoes_no_nul() {
+    require_container_host!();
+    corral_testkit::require_program!("script");
+    // script(1) with its input at end-of-file types the EOF character into the terminal while
+    // it is still in canonical mode; the kernel keeps it as a NUL byte, which a raw-mode reader
+    // receives unless switching to raw mode flushes pending input. Relayed to the container's
+    // pty it came back echoed as "^@".
+    let mut bundle = TestBundle::new("ttyeof", "echo hello-tty; sleep 0.3");
+    bundle.config["process"]["terminal"] = json!(true);
+    bundle.save();
+    for round in 0..10 {
+        let run = format!(
+            "{} oci --root {} run --bundle {} {}-{round}",
+            common::corral_bin(),
+            bundle.state_root.display(),
+            bundle.path().display(),
+            bundle.id
+        );
+        let shell = format!("script -qfec '{run}' /dev/null < /dev/null");
+        let out = common::output_via_files(Command::new("sh").args(["-c", &shell]));
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("hello-tty"), "round {round}: {text:?}");
+        assert!(
+            !text.contains("^@") && !text.contains('\0'),
+            "round {round}: {text:?}"
+        );
+    }
 }

@@ -169,6 +169,31 @@ fn podman_interactive_terminal() {
 }
 
 #[test]
+fn podman_terminal_carries_only_the_process_output() {
+    require_podman_host!();
+    require_program!("script");
+    let podman = Podman::new();
+    // Input stays open: with script's input at end-of-file, podman itself reads the NUL that
+    // the kernel keeps for a canonical-mode EOF once it switches the terminal to raw mode, and
+    // forwards it (runc shows the same "^@"); that is podman's, not the runtime's.
+    let inner = format!(
+        "{} run -t --rm {} {IMAGE} echo marker-tty",
+        podman.command_line(),
+        RUN_FLAGS.join(" ")
+    );
+    for round in 0..5 {
+        let shell = format!("sleep 3 | script -qfec '{inner}' /dev/null");
+        let out = common::output_via_files(Command::new("sh").args(["-c", &shell]));
+        assert_eq!(
+            text(&out.stdout),
+            "marker-tty\r\n",
+            "round {round}: {}",
+            text(&out.stderr)
+        );
+    }
+}
+
+#[test]
 fn podman_exec_ps_and_stop() {
     require_podman_host!();
     let podman = Podman::new();

@@ -4,7 +4,10 @@
 //! host, so they are ignored in the fast run; `scripts/test.sh` runs them as their own step with
 //! `CORRAL_GUEST_LINUX_DIR` / `CORRAL_GUEST_LINUX_ACPI_DIR` / `CORRAL_GUEST_LINUX_NET_DIR` pointing
 //! at `guests/linux/build.sh` outputs (without them the test builds the guest itself). The virtio
-//! variant (`guest-net.config`) mounts an ext4 virtio disk and pings a peer over virtio-net.
+//! variant (`guest-net.config`) mounts an ext4 virtio disk and pings a peer over virtio-net, and,
+//! in the crash test, writes synced files to ext4 on a qcow2 overlay while the VMM is killed with
+//! SIGKILL three times (the freestanding-guest version with 200 kills is `qcow2_crash.rs`). The
+//! quickstart's demo VM (busybox init on the default kernel) shuts down through Ctrl-Alt-Del.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -13,6 +16,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use corral_testkit::{require_kvm, require_program, require_root, Netns};
+
+mod common;
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
 
@@ -51,24 +56,12 @@ fn boot(dir: &Path, extra_cmdline: &str) -> (Option<i32>, String, String) {
 /// Boots like [`boot`] through `command` (the corral binary, perhaps inside a network
 /// namespace) with extra `vmm run` arguments.
 fn boot_with(
-    mut command: Command,
+    command: Command,
     dir: &Path,
     extra_cmdline: &str,
     extra_args: &[&str],
 ) -> (Option<i32>, String, String) {
-    let cmdline = std::fs::read_to_string(repo_root().join("guests/linux/cmdline")).unwrap();
-    let cmdline = format!("{} {extra_cmdline}", cmdline.trim());
-    let mut child = command
-        .args(["vmm", "run", "--vcpus", "2", "--memory", "256M"])
-        .args(extra_args)
-        .args(["--on-reboot", "destroy", "--cmdline", cmdline.trim()])
-        .arg("--kernel")
-        .arg(dir.join("vmlinux"))
-        .arg("--initrd")
-        .arg(dir.join("initramfs.cpio"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+    let mut child = vmm_run(command, dir, extra_cmdline, extra_args)
         .spawn()
         .unwrap();
     let deadline = Instant::now() + BOOT_TIMEOUT;
@@ -89,6 +82,25 @@ fn boot_with(
         String::from_utf8_lossy(&output.stdout).into_owned(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
+}
+
+/// `command` (the corral binary) set up to run the guest in `dir` with two vCPUs, `extra_args`
+/// and `extra_cmdline`, its console and log piped.
+fn vmm_run(mut command: Command, dir: &Path, extra_cmdline: &str, extra_args: &[&str]) -> Command {
+    let cmdline = std::fs::read_to_string(repo_root().join("guests/linux/cmdline")).unwrap();
+    let cmdline = format!("{} {extra_cmdline}", cmdline.trim());
+    command
+        .args(["vmm", "run", "--vcpus", "2", "--memory", "256M"])
+        .args(extra_args)
+        .args(["--on-reboot", "destroy", "--cmdline", cmdline.trim()])
+        .arg("--kernel")
+        .arg(dir.join("vmlinux"))
+        .arg("--initrd")
+        .arg(dir.join("initramfs.cpio"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    command
 }
 
 /// The lines init printed (the guest's tty turns "\n" into "\r\n").
@@ -262,4 +274,227 @@ fn linux_uses_virtio_disk_net_and_vsock() {
         "{}",
         String::from_utf8_lossy(&check.stdout)
     );
+}
+
+/// Boots the guest in `dir` with `extra_args` and `extra_cmdline`, waits until its init has
+/// reported `synced N` for at least `min_synced` files, lets it go on for `linger`, then kills the
+/// VMM with SIGKILL. Returns the files it reported synced (None: none), and the console.
+fn boot_fill_and_kill(
+    dir: &Path,
+    extra_cmdline: &str,
+    extra_args: &[&str],
+    min_synced: u32,
+    linger: Duration,
+) -> (Option<u32>, String) {
+    let command = Command::new(env!("CARGO_BIN_EXE_corral"));
+    let mut child = vmm_run(command, dir, extra_cmdline, extra_args)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (synced_tx, synced_rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut console = String::new();
+        // Only whole lines count: the kill can cut one short.
+        for line in corral_testkit::whole_lines(stdout) {
+            if let Some(n) = line.trim_end().strip_prefix("corral-init: synced ") {
+                let _ = synced_tx.send(n.parse::<u32>().unwrap());
+            }
+            console.push_str(&line);
+            console.push('\n');
+        }
+        console
+    });
+    let deadline = Instant::now() + BOOT_TIMEOUT;
+    let mut synced = None;
+    while synced.is_none_or(|n| n + 1 < min_synced) {
+        match synced_rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(n) => synced = Some(n),
+            Err(_) if child.try_wait().unwrap().is_some() => {
+                panic!("the VM ended by itself: {}", reader.join().unwrap())
+            }
+            Err(_) => assert!(Instant::now() < deadline, "the guest wrote nothing in time"),
+        }
+    }
+    std::thread::sleep(linger);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let console = reader.join().unwrap();
+    synced = synced_rx.try_iter().last().or(synced);
+    (synced, console)
+}
+
+#[test]
+#[ignore = "boots a real Linux kernel three times (about four minutes here); scripts/test.sh runs it"]
+fn linux_writing_to_a_qcow2_overlay_survives_sigkill_of_the_vmm() {
+    require_kvm!();
+    require_program!("gcc");
+    require_program!("qemu-img");
+    require_program!("mkfs.ext4");
+    require_program!("debugfs");
+    require_program!("e2fsck");
+    let (dir, _keep) = guest_linux_dir("CORRAL_GUEST_LINUX_NET_DIR", &["guest-net.config"]);
+    let work = tempfile::tempdir().unwrap();
+    let base = work.path().join("base.ext4");
+    let overlay = work.path().join("overlay.qcow2");
+    let flat = work.path().join("flat.raw");
+    let run = |program: &str, args: &[&std::ffi::OsStr]| {
+        Command::new(program).args(args).output().unwrap()
+    };
+    let made = run(
+        "mkfs.ext4",
+        &[
+            "-q".as_ref(),
+            "-F".as_ref(),
+            base.as_os_str(),
+            "64M".as_ref(),
+        ],
+    );
+    assert!(made.status.success(), "{made:?}");
+    let made = run(
+        "qemu-img",
+        &[
+            "create".as_ref(),
+            "-q".as_ref(),
+            "-f".as_ref(),
+            "qcow2".as_ref(),
+            "-b".as_ref(),
+            "base.ext4".as_ref(),
+            "-F".as_ref(),
+            "raw".as_ref(),
+            overlay.as_os_str(),
+        ],
+    );
+    assert!(made.status.success(), "{made:?}");
+    let disk_arg = format!("path={},format=qcow2", overlay.display());
+    let mut synced_per_round = Vec::new();
+    for round in 0..3u32 {
+        // Each boot after the first also proves the VM starts again on the killed image.
+        let linger = Duration::from_millis(u64::from(std::process::id() * (round + 7)) % 3000);
+        let (synced, console) = boot_fill_and_kill(
+            &dir,
+            &format!("corral_fill=vda:{round}"),
+            &["--disk", &disk_arg],
+            2,
+            linger,
+        );
+        assert!(!console.contains("cannot write"), "{console}");
+        synced_per_round.push(synced);
+
+        let check = run("qemu-img", &["check".as_ref(), overlay.as_os_str()]);
+        assert!(
+            matches!(check.status.code(), Some(0) | Some(3)),
+            "round {round}: qemu-img check: {}",
+            String::from_utf8_lossy(&check.stdout)
+        );
+        eprintln!(
+            "round {round}: killed after file {synced:?} was synced (and {linger:?}); qemu-img \
+             check: {}",
+            if check.status.code() == Some(3) {
+                "leaked clusters only"
+            } else {
+                "clean"
+            }
+        );
+        // Every file the guest synced, in every round so far, reads back from the file system
+        // (its journal replayed on a flat copy).
+        let _ = std::fs::remove_file(&flat);
+        let converted = run(
+            "qemu-img",
+            &[
+                "convert".as_ref(),
+                "-O".as_ref(),
+                "raw".as_ref(),
+                overlay.as_os_str(),
+                flat.as_os_str(),
+            ],
+        );
+        assert!(converted.status.success(), "{converted:?}");
+        let repaired = run("e2fsck", &["-fy".as_ref(), flat.as_os_str()]);
+        assert!(
+            matches!(repaired.status.code(), Some(0) | Some(1)),
+            "round {round}: e2fsck: {}",
+            String::from_utf8_lossy(&repaired.stdout)
+        );
+        for (written_in, synced) in synced_per_round.iter().enumerate() {
+            let Some(synced) = *synced else {
+                continue;
+            };
+            for n in 0..=synced {
+                let request = format!("cat /r{written_in}-{n}");
+                let cat = run(
+                    "debugfs",
+                    &["-R".as_ref(), request.as_ref(), flat.as_os_str()],
+                );
+                let expected: Vec<u8> = (0..65536usize)
+                    .map(|i| (n as usize * 31 + i) as u8)
+                    .collect();
+                assert!(
+                    cat.stdout == expected,
+                    "round {round}: /r{written_in}-{n} (synced) reads back {} bytes, not its data",
+                    cat.stdout.len()
+                );
+            }
+        }
+    }
+}
+
+#[test]
+#[ignore = "boots a real Linux kernel (about a minute here); scripts/test.sh runs it"]
+fn the_quickstart_demo_vm_shuts_down_on_stop() {
+    require_kvm!();
+    require_program!("gcc");
+    require_program!("cpio");
+    if !common::have_busybox() {
+        return;
+    }
+    let (dir, _keep) = guest_linux_dir("CORRAL_GUEST_LINUX_DIR", &[]);
+    // The demo VM's initramfs, built as scripts/quickstart.sh builds it.
+    let work = tempfile::tempdir().unwrap();
+    let rootfs = work.path().join("busybox-rootfs");
+    let initramfs = work.path().join("demo-initramfs.cpio");
+    for (script, args) in [
+        ("scripts/busybox-rootfs.sh", vec![&rootfs]),
+        ("scripts/demo-initramfs.sh", vec![&rootfs, &initramfs]),
+    ] {
+        let status = Command::new("bash")
+            .arg(repo_root().join(script))
+            .args(args)
+            .status()
+            .unwrap();
+        assert!(status.success(), "{script} failed");
+    }
+    let cmdline = std::fs::read_to_string(repo_root().join("guests/linux/cmdline")).unwrap();
+    let root = common::CorralRoot::new();
+    root.ok(&[
+        "create",
+        "demo-vm",
+        "--kernel",
+        dir.join("vmlinux").to_str().unwrap(),
+        "--initrd",
+        initramfs.to_str().unwrap(),
+        "--cmdline",
+        cmdline.trim(),
+        "--cpus",
+        "2",
+        "--memory",
+        "256M",
+    ]);
+    root.ok(&["start", "demo-vm"]);
+    let console = root.instance_dir("demo-vm").join("run/console.log");
+    let log = || std::fs::read_to_string(&console).unwrap_or_default();
+    // Printed by busybox init's sysinit: init has taken Ctrl-Alt-Del over by then.
+    // Busybox init's first steps are fork+execs on top of the boot: twice the usual bound.
+    common::wait_for("the demo VM's init", 2 * BOOT_TIMEOUT, || {
+        log().contains("corral stop shuts it down")
+    });
+    // A generous timeout: busybox's shutdown takes a few fork+execs, about a second each here
+    // (more on a loaded host). What matters is that the guest ends the run itself.
+    root.ok(&["stop", "demo-vm", "--timeout", "120"]);
+    let state = &root.info("demo-vm")["state"];
+    assert_eq!(state["status"], "stopped", "{state}");
+    // The guest ended the run itself: not `stopped` (forced off at the timeout) or `killed`.
+    let reason = state["last_exit"]["reason"].as_str().unwrap();
+    assert!(matches!(reason, "reboot" | "poweroff"), "{state}");
+    assert!(log().contains("corral demo: shutting down"), "{}", log());
 }

@@ -211,3 +211,76 @@ fn resize_and_bad_input() {
         assert!(err.contains(expected), "{args:?}: {err}");
     }
 }
+
+/// Reads a big-endian u64 from `path` at `offset`.
+fn read_u64(path: &Path, offset: u64) -> u64 {
+    let mut word = [0u8; 8];
+    std::os::unix::fs::FileExt::read_exact_at(
+        &std::fs::File::open(path).unwrap(),
+        &mut word,
+        offset,
+    )
+    .unwrap();
+    u64::from_be_bytes(word)
+}
+
+fn write_at(path: &Path, offset: u64, bytes: &[u8]) {
+    let file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&file, bytes, offset).unwrap();
+}
+
+#[test]
+fn volume_check_reports_and_repairs_leaks_and_refuses_to_repair_corruption() {
+    require_program!("qemu-img");
+    require_program!("qemu-io");
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    ok(
+        root,
+        &[
+            "volume", "create", "disk", "--size", "4M", "--format", "qcow2",
+        ],
+    );
+    let image = pool(root).join("disk.qcow2");
+    let text = image.to_str().unwrap();
+    qemu("qemu-io", &["-c", "write -P 7 0 128k", text]);
+    assert!(ok(root, &["volume", "check", "disk"]).contains("No errors were found"));
+
+    // Leak the first data cluster by hand: its L2 entry goes, its refcount stays.
+    let l1 = read_u64(&image, 40);
+    let l2 = read_u64(&image, l1) & 0x00ff_ffff_ffff_fe00;
+    let data = read_u64(&image, l2) & 0x00ff_ffff_ffff_fe00;
+    write_at(&image, l2, &0u64.to_be_bytes());
+    let out = corral(root, &["volume", "check", "disk"]);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "qemu-img check's status for leaks"
+    );
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(shown.contains("1 leaked clusters"), "{shown}");
+    let out = corral(root, &["volume", "check", "disk", "-o", "json"]);
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (report["leaks"].as_u64(), report["corruptions"].as_u64()),
+        (Some(1), Some(0))
+    );
+    let out = corral(root, &["volume", "check", "disk", "--repair", "-o", "json"]);
+    assert_eq!(out.status.code(), Some(0));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["leaks-fixed"], 1);
+    qemu("qemu-img", &["check", text]);
+
+    // A referenced cluster counted free is a corruption: reported, not repaired, fix named.
+    let reftable = read_u64(&image, 48);
+    let refblock = read_u64(&image, reftable) & 0x00ff_ffff_ffff_fe00;
+    let l2_entry = read_u64(&image, l2 + 8) & 0x00ff_ffff_ffff_fe00;
+    assert_ne!(l2_entry, data);
+    write_at(&image, refblock + 2 * (l2_entry >> 16), &[0, 0]);
+    let out = corral(root, &["volume", "check", "disk"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = corral(root, &["volume", "check", "disk", "--repair"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("qemu-img check -r all"), "{err}");
+}

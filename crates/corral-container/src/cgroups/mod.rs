@@ -5,6 +5,8 @@
 //! cgroup2 mount exists but holds no controllers); a cgroup2 mount alone means pure v2. Both
 //! implementations work on plain paths, so unit tests run them against fixture directories.
 
+mod bpf;
+mod devices;
 mod v1;
 mod v2;
 

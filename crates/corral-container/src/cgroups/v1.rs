@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{LinuxBlockIo, LinuxResources};
 
+use super::devices::rules_from_spec;
 use super::{
     read, read_keyed, read_number, read_pids, remove_dir, wait_until, write, Cgroup, Hierarchy,
     Stats,
@@ -240,8 +241,12 @@ impl Cgroup for V1Cgroup {
             write(&self.require("hugetlb")?, &file, &limit.limit().to_string())?;
         }
         if let Some(devices) = resources.devices() {
+            let rules = rules_from_spec(devices)?;
             let dir = self.require("devices")?;
-            for rule in devices {
+            // A new cgroup inherits its parent's rules (allow-all at the root): start from
+            // deny-all whatever the list says first.
+            write(&dir, "devices.deny", "a")?;
+            for rule in rules {
                 let file = if rule.allow() {
                     "devices.allow"
                 } else {
@@ -458,6 +463,25 @@ mod tests {
         assert_eq!(file(&root, "cpuset/corral/c1/cpuset.cpus"), "0");
         assert_eq!(file(&root, "pids/corral/c1/pids.max"), "20");
         assert_eq!(file(&root, "devices/corral/c1/devices.deny"), "a *:* rwm");
+        assert_eq!(file(&root, "devices/corral/c1/devices.allow"), "c 1:3 rwm");
+    }
+
+    #[test]
+    fn device_rules_start_from_deny_all_even_without_a_deny_rule() {
+        let (root, cgroup) = fixture();
+        cgroup.create().unwrap();
+        let resources = LinuxResourcesBuilder::default()
+            .devices(vec![LinuxDeviceCgroupBuilder::default()
+                .allow(true)
+                .typ(LinuxDeviceType::C)
+                .major(1)
+                .minor(3)
+                .build()
+                .unwrap()])
+            .build()
+            .unwrap();
+        cgroup.apply(&resources).unwrap();
+        assert_eq!(file(&root, "devices/corral/c1/devices.deny"), "a");
         assert_eq!(file(&root, "devices/corral/c1/devices.allow"), "c 1:3 rwm");
     }
 

@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::LinuxResources;
 
+use super::bpf::attach_device_filter;
+use super::devices::{program, rules_from_spec};
 use super::{
     read, read_keyed, read_number, read_pids, remove_dir, wait_until, write, Cgroup, Hierarchy,
     Stats,
@@ -209,11 +211,8 @@ impl Cgroup for V2Cgroup {
             )?;
         }
         if let Some(devices) = resources.devices() {
-            // v2 filters devices with an eBPF program; until corral attaches one, the device
-            // nodes the container gets are the only ones it can reach (mknod needs CAP_MKNOD).
-            if devices.iter().any(|rule| rule.allow()) {
-                tracing::debug!("device cgroup rules are not enforced on cgroup v2");
-            }
+            let rules = rules_from_spec(devices)?;
+            attach_device_filter(&dir, &program(&rules))?;
         }
         for (key, value) in resources.unified().iter().flatten() {
             if key.contains('/') || key.starts_with('.') || !key.contains('.') {

@@ -42,7 +42,8 @@ fuzz_target!(|data: &[u8]| {
         let length = (size - tail) as usize;
         let _ = disk.read_at(&mut buf[..length], tail);
     }
-    let _ = corral_disk::info(path);
+    let _ = corral_disk::info(path, OpenOptions::read_only());
+    let _ = corral_disk::check(path);
 
     let writable = OpenOptions::writable().format(DiskFormat::Qcow2);
     if let Ok(mut disk) = corral_disk::open(path, writable) {

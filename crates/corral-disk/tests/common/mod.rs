@@ -131,3 +131,47 @@ pub fn assert_same_content(actual: &[u8], expected: &[u8], what: &str) {
         );
     }
 }
+
+/// `qemu-img check --output=json`: its exit code (0 clean, 2 corruptions, 3 only leaks) and
+/// report.
+pub fn qemu_check_json(image: &Path) -> (Option<i32>, serde_json::Value) {
+    let output = Command::new("qemu-img")
+        .args(["check", "--output=json", path_str(image)])
+        .output()
+        .unwrap_or_else(|err| panic!("cannot run qemu-img: {err}"));
+    let report = serde_json::from_slice(&output.stdout).unwrap_or_else(|err| {
+        panic!(
+            "qemu-img check {}: {err}: {}{}",
+            image.display(),
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    (output.status.code(), report)
+}
+
+/// corral's check and `qemu-img check` agree on the image's leaks, corruptions, allocated
+/// clusters and end offset; returns corral's report.
+pub fn assert_check_agrees_with_qemu(image: &Path) -> corral_disk::CheckReport {
+    let (_, qemu) = qemu_check_json(image);
+    let ours = corral_disk::check(image)
+        .unwrap_or_else(|err| panic!("corral's check of {}: {err}", image.display()));
+    let field = |name: &str| qemu[name].as_u64().unwrap_or(0);
+    assert_eq!(
+        (
+            ours.leaks,
+            ours.corruptions,
+            ours.allocated_clusters,
+            ours.total_clusters
+        ),
+        (
+            field("leaks"),
+            field("corruptions"),
+            field("allocated-clusters"),
+            field("total-clusters")
+        ),
+        "corral's check of {} disagrees with qemu-img's {qemu:#}\ncorral's: {ours:#?}",
+        image.display()
+    );
+    ours
+}

@@ -16,6 +16,5 @@ fuzz_target!(|data: &[u8]| {
     let mut handler = VsockHandler::new(3, socket, listener);
     let Ok(epoll) = Epoll::new() else { return };
     let Ok(mut queues) = TestQueues::from_bytes(data, 3) else { return };
-    let _ = handler.process_tx(&mut queues.queues, &epoll);
-    let _ = handler.process_rx(&mut queues.queues);
+    let _ = handler.process(&mut queues.queues, &epoll);
 });

@@ -29,6 +29,7 @@ use interrupt::{
 };
 use legacy::acpi_pm::{AcpiPm, ACPI_PM_PORT, ACPI_PM_PORT_LEN};
 use legacy::debug_exit::{DebugExit, DEBUG_EXIT_PORT, DEBUG_EXIT_PORT_LEN};
+use legacy::forbidden_call::{ForbiddenCall, FORBIDDEN_CALL_PORT, FORBIDDEN_CALL_PORT_LEN};
 use legacy::i8042::{I8042, I8042_PORT, I8042_PORT_LEN};
 use legacy::serial::{SerialDevice, SerialOutput, COM1_PORT, COM1_PORT_LEN};
 use virtio::mmio::{MmioTransport, TransportError};
@@ -53,6 +54,8 @@ pub enum DeviceError {
     Tap(#[from] virtio::tap::TapError),
     #[error(transparent)]
     Vsock(#[from] virtio::vsock::VsockError),
+    #[error(transparent)]
+    Worker(#[from] virtio::worker::WorkerError),
 }
 
 /// Where a virtio-mmio device lives.
@@ -88,9 +91,23 @@ pub fn virtio_slots(count: usize) -> Result<Vec<VirtioSlot>, InterruptError> {
 pub fn open_virtio_devices(config: &VmConfig) -> Result<Vec<Box<dyn VirtioDevice>>, DeviceError> {
     let mut devices: Vec<Box<dyn VirtioDevice>> = Vec::new();
     for (index, disk) in config.disks.iter().enumerate() {
-        let mut options = corral_disk::OpenOptions::read_only();
-        options.format = disk.format;
-        options.writable = !disk.readonly;
+        if disk.format.is_none() {
+            tracing::warn!(
+                "disk {}: no format given, detected from the file's contents; give format=raw or \
+                 format=qcow2 to stop a guest that writes a qcow2 header into a raw disk from \
+                 changing how the next start opens it",
+                disk.path.display()
+            );
+        }
+        let options = corral_disk::OpenOptions {
+            format: disk.format,
+            writable: !disk.readonly,
+            backing: match &disk.allow_backing {
+                None => corral_disk::BackingPolicy::Any,
+                Some(places) => corral_disk::BackingPolicy::Within(places.clone()),
+            },
+            locking: corral_disk::Locking::Lock,
+        };
         let image = corral_disk::open(&disk.path, options).map_err(|source| DeviceError::Disk {
             path: disk.path.clone(),
             source,
@@ -144,12 +161,14 @@ pub struct DeviceManager {
 }
 
 impl DeviceManager {
-    /// Creates the legacy devices and maps them on the port I/O bus, and puts each virtio
-    /// device behind a virtio-mmio transport on the MMIO bus.
+    /// Creates the legacy devices and maps them on the port I/O bus (with the test-only
+    /// forbidden-call port when asked), and puts each virtio device behind a virtio-mmio
+    /// transport on the MMIO bus.
     pub fn new(
         serial_output: SerialOutput,
         stop: StopSender,
         virtio_devices: Vec<Box<dyn VirtioDevice>>,
+        forbidden_call_port: bool,
     ) -> Result<Self, DeviceError> {
         let com1_irq = IrqLine::new(IRQ_COM1)?;
         let keyboard_irq = IrqLine::new(IRQ_KEYBOARD)?;
@@ -170,6 +189,13 @@ impl DeviceManager {
             DEBUG_EXIT_PORT_LEN,
             debug_exit.clone(),
         )?;
+        if forbidden_call_port {
+            pio_bus.insert(
+                u64::from(FORBIDDEN_CALL_PORT),
+                FORBIDDEN_CALL_PORT_LEN,
+                Arc::new(Mutex::new(ForbiddenCall)),
+            )?;
+        }
         let mut mmio_bus = Bus::new("MMIO");
         let mut irq_lines = vec![com1_irq, keyboard_irq];
         let mut virtio = Vec::new();
@@ -191,6 +217,14 @@ impl DeviceManager {
             i8042,
             debug_exit,
         })
+    }
+
+    /// Starts every virtio device's I/O thread (see [`virtio::worker::Worker::start`]).
+    pub fn start_workers(&self) -> Result<(), DeviceError> {
+        for (_, transport) in &self.virtio {
+            lock(transport).start_worker()?;
+        }
+        Ok(())
     }
 
     /// The `virtio_mmio.device=` command-line entries of the virtio devices.

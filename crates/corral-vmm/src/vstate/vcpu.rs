@@ -22,6 +22,7 @@ use crate::arch::x86_64::msrs::boot_msrs;
 use crate::arch::x86_64::regs::{boot_fpu, boot_regs, boot_sregs, BootTablesError, EntryPoint};
 use crate::devices::bus::Bus;
 use crate::exit::{ExitReason, StopEvent, StopSender};
+use crate::seccomp::{self, ThreadClass};
 
 #[derive(Debug, thiserror::Error)]
 pub enum VcpuError {
@@ -372,6 +373,7 @@ impl Vcpu {
     }
 
     fn run(mut self, context: &VcpuContext) {
+        seccomp::enter(ThreadClass::Vcpu);
         while context.control.wait_until_runnable() {
             match self.run_once(context) {
                 Next::Continue => {}
@@ -381,8 +383,8 @@ impl Vcpu {
                     return;
                 }
                 Next::Crash(what) => {
+                    // The main thread logs it (rate-limited: a crash loop repeats it).
                     let dump = self.dump_state(&context.memory);
-                    tracing::error!("vCPU {} crashed: {what}\n{dump}", self.index);
                     context.stop.send(StopEvent::new(
                         ExitReason::Crashed,
                         format!("vCPU {}: {what}; {dump}", self.index),

@@ -118,6 +118,17 @@ impl TestBundle {
         self.dir.path()
     }
 
+    /// Gives the container a user namespace whose ids 0..65535 are host ids `host_id` on.
+    pub fn map_root_to(&mut self, host_id: u32) {
+        self.config["linux"]["namespaces"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"type": "user"}));
+        let map = json!([{"containerID": 0, "hostID": host_id, "size": 65536}]);
+        self.config["linux"]["uidMappings"] = map.clone();
+        self.config["linux"]["gidMappings"] = map;
+    }
+
     pub fn rootfs(&self) -> PathBuf {
         self.dir.path().join("rootfs")
     }
@@ -152,21 +163,27 @@ impl TestBundle {
         )
     }
 
+    /// Runs `corral oci ARGS...` expecting success; returns its stdout.
+    pub fn oci_ok(&self, args: &[&str]) -> String {
+        let out = self.oci(args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `create`, asserting it succeeds.
+    pub fn create(&self) {
+        let bundle = self.path().to_string_lossy().into_owned();
+        self.oci_ok(&["create", "--bundle", &bundle, &self.id]);
+    }
+
     /// `create` then `start`, asserting both succeed.
     pub fn create_and_start(&self) {
-        let bundle = self.path().to_string_lossy().into_owned();
-        let out = self.oci(&["create", "--bundle", &bundle, &self.id]);
-        assert!(
-            out.status.success(),
-            "create: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let out = self.oci(&["start", &self.id]);
-        assert!(
-            out.status.success(),
-            "start: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        self.create();
+        self.oci_ok(&["start", &self.id]);
     }
 
     /// The `state` document, or `None` if the command failed.
@@ -308,6 +325,45 @@ impl Drop for CorralRoot {
             }
         }
     }
+}
+
+/// Defines VM `name` running test guest `guest` (`guests/NAME.c`) in 32 MiB, with `extra`
+/// arguments for `corral create`.
+pub fn create_vm(root: &CorralRoot, name: &str, guest: &str, extra: &[&str]) {
+    let kernel = corral_guests::elf(guest);
+    let mut args = vec![
+        "create",
+        name,
+        "--kernel",
+        kernel.to_str().unwrap(),
+        "--memory",
+        "32M",
+    ];
+    args.extend_from_slice(extra);
+    root.ok(&args);
+}
+
+/// Imports a VM image aliased `alias` into `root`: an empty qcow2 disk of `size` made with
+/// qemu-img in `scratch`, carrying the `hello` test guest as its own kernel.
+pub fn import_hello_vm_image(root: &CorralRoot, scratch: &Path, alias: &str, size: &str) {
+    let disk = scratch.join(format!("{alias}.qcow2"));
+    let status = Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(&disk)
+        .arg(size)
+        .status()
+        .unwrap();
+    assert!(status.success(), "qemu-img create");
+    let kernel = corral_guests::elf("hello");
+    root.ok(&[
+        "image",
+        "import",
+        disk.to_str().unwrap(),
+        "--kernel",
+        kernel.to_str().unwrap(),
+        "--alias",
+        alias,
+    ]);
 }
 
 /// Polls `condition` every 50 ms until it holds; fails the test after `timeout`.

@@ -17,6 +17,7 @@ use vmm_sys_util::epoll::Epoll;
 
 use super::worker::{QueueEvent, QueueHandler, Worker, WorkerError};
 use super::{put_le, read_config_bytes, Chain, DeviceQueues, QueueError, VirtioDevice};
+use crate::seccomp::ThreadClass;
 
 pub const SECTOR_SIZE: u64 = 512;
 /// Descriptors per queue; a request uses up to `QUEUE_SIZE` of them.
@@ -65,7 +66,7 @@ impl Block {
             name,
             config: config_space(&state),
             features,
-            worker: Worker::new(BlockHandler::new(disk, &state.serial)),
+            worker: Worker::new(ThreadClass::Block, BlockHandler::new(disk, &state.serial)),
             state,
         }
     }
@@ -138,10 +139,11 @@ impl VirtioDevice for Block {
     ) -> Result<(), WorkerError> {
         self.worker.activate(&self.name, queues, events)
     }
+    fn start_worker(&mut self) -> Result<(), WorkerError> {
+        self.worker.start(&self.name)
+    }
     fn reset(&mut self) {
         self.worker.reset();
-        // The driver is gone: make its writes durable.
-        crate::devices::bus::lock(self.worker.handler()).flush_quietly();
     }
 }
 
@@ -402,6 +404,11 @@ impl QueueHandler for BlockHandler {
         _epoll: &Epoll,
     ) -> Result<(), QueueError> {
         self.process_queue(queues)
+    }
+
+    /// The driver is gone: make its writes durable.
+    fn stop(&mut self) {
+        self.flush_quietly();
     }
 }
 

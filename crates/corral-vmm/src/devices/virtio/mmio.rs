@@ -135,6 +135,11 @@ impl MmioTransport {
         self.device.name()
     }
 
+    /// Starts the device's I/O thread.
+    pub fn start_worker(&mut self) -> Result<(), super::worker::WorkerError> {
+        self.device.start_worker()
+    }
+
     /// Connects the transport to a (new) VM: queue notifications at `base` + QueueNotify become
     /// ioeventfds where KVM allows, and queues are read from `memory`.
     pub fn attach(&mut self, vm: &VmFd, base: u64, memory: &GuestMemoryMmap) {
@@ -354,20 +359,11 @@ impl MmioTransport {
                 return;
             }
         };
-        let mut events = Vec::with_capacity(self.queue_events.len());
-        for event in &self.queue_events {
-            match event.try_clone() {
-                Ok(event) => events.push(QueueEvent(event)),
-                Err(err) => {
-                    tracing::error!("{}: cannot activate: {err}", self.device.name());
-                    self.interrupt.fail(&QueueError::Request {
-                        queue: events.len(),
-                        what: "no notification eventfd".into(),
-                    });
-                    return;
-                }
-            }
-        }
+        let events = self
+            .queue_events
+            .iter()
+            .map(|event| QueueEvent(event.clone()))
+            .collect();
         let queues = DeviceQueues {
             memory,
             queues,
@@ -479,6 +475,9 @@ pub(crate) mod tests {
         ) -> Result<(), super::super::worker::WorkerError> {
             self.activations
                 .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(())
+        }
+        fn start_worker(&mut self) -> Result<(), super::super::worker::WorkerError> {
             Ok(())
         }
         fn reset(&mut self) {}

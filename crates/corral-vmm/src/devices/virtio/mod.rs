@@ -243,6 +243,9 @@ pub trait VirtioDevice: Send {
         queues: DeviceQueues,
         events: Vec<worker::QueueEvent>,
     ) -> Result<(), worker::WorkerError>;
+    /// Starts the device's I/O thread (once, after the VMM has entered its jail and before any
+    /// vCPU runs; see [`worker::Worker::start`]).
+    fn start_worker(&mut self) -> Result<(), worker::WorkerError>;
     /// Stops the work and forgets the queues; the device is as after power-on.
     fn reset(&mut self);
 }

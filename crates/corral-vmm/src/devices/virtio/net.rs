@@ -13,6 +13,7 @@ use vmm_sys_util::epoll::{Epoll, EventSet};
 use super::worker::{watch, QueueEvent, QueueHandler, Worker, WorkerError, FIRST_BACKEND_TOKEN};
 use super::{DeviceQueues, QueueError, VirtioDevice};
 use crate::config::MacAddress;
+use crate::seccomp::ThreadClass;
 
 const RX_QUEUE: usize = 0;
 const TX_QUEUE: usize = 1;
@@ -67,7 +68,7 @@ impl Net {
         Net {
             name,
             state: NetState { mac, link_up: true },
-            worker: Worker::new(NetHandler::new(io)),
+            worker: Worker::new(ThreadClass::Net, NetHandler::new(io)),
         }
     }
 
@@ -107,6 +108,9 @@ impl VirtioDevice for Net {
     ) -> Result<(), WorkerError> {
         self.worker.activate(&self.name, queues, events)
     }
+    fn start_worker(&mut self) -> Result<(), WorkerError> {
+        self.worker.start(&self.name)
+    }
     fn reset(&mut self) {
         self.worker.reset();
     }
@@ -115,9 +119,11 @@ impl VirtioDevice for Net {
 /// The back end: moves frames between the tap and the queues.
 pub struct NetHandler {
     io: Box<dyn FrameIo>,
-    /// A frame read from the tap that waits for a receive buffer.
+    /// A frame read from the tap (its length, the bytes in `rx_frame`) that waits for a receive
+    /// buffer. Transmitting never touches it: each direction has its own buffer.
     pending: Option<usize>,
-    frame: Vec<u8>,
+    rx_frame: Vec<u8>,
+    tx_frame: Vec<u8>,
     /// The tap signalled data and has not reported "would block" since (it is edge-triggered).
     tap_readable: bool,
 }
@@ -127,7 +133,8 @@ impl NetHandler {
         NetHandler {
             io,
             pending: None,
-            frame: vec![0; HEADER_BYTES + MAX_FRAME_BYTES],
+            rx_frame: vec![0; HEADER_BYTES + MAX_FRAME_BYTES],
+            tx_frame: vec![0; HEADER_BYTES + MAX_FRAME_BYTES],
             tap_readable: true,
         }
     }
@@ -141,8 +148,8 @@ impl NetHandler {
                 break;
             };
             let len = reader.available_bytes();
-            if (HEADER_BYTES..=self.frame.len()).contains(&len) {
-                let frame = &mut self.frame[..len];
+            if (HEADER_BYTES..=self.tx_frame.len()).contains(&len) {
+                let frame = &mut self.tx_frame[..len];
                 if reader.read_exact(frame).is_ok() {
                     if let Err(err) = self.io.write_frame(&frame[HEADER_BYTES..]) {
                         tracing::debug!("virtio-net: frame dropped, tap write failed: {err}");
@@ -167,7 +174,7 @@ impl NetHandler {
             let len = match self.pending.take() {
                 Some(len) => len,
                 None if self.tap_readable => {
-                    match self.io.read_frame(&mut self.frame[HEADER_BYTES..]) {
+                    match self.io.read_frame(&mut self.rx_frame[HEADER_BYTES..]) {
                         Ok(len) => len,
                         Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {
                             self.tap_readable = false;
@@ -189,11 +196,11 @@ impl NetHandler {
                 break;
             };
             let total = HEADER_BYTES + len;
-            let header = &mut self.frame[..HEADER_BYTES];
+            let header = &mut self.rx_frame[..HEADER_BYTES];
             header.fill(0);
             header[NUM_BUFFERS_OFFSET..NUM_BUFFERS_OFFSET + 2].copy_from_slice(&1u16.to_le_bytes());
             let used = if writer.available_bytes() >= total
-                && writer.write_all(&self.frame[..total]).is_ok()
+                && writer.write_all(&self.rx_frame[..total]).is_ok()
             {
                 total as u32
             } else {
@@ -304,5 +311,31 @@ mod tests {
         queues.add_chain(RX_QUEUE, &[(DATA_START, 50, true)]);
         handler.process_rx(&mut queues.queues).unwrap();
         assert_eq!(queues.used(RX_QUEUE, 1), (1, 0));
+    }
+
+    #[test]
+    fn a_frame_waiting_for_a_receive_buffer_survives_a_transmission() {
+        let (host, mut handler) = handler();
+        let mut queues = TestQueues::new(2).unwrap();
+        host.send(b"frame for the guest").unwrap();
+        // No receive buffer: the frame waits in the device.
+        handler.process_rx(&mut queues.queues).unwrap();
+        assert_eq!(queues.used_count(RX_QUEUE), 0);
+        // Meanwhile the guest sends a frame of its own.
+        let mut sent = vec![0u8; HEADER_BYTES];
+        sent.extend_from_slice(b"a longer frame from the guest to the host");
+        queues.write_bytes(DATA_START, &sent);
+        queues.add_chain(TX_QUEUE, &[(DATA_START, sent.len() as u32, false)]);
+        handler.process_tx(&mut queues.queues).unwrap();
+        let mut frame = [0u8; 64];
+        let len = host.recv(&mut frame).unwrap();
+        assert_eq!(&frame[..len], &sent[HEADER_BYTES..]);
+        // A receive buffer appears: the guest gets the frame that waited, intact.
+        let rx_at = DATA_START + 0x1000;
+        queues.add_chain(RX_QUEUE, &[(rx_at, 2048, true)]);
+        handler.process_rx(&mut queues.queues).unwrap();
+        assert_eq!(queues.used(RX_QUEUE, 0), (0, (HEADER_BYTES + 19) as u32));
+        let bytes = queues.read_bytes(rx_at, HEADER_BYTES + 19);
+        assert_eq!(&bytes[HEADER_BYTES..], b"frame for the guest");
     }
 }

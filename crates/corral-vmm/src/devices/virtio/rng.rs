@@ -7,6 +7,7 @@ use vmm_sys_util::epoll::Epoll;
 
 use super::worker::{QueueEvent, QueueHandler, Worker, WorkerError};
 use super::{DeviceQueues, QueueError, VirtioDevice};
+use crate::seccomp::ThreadClass;
 
 const QUEUE_SIZE: u16 = 256;
 /// The most entropy handed out per buffer; a larger buffer gets this much (the driver asks
@@ -20,7 +21,7 @@ pub struct Rng {
 impl Default for Rng {
     fn default() -> Self {
         Rng {
-            worker: Worker::new(RngHandler),
+            worker: Worker::new(ThreadClass::Rng, RngHandler),
         }
     }
 }
@@ -47,6 +48,9 @@ impl VirtioDevice for Rng {
         events: Vec<QueueEvent>,
     ) -> Result<(), WorkerError> {
         self.worker.activate("virtio-rng", queues, events)
+    }
+    fn start_worker(&mut self) -> Result<(), WorkerError> {
+        self.worker.start("virtio-rng")
     }
     fn reset(&mut self) {
         self.worker.reset();

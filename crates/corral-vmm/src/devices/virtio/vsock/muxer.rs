@@ -1,14 +1,6 @@
-//! virtio-vsock with the host side as unix sockets, in Firecracker's scheme:
-//! - host-initiated: a host program connects to the listening socket (`vsock.sock`) and writes
-//!   `CONNECT <port>\n`; once the guest accepts, the VMM answers `OK <host port>\n` and the stream
-//!   carries the connection (the guest refusing closes it);
-//! - guest-initiated: a guest connection to CID 2 port P is connected to the unix socket
-//!   `<socket>_P` (e.g. `vsock.sock_1234`) that a host program listens on.
-//!
-//! Only stream sockets exist. Flow control is virtio-vsock's credit scheme: the device never sends
-//! the guest more than its advertised buffer has room for, and tells the guest how much of its own
-//! buffer (`CONNECTION_BUFFER` per connection) is free. A guest sending past that credit, or a
-//! malformed packet, resets that connection; a malformed ring makes the device need a reset.
+//! The vsock back end: the listening unix socket and its `CONNECT` handshakes, the connections
+//! keyed by port pair, and the control packets waiting for a receive buffer. It runs on the
+//! device's I/O thread.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io::{Read, Write};
@@ -16,256 +8,26 @@ use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-use virtio_bindings::virtio_ids::VIRTIO_ID_VSOCK;
 use vmm_sys_util::epoll::{Epoll, EventSet};
 
-use super::worker::{
-    unwatch, watch, QueueEvent, QueueHandler, Worker, WorkerError, FIRST_BACKEND_TOKEN,
+use super::connection::{Connection, ConnectionKey, Phase};
+use super::packet::{
+    PacketHeader, HEADER_BYTES, OP_CREDIT_REQUEST, OP_CREDIT_UPDATE, OP_REQUEST, OP_RESPONSE,
+    OP_RST, OP_RW, OP_SHUTDOWN, SHUTDOWN_RECEIVE, SHUTDOWN_SEND, TYPE_STREAM,
 };
-use super::{DeviceQueues, QueueError, VirtioDevice};
+use super::{CONNECTION_BUFFER, HOST_CID, MAX_PAYLOAD, RX_QUEUE, TX_QUEUE};
+use crate::devices::virtio::worker::{unwatch, watch, QueueHandler, FIRST_BACKEND_TOKEN};
+use crate::devices::virtio::{DeviceQueues, QueueError};
 
-const RX_QUEUE: usize = 0;
-const TX_QUEUE: usize = 1;
-const QUEUE_SIZE: u16 = 256;
-/// The host's context ID.
-pub const HOST_CID: u64 = 2;
-/// Context IDs 0-2 are reserved (hypervisor, local, host).
-pub const MIN_GUEST_CID: u64 = 3;
-const HEADER_BYTES: usize = 44;
-/// The most payload one packet carries.
-const MAX_PAYLOAD: usize = 64 << 10;
-/// Each connection's receive buffer, as advertised to the guest (`buf_alloc`).
-const CONNECTION_BUFFER: u32 = 256 << 10;
 /// `CONNECT <port>\n` is at most this long.
 const MAX_CONNECT_LINE: usize = 32;
 /// Host ports of host-initiated connections count up from here.
 const FIRST_HOST_PORT: u32 = 1 << 30;
 const LISTENER_TOKEN: u64 = FIRST_BACKEND_TOKEN;
-
-const TYPE_STREAM: u16 = 1;
-const OP_REQUEST: u16 = 1;
-const OP_RESPONSE: u16 = 2;
-const OP_RST: u16 = 3;
-const OP_SHUTDOWN: u16 = 4;
-const OP_RW: u16 = 5;
-const OP_CREDIT_UPDATE: u16 = 6;
-const OP_CREDIT_REQUEST: u16 = 7;
-const SHUTDOWN_RECEIVE: u32 = 1;
-const SHUTDOWN_SEND: u32 = 2;
-
-#[derive(Debug, thiserror::Error)]
-pub enum VsockError {
-    #[error("vsock guest CID {0} is reserved; use 3 or more")]
-    Cid(u64),
-    #[error("vsock socket: {0}")]
-    Socket(#[from] corral_control::ControlError),
-    #[error("cannot make the vsock socket non-blocking: {0}")]
-    NonBlocking(std::io::Error),
-}
-
-/// `struct virtio_vsock_hdr`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct PacketHeader {
-    pub src_cid: u64,
-    pub dst_cid: u64,
-    pub src_port: u32,
-    pub dst_port: u32,
-    pub len: u32,
-    pub kind: u16,
-    pub op: u16,
-    pub flags: u32,
-    pub buf_alloc: u32,
-    pub fwd_cnt: u32,
-}
-
-impl PacketHeader {
-    pub fn decode(bytes: &[u8; HEADER_BYTES]) -> PacketHeader {
-        let u64_at = |at: usize| {
-            let mut word = [0u8; 8];
-            word.copy_from_slice(&bytes[at..at + 8]);
-            u64::from_le_bytes(word)
-        };
-        let u32_at = |at: usize| {
-            let mut word = [0u8; 4];
-            word.copy_from_slice(&bytes[at..at + 4]);
-            u32::from_le_bytes(word)
-        };
-        let u16_at = |at: usize| u16::from_le_bytes([bytes[at], bytes[at + 1]]);
-        PacketHeader {
-            src_cid: u64_at(0),
-            dst_cid: u64_at(8),
-            src_port: u32_at(16),
-            dst_port: u32_at(20),
-            len: u32_at(24),
-            kind: u16_at(28),
-            op: u16_at(30),
-            flags: u32_at(32),
-            buf_alloc: u32_at(36),
-            fwd_cnt: u32_at(40),
-        }
-    }
-
-    pub fn encode(&self) -> [u8; HEADER_BYTES] {
-        let mut bytes = [0u8; HEADER_BYTES];
-        bytes[0..8].copy_from_slice(&self.src_cid.to_le_bytes());
-        bytes[8..16].copy_from_slice(&self.dst_cid.to_le_bytes());
-        bytes[16..20].copy_from_slice(&self.src_port.to_le_bytes());
-        bytes[20..24].copy_from_slice(&self.dst_port.to_le_bytes());
-        bytes[24..28].copy_from_slice(&self.len.to_le_bytes());
-        bytes[28..30].copy_from_slice(&self.kind.to_le_bytes());
-        bytes[30..32].copy_from_slice(&self.op.to_le_bytes());
-        bytes[32..36].copy_from_slice(&self.flags.to_le_bytes());
-        bytes[36..40].copy_from_slice(&self.buf_alloc.to_le_bytes());
-        bytes[40..44].copy_from_slice(&self.fwd_cnt.to_le_bytes());
-        bytes
-    }
-}
-
-/// The vsock device's identity as the guest sees it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct VsockState {
-    pub guest_cid: u64,
-}
-
-pub struct Vsock {
-    state: VsockState,
-    worker: Worker<VsockHandler>,
-}
-
-impl Vsock {
-    /// A device for guest CID `cid` whose host side listens at `socket`.
-    pub fn new(cid: u64, socket: &Path) -> Result<Vsock, VsockError> {
-        if cid < MIN_GUEST_CID || cid > u64::from(u32::MAX) {
-            return Err(VsockError::Cid(cid));
-        }
-        let listener = corral_control::bind(socket)?;
-        listener
-            .set_nonblocking(true)
-            .map_err(VsockError::NonBlocking)?;
-        Ok(Vsock {
-            state: VsockState { guest_cid: cid },
-            worker: Worker::new(VsockHandler::new(cid, socket.to_owned(), listener)),
-        })
-    }
-}
-
-impl VirtioDevice for Vsock {
-    fn device_type(&self) -> u32 {
-        VIRTIO_ID_VSOCK
-    }
-    fn name(&self) -> &str {
-        "virtio-vsock"
-    }
-    fn queue_max_sizes(&self) -> &[u16] {
-        // rx, tx, event
-        &[QUEUE_SIZE, QUEUE_SIZE, QUEUE_SIZE]
-    }
-    fn features(&self) -> u64 {
-        0
-    }
-    fn read_config(&self, offset: u64, data: &mut [u8]) {
-        super::read_config_bytes(&self.state.guest_cid.to_le_bytes(), offset, data);
-    }
-    fn activate(
-        &mut self,
-        queues: DeviceQueues,
-        events: Vec<QueueEvent>,
-    ) -> Result<(), WorkerError> {
-        self.worker.activate("virtio-vsock", queues, events)
-    }
-    fn reset(&mut self) {
-        self.worker.reset();
-    }
-}
-
-/// (host port, guest port)
-type ConnectionKey = (u32, u32);
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Phase {
-    /// Host-initiated, waiting for the guest's response.
-    Connecting,
-    Established,
-}
-
-struct Connection {
-    stream: UnixStream,
-    token: u64,
-    phase: Phase,
-    /// The guest's receive buffer and how much of it it has consumed.
-    peer_buf_alloc: u32,
-    peer_fwd_cnt: u32,
-    /// Bytes sent to the guest.
-    tx_cnt: u32,
-    /// Bytes received from the guest, and how many of them went on to the host stream.
-    rx_cnt: u32,
-    fwd_cnt: u32,
-    /// The `fwd_cnt` the guest last heard of.
-    fwd_cnt_told: u32,
-    /// Guest bytes the host stream has not taken yet.
-    outgoing: VecDeque<u8>,
-    /// The host stream may have bytes to read (edge-triggered).
-    readable: bool,
-    /// The guest will send no more: close the host's direction once `outgoing` is empty.
-    guest_done_sending: bool,
-    /// The host closed its side; the guest was told.
-    host_done_sending: bool,
-}
-
-impl Connection {
-    fn new(stream: UnixStream, token: u64, phase: Phase, peer: &PacketHeader) -> Connection {
-        Connection {
-            stream,
-            token,
-            phase,
-            peer_buf_alloc: peer.buf_alloc,
-            peer_fwd_cnt: peer.fwd_cnt,
-            tx_cnt: 0,
-            rx_cnt: 0,
-            fwd_cnt: 0,
-            fwd_cnt_told: 0,
-            outgoing: VecDeque::new(),
-            readable: true,
-            guest_done_sending: false,
-            host_done_sending: false,
-        }
-    }
-
-    /// How many bytes the guest can take now.
-    fn peer_credit(&self) -> u32 {
-        self.peer_buf_alloc
-            .saturating_sub(self.tx_cnt.wrapping_sub(self.peer_fwd_cnt))
-    }
-
-    /// Writes queued guest bytes to the host stream until it would block.
-    fn flush_outgoing(&mut self) -> std::io::Result<()> {
-        while !self.outgoing.is_empty() {
-            let (front, _) = self.outgoing.as_slices();
-            match self.stream.write(front) {
-                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-                Ok(written) => {
-                    self.outgoing.drain(..written);
-                    self.fwd_cnt = self.fwd_cnt.wrapping_add(written as u32);
-                }
-                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
-                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(err) => return Err(err),
-            }
-        }
-        if self.guest_done_sending {
-            let _ = self.stream.shutdown(std::net::Shutdown::Write);
-        }
-        Ok(())
-    }
-
-    /// The guest should hear about freed buffer space when its view of it runs low.
-    fn wants_credit_update(&self) -> bool {
-        let seen_free =
-            CONNECTION_BUFFER.saturating_sub(self.rx_cnt.wrapping_sub(self.fwd_cnt_told));
-        self.fwd_cnt != self.fwd_cnt_told && seen_free < CONNECTION_BUFFER / 2
-    }
-}
+/// At most this many control packets wait for receive buffers. Every guest packet needs at most
+/// one answer, so the device stops taking guest packets at this many: a guest that floods resets
+/// or credit requests without posting receive buffers only fills its own transmit ring.
+const MAX_QUEUED_CONTROL: usize = 256;
 
 /// What an epoll token stands for.
 enum Target {
@@ -348,14 +110,28 @@ impl VsockHandler {
         self.queue_control(key, OP_RST, 0);
     }
 
-    /// Handles every packet the guest sent, then answers.
-    pub fn process_tx(
-        &mut self,
-        queues: &mut DeviceQueues,
-        epoll: &Epoll,
-    ) -> Result<(), QueueError> {
-        let mut served = false;
+    /// Moves packets both ways: handles what the guest sent while the answers have room to wait
+    /// ([`MAX_QUEUED_CONTROL`]), and fills receive buffers with answers and host data; again while
+    /// freed room lets held-back guest packets through.
+    pub fn process(&mut self, queues: &mut DeviceQueues, epoll: &Epoll) -> Result<(), QueueError> {
         loop {
+            let held = self.process_tx(queues, epoll)?;
+            self.process_rx(queues)?;
+            if !held || self.control.len() >= MAX_QUEUED_CONTROL {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Handles the packets the guest sent; true when some wait because the answers are at the cap.
+    fn process_tx(&mut self, queues: &mut DeviceQueues, epoll: &Epoll) -> Result<bool, QueueError> {
+        let mut served = false;
+        let mut held = false;
+        loop {
+            if self.control.len() >= MAX_QUEUED_CONTROL {
+                held = true;
+                break;
+            }
             let memory = queues.memory.clone();
             let Some((head, mut reader)) = queues.pop_reader(TX_QUEUE, &memory)? else {
                 break;
@@ -377,7 +153,7 @@ impl VsockHandler {
         if served {
             queues.notify(TX_QUEUE)?;
         }
-        self.process_rx(queues)
+        Ok(held)
     }
 
     /// Answers a packet that belongs to no connection with a reset (never a reset with a reset).
@@ -484,7 +260,7 @@ impl VsockHandler {
     }
 
     /// Fills receive buffers with control packets, then with data from readable host streams.
-    pub fn process_rx(&mut self, queues: &mut DeviceQueues) -> Result<(), QueueError> {
+    fn process_rx(&mut self, queues: &mut DeviceQueues) -> Result<(), QueueError> {
         let mut served = false;
         loop {
             let memory = queues.memory.clone();
@@ -732,8 +508,7 @@ impl QueueHandler for VsockHandler {
         epoll: &Epoll,
     ) -> Result<(), QueueError> {
         match index {
-            RX_QUEUE => self.process_rx(queues),
-            TX_QUEUE => self.process_tx(queues, epoll),
+            RX_QUEUE | TX_QUEUE => self.process(queues, epoll),
             // The event queue carries only transport resets (after migration), never sent yet.
             _ => Ok(()),
         }
@@ -755,7 +530,7 @@ impl QueueHandler for VsockHandler {
             }
             None => {}
         }
-        self.process_rx(queues)
+        self.process(queues, epoll)
     }
 
     fn stop(&mut self) {
@@ -817,7 +592,7 @@ mod tests {
         let epoll = Epoll::new().unwrap();
         let mut queues = TestQueues::new(3).unwrap();
         guest_packet(&mut queues, request, &[]);
-        handler.process_tx(&mut queues.queues, &epoll).unwrap();
+        handler.process(&mut queues.queues, &epoll).unwrap();
         let (stream, _) = host.accept().unwrap();
         GuestConnection {
             _dir: dir,
@@ -840,7 +615,7 @@ mod tests {
         // The answer waits for a receive buffer.
         let reply_at = DATA_START + 0x1000;
         queues.add_chain(RX_QUEUE, &[(reply_at, 4096, true)]);
-        handler.process_rx(&mut queues.queues).unwrap();
+        handler.process(&mut queues.queues, &epoll).unwrap();
         let reply = packet_at(&queues, reply_at);
         assert_eq!(
             (reply.op, reply.src_port, reply.dst_port, reply.dst_cid),
@@ -848,7 +623,7 @@ mod tests {
         );
 
         guest_packet(&mut queues, from_guest(OP_RW, 1000, 80, 5), b"hello");
-        handler.process_tx(&mut queues.queues, &epoll).unwrap();
+        handler.process(&mut queues.queues, &epoll).unwrap();
         let mut data = [0u8; 5];
         stream.read_exact(&mut data).unwrap();
         assert_eq!(&data, b"hello");
@@ -870,7 +645,7 @@ mod tests {
         for slot in 0..4 {
             queues.add_chain(RX_QUEUE, &[(rx(slot), 4096, true)]);
         }
-        handler.process_rx(&mut queues.queues).unwrap();
+        handler.process(&mut queues.queues, &epoll).unwrap();
         // The response, then 8 bytes: all the credit the guest gave.
         assert_eq!(queues.used_count(RX_QUEUE), 2);
         assert_eq!(
@@ -882,7 +657,7 @@ mod tests {
         update.buf_alloc = 8;
         update.fwd_cnt = 8;
         guest_packet(&mut queues, update, &[]);
-        handler.process_tx(&mut queues.queues, &epoll).unwrap();
+        handler.process(&mut queues.queues, &epoll).unwrap();
         assert_eq!(queues.used_count(RX_QUEUE), 3);
         assert_eq!(
             (packet_at(&queues, rx(2)).op, packet_at(&queues, rx(2)).len),
@@ -909,7 +684,7 @@ mod tests {
                 from_guest(OP_RW, 1000, 80, chunk.len() as u32),
                 &chunk,
             );
-            handler.process_tx(&mut queues.queues, &epoll).unwrap();
+            handler.process(&mut queues.queues, &epoll).unwrap();
             if handler.connections.is_empty() {
                 reset = true;
                 break;
@@ -917,6 +692,53 @@ mod tests {
         }
         assert!(reset, "the connection survived a guest ignoring its credit");
         drop(stream);
+    }
+
+    #[test]
+    fn a_guest_flooding_credit_requests_without_receive_buffers_is_held_at_the_cap() {
+        use crate::devices::virtio::testing::QUEUE_SIZE as RING;
+        let GuestConnection {
+            _dir,
+            mut handler,
+            epoll,
+            mut queues,
+            stream: _stream,
+        } = guest_connection(from_guest(OP_REQUEST, 1000, 80, 0));
+        // Every credit request needs an answer; the guest posts no receive buffer for them and
+        // keeps its transmit ring full.
+        let ring = usize::from(RING);
+        let mut posted = 1; // the connection request
+        for _ in 0..2 * MAX_QUEUED_CONTROL / ring {
+            let outstanding = posted - usize::from(queues.used_count(TX_QUEUE));
+            for _ in outstanding..ring {
+                guest_packet(&mut queues, from_guest(OP_CREDIT_REQUEST, 1000, 80, 0), &[]);
+                posted += 1;
+            }
+            handler.process(&mut queues.queues, &epoll).unwrap();
+            assert!(handler.control.len() <= MAX_QUEUED_CONTROL);
+        }
+        assert_eq!(handler.control.len(), MAX_QUEUED_CONTROL);
+        assert_eq!(usize::from(queues.used_count(TX_QUEUE)), MAX_QUEUED_CONTROL);
+        assert_eq!(
+            posted - MAX_QUEUED_CONTROL,
+            ring,
+            "packets beyond the cap stay in the transmit ring"
+        );
+
+        // Receive buffers appear: every answer reaches the guest and every packet is consumed.
+        let mut received = 0;
+        while received < posted {
+            for slot in 0..u64::from(RING) {
+                queues.add_chain(RX_QUEUE, &[(DATA_START + 0x1000 * (slot + 1), 4096, true)]);
+            }
+            handler.process(&mut queues.queues, &epoll).unwrap();
+            let now = usize::from(queues.used_count(RX_QUEUE));
+            assert!(now > received, "no progress after {received} answers");
+            received = now;
+        }
+        assert_eq!(received, posted);
+        assert_eq!(usize::from(queues.used_count(TX_QUEUE)), posted);
+        assert!(handler.control.is_empty());
     }
 
     #[test]
@@ -928,38 +750,21 @@ mod tests {
         let epoll = Epoll::new().unwrap();
         let mut queues = TestQueues::new(3).unwrap();
         guest_packet(&mut queues, from_guest(OP_REQUEST, 1000, 81, 0), &[]);
-        handler.process_tx(&mut queues.queues, &epoll).unwrap();
+        handler.process(&mut queues.queues, &epoll).unwrap();
         guest_packet(&mut queues, from_guest(OP_RW, 1001, 82, 0), &[]);
-        handler.process_tx(&mut queues.queues, &epoll).unwrap();
+        handler.process(&mut queues.queues, &epoll).unwrap();
         // A packet claiming a length past its buffer is dropped and reset, not read beyond.
         guest_packet(&mut queues, from_guest(OP_RW, 1002, 83, 60000), b"short");
-        handler.process_tx(&mut queues.queues, &epoll).unwrap();
+        handler.process(&mut queues.queues, &epoll).unwrap();
         for slot in 0..3u64 {
             queues.add_chain(RX_QUEUE, &[(DATA_START + 0x1000 * (slot + 1), 4096, true)]);
         }
-        handler.process_rx(&mut queues.queues).unwrap();
+        handler.process(&mut queues.queues, &epoll).unwrap();
         assert_eq!(queues.used_count(RX_QUEUE), 3);
         for slot in 0..3u64 {
             let reply = packet_at(&queues, DATA_START + 0x1000 * (slot + 1));
             assert_eq!(reply.op, OP_RST, "packet {slot}");
         }
-    }
-
-    #[test]
-    fn headers_round_trip() {
-        let header = PacketHeader {
-            src_cid: 3,
-            dst_cid: 2,
-            src_port: 1234,
-            dst_port: 5678,
-            len: 9,
-            kind: TYPE_STREAM,
-            op: OP_RW,
-            flags: 1,
-            buf_alloc: 4096,
-            fwd_cnt: 77,
-        };
-        assert_eq!(PacketHeader::decode(&header.encode()), header);
     }
 
     #[test]

@@ -1,0 +1,70 @@
+//! Progress of long image work (imports, exports, copies), reported in bytes so a front end can
+//! draw a bar with a rate. The library never draws anything itself.
+
+use std::io::Read;
+
+/// Receives progress. Implementations must be cheap: `advance` is called for every read.
+pub trait Progress: Sync {
+    /// A new phase starts (`what` is a short lower-case phrase: "unpacking layer 2 of 3");
+    /// `total` bytes are expected when known.
+    fn begin(&self, what: &str, total: Option<u64>);
+    /// `bytes` more were processed in the current phase.
+    fn advance(&self, bytes: u64);
+}
+
+/// Reports nothing: scripts, tests.
+pub struct NoProgress;
+
+impl Progress for NoProgress {
+    fn begin(&self, _what: &str, _total: Option<u64>) {}
+    fn advance(&self, _bytes: u64) {}
+}
+
+/// A reader that reports every byte read through it.
+pub struct ProgressReader<'a, R> {
+    inner: R,
+    progress: &'a dyn Progress,
+}
+
+impl<'a, R: Read> ProgressReader<'a, R> {
+    pub fn new(inner: R, progress: &'a dyn Progress) -> Self {
+        Self { inner, progress }
+    }
+}
+
+impl<R: Read> Read for ProgressReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.progress.advance(n as u64);
+        Ok(n)
+    }
+}
+
+/// Reports a `corral_disk::convert` as one phase: begun with the disk's virtual size at its
+/// first step, advanced by the bytes each step handled.
+pub struct DiskCopy<'a> {
+    progress: &'a dyn Progress,
+    what: &'a str,
+    reported: Option<u64>,
+}
+
+impl<'a> DiskCopy<'a> {
+    pub fn new(progress: &'a dyn Progress, what: &'a str) -> Self {
+        Self {
+            progress,
+            what,
+            reported: None,
+        }
+    }
+
+    /// The callback `corral_disk::convert` takes: it never cancels.
+    pub fn step(&mut self, step: corral_disk::CopyProgress) -> std::ops::ControlFlow<()> {
+        let reported = *self.reported.get_or_insert_with(|| {
+            self.progress.begin(self.what, Some(step.total));
+            0
+        });
+        self.progress.advance(step.done.saturating_sub(reported));
+        self.reported = Some(step.done);
+        std::ops::ControlFlow::Continue(())
+    }
+}

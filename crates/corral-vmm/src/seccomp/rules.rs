@@ -1,0 +1,379 @@
+//! What each thread class may call. The lists were derived from corral's own code and checked
+//! with `strace -f` on real boots (Linux with disks, network and vsock; the freestanding device
+//! guests): every call here has a reason next to it.
+
+use std::collections::BTreeMap;
+
+use seccompiler::{
+    BackendError, SeccompCmpArgLen as Len, SeccompCmpOp as Op, SeccompCondition, SeccompRule,
+};
+use syscalls::Sysno;
+
+use super::ThreadClass;
+
+/// `ioctl` request numbers (`linux/kvm.h`, `linux/fs.h`, `asm-generic/ioctls.h`).
+mod ioctl {
+    pub const KVM_CREATE_VM: u64 = 0xae01;
+    pub const KVM_CHECK_EXTENSION: u64 = 0xae03;
+    pub const KVM_GET_VCPU_MMAP_SIZE: u64 = 0xae04;
+    pub const KVM_CREATE_VCPU: u64 = 0xae41;
+    pub const KVM_SET_USER_MEMORY_REGION: u64 = 0x4020_ae46;
+    pub const KVM_SET_TSS_ADDR: u64 = 0xae47;
+    pub const KVM_CREATE_IRQCHIP: u64 = 0xae60;
+    pub const KVM_IRQFD: u64 = 0x4020_ae76;
+    pub const KVM_CREATE_PIT2: u64 = 0x4040_ae77;
+    pub const KVM_IOEVENTFD: u64 = 0x4040_ae79;
+    pub const KVM_RUN: u64 = 0xae80;
+    pub const KVM_GET_REGS: u64 = 0x8090_ae81;
+    pub const KVM_SET_REGS: u64 = 0x4090_ae82;
+    pub const KVM_GET_SREGS: u64 = 0x8138_ae83;
+    pub const KVM_SET_SREGS: u64 = 0x4138_ae84;
+    pub const KVM_SET_MSRS: u64 = 0x4008_ae89;
+    pub const KVM_SET_FPU: u64 = 0x41a0_ae8d;
+    pub const KVM_GET_LAPIC: u64 = 0x8400_ae8e;
+    pub const KVM_SET_LAPIC: u64 = 0x4400_ae8f;
+    pub const KVM_SET_CPUID2: u64 = 0x4008_ae90;
+    pub const KVM_TRANSLATE: u64 = 0xc018_ae85;
+    pub const BLKDISCARD: u64 = 0x1277;
+    pub const BLKZEROOUT: u64 = 0x127f;
+    pub const FIONBIO: u64 = 0x5421;
+}
+
+/// Futex commands (the low bits of the operation; the private and clock flags may be set):
+/// waits and wakes only, no requeueing or priority inheritance.
+const FUTEX_COMMANDS: [u64; 4] = [
+    libc::FUTEX_WAIT as u64,
+    libc::FUTEX_WAKE as u64,
+    libc::FUTEX_WAIT_BITSET as u64,
+    libc::FUTEX_WAKE_BITSET as u64,
+];
+const FUTEX_COMMAND_MASK: u64 = 0x7f;
+
+/// The flags of the one `openat` a vCPU makes: the console log reopened after rotation.
+const LOG_OPEN_FLAGS: u64 = corral_control::log::APPEND_FLAGS as u64;
+
+/// glibc's internal `SIGSETXID` (`__SIGRTMIN + 1`), which it hides from `SIGRTMIN`.
+const GLIBC_SIGSETXID: u64 = 33;
+
+type Rules = BTreeMap<i64, Vec<SeccompRule>>;
+
+/// A class's allow list under construction. A call allowed without conditions stays
+/// unconditional (seccompiler reads an empty rule list as "any arguments").
+struct List {
+    rules: Rules,
+    pid: libc::pid_t,
+}
+
+fn condition(arg: u8, op: Op, value: u64) -> Result<SeccompCondition, BackendError> {
+    SeccompCondition::new(arg, Len::Dword, op, value)
+}
+
+fn eq(arg: u8, value: u64) -> Result<SeccompCondition, BackendError> {
+    condition(arg, Op::Eq, value)
+}
+
+impl List {
+    fn allow(&mut self, calls: &[Sysno]) {
+        for call in calls {
+            self.rules.insert(i64::from(call.id()), Vec::new());
+        }
+    }
+
+    /// Allows `call` when all `conditions` hold (in addition to earlier rules for it).
+    fn allow_when(
+        &mut self,
+        call: Sysno,
+        conditions: Vec<Result<SeccompCondition, BackendError>>,
+    ) -> Result<(), BackendError> {
+        let conditions = conditions.into_iter().collect::<Result<Vec<_>, _>>()?;
+        let rule = SeccompRule::new(conditions)?;
+        match self.rules.get_mut(&i64::from(call.id())) {
+            Some(rules) if rules.is_empty() => {} // Already unconditional.
+            Some(rules) => rules.push(rule),
+            None => {
+                self.rules.insert(i64::from(call.id()), vec![rule]);
+            }
+        }
+        Ok(())
+    }
+
+    fn allow_ioctls(&mut self, requests: &[u64]) -> Result<(), BackendError> {
+        for &request in requests {
+            self.allow_when(Sysno::ioctl, vec![eq(1, request)])?;
+        }
+        Ok(())
+    }
+
+    /// Signals to threads of this process: `tgkill(own pid, any thread, signal)`.
+    fn allow_signals(&mut self, signals: &[libc::c_int]) -> Result<(), BackendError> {
+        for &signal in signals {
+            self.allow_when(
+                Sysno::tgkill,
+                vec![eq(0, self.pid as u64), eq(2, signal as u64)],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// What every thread does: memory, locks, signals, logging, its own end.
+    fn base(&mut self) -> Result<(), BackendError> {
+        self.allow(&[
+            Sysno::brk,
+            Sysno::munmap,
+            Sysno::mremap,
+            Sysno::madvise,
+            Sysno::sched_yield,
+            // Logging to stderr, and the SIGSYS report.
+            Sysno::write,
+            Sysno::close,
+            Sysno::clock_gettime,
+            Sysno::getpid,
+            Sysno::gettid,
+            Sysno::rt_sigreturn,
+            Sysno::rt_sigprocmask,
+            // Thread teardown removes the alternate signal stack.
+            Sysno::sigaltstack,
+            Sysno::restart_syscall,
+            Sysno::exit,
+            Sysno::exit_group,
+        ]);
+        // Memory is never made executable after start-up.
+        for call in [Sysno::mmap, Sysno::mprotect] {
+            self.allow_when(
+                call,
+                vec![condition(2, Op::MaskedEq(libc::PROT_EXEC as u64), 0)],
+            )?;
+        }
+        for command in FUTEX_COMMANDS {
+            self.allow_when(
+                Sysno::futex,
+                vec![condition(1, Op::MaskedEq(FUTEX_COMMAND_MASK), command)],
+            )?;
+        }
+        // Debug builds check a descriptor is open before closing it.
+        self.allow_when(Sysno::fcntl, vec![eq(1, libc::F_GETFD as u64)])?;
+        // abort(): SIGABRT back to its default action, then raised.
+        self.allow_when(Sysno::rt_sigaction, vec![eq(0, libc::SIGABRT as u64)])?;
+        self.allow_signals(&[libc::SIGABRT, libc::SIGSYS])
+    }
+
+    /// Starting threads (what the new thread does before its own filter goes on included).
+    fn thread_starts(&mut self) -> Result<(), BackendError> {
+        self.allow(&[
+            Sysno::clone3,
+            Sysno::clone,
+            Sysno::set_robust_list,
+            Sysno::rseq,
+            Sysno::sched_getaffinity,
+        ]);
+        // glibc installs its set-id broadcast handler when the first thread starts.
+        self.allow_when(Sysno::rt_sigaction, vec![eq(0, GLIBC_SIGSETXID)])?;
+        // The new thread names itself, then reads the name back and installs its own filter.
+        for option in [libc::PR_SET_NAME, libc::PR_GET_NAME] {
+            self.allow_when(Sysno::prctl, vec![eq(0, option as u64)])?;
+        }
+        self.allow_when(
+            Sysno::prctl,
+            vec![eq(0, libc::PR_SET_NO_NEW_PRIVS as u64), eq(1, 1)],
+        )?;
+        self.allow_when(
+            Sysno::seccomp,
+            vec![eq(0, libc::SECCOMP_SET_MODE_FILTER as u64), eq(1, 0)],
+        )
+    }
+
+    /// An epoll loop over eventfds and the back end's descriptors.
+    fn io_loop(&mut self) {
+        self.allow(&[
+            Sysno::epoll_create1,
+            Sysno::epoll_ctl,
+            Sysno::epoll_wait,
+            Sysno::epoll_pwait,
+            Sysno::read,
+        ]);
+    }
+
+    /// A unix socket server whose connections have their own threads.
+    fn socket_server(&mut self) -> Result<(), BackendError> {
+        self.thread_starts()?;
+        self.allow(&[
+            Sysno::accept4,
+            Sysno::read,
+            Sysno::recvfrom,
+            Sysno::sendto,
+            Sysno::poll,
+            Sysno::shutdown,
+        ]);
+        // `try_clone` of a connection.
+        self.allow_when(Sysno::fcntl, vec![eq(1, libc::F_DUPFD_CLOEXEC as u64)])?;
+        // Read and write timeouts on connections.
+        for option in [libc::SO_RCVTIMEO, libc::SO_SNDTIMEO] {
+            self.allow_when(
+                Sysno::setsockopt,
+                vec![eq(1, libc::SOL_SOCKET as u64), eq(2, option as u64)],
+            )?;
+        }
+        Ok(())
+    }
+
+    fn vcpu(&mut self) -> Result<(), BackendError> {
+        use ioctl::*;
+        // KVM_RUN, and the registers and the code at RIP for the crash report.
+        self.allow_ioctls(&[KVM_RUN, KVM_GET_REGS, KVM_GET_SREGS, KVM_TRANSLATE])?;
+        // The serial port's output goes to the attached console client (a stream socket: no
+        // destination address)...
+        self.allow_when(
+            Sysno::sendto,
+            vec![SeccompCondition::new(4, Len::Qword, Op::Eq, 0)],
+        )?;
+        // ...and to the console log, which rotates by renaming it and opening a new one (only in
+        // the jail's run directory when the VMM is jailed). A client that falls behind is
+        // dropped by waking its session thread: a `write` to an eventfd.
+        self.allow(&[Sysno::rename]);
+        self.allow_when(
+            Sysno::openat,
+            vec![condition(2, Op::MaskedEq(!0), LOG_OPEN_FLAGS)],
+        )
+    }
+
+    fn vmm(&mut self) -> Result<(), BackendError> {
+        use ioctl::*;
+        // It starts the vCPU threads, which inherit this filter before adding theirs.
+        self.vcpu()?;
+        self.thread_starts()?;
+        self.allow_ioctls(&[
+            KVM_CREATE_VM,
+            KVM_CHECK_EXTENSION,
+            KVM_GET_VCPU_MMAP_SIZE,
+            KVM_SET_TSS_ADDR,
+            KVM_CREATE_IRQCHIP,
+            KVM_CREATE_PIT2,
+            KVM_SET_USER_MEMORY_REGION,
+            KVM_IRQFD,
+            KVM_IOEVENTFD,
+            KVM_CREATE_VCPU,
+            KVM_SET_CPUID2,
+            KVM_SET_MSRS,
+            KVM_SET_FPU,
+            KVM_GET_LAPIC,
+            KVM_SET_LAPIC,
+            KVM_SET_SREGS,
+            KVM_SET_REGS,
+        ])?;
+        // Stopping vCPUs interrupts KVM_RUN with the kick signal.
+        self.allow_signals(&[vmm_sys_util::signal::SIGRTMIN()])?;
+        self.allow(&[
+            // The kernel and initrd are loaded again from their open files on a restart.
+            Sysno::read,
+            Sysno::pread64,
+            Sysno::lseek,
+            // The exit record (a temp file synced and renamed into place) and the sockets'
+            // removal.
+            Sysno::openat,
+            Sysno::mkdir,
+            Sysno::fchmod,
+            Sysno::fsync,
+            Sysno::newfstatat,
+            Sysno::statx,
+            Sysno::fstat,
+            Sysno::unlink,
+        ]);
+        // Its own log's rotation (`StdioLog::rotate_if_full`; the lookups, the rename and the
+        // open are above) points stdout and stderr at the new file.
+        for stdio in [libc::STDOUT_FILENO, libc::STDERR_FILENO] {
+            self.allow_when(Sysno::dup2, vec![eq(1, stdio as u64)])?;
+        }
+        Ok(())
+    }
+
+    fn block(&mut self) -> Result<(), BackendError> {
+        self.io_loop();
+        self.allow(&[
+            Sysno::pread64,
+            Sysno::pwrite64,
+            Sysno::preadv,
+            Sysno::pwritev,
+            Sysno::lseek,
+            Sysno::fsync,
+            Sysno::fdatasync,
+            // Discard and write-zeroes punch holes in files...
+            Sysno::fallocate,
+        ]);
+        // ...and ask block devices.
+        self.allow_ioctls(&[ioctl::BLKDISCARD, ioctl::BLKZEROOUT])
+    }
+
+    fn net(&mut self) {
+        self.io_loop();
+        self.allow(&[Sysno::readv, Sysno::writev]);
+    }
+
+    fn rng(&mut self) {
+        self.io_loop();
+        self.allow(&[Sysno::getrandom]);
+    }
+
+    fn vsock(&mut self) -> Result<(), BackendError> {
+        self.io_loop();
+        self.allow(&[
+            Sysno::accept4,
+            Sysno::connect,
+            Sysno::recvfrom,
+            Sysno::sendto,
+            Sysno::shutdown,
+        ]);
+        // Connections to the host's `<socket>_<port>` listeners: unix stream sockets only.
+        self.allow_when(
+            Sysno::socket,
+            vec![
+                eq(0, libc::AF_UNIX as u64),
+                condition(1, Op::MaskedEq(0xf), libc::SOCK_STREAM as u64),
+            ],
+        )?;
+        // Non-blocking mode.
+        self.allow_ioctls(&[ioctl::FIONBIO])?;
+        for command in [libc::F_GETFL, libc::F_SETFL] {
+            self.allow_when(Sysno::fcntl, vec![eq(1, command as u64)])?;
+        }
+        Ok(())
+    }
+
+    fn control(&mut self) -> Result<(), BackendError> {
+        self.socket_server()?;
+        // `pause` interrupts the vCPUs; `shutdown` starts a timer thread that sleeps.
+        self.allow_signals(&[vmm_sys_util::signal::SIGRTMIN()])?;
+        self.allow(&[Sysno::clock_nanosleep, Sysno::nanosleep]);
+        Ok(())
+    }
+
+    fn console(&mut self) -> Result<(), BackendError> {
+        // Clients of the console socket, or stdin.
+        self.socket_server()?;
+        // Each attached client gets a non-blocking socket (the guest never waits for it) and an
+        // eventfd that wakes its session thread when output waits for it.
+        self.allow(&[Sysno::eventfd2]);
+        // Input typed faster than the guest reads it waits for room in the UART's FIFO.
+        self.allow(&[Sysno::clock_nanosleep, Sysno::nanosleep]);
+        self.allow_ioctls(&[ioctl::FIONBIO])
+    }
+}
+
+/// The allow list of `class` in the process `pid`.
+pub fn for_class(class: ThreadClass, pid: libc::pid_t) -> Result<Rules, BackendError> {
+    let mut list = List {
+        rules: Rules::new(),
+        pid,
+    };
+    list.base()?;
+    match class {
+        ThreadClass::Vmm => list.vmm()?,
+        ThreadClass::Vcpu => list.vcpu()?,
+        ThreadClass::Block => list.block()?,
+        ThreadClass::Net => list.net(),
+        ThreadClass::Rng => list.rng(),
+        ThreadClass::Vsock => list.vsock()?,
+        ThreadClass::Control => list.control()?,
+        ThreadClass::Console => list.console()?,
+    }
+    Ok(list.rules)
+}

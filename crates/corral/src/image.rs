@@ -1,0 +1,380 @@
+//! `corral image`: the image store (list, info, aliases, delete, import, export).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+use corral_image::export::ExportFormat;
+use corral_image::import::{Format as ImportFormat, ImportOptions};
+use corral_image::store::{Image, ImageStore};
+
+use crate::output::{self, Format};
+
+#[derive(Args)]
+pub struct ImageArgs {
+    #[command(subcommand)]
+    command: ImageCommand,
+}
+
+#[derive(Subcommand)]
+enum ImageCommand {
+    /// List the stored images.
+    #[command(alias = "ls")]
+    List {
+        #[arg(long, short, value_enum, default_value_t)]
+        output: Format,
+    },
+    /// Show an image (by alias, fingerprint or unique fingerprint prefix).
+    #[command(alias = "show")]
+    Info {
+        image: String,
+        #[arg(long, short, value_enum, default_value_t)]
+        output: Format,
+    },
+    /// Manage aliases: names for images (`debian-12`, `debian-12/amd64`).
+    Alias {
+        #[command(subcommand)]
+        command: AliasCommand,
+    },
+    /// Build images from a spec (Packer-like: a source, provisioning steps, outputs).
+    Build(crate::image_build::BuildArgs),
+    /// Delete images no instance reads from (linked clones keep theirs).
+    #[command(alias = "rm")]
+    Delete {
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+    /// Import an image: a rootfs directory or tarball (.tar, .tar.gz, .tar.xz, .tar.zst), an OCI
+    /// layout or oci-archive, an Incus image (unified tarball, or metadata tarball + rootfs
+    /// file), a disk image (raw, qcow2; vmdk, vdi, vhdx through qemu-img) or a Vagrant libvirt
+    /// box. The format is detected unless given.
+    Import(ImportArgs),
+    /// Write an image out: a container as rootfs, incus (default), oci or oci-archive; a VM as
+    /// qcow2 (default), raw or incus.
+    Export {
+        image: String,
+        /// The file (or directory, for oci and a VM's incus export) to create.
+        target: PathBuf,
+        #[arg(long, short, value_enum)]
+        format: Option<ExportFormatArg>,
+    },
+}
+
+#[derive(Args)]
+pub struct ImportArgs {
+    /// The image: a file or directory.
+    source: PathBuf,
+    /// The root filesystem file (squashfs or qcow2) of a split Incus image.
+    rootfs_file: Option<PathBuf>,
+    /// Name it (repeatable).
+    #[arg(long)]
+    alias: Vec<String>,
+    #[arg(long, value_enum)]
+    format: Option<ImportFormatArg>,
+    /// Which image of an OCI layout holding several (its ref name, e.g. `latest`).
+    #[arg(long)]
+    reference: Option<String>,
+    #[arg(long)]
+    os: Option<String>,
+    #[arg(long)]
+    release: Option<String>,
+    #[arg(long)]
+    description: Option<String>,
+    /// A VM image's own kernel (otherwise the one inside the disk boots).
+    #[arg(long)]
+    kernel: Option<PathBuf>,
+    #[arg(long, requires = "kernel")]
+    initrd: Option<PathBuf>,
+    /// A VM image's kernel command line.
+    #[arg(long)]
+    cmdline: Option<String>,
+    /// The most an archive may unpack to (stops decompression bombs), e.g. 10G.
+    #[arg(long, value_name = "SIZE", default_value = "64G")]
+    max_size: corral_vmm::config::MemorySize,
+    #[arg(long, short, value_enum, default_value_t)]
+    output: Format,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ImportFormatArg {
+    Rootfs,
+    Oci,
+    Incus,
+    Disk,
+    Vagrant,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ExportFormatArg {
+    Rootfs,
+    Incus,
+    Oci,
+    OciArchive,
+    Qcow2,
+    Raw,
+}
+
+#[derive(Subcommand)]
+enum AliasCommand {
+    /// Point ALIAS at IMAGE (--force moves an alias naming another image).
+    #[command(alias = "create")]
+    Set {
+        alias: String,
+        image: String,
+        #[arg(long)]
+        force: bool,
+    },
+    /// Remove an alias (the image stays).
+    #[command(alias = "rm")]
+    Delete { alias: String },
+    /// Every alias and the image it names.
+    #[command(alias = "ls")]
+    List {
+        #[arg(long, short, value_enum, default_value_t)]
+        output: Format,
+    },
+}
+
+pub fn run(root: &Path, args: ImageArgs) -> anyhow::Result<ExitCode> {
+    let manager = crate::instance::manager(root)?;
+    let images = manager.images()?;
+    match args.command {
+        ImageCommand::List { output } => {
+            let list = images.list()?;
+            if output == Format::Json {
+                output::print_json(&list)?;
+            } else {
+                let rows: Vec<[String; 7]> = list.iter().map(row).collect();
+                output::print_table(
+                    [
+                        "ALIAS",
+                        "FINGERPRINT",
+                        "TYPE",
+                        "ARCH",
+                        "OS",
+                        "SIZE",
+                        "DESCRIPTION",
+                    ],
+                    &rows,
+                );
+            }
+        }
+        ImageCommand::Info { image, output } => {
+            let image = images.resolve(&image)?;
+            if output == Format::Json {
+                output::print_json(&image)?;
+            } else {
+                print_info(&image);
+            }
+        }
+        ImageCommand::Alias { command } => match command {
+            AliasCommand::Set {
+                alias,
+                image,
+                force,
+            } => {
+                let image = images.set_alias(&alias, &image, force)?;
+                println!("alias {alias} -> {}", image.short_fingerprint());
+            }
+            AliasCommand::Delete { alias } => {
+                images.remove_alias(&alias)?;
+                println!("removed alias {alias}");
+            }
+            AliasCommand::List { output } => {
+                let aliases = images.aliases()?;
+                if output == Format::Json {
+                    output::print_json(&aliases)?;
+                } else {
+                    let rows: Vec<[String; 2]> = aliases
+                        .iter()
+                        .map(|(alias, fp)| {
+                            [alias.clone(), corral_image::store::short(fp).to_string()]
+                        })
+                        .collect();
+                    output::print_table(["ALIAS", "FINGERPRINT"], &rows);
+                }
+            }
+        },
+        ImageCommand::Build(args) => return crate::image_build::build(root, args),
+        ImageCommand::Import(args) => return import(&images, args),
+        ImageCommand::Export {
+            image,
+            target,
+            format,
+        } => {
+            let image = images.resolve(&image)?;
+            let format = match format {
+                Some(format) => export_format(format),
+                None => ExportFormat::default_for(image.metadata().image_type),
+            };
+            let bars = crate::progress::Bars::new();
+            corral_image::export::export(&image, &target, format, &bars)?;
+            bars.finish();
+            println!(
+                "exported image {} to {}",
+                image.display_name(),
+                target.display()
+            );
+        }
+        ImageCommand::Delete { images: references } => {
+            for reference in references {
+                let image = manager.delete_image(&reference)?;
+                println!("deleted image {}", image.display_name());
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn import(images: &ImageStore, args: ImportArgs) -> anyhow::Result<ExitCode> {
+    let options = ImportOptions {
+        format: args.format.map(|f| match f {
+            ImportFormatArg::Rootfs => ImportFormat::Rootfs,
+            ImportFormatArg::Oci => ImportFormat::Oci,
+            ImportFormatArg::Incus => ImportFormat::Incus,
+            ImportFormatArg::Disk => ImportFormat::Disk,
+            ImportFormatArg::Vagrant => ImportFormat::Vagrant,
+        }),
+        rootfs_file: args.rootfs_file,
+        reference: args.reference,
+        os: args.os,
+        release: args.release,
+        description: args.description,
+        kernel: args.kernel,
+        initrd: args.initrd,
+        cmdline: args.cmdline,
+        limits: corral_image::archive::Limits {
+            max_bytes: args.max_size.0,
+            ..Default::default()
+        },
+    };
+    // Aliases are checked before the work, not refused after it.
+    for alias in &args.alias {
+        corral_image::store::validate_alias(alias)?;
+    }
+    let bars = crate::progress::Bars::new();
+    let (mut image, new) = corral_image::import::import(images, &args.source, &options, &bars)?;
+    bars.finish();
+    for alias in &args.alias {
+        image = images.set_alias(alias, image.fingerprint(), false)?;
+    }
+    if args.output == Format::Json {
+        output::print_json(&image)?;
+    } else if new {
+        println!("imported image {}", image.display_name());
+    } else {
+        println!("image {} was already stored", image.display_name());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn export_format(format: ExportFormatArg) -> ExportFormat {
+    match format {
+        ExportFormatArg::Rootfs => ExportFormat::Rootfs,
+        ExportFormatArg::Incus => ExportFormat::Incus,
+        ExportFormatArg::Oci => ExportFormat::Oci,
+        ExportFormatArg::OciArchive => ExportFormat::OciArchive,
+        ExportFormatArg::Qcow2 => ExportFormat::Qcow2,
+        ExportFormatArg::Raw => ExportFormat::Raw,
+    }
+}
+
+fn row(image: &Image) -> [String; 7] {
+    let meta = image.metadata();
+    let os = [meta.os.as_deref(), meta.release.as_deref()]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join(" ");
+    [
+        if image.aliases.is_empty() {
+            "-".into()
+        } else {
+            image.aliases.join(", ")
+        },
+        image.short_fingerprint().to_string(),
+        meta.image_type.to_string(),
+        meta.architecture.clone(),
+        if os.is_empty() { "-".into() } else { os },
+        output::human_bytes(image.record.size),
+        meta.description.clone().unwrap_or_else(|| "-".into()),
+    ]
+}
+
+fn print_info(image: &Image) {
+    let meta = image.metadata();
+    let line = |key: &str, value: &dyn std::fmt::Display| println!("{key:<13}{value}");
+    line("Fingerprint:", &image.fingerprint());
+    if !image.aliases.is_empty() {
+        line("Aliases:", &image.aliases.join(", "));
+    }
+    line("Type:", &meta.image_type);
+    line("Architecture:", &meta.architecture);
+    for (key, value) in [
+        ("OS:", &meta.os),
+        ("Release:", &meta.release),
+        ("Description:", &meta.description),
+        ("Created:", &meta.created),
+    ] {
+        if let Some(value) = value {
+            line(key, value);
+        }
+    }
+    line("Source:", &image.record.source);
+    line("Imported:", &output::timestamp(image.record.imported_at));
+    line("Size:", &output::human_bytes(image.record.size));
+    let command = meta.container.command();
+    if !command.is_empty() {
+        line("Command:", &command.join(" "));
+    }
+    if meta.container.init {
+        line("Init:", &"yes (a system container)");
+    }
+    if !meta.container.env.is_empty() {
+        line("Environment:", &meta.container.env.join(" "));
+    }
+    if let Some(dir) = &meta.container.working_dir {
+        line("Working dir:", dir);
+    }
+    if let Some(user) = &meta.container.user {
+        line("User:", user);
+    }
+    if meta.vm.kernel {
+        line("Kernel:", &"carried by the image");
+    } else if meta.image_type == corral_image::metadata::ImageType::Vm {
+        line("Kernel:", &"found inside the disk at each start");
+    }
+    if let Some(cmdline) = &meta.vm.cmdline {
+        line("Cmdline:", cmdline);
+    }
+}
+
+/// `corral publish`.
+#[derive(Args)]
+pub struct PublishArgs {
+    /// A stopped instance.
+    instance: String,
+    /// Name the new image (repeatable).
+    #[arg(long)]
+    alias: Vec<String>,
+}
+
+pub fn publish(root: &Path, args: PublishArgs) -> anyhow::Result<ExitCode> {
+    for alias in &args.alias {
+        corral_image::store::validate_alias(alias)?;
+    }
+    let manager = crate::instance::manager(root)?;
+    let bars = crate::progress::Bars::new();
+    let (mut image, _) = manager.publish(&args.instance, &bars)?;
+    bars.finish();
+    let images = manager.images()?;
+    for alias in &args.alias {
+        image = images.set_alias(alias, image.fingerprint(), true)?;
+    }
+    println!(
+        "published instance {} as image {}",
+        args.instance,
+        image.display_name()
+    );
+    Ok(ExitCode::SUCCESS)
+}

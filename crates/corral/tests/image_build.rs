@@ -1,0 +1,433 @@
+//! `corral image build`: the example specs of `images/` built with the real binary into a
+//! temporary corral root, the images they make used by containers, and the failures a build
+//! must survive without touching the store. Needs root (the steps run in containers) and
+//! busybox-static; the Debian examples need mmdebstrap and Debian's archive.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use common::{wait_for, CorralRoot as Root};
+
+/// A fixed SOURCE_DATE_EPOCH: 2023-11-14T22:13:20Z.
+const EPOCH: &str = "1700000000";
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn example(name: &str) -> PathBuf {
+    repo().join("images").join(name)
+}
+
+fn setup() -> Option<Root> {
+    if !corral_testkit::is_root() {
+        corral_testkit::skip("needs root: build steps run in containers");
+        return None;
+    }
+    if !common::have_busybox() {
+        return None;
+    }
+    Some(Root::new())
+}
+
+/// `corral image build` with SOURCE_DATE_EPOCH set; returns the built images (`-o json`).
+fn build(root: &Root, spec: &Path, args: &[&str]) -> Vec<Value> {
+    let mut command = root.command(&["image", "build", spec.to_str().unwrap(), "-o", "json"]);
+    command.args(args).env("SOURCE_DATE_EPOCH", EPOCH);
+    let out = common::output_via_files(&mut command);
+    assert!(
+        out.status.success(),
+        "build of {} failed: {}",
+        spec.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The store's images and every name in its directory: what a failed build must not change.
+fn store_state(root: &Root) -> (String, Vec<String>) {
+    let list = root.ok(&["image", "list", "-o", "json"]);
+    let mut names: Vec<String> = std::fs::read_dir(root.path().join("images"))
+        .map(|dir| {
+            dir.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    (list, names)
+}
+
+#[test]
+fn the_busybox_example_builds_reproducibly_and_runs() {
+    let Some(root) = setup() else { return };
+    let spec = example("busybox.toml");
+    let first_out = root.dir.path().join("first");
+    let second_out = root.dir.path().join("second");
+    let first = build(
+        &root,
+        &spec,
+        &["--var", &format!("out={}", first_out.display())],
+    );
+    let second = build(
+        &root,
+        &spec,
+        &["--var", &format!("out={}", second_out.display())],
+    );
+
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert_eq!(first[0]["type"], "container");
+    assert_eq!(first[0]["aliases"], serde_json::json!(["busybox"]));
+    assert_eq!(first[0]["created"], "2023-11-14T22:13:20Z");
+    assert_eq!(
+        first[0]["fingerprint"], second[0]["fingerprint"],
+        "two builds give the same image"
+    );
+    let tarball = std::fs::read(first_out.join("busybox.tar")).unwrap();
+    assert!(
+        tarball == std::fs::read(second_out.join("busybox.tar")).unwrap(),
+        "two builds give byte-identical tarballs"
+    );
+    let listed: Value = serde_json::from_str(&root.ok(&["image", "list", "-o", "json"])).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+
+    // The image is a busybox system container: its init runs and busybox answers.
+    root.ok(&["create", "box", "--image", "busybox"]);
+    let info = root.ok(&["info", "box"]);
+    // A system container: stopped by its power button, with the host's ids for its init.
+    assert!(info.contains("Init:         yes"), "{info}");
+    assert!(info.contains("User namespace:host"), "{info}");
+    root.ok(&["start", "box"]);
+    wait_for("the container's init", Duration::from_secs(10), || {
+        root.run(&["exec", "box", "--", "/bin/busybox", "echo", "built-ok"])
+            .stdout
+            .starts_with(b"built-ok")
+    });
+    let motd = root.ok(&["exec", "box", "--", "/bin/cat", "/etc/motd"]);
+    assert!(
+        motd.contains("corral busybox"),
+        "the shell step ran: {motd}"
+    );
+    root.ok(&["kill", "box"]);
+
+    // The tarball output is the same tree: a container from it runs too.
+    let tarball = first_out.join("busybox.tar");
+    root.ok(&[
+        "create",
+        "fromtar",
+        "--rootfs",
+        tarball.to_str().unwrap(),
+        "--",
+        "/bin/busybox",
+        "echo",
+        "from-tarball",
+    ]);
+    root.ok(&["start", "fromtar"]);
+    wait_for("the container's output", Duration::from_secs(10), || {
+        root.ok(&["logs", "fromtar"]).contains("from-tarball")
+    });
+}
+
+#[test]
+fn a_failing_step_leaves_the_store_untouched() {
+    let Some(root) = setup() else { return };
+    let dir = root.dir.path().join("spec");
+    std::fs::create_dir_all(&dir).unwrap();
+    let spec = dir.join("fails.toml");
+    std::fs::write(
+        &spec,
+        r#"
+name = "fails"
+[source]
+busybox = true
+[[provision]]
+shell = "echo first step ran"
+[[provision]]
+shell = "echo about to fail; exit 3"
+[[output]]
+type = "container"
+[[output]]
+type = "tarball"
+path = "fails.tar"
+"#,
+    )
+    .unwrap();
+    // A store with an image already, so "unchanged" means something.
+    let good = dir.join("good.toml");
+    std::fs::write(
+        &good,
+        "name = \"good\"\n[source]\nbusybox = true\n[[output]]\ntype = \"container\"\n",
+    )
+    .unwrap();
+    build(&root, &good, &[]);
+    let before = store_state(&root);
+
+    let err = root.fails(&["image", "build", spec.to_str().unwrap()]);
+    assert!(
+        err.contains("provisioning step 2 failed with exit status 3"),
+        "{err}"
+    );
+    assert!(err.contains("about to fail"), "the log's last lines: {err}");
+    let log = root.path().join("image-builds/fails.log");
+    assert!(
+        err.contains(&log.display().to_string()),
+        "the error names the log: {err}"
+    );
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(logged.contains("first step ran") && logged.contains("about to fail"));
+
+    assert_eq!(store_state(&root), before, "the store is as it was");
+    assert!(!dir.join("fails.tar").exists());
+    let leftovers: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .filter(|name| name.to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "nothing staged remains: {leftovers:?}"
+    );
+}
+
+#[test]
+fn a_bad_spec_gives_one_sentence_naming_the_field() {
+    let root = Root::new();
+    let spec = root.dir.path().join("bad.toml");
+    std::fs::write(
+        &spec,
+        "name = \"bad\"\n[source]\nbusybox = true\n[[provision]]\nshel = \"true\"\n[[output]]\ntype = \"container\"\n",
+    )
+    .unwrap();
+    let err = root.fails(&["image", "build", spec.to_str().unwrap()]);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("line 5") && err.contains("`shel`"), "{err}");
+
+    std::fs::write(
+        &spec,
+        "name = \"bad\"\n[source]\nbusybox = true\n[[output]]\ntype = \"vm\"\nsize = \"lots\"\nkernel = \"k\"\n",
+    )
+    .unwrap();
+    let err = root.fails(&["image", "build", spec.to_str().unwrap()]);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("output[1].size"), "{err}");
+    assert!(!root.path().join("images").exists() || store_state(&root).1.len() <= 2);
+}
+
+/// Where a slow build's tarball output is kept between runs, keyed by the SHA-256 of the spec
+/// and the files it copies (as guests/linux/build.sh caches kernels).
+fn cache_dir(files: &[PathBuf]) -> PathBuf {
+    let mut sha = std::process::Command::new("sha256sum");
+    sha.args(files);
+    let out = sha.output().unwrap();
+    assert!(out.status.success());
+    let mut key = std::process::Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The listing names the files by path; only their digests make the key.
+    let digests: String = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| line.split_whitespace().next())
+        .collect::<Vec<_>>()
+        .join("\n");
+    use std::io::Write;
+    key.stdin
+        .take()
+        .unwrap()
+        .write_all(digests.as_bytes())
+        .unwrap();
+    let key = String::from_utf8(key.wait_with_output().unwrap().stdout).unwrap();
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache"));
+    base.join("corral/images").join(&key[..64])
+}
+
+/// Puts the Debian 12 container example into `root`'s store as `debian-12`: built (minutes, once:
+/// its tarball output is cached) or imported from the cached tarball, which gives the same image.
+fn debian_12(root: &Root) {
+    corral_testkit::require_program!("mmdebstrap");
+    let spec = example("debian-12-container.toml");
+    let cache = cache_dir(&[spec.clone(), example("debian-12/99-corral.cfg")]);
+    let tarball = cache.join("debian-12.tar");
+    if tarball.exists() {
+        root.ok(&[
+            "image",
+            "import",
+            tarball.to_str().unwrap(),
+            "--alias",
+            "debian-12",
+        ]);
+        return;
+    }
+    let out = format!("out={}", cache.display());
+    let images = build(root, &spec, &["--var", &out]);
+    assert_eq!(images.len(), 1, "{images:?}");
+    assert_eq!(images[0]["aliases"], serde_json::json!(["debian-12"]));
+    assert_eq!(images[0]["os"], "debian");
+    assert_eq!(images[0]["release"], "12");
+    assert_eq!(images[0]["container"]["init"], true);
+}
+
+#[test]
+#[ignore = "builds Debian 12 from Debian's archive (minutes the first time); scripts/test.sh runs it"]
+fn the_debian_12_container_example_runs_sshd_and_cloud_init() {
+    let Some(root) = setup() else { return };
+    debian_12(&root);
+    let checks = "mkdir -p /run/sshd && /usr/sbin/sshd -t && echo sshd-config-ok; \
+                  cloud-init --version 2>&1; echo checks-done";
+    root.ok(&[
+        "create",
+        "deb",
+        "--image",
+        "debian-12",
+        "--",
+        "/bin/sh",
+        "-c",
+        checks,
+    ]);
+    root.ok(&["start", "deb"]);
+    wait_for("the checks", Duration::from_secs(60), || {
+        root.ok(&["logs", "deb"]).contains("checks-done")
+    });
+    let logs = root.ok(&["logs", "deb"]);
+    assert!(logs.contains("sshd-config-ok"), "{logs}");
+    assert!(logs.contains("cloud-init 2"), "{logs}");
+}
+
+#[test]
+#[ignore = "builds Debian 12 and boots Linux (minutes); scripts/test.sh runs it"]
+fn the_debian_12_vm_example_boots_its_own_kernel_from_its_disk_to_a_shell() {
+    let Some(root) = setup() else { return };
+    corral_testkit::require_kvm!();
+    let Some(kernels) = std::env::var_os("CORRAL_GUEST_LINUX_NET_DIR") else {
+        corral_testkit::skip(
+            "needs CORRAL_GUEST_LINUX_NET_DIR (bash guests/linux/build.sh DIR guests/linux/guest-net.config)",
+        );
+        return;
+    };
+    debian_12(&root);
+    let kernel = Path::new(&kernels).join("vmlinux");
+    let images = build(
+        &root,
+        &example("debian-12-vm.toml"),
+        &["--var", &format!("kernel={}", kernel.display())],
+    );
+    assert_eq!(images.len(), 1, "{images:?}");
+    assert_eq!(images[0]["type"], "vm");
+    assert_eq!(images[0]["aliases"], serde_json::json!(["debian-12-vm"]));
+    let fingerprint = images[0]["fingerprint"].as_str().unwrap();
+    let disk_path = root
+        .path()
+        .join("images")
+        .join(fingerprint)
+        .join("disk.qcow2");
+    // corral finds the kernel and its command line inside the disk, as a start will.
+    let disk = corral_disk::open(&disk_path, corral_disk::OpenOptions::read_only()).unwrap();
+    let boot = corral_image::bootdisk::find_boot(disk.as_ref()).unwrap();
+    assert_eq!(boot.kernel, "/boot/vmlinuz-corral", "{boot:?}");
+    assert!(boot.cmdline.contains("root=/dev/vda"), "{boot:?}");
+    drop(disk);
+
+    // A linked clone of it boots that kernel, root on its virtio disk, to a shell.
+    root.ok(&[
+        "create",
+        "deb-vm",
+        "--image",
+        "debian-12-vm",
+        "--memory",
+        "256M",
+    ]);
+    let info = root.ok(&["info", "deb-vm"]);
+    assert!(info.contains("linked clone"), "{info}");
+    root.ok(&["start", "deb-vm"]);
+    let console_log = root.instance_dir("deb-vm").join("run/console.log");
+    let log = || std::fs::read_to_string(&console_log).unwrap_or_default();
+    let running = || {
+        let state = root.info("deb-vm")["state"].clone();
+        assert_eq!(
+            state["status"],
+            "running",
+            "the VM ended: {state}\n{}",
+            log()
+        );
+    };
+    wait_for(
+        "the kernel to mount its root",
+        Duration::from_secs(240),
+        || {
+            running();
+            log().contains("VFS: Mounted root")
+        },
+    );
+    let socket = root.instance_dir("deb-vm").join("run/console.sock");
+    let mut console = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+    use std::io::Write;
+    wait_for("the shell to answer", Duration::from_secs(120), || {
+        // Typed until the shell is there to read it.
+        running();
+        let _ = console.write_all(b"echo shell-$((6*7)) $(cat /etc/hostname)\n");
+        std::thread::sleep(Duration::from_secs(1));
+        log().contains("shell-42 debian-12-vm")
+    });
+    root.ok(&["kill", "deb-vm"]);
+}
+
+#[test]
+fn an_oci_output_is_a_source_that_gives_the_same_tree_back() {
+    let Some(root) = setup() else { return };
+    let dir = root.dir.path().join("specs");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("to-oci.toml"),
+        r#"
+name = "bb"
+[source]
+busybox = true
+[container]
+cmd = ["/bin/echo", "from-oci"]
+[[provision]]
+shell = "echo hello > /etc/greeting"
+[[output]]
+type = "oci"
+path = "bb.oci.tar"
+archive = true
+[[output]]
+type = "tarball"
+path = "first.tar"
+"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("from-oci.toml"),
+        r#"
+name = "bb-again"
+[source]
+oci = "bb.oci.tar"
+[[output]]
+type = "container"
+[[output]]
+type = "tarball"
+path = "second.tar"
+"#,
+    )
+    .unwrap();
+    assert!(build(&root, &dir.join("to-oci.toml"), &[]).is_empty());
+    let images = build(&root, &dir.join("from-oci.toml"), &[]);
+    assert_eq!(
+        images[0]["container"]["cmd"],
+        serde_json::json!(["/bin/echo", "from-oci"]),
+        "the OCI config's command is the image's default"
+    );
+    assert!(
+        std::fs::read(dir.join("first.tar")).unwrap()
+            == std::fs::read(dir.join("second.tar")).unwrap(),
+        "the tree came back whole"
+    );
+}
