@@ -18,6 +18,11 @@ pub enum SysprepError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "{dir} does not look like a root filesystem (it has no etc directory); give the \
+         container's root directory"
+    )]
+    NotARoot { dir: PathBuf },
     #[error("cannot {action} {path} in the guest's filesystem")]
     Guest {
         action: &'static str,

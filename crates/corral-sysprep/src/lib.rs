@@ -31,6 +31,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use corral_disk::Disk;
+use view::GuestView;
 
 pub use error::{Result, SysprepError};
 pub use operation::{Operation, UnknownOperation};
@@ -93,6 +94,12 @@ pub fn sysprep_rootfs(dir: &Path, options: &Options) -> Result<Report> {
         return Err(SysprepError::FsUuidsOnDirectory);
     }
     let root = rootfs::RootDir::open(dir)?;
+    let etc = root.lookup(Path::new("/etc"), true)?;
+    if !etc.is_some_and(|node| node.kind == view::Kind::Dir) {
+        return Err(SysprepError::NotARoot {
+            dir: dir.to_path_buf(),
+        });
+    }
     let plan = ops::plan(&root, options)?;
     if !options.dry_run {
         rootfs::apply(&root, &plan)?;

@@ -48,6 +48,8 @@ pub(crate) struct Plan {
     /// Paths some step already edits: a second operation reaching the same file (through a
     /// link, or two globs) leaves it to the first.
     edited: HashSet<PathBuf>,
+    /// Directories removed whole: nothing below them is edited.
+    removed_trees: HashSet<PathBuf>,
 }
 
 impl Plan {
@@ -67,7 +69,11 @@ impl Plan {
                 new: uuid_text(new),
             },
         };
-        self.edited.insert(path.clone());
+        match edit {
+            Edit::RemoveTree => self.removed_trees.insert(path.clone()),
+            Edit::SetFsUuid { .. } => false,
+            _ => self.edited.insert(path.clone()),
+        };
         self.steps.push(Step {
             operation,
             path,
@@ -88,9 +94,12 @@ impl Plan {
         });
     }
 
-    /// True when `path` or a directory above it is already edited.
+    /// True when `path` is already edited or removed with a directory above it.
     pub fn covers(&self, path: &Path) -> bool {
-        path.ancestors().any(|above| self.edited.contains(above))
+        self.edited.contains(path)
+            || path
+                .ancestors()
+                .any(|above| self.removed_trees.contains(above))
     }
 
     /// The planned edits, with their paths.
@@ -140,8 +149,23 @@ mod tests {
         plan.edit(Operation::TmpFiles, "/tmp/a".into(), Edit::RemoveTree);
         plan.edit(Operation::Logfiles, "/tmp/a/b.log".into(), Edit::Truncate);
         plan.edit(Operation::Logfiles, "/tmp/ab".into(), Edit::Truncate);
+        plan.edit(Operation::Logfiles, "/tmp/ab".into(), Edit::Remove);
         let paths: Vec<_> = plan.edits().map(|(step, _)| step.path.clone()).collect();
         assert_eq!(paths, [PathBuf::from("/tmp/a"), PathBuf::from("/tmp/ab")]);
+    }
+
+    #[test]
+    fn a_uuid_change_or_a_file_edit_covers_nothing_below() {
+        let mut plan = Plan::default();
+        let uuid = Edit::SetFsUuid {
+            old: [0; 16],
+            new: [1; 16],
+        };
+        plan.edit(Operation::FsUuids, "/".into(), uuid);
+        plan.edit(Operation::FsUuids, "/etc/fstab".into(), Edit::Truncate);
+        plan.edit(Operation::Logfiles, "/var/log/x".into(), Edit::Truncate);
+        plan.edit(Operation::Logfiles, "/var/log/x/y".into(), Edit::Truncate);
+        assert_eq!(plan.edits().count(), 4);
     }
 
     #[test]

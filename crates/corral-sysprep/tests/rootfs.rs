@@ -336,6 +336,13 @@ fn hostile_symlinks_never_reach_host_files() {
 }
 
 #[test]
+fn a_directory_without_etc_is_not_taken_for_a_root() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = sysprep_rootfs(dir.path(), &Options::default()).unwrap_err();
+    assert!(matches!(err, SysprepError::NotARoot { .. }), "{err}");
+}
+
+#[test]
 fn fs_uuids_is_refused_for_a_directory() {
     let dir = tempfile::tempdir().unwrap();
     let mut options = Options::default();

@@ -84,14 +84,25 @@ fn find_root(disk: &dyn Disk, scratch: &Path) -> Result<Root> {
             .collect()
     };
     let mut found = Vec::new();
+    let mut unrecovered = None;
     for (place, start, size) in candidates {
-        let needs_recovery = match probe::probe(disk, start, size)? {
+        match probe::probe(disk, start, size)? {
             Found::Other(name) => {
                 found.push(format!("{place}: {name}"));
                 continue;
             }
-            Found::Ext { needs_recovery } => needs_recovery,
-        };
+            // Its files cannot be read as the guest would see them until the journal is
+            // replayed; if no other filesystem is the root, this one likely is.
+            Found::Ext {
+                needs_recovery: true,
+            } => {
+                unrecovered.get_or_insert(place);
+                continue;
+            }
+            Found::Ext {
+                needs_recovery: false,
+            } => {}
+        }
         let staged = Staged::stage(disk, start, size, scratch)?;
         let view = match Ext4View::load(staged.path(), &place) {
             Ok(view) => view,
@@ -110,14 +121,14 @@ fn find_root(disk: &dyn Disk, scratch: &Path) -> Result<Root> {
             found.push(format!("{place}: an ext filesystem without /etc"));
             continue;
         }
-        if needs_recovery {
-            return Err(SysprepError::NeedsRecovery { place });
-        }
         return Ok(Root {
             staged,
             view,
             place,
         });
+    }
+    if let Some(place) = unrecovered {
+        return Err(SysprepError::NeedsRecovery { place });
     }
     if found.is_empty() {
         found.push("no filesystem".to_string());
