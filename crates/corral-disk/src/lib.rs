@@ -7,6 +7,8 @@
 //!   files outside the places the caller allows ([`BackingPolicy`]).
 //! - [`create_raw`], [`create_qcow2`], [`info`], [`resize`] and [`convert`] are the maintenance
 //!   operations behind `corral volume` and image import.
+//! - [`partition`] lists a disk's MBR or GPT partitions, for the tools that look inside a guest's
+//!   disk without the guest.
 //!
 //! qcow2 metadata handling (L1/L2 tables, refcounts, cluster allocation, copy-on-write from the
 //! backing image, compressed-cluster reads, zero clusters, flush ordering) is done by the `imago`
@@ -23,6 +25,7 @@ mod error;
 mod header;
 mod info;
 mod lock;
+pub mod partition;
 mod qcow2;
 mod raw;
 

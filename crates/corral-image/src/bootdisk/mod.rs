@@ -8,7 +8,6 @@
 //! `/boot` partition works when it holds a grub.cfg or BLS entries naming its files.
 
 mod grub;
-mod partition;
 mod reader;
 mod search;
 
@@ -16,7 +15,8 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use corral_disk::{Disk, DiskError};
+use corral_disk::partition::{self, PartitionError};
+use corral_disk::Disk;
 use ext4_view::{Ext4, Ext4Error};
 
 use reader::Extent;
@@ -50,10 +50,8 @@ pub struct ExtractedBoot {
 /// Why a disk's kernel cannot be found or copied out.
 #[derive(Debug, thiserror::Error)]
 pub enum BootError {
-    #[error("cannot read the disk")]
-    Disk(#[source] DiskError),
-    #[error("the disk's {table} partition table is invalid: {reason}")]
-    PartitionTable { table: &'static str, reason: String },
+    #[error(transparent)]
+    Partitions(#[from] PartitionError),
     #[error(
         "the disk has no ext2/3/4 filesystem corral can read ({tried}): corral finds kernels only \
          on ext filesystems; give the kernel yourself (--kernel, [boot] kernel)"

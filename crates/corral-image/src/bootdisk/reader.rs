@@ -5,10 +5,10 @@
 
 use std::sync::mpsc;
 
+use corral_disk::partition::Partition;
 use corral_disk::{Disk, DiskError};
 use ext4_view::{Ext4, Ext4Error, Ext4Read};
 
-use super::partition::Partition;
 use super::BootError;
 
 /// One read of the filesystem reader; ext4-view reads blocks (at most 64 KiB) and the block

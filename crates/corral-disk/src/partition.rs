@@ -1,9 +1,9 @@
 //! The partition table of a VM disk (GPT or MBR with its extended chain), read from untrusted
 //! bytes: every offset and count is checked against the disk and bounded before it is used.
+//! Shared by everything that looks inside a guest's disk without the guest: finding its kernel
+//! (corral-image's bootdisk) and resetting its identity (corral-sysprep).
 
-use corral_disk::Disk;
-
-use super::BootError;
+use crate::{Disk, DiskError};
 
 /// Sectors are 512 bytes: the size every VM disk image format presents.
 const SECTOR: u64 = 512;
@@ -17,15 +17,27 @@ const GPT_PROTECTIVE: u8 = 0xee;
 /// A partition: its number as Linux counts them (1-based; MBR logical ones from 5) and its
 /// byte range on the disk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Partition {
+pub struct Partition {
+    /// 1-based, as Linux numbers them (`/dev/vda1`); MBR logical partitions from 5.
     pub number: u32,
+    /// The first byte on the disk.
     pub start: u64,
+    /// The length in bytes.
     pub size: u64,
+}
+
+/// Why a disk's partitions cannot be listed.
+#[derive(Debug, thiserror::Error)]
+pub enum PartitionError {
+    #[error("cannot read the disk's partition table")]
+    Read(#[source] DiskError),
+    #[error("the disk's {table} partition table is invalid: {reason}")]
+    Invalid { table: &'static str, reason: String },
 }
 
 /// The partitions of `disk`, in table order; empty when the disk has no partition table (the
 /// whole disk is then the filesystem). Partitions reaching past the end of the disk are left out.
-pub(crate) fn partitions(disk: &dyn Disk) -> Result<Vec<Partition>, BootError> {
+pub fn partitions(disk: &dyn Disk) -> Result<Vec<Partition>, PartitionError> {
     let disk_size = disk.virtual_size();
     if disk_size < 2 * SECTOR {
         return Ok(Vec::new());
@@ -88,7 +100,7 @@ fn logical(
     disk_size: u64,
     extended_lba: u64,
     found: &mut Vec<Partition>,
-) -> Result<(), BootError> {
+) -> Result<(), PartitionError> {
     let mut ebr_lba = extended_lba;
     for number in 5..5 + MAX_LOGICAL {
         let Some(offset) = ebr_lba
@@ -119,8 +131,8 @@ fn logical(
 }
 
 /// The primary GPT: header at LBA 1 and its entry array, both CRC-checked.
-fn gpt(disk: &dyn Disk, disk_size: u64) -> Result<Vec<Partition>, BootError> {
-    let invalid = |reason: &str| BootError::PartitionTable {
+fn gpt(disk: &dyn Disk, disk_size: u64) -> Result<Vec<Partition>, PartitionError> {
+    let invalid = |reason: &str| PartitionError::Invalid {
         table: "GPT",
         reason: reason.to_string(),
     };
@@ -206,9 +218,10 @@ fn push_checked(
     }
 }
 
-fn read(disk: &dyn Disk, offset: u64, length: usize) -> Result<Vec<u8>, BootError> {
+fn read(disk: &dyn Disk, offset: u64, length: usize) -> Result<Vec<u8>, PartitionError> {
     let mut buf = vec![0u8; length];
-    disk.read_at(&mut buf, offset).map_err(BootError::Disk)?;
+    disk.read_at(&mut buf, offset)
+        .map_err(PartitionError::Read)?;
     Ok(buf)
 }
 
