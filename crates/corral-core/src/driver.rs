@@ -15,6 +15,9 @@ use std::process::Command;
 use crate::definition::Definition;
 use crate::error::CoreError;
 
+/// The name of an instance's runtime directory (see [`InstancePaths::runtime_dir`]).
+pub const RUNTIME_DIR: &str = "run";
+
 /// The files of one instance directory that supervisors and the manager share.
 #[derive(Clone, Debug)]
 pub struct InstancePaths {
@@ -54,7 +57,7 @@ impl InstancePaths {
     /// Files of the supervisor's runs: its input (VM config, OCI bundle), its sockets, its log,
     /// the console log and the exit record. A jailed VMM's only view of the host.
     pub fn runtime_dir(&self) -> PathBuf {
-        self.dir.join("run")
+        self.dir.join(RUNTIME_DIR)
     }
 
     /// `path` from a definition, anchored at the instance directory when relative.

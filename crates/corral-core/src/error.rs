@@ -82,6 +82,8 @@ pub enum CoreError {
     },
     #[error(transparent)]
     Write(#[from] corral_host::atomic::AtomicWriteError),
+    #[error(transparent)]
+    Clone(#[from] crate::clone::CloneError),
     #[error("cannot set up the cgroup of instance {name}")]
     Cgroup {
         name: String,

@@ -116,7 +116,15 @@ pub const ALL: &[Failpoint] = &[
     },
     Failpoint {
         name: "image.copying",
-        state: "a disk copy (volume import, --full, publish): a chunk is copied into the temporary image",
+        state: "a disk copy (volume import, --full, publish, clone): a chunk is copied into the new image",
+    },
+    Failpoint {
+        name: "clone.base-linked",
+        state: "linked clone: the source's disk has its second name in bases/; nothing names the base yet",
+    },
+    Failpoint {
+        name: "clone.source-switched",
+        state: "linked clone: the source's definition names its overlay on the base; the disk's old name is not removed, the clone not committed",
     },
     Failpoint {
         name: "image.grown",

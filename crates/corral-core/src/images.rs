@@ -17,14 +17,16 @@ use crate::lifecycle::Manager;
 /// The file name of a VM's root disk made from an image, in the instance directory.
 pub const ROOT_DISK: &str = "root.qcow2";
 
-/// How `corral create --image` holds the image's content.
+/// How `corral create --image` holds the image's content, and how `corral clone` copies a VM's
+/// disks (`crate::clone`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum CloneMode {
-    /// Share what can be shared: a VM gets a linked clone; a container reflinks where the
-    /// filesystem can.
+    /// Share what can be shared: a VM gets a linked clone (a qcow2 overlay on a read-only
+    /// base); a container reflinks where the filesystem can.
     #[default]
     Linked,
-    /// An independent copy (`--full`): a VM's disk flattened.
+    /// An independent copy (`--full`): from an image, a VM's disk flattened; from an instance,
+    /// each disk file copied.
     Full,
 }
 

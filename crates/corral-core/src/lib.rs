@@ -5,8 +5,12 @@
 //!   atomically, and every multi-step change holds the instance's [`lock`].
 //! - [`state`]: `state.json` and the lifecycle states (libvirt's names).
 //! - [`build`]: `corral image build`, images made from a spec.
+//! - [`clone`]: `corral clone`, a new instance from a stopped one; [`bases`] keeps the read-only
+//!   disks linked clones share.
 
+pub mod bases;
 pub mod build;
+pub mod clone;
 pub mod copy;
 pub mod definition;
 pub mod disks;

@@ -402,7 +402,10 @@ impl Manager {
         let definition = self.store.definition(name)?;
         self.driver(definition.kind)
             .clean_up_lost_run(name, &self.paths(name)?);
-        Ok(self.store.remove(name)?)
+        self.store.remove(name)?;
+        // A base of linked clones this instance was the last to use goes with it.
+        crate::bases::Bases::in_root(self.store.root()).remove_unused(&self.store);
+        Ok(())
     }
 
     /// All instances, reconciled, sorted by name.

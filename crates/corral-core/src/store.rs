@@ -27,8 +27,8 @@ use crate::state::{process_alive, State};
 pub const DEFAULT_ROOT: &str = "/var/lib/corral";
 
 pub(crate) const DEFINITION_FILE: &str = "instance.toml";
-const STATE_FILE: &str = "state.json";
-const LOCK_FILE: &str = "lock";
+pub(crate) const STATE_FILE: &str = "state.json";
+pub(crate) const LOCK_FILE: &str = "lock";
 const CREATING_PREFIX: &str = ".creating-";
 const DELETING_PREFIX: &str = ".deleting-";
 
@@ -256,13 +256,16 @@ impl Store {
     }
 }
 
-/// Removes the temp files of [`write_file`]s in `dir` whose process is gone.
+/// Removes the temp files of [`write_file`]s and the images still under their temporary name
+/// (a linked clone's overlay for its source) in `dir` whose process is gone.
 fn sweep_temp_files(dir: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
     for entry in entries.flatten() {
-        let owner = corral_host::atomic::temp_file_owner(&entry.file_name());
+        let name = entry.file_name();
+        let owner = corral_host::atomic::temp_file_owner(&name)
+            .or_else(|| corral_disk::pending_image_owner(&name));
         if owner.is_some_and(|pid| !process_alive(pid, None)) {
             // Best effort: a sweep that fails now is retried by the next command.
             let _ = std::fs::remove_file(entry.path());

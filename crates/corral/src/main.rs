@@ -4,6 +4,7 @@
 //! renders the result. Library errors are typed; here they become one readable message on stderr
 //! (with its causes) and a non-zero exit status, never a panic.
 
+mod clone;
 mod editor;
 mod guest;
 mod host;
@@ -51,6 +52,9 @@ enum Command {
     Oci(oci::OciArgs),
     /// Define a new VM (--kernel) or container (--rootfs), from flags or a TOML file.
     Create(Box<instance::CreateArgs>),
+    /// Make a new instance from a stopped one: its content copied (a VM's disks in full, or
+    /// linked with --linked), a new name, UUID, MAC addresses and hostname.
+    Clone(clone::CloneArgs),
     /// Define an instance from a TOML file (virsh define).
     Define { file: PathBuf },
     /// Start instances.
@@ -147,6 +151,7 @@ fn main() -> ExitCode {
         Command::Guest(args) => guest::run(args),
         Command::Oci(args) => Ok(oci::run(args)),
         Command::Create(args) => instance::create(&cli.root, *args),
+        Command::Clone(args) => clone::run(&cli.root, args),
         Command::Define { file } => instance::define(&cli.root, file),
         Command::Start { names } => instance::start(&cli.root, names),
         Command::Stop(args) => instance::stop(&cli.root, args),

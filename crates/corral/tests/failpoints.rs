@@ -7,7 +7,9 @@
 //! instance directory is never unlisted), that the instance starts again or is cleanly absent
 //! (then a second create of the name works), that no half-made file is visible once the next
 //! command has swept (no `.creating-*`, `.deleting-*` or temp file; no half image under a
-//! volume name), and that no process, mount, cgroup, tap or nftables table is left behind.
+//! volume name), and that no process, mount, cgroup, tap or nftables table is left behind. A
+//! killed `clone` must leave its source whole and working and no half clone, and the next clone
+//! or delete must collect what it left (an unused base, the old name of a frozen disk).
 //!
 //! How the build gets its failpoints, and how to run this alone: DEVELOPERS.md, "Failpoints".
 
@@ -157,6 +159,32 @@ const IMAGE_ROUNDS: &[(&str, ImageOp)] = &[
     ("delete.renamed-aside", ImageOp::DeleteLinkedVm),
 ];
 
+/// Clone commands a round kills, each in a root of its own holding the stopped source `src`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CloneOp {
+    /// `clone src dst` of a container.
+    Container,
+    /// `clone src dst` of a VM whose disk stands alone: the disk copied.
+    VmFull,
+    /// `clone src dst --linked` of that VM: its disk frozen into a base, the source switched
+    /// onto an overlay of it.
+    VmLinked,
+}
+
+/// Every failpoint's clone rounds.
+const CLONE_ROUNDS: &[(&str, CloneOp)] = &[
+    ("create.staging-made", CloneOp::Container),
+    ("create.rootfs-copying", CloneOp::Container),
+    ("create.definition-written", CloneOp::Container),
+    ("create.staging-made", CloneOp::VmFull),
+    ("create.populated", CloneOp::VmFull),
+    ("clone.base-linked", CloneOp::VmLinked),
+    ("image.temp-written", CloneOp::VmLinked),
+    ("atomic.temp-written", CloneOp::VmLinked),
+    ("clone.source-switched", CloneOp::VmLinked),
+    ("create.definition-written", CloneOp::VmLinked),
+];
+
 /// How long a listed instance may stay `starting` or `stopping` after a kill (a supervisor
 /// coming up, or shutting down as it was asked).
 const SETTLE: Duration = Duration::from_secs(30);
@@ -228,6 +256,7 @@ fn every_failpoint_in_the_source_is_compiled_listed_and_has_a_round() {
         .map(|(name, ..)| name.to_string())
         .chain(VOLUME_ROUNDS.iter().map(|(name, _)| name.to_string()))
         .chain(IMAGE_ROUNDS.iter().map(|(name, _)| name.to_string()))
+        .chain(CLONE_ROUNDS.iter().map(|(name, _)| name.to_string()))
         .collect();
     assert_eq!(
         listed, rounds,
@@ -253,6 +282,12 @@ fn every_failpoint_in_the_source_is_compiled_listed_and_has_a_round() {
                     .iter()
                     .filter(|(n, _)| n == name)
                     .map(|(_, op)| format!("image {op:?}")),
+            )
+            .chain(
+                CLONE_ROUNDS
+                    .iter()
+                    .filter(|(n, _)| n == name)
+                    .map(|(_, op)| format!("clone {op:?}")),
             )
             .collect();
         println!(
@@ -1215,6 +1250,142 @@ fn image_operations_killed_at_every_failpoint_leave_whole_images_or_none() {
     println!(
         "{} image rounds in {:.0}s",
         IMAGE_ROUNDS.len(),
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// Runs one clone round; returns what it checked.
+fn clone_round(h: &Harness, point: &str, op: CloneOp) -> String {
+    let root = Root::new();
+    let round = format!("{point} (clone {op:?})");
+    let mut notes = Vec::new();
+    let kind = match op {
+        CloneOp::Container => Kind::Container,
+        CloneOp::VmFull | CloneOp::VmLinked => Kind::Vm,
+    };
+    match kind {
+        Kind::Container => {
+            root.ok(&strs(&h.create_args(Kind::Container, "src", false)));
+        }
+        Kind::Vm => {
+            common::import_hello_vm_image(&root, root.dir.path(), "vm", "8M");
+            root.ok(&[
+                "create", "src", "--image", "vm", "--full", "--memory", "32M",
+            ]);
+        }
+    }
+    let mut args = vec!["clone", "src", "dst"];
+    if op == CloneOp::VmLinked {
+        args.push("--linked");
+    }
+
+    let (out, hit) = armed(&root, point, &args);
+    assert_eq!(
+        hit,
+        [point],
+        "{round}: the failpoint was not reached (stderr: {})",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.signal(), Some(libc::SIGKILL), "{round}");
+
+    // The truth after the kill (`list` is the next command: it sweeps).
+    let list: Value = serde_json::from_str(&root.ok(&["list", "--all", "-o", "json"])).unwrap();
+    let status = |name: &str| {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["name"] == name)
+            .map(|i| i["status"].as_str().unwrap().to_string())
+    };
+    assert_eq!(status("src").as_deref(), Some("stopped"), "{round}");
+    assert_eq!(
+        status("dst").is_some(),
+        root.instance_dir("dst").exists(),
+        "{round}: the clone is listed only with its directory"
+    );
+    assert!(
+        status("dst").is_none(),
+        "{round}: a killed clone was committed"
+    );
+    nothing_left(&round, "litter", || litter(&root));
+    notes.push("source stopped, clone cleanly absent".to_string());
+
+    // The source starts; the clone is made again, which also collects what the kill left.
+    let run_once = |name: &str| {
+        root.ok(&["start", name]);
+        match kind {
+            Kind::Container => drop(root.ok(&["kill", name])),
+            // The hello guest powers off by itself.
+            Kind::Vm => common::wait_for("the guest's power-off", SETTLE, || {
+                root.status(name) == "stopped"
+            }),
+        }
+    };
+    run_once("src");
+    root.ok(&args);
+    run_once("dst");
+    notes.push("source started; cloned again and started".to_string());
+    if kind == Kind::Vm {
+        // The source's directory holds what its definition names, nothing an interrupted
+        // switch left (the disk's old name, an overlay made before the definition was saved).
+        let definition: toml::Table =
+            std::fs::read_to_string(root.instance_dir("src").join("instance.toml"))
+                .unwrap()
+                .parse()
+                .unwrap();
+        let disk = definition["disks"][0]["path"].as_str().unwrap().to_string();
+        let mut found: Vec<String> = std::fs::read_dir(root.instance_dir("src"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        found.sort();
+        let mut expected = vec![
+            "instance.toml".to_string(),
+            "kernel".into(),
+            "lock".into(),
+            "run".into(),
+            "state.json".into(),
+            disk,
+        ];
+        expected.sort();
+        assert_eq!(found, expected, "{round}: stray files in the source");
+        notes.push("no stray file in the source".to_string());
+    }
+
+    root.ok(&["delete", "src"]);
+    root.ok(&["delete", "dst"]);
+    let bases: Vec<String> = std::fs::read_dir(root.path().join("bases"))
+        .map(|entries| {
+            entries
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(bases.is_empty(), "{round}: bases left: {bases:?}");
+    nothing_left(&round, "litter", || litter(&root));
+    notes.push("both deleted: no base, no litter".to_string());
+    notes.join("; ")
+}
+
+#[test]
+fn clones_killed_at_every_failpoint_leave_the_source_whole_and_no_half_clone() {
+    corral_testkit::require_kvm!();
+    let Some(h) = Harness::new() else { return };
+    let started = Instant::now();
+    for (point, op) in CLONE_ROUNDS {
+        if !selected(point) {
+            continue;
+        }
+        let round_start = Instant::now();
+        let checked = clone_round(&h, point, *op);
+        println!(
+            "killed at {point:28} clone {op:?} ({:.1}s): {checked}",
+            round_start.elapsed().as_secs_f64()
+        );
+    }
+    println!(
+        "{} clone rounds in {:.0}s",
+        CLONE_ROUNDS.len(),
         started.elapsed().as_secs_f64()
     );
 }

@@ -343,17 +343,19 @@ pub fn create_vm(root: &CorralRoot, name: &str, guest: &str, extra: &[&str]) {
     root.ok(&args);
 }
 
-/// Imports a VM image aliased `alias` into `root`: an empty qcow2 disk of `size` made with
-/// qemu-img in `scratch`, carrying the `hello` test guest as its own kernel.
+/// Imports a VM image aliased `alias` into `root`: an empty qcow2 disk of `size` (`16M`) made in
+/// `scratch`, carrying the `hello` test guest as its own kernel.
 pub fn import_hello_vm_image(root: &CorralRoot, scratch: &Path, alias: &str, size: &str) {
     let disk = scratch.join(format!("{alias}.qcow2"));
-    let status = Command::new("qemu-img")
-        .args(["create", "-q", "-f", "qcow2"])
-        .arg(&disk)
-        .arg(size)
-        .status()
-        .unwrap();
-    assert!(status.success(), "qemu-img create");
+    let size: corral_vmm::config::MemorySize = size.parse().unwrap();
+    corral_disk::create_qcow2(
+        &disk,
+        &corral_disk::Qcow2CreateOptions {
+            size: Some(size.0),
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let kernel = corral_guests::elf("hello");
     root.ok(&[
         "image",

@@ -1,0 +1,82 @@
+//! `corral clone SRC DST`: a new instance from a stopped one, with an identity of its own
+//! (corral-core's `Manager::clone_instance` decides and does everything).
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use clap::Args;
+use corral_core::clone::CloneOptions;
+use corral_core::images::CloneMode;
+
+use crate::output::{self, Format};
+
+/// `corral clone`.
+#[derive(Args)]
+pub struct CloneArgs {
+    /// The instance to copy: stopped, or paused with --force.
+    source: String,
+    /// The new instance's name.
+    name: String,
+    /// A VM's disks become qcow2 overlays on read-only bases: a disk that stands alone is frozen
+    /// into a base (no copy), on which the source also continues; the store keeps a base while
+    /// an instance uses it.
+    #[arg(long, conflicts_with = "full")]
+    linked: bool,
+    /// Independent copies of the VM's disks (the default, as virt-clone and incus copy do):
+    /// reflinked where the filesystem can, else only their data copied (holes stay holes). A
+    /// disk that is an overlay (on an image, say) is copied and keeps its backing image.
+    #[arg(long)]
+    full: bool,
+    /// Start the clone once made.
+    #[arg(long)]
+    start: bool,
+    /// The clone's hostname (default: its name).
+    #[arg(long)]
+    hostname: Option<String>,
+    /// Leave the identity inside the copied content (machine-id, host keys) as the source's.
+    #[arg(long)]
+    keep_identity: bool,
+    /// Clone a paused instance: its content as it is now (crash-consistent).
+    #[arg(long)]
+    force: bool,
+    /// The clone's network interfaces instead of the source's: tap=NAME or bridge=NAME,
+    /// optionally ,mac=MAC (repeatable). Needed when the source uses a fixed tap device.
+    #[arg(long = "nic")]
+    nics: Vec<corral_vmm::config::NicConfig>,
+    #[arg(long, short, value_enum, default_value_t)]
+    output: Format,
+}
+
+pub fn run(root: &Path, args: CloneArgs) -> anyhow::Result<ExitCode> {
+    let manager = crate::instance::manager(root)?;
+    let options = CloneOptions {
+        mode: if args.full || !args.linked {
+            CloneMode::Full
+        } else {
+            CloneMode::Linked
+        },
+        hostname: args.hostname,
+        force: args.force,
+        keep_identity: args.keep_identity,
+        nics: (!args.nics.is_empty()).then_some(args.nics),
+        ..CloneOptions::new(&args.name)
+    };
+    let bars = crate::progress::Bars::new();
+    let definition = manager.clone_instance(&args.source, &options, &bars)?;
+    bars.finish();
+    if args.start {
+        manager.start(&args.name)?;
+    }
+    if args.output == Format::Json {
+        output::print_json(&definition)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "cloned {} {} as {}{}",
+        definition.kind,
+        args.source,
+        args.name,
+        if args.start { "; started it" } else { "" }
+    );
+    Ok(ExitCode::SUCCESS)
+}
