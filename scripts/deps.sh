@@ -16,7 +16,10 @@ packages=(
   cpio              # the test guest's initramfs
   qemu-system-x86   # bench/vmm-start compares corral with qemu -M microvm
   qemu-utils        # qemu-img/qemu-io: corral-disk's tests check qcow2 interoperability
-  e2fsprogs         # mkfs.ext4 -d / debugfs / e2fsck: the virtio-blk real-Linux test's ext4 disk
+  e2fsprogs         # mkfs.ext4 -d / debugfs / e2fsck / tune2fs: test disks; corral sysprep edits ext4 disks
+  xfsprogs          # mkfs.xfs: reflink tests on a loop-mounted XFS (the root fs here is ext4)
+  squashfs-tools-ng # gensquashfs/sqfs2tar: split Incus images with a squashfs root filesystem
+  openssh-client    # ssh-keygen: sysprep's new SSH host keys
   fdisk             # sfdisk: corral-image's tests partition disks (MBR, GPT) to find kernels in
   libseccomp-dev    # corral-container compiles seccomp profiles with libseccomp
   busybox-static    # the container tests build their rootfs from /bin/busybox
@@ -33,17 +36,23 @@ if ! command -v cargo >/dev/null; then
   exit 1
 fi
 
-missing=()
-for package in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
-done
-if ((${#missing[@]})); then
-  sudo=""
-  [ "$(id -u)" = 0 ] || sudo=sudo
+sudo=""
+[ "$(id -u)" = 0 ] || sudo=sudo
+updated=""
+# Twice: installing one package can remove another the host had in a conflicting version (a
+# backported qemu-utils goes when Debian's qemu-system-x86 comes); the second round puts back
+# the matching one.
+for round in 1 2; do
+  missing=()
+  for package in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+  done
+  ((${#missing[@]})) || break
   echo "installing: ${missing[*]}"
-  $sudo apt-get update -qq
+  [ -n "$updated" ] || $sudo apt-get update -qq
+  updated=yes
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+done
 
 if command -v rustup >/dev/null && ! rustup component list --installed 2>/dev/null | grep -q '^clippy'; then
   rustup component add clippy rustfmt

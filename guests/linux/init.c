@@ -11,12 +11,15 @@
  *   ping the peer (ICMP echo over a raw socket);
  * - `corral_vsock=6000`: connect to the host's vsock port 6000, send a line and print the answer,
  *   then listen on vsock port 5000 for one host connection and answer its "ping" with "pong";
+ * - `corral_identity=vda,vdb`: mount the root disk vda and the tools disk vdb (corral and its
+ *   libraries), run `corral guest machine-id --ensure` on vda's root and print the id, vda's
+ *   /etc/hostname and eth0's MAC (the clone test boots two clones this way);
  * - `corral_fill=vda:R`: mount /dev/vda (ext4) on /mnt and write files `rR-N` (64 KiB each, byte
  *   i of file N is (N * 31 + i) & 0xff) forever, each fsynced with its directory, printing
  *   "synced N" after each: the crash test kills the VMM meanwhile and checks what was synced.
  *
- * Sequential and fork-free on purpose: on the emulated-KVM development host each fork+exec costs
- * about a second and concurrent processes are unreliable (see README.md).
+ * Sequential, and forking only where a step runs corral itself: on the emulated-KVM development
+ * host each fork+exec costs about a second and concurrent processes are unreliable (see README.md).
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -30,6 +33,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/time.h>
+#include <sys/wait.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -220,6 +224,82 @@ static void net_step(const char *address, const char *peer)
 	close(raw);
 }
 
+/* Runs `program` with `argv`, its stdout into `out` (one line, the newline dropped); 0 when it
+ * exited 0. */
+static int run_for_line(const char *program, char *const argv[], char *out, size_t size)
+{
+	int pipe_fds[2];
+	if (pipe(pipe_fds) != 0)
+		return -1;
+	pid_t child = fork();
+	if (child == 0) {
+		dup2(pipe_fds[1], 1);
+		close(pipe_fds[0]);
+		close(pipe_fds[1]);
+		execv(program, argv);
+		_exit(127);
+	}
+	close(pipe_fds[1]);
+	ssize_t len = child < 0 ? -1 : read(pipe_fds[0], out, size - 1);
+	close(pipe_fds[0]);
+	int status = -1;
+	if (child > 0)
+		waitpid(child, &status, 0);
+	out[len > 0 ? len : 0] = 0;
+	out[strcspn(out, "\n")] = 0;
+	return len > 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -1;
+}
+
+/* A clone's first boot: mounts its root disk ROOT on /mnt and the read-only tools disk TOOLS
+ * (corral and the libraries it needs) on /tools, lets `corral guest machine-id --ensure` make
+ * the machine-id the clone's identity reset left empty (systemd's first-boot job), and prints
+ * the id, the disk's hostname and eth0's MAC. */
+static void identity_step(const char *spec)
+{
+	char root[32], tools[32], line[128];
+	const char *comma = strchr(spec, ',');
+	if (!comma) {
+		printf("corral-init: corral_identity wants ROOT,TOOLS\n");
+		return;
+	}
+	snprintf(root, sizeof(root), "/dev/%.*s", (int)(comma - spec), spec);
+	snprintf(tools, sizeof(tools), "/dev/%s", comma + 1);
+	mkdir("/mnt", 0755);
+	mkdir("/tools", 0755);
+	if (mount(root, "/mnt", "ext4", 0, NULL) != 0 ||
+	    mount(tools, "/tools", "ext4", MS_RDONLY, NULL) != 0) {
+		printf("corral-init: mounting %s and %s failed: %s\n", root, tools, strerror(errno));
+		return;
+	}
+	char *const argv[] = { "ld.so", "--library-path", "/tools/lib", "/tools/corral", "guest",
+			       "machine-id", "--ensure", "--root", "/mnt", NULL };
+	if (run_for_line("/tools/lib/ld-linux-x86-64.so.2", argv, line, sizeof(line)) == 0)
+		printf("corral-init: machine-id %s\n", line);
+	else
+		printf("corral-init: corral guest machine-id --ensure failed: %s\n", line);
+	int fd = open("/mnt/etc/hostname", O_RDONLY);
+	ssize_t len = fd < 0 ? -1 : read(fd, line, sizeof(line) - 1);
+	if (fd >= 0)
+		close(fd);
+	line[len > 0 ? len : 0] = 0;
+	line[strcspn(line, "\n")] = 0;
+	printf("corral-init: hostname %s\n", line);
+	int sock = socket(AF_INET, SOCK_DGRAM, 0);
+	struct ifreq ifr;
+	memset(&ifr, 0, sizeof(ifr));
+	strcpy(ifr.ifr_name, "eth0");
+	if (sock >= 0 && interface_ioctl(sock, SIOCGIFHWADDR, &ifr) == 0) {
+		const unsigned char *mac = (const unsigned char *)ifr.ifr_hwaddr.sa_data;
+		printf("corral-init: mac %02x:%02x:%02x:%02x:%02x:%02x\n", mac[0], mac[1], mac[2],
+		       mac[3], mac[4], mac[5]);
+	}
+	if (sock >= 0)
+		close(sock);
+	sync();
+	if (umount("/mnt") != 0 || umount("/tools") != 0)
+		printf("corral-init: umount failed: %s\n", strerror(errno));
+}
+
 /* Reads one line (without the newline) from `fd`. */
 static int read_line(int fd, char *line, size_t size)
 {
@@ -305,6 +385,9 @@ int main(void)
 	const char *address = getenv("corral_net"), *peer = getenv("corral_peer");
 	if (address && peer)
 		net_step(address, peer);
+	const char *identity = getenv("corral_identity");
+	if (identity)
+		identity_step(identity);
 	const char *vsock_port = getenv("corral_vsock");
 	if (vsock_port)
 		vsock_step((unsigned)atoi(vsock_port));

@@ -25,6 +25,7 @@ use std::path::{Component, Path, PathBuf};
 
 use corral_disk::{BackingPolicy, DiskError, Qcow2CreateOptions};
 use corral_image::progress::{NoProgress, Progress};
+use corral_sysprep::Report;
 use corral_vmm::config::{MacAddress, NicConfig};
 
 use crate::bases::Bases;
@@ -72,6 +73,14 @@ impl CloneOptions {
     }
 }
 
+/// A new clone: its saved definition, and what its identity reset changed (`None` when the
+/// identity was kept, or a VM has no disk to hold one).
+#[derive(Debug)]
+pub struct Cloned {
+    pub definition: Definition,
+    pub identity: Option<Report>,
+}
+
 /// A clone refused before anything is made.
 #[derive(Debug, thiserror::Error)]
 pub enum CloneError {
@@ -90,6 +99,12 @@ pub enum CloneError {
          read-only base; stop it first, or make a full copy (--full)"
     )]
     PausedLinked(String),
+    #[error(
+        "the root disk of instance {0} is read-only and shared with its clones, so a clone's \
+         identity cannot be reset on it; clone with --keep-identity and reset it inside the \
+         guest (`corral guest sysprep`)"
+    )]
+    SharedRootDisk(String),
     #[error(
         "nics[{index}] of instance {name} is the tap device {tap}, which its clone cannot use at \
          the same time; give the clone interfaces of its own with --nic (e.g. --nic \
@@ -203,7 +218,7 @@ impl Manager {
         source: &str,
         options: &CloneOptions,
         progress: &dyn Progress,
-    ) -> Result<Definition, CoreError> {
+    ) -> Result<Cloned, CoreError> {
         match self.store().require(&options.name) {
             Ok(_) => return Err(StoreError::Exists(options.name.clone()).into()),
             Err(StoreError::NotFound(_)) => {}
@@ -222,7 +237,7 @@ impl Manager {
         options: &CloneOptions,
         progress: &dyn Progress,
         bases: &Bases,
-    ) -> Result<Definition, CoreError> {
+    ) -> Result<Cloned, CoreError> {
         let _lock = self.lock(source)?;
         let status = self.reconciled(source)?.status;
         match status {
@@ -241,13 +256,44 @@ impl Manager {
             Some(_) => Some(bases.lock_shared()?),
             None => None,
         };
+        let mut identity = None;
         self.create(&plan.clone, |staging| {
             self.copy_content(&plan, &paths.dir, staging, bases, progress)?;
-            // The clone's content is complete and the source untouched: what edits the copy
-            // (the identity reset) belongs here, before the source moves onto its bases.
+            // The copy is complete and the source untouched: a reset that fails leaves both as
+            // they were.
+            if !options.keep_identity {
+                identity = self.reset_copy(&plan.clone, staging, options, progress)?;
+            }
             self.switch_source(&plan, &paths.dir)
         })?;
-        Ok(self.store().definition(&options.name)?)
+        Ok(Cloned {
+            definition: self.store().definition(&options.name)?,
+            identity,
+        })
+    }
+
+    /// Resets the identity inside the clone's copied content (in `staging`): its root
+    /// filesystem, or its VM's root disk; `None` for a VM without disks, which has none.
+    fn reset_copy(
+        &self,
+        clone: &Definition,
+        staging: &Path,
+        options: &CloneOptions,
+        progress: &dyn Progress,
+    ) -> Result<Option<Report>, CoreError> {
+        if clone.kind == Kind::Vm {
+            match clone.disks.first() {
+                None => return Ok(None),
+                Some(disk) if disk.readonly => {
+                    return Err(CloneError::SharedRootDisk(clone.name.clone()).into())
+                }
+                Some(_) => {}
+            }
+        }
+        progress.begin("resetting the identity", None);
+        let pool = crate::volume::Pool::default_in(self.store().root());
+        let reset = crate::sysprep::clone_options(options.hostname());
+        crate::sysprep::reset_instance(&pool, &InstancePaths::new(staging), clone, &reset).map(Some)
     }
 
     /// Decides the clone's definition and how each part of the source is copied.

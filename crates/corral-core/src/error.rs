@@ -43,6 +43,12 @@ pub enum CoreError {
     Volume(Box<crate::volume::VolumeError>),
     #[error(transparent)]
     Image(Box<corral_image::store::StoreError>),
+    #[error("cannot reset the identity of {what}")]
+    Sysprep {
+        what: String,
+        #[source]
+        source: Box<corral_sysprep::SysprepError>,
+    },
     #[error("cannot make an image of instance {name}")]
     Publish {
         name: String,

@@ -22,6 +22,7 @@ pub mod lifecycle;
 pub mod lock;
 pub mod state;
 pub mod store;
+pub mod sysprep;
 
 pub use error::CoreError;
 pub use lifecycle::Manager;

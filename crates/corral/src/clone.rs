@@ -33,7 +33,10 @@ pub struct CloneArgs {
     /// The clone's hostname (default: its name).
     #[arg(long)]
     hostname: Option<String>,
-    /// Leave the identity inside the copied content (machine-id, host keys) as the source's.
+    /// Leave the identity inside the copied content (machine-id, host keys, hostname, logs ...)
+    /// as the source's. Without it the copy is reset as `corral sysprep` does (its default
+    /// operations, new SSH host keys, the clone's hostname); a VM's root disk must then hold an
+    /// ext2/3/4 root filesystem corral can edit offline.
     #[arg(long)]
     keep_identity: bool,
     /// Clone a paused instance: its content as it is now (crash-consistent).
@@ -62,21 +65,27 @@ pub fn run(root: &Path, args: CloneArgs) -> anyhow::Result<ExitCode> {
         ..CloneOptions::new(&args.name)
     };
     let bars = crate::progress::Bars::new();
-    let definition = manager.clone_instance(&args.source, &options, &bars)?;
+    let cloned = manager.clone_instance(&args.source, &options, &bars)?;
     bars.finish();
     if args.start {
         manager.start(&args.name)?;
     }
     if args.output == Format::Json {
-        output::print_json(&definition)?;
+        output::print_json(&serde_json::json!({
+            "definition": cloned.definition,
+            "identity": cloned.identity,
+        }))?;
         return Ok(ExitCode::SUCCESS);
     }
     println!(
         "cloned {} {} as {}{}",
-        definition.kind,
+        cloned.definition.kind,
         args.source,
         args.name,
         if args.start { "; started it" } else { "" }
     );
+    if let Some(report) = &cloned.identity {
+        print!("{report}");
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -113,8 +113,18 @@ fn rootfs(root: &Root) -> PathBuf {
     std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o4755)).unwrap();
     std::fs::write(tree.join("etc/motd"), b"made for a clone\n").unwrap();
     std::os::unix::fs::chown(tree.join("etc/motd"), Some(1000), Some(1000)).unwrap();
+    // The source's identity, which a clone must not carry.
+    std::fs::write(tree.join("etc/machine-id"), format!("{SOURCE_MACHINE_ID}\n")).unwrap();
+    std::fs::write(tree.join("etc/hostname"), b"boxhost\n").unwrap();
+    std::fs::create_dir_all(tree.join("var/log")).unwrap();
+    std::fs::write(tree.join("var/log/messages"), b"the source's log\n").unwrap();
     tree
 }
+
+const SOURCE_MACHINE_ID: &str = "0123456789abcdef0123456789abcdef";
+
+/// The identity files of [`rootfs`], which a clone's reset changes.
+const IDENTITY_FILES: [&str; 3] = ["etc/machine-id", "etc/hostname", "var/log/messages"];
 
 #[test]
 fn a_container_clone_copies_the_content_gets_a_new_identity_and_leaves_the_source_as_it_was() {
@@ -140,16 +150,35 @@ fn a_container_clone_copies_the_content_gets_a_new_identity_and_leaves_the_sourc
     let before = manifest(&root.instance_dir("box"), &["lock"]);
 
     let out = root.ok(&["clone", "box", "box2"]);
-    assert_eq!(out, "cloned container box as box2\n");
+    assert!(out.starts_with("cloned container box as box2\n"), "{out}");
+    for change in [
+        "machine-id: truncated /etc/machine-id",
+        "hostname: wrote /etc/hostname",
+        "logfiles: truncated /var/log/messages",
+    ] {
+        assert!(out.contains(change), "no `{change}` in:\n{out}");
+    }
     assert_eq!(
         manifest(&root.instance_dir("box"), &["lock"]),
         before,
         "the source changed"
     );
     assert_eq!(
+        manifest(&root.instance_dir("box").join("rootfs"), &IDENTITY_FILES),
+        manifest(&root.instance_dir("box2").join("rootfs"), &IDENTITY_FILES),
+        "the root filesystems differ beyond the identity (content, modes or owners)"
+    );
+    let clone_rootfs = root.instance_dir("box2").join("rootfs");
+    assert_eq!(std::fs::read(clone_rootfs.join("etc/machine-id")).unwrap(), b"");
+    assert_eq!(std::fs::read(clone_rootfs.join("etc/hostname")).unwrap(), b"box2\n");
+    assert_eq!(std::fs::read(clone_rootfs.join("var/log/messages")).unwrap(), b"");
+
+    // --keep-identity: a copy, byte for byte.
+    root.ok(&["clone", "box", "twin", "--keep-identity"]);
+    assert_eq!(
         manifest(&root.instance_dir("box").join("rootfs"), &[]),
-        manifest(&root.instance_dir("box2").join("rootfs"), &[]),
-        "the root filesystems differ (content, modes or owners)"
+        manifest(&root.instance_dir("twin").join("rootfs"), &[]),
+        "--keep-identity changed the copy"
     );
     assert_same_but_identity(&root, "box", "box2");
     assert_eq!(
@@ -170,8 +199,8 @@ fn a_container_clone_copies_the_content_gets_a_new_identity_and_leaves_the_sourc
     });
     let json: Value =
         serde_json::from_str(&root.ok(&["clone", "box", "box4", "-o", "json"])).unwrap();
-    assert_eq!(json["name"], "box4");
-    assert_eq!(json["container"]["hostname"], "box4");
+    assert_eq!(json["definition"]["name"], "box4");
+    assert_eq!(json["definition"]["container"]["hostname"], "box4");
 }
 
 #[test]
@@ -213,8 +242,8 @@ fn cloning_a_running_or_paused_container_an_existing_or_unknown_name_is_refused_
     root.ok(&["clone", "box", "copy", "--force"]);
     assert_eq!(root.status("box"), "paused", "the source stays paused");
     assert_eq!(
-        manifest(&root.instance_dir("box").join("rootfs"), &[]),
-        manifest(&root.instance_dir("copy").join("rootfs"), &[]),
+        manifest(&root.instance_dir("box").join("rootfs"), &IDENTITY_FILES),
+        manifest(&root.instance_dir("copy").join("rootfs"), &IDENTITY_FILES),
     );
 
     let err = root.fails(&["clone", "box", "copy", "--force"]);
@@ -294,7 +323,13 @@ fn vm_interfaces_get_new_macs_and_disks_outside_the_instance_are_shared_or_refus
     assert_absent(&root, "disked2");
     let readonly = format!("{writable},ro");
     create_hello_vm(&root, "reader", &["--disk", &readonly]);
-    root.ok(&["clone", "reader", "reader2"]);
+    let err = root.fails(&["clone", "reader", "reader2"]);
+    assert!(
+        err.contains("read-only and shared") && err.contains("--keep-identity"),
+        "{err}"
+    );
+    assert_absent(&root, "reader2");
+    root.ok(&["clone", "reader", "reader2", "--keep-identity"]);
     assert_same_but_identity(&root, "reader", "reader2");
 }
 
@@ -380,8 +415,17 @@ fn vm_clones_full_and_linked_share_nothing_they_write_and_outlive_each_other() {
     write_disk(&solo_disk, 0, 8 * MIB, 0xab, &[]);
     let solo_before = manifest(&root.instance_dir("solo"), &["lock"]);
 
+    // The test guest's disk holds no filesystem whose identity corral could reset.
+    let err = root.fails(&["clone", "solo", "full"]);
+    assert!(
+        err.contains("cannot reset the identity of instance full")
+            && err.contains("ext2/3/4"),
+        "{err}"
+    );
+    assert_absent(&root, "full");
+
     // Full (the default): an independent copy of the file.
-    root.ok(&["clone", "solo", "full"]);
+    root.ok(&["clone", "solo", "full", "--keep-identity"]);
     assert_same_but_identity(&root, "solo", "full");
     assert_eq!(
         manifest(&root.instance_dir("solo"), &["lock"]),
@@ -403,7 +447,7 @@ fn vm_clones_full_and_linked_share_nothing_they_write_and_outlive_each_other() {
 
     // Linked: the standalone disk is frozen into a base; source and clone are overlays on it.
     let source_disk_bytes = read_disk(&solo_disk, 0, 8 * MIB, &[]);
-    root.ok(&["clone", "solo", "linked", "--linked"]);
+    root.ok(&["clone", "solo", "linked", "--linked", "--keep-identity"]);
     assert_same_but_identity(&root, "solo", "linked");
     let [base] = bases(&root).try_into().expect("one base");
     assert!(
@@ -440,7 +484,7 @@ fn vm_clones_full_and_linked_share_nothing_they_write_and_outlive_each_other() {
     greets(&root, "linked");
 
     // A second linked clone copies the source's (small) overlay onto the same base.
-    root.ok(&["clone", "solo", "linked2", "--linked"]);
+    root.ok(&["clone", "solo", "linked2", "--linked", "--keep-identity"]);
     assert_eq!(bases(&root), std::slice::from_ref(&base));
     assert_eq!(first_disk(&root, "linked2").1, std::slice::from_ref(&base));
 
@@ -462,7 +506,7 @@ fn vm_clones_full_and_linked_share_nothing_they_write_and_outlive_each_other() {
     root.ok(&[
         "create", "solo2", "--image", "hello-vm", "--full", "--memory", "32M",
     ]);
-    root.ok(&["clone", "solo2", "gone", "--linked"]);
+    root.ok(&["clone", "solo2", "gone", "--linked", "--keep-identity"]);
     root.ok(&["delete", "gone"]);
     assert_eq!(bases(&root).len(), 1, "the source still uses its base");
     greets(&root, "solo2");
@@ -478,7 +522,7 @@ fn a_vm_linked_to_an_image_clones_into_another_user_of_that_image() {
     root.ok(&["create", "v1", "--image", "hello-vm", "--memory", "32M"]);
     let (v1_disk, allow) = first_disk(&root, "v1");
     write_disk(&v1_disk, 0, MIB, 0x5a, &allow);
-    root.ok(&["clone", "v1", "v2", "--linked"]);
+    root.ok(&["clone", "v1", "v2", "--linked", "--keep-identity"]);
     assert_same_but_identity(&root, "v1", "v2");
     assert!(bases(&root).is_empty(), "an overlay is copied, not frozen");
     let (v2_disk, v2_allow) = first_disk(&root, "v2");
