@@ -273,13 +273,26 @@ fn make_root_disk(
     }
 }
 
+fn sealing_failed(name: &str, source: corral_sysprep::SysprepError) -> CoreError {
+    CoreError::Sysprep {
+        what: format!("the image of instance {name}"),
+        source: Box::new(source),
+    }
+}
+
 impl Manager {
     /// Makes an image of stopped instance `name`: a container's root filesystem (with its
     /// owners shifted back when a user namespace had shifted them) or a VM's first disk,
-    /// flattened, with the kernel it boots when that is not found inside the disk. The
-    /// instance's identity (machine-id, host keys) is left as it is. Aliases are set by the
-    /// caller.
-    pub fn publish(&self, name: &str, progress: &dyn Progress) -> Result<(Image, bool), CoreError> {
+    /// flattened, with the kernel it boots when that is not found inside the disk. With `seal`
+    /// the copy's identity is removed ([`crate::sysprep::seal_options`]: a template) and what
+    /// that changed is returned; without it the identity is left as it is. The instance itself
+    /// is never changed. Aliases are set by the caller.
+    pub fn publish(
+        &self,
+        name: &str,
+        seal: bool,
+        progress: &dyn Progress,
+    ) -> Result<(Image, bool, Option<corral_sysprep::Report>), CoreError> {
         let _lock = self.lock(name)?;
         if self.reconciled(name)?.status.is_active() {
             return Err(CoreError::Unsupported(format!(
@@ -293,6 +306,7 @@ impl Manager {
         let mut metadata = self.published_metadata(&images, &definition);
         let staging = images.staging()?;
         let source = format!("instance:{name}");
+        let mut identity = None;
         let imported = match definition.kind {
             Kind::Container => {
                 let spec = definition.container.as_ref().ok_or_else(|| {
@@ -303,6 +317,14 @@ impl Manager {
                 crate::copy::copy_tree(&paths.resolve(&spec.rootfs), &rootfs)?;
                 if let Some(range) = crate::userns::recorded_range(&paths.dir) {
                     crate::userns::shift_back(&rootfs, range)?;
+                }
+                if seal {
+                    progress.begin("removing the identity", None);
+                    let options = crate::sysprep::seal_options();
+                    identity = Some(
+                        corral_sysprep::sysprep_rootfs(&rootfs, &options)
+                            .map_err(|source| sealing_failed(name, source))?,
+                    );
                 }
                 metadata.container.entrypoint.clear();
                 metadata.container.cmd = spec.command.clone();
@@ -333,6 +355,20 @@ impl Manager {
                     },
                     &mut |step| copy.step(step),
                 )?;
+                if seal {
+                    progress.begin("removing the identity", None);
+                    let options = crate::sysprep::seal_options();
+                    let staged = staging.dir().join(corral_image::store::DISK);
+                    identity = Some(
+                        crate::sysprep::reset_disk(
+                            &staged,
+                            Some(DiskFormat::Qcow2),
+                            BackingPolicy::Within(Vec::new()),
+                            &options,
+                        )
+                        .map_err(|source| sealing_failed(name, source))?,
+                    );
+                }
                 // The kernel it boots comes along, as an import's `--kernel` would.
                 let boot = definition.boot.as_ref();
                 let kernel_file =
@@ -348,10 +384,11 @@ impl Manager {
                 )
             }
         };
-        imported.map_err(|source| CoreError::Publish {
+        let (image, new) = imported.map_err(|source| CoreError::Publish {
             name: name.to_string(),
             source: Box::new(source),
-        })
+        })?;
+        Ok((image, new, identity))
     }
 
     /// The metadata of an image published from `definition`: its own image's, when that is

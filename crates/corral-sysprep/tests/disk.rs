@@ -1,14 +1,12 @@
 //! Identity reset of VM disks, checked offline with debugfs and e2fsck (nothing is mounted).
 
-mod common;
-
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::process::Command;
 
-use common::{build_template, hash_file, DbusId, FIXED_ID, ROOT_UUID};
 use corral_disk::{create_qcow2, BackingPolicy, Disk, DiskFormat, OpenOptions, Qcow2CreateOptions};
 use corral_sysprep::{sysprep_disk, Action, MachineIdMode, Operation, Options, SysprepError};
+use corral_testkit::identity::{build_template, hash_file, DbusId, FIXED_ID, ROOT_UUID};
 use corral_testkit::require_program;
 
 const MIB: u64 = 1 << 20;

@@ -1,14 +1,12 @@
 //! Identity reset of a container root directory.
 
-mod common;
-
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::Path;
 
-use common::{at, build_template, copy_tree, hash_tree, DbusId, FIXED_ID};
 use corral_sysprep::{
     sysprep_rootfs, Action, HostKeyMode, MachineIdMode, Operation, Options, SysprepError,
 };
+use corral_testkit::identity::{at, build_template, copy_tree, hash_tree, DbusId, FIXED_ID};
 use corral_testkit::require_program;
 
 fn read(root: &Path, path: &str) -> String {
@@ -121,7 +119,7 @@ fn every_default_item_is_reset_and_links_stay_links() {
 
     assert_eq!(names(root, "/var/lib/cloud"), ["seed"]);
     assert!(
-        read(root, "/etc/fstab").contains(common::ROOT_UUID),
+        read(root, "/etc/fstab").contains(corral_testkit::identity::ROOT_UUID),
         "fs-uuids is opt-in"
     );
     assert!(report

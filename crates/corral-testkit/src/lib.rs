@@ -9,6 +9,7 @@ use std::io::Write;
 use std::path::Path;
 
 pub mod crash;
+pub mod identity;
 
 /// Records that the current test was skipped, and why.
 pub fn skip(reason: &str) {

@@ -49,6 +49,15 @@ enum GuestCommand {
         #[arg(long, value_name = "DIR", default_value = "/")]
         root: PathBuf,
     },
+    /// Reset this machine's identity before it is made a template (`corral sysprep`'s
+    /// operations, run inside: for filesystems corral cannot edit offline).
+    Sysprep {
+        /// Work on the root filesystem at DIR instead of this machine's.
+        #[arg(long, value_name = "DIR", default_value = "/")]
+        root: PathBuf,
+        #[command(flatten)]
+        reset: crate::sysprep::ResetArgs,
+    },
 }
 
 pub fn run(args: GuestArgs) -> anyhow::Result<ExitCode> {
@@ -64,6 +73,9 @@ pub fn run(args: GuestArgs) -> anyhow::Result<ExitCode> {
             regenerate,
             root,
         } => machine_id(ensure, regenerate, &root),
+        GuestCommand::Sysprep { root, reset } => {
+            reset.run(|options| Ok(corral_sysprep::sysprep_rootfs(&root, options)?))
+        }
     }
 }
 

@@ -357,6 +357,17 @@ pub struct PublishArgs {
     /// Name the new image (repeatable).
     #[arg(long)]
     alias: Vec<String>,
+    /// Remove the instance's identity from the image (a template): the copy is reset as
+    /// `corral sysprep` does by default; the instance itself is not changed.
+    #[arg(long)]
+    seal: bool,
+}
+
+impl PublishArgs {
+    /// The same publish, sealed (`corral template`).
+    pub fn sealed(self) -> Self {
+        Self { seal: true, ..self }
+    }
 }
 
 pub fn publish(root: &Path, args: PublishArgs) -> anyhow::Result<ExitCode> {
@@ -365,15 +376,19 @@ pub fn publish(root: &Path, args: PublishArgs) -> anyhow::Result<ExitCode> {
     }
     let manager = crate::instance::manager(root)?;
     let bars = crate::progress::Bars::new();
-    let (mut image, _) = manager.publish(&args.instance, &bars)?;
+    let (mut image, _, identity) = manager.publish(&args.instance, args.seal, &bars)?;
     bars.finish();
+    if let Some(report) = identity {
+        print!("{report}");
+    }
     let images = manager.images()?;
     for alias in &args.alias {
         image = images.set_alias(alias, image.fingerprint(), true)?;
     }
     println!(
-        "published instance {} as image {}",
+        "published instance {} as {}image {}",
         args.instance,
+        if args.seal { "template " } else { "" },
         image.display_name()
     );
     Ok(ExitCode::SUCCESS)

@@ -15,6 +15,7 @@ mod oci;
 mod output;
 mod progress;
 mod rootfs;
+mod sysprep;
 mod vmm;
 mod volume;
 
@@ -100,6 +101,12 @@ enum Command {
     Image(image::ImageArgs),
     /// Make an image of a stopped instance (its root filesystem, or its VM disk flattened).
     Publish(image::PublishArgs),
+    /// Make a template of a stopped instance: an image with its identity removed (`publish
+    /// --seal`): no machine-id, SSH host keys, leases, logs or cloud-init state.
+    Template(image::PublishArgs),
+    /// Reset the identity of a stopped instance, a disk image or a root directory offline
+    /// (machine-id, SSH host keys, hostname, leases, logs ...; virt-sysprep's operations).
+    Sysprep(sysprep::SysprepArgs),
     /// Start every instance marked `autostart = true` that is not running (run at host boot).
     Autostart,
     /// Supervise a container instance (started by `corral start`).
@@ -169,6 +176,8 @@ fn main() -> ExitCode {
         Command::Volume(args) => volume::run(&cli.root, args),
         Command::Image(args) => image::run(&cli.root, args),
         Command::Publish(args) => image::publish(&cli.root, args),
+        Command::Template(args) => image::publish(&cli.root, args.sealed()),
+        Command::Sysprep(args) => sysprep::run(&cli.root, args),
         Command::Autostart => instance::autostart(&cli.root),
         Command::Monitor { dir } => corral_core::monitor::run(&dir)
             .map(|()| ExitCode::SUCCESS)

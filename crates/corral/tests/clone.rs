@@ -114,7 +114,11 @@ fn rootfs(root: &Root) -> PathBuf {
     std::fs::write(tree.join("etc/motd"), b"made for a clone\n").unwrap();
     std::os::unix::fs::chown(tree.join("etc/motd"), Some(1000), Some(1000)).unwrap();
     // The source's identity, which a clone must not carry.
-    std::fs::write(tree.join("etc/machine-id"), format!("{SOURCE_MACHINE_ID}\n")).unwrap();
+    std::fs::write(
+        tree.join("etc/machine-id"),
+        format!("{SOURCE_MACHINE_ID}\n"),
+    )
+    .unwrap();
     std::fs::write(tree.join("etc/hostname"), b"boxhost\n").unwrap();
     std::fs::create_dir_all(tree.join("var/log")).unwrap();
     std::fs::write(tree.join("var/log/messages"), b"the source's log\n").unwrap();
@@ -169,9 +173,18 @@ fn a_container_clone_copies_the_content_gets_a_new_identity_and_leaves_the_sourc
         "the root filesystems differ beyond the identity (content, modes or owners)"
     );
     let clone_rootfs = root.instance_dir("box2").join("rootfs");
-    assert_eq!(std::fs::read(clone_rootfs.join("etc/machine-id")).unwrap(), b"");
-    assert_eq!(std::fs::read(clone_rootfs.join("etc/hostname")).unwrap(), b"box2\n");
-    assert_eq!(std::fs::read(clone_rootfs.join("var/log/messages")).unwrap(), b"");
+    assert_eq!(
+        std::fs::read(clone_rootfs.join("etc/machine-id")).unwrap(),
+        b""
+    );
+    assert_eq!(
+        std::fs::read(clone_rootfs.join("etc/hostname")).unwrap(),
+        b"box2\n"
+    );
+    assert_eq!(
+        std::fs::read(clone_rootfs.join("var/log/messages")).unwrap(),
+        b""
+    );
 
     // --keep-identity: a copy, byte for byte.
     root.ok(&["clone", "box", "twin", "--keep-identity"]);
@@ -418,8 +431,7 @@ fn vm_clones_full_and_linked_share_nothing_they_write_and_outlive_each_other() {
     // The test guest's disk holds no filesystem whose identity corral could reset.
     let err = root.fails(&["clone", "solo", "full"]);
     assert!(
-        err.contains("cannot reset the identity of instance full")
-            && err.contains("ext2/3/4"),
+        err.contains("cannot reset the identity of instance full") && err.contains("ext2/3/4"),
         "{err}"
     );
     assert_absent(&root, "full");

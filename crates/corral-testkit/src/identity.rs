@@ -1,7 +1,6 @@
-//! The template fixture both targets are tested on: a guest tree carrying every piece of
-//! identity the operations reset (and some neighbours they must keep), plus hashing helpers.
-
-#![allow(dead_code)] // Each test binary uses its own part of the fixture.
+//! The template fixture identity resets are tested on (corral-sysprep's two targets, corral's
+//! clone/template/sysprep verbs): a guest tree carrying every piece of identity the operations
+//! reset (and some neighbours they must keep), plus hashing helpers.
 
 use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
