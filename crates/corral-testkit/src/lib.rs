@@ -133,10 +133,15 @@ impl Netns {
         run_ip(&[&["netns", "exec", &self.name, "ip"], args].concat())
     }
 
-    /// A command that runs `program` inside the namespace.
+    /// A command that runs `program` inside the namespace. Through `nsenter`, which enters
+    /// only the network namespace: `ip netns exec` also remounts /sys, which hides the cgroup
+    /// hierarchies an instance's supervisor needs.
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> std::process::Command {
-        let mut command = std::process::Command::new("ip");
-        command.args(["netns", "exec", &self.name]).arg(program);
+        let mut command = std::process::Command::new("nsenter");
+        command
+            .arg(format!("--net=/run/netns/{}", self.name))
+            .arg("--")
+            .arg(program);
         command
     }
 }

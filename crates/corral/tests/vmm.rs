@@ -576,3 +576,37 @@ fn bad_input_gets_one_clear_error() {
     assert_eq!(output.status.code(), Some(1));
     assert!(text(&output.stderr).contains("line 2: unknown field `vcpu`"));
 }
+
+#[test]
+fn a_burst_of_control_connections_leaves_the_vmm_running() {
+    require_kvm!();
+    let vm = RunningVm::start(&guest("counter"), &[]);
+    vm.wait_for_output("count ", 2);
+    // Each connection is a VMM thread that allocates; many at once once made glibc open a file
+    // (to size its malloc arenas) from a thread whose seccomp filter forbids openat.
+    let clients: Vec<_> = (0..12)
+        .map(|_| {
+            let socket = vm.control.clone();
+            std::thread::spawn(move || {
+                for _ in 0..20 {
+                    let mut client =
+                        corral_control::Client::connect(&socket, Duration::from_secs(10)).unwrap();
+                    // Past the connection cap the answer is the refusal, which is fine too.
+                    match client.call(&corral_control::Request::Info) {
+                        Ok(corral_control::Response::Info(_)) => {}
+                        Ok(corral_control::Response::Error { message })
+                            if message.contains("at most 16 control connections") => {}
+                        other => panic!("{other:?}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    for client in clients {
+        client.join().unwrap();
+    }
+    assert_eq!(vm.control(&["status"])["state"], "running");
+    assert_eq!(vm.control(&["kill"])["state"], "stopping");
+    let (_, stderr) = vm.finish();
+    assert!(!stderr.contains("seccomp"), "{stderr}");
+}

@@ -500,3 +500,152 @@ fn the_quickstart_demo_vm_shuts_down_on_stop() {
     assert!(matches!(reason, "reboot" | "poweroff"), "{state}");
     assert!(log().contains("corral demo: shutting down"), "{}", log());
 }
+
+/// A read-only disk image for the clone test's guests: the corral binary (stripped) and the
+/// shared libraries it loads, under `/lib` (the guest runs it through `/lib`'s dynamic loader).
+fn tools_disk(dir: &Path) -> PathBuf {
+    let tree = dir.join("tools");
+    std::fs::create_dir_all(tree.join("lib")).unwrap();
+    let corral = env!("CARGO_BIN_EXE_corral");
+    let stripped = Command::new("strip")
+        .arg("-o")
+        .arg(tree.join("corral"))
+        .arg(corral)
+        .status()
+        .unwrap();
+    assert!(stripped.success(), "strip failed");
+    let ldd = Command::new("ldd").arg(corral).output().unwrap();
+    assert!(ldd.status.success(), "{ldd:?}");
+    for library in String::from_utf8_lossy(&ldd.stdout)
+        .split_whitespace()
+        .filter(|word| word.starts_with('/'))
+    {
+        let name = Path::new(library).file_name().unwrap();
+        std::fs::copy(library, tree.join("lib").join(name)).unwrap();
+    }
+    let image = dir.join("tools.ext4");
+    let made = Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-d"])
+        .arg(&tree)
+        .arg(&image)
+        .arg("64M")
+        .status()
+        .unwrap();
+    assert!(made.success(), "mkfs.ext4 failed");
+    image
+}
+
+/// What a clone's init printed after `corral_identity`: (machine-id, hostname, MAC).
+fn identity_lines(console: &str) -> (String, String, String) {
+    let value = |key: &str| {
+        init_lines(console)
+            .iter()
+            .find_map(|line| line.strip_prefix(&format!("corral-init: {key} ")))
+            .unwrap_or_else(|| panic!("no `{key}` line on the console:\n{console}"))
+            .to_string()
+    };
+    (value("machine-id"), value("hostname"), value("mac"))
+}
+
+#[test]
+#[ignore = "boots a real Linux kernel twice (minutes here); scripts/test.sh runs it"]
+fn two_linux_vm_clones_make_their_own_machine_ids_at_first_boot() {
+    require_root!();
+    require_kvm!();
+    require_program!("gcc");
+    require_program!("ip");
+    require_program!("mkfs.ext4");
+    require_program!("ssh-keygen");
+    require_program!("strip");
+    let (dir, _keep) = guest_linux_dir("CORRAL_GUEST_LINUX_NET_DIR", &["guest-net.config"]);
+    let root = common::CorralRoot::new();
+    let scratch = root.dir.path();
+    let tree = scratch.join("template");
+    std::fs::create_dir(&tree).unwrap();
+    corral_testkit::identity::build_template(&tree, corral_testkit::identity::DbusId::Symlink);
+    let template = scratch.join("template.ext4");
+    let made = Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-d"])
+        .arg(&tree)
+        .arg(&template)
+        .arg("64M")
+        .status()
+        .unwrap();
+    assert!(made.success(), "mkfs.ext4 failed");
+    let tools = format!("{},format=raw,ro", tools_disk(scratch).display());
+
+    let cmdline = std::fs::read_to_string(repo_root().join("guests/linux/cmdline")).unwrap();
+    let cmdline = format!("{} corral_identity=vda,vdb", cmdline.trim());
+    let (kernel, initrd) = (dir.join("vmlinux"), dir.join("initramfs.cpio"));
+    root.ok(&[
+        "image",
+        "import",
+        template.to_str().unwrap(),
+        "--format",
+        "disk",
+        "--kernel",
+        kernel.to_str().unwrap(),
+        "--initrd",
+        initrd.to_str().unwrap(),
+        "--cmdline",
+        &cmdline,
+        "--alias",
+        "linux-template",
+    ]);
+    root.ok(&[
+        "create",
+        "tmpl",
+        "--image",
+        "linux-template",
+        "--cpus",
+        "2",
+        "--memory",
+        "256M",
+        "--on-reboot",
+        "destroy",
+        "--disk",
+        &tools,
+        "--nic",
+        "bridge=br0",
+    ]);
+    root.ok(&["clone", "tmpl", "clone1"]);
+    root.ok(&["clone", "tmpl", "clone2", "--linked"]);
+
+    let netns = Netns::new("clones");
+    netns.ip(&["link", "add", "br0", "type", "bridge"]);
+    netns.ip(&["link", "set", "br0", "up"]);
+    let mut seen = Vec::new();
+    for name in ["clone1", "clone2"] {
+        let started = netns
+            .command(common::corral_bin())
+            .env("CORRAL_ROOT", root.path())
+            .args(["start", name])
+            .output()
+            .unwrap();
+        assert!(started.status.success(), "{started:?}");
+        common::wait_for(&format!("{name}'s first boot"), BOOT_TIMEOUT, || {
+            !matches!(root.status(name).as_str(), "starting" | "running")
+        });
+        let console = root.ok(&["logs", name]);
+        assert_eq!(root.status(name), "stopped", "{console}");
+        let (id, hostname, mac) = identity_lines(&console);
+        assert!(
+            id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{name}: machine-id {id:?}\n{console}"
+        );
+        assert_ne!(
+            id,
+            corral_testkit::identity::FIXED_ID,
+            "{name} kept the template's id"
+        );
+        assert_eq!(hostname, name);
+        let info = root.ok(&["info", name]);
+        assert!(
+            info.contains(&format!("mac {mac}")),
+            "{name}: {mac} not in\n{info}"
+        );
+        seen.push((id, mac));
+    }
+    assert_ne!(seen[0].0, seen[1].0, "the clones made the same machine-id");
+    assert_ne!(seen[0].1, seen[1].1, "the clones have the same MAC");
+}

@@ -116,9 +116,22 @@ pub fn prepare() -> Result<(), SeccompError> {
         programs.push(BpfProgram::try_from(filter).map_err(build)?);
     }
     install_sigsys_handler()?;
+    one_malloc_arena();
     // A second VM in one process does not happen; the first set of filters stays.
     let _ = FILTERS.set(programs);
     Ok(())
+}
+
+/// Makes every thread allocate from glibc's main arena. With per-thread arenas, glibc opens
+/// files from whichever thread needs them: `/sys/devices/system/cpu/online` when the ninth arena
+/// is made (to size the arena limit), `/proc/sys/vm/overcommit_memory` when a thread's heap
+/// first shrinks; no confined thread may `openat`, so a burst of control connections killed the
+/// VMM. The threads here allocate little, and each still has its own cache (tcache).
+fn one_malloc_arena() {
+    // SAFETY: mallopt only sets a malloc parameter; M_ARENA_MAX with 1 is a valid setting.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
 }
 
 /// Confines the calling thread to `class`'s filter (and sets its no-new-privileges flag), if
