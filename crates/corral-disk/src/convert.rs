@@ -90,6 +90,7 @@ pub fn convert(
     }
     if done < total {
         // The holes after the last data are done too; a cancel now comes too late to matter.
+        fail::fail_point!("image.copying");
         let _ = progress(CopyProgress { done: total, total });
     }
     target_disk.flush()?;
