@@ -73,12 +73,24 @@ impl CloneOptions {
     }
 }
 
-/// A new clone: its saved definition, and what its identity reset changed (`None` when the
-/// identity was kept, or a VM has no disk to hold one).
+/// A new clone: its saved definition, how its disk files were made, and what its identity reset
+/// changed (`None` when the identity was kept, or a VM has no disk to hold one).
 #[derive(Debug)]
 pub struct Cloned {
     pub definition: Definition,
+    pub disks: Vec<ClonedDisk>,
     pub identity: Option<Report>,
+}
+
+/// How one disk file of the source reached the clone.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ClonedDisk {
+    /// The clone's file, relative to its directory.
+    pub path: PathBuf,
+    /// [`ImageStorage::Reflink`]: the blocks are shared (FICLONE) until either side writes
+    /// them; [`ImageStorage::Copy`]: the filesystem cannot share blocks, so the data ranges were
+    /// copied; [`ImageStorage::Linked`]: a qcow2 overlay on a read-only base.
+    pub storage: ImageStorage,
 }
 
 /// A clone refused before anything is made.
@@ -257,8 +269,9 @@ impl Manager {
             None => None,
         };
         let mut identity = None;
+        let mut disks = Vec::new();
         self.create(&plan.clone, |staging| {
-            self.copy_content(&plan, &paths.dir, staging, bases, progress)?;
+            disks = self.copy_content(&plan, &paths.dir, staging, bases, progress)?;
             // The copy is complete and the source untouched: a reset that fails leaves both as
             // they were.
             if !options.keep_identity {
@@ -268,6 +281,7 @@ impl Manager {
         })?;
         Ok(Cloned {
             definition: self.store().definition(&options.name)?,
+            disks,
             identity,
         })
     }
@@ -404,7 +418,8 @@ impl Manager {
         used
     }
 
-    /// Copies the source's content into `staging` as `plan` says.
+    /// Copies the source's content into `staging` as `plan` says; returns how each disk file
+    /// was made.
     fn copy_content(
         &self,
         plan: &Plan,
@@ -412,21 +427,25 @@ impl Manager {
         staging: &Path,
         bases: &Bases,
         progress: &dyn Progress,
-    ) -> Result<(), CoreError> {
+    ) -> Result<Vec<ClonedDisk>, CoreError> {
         copy_entries(source, staging, Path::new(""), &plan.copied_apart())?;
         if let Some((rootfs, storage)) = &plan.rootfs {
             progress.begin("copying the root filesystem", None);
             crate::copy::copy_tree_as(&source.join(rootfs), &staging.join(rootfs), *storage)?;
         }
+        let mut disks = Vec::new();
         for disk in &plan.disks {
             match disk {
                 DiskPlan::Untouched => {}
-                DiskPlan::Copy(path) => crate::copy::copy_file(
-                    &source.join(path),
-                    &staging.join(path),
-                    &format!("copying {}", path.display()),
-                    progress,
-                )?,
+                DiskPlan::Copy(path) => disks.push(ClonedDisk {
+                    path: path.clone(),
+                    storage: crate::copy::copy_file(
+                        &source.join(path),
+                        &staging.join(path),
+                        &format!("copying {}", path.display()),
+                        progress,
+                    )?,
+                }),
                 DiskPlan::Freeze {
                     disk,
                     overlay,
@@ -435,10 +454,14 @@ impl Manager {
                 } => {
                     bases.freeze(&source.join(disk), base)?;
                     make_overlay(&staging.join(overlay), base, *format)?;
+                    disks.push(ClonedDisk {
+                        path: overlay.clone(),
+                        storage: ImageStorage::Linked,
+                    });
                 }
             }
         }
-        Ok(())
+        Ok(disks)
     }
 
     /// Moves the source onto overlays of the disks a linked clone froze: the overlays are made,

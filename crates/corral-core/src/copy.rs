@@ -12,7 +12,6 @@ use std::process::{Command, Stdio};
 
 use corral_image::progress::Progress;
 use nix::errno::Errno;
-use nix::unistd::Whence;
 
 use crate::definition::ImageStorage;
 use crate::error::CoreError;
@@ -57,13 +56,14 @@ nix::ioctl_write_int!(ficlone, 0x94, 9);
 /// Copies the regular file `source` to the new file `target` with the same permissions,
 /// reporting its bytes to `progress` as the phase `what`: its blocks are cloned with FICLONE
 /// where the filesystem can (at once, shared until written), else only its data ranges are
-/// copied (found with `SEEK_DATA`/`SEEK_HOLE`), so a sparse disk image stays sparse.
+/// copied (found with `SEEK_DATA`/`SEEK_HOLE`), so a sparse disk image stays sparse. Says how:
+/// [`ImageStorage::Reflink`] or [`ImageStorage::Copy`].
 pub fn copy_file(
     source: &Path,
     target: &Path,
     what: &str,
     progress: &dyn Progress,
-) -> Result<(), CoreError> {
+) -> Result<ImageStorage, CoreError> {
     let from = File::open(source).map_err(CoreError::io("open", source))?;
     let meta = from.metadata().map_err(CoreError::io("inspect", source))?;
     let to = std::fs::OpenOptions::new()
@@ -76,51 +76,45 @@ pub fn copy_file(
     progress.begin(what, Some(length));
     // SAFETY: FICLONE takes the source descriptor as its argument; both descriptors are open
     // files owned here for the duration of the call.
-    if unsafe { ficlone(to.as_raw_fd(), from.as_raw_fd() as _) }.is_ok() {
+    let storage = if unsafe { ficlone(to.as_raw_fd(), from.as_raw_fd() as _) }.is_ok() {
         tracing::info!(
             "{} shares its blocks with {}",
             target.display(),
             source.display()
         );
         progress.advance(length);
+        ImageStorage::Reflink
     } else {
         tracing::info!(
             "the filesystem cannot share blocks (reflink); copying the data of {}",
             source.display()
         );
         copy_data(&from, &to, length, progress).map_err(CoreError::io("copy", source))?;
-    }
+        ImageStorage::Copy
+    };
     to.set_permissions(std::fs::Permissions::from_mode(meta.permissions().mode()))
         .map_err(CoreError::io("set the mode of", target))?;
-    to.sync_all().map_err(CoreError::io("flush", target))
+    to.sync_all().map_err(CoreError::io("flush", target))?;
+    Ok(storage)
 }
 
 /// Copies the data ranges of `from` (`length` bytes) into the empty `to`, leaving holes.
 fn copy_data(from: &File, to: &File, length: u64, progress: &dyn Progress) -> std::io::Result<()> {
     to.set_len(length)?;
     let mut done = 0;
-    while done < length {
-        let data = match nix::unistd::lseek(from, done as i64, Whence::SeekData) {
-            Ok(offset) => offset as u64,
-            // Nothing but a hole from here to the end.
-            Err(Errno::ENXIO) => length,
-            Err(errno) => return Err(errno.into()),
-        };
-        progress.advance(data.saturating_sub(done));
-        if data >= length {
-            break;
-        }
-        let hole = nix::unistd::lseek(from, data as i64, Whence::SeekHole)? as u64;
-        let mut offset = data;
-        while offset < hole {
-            let chunk = (hole - offset).min(COPY_CHUNK);
+    for data in corral_disk::file_data_ranges(from, 0, length)? {
+        progress.advance(data.start - done);
+        let mut offset = data.start;
+        while offset < data.end {
+            let chunk = (data.end - offset).min(COPY_CHUNK);
             copy_range(from, to, offset, chunk)?;
             offset += chunk;
             progress.advance(chunk);
             fail::fail_point!("image.copying");
         }
-        done = hole;
+        done = data.end;
     }
+    progress.advance(length - done);
     Ok(())
 }
 

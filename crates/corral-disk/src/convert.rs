@@ -1,5 +1,6 @@
 //! Copying an image into a new, self-contained one (image import, template copies): the whole
-//! backing chain is flattened, and zero ranges are skipped so the copy stays sparse.
+//! backing chain is flattened; only the source's data ranges are read, and zero blocks in them
+//! are skipped, so the copy stays sparse and costs the data, not the virtual size.
 
 use std::ops::ControlFlow;
 use std::path::Path;
@@ -36,8 +37,8 @@ const COPY_CHUNK: u64 = 2 << 20;
 const ZERO_BLOCK: usize = 64 << 10;
 
 /// Copies the image at `source` into a new image at `target` (which must not exist), calling
-/// `progress` after each chunk; returning `ControlFlow::Break` from it cancels the copy and removes
-/// the partial target.
+/// `progress` after each chunk of data and once at the end (`done == total`); returning
+/// `ControlFlow::Break` from it cancels the copy and removes the partial target.
 pub fn convert(
     source: &Path,
     target: &Path,
@@ -70,19 +71,27 @@ pub fn convert(
     )?;
     let mut buf = vec![0u8; COPY_CHUNK as usize];
     let mut done = 0;
-    while done < total {
-        let length = (total - done).min(COPY_CHUNK) as usize;
-        let chunk = &mut buf[..length];
-        source_disk.read_at(chunk, done)?;
-        copy_nonzero(target_disk.as_mut(), chunk, done)?;
-        done += length as u64;
-        fail::fail_point!("image.copying");
-        if progress(CopyProgress { done, total }).is_break() {
-            return Err(DiskError::Cancelled {
-                source_path: source.to_path_buf(),
-                destination: target.to_path_buf(),
-            });
+    for data in source_disk.data_ranges(0, total)? {
+        done = data.start;
+        while done < data.end {
+            let length = (data.end - done).min(COPY_CHUNK) as usize;
+            let chunk = &mut buf[..length];
+            source_disk.read_at(chunk, done)?;
+            copy_nonzero(target_disk.as_mut(), chunk, done)?;
+            done += length as u64;
+            fail::fail_point!("image.copying");
+            if progress(CopyProgress { done, total }).is_break() {
+                return Err(DiskError::Cancelled {
+                    source_path: source.to_path_buf(),
+                    destination: target.to_path_buf(),
+                });
+            }
         }
+    }
+    if done < total {
+        // The holes after the last data are done too; a cancel now comes too late to matter.
+        fail::fail_point!("image.copying");
+        let _ = progress(CopyProgress { done: total, total });
     }
     target_disk.flush()?;
     drop(target_disk);

@@ -31,6 +31,7 @@ mod raw;
 
 use std::fmt::Debug;
 use std::fs::File;
+use std::ops::Range;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -46,7 +47,7 @@ pub use header::MAX_VIRTUAL_SIZE;
 pub use info::{info, BackingInfo, ImageInfo};
 pub use lock::{check_lock, lock_exclusive, ImageLock, LockHolder};
 pub use qcow2::{Qcow2Disk, MAX_BACKING_DEPTH};
-pub use raw::{HostKind, RawDisk};
+pub use raw::{file_data_ranges, HostKind, RawDisk};
 
 /// An open disk, as a virtio-blk device sees it: a virtual size and byte-addressed I/O.
 ///
@@ -72,6 +73,12 @@ pub trait Disk: Debug + Send {
     fn discard(&mut self, offset: u64, length: u64) -> Result<()>;
     /// Makes a range read back as zeroes, releasing storage where the format allows.
     fn write_zeroes(&mut self, offset: u64, length: u64) -> Result<()>;
+    /// The parts of `offset..offset + length` that may hold data: in order, apart and not
+    /// empty; everything else reads as zeroes. Holes are a sparse file's holes and, in a qcow2
+    /// chain, clusters no layer allocates and zero clusters, so a reader that skips them pays
+    /// for a disk's data rather than its size. A range given may still read as zeroes (a block
+    /// device is all data); a hole never holds data.
+    fn data_ranges(&self, offset: u64, length: u64) -> Result<Vec<Range<u64>>>;
 }
 
 /// The image formats corral reads and writes.
@@ -343,6 +350,17 @@ pub(crate) fn read_start(path: &Path, file: &File, len: usize) -> Result<Vec<u8>
     Ok(start)
 }
 
+/// Appends `range` to the ordered, apart `ranges`, joining it to the last one where they touch.
+pub(crate) fn push_range(ranges: &mut Vec<Range<u64>>, range: Range<u64>) {
+    if range.is_empty() {
+        return;
+    }
+    match ranges.last_mut() {
+        Some(last) if last.end == range.start => last.end = range.end,
+        _ => ranges.push(range),
+    }
+}
+
 /// Checks that `length` bytes at `offset` lie inside a disk of `size` bytes.
 pub(crate) fn check_range(path: &Path, size: u64, offset: u64, length: u64) -> Result<()> {
     match offset.checked_add(length) {
@@ -379,6 +397,15 @@ mod tests {
         assert!(check_range(path, 4096, 4096, 0).is_ok());
         assert!(check_range(path, 4096, 4095, 2).is_err());
         assert!(check_range(path, 4096, u64::MAX, 2).is_err());
+    }
+
+    #[test]
+    fn touching_ranges_are_joined_and_empty_ones_dropped() {
+        let mut ranges = Vec::new();
+        for range in [0..4, 4..6, 6..6, 8..9, 9..12] {
+            push_range(&mut ranges, range);
+        }
+        assert_eq!(ranges, [0..6, 8..12]);
     }
 
     #[test]

@@ -4,19 +4,24 @@
 //! extension is missing), and loops or absurdly deep chains are refused.
 
 use std::fs;
+use std::io;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use imago::file::File as ImagoFile;
-use imago::format::PreallocateMode;
+use imago::format::{Format, PreallocateMode};
 use imago::qcow2::Qcow2;
 use imago::raw::Raw;
-use imago::{DenyImplicitOpenGate, FormatAccess, StorageOpenOptions};
+use imago::{DenyImplicitOpenGate, FormatAccess, ShallowMapping, StorageOpenOptions};
 
 use crate::check;
 use crate::error::{DiskError, Result};
 use crate::header::{self, Qcow2Header, V3_HEADER_LEN};
 use crate::info::BackingInfo;
-use crate::{check_range, detect_format_of, read_start, Disk, DiskFormat, DiskId, OpenOptions};
+use crate::raw::file_data_ranges;
+use crate::{
+    check_range, detect_format_of, push_range, read_start, Disk, DiskFormat, DiskId, OpenOptions,
+};
 
 /// The longest backing chain corral opens (the top image not counted). Deeper chains exist only by
 /// mistake or malice; each level keeps a file and caches open.
@@ -28,6 +33,9 @@ pub struct Qcow2Disk {
     path: PathBuf,
     header: Qcow2Header,
     backing_chain: Vec<BackingInfo>,
+    /// The raw image at the bottom of the chain, if it ends in one: imago maps all of a raw file
+    /// as data, its holes are found here.
+    raw_base: Option<fs::File>,
     read_only: bool,
     id: DiskId,
 }
@@ -49,6 +57,7 @@ struct ChainWalk<'a> {
     top: &'a Path,
     seen: Vec<DiskId>,
     layers: Vec<BackingInfo>,
+    raw_base: Option<fs::File>,
 }
 
 impl ChainWalk<'_> {
@@ -91,6 +100,7 @@ impl Qcow2Disk {
             top: path,
             seen: vec![DiskId::of(&top)],
             layers: Vec::new(),
+            raw_base: None,
         };
         let layer = open_layer(path, options, &mut walk)?;
         Ok(Qcow2Disk {
@@ -98,6 +108,7 @@ impl Qcow2Disk {
             path: path.to_path_buf(),
             header: layer.header,
             backing_chain: walk.layers,
+            raw_base: walk.raw_base,
             read_only: !options.writable,
             id: layer.id,
         })
@@ -139,6 +150,51 @@ impl Qcow2Disk {
     fn check_write(&self, offset: u64, length: u64) -> Result<()> {
         self.check_writable()?;
         check_range(&self.path, self.access.size(), offset, length)
+    }
+
+    /// Adds to `ranges` the parts of `length` bytes at `offset` of `layer` (this image or one
+    /// below it) that it or a layer below it allocates, as offsets of this image, where `offset`
+    /// is `top`. Zero clusters are holes: they hide what lies below.
+    fn collect_data(
+        &self,
+        layer: &FormatAccess<ImagoFile>,
+        offset: u64,
+        length: u64,
+        top: u64,
+        ranges: &mut Vec<Range<u64>>,
+    ) -> io::Result<()> {
+        if layer.inner().format() == Format::Raw {
+            if let Some(raw) = &self.raw_base {
+                for data in file_data_ranges(raw, offset, length)? {
+                    push_range(ranges, data.start - offset + top..data.end - offset + top);
+                }
+                return Ok(());
+            }
+        }
+        let mut done = 0;
+        while done < length {
+            let (mapping, run) = layer.get_shallow_mapping(offset + done, length - done)?;
+            let here = top + done;
+            match mapping {
+                // The end of a backing image shorter than this one: the rest reads as zeroes.
+                ShallowMapping::Eof { .. } => break,
+                // Only the end maps no bytes; should anything else, the rest counts as data.
+                _ if run == 0 => {
+                    push_range(ranges, here..top + length);
+                    break;
+                }
+                ShallowMapping::Zero { .. } => {}
+                ShallowMapping::Indirect {
+                    layer: below,
+                    offset: at,
+                    ..
+                } => self.collect_data(below, at, run, here, ranges)?,
+                // Data clusters, compressed ones, and whatever a later imago adds.
+                _ => push_range(ranges, here..here + run),
+            }
+            done += run;
+        }
+        Ok(())
     }
 }
 
@@ -241,6 +297,11 @@ fn open_backing(
             layer_on_file(path, file, &options, walk)?.image,
         )),
         DiskFormat::Raw => {
+            // The same open file (and so the same locks), for finding its holes.
+            walk.raw_base = Some(file.try_clone().map_err(|source| DiskError::Open {
+                path: path.to_path_buf(),
+                source,
+            })?);
             let options = StorageOpenOptions::new().filename(path).write(false);
             let storage = ImagoFile::from_open_file(file, options)
                 .map_err(|source| DiskError::imago("open", path, source))?;
@@ -326,5 +387,13 @@ impl Disk for Qcow2Disk {
         self.access
             .write_zeroes(offset, length)
             .map_err(|source| DiskError::imago("write zeroes to", &self.path, source))
+    }
+
+    fn data_ranges(&self, offset: u64, length: u64) -> Result<Vec<Range<u64>>> {
+        check_range(&self.path, self.access.size(), offset, length)?;
+        let mut ranges = Vec::new();
+        self.collect_data(&self.access, offset, length, offset, &mut ranges)
+            .map_err(|source| DiskError::imago("find the data of", &self.path, source))?;
+        Ok(ranges)
     }
 }

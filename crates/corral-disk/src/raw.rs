@@ -3,14 +3,17 @@
 
 use std::fs::File;
 use std::io;
+use std::ops::Range;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, FileTypeExt};
 use std::path::{Path, PathBuf};
 
+use nix::errno::Errno;
 use nix::fcntl::{fallocate, FallocateFlags};
+use nix::unistd::{lseek, Whence};
 
 use crate::error::{DiskError, Result};
-use crate::{check_range, Disk, DiskFormat, DiskId};
+use crate::{check_range, push_range, Disk, DiskFormat, DiskId};
 
 // Block device ioctls from <linux/fs.h>.
 nix::ioctl_read!(blk_get_size64, 0x12, 114, u64);
@@ -232,6 +235,46 @@ impl Disk for RawDisk {
         }
         self.write_zero_bytes(offset, length)
     }
+
+    fn data_ranges(&self, offset: u64, length: u64) -> Result<Vec<Range<u64>>> {
+        check_range(&self.path, self.size, offset, length)?;
+        match self.kind {
+            HostKind::File => file_data_ranges(&self.file, offset, length)
+                .map_err(|source| self.err("find the data of", source)),
+            // A device keeps no record of what was written: all of it may be data.
+            HostKind::BlockDevice => {
+                let mut ranges = Vec::new();
+                push_range(&mut ranges, offset..offset + length);
+                Ok(ranges)
+            }
+        }
+    }
+}
+
+/// The parts of `offset..offset + length` of the regular file `file` that hold data (the rest
+/// are holes, or past its end), in order, from `SEEK_DATA`/`SEEK_HOLE`; a filesystem that keeps
+/// no holes reports all of the file as data.
+pub fn file_data_ranges(file: &File, offset: u64, length: u64) -> io::Result<Vec<Range<u64>>> {
+    let too_far = || io::Error::from(io::ErrorKind::InvalidInput);
+    let end = offset.checked_add(length).ok_or_else(too_far)?;
+    let position = |at: u64| i64::try_from(at).map_err(|_| too_far());
+    let mut ranges = Vec::new();
+    let mut at = offset;
+    while at < end {
+        let data = match lseek(file, position(at)?, Whence::SeekData) {
+            Ok(data) => data as u64,
+            // Nothing but holes from `at` to the end of the file.
+            Err(Errno::ENXIO) => break,
+            Err(errno) => return Err(errno.into()),
+        };
+        if data >= end {
+            break;
+        }
+        let hole = (lseek(file, position(data)?, Whence::SeekHole)? as u64).min(end);
+        push_range(&mut ranges, data..hole);
+        at = hole;
+    }
+    Ok(ranges)
 }
 
 fn punch_hole(file: &File, offset: u64, length: u64) -> nix::Result<()> {

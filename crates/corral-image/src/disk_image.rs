@@ -197,13 +197,10 @@ fn convert(
         path: source.to_path_buf(),
         source: source_error,
     })?;
-    // An empty disk: no chunk was copied.
-    let virtual_size = virtual_size.unwrap_or_else(|| {
-        corral_disk::info(target, corral_disk::OpenOptions::read_only())
-            .map(|info| info.virtual_size)
-            .unwrap_or(0)
-    });
-    Ok(ImportedDisk { virtual_size })
+    // The copy's last step names the whole disk, holes and all.
+    Ok(ImportedDisk {
+        virtual_size: virtual_size.unwrap_or_default(),
+    })
 }
 
 /// What `qemu-img info` says about an image, the parts that matter here.

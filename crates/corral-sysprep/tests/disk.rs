@@ -1,15 +1,21 @@
 //! Identity reset of VM disks, checked offline with debugfs and e2fsck (nothing is mounted).
 
+use std::ops::{ControlFlow, Range};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use corral_disk::{create_qcow2, BackingPolicy, Disk, DiskFormat, OpenOptions, Qcow2CreateOptions};
+use corral_disk::{
+    convert, create_qcow2, BackingPolicy, ConvertOptions, Disk, DiskFormat, DiskId, OpenOptions,
+    Qcow2CreateOptions,
+};
 use corral_sysprep::{sysprep_disk, Action, MachineIdMode, Operation, Options, SysprepError};
 use corral_testkit::identity::{build_template, hash_file, DbusId, FIXED_ID, ROOT_UUID};
 use corral_testkit::require_program;
 
 const MIB: u64 = 1 << 20;
+const GIB: u64 = 1 << 30;
 /// The root filesystem: partition 2, after a 1 MiB EFI system partition holding a FAT
 /// signature (which must be passed over) at 1 MiB.
 const ROOT_START: u64 = 2 * MIB;
@@ -443,4 +449,111 @@ fn a_read_only_disk_is_refused_unless_dry_run() {
     };
     let report = sysprep_disk(open(&image, false).as_mut(), &options).unwrap();
     assert!(report.of(Operation::MachineId).count() == 1);
+}
+
+/// A disk that counts the bytes read from it: the work an identity reset does.
+#[derive(Debug)]
+struct Counting {
+    disk: Box<dyn Disk>,
+    read: AtomicU64,
+}
+
+impl Disk for Counting {
+    fn format(&self) -> DiskFormat {
+        self.disk.format()
+    }
+    fn virtual_size(&self) -> u64 {
+        self.disk.virtual_size()
+    }
+    fn read_only(&self) -> bool {
+        self.disk.read_only()
+    }
+    fn id(&self) -> DiskId {
+        self.disk.id()
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> corral_disk::Result<()> {
+        self.read.fetch_add(buf.len() as u64, Ordering::Relaxed);
+        self.disk.read_at(buf, offset)
+    }
+    fn write_at(&mut self, buf: &[u8], offset: u64) -> corral_disk::Result<()> {
+        self.disk.write_at(buf, offset)
+    }
+    fn flush(&mut self) -> corral_disk::Result<()> {
+        self.disk.flush()
+    }
+    fn discard(&mut self, offset: u64, length: u64) -> corral_disk::Result<()> {
+        self.disk.discard(offset, length)
+    }
+    fn write_zeroes(&mut self, offset: u64, length: u64) -> corral_disk::Result<()> {
+        self.disk.write_zeroes(offset, length)
+    }
+    fn data_ranges(&self, offset: u64, length: u64) -> corral_disk::Result<Vec<Range<u64>>> {
+        self.disk.data_ranges(offset, length)
+    }
+}
+
+fn convert_to(source: &Path, target: &Path, format: DiskFormat) {
+    let options = ConvertOptions {
+        source_format: None,
+        source_backing: BackingPolicy::Any,
+        target_format: format,
+        cluster_size: None,
+    };
+    convert(source, target, options, &mut |_| ControlFlow::Continue(())).unwrap();
+}
+
+#[test]
+fn a_100_gib_sparse_disk_is_reset_reading_its_data_not_its_size() {
+    require_tools!();
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    std::fs::create_dir(&tree).unwrap();
+    build_template(&tree, DbusId::Symlink);
+    let raw = dir.path().join("big.ext4");
+    std::fs::File::create(&raw)
+        .unwrap()
+        .set_len(100 * GIB)
+        .unwrap();
+    run(Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-b", "4096", "-J", "size=16", "-d"])
+        .arg(&tree)
+        .arg(&raw));
+    // The template as corral imports it; its copy's overlay, as a linked clone has it.
+    let template = dir.path().join("template.qcow2");
+    convert_to(&raw, &template, DiskFormat::Qcow2);
+    std::fs::remove_file(&raw).unwrap();
+    let overlay = dir.path().join("clone.qcow2");
+    create_qcow2(
+        &overlay,
+        &Qcow2CreateOptions {
+            backing_file: Some(template.clone()),
+            backing_format: Some(DiskFormat::Qcow2),
+            backing_policy: BackingPolicy::Any,
+            ..Qcow2CreateOptions::default()
+        },
+    )
+    .unwrap();
+
+    let mut disk = Counting {
+        disk: open(&overlay, true),
+        read: AtomicU64::new(0),
+    };
+    let options = Options {
+        hostname: Some("big".into()),
+        ..Options::default()
+    };
+    sysprep_disk(&mut disk, &options).unwrap();
+    let read = disk.read.load(Ordering::Relaxed);
+    assert!(
+        read < 64 * MIB,
+        "the reset reads the filesystem's data (its bitmaps, inodes, files), not 100 GiB: \
+         {read} bytes"
+    );
+    drop(disk);
+
+    let fs = dir.path().join("clone.ext4");
+    convert_to(&overlay, &fs, DiskFormat::Raw);
+    assert_clean(&fs);
+    assert_eq!(cat(&fs, "/etc/hostname"), "big\n");
+    assert_eq!(cat(&fs, "/etc/machine-id"), "");
 }

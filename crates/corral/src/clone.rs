@@ -5,7 +5,8 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use clap::Args;
-use corral_core::clone::CloneOptions;
+use corral_core::clone::{CloneOptions, ClonedDisk};
+use corral_core::definition::ImageStorage;
 use corral_core::images::CloneMode;
 
 use crate::output::{self, Format};
@@ -73,6 +74,7 @@ pub fn run(root: &Path, args: CloneArgs) -> anyhow::Result<ExitCode> {
     if args.output == Format::Json {
         output::print_json(&serde_json::json!({
             "definition": cloned.definition,
+            "disks": cloned.disks,
             "identity": cloned.identity,
         }))?;
         return Ok(ExitCode::SUCCESS);
@@ -84,8 +86,25 @@ pub fn run(root: &Path, args: CloneArgs) -> anyhow::Result<ExitCode> {
         args.name,
         if args.start { "; started it" } else { "" }
     );
+    for disk in &cloned.disks {
+        println!("{}", disk_line(disk));
+    }
     if let Some(report) = &cloned.identity {
         print!("{report}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// How a disk was made, in words: whether a full copy shared blocks is worth a line, since a
+/// copy costs the disk's data in time and space where a reflink costs neither.
+fn disk_line(disk: &ClonedDisk) -> String {
+    let how = match disk.storage {
+        ImageStorage::Reflink => "reflinked: its blocks are shared with the source's until written",
+        ImageStorage::Copy | ImageStorage::Full => {
+            "copied (its data only): this filesystem cannot share blocks (reflink); XFS with \
+             reflink=1 or btrfs can"
+        }
+        ImageStorage::Linked => "linked: a qcow2 overlay on a read-only base",
+    };
+    format!("disk {}: {how}", disk.path.display())
 }

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use corral_disk::{DiskFormat, OpenOptions};
-use corral_testkit::{require_kvm, require_root};
+use corral_testkit::{require_kvm, require_program, require_root};
 use serde_json::Value;
 
 use common::{wait_for, CorralRoot as Root};
@@ -543,4 +543,70 @@ fn a_vm_linked_to_an_image_clones_into_another_user_of_that_image() {
     let err = root.fails(&["image", "delete", "hello-vm"]);
     assert!(err.contains("is used by v2"), "{err}");
     greets(&root, "v2");
+}
+
+fn sh(script: &str) {
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .status()
+        .unwrap();
+    assert!(status.success(), "{script}");
+}
+
+/// A full clone of a VM made on an XFS (loop-mounted, made with `reflink` set as given): its
+/// output and the extents of the clone's disk (`filefrag -v`).
+fn full_clone_on_xfs(scratch: &Path, reflink: u8) -> (String, String) {
+    let image = scratch.join(format!("xfs{reflink}.img"));
+    let mount = scratch.join(format!("xfs{reflink}"));
+    std::fs::create_dir(&mount).unwrap();
+    sh(&format!(
+        "truncate -s 512M {i} && mkfs.xfs -q -m reflink={reflink} {i} && mount -o loop {i} {m}",
+        i = image.display(),
+        m = mount.display()
+    ));
+    let result = std::panic::catch_unwind(|| {
+        let root = Root {
+            dir: tempfile::tempdir_in(&mount).unwrap(),
+        };
+        common::import_hello_vm_image(&root, root.dir.path(), "hello-vm", "64M");
+        root.ok(&[
+            "create", "solo", "--image", "hello-vm", "--full", "--memory", "32M",
+        ]);
+        let (solo_disk, _) = first_disk(&root, "solo");
+        write_disk(&solo_disk, 0, 8 * MIB, 0xab, &[]);
+        let out = root.ok(&["clone", "solo", "twin", "--keep-identity"]);
+        let (twin_disk, _) = first_disk(&root, "twin");
+        let extents = std::process::Command::new("filefrag")
+            .arg("-v")
+            .arg(&twin_disk)
+            .output()
+            .unwrap();
+        assert_eq!(
+            sha256(&std::fs::read(&twin_disk).unwrap()),
+            sha256(&std::fs::read(&solo_disk).unwrap())
+        );
+        (out, String::from_utf8_lossy(&extents.stdout).into_owned())
+    });
+    sh(&format!("umount {}", mount.display()));
+    result.unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+}
+
+#[test]
+fn a_full_clone_shares_the_disks_blocks_where_the_filesystem_can_and_says_when_it_copies() {
+    require_root!();
+    require_program!("mkfs.xfs");
+    require_program!("filefrag");
+    let scratch = tempfile::tempdir().unwrap();
+
+    let (out, extents) = full_clone_on_xfs(scratch.path(), 1);
+    assert!(out.contains(": reflinked"), "{out}");
+    assert!(extents.contains("shared"), "filefrag -v: {extents}");
+
+    let (out, extents) = full_clone_on_xfs(scratch.path(), 0);
+    assert!(
+        out.contains(": copied (its data only): this filesystem cannot share blocks"),
+        "{out}"
+    );
+    assert!(!extents.contains("shared"), "filefrag -v: {extents}");
 }

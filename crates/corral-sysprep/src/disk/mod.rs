@@ -33,13 +33,23 @@ pub(crate) fn sysprep(disk: &mut dyn Disk, options: &Options) -> Result<Report> 
         .unwrap_or_else(std::env::temp_dir);
     let root = find_root(disk, &scratch)?;
     let image = root.staged.path();
-    if let Some(report) = fsck(image)? {
+    // e2fsck checks the staged filesystem while the plan is made (new SSH host keys take the
+    // longest): on two cores the check costs no time. Its verdict still comes first.
+    let (checked, plan) = std::thread::scope(|scope| {
+        let check = scope.spawn(|| fsck(image));
+        let plan = ops::plan(&root.view, options);
+        let checked = check
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (checked, plan)
+    });
+    if let Some(report) = checked? {
         return Err(SysprepError::NotClean {
             place: root.place,
             report,
         });
     }
-    let plan = ops::plan(&root.view, options)?;
+    let plan = plan?;
     if options.dry_run {
         return Ok(plan.report(true));
     }

@@ -1,20 +1,19 @@
 //! A filesystem's bytes copied out of a disk into a sparse host file that e2fsprogs can edit,
 //! and copied back where, and only where, they changed.
 //!
-//! Staging skips all-zero chunks, so holes stay holes and the copy costs the filesystem's
-//! allocated data, not its size. Writing back compares the staged file's data (found with
+//! Staging reads only the disk's data ranges (`Disk::data_ranges`: a sparse file's data, the
+//! clusters a qcow2 chain allocates) and skips all-zero chunks in them, so holes stay holes and
+//! the copy costs the filesystem's allocated data, not its size: a 100 GiB disk holding 100 MiB
+//! stages in the time of 100 MiB. Writing back compares the staged file's data (found with
 //! `SEEK_DATA`/`SEEK_HOLE`, plus everything staged, should a tool have punched a hole) with the
 //! disk block by block and writes only the blocks that differ: a qcow2 overlay gains clusters
 //! for the edited blocks alone, and its base is never touched. All comparisons are made before
 //! the first write, so a read error leaves the disk unchanged.
 
-use std::fs::File;
-use std::os::fd::AsFd;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use corral_disk::Disk;
-use nix::unistd::{lseek, Whence};
+use corral_disk::{file_data_ranges, Disk};
 
 use crate::error::{Result, SysprepError};
 
@@ -45,27 +44,29 @@ impl Staged {
             .tempfile_in(scratch)
             .map_err(scratch_error)?;
         file.as_file().set_len(size).map_err(scratch_error)?;
+        let read_error = |source| SysprepError::Disk {
+            action: "read",
+            source,
+        };
         let mut staged: Vec<(u64, u64)> = Vec::new();
         let mut buf = vec![0u8; CHUNK as usize];
-        let mut offset = 0;
-        while offset < size {
-            let len = CHUNK.min(size - offset);
-            let chunk = &mut buf[..len as usize];
-            disk.read_at(chunk, start + offset)
-                .map_err(|source| SysprepError::Disk {
-                    action: "read",
-                    source,
-                })?;
-            if !is_zero(chunk) {
-                file.as_file()
-                    .write_all_at(chunk, offset)
-                    .map_err(scratch_error)?;
-                match staged.last_mut() {
-                    Some((at, run)) if *at + *run == offset => *run += len,
-                    _ => staged.push((offset, len)),
+        for data in disk.data_ranges(start, size).map_err(read_error)? {
+            let mut offset = data.start - start;
+            while offset < data.end - start {
+                let len = CHUNK.min(data.end - start - offset);
+                let chunk = &mut buf[..len as usize];
+                disk.read_at(chunk, start + offset).map_err(read_error)?;
+                if !is_zero(chunk) {
+                    file.as_file()
+                        .write_all_at(chunk, offset)
+                        .map_err(scratch_error)?;
+                    match staged.last_mut() {
+                        Some((at, run)) if *at + *run == offset => *run += len,
+                        _ => staged.push((offset, len)),
+                    }
                 }
+                offset += len;
             }
-            offset += len;
         }
         Ok(Staged {
             file,
@@ -99,7 +100,11 @@ impl Staged {
             });
         }
         let mut ranges = self.staged.clone();
-        ranges.extend(data_extents(file, self.size).map_err(scratch_error)?);
+        let data = file_data_ranges(file, 0, self.size).map_err(scratch_error)?;
+        ranges.extend(
+            data.into_iter()
+                .map(|range| (range.start, range.end - range.start)),
+        );
         let differing = self.differing(disk, &merge(ranges))?;
         let mut written = 0;
         let mut buf = Vec::new();
@@ -182,27 +187,6 @@ fn partly_written(written: u64, error: SysprepError) -> SysprepError {
 
 fn is_zero(bytes: &[u8]) -> bool {
     bytes.iter().all(|&b| b == 0)
-}
-
-/// The data ranges of `file` (its first `size` bytes), from `SEEK_DATA`/`SEEK_HOLE`.
-fn data_extents(file: &File, size: u64) -> std::io::Result<Vec<(u64, u64)>> {
-    let fd = file.as_fd();
-    let mut extents = Vec::new();
-    let mut offset: i64 = 0;
-    let size = i64::try_from(size).map_err(std::io::Error::other)?;
-    while offset < size {
-        let data = match lseek(fd, offset, Whence::SeekData) {
-            Ok(data) => data,
-            Err(nix::Error::ENXIO) => break,
-            Err(error) => return Err(error.into()),
-        };
-        let hole = lseek(fd, data, Whence::SeekHole)?.min(size);
-        if hole > data {
-            extents.push((data as u64, (hole - data) as u64));
-        }
-        offset = hole;
-    }
-    Ok(extents)
 }
 
 /// `ranges` sorted, with overlapping and touching ranges joined.
