@@ -265,8 +265,14 @@ fn a_dry_run_changes_nothing_and_says_what_it_would_do() {
 #[test]
 fn hostile_symlinks_never_reach_host_files() {
     require_program!("ssh-keygen");
-    // Not under /tmp: the guest's /tmp is one of the hostile links below.
-    let host = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    // The victim's path, seen inside the root, must not pass through the guest directories the
+    // hostile links below replace (a checkout under /tmp puts CARGO_TARGET_TMPDIR there).
+    let replaced = ["/etc", "/var", "/tmp", "/home", "/root"];
+    let place = ["/dev/shm", env!("CARGO_TARGET_TMPDIR")]
+        .into_iter()
+        .find(|place| Path::new(place).is_dir() && !replaced.iter().any(|r| place.starts_with(r)))
+        .expect("no directory for the victim outside /etc, /var, /tmp, /home and /root");
+    let host = tempfile::tempdir_in(place).unwrap();
     let victim = host.path().join("victim");
     std::fs::create_dir(&victim).unwrap();
     for name in ["hostname", "machine-id", "seed", "hosts", "keep"] {
