@@ -86,6 +86,28 @@ pub(crate) fn reset_instance(
     }
 }
 
+/// Resets the identity on a disk image the user names (`corral sysprep --disk`): a qcow2 file's
+/// backing files must be in its own directory, as nothing else vouches for them.
+pub fn reset_named_disk(
+    path: &Path,
+    format: Option<DiskFormat>,
+    options: &Options,
+) -> Result<Report, SysprepError> {
+    let absolute = std::path::absolute(path).map_err(|source| SysprepError::Disk {
+        action: "open",
+        source: corral_disk::DiskError::Open {
+            path: path.to_path_buf(),
+            source,
+        },
+    })?;
+    let places = absolute
+        .parent()
+        .map(Path::to_path_buf)
+        .into_iter()
+        .collect();
+    reset_disk(path, format, BackingPolicy::Within(places), options)
+}
+
 /// Resets the identity on the disk image at `path` (its root ext filesystem), opened writable
 /// unless only a dry run is asked for. `format` as recorded; detected from the magic when `None`
 /// (a disk the user names on the command line, as `corral create --disk` does).

@@ -43,11 +43,7 @@ fn ext4(dir: &Path, files: &[(&str, &[u8])]) -> PathBuf {
     std::fs::create_dir_all(&root).unwrap();
     tree(&root, files);
     let image = dir.join("fs.img");
-    run(Command::new("mkfs.ext4")
-        .args(["-q", "-F", "-d"])
-        .arg(&root)
-        .arg(&image)
-        .arg(format!("{FS_SIZE_MIB}M")));
+    corral_testkit::mkfs_ext4(&root, &image, &format!("{FS_SIZE_MIB}M"));
     image
 }
 

@@ -166,3 +166,17 @@ impl Drop for Netns {
             .status();
     }
 }
+
+/// Makes `image`, an ext4 filesystem of `size` (`mkfs.ext4` syntax: `64M`) holding the tree at
+/// `tree` (`mkfs.ext4 -d`, no root or mount needed); panics with mkfs's output when it fails.
+/// Guard with `require_program!("mkfs.ext4")`.
+pub fn mkfs_ext4(tree: &Path, image: &Path, size: &str) {
+    let output = std::process::Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-d"])
+        .arg(tree)
+        .arg(image)
+        .arg(size)
+        .output()
+        .unwrap_or_else(|err| panic!("cannot run mkfs.ext4: {err}"));
+    assert!(output.status.success(), "mkfs.ext4 failed: {output:?}");
+}

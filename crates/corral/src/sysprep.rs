@@ -149,15 +149,7 @@ pub fn run(root: &Path, args: SysprepArgs) -> anyhow::Result<ExitCode> {
                 DiskFormatArg::Raw => corral_core::definition::DiskFormat::Raw,
                 DiskFormatArg::Qcow2 => corral_core::definition::DiskFormat::Qcow2,
             });
-            let absolute = std::path::absolute(path)
-                .with_context(|| format!("cannot resolve {}", path.display()))?;
-            let places = absolute
-                .parent()
-                .map(Path::to_path_buf)
-                .into_iter()
-                .collect();
-            let backing = corral_disk::BackingPolicy::Within(places);
-            return corral_core::sysprep::reset_disk(path, format, backing, options)
+            return corral_core::sysprep::reset_named_disk(path, format, options)
                 .with_context(|| format!("cannot reset the identity of {}", path.display()));
         }
         let name = args.instance.as_deref().unwrap_or_default();

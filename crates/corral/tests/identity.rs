@@ -44,14 +44,7 @@ fn template_disk(dir: &Path) -> PathBuf {
     std::fs::create_dir_all(&tree).unwrap();
     build_template(&tree, DbusId::Symlink);
     let image = dir.join("template.raw");
-    let out = Command::new("mkfs.ext4")
-        .args(["-q", "-F", "-d"])
-        .arg(&tree)
-        .arg(&image)
-        .arg("64M")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
+    corral_testkit::mkfs_ext4(&tree, &image, "64M");
     image
 }
 

@@ -5,7 +5,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use corral_testkit::{require_kvm, require_program};
@@ -23,14 +22,7 @@ fn ext4_disk(dir: &Path, files: &[(&str, &Path)], grub_cfg: &str) -> PathBuf {
     std::fs::create_dir_all(tree.join("boot/grub")).unwrap();
     std::fs::write(tree.join("boot/grub/grub.cfg"), grub_cfg).unwrap();
     let image = dir.join("system.raw");
-    let output = Command::new("mkfs.ext4")
-        .args(["-q", "-F", "-d"])
-        .arg(&tree)
-        .arg(&image)
-        .arg("64M")
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{output:?}");
+    corral_testkit::mkfs_ext4(&tree, &image, "64M");
     image
 }
 

@@ -211,14 +211,7 @@ fn linux_uses_virtio_disk_net_and_vsock() {
     std::fs::create_dir(&content).unwrap();
     std::fs::write(content.join("hello.txt"), "hello from the host\n").unwrap();
     let disk = work.path().join("disk.ext4");
-    let made = Command::new("mkfs.ext4")
-        .args(["-q", "-F", "-d"])
-        .arg(&content)
-        .arg(&disk)
-        .arg("8M")
-        .status()
-        .unwrap();
-    assert!(made.success(), "mkfs.ext4 failed");
+    corral_testkit::mkfs_ext4(&content, &disk, "8M");
 
     let netns = Netns::new("linux");
     netns.ip(&["tuntap", "add", "dev", "tap0", "mode", "tap"]);
@@ -524,14 +517,7 @@ fn tools_disk(dir: &Path) -> PathBuf {
         std::fs::copy(library, tree.join("lib").join(name)).unwrap();
     }
     let image = dir.join("tools.ext4");
-    let made = Command::new("mkfs.ext4")
-        .args(["-q", "-F", "-d"])
-        .arg(&tree)
-        .arg(&image)
-        .arg("64M")
-        .status()
-        .unwrap();
-    assert!(made.success(), "mkfs.ext4 failed");
+    corral_testkit::mkfs_ext4(&tree, &image, "64M");
     image
 }
 
@@ -564,14 +550,7 @@ fn two_linux_vm_clones_make_their_own_machine_ids_at_first_boot() {
     std::fs::create_dir(&tree).unwrap();
     corral_testkit::identity::build_template(&tree, corral_testkit::identity::DbusId::Symlink);
     let template = scratch.join("template.ext4");
-    let made = Command::new("mkfs.ext4")
-        .args(["-q", "-F", "-d"])
-        .arg(&tree)
-        .arg(&template)
-        .arg("64M")
-        .status()
-        .unwrap();
-    assert!(made.success(), "mkfs.ext4 failed");
+    corral_testkit::mkfs_ext4(&tree, &template, "64M");
     let tools = format!("{},format=raw,ro", tools_disk(scratch).display());
 
     let cmdline = std::fs::read_to_string(repo_root().join("guests/linux/cmdline")).unwrap();
