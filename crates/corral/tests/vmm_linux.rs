@@ -480,9 +480,16 @@ fn the_quickstart_demo_vm_shuts_down_on_stop() {
     let log = || std::fs::read_to_string(&console).unwrap_or_default();
     // Printed by busybox init's sysinit: init has taken Ctrl-Alt-Del over by then.
     // Busybox init's first steps are fork+execs on top of the boot: twice the usual bound.
-    common::wait_for("the demo VM's init", BOOT_TIMEOUT, || {
-        log().contains("corral stop shuts it down")
-    });
+    let deadline = Instant::now() + BOOT_TIMEOUT;
+    while !log().contains("corral stop shuts it down") {
+        assert!(
+            Instant::now() < deadline,
+            "the demo VM's init did not start within {BOOT_TIMEOUT:?}; state: {}\nconsole:\n{}",
+            root.info("demo-vm")["state"],
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     // A generous timeout: busybox's shutdown takes a few fork+execs, about a second each here
     // (more on a loaded host). What matters is that the guest ends the run itself.
     root.ok(&["stop", "demo-vm", "--timeout", "120"]);
