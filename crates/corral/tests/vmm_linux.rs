@@ -475,20 +475,50 @@ fn the_quickstart_demo_vm_shuts_down_on_stop() {
         "--memory",
         "256M",
     ]);
-    root.ok(&["start", "demo-vm"]);
     let console = root.instance_dir("demo-vm").join("run/console.log");
     let log = || std::fs::read_to_string(&console).unwrap_or_default();
     // Printed by busybox init's sysinit: init has taken Ctrl-Alt-Del over by then.
     // Busybox init's first steps are fork+execs on top of the boot: twice the usual bound.
-    let deadline = Instant::now() + BOOT_TIMEOUT;
-    while !log().contains("corral stop shuts it down") {
+    // This host's emulator occasionally crashes a guest process (a native ring-3 load reads a
+    // page it wrote as zeros; seen once in ten boots under load): a sysinit step that dies that
+    // way never prints the line, so such a boot is retried once, saying so.
+    for attempt in 1.. {
+        let start_of_boot = log().len();
+        root.ok(&["start", "demo-vm"]);
+        // The whole log if the start began a new one.
+        let this_boot = || {
+            let text = log();
+            text.get(start_of_boot..).map(str::to_owned).unwrap_or(text)
+        };
+        let deadline = Instant::now() + BOOT_TIMEOUT;
+        let crashed = loop {
+            let output = this_boot();
+            if output.contains("corral stop shuts it down") {
+                break false;
+            }
+            if output.contains("]: segfault at ") {
+                break true;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the demo VM's init did not start within {BOOT_TIMEOUT:?}; state: {}\nconsole:\n{output}",
+                root.info("demo-vm")["state"],
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        if !crashed {
+            break;
+        }
         assert!(
-            Instant::now() < deadline,
-            "the demo VM's init did not start within {BOOT_TIMEOUT:?}; state: {}\nconsole:\n{}",
-            root.info("demo-vm")["state"],
+            attempt < 2,
+            "a guest process crashed in two boots:\n{}",
             log()
         );
-        std::thread::sleep(Duration::from_millis(50));
+        eprintln!(
+            "a guest process crashed during boot {attempt}, retrying:\n{}",
+            this_boot()
+        );
+        root.ok(&["kill", "demo-vm"]);
     }
     // A generous timeout: busybox's shutdown takes a few fork+execs, about a second each here
     // (more on a loaded host). What matters is that the guest ends the run itself.
