@@ -81,9 +81,9 @@ fn wait_for<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Option<
 fn recorded(file: &Path, event: &str) -> Option<Ipv4Addr> {
     let text = std::fs::read_to_string(file).ok()?;
     text.lines()
+        .rev()
         .filter_map(|line| line.split_once(' '))
-        .filter(|(e, _)| *e == event)
-        .last()
+        .find(|(e, _)| *e == event)
         .and_then(|(_, address)| address.trim().parse().ok())
 }
 
