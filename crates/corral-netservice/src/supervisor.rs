@@ -106,11 +106,16 @@ fn supervise(paths: &StatePaths) -> Result<(), Error> {
         started: Mutex::new(dnsmasq.started),
         restarts: AtomicU64::new(0),
     });
-    let listener =
-        corral_control::bind(&paths.control_socket()).map_err(|source| Error::Control {
-            dir: paths.dir().to_path_buf(),
-            source,
-        })?;
+    let listener = match corral_control::bind(&paths.control_socket()) {
+        Ok(listener) => listener,
+        Err(source) => {
+            dnsmasq.stop();
+            return Err(Error::Control {
+                dir: paths.dir().to_path_buf(),
+                source,
+            });
+        }
+    };
     let handler_state = shared.clone();
     corral_control::serve(listener, ServerLimits::default(), move |request| {
         handle(&handler_state, request)

@@ -4,12 +4,13 @@
 //! upstream resolver. The host namespace has no default route, so nothing can leave it.
 
 use std::fs::File;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use corral_netservice::{Reservation, ServiceConfig};
+use corral_control::{Client, Request, Response};
+use corral_netservice::{Ipv6Config, Reservation, ServiceConfig};
 use corral_testkit::{require_program, require_root, Netns};
 use nix::unistd::Pid;
 
@@ -129,6 +130,26 @@ fn processes_naming(needle: &Path) -> Vec<u32> {
                 .unwrap_or(false)
         })
         .collect()
+}
+
+/// The main dnsmasq process of the service in `state` (the child of its namespace's init).
+fn dnsmasq_of(state: &Path) -> Pid {
+    let parent = |pid: u32| -> Option<u32> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        stat.rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    };
+    let comm = |pid: u32| std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    let pid = wait_for("dnsmasq", Duration::from_secs(5), || {
+        processes_naming(state).into_iter().find(|&pid| {
+            comm(pid).trim() == "dnsmasq" && parent(pid).is_some_and(|p| comm(p).trim() == "sh")
+        })
+    });
+    Pid::from_raw(pid as i32)
 }
 
 /// A client namespace on the host's bridge.
@@ -352,6 +373,21 @@ fn clients_get_leases_names_resolve_and_leases_survive_a_killed_supervisor() {
         "198.51.100.7"
     );
 
+    // dnsmasq dying is the supervisor's business: it starts another, which knows the leases.
+    let dnsmasq = dnsmasq_of(&state);
+    nix::sys::signal::kill(dnsmasq, nix::sys::signal::Signal::SIGKILL).unwrap();
+    wait_for("dnsmasq's restart", Duration::from_secs(10), || {
+        (dnsmasq_of(&state) != dnsmasq
+            && dig(&c2, &["+short", &format!("c1.{DOMAIN}")]).trim() == c1_address.to_string())
+        .then_some(())
+    });
+    let mut control = Client::connect(&state.join("control.sock"), Duration::from_secs(5)).unwrap();
+    let Response::Info(info) = control.call(&Request::Info).unwrap() else {
+        panic!("no info");
+    };
+    assert_eq!((info.kind.as_str(), info.restarts), ("network", 1));
+    assert_eq!(info.pid as i32, first.as_raw());
+
     // kill -9 of the supervisor takes dnsmasq with it.
     let leases_before = std::fs::read(state.join("leases.json")).unwrap();
     nix::sys::signal::kill(first, nix::sys::signal::Signal::SIGKILL).unwrap();
@@ -400,4 +436,73 @@ fn clients_get_leases_names_resolve_and_leases_survive_a_killed_supervisor() {
     assert!(!state.join("control.sock").exists());
     let exit = std::fs::read_to_string(state.join("exit.json")).unwrap();
     assert!(exit.contains("\"stopped\""), "{exit}");
+}
+
+#[test]
+fn clients_on_an_ipv6_network_configure_themselves_from_router_advertisements() {
+    require_root!();
+    for program in ["ip", "nsenter", "dnsmasq"] {
+        require_program!(program);
+    }
+    let work = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        work.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let state = work.path().join("network");
+    let host = Netns::new("ns6host");
+    host.ip(&["link", "set", "lo", "up"]);
+    host.ip(&["link", "add", "cbr0", "type", "bridge"]);
+    host.ip(&["addr", "add", "10.204.0.1/24", "dev", "cbr0"]);
+    host.ip(&[
+        "-6",
+        "addr",
+        "add",
+        "fd42:0:0:6::1/64",
+        "dev",
+        "cbr0",
+        "nodad",
+    ]);
+    host.ip(&["link", "set", "cbr0", "up"]);
+    let c1 = client(&host, "ns6c1", "vc1");
+    let config = ServiceConfig {
+        network: "six".into(),
+        bridge: "cbr0".into(),
+        gateway: Ipv4Addr::new(10, 204, 0, 1),
+        prefix_len: 24,
+        dhcp_start: Ipv4Addr::new(10, 204, 0, 100),
+        dhcp_end: Ipv4Addr::new(10, 204, 0, 150),
+        lease_secs: 3600,
+        domain: "six.test".into(),
+        // Never asked: nothing here resolves outside the domain.
+        upstreams: vec![Ipv4Addr::new(10, 204, 0, 1).into()],
+        ipv6: Some(Ipv6Config {
+            gateway: "fd42:0:0:6::1".parse().unwrap(),
+            prefix_len: 64,
+        }),
+        reservations: vec![],
+    };
+    corral_netservice::write_config(&state, &config).unwrap();
+    let pid = spawn_in(&host, &state);
+    let service = Service(&state);
+    let address = wait_for("a SLAAC address", Duration::from_secs(30), || {
+        let addresses = c1.ip(&["-6", "addr", "show", "dev", "eth0", "scope", "global"]);
+        addresses
+            .split_whitespace()
+            .filter_map(|word| word.split_once('/'))
+            .filter_map(|(address, prefix)| Some((address.parse::<Ipv6Addr>().ok()?, prefix)))
+            .find(|(address, _)| address.segments()[..4] == [0xfd42, 0, 0, 6])
+            .map(|(address, prefix)| (address, prefix.to_string()))
+    });
+    assert_eq!(address.1, "64", "{address:?}");
+    let routes = c1.ip(&["-6", "route", "show", "default"]);
+    assert!(
+        routes.contains("proto ra"),
+        "the RA makes the bridge the router: {routes}"
+    );
+    corral_netservice::stop(&state).unwrap();
+    drop(service);
+    let _ = nix::sys::wait::waitpid(pid, None);
+    assert!(processes_naming(&state).is_empty());
 }
