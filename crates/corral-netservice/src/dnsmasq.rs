@@ -166,3 +166,21 @@ pub(crate) fn describe(status: ExitStatus) -> String {
         (None, None) => "ended".into(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::process::ExitStatusExt;
+
+    use super::*;
+
+    #[test]
+    fn the_shells_status_is_told_as_dnsmasqs() {
+        let exited = |code: i32| describe(ExitStatus::from_raw(code << 8));
+        assert_eq!(exited(2), "exited with status 2");
+        assert_eq!(exited(128 + 9), "was killed by SIGKILL");
+        assert_eq!(
+            describe(ExitStatus::from_raw(9)),
+            "was killed with its namespace by signal 9"
+        );
+    }
+}

@@ -32,5 +32,5 @@ pub use config::{write_config, Ipv6Config, Reservation, ServiceConfig};
 pub use error::Error;
 pub use hosts::set_reservations;
 pub use leases::{leases, run_lease_hook, Lease};
-pub use spawn::{is_running, spawn_supervisor, stop};
+pub use spawn::{is_running, remove, spawn_supervisor, stop};
 pub use supervisor::run_supervisor;

@@ -127,6 +127,18 @@ pub fn stop(state_dir: &Path) -> Result<(), Error> {
     Ok(())
 }
 
+/// Stops the service of `state_dir` and removes the directory with every file in it: what
+/// deleting the network leaves of its service is nothing.
+pub fn remove(state_dir: &Path) -> Result<(), Error> {
+    stop(state_dir)?;
+    match std::fs::remove_dir_all(state_dir) {
+        Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+            Err(Error::io("remove", state_dir)(err))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Has a running service's dnsmasq re-read its reservation files; nothing to do when the
 /// service does not run (it reads them when it starts).
 pub(crate) fn reload(paths: &StatePaths) -> Result<(), Error> {

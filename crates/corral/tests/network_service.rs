@@ -436,6 +436,8 @@ fn clients_get_leases_names_resolve_and_leases_survive_a_killed_supervisor() {
     assert!(!state.join("control.sock").exists());
     let exit = std::fs::read_to_string(state.join("exit.json")).unwrap();
     assert!(exit.contains("\"stopped\""), "{exit}");
+    corral_netservice::remove(&state).unwrap();
+    assert!(!state.exists());
 }
 
 #[test]
