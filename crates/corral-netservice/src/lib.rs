@@ -10,7 +10,7 @@
 //! | `dnsmasq.conf` | [`write_config`] | dnsmasq's whole configuration (no other file is read) |
 //! | `dhcp-hosts`, `hosts` | [`write_config`], [`set_reservations`] | reservations, re-read on SIGHUP |
 //! | `lease-hook` | [`write_config`] | the script dnsmasq runs on lease changes |
-//! | `leases.json` | the lease hook | the leases, replaced atomically on every change |
+//! | `leases.json`, `leases.lock` | the lease hook | the leases, replaced atomically on every change |
 //! | `control.sock`, `exit.json`, `service.log` | the supervisor | control, exit record, log |
 //!
 //! dnsmasq never writes a file: its lease database is `leases.json`, kept by the lease hook

@@ -26,7 +26,8 @@ const POLL: Duration = Duration::from_millis(50);
 /// Starts `EXE network-service STATE_DIR` in a session of its own (it outlives the caller) and
 /// waits until it serves: dnsmasq answers and the control socket is up. `state_dir` must hold
 /// a [`crate::write_config`]; the bridge must exist in the caller's network namespace, where
-/// the service runs. The supervisor's output goes to `service.log`.
+/// the service runs. The supervisor's output goes to `service.log`. The supervisor is the
+/// caller's child: a caller that outlives it may reap it (waitpid) once it has ended.
 pub fn spawn_supervisor(exe: &Path, state_dir: &Path) -> Result<Pid, Error> {
     let paths = StatePaths::new(state_dir);
     ServiceConfig::load(&paths)?;
