@@ -23,6 +23,9 @@ packages=(
   fdisk             # sfdisk: corral-image's tests partition disks (MBR, GPT) to find kernels in
   libseccomp-dev    # corral-container compiles seccomp profiles with libseccomp
   busybox-static    # the container tests build their rootfs from /bin/busybox
+  dnsmasq-base      # DHCP and DNS of corral networks (corral-netservice), without a system service
+  isc-dhcp-client   # dhclient: a second real DHCP client in the network tests
+  bind9-dnsutils    # dig: the network tests' DNS queries
   mmdebstrap        # corral image build: Debian sources (images/debian-12-*.toml)
   podman            # tests drive corral as podman's OCI runtime
   umoci             # corral-image tests import umoci-built OCI images and compare with umoci unpack

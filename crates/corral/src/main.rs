@@ -11,6 +11,7 @@ mod host;
 mod image;
 mod image_build;
 mod instance;
+mod network_service;
 mod oci;
 mod output;
 mod progress;
@@ -112,6 +113,16 @@ enum Command {
     /// Supervise a container instance (started by `corral start`).
     #[command(hide = true)]
     Monitor { dir: PathBuf },
+    /// Serve DHCP and DNS on a network from its state directory (started by corral).
+    #[command(hide = true)]
+    NetworkService { dir: PathBuf },
+    /// Record a lease change of a network (run by its dnsmasq).
+    #[command(hide = true)]
+    NetworkLeaseHook {
+        dir: PathBuf,
+        #[arg(allow_hyphen_values = true, trailing_var_arg = true)]
+        args: Vec<String>,
+    },
     /// Run a VM in this process, or control a running one (the low-level VMM).
     Vmm {
         #[command(subcommand)]
@@ -182,6 +193,8 @@ fn main() -> ExitCode {
         Command::Monitor { dir } => corral_core::monitor::run(&dir)
             .map(|()| ExitCode::SUCCESS)
             .map_err(Into::into),
+        Command::NetworkService { dir } => network_service::supervise(&dir),
+        Command::NetworkLeaseHook { dir, args } => network_service::lease_hook(&dir, &args),
         Command::Vmm { command } => vmm::run(command),
         Command::Debug {
             command: DebugCommand::Failpoints,
