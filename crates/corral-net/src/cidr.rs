@@ -29,7 +29,9 @@ impl Ipv4Cidr {
     }
 
     fn mask(self) -> u32 {
-        u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0)
+        u32::MAX
+            .checked_shl(32 - u32::from(self.prefix))
+            .unwrap_or(0)
     }
 
     /// The subnet's first address (all host bits zero).
@@ -108,7 +110,9 @@ pub struct Ipv6Cidr {
 
 impl Ipv6Cidr {
     fn mask(self) -> u128 {
-        u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0)
+        u128::MAX
+            .checked_shl(128 - u32::from(self.prefix))
+            .unwrap_or(0)
     }
 
     /// The subnet itself, `NETWORK/PREFIX`.
@@ -189,7 +193,13 @@ mod tests {
 
     #[test]
     fn malformed_cidrs_are_refused_with_an_example() {
-        for bad in ["10.0.3.1", "10.0.3.1/33", "10.0.3/24", "x/24", "10.0.3.1/-1"] {
+        for bad in [
+            "10.0.3.1",
+            "10.0.3.1/33",
+            "10.0.3/24",
+            "x/24",
+            "10.0.3.1/-1",
+        ] {
             let err = bad.parse::<Ipv4Cidr>().unwrap_err();
             assert!(err.to_string().contains("like 10.0.3.1/24"), "{err}");
         }

@@ -320,17 +320,19 @@ impl NetworkDefinition {
         };
         match key {
             "nat" => {
-                self.nat = value.parse().map_err(|_| {
-                    invalid(format!("nat={value}: write nat=true or nat=false"))
-                })?
+                self.nat = value
+                    .parse()
+                    .map_err(|_| invalid(format!("nat={value}: write nat=true or nat=false")))?
             }
             "dhcp-range" | "dhcp_range" => {
                 self.dhcp_range = if value.is_empty() {
                     None
                 } else {
-                    Some(value.parse().map_err(|err: DhcpRangeError| {
-                        invalid(err.to_string())
-                    })?)
+                    Some(
+                        value
+                            .parse()
+                            .map_err(|err: DhcpRangeError| invalid(err.to_string()))?,
+                    )
                 }
             }
             "domain" => self.domain = value.to_owned(),
@@ -372,7 +374,9 @@ fn validate_domain(domain: &str) -> Result<(), String> {
         (1..=63).contains(&label.len())
             && !label.starts_with('-')
             && !label.ends_with('-')
-            && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
     };
     if domain.len() <= 253 && domain.split('.').all(label_ok) {
         Ok(())
@@ -406,7 +410,9 @@ mod tests {
     fn the_default_dhcp_range_is_the_subnet_without_the_gateway() {
         let range = managed("a", "10.0.3.1/24").effective_dhcp_range().unwrap();
         assert_eq!(range.to_string(), "10.0.3.2-10.0.3.254");
-        let range = managed("a", "10.0.3.254/24").effective_dhcp_range().unwrap();
+        let range = managed("a", "10.0.3.254/24")
+            .effective_dhcp_range()
+            .unwrap();
         assert_eq!(range.to_string(), "10.0.3.1-10.0.3.253");
         let range = managed("a", "10.8.0.1/16").effective_dhcp_range().unwrap();
         assert_eq!(range.to_string(), "10.8.0.2-10.8.255.254");
@@ -428,16 +434,46 @@ mod tests {
     #[test]
     fn bad_definitions_say_what_to_fix() {
         let cases: Vec<(Box<dyn Fn(&mut NetworkDefinition)>, &str)> = vec![
-            (Box::new(|n| n.ipv4 = Some("10.0.3.0/24".parse().unwrap())), "network or broadcast"),
-            (Box::new(|n| n.ipv4 = Some("8.8.8.1/24".parse().unwrap())), "private range"),
-            (Box::new(|n| n.ipv4 = Some("10.0.3.1/31".parse().unwrap())), "8 to 30"),
-            (Box::new(|n| n.dhcp_range = Some("10.0.4.2-10.0.4.9".parse().unwrap())), "host addresses of 10.0.3.0/24"),
-            (Box::new(|n| n.dhcp_range = Some("10.0.3.1-10.0.3.9".parse().unwrap())), "holds the gateway"),
-            (Box::new(|n| n.dhcp_range = Some("10.0.3.9-10.0.3.2".parse().unwrap())), "first to last"),
-            (Box::new(|n| n.domain = "bad_domain".into()), "not a DNS domain"),
-            (Box::new(|n| n.bridge = "a-bridge-name-too-long".into()), "interface name"),
-            (Box::new(|n| n.ipv6 = Some("fd42::1/48".parse().unwrap())), "must be 64"),
-            (Box::new(|n| n.kind = NetworkKind::Unmanaged), "for managed networks"),
+            (
+                Box::new(|n| n.ipv4 = Some("10.0.3.0/24".parse().unwrap())),
+                "network or broadcast",
+            ),
+            (
+                Box::new(|n| n.ipv4 = Some("8.8.8.1/24".parse().unwrap())),
+                "private range",
+            ),
+            (
+                Box::new(|n| n.ipv4 = Some("10.0.3.1/31".parse().unwrap())),
+                "8 to 30",
+            ),
+            (
+                Box::new(|n| n.dhcp_range = Some("10.0.4.2-10.0.4.9".parse().unwrap())),
+                "host addresses of 10.0.3.0/24",
+            ),
+            (
+                Box::new(|n| n.dhcp_range = Some("10.0.3.1-10.0.3.9".parse().unwrap())),
+                "holds the gateway",
+            ),
+            (
+                Box::new(|n| n.dhcp_range = Some("10.0.3.9-10.0.3.2".parse().unwrap())),
+                "first to last",
+            ),
+            (
+                Box::new(|n| n.domain = "bad_domain".into()),
+                "not a DNS domain",
+            ),
+            (
+                Box::new(|n| n.bridge = "a-bridge-name-too-long".into()),
+                "interface name",
+            ),
+            (
+                Box::new(|n| n.ipv6 = Some("fd42::1/48".parse().unwrap())),
+                "must be 64",
+            ),
+            (
+                Box::new(|n| n.kind = NetworkKind::Unmanaged),
+                "for managed networks",
+            ),
             (Box::new(|n| n.name = "-x".into()), "network name"),
         ];
         for (change, expected) in cases {
@@ -451,13 +487,21 @@ mod tests {
     #[test]
     fn overlapping_subnets_and_shared_bridges_are_refused() {
         let a = managed("a", "10.0.3.1/24");
-        let err = managed("b", "10.0.0.1/16").validate_against(&[a.clone()]).unwrap_err();
-        assert!(err.to_string().contains("overlaps network a's 10.0.3.0/24"), "{err}");
+        let err = managed("b", "10.0.0.1/16")
+            .validate_against(&[a.clone()])
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("overlaps network a's 10.0.3.0/24"),
+            "{err}"
+        );
         let mut c = managed("c", "10.0.4.1/24");
         c.validate_against(&[a.clone()]).unwrap();
         c.bridge = a.bridge.clone();
         let err = c.validate_against(&[a]).unwrap_err();
-        assert!(err.to_string().contains("already uses bridge corral-a"), "{err}");
+        assert!(
+            err.to_string().contains("already uses bridge corral-a"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -475,7 +519,9 @@ mod tests {
         let mut network = managed("lab", "10.0.3.1/24");
         network.set("nat", "false").unwrap();
         network.set("dhcp-range", "10.0.3.100-10.0.3.200").unwrap();
-        network.set("dns-upstream", "192.0.2.53,2001:db8::53").unwrap();
+        network
+            .set("dns-upstream", "192.0.2.53,2001:db8::53")
+            .unwrap();
         network.validate().unwrap();
         assert!(!network.nat);
         assert_eq!(network.dns_upstream.len(), 2);

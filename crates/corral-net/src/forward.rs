@@ -70,7 +70,11 @@ impl FromStr for PortForward {
 
 impl fmt::Display for PortForward {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}", self.protocol, self.host_port, self.guest_port)
+        write!(
+            f,
+            "{}:{}:{}",
+            self.protocol, self.host_port, self.guest_port
+        )
     }
 }
 
@@ -136,7 +140,14 @@ mod tests {
         assert_eq!(forward.protocol, Protocol::Udp);
         assert_eq!((forward.host_port, forward.guest_port), (5353, 53));
         assert_eq!(forward.to_string(), "udp:5353:53");
-        for bad in ["tcp:8080", "sctp:1:2", "tcp:0:80", "tcp:70000:80", "tcp:1:2:3", "8080:80"] {
+        for bad in [
+            "tcp:8080",
+            "sctp:1:2",
+            "tcp:0:80",
+            "tcp:70000:80",
+            "tcp:1:2:3",
+            "8080:80",
+        ] {
             let err = bad.parse::<PortForward>().unwrap_err();
             assert!(err.to_string().contains("like tcp:8080:80"), "{err}");
         }

@@ -24,8 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cidr::{Ipv4Cidr, Ipv6Cidr};
 use crate::definition::{
-    derived_bridge_name, DefinitionError, DhcpRange, NetworkDefinition, NetworkKind,
-    DEFAULT_DOMAIN,
+    derived_bridge_name, DefinitionError, DhcpRange, NetworkDefinition, NetworkKind, DEFAULT_DOMAIN,
 };
 use crate::forward::{host_port_in_use, PortForward};
 use crate::link::{self, LinkError};
@@ -74,7 +73,9 @@ pub enum NetworkError {
          them first"
     )]
     InUse { network: String, users: String },
-    #[error("cannot forward host port {forward}: it is already {holder}; choose another host port")]
+    #[error(
+        "cannot forward host port {forward}: it is already {holder}; choose another host port"
+    )]
     PortInUse {
         forward: PortForward,
         holder: String,
@@ -169,6 +170,16 @@ pub struct NetworkInfo {
     pub forwards: BTreeMap<String, NicForwards>,
 }
 
+/// The MAC of network `name`'s bridge: locally administered, unicast, and the same every time
+/// (FNV-1a of the name).
+fn bridge_mac(name: &str) -> String {
+    let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    });
+    let [_, _, _, a, b, c, d, e] = hash.to_be_bytes();
+    format!("02:{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}")
+}
+
 /// The networks in one directory (`<corral root>/networks`), acting on the calling thread's
 /// network namespace.
 #[derive(Clone, Debug)]
@@ -237,8 +248,8 @@ impl Networks {
             }
             Err(err) => return Err(io_error("read", &path)(err)),
         };
-        let definition: NetworkDefinition = toml::from_str(&text)
-            .map_err(|source| DefinitionError::Parse { path, source })?;
+        let definition: NetworkDefinition =
+            toml::from_str(&text).map_err(|source| DefinitionError::Parse { path, source })?;
         definition.validate()?;
         Ok(definition)
     }
@@ -364,6 +375,8 @@ impl Networks {
             let routes = subnet::host_routes().map_err(NetworkError::Routes)?;
             match definition.ipv4 {
                 Some(cidr) => {
+                    // Another network's subnet is routed too: name the network, not its bridge.
+                    definition.validate_against(existing)?;
                     if let Some(route) = subnet::routed(cidr, &routes) {
                         return Err(NetworkError::Routed {
                             network: definition.name,
@@ -409,6 +422,10 @@ impl Networks {
             if create {
                 link::create_bridge(None, bridge)?;
             }
+            // A bridge without its own MAC takes its lowest port's, which changes as ports
+            // come and go (and with a bridge made anew): instances would keep a stale gateway
+            // in their ARP caches.
+            link::set_mac(None, bridge, &bridge_mac(&definition.name))?;
             if let Some(v4) = definition.ipv4 {
                 link::replace_address(None, bridge, v4.address.into(), v4.prefix)?;
             }
@@ -552,9 +569,8 @@ impl Networks {
     pub fn forwards(&self, name: &str) -> Result<BTreeMap<String, NicForwards>> {
         let path = self.forwards_path(name);
         match std::fs::read(&path) {
-            Ok(bytes) => {
-                serde_json::from_slice(&bytes).map_err(|source| NetworkError::Corrupt { path, source })
-            }
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|source| NetworkError::Corrupt { path, source }),
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
             Err(err) => Err(io_error("read", &path)(err)),
         }
@@ -650,7 +666,10 @@ impl Networks {
     }
 
     /// Writes every network's forwards and applies them; on failure the old ones come back.
-    fn replace_forwards(&self, all: &BTreeMap<String, BTreeMap<String, NicForwards>>) -> Result<()> {
+    fn replace_forwards(
+        &self,
+        all: &BTreeMap<String, BTreeMap<String, NicForwards>>,
+    ) -> Result<()> {
         let mut old = BTreeMap::new();
         for name in all.keys() {
             old.insert(name.clone(), self.forwards(name)?);
@@ -666,5 +685,19 @@ impl Networks {
             return Err(err);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bridge_mac_is_stable_unicast_and_locally_administered() {
+        let mac = bridge_mac("default");
+        assert_eq!(mac, bridge_mac("default"));
+        assert_ne!(mac, bridge_mac("lab"));
+        assert!(mac.starts_with("02:"), "{mac}");
+        assert_eq!(mac.len(), 17);
     }
 }

@@ -51,7 +51,10 @@ pub fn ruleset(networks: &[NetworkDefinition], forwards: &[ActiveForward]) -> St
             let _ = writeln!(input, "    iifname {bridge} udp dport 547 accept");
         }
         let _ = writeln!(forward, "    iifname {bridge} accept");
-        let _ = writeln!(forward, "    oifname {bridge} ct state established,related accept");
+        let _ = writeln!(
+            forward,
+            "    oifname {bridge} ct state established,related accept"
+        );
         let _ = writeln!(forward, "    oifname {bridge} ct status dnat accept");
         if network.nat {
             // Behind NAT: nothing from outside starts a connection to an instance (other than
@@ -94,6 +97,7 @@ pub fn ruleset(networks: &[NetworkDefinition], forwards: &[ActiveForward]) -> St
             active.address
         );
     }
+    // The output chain's priority -100 is dstnat's, which nft names only for prerouting.
     let _ = write!(
         script,
         "table inet {TABLE} {{\n\
@@ -178,7 +182,11 @@ mod tests {
         ] {
             assert!(script.contains(rule), "{rule} missing from\n{script}");
         }
-        assert_eq!(script.matches("dnat ip to").count(), 2, "prerouting and output");
+        assert_eq!(
+            script.matches("dnat ip to").count(),
+            2,
+            "prerouting and output"
+        );
     }
 
     #[test]
