@@ -433,7 +433,8 @@ mod tests {
 
     #[test]
     fn bad_definitions_say_what_to_fix() {
-        let cases: Vec<(Box<dyn Fn(&mut NetworkDefinition)>, &str)> = vec![
+        type Change = Box<dyn Fn(&mut NetworkDefinition)>;
+        let cases: Vec<(Change, &str)> = vec![
             (
                 Box::new(|n| n.ipv4 = Some("10.0.3.0/24".parse().unwrap())),
                 "network or broadcast",
@@ -488,14 +489,14 @@ mod tests {
     fn overlapping_subnets_and_shared_bridges_are_refused() {
         let a = managed("a", "10.0.3.1/24");
         let err = managed("b", "10.0.0.1/16")
-            .validate_against(&[a.clone()])
+            .validate_against(std::slice::from_ref(&a))
             .unwrap_err();
         assert!(
             err.to_string().contains("overlaps network a's 10.0.3.0/24"),
             "{err}"
         );
         let mut c = managed("c", "10.0.4.1/24");
-        c.validate_against(&[a.clone()]).unwrap();
+        c.validate_against(std::slice::from_ref(&a)).unwrap();
         c.bridge = a.bridge.clone();
         let err = c.validate_against(&[a]).unwrap_err();
         assert!(
