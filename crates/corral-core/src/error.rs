@@ -90,6 +90,15 @@ pub enum CoreError {
     Write(#[from] corral_host::atomic::AtomicWriteError),
     #[error(transparent)]
     Clone(#[from] crate::clone::CloneError),
+    #[error(transparent)]
+    Network(#[from] corral_net::NetworkError),
+    #[error("nics[{index}] of instance {instance} cannot use its network")]
+    NicNetwork {
+        instance: String,
+        index: usize,
+        #[source]
+        source: corral_net::NetworkError,
+    },
     #[error("cannot set up the cgroup of instance {name}")]
     Cgroup {
         name: String,
