@@ -8,14 +8,51 @@ use std::path::Path;
 
 use corral_net::definition::NetworkDefinition;
 use corral_net::networks::{NetworkInfo, NetworkRequest};
-use corral_net::Networks;
+use corral_net::{NetworkError, Networks};
 
+use crate::definition::Definition;
+use crate::driver::InstancePaths;
 use crate::error::CoreError;
 use crate::lifecycle::Manager;
+use crate::nic::Nic;
 
 /// The networks of the corral root `root` (`ROOT/networks/`).
 pub fn networks_in(root: &Path) -> Networks {
     Networks::new(root.join("networks"))
+}
+
+/// The network nic `index` of `definition` names, checked to exist and to hold the nic's fixed
+/// address, if it has one; `None` for a nic on a tap or bridge of the host's own.
+pub fn nic_network(
+    networks: &Networks,
+    definition: &Definition,
+    index: usize,
+    nic: &Nic,
+) -> Result<Option<NetworkDefinition>, CoreError> {
+    let Some(name) = &nic.network else {
+        return Ok(None);
+    };
+    let nic_error = |source| CoreError::NicNetwork {
+        instance: definition.name.clone(),
+        index,
+        source,
+    };
+    let network = networks.get(name).map_err(nic_error)?;
+    if let (Some(ip), Some(v4)) = (nic.ip, network.ipv4) {
+        if !v4.contains(ip) || ip == v4.address || ip == v4.network() || ip == v4.broadcast() {
+            return Err(nic_error(NetworkError::NicAddress {
+                network: network.name,
+                address: ip,
+                gateway: v4,
+            }));
+        }
+    }
+    Ok(Some(network))
+}
+
+/// Who holds the port forwards of nic `index` of instance `name`.
+fn forward_owner(name: &str, index: usize) -> String {
+    format!("{name}/{index}")
 }
 
 impl Manager {
@@ -55,6 +92,48 @@ impl Manager {
     /// instances start).
     pub fn network_restore(&self) -> Result<(), CoreError> {
         Ok(self.networks().restore()?)
+    }
+
+    /// Puts the port forwards of `definition`'s nics in effect (as its run starts); on failure
+    /// none is.
+    pub(crate) fn apply_forwards(&self, definition: &Definition) -> Result<(), CoreError> {
+        let networks = self.networks();
+        for (index, nic) in definition.nics.iter().enumerate() {
+            let (Some(network), Some(ip)) = (&nic.network, nic.ip) else {
+                continue;
+            };
+            if nic.forwards.is_empty() {
+                continue;
+            }
+            let owner = forward_owner(&definition.name, index);
+            if let Err(source) = networks.set_forwards(network, &owner, ip, &nic.forwards) {
+                self.release_forwards(definition);
+                return Err(CoreError::NicNetwork {
+                    instance: definition.name.clone(),
+                    index,
+                    source,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends what a run of `definition`'s instance left: what its supervisor ran (the driver's
+    /// part) and its port forwards.
+    pub(crate) fn clean_up_run(&self, definition: &Definition, paths: &InstancePaths) {
+        self.driver(definition.kind)
+            .clean_up_lost_run(&definition.name, paths);
+        self.release_forwards(definition);
+    }
+
+    pub(crate) fn release_forwards(&self, definition: &Definition) {
+        let networks = self.networks();
+        for index in 0..definition.nics.len() {
+            let owner = forward_owner(&definition.name, index);
+            if let Err(err) = networks.clear_forwards(&owner) {
+                tracing::warn!("cannot remove the port forwards of {owner}: {err}");
+            }
+        }
     }
 
     /// The instances whose definition puts a nic on network `name`.

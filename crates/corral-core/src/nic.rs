@@ -35,7 +35,7 @@ pub struct Nic {
 
 impl Nic {
     /// Checks the nic on its own: exactly one of `network`, `tap` and `bridge`; `ip` and
-    /// `forwards` only on a network; a unicast MAC.
+    /// `forwards` only on a network, forwards only to a fixed `ip`; a unicast MAC.
     pub fn validate(&self) -> Result<(), String> {
         let backends = [&self.network, &self.tap, &self.bridge];
         if backends.iter().filter(|backend| backend.is_some()).count() != 1 {
@@ -43,6 +43,13 @@ impl Nic {
         }
         if let Some(network) = &self.network {
             corral_net::definition::validate_name(network).map_err(|err| err.to_string())?;
+            if !self.forwards.is_empty() && self.ip.is_none() {
+                return Err(
+                    "`forwards` need the nic's fixed address: add `ip` (an address of the \
+                     network's subnet outside its DHCP range)"
+                        .into(),
+                );
+            }
         } else if self.ip.is_some() || !self.forwards.is_empty() {
             return Err(
                 "`ip` and `forwards` need the nic on a corral network (`network = \"NAME\"`)"
@@ -133,6 +140,10 @@ mod tests {
                 "need the nic on a corral network",
             ),
             ("network=lab,forward=tcp:80", "like tcp:8080:80"),
+            (
+                "network=lab,forward=tcp:80:80",
+                "need the nic's fixed address",
+            ),
             ("network=-lab", "network name"),
             ("network=lab,mac=01:00:5e:00:00:01", "multicast"),
             ("network=lab,colour=red", "invalid network interface option"),

@@ -19,6 +19,7 @@ use crate::definition::{BootFrom, Definition, Kind};
 use crate::disks::{backing_places, disk_source, pin_formats, preflight};
 use crate::driver::{instance_cgroup, Driver, InstancePaths};
 use crate::error::CoreError;
+use crate::networks::nic_network;
 use crate::volume::Pool;
 
 /// What a VMM may use beyond its guest's memory: the binary and its heap, thread stacks, the
@@ -111,19 +112,8 @@ impl VmDriver {
         }
         for (index, nic) in definition.nics.iter().enumerate() {
             // A nic on a network gets a tap on the network's bridge.
-            let bridge = match &nic.network {
-                Some(network) => Some(
-                    self.networks
-                        .get(network)
-                        .map_err(|source| CoreError::NicNetwork {
-                            instance: definition.name.clone(),
-                            index,
-                            source,
-                        })?
-                        .bridge,
-                ),
-                None => None,
-            };
+            let bridge =
+                nic_network(&self.networks, definition, index, nic)?.map(|network| network.bridge);
             let mac = nic
                 .mac
                 .unwrap_or_else(|| stable_mac(&definition.uuid, index));

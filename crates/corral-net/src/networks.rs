@@ -89,6 +89,15 @@ pub enum NetworkError {
         address: Ipv4Addr,
         subnet: Ipv4Cidr,
     },
+    #[error(
+        "address {address} is not one an instance can have on network {network} ({gateway} is \
+         its gateway and subnet); choose another in the subnet"
+    )]
+    NicAddress {
+        network: String,
+        address: Ipv4Addr,
+        gateway: Ipv4Cidr,
+    },
     #[error("cannot set up bridge {bridge} of network {network}")]
     Bridge {
         network: String,
@@ -653,14 +662,21 @@ impl Networks {
         self.replace_forwards(&all)
     }
 
-    /// Removes every port forward of `owner`.
+    /// Removes every port forward of `owner`; without any, changes nothing.
     pub fn clear_forwards(&self, owner: &str) -> Result<()> {
+        if !self.dir.exists() {
+            return Ok(());
+        }
         let _lock = self.lock()?;
         let mut all = BTreeMap::new();
+        let mut held = false;
         for network in self.list()? {
             let mut table = self.forwards(&network.name)?;
-            table.remove(owner);
+            held |= table.remove(owner).is_some();
             all.insert(network.name, table);
+        }
+        if !held {
+            return Ok(());
         }
         self.replace_forwards(&all)
     }

@@ -4,9 +4,10 @@
 mod common;
 
 use std::process::Output;
+use std::time::{Duration, Instant};
 
 use common::{corral_bin, output_via_files, CorralRoot};
-use corral_testkit::{require_program, require_root, Netns};
+use corral_testkit::{require_kvm, require_program, require_root, Netns};
 use serde_json::Value;
 
 /// A corral root whose commands run in `netns`.
@@ -43,7 +44,10 @@ impl NetRoot {
 
     fn fails(&self, args: &[&str]) -> String {
         let out = self.run(args);
-        assert!(matches!(out.status.code(), Some(1 | 2)), "corral {args:?}: {out:?}");
+        assert!(
+            matches!(out.status.code(), Some(1 | 2)),
+            "corral {args:?}: {out:?}"
+        );
         let err = String::from_utf8_lossy(&out.stderr).into_owned();
         assert!(!err.contains("panicked"), "{err}");
         err
@@ -249,4 +253,106 @@ fn a_vm_nic_names_a_network_which_cannot_go_while_the_vm_uses_it() {
     net.ok(&["delete", "web"]);
     net.ok(&["network", "delete", "lab"]);
     assert!(!net.links().contains("corral-lab"));
+}
+
+/// Waits until instance `name` of `net` reaches `status`.
+fn wait_for_status(net: &NetRoot, name: &str, status: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let info = net.json(&["info", name, "-o", "json"]);
+        if info["state"]["status"] == status {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} never became {status}: {info}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_vm_on_a_network_reaches_its_gateway_and_holds_its_forwards_while_it_runs() {
+    require_root!();
+    require_kvm!();
+    require_program!("ip");
+    require_program!("nft");
+    require_program!("nsenter");
+    let net = NetRoot::new("netcli-vm");
+    net.ok(&["network", "create", "lab", "--subnet", "10.0.3.1/24"]);
+    let guest = |name: &str| corral_guests::elf(name).to_str().unwrap().to_owned();
+
+    // The virtio-net test guest pings the gateway through a tap on the network's bridge.
+    net.ok(&[
+        "create",
+        "pinger",
+        "--kernel",
+        &guest("virtio-net"),
+        "--memory",
+        "32M",
+        "--nic",
+        "network=lab",
+        "--cmdline",
+        "guest_ip=10.0.3.20 peer_ip=10.0.3.1",
+    ]);
+    net.ok(&["start", "pinger"]);
+    wait_for_status(&net, "pinger", "stopped");
+    let console = net.ok(&["logs", "pinger"]);
+    assert!(
+        console.contains("virtio-net: echo reply from the peer"),
+        "{console}"
+    );
+
+    let forward = "network=lab,ip=10.0.3.10,forward=tcp:8080:80";
+    net.ok(&[
+        "create",
+        "web",
+        "--kernel",
+        &guest("counter"),
+        "--memory",
+        "32M",
+        "--nic",
+        forward,
+    ]);
+    let other = "network=lab,ip=10.0.3.11,forward=tcp:8080:80";
+    net.ok(&[
+        "create",
+        "web2",
+        "--kernel",
+        &guest("counter"),
+        "--memory",
+        "32M",
+        "--nic",
+        other,
+    ]);
+    net.ok(&["start", "web"]);
+    assert!(
+        net.nft().contains("dnat ip to 10.0.3.10:80"),
+        "{}",
+        net.nft()
+    );
+    let info = net.json(&["network", "info", "lab", "-o", "json"]);
+    assert_eq!(info["ports"].as_array().unwrap().len(), 1, "{info}");
+    assert_eq!(info["forwards"]["web/0"]["forwards"][0], "tcp:8080:80");
+
+    let err = net.fails(&["start", "web2"]);
+    assert!(
+        err.contains("host port tcp:8080:80: it is already forwarded to web/0"),
+        "{err}"
+    );
+    assert_eq!(
+        net.json(&["info", "web2", "-o", "json"])["state"]["status"],
+        "stopped"
+    );
+
+    net.ok(&["kill", "web"]);
+    assert!(!net.nft().contains("dnat ip to"), "{}", net.nft());
+    net.ok(&["start", "web2"]);
+    assert!(
+        net.nft().contains("dnat ip to 10.0.3.11:80"),
+        "{}",
+        net.nft()
+    );
+    net.ok(&["kill", "web2"]);
+    assert!(!net.nft().contains("dnat ip to"), "{}", net.nft());
 }
