@@ -35,7 +35,7 @@ pub fn nic_network(
     let nic_error = |source| CoreError::NicNetwork {
         instance: definition.name.clone(),
         index,
-        source,
+        source: Box::new(source),
     };
     let network = networks.get(name).map_err(nic_error)?;
     if let (Some(ip), Some(v4)) = (nic.ip, network.ipv4) {
@@ -111,7 +111,7 @@ impl Manager {
                 return Err(CoreError::NicNetwork {
                     instance: definition.name.clone(),
                     index,
-                    source,
+                    source: Box::new(source),
                 });
             }
         }

@@ -37,6 +37,7 @@ pub const DEFAULT_NETWORK: &str = "default";
 const DEFINITION_FILE: &str = "network.toml";
 const FORWARDS_FILE: &str = "forwards.json";
 const LOCK_FILE: &str = ".lock";
+const DELETING_PREFIX: &str = ".deleting-";
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetworkError {
@@ -221,6 +222,14 @@ impl Networks {
             .open(&path)
             .map_err(io_error("open", &path))?;
         file.lock().map_err(io_error("lock", &path))?;
+        // A delete that died before its last step left its directory aside.
+        if let Ok(entries) = std::fs::read_dir(&self.dir) {
+            for entry in entries.flatten() {
+                if entry.file_name().to_string_lossy().starts_with(DELETING_PREFIX) {
+                    let _ = std::fs::remove_dir_all(entry.path());
+                }
+            }
+        }
         Ok(file)
     }
 
@@ -495,7 +504,7 @@ impl Networks {
         }
         // Aside first, so the rules are rewritten without it and a failure can put it back.
         let dir = self.network_dir(name);
-        let aside = self.dir.join(format!(".deleting-{name}"));
+        let aside = self.dir.join(format!("{DELETING_PREFIX}{name}"));
         std::fs::rename(&dir, &aside).map_err(io_error("rename", &dir))?;
         if let Err(err) = self.apply() {
             let _ = std::fs::rename(&aside, &dir);
