@@ -225,7 +225,11 @@ impl Networks {
         // A delete that died before its last step left its directory aside.
         if let Ok(entries) = std::fs::read_dir(&self.dir) {
             for entry in entries.flatten() {
-                if entry.file_name().to_string_lossy().starts_with(DELETING_PREFIX) {
+                if entry
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with(DELETING_PREFIX)
+                {
                     let _ = std::fs::remove_dir_all(entry.path());
                 }
             }
@@ -558,25 +562,32 @@ impl Networks {
     }
 
     /// Brings every network back after a host reboot (or a bridge removed by hand): managed
-    /// bridges with their addresses, up, and corral's table.
+    /// bridges with their addresses, up, and corral's table. One network that cannot come back
+    /// does not keep the others down; the first failure is returned.
     pub fn restore(&self) -> Result<()> {
         let _lock = self.lock()?;
+        let mut failure = None;
         for definition in self.list()? {
-            let exists = link::find(None, &definition.bridge)
-                .map_err(|source| self.bridge_error(&definition, source))?
-                .is_some();
-            match definition.kind {
-                NetworkKind::Managed => self.set_up_bridge(&definition, !exists)?,
-                NetworkKind::Unmanaged if !exists => {
-                    return Err(NetworkError::BridgeMissing {
-                        network: definition.name,
-                        bridge: definition.bridge,
-                    })
-                }
-                NetworkKind::Unmanaged => {}
+            if let Err(err) = self.restore_bridge(&definition) {
+                failure.get_or_insert(err);
             }
         }
-        self.apply()
+        self.apply()?;
+        failure.map_or(Ok(()), Err)
+    }
+
+    fn restore_bridge(&self, definition: &NetworkDefinition) -> Result<()> {
+        let exists = link::find(None, &definition.bridge)
+            .map_err(|source| self.bridge_error(definition, source))?
+            .is_some();
+        match definition.kind {
+            NetworkKind::Managed => self.set_up_bridge(definition, !exists),
+            NetworkKind::Unmanaged if !exists => Err(NetworkError::BridgeMissing {
+                network: definition.name.clone(),
+                bridge: definition.bridge.clone(),
+            }),
+            NetworkKind::Unmanaged => Ok(()),
+        }
     }
 
     fn forwards_path(&self, name: &str) -> PathBuf {

@@ -152,6 +152,34 @@ fn a_network_is_made_whole_refused_cleanly_and_deleted_without_a_trace() {
         Err(NetworkError::NotFound(_))
     ));
 
+    let six = inside(&host, || {
+        networks.create(&NetworkRequest {
+            ipv6: Some("fd42:1:2::1/64".parse().unwrap()),
+            ..request("six")
+        })
+    })
+    .unwrap();
+    let addresses = host.ip(&["-6", "address", "show", "dev", &six.bridge]);
+    assert!(addresses.contains("inet6 fd42:1:2::1/64"), "{addresses}");
+    assert!(
+        nft_table(&host).contains("ip6 saddr fd42:1:2::/64 oifname != \"corral-six\" masquerade"),
+        "{}",
+        nft_table(&host)
+    );
+    let err = inside(&host, || {
+        networks.create(&NetworkRequest {
+            ipv6: Some("fd42:1:2::9/64".parse().unwrap()),
+            ..request("six2")
+        })
+    })
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("overlaps network six's fd42:1:2::/64"),
+        "{err}"
+    );
+    inside(&host, || networks.delete("six", &[])).unwrap();
+
     inside(&host, || networks.delete("lab", &[])).unwrap();
     inside(&host, || networks.delete(DEFAULT_NETWORK, &[])).unwrap();
     let links = host.ip(&["-o", "link", "show"]);
