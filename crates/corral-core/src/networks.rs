@@ -62,6 +62,7 @@ impl Manager {
 
     /// Creates a network (see [`Networks::create`]).
     pub fn network_create(&self, request: &NetworkRequest) -> Result<NetworkDefinition, CoreError> {
+        // Seam: the network's DHCP/DNS supervisor starts after this (a managed network's).
         Ok(self.networks().create(request)?)
     }
 
@@ -76,6 +77,7 @@ impl Manager {
     /// Deletes network `name`, refused while an instance's nic names it.
     pub fn network_delete(&self, name: &str) -> Result<(), CoreError> {
         let users = self.network_users(name)?;
+        // Seam: the network's DHCP/DNS supervisor stops before this, once `users` is empty.
         Ok(self.networks().delete(name, &users)?)
     }
 
@@ -85,12 +87,14 @@ impl Manager {
         name: &str,
         changes: &[(String, String)],
     ) -> Result<NetworkDefinition, CoreError> {
+        // Seam: the network's DHCP/DNS supervisor is told the new settings after this.
         Ok(self.networks().set(name, changes)?)
     }
 
     /// Brings every network's bridge and corral's nftables table back (at host boot, before
     /// instances start).
     pub fn network_restore(&self) -> Result<(), CoreError> {
+        // Seam: each managed network's DHCP/DNS supervisor (re)starts after this.
         Ok(self.networks().restore()?)
     }
 
