@@ -155,7 +155,11 @@ pub fn run(root: &Path, args: NetworkArgs) -> anyhow::Result<ExitCode> {
                 let servers: Vec<String> = n.dns_upstream.iter().map(IpAddr::to_string).collect();
                 line("DNS upstream", &servers.join(", "));
             }
-            line("Ports", &info.ports.join(", "));
+            if info.ports.is_empty() {
+                line("Ports", "-");
+            } else {
+                line("Ports", &info.ports.join(", "));
+            }
             for (owner, nic) in &info.forwards {
                 for forward in &nic.forwards {
                     line(
