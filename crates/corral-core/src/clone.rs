@@ -26,7 +26,9 @@ use std::path::{Component, Path, PathBuf};
 use corral_disk::{BackingPolicy, DiskError, Qcow2CreateOptions};
 use corral_image::progress::{NoProgress, Progress};
 use corral_sysprep::Report;
-use corral_vmm::config::{MacAddress, NicConfig};
+use corral_vmm::config::MacAddress;
+
+use crate::nic::Nic;
 
 use crate::bases::Bases;
 use crate::definition::{new_uuid, Definition, DiskFormat, ImageStorage, Kind};
@@ -51,7 +53,7 @@ pub struct CloneOptions {
     /// Leave the identity inside the copied content (machine-id, host keys) as the source's.
     pub keep_identity: bool,
     /// Network interfaces replacing the source's (required when one of those is a fixed tap).
-    pub nics: Option<Vec<NicConfig>>,
+    pub nics: Option<Vec<Nic>>,
 }
 
 impl CloneOptions {
@@ -353,6 +355,10 @@ impl Manager {
                 for nic in clone.nics.iter_mut().filter(|nic| nic.mac.is_some()) {
                     nic.mac = Some(new_mac(&mut used));
                 }
+                // A fixed address is the source's own: two instances cannot hold it.
+                for nic in &mut clone.nics {
+                    nic.ip = None;
+                }
             }
         }
         clone.uuid = new_identity(&clone.nics, &used)?;
@@ -645,7 +651,7 @@ fn new_mac(used: &mut HashSet<MacAddress>) -> MacAddress {
 
 /// A new UUID whose derived MAC addresses (for the interfaces of `nics` that give none) are not
 /// among `used`.
-fn new_identity(nics: &[NicConfig], used: &HashSet<MacAddress>) -> Result<String, CoreError> {
+fn new_identity(nics: &[Nic], used: &HashSet<MacAddress>) -> Result<String, CoreError> {
     loop {
         let uuid = new_uuid().map_err(StoreError::from)?;
         let clash = nics.iter().enumerate().any(|(index, nic)| {
@@ -768,9 +774,9 @@ mod tests {
         let second = new_mac(&mut used);
         assert_ne!(first, second);
         assert!(!first.is_unusable() && first.0[0] & 2 == 2, "{first}");
-        let nics = vec![NicConfig {
+        let nics = vec![Nic {
             bridge: Some("br0".into()),
-            ..NicConfig::default()
+            ..Nic::default()
         }];
         let uuid = new_identity(&nics, &used).unwrap();
         assert!(!used.contains(&crate::vm::stable_mac(&uuid, 0)));

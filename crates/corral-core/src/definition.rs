@@ -5,7 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use corral_vmm::config::{defaults, Action, MemorySize, NicConfig, RestartLimit};
+use corral_vmm::config::{defaults, Action, MemorySize, RestartLimit};
+
+use crate::nic::Nic;
 use serde::{Deserialize, Serialize};
 
 /// The longest instance name (a DNS label, so it can be the hostname).
@@ -343,7 +345,7 @@ pub struct Definition {
     pub disks: Vec<Disk>,
     /// A VM's network interfaces (virtio-net on a tap), in order: eth0, eth1, ...
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub nics: Vec<NicConfig>,
+    pub nics: Vec<Nic>,
     /// The image the instance was made from, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<ImageSource>,
@@ -562,8 +564,8 @@ impl Definition {
             if self.kind == Kind::Container {
                 return Err(field_error("nics", "is only for vms; remove it"));
             }
-            nic.validate(i)
-                .map_err(|e| field_error(&format!("nics[{i}]"), e.to_string()))?;
+            nic.validate()
+                .map_err(|e| field_error(&format!("nics[{i}]"), e))?;
         }
         if let Some(image) = &self.image {
             if !corral_image::store::is_fingerprint(&image.fingerprint) {

@@ -90,6 +90,15 @@ pub enum CoreError {
     Write(#[from] corral_host::atomic::AtomicWriteError),
     #[error(transparent)]
     Clone(#[from] crate::clone::CloneError),
+    #[error(transparent)]
+    Network(Box<corral_net::NetworkError>),
+    #[error("nics[{index}] of instance {instance} cannot use its network")]
+    NicNetwork {
+        instance: String,
+        index: usize,
+        #[source]
+        source: Box<corral_net::NetworkError>,
+    },
     #[error("cannot set up the cgroup of instance {name}")]
     Cgroup {
         name: String,
@@ -101,6 +110,12 @@ pub enum CoreError {
 impl From<corral_disk::DiskError> for CoreError {
     fn from(err: corral_disk::DiskError) -> Self {
         CoreError::Volume(Box::new(crate::volume::VolumeError::Disk(err)))
+    }
+}
+
+impl From<corral_net::NetworkError> for CoreError {
+    fn from(err: corral_net::NetworkError) -> Self {
+        CoreError::Network(Box::new(err))
     }
 }
 

@@ -20,6 +20,8 @@ pub mod failpoints;
 pub mod images;
 pub mod lifecycle;
 pub mod lock;
+pub mod networks;
+pub mod nic;
 pub mod state;
 pub mod store;
 pub mod sysprep;

@@ -80,7 +80,7 @@ impl Manager {
         &self.store
     }
 
-    fn driver(&self, kind: Kind) -> &dyn Driver {
+    pub(crate) fn driver(&self, kind: Kind) -> &dyn Driver {
         match kind {
             Kind::Vm => self.vm.as_ref(),
             Kind::Container => self.container.as_ref(),
@@ -162,7 +162,7 @@ impl Manager {
             }
             Some(pid) => {
                 let definition = self.store.definition(name)?;
-                self.driver(definition.kind).clean_up_lost_run(name, &paths);
+                self.clean_up_run(&definition, &paths);
                 let (status, exit) = exit_of(&paths, Some(pid));
                 state.end(status, exit);
                 self.store.save_state(name, &state)?;
@@ -171,7 +171,7 @@ impl Manager {
                 // A start interrupted before its supervisor was recorded: that supervisor never
                 // ran (see `launch`), but the driver may have prepared for it (a VM's cgroup).
                 let definition = self.store.definition(name)?;
-                self.driver(definition.kind).clean_up_lost_run(name, &paths);
+                self.clean_up_run(&definition, &paths);
                 state.end(
                     Status::Stopped,
                     LastExit {
@@ -209,9 +209,15 @@ impl Manager {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(CoreError::io("remove", exit_path)(e)),
         }
+        // Before the state says `starting`: a host port in use refuses the start, changing
+        // nothing; from here on every way a run ends releases them.
+        self.apply_forwards(&definition)?;
         state.status = Status::Starting;
         state.pid = None;
-        self.store.save_state(name, &state)?;
+        if let Err(err) = self.store.save_state(name, &state) {
+            self.release_forwards(&definition);
+            return Err(err.into());
+        }
         fail::fail_point!("start.state-starting");
 
         let launched = driver
@@ -235,6 +241,7 @@ impl Manager {
             Ok(Launch::Ended(record)) => {
                 // The guest ran and ended before the supervisor was seen serving (a guest that
                 // powers off at once): a start that worked, and a run that is over.
+                self.clean_up_run(&definition, &paths);
                 let (status, exit) = exit_of(&paths, None);
                 tracing::info!("instance {name} ended at once: {}", record.reason);
                 state.end(status, exit);
@@ -248,7 +255,7 @@ impl Manager {
             }
             Err(err) => {
                 // A supervisor given up on may have left its guest's processes behind.
-                driver.clean_up_lost_run(name, &paths);
+                self.clean_up_run(&definition, &paths);
                 state.end(
                     Status::Stopped,
                     LastExit {
@@ -307,7 +314,7 @@ impl Manager {
         }
         // What the supervisor ran must not outlive it, whether it ended cleanly (a VMM cannot
         // remove its own cgroup) or was killed, or died on its way out.
-        self.driver(definition.kind).clean_up_lost_run(name, &paths);
+        self.clean_up_run(&definition, &paths);
         let (status, exit) = exit_of(&paths, pid);
         // The host asked for the end: a guest that crashed on the way out is still stopped (the
         // exit record keeps saying it crashed).
@@ -400,8 +407,7 @@ impl Manager {
         }
         // What an earlier run left (a stopped VM's empty cgroup) goes with the instance.
         let definition = self.store.definition(name)?;
-        self.driver(definition.kind)
-            .clean_up_lost_run(name, &self.paths(name)?);
+        self.clean_up_run(&definition, &self.paths(name)?);
         self.store.remove(name)?;
         // A base of linked clones this instance was the last to use goes with it.
         crate::bases::Bases::in_root(self.store.root()).remove_unused(&self.store);

@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use corral_container::cgroups::{Cgroup, Layout};
-use corral_vmm::config::{DiskConfig, MacAddress, NicConfig, SerialTarget, VmConfig};
+use corral_net::Networks;
+use corral_vmm::config::{DiskConfig, MacAddress, SerialTarget, VmConfig};
 use oci_spec::runtime::{
     LinuxCpuBuilder, LinuxMemoryBuilder, LinuxPidsBuilder, LinuxResources, LinuxResourcesBuilder,
 };
@@ -18,6 +19,7 @@ use crate::definition::{BootFrom, Definition, Kind};
 use crate::disks::{backing_places, disk_source, pin_formats, preflight};
 use crate::driver::{instance_cgroup, Driver, InstancePaths};
 use crate::error::CoreError;
+use crate::networks::nic_network;
 use crate::volume::Pool;
 
 /// What a VMM may use beyond its guest's memory: the binary and its heap, thread stacks, the
@@ -33,14 +35,17 @@ const VMM_MEMORY_OVERHEAD_SHIFT: u32 = 5;
 pub struct VmDriver {
     exe: PathBuf,
     pool: Pool,
+    networks: Networks,
 }
 
 impl VmDriver {
-    /// `exe` is the corral binary that provides `vmm run`; `pool` resolves volume disks.
-    pub fn new(exe: impl Into<PathBuf>, pool: Pool) -> Self {
+    /// `exe` is the corral binary that provides `vmm run`; `pool` resolves volume disks and
+    /// `networks` the networks nics name.
+    pub fn new(exe: impl Into<PathBuf>, pool: Pool, networks: Networks) -> Self {
         Self {
             exe: exe.into(),
             pool,
+            networks,
         }
     }
 
@@ -105,17 +110,15 @@ impl VmDriver {
                 serial: disk.serial.clone(),
             });
         }
-        config.nics = definition
-            .nics
-            .iter()
-            .enumerate()
-            .map(|(index, nic)| NicConfig {
-                mac: nic
-                    .mac
-                    .or_else(|| Some(stable_mac(&definition.uuid, index))),
-                ..nic.clone()
-            })
-            .collect();
+        for (index, nic) in definition.nics.iter().enumerate() {
+            // A nic on a network gets a tap on the network's bridge.
+            let bridge =
+                nic_network(&self.networks, definition, index, nic)?.map(|network| network.bridge);
+            let mac = nic
+                .mac
+                .unwrap_or_else(|| stable_mac(&definition.uuid, index));
+            config.nics.push(nic.vmm_config(bridge, mac));
+        }
         Ok(config)
     }
 }
@@ -362,6 +365,7 @@ impl Driver for VmDriver {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::networks::networks_in;
 
     fn vm_definition(extra: &str) -> Definition {
         let text = format!(
@@ -379,7 +383,7 @@ mod tests {
         let pool = Pool::default_in(root.path());
         std::fs::create_dir_all(pool.dir()).unwrap();
         std::fs::write(pool.dir().join("base.qcow2"), b"").unwrap();
-        let driver = VmDriver::new("corral", pool.clone());
+        let driver = VmDriver::new("corral", pool.clone(), networks_in(root.path()));
         let paths = InstancePaths::new(root.path().join("instances/web"));
         let definition = vm_definition(
             "[[disks]]\nvolume = \"base\"\nserial = \"root\"\n\
@@ -422,9 +426,43 @@ mod tests {
     }
 
     #[test]
+    fn a_nic_on_a_network_gets_a_tap_on_the_networks_bridge() {
+        let root = tempfile::tempdir().unwrap();
+        let driver = VmDriver::new(
+            "corral",
+            Pool::default_in(root.path()),
+            networks_in(root.path()),
+        );
+        let paths = InstancePaths::new(root.path().join("instances/web"));
+        std::fs::create_dir_all(root.path().join("networks/lab")).unwrap();
+        std::fs::write(
+            root.path().join("networks/lab/network.toml"),
+            "name = \"lab\"\nbridge = \"corral-lab\"\nipv4 = \"10.0.3.1/24\"\n",
+        )
+        .unwrap();
+        let definition = vm_definition("[[nics]]\nnetwork = \"lab\"\nip = \"10.0.3.10\"\n");
+        let config = driver.vm_config(&definition, &paths).unwrap();
+        assert_eq!(config.nics[0].bridge.as_deref(), Some("corral-lab"));
+        assert_eq!(config.nics[0].tap, None);
+        assert_eq!(config.nics[0].mac, Some(stable_mac(&definition.uuid, 0)));
+        let unknown = vm_definition("[[nics]]\nnetwork = \"nowhere\"\n");
+        let err = driver.vm_config(&unknown, &paths).unwrap_err();
+        let chain = format!("{err}: {}", std::error::Error::source(&err).unwrap());
+        assert!(
+            chain.contains("nics[0] of instance")
+                && chain.contains("network nowhere does not exist"),
+            "{chain}"
+        );
+    }
+
+    #[test]
     fn nics_get_a_stable_mac_per_instance_and_interface_unless_given() {
         let root = tempfile::tempdir().unwrap();
-        let driver = VmDriver::new("corral", Pool::default_in(root.path()));
+        let driver = VmDriver::new(
+            "corral",
+            Pool::default_in(root.path()),
+            networks_in(root.path()),
+        );
         let paths = InstancePaths::new(root.path().join("instances/web"));
         let definition = vm_definition(
             "[[nics]]\nbridge = \"br0\"\n[[nics]]\ntap = \"tap7\"\n\

@@ -194,6 +194,18 @@ pub fn add_address(
     ip(netns, &["address", "add", &cidr, "dev", name]).map(drop)
 }
 
+/// Gives `name` the address `address/prefix_len`, whether or not it has it already.
+pub fn replace_address(
+    netns: Option<&NetnsPath>,
+    name: &str,
+    address: IpAddr,
+    prefix_len: u8,
+) -> Result<()> {
+    validate_interface_name(name)?;
+    let cidr = format!("{address}/{prefix_len}");
+    ip(netns, &["address", "replace", &cidr, "dev", name]).map(drop)
+}
+
 /// Sets the default route through `gateway`.
 pub fn set_default_route(netns: Option<&NetnsPath>, gateway: IpAddr) -> Result<()> {
     let gateway = gateway.to_string();

@@ -43,10 +43,11 @@ pub struct CloneArgs {
     /// Clone a paused instance: its content as it is now (crash-consistent).
     #[arg(long)]
     force: bool,
-    /// The clone's network interfaces instead of the source's: tap=NAME or bridge=NAME,
-    /// optionally ,mac=MAC (repeatable). Needed when the source uses a fixed tap device.
+    /// The clone's network interfaces instead of the source's: network=NAME[,ip=ADDRESS],
+    /// tap=NAME or bridge=NAME, optionally ,mac=MAC (repeatable). Needed when the source uses
+    /// a fixed tap device.
     #[arg(long = "nic")]
-    nics: Vec<corral_vmm::config::NicConfig>,
+    nics: Vec<corral_core::nic::Nic>,
     #[arg(long, short, value_enum, default_value_t)]
     output: Format,
 }

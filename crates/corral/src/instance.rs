@@ -79,10 +79,11 @@ pub struct CreateArgs {
     /// a qcow2 disk's backing files must be in the storage pool or listed with allow_backing.
     #[arg(long = "disk")]
     disks: Vec<String>,
-    /// A VM network interface: tap=NAME or bridge=NAME, optionally ,mac=MAC (repeatable; a
-    /// stable MAC is derived from the instance's UUID when none is given).
+    /// A VM network interface: network=NAME[,ip=ADDRESS][,forward=tcp:8080:80...] (a corral
+    /// network), tap=NAME or bridge=NAME, optionally ,mac=MAC (repeatable; a stable MAC is
+    /// derived from the instance's UUID when none is given).
     #[arg(long = "nic")]
-    nics: Vec<corral_vmm::config::NicConfig>,
+    nics: Vec<corral_core::nic::Nic>,
     #[arg(long)]
     on_poweroff: Option<Action>,
     #[arg(long)]
@@ -187,7 +188,11 @@ pub fn manager(root: &Path) -> anyhow::Result<Manager> {
     let pool = corral_core::volume::Pool::default_in(root);
     let manager = Manager::new(
         store,
-        Box::new(corral_core::vm::VmDriver::new(&exe, pool.clone())),
+        Box::new(corral_core::vm::VmDriver::new(
+            &exe,
+            pool.clone(),
+            corral_core::networks::networks_in(root),
+        )),
         Box::new(corral_core::container::ContainerDriver::new(&exe, pool)),
     );
     // How long to wait for another command working on the same instance.
@@ -463,6 +468,11 @@ pub fn start(root: &Path, names: Vec<String>) -> anyhow::Result<ExitCode> {
 pub fn autostart(root: &Path) -> anyhow::Result<ExitCode> {
     let manager = manager(root)?;
     let mut failed = 0;
+    // Bridges and NAT first: instances on a network attach to its bridge.
+    if let Err(err) = manager.network_restore() {
+        output::report_error(&err.into());
+        failed += 1;
+    }
     for summary in manager.list()? {
         let definition = manager.store().definition(&summary.name)?;
         if !definition.autostart || summary.status.is_active() {
@@ -675,10 +685,21 @@ pub fn info(root: &Path, args: InfoArgs) -> anyhow::Result<ExitCode> {
         );
     }
     for (i, nic) in definition.nics.iter().enumerate() {
-        let backend = match (&nic.tap, &nic.bridge) {
-            (Some(tap), _) => format!("tap {tap}"),
-            (None, Some(bridge)) => format!("bridge {bridge}"),
-            (None, None) => String::new(),
+        let backend = match (&nic.network, &nic.tap, &nic.bridge) {
+            (Some(network), _, _) => format!("network {network}"),
+            (None, Some(tap), _) => format!("tap {tap}"),
+            (None, None, Some(bridge)) => format!("bridge {bridge}"),
+            (None, None, None) => String::new(),
+        };
+        let backend = match nic.ip {
+            Some(ip) => format!("{backend}, ip {ip}"),
+            None => backend,
+        };
+        let forwards: Vec<String> = nic.forwards.iter().map(ToString::to_string).collect();
+        let backend = if forwards.is_empty() {
+            backend
+        } else {
+            format!("{backend}, forwards {}", forwards.join(" "))
         };
         let mac = nic
             .mac

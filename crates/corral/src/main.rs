@@ -11,6 +11,7 @@ mod host;
 mod image;
 mod image_build;
 mod instance;
+mod network;
 mod network_service;
 mod oci;
 mod output;
@@ -98,6 +99,8 @@ enum Command {
     Config(instance::ConfigArgs),
     /// Manage the storage pool's volumes.
     Volume(volume::VolumeArgs),
+    /// Manage networks: bridges with NAT and port forwards instances attach to.
+    Network(network::NetworkArgs),
     /// Manage images: the templates instances are created from.
     Image(image::ImageArgs),
     /// Make an image of a stopped instance (its root filesystem, or its VM disk flattened).
@@ -185,6 +188,7 @@ fn main() -> ExitCode {
         Command::Exec(args) => instance::exec(&cli.root, args),
         Command::Config(args) => instance::config(&cli.root, args),
         Command::Volume(args) => volume::run(&cli.root, args),
+        Command::Network(args) => network::run(&cli.root, args),
         Command::Image(args) => image::run(&cli.root, args),
         Command::Publish(args) => image::publish(&cli.root, args),
         Command::Template(args) => image::publish(&cli.root, args.sealed()),

@@ -1,0 +1,158 @@
+//! corral networks (`corral network ...`): corral-net's [`Networks`] under the corral root, with
+//! what only the instance layer knows: which instances use a network.
+//!
+//! The network's DHCP/DNS service (its supervisor) is started and stopped here, around the
+//! corral-net calls: after a create, a set or a restore, before a delete.
+
+use std::path::Path;
+
+use corral_net::definition::NetworkDefinition;
+use corral_net::networks::{NetworkInfo, NetworkRequest};
+use corral_net::{NetworkError, Networks};
+
+use crate::definition::Definition;
+use crate::driver::InstancePaths;
+use crate::error::CoreError;
+use crate::lifecycle::Manager;
+use crate::nic::Nic;
+
+/// The networks of the corral root `root` (`ROOT/networks/`).
+pub fn networks_in(root: &Path) -> Networks {
+    Networks::new(root.join("networks"))
+}
+
+/// The network nic `index` of `definition` names, checked to exist and to hold the nic's fixed
+/// address, if it has one; `None` for a nic on a tap or bridge of the host's own.
+pub fn nic_network(
+    networks: &Networks,
+    definition: &Definition,
+    index: usize,
+    nic: &Nic,
+) -> Result<Option<NetworkDefinition>, CoreError> {
+    let Some(name) = &nic.network else {
+        return Ok(None);
+    };
+    let nic_error = |source| CoreError::NicNetwork {
+        instance: definition.name.clone(),
+        index,
+        source: Box::new(source),
+    };
+    let network = networks.get(name).map_err(nic_error)?;
+    if let (Some(ip), Some(v4)) = (nic.ip, network.ipv4) {
+        if !v4.contains(ip) || ip == v4.address || ip == v4.network() || ip == v4.broadcast() {
+            return Err(nic_error(NetworkError::NicAddress {
+                network: network.name,
+                address: ip,
+                gateway: v4,
+            }));
+        }
+    }
+    Ok(Some(network))
+}
+
+/// Who holds the port forwards of nic `index` of instance `name`.
+fn forward_owner(name: &str, index: usize) -> String {
+    format!("{name}/{index}")
+}
+
+impl Manager {
+    pub fn networks(&self) -> Networks {
+        networks_in(self.store().root())
+    }
+
+    /// Creates a network (see [`Networks::create`]).
+    pub fn network_create(&self, request: &NetworkRequest) -> Result<NetworkDefinition, CoreError> {
+        // Seam: the network's DHCP/DNS supervisor starts after this (a managed network's).
+        Ok(self.networks().create(request)?)
+    }
+
+    pub fn network_list(&self) -> Result<Vec<NetworkDefinition>, CoreError> {
+        Ok(self.networks().list()?)
+    }
+
+    pub fn network_info(&self, name: &str) -> Result<NetworkInfo, CoreError> {
+        Ok(self.networks().info(name)?)
+    }
+
+    /// Deletes network `name`, refused while an instance's nic names it.
+    pub fn network_delete(&self, name: &str) -> Result<(), CoreError> {
+        let users = self.network_users(name)?;
+        // Seam: the network's DHCP/DNS supervisor stops before this, once `users` is empty.
+        Ok(self.networks().delete(name, &users)?)
+    }
+
+    /// Changes settings of network `name` (`KEY=VALUE` pairs split) and applies them.
+    pub fn network_set(
+        &self,
+        name: &str,
+        changes: &[(String, String)],
+    ) -> Result<NetworkDefinition, CoreError> {
+        // Seam: the network's DHCP/DNS supervisor is told the new settings after this.
+        Ok(self.networks().set(name, changes)?)
+    }
+
+    /// Brings every network's bridge and corral's nftables table back (at host boot, before
+    /// instances start).
+    pub fn network_restore(&self) -> Result<(), CoreError> {
+        // Seam: each managed network's DHCP/DNS supervisor (re)starts after this.
+        Ok(self.networks().restore()?)
+    }
+
+    /// Puts the port forwards of `definition`'s nics in effect (as its run starts); on failure
+    /// none is.
+    pub(crate) fn apply_forwards(&self, definition: &Definition) -> Result<(), CoreError> {
+        let networks = self.networks();
+        for (index, nic) in definition.nics.iter().enumerate() {
+            let (Some(network), Some(ip)) = (&nic.network, nic.ip) else {
+                continue;
+            };
+            if nic.forwards.is_empty() {
+                continue;
+            }
+            let owner = forward_owner(&definition.name, index);
+            if let Err(source) = networks.set_forwards(network, &owner, ip, &nic.forwards) {
+                self.release_forwards(definition);
+                return Err(CoreError::NicNetwork {
+                    instance: definition.name.clone(),
+                    index,
+                    source: Box::new(source),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends what a run of `definition`'s instance left: what its supervisor ran (the driver's
+    /// part) and its port forwards.
+    pub(crate) fn clean_up_run(&self, definition: &Definition, paths: &InstancePaths) {
+        self.driver(definition.kind)
+            .clean_up_lost_run(&definition.name, paths);
+        self.release_forwards(definition);
+    }
+
+    pub(crate) fn release_forwards(&self, definition: &Definition) {
+        let networks = self.networks();
+        for index in 0..definition.nics.len() {
+            let owner = forward_owner(&definition.name, index);
+            if let Err(err) = networks.clear_forwards(&owner) {
+                tracing::warn!("cannot remove the port forwards of {owner}: {err}");
+            }
+        }
+    }
+
+    /// The instances whose definition puts a nic on network `name`.
+    pub fn network_users(&self, name: &str) -> Result<Vec<String>, CoreError> {
+        let mut users = Vec::new();
+        for instance in self.store().names()? {
+            let definition = self.store().definition(&instance)?;
+            if definition
+                .nics
+                .iter()
+                .any(|nic| nic.network.as_deref() == Some(name))
+            {
+                users.push(instance);
+            }
+        }
+        Ok(users)
+    }
+}
