@@ -90,6 +90,12 @@ pub enum CoreError {
     Write(#[from] corral_host::atomic::AtomicWriteError),
     #[error(transparent)]
     Clone(#[from] crate::clone::CloneError),
+    #[error("cannot set up the network of instance {name}")]
+    Network {
+        name: String,
+        #[source]
+        source: crate::container_net::NicError,
+    },
     #[error("cannot set up the cgroup of instance {name}")]
     Cgroup {
         name: String,

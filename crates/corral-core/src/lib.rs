@@ -27,6 +27,7 @@ pub mod sysprep;
 pub use error::CoreError;
 pub use lifecycle::Manager;
 pub mod container;
+pub mod container_net;
 pub mod monitor;
 pub mod seccomp;
 pub mod userns;

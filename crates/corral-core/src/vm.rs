@@ -462,7 +462,7 @@ mod tests {
         let definition: Definition = toml::from_str(container).unwrap();
         let err = definition.validate().unwrap_err().to_string();
         assert!(
-            err.contains("`nics`") && err.contains("only for vms"),
+            err.contains("nics[0].tap") && err.contains("only for vms"),
             "{err}"
         );
     }

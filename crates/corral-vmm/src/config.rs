@@ -3,11 +3,13 @@
 //! file or `/dev/kvm`; the rest is checked when the VM is built.
 
 use std::fmt;
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 pub use corral_control::restart::RestartLimit;
 use corral_disk::DiskFormat;
+pub use corral_net::HostAddress;
 use serde::{Deserialize, Serialize};
 
 /// Linux's x86 `COMMAND_LINE_SIZE` (including the terminating NUL): the longest command line a
@@ -301,9 +303,27 @@ pub struct NicConfig {
     /// The guest's MAC address; a random locally administered one when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac: Option<MacAddress>,
+    /// The guest's IPv4 address (`10.0.3.10/24`): set on an application container's interface
+    /// by corral, and the only source address the nic's filter lets through.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<HostAddress>,
+    /// The default route corral sets in an application container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<Ipv4Addr>,
+    /// The name servers of an application container's /etc/resolv.conf.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns: Vec<Ipv4Addr>,
+    /// Anti-spoofing, on unless `false`: the nic may send only from its own MAC and IP address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<bool>,
 }
 
 impl NicConfig {
+    /// Whether the nic's traffic is filtered (see [`NicConfig::filter`]).
+    pub fn filtered(&self) -> bool {
+        self.filter != Some(false)
+    }
+
     /// Checks interface `index`: exactly one of `tap` and `bridge`, a unicast MAC.
     pub fn validate(&self, index: usize) -> Result<(), ConfigError> {
         if self.tap.is_some() == self.bridge.is_some() {
@@ -384,10 +404,28 @@ impl FromStr for NicConfig {
                 "tap" if !value.is_empty() => nic.tap = Some(value.to_owned()),
                 "bridge" if !value.is_empty() => nic.bridge = Some(value.to_owned()),
                 "mac" => nic.mac = Some(value.parse().map_err(|err| format!("{err}"))?),
+                "ip" => nic.ip = Some(value.parse().map_err(|err| format!("{err}"))?),
+                "gateway" | "dns" => {
+                    let address: Ipv4Addr = value
+                        .parse()
+                        .map_err(|_| format!("{key}={value:?} is not an IPv4 address"))?;
+                    match key {
+                        "gateway" => nic.gateway = Some(address),
+                        _ => nic.dns.push(address),
+                    }
+                }
+                "filter" => {
+                    nic.filter = Some(match value {
+                        "on" => true,
+                        "off" => false,
+                        _ => return Err(format!("filter={value:?}: use filter=on or filter=off")),
+                    })
+                }
                 _ => {
                     return Err(format!(
                         "invalid network interface option {key:?}: use tap=NAME or bridge=NAME, \
-                         optionally with ,mac=52:54:00:12:34:56"
+                         optionally with ,mac=52:54:00:12:34:56, ,ip=10.0.3.10/24, \
+                         ,gateway=10.0.3.1, ,dns=10.0.3.1 and ,filter=off"
                     ))
                 }
             }

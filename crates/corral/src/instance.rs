@@ -583,10 +583,12 @@ pub fn info(root: &Path, args: InfoArgs) -> anyhow::Result<ExitCode> {
         .then(|| manager.live_info(&args.name))
         .flatten();
     if args.output == Format::Json {
+        let nics = corral_core::container_net::recorded(&manager.paths(&args.name)?);
         output::print_json(&serde_json::json!({
             "definition": definition,
             "state": state,
             "live": live,
+            "nics": nics,
         }))?;
         return Ok(ExitCode::SUCCESS);
     }
@@ -683,7 +685,18 @@ pub fn info(root: &Path, args: InfoArgs) -> anyhow::Result<ExitCode> {
         let mac = nic
             .mac
             .unwrap_or_else(|| corral_core::vm::stable_mac(&definition.uuid, i));
-        line(&format!("Nic {i}"), &format!("{backend}, mac {mac}"));
+        let mut text = format!("{backend}, mac {mac}");
+        if definition.kind == corral_core::definition::Kind::Container {
+            let host = corral_core::container_net::host_interface(&definition.uuid, i);
+            text.push_str(&format!(", host interface {host}"));
+        }
+        if let Some(ip) = nic.ip {
+            text.push_str(&format!(", ip {ip}"));
+        }
+        if !nic.filtered() {
+            text.push_str(", unfiltered");
+        }
+        line(&format!("Nic {i}"), &text);
     }
     if let Some(exit) = &state.last_exit {
         let mut text = exit.reason.clone();
