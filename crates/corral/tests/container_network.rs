@@ -193,7 +193,7 @@ fn application_containers_on_a_bridge_reach_each_other_with_their_own_addresses_
     lan.ip_inside("c3", &["address", "flush", "dev", "eth0"]);
     lan.ip_inside("c3", &["address", "add", "10.0.3.98/24", "dev", "eth0"]);
     assert_eq!(lan.who("c3", "10.0.3.11").as_deref(), Some("c2"));
-    assert!(!lan.has_filter(&lan.nic("c3")["host_interface"].as_str().unwrap().to_owned()));
+    assert!(!lan.has_filter(lan.nic("c3")["host_interface"].as_str().unwrap()));
 
     // Stopping removes the host end, its filter and the namespace file.
     lan.root.ok(&["stop", "c1", "--timeout", "2"]);

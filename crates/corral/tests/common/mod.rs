@@ -253,7 +253,7 @@ impl Drop for TestBundle {
 pub struct CorralRoot {
     pub dir: tempfile::TempDir,
     /// The network namespace every command runs in (`nsenter --net`), when not the test's own.
-    netns: Option<String>,
+    pub netns: Option<String>,
 }
 
 impl CorralRoot {
