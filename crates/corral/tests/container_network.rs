@@ -284,3 +284,69 @@ fn a_container_without_nics_keeps_only_its_loopback() {
         .unwrap()
         .is_empty());
 }
+
+#[test]
+fn a_system_container_gets_its_links_unconfigured_and_keeps_them_across_a_reboot() {
+    require_root!();
+    require_program!("ip");
+    require_program!("nft");
+    require_program!("unshare");
+    require_program!("nsenter");
+    let Some(lan) = Lan::new("vethsys") else {
+        return;
+    };
+    let rootfs = lan.root.dir.path().join("busybox");
+    std::fs::create_dir_all(rootfs.join("sbin")).unwrap();
+    std::os::unix::fs::symlink("../bin/busybox", rootfs.join("sbin/init")).unwrap();
+    lan.root.ok(&[
+        "create",
+        "sys",
+        "--rootfs",
+        rootfs.to_str().unwrap(),
+        "--init",
+        "--nic",
+        "bridge=br0,ip=10.0.3.30/24,gateway=10.0.3.1,dns=10.0.3.1",
+    ]);
+    lan.root.ok(&["start", "sys"]);
+    let host = lan.nic("sys")["host_interface"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Its init configures eth0 (DHCP), so corral set no address, and it may set one itself.
+    let addresses = lan.root.ok(&[
+        "exec", "sys", "--", "ip", "-o", "-4", "addr", "show", "eth0",
+    ]);
+    assert_eq!(addresses, "", "corral configured a system container's eth0");
+    lan.root.ok(&[
+        "exec",
+        "sys",
+        "--",
+        "ip",
+        "addr",
+        "add",
+        "10.0.3.30/24",
+        "dev",
+        "eth0",
+    ]);
+    // Its own /etc is left alone.
+    let resolv = lan.root.instance_dir("sys").join("rootfs/etc/resolv.conf");
+    assert!(!resolv.exists());
+
+    lan.root.ok(&["exec", "sys", "--", "/bin/reboot"]);
+    common::wait_for("the reboot", std::time::Duration::from_secs(15), || {
+        lan.root.info("sys")["live"]["restarts"].as_u64() == Some(1)
+    });
+    assert!(lan.has_link(&host), "a reboot keeps the nic");
+    let addresses = lan.root.ok(&[
+        "exec", "sys", "--", "ip", "-o", "-4", "addr", "show", "eth0",
+    ]);
+    assert!(addresses.contains("10.0.3.30/24"), "{addresses}");
+
+    // Powering off from inside removes the nic without any corral command.
+    lan.root.ok(&["exec", "sys", "--", "/bin/poweroff"]);
+    common::wait_for("the nic to go", std::time::Duration::from_secs(15), || {
+        !lan.has_link(&host)
+    });
+    assert!(!lan.has_filter(&host));
+    assert!(!lan.netns_file("sys").exists());
+}
