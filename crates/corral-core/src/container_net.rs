@@ -70,12 +70,7 @@ impl ContainerNic {
 /// The host end of nic `index` of the instance with `uuid`: `vc`, ten hex digits of the UUID and
 /// the index, stable across starts and at most 15 characters.
 pub fn host_interface(uuid: &str, index: usize) -> String {
-    let digits: String = uuid
-        .chars()
-        .filter(char::is_ascii_hexdigit)
-        .take(10)
-        .collect();
-    format!("vc{digits}{index}")
+    crate::vm::derived_interface("vc", uuid, index)
 }
 
 /// The container's nics as this start sets them up, resolved from the definition. This is where

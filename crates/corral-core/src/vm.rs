@@ -113,10 +113,61 @@ impl VmDriver {
                 mac: nic
                     .mac
                     .or_else(|| Some(stable_mac(&definition.uuid, index))),
+                tap: Some(host_interface(definition, index)),
                 ..nic.clone()
             })
             .collect();
         Ok(config)
+    }
+}
+
+/// The host's tap of nic `index`: the definition's `tap`, else (a nic on a bridge) `vt`, ten hex
+/// digits of the UUID and the index, named here so the nic's filter can name it.
+pub fn host_interface(definition: &Definition, index: usize) -> String {
+    definition
+        .nics
+        .get(index)
+        .and_then(|nic| nic.tap.clone())
+        .unwrap_or_else(|| derived_interface("vt", &definition.uuid, index))
+}
+
+/// An interface name of nic `index` of the instance with `uuid`: `prefix` (two letters), ten hex
+/// digits of the UUID and the index; stable across starts, unique per instance and nic, and at
+/// most 15 characters.
+pub fn derived_interface(prefix: &str, uuid: &str, index: usize) -> String {
+    let digits: String = uuid
+        .chars()
+        .filter(char::is_ascii_hexdigit)
+        .take(10)
+        .collect();
+    format!("{prefix}{digits}{index}")
+}
+
+/// The anti-spoofing filters of a VM's nics on a bridge (see `corral_net::filter`).
+fn filters(definition: &Definition) -> Vec<corral_net::NicFilter> {
+    definition
+        .nics
+        .iter()
+        .enumerate()
+        .filter(|(_, nic)| nic.bridge.is_some() && nic.filtered())
+        .map(|(index, nic)| corral_net::NicFilter {
+            interface: host_interface(definition, index),
+            mac: nic
+                .mac
+                .unwrap_or_else(|| stable_mac(&definition.uuid, index))
+                .0,
+            ipv4: nic.ip.map(|ip| ip.address),
+        })
+        .collect()
+}
+
+/// Removes the filters of the VM's nics (those there are).
+fn remove_filters(definition: &Definition) {
+    for index in 0..definition.nics.len() {
+        let interface = host_interface(definition, index);
+        if let Err(err) = corral_net::filter::remove(None, &interface) {
+            tracing::warn!("cannot remove the filter of {interface}: {err}");
+        }
     }
 }
 
@@ -259,6 +310,7 @@ impl Driver for VmDriver {
                 tracing::warn!("cannot remove the cgroup of instance {name}: {err}");
             }
         }
+        remove_filters(&definition);
     }
 
     fn settle_definition(
@@ -336,6 +388,13 @@ impl Driver for VmDriver {
         cgroup
             .apply(&cgroup_resources(definition)?)
             .map_err(cgroup_error)?;
+        // Before the VMM makes the taps: the filters name them, so no frame passes unchecked.
+        for filter in filters(definition) {
+            corral_net::filter::add(None, &filter).map_err(|source| CoreError::Network {
+                name: definition.name.clone(),
+                source: source.into(),
+            })?;
+        }
         let mut command = Command::new(&self.exe);
         command
             .arg("vmm")
@@ -437,6 +496,13 @@ mod tests {
         assert_ne!(macs[0], macs[1]);
         assert_eq!(macs[2].to_string(), "52:54:00:00:00:08");
         assert_eq!(config.nics[0].bridge.as_deref(), Some("br0"));
+        // A nic on a bridge gets a tap named for its filter; a named tap keeps its name.
+        assert_eq!(config.nics[0].tap.as_deref(), Some("vtf4e2e3b47f0"));
+        assert_eq!(config.nics[1].tap.as_deref(), Some("tap7"));
+        let filters = filters(&definition);
+        assert_eq!(filters.len(), 1, "only nics on a bridge are filtered");
+        assert_eq!(filters[0].interface, "vtf4e2e3b47f0");
+        assert_eq!(filters[0].mac, macs[0].0);
         // The same definition gives the same addresses on the next start.
         assert_eq!(
             driver.vm_config(&definition, &paths).unwrap().nics,
@@ -449,11 +515,11 @@ mod tests {
     fn bad_nics_are_refused_with_their_field() {
         let text =
             "name = \"web\"\ntype = \"vm\"\nuuid = \"f4e2e3b4-7f3d-4b1b-8b3b-3b4b1b7f3d4b\"\n\
-                    [boot]\nkernel = \"vmlinux\"\n[[nics]]\ntap = \"t0\"\nbridge = \"br0\"\n";
+                    [boot]\nkernel = \"vmlinux\"\n[[nics]]\nmac = \"52:54:00:00:00:08\"\n";
         let definition: Definition = toml::from_str(text).unwrap();
         let err = definition.validate().unwrap_err().to_string();
         assert!(
-            err.contains("nics[0]") && err.contains("exactly one"),
+            err.contains("nics[0]") && err.contains("`tap`, `bridge` or both"),
             "{err}"
         );
         let container = "name = \"box\"\ntype = \"container\"\n\

@@ -79,8 +79,9 @@ pub struct CreateArgs {
     /// a qcow2 disk's backing files must be in the storage pool or listed with allow_backing.
     #[arg(long = "disk")]
     disks: Vec<String>,
-    /// A VM network interface: tap=NAME or bridge=NAME, optionally ,mac=MAC (repeatable; a
-    /// stable MAC is derived from the instance's UUID when none is given).
+    /// A network interface: tap=NAME (VMs) and/or bridge=NAME, optionally ,mac=MAC (a stable
+    /// one is derived from the instance's UUID when none is given), ,ip=A/N, ,gateway=G, ,dns=D
+    /// and ,filter=off (repeatable).
     #[arg(long = "nic")]
     nics: Vec<corral_vmm::config::NicConfig>,
     #[arg(long)]
@@ -686,10 +687,13 @@ pub fn info(root: &Path, args: InfoArgs) -> anyhow::Result<ExitCode> {
             .mac
             .unwrap_or_else(|| corral_core::vm::stable_mac(&definition.uuid, i));
         let mut text = format!("{backend}, mac {mac}");
-        if definition.kind == corral_core::definition::Kind::Container {
-            let host = corral_core::container_net::host_interface(&definition.uuid, i);
-            text.push_str(&format!(", host interface {host}"));
-        }
+        let host = match definition.kind {
+            corral_core::definition::Kind::Container => {
+                corral_core::container_net::host_interface(&definition.uuid, i)
+            }
+            corral_core::definition::Kind::Vm => corral_core::vm::host_interface(&definition, i),
+        };
+        text.push_str(&format!(", host interface {host}"));
         if let Some(ip) = nic.ip {
             text.push_str(&format!(", ip {ip}"));
         }
