@@ -95,6 +95,24 @@ impl Lan {
             .success()
     }
 
+    /// True when no veth, filter, namespace file or mount of instance `name` is left.
+    fn left_nothing(&self, name: &str) -> bool {
+        let links = self.net.ip(&["-o", "link", "show"]);
+        let rules = self
+            .net
+            .command("nft")
+            .args(["list", "ruleset"])
+            .output()
+            .unwrap();
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let netns = self.netns_file(name);
+        !links.contains(": vc")
+            && !links.contains(": vp")
+            && !String::from_utf8_lossy(&rules.stdout).contains("chain nic-")
+            && !netns.exists()
+            && !mounts.contains(netns.to_str().unwrap())
+    }
+
     fn has_filter(&self, interface: &str) -> bool {
         self.net
             .command("nft")
@@ -239,19 +257,51 @@ fn a_container_whose_nic_cannot_be_made_does_not_start_and_leaves_nothing() {
         "{err}"
     );
     assert_eq!(lan.root.status("bad"), "stopped");
-    let links = lan.net.ip(&["-o", "link", "show"]);
-    assert!(!links.contains("vc") && !links.contains("vp"), "{links}");
-    assert!(!lan.netns_file("bad").exists());
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    assert!(!mounts.contains(lan.netns_file("bad").to_str().unwrap()));
-    let tables = lan
-        .net
-        .command("nft")
-        .args(["list", "ruleset"])
-        .output()
-        .unwrap();
-    let tables = String::from_utf8_lossy(&tables.stdout);
-    assert!(!tables.contains("chain nic-"), "{tables}");
+    assert!(lan.left_nothing("bad"));
+
+    // Nics made, then the container itself fails: they go too.
+    lan.root.ok(&[
+        "create",
+        "noexec",
+        "--rootfs",
+        rootfs.to_str().unwrap(),
+        "--nic",
+        "bridge=br0,ip=10.0.3.21/24",
+        "--",
+        "/no/such/program",
+    ]);
+    let err = lan.root.fails(&["start", "noexec"]);
+    assert!(err.contains("/no/such/program"), "{err}");
+    assert!(lan.left_nothing("noexec"));
+}
+
+#[test]
+fn the_nics_of_a_killed_supervisor_are_removed_when_corral_notices() {
+    require_root!();
+    require_program!("ip");
+    require_program!("nft");
+    require_program!("unshare");
+    require_program!("nsenter");
+    let Some(lan) = Lan::new("vethkill") else {
+        return;
+    };
+    lan.container("lost", "bridge=br0,ip=10.0.3.40/24");
+    lan.root.ok(&["start", "lost"]);
+    let host = lan.nic("lost")["host_interface"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(lan.has_link(&host));
+    let pid = lan.root.info("lost")["state"]["pid"].as_i64().unwrap();
+    // SAFETY: kill(2) of the supervisor this test started, by its recorded pid.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
+    common::wait_for(
+        "the supervisor to be found dead",
+        std::time::Duration::from_secs(10),
+        || lan.root.status("lost") == "crashed",
+    );
+    assert!(!lan.has_link(&host), "{host} outlived its supervisor");
+    assert!(lan.left_nothing("lost"));
 }
 
 #[test]
@@ -344,9 +394,10 @@ fn a_system_container_gets_its_links_unconfigured_and_keeps_them_across_a_reboot
 
     // Powering off from inside removes the nic without any corral command.
     lan.root.ok(&["exec", "sys", "--", "/bin/poweroff"]);
-    common::wait_for("the nic to go", std::time::Duration::from_secs(15), || {
-        !lan.has_link(&host)
-    });
-    assert!(!lan.has_filter(&host));
-    assert!(!lan.netns_file("sys").exists());
+    common::wait_for(
+        "the nic and namespace to go",
+        std::time::Duration::from_secs(15),
+        || lan.left_nothing("sys"),
+    );
+    assert!(!lan.has_link(&host));
 }
