@@ -338,6 +338,11 @@ impl Driver for ContainerDriver {
                 definition.name
             ))
         })?;
+        // A nic that cannot be set up (no bridge, no prefix) is refused at create, not at start.
+        crate::container_net::plan(definition).map_err(|source| CoreError::Network {
+            name: definition.name.clone(),
+            source,
+        })?;
         let rootfs = paths.resolve(&spec.rootfs);
         if !rootfs.is_dir() {
             return Err(CoreError::Missing {

@@ -63,7 +63,7 @@ impl ContainerNic {
 
     /// The veth end's name on the host until it moves into the container.
     fn peer(&self) -> String {
-        format!("vp{}", &self.host_interface[2..])
+        format!("vp{}", self.host_interface.get(2..).unwrap_or_default())
     }
 }
 

@@ -9,7 +9,7 @@ use std::str::FromStr;
 
 pub use corral_control::restart::RestartLimit;
 use corral_disk::DiskFormat;
-pub use corral_net::HostAddress;
+use corral_net::HostAddress;
 use serde::{Deserialize, Serialize};
 
 /// Linux's x86 `COMMAND_LINE_SIZE` (including the terminating NUL): the longest command line a

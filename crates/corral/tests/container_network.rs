@@ -259,6 +259,17 @@ fn a_container_whose_nic_cannot_be_made_does_not_start_and_leaves_nothing() {
     assert_eq!(lan.root.status("bad"), "stopped");
     assert!(lan.left_nothing("bad"));
 
+    // An application container's address needs its prefix: refused when defined.
+    let err = lan.root.fails(&[
+        "create",
+        "noprefix",
+        "--rootfs",
+        rootfs.to_str().unwrap(),
+        "--nic",
+        "bridge=br0,ip=10.0.3.22",
+    ]);
+    assert!(err.contains("write it like 10.0.3.22/24"), "{err}");
+
     // Nics made, then the container itself fails: they go too.
     lan.root.ok(&[
         "create",
