@@ -248,8 +248,10 @@ fn write_etc_files(
 /// files. Safe to call when nothing is there; what cannot be removed is logged.
 pub fn tear_down(paths: &InstancePaths) {
     for nic in recorded(paths) {
-        if let Err(err) = corral_net::filter::remove(None, &nic.host_interface) {
-            tracing::warn!("cannot remove the filter of {}: {err}", nic.host_interface);
+        if nic.filter {
+            if let Err(err) = corral_net::filter::remove(None, &nic.host_interface) {
+                tracing::warn!("cannot remove the filter of {}: {err}", nic.host_interface);
+            }
         }
         // A start interrupted before the move left the peer on the host; deleting either end
         // deletes the pair.

@@ -161,9 +161,15 @@ fn filters(definition: &Definition) -> Vec<corral_net::NicFilter> {
         .collect()
 }
 
-/// Removes the filters of the VM's nics (those there are).
+/// Removes the filters of the VM's nics on a bridge (those there are: the definition may have
+/// been edited since the start).
 fn remove_filters(definition: &Definition) {
-    for index in 0..definition.nics.len() {
+    for (index, _) in definition
+        .nics
+        .iter()
+        .enumerate()
+        .filter(|(_, nic)| nic.bridge.is_some())
+    {
         let interface = host_interface(definition, index);
         if let Err(err) = corral_net::filter::remove(None, &interface) {
             tracing::warn!("cannot remove the filter of {interface}: {err}");
