@@ -7,7 +7,7 @@ packages=(
   build-essential   # gcc/as/ld for the freestanding test guests
   pkg-config
   iproute2          # ip netns / link for network tests
-  nftables          # nft: corral networks' NAT and port forwards (table inet corral)
+  nftables          # nft: networks' NAT and port forwards, per-nic anti-spoofing filters
   linux-source-6.1  # the real-Linux VMM test guest (guests/linux/build.sh)
   flex              # ... and the tools its kernel build needs
   bison

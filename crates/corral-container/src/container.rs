@@ -655,22 +655,22 @@ fn count_threads() -> usize {
         .unwrap_or(1)
 }
 
-/// Starts the init with one clone into all new namespaces (joining a pid namespace by path
-/// first, since only children enter it).
+/// Starts the init with one clone into all new namespaces (joining first, and leaving after,
+/// those the runtime joins for it: see [`NamespacePlan::joined_before_clone`]).
 fn clone_init(plan: &NamespacePlan, config: InitConfig<'_>) -> Result<Pid> {
-    let restore_pid_ns = match plan.pid_to_join() {
-        Some(path) => {
-            let own = nix::fcntl::open(
-                "/proc/self/ns/pid",
-                OFlag::O_RDONLY | OFlag::O_CLOEXEC,
-                Mode::empty(),
-            )
-            .map_err(|e| Error::sys("open /proc/self/ns/pid", e))?;
-            crate::init::join_namespace(path, CloneFlags::CLONE_NEWPID)?;
-            Some(own)
-        }
-        None => None,
-    };
+    let mut restore = Vec::new();
+    for (kind, path) in plan.joined_before_clone() {
+        let flag = crate::spec::clone_flag(kind);
+        let own_path = format!("/proc/self/ns/{}", proc_ns_name(kind));
+        let own = nix::fcntl::open(
+            own_path.as_str(),
+            OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| Error::sys(format!("open {own_path}"), e))?;
+        crate::init::join_namespace(path, flag)?;
+        restore.push((flag, own));
+    }
     // The cgroup namespace is unshared by the init once it is in its cgroup, so that cgroup
     // becomes the namespace's root.
     let namespaces = plan.clone_flags - CloneFlags::CLONE_NEWCGROUP;
@@ -681,9 +681,9 @@ fn clone_init(plan: &NamespacePlan, config: InitConfig<'_>) -> Result<Pid> {
     if rc == 0 {
         crate::init::run(config);
     }
-    if let Some(own) = restore_pid_ns {
-        nix::sched::setns(own.as_fd(), CloneFlags::CLONE_NEWPID)
-            .map_err(|e| Error::sys("return to the runtime's pid namespace", e))?;
+    for (flag, own) in restore {
+        nix::sched::setns(own.as_fd(), flag)
+            .map_err(|e| Error::sys(format!("return to the runtime's {flag:?} namespace"), e))?;
     }
     if rc < 0 {
         return Err(Error::sys("clone the container's init", nix::Error::last()));
@@ -819,19 +819,34 @@ fn read_fifo_until_exec(fifo: &OwnedFd, pid: i32, start_time: u64) -> Result<Fif
     }
 }
 
+/// The name of a namespace kind under /proc/PID/ns.
+fn proc_ns_name(kind: LinuxNamespaceType) -> &'static str {
+    match kind {
+        LinuxNamespaceType::Pid => "pid",
+        LinuxNamespaceType::Network => "net",
+        LinuxNamespaceType::User => "user",
+        LinuxNamespaceType::Ipc => "ipc",
+        LinuxNamespaceType::Uts => "uts",
+        LinuxNamespaceType::Cgroup => "cgroup",
+        LinuxNamespaceType::Time => "time",
+        LinuxNamespaceType::Mount => "mnt",
+    }
+}
+
 /// The namespaces of a running container's init, minus those the caller already shares.
 struct ContainerNamespaces {
-    /// (kind, fd) in join order: user first, mount last.
+    /// (kind, fd) in join order: network first (it may be the host's, which the container's
+    /// user namespace has no privilege over), then user, mount last.
     entries: Vec<(CloneFlags, OwnedFd)>,
 }
 
 impl ContainerNamespaces {
     fn open(pid: i32) -> Result<Self> {
         let order = [
+            ("net", CloneFlags::CLONE_NEWNET),
             ("user", CloneFlags::CLONE_NEWUSER),
             ("ipc", CloneFlags::CLONE_NEWIPC),
             ("uts", CloneFlags::CLONE_NEWUTS),
-            ("net", CloneFlags::CLONE_NEWNET),
             ("pid", CloneFlags::CLONE_NEWPID),
             ("cgroup", CloneFlags::CLONE_NEWCGROUP),
             ("mnt", CloneFlags::CLONE_NEWNS),

@@ -120,7 +120,7 @@ fn setup(config: &InitConfig<'_>) -> Result<Option<crate::process::Prepared>> {
             .map_err(|e| Error::sys("create the cgroup namespace", e))?;
     }
     for (kind, path) in &config.plan.join {
-        if *kind == oci_spec::runtime::LinuxNamespaceType::Pid {
+        if crate::spec::joined_by_runtime(*kind) {
             continue; // joined by the runtime before the clone
         }
         join_namespace(path, crate::spec::clone_flag(*kind))?;

@@ -319,13 +319,21 @@ impl NamespacePlan {
         self.clone_flags.contains(flag)
     }
 
-    /// The path of a pid namespace to join, which must happen before the clone.
-    pub fn pid_to_join(&self) -> Option<&Path> {
+    /// Namespaces the runtime joins before the clone, for the init to inherit: a pid namespace
+    /// (only children enter it), and a network namespace, which the host made and owns: once
+    /// root of a new user namespace, the init could no longer join it.
+    pub fn joined_before_clone(&self) -> impl Iterator<Item = (LinuxNamespaceType, &Path)> {
         self.join
             .iter()
-            .find(|(kind, _)| *kind == LinuxNamespaceType::Pid)
-            .map(|(_, path)| path.as_path())
+            .filter(|(kind, _)| joined_by_runtime(*kind))
+            .map(|(kind, path)| (*kind, path.as_path()))
     }
+}
+
+/// Whether a namespace given by path is joined by the runtime (see
+/// [`NamespacePlan::joined_before_clone`]) rather than by the init.
+pub fn joined_by_runtime(kind: LinuxNamespaceType) -> bool {
+    matches!(kind, LinuxNamespaceType::Pid | LinuxNamespaceType::Network)
 }
 
 /// The environment of a container process: the spec's, with `container=corral` (replacing any
@@ -468,7 +476,11 @@ mod tests {
             plan.join[1],
             (LinuxNamespaceType::Network, PathBuf::from("/run/netns/x"))
         );
-        assert!(plan.pid_to_join().is_none());
+        // The host's network namespace is entered by the runtime, before the user namespace.
+        assert_eq!(
+            plan.joined_before_clone().collect::<Vec<_>>(),
+            [(LinuxNamespaceType::Network, Path::new("/run/netns/x"))]
+        );
     }
 
     #[test]

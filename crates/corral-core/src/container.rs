@@ -17,6 +17,7 @@ use crate::driver::{Driver, InstancePaths};
 use crate::error::CoreError;
 use crate::userns::IdRange;
 use crate::volume::Pool;
+use corral_net::Networks;
 
 /// The CFS period the CPU quota is expressed in.
 const CPU_PERIOD_US: u64 = 100_000;
@@ -41,14 +42,17 @@ const DEFAULT_CAPABILITIES: &[Capability] = &[
 pub struct ContainerDriver {
     exe: PathBuf,
     pool: Pool,
+    networks: Networks,
 }
 
 impl ContainerDriver {
-    /// `exe` is the corral binary that provides `monitor`; `pool` resolves volume disks.
-    pub fn new(exe: impl Into<PathBuf>, pool: Pool) -> Self {
+    /// `exe` is the corral binary that provides `monitor`; `pool` resolves volume disks;
+    /// `networks` the networks nics name.
+    pub fn new(exe: impl Into<PathBuf>, pool: Pool, networks: Networks) -> Self {
         Self {
             exe: exe.into(),
             pool,
+            networks,
         }
     }
 
@@ -117,6 +121,12 @@ impl ContainerDriver {
             // An init system reboots or powers off with reboot(2), which in a pid namespace only
             // ends the namespace: that is how a system container restarts itself.
             capabilities.insert(Capability::SysBoot);
+            if !definition.nics.is_empty() {
+                // Its own network tools (a DHCP client) configure its nics, which are all its
+                // network namespace holds.
+                capabilities.insert(Capability::NetAdmin);
+                capabilities.insert(Capability::NetRaw);
+            }
         }
         let seccomp = match container.seccomp.as_deref() {
             None | Some("default") => Some(crate::seccomp::convert(
@@ -182,6 +192,20 @@ impl ContainerDriver {
                     .map_err(invalid)?,
             );
         }
+        if crate::container_net::manages_etc_files(definition) {
+            let etc = crate::container_net::etc_dir(paths);
+            for name in crate::container_net::ETC_FILES {
+                mounts.push(
+                    MountBuilder::default()
+                        .destination(Path::new("/etc").join(name))
+                        .typ("bind")
+                        .source(etc.join(name))
+                        .options(["rbind", "rprivate", "ro"].map(String::from).to_vec())
+                        .build()
+                        .map_err(invalid)?,
+                );
+            }
+        }
         spec.set_mounts(Some(mounts));
 
         let mut resources = LinuxResourcesBuilder::default()
@@ -228,6 +252,19 @@ impl ContainerDriver {
             namespaces.push(
                 LinuxNamespaceBuilder::default()
                     .typ(LinuxNamespaceType::User)
+                    .build()
+                    .map_err(invalid)?,
+            );
+            linux.set_namespaces(Some(namespaces));
+        }
+        if !definition.nics.is_empty() {
+            // The namespace `container_net::set_up` made, with the nics in it.
+            let mut namespaces = linux.namespaces().clone().unwrap_or_default();
+            namespaces.retain(|n| n.typ() != LinuxNamespaceType::Network);
+            namespaces.push(
+                LinuxNamespaceBuilder::default()
+                    .typ(LinuxNamespaceType::Network)
+                    .path(crate::container_net::netns_file(paths))
                     .build()
                     .map_err(invalid)?,
             );
@@ -282,13 +319,15 @@ fn parse_user(text: &str) -> Result<(u32, u32), CoreError> {
 }
 
 impl Driver for ContainerDriver {
-    /// The container's processes outlive a killed monitor: stop them and free their cgroup.
+    /// The container's processes outlive a killed monitor: stop them and free their cgroup;
+    /// then its nics and network namespace go.
     fn clean_up_lost_run(&self, name: &str, paths: &InstancePaths) {
         if let Ok(container) = corral_container::Container::load(&Self::engine_root(paths), name) {
             if let Err(err) = container.delete(true) {
                 tracing::warn!("cannot clean up container {name} after its monitor died: {err}");
             }
         }
+        crate::container_net::tear_down(paths);
     }
 
     fn check_resources(
@@ -303,6 +342,8 @@ impl Driver for ContainerDriver {
                 definition.name
             ))
         })?;
+        // A nic that cannot be set up (no bridge, no prefix) is refused at create, not at start.
+        crate::container_net::check(definition, &self.networks)?;
         let rootfs = paths.resolve(&spec.rootfs);
         if !rootfs.is_dir() {
             return Err(CoreError::Missing {
@@ -329,6 +370,7 @@ impl Driver for ContainerDriver {
     ) -> Result<Command, CoreError> {
         let userns = self.prepare_userns(definition, paths)?;
         let spec = self.spec(definition, paths, userns)?;
+        crate::container_net::set_up(definition, paths, &self.networks)?;
         let bundle = Self::bundle_dir(paths);
         let json = serde_json::to_vec_pretty(&spec)
             .map_err(|e| CoreError::Unsupported(format!("cannot write the container spec: {e}")))?;

@@ -343,7 +343,8 @@ pub struct Definition {
     pub limits: Limits,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub disks: Vec<Disk>,
-    /// A VM's network interfaces (virtio-net on a tap), in order: eth0, eth1, ...
+    /// Network interfaces, in order: eth0, eth1, ... (a VM's are virtio-net on a tap, a
+    /// container's veth pairs; see docs/container-networking.md).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub nics: Vec<Nic>,
     /// The image the instance was made from, if any.
@@ -561,8 +562,11 @@ impl Definition {
             self.validate_disk(i, disk)?;
         }
         for (i, nic) in self.nics.iter().enumerate() {
-            if self.kind == Kind::Container {
-                return Err(field_error("nics", "is only for vms; remove it"));
+            if self.kind == Kind::Container && nic.tap.is_some() {
+                return Err(field_error(
+                    &format!("nics[{i}].tap"),
+                    "is only for vms; a container's nic is a veth on `bridge = \"NAME\"`",
+                ));
             }
             nic.validate()
                 .map_err(|e| field_error(&format!("nics[{i}]"), e))?;

@@ -99,6 +99,23 @@ pub enum CoreError {
         #[source]
         source: Box<corral_net::NetworkError>,
     },
+    #[error("the DHCP and DNS service of network {network} failed")]
+    NetworkService {
+        network: String,
+        #[source]
+        source: corral_netservice::Error,
+    },
+    #[error(
+        "network {network} has no free address left in its DHCP range; widen it with \
+         `corral network set {network} dhcp-range=A-B` or stop an instance on it"
+    )]
+    NetworkFull { network: String },
+    #[error("cannot set up the network of instance {name}")]
+    InstanceNetwork {
+        name: String,
+        #[source]
+        source: crate::container_net::NicError,
+    },
     #[error("cannot set up the cgroup of instance {name}")]
     Cgroup {
         name: String,

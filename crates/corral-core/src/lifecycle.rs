@@ -4,6 +4,7 @@
 
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
@@ -58,6 +59,8 @@ pub struct Manager {
     vm: Box<dyn Driver>,
     container: Box<dyn Driver>,
     lock_timeout: Duration,
+    /// The corral binary, which runs the networks' DHCP/DNS supervisors.
+    exe: PathBuf,
 }
 
 impl Manager {
@@ -67,7 +70,18 @@ impl Manager {
             vm,
             container,
             lock_timeout: DEFAULT_LOCK_TIMEOUT,
+            exe: PathBuf::from("corral"),
         }
+    }
+
+    /// Names the corral binary that provides `network-service` (`corral` on `PATH` otherwise).
+    pub fn with_exe(mut self, exe: impl Into<PathBuf>) -> Self {
+        self.exe = exe.into();
+        self
+    }
+
+    pub(crate) fn exe(&self) -> &Path {
+        &self.exe
     }
 
     /// Changes how long a command waits for another one holding an instance's lock.
@@ -212,11 +226,13 @@ impl Manager {
         // Before the state says `starting`: a host port in use refuses the start, changing
         // nothing; from here on every way a run ends releases them.
         self.apply_forwards(&definition)?;
+        let reserved = self.reserve_fixed_addresses(&definition);
         state.status = Status::Starting;
         state.pid = None;
-        if let Err(err) = self.store.save_state(name, &state) {
+        if let Err(err) = reserved.and_then(|()| Ok(self.store.save_state(name, &state)?)) {
             self.release_forwards(&definition);
-            return Err(err.into());
+            self.release_fixed_addresses(&definition);
+            return Err(err);
         }
         fail::fail_point!("start.state-starting");
 

@@ -442,6 +442,8 @@ fn supervise(definition: &Definition, paths: &InstancePaths) -> Result<Option<Re
             }
         }
     }
+    // The run is over for good: its nics go now, not when a command next looks.
+    crate::container_net::tear_down(paths);
     record.write(&paths.exit_record())?;
     for socket in [paths.control_socket(), paths.console_socket()] {
         let _ = std::fs::remove_file(socket);

@@ -1,8 +1,8 @@
 //! corral networks (`corral network ...`): corral-net's [`Networks`] under the corral root, with
 //! what only the instance layer knows: which instances use a network.
 //!
-//! The network's DHCP/DNS service (its supervisor) is started and stopped here, around the
-//! corral-net calls: after a create, a set or a restore, before a delete.
+//! The network's DHCP/DNS service (its supervisor, `network_service.rs`) is started and stopped
+//! here, around the corral-net calls: after a create, a set or a restore, before a delete.
 
 use std::path::Path;
 
@@ -38,7 +38,7 @@ pub fn nic_network(
         source: Box::new(source),
     };
     let network = networks.get(name).map_err(nic_error)?;
-    if let (Some(ip), Some(v4)) = (nic.ip, network.ipv4) {
+    if let (Some(ip), Some(v4)) = (nic.ip.map(|ip| ip.address), network.ipv4) {
         if !v4.contains(ip) || ip == v4.address || ip == v4.network() || ip == v4.broadcast() {
             return Err(nic_error(NetworkError::NicAddress {
                 network: network.name,
@@ -62,8 +62,17 @@ impl Manager {
 
     /// Creates a network (see [`Networks::create`]).
     pub fn network_create(&self, request: &NetworkRequest) -> Result<NetworkDefinition, CoreError> {
-        // Seam: the network's DHCP/DNS supervisor starts after this (a managed network's).
-        Ok(self.networks().create(request)?)
+        let networks = self.networks();
+        let network = networks.create(request)?;
+        // A network whose service cannot start is not made at all.
+        if let Err(err) = self.start_network_service(&network) {
+            let _ = self.remove_network_service(&network.name);
+            if let Err(undo) = networks.delete(&network.name, &[]) {
+                tracing::warn!("cannot remove network {} again: {undo}", network.name);
+            }
+            return Err(err);
+        }
+        Ok(network)
     }
 
     pub fn network_list(&self) -> Result<Vec<NetworkDefinition>, CoreError> {
@@ -77,8 +86,13 @@ impl Manager {
     /// Deletes network `name`, refused while an instance's nic names it.
     pub fn network_delete(&self, name: &str) -> Result<(), CoreError> {
         let users = self.network_users(name)?;
-        // Seam: the network's DHCP/DNS supervisor stops before this, once `users` is empty.
-        Ok(self.networks().delete(name, &users)?)
+        let networks = self.networks();
+        // Checked here too, so a network in use keeps its service.
+        networks.get(name)?;
+        if users.is_empty() {
+            self.remove_network_service(name)?;
+        }
+        Ok(networks.delete(name, &users)?)
     }
 
     /// Changes settings of network `name` (`KEY=VALUE` pairs split) and applies them.
@@ -87,15 +101,23 @@ impl Manager {
         name: &str,
         changes: &[(String, String)],
     ) -> Result<NetworkDefinition, CoreError> {
-        // Seam: the network's DHCP/DNS supervisor is told the new settings after this.
-        Ok(self.networks().set(name, changes)?)
+        let network = self.networks().set(name, changes)?;
+        self.start_network_service(&network)?;
+        Ok(network)
     }
 
     /// Brings every network's bridge and corral's nftables table back (at host boot, before
     /// instances start).
     pub fn network_restore(&self) -> Result<(), CoreError> {
-        // Seam: each managed network's DHCP/DNS supervisor (re)starts after this.
-        Ok(self.networks().restore()?)
+        let networks = self.networks();
+        networks.restore()?;
+        for network in networks.list()? {
+            let dir = crate::network_service::service_dir(&networks, &network.name);
+            if !corral_netservice::is_running(&dir) {
+                self.start_network_service(&network)?;
+            }
+        }
+        Ok(())
     }
 
     /// Puts the port forwards of `definition`'s nics in effect (as its run starts); on failure
@@ -103,7 +125,7 @@ impl Manager {
     pub(crate) fn apply_forwards(&self, definition: &Definition) -> Result<(), CoreError> {
         let networks = self.networks();
         for (index, nic) in definition.nics.iter().enumerate() {
-            let (Some(network), Some(ip)) = (&nic.network, nic.ip) else {
+            let (Some(network), Some(ip)) = (&nic.network, nic.ip.map(|ip| ip.address)) else {
                 continue;
             };
             if nic.forwards.is_empty() {
@@ -123,11 +145,12 @@ impl Manager {
     }
 
     /// Ends what a run of `definition`'s instance left: what its supervisor ran (the driver's
-    /// part) and its port forwards.
+    /// part), its port forwards and its address reservations.
     pub(crate) fn clean_up_run(&self, definition: &Definition, paths: &InstancePaths) {
         self.driver(definition.kind)
             .clean_up_lost_run(&definition.name, paths);
         self.release_forwards(definition);
+        self.release_fixed_addresses(definition);
     }
 
     pub(crate) fn release_forwards(&self, definition: &Definition) {

@@ -8,7 +8,7 @@ use std::process::Command;
 
 use corral_container::cgroups::{Cgroup, Layout};
 use corral_net::Networks;
-use corral_vmm::config::{DiskConfig, MacAddress, SerialTarget, VmConfig};
+use corral_vmm::config::{DiskConfig, MacAddress, NicConfig, SerialTarget, VmConfig};
 use oci_spec::runtime::{
     LinuxCpuBuilder, LinuxMemoryBuilder, LinuxPidsBuilder, LinuxResources, LinuxResourcesBuilder,
 };
@@ -111,15 +111,77 @@ impl VmDriver {
             });
         }
         for (index, nic) in definition.nics.iter().enumerate() {
-            // A nic on a network gets a tap on the network's bridge.
-            let bridge =
-                nic_network(&self.networks, definition, index, nic)?.map(|network| network.bridge);
-            let mac = nic
-                .mac
-                .unwrap_or_else(|| stable_mac(&definition.uuid, index));
-            config.nics.push(nic.vmm_config(bridge, mac));
+            // A nic on a network gets a tap on the network's bridge; every tap is named here,
+            // so the nic's filter can name it before the VMM makes it.
+            let bridge = nic_network(&self.networks, definition, index, nic)?
+                .map(|network| network.bridge)
+                .or_else(|| nic.bridge.clone());
+            config.nics.push(NicConfig {
+                tap: Some(host_interface(definition, index)),
+                bridge,
+                mac: Some(
+                    nic.mac
+                        .unwrap_or_else(|| stable_mac(&definition.uuid, index)),
+                ),
+            });
         }
         Ok(config)
+    }
+}
+
+/// The host's tap of nic `index`: the definition's `tap`, else (a nic on a bridge) `vt`, ten hex
+/// digits of the UUID and the index, named here so the nic's filter can name it.
+pub fn host_interface(definition: &Definition, index: usize) -> String {
+    definition
+        .nics
+        .get(index)
+        .and_then(|nic| nic.tap.clone())
+        .unwrap_or_else(|| derived_interface("vt", &definition.uuid, index))
+}
+
+/// An interface name of nic `index` of the instance with `uuid`: `prefix` (two letters), ten hex
+/// digits of the UUID and the index; stable across starts, unique per instance and nic, and at
+/// most 15 characters.
+pub fn derived_interface(prefix: &str, uuid: &str, index: usize) -> String {
+    let digits: String = uuid
+        .chars()
+        .filter(char::is_ascii_hexdigit)
+        .take(10)
+        .collect();
+    format!("{prefix}{digits}{index}")
+}
+
+/// The anti-spoofing filters of a VM's nics on a bridge (see `corral_net::filter`).
+fn filters(definition: &Definition) -> Vec<corral_net::NicFilter> {
+    definition
+        .nics
+        .iter()
+        .enumerate()
+        .filter(|(_, nic)| nic.on_bridge() && nic.filtered())
+        .map(|(index, nic)| corral_net::NicFilter {
+            interface: host_interface(definition, index),
+            mac: nic
+                .mac
+                .unwrap_or_else(|| stable_mac(&definition.uuid, index))
+                .0,
+            ipv4: nic.ip.map(|ip| ip.address),
+        })
+        .collect()
+}
+
+/// Removes the filters of the VM's nics on a bridge (those there are: the definition may have
+/// been edited since the start).
+fn remove_filters(definition: &Definition) {
+    for (index, _) in definition
+        .nics
+        .iter()
+        .enumerate()
+        .filter(|(_, nic)| nic.on_bridge())
+    {
+        let interface = host_interface(definition, index);
+        if let Err(err) = corral_net::filter::remove(None, &interface) {
+            tracing::warn!("cannot remove the filter of {interface}: {err}");
+        }
     }
 }
 
@@ -262,6 +324,7 @@ impl Driver for VmDriver {
                 tracing::warn!("cannot remove the cgroup of instance {name}: {err}");
             }
         }
+        remove_filters(&definition);
     }
 
     fn settle_definition(
@@ -339,6 +402,15 @@ impl Driver for VmDriver {
         cgroup
             .apply(&cgroup_resources(definition)?)
             .map_err(cgroup_error)?;
+        // Before the VMM makes the taps: the filters name them, so no frame passes unchecked.
+        for filter in filters(definition) {
+            corral_net::filter::add(None, &filter).map_err(|source| {
+                CoreError::InstanceNetwork {
+                    name: definition.name.clone(),
+                    source: source.into(),
+                }
+            })?;
+        }
         let mut command = Command::new(&self.exe);
         command
             .arg("vmm")
@@ -443,7 +515,9 @@ mod tests {
         let definition = vm_definition("[[nics]]\nnetwork = \"lab\"\nip = \"10.0.3.10\"\n");
         let config = driver.vm_config(&definition, &paths).unwrap();
         assert_eq!(config.nics[0].bridge.as_deref(), Some("corral-lab"));
-        assert_eq!(config.nics[0].tap, None);
+        // Named here, like every tap on a bridge, so its filter can name it.
+        assert_eq!(config.nics[0].tap.as_deref(), Some("vtf4e2e3b47f0"));
+        assert_eq!(filters(&definition)[0].interface, "vtf4e2e3b47f0");
         assert_eq!(config.nics[0].mac, Some(stable_mac(&definition.uuid, 0)));
         let unknown = vm_definition("[[nics]]\nnetwork = \"nowhere\"\n");
         let err = driver.vm_config(&unknown, &paths).unwrap_err();
@@ -475,6 +549,13 @@ mod tests {
         assert_ne!(macs[0], macs[1]);
         assert_eq!(macs[2].to_string(), "52:54:00:00:00:08");
         assert_eq!(config.nics[0].bridge.as_deref(), Some("br0"));
+        // A nic on a bridge gets a tap named for its filter; a named tap keeps its name.
+        assert_eq!(config.nics[0].tap.as_deref(), Some("vtf4e2e3b47f0"));
+        assert_eq!(config.nics[1].tap.as_deref(), Some("tap7"));
+        let filters = filters(&definition);
+        assert_eq!(filters.len(), 1, "only nics on a bridge are filtered");
+        assert_eq!(filters[0].interface, "vtf4e2e3b47f0");
+        assert_eq!(filters[0].mac, macs[0].0);
         // The same definition gives the same addresses on the next start.
         assert_eq!(
             driver.vm_config(&definition, &paths).unwrap().nics,
@@ -487,11 +568,11 @@ mod tests {
     fn bad_nics_are_refused_with_their_field() {
         let text =
             "name = \"web\"\ntype = \"vm\"\nuuid = \"f4e2e3b4-7f3d-4b1b-8b3b-3b4b1b7f3d4b\"\n\
-                    [boot]\nkernel = \"vmlinux\"\n[[nics]]\ntap = \"t0\"\nbridge = \"br0\"\n";
+                    [boot]\nkernel = \"vmlinux\"\n[[nics]]\nmac = \"52:54:00:00:00:08\"\n";
         let definition: Definition = toml::from_str(text).unwrap();
         let err = definition.validate().unwrap_err().to_string();
         assert!(
-            err.contains("nics[0]") && err.contains("exactly one"),
+            err.contains("nics[0]") && err.contains("give `network`, `tap`, `bridge`"),
             "{err}"
         );
         let container = "name = \"box\"\ntype = \"container\"\n\
@@ -500,7 +581,7 @@ mod tests {
         let definition: Definition = toml::from_str(container).unwrap();
         let err = definition.validate().unwrap_err().to_string();
         assert!(
-            err.contains("`nics`") && err.contains("only for vms"),
+            err.contains("nics[0].tap") && err.contains("only for vms"),
             "{err}"
         );
     }

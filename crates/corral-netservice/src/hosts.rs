@@ -58,6 +58,27 @@ pub fn set_reservations(state_dir: &Path, reservations: &[Reservation]) -> Resul
     crate::spawn::reload(&paths)
 }
 
+/// The network's reservations.
+pub fn reservations(state_dir: &Path) -> Result<Vec<Reservation>, Error> {
+    Ok(ServiceConfig::load(&StatePaths::new(state_dir))?.reservations)
+}
+
+/// Changes the network's reservations with `change`, holding the service's reservation lock (so
+/// two instances starting at once each see the other's), then has a running dnsmasq re-read
+/// them. `change` gets the current leases too, to pick an address no client holds.
+pub fn update_reservations<T>(
+    state_dir: &Path,
+    change: impl FnOnce(&mut Vec<Reservation>, &[crate::Lease]) -> T,
+) -> Result<T, Error> {
+    let paths = StatePaths::new(state_dir);
+    let _lock = crate::leases::lock_file(&paths.dir().join("reservations.lock"))?;
+    let mut reservations = reservations(state_dir)?;
+    let leases = crate::leases(state_dir)?;
+    let result = change(&mut reservations, &leases);
+    set_reservations(state_dir, &reservations)?;
+    Ok(result)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -189,7 +189,12 @@ fn handle(paths: &StatePaths, event: Event, out: &mut dyn Write) -> Result<(), E
 
 /// Holds the exclusive lock on `leases.lock` until dropped.
 fn lock(paths: &StatePaths) -> Result<nix::fcntl::Flock<std::fs::File>, Error> {
-    let path = paths.leases_lock();
+    lock_file(&paths.leases_lock())
+}
+
+/// Holds an exclusive lock on the file at `path` (created if missing) until dropped.
+pub(crate) fn lock_file(path: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, Error> {
+    let path = path.to_path_buf();
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)

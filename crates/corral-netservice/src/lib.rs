@@ -30,7 +30,7 @@ mod user;
 
 pub use config::{write_config, Ipv6Config, Reservation, ServiceConfig};
 pub use error::Error;
-pub use hosts::set_reservations;
+pub use hosts::{reservations, set_reservations, update_reservations};
 pub use leases::{leases, run_lease_hook, Lease};
 pub use spawn::{is_running, remove, spawn_supervisor, stop};
 pub use supervisor::run_supervisor;

@@ -59,7 +59,7 @@ pub enum ConfigError {
     SocketPathTooLong(PathBuf),
     #[error("disk {path}: serial {serial:?} must be at most 20 printable ASCII characters")]
     DiskSerial { path: PathBuf, serial: String },
-    #[error("network interface {index}: give exactly one of `tap` and `bridge`")]
+    #[error("network interface {index}: give `tap`, `bridge` or both")]
     NicBackend { index: usize },
     #[error("network interface {index}: MAC {mac} is a multicast or all-zero address; use a unicast one such as 52:54:00:12:34:56")]
     NicMac { index: usize, mac: MacAddress },
@@ -295,7 +295,7 @@ pub struct NicConfig {
     /// A tap device to use (created if missing).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tap: Option<String>,
-    /// A bridge to attach a new tap device to.
+    /// A bridge to add the tap device to: `tap`, or a new one (`ctapN`) when `tap` is absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bridge: Option<String>,
     /// The guest's MAC address; a random locally administered one when absent.
@@ -304,9 +304,9 @@ pub struct NicConfig {
 }
 
 impl NicConfig {
-    /// Checks interface `index`: exactly one of `tap` and `bridge`, a unicast MAC.
+    /// Checks interface `index`: a `tap` or a `bridge` (or both), a unicast MAC.
     pub fn validate(&self, index: usize) -> Result<(), ConfigError> {
-        if self.tap.is_some() == self.bridge.is_some() {
+        if self.tap.is_none() && self.bridge.is_none() {
             return Err(ConfigError::NicBackend { index });
         }
         if let Some(mac) = self.mac.filter(MacAddress::is_unusable) {
@@ -376,7 +376,7 @@ impl FromStr for DiskConfig {
 impl FromStr for NicConfig {
     type Err = String;
 
-    /// `tap=NAME[,mac=MAC]` or `bridge=NAME[,mac=MAC]`.
+    /// `tap=NAME` and/or `bridge=NAME`, optionally with `,mac=MAC`.
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let mut nic = NicConfig::default();
         for (key, value) in options(text) {

@@ -79,9 +79,10 @@ pub struct CreateArgs {
     /// a qcow2 disk's backing files must be in the storage pool or listed with allow_backing.
     #[arg(long = "disk")]
     disks: Vec<String>,
-    /// A VM network interface: network=NAME[,ip=ADDRESS][,forward=tcp:8080:80...] (a corral
-    /// network), tap=NAME or bridge=NAME, optionally ,mac=MAC (repeatable; a stable MAC is
-    /// derived from the instance's UUID when none is given).
+    /// A network interface: network=NAME[,ip=ADDRESS][,forward=tcp:8080:80...] (a corral
+    /// network), or tap=NAME (VMs) and/or bridge=NAME[,ip=A/N][,gateway=G][,dns=D]; optionally
+    /// ,mac=MAC (a stable one is derived from the instance's UUID when none is given) and
+    /// ,filter=off (repeatable).
     #[arg(long = "nic")]
     nics: Vec<corral_core::nic::Nic>,
     #[arg(long)]
@@ -193,8 +194,13 @@ pub fn manager(root: &Path) -> anyhow::Result<Manager> {
             pool.clone(),
             corral_core::networks::networks_in(root),
         )),
-        Box::new(corral_core::container::ContainerDriver::new(&exe, pool)),
-    );
+        Box::new(corral_core::container::ContainerDriver::new(
+            &exe,
+            pool,
+            corral_core::networks::networks_in(root),
+        )),
+    )
+    .with_exe(&exe);
     // How long to wait for another command working on the same instance.
     Ok(match std::env::var("CORRAL_LOCK_TIMEOUT") {
         Ok(secs) => manager.with_lock_timeout(Duration::from_secs_f64(secs.parse().with_context(
@@ -593,10 +599,12 @@ pub fn info(root: &Path, args: InfoArgs) -> anyhow::Result<ExitCode> {
         .then(|| manager.live_info(&args.name))
         .flatten();
     if args.output == Format::Json {
+        let nics = manager.nic_status(&args.name)?;
         output::print_json(&serde_json::json!({
             "definition": definition,
             "state": state,
             "live": live,
+            "nics": nics,
         }))?;
         return Ok(ExitCode::SUCCESS);
     }
@@ -684,27 +692,28 @@ pub fn info(root: &Path, args: InfoArgs) -> anyhow::Result<ExitCode> {
             &format!("{source}{}", if disk.readonly { " (ro)" } else { "" }),
         );
     }
-    for (i, nic) in definition.nics.iter().enumerate() {
-        let backend = match (&nic.network, &nic.tap, &nic.bridge) {
-            (Some(network), _, _) => format!("network {network}"),
-            (None, Some(tap), _) => format!("tap {tap}"),
-            (None, None, Some(bridge)) => format!("bridge {bridge}"),
-            (None, None, None) => String::new(),
+    for nic in manager.nic_status(&args.name)? {
+        let mut text = match (&nic.network, &nic.bridge) {
+            (Some(network), Some(bridge)) => format!("network {network} (bridge {bridge})"),
+            (Some(network), None) => format!("network {network}"),
+            (None, Some(bridge)) => format!("bridge {bridge}"),
+            (None, None) => "no bridge".to_owned(),
         };
-        let backend = match nic.ip {
-            Some(ip) => format!("{backend}, ip {ip}"),
-            None => backend,
-        };
-        let forwards: Vec<String> = nic.forwards.iter().map(ToString::to_string).collect();
-        let backend = if forwards.is_empty() {
-            backend
-        } else {
-            format!("{backend}, forwards {}", forwards.join(" "))
-        };
-        let mac = nic
-            .mac
-            .unwrap_or_else(|| corral_core::vm::stable_mac(&definition.uuid, i));
-        line(&format!("Nic {i}"), &format!("{backend}, mac {mac}"));
+        text.push_str(&format!(
+            ", mac {}, host interface {}",
+            nic.mac, nic.host_interface
+        ));
+        if let (Some(ip), Some(source)) = (nic.ip, nic.ip_source) {
+            text.push_str(&format!(", ip {ip} ({source})"));
+        }
+        if !nic.forwards.is_empty() {
+            let forwards: Vec<String> = nic.forwards.iter().map(ToString::to_string).collect();
+            text.push_str(&format!(", forwards {}", forwards.join(" ")));
+        }
+        if !nic.filtered {
+            text.push_str(", unfiltered");
+        }
+        line(&format!("Nic {}", nic.index), &text);
     }
     if let Some(exit) = &state.last_exit {
         let mut text = exit.reason.clone();

@@ -70,7 +70,7 @@ pub struct RunArgs {
     /// replaces the config file's disks.
     #[arg(long = "disk")]
     disks: Vec<DiskConfig>,
-    /// A virtio network interface: tap=NAME or bridge=NAME, optionally ,mac=MAC; repeatable,
+    /// A virtio network interface: tap=NAME and/or bridge=NAME, optionally ,mac=MAC; repeatable,
     /// replaces the config file's interfaces.
     #[arg(long = "nic")]
     nics: Vec<NicConfig>,

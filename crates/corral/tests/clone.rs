@@ -568,6 +568,7 @@ fn full_clone_on_xfs(scratch: &Path, reflink: u8) -> (String, String) {
     let result = std::panic::catch_unwind(|| {
         let root = Root {
             dir: tempfile::tempdir_in(&mount).unwrap(),
+            netns: None,
         };
         common::import_hello_vm_image(&root, root.dir.path(), "hello-vm", "64M");
         root.ok(&[

@@ -303,7 +303,14 @@ fn vm_instance_nics_show_a_stable_mac() {
         .to_owned();
     assert!(mac_line.contains("bridge br-test, mac 02:"), "{mac_line}");
     assert!(root.ok(&["info", "net"]).contains(&mac_line));
-    let refused = root.fails(&["create", "bad", "--kernel", "k", "--nic", "tap=a,bridge=b"]);
+    let refused = root.fails(&[
+        "create",
+        "bad",
+        "--kernel",
+        "k",
+        "--nic",
+        "mac=02:00:00:00:00:01",
+    ]);
     assert!(refused.contains("nics[0]"), "{refused}");
 }
 
@@ -458,4 +465,54 @@ fn everything_a_vm_instance_creates_is_private_to_its_owner() {
         let expected = if kind.is_dir() { 0o700 } else { 0o600 };
         assert_eq!(mode, expected, "{} has mode {mode:o}", path.display());
     }
+}
+
+#[test]
+fn a_vm_nic_on_a_bridge_sends_only_from_its_own_address_unless_unfiltered() {
+    corral_testkit::require_root!();
+    require_kvm!();
+    corral_testkit::require_program!("ip");
+    corral_testkit::require_program!("nft");
+    // corral runs in the test's namespace: the bridge, taps and nftables rules stay there.
+    let net = corral_testkit::Netns::new("vmfilter");
+    net.ip(&["link", "add", "br0", "type", "bridge"]);
+    net.ip(&["addr", "add", "10.0.1.1/24", "dev", "br0"]);
+    net.ip(&["link", "set", "br0", "up"]);
+    let root = Root::in_netns(&net);
+    // The guest sends from the address on its command line, 10.0.1.2, and pings the bridge.
+    for (name, nic, passes) in [
+        ("honest", "bridge=br0,ip=10.0.1.2/24", true),
+        ("forger", "bridge=br0,ip=10.0.1.3/24", false),
+        ("unfiltered", "bridge=br0,ip=10.0.1.3/24,filter=off", true),
+    ] {
+        vm(
+            &root,
+            name,
+            "virtio-net",
+            &[
+                "--nic",
+                nic,
+                "--cmdline",
+                "guest_ip=10.0.1.2 peer_ip=10.0.1.1",
+            ],
+        );
+        root.ok(&["start", name]);
+        wait_for("the guest to finish", Duration::from_secs(30), || {
+            root.status(name) == "stopped"
+        });
+        let log = root.ok(&["logs", name]);
+        assert_eq!(
+            log.contains("virtio-net: echo reply from the peer"),
+            passes,
+            "{name}: {log}"
+        );
+    }
+    // Each run's filter went with it.
+    let rules = net
+        .command("nft")
+        .args(["list", "ruleset"])
+        .output()
+        .unwrap();
+    let rules = String::from_utf8_lossy(&rules.stdout);
+    assert!(!rules.contains("chain nic-"), "{rules}");
 }

@@ -243,7 +243,8 @@ fn a_vm_nic_names_a_network_which_cannot_go_while_the_vm_uses_it() {
     );
     let info = net.ok(&["info", "web"]);
     assert!(
-        info.contains("network lab, ip 10.0.3.10, forwards tcp:8080:80, mac 02:"),
+        info.contains("network lab (bridge corral-lab), mac 02:")
+            && info.contains(", ip 10.0.3.10 (fixed), forwards tcp:8080:80"),
         "{info}"
     );
 

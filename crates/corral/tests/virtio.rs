@@ -345,8 +345,8 @@ fn bad_device_configuration_is_one_sentence_before_the_vm_starts() {
     let cases: [(&[&str], &str); 4] = [
         (&["--disk", missing.to_str().unwrap()], "missing.qcow2"),
         (
-            &["--nic", "tap=t0,bridge=br0"],
-            "exactly one of `tap` and `bridge`",
+            &["--nic", "mac=02:00:00:00:00:01"],
+            "give `tap`, `bridge` or both",
         ),
         (&["--vsock", "cid=1,socket=v.sock"], "CID 1 is reserved"),
         (

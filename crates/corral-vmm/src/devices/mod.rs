@@ -119,16 +119,10 @@ pub fn open_virtio_devices(config: &VmConfig) -> Result<Vec<Box<dyn VirtioDevice
         )));
     }
     for (index, nic) in config.nics.iter().enumerate() {
-        let tap = match (&nic.tap, &nic.bridge) {
-            (Some(name), _) => virtio::tap::Tap::open(name)?,
-            (None, bridge) => {
-                let tap = virtio::tap::Tap::open("ctap%d")?;
-                if let Some(bridge) = bridge {
-                    tap.attach_to_bridge(bridge)?;
-                }
-                tap
-            }
-        };
+        let tap = virtio::tap::Tap::open(nic.tap.as_deref().unwrap_or("ctap%d"))?;
+        if let Some(bridge) = &nic.bridge {
+            tap.attach_to_bridge(bridge)?;
+        }
         tap.set_up()?;
         let mac = nic.mac.unwrap_or_else(MacAddress::random_local);
         tracing::info!("virtio-net{index}: tap {} with MAC {mac}", tap.name());

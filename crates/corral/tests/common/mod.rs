@@ -252,12 +252,24 @@ impl Drop for TestBundle {
 /// still running when it is dropped are killed.
 pub struct CorralRoot {
     pub dir: tempfile::TempDir,
+    /// The network namespace every command runs in (`nsenter --net`), when not the test's own.
+    pub netns: Option<String>,
 }
 
 impl CorralRoot {
     pub fn new() -> CorralRoot {
         CorralRoot {
             dir: tempfile::tempdir().unwrap(),
+            netns: None,
+        }
+    }
+
+    /// A root whose commands (and so their supervisors) run in `netns`: what they do to links
+    /// and nftables stays there.
+    pub fn in_netns(netns: &corral_testkit::Netns) -> CorralRoot {
+        CorralRoot {
+            dir: tempfile::tempdir().unwrap(),
+            netns: Some(netns.name().to_owned()),
         }
     }
 
@@ -267,7 +279,17 @@ impl CorralRoot {
     }
 
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(corral_bin());
+        let mut command = match &self.netns {
+            Some(name) => {
+                let mut command = Command::new("nsenter");
+                command
+                    .arg(format!("--net=/run/netns/{name}"))
+                    .arg("--")
+                    .arg(corral_bin());
+                command
+            }
+            None => Command::new(corral_bin()),
+        };
         command.env("CORRAL_ROOT", self.path()).args(args);
         command
     }
