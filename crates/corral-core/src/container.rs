@@ -37,6 +37,55 @@ const DEFAULT_CAPABILITIES: &[Capability] = &[
     Capability::SysChroot,
 ];
 
+/// Capabilities of a system container's processes in its own user namespace: LXC's default for
+/// unprivileged containers, every capability but those that reach the host's kernel, clock or
+/// security modules. systemd needs CAP_SYS_ADMIN for its mounts (/run, /run/lock, its
+/// credentials); in a user namespace the kernel lets each act only on the container's own
+/// namespaces and files.
+const SYSTEM_CAPABILITIES: &[Capability] = &[
+    Capability::AuditControl,
+    Capability::AuditRead,
+    Capability::AuditWrite,
+    Capability::BlockSuspend,
+    Capability::Chown,
+    Capability::DacOverride,
+    Capability::DacReadSearch,
+    Capability::Fowner,
+    Capability::Fsetid,
+    Capability::IpcLock,
+    Capability::IpcOwner,
+    Capability::Kill,
+    Capability::Lease,
+    Capability::LinuxImmutable,
+    Capability::Mknod,
+    Capability::NetAdmin,
+    Capability::NetBindService,
+    Capability::NetBroadcast,
+    Capability::NetRaw,
+    Capability::Setfcap,
+    Capability::Setgid,
+    Capability::Setpcap,
+    Capability::Setuid,
+    Capability::SysAdmin,
+    Capability::SysBoot,
+    Capability::SysChroot,
+    Capability::SysNice,
+    Capability::SysPacct,
+    Capability::SysPtrace,
+    Capability::SysResource,
+    Capability::SysTtyConfig,
+    Capability::Syslog,
+    Capability::WakeAlarm,
+];
+
+/// Where a system container's init gets fresh tmpfs, as podman's `--systemd` gives: systemd
+/// expects /run and /run/lock empty at boot, and /tmp cleared.
+const SYSTEM_TMPFS: &[(&str, &str)] = &[
+    ("/run", "mode=755,size=65536k"),
+    ("/run/lock", "mode=1777,size=5120k"),
+    ("/tmp", "mode=1777"),
+];
+
 /// Runs containers with `EXE monitor`.
 pub struct ContainerDriver {
     exe: PathBuf,
@@ -107,12 +156,19 @@ impl ContainerDriver {
             "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
             "TERM=xterm".to_string(),
         ];
+        if container.init {
+            // How systemd (systemd-detect-virt) and other inits learn they run in a container.
+            env.push("container=corral".to_string());
+        }
         env.extend(container.env.iter().cloned());
         process.set_env(Some(env));
         if let Some(cwd) = &container.cwd {
             process.set_cwd(cwd.into());
         }
-        let mut capabilities: Capabilities = DEFAULT_CAPABILITIES.iter().copied().collect();
+        let mut capabilities: Capabilities = match (container.init, userns) {
+            (true, Some(_)) => SYSTEM_CAPABILITIES.iter().copied().collect(),
+            _ => DEFAULT_CAPABILITIES.iter().copied().collect(),
+        };
         if container.init {
             // An init system reboots or powers off with reboot(2), which in a pid namespace only
             // ends the namespace: that is how a system container restarts itself.
@@ -160,8 +216,32 @@ impl ContainerDriver {
             corral_container::spec::ROOTFS_NODEV_ANNOTATION.to_string(),
             "true".to_string(),
         );
+        if container.init {
+            annotations.insert(
+                corral_container::spec::SYSTEMD_CGROUP_ANNOTATION.to_string(),
+                "true".to_string(),
+            );
+        }
         spec.set_annotations(Some(annotations));
         let mut mounts = spec.mounts().clone().unwrap_or_default();
+        if container.init {
+            for (destination, data) in SYSTEM_TMPFS {
+                mounts.push(
+                    MountBuilder::default()
+                        .destination(destination)
+                        .typ("tmpfs")
+                        .source("tmpfs")
+                        .options(
+                            ["nosuid", "nodev", data]
+                                .into_iter()
+                                .map(String::from)
+                                .collect::<Vec<_>>(),
+                        )
+                        .build()
+                        .map_err(invalid)?,
+                );
+            }
+        }
         for (index, disk) in definition.disks.iter().enumerate() {
             let source = self.disk_source(paths, index, definition)?;
             if disk.format.is_some_and(|f| f != DiskFormat::Dir) || !source.is_dir() {

@@ -21,6 +21,7 @@ pub mod images;
 pub mod lifecycle;
 pub mod lock;
 pub mod state;
+pub mod stop_signal;
 pub mod store;
 pub mod sysprep;
 
