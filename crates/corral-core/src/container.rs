@@ -156,10 +156,6 @@ impl ContainerDriver {
             "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
             "TERM=xterm".to_string(),
         ];
-        if container.init {
-            // How systemd (systemd-detect-virt) and other inits learn they run in a container.
-            env.push("container=corral".to_string());
-        }
         env.extend(container.env.iter().cloned());
         process.set_env(Some(env));
         if let Some(cwd) = &container.cwd {
