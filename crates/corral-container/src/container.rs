@@ -155,7 +155,11 @@ impl Container {
             Leftover::Unrecorded => crate::state::empty_dir(&dir)?,
         }
         let linux = spec.linux().clone().unwrap_or_default();
-        let layout = Layout::detect()?;
+        let delegated = crate::spec::delegates_systemd_cgroup(spec)?;
+        let layout = match delegated {
+            true => Layout::detect()?.with_systemd_hierarchy()?,
+            false => Layout::detect()?,
+        };
         let cgroup_path = container_cgroup_path(linux.cgroups_path().as_deref(), &options.id)?;
         let cgroup = layout.open(&cgroup_path);
         // Recorded before anything exists, so a create killed from here on leaves a record of
@@ -184,7 +188,6 @@ impl Container {
         let resources = linux.resources().clone().unwrap_or_default();
         let devices = linux.devices().clone().unwrap_or_default();
         cgroup.apply(&with_default_device_rules(&resources, &devices))?;
-        let delegated = crate::spec::delegates_systemd_cgroup(spec)?;
         if let (true, Some(owner)) = (delegated, container_root_on_host(&linux)) {
             cgroup.delegate(owner)?;
         }

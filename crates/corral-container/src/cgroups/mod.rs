@@ -88,6 +88,50 @@ impl Layout {
         }
     }
 
+    /// True on a v1 host without the `name=systemd` hierarchy a system container's init needs.
+    fn lacks_systemd_hierarchy(&self) -> bool {
+        match self {
+            Layout::V1 { hierarchies, .. } => !hierarchies
+                .iter()
+                .any(|h| h.controllers.iter().any(|c| c == "name=systemd")),
+            Layout::V2 { .. } => false,
+        }
+    }
+
+    /// This layout with a `name=systemd` hierarchy: on a v1 host that has none (an init other
+    /// than systemd), corral mounts the named hierarchy at [`SYSTEMD_HIERARCHY_MOUNT`] once,
+    /// as LXC does, and it stays for every later container.
+    pub fn with_systemd_hierarchy(self) -> Result<Layout> {
+        if !self.lacks_systemd_hierarchy() {
+            return Ok(self);
+        }
+        let dir = Path::new(SYSTEMD_HIERARCHY_MOUNT);
+        std::fs::create_dir_all(dir).map_err(|e| Error::io("create", dir, e))?;
+        nix::mount::mount(
+            Some("cgroup"),
+            dir,
+            Some("cgroup"),
+            nix::mount::MsFlags::MS_NOSUID
+                | nix::mount::MsFlags::MS_NODEV
+                | nix::mount::MsFlags::MS_NOEXEC,
+            Some("none,name=systemd"),
+        )
+        .map_err(|e| {
+            Error::sys(
+                format!("mount a name=systemd cgroup hierarchy on {}", dir.display()),
+                e,
+            )
+        })?;
+        let layout = Layout::detect()?;
+        if layout.lacks_systemd_hierarchy() {
+            return Err(Error::Cgroup(format!(
+                "the name=systemd hierarchy mounted on {} does not show in /proc/self/mountinfo",
+                dir.display()
+            )));
+        }
+        Ok(layout)
+    }
+
     /// Opens the cgroup at `path` (absolute, from the hierarchy root) for this layout.
     pub fn open(&self, path: &Path) -> Box<dyn Cgroup> {
         match self {
@@ -99,6 +143,9 @@ impl Layout {
         }
     }
 }
+
+/// Where corral mounts a `name=systemd` hierarchy on a cgroup v1 host that has none.
+pub const SYSTEMD_HIERARCHY_MOUNT: &str = "/run/corral-cgroups/systemd";
 
 /// The cgroup path a container uses: the spec's `cgroupsPath` (relative paths are placed under
 /// the hierarchy root), or `/corral/<id>`.
@@ -395,6 +442,24 @@ mod tests {
             hierarchies[2].mount_point,
             Path::new("/sys/fs/cgroup/memory")
         );
+    }
+
+    #[test]
+    fn only_a_v1_host_without_name_systemd_lacks_its_hierarchy() {
+        assert!(!Layout::from_mountinfo(HYBRID)
+            .unwrap()
+            .lacks_systemd_hierarchy());
+        assert!(!Layout::from_mountinfo(PURE_V2)
+            .unwrap()
+            .lacks_systemd_hierarchy());
+        let without: String = HYBRID
+            .lines()
+            .filter(|l| !l.contains("name=systemd"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert!(Layout::from_mountinfo(&without)
+            .unwrap()
+            .lacks_systemd_hierarchy());
     }
 
     #[test]

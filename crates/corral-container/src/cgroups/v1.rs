@@ -355,7 +355,7 @@ impl Cgroup for V1Cgroup {
     fn delegate(&self, owner: (u32, u32)) -> Result<()> {
         let dir = self.controller_dir(SYSTEMD_HIERARCHY).ok_or_else(|| {
             Error::Cgroup(format!(
-                "this host has no {SYSTEMD_HIERARCHY} cgroup hierarchy for a system container's init; mount one: mkdir -p /sys/fs/cgroup/systemd && mount -t cgroup -o none,{SYSTEMD_HIERARCHY} cgroup /sys/fs/cgroup/systemd"
+                "this host has no {SYSTEMD_HIERARCHY} cgroup hierarchy to hand to a system container's init"
             ))
         })?;
         chown_delegated(
