@@ -414,3 +414,97 @@ impl Driver for ContainerDriver {
         Ok(command)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::definition::ContainerSpec;
+
+    fn spec_of(init: bool, userns: Option<IdRange>) -> Spec {
+        let dir = tempfile::tempdir().unwrap();
+        let mut definition = Definition::new(
+            "box",
+            Kind::Container,
+            crate::definition::new_uuid().unwrap(),
+        );
+        let mut container = ContainerSpec::new("rootfs");
+        container.init = init;
+        definition.container = Some(container);
+        let driver = ContainerDriver::new("/bin/corral", Pool::default_in(dir.path()));
+        driver
+            .spec(&definition, &InstancePaths::new(dir.path()), userns)
+            .unwrap()
+    }
+
+    fn capabilities(spec: &Spec) -> Capabilities {
+        let process = spec.process().as_ref().unwrap();
+        process
+            .capabilities()
+            .as_ref()
+            .unwrap()
+            .bounding()
+            .clone()
+            .unwrap()
+    }
+
+    fn mount_points(spec: &Spec) -> Vec<PathBuf> {
+        spec.mounts()
+            .iter()
+            .flatten()
+            .filter(|m| m.typ().as_deref() == Some("tmpfs"))
+            .map(|m| m.destination().clone())
+            .collect()
+    }
+
+    const RANGE: IdRange = IdRange {
+        uid: 100_000,
+        gid: 100_000,
+    };
+
+    #[test]
+    fn a_system_container_in_a_user_namespace_gets_what_systemd_needs() {
+        let spec = spec_of(true, Some(RANGE));
+        let caps = capabilities(&spec);
+        for cap in [
+            Capability::SysAdmin,
+            Capability::SysBoot,
+            Capability::NetAdmin,
+        ] {
+            assert!(caps.contains(&cap), "{cap:?}");
+        }
+        for cap in [
+            Capability::SysModule,
+            Capability::SysTime,
+            Capability::SysRawio,
+        ] {
+            assert!(!caps.contains(&cap), "{cap:?} reaches the host");
+        }
+        let annotations = spec.annotations().clone().unwrap();
+        assert_eq!(
+            annotations
+                .get(corral_container::spec::SYSTEMD_CGROUP_ANNOTATION)
+                .map(String::as_str),
+            Some("true")
+        );
+        let tmpfs = mount_points(&spec);
+        for path in ["/run", "/run/lock", "/tmp"] {
+            assert!(tmpfs.contains(&PathBuf::from(path)), "{path} in {tmpfs:?}");
+        }
+    }
+
+    #[test]
+    fn without_a_user_namespace_or_an_init_the_capabilities_stay_podmans() {
+        let host_ids = capabilities(&spec_of(true, None));
+        assert!(!host_ids.contains(&Capability::SysAdmin));
+        assert!(host_ids.contains(&Capability::SysBoot));
+        let application = spec_of(false, Some(RANGE));
+        assert!(!capabilities(&application).contains(&Capability::SysAdmin));
+        assert!(!mount_points(&application).contains(&PathBuf::from("/run")));
+        assert!(application
+            .annotations()
+            .clone()
+            .unwrap()
+            .get(corral_container::spec::SYSTEMD_CGROUP_ANNOTATION)
+            .is_none());
+    }
+}

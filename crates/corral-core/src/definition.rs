@@ -847,6 +847,24 @@ target = "/data"
     }
 
     #[test]
+    fn a_stop_signal_is_checked_when_read_and_when_set() {
+        let text = CONTAINER.replace("init = true", "init = true\nstop_signal = \"SIGRTMIN+3\"");
+        let mut def = parse(&text).unwrap();
+        assert_eq!(
+            def.container.as_ref().unwrap().stop_signal.as_deref(),
+            Some("SIGRTMIN+3")
+        );
+        let err = parse(&text.replace("SIGRTMIN+3", "SIGRTMIN+99")).unwrap_err();
+        assert!(err.to_string().contains("container.stop_signal"), "{err}");
+        def.set("container.stop_signal", "PWR").unwrap();
+        assert!(def.set("container.stop_signal", "power button").is_err());
+        assert_eq!(
+            def.container.as_ref().unwrap().stop_signal.as_deref(),
+            Some("PWR")
+        );
+    }
+
+    #[test]
     fn unknown_field_is_named() {
         let err = parse(&VM.replace("cpus = 2", "cpus = 2\nflavour = \"large\"")).unwrap_err();
         let text = err.to_string();
