@@ -30,9 +30,10 @@ CORRAL_GUEST_LINUX_DIR="$guest_linux/plain" CORRAL_GUEST_LINUX_ACPI_DIR="$guest_
   cargo nextest run -p corral --profile ci --run-ignored only \
   -E 'binary(vmm_linux) | binary(instances_boot_disk)' -j 1
 
-echo "== Debian image builds (packages from Debian's archive; the built rootfs is cached) and the VM one booted"
+echo "== Debian image builds (packages from Debian's archive; the built rootfs is cached), the VM one booted, systemd containers booted and cloned"
 CORRAL_GUEST_LINUX_NET_DIR="$guest_linux/net" \
-  cargo nextest run -p corral --profile ci --run-ignored only -E 'binary(image_build)' -j 1
+  cargo nextest run -p corral --profile ci --run-ignored only \
+  -E 'binary(image_build) | binary(system_containers)' -j 1
 
 echo "== skipped tests"
 if [ -s "$CORRAL_TEST_SKIP_LOG" ]; then sort -u "$CORRAL_TEST_SKIP_LOG"; else echo "none"; fi

@@ -21,6 +21,7 @@ use crate::channel::{Channel, Message};
 use crate::error::{Error, Result};
 use crate::init::{InitConfig, EXEC_FIFO};
 use crate::rootfs::RootfsContext;
+use crate::signal::SignalNumber;
 use crate::spec::{has_new_namespace, Bundle, NamespacePlan};
 use crate::state::{
     check_id, container_dir, process_start_time, rfc3339_now, Creator, Leftover, OciState, Record,
@@ -154,7 +155,11 @@ impl Container {
             Leftover::Unrecorded => crate::state::empty_dir(&dir)?,
         }
         let linux = spec.linux().clone().unwrap_or_default();
-        let layout = Layout::detect()?;
+        let delegated = crate::spec::delegates_systemd_cgroup(spec)?;
+        let layout = match delegated {
+            true => Layout::detect()?.with_systemd_hierarchy()?,
+            false => Layout::detect()?,
+        };
         let cgroup_path = container_cgroup_path(linux.cgroups_path().as_deref(), &options.id)?;
         let cgroup = layout.open(&cgroup_path);
         // Recorded before anything exists, so a create killed from here on leaves a record of
@@ -183,6 +188,9 @@ impl Container {
         let resources = linux.resources().clone().unwrap_or_default();
         let devices = linux.devices().clone().unwrap_or_default();
         cgroup.apply(&with_default_device_rules(&resources, &devices))?;
+        if let (true, Some(owner)) = (delegated, container_root_on_host(&linux)) {
+            cgroup.delegate(owner)?;
+        }
         fail::fail_point!("engine.create-cgroup-made");
 
         let fifo = dir.join(EXEC_FIFO);
@@ -207,7 +215,7 @@ impl Container {
                     .iter()
                     .any(|(kind, _)| *kind == LinuxNamespaceType::User),
             in_cgroup_namespace: plan.creates(CloneFlags::CLONE_NEWCGROUP),
-            cgroup_mounts: cgroup.container_mounts(),
+            cgroup_mounts: cgroup.container_mounts(delegated),
         };
 
         let init_config = InitConfig {
@@ -337,7 +345,8 @@ impl Container {
     }
 
     /// Sends `signal` to the init, or with `all` to every process in the container's cgroup.
-    pub fn kill(&self, signal: Signal, all: bool) -> Result<()> {
+    pub fn kill(&self, signal: impl Into<SignalNumber>, all: bool) -> Result<()> {
+        let signal = signal.into();
         self.require(
             "kill",
             "created, running or paused",
@@ -346,11 +355,11 @@ impl Container {
         if all {
             for pid in self.cgroup().pids()? {
                 // A process may exit between listing and signalling.
-                let _ = nix::sys::signal::kill(Pid::from_raw(pid), signal);
+                let _ = send_signal(pid, signal);
             }
             return Ok(());
         }
-        nix::sys::signal::kill(Pid::from_raw(self.record.pid), signal)
+        send_signal(self.record.pid, signal)
             .map_err(|e| Error::sys(format!("send {signal} to container {}", self.id()), e))
     }
 
@@ -634,6 +643,14 @@ impl Drop for Cleanup {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
+}
+
+/// kill(2) with any signal number: nix names only the standard signals, and a system
+/// container's systemd stops on a real-time one.
+fn send_signal(pid: i32, signal: SignalNumber) -> nix::Result<()> {
+    // SAFETY: kill(2) takes two integers and touches no memory of ours.
+    let result = unsafe { libc::kill(pid, signal.raw()) };
+    nix::errno::Errno::result(result).map(drop)
 }
 
 /// The host uid and gid that uid 0 and gid 0 of the container map to, when it has id maps.

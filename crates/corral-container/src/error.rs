@@ -35,7 +35,7 @@ pub enum Error {
     },
 
     /// The signal name or number is not a signal this host knows.
-    #[error("invalid signal {0:?}: use a name such as TERM or SIGKILL, or a number from 1 to 64")]
+    #[error("invalid signal {0:?}: use a name such as TERM, SIGKILL or RTMIN+3, or a number from 1 to 64")]
     InvalidSignal(String),
 
     /// A system call failed while acting on `what`.

@@ -167,6 +167,9 @@ pub struct CgroupMount {
     /// The container's own cgroup directory on the host, bind-mounted when there is no cgroup
     /// namespace so the container sees only itself.
     pub host_path: PathBuf,
+    /// Mounted read-write even when the `cgroup` mount is read-only: the delegated hierarchy of
+    /// a system container's init.
+    pub writable: bool,
 }
 
 /// What the rootfs setup needs to know beyond the spec's mounts.
@@ -527,6 +530,7 @@ fn mount_cgroups(
             Some(place) => place.mount_point(sys, FileKind::Directory)?,
             None => base.try_clone()?,
         };
+        let readonly = readonly && !cgroup.writable;
         if ctx.in_cgroup_namespace {
             let data = (!cgroup.data.is_empty()).then_some(cgroup.data.as_str());
             let fsflags = common
@@ -553,7 +557,7 @@ fn mount_cgroups(
             sys.mount_on(None, &mounted, None, remount, None)?;
         }
     }
-    if readonly && !is_v2 {
+    if flags.contains(MsFlags::MS_RDONLY) && !is_v2 {
         let remount = common | MsFlags::MS_RDONLY | MsFlags::MS_REMOUNT;
         sys.mount_on(None, &base, None, remount, Some("mode=755"))?;
     }
@@ -1051,12 +1055,14 @@ mod tests {
                     fstype: "cgroup",
                     data: "memory".into(),
                     host_path: "/sys/fs/cgroup/memory/c".into(),
+                    writable: false,
                 },
                 CgroupMount {
                     subdir: "systemd".into(),
                     fstype: "cgroup",
                     data: "name=systemd".into(),
                     host_path: "/sys/fs/cgroup/systemd/c".into(),
+                    writable: true,
                 },
             ],
             ..Default::default()
@@ -1085,7 +1091,15 @@ mod tests {
                 MsFlags::MS_NOSUID | MsFlags::MS_RDONLY
             )
         );
-        assert_eq!(made[2].0, PathBuf::from("/r/sys/fs/cgroup/systemd"));
+        assert_eq!(
+            made[2],
+            (
+                "/r/sys/fs/cgroup/systemd".into(),
+                Some("cgroup".into()),
+                MsFlags::MS_NOSUID
+            ),
+            "the delegated hierarchy is writable in a read-only cgroup mount"
+        );
         assert!(
             made[3].2.contains(MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY),
             "tmpfs made read-only last"
@@ -1101,6 +1115,7 @@ mod tests {
                 fstype: "cgroup2",
                 data: String::new(),
                 host_path: "/sys/fs/cgroup/corral/c".into(),
+                writable: false,
             }],
             ..Default::default()
         };

@@ -19,6 +19,13 @@ pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bi
 /// containers set it.
 pub const ROOTFS_NODEV_ANNOTATION: &str = "org.corral.rootfs.nodev";
 
+/// The annotation that gives an init system its cgroup subtree when `"true"`: the `name=systemd`
+/// hierarchy (cgroup v1) or the cgroup2 mount is writable inside the container and the
+/// container's cgroup directory there is handed to its root (delegated, as LXC and podman's
+/// `--systemd` do), so systemd can make its own cgroups. The resource controllers of cgroup v1
+/// stay read-only: the container cannot lift its own limits. corral's system containers set it.
+pub const SYSTEMD_CGROUP_ANNOTATION: &str = "org.corral.cgroup.systemd";
+
 /// Namespace names the runtime spec defines.
 const KNOWN_NAMESPACES: [&str; 8] = [
     "pid", "network", "mount", "ipc", "uts", "user", "cgroup", "time",
@@ -130,20 +137,32 @@ pub fn validate(spec: &Spec) -> Result<()> {
         ));
     }
     rootfs_flags(spec)?;
+    delegates_systemd_cgroup(spec)?;
     validate_sysctls(spec)
 }
 
 /// The mount flags the spec's annotations add to the rootfs's bind mount.
 pub fn rootfs_flags(spec: &Spec) -> Result<MsFlags> {
-    let value = spec
-        .annotations()
-        .as_ref()
-        .and_then(|a| a.get(ROOTFS_NODEV_ANNOTATION));
+    Ok(if flag_annotation(spec, ROOTFS_NODEV_ANNOTATION)? {
+        MsFlags::MS_NODEV
+    } else {
+        MsFlags::empty()
+    })
+}
+
+/// True when the spec asks for a delegated systemd cgroup ([`SYSTEMD_CGROUP_ANNOTATION`]).
+pub fn delegates_systemd_cgroup(spec: &Spec) -> Result<bool> {
+    flag_annotation(spec, SYSTEMD_CGROUP_ANNOTATION)
+}
+
+/// An annotation that is `"true"` or `"false"` (the default, when absent).
+fn flag_annotation(spec: &Spec, name: &str) -> Result<bool> {
+    let value = spec.annotations().as_ref().and_then(|a| a.get(name));
     match value.map(String::as_str) {
-        None | Some("false") => Ok(MsFlags::empty()),
-        Some("true") => Ok(MsFlags::MS_NODEV),
+        None | Some("false") => Ok(false),
+        Some("true") => Ok(true),
         Some(other) => Err(Error::InvalidSpec(format!(
-            "annotation {ROOTFS_NODEV_ANNOTATION} is {other:?}; use \"true\" or \"false\""
+            "annotation {name} is {other:?}; use \"true\" or \"false\""
         ))),
     }
 }

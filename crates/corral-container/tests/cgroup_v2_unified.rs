@@ -170,7 +170,7 @@ fn v2_device_filter_opens_allowed_devices_only() {
 fn the_hosts_layout_is_detected() {
     let layout = Layout::detect().unwrap();
     let has_memory = match &layout {
-        Layout::V1 { hierarchies } => hierarchies
+        Layout::V1 { hierarchies, .. } => hierarchies
             .iter()
             .any(|h| h.controllers.iter().any(|c| c == "memory")),
         Layout::V2 { hierarchy } => {

@@ -38,6 +38,55 @@ const DEFAULT_CAPABILITIES: &[Capability] = &[
     Capability::SysChroot,
 ];
 
+/// Capabilities of a system container's processes in its own user namespace: LXC's default for
+/// unprivileged containers, every capability but those that reach the host's kernel, clock or
+/// security modules. systemd needs CAP_SYS_ADMIN for its mounts (/run, /run/lock, its
+/// credentials); in a user namespace the kernel lets each act only on the container's own
+/// namespaces and files.
+const SYSTEM_CAPABILITIES: &[Capability] = &[
+    Capability::AuditControl,
+    Capability::AuditRead,
+    Capability::AuditWrite,
+    Capability::BlockSuspend,
+    Capability::Chown,
+    Capability::DacOverride,
+    Capability::DacReadSearch,
+    Capability::Fowner,
+    Capability::Fsetid,
+    Capability::IpcLock,
+    Capability::IpcOwner,
+    Capability::Kill,
+    Capability::Lease,
+    Capability::LinuxImmutable,
+    Capability::Mknod,
+    Capability::NetAdmin,
+    Capability::NetBindService,
+    Capability::NetBroadcast,
+    Capability::NetRaw,
+    Capability::Setfcap,
+    Capability::Setgid,
+    Capability::Setpcap,
+    Capability::Setuid,
+    Capability::SysAdmin,
+    Capability::SysBoot,
+    Capability::SysChroot,
+    Capability::SysNice,
+    Capability::SysPacct,
+    Capability::SysPtrace,
+    Capability::SysResource,
+    Capability::SysTtyConfig,
+    Capability::Syslog,
+    Capability::WakeAlarm,
+];
+
+/// Where a system container's init gets fresh tmpfs, as podman's `--systemd` gives: systemd
+/// expects /run and /run/lock empty at boot, and /tmp cleared.
+const SYSTEM_TMPFS: &[(&str, &str)] = &[
+    ("/run", "mode=755,size=65536k"),
+    ("/run/lock", "mode=1777,size=5120k"),
+    ("/tmp", "mode=1777"),
+];
+
 /// Runs containers with `EXE monitor`.
 pub struct ContainerDriver {
     exe: PathBuf,
@@ -116,7 +165,10 @@ impl ContainerDriver {
         if let Some(cwd) = &container.cwd {
             process.set_cwd(cwd.into());
         }
-        let mut capabilities: Capabilities = DEFAULT_CAPABILITIES.iter().copied().collect();
+        let mut capabilities: Capabilities = match (container.init, userns) {
+            (true, Some(_)) => SYSTEM_CAPABILITIES.iter().copied().collect(),
+            _ => DEFAULT_CAPABILITIES.iter().copied().collect(),
+        };
         if container.init {
             // An init system reboots or powers off with reboot(2), which in a pid namespace only
             // ends the namespace: that is how a system container restarts itself.
@@ -170,8 +222,32 @@ impl ContainerDriver {
             corral_container::spec::ROOTFS_NODEV_ANNOTATION.to_string(),
             "true".to_string(),
         );
+        if container.init {
+            annotations.insert(
+                corral_container::spec::SYSTEMD_CGROUP_ANNOTATION.to_string(),
+                "true".to_string(),
+            );
+        }
         spec.set_annotations(Some(annotations));
         let mut mounts = spec.mounts().clone().unwrap_or_default();
+        if container.init {
+            for (destination, data) in SYSTEM_TMPFS {
+                mounts.push(
+                    MountBuilder::default()
+                        .destination(destination)
+                        .typ("tmpfs")
+                        .source("tmpfs")
+                        .options(
+                            ["nosuid", "nodev", data]
+                                .into_iter()
+                                .map(String::from)
+                                .collect::<Vec<_>>(),
+                        )
+                        .build()
+                        .map_err(invalid)?,
+                );
+            }
+        }
         for (index, disk) in definition.disks.iter().enumerate() {
             let source = self.disk_source(paths, index, definition)?;
             if disk.format.is_some_and(|f| f != DiskFormat::Dir) || !source.is_dir() {
@@ -378,5 +454,98 @@ impl Driver for ContainerDriver {
         let mut command = Command::new(&self.exe);
         command.arg("monitor").arg(&paths.dir);
         Ok(command)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::definition::ContainerSpec;
+
+    fn spec_of(init: bool, userns: Option<IdRange>) -> Spec {
+        let dir = tempfile::tempdir().unwrap();
+        let mut definition = Definition::new(
+            "box",
+            Kind::Container,
+            crate::definition::new_uuid().unwrap(),
+        );
+        let mut container = ContainerSpec::new("rootfs");
+        container.init = init;
+        definition.container = Some(container);
+        let driver = ContainerDriver::new("/bin/corral", Pool::default_in(dir.path()));
+        driver
+            .spec(&definition, &InstancePaths::new(dir.path()), userns)
+            .unwrap()
+    }
+
+    fn capabilities(spec: &Spec) -> Capabilities {
+        let process = spec.process().as_ref().unwrap();
+        process
+            .capabilities()
+            .as_ref()
+            .unwrap()
+            .bounding()
+            .clone()
+            .unwrap()
+    }
+
+    fn mount_points(spec: &Spec) -> Vec<PathBuf> {
+        spec.mounts()
+            .iter()
+            .flatten()
+            .filter(|m| m.typ().as_deref() == Some("tmpfs"))
+            .map(|m| m.destination().clone())
+            .collect()
+    }
+
+    const RANGE: IdRange = IdRange {
+        uid: 100_000,
+        gid: 100_000,
+    };
+
+    #[test]
+    fn a_system_container_in_a_user_namespace_gets_what_systemd_needs() {
+        let spec = spec_of(true, Some(RANGE));
+        let caps = capabilities(&spec);
+        for cap in [
+            Capability::SysAdmin,
+            Capability::SysBoot,
+            Capability::NetAdmin,
+        ] {
+            assert!(caps.contains(&cap), "{cap:?}");
+        }
+        for cap in [
+            Capability::SysModule,
+            Capability::SysTime,
+            Capability::SysRawio,
+        ] {
+            assert!(!caps.contains(&cap), "{cap:?} reaches the host");
+        }
+        let annotations = spec.annotations().clone().unwrap();
+        assert_eq!(
+            annotations
+                .get(corral_container::spec::SYSTEMD_CGROUP_ANNOTATION)
+                .map(String::as_str),
+            Some("true")
+        );
+        let tmpfs = mount_points(&spec);
+        for path in ["/run", "/run/lock", "/tmp"] {
+            assert!(tmpfs.contains(&PathBuf::from(path)), "{path} in {tmpfs:?}");
+        }
+    }
+
+    #[test]
+    fn without_a_user_namespace_or_an_init_the_capabilities_stay_podmans() {
+        let host_ids = capabilities(&spec_of(true, None));
+        assert!(!host_ids.contains(&Capability::SysAdmin));
+        assert!(host_ids.contains(&Capability::SysBoot));
+        let application = spec_of(false, Some(RANGE));
+        assert!(!capabilities(&application).contains(&Capability::SysAdmin));
+        assert!(!mount_points(&application).contains(&PathBuf::from("/run")));
+        assert!(!application
+            .annotations()
+            .clone()
+            .unwrap()
+            .contains_key(corral_container::spec::SYSTEMD_CGROUP_ANNOTATION));
     }
 }

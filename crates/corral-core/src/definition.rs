@@ -94,9 +94,15 @@ pub struct ContainerSpec {
     /// The command of PID 1; for a system container (`init = true`) it defaults to `/sbin/init`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub command: Vec<String>,
-    /// A system container: PID 1 is an init system (stopped with SIGPWR, like a power button).
+    /// A system container: PID 1 is an init system, in its own user namespace by default, with
+    /// a delegated cgroup, tmpfs on /run and /tmp, and stopped with `stop_signal`.
     #[serde(default)]
     pub init: bool,
+    /// The signal `corral stop` sends PID 1 (`SIGRTMIN+3`, `PWR`, `15`). Without it: SIGTERM
+    /// for an application; for a system container SIGRTMIN+3 when its init is systemd (its halt
+    /// request; systemd's SIGPWR target does nothing by default), else SIGPWR.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_signal: Option<String>,
     /// `NAME=value` pairs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub env: Vec<String>,
@@ -151,6 +157,7 @@ impl ContainerSpec {
             rootfs: rootfs.into(),
             command: Vec::new(),
             init: false,
+            stop_signal: None,
             env: Vec::new(),
             cwd: None,
             hostname: None,
@@ -541,6 +548,10 @@ impl Definition {
                 if self.boot.is_some() {
                     return Err(field_error("boot", "is only for vms; remove it"));
                 }
+                if let Some(signal) = &spec.stop_signal {
+                    corral_container::signal::parse_signal(signal)
+                        .map_err(|e| field_error("container.stop_signal", e.to_string()))?;
+                }
                 if let Some(bad) = spec.env.iter().find(|e| !e.contains('=')) {
                     return Err(field_error(
                         "container.env",
@@ -722,6 +733,9 @@ impl Definition {
             "container.init" => container(&mut updated, key)?.init = parse_bool(value)?,
             "container.tty" => container(&mut updated, key)?.tty = parse_bool(value)?,
             "container.seccomp" => container(&mut updated, key)?.seccomp = Some(value.into()),
+            "container.stop_signal" => {
+                container(&mut updated, key)?.stop_signal = Some(value.into())
+            }
             "container.userns" => {
                 container(&mut updated, key)?.userns =
                     Some(value.parse().map_err(|e: String| field_error(key, e))?)
@@ -836,6 +850,24 @@ target = "/data"
         assert_eq!(spec.effective_command(), vec!["/sbin/init"]);
         assert!(spec.tty);
         assert_eq!(def.limits.pids, Some(100));
+    }
+
+    #[test]
+    fn a_stop_signal_is_checked_when_read_and_when_set() {
+        let text = CONTAINER.replace("init = true", "init = true\nstop_signal = \"SIGRTMIN+3\"");
+        let mut def = parse(&text).unwrap();
+        assert_eq!(
+            def.container.as_ref().unwrap().stop_signal.as_deref(),
+            Some("SIGRTMIN+3")
+        );
+        let err = parse(&text.replace("SIGRTMIN+3", "SIGRTMIN+99")).unwrap_err();
+        assert!(err.to_string().contains("container.stop_signal"), "{err}");
+        def.set("container.stop_signal", "PWR").unwrap();
+        assert!(def.set("container.stop_signal", "power button").is_err());
+        assert_eq!(
+            def.container.as_ref().unwrap().stop_signal.as_deref(),
+            Some("PWR")
+        );
     }
 
     #[test]

@@ -203,12 +203,10 @@ fn apply_defaults(definition: &mut Definition, image: &Image) {
             spec.user.clone_from(&defaults.user);
         }
     }
-    // Left open by the caller: decided now that the image says whether it is a system container.
-    if let Some(spec) = definition.container.as_ref().filter(|s| s.userns.is_none()) {
-        let userns = crate::userns::default_for(definition, spec);
-        if let Some(spec) = definition.container.as_mut() {
-            spec.userns = Some(userns);
-        }
+    // Left open by the caller: decided now, with the image's defaults in.
+    let userns = crate::userns::default_for(definition);
+    if let Some(spec) = definition.container.as_mut().filter(|s| s.userns.is_none()) {
+        spec.userns = Some(userns);
     }
     if let Some(boot) = definition.boot.as_mut() {
         if boot.cmdline.is_none() {

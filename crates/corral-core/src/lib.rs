@@ -25,6 +25,7 @@ pub mod networks;
 pub mod nic;
 pub mod nic_status;
 pub mod state;
+pub mod stop_signal;
 pub mod store;
 pub mod sysprep;
 

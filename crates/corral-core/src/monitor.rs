@@ -135,7 +135,8 @@ fn policy(definition: &Definition, event: &Event) -> Action {
 struct Shared {
     engine_root: std::path::PathBuf,
     id: String,
-    system: bool,
+    /// What a graceful stop sends the init (see [`crate::stop_signal`]).
+    stop_signal: corral_container::signal::SignalNumber,
     cpus: u8,
     memory_bytes: u64,
     started: Instant,
@@ -179,7 +180,7 @@ impl Shared {
         }
     }
 
-    /// Asks the init to stop (SIGPWR for an init system, SIGTERM otherwise), or kills every
+    /// Asks the init to stop with its stop signal, or kills every
     /// process at once; a graceful stop becomes a kill after `timeout`.
     fn stop(self: &Arc<Self>, force: bool, timeout: Duration) -> Result<(), String> {
         self.stop_requested.store(true, Ordering::SeqCst);
@@ -198,12 +199,9 @@ impl Shared {
                 .kill(Signal::SIGKILL, true)
                 .map_err(|e| e.to_string());
         }
-        let signal = if self.system {
-            Signal::SIGPWR
-        } else {
-            Signal::SIGTERM
-        };
-        container.kill(signal, false).map_err(|e| e.to_string())?;
+        container
+            .kill(self.stop_signal, false)
+            .map_err(|e| e.to_string())?;
         let shared = self.clone();
         std::thread::spawn(move || {
             std::thread::sleep(timeout);
@@ -314,6 +312,7 @@ fn supervise(definition: &Definition, paths: &InstancePaths) -> Result<Option<Re
     let mut history = std::env::var(RESTART_HISTORY_ENV)
         .map(|text| Restarts::decode(&text))
         .unwrap_or_default();
+    let stop_signal = crate::stop_signal::for_container(spec, &paths.resolve(&spec.rootfs))?;
     let engine_root = ContainerDriver::engine_root(paths);
     let engine_error = |e: corral_container::Error| CoreError::Unsupported(e.to_string());
     // A monitor killed earlier may have left its container behind.
@@ -380,7 +379,7 @@ fn supervise(definition: &Definition, paths: &InstancePaths) -> Result<Option<Re
     let shared = Arc::new(Shared {
         engine_root,
         id: definition.name.clone(),
-        system: spec.init,
+        stop_signal,
         cpus: definition.cpus,
         memory_bytes: definition.memory.0,
         started: Instant::now(),

@@ -9,7 +9,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
-use crate::definition::{ContainerSpec, Definition, UserNs};
+use crate::definition::{Definition, UserNs};
 use crate::error::CoreError;
 
 /// The name of corral's entries in /etc/subuid and /etc/subgid.
@@ -35,11 +35,12 @@ pub fn host_allows() -> bool {
             .is_some_and(|n| n > 0)
 }
 
-/// What a new container created without an explicit choice gets: a user namespace for an
-/// application container where the host allows one; none for a system container (its init
-/// expects a real root) or one with directory volumes (their owners are the host's).
-pub fn default_for(definition: &Definition, spec: &ContainerSpec) -> UserNs {
-    if !spec.init && definition.disks.is_empty() && host_allows() {
+/// What a new container created without an explicit choice gets: a user namespace where the
+/// host allows one, for an application or a system container alike (incus's unprivileged
+/// default: its init's root is nobody on the host); none for a container with directory
+/// volumes (their owners are the host's).
+pub fn default_for(definition: &Definition) -> UserNs {
+    if definition.disks.is_empty() && host_allows() {
         UserNs::Auto
     } else {
         UserNs::Host

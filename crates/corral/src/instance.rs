@@ -401,9 +401,9 @@ fn definition_from(
         .container
         .as_ref()
         .filter(|spec| spec.userns.is_none() && (from_file || image_kind.is_none()))
-        .map(|spec| match from_file {
+        .map(|_| match from_file {
             true => corral_core::definition::UserNs::Host,
-            false => corral_core::userns::default_for(&definition, spec),
+            false => corral_core::userns::default_for(&definition),
         });
     if let (Some(spec), Some(userns)) = (definition.container.as_mut(), default_userns) {
         spec.userns = Some(userns);

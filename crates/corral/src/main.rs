@@ -65,7 +65,7 @@ enum Command {
         #[arg(required = true)]
         names: Vec<String>,
     },
-    /// Shut an instance down gracefully (ACPI/Ctrl-Alt-Del, SIGPWR or SIGTERM), forcing it
+    /// Shut an instance down gracefully (Ctrl-Alt-Del, or the container's stop signal), forcing it
     /// off after the timeout.
     #[command(alias = "shutdown")]
     Stop(instance::StopArgs),

@@ -225,28 +225,14 @@ fn cache_dir(files: &[PathBuf]) -> PathBuf {
     sha.args(files);
     let out = sha.output().unwrap();
     assert!(out.status.success());
-    let mut key = std::process::Command::new("sha256sum")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    // The listing names the files by path; only their digests make the key.
     let digests: String = String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|line| line.split_whitespace().next())
         .collect::<Vec<_>>()
         .join("\n");
-    use std::io::Write;
-    key.stdin
-        .take()
-        .unwrap()
-        .write_all(digests.as_bytes())
-        .unwrap();
-    let key = String::from_utf8(key.wait_with_output().unwrap().stdout).unwrap();
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache"));
-    base.join("corral/images").join(&key[..64])
+    common::cache_dir()
+        .join("images")
+        .join(common::sha256_hex(digests.as_bytes()))
 }
 
 /// Puts the Debian 12 container example into `root`'s store as `debian-12`: built (minutes, once:

@@ -35,8 +35,13 @@ pub struct Hierarchy {
 /// How cgroups are mounted on this host.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Layout {
-    /// Controllers on v1 hierarchies (a cgroup2 mount without controllers may exist beside them).
-    V1 { hierarchies: Vec<Hierarchy> },
+    /// Controllers on v1 hierarchies; `unified` is the cgroup2 mount without controllers of a
+    /// hybrid host, where systemd tracks processes (it is told there when a cgroup empties).
+    V1 {
+        hierarchies: Vec<Hierarchy>,
+        #[serde(default)]
+        unified: Option<Hierarchy>,
+    },
     /// Everything on one cgroup2 hierarchy.
     V2 { hierarchy: Hierarchy },
 }
@@ -54,7 +59,12 @@ impl Layout {
         let facts = corral_host::cgroups::CgroupLayout::parse_mountinfo(mountinfo);
         let has_v1_controller = facts.v1.iter().any(|h| h.controllers().next().is_some());
         match (has_v1_controller, facts.v2) {
-            (true, _) => Ok(Layout::V1 {
+            (true, unified) => Ok(Layout::V1 {
+                unified: unified.map(|v2| Hierarchy {
+                    mount_point: v2.mount_point,
+                    root: v2.root,
+                    controllers: Vec::new(),
+                }),
                 hierarchies: facts
                     .v1
                     .into_iter()
@@ -78,14 +88,64 @@ impl Layout {
         }
     }
 
+    /// True on a v1 host without the `name=systemd` hierarchy a system container's init needs.
+    fn lacks_systemd_hierarchy(&self) -> bool {
+        match self {
+            Layout::V1 { hierarchies, .. } => !hierarchies
+                .iter()
+                .any(|h| h.controllers.iter().any(|c| c == "name=systemd")),
+            Layout::V2 { .. } => false,
+        }
+    }
+
+    /// This layout with a `name=systemd` hierarchy: on a v1 host that has none (an init other
+    /// than systemd), corral mounts the named hierarchy at [`SYSTEMD_HIERARCHY_MOUNT`] once,
+    /// as LXC does, and it stays for every later container.
+    pub fn with_systemd_hierarchy(self) -> Result<Layout> {
+        if !self.lacks_systemd_hierarchy() {
+            return Ok(self);
+        }
+        let dir = Path::new(SYSTEMD_HIERARCHY_MOUNT);
+        std::fs::create_dir_all(dir).map_err(|e| Error::io("create", dir, e))?;
+        nix::mount::mount(
+            Some("cgroup"),
+            dir,
+            Some("cgroup"),
+            nix::mount::MsFlags::MS_NOSUID
+                | nix::mount::MsFlags::MS_NODEV
+                | nix::mount::MsFlags::MS_NOEXEC,
+            Some("none,name=systemd"),
+        )
+        .map_err(|e| {
+            Error::sys(
+                format!("mount a name=systemd cgroup hierarchy on {}", dir.display()),
+                e,
+            )
+        })?;
+        let layout = Layout::detect()?;
+        if layout.lacks_systemd_hierarchy() {
+            return Err(Error::Cgroup(format!(
+                "the name=systemd hierarchy mounted on {} does not show in /proc/self/mountinfo",
+                dir.display()
+            )));
+        }
+        Ok(layout)
+    }
+
     /// Opens the cgroup at `path` (absolute, from the hierarchy root) for this layout.
     pub fn open(&self, path: &Path) -> Box<dyn Cgroup> {
         match self {
-            Layout::V1 { hierarchies } => Box::new(V1Cgroup::new(hierarchies.clone(), path)),
+            Layout::V1 {
+                hierarchies,
+                unified,
+            } => Box::new(V1Cgroup::new(hierarchies.clone(), unified.clone(), path)),
             Layout::V2 { hierarchy } => Box::new(V2Cgroup::new(hierarchy.clone(), path)),
         }
     }
 }
+
+/// Where corral mounts a `name=systemd` hierarchy on a cgroup v1 host that has none.
+pub const SYSTEMD_HIERARCHY_MOUNT: &str = "/run/corral-cgroups/systemd";
 
 /// The cgroup path a container uses: the spec's `cgroupsPath` (relative paths are placed under
 /// the hierarchy root), or `/corral/<id>`.
@@ -211,10 +271,43 @@ pub trait Cgroup: std::fmt::Debug + Send + Sync {
     fn pids(&self) -> Result<Vec<i32>>;
     /// Usage statistics.
     fn stats(&self) -> Result<Stats>;
-    /// Removes the cgroup; it must hold no processes.
+    /// Removes the cgroup and the cgroups made inside it; they must hold no processes.
     fn destroy(&self) -> Result<()>;
-    /// The filesystems to show at a `cgroup` mount inside the container.
-    fn container_mounts(&self) -> Vec<CgroupMount>;
+    /// Hands the cgroup an init system manages (v1: the `name=systemd` hierarchy's, v2: the
+    /// container's) to `owner`, the host uid and gid of the container's root, so it can make
+    /// cgroups inside it and move its processes between them.
+    fn delegate(&self, owner: (u32, u32)) -> Result<()>;
+    /// The filesystems to show at a `cgroup` mount inside the container; with `delegated`, the
+    /// one [`Cgroup::delegate`] hands over is writable.
+    fn container_mounts(&self, delegated: bool) -> Vec<CgroupMount>;
+}
+
+/// Files of a cgroup2 directory that its delegate writes (/sys/kernel/cgroup/delegate).
+const V2_DELEGATED_FILES: [&str; 3] = ["cgroup.procs", "cgroup.threads", "cgroup.subtree_control"];
+
+/// Changes the owner of a delegated cgroup directory and of the `files` in it that moving
+/// processes and making cgroups need (the rest, its limits, stay the host's).
+fn chown_delegated(dir: &Path, files: &[&str], (uid, gid): (u32, u32)) -> Result<()> {
+    let owner = (Some(uid.into()), Some(gid.into()));
+    nix::unistd::chown(dir, owner.0, owner.1)
+        .map_err(|e| Error::sys(format!("delegate cgroup {}", dir.display()), e))?;
+    for file in files {
+        let path = dir.join(file);
+        nix::unistd::chown(&path, owner.0, owner.1)
+            .map_err(|e| Error::sys(format!("delegate {}", path.display()), e))?;
+    }
+    Ok(())
+}
+
+/// The cgroups an init system made inside `dir`, deepest first.
+fn sub_cgroups(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let children = std::fs::read_dir(dir).into_iter().flatten().flatten();
+    for child in children.filter(|c| c.file_type().is_ok_and(|t| t.is_dir())) {
+        found.extend(sub_cgroups(&child.path()));
+        found.push(child.path());
+    }
+    found
 }
 
 /// Reads a cgroup file as trimmed text.
@@ -245,12 +338,25 @@ fn write(dir: &Path, file: &str, value: &str) -> Result<()> {
         .map_err(|e| Error::Cgroup(format!("cannot write {value:?} to {}: {e}", path.display())))
 }
 
-/// Parses `cgroup.procs`.
+/// Parses `cgroup.procs` of `dir` and of the cgroups inside it.
 fn read_pids(dir: &Path) -> Result<Vec<i32>> {
-    Ok(read(dir, "cgroup.procs")?
-        .lines()
-        .filter_map(|l| l.trim().parse().ok())
-        .collect())
+    let mut pids = Vec::new();
+    for cgroup in std::iter::once(dir.to_path_buf()).chain(sub_cgroups(dir)) {
+        pids.extend(
+            read(&cgroup, "cgroup.procs")?
+                .lines()
+                .filter_map(|l| l.trim().parse::<i32>().ok()),
+        );
+    }
+    Ok(pids)
+}
+
+/// Removes a cgroup directory and the cgroups inside it (an init system's), deepest first.
+fn remove_tree(dir: &Path) -> Result<()> {
+    for cgroup in sub_cgroups(dir) {
+        remove_dir(&cgroup)?;
+    }
+    remove_dir(dir)
 }
 
 /// Removes a cgroup directory, retrying while exiting tasks still pin it (EBUSY).
@@ -316,9 +422,17 @@ mod tests {
 
     #[test]
     fn hybrid_host_is_v1_with_named_hierarchies() {
-        let Layout::V1 { hierarchies } = Layout::from_mountinfo(HYBRID).unwrap() else {
+        let Layout::V1 {
+            hierarchies,
+            unified,
+        } = Layout::from_mountinfo(HYBRID).unwrap()
+        else {
             panic!("expected v1")
         };
+        assert_eq!(
+            unified.unwrap().mount_point,
+            Path::new("/sys/fs/cgroup/unified")
+        );
         let names: Vec<_> = hierarchies
             .iter()
             .map(|h| h.controllers.join(","))
@@ -328,6 +442,24 @@ mod tests {
             hierarchies[2].mount_point,
             Path::new("/sys/fs/cgroup/memory")
         );
+    }
+
+    #[test]
+    fn only_a_v1_host_without_name_systemd_lacks_its_hierarchy() {
+        assert!(!Layout::from_mountinfo(HYBRID)
+            .unwrap()
+            .lacks_systemd_hierarchy());
+        assert!(!Layout::from_mountinfo(PURE_V2)
+            .unwrap()
+            .lacks_systemd_hierarchy());
+        let without: String = HYBRID
+            .lines()
+            .filter(|l| !l.contains("name=systemd"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert!(Layout::from_mountinfo(&without)
+            .unwrap()
+            .lacks_systemd_hierarchy());
     }
 
     #[test]
@@ -343,7 +475,7 @@ mod tests {
     fn co_mounted_controllers_and_escaped_paths_are_parsed() {
         let text =
             "40 31 0:37 /sub /sys/fs/cgroup/cpu\\054cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n";
-        let Layout::V1 { hierarchies } = Layout::from_mountinfo(text).unwrap() else {
+        let Layout::V1 { hierarchies, .. } = Layout::from_mountinfo(text).unwrap() else {
             panic!("expected v1")
         };
         assert_eq!(hierarchies[0].controllers, ["cpu", "cpuacct"]);

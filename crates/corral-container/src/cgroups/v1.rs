@@ -6,8 +6,8 @@ use oci_spec::runtime::{LinuxBlockIo, LinuxResources};
 
 use super::devices::rules_from_spec;
 use super::{
-    read, read_keyed, read_number, read_pids, remove_dir, wait_until, write, Cgroup, Hierarchy,
-    Stats,
+    chown_delegated, read, read_keyed, read_number, read_pids, remove_tree, wait_until, write,
+    Cgroup, Hierarchy, Stats, V2_DELEGATED_FILES,
 };
 use crate::error::{Error, Result};
 use crate::rootfs::CgroupMount;
@@ -15,19 +15,30 @@ use crate::rootfs::CgroupMount;
 /// Nanoseconds per USER_HZ tick, the unit of `cpuacct.stat` (USER_HZ is 100 on Linux).
 const NS_PER_TICK: u64 = 10_000_000;
 
+/// The named hierarchy without controllers that systemd keeps its cgroups in.
+const SYSTEMD_HIERARCHY: &str = "name=systemd";
+
 /// A container's cgroup in every v1 hierarchy.
 #[derive(Debug)]
 pub struct V1Cgroup {
     hierarchies: Vec<Hierarchy>,
+    /// A hybrid host's cgroup2 mount without controllers.
+    unified: Option<Hierarchy>,
     path: PathBuf,
 }
 
 impl V1Cgroup {
-    pub fn new(hierarchies: Vec<Hierarchy>, path: &Path) -> Self {
+    pub fn new(hierarchies: Vec<Hierarchy>, unified: Option<Hierarchy>, path: &Path) -> Self {
         V1Cgroup {
             hierarchies,
+            unified,
             path: path.to_path_buf(),
         }
+    }
+
+    /// Every hierarchy the container has a directory in: the v1 ones and the hybrid one.
+    fn all_hierarchies(&self) -> impl Iterator<Item = &Hierarchy> {
+        self.hierarchies.iter().chain(self.unified.as_ref())
     }
 
     fn dir(&self, hierarchy: &Hierarchy) -> PathBuf {
@@ -187,7 +198,7 @@ impl Cgroup for V1Cgroup {
     }
 
     fn create(&self) -> Result<()> {
-        for hierarchy in &self.hierarchies {
+        for hierarchy in self.all_hierarchies() {
             let leaf = self.dir(hierarchy);
             let is_cpuset = hierarchy.controllers.iter().any(|c| c == "cpuset");
             // Each level is created in turn so a new cpuset level can inherit its parent's cpus
@@ -216,7 +227,7 @@ impl Cgroup for V1Cgroup {
     }
 
     fn add_process(&self, pid: i32) -> Result<()> {
-        for hierarchy in &self.hierarchies {
+        for hierarchy in self.all_hierarchies() {
             write(&self.dir(hierarchy), "cgroup.procs", &pid.to_string())?;
         }
         Ok(())
@@ -335,13 +346,30 @@ impl Cgroup for V1Cgroup {
     }
 
     fn destroy(&self) -> Result<()> {
-        for hierarchy in &self.hierarchies {
-            remove_dir(&self.dir(hierarchy))?;
+        for hierarchy in self.all_hierarchies() {
+            remove_tree(&self.dir(hierarchy))?;
         }
         Ok(())
     }
 
-    fn container_mounts(&self) -> Vec<CgroupMount> {
+    fn delegate(&self, owner: (u32, u32)) -> Result<()> {
+        let dir = self.controller_dir(SYSTEMD_HIERARCHY).ok_or_else(|| {
+            Error::Cgroup(format!(
+                "this host has no {SYSTEMD_HIERARCHY} cgroup hierarchy to hand to a system container's init"
+            ))
+        })?;
+        chown_delegated(
+            &dir,
+            &["cgroup.procs", "tasks", "cgroup.clone_children"],
+            owner,
+        )?;
+        match &self.unified {
+            Some(unified) => chown_delegated(&self.dir(unified), &V2_DELEGATED_FILES, owner),
+            None => Ok(()),
+        }
+    }
+
+    fn container_mounts(&self, delegated: bool) -> Vec<CgroupMount> {
         self.hierarchies
             .iter()
             .map(|h| CgroupMount {
@@ -353,7 +381,23 @@ impl Cgroup for V1Cgroup {
                 fstype: "cgroup",
                 data: h.controllers.join(","),
                 host_path: self.dir(h),
+                // Only the hierarchy without controllers: limits stay the host's to set.
+                writable: delegated && h.controllers.iter().any(|c| c == SYSTEMD_HIERARCHY),
             })
+            // A delegated init also gets the hybrid cgroup2 mount, to learn when cgroups empty
+            // (v1 tells only a release agent, which a container cannot have).
+            .chain(
+                self.unified
+                    .as_ref()
+                    .filter(|_| delegated)
+                    .map(|unified| CgroupMount {
+                        subdir: "unified".into(),
+                        fstype: "cgroup2",
+                        data: String::new(),
+                        host_path: self.dir(unified),
+                        writable: true,
+                    }),
+            )
             .collect()
     }
 }
@@ -392,7 +436,14 @@ mod tests {
                 controllers: vec![controller.into()],
             });
         }
-        let cgroup = V1Cgroup::new(hierarchies, Path::new("/corral/c1"));
+        let unified = root.path().join("unified");
+        std::fs::create_dir(&unified).unwrap();
+        let unified = Hierarchy {
+            mount_point: unified,
+            root: "/".into(),
+            controllers: Vec::new(),
+        };
+        let cgroup = V1Cgroup::new(hierarchies, Some(unified), Path::new("/corral/c1"));
         (root, cgroup)
     }
 
@@ -560,18 +611,54 @@ mod tests {
     #[test]
     fn container_mounts_name_each_hierarchy() {
         let (root, cgroup) = fixture();
-        let mounts = cgroup.container_mounts();
+        let mounts = cgroup.container_mounts(false);
         let systemd = mounts.iter().find(|m| m.subdir == "systemd").unwrap();
         assert_eq!(systemd.data, "name=systemd");
         assert_eq!(systemd.host_path, root.path().join("systemd/corral/c1"));
+        assert!(mounts.iter().all(|m| !m.writable));
+        assert!(
+            mounts.iter().all(|m| m.subdir != "unified"),
+            "the hybrid cgroup2 mount is for a delegated init only"
+        );
     }
 
     #[test]
-    fn destroy_removes_every_directory() {
+    fn only_the_systemd_hierarchy_of_a_delegated_cgroup_is_writable() {
+        let (_root, cgroup) = fixture();
+        let writable: Vec<_> = cgroup
+            .container_mounts(true)
+            .into_iter()
+            .filter(|m| m.writable)
+            .map(|m| m.subdir)
+            .collect();
+        assert_eq!(writable, ["systemd", "unified"]);
+    }
+
+    #[test]
+    fn destroy_removes_every_directory_and_the_cgroups_made_inside() {
         let (root, cgroup) = fixture();
         cgroup.create().unwrap();
+        let scope = root
+            .path()
+            .join("systemd/corral/c1/system.slice/cron.service");
+        std::fs::create_dir_all(&scope).unwrap();
+        std::fs::write(scope.join("cgroup.procs"), "").unwrap();
         cgroup.destroy().unwrap();
         assert!(!root.path().join("memory/corral/c1").exists());
+        assert!(!root.path().join("systemd/corral/c1").exists());
         assert!(root.path().join("memory/corral").exists(), "parents stay");
+    }
+
+    #[test]
+    fn processes_in_cgroups_made_inside_are_listed() {
+        let (root, cgroup) = fixture();
+        cgroup.create().unwrap();
+        let scope = root.path().join("pids/corral/c1/init.scope");
+        std::fs::create_dir_all(&scope).unwrap();
+        std::fs::write(scope.join("cgroup.procs"), "42\n").unwrap();
+        std::fs::write(root.path().join("pids/corral/c1/cgroup.procs"), "7\n").unwrap();
+        let mut pids = cgroup.pids().unwrap();
+        pids.sort();
+        assert_eq!(pids, [7, 42]);
     }
 }

@@ -8,8 +8,8 @@ use oci_spec::runtime::LinuxResources;
 use super::bpf::attach_device_filter;
 use super::devices::{program, rules_from_spec};
 use super::{
-    read, read_keyed, read_number, read_pids, remove_dir, wait_until, write, Cgroup, Hierarchy,
-    Stats,
+    chown_delegated, read, read_keyed, read_number, read_pids, remove_tree, wait_until, write,
+    Cgroup, Hierarchy, Stats, V2_DELEGATED_FILES,
 };
 use crate::error::{Error, Result};
 use crate::rootfs::CgroupMount;
@@ -265,15 +265,20 @@ impl Cgroup for V2Cgroup {
     }
 
     fn destroy(&self) -> Result<()> {
-        remove_dir(&self.dir())
+        remove_tree(&self.dir())
     }
 
-    fn container_mounts(&self) -> Vec<CgroupMount> {
+    fn delegate(&self, owner: (u32, u32)) -> Result<()> {
+        chown_delegated(&self.dir(), &V2_DELEGATED_FILES, owner)
+    }
+
+    fn container_mounts(&self, delegated: bool) -> Vec<CgroupMount> {
         vec![CgroupMount {
             subdir: String::new(),
             fstype: "cgroup2",
             data: String::new(),
             host_path: self.dir(),
+            writable: delegated,
         }]
     }
 }

@@ -398,3 +398,26 @@ pub fn wait_for(what: &str, timeout: Duration, mut condition: impl FnMut() -> bo
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Where slow test inputs (built images, root filesystems) are kept between runs:
+/// `$XDG_CACHE_HOME/corral` (`~/.cache/corral`), outside the repository.
+pub fn cache_dir() -> PathBuf {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache"));
+    base.join("corral")
+}
+
+/// The SHA-256 of `bytes` in hex, by `sha256sum` (a cache key).
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use std::io::Write;
+    let mut sha = Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    sha.stdin.take().unwrap().write_all(bytes).unwrap();
+    let out = sha.wait_with_output().unwrap();
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stdout)[..64].to_string()
+}
