@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use oci_spec::runtime::{
-    Capabilities, Capability, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxIdMappingBuilder,
-    LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder,
-    LinuxResourcesBuilder, MountBuilder, Spec, UserBuilder,
+    Capabilities, Capability, HookBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder,
+    LinuxIdMappingBuilder, LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType,
+    LinuxPidsBuilder, LinuxResourcesBuilder, MountBuilder, Spec, UserBuilder,
 };
 
 use corral_host::atomic::PRIVATE_FILE_MODE;
@@ -333,7 +333,26 @@ impl ContainerDriver {
             );
             linux.set_namespaces(Some(namespaces));
         }
-        if !definition.nics.is_empty() {
+        if crate::container_net::attached_by_hook(definition, userns.is_some()) {
+            // A new network namespace, owned by the container's user namespace so its init can
+            // configure its links; the hook moves the nics in once it exists.
+            let hook = HookBuilder::default()
+                .path(&self.exe)
+                .args(vec![
+                    "corral".to_owned(),
+                    "network-attach".to_owned(),
+                    paths.dir.to_string_lossy().into_owned(),
+                ])
+                // Hooks get only the environment the spec gives; `ip` and `nft` are on this.
+                .env(vec![
+                    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_owned(),
+                ])
+                .build()
+                .map_err(invalid)?;
+            let mut hooks = spec.hooks().clone().unwrap_or_default();
+            hooks.set_create_runtime(Some(vec![hook]));
+            spec.set_hooks(Some(hooks));
+        } else if !definition.nics.is_empty() {
             // The namespace `container_net::set_up` made, with the nics in it.
             let mut namespaces = linux.namespaces().clone().unwrap_or_default();
             namespaces.retain(|n| n.typ() != LinuxNamespaceType::Network);
@@ -446,7 +465,7 @@ impl Driver for ContainerDriver {
     ) -> Result<Command, CoreError> {
         let userns = self.prepare_userns(definition, paths)?;
         let spec = self.spec(definition, paths, userns)?;
-        crate::container_net::set_up(definition, paths, &self.networks)?;
+        crate::container_net::set_up(definition, paths, &self.networks, userns.is_some())?;
         let bundle = Self::bundle_dir(paths);
         let json = serde_json::to_vec_pretty(&spec)
             .map_err(|e| CoreError::Unsupported(format!("cannot write the container spec: {e}")))?;
@@ -472,7 +491,11 @@ mod tests {
         let mut container = ContainerSpec::new("rootfs");
         container.init = init;
         definition.container = Some(container);
-        let driver = ContainerDriver::new("/bin/corral", Pool::default_in(dir.path()));
+        let driver = ContainerDriver::new(
+            "/bin/corral",
+            Pool::default_in(dir.path()),
+            crate::networks::networks_in(dir.path()),
+        );
         driver
             .spec(&definition, &InstancePaths::new(dir.path()), userns)
             .unwrap()

@@ -12,7 +12,7 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
 use corral_host::atomic::PRIVATE_FILE_MODE;
-use corral_net::{link, netns, FilterError, HostAddress, LinkError, NetnsError};
+use corral_net::{link, netns, FilterError, HostAddress, LinkError, NetnsError, NetnsPath};
 use corral_vmm::config::MacAddress;
 use serde::{Deserialize, Serialize};
 
@@ -215,6 +215,7 @@ pub fn set_up(
     definition: &Definition,
     paths: &InstancePaths,
     networks: &Networks,
+    has_userns: bool,
 ) -> Result<(), CoreError> {
     let error = |source| CoreError::InstanceNetwork {
         name: definition.name.clone(),
@@ -243,9 +244,14 @@ pub fn set_up(
         tear_down(paths);
         return Err(err);
     }
-    let made = configure(definition, paths, &nics)
-        .map_err(error)
-        .and_then(|()| write_etc_files(definition, paths, &nics));
+    let made = configure(
+        definition,
+        paths,
+        &nics,
+        attached_by_hook(definition, has_userns),
+    )
+    .map_err(error)
+    .and_then(|()| write_etc_files(definition, paths, &nics));
     if made.is_err() {
         tear_down(paths);
     }
@@ -256,30 +262,22 @@ fn configure(
     definition: &Definition,
     paths: &InstancePaths,
     nics: &[ContainerNic],
+    by_hook: bool,
 ) -> Result<(), NicError> {
+    for nic in nics {
+        prepare_host_end(nic)?;
+    }
+    if by_hook {
+        return Ok(());
+    }
     let system = definition.container.as_ref().is_some_and(|c| c.init);
     let namespace = netns::create(&netns_file(paths))?;
+    move_in(nics, &namespace)?;
+    if system {
+        return Ok(());
+    }
     let inside = Some(&namespace);
-    link::set_up(inside, "lo")?;
     for nic in nics {
-        if link::find(None, &nic.bridge)?.is_none() {
-            return Err(NicError::NoBridge {
-                index: nic.index,
-                bridge: nic.bridge.clone(),
-            });
-        }
-        link::create_veth(None, &nic.host_interface, &nic.peer())?;
-        link::set_mac(None, &nic.peer(), &nic.mac.to_string())?;
-        if nic.filter {
-            corral_net::filter::add(None, &filter_of(nic))?;
-        }
-        link::set_master(None, &nic.host_interface, &nic.bridge)?;
-        link::set_up(None, &nic.host_interface)?;
-        link::move_to_netns(None, &nic.peer(), &namespace, &nic.name())?;
-        link::set_up(inside, &nic.name())?;
-        if system {
-            continue;
-        }
         if let Some(HostAddress {
             address,
             prefix_len: Some(prefix_len),
@@ -288,12 +286,66 @@ fn configure(
             link::add_address(inside, &nic.name(), address.into(), prefix_len)?;
         }
     }
-    if !system {
-        if let Some(gateway) = nics.iter().find_map(|nic| nic.gateway) {
-            link::set_default_route(inside, gateway.into())?;
-        }
+    if let Some(gateway) = nics.iter().find_map(|nic| nic.gateway) {
+        link::set_default_route(inside, gateway.into())?;
     }
     Ok(())
+}
+
+/// Makes the veth pair of `nic`: the container's end with its MAC, the host's end filtered, a
+/// port of the bridge, up.
+fn prepare_host_end(nic: &ContainerNic) -> Result<(), NicError> {
+    if link::find(None, &nic.bridge)?.is_none() {
+        return Err(NicError::NoBridge {
+            index: nic.index,
+            bridge: nic.bridge.clone(),
+        });
+    }
+    link::create_veth(None, &nic.host_interface, &nic.peer())?;
+    link::set_mac(None, &nic.peer(), &nic.mac.to_string())?;
+    if nic.filter {
+        corral_net::filter::add(None, &filter_of(nic))?;
+    }
+    link::set_master(None, &nic.host_interface, &nic.bridge)?;
+    link::set_up(None, &nic.host_interface)?;
+    Ok(())
+}
+
+/// Moves the container's ends of `nics` into `namespace` as `ethN`, up, with `lo`.
+fn move_in(nics: &[ContainerNic], namespace: &NetnsPath) -> Result<(), NicError> {
+    let inside = Some(namespace);
+    link::set_up(inside, "lo")?;
+    for nic in nics {
+        link::move_to_netns(None, &nic.peer(), namespace, &nic.name())?;
+        link::set_up(inside, &nic.name())?;
+    }
+    Ok(())
+}
+
+/// Whether the nics go into the container's namespace through the `network-attach` hook: a
+/// system container with its own user namespace gets a network namespace that namespace owns
+/// (so its init may configure its links), which exists only once the runtime made it. Every
+/// other container with nics joins the one [`set_up`] made.
+pub fn attached_by_hook(definition: &Definition, has_userns: bool) -> bool {
+    has_userns
+        && !definition.nics.is_empty()
+        && definition.container.as_ref().is_some_and(|c| c.init)
+}
+
+/// The `network-attach` hook's work: moves the nics [`set_up`] prepared into the network
+/// namespace of the container's init, process `pid`. After a reboot of the container its old
+/// namespace took the pairs with it, so they are made again first.
+pub fn attach(paths: &InstancePaths, pid: u32) -> Result<(), NicError> {
+    let nics = recorded(paths);
+    for nic in &nics {
+        if link::find(None, &nic.host_interface)?.is_none() {
+            prepare_host_end(nic)?;
+        }
+    }
+    move_in(
+        &nics,
+        &NetnsPath(PathBuf::from(format!("/proc/{pid}/ns/net"))),
+    )
 }
 
 fn filter_of(nic: &ContainerNic) -> corral_net::NicFilter {

@@ -12,6 +12,7 @@ mod image;
 mod image_build;
 mod instance;
 mod network;
+mod network_attach;
 mod network_service;
 mod oci;
 mod output;
@@ -119,6 +120,9 @@ enum Command {
     /// Serve DHCP and DNS on a network from its state directory (started by corral).
     #[command(hide = true)]
     NetworkService { dir: PathBuf },
+    /// Move a starting system container's nics into its network namespace (its OCI hook).
+    #[command(hide = true)]
+    NetworkAttach { dir: PathBuf },
     /// Record a lease change of a network (run by its dnsmasq).
     #[command(hide = true)]
     NetworkLeaseHook {
@@ -167,6 +171,17 @@ fn main() -> ExitCode {
     let Some(cli) = cli else {
         return oci::run_as_runtime();
     };
+    if matches!(
+        cli.command,
+        Command::List(_) | Command::Info(_) | Command::Logs(_) | Command::Network(_)
+    ) {
+        // Output piped into `head` ends the command quietly when the reader goes, as for
+        // other command-line tools, instead of a failed write (Rust ignores SIGPIPE).
+        // SAFETY: restoring a signal's default action; no handler is involved.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let result: anyhow::Result<ExitCode> = match cli.command {
         Command::Host(args) => host::run(&cli.root, args),
         Command::Guest(args) => guest::run(args),
@@ -198,6 +213,7 @@ fn main() -> ExitCode {
             .map(|()| ExitCode::SUCCESS)
             .map_err(Into::into),
         Command::NetworkService { dir } => network_service::supervise(&dir),
+        Command::NetworkAttach { dir } => network_attach::run(&dir),
         Command::NetworkLeaseHook { dir, args } => network_service::lease_hook(&dir, &args),
         Command::Vmm { command } => vmm::run(command),
         Command::Debug {

@@ -398,10 +398,12 @@ fn a_system_container_gets_its_links_unconfigured_and_keeps_them_across_a_reboot
         lan.root.info("sys")["live"]["restarts"].as_u64() == Some(1)
     });
     assert!(lan.has_link(&host), "a reboot keeps the nic");
+    // In its own user namespace (a system container's default) the init gets a new network
+    // namespace it owns at every boot, as a machine's reboot forgets its addresses.
     let addresses = lan.root.ok(&[
         "exec", "sys", "--", "ip", "-o", "-4", "addr", "show", "eth0",
     ]);
-    assert!(addresses.contains("10.0.3.30/24"), "{addresses}");
+    assert_eq!(addresses, "", "a reboot kept the address");
 
     // Powering off from inside removes the nic without any corral command.
     lan.root.ok(&["exec", "sys", "--", "/bin/poweroff"]);
