@@ -1,0 +1,157 @@
+//! Instances on a managed network, end to end: the network's DHCP and DNS service gives
+//! application containers their addresses and names, a system container's own DHCP client a
+//! lease, and goes with the network. corral runs in a network namespace of the test's own, which
+//! has no route out: nothing touches the machine's links or nftables, no packet leaves.
+
+mod common;
+
+use std::time::Duration;
+
+use common::CorralRoot;
+use corral_testkit::{require_program, require_root, Netns};
+
+/// The processes whose command line names `needle`.
+fn processes_naming(needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if cmdline.contains(needle) {
+                found.push(cmdline);
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn containers_on_a_managed_network_get_addresses_names_and_leases_from_its_service() {
+    require_root!();
+    for program in ["ip", "nft", "dnsmasq", "unshare", "nsenter"] {
+        require_program!(program);
+    }
+    if !common::have_busybox() {
+        return;
+    }
+    let netns = Netns::new("netinst");
+    netns.ip(&["link", "set", "lo", "up"]);
+    let root = CorralRoot::in_netns(&netns);
+    let rootfs = root.dir.path().join("busybox");
+    common::build_rootfs(&rootfs);
+    std::fs::create_dir_all(rootfs.join("sbin")).unwrap();
+    std::os::unix::fs::symlink("../bin/busybox", rootfs.join("sbin/init")).unwrap();
+    root.ok(&[
+        "network",
+        "create",
+        "lab",
+        "--subnet",
+        "10.0.9.1/24",
+        "--dhcp-range",
+        "10.0.9.100-10.0.9.150",
+        "--domain",
+        "lab.test",
+    ]);
+    let service = root.path().join("networks/lab/service");
+    assert!(
+        !processes_naming(service.to_str().unwrap()).is_empty(),
+        "no DHCP/DNS service runs for the network"
+    );
+
+    let serve = "mkdir -p /www && hostname > /www/who && exec httpd -f -p 8080 -h /www";
+    for name in ["c1", "c2"] {
+        root.ok(&[
+            "create",
+            name,
+            "--rootfs",
+            rootfs.to_str().unwrap(),
+            "--nic",
+            "network=lab",
+            "--",
+            "/bin/sh",
+            "-c",
+            serve,
+        ]);
+        root.ok(&["start", name]);
+    }
+    let nic = |name: &str| root.info(name)["nics"][0].clone();
+    let address = |name: &str| nic(name)["ip"].as_str().unwrap().to_owned();
+    let (a1, a2) = (address("c1"), address("c2"));
+    assert_ne!(a1, a2);
+    for a in [&a1, &a2] {
+        let last: u8 = a.strip_prefix("10.0.9.").unwrap().parse().unwrap();
+        assert!((100..=150).contains(&last), "{a} is outside the DHCP range");
+    }
+    assert_eq!(nic("c1")["ip_source"], "run");
+    let eth0 = root.ok(&["exec", "c1", "--", "ip", "-o", "-4", "addr", "show", "eth0"]);
+    assert!(eth0.contains(&format!("{a1}/24")), "{eth0}");
+    let route = root.ok(&["exec", "c1", "--", "ip", "route", "show", "default"]);
+    assert!(route.contains("via 10.0.9.1"), "{route}");
+    let resolv = root.ok(&["exec", "c2", "--", "cat", "/etc/resolv.conf"]);
+    assert!(resolv.contains("nameserver 10.0.9.1"), "{resolv}");
+
+    // c2 finds c1 by name through the network's DNS server, and reaches it.
+    let lookup = root.ok(&["exec", "c2", "--", "nslookup", "c1.lab.test", "10.0.9.1"]);
+    assert!(lookup.contains(&a1), "{lookup}");
+    let page = root.ok(&[
+        "exec",
+        "c2",
+        "--",
+        "wget",
+        "-q",
+        "-O",
+        "-",
+        "http://c1.lab.test:8080/who",
+    ]);
+    assert_eq!(page.trim(), "c1");
+    let err = root.fails(&["network", "delete", "lab"]);
+    assert!(err.contains("c1") && err.contains("c2"), "{err}");
+
+    // A stopped container's address and name are free again.
+    root.ok(&["kill", "c1"]);
+    let gone = root.run(&["exec", "c2", "--", "nslookup", "c1.lab.test", "10.0.9.1"]);
+    assert!(
+        !gone.status.success(),
+        "c1's name outlived its run: {gone:?}"
+    );
+
+    // A system container's own DHCP client gets a lease for its MAC.
+    root.ok(&[
+        "create",
+        "sys",
+        "--rootfs",
+        rootfs.to_str().unwrap(),
+        "--init",
+        "--nic",
+        "network=lab",
+    ]);
+    root.ok(&["start", "sys"]);
+    root.ok(&[
+        "exec",
+        "sys",
+        "--",
+        "udhcpc",
+        "-i",
+        "eth0",
+        "-n",
+        "-q",
+        "-t",
+        "5",
+        "-s",
+        "/bin/true",
+    ]);
+    common::wait_for("the lease", Duration::from_secs(10), || {
+        nic("sys")["ip_source"] == "lease"
+    });
+    let leased = address("sys");
+    assert!(leased.starts_with("10.0.9.1"), "{leased}");
+    assert_ne!(leased, a2);
+
+    // The network goes whole once nothing uses it: no service, bridge, rules or files.
+    for name in ["c1", "c2", "sys"] {
+        root.ok(&["delete", name, "--force"]);
+    }
+    root.ok(&["network", "delete", "lab"]);
+    assert!(processes_naming(service.to_str().unwrap()).is_empty());
+    assert!(!root.path().join("networks/lab").exists());
+    assert!(!netns.ip(&["-o", "link", "show"]).contains("corral-lab"));
+}
