@@ -81,7 +81,30 @@ fn make_reachable(dir: &Path, root: &Path) -> Result<(), CoreError> {
     Ok(())
 }
 
+/// A network's DHCP/DNS service as `corral network info` shows it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ServiceStatus {
+    pub running: bool,
+    pub leases: Vec<Lease>,
+    pub reservations: Vec<Reservation>,
+}
+
 impl Manager {
+    /// The service of network `name`, `None` when it has none.
+    pub fn network_service(&self, name: &str) -> Result<Option<ServiceStatus>, CoreError> {
+        let networks = self.networks();
+        networks.get(name)?;
+        let dir = service_dir(&networks, name);
+        if !dir.exists() {
+            return Ok(None);
+        }
+        Ok(Some(ServiceStatus {
+            running: corral_netservice::is_running(&dir),
+            leases: corral_netservice::leases(&dir).map_err(service_error(name))?,
+            reservations: corral_netservice::reservations(&dir).map_err(service_error(name))?,
+        }))
+    }
+
     /// Starts (or restarts with its current settings) the service of `network`, keeping the
     /// reservations it has; nothing for a network without one.
     pub(crate) fn start_network_service(

@@ -130,8 +130,18 @@ pub fn run(root: &Path, args: NetworkArgs) -> anyhow::Result<ExitCode> {
         }
         NetworkCommand::Info { name, output } => {
             let info = manager.network_info(&name)?;
+            let service = manager.network_service(&name)?;
             if output == Format::Json {
-                output::print_json(&info)?;
+                #[derive(serde::Serialize)]
+                struct Shown<'a> {
+                    #[serde(flatten)]
+                    info: &'a corral_net::networks::NetworkInfo,
+                    service: &'a Option<corral_core::network_service::ServiceStatus>,
+                }
+                output::print_json(&Shown {
+                    info: &info,
+                    service: &service,
+                })?;
                 return Ok(ExitCode::SUCCESS);
             }
             let n = &info.definition;
@@ -159,6 +169,24 @@ pub fn run(root: &Path, args: NetworkArgs) -> anyhow::Result<ExitCode> {
                 line("Ports", "-");
             } else {
                 line("Ports", &info.ports.join(", "));
+            }
+            if let Some(service) = &service {
+                let state = if service.running {
+                    "running"
+                } else {
+                    "stopped"
+                };
+                line("DHCP/DNS", state);
+                for r in &service.reservations {
+                    line(
+                        "Reserved",
+                        &format!("{} {} ({})", r.ipv4, r.hostname, r.mac),
+                    );
+                }
+                for lease in &service.leases {
+                    let name = lease.hostname.as_deref().unwrap_or("-");
+                    line("Lease", &format!("{} {name} ({})", lease.ip, lease.mac));
+                }
             }
             for (owner, nic) in &info.forwards {
                 for forward in &nic.forwards {

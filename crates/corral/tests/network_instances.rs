@@ -145,6 +145,27 @@ fn containers_on_a_managed_network_get_addresses_names_and_leases_from_its_servi
     let leased = address("sys");
     assert!(leased.starts_with("10.0.9.1"), "{leased}");
     assert_ne!(leased, a2);
+    // `network info` lists the service's leases and the running containers' reservations.
+    let shown: serde_json::Value =
+        serde_json::from_str(&root.ok(&["network", "info", "lab", "-o", "json"])).unwrap();
+    let status = &shown["service"];
+    assert_eq!(status["running"], true, "{shown}");
+    let sys_mac = nic("sys")["mac"].clone();
+    assert!(
+        status["leases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|lease| lease["mac"] == sys_mac && lease["ip"] == leased.as_str()),
+        "{shown}"
+    );
+    let reserved: Vec<&str> = status["reservations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["hostname"].as_str())
+        .collect();
+    assert_eq!(reserved, ["c2"], "{shown}");
 
     // The network goes whole once nothing uses it: no service, bridge, rules or files.
     for name in ["c1", "c2", "sys"] {

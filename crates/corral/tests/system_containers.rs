@@ -190,8 +190,9 @@ fn exec(root: &Root, name: &str, command: &[&str]) -> String {
     root.ok(&args).trim().to_string()
 }
 
-/// The identity `corral exec` sees in `name`: machine-id, SSH host key fingerprint, hostname.
-fn identity(root: &Root, name: &str) -> (String, String, String) {
+/// The identity `corral exec` sees in `name`: machine-id, SSH host key fingerprint, hostname
+/// and eth0's MAC.
+fn identity(root: &Root, name: &str) -> (String, String, String, String) {
     let machine_id = exec(root, name, &["cat", "/etc/machine-id"]);
     // The host keys may still be in the making by sshd's first-boot unit.
     wait_for("the SSH host key", Duration::from_secs(30), || {
@@ -212,14 +213,27 @@ fn identity(root: &Root, name: &str) -> (String, String, String) {
         &["ssh-keygen", "-lf", "/etc/ssh/ssh_host_ed25519_key.pub"],
     );
     let hostname = exec(root, name, &["hostname"]);
-    (machine_id, fingerprint, hostname)
+    let link = exec(root, name, &["ip", "-o", "link", "show", "eth0"]);
+    let mac = link
+        .split_whitespace()
+        .skip_while(|word| *word != "link/ether")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no MAC in {link:?}"))
+        .to_owned();
+    (machine_id, fingerprint, hostname, mac)
 }
 
 #[test]
 #[ignore = "builds a Debian 12 rootfs with mmdebstrap (minutes the first time); scripts/test.sh runs it"]
 fn debian_with_systemd_boots_stops_itself_and_its_clones_are_new_machines() {
-    let Some(root) = setup() else { return };
+    let Some(_) = setup() else { return };
     corral_testkit::require_program!("mmdebstrap");
+    corral_testkit::require_program!("nft");
+    corral_testkit::require_program!("dnsmasq");
+    // corral works in a network namespace of the test's own, where the instances' network is.
+    let netns = corral_testkit::Netns::new("debsys");
+    netns.ip(&["link", "set", "lo", "up"]);
+    let root = Root::in_netns(&netns);
     let tarball = debian_systemd_tarball();
     root.ok(&[
         "image",
@@ -228,7 +242,16 @@ fn debian_with_systemd_boots_stops_itself_and_its_clones_are_new_machines() {
         "--alias",
         "debian-systemd",
     ]);
-    root.ok(&["create", "deb", "--image", "debian-systemd", "--init"]);
+    root.ok(&["network", "create", "lab", "--subnet", "10.0.11.1/24"]);
+    root.ok(&[
+        "create",
+        "deb",
+        "--image",
+        "debian-systemd",
+        "--init",
+        "--nic",
+        "network=lab",
+    ]);
     root.ok(&["start", "deb"]);
     assert_booted(&root, "deb");
 
@@ -256,11 +279,26 @@ fn debian_with_systemd_boots_stops_itself_and_its_clones_are_new_machines() {
         assert_eq!(identity.0.len(), 32, "a machine-id: {identity:?}");
         assert!(identity.1.contains("ED25519"), "{identity:?}");
         assert_eq!(identity.2, name, "the clone's hostname is its name");
+        assert_eq!(
+            identity.3,
+            root.info(name)["nics"][0]["mac"].as_str().unwrap(),
+            "eth0 has the clone's MAC"
+        );
         identities.push(identity);
     }
     assert_ne!(identities[0].0, identities[1].0, "machine-ids differ");
     assert_ne!(identities[0].1, identities[1].1, "host keys differ");
+    assert_ne!(identities[0].3, identities[1].3, "MACs differ");
+    assert_ne!(
+        identities[0].3,
+        root.info("deb")["nics"][0]["mac"].as_str().unwrap(),
+        "a clone's MAC is not its source's"
+    );
     for name in ["deb1", "deb2"] {
         root.ok(&["stop", name, "--timeout", "60"]);
     }
+    for name in ["deb", "deb1", "deb2"] {
+        root.ok(&["delete", name]);
+    }
+    root.ok(&["network", "delete", "lab"]);
 }

@@ -346,6 +346,16 @@ impl Drop for CorralRoot {
                 let _ = self.run(&["kill", item["name"].as_str().unwrap_or_default()]);
             }
         }
+        // A network's DHCP/DNS supervisor (and its dnsmasq) would outlive the test.
+        let networks = self.run(&["network", "list", "-o", "json"]);
+        if let Ok(Value::Array(items)) = serde_json::from_slice::<Value>(&networks.stdout) {
+            for item in items {
+                let name = item["name"].as_str().unwrap_or_default();
+                let _ = corral_netservice::stop(
+                    &self.path().join("networks").join(name).join("service"),
+                );
+            }
+        }
     }
 }
 
