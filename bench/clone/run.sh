@@ -25,6 +25,8 @@ done
 
 cargo build --release -q -p corral
 corral="$PWD/target/release/corral"
+# The clones measured are of instances without nics, on no network of the host's.
+export CORRAL_DEFAULT_NETWORK=none
 work="$(mktemp -d -t corral-bench-clone.XXXXXX)"
 cleanup() {
   mountpoint -q "$work/xfs" 2>/dev/null && umount "$work/xfs"

@@ -39,7 +39,8 @@ def sandbox_peers(args, memory, scratch):
     os.mkdir(jail)
     root = os.path.join(scratch, "root")
     subprocess.run([args.corral, "--root", root, "create", "bench", "--kernel", args.guest,
-                    "--memory", memory], check=True, stdout=subprocess.DEVNULL)
+                    "--memory", memory, "--default-network", "none"], check=True,
+                   stdout=subprocess.DEVNULL)
     return {
         "corral-no-seccomp": (vmm + ["--serial", "none", "--no-seccomp"], 42),
         "corral-jail": (vmm + ["--serial", "none", "--jail", jail, "--exit-file",

@@ -7,6 +7,7 @@
 use std::path::Path;
 
 use corral_net::definition::NetworkDefinition;
+pub use corral_net::networks::DEFAULT_NETWORK;
 use corral_net::networks::{NetworkInfo, NetworkRequest};
 use corral_net::{NetworkError, Networks};
 
@@ -73,6 +74,31 @@ impl Manager {
             return Err(err);
         }
         Ok(network)
+    }
+
+    /// Gives `definition` a nic on network `name`; the network `default` is created on first
+    /// use (with a free subnet, NAT and its DHCP/DNS service), any other must exist.
+    pub fn join_network(&self, definition: &mut Definition, name: &str) -> Result<(), CoreError> {
+        let networks = self.networks();
+        match networks.get(name) {
+            Err(NetworkError::NotFound(_)) if name == DEFAULT_NETWORK => {
+                let request = NetworkRequest {
+                    name: DEFAULT_NETWORK.to_owned(),
+                    ..NetworkRequest::default()
+                };
+                match self.network_create(&request) {
+                    // Another command made it meanwhile.
+                    Err(CoreError::Network(err)) if matches!(*err, NetworkError::Exists(_)) => {}
+                    made => drop(made?),
+                }
+            }
+            found => drop(found?),
+        }
+        definition.nics.push(Nic {
+            network: Some(name.to_owned()),
+            ..Nic::default()
+        });
+        Ok(())
     }
 
     pub fn network_list(&self) -> Result<Vec<NetworkDefinition>, CoreError> {

@@ -549,22 +549,6 @@ impl Networks {
         Ok(definition)
     }
 
-    /// The `default` network, created (a managed NAT network on a free subnet) if missing.
-    pub fn ensure_default(&self) -> Result<NetworkDefinition> {
-        match self.get(DEFAULT_NETWORK) {
-            Err(NetworkError::NotFound(_)) => {}
-            found => return found,
-        }
-        match self.create(&NetworkRequest {
-            name: DEFAULT_NETWORK.to_owned(),
-            ..NetworkRequest::default()
-        }) {
-            // Another command made it meanwhile.
-            Err(NetworkError::Exists(_)) => self.get(DEFAULT_NETWORK),
-            made => made,
-        }
-    }
-
     /// Brings every network back after a host reboot (or a bridge removed by hand): managed
     /// bridges with their addresses, up, and corral's table. One network that cannot come back
     /// does not keep the others down; the first failure is returned.

@@ -66,7 +66,11 @@ fn a_network_is_made_whole_refused_cleanly_and_deleted_without_a_trace() {
     let dir = tempfile::tempdir().unwrap();
     let networks = Networks::new(dir.path().join("networks"));
 
-    let default = inside(&host, || networks.ensure_default()).unwrap();
+    let request = NetworkRequest {
+        name: "default".to_owned(),
+        ..NetworkRequest::default()
+    };
+    let default = inside(&host, || networks.create(&request)).unwrap();
     assert_eq!(default.bridge, "corral-default");
     let gateway = default.ipv4.unwrap();
     assert_eq!(gateway.to_string(), "10.0.4.1/24");
@@ -83,10 +87,7 @@ fn a_network_is_made_whole_refused_cleanly_and_deleted_without_a_trace() {
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&forwarding.stdout).trim(), "1");
-    assert_eq!(
-        inside(&host, || networks.ensure_default()).unwrap(),
-        default
-    );
+    assert_eq!(networks.get("default").unwrap(), default);
 
     let links_before = host.ip(&["-o", "link", "show"]);
     let table_before = nft_table(&host);

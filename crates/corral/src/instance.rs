@@ -85,6 +85,15 @@ pub struct CreateArgs {
     /// ,filter=off (repeatable).
     #[arg(long = "nic")]
     nics: Vec<corral_core::nic::Nic>,
+    /// The network an instance made from flags without --nic joins (`default` is created on
+    /// first use); `none` for no network.
+    #[arg(
+        long,
+        env = "CORRAL_DEFAULT_NETWORK",
+        default_value = corral_core::networks::DEFAULT_NETWORK,
+        value_name = "NAME|none"
+    )]
+    default_network: String,
     #[arg(long)]
     on_poweroff: Option<Action>,
     #[arg(long)]
@@ -225,7 +234,13 @@ pub fn create(root: &Path, args: CreateArgs) -> anyhow::Result<ExitCode> {
     let image_kind = image
         .as_ref()
         .map(|(_, image)| corral_core::images::kind_of(image));
-    let (definition, rootfs_source) = definition_from(args, image_kind)?;
+    // A definition file says which nics it wants; flags without --nic get the default network.
+    let default_network = (args.file.is_none() && args.default_network != "none")
+        .then(|| args.default_network.clone());
+    let (mut definition, rootfs_source) = definition_from(args, image_kind)?;
+    if let (Some(network), true) = (default_network, definition.nics.is_empty()) {
+        manager.join_network(&mut definition, &network)?;
+    }
     let name = definition.name.clone();
     if let Some((reference, _)) = image {
         let bars = crate::progress::Bars::new();
@@ -283,6 +298,8 @@ pub fn define(root: &Path, file: PathBuf) -> anyhow::Result<ExitCode> {
         pids_limit: None,
         disks: vec![],
         nics: vec![],
+        // A file says which nics it wants.
+        default_network: "none".to_owned(),
         on_poweroff: None,
         on_reboot: None,
         on_crash: None,

@@ -28,7 +28,10 @@ impl NetRoot {
 
     fn run(&self, args: &[&str]) -> Output {
         let mut command = self.netns.command(corral_bin());
-        command.env("CORRAL_ROOT", self.root.path()).args(args);
+        command
+            .env("CORRAL_ROOT", self.root.path())
+            .env("CORRAL_DEFAULT_NETWORK", "none")
+            .args(args);
         output_via_files(&mut command)
     }
 

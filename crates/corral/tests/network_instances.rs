@@ -176,3 +176,102 @@ fn containers_on_a_managed_network_get_addresses_names_and_leases_from_its_servi
     assert!(!root.path().join("networks/lab").exists());
     assert!(!netns.ip(&["-o", "link", "show"]).contains("corral-lab"));
 }
+
+#[test]
+fn an_instance_made_without_nics_joins_the_default_network_made_on_first_use() {
+    require_root!();
+    for program in ["ip", "nft", "dnsmasq", "unshare", "nsenter"] {
+        require_program!(program);
+    }
+    if !common::have_busybox() {
+        return;
+    }
+    let netns = Netns::new("netdefault");
+    netns.ip(&["link", "set", "lo", "up"]);
+    // The first subnet corral would choose is routed here already.
+    netns.ip(&["route", "add", "blackhole", "10.0.3.0/24"]);
+    let root = CorralRoot::in_netns(&netns);
+    let rootfs = root.dir.path().join("busybox");
+    common::build_rootfs(&rootfs);
+    let create = |name: &str, default_network: Option<&str>| {
+        let mut command = root.command(&[
+            "create",
+            name,
+            "--rootfs",
+            rootfs.to_str().unwrap(),
+            "--",
+            "sleep",
+            "600",
+        ]);
+        match default_network {
+            Some(network) => command.env("CORRAL_DEFAULT_NETWORK", network),
+            None => command.env_remove("CORRAL_DEFAULT_NETWORK"),
+        };
+        let out = common::output_via_files(&mut command);
+        assert!(out.status.success(), "{out:?}");
+    };
+    create("box", None);
+    let network: serde_json::Value =
+        serde_json::from_str(&root.ok(&["network", "info", "default", "-o", "json"])).unwrap();
+    assert_eq!(network["ipv4"], "10.0.4.1/24", "{network}");
+    assert_eq!(network["service"]["running"], true, "{network}");
+    root.ok(&["start", "box"]);
+    let nic = &root.info("box")["nics"][0];
+    assert_eq!(nic["network"], "default", "{nic}");
+    assert!(nic["ip"].as_str().unwrap().starts_with("10.0.4."), "{nic}");
+    // A second one joins the same network; `none` and an unknown name are honoured.
+    create("box2", None);
+    assert_eq!(
+        root.info("box2")["definition"]["nics"][0]["network"],
+        "default"
+    );
+    create("loner", Some("none"));
+    assert!(root.info("loner")["definition"]["nics"].is_null());
+    let mut command = root.command(&["create", "stray", "--rootfs", rootfs.to_str().unwrap()]);
+    command.env("CORRAL_DEFAULT_NETWORK", "nowhere");
+    let out = common::output_via_files(&mut command);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("network nowhere does not exist"),
+        "{err}"
+    );
+    assert!(root.run(&["info", "stray"]).status.code() != Some(0));
+
+    // The quickstart's path: the busybox image's init asks DHCP for its nic on `default`, and
+    // the network's DNS learns its name.
+    let spec = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../images/busybox.toml");
+    let out_dir = root.dir.path().join("image-out");
+    root.ok(&[
+        "image",
+        "build",
+        spec.to_str().unwrap(),
+        "--var",
+        &format!("out={}", out_dir.display()),
+    ]);
+    let mut command = root.command(&["create", "demo", "--image", "busybox"]);
+    command.env_remove("CORRAL_DEFAULT_NETWORK");
+    assert!(common::output_via_files(&mut command).status.success());
+    root.ok(&["start", "demo"]);
+    common::wait_for("demo's lease", Duration::from_secs(30), || {
+        root.info("demo")["nics"][0]["ip_source"] == "lease"
+    });
+    let leased = root.info("demo")["nics"][0]["ip"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let inside = root.ok(&[
+        "exec", "demo", "--", "ip", "-o", "-4", "addr", "show", "eth0",
+    ]);
+    assert!(inside.contains(&format!("{leased}/24")), "{inside}");
+    let lookup = root.run(&["exec", "box", "--", "nslookup", "demo.corral", "10.0.4.1"]);
+    assert!(
+        String::from_utf8_lossy(&lookup.stdout).contains(&leased),
+        "{lookup:?} {}",
+        root.ok(&["network", "info", "default", "-o", "json"])
+    );
+
+    for name in ["box", "box2", "loner", "demo"] {
+        root.ok(&["delete", name, "--force"]);
+    }
+    root.ok(&["network", "delete", "default"]);
+}

@@ -290,7 +290,11 @@ impl CorralRoot {
             }
             None => Command::new(corral_bin()),
         };
-        command.env("CORRAL_ROOT", self.path()).args(args);
+        // Instances get the nics a test names, never a `default` network made on the host.
+        command
+            .env("CORRAL_ROOT", self.path())
+            .env("CORRAL_DEFAULT_NETWORK", "none")
+            .args(args);
         command
     }
 
