@@ -66,11 +66,7 @@ fn a_network_is_made_whole_refused_cleanly_and_deleted_without_a_trace() {
     let dir = tempfile::tempdir().unwrap();
     let networks = Networks::new(dir.path().join("networks"));
 
-    let request = NetworkRequest {
-        name: "default".to_owned(),
-        ..NetworkRequest::default()
-    };
-    let default = inside(&host, || networks.create(&request)).unwrap();
+    let default = inside(&host, || networks.create(&request("default"))).unwrap();
     assert_eq!(default.bridge, "corral-default");
     let gateway = default.ipv4.unwrap();
     assert_eq!(gateway.to_string(), "10.0.4.1/24");
