@@ -19,10 +19,14 @@ const GUESTS: &[&str] = &[
     "virtio-blk-crash",
     "virtio-blk-dump",
     "virtio-net",
+    "virtio-net-dhcp",
     "virtio-rng",
     "virtio-vsock",
     "forbidden-call",
 ];
+
+/// The guests that speak IPv4 over virtio-net, linked with `common/net.c`.
+const NET_GUESTS: &[&str] = &["virtio-net", "virtio-net-dhcp"];
 
 const CFLAGS: &[&str] = &[
     "-std=gnu11",
@@ -96,14 +100,20 @@ fn main() {
     compile(&common.join("pvh.S"), &pvh);
     let virtio = out.join("virtio.o");
     compile(&common.join("virtio.c"), &virtio);
+    let net = out.join("net.o");
+    compile(&common.join("net.c"), &net);
     for guest in GUESTS {
         let source = guests.join(format!("{guest}.c"));
         println!("cargo:rerun-if-changed={}", source.display());
         let object = out.join(format!("{guest}.o"));
         compile(&source, &object);
+        let mut objects = vec![pvh.clone(), boot.clone(), virtio.clone(), object];
+        if NET_GUESTS.contains(guest) {
+            objects.push(net.clone());
+        }
         link(
             &common.join("guest.ld"),
-            &[pvh.clone(), boot.clone(), virtio.clone(), object],
+            &objects,
             &out.join(format!("{guest}.elf")),
         );
     }

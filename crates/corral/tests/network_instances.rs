@@ -1,14 +1,15 @@
 //! Instances on a managed network, end to end: the network's DHCP and DNS service gives
-//! application containers their addresses and names, a system container's own DHCP client a
-//! lease, and goes with the network. corral runs in a network namespace of the test's own, which
-//! has no route out: nothing touches the machine's links or nftables, no packet leaves.
+//! application containers their addresses and names, a system container's and a VM's own DHCP
+//! clients leases, and goes with the network; an instance made without nics joins the default
+//! network. corral runs in a network namespace of the test's own, which has no route out:
+//! nothing touches the machine's links or nftables, no packet leaves.
 
 mod common;
 
 use std::time::Duration;
 
 use common::CorralRoot;
-use corral_testkit::{require_program, require_root, Netns};
+use corral_testkit::{require_kvm, require_program, require_root, Netns};
 
 /// The processes whose command line names `needle`.
 fn processes_naming(needle: &str) -> Vec<String> {
@@ -274,4 +275,105 @@ fn an_instance_made_without_nics_joins_the_default_network_made_on_first_use() {
         root.ok(&["delete", name, "--force"]);
     }
     root.ok(&["network", "delete", "default"]);
+}
+
+#[test]
+fn a_vm_on_a_managed_network_leases_an_address_and_pings_a_container_there() {
+    require_root!();
+    require_kvm!();
+    for program in ["ip", "nft", "dnsmasq", "unshare", "nsenter"] {
+        require_program!(program);
+    }
+    if !common::have_busybox() {
+        return;
+    }
+    let netns = Netns::new("netvm");
+    netns.ip(&["link", "set", "lo", "up"]);
+    let root = CorralRoot::in_netns(&netns);
+    let rootfs = root.dir.path().join("busybox");
+    common::build_rootfs(&rootfs);
+    root.ok(&[
+        "network",
+        "create",
+        "lab",
+        "--subnet",
+        "10.0.8.1/24",
+        "--dhcp-range",
+        "10.0.8.100-10.0.8.150",
+    ]);
+    // An application container answers pings by its kernel.
+    root.ok(&[
+        "create",
+        "box",
+        "--rootfs",
+        rootfs.to_str().unwrap(),
+        "--nic",
+        "network=lab",
+        "--",
+        "/bin/sleep",
+        "600",
+    ]);
+    root.ok(&["start", "box"]);
+    let target = root.info("box")["nics"][0]["ip"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // The guest leases its address from the network's service, then pings the container.
+    let peer = format!("peer_ip={target}");
+    common::create_vm(
+        &root,
+        "vm",
+        "virtio-net-dhcp",
+        &["--nic", "network=lab", "--cmdline", &peer],
+    );
+    root.ok(&["start", "vm"]);
+    common::wait_for("the guest to finish", Duration::from_secs(120), || {
+        root.status("vm") == "stopped"
+    });
+    let console = root.ok(&["logs", "vm"]);
+    let leased = console
+        .lines()
+        .find_map(|line| line.strip_prefix("dhcp: leased "))
+        .unwrap_or_else(|| panic!("the guest got no lease: {console}"))
+        .trim()
+        .to_owned();
+    let last: u8 = leased
+        .strip_prefix("10.0.8.")
+        .and_then(|host| host.parse().ok())
+        .unwrap_or_else(|| panic!("{leased} is not on the network"));
+    assert!(
+        (100..=150).contains(&last),
+        "{leased} is outside the DHCP range"
+    );
+    assert_ne!(leased, target);
+    assert!(
+        console.contains(&format!("ping: reply from {target}")),
+        "{console}"
+    );
+    assert_eq!(root.info("vm")["state"]["last_exit"]["code"], 0);
+
+    // corral sees the lease the guest holds: in the VM's nic and in the network's leases.
+    let nic = |name: &str| root.info(name)["nics"][0].clone();
+    common::wait_for("the lease to be recorded", Duration::from_secs(10), || {
+        nic("vm")["ip_source"] == "lease"
+    });
+    assert_eq!(nic("vm")["ip"], leased.as_str());
+    let shown: serde_json::Value =
+        serde_json::from_str(&root.ok(&["network", "info", "lab", "-o", "json"])).unwrap();
+    let mac = nic("vm")["mac"].clone();
+    assert!(
+        shown["service"]["leases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|lease| lease["mac"] == mac && lease["ip"] == leased.as_str()),
+        "{shown}"
+    );
+
+    for name in ["box", "vm"] {
+        root.ok(&["delete", name, "--force"]);
+    }
+    root.ok(&["network", "delete", "lab"]);
+    assert!(!netns.ip(&["-o", "link", "show"]).contains("corral-lab"));
 }
