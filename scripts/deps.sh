@@ -27,6 +27,7 @@ packages=(
   dnsmasq-base      # DHCP and DNS of corral networks (corral-netservice), without a system service
   isc-dhcp-client   # dhclient: a second real DHCP client in the network tests
   bind9-dnsutils    # dig: the network tests' DNS queries
+  iperf3            # bench/network: TCP throughput between containers and over a bare veth pair
   mmdebstrap        # corral image build: Debian sources (images/debian-12-*.toml)
   podman            # tests drive corral as podman's OCI runtime
   umoci             # corral-image tests import umoci-built OCI images and compare with umoci unpack
