@@ -256,10 +256,19 @@ pub struct CorralRoot {
     pub netns: Option<String>,
 }
 
+/// A scratch directory a network's dnsmasq, which drops root, may search (not list): a corral
+/// root under it keeps its own modes.
+fn scratch_dir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    dir
+}
+
 impl CorralRoot {
     pub fn new() -> CorralRoot {
         CorralRoot {
-            dir: tempfile::tempdir().unwrap(),
+            dir: scratch_dir(),
             netns: None,
         }
     }
@@ -268,7 +277,7 @@ impl CorralRoot {
     /// and nftables stays there.
     pub fn in_netns(netns: &corral_testkit::Netns) -> CorralRoot {
         CorralRoot {
-            dir: tempfile::tempdir().unwrap(),
+            dir: scratch_dir(),
             netns: Some(netns.name().to_owned()),
         }
     }
