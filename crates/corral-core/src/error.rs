@@ -110,6 +110,16 @@ pub enum CoreError {
          `corral network set {network} dhcp-range=A-B` or stop an instance on it"
     )]
     NetworkFull { network: String },
+    #[error(
+        "instance {name} has MAC {mac} on network {network}, which instance {other} has too; \
+         drop the `mac` of one of them (each instance gets its own from its UUID)"
+    )]
+    MacInUse {
+        name: String,
+        mac: corral_vmm::config::MacAddress,
+        network: String,
+        other: String,
+    },
     #[error("cannot set up the network of instance {name}")]
     InstanceNetwork {
         name: String,

@@ -225,6 +225,7 @@ impl Manager {
         }
         // Before the state says `starting`: a host port in use refuses the start, changing
         // nothing; from here on every way a run ends releases them.
+        self.check_unique_macs(&definition)?;
         self.apply_forwards(&definition)?;
         let reserved = self.reserve_fixed_addresses(&definition);
         state.status = Status::Starting;

@@ -16,6 +16,7 @@ use crate::driver::InstancePaths;
 use crate::error::CoreError;
 use crate::lifecycle::Manager;
 use crate::nic::Nic;
+use corral_vmm::config::MacAddress;
 
 /// The networks of the corral root `root` (`ROOT/networks/`).
 pub fn networks_in(root: &Path) -> Networks {
@@ -187,6 +188,44 @@ impl Manager {
                 tracing::warn!("cannot remove the port forwards of {owner}: {err}");
             }
         }
+    }
+
+    /// Refuses to start `definition` when one of its nics on a network has the MAC of another
+    /// instance's nic on that network (two such guests would take each other's frames).
+    pub(crate) fn check_unique_macs(&self, definition: &Definition) -> Result<(), CoreError> {
+        let on_networks = |d: &Definition| -> Vec<(String, MacAddress)> {
+            d.nics
+                .iter()
+                .enumerate()
+                .filter_map(|(index, nic)| {
+                    let mac = nic
+                        .mac
+                        .unwrap_or_else(|| crate::vm::stable_mac(&d.uuid, index));
+                    Some((nic.network.clone()?, mac))
+                })
+                .collect()
+        };
+        let mine = on_networks(definition);
+        if mine.is_empty() {
+            return Ok(());
+        }
+        for instance in self.store().names()? {
+            if instance == definition.name {
+                continue;
+            }
+            let other = self.store().definition(&instance)?;
+            for (network, mac) in on_networks(&other) {
+                if mine.contains(&(network.clone(), mac)) {
+                    return Err(CoreError::MacInUse {
+                        name: definition.name.clone(),
+                        mac,
+                        network,
+                        other: instance,
+                    });
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The instances whose definition puts a nic on network `name`.

@@ -106,6 +106,28 @@ fn containers_on_a_managed_network_get_addresses_names_and_leases_from_its_servi
     assert_eq!(page.trim(), "c1");
     let err = root.fails(&["network", "delete", "lab"]);
     assert!(err.contains("c1") && err.contains("c2"), "{err}");
+    // A third with c1's MAC on the same network is refused at start, naming both.
+    let c1_mac = nic("c1")["mac"].as_str().unwrap().to_owned();
+    root.ok(&[
+        "create",
+        "twin",
+        "--rootfs",
+        rootfs.to_str().unwrap(),
+        "--nic",
+        &format!("network=lab,mac={c1_mac}"),
+        "--",
+        "sleep",
+        "600",
+    ]);
+    let err = root.fails(&["start", "twin"]);
+    assert!(
+        err.contains(&format!(
+            "MAC {c1_mac} on network lab, which instance c1 has too"
+        )),
+        "{err}"
+    );
+    assert_eq!(root.status("twin"), "stopped");
+    root.ok(&["delete", "twin"]);
 
     // A stopped container's address and name are free again.
     root.ok(&["kill", "c1"]);
