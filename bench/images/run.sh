@@ -18,6 +18,8 @@ done
 
 cargo build --release -q -p corral
 corral="$PWD/target/release/corral"
+# The instances measured have no nics, on no network of the host's.
+export CORRAL_DEFAULT_NETWORK=none
 work="$(mktemp -d -t corral-bench-images.XXXXXX)"
 cleanup() {
   mountpoint -q "$work/xfs" 2>/dev/null && umount "$work/xfs"

@@ -394,6 +394,8 @@ fn containers_on_a_reflink_filesystem_share_the_images_blocks() {
             let out = Command::new(common::corral_bin())
                 .arg("--root")
                 .arg(&corral_root)
+                // No `default` network on the host for the container made here.
+                .env("CORRAL_DEFAULT_NETWORK", "none")
                 .args(args)
                 .output()
                 .unwrap();
