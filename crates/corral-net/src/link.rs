@@ -189,9 +189,7 @@ pub fn add_address(
     address: IpAddr,
     prefix_len: u8,
 ) -> Result<()> {
-    validate_interface_name(name)?;
-    let cidr = format!("{address}/{prefix_len}");
-    ip(netns, &["address", "add", &cidr, "dev", name]).map(drop)
+    change_address(netns, "add", name, address, prefix_len)
 }
 
 /// Gives `name` the address `address/prefix_len`, whether or not it has it already.
@@ -201,9 +199,20 @@ pub fn replace_address(
     address: IpAddr,
     prefix_len: u8,
 ) -> Result<()> {
+    change_address(netns, "replace", name, address, prefix_len)
+}
+
+/// `ip address VERB ADDRESS/PREFIX dev NAME`.
+fn change_address(
+    netns: Option<&NetnsPath>,
+    verb: &str,
+    name: &str,
+    address: IpAddr,
+    prefix_len: u8,
+) -> Result<()> {
     validate_interface_name(name)?;
     let cidr = format!("{address}/{prefix_len}");
-    ip(netns, &["address", "replace", &cidr, "dev", name]).map(drop)
+    ip(netns, &["address", verb, &cidr, "dev", name]).map(drop)
 }
 
 /// Sets the default route through `gateway`.

@@ -219,25 +219,9 @@ fn seen_from(netns: &Netns, address: SocketAddr) -> std::io::Result<String> {
 /// A client namespace with `eth0` = `address`/24 on `bridge` of `host`, default route through
 /// `gateway`.
 fn client(host: &Netns, tag: &str, bridge: &str, address: &str, gateway: Ipv4Addr) -> Netns {
-    let client = Netns::new(tag);
     let host_end = format!("v{tag}");
-    let host_end = &host_end[..host_end.len().min(15)];
-    host.ip(&[
-        "link",
-        "add",
-        host_end,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "eth0",
-        "netns",
-        client.name(),
-    ]);
-    host.ip(&["link", "set", host_end, "master", bridge, "up"]);
-    client.ip(&["link", "set", "lo", "up"]);
+    let client = host.client_on_bridge(tag, &host_end[..host_end.len().min(15)], bridge);
     client.ip(&["address", "add", &format!("{address}/24"), "dev", "eth0"]);
-    client.ip(&["link", "set", "eth0", "up"]);
     client.ip(&["route", "add", "default", "via", &gateway.to_string()]);
     client
 }
@@ -249,25 +233,8 @@ fn nat_and_port_forwards_reach_through_the_host() {
     require_program!("nft");
     require_program!("nsenter");
     let host = Netns::new("netdef-host");
-    let wan = Netns::new("netdef-wan");
     host.ip(&["link", "set", "lo", "up"]);
-    wan.ip(&["link", "set", "lo", "up"]);
-    host.ip(&[
-        "link",
-        "add",
-        "wan0",
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "eth0",
-        "netns",
-        wan.name(),
-    ]);
-    host.ip(&["address", "add", "198.51.100.2/24", "dev", "wan0"]);
-    host.ip(&["link", "set", "wan0", "up"]);
-    wan.ip(&["address", "add", "198.51.100.1/24", "dev", "eth0"]);
-    wan.ip(&["link", "set", "eth0", "up"]);
+    let wan = host.wan("netdef-wan");
     host.ip(&["route", "add", "default", "via", "198.51.100.1"]);
     // The outside knows the way to the network but must not be let in except by a forward.
     wan.ip(&["route", "add", "10.0.3.0/24", "via", "198.51.100.2"]);

@@ -133,6 +133,38 @@ impl Netns {
         run_ip(&[&["netns", "exec", &self.name, "ip"], args].concat())
     }
 
+    /// A namespace `tag` whose `eth0` is the far end of a veth pair from this one, where the
+    /// near end, `port`, is a port of `bridge`, up; the new namespace's `lo` and `eth0` are up.
+    pub fn client_on_bridge(&self, tag: &str, port: &str, bridge: &str) -> Netns {
+        let client = Netns::new(tag);
+        self.add_veth(port, &client, "eth0");
+        self.ip(&["link", "set", port, "master", bridge, "up"]);
+        client.ip(&["link", "set", "lo", "up"]);
+        client.ip(&["link", "set", "eth0", "up"]);
+        client
+    }
+
+    /// A namespace `tag` playing the outside world: its `eth0` has 198.51.100.1/24 and is
+    /// joined to this namespace's `wan0`, 198.51.100.2/24 (documentation addresses, so nothing
+    /// is mistaken for a real network); both up, with the new namespace's `lo`.
+    pub fn wan(&self, tag: &str) -> Netns {
+        let wan = Netns::new(tag);
+        wan.ip(&["link", "set", "lo", "up"]);
+        self.add_veth("wan0", &wan, "eth0");
+        self.ip(&["address", "add", "198.51.100.2/24", "dev", "wan0"]);
+        self.ip(&["link", "set", "wan0", "up"]);
+        wan.ip(&["address", "add", "198.51.100.1/24", "dev", "eth0"]);
+        wan.ip(&["link", "set", "eth0", "up"]);
+        wan
+    }
+
+    /// A veth pair: `name` here, `peer_name` in `peer`.
+    fn add_veth(&self, name: &str, peer: &Netns, peer_name: &str) {
+        self.ip(&[
+            "link", "add", name, "type", "veth", "peer", "name", peer_name, "netns", &peer.name,
+        ]);
+    }
+
     /// A command that runs `program` inside the namespace. Through `nsenter`, which enters
     /// only the network namespace: `ip netns exec` also remounts /sys, which hides the cgroup
     /// hierarchies an instance's supervisor needs.

@@ -154,23 +154,7 @@ fn dnsmasq_of(state: &Path) -> Pid {
 
 /// A client namespace on the host's bridge.
 fn client(host: &Netns, tag: &str, port: &str) -> Netns {
-    let client = Netns::new(tag);
-    host.ip(&[
-        "link",
-        "add",
-        port,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "eth0",
-        "netns",
-        client.name(),
-    ]);
-    host.ip(&["link", "set", port, "master", "cbr0", "up"]);
-    client.ip(&["link", "set", "lo", "up"]);
-    client.ip(&["link", "set", "eth0", "up"]);
-    client
+    host.client_on_bridge(tag, port, "cbr0")
 }
 
 #[test]
@@ -191,28 +175,12 @@ fn clients_get_leases_names_resolve_and_leases_survive_a_killed_supervisor() {
 
     // The small internet: host with the bridge, wan with the upstream resolver.
     let host = Netns::new("nshost");
-    let wan = Netns::new("nswan");
     host.ip(&["link", "set", "lo", "up"]);
     host.ip(&["link", "add", "cbr0", "type", "bridge"]);
     host.ip(&["addr", "add", &format!("{GATEWAY}/24"), "dev", "cbr0"]);
     host.ip(&["link", "set", "cbr0", "up"]);
-    host.ip(&[
-        "link",
-        "add",
-        "wan0",
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "eth0",
-        "netns",
-        wan.name(),
-    ]);
-    host.ip(&["addr", "add", "198.51.100.2/24", "dev", "wan0"]);
-    host.ip(&["link", "set", "wan0", "up"]);
+    let wan = host.wan("nswan");
     wan.ip(&["addr", "add", &format!("{UPSTREAM}/24"), "dev", "eth0"]);
-    wan.ip(&["link", "set", "eth0", "up"]);
-    wan.ip(&["link", "set", "lo", "up"]);
     assert!(
         !host.ip(&["route", "show"]).contains("default"),
         "the host namespace must have no way out"
