@@ -304,6 +304,9 @@ struct Harness {
     _scratch: tempfile::TempDir,
     rootfs: PathBuf,
     tag: String,
+    /// corral's nftables tables before the first round: the host's own networks and nic
+    /// filters (a quickstart's `default` network) are not this test's to account for.
+    nft_tables_before: Vec<String>,
 }
 
 impl Harness {
@@ -325,6 +328,7 @@ impl Harness {
             _scratch: scratch,
             rootfs,
             tag: std::process::id().to_string(),
+            nft_tables_before: corral_nft_tables(),
         })
     }
 
@@ -743,7 +747,12 @@ fn finish(
             }
         });
     }
-    nothing_left(round, "nftables tables", corral_nft_tables);
+    nothing_left(round, "nftables tables", || {
+        corral_nft_tables()
+            .into_iter()
+            .filter(|table| !h.nft_tables_before.contains(table))
+            .collect()
+    });
     nothing_left(round, "litter", || litter(root));
     notes.push("deleted: no process, mount, cgroup, tap, nft table or litter left".into());
     notes.join("; ")
