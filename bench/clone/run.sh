@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Clone benchmark, corral beside the tools people use, in one run:
 #   1. linked clone of a VM template at 1, 10 and 100 GiB virtual size (an ext4 root holding
-#      ~100 MiB of files): `corral clone --linked` with the identity reset (the default) and with
-#      --keep-identity, against `qemu-img create -b` (an overlay, what a linked clone is by hand)
+#      ~100 MiB of files): `corral clone --linked` with the identity reset (the default), with the
+#      reset but no new SSH host keys (--ssh-hostkeys remove) and with --keep-identity, against `qemu-img create -b` (an overlay, what a linked clone is by hand)
 #   2. full clone of the 10 GiB template (a standalone qcow2 holding ~100 MiB): `corral clone`
 #      against virt-clone's way (`qemu-img convert -O qcow2`) and `cp --reflink=auto
 #      --sparse=always`, on the work directory's filesystem (corral must say when it copies)
@@ -85,11 +85,14 @@ for gib in 1 10 100; do
   rm -f "$work/fs.raw"
   c create "tmpl$gib" --image "t$gib" --memory 64M >/dev/null
   tmpl_disk=$(disk_of "$root" "tmpl$gib")
-  for kind in reset keep qemu; do : >"$work/t-$kind"; : >"$work/s-$kind"; done
+  for kind in reset nokeys keep qemu; do : >"$work/t-$kind"; : >"$work/s-$kind"; done
   for i in $(seq 1 "$rounds"); do
     timed "$work/t-reset" c clone "tmpl$gib" "r$gib-$i" --linked
     space "$work/s-reset" "$root/instances/r$gib-$i"
     c delete "r$gib-$i" >/dev/null
+    timed "$work/t-nokeys" c clone "tmpl$gib" "n$gib-$i" --linked --ssh-hostkeys remove
+    space "$work/s-nokeys" "$root/instances/n$gib-$i"
+    c delete "n$gib-$i" >/dev/null
     timed "$work/t-keep" c clone "tmpl$gib" "k$gib-$i" --linked --keep-identity
     space "$work/s-keep" "$root/instances/k$gib-$i"
     c delete "k$gib-$i" >/dev/null
@@ -99,6 +102,7 @@ for gib in 1 10 100; do
   done
   {
     row "corral, identity reset, ${gib} GiB" "$work/t-reset" "$work/s-reset" "$work/t-keep"
+    row "corral, reset, --ssh-hostkeys remove, ${gib} GiB" "$work/t-nokeys" "$work/s-nokeys" "$work/t-keep"
     row "corral --keep-identity, ${gib} GiB" "$work/t-keep" "$work/s-keep" "$work/t-keep"
     row "qemu-img create -b (no reset), ${gib} GiB" "$work/t-qemu" "$work/s-qemu" "$work/t-keep"
   } >>"$work/linked.md"

@@ -25,7 +25,7 @@ use std::path::{Component, Path, PathBuf};
 
 use corral_disk::{BackingPolicy, DiskError, Qcow2CreateOptions};
 use corral_image::progress::{NoProgress, Progress};
-use corral_sysprep::Report;
+use corral_sysprep::{HostKeyMode, Report};
 use corral_vmm::config::MacAddress;
 
 use crate::nic::Nic;
@@ -52,6 +52,9 @@ pub struct CloneOptions {
     pub force: bool,
     /// Leave the identity inside the copied content (machine-id, host keys) as the source's.
     pub keep_identity: bool,
+    /// What the reset does with the SSH host keys: new ones made now (the default), or none,
+    /// left for the guest's sshd or cloud-init to make at first boot (a faster clone).
+    pub host_keys: HostKeyMode,
     /// Network interfaces replacing the source's (required when one of those is a fixed tap).
     pub nics: Option<Vec<Nic>>,
 }
@@ -65,6 +68,7 @@ impl CloneOptions {
             hostname: None,
             force: false,
             keep_identity: false,
+            host_keys: HostKeyMode::New,
             nics: None,
         }
     }
@@ -308,7 +312,7 @@ impl Manager {
         }
         progress.begin("resetting the identity", None);
         let pool = crate::volume::Pool::default_in(self.store().root());
-        let reset = crate::sysprep::clone_options(options.hostname());
+        let reset = crate::sysprep::clone_options(options.hostname(), options.host_keys);
         crate::sysprep::reset_instance(&pool, &InstancePaths::new(staging), clone, &reset).map(Some)
     }
 

@@ -25,12 +25,13 @@ pub fn seal_options() -> Options {
     }
 }
 
-/// What a clone gets: a template's reset, its own hostname, and new SSH host keys made now,
-/// since Debian-family guests make them only when openssh-server is installed (sshd would not
-/// start without them). The machine-id stays empty: systemd writes a new one at first boot.
-pub fn clone_options(hostname: &str) -> Options {
+/// What a clone gets: a template's reset, its own hostname, and its SSH host keys as `host_keys`
+/// says (new ones made now by default: Debian-family guests make them only when
+/// openssh-server is installed, so sshd would not start without them). The machine-id stays
+/// empty: systemd writes a new one at first boot.
+pub fn clone_options(hostname: &str, host_keys: HostKeyMode) -> Options {
     Options {
-        host_keys: HostKeyMode::New,
+        host_keys,
         hostname: Some(hostname.to_string()),
         ..seal_options()
     }

@@ -10,6 +10,7 @@ use corral_core::definition::ImageStorage;
 use corral_core::images::CloneMode;
 
 use crate::output::{self, Format};
+use crate::sysprep::HostKeysArg;
 
 /// `corral clone`.
 #[derive(Args)]
@@ -40,6 +41,11 @@ pub struct CloneArgs {
     /// ext2/3/4 root filesystem corral can edit offline.
     #[arg(long)]
     keep_identity: bool,
+    /// What the identity reset does with the SSH host keys: `new` makes new keys of the
+    /// source's types now (sshd starts at once; RSA takes most of a second), `remove` leaves
+    /// none, for the guest's sshd or cloud-init to make at first boot (clones in milliseconds).
+    #[arg(long = "ssh-hostkeys", value_enum, default_value_t = HostKeysArg::New, conflicts_with = "keep_identity")]
+    host_keys: HostKeysArg,
     /// Clone a paused instance: its content as it is now (crash-consistent).
     #[arg(long)]
     force: bool,
@@ -63,6 +69,7 @@ pub fn run(root: &Path, args: CloneArgs) -> anyhow::Result<ExitCode> {
         hostname: args.hostname,
         force: args.force,
         keep_identity: args.keep_identity,
+        host_keys: args.host_keys.into(),
         nics: (!args.nics.is_empty()).then_some(args.nics),
         ..CloneOptions::new(&args.name)
     };

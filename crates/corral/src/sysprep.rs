@@ -46,9 +46,18 @@ enum MachineIdArg {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
-enum HostKeysArg {
+pub enum HostKeysArg {
     Remove,
     New,
+}
+
+impl From<HostKeysArg> for HostKeyMode {
+    fn from(arg: HostKeysArg) -> Self {
+        match arg {
+            HostKeysArg::Remove => HostKeyMode::Remove,
+            HostKeysArg::New => HostKeyMode::New,
+        }
+    }
 }
 
 impl ResetArgs {
@@ -60,10 +69,7 @@ impl ResetArgs {
                 MachineIdArg::Reset => MachineIdMode::Reset,
                 MachineIdArg::New => MachineIdMode::New,
             },
-            host_keys: match self.host_keys {
-                HostKeysArg::Remove => HostKeyMode::Remove,
-                HostKeysArg::New => HostKeyMode::New,
-            },
+            host_keys: self.host_keys.into(),
             dry_run: self.dry_run,
             scratch_dir: None,
         })

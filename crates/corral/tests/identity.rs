@@ -140,6 +140,36 @@ fn two_container_clones_of_a_template_are_reset_and_differ_from_each_other() {
 }
 
 #[test]
+fn a_clone_told_to_remove_host_keys_has_none_and_its_source_keeps_its_own() {
+    require_root!();
+    require_program!("ssh-keygen");
+    if !common::have_busybox() {
+        return;
+    }
+    let root = Root::new();
+    let source = template_container(&root, "tmpl");
+    let source_key = host_key(&source);
+    let out = root.ok(&["clone", "tmpl", "quick", "--ssh-hostkeys", "remove"]);
+    assert!(out.contains("ssh-hostkeys: removed"), "{out}");
+    let keys: Vec<_> = std::fs::read_dir(root.instance_dir("quick").join("rootfs/etc/ssh"))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("ssh_host_"))
+        .collect();
+    assert!(keys.is_empty(), "the clone kept host keys: {keys:?}");
+    assert_eq!(host_key(&source), source_key, "the source lost its key");
+    let refused = root.fails(&[
+        "clone",
+        "tmpl",
+        "q2",
+        "--keep-identity",
+        "--ssh-hostkeys",
+        "new",
+    ]);
+    assert!(refused.contains("--keep-identity"), "{refused}");
+}
+
+#[test]
 fn two_vm_clones_of_an_ext4_template_disk_are_reset_offline() {
     require_program!("mkfs.ext4");
     require_program!("debugfs");
