@@ -4,11 +4,13 @@
  * with `corral_init=poweroff` on the kernel command line (Linux hands it to init as an environment
  * variable), powers off (through ACPI S5 when the kernel has ACPI).
  *
- * With the virtio kernel (guest-net.config) two more steps run when asked on the command line:
+ * With the virtio kernel (guest-net.config) these steps run when asked on the command line:
  * - `corral_disk=vda`: mount /dev/vda (ext4) on /mnt, print /mnt/hello.txt, write
  *   /mnt/from-guest.txt, unmount;
  * - `corral_net=10.0.2.2 corral_peer=10.0.2.1`: give eth0 the address (/24), bring it up and
  *   ping the peer (ICMP echo over a raw socket);
+ * - `corral_seed=1`: find the disk whose vfat label is CIDATA (a cloud-init NoCloud seed), mount
+ *   it read-only and print meta-data's `instance-id:` line,
  * - `corral_vsock=6000`: connect to the host's vsock port 6000, send a line and print the answer,
  *   then listen on vsock port 5000 for one host connection and answer its "ping" with "pong";
  * - `corral_identity=vda,vdb`: mount the root disk vda and the tools disk vdb (corral and its
@@ -316,6 +318,58 @@ static int read_line(int fd, char *line, size_t size)
 	return 0;
 }
 
+/* Whether the FAT boot sector in `sector` carries volume label `label` (11 bytes, space padded):
+ * at byte 43 on FAT12/16, at byte 71 on FAT32 (whose sectors-per-FAT at byte 22 is zero). */
+static int fat_label_is(const unsigned char *sector, const char *label)
+{
+	if (sector[510] != 0x55 || sector[511] != 0xaa)
+		return 0;
+	int fat32 = sector[22] == 0 && sector[23] == 0;
+	return memcmp(sector + (fat32 ? 71 : 43), label, 11) == 0;
+}
+
+/* cloud-init's NoCloud search, by hand: finds the virtio disk whose vfat label is CIDATA,
+ * mounts it read-only on /seed and prints meta-data's instance-id. */
+static void seed_step(void)
+{
+	char device[32], line[256];
+	unsigned char sector[512];
+	int found = 0;
+	for (char letter = 'a'; letter <= 'h' && !found; letter++) {
+		snprintf(device, sizeof(device), "/dev/vd%c", letter);
+		int fd = open(device, O_RDONLY);
+		if (fd < 0)
+			continue;
+		found = read(fd, sector, sizeof(sector)) == sizeof(sector) &&
+			fat_label_is(sector, "CIDATA     ");
+		close(fd);
+	}
+	if (!found) {
+		printf("corral-init: no disk labelled CIDATA\n");
+		return;
+	}
+	mkdir("/seed", 0755);
+	if (mount(device, "/seed", "vfat", MS_RDONLY, NULL) != 0) {
+		printf("corral-init: mount %s (vfat) failed: %s\n", device, strerror(errno));
+		return;
+	}
+	printf("corral-init: seed on %s\n", device);
+	int fd = open("/seed/meta-data", O_RDONLY);
+	int printed = 0;
+	while (fd >= 0 && read_line(fd, line, sizeof(line)) == 0) {
+		if (strncmp(line, "instance-id:", 12) == 0) {
+			printf("corral-init: seed %s\n", line);
+			printed = 1;
+		}
+	}
+	if (!printed)
+		printf("corral-init: the seed's meta-data has no instance-id\n");
+	if (fd >= 0)
+		close(fd);
+	if (umount("/seed") != 0)
+		printf("corral-init: umount /seed failed: %s\n", strerror(errno));
+}
+
 /* A connection to the host and one from it, over virtio-vsock. */
 static void vsock_step(unsigned port)
 {
@@ -388,6 +442,8 @@ int main(void)
 	const char *identity = getenv("corral_identity");
 	if (identity)
 		identity_step(identity);
+	if (getenv("corral_seed"))
+		seed_step();
 	const char *vsock_port = getenv("corral_vsock");
 	if (vsock_port)
 		vsock_step((unsigned)atoi(vsock_port));
