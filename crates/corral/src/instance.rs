@@ -199,7 +199,8 @@ pub struct ConfigArgs {
 enum ConfigCommand {
     /// Print the definition.
     Show { name: String },
-    /// Change fields: KEY=VALUE ... (e.g. memory=1G cpus=2 limits.pids=100).
+    /// Change fields: KEY=VALUE ... (e.g. memory=1G cpus=2 limits.pids=100;
+    /// cloud_init.user_data=TEXT or =@PATH, cloud_init.meta_data.KEY=VALUE: docs/cloud-init.md).
     Set {
         name: String,
         #[arg(required = true)]
