@@ -4,6 +4,7 @@
 //! they are; network-config must be YAML of version 1 or 2.
 
 use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_yaml::Value;
@@ -105,13 +106,19 @@ fn network_config(bytes: &[u8]) -> Result<(), SeedError> {
 /// Runs `cloud-init schema --config-file` on a `#cloud-config` document when cloud-init is
 /// installed on the host; other documents, or a host without cloud-init, pass.
 pub fn schema(field: &'static str, bytes: &[u8]) -> Result<(), SeedError> {
-    if !is_cloud_config(bytes) || !on_path("cloud-init") {
-        return Ok(());
+    match find_on_path("cloud-init") {
+        Some(program) if is_cloud_config(bytes) => schema_with(&program, field, bytes),
+        _ => Ok(()),
     }
+}
+
+/// [`schema`] with the cloud-init program at `program`; its report (first 10 lines) becomes the
+/// error.
+fn schema_with(program: &Path, field: &'static str, bytes: &[u8]) -> Result<(), SeedError> {
     let run_error = |source| SeedError::SchemaRun { field, source };
     let mut file = tempfile::NamedTempFile::new().map_err(run_error)?;
     file.write_all(bytes).map_err(run_error)?;
-    let output = Command::new("cloud-init")
+    let output = Command::new(program)
         .args(["schema", "--config-file"])
         .arg(file.path())
         .output()
@@ -131,9 +138,11 @@ pub fn schema(field: &'static str, bytes: &[u8]) -> Result<(), SeedError> {
     Err(SeedError::Schema { field, report })
 }
 
-fn on_path(program: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
+fn find_on_path(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|candidate| candidate.is_file())
 }
 
 #[cfg(test)]
@@ -173,6 +182,31 @@ mod tests {
         );
         // The archive type is not #cloud-config, though it starts like it.
         assert!(!is_cloud_config(b"#cloud-config-archive\n- a\n"));
+    }
+
+    #[test]
+    fn a_schema_report_becomes_the_error() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        // A stand-in for cloud-init: accepts documents without "bogus", reports the rest.
+        let program = dir.path().join("cloud-init");
+        std::fs::write(
+            &program,
+            "#!/bin/sh\n[ \"$1 $2\" = \"schema --config-file\" ] || exit 9\n\
+             if grep -q bogus \"$3\"; then\n\
+             echo 'Error: Cloud config schema errors: bogus: unknown key' >&2; exit 1\nfi\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
+        schema_with(&program, "user_data", b"#cloud-config\nruncmd: []\n").unwrap();
+        let err = schema_with(&program, "vendor_data", b"#cloud-config\nbogus: 1\n")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "cloud_init.vendor_data does not pass `cloud-init schema`: Error: Cloud config \
+             schema errors: bogus: unknown key"
+        );
     }
 
     #[test]
