@@ -453,9 +453,19 @@ impl Definition {
 
     /// Validates, naming `path` in the error.
     pub fn validate_in(&self, path: &Path) -> Result<(), DefinitionError> {
-        self.validate().map_err(|err| DefinitionError::Parse {
-            path: path.to_path_buf(),
-            message: err.to_string(),
+        self.validate().map_err(|err| {
+            // The message stands for the whole error: causes (a YAML error's line) go in too.
+            let mut message = err.to_string();
+            let mut cause = std::error::Error::source(&err);
+            while let Some(inner) = cause {
+                message.push_str(": ");
+                message.push_str(&inner.to_string());
+                cause = inner.source();
+            }
+            DefinitionError::Parse {
+                path: path.to_path_buf(),
+                message,
+            }
         })
     }
 
