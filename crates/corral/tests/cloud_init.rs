@@ -303,6 +303,13 @@ fn a_containers_seed_is_written_inside_its_root_filesystem_only() {
         std::fs::read(seed.join("user-data")).unwrap(),
         std::fs::read(&user_data).unwrap()
     );
+    // The container's root owns them (a shifted uid in a user namespace), and only it reads them.
+    use std::os::unix::fs::MetadataExt;
+    let owner = std::fs::metadata(&rootfs).unwrap().uid();
+    for name in ["meta-data", "user-data"] {
+        let meta = std::fs::metadata(seed.join(name)).unwrap();
+        assert_eq!((meta.uid(), meta.mode() & 0o777), (owner, 0o600), "{name}");
+    }
 
     // The guest replaces /var/lib/cloud with a link to `/`: the next start writes into the
     // root's own top directory, never the host's.
