@@ -499,18 +499,19 @@ fn apply_cloud_init(
     let table = definition.cloud_init.get_or_insert_with(Default::default);
     let user_data = user_data.map(|p| std::path::absolute(&p).unwrap_or(p));
     if !shortcuts.is_empty() {
-        let base = match (&user_data, &table.user_data) {
-            (Some(file), _) => Some(
-                std::fs::read(file)
-                    .with_context(|| format!("cannot read the --user-data file {}", file.display()))?,
-            ),
-            (None, Some(Content::Inline(text))) => Some(text.clone().into_bytes()),
-            (None, Some(Content::File(FileRef { file }))) => bail!(
-                "the definition's user-data is the file {}; give it again as --user-data so                  --user, --ssh-key and --password-hash can be merged into it",
-                file.display()
-            ),
-            (None, None) => None,
-        };
+        let base =
+            match (&user_data, &table.user_data) {
+                (Some(file), _) => Some(std::fs::read(file).with_context(|| {
+                    format!("cannot read the --user-data file {}", file.display())
+                })?),
+                (None, Some(Content::Inline(text))) => Some(text.clone().into_bytes()),
+                (None, Some(Content::File(FileRef { file }))) => bail!(
+                    "the definition's user-data is the file {}; give it again as --user-data so \
+                 --user, --ssh-key and --password-hash can be merged into it",
+                    file.display()
+                ),
+                (None, None) => None,
+            };
         table.user_data = Some(Content::Inline(shortcuts.render(base.as_deref())?));
     } else if let Some(file) = user_data {
         table.user_data = Some(Content::File(FileRef { file }));
