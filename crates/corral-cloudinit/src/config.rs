@@ -34,7 +34,10 @@ pub struct CloudInit {
 /// A document: inline text, or `{ file = "PATH" }` (relative to the instance directory), read
 /// at every start.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(untagged)]
+#[serde(
+    untagged,
+    expecting = "the document as text, or { file = \"PATH\" } naming a file that holds it"
+)]
 pub enum Content {
     Inline(String),
     File(FileRef),
@@ -186,6 +189,17 @@ mod tests {
                 .starts_with("cloud_init.network_config: cannot read"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_document_of_another_shape_is_explained() {
+        for text in ["user_data = 5", "user_data = { path = \"x\" }"] {
+            let err = toml::from_str::<CloudInit>(text).unwrap_err().to_string();
+            assert!(
+                err.contains("the document as text, or { file = \"PATH\" }"),
+                "{err}"
+            );
+        }
     }
 
     #[test]
