@@ -34,6 +34,9 @@ packages=(
   conmon            # podman's container monitor (the runtime's caller)
   runc              # bench/container-lifecycle compares against runc
   crun              # ... and crun, where it runs (not on hybrid cgroup hosts)
+  dosfstools        # fsck.fat: the cloud-init seed tests check corral's CIDATA vfat images
+  mtools            # mdir/mtype: ... and list and read them without mounting
+  cloud-image-utils # cloud-localds: ... and compare them with the reference seed writer
 )
 
 if ! command -v cargo >/dev/null; then

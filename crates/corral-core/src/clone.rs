@@ -366,6 +366,17 @@ impl Manager {
             }
         }
         clone.uuid = new_identity(&clone.nics, &used)?;
+        // The seed's hostname is the clone's, as a container's is (its instance-id follows the
+        // new UUID by itself).
+        if let Some(table) = clone.cloud_init.as_mut() {
+            let key = corral_cloudinit::config::LOCAL_HOSTNAME;
+            if table.meta_data.0.contains_key(key) || options.hostname.is_some() {
+                table.meta_data.0.insert(
+                    key.to_string(),
+                    toml::Value::String(options.hostname().to_string()),
+                );
+            }
+        }
 
         let mut rootfs = None;
         if let Some(spec) = clone.container.as_mut() {

@@ -425,6 +425,14 @@ impl Driver for ContainerDriver {
         crate::container_net::tear_down(paths);
     }
 
+    fn settle_definition(
+        &self,
+        definition: &mut Definition,
+        paths: &InstancePaths,
+    ) -> Result<(), CoreError> {
+        crate::seed::check(definition, paths, &self.networks)
+    }
+
     fn check_resources(
         &self,
         definition: &Definition,
@@ -464,6 +472,11 @@ impl Driver for ContainerDriver {
         paths: &InstancePaths,
     ) -> Result<Command, CoreError> {
         let userns = self.prepare_userns(definition, paths)?;
+        if let Some(container) = &definition.container {
+            // After the shift into the user namespace: the seed files take the root's owner.
+            let rootfs = paths.resolve(&container.rootfs);
+            crate::seed::write_rootfs(definition, paths, &self.networks, &rootfs)?;
+        }
         let spec = self.spec(definition, paths, userns)?;
         crate::container_net::set_up(definition, paths, &self.networks, userns.is_some())?;
         let bundle = Self::bundle_dir(paths);

@@ -86,10 +86,28 @@ pub fn host_interface(uuid: &str, index: usize) -> String {
 /// by [`set_up`], not here.
 pub fn plan(definition: &Definition, networks: &Networks) -> Result<Vec<ContainerNic>, CoreError> {
     let system = definition.container.as_ref().is_some_and(|c| c.init);
-    let nic_error = |source| CoreError::InstanceNetwork {
-        name: definition.name.clone(),
-        source,
-    };
+    let planned = resolve(definition, networks)?;
+    for nic in &planned {
+        if let Some(ip) = nic.address.filter(|ip| ip.prefix_len.is_none() && !system) {
+            return Err(CoreError::InstanceNetwork {
+                name: definition.name.clone(),
+                source: NicError::NoPrefix {
+                    index: nic.index,
+                    ip,
+                },
+            });
+        }
+    }
+    Ok(planned)
+}
+
+/// The instance's nics with what their networks add: the MAC (derived from the UUID when the
+/// definition gives none, as a VM's), the fixed address with its network's prefix, the gateway
+/// and name servers. Shared by containers and the cloud-init seed of either kind.
+pub fn resolve(
+    definition: &Definition,
+    networks: &Networks,
+) -> Result<Vec<ContainerNic>, CoreError> {
     let mut planned = Vec::new();
     for (index, nic) in definition.nics.iter().enumerate() {
         let mut container_nic = ContainerNic {
@@ -115,12 +133,6 @@ pub fn plan(definition: &Definition, networks: &Networks) -> Result<Vec<Containe
                 container_nic.gateway = Some(ipv4.address);
                 container_nic.dns = vec![ipv4.address];
             }
-        }
-        if let Some(ip) = container_nic
-            .address
-            .filter(|ip| ip.prefix_len.is_none() && !system)
-        {
-            return Err(nic_error(NicError::NoPrefix { index, ip }));
         }
         planned.push(container_nic);
     }

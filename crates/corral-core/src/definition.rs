@@ -24,6 +24,8 @@ pub enum DefinitionError {
     Parse { path: PathBuf, message: String },
     #[error("field `{field}`: {message}")]
     Field { field: String, message: String },
+    #[error(transparent)]
+    CloudInit(#[from] corral_cloudinit::SeedError),
 }
 
 fn field_error(field: &str, message: impl Into<String>) -> DefinitionError {
@@ -357,6 +359,10 @@ pub struct Definition {
     /// The image the instance was made from, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<ImageSource>,
+    /// A cloud-init NoCloud seed for the guest's first boot (docs/cloud-init.md): a VM gets it
+    /// as a read-only CIDATA disk after its own, a container in its root filesystem.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cloud_init: Option<corral_cloudinit::CloudInit>,
 }
 
 /// Checks an instance name.
@@ -426,6 +432,7 @@ impl Definition {
             disks: Vec::new(),
             nics: Vec::new(),
             image: None,
+            cloud_init: None,
         }
     }
 
@@ -446,9 +453,19 @@ impl Definition {
 
     /// Validates, naming `path` in the error.
     pub fn validate_in(&self, path: &Path) -> Result<(), DefinitionError> {
-        self.validate().map_err(|err| DefinitionError::Parse {
-            path: path.to_path_buf(),
-            message: err.to_string(),
+        self.validate().map_err(|err| {
+            // The message stands for the whole error: causes (a YAML error's line) go in too.
+            let mut message = err.to_string();
+            let mut cause = std::error::Error::source(&err);
+            while let Some(inner) = cause {
+                message.push_str(": ");
+                message.push_str(&inner.to_string());
+                cause = inner.source();
+            }
+            DefinitionError::Parse {
+                path: path.to_path_buf(),
+                message,
+            }
         })
     }
 
@@ -581,6 +598,9 @@ impl Definition {
             }
             nic.validate()
                 .map_err(|e| field_error(&format!("nics[{i}]"), e))?;
+        }
+        if let Some(cloud_init) = &self.cloud_init {
+            cloud_init.check()?;
         }
         if let Some(image) = &self.image {
             if !corral_image::store::is_fingerprint(&image.fingerprint) {
@@ -756,6 +776,27 @@ impl Definition {
                         .map_err(|_| field_error(key, format!("{value:?} is not a weight")))?,
                 )
             }
+            "cloud_init.user_data" | "cloud_init.vendor_data" | "cloud_init.network_config" => {
+                let table = updated.cloud_init.get_or_insert_with(Default::default);
+                let slot = match key {
+                    "cloud_init.user_data" => &mut table.user_data,
+                    "cloud_init.vendor_data" => &mut table.vendor_data,
+                    _ => &mut table.network_config,
+                };
+                *slot = cloud_init_content(value);
+            }
+            _ if key.starts_with("cloud_init.meta_data.") => {
+                let name = &key["cloud_init.meta_data.".len()..];
+                let table = updated.cloud_init.get_or_insert_with(Default::default);
+                if value.is_empty() {
+                    table.meta_data.0.remove(name);
+                } else {
+                    table
+                        .meta_data
+                        .0
+                        .insert(name.to_string(), toml::Value::String(value.to_string()));
+                }
+            }
             "name" | "type" | "uuid" => {
                 return Err(field_error(
                     key,
@@ -772,6 +813,18 @@ impl Definition {
         updated.validate()?;
         *self = updated;
         Ok(())
+    }
+}
+
+/// A `corral config set cloud_init.DOCUMENT=VALUE` value: `@PATH` names a file (read at each
+/// start), empty removes the document, anything else is the document itself.
+fn cloud_init_content(value: &str) -> Option<corral_cloudinit::Content> {
+    match value.strip_prefix('@') {
+        _ if value.is_empty() => None,
+        Some(path) => Some(corral_cloudinit::Content::File(corral_cloudinit::FileRef {
+            file: path.into(),
+        })),
+        None => Some(corral_cloudinit::Content::Inline(value.to_string())),
     }
 }
 
@@ -993,6 +1046,50 @@ target = "/data"
             .contains("cannot be changed"));
         def.set("on_crash", "restart").unwrap();
         assert_eq!(def.on_crash, Action::Restart);
+    }
+
+    #[test]
+    fn a_cloud_init_table_is_read_checked_and_set() {
+        let def = parse(&format!(
+            "{VM}\n[cloud_init]\nuser_data = {{ file = \"user-data.yaml\" }}\n\
+             [cloud_init.meta_data]\nregion = \"lab\"\n"
+        ))
+        .unwrap();
+        assert_eq!(parse(&def.to_toml()).unwrap(), def);
+        let err = parse(&format!("{VM}\n[cloud_init]\nuser_data = \"users: []\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("cloud_init.user_data") && err.contains("#cloud-config"),
+            "{err}"
+        );
+        let mut def = parse(VM).unwrap();
+        def.set("cloud_init.user_data", "#cloud-config\nruncmd: []\n")
+            .unwrap();
+        def.set("cloud_init.network_config", "@/etc/corral/net.yaml")
+            .unwrap();
+        def.set("cloud_init.meta_data.region", "lab").unwrap();
+        let table = def.cloud_init.clone().unwrap();
+        assert_eq!(
+            table.user_data,
+            Some(corral_cloudinit::Content::Inline(
+                "#cloud-config\nruncmd: []\n".into()
+            ))
+        );
+        assert_eq!(
+            table.network_config,
+            Some(corral_cloudinit::Content::File(corral_cloudinit::FileRef {
+                file: "/etc/corral/net.yaml".into()
+            }))
+        );
+        let err = def
+            .set("cloud_init.user_data", "#cloud-config\n- not a mapping\n")
+            .unwrap_err();
+        assert!(err.to_string().contains("not a YAML mapping"), "{err}");
+        assert_eq!(def.cloud_init, Some(table), "unchanged after a bad value");
+        assert!(def.set("cloud_init.meta_data.instance-id", "x").is_err());
+        def.set("cloud_init.user_data", "").unwrap();
+        assert_eq!(def.cloud_init.as_ref().unwrap().user_data, None);
     }
 
     #[test]

@@ -126,6 +126,12 @@ pub enum CoreError {
         #[source]
         source: crate::container_net::NicError,
     },
+    #[error("instance {name}: cannot make its cloud-init seed")]
+    Seed {
+        name: String,
+        #[source]
+        source: corral_cloudinit::SeedError,
+    },
     #[error("cannot set up the cgroup of instance {name}")]
     Cgroup {
         name: String,

@@ -35,6 +35,7 @@ pub mod container;
 pub mod container_net;
 pub mod monitor;
 pub mod seccomp;
+pub mod seed;
 pub mod userns;
 pub mod vm;
 pub mod volume;

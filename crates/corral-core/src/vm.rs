@@ -110,6 +110,17 @@ impl VmDriver {
                 serial: disk.serial.clone(),
             });
         }
+        if definition.cloud_init.is_some() {
+            // Written by each start ([`crate::seed::write_image`]), after the user's disks so
+            // their names in the guest (vda, vdb, ...) stay as they were.
+            config.disks.push(DiskConfig {
+                path: crate::seed::image_path(paths),
+                format: Some(corral_disk::DiskFormat::Raw),
+                allow_backing: Some(Vec::new()),
+                readonly: true,
+                serial: Some("cidata".into()),
+            });
+        }
         for (index, nic) in definition.nics.iter().enumerate() {
             // A nic on a network gets a tap on the network's bridge; every tap is named here,
             // so the nic's filter can name it before the VMM makes it.
@@ -332,7 +343,8 @@ impl Driver for VmDriver {
         definition: &mut Definition,
         paths: &InstancePaths,
     ) -> Result<(), CoreError> {
-        pin_formats(definition, paths)
+        pin_formats(definition, paths)?;
+        crate::seed::check(definition, paths, &self.networks)
     }
 
     fn log_path_in_environment(&self) -> bool {
@@ -381,6 +393,7 @@ impl Driver for VmDriver {
         if boots_from_disk(definition) {
             extract_boot(definition, paths, &mut config)?;
         }
+        crate::seed::write_image(definition, paths, &self.networks)?;
         config
             .validate()
             .map_err(|e| CoreError::Unsupported(e.to_string()))?;
@@ -495,6 +508,34 @@ mod tests {
         // A volume's format is its suffix; a definition saying otherwise is refused.
         let wrong = vm_definition("[[disks]]\nvolume = \"base\"\nformat = \"raw\"\n");
         assert!(driver.vm_config(&wrong, &paths).is_err());
+    }
+
+    #[test]
+    fn a_cloud_init_seed_is_a_read_only_raw_disk_after_the_users() {
+        let root = tempfile::tempdir().unwrap();
+        let driver = VmDriver::new(
+            "corral",
+            Pool::default_in(root.path()),
+            networks_in(root.path()),
+        );
+        let paths = InstancePaths::new(root.path().join("instances/web"));
+        let plain = vm_definition("[[disks]]\npath = \"data.raw\"\nformat = \"raw\"\n");
+        assert_eq!(driver.vm_config(&plain, &paths).unwrap().disks.len(), 1);
+        let seeded =
+            vm_definition("[[disks]]\npath = \"data.raw\"\nformat = \"raw\"\n[cloud_init]\n");
+        let disks = driver.vm_config(&seeded, &paths).unwrap().disks;
+        assert_eq!(disks.len(), 2);
+        assert_eq!(disks[0].path, paths.dir.join("data.raw"));
+        assert_eq!(
+            disks[1],
+            DiskConfig {
+                path: paths.dir.join("cidata.img"),
+                format: Some(corral_disk::DiskFormat::Raw),
+                allow_backing: Some(Vec::new()),
+                readonly: true,
+                serial: Some("cidata".into()),
+            }
+        );
     }
 
     #[test]

@@ -64,8 +64,26 @@ pub struct CreateArgs {
     /// Environment of the container's PID 1 (NAME=value, repeatable).
     #[arg(long = "env", short = 'e')]
     env: Vec<String>,
+    /// The guest's hostname: a container's, and the cloud-init seed's `local-hostname` (a VM
+    /// given one gets a seed).
     #[arg(long)]
     hostname: Option<String>,
+    /// cloud-init user-data for the guest's first boot (a NoCloud seed: docs/cloud-init.md);
+    /// read at every start. With --user/--ssh-key/--password-hash it must be #cloud-config,
+    /// and they are merged into a copy of it.
+    #[arg(long, alias = "cloud-init", value_name = "FILE")]
+    user_data: Option<PathBuf>,
+    /// cloud-init: create this user, with sudo rights (and the --ssh-key keys).
+    #[arg(long, value_name = "NAME")]
+    user: Option<String>,
+    /// cloud-init: authorize the SSH public keys in FILE for --user, or for the image's
+    /// default user without --user (repeatable).
+    #[arg(long = "ssh-key", value_name = "FILE")]
+    ssh_keys: Vec<PathBuf>,
+    /// cloud-init: the --user's password as a crypt(3) hash (`openssl passwd -6`); without it
+    /// the user's password is locked.
+    #[arg(long, value_name = "HASH", requires = "user")]
+    password_hash: Option<String>,
     /// The container's user namespace: auto (its root is an unprivileged host user from corral's
     /// /etc/subuid range, created on first use) or host. Default: auto for an application
     /// container without volumes where the host has user namespaces, host otherwise.
@@ -181,7 +199,8 @@ pub struct ConfigArgs {
 enum ConfigCommand {
     /// Print the definition.
     Show { name: String },
-    /// Change fields: KEY=VALUE ... (e.g. memory=1G cpus=2 limits.pids=100).
+    /// Change fields: KEY=VALUE ... (e.g. memory=1G cpus=2 limits.pids=100;
+    /// cloud_init.user_data=TEXT or =@PATH, cloud_init.meta_data.KEY=VALUE: docs/cloud-init.md).
     Set {
         name: String,
         #[arg(required = true)]
@@ -294,6 +313,10 @@ pub fn define(root: &Path, file: PathBuf) -> anyhow::Result<ExitCode> {
         init: false,
         env: vec![],
         hostname: None,
+        user_data: None,
+        user: None,
+        ssh_keys: vec![],
+        password_hash: None,
         userns: None,
         pids_limit: None,
         disks: vec![],
@@ -380,6 +403,10 @@ fn definition_from(
     } else if args.kernel.is_some() || args.initrd.is_some() || args.cmdline.is_some() {
         bail!("--kernel, --initrd and --cmdline are for VMs; this is a container");
     }
+    let vm_hostname = args
+        .hostname
+        .clone()
+        .filter(|_| definition.kind == Kind::Vm);
     let mut rootfs_source = None;
     if let Some(spec) = definition.container.as_mut() {
         if let Some(rootfs) = args.rootfs {
@@ -408,6 +435,12 @@ fn definition_from(
     {
         bail!("--rootfs, --init, --userns, --env and a command are for containers; this is a VM");
     }
+    let shortcuts = corral_cloudinit::Shortcuts {
+        user: args.user,
+        ssh_keys: read_ssh_keys(&args.ssh_keys)?,
+        password_hash: args.password_hash,
+    };
+    apply_cloud_init(&mut definition, args.user_data, &shortcuts, vm_hostname)?;
     for spec in &args.disks {
         definition.disks.push(parse_disk(spec)?);
     }
@@ -430,6 +463,66 @@ fn definition_from(
         definition.validate()?;
     }
     Ok((definition, rootfs_source))
+}
+
+/// The keys of each `--ssh-key` file.
+fn read_ssh_keys(files: &[PathBuf]) -> anyhow::Result<Vec<String>> {
+    let mut keys = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read the --ssh-key file {}", file.display()))?;
+        let found = corral_cloudinit::shortcuts::parse_ssh_keys(&text);
+        if found.is_empty() {
+            bail!(
+                "--ssh-key {} holds no key; give a public key file such as ~/.ssh/id_ed25519.pub",
+                file.display()
+            );
+        }
+        keys.extend(found);
+    }
+    Ok(keys)
+}
+
+/// Puts the cloud-init flags into the definition's `[cloud_init]` (made when any is given):
+/// `--user-data` as a file reference, or, with shortcuts, their `#cloud-config` merged into a
+/// copy of it (or of the table's inline user-data); a VM's `--hostname` as `local-hostname`.
+fn apply_cloud_init(
+    definition: &mut Definition,
+    user_data: Option<PathBuf>,
+    shortcuts: &corral_cloudinit::Shortcuts,
+    vm_hostname: Option<String>,
+) -> anyhow::Result<()> {
+    use corral_cloudinit::{Content, FileRef};
+    if user_data.is_none() && shortcuts.is_empty() && vm_hostname.is_none() {
+        return Ok(());
+    }
+    let table = definition.cloud_init.get_or_insert_with(Default::default);
+    let user_data = user_data.map(|p| std::path::absolute(&p).unwrap_or(p));
+    if !shortcuts.is_empty() {
+        let base =
+            match (&user_data, &table.user_data) {
+                (Some(file), _) => Some(std::fs::read(file).with_context(|| {
+                    format!("cannot read the --user-data file {}", file.display())
+                })?),
+                (None, Some(Content::Inline(text))) => Some(text.clone().into_bytes()),
+                (None, Some(Content::File(FileRef { file }))) => bail!(
+                    "the definition's user-data is the file {}; give it again as --user-data so \
+                 --user, --ssh-key and --password-hash can be merged into it",
+                    file.display()
+                ),
+                (None, None) => None,
+            };
+        table.user_data = Some(Content::Inline(shortcuts.render(base.as_deref())?));
+    } else if let Some(file) = user_data {
+        table.user_data = Some(Content::File(FileRef { file }));
+    }
+    if let Some(hostname) = vm_hostname {
+        table.meta_data.0.insert(
+            corral_cloudinit::config::LOCAL_HOSTNAME.to_string(),
+            toml::Value::String(hostname),
+        );
+    }
+    Ok(())
 }
 
 /// Parses `--disk PATH[,ro][,format=F][,serial=S][,target=T][,allow_backing=P]` or
