@@ -4,7 +4,7 @@
 //! they are; network-config must be YAML of version 1 or 2.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use serde_yaml::Value;
@@ -106,7 +106,7 @@ fn network_config(bytes: &[u8]) -> Result<(), SeedError> {
 /// Runs `cloud-init schema --config-file` on a `#cloud-config` document when cloud-init is
 /// installed on the host; other documents, or a host without cloud-init, pass.
 pub fn schema(field: &'static str, bytes: &[u8]) -> Result<(), SeedError> {
-    match find_on_path("cloud-init") {
+    match corral_host::program::find("cloud-init") {
         Some(program) if is_cloud_config(bytes) => schema_with(&program, field, bytes),
         _ => Ok(()),
     }
@@ -136,13 +136,6 @@ fn schema_with(program: &Path, field: &'static str, bytes: &[u8]) -> Result<(), 
         .collect::<Vec<_>>()
         .join("; ");
     Err(SeedError::Schema { field, report })
-}
-
-fn find_on_path(program: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(program))
-        .find(|candidate| candidate.is_file())
 }
 
 #[cfg(test)]

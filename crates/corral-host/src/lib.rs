@@ -21,6 +21,7 @@ pub mod modules;
 pub mod mountinfo;
 pub mod namespaces;
 pub mod process;
+pub mod program;
 pub mod tree;
 
 #[cfg(test)]

@@ -34,12 +34,7 @@ const INIT_SCRIPT: &str = "\"$@\" & wait $!";
 
 /// dnsmasq on PATH (or in /usr/sbin, which a non-root PATH may lack).
 pub(crate) fn find_program() -> Result<PathBuf, Error> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain([PathBuf::from("/usr/sbin")])
-        .map(|dir| dir.join("dnsmasq"))
-        .find(|candidate| candidate.is_file())
-        .ok_or(Error::DnsmasqMissing)
+    corral_host::program::find("dnsmasq").ok_or(Error::DnsmasqMissing)
 }
 
 /// A running dnsmasq (through the init of its namespace).

@@ -102,12 +102,7 @@ impl Program {
     /// a non-root `PATH` often lacks them); the bare name when nowhere, so the spawn error says
     /// it is missing.
     fn path(self) -> PathBuf {
-        let path = std::env::var_os("PATH").unwrap_or_default();
-        std::env::split_paths(&path)
-            .chain(["/usr/sbin", "/sbin"].map(PathBuf::from))
-            .map(|dir| dir.join(self.name))
-            .find(|candidate| candidate.is_file())
-            .unwrap_or_else(|| PathBuf::from(self.name))
+        corral_host::program::find(self.name).unwrap_or_else(|| PathBuf::from(self.name))
     }
 }
 
