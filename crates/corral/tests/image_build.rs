@@ -288,6 +288,154 @@ fn the_debian_12_container_example_runs_sshd_and_cloud_init() {
     assert!(logs.contains("cloud-init 2"), "{logs}");
 }
 
+/// `corral exec NAME -- COMMAND`'s output, trimmed.
+fn exec(root: &Root, name: &str, command: &[&str]) -> String {
+    let mut args = vec!["exec", name, "--"];
+    args.extend_from_slice(command);
+    root.ok(&args).trim().to_string()
+}
+
+/// Waits for cloud-init in system container `name` to finish its boot stages; returns
+/// `/run/cloud-init/result.json`.
+fn cloud_init_result(root: &Root, name: &str) -> Value {
+    // Until systemd has run cloud-init's generator, `cloud-init status` says `disabled` (and
+    // `--wait` returns at once): wait for one of the states its last stage leaves.
+    wait_for(
+        &format!("cloud-init in {name}"),
+        Duration::from_secs(240),
+        || {
+            let out = root.run(&["exec", name, "--", "cloud-init", "status"]);
+            let status = String::from_utf8_lossy(&out.stdout);
+            status.contains("status: done") || status.contains("status: error")
+        },
+    );
+    serde_json::from_str(&exec(root, name, &["cat", "/run/cloud-init/result.json"])).unwrap()
+}
+
+/// The fingerprint of `name`'s ED25519 SSH host key.
+fn host_key(root: &Root, name: &str) -> String {
+    exec(
+        root,
+        name,
+        &["ssh-keygen", "-lf", "/etc/ssh/ssh_host_ed25519_key.pub"],
+    )
+}
+
+#[test]
+#[ignore = "builds Debian 12 from Debian's archive (minutes the first time); scripts/test.sh runs it"]
+fn real_cloud_init_configures_a_debian_12_system_container_from_its_seed_once_per_instance() {
+    let Some(root) = setup() else { return };
+    corral_testkit::require_program!("ssh-keygen");
+    debian_12(&root);
+    let scratch = root.dir.path();
+    let key = scratch.join("id_ed25519");
+    let made = std::process::Command::new("ssh-keygen")
+        .args([
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "",
+            "-C",
+            "alice@corral-test",
+            "-f",
+        ])
+        .arg(&key)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let public_key = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+    let user_data = scratch.join("user-data");
+    std::fs::write(
+        &user_data,
+        "#cloud-config\nruncmd:\n- [sh, -c, 'cat /var/lib/cloud/data/instance-id >> /var/tmp/runcmd-ran']\n",
+    )
+    .unwrap();
+    root.ok(&[
+        "create",
+        "ci",
+        "--image",
+        "debian-12",
+        // The cached tarball imports as a plain root filesystem: say it boots its init.
+        "--init",
+        "--hostname",
+        "ci-host",
+        "--user",
+        "alice",
+        "--ssh-key",
+        key.with_extension("pub").to_str().unwrap(),
+        "--user-data",
+        user_data.to_str().unwrap(),
+    ]);
+    root.ok(&["start", "ci"]);
+    let result = cloud_init_result(&root, "ci");
+    assert_eq!(result["v1"]["errors"], serde_json::json!([]), "{result}");
+    let datasource = result["v1"]["datasource"].as_str().unwrap_or_default();
+    assert!(datasource.starts_with("DataSourceNoCloud"), "{result}");
+    assert!(datasource.contains("seed/nocloud-net"), "{result}");
+    let uuid = root.info("ci")["definition"]["uuid"]
+        .as_str()
+        .map(str::to_owned)
+        .unwrap_or_else(|| panic!("no uuid in {}", root.info("ci")));
+    let instance_id = format!("iid-{uuid}");
+    assert_eq!(
+        exec(&root, "ci", &["cat", "/var/lib/cloud/data/instance-id"]),
+        instance_id
+    );
+    assert_eq!(exec(&root, "ci", &["hostname"]), "ci-host");
+    assert!(exec(&root, "ci", &["getent", "passwd", "alice"]).starts_with("alice:"));
+    let authorized = exec(&root, "ci", &["cat", "/home/alice/.ssh/authorized_keys"]);
+    assert!(authorized.contains(public_key.trim()), "{authorized}");
+    assert_eq!(
+        exec(&root, "ci", &["cat", "/var/tmp/runcmd-ran"]),
+        instance_id
+    );
+    let first_key = host_key(&root, "ci");
+
+    // The same instance again: once-per-instance modules do not run twice.
+    root.ok(&["stop", "ci", "--timeout", "60"]);
+    root.ok(&["start", "ci"]);
+    let again = cloud_init_result(&root, "ci");
+    assert_eq!(again["v1"]["errors"], serde_json::json!([]), "{again}");
+    assert_eq!(
+        host_key(&root, "ci"),
+        first_key,
+        "a restart changed the host keys"
+    );
+    assert_eq!(
+        exec(&root, "ci", &["cat", "/var/tmp/runcmd-ran"]),
+        instance_id
+    );
+    root.ok(&["stop", "ci", "--timeout", "60"]);
+
+    // A clone that keeps the content but has a new UUID is a new instance to cloud-init.
+    root.ok(&["clone", "ci", "ci2", "--keep-identity"]);
+    root.ok(&["start", "ci2"]);
+    let cloned = cloud_init_result(&root, "ci2");
+    assert_eq!(cloned["v1"]["errors"], serde_json::json!([]), "{cloned}");
+    assert_eq!(
+        exec(
+            &root,
+            "ci2",
+            &["cat", "/var/lib/cloud/data/previous-instance-id"]
+        ),
+        instance_id
+    );
+    let new_id = exec(&root, "ci2", &["cat", "/var/lib/cloud/data/instance-id"]);
+    assert_ne!(new_id, instance_id);
+    assert_ne!(
+        host_key(&root, "ci2"),
+        first_key,
+        "the clone kept the host keys"
+    );
+    assert_eq!(
+        exec(&root, "ci2", &["cat", "/var/tmp/runcmd-ran"]),
+        format!("{instance_id}\n{new_id}"),
+        "runcmd ran once per instance"
+    );
+    root.ok(&["stop", "ci2", "--timeout", "60"]);
+}
+
 #[test]
 #[ignore = "builds Debian 12 and boots Linux (minutes); scripts/test.sh runs it"]
 fn the_debian_12_vm_example_boots_its_own_kernel_from_its_disk_to_a_shell() {

@@ -572,7 +572,7 @@ fn identity_lines(console: &str) -> (String, String, String) {
 
 #[test]
 #[ignore = "boots a real Linux kernel twice (minutes here); scripts/test.sh runs it"]
-fn two_linux_vm_clones_make_their_own_machine_ids_at_first_boot() {
+fn two_linux_vm_clones_make_their_own_machine_ids_and_see_their_own_cloud_init_seeds() {
     require_root!();
     require_kvm!();
     require_program!("gcc");
@@ -591,7 +591,10 @@ fn two_linux_vm_clones_make_their_own_machine_ids_at_first_boot() {
     let tools = format!("{},format=raw,ro", tools_disk(scratch).display());
 
     let cmdline = std::fs::read_to_string(repo_root().join("guests/linux/cmdline")).unwrap();
-    let cmdline = format!("{} corral_identity=vda,vdb", cmdline.trim());
+    // The seed is the third disk (after the root and tools disks); init finds it by its label.
+    let cmdline = format!("{} corral_identity=vda,vdb corral_seed=1", cmdline.trim());
+    let user_data = scratch.join("user-data");
+    std::fs::write(&user_data, "#cloud-config\nruncmd: [[touch, /seeded]]\n").unwrap();
     let (kernel, initrd) = (dir.join("vmlinux"), dir.join("initramfs.cpio"));
     root.ok(&[
         "image",
@@ -623,6 +626,8 @@ fn two_linux_vm_clones_make_their_own_machine_ids_at_first_boot() {
         &tools,
         "--nic",
         "bridge=br0",
+        "--user-data",
+        user_data.to_str().unwrap(),
     ]);
     root.ok(&["clone", "tmpl", "clone1"]);
     root.ok(&["clone", "tmpl", "clone2", "--linked"]);
@@ -639,9 +644,16 @@ fn two_linux_vm_clones_make_their_own_machine_ids_at_first_boot() {
             .output()
             .unwrap();
         assert!(started.status.success(), "{started:?}");
-        common::wait_for(&format!("{name}'s first boot"), BOOT_TIMEOUT, || {
-            !matches!(root.status(name).as_str(), "starting" | "running")
-        });
+        let deadline = Instant::now() + BOOT_TIMEOUT;
+        while matches!(root.status(name).as_str(), "starting" | "running") {
+            assert!(
+                Instant::now() < deadline,
+                "{name}'s first boot did not end within {BOOT_TIMEOUT:?}; console:\n{}",
+                std::fs::read_to_string(root.instance_dir(name).join("run/console.log"))
+                    .unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
         let console = root.ok(&["logs", name]);
         assert_eq!(root.status(name), "stopped", "{console}");
         let (id, hostname, mac) = identity_lines(&console);
@@ -659,6 +671,17 @@ fn two_linux_vm_clones_make_their_own_machine_ids_at_first_boot() {
         assert!(
             info.contains(&format!("mac {mac}")),
             "{name}: {mac} not in\n{info}"
+        );
+        let definition: toml::Table =
+            std::fs::read_to_string(root.instance_dir(name).join("instance.toml"))
+                .unwrap()
+                .parse()
+                .unwrap();
+        let uuid = definition["uuid"].as_str().unwrap();
+        assert!(
+            init_lines(&console)
+                .contains(&format!("corral-init: seed instance-id: iid-{uuid}").as_str()),
+            "{name} did not read its own seed (instance-id iid-{uuid}):\n{console}"
         );
         seen.push((id, mac));
     }
