@@ -1,4 +1,5 @@
-//! `corral guest`: tools that run inside a machine (systemd-detect-virt, dbus-uuidgen).
+//! `corral guest`: tools that run inside a machine (systemd-detect-virt, dbus-uuidgen, the
+//! guest agent).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -58,6 +59,20 @@ enum GuestCommand {
         #[command(flatten)]
         reset: crate::sysprep::ResetArgs,
     },
+    /// Serve the host: corral's guest agent (exec, file push/pull, info, shutdown).
+    ///
+    /// In a VM it listens on a vsock port, which the host reaches through the VMM; in a system
+    /// container on the unix socket corral bind-mounts out of it. It runs with this process's
+    /// rights and answers only the host. See docs/agent.md.
+    Agent {
+        /// The vsock port to listen on (the default, in a VM).
+        #[arg(long, value_name = "PORT", default_value_t = corral_agent::DEFAULT_VSOCK_PORT)]
+        vsock_port: u32,
+        /// Listen on this unix socket instead (in a system container:
+        /// /run/corral-agent/agent.sock).
+        #[arg(long, value_name = "PATH")]
+        unix: Option<PathBuf>,
+    },
 }
 
 pub fn run(args: GuestArgs) -> anyhow::Result<ExitCode> {
@@ -76,7 +91,18 @@ pub fn run(args: GuestArgs) -> anyhow::Result<ExitCode> {
         GuestCommand::Sysprep { root, reset } => {
             reset.run(|options| Ok(corral_sysprep::sysprep_rootfs(&root, options)?))
         }
+        GuestCommand::Agent { vsock_port, unix } => agent(vsock_port, unix),
     }
+}
+
+fn agent(vsock_port: u32, unix: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    use corral_agent::server::{self, Listener};
+    let listener = match &unix {
+        Some(path) => Listener::unix(path)?,
+        None => Listener::vsock(vsock_port)?,
+    };
+    server::serve(&listener)?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn detect(vm: bool, container: bool, quiet: bool, format: Format) -> anyhow::Result<ExitCode> {
