@@ -126,6 +126,12 @@ pub enum CoreError {
         #[source]
         source: crate::container_net::NicError,
     },
+    #[error("cannot use the guest agent of instance {name}")]
+    Agent {
+        name: String,
+        #[source]
+        source: corral_agent::ClientError,
+    },
     #[error("cannot set up the cgroup of instance {name}")]
     Cgroup {
         name: String,
