@@ -254,3 +254,21 @@ fn after_ok_the_vsock_stream_carries_the_protocol() {
     let transport = Transport::Vsock { socket, port: 1024 };
     ping(&transport).0.unwrap();
 }
+
+#[test]
+fn a_vsock_connect_nobody_answers_times_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("vsock.sock");
+    let listener = UnixListener::bind(&socket).unwrap();
+    // A VMM whose guest has no vsock driver: the connection is taken, never answered.
+    std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        hold_open(stream);
+    });
+    let (result, took) = ping(&Transport::Vsock { socket, port: 1024 });
+    assert!(
+        matches!(result, Err(ClientError::TimedOut(_))),
+        "{result:?}"
+    );
+    assert!(took < TIMEOUT + SLACK, "took {took:?}");
+}

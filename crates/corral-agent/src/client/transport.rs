@@ -37,30 +37,23 @@ impl Transport {
     /// A connected stream to the agent; everything within `timeout`.
     pub fn connect(&self, timeout: Duration) -> Result<UnixStream, ClientError> {
         let deadline = Instant::now() + timeout;
-        match self {
-            Self::Unix(path) => {
-                connect_unix(path, timeout).map_err(|source| ClientError::Connect {
-                    target: self.to_string(),
-                    source,
-                })
+        let failed = |source: std::io::Error| match source.kind() {
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
+                ClientError::TimedOut(timeout)
             }
+            _ => ClientError::Connect {
+                target: self.to_string(),
+                source,
+            },
+        };
+        match self {
+            Self::Unix(path) => connect_unix(path, timeout).map_err(failed),
             Self::Vsock { socket, port } => {
-                let mut stream =
-                    connect_unix(socket, timeout).map_err(|source| ClientError::Connect {
-                        target: self.to_string(),
-                        source,
-                    })?;
+                let mut stream = connect_unix(socket, timeout).map_err(failed)?;
                 stream
                     .write_all(format!("CONNECT {port}\n").as_bytes())
-                    .map_err(|source| ClientError::Connect {
-                        target: self.to_string(),
-                        source,
-                    })?;
-                let answer =
-                    read_line(&mut stream, deadline).map_err(|source| ClientError::Connect {
-                        target: self.to_string(),
-                        source,
-                    })?;
+                    .map_err(failed)?;
+                let answer = read_line(&mut stream, deadline).map_err(failed)?;
                 if !is_ok_answer(&answer) {
                     return Err(ClientError::VsockRefused {
                         port: *port,
