@@ -140,14 +140,16 @@ impl Manager {
             .map_err(agent_error(name))
     }
 
-    /// Copies `remote` from the guest to `local`, which appears whole or not at all, with the
-    /// remote file's permission bits (never set-id ones: the guest chose them).
+    /// Copies `remote` from the guest to `local` (a directory gets the remote file's name),
+    /// which appears whole or not at all, with the remote file's permission bits (never set-id
+    /// ones: the guest chose them).
     pub fn pull_file(
         &self,
         name: &str,
         remote: &str,
         local: &Path,
     ) -> Result<RemoteFile, CoreError> {
+        let local = &pull_destination(remote, local);
         let mut client = self.agent(name, AGENT_TIMEOUT)?;
         let dir = match local.parent() {
             Some(dir) if !dir.as_os_str().is_empty() => dir,
@@ -201,6 +203,14 @@ impl Manager {
                 false
             }
         }
+    }
+}
+
+/// Where `pull` writes: `local`, or the remote file's name in it when it is a directory.
+pub fn pull_destination(remote: &str, local: &Path) -> PathBuf {
+    match Path::new(remote).file_name() {
+        Some(file_name) if local.is_dir() => local.join(file_name),
+        _ => local.to_path_buf(),
     }
 }
 

@@ -35,8 +35,8 @@ enum FileCommand {
     },
     /// Copy a file out of a running instance (through its guest agent).
     ///
-    /// LOCAL appears whole or not at all, with the remote file's permission bits (set-id
-    /// bits dropped).
+    /// LOCAL (or, for a directory, the remote file's name in it) appears whole or not at all,
+    /// with the remote file's permission bits (set-id bits dropped).
     Pull {
         name: String,
         /// An absolute path in the guest.
@@ -81,7 +81,7 @@ pub fn file(root: &Path, args: FileArgs) -> anyhow::Result<ExitCode> {
             let file = manager.pull_file(&name, &remote, &local)?;
             println!(
                 "pulled {name}:{remote} to {} ({} bytes)",
-                local.display(),
+                corral_core::agent::pull_destination(&remote, &local).display(),
                 file.size
             );
         }

@@ -90,6 +90,20 @@ fn a_system_containers_agent_pushes_pulls_and_reports_the_guest() {
     );
     let mode = std::fs::metadata(&pulled).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o640);
+    // Into a directory: the remote file's name.
+    let into = root.dir.path().join("into");
+    std::fs::create_dir(&into).unwrap();
+    root.ok(&[
+        "file",
+        "pull",
+        "agentbox",
+        "/etc/passwd",
+        into.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        std::fs::read(into.join("passwd")).unwrap(),
+        std::fs::read(rootfs.join("etc/passwd")).unwrap()
+    );
 
     let err = root.fails(&["file", "pull", "agentbox", "/no/such/file", "x"]);
     assert!(
