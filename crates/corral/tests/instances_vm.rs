@@ -230,6 +230,45 @@ fn exec_into_a_vm_without_an_agent_fails_in_time_naming_the_agent() {
 }
 
 #[test]
+fn a_hostile_agent_in_a_vm_gets_clear_errors_in_time_and_stop_falls_back() {
+    require_kvm!();
+    let root = Root::new();
+    vm(&root, "hostile", "vsock-hostile-agent", &[]);
+    root.ok(&["start", "hostile"]);
+    wait_for("the fake agent", Duration::from_secs(20), || {
+        root.ok(&["logs", "hostile"])
+            .contains("listening on port 1024")
+    });
+    // Its answer to the handshake announces a 64 MiB frame: refused at once, not read.
+    for command in [
+        &["agent", "ping", "hostile"][..],
+        &["exec", "hostile", "--", "true"],
+        &["file", "pull", "hostile", "/etc/hostname", "x"],
+    ] {
+        let started = std::time::Instant::now();
+        let err = root.fails(command);
+        assert!(
+            err.contains("cannot use the guest agent of instance hostile")
+                && err.contains("invalid reply")
+                && err.contains("67108864 bytes is over the limit"),
+            "{command:?}: {err}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(5), "{command:?}");
+    }
+    assert!(root
+        .ok(&["logs", "hostile"])
+        .contains("accepted a connection"));
+    let agent = &root.info("hostile")["agent"];
+    assert_eq!(agent["status"], "not_answering", "{agent}");
+    // Without a usable agent, stop takes the old way: the guest ignores Ctrl-Alt-Del and is
+    // forced off at the timeout.
+    root.ok(&["stop", "hostile", "--timeout", "1"]);
+    let state = &root.info("hostile")["state"];
+    assert_eq!(state["status"], "stopped");
+    assert_eq!(state["last_exit"]["reason"], "stopped", "{state}");
+}
+
+#[test]
 fn vm_instance_disks_are_virtio_disks_including_a_pool_overlay() {
     require_kvm!();
     corral_testkit::require_program!("qemu-img");
