@@ -22,7 +22,7 @@ const GUESTS: &[&str] = &[
     "virtio-net-dhcp",
     "virtio-rng",
     "virtio-vsock",
-    "vsock-hostile-agent",
+    "vsock-agent",
     "forbidden-call",
 ];
 

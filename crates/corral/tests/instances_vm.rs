@@ -230,14 +230,40 @@ fn exec_into_a_vm_without_an_agent_fails_in_time_naming_the_agent() {
 }
 
 #[test]
+fn a_vm_agent_answers_through_vsock_and_stop_goes_through_it() {
+    require_kvm!();
+    let root = Root::new();
+    vm(&root, "agentvm", "vsock-agent", &[]);
+    root.ok(&["start", "agentvm"]);
+    wait_for("the agent", Duration::from_secs(20), || {
+        root.ok(&["logs", "agentvm"])
+            .contains("listening on port 1024")
+    });
+    let out = root.ok(&["agent", "ping", "agentvm"]);
+    assert!(out.contains("the guest agent of agentvm answered"), "{out}");
+    // The guest ignores Ctrl-Alt-Del: only the agent's shutdown can power it off cleanly.
+    root.ok(&["stop", "agentvm", "--timeout", "60"]);
+    let state = &root.info("agentvm")["state"];
+    assert_eq!(state["last_exit"]["reason"], "poweroff", "{state}");
+    assert!(root
+        .ok(&["logs", "agentvm"])
+        .contains("vsock-agent: shutdown requested"));
+}
+
+#[test]
 fn a_hostile_agent_in_a_vm_gets_clear_errors_in_time_and_stop_falls_back() {
     require_kvm!();
     let root = Root::new();
-    vm(&root, "hostile", "vsock-hostile-agent", &[]);
+    vm(
+        &root,
+        "hostile",
+        "vsock-agent",
+        &["--cmdline", "agent.hostile=1"],
+    );
     root.ok(&["start", "hostile"]);
     wait_for("the fake agent", Duration::from_secs(20), || {
         root.ok(&["logs", "hostile"])
-            .contains("listening on port 1024")
+            .contains("hostile, listening on port 1024")
     });
     // Its answer to the handshake announces a 64 MiB frame: refused at once, not read.
     for command in [
