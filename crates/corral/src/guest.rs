@@ -61,15 +61,15 @@ enum GuestCommand {
     },
     /// Serve the host: corral's guest agent (exec, file push/pull, info, shutdown).
     ///
-    /// In a VM it listens on a vsock port, which the host reaches through the VMM; in a system
-    /// container on the unix socket corral bind-mounts out of it. It runs with this process's
-    /// rights and answers only the host. See docs/agent.md.
+    /// Without options it listens where the host looks: on /run/corral-agent/agent.sock when
+    /// /run/corral-agent exists (a system container, where corral bind-mounts that directory),
+    /// else on vsock port 1024 (a VM). It runs with this process's rights and answers only the
+    /// host. See docs/agent.md.
     Agent {
-        /// The vsock port to listen on (the default, in a VM).
-        #[arg(long, value_name = "PORT", default_value_t = corral_agent::DEFAULT_VSOCK_PORT)]
-        vsock_port: u32,
-        /// Listen on this unix socket instead (in a system container:
-        /// /run/corral-agent/agent.sock).
+        /// Listen on this vsock port.
+        #[arg(long, value_name = "PORT", conflicts_with = "unix")]
+        vsock_port: Option<u32>,
+        /// Listen on this unix socket.
         #[arg(long, value_name = "PATH")]
         unix: Option<PathBuf>,
     },
@@ -95,11 +95,16 @@ pub fn run(args: GuestArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn agent(vsock_port: u32, unix: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+fn agent(vsock_port: Option<u32>, unix: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     use corral_agent::server::{self, Listener};
-    let listener = match &unix {
-        Some(path) => Listener::unix(path)?,
-        None => Listener::vsock(vsock_port)?,
+    let container_socket = std::path::Path::new(corral_agent::CONTAINER_SOCKET);
+    let listener = match (unix, vsock_port) {
+        (Some(path), _) => Listener::unix(&path)?,
+        (None, Some(port)) => Listener::vsock(port)?,
+        (None, None) if container_socket.parent().is_some_and(|dir| dir.is_dir()) => {
+            Listener::unix(container_socket)?
+        }
+        (None, None) => Listener::vsock(corral_agent::DEFAULT_VSOCK_PORT)?,
     };
     server::serve(&listener)?;
     Ok(ExitCode::SUCCESS)

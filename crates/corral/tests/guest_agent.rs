@@ -11,8 +11,9 @@ use std::time::Duration;
 
 use common::{wait_for, CorralRoot as Root};
 
-/// The container's init: the agent in the background, then a shell that waits.
-const INIT: &str = "/corral guest agent --unix /run/corral-agent/agent.sock & exec sleep 1000";
+/// The container's init: the agent in the background (finding /run/corral-agent, it listens
+/// there), then a shell that waits.
+const INIT: &str = "/corral guest agent & exec sleep 1000";
 
 fn setup() -> Option<Root> {
     if !corral_testkit::is_root() {
