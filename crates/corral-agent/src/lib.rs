@@ -5,11 +5,13 @@
 //! - [`server`]: the agent, on a vsock port (VMs) or a unix socket (system containers).
 //! - [`client`]: the host's side, which treats every answer as untrusted (bounded, validated,
 //!   timed out).
+//! - [`install`]: the agent put into a guest's root filesystem and started by its init.
 //!
 //! The protocol is described in `docs/agent.md`.
 
 pub mod client;
 pub mod frame;
+pub mod install;
 pub mod message;
 pub mod server;
 

@@ -73,6 +73,17 @@ enum GuestCommand {
         #[arg(long, value_name = "PATH")]
         unix: Option<PathBuf>,
     },
+    /// Install this corral into a guest's root filesystem as /usr/local/bin/corral, started
+    /// by the guest's init as `corral guest agent` (a systemd unit, or an /etc/inittab line).
+    ///
+    /// The binary is this one: it runs in the guest if the guest has the libraries it was
+    /// linked with (none for a static build).
+    #[command(name = "install-agent")]
+    InstallAgent {
+        /// The guest's root filesystem.
+        #[arg(long, value_name = "DIR")]
+        root: PathBuf,
+    },
 }
 
 pub fn run(args: GuestArgs) -> anyhow::Result<ExitCode> {
@@ -92,6 +103,7 @@ pub fn run(args: GuestArgs) -> anyhow::Result<ExitCode> {
             reset.run(|options| Ok(corral_sysprep::sysprep_rootfs(&root, options)?))
         }
         GuestCommand::Agent { vsock_port, unix } => agent(vsock_port, unix),
+        GuestCommand::InstallAgent { root } => install_agent(&root),
     }
 }
 
@@ -153,5 +165,19 @@ fn machine_id(ensure: bool, regenerate: bool, root: &std::path::Path) -> anyhow:
         }
     }
     println!("{}", outcome.id);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn install_agent(root: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let exe = std::env::current_exe()?;
+    let (init, written) = corral_agent::install::install(root, &exe)?;
+    for path in written {
+        eprintln!("wrote {path}");
+    }
+    let how = match init {
+        corral_agent::install::Init::Systemd => "systemd starts it (corral-agent.service)",
+        corral_agent::install::Init::Inittab { .. } => "init respawns it (/etc/inittab)",
+    };
+    println!("installed the guest agent in {}: {how}", root.display());
     Ok(ExitCode::SUCCESS)
 }

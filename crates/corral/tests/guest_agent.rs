@@ -1,8 +1,9 @@
-//! The guest agent in a busybox system container: the container's init starts `corral guest
-//! agent` on `/run/corral-agent/agent.sock` (the directory corral bind-mounts out of every system
+//! The guest agent in a busybox system container: `corral guest install-agent` puts the corral
+//! binary in the root filesystem (with the shared libraries it loads copied to their host paths)
+//! and an inittab line, busybox's init starts `corral guest agent`, which listens on
+//! `/run/corral-agent/agent.sock` (the directory corral bind-mounts out of every system
 //! container), and the host's `corral agent ping`, `file push/pull` and `info` go through it.
-//! The corral binary is copied into the root filesystem at `/corral` with the shared libraries
-//! it loads, at their host paths. Needs root and busybox-static.
+//! Needs root and busybox-static.
 
 mod common;
 
@@ -10,10 +11,6 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 use common::{wait_for, CorralRoot as Root};
-
-/// The container's init: the agent in the background (finding /run/corral-agent, it listens
-/// there), then a shell that waits.
-const INIT: &str = "/corral guest agent & exec sleep 1000";
 
 fn setup() -> Option<Root> {
     if !corral_testkit::is_root() {
@@ -31,8 +28,11 @@ fn a_system_containers_agent_pushes_pulls_and_reports_the_guest() {
     let Some(root) = setup() else { return };
     let rootfs = root.dir.path().join("busybox");
     common::build_rootfs(&rootfs);
+    // busybox's init, told by its inittab to respawn what install-agent adds.
+    std::fs::write(rootfs.join("etc/inittab"), "::sysinit:/bin/true\n").unwrap();
+    let out = root.ok(&["guest", "install-agent", "--root", rootfs.to_str().unwrap()]);
+    assert!(out.contains("init respawns it"), "{out}");
     common::install_corral_libraries(&rootfs);
-    std::fs::copy(common::corral_bin(), rootfs.join("corral")).unwrap();
     root.ok(&[
         "create",
         "agentbox",
@@ -40,9 +40,7 @@ fn a_system_containers_agent_pushes_pulls_and_reports_the_guest() {
         "--rootfs",
         rootfs.to_str().unwrap(),
         "--",
-        "/bin/sh",
-        "-c",
-        INIT,
+        "/bin/init",
     ]);
     root.ok(&["start", "agentbox"]);
     wait_for("the agent", Duration::from_secs(30), || {
@@ -127,10 +125,21 @@ fn a_system_containers_agent_pushes_pulls_and_reports_the_guest() {
     let text = root.ok(&["info", "agentbox"]);
     assert!(text.contains("Agent:        answering"), "{text}");
 
-    // With the agent gone, info says so instead of failing, and quickly.
-    root.ok(&["exec", "agentbox", "--", "sh", "-c", "kill $(pidof corral)"]);
+    // With the agent frozen, info says so instead of failing, within its 2 s.
+    // (SIGSTOP: init would respawn a killed one.)
+    root.ok(&[
+        "exec",
+        "agentbox",
+        "--",
+        "sh",
+        "-c",
+        "kill -STOP $(pidof corral)",
+    ]);
     let text = root.ok(&["info", "agentbox"]);
-    assert!(text.contains("Agent:        not answering"), "{text}");
+    assert!(
+        text.contains("Agent:        not answering") && text.contains("did not answer within 2 s"),
+        "{text}"
+    );
     root.ok(&["kill", "agentbox"]);
 }
 
