@@ -1,7 +1,8 @@
 /*
  * A stand-in for `corral guest agent` on vsock port 1024, one connection at a time. It reads
  * each request frame whole from one packet and answers by the request's type: `hello` (protocol
- * version 1), `ping`, and `shutdown`, after which it powers off (debug-exit 0). It ignores
+ * version 1), `ping`, `exec` (any command prints one line and exits 3), and `shutdown`, after
+ * which it powers off (debug-exit 0). It ignores
  * Ctrl-Alt-Del, so a clean stop can only come through it.
  * With `agent.hostile=1` on the command line it answers every request with the length prefix
  * of a 64 MiB frame and nothing more: the host must refuse that at once.
@@ -88,6 +89,20 @@ static void answer(u32 host_port, u32 len)
 		send_message(host_port, "{\"type\":\"hello\",\"version\":1,\"agent\":\"vsock-agent\"}");
 	} else if (contains(in_data, len, "\"type\":\"ping\"")) {
 		send_message(host_port, "{\"type\":\"pong\"}");
+	} else if (contains(in_data, len, "\"type\":\"exec\"")) {
+		/* Whatever the command: one line on stdout (a data frame of stream 2), status 3. */
+		static const char out[] = "output from vsock-agent\n";
+		u8 frame[64];
+		u32 n = sizeof(out) - 1;
+		frame[0] = 0;
+		frame[1] = 0;
+		frame[2] = 0;
+		frame[3] = (u8)(n + 1);
+		frame[4] = 2;
+		memcpy(frame + 5, out, n);
+		send_message(host_port, "{\"type\":\"ready\"}");
+		send(OP_RW, host_port, frame, n + 5);
+		send_message(host_port, "{\"type\":\"exited\",\"code\":3}");
 	} else if (contains(in_data, len, "\"type\":\"shutdown\"")) {
 		send_message(host_port, "{\"type\":\"done\"}");
 		serial_puts("vsock-agent: shutdown requested, powering off\n");

@@ -230,7 +230,7 @@ fn exec_into_a_vm_without_an_agent_fails_in_time_naming_the_agent() {
 }
 
 #[test]
-fn a_vm_agent_answers_through_vsock_and_stop_goes_through_it() {
+fn a_vm_agent_answers_ping_and_exec_through_vsock_and_stop_goes_through_it() {
     require_kvm!();
     let root = Root::new();
     vm(&root, "agentvm", "vsock-agent", &[]);
@@ -241,6 +241,13 @@ fn a_vm_agent_answers_through_vsock_and_stop_goes_through_it() {
     });
     let out = root.ok(&["agent", "ping", "agentvm"]);
     assert!(out.contains("the guest agent of agentvm answered"), "{out}");
+    // exec streams the command's output and ends with its status.
+    let out = root.run(&["exec", "agentvm", "--", "anything"]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "output from vsock-agent\n"
+    );
     // The guest ignores Ctrl-Alt-Del: only the agent's shutdown can power it off cleanly.
     root.ok(&["stop", "agentvm", "--timeout", "60"]);
     let state = &root.info("agentvm")["state"];
