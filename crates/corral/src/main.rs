@@ -67,8 +67,8 @@ enum Command {
         #[arg(required = true)]
         names: Vec<String>,
     },
-    /// Shut an instance down gracefully (Ctrl-Alt-Del, or the container's stop signal), forcing it
-    /// off after the timeout.
+    /// Shut an instance down gracefully (a VM's guest agent when it answers, else Ctrl-Alt-Del;
+    /// the container's stop signal), forcing it off after the timeout.
     #[command(alias = "shutdown")]
     Stop(instance::StopArgs),
     /// Force an instance off at once.
