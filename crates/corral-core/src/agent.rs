@@ -15,6 +15,7 @@ use std::time::Duration;
 use corral_agent::client::{Command, ExitStatus, RemoteFile};
 use corral_agent::message::GuestInfo;
 use corral_agent::{Client, Transport};
+use corral_vmm::config::Action;
 
 use crate::definition::{Definition, Kind};
 use crate::driver::InstancePaths;
@@ -185,12 +186,13 @@ impl Manager {
     }
 
     /// Asks a VM's agent to power the guest off, if it answers at once: whether it agreed.
+    /// Only for a VM whose power-off ends its run (`on_poweroff = "destroy"`): one that would
+    /// restart is stopped by its supervisor, which knows the host asked.
     pub(crate) fn shut_down_through_agent(&self, name: &str) -> bool {
-        let is_vm = self
-            .store()
-            .definition(name)
-            .is_ok_and(|definition| definition.kind == Kind::Vm);
-        if !is_vm {
+        let ends_at_poweroff = self.store().definition(name).is_ok_and(|definition| {
+            definition.kind == Kind::Vm && definition.on_poweroff == Action::Destroy
+        });
+        if !ends_at_poweroff {
             return false;
         }
         match self
