@@ -22,6 +22,7 @@ const GUESTS: &[&str] = &[
     "virtio-net-dhcp",
     "virtio-rng",
     "virtio-vsock",
+    "vsock-agent",
     "forbidden-call",
 ];
 

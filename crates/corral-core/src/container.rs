@@ -248,6 +248,18 @@ impl ContainerDriver {
                 );
             }
         }
+        if crate::agent::has_agent_socket(definition) {
+            // After the tmpfs /run: the guest agent's socket directory, shared with the host.
+            mounts.push(
+                MountBuilder::default()
+                    .destination(AGENT_DIR_IN_CONTAINER)
+                    .typ("bind")
+                    .source(crate::agent::container_agent_dir(paths))
+                    .options(["rbind", "rprivate", "rw"].map(String::from).to_vec())
+                    .build()
+                    .map_err(invalid)?,
+            );
+        }
         for (index, disk) in definition.disks.iter().enumerate() {
             let source = self.disk_source(paths, index, definition)?;
             if disk.format.is_some_and(|f| f != DiskFormat::Dir) || !source.is_dir() {
@@ -401,6 +413,23 @@ impl ContainerDriver {
     }
 }
 
+/// The directory of the guest agent's socket in a system container.
+const AGENT_DIR_IN_CONTAINER: &str = "/run/corral-agent";
+
+/// Makes the agent's socket directory, private, owned by the container's root (who makes the
+/// socket in it), and empty of an earlier run's socket.
+fn prepare_agent_dir(paths: &InstancePaths, userns: Option<IdRange>) -> Result<(), CoreError> {
+    let dir = crate::agent::container_agent_dir(paths);
+    corral_host::atomic::create_private_dir_all(&dir)
+        .map_err(CoreError::io("create", dir.clone()))?;
+    for entry in std::fs::read_dir(&dir).map_err(CoreError::io("read", dir.clone()))? {
+        let path = entry.map_err(CoreError::io("read", dir.clone()))?.path();
+        std::fs::remove_file(&path).map_err(CoreError::io("remove", path))?;
+    }
+    let (uid, gid) = userns.map_or((0, 0), |range| (range.uid, range.gid));
+    std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).map_err(CoreError::io("chown", dir))
+}
+
 fn parse_user(text: &str) -> Result<(u32, u32), CoreError> {
     let bad = || CoreError::Unsupported(format!("container.user {text:?} is not uid[:gid]"));
     let (uid, gid) = match text.split_once(':') {
@@ -472,6 +501,9 @@ impl Driver for ContainerDriver {
         paths: &InstancePaths,
     ) -> Result<Command, CoreError> {
         let userns = self.prepare_userns(definition, paths)?;
+        if crate::agent::has_agent_socket(definition) {
+            prepare_agent_dir(paths, userns)?;
+        }
         if let Some(container) = &definition.container {
             // After the shift into the user namespace: the seed files take the root's owner.
             let rootfs = paths.resolve(&container.rootfs);
@@ -568,6 +600,34 @@ mod tests {
         for path in ["/run", "/run/lock", "/tmp"] {
             assert!(tmpfs.contains(&PathBuf::from(path)), "{path} in {tmpfs:?}");
         }
+    }
+
+    /// Destinations of the spec's bind mounts, in order, with the position of `/run`'s tmpfs.
+    fn agent_mount(spec: &Spec) -> Option<(usize, usize)> {
+        let mounts: Vec<_> = spec.mounts().iter().flatten().collect();
+        let run = mounts
+            .iter()
+            .position(|m| m.destination() == Path::new("/run"))?;
+        let agent = mounts.iter().position(|m| {
+            m.destination() == Path::new(AGENT_DIR_IN_CONTAINER)
+                && m.typ().as_deref() == Some("bind")
+                && m.source()
+                    .as_deref()
+                    .is_some_and(|s| s.ends_with("run/agent"))
+        })?;
+        Some((run, agent))
+    }
+
+    #[test]
+    fn a_system_container_gets_the_agent_directory_over_its_run_and_an_application_none() {
+        let (run, agent) = agent_mount(&spec_of(true, Some(RANGE))).expect("an agent mount");
+        assert!(run < agent, "mounted before the tmpfs /run would hide it");
+        let application = spec_of(false, None);
+        assert!(!application
+            .mounts()
+            .iter()
+            .flatten()
+            .any(|m| m.destination() == Path::new(AGENT_DIR_IN_CONTAINER)));
     }
 
     #[test]

@@ -132,6 +132,12 @@ pub enum CoreError {
         #[source]
         source: corral_cloudinit::SeedError,
     },
+    #[error("cannot use the guest agent of instance {name}")]
+    Agent {
+        name: String,
+        #[source]
+        source: corral_agent::ClientError,
+    },
     #[error("cannot set up the cgroup of instance {name}")]
     Cgroup {
         name: String,

@@ -8,6 +8,7 @@
 //! - [`clone`]: `corral clone`, a new instance from a stopped one; [`bases`] keeps the read-only
 //!   disks linked clones share.
 
+pub mod agent;
 pub mod bases;
 pub mod build;
 pub mod clone;

@@ -288,23 +288,35 @@ impl Manager {
         }
     }
 
-    /// Asks the guest to shut down; forces it off after `timeout`.
+    /// Asks the guest to shut down: through its agent when one answers at once (a VM's own
+    /// init then stops its services), else through the supervisor (ACPI, Ctrl-Alt-Del, the
+    /// stop signal); forces it off after `timeout`.
     pub fn stop(&self, name: &str, timeout: Duration) -> Result<State, CoreError> {
-        self.end_run(
-            name,
-            Request::Shutdown {
-                timeout_secs: Some(timeout.as_secs()),
-            },
-            timeout + STOP_GRACE,
-        )
+        let shutdown = Request::Shutdown {
+            timeout_secs: Some(timeout.as_secs()),
+        };
+        if self.shut_down_through_agent(name) {
+            // The guest is on its way down; past the timeout it is forced off.
+            return self.end_run(name, Request::Kill, STOP_GRACE, Some(timeout));
+        }
+        self.end_run(name, shutdown, timeout + STOP_GRACE, None)
     }
 
     /// Stops the guest at once (virsh destroy).
     pub fn kill(&self, name: &str) -> Result<State, CoreError> {
-        self.end_run(name, Request::Kill, STOP_GRACE)
+        self.end_run(name, Request::Kill, STOP_GRACE, None)
     }
 
-    fn end_run(&self, name: &str, request: Request, wait: Duration) -> Result<State, CoreError> {
+    /// Ends the run with `request` to the supervisor, waiting `wait` for it to end; when the
+    /// guest was already asked to end itself, `request` is sent only if it has not ended within
+    /// `guest_ending`.
+    fn end_run(
+        &self,
+        name: &str,
+        request: Request,
+        wait: Duration,
+        guest_ending: Option<Duration>,
+    ) -> Result<State, CoreError> {
         let _lock = self.lock(name)?;
         let mut state = self.reconciled(name)?;
         if !state.status.is_active() {
@@ -316,8 +328,12 @@ impl Manager {
         self.store.save_state(name, &state)?;
         fail::fail_point!("stop.state-stopping");
         let pid = state.pid;
-        // A supervisor that cannot be reached is killed below.
-        let _ = self.call(&paths, &request);
+        let ended =
+            guest_ending.is_some_and(|within| wait_for_exit(pid, state.pid_start_ticks, within));
+        if !ended {
+            // A supervisor that cannot be reached is killed below.
+            let _ = self.call(&paths, &request);
+        }
         fail::fail_point!("stop.requested");
         if !wait_for_exit(pid, state.pid_start_ticks, wait) {
             let _ = self.call(&paths, &Request::Kill);

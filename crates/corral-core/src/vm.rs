@@ -8,7 +8,7 @@ use std::process::Command;
 
 use corral_container::cgroups::{Cgroup, Layout};
 use corral_net::Networks;
-use corral_vmm::config::{DiskConfig, MacAddress, NicConfig, SerialTarget, VmConfig};
+use corral_vmm::config::{DiskConfig, MacAddress, NicConfig, SerialTarget, VmConfig, VsockConfig};
 use oci_spec::runtime::{
     LinuxCpuBuilder, LinuxMemoryBuilder, LinuxPidsBuilder, LinuxResources, LinuxResourcesBuilder,
 };
@@ -81,6 +81,11 @@ impl VmDriver {
         config.serial = SerialTarget::Socket(paths.console_socket());
         config.console_log = Some(paths.console_log());
         config.control_socket = Some(paths.control_socket());
+        // Where the host reaches the guest agent (vsock port 1024 through this socket).
+        config.vsock = Some(VsockConfig {
+            cid: crate::agent::VM_GUEST_CID,
+            socket: crate::agent::vm_vsock_socket(paths),
+        });
         config.on_poweroff = definition.on_poweroff;
         config.on_reboot = definition.on_reboot;
         config.on_crash = definition.on_crash;
@@ -508,6 +513,31 @@ mod tests {
         // A volume's format is its suffix; a definition saying otherwise is refused.
         let wrong = vm_definition("[[disks]]\nvolume = \"base\"\nformat = \"raw\"\n");
         assert!(driver.vm_config(&wrong, &paths).is_err());
+    }
+
+    #[test]
+    fn every_vm_gets_a_vsock_device_whose_socket_the_agent_client_uses() {
+        let root = tempfile::tempdir().unwrap();
+        let driver = VmDriver::new(
+            "corral",
+            Pool::default_in(root.path()),
+            networks_in(root.path()),
+        );
+        let paths = InstancePaths::new(root.path().join("instances/web"));
+        let definition = vm_definition("");
+        let vsock = driver
+            .vm_config(&definition, &paths)
+            .unwrap()
+            .vsock
+            .unwrap();
+        assert_eq!(vsock.cid, crate::agent::VM_GUEST_CID);
+        assert_eq!(
+            crate::agent::transport(&definition, &paths).unwrap(),
+            corral_agent::Transport::Vsock {
+                socket: vsock.socket,
+                port: corral_agent::DEFAULT_VSOCK_PORT
+            }
+        );
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! `corral guest`: tools that run inside a machine (systemd-detect-virt, dbus-uuidgen).
+//! `corral guest`: tools that run inside a machine (systemd-detect-virt, dbus-uuidgen, the
+//! guest agent).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -58,6 +59,31 @@ enum GuestCommand {
         #[command(flatten)]
         reset: crate::sysprep::ResetArgs,
     },
+    /// Serve the host: corral's guest agent (exec, file push/pull, info, shutdown).
+    ///
+    /// Without options it listens where the host looks: on /run/corral-agent/agent.sock when
+    /// /run/corral-agent exists (a system container, where corral bind-mounts that directory),
+    /// else on vsock port 1024 (a VM). It runs with this process's rights and answers only the
+    /// host. See docs/agent.md.
+    Agent {
+        /// Listen on this vsock port.
+        #[arg(long, value_name = "PORT", conflicts_with = "unix")]
+        vsock_port: Option<u32>,
+        /// Listen on this unix socket.
+        #[arg(long, value_name = "PATH")]
+        unix: Option<PathBuf>,
+    },
+    /// Install this corral into a guest's root filesystem as /usr/local/bin/corral, started
+    /// by the guest's init as `corral guest agent` (a systemd unit, or an /etc/inittab line).
+    ///
+    /// The binary is this one: it runs in the guest if the guest has the libraries it was
+    /// linked with (none for a static build).
+    #[command(name = "install-agent")]
+    InstallAgent {
+        /// The guest's root filesystem.
+        #[arg(long, value_name = "DIR")]
+        root: PathBuf,
+    },
 }
 
 pub fn run(args: GuestArgs) -> anyhow::Result<ExitCode> {
@@ -76,7 +102,24 @@ pub fn run(args: GuestArgs) -> anyhow::Result<ExitCode> {
         GuestCommand::Sysprep { root, reset } => {
             reset.run(|options| Ok(corral_sysprep::sysprep_rootfs(&root, options)?))
         }
+        GuestCommand::Agent { vsock_port, unix } => agent(vsock_port, unix),
+        GuestCommand::InstallAgent { root } => install_agent(&root),
     }
+}
+
+fn agent(vsock_port: Option<u32>, unix: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    use corral_agent::server::{self, Listener};
+    let container_socket = std::path::Path::new(corral_agent::CONTAINER_SOCKET);
+    let listener = match (unix, vsock_port) {
+        (Some(path), _) => Listener::unix(&path)?,
+        (None, Some(port)) => Listener::vsock(port)?,
+        (None, None) if container_socket.parent().is_some_and(|dir| dir.is_dir()) => {
+            Listener::unix(container_socket)?
+        }
+        (None, None) => Listener::vsock(corral_agent::DEFAULT_VSOCK_PORT)?,
+    };
+    server::serve(&listener)?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn detect(vm: bool, container: bool, quiet: bool, format: Format) -> anyhow::Result<ExitCode> {
@@ -122,5 +165,19 @@ fn machine_id(ensure: bool, regenerate: bool, root: &std::path::Path) -> anyhow:
         }
     }
     println!("{}", outcome.id);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn install_agent(root: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let exe = std::env::current_exe()?;
+    let (init, written) = corral_agent::install::install(root, &exe)?;
+    for path in written {
+        eprintln!("wrote {path}");
+    }
+    let how = match init {
+        corral_agent::install::Init::Systemd => "systemd starts it (corral-agent.service)",
+        corral_agent::install::Init::Inittab { .. } => "init respawns it (/etc/inittab)",
+    };
+    println!("installed the guest agent in {}: {how}", root.display());
     Ok(ExitCode::SUCCESS)
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
+use corral_core::agent::AgentStatus;
 use corral_core::definition::{new_uuid, Definition, Disk, DiskFormat, Kind};
 use corral_core::images::CloneMode;
 use corral_core::lifecycle::{Summary, DEFAULT_STOP_TIMEOUT};
@@ -175,13 +176,13 @@ pub struct LogsArgs {
 #[derive(Args)]
 pub struct ExecArgs {
     name: String,
-    /// Give the command a terminal (default: when stdin is one).
+    /// Give the command a terminal (default: when stdin is one; containers only).
     #[arg(long, short)]
     tty: bool,
     /// Environment variables (NAME=value, repeatable).
     #[arg(long = "env", short = 'e')]
     env: Vec<String>,
-    /// Working directory inside the container.
+    /// Working directory inside the instance.
     #[arg(long, short = 'w')]
     cwd: Option<String>,
     /// The command and its arguments (after `--`).
@@ -708,6 +709,11 @@ pub fn info(root: &Path, args: InfoArgs) -> anyhow::Result<ExitCode> {
         .is_active()
         .then(|| manager.live_info(&args.name))
         .flatten();
+    let agent = state
+        .status
+        .is_active()
+        .then(|| manager.agent_status(&args.name))
+        .flatten();
     if args.output == Format::Json {
         let nics = manager.nic_status(&args.name)?;
         output::print_json(&serde_json::json!({
@@ -715,6 +721,7 @@ pub fn info(root: &Path, args: InfoArgs) -> anyhow::Result<ExitCode> {
             "state": state,
             "live": live,
             "nics": nics,
+            "agent": agent,
         }))?;
         return Ok(ExitCode::SUCCESS);
     }
@@ -839,6 +846,29 @@ pub fn info(root: &Path, args: InfoArgs) -> anyhow::Result<ExitCode> {
         for (counter, value) in &live.counters {
             line(counter, value);
         }
+    }
+    match agent {
+        Some(AgentStatus::Answering { guest }) => {
+            line("Agent", &"answering");
+            line("Hostname", &guest.hostname);
+            if let Some(os) = &guest.os {
+                line("OS", os);
+            }
+            line("Kernel", &guest.kernel);
+            line("Guest uptime", &output::duration(guest.uptime_secs));
+            for interface in guest.interfaces.iter().filter(|i| i.name != "lo") {
+                let addresses: Vec<String> = interface
+                    .addresses
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect();
+                line(&format!("Addr {}", interface.name), &addresses.join(" "));
+            }
+        }
+        Some(AgentStatus::NotAnswering { reason }) => {
+            line("Agent", &format!("not answering ({reason})"))
+        }
+        None => {}
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -978,16 +1008,13 @@ pub fn volume_users(
     Ok(users)
 }
 
-/// `corral exec`: runs a command in a running container, in its namespaces and cgroup.
+/// `corral exec`: runs a command in a running container, in its namespaces and cgroup, or in a
+/// VM through its guest agent.
 pub fn exec(root: &Path, args: ExecArgs) -> anyhow::Result<ExitCode> {
     let manager = manager(root)?;
     let definition = manager.store().definition(&args.name)?;
-    if definition.kind != Kind::Container {
-        bail!(
-            "exec runs commands in containers; {} is a VM: use `corral console {}`",
-            args.name,
-            args.name
-        );
+    if definition.kind == Kind::Vm {
+        return exec_in_vm(&manager, args);
     }
     let state = manager.state(&args.name)?;
     match state.status {
@@ -1005,4 +1032,29 @@ pub fn exec(root: &Path, args: ExecArgs) -> anyhow::Result<ExitCode> {
         args.cwd,
         tty,
     )
+}
+
+/// `corral exec` in a VM: the command runs under the guest agent, with this process's stdin,
+/// stdout and stderr streamed; the exit status is the command's.
+fn exec_in_vm(manager: &Manager, args: ExecArgs) -> anyhow::Result<ExitCode> {
+    if args.tty {
+        bail!(
+            "a terminal for commands in a VM is not supported yet; run without --tty, or use \
+             `corral console {}`",
+            args.name
+        );
+    }
+    let command = corral_agent::client::Command {
+        argv: args.command,
+        env: args.env,
+        cwd: args.cwd,
+    };
+    let status = manager.exec_in_guest(
+        &args.name,
+        &command,
+        Some(Box::new(std::io::stdin())),
+        &mut std::io::stdout(),
+        &mut std::io::stderr(),
+    )?;
+    Ok(ExitCode::from(status.shell_code().clamp(0, 255) as u8))
 }

@@ -4,6 +4,7 @@
 //! renders the result. Library errors are typed; here they become one readable message on stderr
 //! (with its causes) and a non-zero exit status, never a panic.
 
+mod agent;
 mod clone;
 mod editor;
 mod guest;
@@ -66,8 +67,8 @@ enum Command {
         #[arg(required = true)]
         names: Vec<String>,
     },
-    /// Shut an instance down gracefully (Ctrl-Alt-Del, or the container's stop signal), forcing it
-    /// off after the timeout.
+    /// Shut an instance down gracefully (a VM's guest agent when it answers, else Ctrl-Alt-Del;
+    /// the container's stop signal), forcing it off after the timeout.
     #[command(alias = "shutdown")]
     Stop(instance::StopArgs),
     /// Force an instance off at once.
@@ -94,8 +95,13 @@ enum Command {
     Console { name: String },
     /// Print what an instance's console printed.
     Logs(instance::LogsArgs),
-    /// Run a command in a running container.
+    /// Run a command in a running instance: a container's through the container engine, a VM's
+    /// through its guest agent.
     Exec(instance::ExecArgs),
+    /// Copy files into and out of a running instance (through its guest agent).
+    File(agent::FileArgs),
+    /// Talk to an instance's guest agent (`corral guest agent` in the guest).
+    Agent(agent::AgentArgs),
     /// Show or change an instance's definition.
     Config(instance::ConfigArgs),
     /// Manage the storage pool's volumes.
@@ -201,6 +207,8 @@ fn main() -> ExitCode {
         Command::Console { name } => instance::console(&cli.root, name),
         Command::Logs(args) => instance::logs(&cli.root, args),
         Command::Exec(args) => instance::exec(&cli.root, args),
+        Command::File(args) => agent::file(&cli.root, args),
+        Command::Agent(args) => agent::agent(&cli.root, args),
         Command::Config(args) => instance::config(&cli.root, args),
         Command::Volume(args) => volume::run(&cli.root, args),
         Command::Network(args) => network::run(&cli.root, args),

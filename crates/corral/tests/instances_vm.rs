@@ -209,17 +209,96 @@ fn killed_vmm_shows_crashed() {
 }
 
 #[test]
-fn exec_into_a_vm_says_what_to_do_instead() {
+fn exec_into_a_vm_without_an_agent_fails_in_time_naming_the_agent() {
     require_kvm!();
     let root = Root::new();
     vm(&root, "vmx", "counter", &[]);
-    let out = root.run(&["exec", "vmx", "--", "ls"]);
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = root.fails(&["exec", "vmx", "--", "ls"]);
+    assert!(err.contains("instance vmx is not running"), "{err}");
+    root.ok(&["start", "vmx"]);
+    // The counter guest has no vsock driver: the VMM's vsock socket takes the connection and
+    // the guest never answers it.
+    let started = std::time::Instant::now();
+    let err = root.fails(&["exec", "vmx", "--", "ls"]);
     assert!(
-        err.contains("vmx is a VM: use `corral console vmx`"),
+        err.contains("cannot use the guest agent of instance vmx")
+            && err.contains("did not answer within 10 s"),
         "{err}"
     );
+    assert!(started.elapsed() < Duration::from_secs(15));
+    root.ok(&["kill", "vmx"]);
+}
+
+#[test]
+fn a_vm_agent_answers_ping_and_exec_through_vsock_and_stop_goes_through_it() {
+    require_kvm!();
+    let root = Root::new();
+    vm(&root, "agentvm", "vsock-agent", &[]);
+    root.ok(&["start", "agentvm"]);
+    wait_for("the agent", Duration::from_secs(20), || {
+        root.ok(&["logs", "agentvm"])
+            .contains("listening on port 1024")
+    });
+    let out = root.ok(&["agent", "ping", "agentvm"]);
+    assert!(out.contains("the guest agent of agentvm answered"), "{out}");
+    // exec streams the command's output and ends with its status.
+    let out = root.run(&["exec", "agentvm", "--", "anything"]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "output from vsock-agent\n"
+    );
+    // The guest ignores Ctrl-Alt-Del: only the agent's shutdown can power it off cleanly.
+    root.ok(&["stop", "agentvm", "--timeout", "60"]);
+    let state = &root.info("agentvm")["state"];
+    assert_eq!(state["last_exit"]["reason"], "poweroff", "{state}");
+    assert!(root
+        .ok(&["logs", "agentvm"])
+        .contains("vsock-agent: shutdown requested"));
+}
+
+#[test]
+fn a_hostile_agent_in_a_vm_gets_clear_errors_in_time_and_stop_falls_back() {
+    require_kvm!();
+    let root = Root::new();
+    vm(
+        &root,
+        "hostile",
+        "vsock-agent",
+        &["--cmdline", "agent.hostile=1"],
+    );
+    root.ok(&["start", "hostile"]);
+    wait_for("the fake agent", Duration::from_secs(20), || {
+        root.ok(&["logs", "hostile"])
+            .contains("hostile, listening on port 1024")
+    });
+    // Its answer to the handshake announces a 64 MiB frame: refused at once, not read.
+    for command in [
+        &["agent", "ping", "hostile"][..],
+        &["exec", "hostile", "--", "true"],
+        &["file", "pull", "hostile", "/etc/hostname", "x"],
+    ] {
+        let started = std::time::Instant::now();
+        let err = root.fails(command);
+        assert!(
+            err.contains("cannot use the guest agent of instance hostile")
+                && err.contains("invalid reply")
+                && err.contains("67108864 bytes is over the limit"),
+            "{command:?}: {err}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(5), "{command:?}");
+    }
+    assert!(root
+        .ok(&["logs", "hostile"])
+        .contains("accepted a connection"));
+    let agent = &root.info("hostile")["agent"];
+    assert_eq!(agent["status"], "not_answering", "{agent}");
+    // Without a usable agent, stop takes the old way: the guest ignores Ctrl-Alt-Del and is
+    // forced off at the timeout.
+    root.ok(&["stop", "hostile", "--timeout", "1"]);
+    let state = &root.info("hostile")["state"];
+    assert_eq!(state["status"], "stopped");
+    assert_eq!(state["last_exit"]["reason"], "stopped", "{state}");
 }
 
 #[test]

@@ -354,25 +354,6 @@ fn a_process_being_execed_does_not_expose_the_host_binary() {
     bundle.force_delete();
 }
 
-/// Copies the shared libraries the corral binary needs into `rootfs`, at the same paths.
-fn install_corral_libraries(rootfs: &Path) {
-    let out = std::process::Command::new("ldd")
-        .arg(common::corral_bin())
-        .output()
-        .unwrap();
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let path = line
-            .split_whitespace()
-            .find(|word| word.starts_with('/'))
-            .map(Path::new);
-        if let Some(path) = path {
-            let target = rootfs.join(path.strip_prefix("/").unwrap());
-            std::fs::create_dir_all(target.parent().unwrap()).unwrap();
-            std::fs::copy(path, target).unwrap();
-        }
-    }
-}
-
 #[test]
 fn a_container_that_execs_proc_self_exe_runs_a_sealed_copy() {
     require_container_host!();
@@ -380,7 +361,7 @@ fn a_container_that_execs_proc_self_exe_runs_a_sealed_copy() {
     // init's execve is the runtime's own binary. Here it runs corral, which blocks opening a
     // fifo as its log while another process looks at it.
     let mut bundle = TestBundle::new("exe-self", "");
-    install_corral_libraries(&bundle.rootfs());
+    common::install_corral_libraries(&bundle.rootfs());
     nix::unistd::mkfifo(
         &bundle.rootfs().join("tmp/log"),
         nix::sys::stat::Mode::from_bits_truncate(0o600),

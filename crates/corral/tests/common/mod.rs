@@ -50,6 +50,22 @@ pub fn build_rootfs(dir: &Path) {
     std::fs::write(dir.join("etc/group"), "root:x:0:\nuser:x:1000:\n").unwrap();
 }
 
+/// Copies the shared libraries the corral binary needs into `rootfs`, at the same paths.
+pub fn install_corral_libraries(rootfs: &Path) {
+    let out = Command::new("ldd").arg(corral_bin()).output().unwrap();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let path = line
+            .split_whitespace()
+            .find(|word| word.starts_with('/'))
+            .map(Path::new);
+        if let Some(path) = path {
+            let target = rootfs.join(path.strip_prefix("/").unwrap());
+            std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+            std::fs::copy(path, target).unwrap();
+        }
+    }
+}
+
 /// Runs `command` with stdout and stderr in temp files rather than pipes: a container started by
 /// `create` inherits them and may outlive the command, so reading pipes to EOF would wait for it.
 pub fn output_via_files(command: &mut Command) -> Output {

@@ -1,0 +1,165 @@
+//! The guest agent in a busybox system container: `corral guest install-agent` puts the corral
+//! binary in the root filesystem (with the shared libraries it loads copied to their host paths)
+//! and an inittab line, busybox's init starts `corral guest agent`, which listens on
+//! `/run/corral-agent/agent.sock` (the directory corral bind-mounts out of every system
+//! container), and the host's `corral agent ping`, `file push/pull` and `info` go through it.
+//! Needs root and busybox-static.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+use common::{wait_for, CorralRoot as Root};
+
+fn setup() -> Option<Root> {
+    if !corral_testkit::is_root() {
+        corral_testkit::skip("needs root for namespaces and cgroups");
+        return None;
+    }
+    if !common::have_busybox() {
+        return None;
+    }
+    Some(Root::new())
+}
+
+#[test]
+fn a_system_containers_agent_pushes_pulls_and_reports_the_guest() {
+    let Some(root) = setup() else { return };
+    let rootfs = root.dir.path().join("busybox");
+    common::build_rootfs(&rootfs);
+    // busybox's init, told by its inittab to respawn what install-agent adds.
+    std::fs::write(rootfs.join("etc/inittab"), "::sysinit:/bin/true\n").unwrap();
+    let out = root.ok(&["guest", "install-agent", "--root", rootfs.to_str().unwrap()]);
+    assert!(out.contains("init respawns it"), "{out}");
+    common::install_corral_libraries(&rootfs);
+    root.ok(&[
+        "create",
+        "agentbox",
+        "--init",
+        "--rootfs",
+        rootfs.to_str().unwrap(),
+        "--",
+        "/bin/init",
+    ]);
+    root.ok(&["start", "agentbox"]);
+    wait_for("the agent", Duration::from_secs(30), || {
+        root.run(&["agent", "ping", "agentbox"]).status.success()
+    });
+
+    // 10 MiB in, checked inside by the container engine's exec (not the agent), and out again.
+    let data: Vec<u8> = (0..10 * 1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
+        .collect();
+    let local = root.dir.path().join("data.bin");
+    std::fs::write(&local, &data).unwrap();
+    let pushed = root.ok(&[
+        "file",
+        "push",
+        "agentbox",
+        local.to_str().unwrap(),
+        "/tmp/data.bin",
+        "--mode",
+        "640",
+    ]);
+    assert!(pushed.contains("10485760 bytes"), "{pushed}");
+    let inside = root.ok(&[
+        "exec",
+        "agentbox",
+        "--",
+        "sh",
+        "-c",
+        "sha256sum /tmp/data.bin; stat -c %a /tmp/data.bin",
+    ]);
+    let expected = common::sha256_hex(&data);
+    assert!(inside.contains(&expected), "{inside} vs {expected}");
+    assert!(inside.lines().any(|line| line == "640"), "{inside}");
+
+    let pulled = root.dir.path().join("pulled.bin");
+    root.ok(&[
+        "file",
+        "pull",
+        "agentbox",
+        "/tmp/data.bin",
+        pulled.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        common::sha256_hex(&std::fs::read(&pulled).unwrap()),
+        expected
+    );
+    let mode = std::fs::metadata(&pulled).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o640);
+    // Into a directory: the remote file's name.
+    let into = root.dir.path().join("into");
+    std::fs::create_dir(&into).unwrap();
+    root.ok(&[
+        "file",
+        "pull",
+        "agentbox",
+        "/etc/passwd",
+        into.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        std::fs::read(into.join("passwd")).unwrap(),
+        std::fs::read(rootfs.join("etc/passwd")).unwrap()
+    );
+
+    let err = root.fails(&["file", "pull", "agentbox", "/no/such/file", "x"]);
+    assert!(
+        err.contains("cannot use the guest agent of instance agentbox")
+            && err.contains("/no/such/file"),
+        "{err}"
+    );
+
+    // info shows what the agent reports: the container's own hostname and the host's kernel.
+    let info = root.info("agentbox");
+    let agent = &info["agent"];
+    assert_eq!(agent["status"], "answering", "{info}");
+    assert_eq!(agent["hostname"], "agentbox", "{agent}");
+    let kernel = nix::sys::utsname::uname().unwrap();
+    assert_eq!(
+        agent["kernel"].as_str(),
+        kernel.release().to_str(),
+        "{agent}"
+    );
+    let text = root.ok(&["info", "agentbox"]);
+    assert!(text.contains("Agent:        answering"), "{text}");
+
+    // With the agent frozen, info says so instead of failing, within its 2 s.
+    // (SIGSTOP: init would respawn a killed one.)
+    root.ok(&[
+        "exec",
+        "agentbox",
+        "--",
+        "sh",
+        "-c",
+        "kill -STOP $(pidof corral)",
+    ]);
+    let text = root.ok(&["info", "agentbox"]);
+    assert!(
+        text.contains("Agent:        not answering") && text.contains("did not answer within 2 s"),
+        "{text}"
+    );
+    root.ok(&["kill", "agentbox"]);
+}
+
+#[test]
+fn an_application_container_has_no_agent_and_says_so() {
+    let Some(root) = setup() else { return };
+    let rootfs = root.dir.path().join("busybox");
+    common::build_rootfs(&rootfs);
+    root.ok(&[
+        "create",
+        "app",
+        "--rootfs",
+        rootfs.to_str().unwrap(),
+        "--",
+        "sleep",
+        "1000",
+    ]);
+    let err = root.fails(&["file", "pull", "app", "/etc/passwd", "x"]);
+    assert!(
+        err.contains("application container, which has no guest agent"),
+        "{err}"
+    );
+}
