@@ -15,6 +15,7 @@ mod network;
 mod network_attach;
 mod network_service;
 mod oci;
+mod ovf_import;
 mod output;
 mod progress;
 mod rootfs;
@@ -59,6 +60,9 @@ enum Command {
     /// Make a new instance from a stopped one: its content copied (a VM's disks in full, or
     /// linked with --linked), a new name, UUID, MAC addresses and hostname.
     Clone(clone::CloneArgs),
+    /// Import a virtual machine from an OVF package (.ova, or .ovf with its files), as
+    /// VirtualBox and VMware export them: CPUs, memory, disks and network adapters are kept.
+    Import(ovf_import::ImportArgs),
     /// Define an instance from a TOML file (virsh define).
     Define { file: PathBuf },
     /// Start instances.
@@ -188,6 +192,7 @@ fn main() -> ExitCode {
         Command::Oci(args) => Ok(oci::run(args)),
         Command::Create(args) => instance::create(&cli.root, *args),
         Command::Clone(args) => clone::run(&cli.root, args),
+        Command::Import(args) => ovf_import::run(&cli.root, args),
         Command::Define { file } => instance::define(&cli.root, file),
         Command::Start { names } => instance::start(&cli.root, names),
         Command::Stop(args) => instance::stop(&cli.root, args),

@@ -1,0 +1,264 @@
+//! `corral import FILE.ova|FILE.ovf [NAME]`: a virtual system of an OVF package becomes a VM
+//! instance. Its CPUs, memory, disks (in the guest's order) and network adapters (with their
+//! MACs) are kept; what corral has no equivalent for is mapped to its own devices or dropped,
+//! and every such change is listed in [`OvfImport::notes`]. The disks are converted into the
+//! instance's directory while it is being created, so an import that fails or is killed leaves
+//! nothing (the store's staging rule).
+
+use std::cell::RefCell;
+use std::path::{Path, PathBuf};
+
+use corral_image::ovf::disks::{import_disks, ImportedDisks};
+use corral_image::ovf::envelope::{ControllerKind, VirtualSystem};
+use corral_image::ovf::package::Package;
+use corral_image::ovf::OvfError;
+use corral_image::progress::Progress;
+use corral_vmm::config::{MacAddress, MemorySize};
+
+use crate::definition::{
+    new_uuid, validate_name, BootFrom, Definition, Disk, DiskFormat, Kind,
+};
+use crate::error::CoreError;
+use crate::lifecycle::Manager;
+
+/// What the user says about an import beyond the package.
+#[derive(Clone, Debug, Default)]
+pub struct OvfImportOptions {
+    /// The instance's name; the virtual system's own when absent.
+    pub name: Option<String>,
+    /// The corral network every network adapter joins; `None` drops the adapters.
+    pub network: Option<String>,
+    /// A kernel to boot (with its initrd); without one, the kernel inside the first disk.
+    pub kernel: Option<PathBuf>,
+    pub initrd: Option<PathBuf>,
+    pub cmdline: Option<String>,
+}
+
+/// What an import made.
+#[derive(Clone, Debug)]
+pub struct OvfImport {
+    pub definition: Definition,
+    /// Each thing of the package corral mapped to something else or dropped, as a sentence.
+    pub notes: Vec<String>,
+    /// Whether a manifest verified the package's files.
+    pub verified: bool,
+    /// Whether the package carries a certificate (its signature is not checked).
+    pub signed: bool,
+}
+
+impl From<OvfError> for CoreError {
+    fn from(err: OvfError) -> Self {
+        CoreError::Ovf(Box::new(err))
+    }
+}
+
+impl Manager {
+    /// Imports the only virtual system of the package at `source` as a new VM instance.
+    pub fn import_ovf(
+        &self,
+        source: &Path,
+        options: &OvfImportOptions,
+        progress: &dyn Progress,
+    ) -> Result<OvfImport, CoreError> {
+        let package = Package::open(source)?;
+        let [system] = package.envelope.systems.as_slice() else {
+            return Err(CoreError::Unsupported(format!(
+                "the package {} holds {} virtual systems; corral imports packages of one",
+                source.display(),
+                package.envelope.systems.len()
+            )));
+        };
+        let name = match (&options.name, &system.name) {
+            (Some(name), _) => name.clone(),
+            (None, Some(name)) if validate_name(name).is_ok() => name.clone(),
+            (None, Some(name)) => {
+                return Err(CoreError::Unsupported(format!(
+                    "the virtual system's name {name:?} is not an instance name; give one: \
+                     corral import {} NAME",
+                    source.display()
+                )))
+            }
+            (None, None) => {
+                return Err(CoreError::Unsupported(format!(
+                    "the virtual system has no name; give one: corral import {} NAME",
+                    source.display()
+                )))
+            }
+        };
+        let (mut definition, mut notes) = map_system(&name, system, options)?;
+        if let Some(network) = &options.network {
+            for (card, mac) in system.nics.iter().zip(nic_macs(system)?) {
+                self.join_network(&mut definition, network)?;
+                if let Some(nic) = definition.nics.last_mut() {
+                    nic.mac = mac;
+                }
+                notes.push(format!(
+                    "network adapter {} → virtio-net on network {network}",
+                    describe_card(card.model.as_deref(), card.network.as_deref())
+                ));
+            }
+        } else {
+            for card in &system.nics {
+                notes.push(format!(
+                    "network adapter {} dropped (--network none)",
+                    describe_card(card.model.as_deref(), card.network.as_deref())
+                ));
+            }
+        }
+        let imported = RefCell::new(None::<ImportedDisks>);
+        self.create(&definition, |dir| {
+            *imported.borrow_mut() = Some(import_disks(&package, system, dir, progress)?);
+            Ok(())
+        })?;
+        let imported = imported.into_inner();
+        let verified = imported.as_ref().is_some_and(|i| i.verified);
+        let signed = imported.as_ref().is_some_and(|i| i.signed);
+        if signed {
+            notes.push("the package is signed; corral does not check the signature".into());
+        }
+        Ok(OvfImport {
+            definition: self.store().definition(&name)?,
+            notes,
+            verified,
+            signed,
+        })
+    }
+}
+
+/// The definition of `system` (without its nics) and the notes on what was mapped.
+fn map_system(
+    name: &str,
+    system: &VirtualSystem,
+    options: &OvfImportOptions,
+) -> Result<(Definition, Vec<String>), CoreError> {
+    validate_name(name).map_err(crate::store::StoreError::from)?;
+    let mut notes = Vec::new();
+    let mut definition = Definition::new(name, Kind::Vm, new_uuid().map_err(crate::store::StoreError::from)?);
+    match system.cpus {
+        Some(cpus) => {
+            definition.cpus = u8::try_from(cpus)
+                .ok()
+                .filter(|c| (1..=corral_vmm::config::MAX_VCPUS).contains(c))
+                .ok_or_else(|| {
+                    CoreError::Unsupported(format!(
+                        "the virtual system has {cpus} CPUs; corral gives a VM 1 to {}",
+                        corral_vmm::config::MAX_VCPUS
+                    ))
+                })?;
+        }
+        None => notes.push(format!(
+            "no CPU count in the envelope: {} CPU(s)",
+            definition.cpus
+        )),
+    }
+    match system.memory {
+        Some(bytes) => definition.memory = MemorySize(bytes),
+        None => notes.push(format!(
+            "no memory size in the envelope: {}",
+            definition.memory
+        )),
+    }
+    if system.disks.is_empty() {
+        return Err(CoreError::Unsupported(
+            "the virtual system has no disk; corral imports machines with at least one".into(),
+        ));
+    }
+    for index in 0..system.disks.len() {
+        definition.disks.push(Disk {
+            path: Some(PathBuf::from(format!("disk{index}.qcow2"))),
+            volume: None,
+            format: Some(DiskFormat::Qcow2),
+            allow_backing: Vec::new(),
+            readonly: false,
+            serial: None,
+            target: None,
+        });
+    }
+    for controller in &system.controllers {
+        let kind = match controller.kind {
+            ControllerKind::Ide => "IDE",
+            ControllerKind::Scsi => "SCSI",
+            ControllerKind::Other => "SATA/other",
+        };
+        let subtype = controller
+            .subtype
+            .as_deref()
+            .map(|s| format!(" ({s})"))
+            .unwrap_or_default();
+        notes.push(format!("{kind} controller{subtype} → virtio-blk"));
+    }
+    for device in &system.others {
+        let what = match device.resource_type {
+            14 => "floppy drive",
+            15 | 16 => "CD/DVD drive",
+            23 => "USB controller",
+            24 => "graphics adapter",
+            35 => "sound card",
+            _ => "device",
+        };
+        let name = device
+            .name
+            .as_deref()
+            .map(|n| format!(" {n:?}"))
+            .unwrap_or_default();
+        notes.push(format!(
+            "{what}{name} (resource type {}) dropped",
+            device.resource_type
+        ));
+    }
+    let boot = definition.boot.get_or_insert_with(|| crate::definition::Boot {
+        from: BootFrom::Disk,
+        kernel: PathBuf::new(),
+        initrd: None,
+        cmdline: None,
+    });
+    match &options.kernel {
+        Some(kernel) => {
+            boot.from = BootFrom::Kernel;
+            boot.kernel = kernel.clone();
+            boot.initrd = options.initrd.clone();
+        }
+        None => boot.from = BootFrom::Disk,
+    }
+    boot.cmdline = options.cmdline.clone();
+    Ok((definition, notes))
+}
+
+/// Each adapter's MAC: its item's `Address`, else (VirtualBox) the adapter of the same rank
+/// in `vbox:Machine`, else none (corral derives one from the instance's UUID).
+fn nic_macs(system: &VirtualSystem) -> Result<Vec<Option<MacAddress>>, CoreError> {
+    system
+        .nics
+        .iter()
+        .enumerate()
+        .map(|(index, card)| {
+            let text = card.mac.as_deref().or_else(|| {
+                system
+                    .vendor_macs
+                    .get(index)
+                    .map(String::as_str)
+            });
+            text.map(|text| {
+                let mac: MacAddress = text.parse().map_err(|_| {
+                    CoreError::Unsupported(format!("network adapter {index} has the bad MAC {text}"))
+                })?;
+                if mac.is_unusable() {
+                    return Err(CoreError::Unsupported(format!(
+                        "network adapter {index} has the MAC {text}, which no adapter may use \
+                         (multicast or zero)"
+                    )));
+                }
+                Ok(mac)
+            })
+            .transpose()
+        })
+        .collect()
+}
+
+fn describe_card(model: Option<&str>, network: Option<&str>) -> String {
+    let model = model.unwrap_or("(no model)");
+    match network {
+        Some(network) => format!("{model} on {network:?}"),
+        None => model.to_string(),
+    }
+}
