@@ -68,19 +68,15 @@ impl Manager {
                 package.envelope.systems.len()
             )));
         };
-        let name = match (&options.name, &system.name) {
-            (Some(name), _) => name.clone(),
-            (None, Some(name)) if validate_name(name).is_ok() => name.clone(),
-            (None, Some(name)) => {
+        // VirtualBox names a system only by its id.
+        let own_name = system.name.as_deref().unwrap_or(&system.id);
+        let name = match &options.name {
+            Some(name) => name.clone(),
+            None if validate_name(own_name).is_ok() => own_name.to_string(),
+            None => {
                 return Err(CoreError::Unsupported(format!(
-                    "the virtual system's name {name:?} is not an instance name; give one: \
+                    "the virtual system's name {own_name:?} is not an instance name; give one: \
                      corral import {} NAME",
-                    source.display()
-                )))
-            }
-            (None, None) => {
-                return Err(CoreError::Unsupported(format!(
-                    "the virtual system has no name; give one: corral import {} NAME",
                     source.display()
                 )))
             }
