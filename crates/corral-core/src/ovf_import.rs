@@ -15,9 +15,7 @@ use corral_image::ovf::OvfError;
 use corral_image::progress::Progress;
 use corral_vmm::config::{MacAddress, MemorySize};
 
-use crate::definition::{
-    new_uuid, validate_name, BootFrom, Definition, Disk, DiskFormat, Kind,
-};
+use crate::definition::{new_uuid, validate_name, BootFrom, Definition, Disk, DiskFormat, Kind};
 use crate::error::CoreError;
 use crate::lifecycle::Manager;
 
@@ -129,7 +127,11 @@ fn map_system(
 ) -> Result<(Definition, Vec<String>), CoreError> {
     validate_name(name).map_err(crate::store::StoreError::from)?;
     let mut notes = Vec::new();
-    let mut definition = Definition::new(name, Kind::Vm, new_uuid().map_err(crate::store::StoreError::from)?);
+    let mut definition = Definition::new(
+        name,
+        Kind::Vm,
+        new_uuid().map_err(crate::store::StoreError::from)?,
+    );
     match system.cpus {
         Some(cpus) => {
             definition.cpus = u8::try_from(cpus)
@@ -202,12 +204,14 @@ fn map_system(
             device.resource_type
         ));
     }
-    let boot = definition.boot.get_or_insert_with(|| crate::definition::Boot {
-        from: BootFrom::Disk,
-        kernel: PathBuf::new(),
-        initrd: None,
-        cmdline: None,
-    });
+    let boot = definition
+        .boot
+        .get_or_insert_with(|| crate::definition::Boot {
+            from: BootFrom::Disk,
+            kernel: PathBuf::new(),
+            initrd: None,
+            cmdline: None,
+        });
     match &options.kernel {
         Some(kernel) => {
             boot.from = BootFrom::Kernel;
@@ -228,15 +232,15 @@ fn nic_macs(system: &VirtualSystem) -> Result<Vec<Option<MacAddress>>, CoreError
         .iter()
         .enumerate()
         .map(|(index, card)| {
-            let text = card.mac.as_deref().or_else(|| {
-                system
-                    .vendor_macs
-                    .get(index)
-                    .map(String::as_str)
-            });
+            let text = card
+                .mac
+                .as_deref()
+                .or_else(|| system.vendor_macs.get(index).map(String::as_str));
             text.map(|text| {
                 let mac: MacAddress = text.parse().map_err(|_| {
-                    CoreError::Unsupported(format!("network adapter {index} has the bad MAC {text}"))
+                    CoreError::Unsupported(format!(
+                        "network adapter {index} has the bad MAC {text}"
+                    ))
                 })?;
                 if mac.is_unusable() {
                     return Err(CoreError::Unsupported(format!(

@@ -104,7 +104,8 @@ fn external_entities_and_billion_laughs_are_refused_before_anything_expands() {
     let xxe = r#"<?xml version="1.0"?>
 <!DOCTYPE Envelope [<!ENTITY secret SYSTEM "file:///etc/passwd">]>
 <Envelope xmlns="http://schemas.dmtf.org/ovf/envelope/1"><References>&secret;</References></Envelope>"#;
-    let mut laughs = String::from("<?xml version=\"1.0\"?>\n<!DOCTYPE lolz [\n<!ENTITY lol \"lol\">\n");
+    let mut laughs =
+        String::from("<?xml version=\"1.0\"?>\n<!DOCTYPE lolz [\n<!ENTITY lol \"lol\">\n");
     for level in 1..10 {
         let previous = if level == 1 {
             "lol".to_string()
@@ -116,7 +117,9 @@ fn external_entities_and_billion_laughs_are_refused_before_anything_expands() {
             format!("&{previous};").repeat(10)
         ));
     }
-    laughs.push_str("]>\n<Envelope xmlns=\"http://schemas.dmtf.org/ovf/envelope/1\">&lol9;</Envelope>");
+    laughs.push_str(
+        "]>\n<Envelope xmlns=\"http://schemas.dmtf.org/ovf/envelope/1\">&lol9;</Envelope>",
+    );
     for text in [xxe, laughs.as_str()] {
         let err = envelope::parse(text.as_bytes()).unwrap_err();
         assert!(matches!(err, EnvelopeError::Xml(_)), "{err:?}");
@@ -133,15 +136,21 @@ fn malformed_envelopes_name_what_is_wrong() {
             ok.replace("ovf:/disk/vmdisk1", "ovf:/disk/nosuch"),
             "\"nosuch\"",
         ),
-        (ok.replace("ovf:fileRef=\"file1\"", "ovf:fileRef=\"file9\""), "file9"),
-        (ok.replace("ovf:capacity=\"2\"", "ovf:capacity=\"${size}\""), "capacity"),
-        (ok.replace("byte * 2^30\" ovf:diskId", "parsecs\" ovf:diskId"), "parsecs"),
+        (
+            ok.replace("ovf:fileRef=\"file1\"", "ovf:fileRef=\"file9\""),
+            "file9",
+        ),
+        (
+            ok.replace("ovf:capacity=\"2\"", "ovf:capacity=\"${size}\""),
+            "capacity",
+        ),
+        (
+            ok.replace("byte * 2^30\" ovf:diskId", "parsecs\" ovf:diskId"),
+            "parsecs",
+        ),
         (ok.replace("00:50:56:aa:bb:cc", "00:50:56"), "00:50:56"),
         (
-            ok.replace(
-                "<VirtualSystem ovf:id=\"vmware-guest\">",
-                "<VirtualSystem>",
-            ),
+            ok.replace("<VirtualSystem ovf:id=\"vmware-guest\">", "<VirtualSystem>"),
             "ovf:id",
         ),
     ];
@@ -156,7 +165,10 @@ fn malformed_envelopes_name_what_is_wrong() {
         Err(EnvelopeError::TooLarge)
     ));
     let items = "<Item><rasd:ResourceType>35</rasd:ResourceType></Item>".repeat(1100);
-    let crowded = ok.replace("<VirtualHardwareSection>", &format!("<VirtualHardwareSection>{items}"));
+    let crowded = ok.replace(
+        "<VirtualHardwareSection>",
+        &format!("<VirtualHardwareSection>{items}"),
+    );
     assert!(matches!(
         envelope::parse(crowded.as_bytes()),
         Err(EnvelopeError::TooMany { .. })

@@ -57,7 +57,9 @@ pub fn import_disks(
                 .and_then(href_of)
                 .and_then(|href| fetched.files.get(href));
             match source {
-                Some(source) => convert(package, &disk.id, disk.capacity, source, &target, progress)?,
+                Some(source) => {
+                    convert(package, &disk.id, disk.capacity, source, &target, progress)?
+                }
                 None => blank(package, &disk.id, disk.capacity, &target)?,
             }
             files.push(name);

@@ -45,7 +45,9 @@ pub enum EnvelopeError {
          anything not well-formed)"
     )]
     Xml(#[source] roxmltree::Error),
-    #[error("the document is not an OVF envelope: its root is not an `Envelope` of OVF 1.x or 2.x")]
+    #[error(
+        "the document is not an OVF envelope: its root is not an `Envelope` of OVF 1.x or 2.x"
+    )]
     NotAnEnvelope,
     #[error("the envelope has more than {limit} {what}")]
     TooMany { what: &'static str, limit: usize },
@@ -257,7 +259,8 @@ impl Reader {
 
     /// An OVF attribute: `ovf:NAME`, or `NAME` unqualified as some producers write it.
     fn attribute<'a>(&self, node: Node<'a, '_>, name: &str) -> Option<&'a str> {
-        node.attribute((self.ns, name)).or_else(|| node.attribute(name))
+        node.attribute((self.ns, name))
+            .or_else(|| node.attribute(name))
     }
 
     fn required<'a>(&self, node: Node<'a, '_>, name: &str) -> Result<&'a str, EnvelopeError> {
@@ -377,11 +380,11 @@ impl Reader {
             .and_then(|n| n.text())
             .map(|t| t.trim().to_string())
             .filter(|t| !t.is_empty());
-        let hardware =
-            self.section(system, "VirtualHardwareSection")
-                .ok_or_else(|| EnvelopeError::Missing {
-                    what: format!("the VirtualHardwareSection of virtual system {id}"),
-                })?;
+        let hardware = self
+            .section(system, "VirtualHardwareSection")
+            .ok_or_else(|| EnvelopeError::Missing {
+                what: format!("the VirtualHardwareSection of virtual system {id}"),
+            })?;
         let items: Vec<Item> = hardware
             .children()
             .filter(|n| {
@@ -457,9 +460,11 @@ impl Reader {
         }
         let mut ordered = Vec::new();
         for (position, item) in drives {
-            let host = item.get("HostResource").ok_or_else(|| EnvelopeError::Missing {
-                what: format!("the HostResource of disk drive item {position}"),
-            })?;
+            let host = item
+                .get("HostResource")
+                .ok_or_else(|| EnvelopeError::Missing {
+                    what: format!("the HostResource of disk drive item {position}"),
+                })?;
             let disk_id = host
                 .strip_prefix("ovf:/disk/")
                 .or_else(|| host.strip_prefix("/disk/"))
@@ -470,12 +475,10 @@ impl Reader {
                         "ovf:/disk/ID naming a disk of the DiskSection",
                     )
                 })?;
-            let disk = disks
-                .get(disk_id)
-                .ok_or_else(|| EnvelopeError::Dangling {
-                    what: "a disk drive's HostResource".into(),
-                    id: disk_id.to_string(),
-                })?;
+            let disk = disks.get(disk_id).ok_or_else(|| EnvelopeError::Dangling {
+                what: "a disk drive's HostResource".into(),
+                id: disk_id.to_string(),
+            })?;
             let controller = item.get("Parent").and_then(|p| controllers.get(p));
             let address = item
                 .get("AddressOnParent")
@@ -503,7 +506,9 @@ impl Reader {
 /// The MACs of `vbox:Machine/Hardware/Network/Adapter` elements that are enabled, by slot.
 fn virtualbox_macs(system: Node) -> Result<Vec<String>, EnvelopeError> {
     let Some(machine) = system.children().find(|n| {
-        n.is_element() && n.tag_name().namespace() == Some(VBOX_NS) && n.tag_name().name() == "Machine"
+        n.is_element()
+            && n.tag_name().namespace() == Some(VBOX_NS)
+            && n.tag_name().name() == "Machine"
     }) else {
         return Ok(Vec::new());
     };
@@ -570,9 +575,11 @@ impl<'a> Item<'a> {
     }
 
     fn quantity(&self, what: &str) -> Result<u64, EnvelopeError> {
-        let text = self.get("VirtualQuantity").ok_or_else(|| EnvelopeError::Missing {
-            what: format!("the VirtualQuantity of the {what} item"),
-        })?;
+        let text = self
+            .get("VirtualQuantity")
+            .ok_or_else(|| EnvelopeError::Missing {
+                what: format!("the VirtualQuantity of the {what} item"),
+            })?;
         text.parse()
             .map_err(|_| invalid(format!("{what} VirtualQuantity"), text, "a number"))
     }
@@ -603,7 +610,10 @@ mod tests {
     #[test]
     fn macs_are_normalized_and_bad_ones_refused() {
         assert_eq!(normalize_mac("0800271C0D2A").unwrap(), "08:00:27:1c:0d:2a");
-        assert_eq!(normalize_mac("00-50-56-AA-BB-CC").unwrap(), "00:50:56:aa:bb:cc");
+        assert_eq!(
+            normalize_mac("00-50-56-AA-BB-CC").unwrap(),
+            "00:50:56:aa:bb:cc"
+        );
         assert!(normalize_mac("00:50:56").is_err());
         assert!(normalize_mac("zz:50:56:aa:bb:cc").is_err());
     }

@@ -19,7 +19,9 @@ pub enum OvfError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{path} is not an OVF package corral imports; give an .ova archive or an .ovf envelope")]
+    #[error(
+        "{path} is not an OVF package corral imports; give an .ova archive or an .ovf envelope"
+    )]
     NotAPackage { path: PathBuf },
     #[error("the package {path} holds no .ovf envelope")]
     NoEnvelope { path: PathBuf },
