@@ -3,7 +3,7 @@
 //! qemu-img, qcow2 and raw through corral-disk), checked against the capacity the envelope
 //! declares and grown to it; a disk without a file is made blank at its capacity.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use corral_disk::{OpenOptions, Qcow2CreateOptions, ResizeOptions};
 
@@ -82,7 +82,7 @@ fn convert(
     package: &Package,
     disk: &str,
     capacity: u64,
-    source: &PathBuf,
+    source: &Path,
     target: &Path,
     progress: &dyn Progress,
 ) -> Result<(), OvfError> {
@@ -90,7 +90,7 @@ fn convert(
         OvfError::Disk {
             path: package.path().to_path_buf(),
             disk: disk.to_string(),
-            source,
+            source: Box::new(source),
         }
     })?;
     if capacity < imported.virtual_size {
@@ -111,7 +111,7 @@ fn convert(
             path: package.path().to_path_buf(),
             disk: disk.to_string(),
             capacity,
-            source,
+            source: Box::new(source),
         })?;
     }
     Ok(())
@@ -133,6 +133,6 @@ fn blank(package: &Package, disk: &str, capacity: u64, target: &Path) -> Result<
         path: package.path().to_path_buf(),
         disk: disk.to_string(),
         capacity,
-        source,
+        source: Box::new(source),
     })
 }

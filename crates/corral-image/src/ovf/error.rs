@@ -91,7 +91,7 @@ pub enum OvfError {
         path: PathBuf,
         disk: String,
         #[source]
-        source: crate::disk_image::DiskImportError,
+        source: Box<crate::disk_image::DiskImportError>,
     },
     #[error(
         "disk {disk} of the package {path} declares a capacity of {capacity} bytes but its image \
@@ -109,6 +109,6 @@ pub enum OvfError {
         disk: String,
         capacity: u64,
         #[source]
-        source: corral_disk::DiskError,
+        source: Box<corral_disk::DiskError>,
     },
 }
