@@ -27,6 +27,7 @@ pub struct ImportArgs {
     /// first disk is booted (grub.cfg, BLS entries, /boot/vmlinuz-*).
     #[arg(long)]
     kernel: Option<PathBuf>,
+    /// The initrd of --kernel.
     #[arg(long, requires = "kernel")]
     initrd: Option<PathBuf>,
     /// The kernel command line.

@@ -471,3 +471,49 @@ fn malformed_packages_give_one_error_each_and_leave_nothing_behind() {
         assert!(!dir.join("evil").exists() && !Path::new("/tmp/corral-ovf-evil").exists());
     }
 }
+
+#[test]
+fn an_import_killed_with_its_disks_converted_leaves_nothing_once_the_next_command_runs() {
+    require_program!("qemu-img");
+    let root = Root::new();
+    let dir = root.dir.path();
+    let kernel = dir.join("vmlinux");
+    std::fs::write(&kernel, b"a kernel").unwrap();
+    raw_disk(&dir.join("k.raw"), 4, 0x33);
+    let disk = vmdk(&dir.join("k.raw"), dir, "vbox2-disk001.vmdk");
+    std::fs::write(
+        dir.join("k.ovf"),
+        envelope(
+            "virtualbox-2.0.ovf",
+            &[
+                ("SIZE1", size(&disk)),
+                ("CAPACITY1", (4u64 << 20).to_string()),
+            ],
+        ),
+    )
+    .unwrap();
+    let package = ova(dir, "k.ova", &["k.ovf", "vbox2-disk001.vmdk"]);
+    let out = common::output_via_files(
+        root.command(&[
+            "import",
+            text(&package),
+            "killed",
+            "--network",
+            "none",
+            "--kernel",
+            text(&kernel),
+        ])
+        .env("FAILPOINTS", "create.populated=kill"),
+    );
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(out.status.signal(), Some(libc::SIGKILL), "{out:?}");
+    // The staging directory, with the converted disk in it, is all there is ...
+    let litter = leftovers(&root);
+    assert!(
+        litter.len() == 1 && litter[0].starts_with("instances/.creating-killed-"),
+        "{litter:?}"
+    );
+    // ... until the next command sweeps it.
+    assert!(!root.ok(&["list", "--all"]).contains("killed"));
+    assert!(leftovers(&root).is_empty(), "{:?}", leftovers(&root));
+}
