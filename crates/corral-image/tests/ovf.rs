@@ -193,3 +193,85 @@ fn a_package_that_is_neither_tar_nor_xml_is_refused() {
     let err = corral_image::ovf::package::Package::open(&path).unwrap_err();
     assert!(matches!(err, OvfError::NotAPackage { .. }), "{err:?}");
 }
+
+/// An ovftool-shaped `.ovf` in a new directory whose disk file is `disk` (raw bytes) declared
+/// `size` bytes long and 1 GiB big, and an optional manifest.
+fn directory_package(disk: &[u8], size: usize, manifest: Option<&str>) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let text = fixture(
+        "ovftool-1.0.ovf",
+        &[("SIZE1", &size.to_string()), ("CAPACITY1", "1")],
+    );
+    std::fs::write(dir.path().join("vm.ovf"), text).unwrap();
+    std::fs::write(dir.path().join("vmware-disk1.vmdk"), disk).unwrap();
+    if let Some(manifest) = manifest {
+        std::fs::write(dir.path().join("vm.mf"), manifest).unwrap();
+    }
+    dir
+}
+
+fn sha256_line(dir: &std::path::Path, file: &str) -> String {
+    let bytes = std::fs::read(dir.join(file)).unwrap();
+    format!(
+        "SHA256({file})= {}\n",
+        corral_image::ovf::manifest::FileDigests::of(&bytes).sha256
+    )
+}
+
+#[test]
+fn a_directory_package_is_checked_against_its_manifest_and_sizes_and_its_disk_grown() {
+    use corral_image::ovf::disks::import_disks;
+    use corral_image::ovf::package::Package;
+    use corral_image::progress::NoProgress;
+
+    let disk = vec![0x5au8; 1 << 20];
+    let import = |dir: &tempfile::TempDir| {
+        let package = Package::open(&dir.path().join("vm.ovf"))?;
+        let target = tempfile::tempdir().unwrap();
+        let made = import_disks(
+            &package,
+            &package.envelope.systems[0],
+            target.path(),
+            &NoProgress,
+        )?;
+        Ok::<_, OvfError>((made, target))
+    };
+
+    // No manifest: imported unverified, grown to the declared 1 GiB, the file left in place.
+    let dir = directory_package(&disk, disk.len(), None);
+    let (made, target) = import(&dir).unwrap();
+    assert!(!made.verified);
+    assert_eq!(made.files, vec!["disk0.qcow2".to_string()]);
+    let info = corral_disk::info(
+        &target.path().join("disk0.qcow2"),
+        corral_disk::OpenOptions::read_only(),
+    )
+    .unwrap();
+    assert_eq!(info.virtual_size, 1 << 30);
+    assert!(dir.path().join("vmware-disk1.vmdk").is_file());
+
+    // A manifest covering both files: verified.
+    let dir = directory_package(&disk, disk.len(), None);
+    let full = sha256_line(dir.path(), "vm.ovf") + &sha256_line(dir.path(), "vmware-disk1.vmdk");
+    std::fs::write(dir.path().join("vm.mf"), &full).unwrap();
+    assert!(import(&dir).unwrap().0.verified);
+
+    // One that leaves the disk out, one with a wrong digest, one listing a missing file.
+    let only_envelope = sha256_line(dir.path(), "vm.ovf");
+    let wrong = full.replace(&full[full.len() - 9..full.len() - 1], "00000000");
+    let missing = format!("{full}SHA1(tools.iso)= {}\n", "0".repeat(40));
+    for (manifest, expected) in [
+        (only_envelope, "is not listed in its manifest"),
+        (wrong, "does not match its manifest"),
+        (missing, "lacks `tools.iso`, which its manifest names"),
+    ] {
+        std::fs::write(dir.path().join("vm.mf"), manifest).unwrap();
+        let err = import(&dir).unwrap_err();
+        assert!(err.to_string().contains(expected), "{expected}: {err}");
+    }
+
+    // A file whose size is not the declared one.
+    let dir = directory_package(&disk, disk.len() + 1, None);
+    let err = import(&dir).unwrap_err();
+    assert!(matches!(err, OvfError::SizeMismatch { .. }), "{err:?}");
+}
