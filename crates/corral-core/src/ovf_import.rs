@@ -1,4 +1,4 @@
-//! `corral import FILE.ova|FILE.ovf [NAME]`: a virtual system of an OVF package becomes a VM
+//! `corral import FILE.ova|FILE.ovf [NAME]`: each virtual system of an OVF package becomes a VM
 //! instance. Its CPUs, memory, disks (in the guest's order) and network adapters (with their
 //! MACs) are kept; what corral has no equivalent for is mapped to its own devices or dropped,
 //! and every such change is listed in [`OvfImport::notes`]. The disks are converted into the
@@ -51,35 +51,46 @@ impl From<OvfError> for CoreError {
 }
 
 impl Manager {
-    /// Imports the only virtual system of the package at `source` as a new VM instance.
+    /// Imports each virtual system of the package at `source` as a new VM instance, in the
+    /// envelope's order. Each is created atomically; when one fails, those made before it are
+    /// deleted again.
     pub fn import_ovf(
         &self,
         source: &Path,
         options: &OvfImportOptions,
         progress: &dyn Progress,
-    ) -> Result<OvfImport, CoreError> {
+    ) -> Result<Vec<OvfImport>, CoreError> {
         let package = Package::open(source)?;
-        let [system] = package.envelope.systems.as_slice() else {
-            return Err(CoreError::Unsupported(format!(
-                "the package {} holds {} virtual systems; corral imports packages of one",
-                source.display(),
-                package.envelope.systems.len()
-            )));
-        };
-        // VirtualBox names a system only by its id.
-        let own_name = system.name.as_deref().unwrap_or(&system.id);
-        let name = match &options.name {
-            Some(name) => name.clone(),
-            None if validate_name(own_name).is_ok() => own_name.to_string(),
-            None => {
-                return Err(CoreError::Unsupported(format!(
-                    "the virtual system's name {own_name:?} is not an instance name; give one: \
-                     corral import {} NAME",
-                    source.display()
-                )))
+        let names = instance_names(&package.envelope.systems, options.name.as_deref(), source)?;
+        let mut made: Vec<OvfImport> = Vec::new();
+        for (system, name) in package.envelope.systems.iter().zip(&names) {
+            match self.import_system(&package, system, name, options, progress) {
+                Ok(import) => made.push(import),
+                Err(err) => {
+                    for import in &made {
+                        if let Err(undo) = self.store().remove(&import.definition.name) {
+                            tracing::warn!(
+                                "cannot delete instance {} again: {undo}",
+                                import.definition.name
+                            );
+                        }
+                    }
+                    return Err(err);
+                }
             }
-        };
-        let (mut definition, mut notes) = map_system(&name, system, options)?;
+        }
+        Ok(made)
+    }
+
+    fn import_system(
+        &self,
+        package: &Package,
+        system: &VirtualSystem,
+        name: &str,
+        options: &OvfImportOptions,
+        progress: &dyn Progress,
+    ) -> Result<OvfImport, CoreError> {
+        let (mut definition, mut notes) = map_system(name, system, options)?;
         if let Some(network) = &options.network {
             for (card, mac) in system.nics.iter().zip(nic_macs(system)?) {
                 self.join_network(&mut definition, network)?;
@@ -101,7 +112,7 @@ impl Manager {
         }
         let imported = RefCell::new(None::<ImportedDisks>);
         self.create(&definition, |dir| {
-            *imported.borrow_mut() = Some(import_disks(&package, system, dir, progress)?);
+            *imported.borrow_mut() = Some(import_disks(package, system, dir, progress)?);
             Ok(())
         })?;
         let imported = imported.into_inner();
@@ -111,12 +122,47 @@ impl Manager {
             notes.push("the package is signed; corral does not check the signature".into());
         }
         Ok(OvfImport {
-            definition: self.store().definition(&name)?,
+            definition: self.store().definition(name)?,
             notes,
             verified,
             signed,
         })
     }
+}
+
+/// The instance name of each system: `name`, or the system's own (its `Name`, else its id, which
+/// is VirtualBox's VM name); with several systems, each its own, prefixed `NAME-` when `name` is
+/// given. All are checked before anything is made.
+fn instance_names(
+    systems: &[VirtualSystem],
+    name: Option<&str>,
+    source: &Path,
+) -> Result<Vec<String>, CoreError> {
+    let mut names: Vec<String> = Vec::new();
+    for system in systems {
+        let own = system.name.as_deref().unwrap_or(&system.id);
+        let chosen = match name {
+            Some(name) if systems.len() == 1 => name.to_string(),
+            Some(prefix) => format!("{prefix}-{own}"),
+            None => own.to_string(),
+        };
+        if validate_name(&chosen).is_err() {
+            return Err(CoreError::Unsupported(format!(
+                "the virtual system {own:?} would be the instance {chosen:?}, which is not an \
+                 instance name (1 to 63 letters, digits, '-', '_', '.'); give a name: corral \
+                 import {} NAME",
+                source.display()
+            )));
+        }
+        if names.contains(&chosen) {
+            return Err(CoreError::Unsupported(format!(
+                "two virtual systems of {} would both be the instance {chosen}",
+                source.display()
+            )));
+        }
+        names.push(chosen);
+    }
+    Ok(names)
 }
 
 /// The definition of `system` (without its nics) and the notes on what was mapped.

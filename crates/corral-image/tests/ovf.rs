@@ -150,6 +150,13 @@ fn malformed_envelopes_name_what_is_wrong() {
         ),
         (ok.replace("00:50:56:aa:bb:cc", "00:50:56"), "00:50:56"),
         (
+            ok.replace(
+                "ovf:id=\"file1\"",
+                "ovf:id=\"file1\" ovf:compression=\"gzip\"",
+            ),
+            "compressed (gzip)",
+        ),
+        (
             ok.replace("<VirtualSystem ovf:id=\"vmware-guest\">", "<VirtualSystem>"),
             "ovf:id",
         ),

@@ -12,7 +12,8 @@ pub struct ImportArgs {
     /// The package: an .ova archive, or an .ovf envelope with its files beside it (as
     /// VirtualBox, VMware's ovftool and other hypervisors export them).
     file: PathBuf,
-    /// The instance's name (default: the virtual system's name in the envelope).
+    /// The instance's name (default: the virtual system's name in the envelope); with several
+    /// systems in the package, each is named NAME-SYSTEM.
     name: Option<String>,
     /// The corral network every network adapter joins (`default` is created on first use);
     /// `none` drops the adapters. Their MACs are kept.
@@ -52,28 +53,32 @@ pub fn run(root: &std::path::Path, args: ImportArgs) -> anyhow::Result<ExitCode>
     let imported = manager.import_ovf(&args.file, &options, &bars);
     bars.finish();
     let imported = imported?;
-    let definition = &imported.definition;
-    if !imported.verified {
+    if imported.iter().any(|i| !i.verified) {
         eprintln!(
             "warning: {} has no manifest; its files were not verified",
             args.file.display()
         );
     }
-    println!(
-        "imported vm {} from {}: {} CPU(s), {} memory, {} disk(s), {} nic(s)",
-        definition.name,
-        args.file.display(),
-        definition.cpus,
-        definition.memory,
-        definition.disks.len(),
-        definition.nics.len()
-    );
-    for note in &imported.notes {
-        println!("  {note}");
+    for import in &imported {
+        let definition = &import.definition;
+        println!(
+            "imported vm {} from {}: {} CPU(s), {} memory, {} disk(s), {} nic(s)",
+            definition.name,
+            args.file.display(),
+            definition.cpus,
+            definition.memory,
+            definition.disks.len(),
+            definition.nics.len()
+        );
+        for note in &import.notes {
+            println!("  {note}");
+        }
     }
     if args.start {
-        manager.start(&definition.name)?;
-        println!("started {}", definition.name);
+        for import in &imported {
+            manager.start(&import.definition.name)?;
+            println!("started {}", import.definition.name);
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -349,6 +349,66 @@ fn virtualbox_2_0_and_ovftool_packages_keep_their_hardware_and_manifest_variants
     // The package beside the .ovf is read, never moved.
     assert!(disk.is_file());
 
+    // Two systems (a VirtualSystemCollection) sharing the disk: one instance each, NAME-SYSTEM;
+    // when the second cannot be made, the first is deleted again.
+    let single = std::fs::read_to_string(dir.join("vbox2.ovf")).unwrap();
+    let start = single.find("<VirtualSystem ").unwrap();
+    let end = single.find("</VirtualSystem>").unwrap() + "</VirtualSystem>".len();
+    let system = &single[start..end];
+    let collection = format!(
+        "<VirtualSystemCollection ovf:id=\"app\"><Info>two</Info>{}{}</VirtualSystemCollection>",
+        system.replace("ovf:id=\"vbox2-guest\"", "ovf:id=\"web\""),
+        system.replace("ovf:id=\"vbox2-guest\"", "ovf:id=\"db\""),
+    );
+    std::fs::write(
+        dir.join("app.ovf"),
+        format!("{}{collection}{}", &single[..start], &single[end..]),
+    )
+    .unwrap();
+    let package = ova(dir, "app.ova", &["app.ovf", "vbox2-disk001.vmdk"]);
+    let import_app = |name: &str| {
+        root.run(&[
+            "import",
+            text(&package),
+            name,
+            "--network",
+            "none",
+            "--kernel",
+            kernel_arg,
+        ])
+    };
+    let out = import_app("app");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for name in ["app-web", "app-db"] {
+        same_content(
+            &root.instance_dir(name).join("disk0.qcow2"),
+            &dir.join("v2.raw"),
+        );
+    }
+    root.ok(&[
+        "import",
+        text(&dir.join("vbox2.ova")),
+        "two-db",
+        "--network",
+        "none",
+        "--kernel",
+        kernel_arg,
+    ]);
+    let out = import_app("two");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("two-db already exists"),
+        "{err}"
+    );
+    assert!(!root.instance_dir("two-web").exists());
+    for name in ["app-web", "app-db", "two-db"] {
+        root.ok(&["delete", name]);
+    }
+
     // A corrupted manifest: refused, nothing made.
     let good = std::fs::read_to_string(dir.join("vbox2.mf")).unwrap();
     let bad = good.replacen(

@@ -59,6 +59,8 @@ pub enum EnvelopeError {
         value: String,
         expected: &'static str,
     },
+    #[error("the envelope's {what}; corral does not import such packages yet")]
+    Unsupported { what: String },
     #[error("the envelope's {what} names {id:?}, which it does not declare")]
     Dangling { what: String, id: String },
 }
@@ -291,6 +293,12 @@ impl Reader {
                         .map_err(|_| invalid("File ovf:size", s, "a number of bytes"))
                 })
                 .transpose()?;
+            let compression = self.attribute(file, "compression").unwrap_or("identity");
+            if compression != "identity" || self.attribute(file, "chunkSize").is_some() {
+                return Err(EnvelopeError::Unsupported {
+                    what: format!("file {id} is compressed ({compression}) or split in chunks"),
+                });
+            }
             files.push(FileReference {
                 id,
                 href: self.required(file, "href")?.to_string(),

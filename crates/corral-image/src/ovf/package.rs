@@ -61,10 +61,11 @@ impl Package {
             path: path.to_path_buf(),
             source,
         };
-        let mut file = File::open(path).map_err(read_error)?;
-        let mut start = [0u8; 512];
-        let filled = read_up_to(&mut file, &mut start).map_err(read_error)?;
-        let is_tar = filled == 512 && &start[257..262] == b"ustar";
+        let mut start = Vec::new();
+        File::open(path)
+            .and_then(|file| file.take(512).read_to_end(&mut start))
+            .map_err(read_error)?;
+        let is_tar = start.get(257..262) == Some(b"ustar".as_slice());
         let (kind, envelope_name, bytes) = if is_tar {
             let file = File::open(path).map_err(read_error)?;
             let (name, bytes) = first_envelope(path, file)?;
@@ -74,7 +75,8 @@ impl Package {
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            if !start[..filled].trim_ascii_start().starts_with(b"<") {
+            let text = start.strip_prefix(b"\xef\xbb\xbf").unwrap_or(&start);
+            if !text.trim_ascii_start().starts_with(b"<") {
                 return Err(OvfError::NotAPackage {
                     path: path.to_path_buf(),
                 });
@@ -424,19 +426,6 @@ fn first_envelope(path: &Path, file: File) -> Result<(String, Vec<u8>), OvfError
     Err(OvfError::NoEnvelope {
         path: path.to_path_buf(),
     })
-}
-
-fn read_up_to(file: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match file.read(&mut buf[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(filled)
 }
 
 fn read_bounded(
