@@ -250,23 +250,18 @@ fn map_system(
             device.resource_type
         ));
     }
-    let boot = definition
-        .boot
-        .get_or_insert_with(|| crate::definition::Boot {
-            from: BootFrom::Disk,
-            kernel: PathBuf::new(),
-            initrd: None,
-            cmdline: None,
-        });
-    match &options.kernel {
-        Some(kernel) => {
-            boot.from = BootFrom::Kernel;
-            boot.kernel = kernel.clone();
-            boot.initrd = options.initrd.clone();
+    // `Definition::new` gives a VM its [boot].
+    if let Some(boot) = definition.boot.as_mut() {
+        match &options.kernel {
+            Some(kernel) => {
+                boot.from = BootFrom::Kernel;
+                boot.kernel = kernel.clone();
+                boot.initrd = options.initrd.clone();
+            }
+            None => boot.from = BootFrom::Disk,
         }
-        None => boot.from = BootFrom::Disk,
+        boot.cmdline = options.cmdline.clone();
     }
-    boot.cmdline = options.cmdline.clone();
     Ok((definition, notes))
 }
 
@@ -306,5 +301,81 @@ fn describe_card(model: Option<&str>, network: Option<&str>) -> String {
     match network {
         Some(network) => format!("{model} on {network:?}"),
         None => model.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use corral_image::ovf::envelope::{
+        Controller, DiskDrive, NetworkCard, OtherDevice, VirtualDisk,
+    };
+
+    fn system() -> VirtualSystem {
+        VirtualSystem {
+            id: "vm".into(),
+            name: None,
+            cpus: Some(2),
+            memory: Some(256 << 20),
+            disks: vec![DiskDrive {
+                disk: VirtualDisk {
+                    id: "d1".into(),
+                    file_ref: Some("f1".into()),
+                    capacity: 1 << 30,
+                    format: None,
+                },
+                controller: None,
+            }],
+            controllers: vec![Controller {
+                kind: ControllerKind::Scsi,
+                subtype: Some("lsilogic".into()),
+            }],
+            nics: vec![NetworkCard {
+                network: Some("NAT".into()),
+                mac: None,
+                model: Some("E1000".into()),
+            }],
+            vendor_macs: vec!["08:00:27:00:00:01".into()],
+            others: vec![OtherDevice {
+                resource_type: 14,
+                name: Some("Floppy 1".into()),
+            }],
+        }
+    }
+
+    #[test]
+    fn hardware_is_mapped_and_what_changes_is_noted() {
+        let (definition, notes) =
+            map_system("vm", &system(), &OvfImportOptions::default()).unwrap();
+        assert_eq!(definition.cpus, 2);
+        assert_eq!(definition.memory, MemorySize(256 << 20));
+        assert_eq!(definition.disks.len(), 1);
+        assert_eq!(
+            definition.boot.as_ref().map(|b| b.from),
+            Some(BootFrom::Disk)
+        );
+        assert_eq!(
+            notes,
+            vec![
+                "SCSI controller (lsilogic) → virtio-blk".to_string(),
+                "floppy drive \"Floppy 1\" (resource type 14) dropped".to_string(),
+            ]
+        );
+        let macs = nic_macs(&system()).unwrap();
+        assert_eq!(macs, vec![Some("08:00:27:00:00:01".parse().unwrap())]);
+    }
+
+    #[test]
+    fn impossible_hardware_is_refused() {
+        let options = OvfImportOptions::default();
+        let mut many = system();
+        many.cpus = Some(1000);
+        assert!(map_system("vm", &many, &options).is_err());
+        let mut diskless = system();
+        diskless.disks.clear();
+        assert!(map_system("vm", &diskless, &options).is_err());
+        let mut multicast = system();
+        multicast.vendor_macs = vec!["01:00:5e:00:00:01".into()];
+        assert!(nic_macs(&multicast).is_err());
     }
 }

@@ -394,7 +394,9 @@ fn member_name<R: Read>(path: &Path, entry: &tar::Entry<R>) -> Result<Option<Str
     let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
     let name = raw.strip_prefix("./").unwrap_or(&raw);
     let kind = entry.header().entry_type();
-    if kind.is_dir() && (name.is_empty() || name == "." || name == "./") {
+    let top_directory = kind.is_dir() && (name.is_empty() || name == "." || name == "./");
+    // A pax global header (git archive writes one) only annotates the archive.
+    if top_directory || kind.is_pax_global_extensions() {
         return Ok(None);
     }
     if !kind.is_file() || !plain_name(name) {
