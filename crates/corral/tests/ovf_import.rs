@@ -242,6 +242,10 @@ fn a_virtualbox_1_0_ova_becomes_a_vm_with_its_disks_in_order_and_boots_from_its_
         ["disk0.qcow2", "disk1.qcow2", "instance.toml", "state.json"]
     );
 
+    // `corral image import` points at `corral import` instead of unpacking it as a rootfs.
+    let err = root.fails(&["image", "import", text(&package), "--alias", "p"]);
+    assert!(err.contains("with `corral import`"), "{err}");
+
     let again = root.fails(&["import", text(&package), "--network", "lan"]);
     assert!(again.contains("already exists"), "{again}");
     assert_eq!(leftovers(&root), ["instances/vbox-guest"]);
