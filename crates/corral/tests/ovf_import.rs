@@ -581,3 +581,62 @@ fn an_import_killed_with_its_disks_converted_leaves_nothing_once_the_next_comman
     assert!(!root.ok(&["list", "--all"]).contains("killed"));
     assert!(leftovers(&root).is_empty(), "{:?}", leftovers(&root));
 }
+
+#[test]
+fn an_imported_vm_starts_and_its_guest_reads_the_converted_disks_in_order() {
+    corral_testkit::require_kvm!();
+    require_program!("qemu-img");
+    let root = Root::new();
+    let dir = root.dir.path();
+    raw_disk(&dir.join("one.raw"), 4, 0x44);
+    raw_disk(&dir.join("two.raw"), 4, 0x10);
+    let disk1 = vmdk(&dir.join("one.raw"), dir, "vbox-disk001.vmdk");
+    let disk2 = vmdk(&dir.join("two.raw"), dir, "vbox-disk002.vmdk");
+    let ovf = envelope(
+        "virtualbox-1.0.ovf",
+        &[
+            ("SIZE1", size(&disk1)),
+            ("SIZE2", size(&disk2)),
+            ("CAPACITY1", (4u64 << 20).to_string()),
+            ("CAPACITY2", (4u64 << 20).to_string()),
+        ],
+    );
+    std::fs::write(dir.join("vbox.ovf"), ovf).unwrap();
+    let package = ova(
+        dir,
+        "vbox.ova",
+        &["vbox.ovf", "vbox-disk001.vmdk", "vbox-disk002.vmdk"],
+    );
+    // The test guest that prints the first bytes of every disk, as the kernel.
+    let guest = corral_guests::elf("virtio-blk-dump");
+    root.ok(&[
+        "import",
+        text(&package),
+        "booted",
+        "--network",
+        "none",
+        "--kernel",
+        text(&guest),
+    ]);
+    root.ok(&["start", "booted"]);
+    common::wait_for(
+        "the guest to finish",
+        std::time::Duration::from_secs(60),
+        || root.status("booted") != "running",
+    );
+    let logs = root.ok(&["logs", "booted"]);
+    // i ^ seed for i in 0..16, as raw_disk wrote them.
+    let expected = |seed: u8| -> String {
+        (0..16u8)
+            .map(|i| format!(" {:02x}", i ^ seed))
+            .collect::<String>()
+    };
+    assert!(
+        logs.contains(&format!("disk 0:{}", expected(0x44))),
+        "{logs}"
+    );
+    assert!(
+        logs.contains(&format!("disk 1:{}", expected(0x10))),
+        "{logs}"
+    );
+}
