@@ -19,8 +19,6 @@ use crate::progress::{Progress, ProgressReader};
 /// A disk file bigger than this is refused (corral-disk's largest virtual size, 1 TiB, plus
 /// metadata).
 const MAX_DISK_FILE: u64 = (1 << 40) + (1 << 30);
-/// A certificate bigger than this is refused.
-const MAX_CERTIFICATE: usize = 1 << 20;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
@@ -181,29 +179,20 @@ impl Package {
                 }
                 FileDigests::of(&bytes)
             } else if name.ends_with(".mf") {
+                if manifest.is_some() {
+                    return Err(OvfError::Duplicate {
+                        path: path.to_path_buf(),
+                        member: "a .mf manifest".into(),
+                    });
+                }
                 let bytes = read_bounded(path, &name, &mut entry, MAX_MANIFEST_BYTES)?;
                 let digests = FileDigests::of(&bytes);
                 manifest = Some(bytes);
                 digests
             } else {
                 signed |= name.ends_with(".cert");
-                let bytes = if name.ends_with(".cert") {
-                    read_bounded(path, &name, &mut entry, MAX_CERTIFICATE)?
-                } else {
-                    Vec::new()
-                };
                 // Other members are only hashed: a manifest may list them.
-                let mut digests = Digests::default();
-                digests.update(&bytes);
-                let mut buf = vec![0u8; 1 << 16];
-                loop {
-                    let n = entry.read(&mut buf).map_err(read_error)?;
-                    if n == 0 {
-                        break;
-                    }
-                    digests.update(&buf[..n]);
-                }
-                digests.finish()
+                hash_reader(path, &mut entry)?
             };
             members.insert(name, member);
         }
