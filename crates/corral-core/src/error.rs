@@ -43,6 +43,8 @@ pub enum CoreError {
     Volume(Box<crate::volume::VolumeError>),
     #[error(transparent)]
     Image(Box<corral_image::store::StoreError>),
+    #[error(transparent)]
+    Ovf(Box<corral_image::ovf::OvfError>),
     #[error("cannot reset the identity of {what}")]
     Sysprep {
         what: String,

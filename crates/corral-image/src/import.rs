@@ -61,6 +61,11 @@ pub enum ImportError {
     },
     #[error("cannot tell what kind of image {0} is: give --format (rootfs, oci, incus, disk or vagrant)")]
     UnknownFormat(PathBuf),
+    #[error(
+        "{0} is an OVF package (a virtual machine from VirtualBox or VMware); import it as an \
+         instance with `corral import`"
+    )]
+    OvfPackage(PathBuf),
     #[error("{path} is not a valid Incus image: {message}")]
     Incus { path: PathBuf, message: String },
     #[error(transparent)]
@@ -132,6 +137,11 @@ pub fn detect(source: &Path) -> Result<Format, ImportError> {
         Format::Incus
     } else if has("metadata.json") && (has("box.img") || has("Vagrantfile")) {
         Format::Vagrant
+    } else if names.iter().any(|n| {
+        let name = n.trim_start_matches("./");
+        name.ends_with(".ovf") && !name.contains('/')
+    }) {
+        return Err(ImportError::OvfPackage(source.into()));
     } else {
         Format::Rootfs
     })

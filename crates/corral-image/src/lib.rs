@@ -6,6 +6,7 @@
 //! - [`archive`]: tar archives, both ways: unpacking untrusted tarballs and layers safely (no
 //!   path escapes, no device nodes, bounded), and packing a tree canonically (the fingerprint).
 //! - [`oci`], [`incus`], [`disk_image`]: the formats people already have.
+//! - [`ovf`]: OVF packages (`.ova`, `.ovf`) from VirtualBox and VMware: envelope, manifest, disks.
 //! - [`vagrant`]: Vagrant boxes of the libvirt provider, read into a staging directory.
 //! - [`bootdisk`]: a VM image's kernel, initrd and command line, found inside its disk in
 //!   userspace (partition table + ext4), never by mounting it.
@@ -20,6 +21,7 @@ pub mod import;
 pub mod incus;
 pub mod metadata;
 pub mod oci;
+pub mod ovf;
 pub mod progress;
 pub mod store;
 pub mod vagrant;

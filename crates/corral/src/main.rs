@@ -17,6 +17,7 @@ mod network_attach;
 mod network_service;
 mod oci;
 mod output;
+mod ovf_import;
 mod progress;
 mod rootfs;
 mod sysprep;
@@ -60,6 +61,9 @@ enum Command {
     /// Make a new instance from a stopped one: its content copied (a VM's disks in full, or
     /// linked with --linked), a new name, UUID, MAC addresses and hostname.
     Clone(clone::CloneArgs),
+    /// Import a virtual machine from an OVF package (.ova, or .ovf with its files), as
+    /// VirtualBox and VMware export them: CPUs, memory, disks and network adapters are kept.
+    Import(ovf_import::ImportArgs),
     /// Define an instance from a TOML file (virsh define).
     Define { file: PathBuf },
     /// Start instances.
@@ -194,6 +198,7 @@ fn main() -> ExitCode {
         Command::Oci(args) => Ok(oci::run(args)),
         Command::Create(args) => instance::create(&cli.root, *args),
         Command::Clone(args) => clone::run(&cli.root, args),
+        Command::Import(args) => ovf_import::run(&cli.root, args),
         Command::Define { file } => instance::define(&cli.root, file),
         Command::Start { names } => instance::start(&cli.root, names),
         Command::Stop(args) => instance::stop(&cli.root, args),
