@@ -16,6 +16,9 @@
  * - `corral_identity=vda,vdb`: mount the root disk vda and the tools disk vdb (corral and its
  *   libraries), run `corral guest machine-id --ensure` on vda's root and print the id, vda's
  *   /etc/hostname and eth0's MAC (the clone test boots two clones this way);
+ * - `corral_agent=vdb`: mount the tools disk vdb (corral, its libraries, a static busybox) and
+ *   /proc, run `corral guest agent` on vsock port 1024 and serve until the agent asks init to
+ *   power off (SIGUSR2, as busybox init is asked), then power off;
  * - `corral_fill=vda:R`: mount /dev/vda (ext4) on /mnt and write files `rR-N` (64 KiB each, byte
  *   i of file N is (N * 31 + i) & 0xff) forever, each fsynced with its directory, printing
  *   "synced N" after each: the crash test kills the VMM meanwhile and checks what was synced.
@@ -37,6 +40,7 @@
 #include <sys/time.h>
 #include <sys/wait.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -302,6 +306,60 @@ static void identity_step(const char *spec)
 		printf("corral-init: umount failed: %s\n", strerror(errno));
 }
 
+static volatile sig_atomic_t power_off_asked;
+
+static void ask_power_off(int signal)
+{
+	(void)signal;
+	power_off_asked = 1;
+}
+
+/* The guest agent: mounts the read-only tools disk TOOLS (corral, its libraries and a static
+ * busybox) on /tools and /proc, runs `corral guest agent --vsock-port 1024` and serves until
+ * the agent asks init to power off the way busybox init is asked (SIGUSR2). Returns when it
+ * has; init then powers off. */
+static void agent_step(const char *tools_disk)
+{
+	char tools[32];
+	snprintf(tools, sizeof(tools), "/dev/%s", tools_disk);
+	mkdir("/tools", 0755);
+	mkdir("/proc", 0555);
+	mkdir("/tmp", 01777);
+	if (mount(tools, "/tools", "ext4", MS_RDONLY, NULL) != 0 ||
+	    mount("proc", "/proc", "proc", 0, NULL) != 0) {
+		printf("corral-init: mounting %s and /proc failed: %s\n", tools, strerror(errno));
+		return;
+	}
+	struct sigaction on_usr2 = { .sa_handler = ask_power_off };
+	sigaction(SIGUSR2, &on_usr2, NULL);
+	pid_t agent = fork();
+	if (agent == 0) {
+		char *const argv[] = { "ld.so", "--library-path", "/tools/lib", "/tools/corral", "guest",
+				       "agent", "--vsock-port", "1024", NULL };
+		char *const envp[] = { "PATH=/tools/bin", NULL };
+		execve("/tools/lib/ld-linux-x86-64.so.2", argv, envp);
+		_exit(127);
+	}
+	if (agent < 0) {
+		report("cannot start the agent");
+		return;
+	}
+	printf("corral-init: agent started\n");
+	fflush(stdout);
+	/* Init reaps every orphan, as pid 1 must; the agent's own end is reported. */
+	while (!power_off_asked) {
+		int status;
+		pid_t ended = wait(&status);
+		if (ended == agent) {
+			printf("corral-init: the agent ended (status %d)\n", status);
+			return;
+		}
+		if (ended < 0 && errno == ECHILD)
+			pause();
+	}
+	printf("corral-init: power-off asked\n");
+}
+
 /* Reads one line (without the newline) from `fd`. */
 static int read_line(int fd, char *line, size_t size)
 {
@@ -448,8 +506,12 @@ int main(void)
 	if (vsock_port)
 		vsock_step((unsigned)atoi(vsock_port));
 
+	const char *agent_tools = getenv("corral_agent");
+	if (agent_tools)
+		agent_step(agent_tools);
+
 	const char *action = getenv("corral_init");
-	int power_off = action && strcmp(action, "poweroff") == 0;
+	int power_off = agent_tools || (action && strcmp(action, "poweroff") == 0);
 	printf("corral-init: %s\n", power_off ? "powering off" : "rebooting");
 	fflush(stdout);
 	/* The UART sends in the background (interrupt driven); rebooting before it is done would

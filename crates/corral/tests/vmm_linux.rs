@@ -531,11 +531,17 @@ fn the_quickstart_demo_vm_shuts_down_on_stop() {
     assert!(log().contains("corral demo: shutting down"), "{}", log());
 }
 
-/// A read-only disk image for the clone test's guests: the corral binary (stripped) and the
-/// shared libraries it loads, under `/lib` (the guest runs it through `/lib`'s dynamic loader).
+/// A read-only disk image for the guests that run corral: the corral binary (stripped), the
+/// shared libraries it loads, under `/lib` (the guest runs it through `/lib`'s dynamic loader),
+/// and a static busybox with its applets in `/bin` (the programs the agent test runs).
 fn tools_disk(dir: &Path) -> PathBuf {
     let tree = dir.join("tools");
     std::fs::create_dir_all(tree.join("lib")).unwrap();
+    std::fs::create_dir_all(tree.join("bin")).unwrap();
+    std::fs::copy(common::BUSYBOX, tree.join("bin/busybox")).unwrap();
+    for applet in ["uname", "sha256sum", "cat", "ls"] {
+        std::os::unix::fs::symlink("busybox", tree.join("bin").join(applet)).unwrap();
+    }
     let corral = env!("CARGO_BIN_EXE_corral");
     let stripped = Command::new("strip")
         .arg("-o")
@@ -687,4 +693,134 @@ fn two_linux_vm_clones_make_their_own_machine_ids_and_see_their_own_cloud_init_s
     }
     assert_ne!(seen[0].0, seen[1].0, "the clones made the same machine-id");
     assert_ne!(seen[0].1, seen[1].1, "the clones have the same MAC");
+}
+
+#[test]
+#[ignore = "boots a real Linux kernel (minutes here); scripts/test.sh runs it"]
+fn the_guest_agent_in_linux_runs_commands_moves_files_reports_its_address_and_powers_it_off() {
+    require_root!();
+    require_kvm!();
+    require_program!("ip");
+    require_program!("mkfs.ext4");
+    require_program!("strip");
+    require_program!("sha256sum");
+    if !common::have_busybox() {
+        return;
+    }
+    let (dir, _keep) = guest_linux_dir("CORRAL_GUEST_LINUX_NET_DIR", &["guest-net.config"]);
+    let netns = Netns::new("agent");
+    netns.ip(&["link", "add", "br0", "type", "bridge"]);
+    netns.ip(&["address", "add", "10.0.2.1/24", "dev", "br0"]);
+    netns.ip(&["link", "set", "br0", "up"]);
+    let root = common::CorralRoot::in_netns(&netns);
+    let scratch = root.dir.path();
+    let tools = format!("{},format=raw,ro", tools_disk(scratch).display());
+    let cmdline = std::fs::read_to_string(repo_root().join("guests/linux/cmdline")).unwrap();
+    let cmdline = format!(
+        "{} corral_net=10.0.2.2 corral_peer=10.0.2.1 corral_agent=vda",
+        cmdline.trim()
+    );
+    root.ok(&[
+        "create",
+        "agentvm",
+        "--kernel",
+        dir.join("vmlinux").to_str().unwrap(),
+        "--initrd",
+        dir.join("initramfs.cpio").to_str().unwrap(),
+        "--cmdline",
+        &cmdline,
+        "--cpus",
+        "2",
+        "--memory",
+        "256M",
+        "--on-reboot",
+        "destroy",
+        "--disk",
+        &tools,
+        "--nic",
+        "bridge=br0,ip=10.0.2.2/24",
+    ]);
+    root.ok(&["start", "agentvm"]);
+    let console = || {
+        std::fs::read_to_string(root.instance_dir("agentvm").join("run/console.log"))
+            .unwrap_or_default()
+    };
+    let deadline = Instant::now() + BOOT_TIMEOUT;
+    while !console().contains("corral-init: agent started") {
+        assert!(
+            Instant::now() < deadline,
+            "the agent did not start within {BOOT_TIMEOUT:?}; console:\n{}",
+            console()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // The agent takes a few fork+execs' time to listen under the emulator.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !root.run(&["agent", "ping", "agentvm"]).status.success() {
+        assert!(
+            Instant::now() < deadline,
+            "the agent did not answer; console:\n{}",
+            console()
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+
+    let release = root.ok(&["exec", "agentvm", "--", "uname", "-r"]);
+    let release = release.trim();
+    assert!(
+        !release.is_empty() && console().contains(&format!("Linux version {release} ")),
+        "uname -r said {release:?}; console:\n{}",
+        console()
+    );
+
+    let blob = scratch.join("blob");
+    let data: Vec<u8> = (0..10u32 << 20)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    std::fs::write(&blob, &data).unwrap();
+    let sha = |path: &Path| {
+        let out = Command::new("sha256sum").arg(path).output().unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_owned()
+    };
+    let expected = sha(&blob);
+    root.ok(&[
+        "file",
+        "push",
+        "agentvm",
+        blob.to_str().unwrap(),
+        "/tmp/blob",
+    ]);
+    let inside = root.ok(&["exec", "agentvm", "--", "sha256sum", "/tmp/blob"]);
+    assert!(inside.starts_with(&expected), "{inside} vs {expected}");
+    let back = scratch.join("back");
+    root.ok(&[
+        "file",
+        "pull",
+        "agentvm",
+        "/tmp/blob",
+        back.to_str().unwrap(),
+    ]);
+    assert_eq!(sha(&back), expected);
+
+    let info = root.ok(&["info", "agentvm"]);
+    assert!(
+        info.contains("Agent:") && info.contains("10.0.2.2"),
+        "{info}"
+    );
+
+    root.ok(&["stop", "agentvm", "--timeout", "120"]);
+    let state = &root.info("agentvm")["state"];
+    assert_eq!(state["status"], "stopped", "{state}");
+    // The guest ended the run itself (this kernel has no ACPI, so its power-off reboots).
+    let reason = state["last_exit"]["reason"].as_str().unwrap();
+    assert!(matches!(reason, "reboot" | "poweroff"), "{state}");
+    assert!(
+        console().contains("corral-init: power-off asked"),
+        "{}",
+        console()
+    );
 }
