@@ -298,15 +298,24 @@ fn exec(root: &Root, name: &str, command: &[&str]) -> String {
 /// Waits for cloud-init in system container `name` to finish its boot stages; returns
 /// `/run/cloud-init/result.json`.
 fn cloud_init_result(root: &Root, name: &str) -> Value {
-    // Until systemd has run cloud-init's generator, `cloud-init status` says `disabled` (and
-    // `--wait` returns at once): wait for one of the states its last stage leaves.
+    // cloud-final is the last stage (a oneshot that stays active): once it has run in this
+    // boot, result.json is this boot's. `cloud-init status` alone says `error` as soon as an
+    // earlier stage fails, and `disabled` until systemd has run cloud-init's generator.
     wait_for(
         &format!("cloud-init in {name}"),
         Duration::from_secs(240),
         || {
-            let out = root.run(&["exec", name, "--", "cloud-init", "status"]);
-            let status = String::from_utf8_lossy(&out.stdout);
-            status.contains("status: done") || status.contains("status: error")
+            let out = root.run(&[
+                "exec",
+                name,
+                "--",
+                "systemctl",
+                "show",
+                "--property=ActiveState",
+                "cloud-final.service",
+            ]);
+            let state = String::from_utf8_lossy(&out.stdout);
+            state.contains("=active") || state.contains("=failed")
         },
     );
     serde_json::from_str(&exec(root, name, &["cat", "/run/cloud-init/result.json"])).unwrap()
@@ -413,16 +422,21 @@ fn real_cloud_init_configures_a_debian_12_system_container_from_its_seed_once_pe
     root.ok(&["start", "ci2"]);
     let cloned = cloud_init_result(&root, "ci2");
     assert_eq!(cloned["v1"]["errors"], serde_json::json!([]), "{cloned}");
-    assert_eq!(
-        exec(
-            &root,
-            "ci2",
-            &["cat", "/var/lib/cloud/data/previous-instance-id"]
-        ),
-        instance_id
-    );
     let new_id = exec(&root, "ci2", &["cat", "/var/lib/cloud/data/instance-id"]);
-    assert_ne!(new_id, instance_id);
+    assert_eq!(
+        new_id,
+        format!(
+            "iid-{}",
+            root.info("ci2")["definition"]["uuid"].as_str().unwrap()
+        )
+    );
+    // cloud-init keeps a directory per instance it has been: the source's and now the clone's.
+    let instances = exec(&root, "ci2", &["ls", "/var/lib/cloud/instances"]);
+    let mut instances: Vec<&str> = instances.split_whitespace().collect();
+    instances.sort_unstable();
+    let mut expected = vec![instance_id.as_str(), new_id.as_str()];
+    expected.sort_unstable();
+    assert_eq!(instances, expected);
     assert_ne!(
         host_key(&root, "ci2"),
         first_key,
