@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Sets up a fresh Debian host for corral (apt packages, release build), checks the host, builds
-# the busybox image (images/busybox.toml) and launches the default instances: a system container
-# from that image, and a Linux VM (corral's small guest kernel, built once and cached, with a
-# busybox shell on its serial console).
+# the Debian 12 image (images/debian-12-container.toml: systemd, OpenSSH, cloud-init) and
+# launches the default instances on the default network: a system container from that image,
+# configured at first boot by cloud-init from corral's seed (its user `demo` with an SSH key made
+# here, its hostname, a message of the day), and a Linux VM (corral's small guest kernel, built
+# once and cached, with a busybox shell on its serial console).
 # Run again, it reuses what exists. Set CORRAL_ROOT to keep corral's state somewhere other than
 # /var/lib/corral; set CORRAL_NO_VM=1 to skip the VM.
 set -euo pipefail
@@ -17,20 +19,29 @@ echo "== corral host check"
 
 cache=${XDG_CACHE_HOME:-$HOME/.cache}/corral
 
-echo "== the busybox image (corral image build images/busybox.toml)"
-if ! "$corral" image info busybox >/dev/null 2>&1; then
-  "$corral" image build images/busybox.toml --var out="$cache/image-outputs"
+echo "== the Debian 12 image (corral image build images/debian-12-container.toml; minutes, once)"
+if ! "$corral" image info debian-12 >/dev/null 2>&1; then
+  "$corral" image build images/debian-12-container.toml --var out="$cache/image-outputs"
 fi
 "$corral" image list
-
-echo "== the default instance: demo (a system container from the busybox image)"
+echo "== the default instance: demo (a Debian 12 system container, configured by cloud-init)"
+key=$cache/demo_ed25519
+[ -f "$key" ] || ssh-keygen -q -t ed25519 -N '' -C corral-demo -f "$key"
 if ! "$corral" info demo >/dev/null 2>&1; then
-  "$corral" create demo --image busybox --memory 128M --pids-limit 200
+  "$corral" create demo --image debian-12 --memory 512M --pids-limit 500 \
+    --user demo --ssh-key "$key.pub" --user-data scripts/demo-user-data.yaml
 fi
 if ! "$corral" list | grep -q '^demo '; then
   "$corral" start demo
 fi
-
+# systemd runs cloud-init's stages at first boot; the last one leaves cloud-final active.
+for _ in $(seq 120); do
+  state=$("$corral" exec demo -- systemctl show --property=ActiveState cloud-final.service 2>/dev/null || true)
+  case "$state" in *=active | *=failed) break ;; esac
+  sleep 1
+done
+"$corral" exec demo -- cloud-init status || true
+"$corral" exec demo -- cat /etc/motd
 if [ -z "${CORRAL_NO_VM:-}" ]; then
   echo "== the demo VM: demo-vm (Linux on corral's VMM)"
   guests/linux/build.sh "$cache/guest-linux" >/dev/null
@@ -54,3 +65,4 @@ echo "== corral list"
 "$corral" list
 echo
 echo "attach with: $corral console demo   (or demo-vm; Ctrl-] detaches)"
+echo "log in:      ssh -i $key demo@ADDRESS   (demo's address: $corral info demo)"
