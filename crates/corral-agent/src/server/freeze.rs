@@ -137,11 +137,20 @@ impl Freezes {
         }
         let mountinfo = self.freezer.mountinfo().map_err(FreezeError::Mountinfo)?;
         for mountpoint in freezable(&mountinfo) {
-            if let Err(source) = self.freezer.freeze(&mountpoint) {
-                if let Err(err) = self.thaw_locked(&mut state) {
-                    tracing::warn!("{err}");
+            match self.freezer.freeze(&mountpoint) {
+                Ok(()) => {}
+                // A filesystem without freeze support (zfs, for one): nothing to hold still,
+                // as qemu-ga treats it.
+                Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
+                    tracing::info!("{} cannot be frozen: skipped", mountpoint.display());
+                    continue;
                 }
-                return Err(FreezeError::Freeze { mountpoint, source });
+                Err(source) => {
+                    if let Err(err) = self.thaw_locked(&mut state) {
+                        tracing::warn!("{err}");
+                    }
+                    return Err(FreezeError::Freeze { mountpoint, source });
+                }
             }
             state.frozen.push(mountpoint);
         }
@@ -300,11 +309,11 @@ garbage line
         );
     }
 
-    /// Records calls; fails the freeze of `fail_at`.
+    /// Records calls; fails the freeze of `fail_at` with `errno`.
     #[derive(Default)]
     struct Fake {
         calls: Mutex<Vec<String>>,
-        fail_at: Option<&'static str>,
+        fail_at: Option<(&'static str, i32)>,
     }
 
     impl Freezer for Arc<Fake> {
@@ -312,11 +321,10 @@ garbage line
             Ok(MOUNTINFO.to_string())
         }
         fn freeze(&self, mountpoint: &Path) -> std::io::Result<()> {
-            if self
-                .fail_at
-                .is_some_and(|fail| Path::new(fail) == mountpoint)
-            {
-                return Err(std::io::Error::from_raw_os_error(libc::EOPNOTSUPP));
+            if let Some((fail, errno)) = self.fail_at {
+                if Path::new(fail) == mountpoint {
+                    return Err(std::io::Error::from_raw_os_error(errno));
+                }
             }
             self.calls
                 .lock()
@@ -364,7 +372,7 @@ garbage line
     #[test]
     fn a_freeze_failing_part_way_thaws_what_it_froze() {
         let fake = Arc::new(Fake {
-            fail_at: Some("/var/lib/snap"),
+            fail_at: Some(("/var/lib/snap", libc::EBUSY)),
             ..Fake::default()
         });
         let freezes = Freezes::new(Box::new(Arc::clone(&fake)), AUTO_THAW);
@@ -383,6 +391,20 @@ garbage line
         );
         // Nothing is left frozen, so a new freeze may start.
         assert!(freezes.thaw().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_filesystem_without_freeze_support_is_skipped() {
+        let fake = Arc::new(Fake {
+            fail_at: Some(("/srv/my data", libc::EOPNOTSUPP)),
+            ..Fake::default()
+        });
+        let freezes = Freezes::new(Box::new(Arc::clone(&fake)), AUTO_THAW);
+        assert_eq!(
+            freezes.freeze().unwrap(),
+            ["/", "/var/lib/snap"].map(PathBuf::from)
+        );
+        assert_eq!(freezes.thaw().unwrap().len(), 2);
     }
 
     #[test]
