@@ -48,7 +48,26 @@ pub enum Request {
     /// Power the guest off (or reboot it) through its own init; answered with [`Reply::Done`]
     /// before the agent acts.
     Shutdown { reboot: bool },
+    /// Freeze the guest's writable filesystems for a snapshot; answered with
+    /// [`Reply::Frozen`]. The agent thaws them itself when no [`Request::Thaw`] comes in time.
+    Fsfreeze,
+    /// Thaw what `fsfreeze` froze; answered with [`Reply::Thawed`].
+    Thaw,
+    /// Reset the guest's identity (corral-sysprep's operations on its root filesystem);
+    /// answered with [`Reply::Sysprep`].
+    Sysprep {
+        /// The operation list, in `corral sysprep --operations` grammar; the defaults when
+        /// `None`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        operations: Option<String>,
+        #[serde(default)]
+        dry_run: bool,
+    },
 }
+
+/// How an agent's error reply to a request it cannot parse starts: an older agent's answer to a
+/// newer request.
+pub const UNKNOWN_REQUEST: &str = "unknown request";
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
@@ -81,6 +100,19 @@ pub enum Reply {
         signal: Option<i32>,
     },
     Done,
+    /// The mountpoints frozen, in the order they were.
+    Frozen {
+        mountpoints: Vec<String>,
+    },
+    /// The mountpoints thawed (none when nothing was frozen).
+    Thawed {
+        mountpoints: Vec<String>,
+    },
+    /// What a sysprep changed (or would change), one line per change.
+    Sysprep {
+        dry_run: bool,
+        changes: Vec<String>,
+    },
     Error {
         message: String,
     },

@@ -17,7 +17,8 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 fn agent(dir: &Path) -> Transport {
     let socket = dir.join("agent.sock");
     let listener = Listener::unix(&socket).unwrap();
-    std::thread::spawn(move || server::serve(&listener));
+    let agent = server::Agent::new();
+    std::thread::spawn(move || server::serve(&listener, &agent));
     Transport::Unix(socket)
 }
 
@@ -219,4 +220,30 @@ fn a_stale_socket_is_replaced() {
     drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
     let transport = agent(dir.path());
     client(&transport).ping().unwrap();
+}
+
+#[test]
+fn a_request_the_agent_does_not_know_is_refused_and_the_connection_goes_on() {
+    use corral_agent::frame;
+    use corral_agent::message::{Reply, Request, PROTOCOL_VERSION, UNKNOWN_REQUEST};
+    let dir = tempfile::tempdir().unwrap();
+    let Transport::Unix(socket) = agent(dir.path()) else {
+        unreachable!()
+    };
+    let mut stream = std::os::unix::net::UnixStream::connect(socket).unwrap();
+    let hello = Request::Hello {
+        version: PROTOCOL_VERSION,
+    };
+    frame::write_message(&mut stream, &hello).unwrap();
+    let _: Reply = frame::read_message(&mut stream).unwrap();
+    frame::write_message(&mut stream, &serde_json::json!({"type": "from_the_future"})).unwrap();
+    match frame::read_message(&mut stream).unwrap() {
+        Reply::Error { message } => assert!(message.starts_with(UNKNOWN_REQUEST), "{message}"),
+        other => panic!("{other:?}"),
+    }
+    frame::write_message(&mut stream, &Request::Ping).unwrap();
+    assert_eq!(
+        frame::read_message::<Reply>(&mut stream).unwrap(),
+        Reply::Pong
+    );
 }

@@ -272,3 +272,47 @@ fn a_vsock_connect_nobody_answers_times_out() {
     );
     assert!(took < TIMEOUT + SLACK, "took {took:?}");
 }
+
+#[test]
+fn an_older_agent_that_does_not_know_a_request_is_named_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let refusing = fake_agent(dir.path(), |mut stream| {
+        greet(&mut stream);
+        let _ = frame::read_frame(&mut stream).unwrap();
+        let refusal = Reply::Error {
+            message: "unknown request: unknown variant `fsfreeze`".to_string(),
+        };
+        frame::write_message(&mut stream, &refusal).unwrap();
+    });
+    let err = Client::connect(&refusing, TIMEOUT)
+        .unwrap()
+        .freeze()
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ClientError::NotSupported {
+                request: "fsfreeze"
+            }
+        ),
+        "{err}"
+    );
+    assert!(err
+        .to_string()
+        .contains("install the same corral in the guest"));
+
+    // The first agents hung up on a request they could not parse.
+    let dir = tempfile::tempdir().unwrap();
+    let hanging_up = fake_agent(dir.path(), |mut stream| {
+        greet(&mut stream);
+        let _ = frame::read_frame(&mut stream).unwrap();
+    });
+    let err = Client::connect(&hanging_up, TIMEOUT)
+        .unwrap()
+        .sysprep(None, true)
+        .unwrap_err();
+    assert!(
+        matches!(err, ClientError::NotSupported { request: "sysprep" }),
+        "{err}"
+    );
+}

@@ -1,5 +1,6 @@
 //! The guest agent from the host: where an instance's agent is reached, and the verbs that go
-//! through it (file push/pull, exec in a VM, the guest's facts for `info`, shutdown for `stop`).
+//! through it (file push/pull, exec in a VM, the guest's facts for `info`, shutdown for `stop`,
+//! fsfreeze/thaw and sysprep of a live guest).
 //!
 //! A system container's agent listens on `/run/corral-agent/agent.sock`, a directory the host
 //! keeps in the instance's runtime directory and bind-mounts in; a VM's listens on vsock port
@@ -182,6 +183,41 @@ impl Manager {
         let client = self.agent(name, AGENT_TIMEOUT)?;
         client
             .exec(command, stdin, stdout, stderr)
+            .map_err(agent_error(name))
+    }
+
+    /// Freezes the writable filesystems of running instance `name` through its agent (for a
+    /// consistent snapshot); returns their mountpoints. The agent thaws them within a minute
+    /// if [`Manager::thaw_guest`] does not.
+    pub fn freeze_guest(&self, name: &str) -> Result<Vec<String>, CoreError> {
+        // A container's filesystems are the host's: its agent would freeze them for everyone.
+        if self.store().definition(name)?.kind == Kind::Container {
+            return Err(CoreError::Unsupported(format!(
+                "instance {name} is a container, whose filesystems are the host's; fsfreeze is \
+                 for VMs (a container's root directory can be copied as it is)"
+            )));
+        }
+        let mut client = self.agent(name, AGENT_TIMEOUT)?;
+        client.freeze().map_err(agent_error(name))
+    }
+
+    /// Thaws what [`Manager::freeze_guest`] froze; returns the mountpoints.
+    pub fn thaw_guest(&self, name: &str) -> Result<Vec<String>, CoreError> {
+        let mut client = self.agent(name, AGENT_TIMEOUT)?;
+        client.thaw().map_err(agent_error(name))
+    }
+
+    /// Resets the identity of running instance `name` from inside (corral-sysprep's
+    /// operations, the defaults when `operations` is `None`); returns the report's lines.
+    pub fn sysprep_guest(
+        &self,
+        name: &str,
+        operations: Option<&str>,
+        dry_run: bool,
+    ) -> Result<Vec<String>, CoreError> {
+        let mut client = self.agent(name, AGENT_TIMEOUT)?;
+        client
+            .sysprep(operations, dry_run)
             .map_err(agent_error(name))
     }
 

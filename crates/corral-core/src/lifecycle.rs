@@ -51,6 +51,9 @@ pub struct Summary {
     pub pid: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_exit: Option<LastExit>,
+    /// The address corral knows for each nic that has one (see [`Manager::nic_status`]):
+    /// never asked of the guest, so listing stays fast.
+    pub ipv4: Vec<std::net::Ipv4Addr>,
 }
 
 /// Runs instances of both kinds.
@@ -462,6 +465,11 @@ impl Manager {
                 Err(CoreError::Store(StoreError::NotFound(_))) => continue,
                 Err(err) => return Err(err),
             };
+            // A nic whose network went away has no address to show; the rest still list.
+            let ipv4 = self
+                .nic_status(&name)
+                .map(|nics| nics.into_iter().filter_map(|nic| nic.ip).collect())
+                .unwrap_or_default();
             summaries.push(Summary {
                 name,
                 kind: definition.kind,
@@ -471,6 +479,7 @@ impl Manager {
                 uptime_secs: state.uptime_secs(),
                 pid: state.pid,
                 last_exit: state.last_exit,
+                ipv4,
             });
         }
         Ok(summaries)

@@ -1,4 +1,4 @@
-//! `corral file push|pull` and `corral agent ping`: verbs that go through an instance's guest
+//! `corral file push|pull` and `corral agent ping|fsfreeze|thaw|sysprep`: verbs that go through an instance's guest
 //! agent (docs/agent.md).
 
 use std::path::{Path, PathBuf};
@@ -55,6 +55,22 @@ pub struct AgentArgs {
 enum AgentCommand {
     /// Check that an instance's guest agent answers, and how fast.
     Ping { name: String },
+    /// Freeze a running instance's writable filesystems (for a consistent snapshot of its
+    /// disks); the agent thaws them itself after 60 s if `corral agent thaw` does not.
+    Fsfreeze { name: String },
+    /// Thaw what `corral agent fsfreeze` froze.
+    Thaw { name: String },
+    /// Reset a running instance's identity from inside (the operations of `corral sysprep`,
+    /// run by its agent on the guest's root; the machine-id gets a new id at once).
+    Sysprep {
+        name: String,
+        /// The operations, comma-separated, as `corral sysprep --operations` takes them.
+        #[arg(long, value_name = "LIST")]
+        operations: Option<String>,
+        /// Say what would change; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 pub fn file(root: &Path, args: FileArgs) -> anyhow::Result<ExitCode> {
@@ -105,6 +121,33 @@ pub fn agent(root: &Path, args: AgentArgs) -> anyhow::Result<ExitCode> {
                 "the guest agent of {name} answered in {:.1} ms",
                 start.elapsed().as_secs_f64() * 1000.0
             );
+        }
+        AgentCommand::Fsfreeze { name } => {
+            for mountpoint in manager.freeze_guest(&name)? {
+                println!("frozen {mountpoint}");
+            }
+        }
+        AgentCommand::Thaw { name } => {
+            let thawed = manager.thaw_guest(&name)?;
+            if thawed.is_empty() {
+                println!("nothing was frozen in {name}");
+            }
+            for mountpoint in thawed {
+                println!("thawed {mountpoint}");
+            }
+        }
+        AgentCommand::Sysprep {
+            name,
+            operations,
+            dry_run,
+        } => {
+            let changes = manager.sysprep_guest(&name, operations.as_deref(), dry_run)?;
+            if changes.is_empty() {
+                println!("nothing to reset");
+            }
+            for change in changes {
+                println!("{change}");
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{Args, Subcommand};
 use corral_host::detect::{self, NativeCpuid};
 use corral_host::fsroot::FsRoot;
@@ -118,8 +119,33 @@ fn agent(vsock_port: Option<u32>, unix: Option<PathBuf>) -> anyhow::Result<ExitC
         }
         (None, None) => Listener::vsock(corral_agent::DEFAULT_VSOCK_PORT)?,
     };
-    server::serve(&listener)?;
+    let agent = server::Agent::new();
+    thaw_at_termination(&agent)?;
+    server::serve(&listener, &agent)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// A freeze must not outlive the agent: SIGTERM, SIGINT and SIGHUP are taken by a thread that
+/// thaws, then exits as the signal would have ended the agent.
+fn thaw_at_termination(agent: &std::sync::Arc<corral_agent::server::Agent>) -> anyhow::Result<()> {
+    use nix::sys::signal::{SigSet, Signal};
+    let mut signals = SigSet::empty();
+    for signal in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        signals.add(signal);
+    }
+    // Blocked before any other thread starts, so every thread inherits the mask and only
+    // sigwait takes them.
+    signals
+        .thread_block()
+        .context("cannot block the termination signals")?;
+    let agent = std::sync::Arc::clone(agent);
+    std::thread::spawn(move || {
+        let signal = signals.wait();
+        agent.thaw();
+        let code = signal.map_or(1, |signal| 128 + signal as i32);
+        std::process::exit(code);
+    });
+    Ok(())
 }
 
 fn detect(vm: bool, container: bool, quiet: bool, format: Format) -> anyhow::Result<ExitCode> {

@@ -681,13 +681,19 @@ pub fn list(root: &Path, args: ListArgs) -> anyhow::Result<ExitCode> {
         output::print_json(&summaries)?;
         return Ok(ExitCode::SUCCESS);
     }
-    let rows: Vec<[String; 6]> = summaries
+    let rows: Vec<[String; 7]> = summaries
         .iter()
         .map(|s| {
+            let ipv4: Vec<String> = s.ipv4.iter().map(|ip| ip.to_string()).collect();
             [
                 s.name.clone(),
                 s.kind.to_string(),
                 s.status.to_string(),
+                if ipv4.is_empty() {
+                    "-".into()
+                } else {
+                    ipv4.join(",")
+                },
                 s.cpus.to_string(),
                 MemorySize(s.memory_bytes).to_string(),
                 s.uptime_secs
@@ -696,7 +702,10 @@ pub fn list(root: &Path, args: ListArgs) -> anyhow::Result<ExitCode> {
             ]
         })
         .collect();
-    output::print_table(["NAME", "TYPE", "STATE", "CPUS", "MEMORY", "UPTIME"], &rows);
+    output::print_table(
+        ["NAME", "TYPE", "STATE", "IPV4", "CPUS", "MEMORY", "UPTIME"],
+        &rows,
+    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -2,7 +2,8 @@
 //! binary in the root filesystem (with the shared libraries it loads copied to their host paths)
 //! and an inittab line, busybox's init starts `corral guest agent`, which listens on
 //! `/run/corral-agent/agent.sock` (the directory corral bind-mounts out of every system
-//! container), and the host's `corral agent ping`, `file push/pull` and `info` go through it.
+//! container), and the host's `corral agent ping|sysprep`, `file push/pull` and `info` go
+//! through it.
 //! Needs root and busybox-static.
 
 mod common;
@@ -124,6 +125,33 @@ fn a_system_containers_agent_pushes_pulls_and_reports_the_guest() {
     );
     let text = root.ok(&["info", "agentbox"]);
     assert!(text.contains("Agent:        answering"), "{text}");
+
+    // sysprep from inside: a dry run changes nothing, a real run gives a new machine-id.
+    let old_id = "0123456789abcdef0123456789abcdef\n";
+    let id_file = root.dir.path().join("machine-id");
+    std::fs::write(&id_file, old_id).unwrap();
+    let id_file = id_file.to_str().unwrap();
+    root.ok(&["file", "push", "agentbox", id_file, "/etc/machine-id"]);
+    let machine_id = || root.ok(&["exec", "agentbox", "--", "cat", "/etc/machine-id"]);
+    let planned = root.ok(&[
+        "agent",
+        "sysprep",
+        "agentbox",
+        "--operations",
+        "machine-id",
+        "--dry-run",
+    ]);
+    assert!(
+        planned.contains("machine-id: would ") && planned.contains("/etc/machine-id"),
+        "{planned}"
+    );
+    assert_eq!(machine_id(), old_id);
+    root.ok(&["agent", "sysprep", "agentbox", "--operations", "machine-id"]);
+    let new_id = machine_id();
+    assert!(new_id != old_id && new_id.trim().len() == 32, "{new_id:?}");
+    // A container's filesystems are the host's: no freeze.
+    let err = root.fails(&["agent", "fsfreeze", "agentbox"]);
+    assert!(err.contains("fsfreeze is for VMs"), "{err}");
 
     // With the agent frozen, info says so instead of failing, within its 2 s.
     // (SIGSTOP: init would respawn a killed one.)

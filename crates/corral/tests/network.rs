@@ -250,6 +250,18 @@ fn a_vm_nic_names_a_network_which_cannot_go_while_the_vm_uses_it() {
             && info.contains(", ip 10.0.3.10 (fixed), forwards tcp:8080:80"),
         "{info}"
     );
+    // `list` shows the address without the guest (a defined VM that never ran).
+    let list = net.ok(&["list", "--all"]);
+    let header: Vec<&str> = list.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(header[..4], ["NAME", "TYPE", "STATE", "IPV4"], "{list}");
+    let row = list.lines().find(|l| l.starts_with("web ")).unwrap();
+    assert!(row.contains(" 10.0.3.10 "), "{list}");
+    let listed = net.json(&["list", "--all", "-o", "json"]);
+    assert_eq!(
+        listed[0]["ipv4"],
+        serde_json::json!(["10.0.3.10"]),
+        "{listed}"
+    );
 
     let err = net.fails(&["network", "delete", "lab"]);
     assert!(err.contains("network lab is used by web"), "{err}");

@@ -12,7 +12,7 @@ use std::time::Duration;
 pub use transport::Transport;
 
 use crate::frame::{self, Frame, FrameError, Stream, MAX_CHUNK};
-use crate::message::{GuestInfo, Reply, Request, PROTOCOL_VERSION};
+use crate::message::{GuestInfo, Reply, Request, PROTOCOL_VERSION, UNKNOWN_REQUEST};
 use timed::TimedReader;
 
 /// How long the host waits for an agent by default: for connecting, and for each reply.
@@ -40,6 +40,8 @@ pub enum ClientError {
     Unexpected { expected: &'static str, got: String },
     #[error("the guest agent speaks protocol version {theirs}; this corral speaks {PROTOCOL_VERSION}: install the same corral in the guest")]
     Version { theirs: u32 },
+    #[error("the guest agent does not know `{request}` (it refused or hung up on it): install the same corral in the guest")]
+    NotSupported { request: &'static str },
     #[error("the guest agent refused: {0}")]
     Refused(String),
     #[error("the guest agent sent {got} bytes of {path}, not the {announced} it announced")]
@@ -138,6 +140,61 @@ impl Client {
         match self.reply()? {
             Reply::Done => Ok(()),
             other => Err(unexpected("done", other)),
+        }
+    }
+
+    /// Freezes the guest's writable filesystems; returns their mountpoints. The agent thaws
+    /// them itself if [`Client::thaw`] does not come within a minute.
+    pub fn freeze(&mut self) -> Result<Vec<String>, ClientError> {
+        match self.newer_request(&Request::Fsfreeze, "fsfreeze")? {
+            Reply::Frozen { mountpoints } => Ok(shown_all(mountpoints)),
+            other => Err(unexpected("frozen", other)),
+        }
+    }
+
+    /// Thaws what [`Client::freeze`] froze; returns the mountpoints (none when nothing was
+    /// frozen).
+    pub fn thaw(&mut self) -> Result<Vec<String>, ClientError> {
+        match self.newer_request(&Request::Thaw, "thaw")? {
+            Reply::Thawed { mountpoints } => Ok(shown_all(mountpoints)),
+            other => Err(unexpected("thawed", other)),
+        }
+    }
+
+    /// Resets the guest's identity with the operations `operations` names (corral-sysprep's
+    /// grammar; the defaults when `None`); returns the report's lines.
+    pub fn sysprep(
+        &mut self,
+        operations: Option<&str>,
+        dry_run: bool,
+    ) -> Result<Vec<String>, ClientError> {
+        let request = Request::Sysprep {
+            operations: operations.map(str::to_string),
+            dry_run,
+        };
+        match self.newer_request(&request, "sysprep")? {
+            Reply::Sysprep {
+                dry_run: answered,
+                changes,
+            } if answered == dry_run => Ok(shown_all(changes)),
+            other => Err(unexpected("a sysprep report", other)),
+        }
+    }
+
+    /// Sends a request that agents older than it do not know, and reads its reply: their
+    /// refusal (or, before they answered unknown requests, their hanging up) is `NotSupported`.
+    fn newer_request(
+        &mut self,
+        request: &Request,
+        name: &'static str,
+    ) -> Result<Reply, ClientError> {
+        self.send(request)?;
+        match self.reply() {
+            Err(ClientError::Refused(message)) if message.starts_with(UNKNOWN_REQUEST) => {
+                Err(ClientError::NotSupported { request: name })
+            }
+            Err(ClientError::Closed) => Err(ClientError::NotSupported { request: name }),
+            other => other,
         }
     }
 
@@ -368,6 +425,10 @@ fn unexpected(expected: &'static str, got: impl std::fmt::Debug) -> ClientError 
         expected,
         got: shown(&got),
     }
+}
+
+fn shown_all(texts: Vec<String>) -> Vec<String> {
+    texts.iter().map(|text| shown(text)).collect()
 }
 
 /// Guest-controlled text made safe to print: control characters escaped, length capped.

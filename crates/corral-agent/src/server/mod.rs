@@ -2,11 +2,15 @@
 //!
 //! One thread per connection (at most [`MAX_CONNECTIONS`] at once); each connection starts with
 //! the version handshake, then serves requests one at a time. An `exec` ends its connection.
+//! A request the agent cannot parse (a newer host's) is answered with an error starting with
+//! [`UNKNOWN_REQUEST`], and the connection goes on.
 
 mod exec;
 mod files;
+pub mod freeze;
 mod info;
 mod power;
+mod sysprep;
 
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -18,7 +22,8 @@ use std::time::Duration;
 use nix::sys::socket::{self, AddressFamily, Backlog, SockFlag, SockType, VsockAddr};
 
 use crate::frame::{self, FrameError};
-use crate::message::{Reply, Request, PROTOCOL_VERSION};
+use crate::message::{Reply, Request, PROTOCOL_VERSION, UNKNOWN_REQUEST};
+use freeze::{Freezer, Freezes};
 
 /// How many connections the agent serves at once; more are closed at once.
 pub const MAX_CONNECTIONS: usize = 16;
@@ -41,6 +46,43 @@ pub enum ServeError {
     },
     #[error("cannot accept a connection")]
     Accept(#[source] std::io::Error),
+}
+
+/// What the agent acts on: this machine's kernel and root filesystem, or (in tests) a fake
+/// freezer and a root directory of the test's.
+pub struct Agent {
+    freezes: Arc<Freezes>,
+    /// The root filesystem `sysprep` resets.
+    root: PathBuf,
+}
+
+impl Agent {
+    /// The agent of this machine.
+    pub fn new() -> Arc<Self> {
+        Self::with(
+            Box::new(freeze::Kernel),
+            freeze::AUTO_THAW,
+            PathBuf::from("/"),
+        )
+    }
+
+    pub fn with(freezer: Box<dyn Freezer>, auto_thaw: Duration, root: PathBuf) -> Arc<Self> {
+        Arc::new(Self {
+            freezes: Freezes::new(freezer, auto_thaw),
+            root,
+        })
+    }
+
+    /// Thaws what a freeze left frozen: for the agent's exit.
+    pub fn thaw(&self) {
+        match self.freezes.thaw() {
+            Ok(thawed) if !thawed.is_empty() => {
+                tracing::warn!("thawed {} filesystems on exit", thawed.len())
+            }
+            Ok(_) => {}
+            Err(err) => tracing::warn!("{err}"),
+        }
+    }
 }
 
 /// Where the agent listens.
@@ -100,8 +142,14 @@ impl Listener {
     }
 }
 
-/// Serves connections until accepting fails.
-pub fn serve(listener: &Listener) -> Result<(), ServeError> {
+/// Serves connections until accepting fails; then thaws what is frozen.
+pub fn serve(listener: &Listener, agent: &Arc<Agent>) -> Result<(), ServeError> {
+    let result = accept_loop(listener, agent);
+    agent.thaw();
+    result
+}
+
+fn accept_loop(listener: &Listener, agent: &Arc<Agent>) -> Result<(), ServeError> {
     let active = Arc::new(AtomicUsize::new(0));
     loop {
         let stream = match listener.accept() {
@@ -118,8 +166,9 @@ pub fn serve(listener: &Listener) -> Result<(), ServeError> {
             continue;
         }
         let active = Arc::clone(&active);
+        let agent = Arc::clone(agent);
         std::thread::spawn(move || {
-            if let Err(err) = handle(stream) {
+            if let Err(err) = handle(stream, &agent) {
                 tracing::info!("connection ended: {err}");
             }
             active.fetch_sub(1, Ordering::SeqCst);
@@ -127,7 +176,7 @@ pub fn serve(listener: &Listener) -> Result<(), ServeError> {
     }
 }
 
-fn handle(mut stream: UnixStream) -> Result<(), FrameError> {
+fn handle(mut stream: UnixStream, agent: &Agent) -> Result<(), FrameError> {
     stream
         .set_read_timeout(Some(IDLE_TIMEOUT))
         .map_err(FrameError::Io)?;
@@ -160,6 +209,11 @@ fn handle(mut stream: UnixStream) -> Result<(), FrameError> {
         let request = match frame::read_message(&mut stream) {
             Ok(request) => request,
             Err(FrameError::Closed) => return Ok(()),
+            // A well-framed message this agent does not know: the host may go on without it.
+            Err(FrameError::Json(err)) => {
+                frame::write_message(&mut stream, &error(format!("{UNKNOWN_REQUEST}: {err}")))?;
+                continue;
+            }
             Err(err) => return Err(err),
         };
         match request {
@@ -179,6 +233,31 @@ fn handle(mut stream: UnixStream) -> Result<(), FrameError> {
                 power::shut_down(reboot);
                 return Ok(());
             }
+            Request::Fsfreeze => {
+                let reply = match agent.freezes.freeze() {
+                    Ok(frozen) => Reply::Frozen {
+                        mountpoints: displayed(&frozen),
+                    },
+                    Err(err) => error_reply(&err),
+                };
+                frame::write_message(&mut stream, &reply)?
+            }
+            Request::Thaw => {
+                let reply = match agent.freezes.thaw() {
+                    Ok(thawed) => Reply::Thawed {
+                        mountpoints: displayed(&thawed),
+                    },
+                    Err(err) => error_reply(&err),
+                };
+                frame::write_message(&mut stream, &reply)?
+            }
+            Request::Sysprep {
+                operations,
+                dry_run,
+            } => frame::write_message(
+                &mut stream,
+                &sysprep::run(&agent.root, operations.as_deref(), dry_run),
+            )?,
             Request::Hello { .. } | Request::Eof => frame::write_message(
                 &mut stream,
                 &error(format!("unexpected {request:?} request")),
@@ -190,4 +269,23 @@ fn handle(mut stream: UnixStream) -> Result<(), FrameError> {
 /// An error reply.
 fn error(message: String) -> Reply {
     Reply::Error { message }
+}
+
+/// An error reply with the error's causes.
+fn error_reply(err: &dyn std::error::Error) -> Reply {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    error(text)
+}
+
+fn displayed(paths: &[PathBuf]) -> Vec<String> {
+    paths
+        .iter()
+        .map(|path| path.display().to_string())
+        .collect()
 }
