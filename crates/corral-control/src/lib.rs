@@ -182,6 +182,31 @@ pub const SOCKET_MODE: u32 = 0o600;
 /// supervisor is replaced; a socket a live supervisor still answers on, or a file that is not a
 /// socket, is an error.
 pub fn bind(path: &Path) -> Result<UnixListener, ControlError> {
+    bind_with(path, |path| UnixListener::bind(path))
+}
+
+/// Binds a socket at `path` as [`bind`] does, but does not listen on it yet: until the owner
+/// calls `listen(2)`, a connection is refused at once instead of waiting in a backlog nobody
+/// serves (a virtio-vsock device whose guest has no driver).
+pub fn bind_without_listening(path: &Path) -> Result<UnixListener, ControlError> {
+    use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType, UnixAddr};
+    bind_with(path, |path| {
+        let fd = socket(
+            AddressFamily::Unix,
+            SockType::Stream,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )?;
+        let address = UnixAddr::new(path)?;
+        nix::sys::socket::bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &address)?;
+        Ok(UnixListener::from(fd))
+    })
+}
+
+fn bind_with(
+    path: &Path,
+    bind: impl FnOnce(&Path) -> std::io::Result<UnixListener>,
+) -> Result<UnixListener, ControlError> {
     use std::os::unix::fs::{FileTypeExt, PermissionsExt};
     if let Ok(meta) = std::fs::symlink_metadata(path) {
         if !meta.file_type().is_socket() {
@@ -199,7 +224,7 @@ pub fn bind(path: &Path) -> Result<UnixListener, ControlError> {
             source,
         })?;
     }
-    let listener = UnixListener::bind(path).map_err(|source| ControlError::Bind {
+    let listener = bind(path).map_err(|source| ControlError::Bind {
         path: path.to_owned(),
         source,
     })?;

@@ -28,9 +28,10 @@ use crate::state::Status;
 pub const AGENT_TIMEOUT: Duration = corral_agent::client::DEFAULT_TIMEOUT;
 /// How long `info` waits for an agent that may not be there.
 pub const AGENT_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long `stop` waits for it: a VM without a vsock driver leaves the connection unanswered,
-/// and every stop of such a VM pays this.
-pub const AGENT_STOP_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long `stop` waits for it: a VM whose guest has no vsock driver refuses the connection
+/// at once (the VMM listens only once a driver has started the device), so this is paid only
+/// by a guest that has a driver, slowly answering under an emulated kernel, or no agent.
+pub const AGENT_STOP_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The guest CID of every VM: with the VMM's unix-socket scheme the CID is the guest's own
 /// address only, never seen by the host's kernel, so VMs need not differ.
 pub const VM_GUEST_CID: u64 = 3;

@@ -315,9 +315,11 @@ impl List {
 
     fn vsock(&mut self) -> Result<(), BackendError> {
         self.io_loop();
+        // `listen` once, when the guest's driver first starts the device.
         self.allow(&[
             Sysno::accept4,
             Sysno::connect,
+            Sysno::listen,
             Sysno::recvfrom,
             Sysno::sendto,
             Sysno::shutdown,

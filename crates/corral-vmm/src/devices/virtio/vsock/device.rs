@@ -39,7 +39,8 @@ impl Vsock {
         if cid < MIN_GUEST_CID || cid > u64::from(u32::MAX) {
             return Err(VsockError::Cid(cid));
         }
-        let listener = corral_control::bind(socket)?;
+        // Listened on when the guest's driver first starts the device (see the muxer's `start`).
+        let listener = corral_control::bind_without_listening(socket)?;
         listener
             .set_nonblocking(true)
             .map_err(VsockError::NonBlocking)?;

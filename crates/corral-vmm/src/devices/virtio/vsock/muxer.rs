@@ -8,6 +8,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 
+use nix::sys::socket::Backlog;
 use vmm_sys_util::epoll::{Epoll, EventSet};
 
 use super::connection::{Connection, ConnectionKey, Phase};
@@ -21,6 +22,8 @@ use crate::devices::virtio::{DeviceQueues, QueueError};
 
 /// `CONNECT <port>\n` is at most this long.
 const MAX_CONNECT_LINE: usize = 32;
+/// Host connections waiting for their `CONNECT` line to be read.
+const LISTEN_BACKLOG: i32 = 128;
 /// Host ports of host-initiated connections count up from here.
 const FIRST_HOST_PORT: u32 = 1 << 30;
 const LISTENER_TOKEN: u64 = FIRST_BACKEND_TOKEN;
@@ -42,6 +45,8 @@ pub struct VsockHandler {
     guest_cid: u64,
     socket: PathBuf,
     listener: UnixListener,
+    /// Whether `listener` listens yet: from the first start of the guest's driver on.
+    listening: bool,
     targets: HashMap<u64, Target>,
     connections: BTreeMap<ConnectionKey, Connection>,
     /// Control packets (no payload) waiting for a receive buffer.
@@ -57,6 +62,7 @@ impl VsockHandler {
             guest_cid,
             socket,
             listener,
+            listening: false,
             targets: HashMap::new(),
             connections: BTreeMap::new(),
             control: VecDeque::new(),
@@ -489,6 +495,14 @@ fn parse_connect(line: &[u8]) -> Option<u32> {
 
 impl QueueHandler for VsockHandler {
     fn start(&mut self, epoll: &Epoll) -> std::io::Result<()> {
+        // Until the guest's driver first starts the device the socket does not listen, so a
+        // host connection is refused at once instead of waiting for a driver that a guest
+        // without vsock support never starts. After a driver reset, connections wait in the
+        // backlog for the driver to come back.
+        if !self.listening {
+            nix::sys::socket::listen(&self.listener, Backlog::new(LISTEN_BACKLOG)?)?;
+            self.listening = true;
+        }
         watch(
             epoll,
             self.listener.as_raw_fd(),
@@ -496,7 +510,6 @@ impl QueueHandler for VsockHandler {
             EventSet::IN | EventSet::EDGE_TRIGGERED,
         )?;
         self.targets.insert(LISTENER_TOKEN, Target::Listener);
-        // Connections made while no driver was active wait in the backlog.
         self.accept_host_connections(epoll);
         Ok(())
     }
@@ -739,6 +752,24 @@ mod tests {
         assert_eq!(received, posted);
         assert_eq!(usize::from(queues.used_count(TX_QUEUE)), posted);
         assert!(handler.control.is_empty());
+    }
+
+    #[test]
+    fn host_connections_are_refused_until_the_driver_first_starts_the_device() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("v.sock");
+        let listener = corral_control::bind_without_listening(&socket).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let mut handler = VsockHandler::new(3, socket.clone(), listener);
+        let refused = UnixStream::connect(&socket).unwrap_err();
+        assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
+        let epoll = Epoll::new().unwrap();
+        handler.start(&epoll).unwrap();
+        UnixStream::connect(&socket).unwrap();
+        // A driver reset and restart keeps it listening.
+        handler.stop();
+        handler.start(&Epoll::new().unwrap()).unwrap();
+        UnixStream::connect(&socket).unwrap();
     }
 
     #[test]
