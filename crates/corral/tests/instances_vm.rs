@@ -209,23 +209,28 @@ fn killed_vmm_shows_crashed() {
 }
 
 #[test]
-fn exec_into_a_vm_without_an_agent_fails_in_time_naming_the_agent() {
+fn exec_into_a_vm_without_an_agent_fails_at_once_naming_the_agent() {
     require_kvm!();
     let root = Root::new();
     vm(&root, "vmx", "counter", &[]);
     let err = root.fails(&["exec", "vmx", "--", "ls"]);
     assert!(err.contains("instance vmx is not running"), "{err}");
     root.ok(&["start", "vmx"]);
-    // The counter guest has no vsock driver: the VMM's vsock socket takes the connection and
-    // the guest never answers it.
+    // The counter guest has no vsock driver: the VMM's vsock socket does not listen, so the
+    // connection is refused rather than left waiting for a driver that never comes.
     let started = std::time::Instant::now();
     let err = root.fails(&["exec", "vmx", "--", "ls"]);
     assert!(
         err.contains("cannot use the guest agent of instance vmx")
-            && err.contains("did not answer within 10 s"),
+            && err.contains("is `corral guest agent` running in the guest?")
+            && err.contains("Connection refused"),
         "{err}"
     );
-    assert!(started.elapsed() < Duration::from_secs(15));
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
     root.ok(&["kill", "vmx"]);
 }
 
