@@ -18,7 +18,9 @@
  *   /etc/hostname and eth0's MAC (the clone test boots two clones this way);
  * - `corral_agent=vdb`: mount the tools disk vdb (corral, its libraries, a static busybox) and
  *   /proc, run `corral guest agent` on vsock port 1024 and serve until the agent asks init to
- *   power off (SIGUSR2, as busybox init is asked), then power off;
+ *   power off (SIGUSR2, as busybox init is asked), then end as below (this kernel has no ACPI,
+ *   so it cannot power off: without `corral_init=poweroff` it reboots, which ends a VM run with
+ *   `--on-reboot destroy`);
  * - `corral_fill=vda:R`: mount /dev/vda (ext4) on /mnt and write files `rR-N` (64 KiB each, byte
  *   i of file N is (N * 31 + i) & 0xff) forever, each fsynced with its directory, printing
  *   "synced N" after each: the crash test kills the VMM meanwhile and checks what was synced.
@@ -317,7 +319,7 @@ static void ask_power_off(int signal)
 /* The guest agent: mounts the read-only tools disk TOOLS (corral, its libraries and a static
  * busybox) on /tools and /proc, runs `corral guest agent --vsock-port 1024` and serves until
  * the agent asks init to power off the way busybox init is asked (SIGUSR2). Returns when it
- * has; init then powers off. */
+ * has; init then ends the machine. */
 static void agent_step(const char *tools_disk)
 {
 	char tools[32];
@@ -511,7 +513,7 @@ int main(void)
 		agent_step(agent_tools);
 
 	const char *action = getenv("corral_init");
-	int power_off = agent_tools || (action && strcmp(action, "poweroff") == 0);
+	int power_off = action && strcmp(action, "poweroff") == 0;
 	printf("corral-init: %s\n", power_off ? "powering off" : "rebooting");
 	fflush(stdout);
 	/* The UART sends in the background (interrupt driven); rebooting before it is done would
