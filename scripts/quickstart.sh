@@ -25,6 +25,7 @@ if ! "$corral" image info debian-12 >/dev/null 2>&1; then
 fi
 "$corral" image list
 echo "== the default instance: demo (a Debian 12 system container, configured by cloud-init)"
+mkdir -p "$cache"
 key=$cache/demo_ed25519
 [ -f "$key" ] || ssh-keygen -q -t ed25519 -N '' -C corral-demo -f "$key"
 if ! "$corral" info demo >/dev/null 2>&1; then
