@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use corral_cloudinit::{Identity, Interface, Seed};
+use corral_cloudinit::{Content, FileRef, Identity, Interface, Seed, SeedError, Shortcuts};
 use corral_net::Networks;
 
 use crate::definition::Definition;
@@ -17,6 +17,58 @@ use crate::error::CoreError;
 /// directory), attached read-only after the definition's disks.
 pub fn image_path(paths: &InstancePaths) -> PathBuf {
     paths.dir.join("cidata.img")
+}
+
+/// Merges `corral create`'s cloud-init options into `definition`: `user_data` (a file, kept
+/// as a reference unless the `shortcuts` must be merged into it, which stores the merged
+/// `#cloud-config` inline) and, for a VM, `vm_hostname` as meta-data's `local-hostname`.
+pub fn apply_create_options(
+    definition: &mut Definition,
+    user_data: Option<PathBuf>,
+    shortcuts: &Shortcuts,
+    vm_hostname: Option<String>,
+) -> Result<(), CoreError> {
+    if user_data.is_none() && shortcuts.is_empty() && vm_hostname.is_none() {
+        return Ok(());
+    }
+    let name = definition.name.clone();
+    let failed = |source| CoreError::Seed {
+        name: name.clone(),
+        source,
+    };
+    let table = definition.cloud_init.get_or_insert_with(Default::default);
+    let user_data = user_data.map(|p| std::path::absolute(&p).unwrap_or(p));
+    if !shortcuts.is_empty() {
+        let base = match (&user_data, &table.user_data) {
+            (Some(file), _) => Some(std::fs::read(file).map_err(|source| {
+                failed(SeedError::Read {
+                    field: "user_data",
+                    path: file.clone(),
+                    source,
+                })
+            })?),
+            (None, Some(Content::Inline(text))) => Some(text.clone().into_bytes()),
+            (None, Some(Content::File(FileRef { file }))) => {
+                return Err(failed(SeedError::Shortcut(format!(
+                    "the definition's user-data is the file {}; give it again as --user-data \
+                     so --user, --ssh-key and --password-hash can be merged into it",
+                    file.display()
+                ))))
+            }
+            (None, None) => None,
+        };
+        let merged = shortcuts.render(base.as_deref()).map_err(failed)?;
+        table.user_data = Some(Content::Inline(merged));
+    } else if let Some(file) = user_data {
+        table.user_data = Some(Content::File(FileRef { file }));
+    }
+    if let Some(hostname) = vm_hostname {
+        table.meta_data.0.insert(
+            corral_cloudinit::config::LOCAL_HOSTNAME.to_string(),
+            toml::Value::String(hostname),
+        );
+    }
+    Ok(())
 }
 
 /// The guest's hostname: a container's `hostname`, else the instance name (the table's

@@ -441,7 +441,12 @@ fn definition_from(
         ssh_keys: read_ssh_keys(&args.ssh_keys)?,
         password_hash: args.password_hash,
     };
-    apply_cloud_init(&mut definition, args.user_data, &shortcuts, vm_hostname)?;
+    corral_core::seed::apply_create_options(
+        &mut definition,
+        args.user_data,
+        &shortcuts,
+        vm_hostname,
+    )?;
     for spec in &args.disks {
         definition.disks.push(parse_disk(spec)?);
     }
@@ -487,45 +492,6 @@ fn read_ssh_keys(files: &[PathBuf]) -> anyhow::Result<Vec<String>> {
 /// Puts the cloud-init flags into the definition's `[cloud_init]` (made when any is given):
 /// `--user-data` as a file reference, or, with shortcuts, their `#cloud-config` merged into a
 /// copy of it (or of the table's inline user-data); a VM's `--hostname` as `local-hostname`.
-fn apply_cloud_init(
-    definition: &mut Definition,
-    user_data: Option<PathBuf>,
-    shortcuts: &corral_cloudinit::Shortcuts,
-    vm_hostname: Option<String>,
-) -> anyhow::Result<()> {
-    use corral_cloudinit::{Content, FileRef};
-    if user_data.is_none() && shortcuts.is_empty() && vm_hostname.is_none() {
-        return Ok(());
-    }
-    let table = definition.cloud_init.get_or_insert_with(Default::default);
-    let user_data = user_data.map(|p| std::path::absolute(&p).unwrap_or(p));
-    if !shortcuts.is_empty() {
-        let base =
-            match (&user_data, &table.user_data) {
-                (Some(file), _) => Some(std::fs::read(file).with_context(|| {
-                    format!("cannot read the --user-data file {}", file.display())
-                })?),
-                (None, Some(Content::Inline(text))) => Some(text.clone().into_bytes()),
-                (None, Some(Content::File(FileRef { file }))) => bail!(
-                    "the definition's user-data is the file {}; give it again as --user-data so \
-                 --user, --ssh-key and --password-hash can be merged into it",
-                    file.display()
-                ),
-                (None, None) => None,
-            };
-        table.user_data = Some(Content::Inline(shortcuts.render(base.as_deref())?));
-    } else if let Some(file) = user_data {
-        table.user_data = Some(Content::File(FileRef { file }));
-    }
-    if let Some(hostname) = vm_hostname {
-        table.meta_data.0.insert(
-            corral_cloudinit::config::LOCAL_HOSTNAME.to_string(),
-            toml::Value::String(hostname),
-        );
-    }
-    Ok(())
-}
-
 /// Parses `--disk PATH[,ro][,format=F][,serial=S][,target=T][,allow_backing=P]` or
 /// `vol=NAME[,...]`.
 fn parse_disk(spec: &str) -> anyhow::Result<Disk> {
