@@ -2,21 +2,10 @@
 //! cloud-localds (cloud-image-utils) as the reference writer of the same seed.
 
 use std::path::Path;
-use std::process::Command;
 
 use corral_cloudinit::{CloudInit, Identity, Interface, Seed};
 use corral_testkit::require_program;
-
-fn run(program: &str, args: &[&std::ffi::OsStr]) -> String {
-    let output = Command::new(program).args(args).output().unwrap();
-    assert!(
-        output.status.success(),
-        "{program} {args:?}: {}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap()
-}
+use corral_testkit::vfat::{files_in, run_ok};
 
 fn seed() -> Seed {
     let table: CloudInit = toml::from_str(
@@ -37,36 +26,6 @@ fn seed() -> Seed {
     Seed::build(&table, Path::new("/"), &identity, &[nic]).unwrap()
 }
 
-/// The files of a vfat image, listed and read with mtools (`mdir -b`, `mtype`).
-fn files_in(image: &Path) -> Vec<(String, Vec<u8>)> {
-    let listing = run(
-        "mdir",
-        &[
-            "-b".as_ref(),
-            "-i".as_ref(),
-            image.as_os_str(),
-            "::".as_ref(),
-        ],
-    );
-    let mut names: Vec<String> = listing
-        .lines()
-        .map(|line| line.trim_start_matches("::/").to_string())
-        .collect();
-    names.sort();
-    names
-        .into_iter()
-        .map(|name| {
-            let output = Command::new("mtype")
-                .args(["-i".as_ref(), image.as_os_str()])
-                .arg(format!("::{name}"))
-                .output()
-                .unwrap();
-            assert!(output.status.success(), "mtype {name}");
-            (name, output.stdout)
-        })
-        .collect()
-}
-
 #[test]
 fn the_seed_image_is_a_clean_cidata_vfat_with_exactly_the_seed_files() {
     require_program!("blkid");
@@ -77,7 +36,7 @@ fn the_seed_image_is_a_clean_cidata_vfat_with_exactly_the_seed_files() {
     let seed = seed();
     corral_cloudinit::vfat::write_image(&seed, &image).unwrap();
 
-    let probe = run(
+    let probe = run_ok(
         "blkid",
         &[
             "-p".as_ref(),
@@ -88,7 +47,7 @@ fn the_seed_image_is_a_clean_cidata_vfat_with_exactly_the_seed_files() {
     );
     assert!(probe.lines().any(|l| l == "LABEL=CIDATA"), "{probe}");
     assert!(probe.lines().any(|l| l == "TYPE=vfat"), "{probe}");
-    run("fsck.fat", &["-n".as_ref(), image.as_os_str()]);
+    run_ok("fsck.fat", &["-n".as_ref(), image.as_os_str()]);
 
     let mut expected: Vec<(String, Vec<u8>)> = seed
         .files()
@@ -111,7 +70,7 @@ fn the_files_are_byte_equal_to_what_cloud_localds_writes() {
     }
     let reference = dir.path().join("reference.img");
     let arg = |name: &str| dir.path().join(name).into_os_string();
-    run(
+    run_ok(
         "cloud-localds",
         &[
             "--filesystem=vfat".as_ref(),

@@ -10,6 +10,7 @@ use std::path::Path;
 
 pub mod crash;
 pub mod identity;
+pub mod vfat;
 
 /// Records that the current test was skipped, and why.
 pub fn skip(reason: &str) {

@@ -6,56 +6,15 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
+use corral_testkit::vfat::{files_in, run_ok};
 use corral_testkit::{require_kvm, require_program};
 
 use common::{create_vm, wait_for, CorralRoot as Root};
 
 const KEY: &str =
     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHlW0gHj7a8n0k6mY2b9Yc1Zx9e7Wq3nQ0f3dYt1m2p3 ada@host";
-
-fn run(program: &str, args: &[&std::ffi::OsStr]) -> String {
-    let output = Command::new(program).args(args).output().unwrap();
-    assert!(
-        output.status.success(),
-        "{program} {args:?}: {}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap()
-}
-
-/// The files of a vfat image as mtools lists and prints them, sorted by name.
-fn files_in(image: &Path) -> Vec<(String, Vec<u8>)> {
-    let listing = run(
-        "mdir",
-        &[
-            "-b".as_ref(),
-            "-i".as_ref(),
-            image.as_os_str(),
-            "::".as_ref(),
-        ],
-    );
-    let mut names: Vec<String> = listing
-        .lines()
-        .map(|line| line.trim_start_matches("::/").to_string())
-        .collect();
-    names.sort();
-    names
-        .into_iter()
-        .map(|name| {
-            let content = Command::new("mtype")
-                .args(["-i".as_ref(), image.as_os_str()])
-                .arg(format!("::{name}"))
-                .output()
-                .unwrap();
-            assert!(content.status.success(), "mtype {name}");
-            (name, content.stdout)
-        })
-        .collect()
-}
 
 fn uuid(root: &Root, name: &str) -> String {
     let text = root.ok(&["config", "show", name]);
@@ -125,7 +84,7 @@ fn a_vm_gets_a_cidata_disk_after_its_own_that_tools_and_cloud_localds_agree_on()
     assert!(logs.contains(&format!("disk 1: {first}")), "{logs}");
     assert!(!logs.contains("disk 2:"), "{logs}");
 
-    let probe = run(
+    let probe = run_ok(
         "blkid",
         &[
             "-p".as_ref(),
@@ -136,7 +95,7 @@ fn a_vm_gets_a_cidata_disk_after_its_own_that_tools_and_cloud_localds_agree_on()
     );
     assert!(probe.lines().any(|l| l == "LABEL=CIDATA"), "{probe}");
     assert!(probe.lines().any(|l| l == "TYPE=vfat"), "{probe}");
-    run("fsck.fat", &["-n".as_ref(), image.as_os_str()]);
+    run_ok("fsck.fat", &["-n".as_ref(), image.as_os_str()]);
 
     let files = files_in(&image);
     let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
@@ -169,7 +128,7 @@ fn a_vm_gets_a_cidata_disk_after_its_own_that_tools_and_cloud_localds_agree_on()
         std::fs::write(inputs.path().join(name), bytes).unwrap();
     }
     let reference = inputs.path().join("reference.img");
-    run(
+    run_ok(
         "cloud-localds",
         &[
             "--filesystem=vfat".as_ref(),
