@@ -19,6 +19,7 @@ pub mod disk_image;
 pub mod export;
 pub mod import;
 pub mod incus;
+mod member;
 pub mod metadata;
 pub mod oci;
 pub mod ovf;

@@ -4,10 +4,10 @@
 //! to the staging directory through a size bound; an entry with a path (`..`, `/`, a
 //! subdirectory) or of another type refuses the whole box.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
+use crate::member::{self, MemberError};
 use crate::progress::{Progress, ProgressReader};
 
 /// `metadata.json` and `Vagrantfile` bigger than this are refused.
@@ -203,22 +203,7 @@ fn read_into(
 }
 
 fn read_small(path: &Path, name: &str, entry: &mut dyn Read) -> Result<Vec<u8>, VagrantError> {
-    let mut bytes = Vec::new();
-    entry
-        .take(MAX_SMALL_FILE + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|source| VagrantError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-    if bytes.len() as u64 > MAX_SMALL_FILE {
-        return Err(VagrantError::TooLarge {
-            path: path.to_path_buf(),
-            entry: name.to_string(),
-            limit: MAX_SMALL_FILE,
-        });
-    }
-    Ok(bytes)
+    member::read_small(entry, MAX_SMALL_FILE).map_err(|e| member_error(path, name, None, e))
 }
 
 /// Copies the entry `name` (`expected` bytes, as its header says) to a new file at `target`.
@@ -229,46 +214,30 @@ fn copy_bounded(
     expected: u64,
     target: &Path,
 ) -> Result<(), VagrantError> {
-    let write_error = |source| VagrantError::Write {
-        path: target.to_path_buf(),
-        source,
-    };
-    let mut out = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(target)
-        .map_err(write_error)?;
-    let mut bounded = entry.take(MAX_DISK_FILE + 1);
-    let mut buf = vec![0u8; 1 << 20];
-    let mut copied = 0u64;
-    loop {
-        let n = bounded
-            .read(&mut buf)
-            .map_err(|source| VagrantError::Read {
-                path: path.to_path_buf(),
-                source,
-            })?;
-        if n == 0 {
-            break;
-        }
-        copied += n as u64;
-        if copied > MAX_DISK_FILE {
-            return Err(VagrantError::TooLarge {
-                path: path.to_path_buf(),
-                entry: name.to_string(),
-                limit: MAX_DISK_FILE,
-            });
-        }
-        out.write_all(&buf[..n]).map_err(write_error)?;
-    }
-    if copied != expected {
-        // The archive ended inside the entry.
-        return Err(VagrantError::Read {
+    member::copy_to_new_file(entry, expected, MAX_DISK_FILE, target, |_| {})
+        .map_err(|e| member_error(path, name, Some(target), e))
+}
+
+/// `error` of member `name` of the box at `path` (copied to `target`).
+fn member_error(
+    path: &Path,
+    name: &str,
+    target: Option<&Path>,
+    error: MemberError,
+) -> VagrantError {
+    match error {
+        MemberError::Read(source) => VagrantError::Read {
             path: path.to_path_buf(),
-            source: std::io::ErrorKind::UnexpectedEof.into(),
-        });
+            source,
+        },
+        MemberError::Write(source) => VagrantError::Write {
+            path: target.unwrap_or(path).to_path_buf(),
+            source,
+        },
+        MemberError::TooLarge { limit } => VagrantError::TooLarge {
+            path: path.to_path_buf(),
+            entry: name.to_string(),
+            limit,
+        },
     }
-    out.sync_all().map_err(write_error)
 }

@@ -7,13 +7,14 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{BufReader, Read, Write};
+use std::io::{BufReader, Read};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use super::envelope::{self, Envelope, MAX_ENVELOPE_BYTES};
 use super::error::OvfError;
 use super::manifest::{self, Digests, FileDigests, MAX_MANIFEST_BYTES};
+use crate::member::{self, MemberError};
 use crate::progress::{Progress, ProgressReader};
 
 /// A disk file bigger than this is refused (corral-disk's largest virtual size, 1 TiB, plus
@@ -425,22 +426,7 @@ fn read_bounded(
     reader: impl Read,
     limit: usize,
 ) -> Result<Vec<u8>, OvfError> {
-    let mut bytes = Vec::new();
-    reader
-        .take(limit as u64 + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|source| OvfError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-    if bytes.len() > limit {
-        return Err(OvfError::TooLarge {
-            path: path.to_path_buf(),
-            file: name.to_string(),
-            limit: limit as u64,
-        });
-    }
-    Ok(bytes)
+    member::read_small(reader, limit as u64).map_err(|e| member_error(path, name, None, e))
 }
 
 fn open_nofollow(path: &Path) -> std::io::Result<File> {
@@ -474,48 +460,31 @@ fn copy_out(
     expected: u64,
     target: &Path,
 ) -> Result<FileDigests, OvfError> {
-    let write_error = |source| OvfError::Write {
-        path: target.to_path_buf(),
-        source,
-    };
-    let mut out = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(target)
-        .map_err(write_error)?;
     let mut digests = Digests::default();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut copied = 0u64;
-    loop {
-        let n = entry.read(&mut buf).map_err(|source| OvfError::Read {
+    member::copy_to_new_file(entry, expected, MAX_DISK_FILE, target, |chunk| {
+        digests.update(chunk)
+    })
+    .map_err(|e| member_error(path, name, Some(target), e))?;
+    Ok(digests.finish())
+}
+
+/// `error` of member `name` of the package at `path` (copied to `target`).
+fn member_error(path: &Path, name: &str, target: Option<&Path>, error: MemberError) -> OvfError {
+    match error {
+        MemberError::Read(source) => OvfError::Read {
             path: path.to_path_buf(),
             source,
-        })?;
-        if n == 0 {
-            break;
-        }
-        copied += n as u64;
-        if copied > MAX_DISK_FILE {
-            return Err(OvfError::TooLarge {
-                path: path.to_path_buf(),
-                file: name.to_string(),
-                limit: MAX_DISK_FILE,
-            });
-        }
-        digests.update(&buf[..n]);
-        out.write_all(&buf[..n]).map_err(write_error)?;
-    }
-    if copied != expected {
-        // The archive ended inside the member.
-        return Err(OvfError::Read {
+        },
+        MemberError::Write(source) => OvfError::Write {
+            path: target.unwrap_or(path).to_path_buf(),
+            source,
+        },
+        MemberError::TooLarge { limit } => OvfError::TooLarge {
             path: path.to_path_buf(),
-            source: std::io::ErrorKind::UnexpectedEof.into(),
-        });
+            file: name.to_string(),
+            limit,
+        },
     }
-    out.sync_all().map_err(write_error)?;
-    Ok(digests.finish())
 }
 
 #[cfg(test)]
