@@ -7,54 +7,13 @@
  * With `agent.hostile=1` on the command line it answers every request with the length prefix
  * of a 64 MiB frame and nothing more: the host must refuse that at once.
  */
-#include "common/virtio.h"
+#include "common/vsock.h"
 
-#define HDR 44
-#define RX_BUFFERS 8
-#define RX_BYTES (HDR + 4096)
-#define SPINS 3000000ul
-#define HOST_CID 2
-#define OP_REQUEST 1
-#define OP_RESPONSE 2
-#define OP_RST 3
-#define OP_SHUTDOWN 4
-#define OP_RW 5
 #define AGENT_PORT 1024
-
-struct packet {
-	u64 src_cid, dst_cid;
-	u32 src_port, dst_port, len;
-	u16 type, op;
-	u32 flags, buf_alloc, fwd_cnt;
-} __attribute__((packed));
-
-static u8 rx[RX_BUFFERS][RX_BYTES] __attribute__((aligned(64)));
-static u8 tx[HDR + 256] __attribute__((aligned(64)));
-static struct virtio_dev dev;
-static u64 cid;
-static u32 received;	/* payload bytes consumed on the current connection: its fwd_cnt */
-static struct packet in;
-static u8 in_data[4096];
 
 static void send(u16 op, u32 dst_port, const u8 *data, u32 len)
 {
-	struct packet *p = (struct packet *)tx;
-	p->src_cid = cid;
-	p->dst_cid = HOST_CID;
-	p->src_port = AGENT_PORT;
-	p->dst_port = dst_port;
-	p->len = len;
-	p->type = 1;
-	p->op = op;
-	p->flags = 0;
-	p->buf_alloc = 65536;
-	p->fwd_cnt = received;
-	memcpy(tx + HDR, data, len);
-	struct virtio_buf buf = { (u64)tx, HDR + len, 0 };
-	virtq_add(&dev, 1, &buf, 1);
-	u16 head;
-	u32 used;
-	virtq_wait(&dev, 1, &head, &used, SPINS);
+	vsock_send(op, AGENT_PORT, dst_port, 0, data, len);
 }
 
 /* Sends `json` as one protocol frame: its big-endian length, then the text. */
@@ -85,11 +44,11 @@ static int contains(const u8 *data, u32 len, const char *needle)
 
 static void answer(u32 host_port, u32 len)
 {
-	if (contains(in_data, len, "\"type\":\"hello\"")) {
+	if (contains(vsock_in_data, len, "\"type\":\"hello\"")) {
 		send_message(host_port, "{\"type\":\"hello\",\"version\":1,\"agent\":\"vsock-agent\"}");
-	} else if (contains(in_data, len, "\"type\":\"ping\"")) {
+	} else if (contains(vsock_in_data, len, "\"type\":\"ping\"")) {
 		send_message(host_port, "{\"type\":\"pong\"}");
-	} else if (contains(in_data, len, "\"type\":\"exec\"")) {
+	} else if (contains(vsock_in_data, len, "\"type\":\"exec\"")) {
 		/* Whatever the command: one line on stdout (a data frame of stream 2), status 3. */
 		static const char out[] = "output from vsock-agent\n";
 		u8 frame[64];
@@ -103,7 +62,7 @@ static void answer(u32 host_port, u32 len)
 		send_message(host_port, "{\"type\":\"ready\"}");
 		send(OP_RW, host_port, frame, n + 5);
 		send_message(host_port, "{\"type\":\"exited\",\"code\":3}");
-	} else if (contains(in_data, len, "\"type\":\"shutdown\"")) {
+	} else if (contains(vsock_in_data, len, "\"type\":\"shutdown\"")) {
 		send_message(host_port, "{\"type\":\"done\"}");
 		serial_puts("vsock-agent: shutdown requested, powering off\n");
 		debug_exit(0);
@@ -114,46 +73,30 @@ static void answer(u32 host_port, u32 len)
 
 void guest_run(const struct boot_info *boot)
 {
-	if (virtio_find(boot->cmdline, VIRTIO_ID_VSOCK, 0, &dev) != 0 || virtio_init(&dev, 0, 3) != 0) {
+	if (vsock_setup(boot->cmdline) != 0) {
 		serial_puts("vsock-agent: FAILED: no device\n");
 		debug_exit(1);
 	}
 	int hostile = cmdline_u64(boot->cmdline, "agent.hostile=", 0) != 0;
-	cid = virtio_config64(&dev, 0);
-	for (int i = 0; i < RX_BUFFERS; i++) {
-		struct virtio_buf buf = { (u64)rx[i], RX_BYTES, 1 };
-		virtq_add(&dev, 0, &buf, 1);
-	}
 	serial_puts(hostile ? "vsock-agent: hostile, listening on port 1024\n"
 			    : "vsock-agent: listening on port 1024\n");
 	static const u8 oversized[4] = { 0x04, 0, 0, 0 };	/* 64 MiB, big-endian */
 	for (;;) {
-		u16 head;
-		u32 used;
-		if (!virtq_wait(&dev, 0, &head, &used, SPINS))
-			continue;
-		memcpy(&in, rx[head], HDR);
-		u32 len = in.len < sizeof(in_data) ? in.len : sizeof(in_data);
-		memcpy(in_data, rx[head] + HDR, len);
-		virtq_readd(&dev, 0, head);
-		if (in.dst_port != AGENT_PORT || in.dst_cid != cid || in.src_cid != HOST_CID)
-			continue;
-		switch (in.op) {
+		switch (vsock_receive(AGENT_PORT)) {
 		case OP_REQUEST:
 			/* One connection at a time: the host opens the next after closing this one. */
-			received = 0;
-			send(OP_RESPONSE, in.src_port, 0, 0);
+			vsock_received = 0;
+			send(OP_RESPONSE, vsock_in.src_port, 0, 0);
 			serial_puts("vsock-agent: accepted a connection\n");
 			break;
 		case OP_RW:
-			received += in.len;
 			if (hostile)
-				send(OP_RW, in.src_port, oversized, sizeof(oversized));
+				send(OP_RW, vsock_in.src_port, oversized, sizeof(oversized));
 			else
-				answer(in.src_port, len);
+				answer(vsock_in.src_port, vsock_in_len);
 			break;
 		case OP_SHUTDOWN:
-			send(OP_RST, in.src_port, 0, 0);
+			send(OP_RST, vsock_in.src_port, 0, 0);
 			break;
 		}
 	}

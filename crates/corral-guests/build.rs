@@ -28,6 +28,8 @@ const GUESTS: &[&str] = &[
 
 /// The guests that speak IPv4 over virtio-net, linked with `common/net.c`.
 const NET_GUESTS: &[&str] = &["virtio-net", "virtio-net-dhcp"];
+/// The guests that speak vsock, linked with `common/vsock.c`.
+const VSOCK_GUESTS: &[&str] = &["virtio-vsock", "vsock-agent"];
 
 const CFLAGS: &[&str] = &[
     "-std=gnu11",
@@ -103,6 +105,8 @@ fn main() {
     compile(&common.join("virtio.c"), &virtio);
     let net = out.join("net.o");
     compile(&common.join("net.c"), &net);
+    let vsock = out.join("vsock.o");
+    compile(&common.join("vsock.c"), &vsock);
     for guest in GUESTS {
         let source = guests.join(format!("{guest}.c"));
         println!("cargo:rerun-if-changed={}", source.display());
@@ -111,6 +115,9 @@ fn main() {
         let mut objects = vec![pvh.clone(), boot.clone(), virtio.clone(), object];
         if NET_GUESTS.contains(guest) {
             objects.push(net.clone());
+        }
+        if VSOCK_GUESTS.contains(guest) {
+            objects.push(vsock.clone());
         }
         link(
             &common.join("guest.ld"),
