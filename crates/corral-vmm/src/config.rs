@@ -31,7 +31,7 @@ pub const DEFAULT_CMDLINE: &str = "console=ttyS0 reboot=k panic=-1";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read vm config {path}: {source}")]
+    #[error("cannot read vm config {path}")]
     Read {
         path: PathBuf,
         source: std::io::Error,
@@ -72,9 +72,7 @@ pub enum ConfigError {
 pub struct MemorySize(pub u64);
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "invalid memory size {0:?}: write a number with a unit, like 256M or 1G (units K, M, G, T)"
-)]
+#[error("invalid size {0:?}: write a number with a unit, like 256M or 1G (units K, M, G, T)")]
 pub struct MemorySizeError(String);
 
 impl FromStr for MemorySize {
