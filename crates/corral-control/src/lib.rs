@@ -8,7 +8,9 @@
 pub mod console;
 pub mod exit;
 pub mod log;
+pub mod policy;
 pub mod restart;
+pub mod size;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};

@@ -16,8 +16,8 @@ use std::time::Duration;
 use corral_agent::client::{Command, ExitStatus, RemoteFile};
 use corral_agent::message::GuestInfo;
 use corral_agent::{Client, Transport};
+use corral_control::policy::Action;
 use corral_host::error_chain;
-use corral_vmm::config::Action;
 
 use crate::definition::{Definition, Kind};
 use crate::driver::InstancePaths;

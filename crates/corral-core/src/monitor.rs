@@ -22,10 +22,10 @@ use std::time::{Duration, Instant};
 use corral_container::{Container, CreateOptions};
 use corral_control::console::{ConsoleHub, DEFAULT_LOG_LIMIT};
 use corral_control::exit::{reason, ExitRecord};
+use corral_control::policy::Action;
 use corral_control::restart::{monotonic_now, Restarts, Verdict};
 use corral_control::{After, Info, Request, Response, RunState, ServerLimits};
 use corral_host::error_chain;
-use corral_vmm::config::Action;
 use nix::sys::signal::Signal;
 
 use crate::container::ContainerDriver;
