@@ -357,3 +357,54 @@ fn marker(sectors: u64, kind: u32) -> [u8; SECTOR as usize] {
     marker[12..16].copy_from_slice(&kind.to_le_bytes());
     marker
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_ranges_widen_to_whole_grains_joined_and_clamped_to_the_disk() {
+        let size = 300_000;
+        let data = [100..200, 70_000..70_001, 131_072..140_000, 140_000..150_000];
+        assert_eq!(grain_ranges(&data, size), [0..196_608]);
+        let data = [0..10, 200_000..200_001, 299_999..300_000];
+        assert_eq!(grain_ranges(&data, size), [0..65_536, 196_608..300_000]);
+    }
+
+    #[test]
+    fn header_fields_sit_where_the_format_puts_them() {
+        // 1000 bytes round up to 2 sectors; one grain, one grain table.
+        let layout = Layout::of(1000);
+        assert_eq!((layout.capacity, layout.grain_tables), (2, 1));
+        let header = layout.header(GD_AT_END);
+        let u32_at = |at: usize| u32::from_le_bytes(header[at..at + 4].try_into().unwrap());
+        let u64_at = |at: usize| u64::from_le_bytes(header[at..at + 8].try_into().unwrap());
+        assert_eq!(header.len(), 512);
+        assert_eq!(&header[..4], b"KDMV");
+        assert_eq!((u32_at(4), u32_at(8)), (3, 0x3_0001));
+        assert_eq!((u64_at(12), u64_at(20), u64_at(28)), (2, 128, 1));
+        let descriptor_sectors = u64_at(36);
+        assert_eq!(
+            descriptor_sectors,
+            (layout.descriptor.len() as u64).div_ceil(512)
+        );
+        assert_eq!(u32_at(44), 512);
+        assert_eq!((u64_at(48), u64_at(56)), (0, u64::MAX));
+        assert_eq!(u64_at(64), 1 + descriptor_sectors);
+        assert_eq!(&header[72..77], b"\0\n \r\n");
+        assert_eq!(u16::from_le_bytes([header[77], header[78]]), 1);
+        assert!(header[79..].iter().all(|&byte| byte == 0));
+    }
+
+    #[test]
+    fn markers_carry_their_length_and_kind_and_a_zero_size() {
+        let gt = marker(4, MARKER_GRAIN_TABLE);
+        assert_eq!(gt[..8], 4u64.to_le_bytes());
+        assert_eq!(gt[8..12], [0; 4]);
+        assert_eq!(gt[12..16], 1u32.to_le_bytes());
+        assert!(gt[16..].iter().all(|&byte| byte == 0));
+        assert!(marker(0, MARKER_END_OF_STREAM)
+            .iter()
+            .all(|&byte| byte == 0));
+    }
+}
