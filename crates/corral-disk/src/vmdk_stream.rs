@@ -1,6 +1,6 @@
 //! Writing a disk as a streamOptimized VMDK, the disk format of an OVA that VMware and VirtualBox
 //! import, in one sequential pass: `corral export` streams it straight into the archive, so a
-//! 20 GiB disk never needs 20 GiB of temporary space, and qemu-img cannot write to a pipe.
+//! 20 GiB disk never needs 20 GiB of temporary space (qemu-img cannot write this to a pipe).
 //!
 //! The layout is VMware's "Virtual Disk Format 1.1" stream-optimized sparse extent: a header whose
 //! grain directory offset says "at the end", the text descriptor, then each 64 KiB grain that is
@@ -50,7 +50,8 @@ pub fn write_stream_optimized_vmdk(
     let layout = Layout::of(source.virtual_size());
     let mut stream = SectorStream::new(out);
     stream.write(&layout.header(GD_AT_END))?;
-    stream.write_padded(layout.descriptor.as_bytes())?;
+    // NUL-terminated: VirtualBox reads four sectors of a short descriptor, grains included.
+    stream.write_padded(&[layout.descriptor.as_bytes(), b"\0"].concat())?;
 
     let mut tables = GrainTables::new(layout.grain_tables);
     let mut compressor = GrainCompressor::new();
@@ -94,8 +95,9 @@ impl Layout {
         }
     }
 
+    /// The descriptor's sectors, its terminating NUL included.
     fn descriptor_sectors(&self) -> u64 {
-        (self.descriptor.len() as u64).div_ceil(SECTOR)
+        (self.descriptor.len() as u64 + 1).div_ceil(SECTOR)
     }
 
     /// The SparseExtentHeader (little-endian, 512 bytes) with the grain directory at
@@ -386,7 +388,7 @@ mod tests {
         let descriptor_sectors = u64_at(36);
         assert_eq!(
             descriptor_sectors,
-            (layout.descriptor.len() as u64).div_ceil(512)
+            (layout.descriptor.len() as u64 + 1).div_ceil(512)
         );
         assert_eq!(u32_at(44), 512);
         assert_eq!((u64_at(48), u64_at(56)), (0, u64::MAX));
