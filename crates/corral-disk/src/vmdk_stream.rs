@@ -367,8 +367,14 @@ mod tests {
     #[test]
     fn data_ranges_widen_to_whole_grains_joined_and_clamped_to_the_disk() {
         let size = 300_000;
-        let data = [100..200, 70_000..70_001, 131_072..140_000, 140_000..150_000];
-        assert_eq!(grain_ranges(&data, size), [0..196_608]);
+        let data = [
+            100..200,
+            70_000..70_001,
+            131_072..140_000,
+            140_000..150_000,
+            290_000..290_001,
+        ];
+        assert_eq!(grain_ranges(&data, size), [0..196_608, 262_144..300_000]);
         let data = [0..10, 200_000..200_001, 299_999..300_000];
         assert_eq!(grain_ranges(&data, size), [0..65_536, 196_608..300_000]);
     }
