@@ -193,9 +193,10 @@ fn write_grains(
                 grain
             };
             let compressed = compressor.compress(whole)?;
-            let mut marker = Vec::with_capacity(12 + compressed.len());
-            marker.extend_from_slice(&(index * GRAIN_SECTORS).to_le_bytes());
-            marker.extend_from_slice(&(compressed.len() as u32).to_le_bytes());
+            // A grain marker: the grain's first sector, the compressed size, then the data.
+            let mut marker = [0u8; 12];
+            marker[..8].copy_from_slice(&(index * GRAIN_SECTORS).to_le_bytes());
+            marker[8..].copy_from_slice(&(compressed.len() as u32).to_le_bytes());
             stream.write(&marker)?;
             stream.write_padded(compressed)?;
             tables.record(index, sector);
