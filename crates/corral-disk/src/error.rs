@@ -166,6 +166,29 @@ pub enum DiskError {
         /// The partial destination (removed).
         destination: PathBuf,
     },
+    /// The destination of a streamOptimized VMDK (an OVA being written) refused a write.
+    #[error("cannot write the streamOptimized VMDK")]
+    VmdkWrite {
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The compressor failed on a grain of a streamOptimized VMDK.
+    #[error("cannot compress a grain of the streamOptimized VMDK")]
+    VmdkCompress {
+        /// Why.
+        #[source]
+        source: flate2::CompressError,
+    },
+    /// A streamOptimized VMDK would grow past the 2 TiB its 32-bit sector offsets reach.
+    #[error(
+        "the disk's data does not fit a streamOptimized VMDK, whose tables reach only its first \
+         2 TiB; export it as qcow2 instead"
+    )]
+    VmdkTooLarge,
+    /// Writing a streamOptimized VMDK was cancelled by its progress callback.
+    #[error("writing the streamOptimized VMDK was cancelled")]
+    VmdkCancelled,
 }
 
 /// The crate's result type.

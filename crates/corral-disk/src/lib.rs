@@ -7,6 +7,8 @@
 //!   files outside the places the caller allows ([`BackingPolicy`]).
 //! - [`create_raw`], [`create_qcow2`], [`info`], [`resize`] and [`convert`] are the maintenance
 //!   operations behind `corral volume` and image import.
+//! - [`write_stream_optimized_vmdk`] writes a disk as a streamOptimized VMDK to any byte stream,
+//!   for OVA export.
 //! - [`partition`] lists a disk's MBR or GPT partitions, for the tools that look inside a guest's
 //!   disk without the guest.
 //!
@@ -28,6 +30,7 @@ mod lock;
 pub mod partition;
 mod qcow2;
 mod raw;
+mod vmdk_stream;
 
 use std::fmt::Debug;
 use std::fs::File;
@@ -48,6 +51,7 @@ pub use info::{info, BackingInfo, ImageInfo};
 pub use lock::{check_lock, lock_exclusive, ImageLock, LockHolder};
 pub use qcow2::{Qcow2Disk, MAX_BACKING_DEPTH};
 pub use raw::{file_data_ranges, HostKind, RawDisk};
+pub use vmdk_stream::write_stream_optimized_vmdk;
 
 /// An open disk, as a virtio-blk device sees it: a virtual size and byte-addressed I/O.
 ///

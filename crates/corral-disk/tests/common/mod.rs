@@ -59,6 +59,16 @@ pub fn assert_qemu_check_clean(image: &Path) {
 
 /// `qemu-img compare` of an image's content against a raw file of the same size.
 pub fn assert_qemu_compare(image: &Path, format: &str, expected_raw: &Path) {
+    assert_qemu_compare_formats(image, format, expected_raw, "raw");
+}
+
+/// `qemu-img compare` of two images' contents.
+pub fn assert_qemu_compare_formats(
+    image: &Path,
+    format: &str,
+    expected: &Path,
+    expected_format: &str,
+) {
     let (ok, text) = run_status(
         "qemu-img",
         &[
@@ -66,9 +76,9 @@ pub fn assert_qemu_compare(image: &Path, format: &str, expected_raw: &Path) {
             "-f",
             format,
             "-F",
-            "raw",
+            expected_format,
             path_str(image),
-            path_str(expected_raw),
+            path_str(expected),
         ],
     );
     assert!(ok, "qemu-img compare {}: {text}", image.display());
