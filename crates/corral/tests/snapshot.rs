@@ -46,7 +46,11 @@ impl Vmm {
     }
 
     fn boot_counter(dir: &Path, tag: &str, extra: &[&str]) -> Vmm {
-        let kernel = corral_guests::elf("counter").display().to_string();
+        Vmm::boot("counter", dir, tag, extra)
+    }
+
+    fn boot(guest: &str, dir: &Path, tag: &str, extra: &[&str]) -> Vmm {
+        let kernel = corral_guests::elf(guest).display().to_string();
         let mut args = vec!["--memory", "32M", "--kernel", &kernel];
         args.extend_from_slice(extra);
         Vmm::start(dir, tag, &args)
@@ -65,8 +69,12 @@ impl Vmm {
     }
 
     fn wait_for_counts(&self, lines: usize) {
-        self.wait_until("the counter to print", || {
-            self.output().matches("count ").count() >= lines
+        self.wait_for_lines("count ", lines);
+    }
+
+    fn wait_for_lines(&self, prefix: &str, lines: usize) {
+        self.wait_until("the guest to print", || {
+            self.output().matches(prefix).count() >= lines
         });
     }
 
@@ -96,9 +104,14 @@ fn snapshot(vmm: &Vmm, to: &Path) -> Output {
 
 /// The numbers of the "count N" lines, in order.
 fn counts(console: &str) -> Vec<u64> {
+    numbered(console, "count ")
+}
+
+/// The numbers of the lines that start with `prefix`, in order.
+fn numbered(console: &str, prefix: &str) -> Vec<u64> {
     console
         .lines()
-        .filter_map(|line| line.strip_prefix("count "))
+        .filter_map(|line| line.strip_prefix(prefix))
         .map(|n| {
             n.parse()
                 .unwrap_or_else(|_| panic!("bad line {n:?} in {console}"))
@@ -160,6 +173,28 @@ fn a_restored_vm_continues_counting_with_no_gap_and_the_same_memory() {
     let expected: Vec<u64> = (0..all.len() as u64).collect();
     assert_eq!(all, expected, "before: {before:?}\nafter: {after:?}");
     assert!(counts(&before).len() >= 3 && counts(&after).len() >= 3);
+}
+
+#[test]
+fn timer_interrupts_keep_coming_after_a_restore() {
+    require_kvm!();
+    let dir = tempfile::tempdir().unwrap();
+    // 10 PIT interrupts (through the PIC and the local APIC's LINT0) per line.
+    let first = Vmm::boot("ticks", dir.path(), "first", &[]);
+    first.wait_for_lines("tick ", 2);
+    let snap = dir.path().join("snap");
+    let answer = snapshot(&first, &snap);
+    assert!(answer.status.success(), "{}", text(&answer.stdout));
+    let before = first.output();
+    first.kill();
+
+    let second = Vmm::start(dir.path(), "second", &["--restore", snap.to_str().unwrap()]);
+    second.wait_for_lines("tick ", 3);
+    let after = second.output();
+    second.kill();
+    let all = numbered(&format!("{before}{after}"), "tick ");
+    let expected: Vec<u64> = (1..=all.len() as u64).collect();
+    assert_eq!(all, expected, "before: {before:?}\nafter: {after:?}");
 }
 
 /// Runs `corral vmm run --restore DIR` expecting it to refuse; returns its stderr.
