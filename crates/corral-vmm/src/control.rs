@@ -35,6 +35,8 @@ pub struct Runtime {
     stopping: AtomicBool,
     /// A `kill` arrived: whatever the guest does next, the VM ends as killed.
     killed: AtomicBool,
+    /// A snapshot is being written: the vCPUs must stay paused until it is.
+    snapshotting: AtomicBool,
     vcpus: u8,
     memory_bytes: u64,
 }
@@ -59,6 +61,7 @@ impl Runtime {
             }),
             stopping: AtomicBool::new(false),
             killed: AtomicBool::new(false),
+            snapshotting: AtomicBool::new(false),
             vcpus,
             memory_bytes,
         }
@@ -114,6 +117,12 @@ impl Runtime {
                     After::Continue,
                 ),
             },
+            Request::Resume if self.snapshotting.load(Ordering::SeqCst) => (
+                Response::Error {
+                    message: "a snapshot is being taken; resume after it is written".into(),
+                },
+                After::Continue,
+            ),
             Request::Resume => {
                 self.vcpu_control.resume();
                 self.answer_state()
@@ -152,8 +161,16 @@ impl Runtime {
             leave_paused,
             reply,
         };
-        let sent = lock(&self.main).send(VmmEvent::Snapshot(request));
-        match sent.ok().and_then(|()| answer.recv().ok()) {
+        // One at a time: a second one waits here rather than in the main thread's queue.
+        let main = lock(&self.main);
+        self.snapshotting.store(true, Ordering::SeqCst);
+        let done = main
+            .send(VmmEvent::Snapshot(request))
+            .ok()
+            .and_then(|()| answer.recv().ok());
+        self.snapshotting.store(false, Ordering::SeqCst);
+        drop(main);
+        match done {
             Some(Ok(())) => Response::State {
                 state: self.state(),
             },

@@ -13,6 +13,8 @@ const HEADER_LEN: usize = 8 + 4 + 8 + 4;
 /// Far above a real state (a few hundred KiB for 254 vCPUs); bounds what a corrupt length makes
 /// the reader allocate.
 pub const MAX_PAYLOAD: u64 = 64 << 20;
+/// The largest state file read.
+pub const MAX_FILE: u64 = HEADER_LEN as u64 + MAX_PAYLOAD;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateFileError {

@@ -142,11 +142,11 @@ impl SavedVm {
         let path = dir.join(STATE_FILE);
         let file = File::open(&path).map_err(io("open", &path))?;
         let size = file.metadata().map_err(io("read", &path))?.len();
-        if size > file::MAX_PAYLOAD + 64 {
+        if size > file::MAX_FILE {
             return Err(SnapshotError::TooLarge { path, size });
         }
         let mut bytes = Vec::with_capacity(size as usize);
-        file.take(file::MAX_PAYLOAD + 64)
+        file.take(file::MAX_FILE)
             .read_to_end(&mut bytes)
             .map_err(io("read", &path))?;
         let payload = file::decode(&path, &bytes)?;
