@@ -22,7 +22,8 @@ packages=(
   squashfs-tools-ng # gensquashfs/sqfs2tar: split Incus images with a squashfs root filesystem
   openssh-client    # ssh-keygen: sysprep's new SSH host keys
   fdisk             # sfdisk: corral-image's tests partition disks (MBR, GPT) to find kernels in
-  libseccomp-dev    # corral-container compiles seccomp profiles with libseccomp
+  libseccomp-dev    # corral-container compiles seccomp profiles with libseccomp (its .a: scripts/build-static.sh)
+  file              # scripts/build-static.sh and the static agent's test check the binary is static
   busybox-static    # the container tests build their rootfs from /bin/busybox
   dnsmasq-base      # DHCP and DNS of corral networks (corral-netservice), without a system service
   isc-dhcp-client   # dhclient: a second real DHCP client in the network tests

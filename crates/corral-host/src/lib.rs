@@ -22,6 +22,7 @@ pub mod mountinfo;
 pub mod namespaces;
 pub mod process;
 pub mod program;
+pub mod terminal;
 pub mod tree;
 
 #[cfg(test)]

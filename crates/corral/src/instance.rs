@@ -176,7 +176,7 @@ pub struct LogsArgs {
 #[derive(Args)]
 pub struct ExecArgs {
     name: String,
-    /// Give the command a terminal (default: when stdin is one; containers only).
+    /// Give the command a terminal (default: when stdin is one).
     #[arg(long, short)]
     tty: bool,
     /// Environment variables (NAME=value, repeatable).
@@ -1010,19 +1010,34 @@ pub fn exec(root: &Path, args: ExecArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// `corral exec` in a VM: the command runs under the guest agent, with this process's stdin,
-/// stdout and stderr streamed; the exit status is the command's.
+/// stdout and stderr streamed, or on a terminal in the guest (`--tty`, or stdin a terminal)
+/// with this one raw meanwhile and its size followed; the exit status is the command's.
 fn exec_in_vm(manager: &Manager, args: ExecArgs) -> anyhow::Result<ExitCode> {
-    if args.tty {
-        bail!(
-            "a terminal for commands in a VM is not supported yet; run without --tty, or use \
-             `corral console {}`",
-            args.name
-        );
+    let stdin = std::io::stdin();
+    let tty = args.tty || stdin.is_terminal();
+    let mut env = args.env;
+    if tty && !env.iter().any(|entry| entry.starts_with("TERM=")) {
+        if let Ok(term) = std::env::var("TERM") {
+            env.push(format!("TERM={term}"));
+        }
     }
     let command = corral_agent::client::Command {
         argv: args.command,
-        env: args.env,
+        env,
         cwd: args.cwd,
+        tty: tty.then(crate::terminal::current_size),
+    };
+    let resizes = if tty {
+        crate::terminal::watch_resizes()?
+    } else {
+        None
+    };
+    let raw = if tty {
+        Some(corral_control::console::RawMode::enable(
+            std::os::fd::AsFd::as_fd(&stdin),
+        )?)
+    } else {
+        None
     };
     let status = manager.exec_in_guest(
         &args.name,
@@ -1030,6 +1045,9 @@ fn exec_in_vm(manager: &Manager, args: ExecArgs) -> anyhow::Result<ExitCode> {
         Some(Box::new(std::io::stdin())),
         &mut std::io::stdout(),
         &mut std::io::stderr(),
-    )?;
-    Ok(ExitCode::from(status.shell_code().clamp(0, 255) as u8))
+        resizes,
+    );
+    // The terminal is the user's again before any error is printed.
+    drop(raw);
+    Ok(ExitCode::from(status?.shell_code().clamp(0, 255) as u8))
 }
