@@ -242,15 +242,15 @@ path = "withagent.tar"
         assert!(out.status.success(), "{path} is not in the tarball");
         out.stdout
     };
-    assert_eq!(member("./usr/local/bin/corral"), b"not really corral");
+    assert_eq!(member("usr/local/bin/corral"), b"not really corral");
     assert_eq!(
-        String::from_utf8(member("./etc/inittab")).unwrap(),
+        String::from_utf8(member("etc/inittab")).unwrap(),
         "::sysinit:/bin/true\n::respawn:/usr/local/bin/corral guest agent\n"
     );
     let listing = std::process::Command::new("tar")
         .arg("-tvf")
         .arg(&tarball)
-        .arg("./usr/local/bin/corral")
+        .arg("usr/local/bin/corral")
         .output()
         .unwrap();
     let listing = String::from_utf8_lossy(&listing.stdout);
