@@ -343,6 +343,9 @@ static void agent_step(const char *tools_disk)
 		char *const argv[] = { "ld.so", "--library-path", "/tools/lib", "/tools/corral", "guest",
 				       "agent", "--vsock-port", "1024", NULL };
 		char *const envp[] = { "PATH=/tools/bin", NULL };
+		/* A static corral (scripts/build-static.sh) comes without /tools/lib. */
+		if (access("/tools/lib/ld-linux-x86-64.so.2", X_OK) != 0)
+			execve("/tools/corral", (char *const *)argv + 3, envp);
 		execve("/tools/lib/ld-linux-x86-64.so.2", argv, envp);
 		_exit(127);
 	}

@@ -179,6 +179,10 @@ pub struct ExecArgs {
     /// Give the command a terminal (default: when stdin is one).
     #[arg(long, short)]
     tty: bool,
+    /// Run it through the guest agent, as in a VM, rather than the container engine (a
+    /// system container's agent sees the guest as its own processes do).
+    #[arg(long)]
+    agent: bool,
     /// Environment variables (NAME=value, repeatable).
     #[arg(long = "env", short = 'e')]
     env: Vec<String>,
@@ -984,12 +988,12 @@ pub fn volume_users(
 }
 
 /// `corral exec`: runs a command in a running container, in its namespaces and cgroup, or in a
-/// VM through its guest agent.
+/// VM (or with `--agent`) through its guest agent.
 pub fn exec(root: &Path, args: ExecArgs) -> anyhow::Result<ExitCode> {
     let manager = manager(root)?;
     let definition = manager.store().definition(&args.name)?;
-    if definition.kind == Kind::Vm {
-        return exec_in_vm(&manager, args);
+    if definition.kind == Kind::Vm || args.agent {
+        return exec_through_agent(&manager, args);
     }
     let state = manager.state(&args.name)?;
     match state.status {
@@ -1009,10 +1013,10 @@ pub fn exec(root: &Path, args: ExecArgs) -> anyhow::Result<ExitCode> {
     )
 }
 
-/// `corral exec` in a VM: the command runs under the guest agent, with this process's stdin,
+/// `corral exec` in a VM (or with `--agent`): the command runs under the guest agent, with this process's stdin,
 /// stdout and stderr streamed, or on a terminal in the guest (`--tty`, or stdin a terminal)
 /// with this one raw meanwhile and its size followed; the exit status is the command's.
-fn exec_in_vm(manager: &Manager, args: ExecArgs) -> anyhow::Result<ExitCode> {
+fn exec_through_agent(manager: &Manager, args: ExecArgs) -> anyhow::Result<ExitCode> {
     let stdin = std::io::stdin();
     let tty = args.tty || stdin.is_terminal();
     let mut env = args.env;

@@ -244,6 +244,21 @@ fn a_static_agent_serves_a_root_filesystem_without_shared_libraries() {
         root.run(&["agent", "ping", "staticbox"]).status.success()
     });
     root.ok(&["exec", "staticbox", "--", "true"]);
+    // exec through the agent itself, with its status and streams.
+    let out = root.run(&[
+        "exec",
+        "--agent",
+        "staticbox",
+        "--",
+        "sh",
+        "-c",
+        "echo out; echo err >&2; exit 4",
+    ]);
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "out\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n");
+    let tty = root.ok(&["exec", "--agent", "--tty", "staticbox", "--", "tty"]);
+    assert!(tty.starts_with("/dev/pts/"), "{tty:?}");
     // Through the agent itself: a file in, its facts out.
     let local = root.dir.path().join("hello");
     std::fs::write(&local, "hello from the host\n").unwrap();
