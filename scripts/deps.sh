@@ -29,6 +29,7 @@ packages=(
   isc-dhcp-client   # dhclient: a second real DHCP client in the network tests
   bind9-dnsutils    # dig: the network tests' DNS queries
   iperf3            # bench/network: TCP throughput between containers and over a bare veth pair
+  dropbear-bin      # bench/agent: the sshd in the container the guest agent is compared with
   mmdebstrap        # corral image build: Debian sources (images/debian-12-*.toml)
   podman            # tests drive corral as podman's OCI runtime
   umoci             # corral-image tests import umoci-built OCI images and compare with umoci unpack
