@@ -16,10 +16,12 @@
 #
 #   bench/agent/run.sh [ROUNDS]   (default 50; needs root, busybox-static, dropbear-bin,
 #                                  openssh-client, iproute2; KVM and e2fsprogs for the VM part)
+# VM_WAIT=SECONDS (default 300) is how long the VM's agent may take to answer after its start.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 rounds="${1:-50}"
+vm_wait="${VM_WAIT:-300}"
 size_mib=100
 [ "$(id -u)" = 0 ] || { echo "the benchmark makes a network namespace and containers and needs root" >&2; exit 1; }
 for tool in ip nsenter busybox dropbear dropbearkey ssh ssh-keygen; do
@@ -161,9 +163,9 @@ if guest_kernel; then
     --on-reboot destroy --disk "$work/tools.ext4,format=raw,ro" >/dev/null
   made+=(vm)
   c start vm >/dev/null
-  for _ in $(seq 300); do c agent ping vm >/dev/null 2>&1 && break; sleep 1; done
+  for _ in $(seq "$vm_wait"); do c agent ping vm >/dev/null 2>&1 && break; sleep 1; done
   if ! c agent ping vm >/dev/null 2>&1; then
-    echo "VM part failed: the agent did not answer within 300 s; the console ends with:"
+    echo "VM part failed: the agent did not answer within $vm_wait s; the console ends with:"
     tail -15 "$root/instances/vm/run/console.log"
     exit 1
   fi
