@@ -21,6 +21,7 @@ mod ovf_import;
 mod progress;
 mod rootfs;
 mod sysprep;
+mod terminal;
 mod vmm;
 mod volume;
 
