@@ -24,6 +24,7 @@ packages=(
   fdisk             # sfdisk: corral-image's tests partition disks (MBR, GPT) to find kernels in
   libseccomp-dev    # corral-container compiles seccomp profiles with libseccomp
   busybox-static    # the container tests build their rootfs from /bin/busybox
+  lintian           # Debian's package checker: scripts/package.sh checks the .deb it builds
   dnsmasq-base      # DHCP and DNS of corral networks (corral-netservice), without a system service
   isc-dhcp-client   # dhclient: a second real DHCP client in the network tests
   bind9-dnsutils    # dig: the network tests' DNS queries
