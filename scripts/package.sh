@@ -65,8 +65,9 @@ install -m 0644 packaging/debian/copyright "$stage/usr/share/doc/corral/copyrigh
   echo "  * Built from the corral workspace by scripts/package.sh."
   echo
   echo " -- $maintainer  $(date -R -d "@${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || date +%s)}")"
-} | gzip -9n >"$stage/usr/share/doc/corral/changelog.Debian.gz"
+} | gzip -9n >"$stage/usr/share/doc/corral/changelog.gz" # a native package's name
 chmod 0644 "$stage"/usr/share/doc/corral/*
+install -D -m 0644 packaging/debian/lintian-overrides "$stage/usr/share/lintian/overrides/corral"
 
 # The shared libraries the binary links, as dpkg-shlibdeps names their packages.
 mkdir -p "$work/shlibs/debian"

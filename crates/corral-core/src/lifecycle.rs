@@ -56,6 +56,9 @@ pub struct Summary {
     pub ipv4: Vec<std::net::Ipv4Addr>,
 }
 
+/// One instance's name and how [`Manager::stop_all`] stopping it went.
+pub type StopOutcome = (String, Result<State, CoreError>);
+
 /// Runs instances of both kinds.
 pub struct Manager {
     store: Store,
@@ -308,10 +311,7 @@ impl Manager {
     /// Stops every active instance gracefully, all at once so that the whole takes one
     /// `timeout` rather than one per instance (host shutdown: corral-autostart.service's stop).
     /// Returns each instance's outcome; one that cannot be stopped does not keep the others up.
-    pub fn stop_all(
-        &self,
-        timeout: Duration,
-    ) -> Result<Vec<(String, Result<State, CoreError>)>, CoreError> {
+    pub fn stop_all(&self, timeout: Duration) -> Result<Vec<StopOutcome>, CoreError> {
         let active: Vec<String> = self
             .list()?
             .into_iter()

@@ -546,8 +546,8 @@ fn config_set_and_show() {
 /// The number of the last `line N` in `text`.
 fn last_line_number(text: &str) -> u64 {
     text.lines()
-        .filter_map(|line| line.strip_prefix("line ")?.trim().parse().ok())
-        .last()
+        .rev()
+        .find_map(|line| line.strip_prefix("line ")?.trim().parse().ok())
         .unwrap_or(0)
 }
 

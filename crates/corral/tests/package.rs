@@ -40,27 +40,32 @@ fn debian_12_tarball(root: &CorralRoot) -> PathBuf {
 /// Runs inside the container: every check prints a marker the test looks for.
 const CHECKS: &str = r#"
 set -e
-# Every file and directory of the tree, less what changes by itself (dpkg's own records, logs).
+# Every file and directory of the tree, less what changes by itself: dpkg's own records, logs,
+# and the backups useradd and userdel leave of the account files (/etc/gshadow-), whose
+# contents are back as they were.
 tree() {
     find / -xdev \( -path /proc -o -path /sys -o -path /dev -o -path /run -o -path /tmp \
-        -o -path /var/lib/dpkg -o -path /var/log -o -path /var/cache \) -prune -o -print | sort
+        -o -path /var/lib/dpkg -o -path /var/log -o -path /var/cache \) -prune -o -print |
+        grep -v -x -e /etc/passwd- -e /etc/group- -e /etc/shadow- -e /etc/gshadow- | sort
 }
-tree >/root/before
+tree >/tmp/before
+for file in passwd group shadow gshadow; do cp /etc/$file /tmp/$file.before; done
 dpkg -i /root/corral.deb
 echo "version: $(corral --version)"
 test -L /usr/bin/corral-oci && echo "runtime link: $(readlink /usr/bin/corral-oci)"
 getent passwd corral >/dev/null && echo "account: made"
 echo "state directory: $(stat -c %a /var/lib/corral)"
-corral host check -o json >/root/check.json || true
-head -c 1 /root/check.json | grep -q '[[{]' && echo "host check: json"
+corral host check -o json >/tmp/check.json || true
+head -c 1 /tmp/check.json | grep -q '[[{]' && echo "host check: json"
 echo "man: $(man -w corral)"
 echo "completion: $(bash -c '. /usr/share/bash-completion/completions/corral
     COMP_WORDS=(corral st); COMP_CWORD=1; _clap_complete_corral corral st corral
     echo "${COMPREPLY[@]}"')"
 dpkg --purge corral
-tree >/root/after
-diff /root/before /root/after && echo "purge: clean"
+tree >/tmp/after
+diff /tmp/before /tmp/after && echo "purge: clean"
 getent passwd corral >/dev/null || echo "account: removed"
+for file in passwd group shadow gshadow; do cmp /etc/$file /tmp/$file.before; done && echo "accounts: as before"
 echo checks-done
 "#;
 
@@ -133,6 +138,7 @@ fn the_package_installs_works_and_purges_cleanly_in_debian_12() {
         "man: /usr/share/man/man1/corral.1.gz",
         "purge: clean",
         "account: removed",
+        "accounts: as before",
         "checks-done",
     ] {
         assert!(logs.contains(expected), "no {expected:?} in:\n{logs}");
