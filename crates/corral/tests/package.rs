@@ -1,7 +1,7 @@
-//! corral's Debian package (scripts/package.sh), installed into a fresh Debian 12 root filesystem
-//! in a corral container so the host is not touched: the binary runs, `host check` answers in
-//! JSON, the man page is found, bash completes `corral st`, and a purge leaves the tree as it
-//! was. The tree is built once by mmdebstrap (minutes; `corral image build
+//! corral's Debian package (scripts/package.sh, lintian finding no error), installed into a fresh
+//! Debian 12 root filesystem in a corral container so the host is not touched: the binary runs,
+//! `host check` answers in JSON, the man page is found, bash completes `corral st`, and a purge
+//! leaves the tree as it was. The tree is built once by mmdebstrap (minutes; `corral image build
 //! packaging/test/debian-12.toml`) and its tarball cached, keyed by that spec.
 
 mod common;
@@ -78,6 +78,7 @@ fn the_package_installs_works_and_purges_cleanly_in_debian_12() {
     }
     corral_testkit::require_program!("mmdebstrap");
     corral_testkit::require_program!("dpkg-deb");
+    corral_testkit::require_program!("lintian");
     let root = CorralRoot::new();
     let tarball = debian_12_tarball(&root);
 
