@@ -25,6 +25,7 @@ packages=(
   libseccomp-dev    # corral-container compiles seccomp profiles with libseccomp (its .a: scripts/build-static.sh)
   file              # scripts/build-static.sh and the static agent's test check the binary is static
   busybox-static    # the container tests build their rootfs from /bin/busybox
+  lintian           # Debian's package checker: scripts/package.sh checks the .deb it builds
   dnsmasq-base      # DHCP and DNS of corral networks (corral-netservice), without a system service
   isc-dhcp-client   # dhclient: a second real DHCP client in the network tests
   bind9-dnsutils    # dig: the network tests' DNS queries

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Sets up a fresh Debian host for corral (apt packages, release build), checks the host, builds
+# Sets up a fresh Debian host for corral (apt packages, release build installed as the Debian
+# package: /usr/bin/corral, completions, man pages, the autostart unit), checks the host, builds
 # the Debian 12 image (images/debian-12-container.toml: systemd, OpenSSH, cloud-init) and
 # launches the default instances on the default network: a system container from that image,
 # configured at first boot by cloud-init from corral's seed (its user `demo` with an SSH key made
@@ -11,8 +12,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/deps.sh
-cargo build --release --quiet --bin corral
-corral=target/release/corral
+echo "== the corral package (scripts/package.sh), installed"
+deb="$(scripts/package.sh --no-lint)"
+sudo=""
+[ "$(id -u)" = 0 ] || sudo=sudo
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$(realpath "$deb")" >/dev/null
+corral=corral
 
 echo "== corral host check"
 "$corral" host check || { echo "this host cannot run instances; see the FAIL lines above" >&2; exit 1; }

@@ -34,10 +34,10 @@ CORRAL_GUEST_LINUX_DIR="$guest_linux/plain" CORRAL_GUEST_LINUX_ACPI_DIR="$guest_
   cargo nextest run -p corral --profile ci --run-ignored only \
   -E 'binary(vmm_linux) | binary(instances_boot_disk)' -j 1
 
-echo "== Debian image builds (packages from Debian's archive; the built rootfs is cached), the VM one booted, systemd containers booted and cloned"
+echo "== Debian image builds (packages from Debian's archive; the built rootfs is cached), the VM one booted, systemd containers booted and cloned, the Debian package installed and purged"
 CORRAL_GUEST_LINUX_NET_DIR="$guest_linux/net" \
   cargo nextest run -p corral --profile ci --run-ignored only \
-  -E 'binary(image_build) | binary(system_containers)' -j 1
+  -E 'binary(image_build) | binary(system_containers) | binary(package)' -j 1
 
 echo "== skipped tests"
 if [ -s "$CORRAL_TEST_SKIP_LOG" ]; then sort -u "$CORRAL_TEST_SKIP_LOG"; else echo "none"; fi

@@ -74,8 +74,9 @@ pub fn instance_cgroup(definition: &Definition) -> PathBuf {
     Path::new("/corral-instances").join(format!("{}.{prefix}", definition.name))
 }
 
-/// How one kind of instance is run.
-pub trait Driver {
+/// How one kind of instance is run. `Send + Sync` so the manager can stop instances in
+/// parallel ([`crate::Manager::stop_all`]).
+pub trait Driver: Send + Sync {
     /// Writes what the supervisor needs into the instance's runtime directory and returns the
     /// command that runs the supervisor (in the foreground; the manager detaches it).
     fn supervisor_command(

@@ -22,6 +22,7 @@ pub mod failpoints;
 pub mod images;
 pub mod lifecycle;
 pub mod lock;
+pub mod names;
 pub mod network_service;
 pub mod networks;
 pub mod nic;

@@ -58,6 +58,9 @@ pub struct Summary {
     pub ipv4: Vec<std::net::Ipv4Addr>,
 }
 
+/// One instance's name and how [`Manager::stop_all`] stopping it went.
+pub type StopOutcome = (String, Result<State, CoreError>);
+
 /// Runs instances of both kinds.
 pub struct Manager {
     store: Store,
@@ -305,6 +308,36 @@ impl Manager {
             return self.end_run(name, Request::Kill, STOP_GRACE, Some(timeout));
         }
         self.end_run(name, shutdown, timeout + STOP_GRACE, None)
+    }
+
+    /// Stops every active instance gracefully, all at once so that the whole takes one
+    /// `timeout` rather than one per instance (host shutdown: corral-autostart.service's stop).
+    /// Returns each instance's outcome; one that cannot be stopped does not keep the others up.
+    pub fn stop_all(&self, timeout: Duration) -> Result<Vec<StopOutcome>, CoreError> {
+        let active: Vec<String> = self
+            .list()?
+            .into_iter()
+            .filter(|summary| summary.status.is_active())
+            .map(|summary| summary.name)
+            .collect();
+        Ok(std::thread::scope(|scope| {
+            let stopping: Vec<_> = active
+                .into_iter()
+                .map(|name| {
+                    scope.spawn(move || {
+                        let outcome = self.stop(&name, timeout);
+                        (name, outcome)
+                    })
+                })
+                .collect();
+            stopping
+                .into_iter()
+                .map(|stop| {
+                    stop.join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                })
+                .collect()
+        }))
     }
 
     /// Stops the guest at once (virsh destroy).

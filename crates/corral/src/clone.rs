@@ -9,6 +9,7 @@ use corral_core::clone::{CloneOptions, ClonedDisk};
 use corral_core::definition::ImageStorage;
 use corral_core::images::CloneMode;
 
+use crate::completion;
 use crate::output::{self, Format};
 use crate::sysprep::HostKeysArg;
 
@@ -16,6 +17,7 @@ use crate::sysprep::HostKeysArg;
 #[derive(Args)]
 pub struct CloneArgs {
     /// The instance to copy: stopped, or paused with --force.
+    #[arg(add = completion::instances())]
     source: String,
     /// The new instance's name.
     name: String,

@@ -8,6 +8,7 @@ use corral_image::export::ExportFormat;
 use corral_image::import::{Format as ImportFormat, ImportOptions};
 use corral_image::store::{Image, ImageStore};
 
+use crate::completion;
 use crate::output::{self, Format};
 
 #[derive(Args)]
@@ -27,6 +28,7 @@ enum ImageCommand {
     /// Show an image (by alias, fingerprint or unique fingerprint prefix).
     #[command(alias = "show")]
     Info {
+        #[arg(add = completion::images())]
         image: String,
         #[arg(long, short, value_enum, default_value_t)]
         output: Format,
@@ -52,6 +54,7 @@ enum ImageCommand {
     /// Write an image out: a container as rootfs, incus (default), oci or oci-archive; a VM as
     /// qcow2 (default), raw or incus.
     Export {
+        #[arg(add = completion::images())]
         image: String,
         /// The file (or directory, for oci and a VM's incus export) to create.
         target: PathBuf,
@@ -353,6 +356,7 @@ fn print_info(image: &Image) {
 #[derive(Args)]
 pub struct PublishArgs {
     /// A stopped instance.
+    #[arg(add = completion::instances())]
     instance: String,
     /// Name the new image (repeatable).
     #[arg(long)]

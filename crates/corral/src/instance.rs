@@ -17,6 +17,7 @@ use corral_core::store::Store;
 use corral_core::Manager;
 use corral_vmm::config::{Action, MemorySize};
 
+use crate::completion;
 use crate::output::{self, Format};
 
 /// `corral create`.
@@ -53,7 +54,7 @@ pub struct CreateArgs {
     /// Make it from an image (alias or fingerprint; `corral image list`): a container or a VM,
     /// as the image is, with the image's defaults. A container gets its own copy of the root
     /// filesystem (reflinked where the filesystem can); a VM a linked clone of the image's disk.
-    #[arg(long, conflicts_with_all = ["rootfs", "kernel", "initrd"])]
+    #[arg(long, conflicts_with_all = ["rootfs", "kernel", "initrd"], add = completion::images())]
     image: Option<String>,
     /// With --image: give a VM an independent, flattened copy of the image's disk instead of a
     /// linked clone (the image can then be deleted).
@@ -110,7 +111,8 @@ pub struct CreateArgs {
         long,
         env = "CORRAL_DEFAULT_NETWORK",
         default_value = corral_core::networks::DEFAULT_NETWORK,
-        value_name = "NAME|none"
+        value_name = "NAME|none",
+        add = completion::networks()
     )]
     default_network: String,
     #[arg(long)]
@@ -129,9 +131,25 @@ pub struct CreateArgs {
     command: Vec<String>,
 }
 
-/// `corral stop` and `corral restart`.
 #[derive(Args)]
 pub struct StopArgs {
+    #[arg(required_unless_present = "all", add = completion::instances())]
+    name: Option<String>,
+    /// Stop every running instance, all at once (what corral-autostart.service does at host
+    /// shutdown).
+    #[arg(long, short, conflicts_with = "name")]
+    all: bool,
+    /// Seconds the guest gets to shut down before it is forced off.
+    #[arg(long, short, default_value_t = DEFAULT_STOP_TIMEOUT.as_secs())]
+    timeout: u64,
+    /// Force it off at once (like `corral kill`).
+    #[arg(long, conflicts_with = "all")]
+    force: bool,
+}
+
+#[derive(Args)]
+pub struct RestartArgs {
+    #[arg(add = completion::instances())]
     name: String,
     /// Seconds the guest gets to shut down before it is forced off.
     #[arg(long, short, default_value_t = DEFAULT_STOP_TIMEOUT.as_secs())]
@@ -152,6 +170,7 @@ pub struct ListArgs {
 
 #[derive(Args)]
 pub struct InfoArgs {
+    #[arg(add = completion::instances())]
     name: String,
     #[arg(long, short, value_enum, default_value_t)]
     output: Format,
@@ -159,6 +178,7 @@ pub struct InfoArgs {
 
 #[derive(Args)]
 pub struct DeleteArgs {
+    #[arg(add = completion::instances())]
     name: String,
     /// Delete a running instance too (it is killed first).
     #[arg(long, short)]
@@ -167,6 +187,7 @@ pub struct DeleteArgs {
 
 #[derive(Args)]
 pub struct LogsArgs {
+    #[arg(add = completion::instances())]
     name: String,
     /// Keep printing what the console prints.
     #[arg(long, short)]
@@ -175,6 +196,7 @@ pub struct LogsArgs {
 
 #[derive(Args)]
 pub struct ExecArgs {
+    #[arg(add = completion::instances())]
     name: String,
     /// Give the command a terminal (default: when stdin is one).
     #[arg(long, short)]
@@ -203,7 +225,10 @@ pub struct ConfigArgs {
 #[derive(Subcommand)]
 enum ConfigCommand {
     /// Print the definition.
-    Show { name: String },
+    Show {
+        #[arg(add = completion::instances())]
+        name: String,
+    },
     /// Change fields: KEY=VALUE ... (e.g. memory=1G cpus=2 limits.pids=100;
     /// cloud_init.user_data=TEXT or =@PATH, cloud_init.meta_data.KEY=VALUE: docs/cloud-init.md).
     Set {
@@ -212,7 +237,10 @@ enum ConfigCommand {
         settings: Vec<String>,
     },
     /// Edit the definition in $EDITOR; it is validated before it replaces the old one.
-    Edit { name: String },
+    Edit {
+        #[arg(add = completion::instances())]
+        name: String,
+    },
 }
 
 /// Opens the store and the manager for `root`.
@@ -583,12 +611,32 @@ pub fn autostart(root: &Path) -> anyhow::Result<ExitCode> {
 
 pub fn stop(root: &Path, args: StopArgs) -> anyhow::Result<ExitCode> {
     let manager = manager(root)?;
-    let state = if args.force {
-        manager.kill(&args.name)?
-    } else {
-        manager.stop(&args.name, Duration::from_secs(args.timeout))?
+    let timeout = Duration::from_secs(args.timeout);
+    let Some(name) = args.name else {
+        let mut failed = false;
+        for (name, outcome) in manager.stop_all(timeout)? {
+            match outcome {
+                Ok(state) => println!("stopped {name}{}", describe_exit(&state)),
+                // It ended by itself meanwhile.
+                Err(corral_core::CoreError::NotRunning(_)) => {}
+                Err(err) => {
+                    output::report_error(&err.into());
+                    failed = true;
+                }
+            }
+        }
+        return Ok(if failed {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        });
     };
-    println!("stopped {}{}", args.name, describe_exit(&state));
+    let state = if args.force {
+        manager.kill(&name)?
+    } else {
+        manager.stop(&name, timeout)?
+    };
+    println!("stopped {name}{}", describe_exit(&state));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -598,7 +646,7 @@ pub fn kill(root: &Path, name: String) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn restart(root: &Path, args: StopArgs) -> anyhow::Result<ExitCode> {
+pub fn restart(root: &Path, args: RestartArgs) -> anyhow::Result<ExitCode> {
     let manager = manager(root)?;
     if args.force {
         match manager.kill(&args.name) {

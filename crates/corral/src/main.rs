@@ -6,6 +6,7 @@
 
 mod agent;
 mod clone;
+mod completion;
 mod editor;
 mod guest;
 mod host;
@@ -28,7 +29,7 @@ mod volume;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use corral_control::log::StdioLog;
 
 #[derive(Parser)]
@@ -69,7 +70,7 @@ enum Command {
     Define { file: PathBuf },
     /// Start instances.
     Start {
-        #[arg(required = true)]
+        #[arg(required = true, add = completion::instances())]
         names: Vec<String>,
     },
     /// Shut an instance down gracefully (a VM's guest agent when it answers, else Ctrl-Alt-Del;
@@ -78,15 +79,24 @@ enum Command {
     Stop(instance::StopArgs),
     /// Force an instance off at once.
     #[command(alias = "destroy")]
-    Kill { name: String },
+    Kill {
+        #[arg(add = completion::instances())]
+        name: String,
+    },
     /// Stop an instance and start it again.
     #[command(alias = "reboot")]
-    Restart(instance::StopArgs),
+    Restart(instance::RestartArgs),
     /// Freeze an instance's execution.
     #[command(alias = "suspend")]
-    Pause { name: String },
+    Pause {
+        #[arg(add = completion::instances())]
+        name: String,
+    },
     /// Continue a paused instance.
-    Resume { name: String },
+    Resume {
+        #[arg(add = completion::instances())]
+        name: String,
+    },
     /// Delete an instance and its files (refused while it runs, unless --force).
     #[command(aliases = ["undefine", "rm"])]
     Delete(instance::DeleteArgs),
@@ -97,7 +107,10 @@ enum Command {
     #[command(alias = "dominfo")]
     Info(instance::InfoArgs),
     /// Attach to an instance's console; Ctrl-] detaches.
-    Console { name: String },
+    Console {
+        #[arg(add = completion::instances())]
+        name: String,
+    },
     /// Print what an instance's console printed.
     Logs(instance::LogsArgs),
     /// Run a command in a running instance: a container's through the container engine, a VM's
@@ -146,6 +159,12 @@ enum Command {
         #[command(subcommand)]
         command: vmm::VmmCommand,
     },
+    /// Write what the package ships beside the binary: shell completion scripts or man pages.
+    #[command(name = "__generate", hide = true)]
+    Generate {
+        #[command(subcommand)]
+        what: Generated,
+    },
     /// Developers' tools.
     #[command(hide = true)]
     Debug {
@@ -155,13 +174,28 @@ enum Command {
 }
 
 #[derive(Subcommand)]
+enum Generated {
+    /// The scripts registering completion with bash (`corral`), zsh (`_corral`) and fish
+    /// (`corral.fish`).
+    Completions { dir: PathBuf },
+    /// A section 1 man page for corral and for each of its subcommands.
+    Man { dir: PathBuf },
+}
+
+#[derive(Subcommand)]
 enum DebugCommand {
     /// List the failpoints compiled into this binary (only a test build has them), one
     /// `NAME<TAB>STATE` a line.
     Failpoints,
 }
 
+/// corral's command line as clap sees it (completion, man pages).
+fn cli_command() -> clap::Command {
+    Cli::command()
+}
+
 fn main() -> ExitCode {
+    completion::answer_if_asked();
     let cli = (!oci::invoked_as_runtime()).then(Cli::parse);
     // A supervisor waits here until the command that launched it has recorded it.
     if let Some(fd) = cli.as_ref().and_then(|cli| cli.start_gate) {
@@ -230,6 +264,7 @@ fn main() -> ExitCode {
         Command::NetworkAttach { dir } => network_attach::run(&dir),
         Command::NetworkLeaseHook { dir, args } => network_service::lease_hook(&dir, &args),
         Command::Vmm { command } => vmm::run(command),
+        Command::Generate { what } => generate(what),
         Command::Debug {
             command: DebugCommand::Failpoints,
         } => list_failpoints(),
@@ -238,6 +273,17 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(err) => output::report_error(&err),
     }
+}
+
+fn generate(what: Generated) -> anyhow::Result<ExitCode> {
+    match what {
+        Generated::Completions { dir } => completion::write_scripts(&dir)?,
+        Generated::Man { dir } => {
+            std::fs::create_dir_all(&dir)?;
+            clap_mangen::generate_to(cli_command(), &dir)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn list_failpoints() -> anyhow::Result<ExitCode> {

@@ -10,6 +10,7 @@ use corral_net::cidr::{Ipv4Cidr, Ipv6Cidr};
 use corral_net::definition::{DhcpRange, NetworkDefinition, NetworkKind};
 use corral_net::networks::NetworkRequest;
 
+use crate::completion;
 use crate::output::{self, Format};
 
 #[derive(Args)]
@@ -61,15 +62,20 @@ enum NetworkCommand {
     },
     /// Show a network, its bridge and its port forwards.
     Info {
+        #[arg(add = completion::networks())]
         name: String,
         #[arg(long, short, value_enum, default_value_t)]
         output: Format,
     },
     /// Delete a network no instance uses: its bridge, rules and files.
     #[command(alias = "rm")]
-    Delete { name: String },
+    Delete {
+        #[arg(add = completion::networks())]
+        name: String,
+    },
     /// Change settings: nat=true|false, dhcp-range=FIRST-LAST, domain=D, dns-upstream=IP,...
     Set {
+        #[arg(add = completion::networks())]
         name: String,
         #[arg(required = true, value_name = "KEY=VALUE")]
         settings: Vec<String>,

@@ -116,15 +116,20 @@ pub struct RunArgs {
 
 #[derive(clap::Subcommand)]
 pub enum ControlRequest {
+    /// The VM's run state.
     Status,
+    /// The run state with the supervisor pid, uptime, restarts and vCPUs.
     Info,
+    /// Freeze the vCPUs.
     Pause,
+    /// Continue paused vCPUs.
     Resume,
     /// Ctrl-Alt-Del to the guest, forced off after the timeout.
     Shutdown {
         #[arg(long)]
         timeout_secs: Option<u64>,
     },
+    /// Force the VM off at once.
     Kill,
     /// Pause, save the VM into DIR (`state` and `memory`; DIR must be new or empty), resume.
     Snapshot {

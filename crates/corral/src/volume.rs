@@ -10,6 +10,7 @@ use corral_core::definition::DiskFormat;
 use corral_core::volume::{NewVolume, Pool, VolumeError, VolumeInfo};
 use corral_disk::OpenOptions;
 
+use crate::completion;
 use crate::output::{self, Format};
 
 #[derive(Args)]
@@ -31,7 +32,7 @@ enum VolumeCommand {
         format: VolumeFormat,
         /// Base image of a qcow2 overlay (linked clone): a volume of the pool, by name or path
         /// (images from elsewhere come in with `corral volume import`).
-        #[arg(long, short)]
+        #[arg(long, short, add = completion::volumes())]
         backing: Option<String>,
     },
     /// Copy an image (raw or qcow2, its backing chain flattened) into the pool as a new volume.
@@ -50,6 +51,7 @@ enum VolumeCommand {
     /// Check a qcow2 volume like `qemu-img check`; --repair gives leaked clusters back (a
     /// crash leaves them). Exit status 0: clean, 2: corruptions, 3: leaks left.
     Check {
+        #[arg(add = completion::volumes())]
         name: String,
         #[arg(long)]
         repair: bool,
@@ -64,12 +66,14 @@ enum VolumeCommand {
     },
     /// Show a volume (or any image or block device, by path).
     Info {
+        #[arg(add = completion::volumes())]
         name: String,
         #[arg(long, short, value_enum, default_value_t)]
         output: Format,
     },
     /// Change a volume's virtual size (shrinking only raw volumes, with --force).
     Resize {
+        #[arg(add = completion::volumes())]
         name: String,
         size: MemorySize,
         #[arg(long)]
@@ -77,7 +81,10 @@ enum VolumeCommand {
     },
     /// Delete a volume no instance or overlay uses.
     #[command(alias = "rm")]
-    Delete { name: String },
+    Delete {
+        #[arg(add = completion::volumes())]
+        name: String,
+    },
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]

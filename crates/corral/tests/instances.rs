@@ -543,6 +543,61 @@ fn config_set_and_show() {
     assert!(text.contains("on_crash = \"restart\""));
 }
 
+/// The number of the last `line N` in `text`.
+fn last_line_number(text: &str) -> u64 {
+    text.lines()
+        .rev()
+        .find_map(|line| line.strip_prefix("line ")?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn logs_follow_streams_new_console_lines_until_interrupted() {
+    let Some(root) = setup() else { return };
+    let counter = "i=0; while true; do i=$((i+1)); echo line $i; sleep 0.2; done";
+    container(&root, "ticker", counter, &[]);
+    root.ok(&["start", "ticker"]);
+    wait_for("the first lines", Duration::from_secs(10), || {
+        last_line_number(&root.ok(&["logs", "ticker"])) >= 2
+    });
+    let mut follow = root
+        .command(&["logs", "--follow", "ticker"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let before = last_line_number(&root.ok(&["logs", "ticker"]));
+    let (sender, lines) = std::sync::mpsc::channel();
+    let stdout = follow.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in corral_testkit::whole_lines(stdout) {
+            if sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // Lines printed after `logs --follow` began arrive while it runs.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut newest = 0;
+    while newest < before + 5 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = lines
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("no new line past {newest} (it had {before})"));
+        newest = newest.max(last_line_number(&line));
+    }
+    // It runs until interrupted, like `podman logs -f`.
+    assert!(follow.try_wait().unwrap().is_none(), "logs --follow ended");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(follow.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let status = follow.wait().unwrap();
+    assert!(!status.success(), "{status:?}");
+    assert_eq!(root.status("ticker"), "running");
+}
+
 #[test]
 fn autostart_starts_only_marked_instances() {
     let Some(root) = setup() else { return };
