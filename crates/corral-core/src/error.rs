@@ -45,6 +45,8 @@ pub enum CoreError {
     Image(Box<corral_image::store::StoreError>),
     #[error(transparent)]
     Ovf(Box<corral_image::ovf::OvfError>),
+    #[error(transparent)]
+    OvfExport(Box<corral_image::ovf::export::OvfExportError>),
     #[error("cannot reset the identity of {what}")]
     Sysprep {
         what: String,

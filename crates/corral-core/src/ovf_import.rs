@@ -340,6 +340,8 @@ mod tests {
                 resource_type: 14,
                 name: Some("Floppy 1".into()),
             }],
+            os: None,
+            product: None,
         }
     }
 
