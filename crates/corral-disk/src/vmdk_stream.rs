@@ -1,6 +1,6 @@
 //! Writing a disk as a streamOptimized VMDK, the disk format of an OVA that VMware and VirtualBox
 //! import, in one sequential pass: `corral export` streams it straight into the archive, so a
-//! 20 GiB disk never needs 20 GiB of temporary space, and qemu-img cannot write to a pipe.
+//! 20 GiB disk never needs 20 GiB of temporary space (qemu-img cannot write this to a pipe).
 //!
 //! The layout is VMware's "Virtual Disk Format 1.1" stream-optimized sparse extent: a header whose
 //! grain directory offset says "at the end", the text descriptor, then each 64 KiB grain that is
@@ -50,7 +50,8 @@ pub fn write_stream_optimized_vmdk(
     let layout = Layout::of(source.virtual_size());
     let mut stream = SectorStream::new(out);
     stream.write(&layout.header(GD_AT_END))?;
-    stream.write_padded(layout.descriptor.as_bytes())?;
+    // NUL-terminated: VirtualBox reads four sectors of a short descriptor, grains included.
+    stream.write_padded(&[layout.descriptor.as_bytes(), b"\0"].concat())?;
 
     let mut tables = GrainTables::new(layout.grain_tables);
     let mut compressor = GrainCompressor::new();
@@ -94,8 +95,9 @@ impl Layout {
         }
     }
 
+    /// The descriptor's sectors, its terminating NUL included.
     fn descriptor_sectors(&self) -> u64 {
-        (self.descriptor.len() as u64).div_ceil(SECTOR)
+        (self.descriptor.len() as u64 + 1).div_ceil(SECTOR)
     }
 
     /// The SparseExtentHeader (little-endian, 512 bytes) with the grain directory at
@@ -356,4 +358,55 @@ fn marker(sectors: u64, kind: u32) -> [u8; SECTOR as usize] {
     marker[..8].copy_from_slice(&sectors.to_le_bytes());
     marker[12..16].copy_from_slice(&kind.to_le_bytes());
     marker
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_ranges_widen_to_whole_grains_joined_and_clamped_to_the_disk() {
+        let size = 300_000;
+        let data = [100..200, 70_000..70_001, 131_072..140_000, 140_000..150_000];
+        assert_eq!(grain_ranges(&data, size), [0..196_608]);
+        let data = [0..10, 200_000..200_001, 299_999..300_000];
+        assert_eq!(grain_ranges(&data, size), [0..65_536, 196_608..300_000]);
+    }
+
+    #[test]
+    fn header_fields_sit_where_the_format_puts_them() {
+        // 1000 bytes round up to 2 sectors; one grain, one grain table.
+        let layout = Layout::of(1000);
+        assert_eq!((layout.capacity, layout.grain_tables), (2, 1));
+        let header = layout.header(GD_AT_END);
+        let u32_at = |at: usize| u32::from_le_bytes(header[at..at + 4].try_into().unwrap());
+        let u64_at = |at: usize| u64::from_le_bytes(header[at..at + 8].try_into().unwrap());
+        assert_eq!(header.len(), 512);
+        assert_eq!(&header[..4], b"KDMV");
+        assert_eq!((u32_at(4), u32_at(8)), (3, 0x3_0001));
+        assert_eq!((u64_at(12), u64_at(20), u64_at(28)), (2, 128, 1));
+        let descriptor_sectors = u64_at(36);
+        assert_eq!(
+            descriptor_sectors,
+            (layout.descriptor.len() as u64 + 1).div_ceil(512)
+        );
+        assert_eq!(u32_at(44), 512);
+        assert_eq!((u64_at(48), u64_at(56)), (0, u64::MAX));
+        assert_eq!(u64_at(64), 1 + descriptor_sectors);
+        assert_eq!(&header[72..77], b"\0\n \r\n");
+        assert_eq!(u16::from_le_bytes([header[77], header[78]]), 1);
+        assert!(header[79..].iter().all(|&byte| byte == 0));
+    }
+
+    #[test]
+    fn markers_carry_their_length_and_kind_and_a_zero_size() {
+        let gt = marker(4, MARKER_GRAIN_TABLE);
+        assert_eq!(gt[..8], 4u64.to_le_bytes());
+        assert_eq!(gt[8..12], [0; 4]);
+        assert_eq!(gt[12..16], 1u32.to_le_bytes());
+        assert!(gt[16..].iter().all(|&byte| byte == 0));
+        assert!(marker(0, MARKER_END_OF_STREAM)
+            .iter()
+            .all(|&byte| byte == 0));
+    }
 }

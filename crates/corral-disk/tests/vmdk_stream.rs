@@ -235,9 +235,10 @@ impl Write for FullDisk {
 fn a_failing_destination_gives_the_write_error_with_its_cause() {
     let dir = tempfile::tempdir().expect("tempdir");
     let source = dir.path().join("source.raw");
-    sparse_raw(&source, 16 * MIB, &[(0, random(8 * MIB as usize, 12))]);
+    sparse_raw(&source, 16 * MIB, &[(0, random(3 * MIB as usize, 12))]);
     let disk = open(&source);
-    for room in [0, 3000, 5 * MIB as usize] {
+    // Full at once, within the first buffered write, and at the final flush.
+    for room in [0, 3000, 5 * MIB as usize / 2] {
         let result =
             write_stream_optimized_vmdk(disk.as_ref(), &mut FullDisk { room }, &mut |_| {
                 ControlFlow::Continue(())
