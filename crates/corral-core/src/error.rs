@@ -53,6 +53,12 @@ pub enum CoreError {
         #[source]
         source: Box<corral_sysprep::SysprepError>,
     },
+    #[error("cannot make a template image of {path}")]
+    OvfTemplate {
+        path: PathBuf,
+        #[source]
+        source: Box<corral_image::import::ImportError>,
+    },
     #[error("cannot make an image of instance {name}")]
     Publish {
         name: String,

@@ -365,6 +365,22 @@ fn an_exported_vm_is_an_ova_other_tools_read_and_imports_back_the_same() {
         &root.instance_dir("web2").join("disk0.qcow2"),
         &dir.join("base.raw"),
     );
+    // --template: the first disk becomes a VM image that instances are made from.
+    let out = root.ok(&[
+        "import",
+        text(&ova),
+        "tmpl",
+        "--template",
+        "--kernel",
+        text(&kernel),
+    ]);
+    assert!(out.contains("imported template image"), "{out}");
+    assert!(out.contains("disk 1 dropped"), "{out}");
+    root.ok(&["create", "fromtmpl", "--vm", "--image", "tmpl", "--full"]);
+    identical(
+        &root.instance_dir("fromtmpl").join("root.qcow2"),
+        &dir.join("base.raw"),
+    );
 }
 
 #[test]
