@@ -18,7 +18,7 @@ pub enum OvfExportError {
         index: usize,
         path: PathBuf,
         #[source]
-        source: corral_disk::DiskError,
+        source: Box<corral_disk::DiskError>,
     },
     #[error("cannot write disk {index} ({path}) into {target}")]
     Convert {
@@ -26,6 +26,6 @@ pub enum OvfExportError {
         path: PathBuf,
         target: PathBuf,
         #[source]
-        source: corral_disk::DiskError,
+        source: Box<corral_disk::DiskError>,
     },
 }

@@ -110,7 +110,7 @@ pub fn export_ova(
             corral_disk::open(&disk.path, open).map_err(|source| OvfExportError::Disk {
                 index,
                 path: disk.path.clone(),
-                source,
+                source: Box::new(source),
             })?;
         disks.push(opened);
     }
@@ -359,7 +359,7 @@ impl Packer<'_> {
             index,
             path: self.machine.disks[index].path.clone(),
             target: self.target.to_path_buf(),
-            source,
+            source: Box::new(source),
         }
     }
 }
