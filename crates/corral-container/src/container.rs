@@ -756,7 +756,7 @@ fn run_init_handshake(
                     )
                 });
                 if let Err(err) = result {
-                    let _ = channel.send(&Message::Failed(err.to_string()));
+                    let _ = channel.send(&Message::Failed(corral_host::error_chain(&err)));
                     return Err(err);
                 }
                 channel.send(&Message::Go)?;
@@ -904,7 +904,7 @@ fn exec_helper(
     seccomp: Option<&oci_spec::runtime::LinuxSeccomp>,
 ) -> ! {
     let fail = |err: Error| -> ! {
-        let _ = channel.send(&Message::Failed(err.to_string()));
+        let _ = channel.send(&Message::Failed(corral_host::error_chain(&err)));
         // SAFETY: _exit skips the parent's atexit handlers, which belong to the runtime.
         unsafe { libc::_exit(1) }
     };
@@ -990,7 +990,7 @@ fn exec_in_container(
         Ok(crate::process::exec(&options.process, &prepared))
     })();
     let err = result.unwrap_or_else(|e| e);
-    let _ = channel.send(&Message::Failed(err.to_string()));
+    let _ = channel.send(&Message::Failed(corral_host::error_chain(&err)));
     // SAFETY: _exit skips the runtime's atexit handlers.
     unsafe { libc::_exit(127) }
 }

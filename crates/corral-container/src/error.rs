@@ -39,7 +39,7 @@ pub enum Error {
     InvalidSignal(String),
 
     /// A system call failed while acting on `what`.
-    #[error("cannot {what}: {source}")]
+    #[error("cannot {what}")]
     Sys {
         what: String,
         #[source]
@@ -47,7 +47,7 @@ pub enum Error {
     },
 
     /// A file operation failed on `path`.
-    #[error("cannot {what} {path}: {source}")]
+    #[error("cannot {what} {path}")]
     Io {
         what: &'static str,
         path: PathBuf,

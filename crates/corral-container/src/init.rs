@@ -55,7 +55,7 @@ pub fn run(config: InitConfig<'_>) -> ! {
         }
         Err(err) => {
             // The runtime reads this and cleans up; if it is gone there is no one to tell.
-            let _ = channel.send(&Message::Failed(err.to_string()));
+            let _ = channel.send(&Message::Failed(corral_host::error_chain(&err)));
             err
         }
     };
@@ -63,7 +63,11 @@ pub fn run(config: InitConfig<'_>) -> ! {
 }
 
 fn exit_with(error: Error) -> ! {
-    let _ = writeln!(std::io::stderr(), "corral init: {error}");
+    let _ = writeln!(
+        std::io::stderr(),
+        "corral init: {}",
+        corral_host::error_chain(&error)
+    );
     // SAFETY: _exit ends the process without running the parent's atexit handlers or flushing
     // buffers copied from it, which belong to the runtime process.
     unsafe { libc::_exit(1) }
@@ -308,6 +312,6 @@ fn wait_and_exec(config: &InitConfig<'_>, prepared: Option<&crate::process::Prep
         Err(err) => err,
         Ok(()) => Error::Setup("exec returned".into()),
     };
-    let _ = fifo.write_all(error.to_string().as_bytes());
+    let _ = fifo.write_all(corral_host::error_chain(&error).as_bytes());
     error
 }

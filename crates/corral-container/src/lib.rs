@@ -38,6 +38,7 @@ pub mod signal;
 pub mod spec;
 pub mod state;
 pub mod syscall;
+pub mod user;
 
 pub use cgroups::Stats;
 pub use container::{exit_code, Container, CreateOptions, ExecOptions, ExecOutcome};

@@ -8,7 +8,9 @@
 pub mod console;
 pub mod exit;
 pub mod log;
+pub mod policy;
 pub mod restart;
+pub mod size;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
@@ -95,7 +97,7 @@ pub enum Response {
 /// Errors of the client and the server helpers.
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
-    #[error("cannot connect to control socket {path}: {source}; is the instance running?")]
+    #[error("cannot connect to control socket {path}; is the instance running?")]
     Connect {
         path: PathBuf,
         source: std::io::Error,
@@ -106,16 +108,16 @@ pub enum ControlError {
     InUse { path: PathBuf },
     #[error("{path} exists and is not a socket; remove it or choose another control socket path")]
     NotASocket { path: PathBuf },
-    #[error("cannot bind control socket {path}: {source}")]
+    #[error("cannot bind control socket {path}")]
     Bind {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("control socket i/o failed: {0}")]
+    #[error("control socket i/o failed")]
     Io(#[from] std::io::Error),
     #[error("the supervisor closed the connection without answering")]
     Closed,
-    #[error("malformed control message: {0}")]
+    #[error("malformed control message")]
     Malformed(#[from] serde_json::Error),
 }
 

@@ -16,7 +16,8 @@ use std::time::Duration;
 use corral_agent::client::{Command, ExitStatus, RemoteFile};
 use corral_agent::message::GuestInfo;
 use corral_agent::{Client, Transport};
-use corral_vmm::config::Action;
+use corral_control::policy::Action;
+use corral_host::error_chain;
 
 use crate::definition::{Definition, Kind};
 use crate::driver::InstancePaths;
@@ -265,16 +266,4 @@ fn tempfile_in(dir: &Path) -> Result<tempfile::NamedTempFile, CoreError> {
         .permissions(std::fs::Permissions::from_mode(0o600))
         .tempfile_in(dir)
         .map_err(CoreError::io("create a file in", dir))
-}
-
-/// An error and its causes in one line (for `info`, which shows it rather than failing).
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

@@ -10,6 +10,7 @@ use oci_spec::runtime::{
     LinuxPidsBuilder, LinuxResourcesBuilder, MountBuilder, Spec, UserBuilder,
 };
 
+use corral_container::user::{InvalidUser, UserIds};
 use corral_host::atomic::PRIVATE_FILE_MODE;
 
 use crate::definition::{Definition, DiskFormat, Kind, UserNs};
@@ -204,11 +205,14 @@ impl ContainerDriver {
                 .map_err(invalid)?,
         ));
         if let Some(user) = &container.user {
-            let (uid, gid) = parse_user(user)?;
+            // Checked with the rest of the definition.
+            let ids: UserIds = user
+                .parse()
+                .map_err(|e: InvalidUser| CoreError::Unsupported(format!("container.user {e}")))?;
             process.set_user(
                 UserBuilder::default()
-                    .uid(uid)
-                    .gid(gid)
+                    .uid(ids.uid)
+                    .gid(ids.gid)
                     .build()
                     .map_err(invalid)?,
             );
@@ -428,18 +432,6 @@ fn prepare_agent_dir(paths: &InstancePaths, userns: Option<IdRange>) -> Result<(
     }
     let (uid, gid) = userns.map_or((0, 0), |range| (range.uid, range.gid));
     std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).map_err(CoreError::io("chown", dir))
-}
-
-fn parse_user(text: &str) -> Result<(u32, u32), CoreError> {
-    let bad = || CoreError::Unsupported(format!("container.user {text:?} is not uid[:gid]"));
-    let (uid, gid) = match text.split_once(':') {
-        Some((u, g)) => (u.parse().map_err(|_| bad())?, g.parse().map_err(|_| bad())?),
-        None => {
-            let uid = text.parse().map_err(|_| bad())?;
-            (uid, uid)
-        }
-    };
-    Ok((uid, gid))
 }
 
 impl Driver for ContainerDriver {

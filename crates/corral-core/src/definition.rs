@@ -113,7 +113,7 @@ pub struct ContainerSpec {
     /// Defaults to the instance name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hostname: Option<String>,
-    /// `uid[:gid]` of PID 1 (root by default).
+    /// `uid[:gid]` of PID 1 (root by default; a uid alone runs in group 0, as with runc).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
     /// Give PID 1 a terminal (so `corral console` is interactive).
@@ -455,16 +455,9 @@ impl Definition {
     pub fn validate_in(&self, path: &Path) -> Result<(), DefinitionError> {
         self.validate().map_err(|err| {
             // The message stands for the whole error: causes (a YAML error's line) go in too.
-            let mut message = err.to_string();
-            let mut cause = std::error::Error::source(&err);
-            while let Some(inner) = cause {
-                message.push_str(": ");
-                message.push_str(&inner.to_string());
-                cause = inner.source();
-            }
             DefinitionError::Parse {
                 path: path.to_path_buf(),
-                message,
+                message: corral_host::error_chain(&err),
             }
         })
     }
@@ -568,6 +561,10 @@ impl Definition {
                 if let Some(signal) = &spec.stop_signal {
                     corral_container::signal::parse_signal(signal)
                         .map_err(|e| field_error("container.stop_signal", e.to_string()))?;
+                }
+                if let Some(user) = &spec.user {
+                    user.parse::<corral_container::user::UserIds>()
+                        .map_err(|e| field_error("container.user", e.to_string()))?;
                 }
                 if let Some(bad) = spec.env.iter().find(|e| !e.contains('=')) {
                     return Err(field_error(

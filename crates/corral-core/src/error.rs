@@ -40,6 +40,8 @@ pub enum CoreError {
     #[error("{0}")]
     Unsupported(String),
     #[error(transparent)]
+    Container(#[from] corral_container::Error),
+    #[error(transparent)]
     Volume(Box<crate::volume::VolumeError>),
     #[error(transparent)]
     Image(Box<corral_image::store::StoreError>),

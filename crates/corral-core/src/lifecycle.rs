@@ -281,7 +281,7 @@ impl Manager {
                     LastExit {
                         reason: reason::FAILED.to_string(),
                         code: None,
-                        detail: Some(err.to_string()),
+                        detail: Some(corral_host::error_chain(&err)),
                         at: now_secs(),
                     },
                 );

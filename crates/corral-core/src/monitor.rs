@@ -22,9 +22,10 @@ use std::time::{Duration, Instant};
 use corral_container::{Container, CreateOptions};
 use corral_control::console::{ConsoleHub, DEFAULT_LOG_LIMIT};
 use corral_control::exit::{reason, ExitRecord};
+use corral_control::policy::Action;
 use corral_control::restart::{monotonic_now, Restarts, Verdict};
 use corral_control::{After, Info, Request, Response, RunState, ServerLimits};
-use corral_vmm::config::Action;
+use corral_host::error_chain;
 use nix::sys::signal::Signal;
 
 use crate::container::ContainerDriver;
@@ -147,7 +148,7 @@ struct Shared {
 
 impl Shared {
     fn container(&self) -> Result<Container, String> {
-        Container::load(&self.engine_root, &self.id).map_err(|e| e.to_string())
+        Container::load(&self.engine_root, &self.id).map_err(|e| error_chain(&e))
     }
 
     fn handle(self: &Arc<Self>, request: Request) -> Response {
@@ -156,13 +157,13 @@ impl Shared {
             Request::Info => return Response::Info(self.info()),
             Request::Pause => self
                 .container()
-                .and_then(|c| c.pause().map_err(|e| e.to_string()))
+                .and_then(|c| c.pause().map_err(|e| error_chain(&e)))
                 .map(|()| {
                     *lock(&self.run_state) = RunState::Paused;
                 }),
             Request::Resume => self
                 .container()
-                .and_then(|c| c.resume().map_err(|e| e.to_string()))
+                .and_then(|c| c.resume().map_err(|e| error_chain(&e)))
                 .map(|()| {
                     *lock(&self.run_state) = RunState::Running;
                 }),
@@ -191,17 +192,17 @@ impl Shared {
         };
         // Frozen processes cannot act on a signal.
         if *lock(&self.run_state) == RunState::Paused {
-            container.resume().map_err(|e| e.to_string())?;
+            container.resume().map_err(|e| error_chain(&e))?;
         }
         *lock(&self.run_state) = RunState::Stopping;
         if force {
             return container
                 .kill(Signal::SIGKILL, true)
-                .map_err(|e| e.to_string());
+                .map_err(|e| error_chain(&e));
         }
         container
             .kill(self.stop_signal, false)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| error_chain(&e))?;
         let shared = self.clone();
         std::thread::spawn(move || {
             std::thread::sleep(timeout);
@@ -217,7 +218,7 @@ impl Shared {
         let mut counters = std::collections::BTreeMap::new();
         if let Ok(stats) = self
             .container()
-            .and_then(|c| c.stats().map_err(|e| e.to_string()))
+            .and_then(|c| c.stats().map_err(|e| error_chain(&e)))
         {
             for (name, value) in [
                 ("cpu_usage_ns", stats.cpu_usage_ns),
@@ -258,8 +259,7 @@ pub fn run(dir: &Path) -> Result<(), CoreError> {
     let paths = InstancePaths::new(dir);
     // The container's init is a clone of this process: run from a sealed copy of the binary
     // (this re-executes the monitor once, before it does anything).
-    corral_container::sealed_exe::ensure(&ContainerDriver::engine_root(&paths))
-        .map_err(|e| CoreError::Unsupported(e.to_string()))?;
+    corral_container::sealed_exe::ensure(&ContainerDriver::engine_root(&paths))?;
     let definition_path = dir.join("instance.toml");
     let text = std::fs::read_to_string(&definition_path)
         .map_err(CoreError::io("read", &definition_path))?;
@@ -287,7 +287,7 @@ pub fn run(dir: &Path) -> Result<(), CoreError> {
         }
         Ok(None) => Ok(()),
         Err(err) => {
-            record_failure(err.to_string());
+            record_failure(error_chain(&err));
             Err(err)
         }
     }
@@ -314,10 +314,9 @@ fn supervise(definition: &Definition, paths: &InstancePaths) -> Result<Option<Re
         .unwrap_or_default();
     let stop_signal = crate::stop_signal::for_container(spec, &paths.resolve(&spec.rootfs))?;
     let engine_root = ContainerDriver::engine_root(paths);
-    let engine_error = |e: corral_container::Error| CoreError::Unsupported(e.to_string());
     // A monitor killed earlier may have left its container behind.
     if let Ok(stale) = Container::load(&engine_root, &definition.name) {
-        stale.delete(true).map_err(engine_error)?;
+        stale.delete(true).map_err(CoreError::from)?;
     }
 
     // Single-threaded until the container exists (see the module documentation).
@@ -331,9 +330,9 @@ fn supervise(definition: &Definition, paths: &InstancePaths) -> Result<Option<Re
             console: Some(engine_end),
             preserve_fds: 0,
         })
-        .map_err(engine_error)?;
+        .map_err(CoreError::from)?;
         let master =
-            corral_container::console::receive_fd(our_end.as_raw_fd()).map_err(engine_error)?;
+            corral_container::console::receive_fd(our_end.as_raw_fd()).map_err(CoreError::from)?;
         let input = File::from(
             master
                 .try_clone()
@@ -356,7 +355,7 @@ fn supervise(definition: &Definition, paths: &InstancePaths) -> Result<Option<Re
             preserve_fds: 0,
         });
         let streams = pipes.restore()?;
-        (created.map_err(engine_error)?, streams)
+        (created.map_err(CoreError::from)?, streams)
     };
 
     fail::fail_point!("monitor.container-created");
@@ -393,9 +392,9 @@ fn supervise(definition: &Definition, paths: &InstancePaths) -> Result<Option<Re
         (server.handle(request), After::Continue)
     });
 
-    container.start().map_err(engine_error)?;
+    container.start().map_err(CoreError::from)?;
     let started = Instant::now();
-    let code = container.wait().map_err(engine_error)?;
+    let code = container.wait().map_err(CoreError::from)?;
     let oom_kills = container
         .stats()
         .ok()
@@ -410,7 +409,7 @@ fn supervise(definition: &Definition, paths: &InstancePaths) -> Result<Option<Re
         "container {} ended: {event:?} (code {code})",
         definition.name
     );
-    container.delete(true).map_err(engine_error)?;
+    container.delete(true).map_err(CoreError::from)?;
     let mut record = exit_record(&event, code, spec.init, oom_kills);
     if policy(definition, &event) == Action::Restart {
         let limit = definition.restart_limit;

@@ -17,6 +17,7 @@ use corral_disk::{
     BackingPolicy, CheckReport, ConvertOptions, DiskError, LockHolder, OpenOptions,
     Qcow2CreateOptions, ResizeOptions,
 };
+use corral_host::error_chain;
 use serde::Serialize;
 
 use crate::definition::{validate_name, DefinitionError, DiskFormat};
@@ -519,18 +520,6 @@ const DELETING_PREFIX: &str = ".deleting-";
 fn deleting_owner(file_name: &std::ffi::OsStr) -> Option<u32> {
     let rest = file_name.to_str()?.strip_prefix(DELETING_PREFIX)?;
     rest.rsplit_once('-')?.1.parse().ok()
-}
-
-/// An error and its causes in one line, for a list that goes on past it.
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut cause = err.source();
-    while let Some(err) = cause {
-        text.push_str(": ");
-        text.push_str(&err.to_string());
-        cause = err.source();
-    }
-    text
 }
 
 fn directory_usage(path: &Path) -> u64 {

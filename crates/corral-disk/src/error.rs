@@ -8,7 +8,7 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum DiskError {
     /// The image file could not be opened or created.
-    #[error("cannot open disk image {path}: {source}")]
+    #[error("cannot open disk image {path}")]
     Open {
         /// The image.
         path: PathBuf,
@@ -17,7 +17,7 @@ pub enum DiskError {
         source: io::Error,
     },
     /// An I/O operation on an open image failed.
-    #[error("cannot {operation} disk image {path}: {source}")]
+    #[error("cannot {operation} disk image {path}")]
     Io {
         /// What was attempted: "read", "write", "flush", ...
         operation: &'static str,

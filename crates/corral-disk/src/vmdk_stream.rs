@@ -193,9 +193,10 @@ fn write_grains(
                 grain
             };
             let compressed = compressor.compress(whole)?;
-            let mut marker = Vec::with_capacity(12 + compressed.len());
-            marker.extend_from_slice(&(index * GRAIN_SECTORS).to_le_bytes());
-            marker.extend_from_slice(&(compressed.len() as u32).to_le_bytes());
+            // A grain marker: the grain's first sector, the compressed size, then the data.
+            let mut marker = [0u8; 12];
+            marker[..8].copy_from_slice(&(index * GRAIN_SECTORS).to_le_bytes());
+            marker[8..].copy_from_slice(&(compressed.len() as u32).to_le_bytes());
             stream.write(&marker)?;
             stream.write_padded(compressed)?;
             tables.record(index, sector);
@@ -367,8 +368,14 @@ mod tests {
     #[test]
     fn data_ranges_widen_to_whole_grains_joined_and_clamped_to_the_disk() {
         let size = 300_000;
-        let data = [100..200, 70_000..70_001, 131_072..140_000, 140_000..150_000];
-        assert_eq!(grain_ranges(&data, size), [0..196_608]);
+        let data = [
+            100..200,
+            70_000..70_001,
+            131_072..140_000,
+            140_000..150_000,
+            290_000..290_001,
+        ];
+        assert_eq!(grain_ranges(&data, size), [0..196_608, 262_144..300_000]);
         let data = [0..10, 200_000..200_001, 299_999..300_000];
         assert_eq!(grain_ranges(&data, size), [0..65_536, 196_608..300_000]);
     }

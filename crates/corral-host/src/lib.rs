@@ -13,6 +13,7 @@ pub mod cgroups;
 pub mod check;
 pub mod cpu;
 pub mod detect;
+mod error_chain;
 pub mod facts;
 pub mod fsroot;
 pub mod kvm;
@@ -23,6 +24,8 @@ pub mod namespaces;
 pub mod process;
 pub mod program;
 pub mod tree;
+
+pub use error_chain::error_chain;
 
 #[cfg(test)]
 mod fixtures;

@@ -342,7 +342,12 @@ pub fn vm_metadata(
                 ..corral_disk::OpenOptions::read_only()
             },
         )
-        .map_err(|e| ImportError::Invalid(format!("the imported disk cannot be opened: {e}")))?;
+        .map_err(|e| {
+            ImportError::Invalid(format!(
+                "the imported disk cannot be opened: {}",
+                corral_host::error_chain(&e)
+            ))
+        })?;
         crate::bootdisk::find_boot(disk.as_ref()).map_err(|e| {
             ImportError::Invalid(format!(
                 "{e}; or give the image its own kernel with --kernel (and --initrd, --cmdline)"

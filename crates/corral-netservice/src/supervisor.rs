@@ -15,6 +15,7 @@ use std::time::Instant;
 use corral_control::exit::{reason, ExitRecord};
 use corral_control::restart::{monotonic_now, RestartLimit, Restarts, Verdict};
 use corral_control::{After, Info, Request, Response, RunState, ServerLimits};
+use corral_host::error_chain;
 use nix::sys::signal::{SigSet, Signal};
 
 use crate::config::ServiceConfig;
@@ -41,28 +42,17 @@ pub fn run_supervisor(state_dir: &Path) -> Result<(), Error> {
         Err(err) => ExitRecord {
             reason: reason::FAILED.into(),
             code: None,
-            detail: Some(chain(err)),
+            detail: Some(error_chain(err)),
         },
     };
     if let Err(err) = record.write(&paths.exit_record()) {
         tracing::warn!(
             "cannot record why the network service ended: {}",
-            chain(&err)
+            error_chain(&err)
         );
     }
     let _ = std::fs::remove_file(paths.control_socket());
     result
-}
-
-/// An error and its causes on one line.
-fn chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(&format!(": {cause}"));
-        source = cause.source();
-    }
-    text
 }
 
 /// What the control connections report.

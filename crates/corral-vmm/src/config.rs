@@ -6,7 +6,9 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+pub use corral_control::policy::Action;
 pub use corral_control::restart::RestartLimit;
+pub use corral_control::size::{MemorySize, MemorySizeError};
 use corral_disk::DiskFormat;
 use serde::{Deserialize, Serialize};
 
@@ -31,7 +33,7 @@ pub const DEFAULT_CMDLINE: &str = "console=ttyS0 reboot=k panic=-1";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read vm config {path}: {source}")]
+    #[error("cannot read vm config {path}")]
     Read {
         path: PathBuf,
         source: std::io::Error,
@@ -67,66 +69,6 @@ pub enum ConfigError {
     VsockCid(u64),
 }
 
-/// A guest memory size, written like `256M`, `1G` or `512MiB` (binary units: K, M, G, T).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct MemorySize(pub u64);
-
-#[derive(Debug, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "invalid memory size {0:?}: write a number with a unit, like 256M or 1G (units K, M, G, T)"
-)]
-pub struct MemorySizeError(String);
-
-impl FromStr for MemorySize {
-    type Err = MemorySizeError;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let invalid = || MemorySizeError(text.to_owned());
-        let trimmed = text.trim();
-        let digits_end = trimmed
-            .find(|c: char| !c.is_ascii_digit())
-            .ok_or_else(invalid)?;
-        let (number, unit) = trimmed.split_at(digits_end);
-        let number: u64 = number.parse().map_err(|_| invalid())?;
-        let shift = match unit.trim().to_ascii_uppercase().as_str() {
-            "K" | "KB" | "KIB" => 10,
-            "M" | "MB" | "MIB" => 20,
-            "G" | "GB" | "GIB" => 30,
-            "T" | "TB" | "TIB" => 40,
-            _ => return Err(invalid()),
-        };
-        number
-            .checked_mul(1 << shift)
-            .map(MemorySize)
-            .ok_or_else(invalid)
-    }
-}
-
-impl fmt::Display for MemorySize {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const UNITS: [(u32, &str); 4] = [(40, "T"), (30, "G"), (20, "M"), (10, "K")];
-        for (shift, unit) in UNITS {
-            if self.0 >= 1 << shift && self.0 % (1 << shift) == 0 {
-                return write!(f, "{}{unit}", self.0 >> shift);
-            }
-        }
-        write!(f, "{} bytes", self.0)
-    }
-}
-
-impl Serialize for MemorySize {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for MemorySize {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        text.parse().map_err(serde::de::Error::custom)
-    }
-}
-
 /// Where the guest's serial console goes.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -154,28 +96,6 @@ impl FromStr for SerialTarget {
             _ => Err(format!(
                 "invalid serial target {text:?}: use stdout, none, file:PATH or socket:PATH"
             )),
-        }
-    }
-}
-
-/// What happens when the guest powers off, reboots or crashes (Xen's `on_*` domain settings).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Action {
-    /// The VMM process exits with the reason.
-    Destroy,
-    /// The guest is started again from scratch in the same process.
-    Restart,
-}
-
-impl FromStr for Action {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        match text {
-            "destroy" => Ok(Action::Destroy),
-            "restart" => Ok(Action::Restart),
-            _ => Err(format!("invalid action {text:?}: use destroy or restart")),
         }
     }
 }
@@ -677,20 +597,6 @@ pub fn check_cmdline(cmdline: &str, max: usize) -> Result<(), ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn memory_sizes_parse_with_binary_units() {
-        assert_eq!("256M".parse(), Ok(MemorySize(256 << 20)));
-        assert_eq!("1G".parse(), Ok(MemorySize(1 << 30)));
-        assert_eq!("512MiB".parse(), Ok(MemorySize(512 << 20)));
-        assert_eq!("64k".parse(), Ok(MemorySize(64 << 10)));
-        assert!("256".parse::<MemorySize>().is_err());
-        assert!("M".parse::<MemorySize>().is_err());
-        assert!("1.5G".parse::<MemorySize>().is_err());
-        assert!("99999999999T".parse::<MemorySize>().is_err());
-        assert_eq!(MemorySize(1 << 30).to_string(), "1G");
-        assert_eq!(MemorySize(1536 << 20).to_string(), "1536M");
-    }
 
     #[test]
     fn toml_config_parses_with_defaults_and_relative_paths() {

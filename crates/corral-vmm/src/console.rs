@@ -14,12 +14,12 @@ use crate::seccomp::{self, ThreadClass};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConsoleError {
-    #[error("cannot open console file {path}: {source}")]
+    #[error("cannot open console file {path}")]
     File {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("cannot listen on console socket: {0}")]
+    #[error("cannot listen on console socket")]
     Socket(#[from] corral_control::ControlError),
 }
 

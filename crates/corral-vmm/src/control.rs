@@ -104,7 +104,7 @@ impl Runtime {
                 Ok(()) => self.answer_state(),
                 Err(err) => (
                     Response::Error {
-                        message: err.to_string(),
+                        message: corral_host::error_chain(&err),
                     },
                     After::Continue,
                 ),

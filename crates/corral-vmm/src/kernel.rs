@@ -38,29 +38,29 @@ const MIN_BOOT_PROTOCOL: u16 = 0x020c;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KernelError {
-    #[error("cannot open kernel {path}: {source}")]
+    #[error("cannot open kernel {path}")]
     Open {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("cannot read kernel {path}: {source}")]
+    #[error("cannot read kernel {path}")]
     Read {
         path: PathBuf,
         source: std::io::Error,
     },
     #[error("{path} is not a kernel corral can boot: {reason}")]
     NotAKernel { path: PathBuf, reason: ImageError },
-    #[error("cannot load kernel {path} into guest memory: {source}")]
+    #[error("cannot load kernel {path} into guest memory")]
     Load {
         path: PathBuf,
         source: linux_loader::loader::Error,
     },
-    #[error("cannot open initrd {path}: {source}")]
+    #[error("cannot open initrd {path}")]
     OpenInitrd {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("cannot load initrd {path} into guest memory: {source}")]
+    #[error("cannot load initrd {path} into guest memory")]
     LoadInitrd {
         path: PathBuf,
         source: vm_memory::GuestMemoryError,
@@ -74,7 +74,7 @@ pub enum KernelError {
         kernel_mib: u64,
         initrd_mib: u64,
     },
-    #[error("invalid kernel command line: {0}")]
+    #[error("invalid kernel command line")]
     Cmdline(#[from] ConfigError),
     #[error("cannot write the kernel command line: {0}")]
     WriteCmdline(linux_loader::loader::Error),

@@ -44,7 +44,7 @@ pub enum VmmError {
     Kernel(#[from] KernelError),
     #[error(transparent)]
     Mptable(#[from] mptable::MptableTooLarge),
-    #[error("control socket: {0}")]
+    #[error("control socket")]
     Control(#[from] corral_control::ControlError),
     #[error(transparent)]
     Console(#[from] ConsoleError),
@@ -54,7 +54,7 @@ pub enum VmmError {
     Vm(#[from] VmError),
     #[error(transparent)]
     Vcpu(#[from] VcpuError),
-    #[error("cannot write the boot information: {0}")]
+    #[error("cannot write the boot information")]
     BootInfo(#[from] linux_loader::configurator::Error),
     #[error(transparent)]
     Acpi(#[from] AcpiTooLarge),

@@ -90,7 +90,7 @@ pub struct ImportArgs {
     cmdline: Option<String>,
     /// The most an archive may unpack to (stops decompression bombs), e.g. 10G.
     #[arg(long, value_name = "SIZE", default_value = "64G")]
-    max_size: corral_vmm::config::MemorySize,
+    max_size: corral_control::size::MemorySize,
     #[arg(long, short, value_enum, default_value_t)]
     output: Format,
 }

@@ -16,6 +16,7 @@ use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use corral_container::spec::validate_process;
 use corral_container::state::OCI_VERSION;
+use corral_container::user::UserIds;
 use corral_container::{Container, CreateOptions, ExecOptions, DEFAULT_STATE_ROOT};
 use oci_spec::runtime::{Process, Spec, UserBuilder};
 
@@ -579,17 +580,10 @@ fn exec_process(container: &Container, args: &ExecArgs) -> anyhow::Result<Proces
     env.extend(args.env.iter().cloned());
     process.set_env(Some(env));
     if let Some(user) = &args.user {
-        let (uid, gid) = match user.split_once(':') {
-            Some((uid, gid)) => (uid.parse::<u32>()?, gid.parse::<u32>()?),
-            None => (
-                user.parse::<u32>()
-                    .with_context(|| format!("--user {user:?} must be uid[:gid]"))?,
-                0,
-            ),
-        };
+        let ids: UserIds = user.parse().context("invalid --user")?;
         let built = UserBuilder::default()
-            .uid(uid)
-            .gid(gid)
+            .uid(ids.uid)
+            .gid(ids.gid)
             .additional_gids(args.additional_gids.clone())
             .build()?;
         process.set_user(built);

@@ -5,10 +5,10 @@ use std::process::ExitCode;
 
 use anyhow::bail;
 use clap::{Args, Subcommand};
+use corral_control::size::MemorySize;
 use corral_core::definition::DiskFormat;
 use corral_core::volume::{NewVolume, Pool, VolumeError, VolumeInfo};
 use corral_disk::OpenOptions;
-use corral_vmm::config::MemorySize;
 
 use crate::output::{self, Format};
 

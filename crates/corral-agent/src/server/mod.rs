@@ -273,14 +273,7 @@ fn error(message: String) -> Reply {
 
 /// An error reply with the error's causes.
 fn error_reply(err: &dyn std::error::Error) -> Reply {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    error(text)
+    error(corral_host::error_chain(err))
 }
 
 fn displayed(paths: &[PathBuf]) -> Vec<String> {

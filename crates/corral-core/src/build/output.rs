@@ -5,12 +5,12 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use corral_control::size::MemorySize;
 use corral_disk::{BackingPolicy, ConvertOptions, DiskFormat};
 use corral_host::fsroot::FsRoot;
 use corral_image::archive::{self, PackOptions};
 use corral_image::metadata::{ContainerDefaults, ImageMetadata, ImageType, VmDefaults};
 use corral_image::store::{Image, Staging, DISK, ROOTFS};
-use corral_vmm::config::MemorySize;
 
 use super::provision::write_inside;
 use super::spec::{Output, DEFAULT_VM_CMDLINE};

@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use corral_control::size::MemorySize;
 use corral_image::metadata::ContainerDefaults;
-use corral_vmm::config::MemorySize;
 use serde::Deserialize;
 
 /// A spec as written.

@@ -24,9 +24,9 @@ pub const MMIO_SLOT_BYTES: u64 = 0x1000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum InterruptError {
-    #[error("cannot create an eventfd for interrupt {gsi}: {source}")]
+    #[error("cannot create an eventfd for interrupt {gsi}")]
     EventFd { gsi: u32, source: std::io::Error },
-    #[error("cannot register interrupt {gsi} with KVM (irqfd): {source}")]
+    #[error("cannot register interrupt {gsi} with KVM (irqfd)")]
     Register { gsi: u32, source: kvm_ioctls::Error },
     #[error("no interrupt line left for another device (all {0} I/O APIC pins are in use)")]
     NoGsiLeft(u8),

@@ -45,7 +45,7 @@ pub enum DeviceError {
     Bus(#[from] BusOverlap),
     #[error(transparent)]
     Transport(#[from] TransportError),
-    #[error("disk {path}: {source}")]
+    #[error("cannot attach disk {path}")]
     Disk {
         path: PathBuf,
         source: corral_disk::DiskError,

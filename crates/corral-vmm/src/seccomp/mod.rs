@@ -155,13 +155,7 @@ pub fn apply(class: ThreadClass) -> Result<(), SeccompError> {
 /// the process ends (status 1) with the reason on stderr.
 pub fn enter(class: ThreadClass) {
     if let Err(err) = apply(class) {
-        let mut message = format!("corral: {err}");
-        let mut source = std::error::Error::source(&err);
-        while let Some(cause) = source {
-            let _ = write!(message, ": {cause}");
-            source = cause.source();
-        }
-        eprintln!("{message}");
+        eprintln!("corral: {}", corral_host::error_chain(&err));
         std::process::exit(1);
     }
 }

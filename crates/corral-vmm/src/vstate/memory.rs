@@ -8,12 +8,12 @@ use crate::arch::x86_64::ram_regions;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MemoryError {
-    #[error("cannot allocate {size} bytes of guest memory: {source}")]
+    #[error("cannot allocate {size} bytes of guest memory")]
     Allocate {
         size: u64,
         source: vm_memory::mmap::FromRangesError,
     },
-    #[error("cannot register guest memory slot {slot} with KVM: {source}")]
+    #[error("cannot register guest memory slot {slot} with KVM")]
     Register {
         slot: u32,
         source: kvm_ioctls::Error,

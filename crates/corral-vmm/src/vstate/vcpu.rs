@@ -26,12 +26,12 @@ use crate::seccomp::{self, ThreadClass};
 
 #[derive(Debug, thiserror::Error)]
 pub enum VcpuError {
-    #[error("cannot create vCPU {index}: {source}")]
+    #[error("cannot create vCPU {index}")]
     Create {
         index: u8,
         source: kvm_ioctls::Error,
     },
-    #[error("cannot set up vCPU {index} ({what}): {source}")]
+    #[error("cannot set up vCPU {index} ({what})")]
     Setup {
         index: u8,
         what: &'static str,
@@ -49,7 +49,7 @@ pub enum VcpuError {
     BootTables(#[from] BootTablesError),
     #[error("cannot install the vCPU kick signal handler: {0}")]
     Signal(vmm_sys_util::errno::Error),
-    #[error("cannot start the thread of vCPU {index}: {source}")]
+    #[error("cannot start the thread of vCPU {index}")]
     Thread { index: u8, source: std::io::Error },
     #[error("the vCPUs did not stop within {0:?}")]
     StopTimeout(Duration),

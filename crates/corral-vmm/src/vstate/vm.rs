@@ -11,7 +11,7 @@ use crate::arch::x86_64::layout::KVM_TSS_ADDRESS;
 pub enum VmError {
     #[error("cannot create a KVM virtual machine: {0}")]
     Create(kvm_ioctls::Error),
-    #[error("cannot set up the in-kernel {what}: {source}")]
+    #[error("cannot set up the in-kernel {what}")]
     Irqchip {
         what: &'static str,
         source: kvm_ioctls::Error,

@@ -39,7 +39,7 @@ const CONFIG_SPACE_OFFSET: u64 = 0x100;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
-    #[error("cannot create the notification eventfd of {device} queue {queue}: {source}")]
+    #[error("cannot create the notification eventfd of {device} queue {queue}")]
     EventFd {
         device: String,
         queue: usize,

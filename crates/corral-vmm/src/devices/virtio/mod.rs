@@ -46,7 +46,7 @@ pub type Chain<'m> = DescriptorChain<&'m GuestMemoryMmap>;
 /// asks for a reset.
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
-    #[error("queue {queue}: {source}")]
+    #[error("queue {queue}")]
     Ring {
         queue: usize,
         source: virtio_queue::Error,

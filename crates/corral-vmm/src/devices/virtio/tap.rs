@@ -14,17 +14,17 @@ pub enum TapError {
     Name(String),
     #[error("cannot open /dev/net/tun: {0}; is the tun module loaded and are you root?")]
     OpenTun(std::io::Error),
-    #[error("cannot create or attach to tap device {name}: {source}")]
+    #[error("cannot create or attach to tap device {name}")]
     Create {
         name: String,
         source: std::io::Error,
     },
-    #[error("cannot bring tap device {name} up: {source}")]
+    #[error("cannot bring tap device {name} up")]
     Up {
         name: String,
         source: std::io::Error,
     },
-    #[error("cannot add tap device {tap} to bridge {bridge}: {source}; does the bridge exist?")]
+    #[error("cannot add tap device {tap} to bridge {bridge}; does the bridge exist?")]
     Bridge {
         tap: String,
         bridge: String,

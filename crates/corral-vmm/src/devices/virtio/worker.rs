@@ -27,7 +27,7 @@ const EVENTS_PER_WAIT: usize = 32;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
-    #[error("cannot set up the I/O thread of {device}: {source}")]
+    #[error("cannot set up the I/O thread of {device}")]
     Setup {
         device: String,
         source: std::io::Error,

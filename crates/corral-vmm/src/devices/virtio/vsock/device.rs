@@ -16,7 +16,7 @@ use crate::seccomp::ThreadClass;
 pub enum VsockError {
     #[error("vsock guest CID {0} is reserved; use 3 or more")]
     Cid(u64),
-    #[error("vsock socket: {0}")]
+    #[error("vsock socket")]
     Socket(#[from] corral_control::ControlError),
     #[error("cannot make the vsock socket non-blocking: {0}")]
     NonBlocking(std::io::Error),
