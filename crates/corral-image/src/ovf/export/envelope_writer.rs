@@ -172,8 +172,12 @@ impl Xml {
         );
         self.text("vssd:VirtualSystemType", VIRTUAL_SYSTEM_TYPE);
         self.end("System");
-        let mut ids = 0u32..;
-        let mut next_id = move || ids.next().map_or(0, |id| id + 1).to_string();
+        // Items are numbered from 1 (the System is 0).
+        let mut last_id = 0u32;
+        let mut next_id = move || {
+            last_id += 1;
+            last_id.to_string()
+        };
         if let Some(cpus) = system.cpus {
             self.item(&Item {
                 allocation_units: Some("hertz * 10^6"),
