@@ -11,6 +11,7 @@ const GUESTS: &[&str] = &[
     "exit",
     "reset",
     "counter",
+    "ticks",
     "triple-fault",
     "ctrl-alt-del",
     "acpi",

@@ -149,13 +149,7 @@ pub fn become_process_identity(process: &Process) -> Result<()> {
 
 /// Sets no_new_privs: from here on exec cannot gain privileges (setuid bits, file caps).
 pub fn set_no_new_privs() -> Result<()> {
-    // SAFETY: PR_SET_NO_NEW_PRIVS takes integer arguments only.
-    let rc = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(Error::sys("set no_new_privs", nix::Error::last()))
-    }
+    nix::sys::prctl::set_no_new_privs().map_err(|e| Error::sys("set no_new_privs", e))
 }
 
 fn prctl_keep_caps(keep: bool) -> Result<()> {

@@ -49,6 +49,14 @@ pub enum Request {
     },
     /// Stop the guest at once.
     Kill,
+    /// Pause, save the VM into the directory `to` (new or empty: `state` and `memory`), then
+    /// resume unless `leave_paused` (or it was paused before). Answered once the files are
+    /// written.
+    Snapshot {
+        to: std::path::PathBuf,
+        #[serde(default)]
+        leave_paused: bool,
+    },
 }
 
 /// Whether the guest is executing.

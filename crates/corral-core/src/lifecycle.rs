@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 use corral_control::exit::{reason, ExitRecord};
 use corral_control::log::SUPERVISOR_LOG_ENV;
 use corral_control::{Client, Info, Request, Response, RunState};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 use serde::Serialize;
 
 use crate::definition::{Definition, Kind};
@@ -342,8 +344,9 @@ impl Manager {
             let _ = self.call(&paths, &Request::Kill);
             if !wait_for_exit(pid, state.pid_start_ticks, STOP_GRACE) {
                 if let Some(pid) = pid {
-                    // SAFETY: kill(2) with a pid we verified belongs to this instance's supervisor.
-                    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+                    // The pid was verified to be this instance's supervisor; it may have just
+                    // exited (ESRCH), which is what the wait below finds out.
+                    let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
                     wait_for_exit(Some(pid), state.pid_start_ticks, STOP_GRACE);
                 }
             }
@@ -669,8 +672,8 @@ fn wait_ready(name: &str, mut child: Child, paths: &InstancePaths) -> Result<Lau
             return Ok(Launch::Running);
         }
         if Instant::now() >= deadline {
-            // SAFETY: kill(2) of our own child, which has not been reaped yet.
-            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            // Our own child, not reaped yet: the pid cannot be anyone else's.
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
             let _ = child.wait();
             return Err(CoreError::StartFailed {
                 name: name.to_string(),

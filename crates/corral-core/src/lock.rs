@@ -3,7 +3,6 @@
 
 use std::fs::File;
 use std::io::{Read, Seek, Write};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -46,14 +45,11 @@ impl InstanceLock {
             .map_err(io)?;
         let deadline = Instant::now() + timeout;
         loop {
-            // SAFETY: flock on a file descriptor we own; LOCK_NB makes it return at once.
-            let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-            if rc == 0 {
-                break;
-            }
-            let err = std::io::Error::last_os_error();
-            if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
-                return Err(io(err));
+            // flock(2), released when the file is closed.
+            match file.try_lock() {
+                Ok(()) => break,
+                Err(std::fs::TryLockError::WouldBlock) => {}
+                Err(std::fs::TryLockError::Error(err)) => return Err(io(err)),
             }
             if Instant::now() >= deadline {
                 let mut holder = String::new();

@@ -172,6 +172,7 @@ impl Shared {
                 Duration::from_secs(timeout_secs.unwrap_or(DEFAULT_SHUTDOWN_SECS)),
             ),
             Request::Kill => self.stop(true, Duration::ZERO),
+            Request::Snapshot { .. } => Err("snapshots of containers are not supported yet".into()),
         };
         match result {
             Ok(()) => Response::State {

@@ -194,5 +194,12 @@ fn handle(shared: &Shared, request: Request) -> (Response, After) {
             },
             After::Continue,
         ),
+        Request::Snapshot { .. } => (
+            Response::Error {
+                message: "a network service has no state to snapshot; stop and start it instead"
+                    .into(),
+            },
+            After::Continue,
+        ),
     }
 }

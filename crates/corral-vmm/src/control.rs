@@ -2,15 +2,16 @@
 
 use std::os::unix::net::UnixListener;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use corral_control::{After, Info, Request, Response, RunState, ServerLimits};
 
 use crate::devices::bus::lock;
 use crate::devices::legacy::i8042::I8042;
-use crate::exit::{ExitReason, StopEvent, StopSender};
+use crate::exit::{ExitReason, StopEvent, StopSender, VmmEvent};
 use crate::seccomp::{self, ThreadClass};
+use crate::snapshot::SnapshotRequest;
 use crate::vstate::vcpu::{ExitCounters, Target, VcpuControl};
 
 /// How long `shutdown` waits for the guest before forcing it off, unless the request says.
@@ -27,11 +28,15 @@ pub struct Runtime {
     pub vcpu_control: Arc<VcpuControl>,
     pub counters: Arc<ExitCounters>,
     stop: StopSender,
+    /// The main thread, which takes snapshots.
+    main: Mutex<mpsc::Sender<VmmEvent>>,
     i8042: Arc<Mutex<I8042>>,
     boot: Mutex<Boot>,
     stopping: AtomicBool,
     /// A `kill` arrived: whatever the guest does next, the VM ends as killed.
     killed: AtomicBool,
+    /// A snapshot is being written: the vCPUs must stay paused until it is.
+    snapshotting: AtomicBool,
     vcpus: u8,
     memory_bytes: u64,
 }
@@ -39,6 +44,7 @@ pub struct Runtime {
 impl Runtime {
     pub fn new(
         stop: StopSender,
+        main: mpsc::Sender<VmmEvent>,
         i8042: Arc<Mutex<I8042>>,
         vcpus: u8,
         memory_bytes: u64,
@@ -47,6 +53,7 @@ impl Runtime {
             vcpu_control: Arc::new(VcpuControl::default()),
             counters: Arc::new(ExitCounters::default()),
             stop,
+            main: Mutex::new(main),
             i8042,
             boot: Mutex::new(Boot {
                 started: Instant::now(),
@@ -54,6 +61,7 @@ impl Runtime {
             }),
             stopping: AtomicBool::new(false),
             killed: AtomicBool::new(false),
+            snapshotting: AtomicBool::new(false),
             vcpus,
             memory_bytes,
         }
@@ -109,6 +117,12 @@ impl Runtime {
                     After::Continue,
                 ),
             },
+            Request::Resume if self.snapshotting.load(Ordering::SeqCst) => (
+                Response::Error {
+                    message: "a snapshot is being taken; resume after it is written".into(),
+                },
+                After::Continue,
+            ),
             Request::Resume => {
                 self.vcpu_control.resume();
                 self.answer_state()
@@ -117,6 +131,9 @@ impl Runtime {
                 let timeout = timeout_secs.map_or(DEFAULT_SHUTDOWN_TIMEOUT, Duration::from_secs);
                 self.shutdown(timeout);
                 self.answer_state()
+            }
+            Request::Snapshot { to, leave_paused } => {
+                (self.snapshot(to, leave_paused), After::Continue)
             }
             Request::Kill => {
                 self.stopping.store(true, Ordering::SeqCst);
@@ -133,6 +150,36 @@ impl Runtime {
                 };
                 (answer, After::Then(Box::new(kill)))
             }
+        }
+    }
+
+    /// Has the main thread save the VM into `dir`; answers with the state afterwards.
+    fn snapshot(&self, dir: std::path::PathBuf, leave_paused: bool) -> Response {
+        let (reply, answer) = mpsc::channel();
+        let request = SnapshotRequest {
+            dir,
+            leave_paused,
+            reply,
+        };
+        // One at a time: a second one waits here rather than in the main thread's queue.
+        let main = lock(&self.main);
+        self.snapshotting.store(true, Ordering::SeqCst);
+        let done = main
+            .send(VmmEvent::Snapshot(request))
+            .ok()
+            .and_then(|()| answer.recv().ok());
+        self.snapshotting.store(false, Ordering::SeqCst);
+        drop(main);
+        match done {
+            Some(Ok(())) => Response::State {
+                state: self.state(),
+            },
+            Some(Err(err)) => Response::Error {
+                message: corral_host::error_chain(&err),
+            },
+            None => Response::Error {
+                message: "the VMM is exiting; no snapshot was taken".into(),
+            },
         }
     }
 

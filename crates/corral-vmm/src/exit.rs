@@ -1,6 +1,7 @@
 //! Why a guest stopped, and how that reaches the VMM's main thread.
 
 use std::sync::mpsc::Sender;
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -49,17 +50,33 @@ impl StopEvent {
     }
 }
 
-/// Where stop events go. The receiver lives as long as the VMM, so a failed send only happens
-/// while the process is exiting and is ignored.
+/// What the VMM's main thread waits for.
+pub enum VmmEvent {
+    Stop(StopEvent),
+    /// From the control socket: save the running guest.
+    Snapshot(crate::snapshot::SnapshotRequest),
+}
+
+impl From<StopEvent> for VmmEvent {
+    fn from(event: StopEvent) -> VmmEvent {
+        VmmEvent::Stop(event)
+    }
+}
+
+/// Where stop events go: a channel of stop events, or of anything made from them (the main
+/// thread's [`VmmEvent`]s). The receiver lives as long as the VMM, so a failed send only
+/// happens while the process is exiting and is ignored.
 #[derive(Clone)]
-pub struct StopSender(Sender<StopEvent>);
+pub struct StopSender(Arc<dyn Fn(StopEvent) + Send + Sync>);
 
 impl StopSender {
-    pub fn new(sender: Sender<StopEvent>) -> StopSender {
-        StopSender(sender)
+    pub fn new<T: From<StopEvent> + Send + 'static>(sender: Sender<T>) -> StopSender {
+        StopSender(Arc::new(move |event: StopEvent| {
+            let _ = sender.send(event.into());
+        }))
     }
 
     pub fn send(&self, event: StopEvent) {
-        let _ = self.0.send(event);
+        (self.0)(event)
     }
 }

@@ -14,9 +14,10 @@ pub mod exit;
 pub mod jail;
 pub mod kernel;
 pub mod seccomp;
+pub mod snapshot;
 mod vmm;
 pub mod vstate;
 
 pub use config::VmConfig;
 pub use exit::ExitReason;
-pub use vmm::{run, RunOptions, VmExit, VmmError};
+pub use vmm::{restore, run, RunOptions, VmExit, VmmError};

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use corral_control::log::{Allowed, RateLimit, StdioLog, DEFAULT_LOG_LIMIT};
@@ -23,11 +23,15 @@ use crate::config::{Action, ConfigError, VmConfig};
 use crate::console::{Console, ConsoleError, SocketFiles};
 use crate::control::{self, Runtime};
 use crate::devices::{open_virtio_devices, virtio_slots, DeviceError, DeviceManager};
-use crate::exit::{ExitReason, StopEvent, StopSender};
+use crate::exit::{ExitReason, StopEvent, StopSender, VmmEvent};
 use crate::jail::{self, JailConfig, JailError};
 use crate::kernel::{place_initrd, write_cmdline, Initrd, KernelError, KernelImage};
 use crate::seccomp::{self, SeccompError, ThreadClass};
-use crate::vstate::vcpu::{self, install_kick_handler, Vcpu, VcpuContext, VcpuError};
+use crate::snapshot::{self, SavedVm, Snapshot, SnapshotError, SnapshotRequest};
+use crate::vstate::vcpu::{
+    self, install_kick_handler, lock_vcpu, SharedVcpu, Vcpu, VcpuContext, VcpuError,
+};
+use crate::vstate::vcpu_state::{self, VcpuStateError};
 use crate::vstate::vm::{Vm, VmError};
 
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +70,10 @@ pub enum VmmError {
     Jail(#[from] JailError),
     #[error("cannot start a VMM thread")]
     Thread(#[source] std::io::Error),
+    #[error(transparent)]
+    VcpuState(#[from] VcpuStateError),
+    #[error("cannot restore the snapshot")]
+    Restore(#[source] SnapshotError),
 }
 
 /// How the VMM process runs, beyond the machine its configuration describes.
@@ -78,6 +86,8 @@ pub struct RunOptions {
     /// The file stdout and stderr point at (the caller opened it), which the main thread rotates
     /// at [`DEFAULT_LOG_LIMIT`] bytes; in the jail directory when jailed.
     pub log_file: Option<PathBuf>,
+    /// Start with the vCPUs paused (a `resume` on the control socket starts them).
+    pub start_paused: bool,
 }
 
 /// How a VM ended.
@@ -131,6 +141,8 @@ struct Prepared {
     acpi_tables: Vec<u8>,
     /// The configured command line plus the virtio device announcements.
     cmdline: String,
+    /// The MSRs a snapshot saves (KVM's list, read before the seccomp filters forbid it).
+    msrs_to_save: Vec<u32>,
 }
 
 fn prepare(config: &VmConfig) -> Result<Prepared, VmmError> {
@@ -168,6 +180,7 @@ fn prepare(config: &VmConfig) -> Result<Prepared, VmmError> {
     };
     let mptable = mptable::build(MPTABLE_START, config.vcpus)?;
     let acpi_tables = acpi::build(config.vcpus)?;
+    let msrs_to_save = vcpu_state::msrs_to_save(&kvm)?;
     Ok(Prepared {
         kvm,
         kernel,
@@ -178,6 +191,7 @@ fn prepare(config: &VmConfig) -> Result<Prepared, VmmError> {
         mptable,
         acpi_tables,
         cmdline,
+        msrs_to_save,
     })
 }
 
@@ -186,7 +200,7 @@ fn build_vm(
     config: &VmConfig,
     prepared: &mut Prepared,
     devices: &DeviceManager,
-) -> Result<(Vm, Vec<Vcpu>), VmmError> {
+) -> Result<(Vm, Vec<SharedVcpu>), VmmError> {
     let vm = Vm::new(&prepared.kvm, config.memory.0)?;
     let (entry, setup_header) = prepared.kernel.load(&vm.memory)?;
     if let (Some(initrd), Some(placement)) = (&mut prepared.initrd, prepared.initrd_placement) {
@@ -217,7 +231,7 @@ fn build_vm(
     for index in 0..config.vcpus {
         let vcpu = Vcpu::new(&vm.fd, index)?;
         vcpu.configure(&prepared.cpuid, prepared.policy, &vm.memory, entry)?;
-        vcpus.push(vcpu);
+        vcpus.push(Arc::new(Mutex::new(vcpu)));
     }
     tracing::info!(
         "booting {} with {} vCPUs and {} through {entry:?}",
@@ -228,6 +242,83 @@ fn build_vm(
     Ok((vm, vcpus))
 }
 
+/// Builds the VM a snapshot describes: memory from its file, then the VM-wide state, the
+/// devices and the vCPUs (Firecracker's order: vCPUs exist before the irqchip state is set).
+fn build_restored(
+    config: &VmConfig,
+    prepared: &Prepared,
+    devices: &DeviceManager,
+    saved: &SavedVm,
+) -> Result<(Vm, Vec<SharedVcpu>), SnapshotError> {
+    let snapshot = &saved.snapshot;
+    if snapshot.vcpus.len() != usize::from(config.vcpus) {
+        return Err(SnapshotError::VcpuCount {
+            path: saved.memory_path.clone(),
+            found: snapshot.vcpus.len(),
+            vcpus: config.vcpus,
+        });
+    }
+    let vm = Vm::new(&prepared.kvm, config.memory.0)?;
+    snapshot::memory::load(&saved.memory, &saved.memory_path, &vm.memory)?;
+    devices.attach(&vm.fd, &vm.memory)?;
+    vcpu_state::check_xsave_size(&vm.fd)?;
+    let vcpus = (0..config.vcpus)
+        .map(|index| Vcpu::new(&vm.fd, index))
+        .collect::<Result<Vec<_>, _>>()?;
+    vm.restore_state(&snapshot.vm)?;
+    devices.restore_state(&snapshot.devices)?;
+    for (vcpu, state) in vcpus.iter().zip(&snapshot.vcpus) {
+        vcpu.restore_state(state)?;
+    }
+    tracing::info!(
+        "restored a VM with {} vCPUs and {} from {}",
+        config.vcpus,
+        config.memory,
+        saved.memory_path.display()
+    );
+    Ok((
+        vm,
+        vcpus.into_iter().map(|v| Arc::new(Mutex::new(v))).collect(),
+    ))
+}
+
+/// Saves the running VM into `request.dir`: pauses the vCPUs, saves, and resumes them unless
+/// asked not to (or they were paused before).
+fn take_snapshot(
+    request: &SnapshotRequest,
+    config: &VmConfig,
+    prepared: &Prepared,
+    running: (&Vm, &[SharedVcpu]),
+    devices: &DeviceManager,
+    runtime: &Runtime,
+) -> Result<(), SnapshotError> {
+    let (vm, vcpus) = running;
+    let control = &runtime.vcpu_control;
+    let was_paused = control.target() == vcpu::Target::Pause;
+    control.pause()?;
+    let result = (|| {
+        let devices = devices.save_state()?;
+        snapshot::prepare_dir(&request.dir)?;
+        vcpu_state::check_xsave_size(&vm.fd)?;
+        let vcpus = vcpus
+            .iter()
+            .map(|vcpu| lock_vcpu(vcpu).save_state(&prepared.msrs_to_save))
+            .collect::<Result<Vec<_>, _>>()?;
+        let snapshot = Snapshot {
+            config: config.clone(),
+            vm: vm.save_state()?,
+            vcpus,
+            devices,
+        };
+        snapshot::write(&request.dir, &snapshot, &vm.memory)
+    })();
+    // A failed snapshot leaves the VM as it was.
+    if !was_paused && (result.is_err() || !request.leave_paused) {
+        control.resume();
+    }
+    result
+}
+
 /// Runs the VM described by `config` until it stops for good.
 ///
 /// Everything on the host is opened first (kernel, initrd, KVM, disks, taps, sockets, the
@@ -235,6 +326,25 @@ fn build_vm(
 /// confined by its seccomp filter (`config.seccomp`), and the main thread confines itself
 /// before the first boot.
 pub fn run(config: &VmConfig, options: &RunOptions) -> Result<VmExit, VmmError> {
+    run_vm(config, options, None)
+}
+
+/// Runs the VM saved in `saved` (opened with [`SavedVm::open`]) until it stops for good, as
+/// [`run`] does. `config` is the snapshot's, with only host-side settings (console, sockets)
+/// changed; a guest reboot boots its kernel afresh.
+pub fn restore(
+    config: &VmConfig,
+    options: &RunOptions,
+    saved: SavedVm,
+) -> Result<VmExit, VmmError> {
+    run_vm(config, options, Some(saved))
+}
+
+fn run_vm(
+    config: &VmConfig,
+    options: &RunOptions,
+    mut restore: Option<SavedVm>,
+) -> Result<VmExit, VmmError> {
     let jail = options.jail.as_ref().map(jail::prepare).transpose()?;
     if config.seccomp {
         seccomp::prepare()?;
@@ -264,8 +374,8 @@ pub fn run(config: &VmConfig, options: &RunOptions) -> Result<VmExit, VmmError> 
         jail.enter()?;
     }
 
-    let (sender, events) = mpsc::channel::<StopEvent>();
-    let stop = StopSender::new(sender);
+    let (sender, events) = mpsc::channel::<VmmEvent>();
+    let stop = StopSender::new(sender.clone());
     let devices = DeviceManager::new(
         console.output(),
         stop.clone(),
@@ -280,6 +390,7 @@ pub fn run(config: &VmConfig, options: &RunOptions) -> Result<VmExit, VmmError> 
 
     let runtime = Arc::new(Runtime::new(
         stop.clone(),
+        sender,
         devices.i8042.clone(),
         config.vcpus,
         config.memory.0,
@@ -299,7 +410,12 @@ pub fn run(config: &VmConfig, options: &RunOptions) -> Result<VmExit, VmmError> 
     let mut history = Restarts::default();
     let mut crash_reports = RateLimit::new(CRASH_REPORTS_PER_MINUTE, Duration::from_secs(60));
     loop {
-        let (vm, vcpus) = build_vm(config, &mut prepared, &devices)?;
+        let (vm, vcpus) = match restore.take() {
+            Some(saved) => {
+                build_restored(config, &prepared, &devices, &saved).map_err(VmmError::Restore)?
+            }
+            None => build_vm(config, &mut prepared, &devices)?,
+        };
         let context = Arc::new(VcpuContext {
             pio_bus: devices.pio_bus.clone(),
             mmio_bus: devices.mmio_bus.clone(),
@@ -310,18 +426,36 @@ pub fn run(config: &VmConfig, options: &RunOptions) -> Result<VmExit, VmmError> 
         });
         runtime.boot_started();
         let booted = Instant::now();
-        let handles = vcpu::start_all(vcpus, &context)?;
+        let paused = options.start_paused && restarts == 0;
+        let handles = vcpu::start_all(&vcpus, &context, paused)?;
         // `runtime` holds a sender, so the channel never disconnects while we wait.
-        let mut event = next_event(&events, None, &mut log)
-            .unwrap_or_else(|| StopEvent::new(ExitReason::Killed, "event channel closed"));
+        let mut event = loop {
+            match next_event(&events, None, &mut log) {
+                Some(VmmEvent::Stop(event)) => break event,
+                Some(VmmEvent::Snapshot(request)) => {
+                    let running = (&vm, vcpus.as_slice());
+                    let result =
+                        take_snapshot(&request, config, &prepared, running, &devices, &runtime);
+                    let _ = request.reply.send(result);
+                }
+                None => break StopEvent::new(ExitReason::Killed, "event channel closed"),
+            }
+        };
         vcpu::stop_all(&runtime.vcpu_control, handles)?;
         // Events that raced with this one belong to the guest that just stopped, except a kill
         // from outside: that must not be lost to a restart.
         for late in events.try_iter() {
-            if late.reason == ExitReason::Killed && event.reason != ExitReason::Killed {
-                event = late;
+            match late {
+                VmmEvent::Stop(late)
+                    if late.reason == ExitReason::Killed && event.reason != ExitReason::Killed =>
+                {
+                    event = late
+                }
+                VmmEvent::Stop(_) => {}
+                VmmEvent::Snapshot(request) => refuse_snapshot(request),
             }
         }
+        drop(vcpus);
         drop(context);
         drop(vm);
         // A kill may race with the guest's own reboot or crash; the kill is what ends the VM.
@@ -411,13 +545,18 @@ impl OwnLog {
     }
 }
 
-/// The next stop event, or `None` once `deadline` passes (never when `None`) or the channel
+/// A snapshot asked for while no guest runs (between a stop and a restart).
+fn refuse_snapshot(request: SnapshotRequest) {
+    let _ = request.reply.send(Err(SnapshotError::NoGuest));
+}
+
+/// The next event, or `None` once `deadline` passes (never when `None`) or the channel
 /// closes. The log is checked every [`LOG_CHECK_INTERVAL`] meanwhile.
 fn next_event(
-    events: &mpsc::Receiver<StopEvent>,
+    events: &mpsc::Receiver<VmmEvent>,
     deadline: Option<Instant>,
     log: &mut OwnLog,
-) -> Option<StopEvent> {
+) -> Option<VmmEvent> {
     loop {
         let mut wait = LOG_CHECK_INTERVAL;
         if let Some(deadline) = deadline {
@@ -437,7 +576,7 @@ fn next_event(
 /// Waits `wait` before a restart. A stop requested meanwhile ends the run instead: `Some` with
 /// how (killed, or the event the guest stopped with when a shutdown was asked for).
 fn wait_to_restart(
-    events: &mpsc::Receiver<StopEvent>,
+    events: &mpsc::Receiver<VmmEvent>,
     runtime: &Runtime,
     wait: Duration,
     stopped: &StopEvent,
@@ -446,8 +585,10 @@ fn wait_to_restart(
     let deadline = Instant::now() + wait;
     // No guest runs: only the control socket (or its shutdown timer) sends now.
     while let Some(event) = next_event(events, Some(deadline), log) {
-        if event.reason == ExitReason::Killed {
-            return Some(event);
+        match event {
+            VmmEvent::Stop(event) if event.reason == ExitReason::Killed => return Some(event),
+            VmmEvent::Stop(_) => {}
+            VmmEvent::Snapshot(request) => refuse_snapshot(request),
         }
     }
     if runtime.kill_requested() {

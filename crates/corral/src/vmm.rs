@@ -12,6 +12,7 @@ use corral_vmm::config::{
 };
 use corral_vmm::exit::ExitReason;
 use corral_vmm::jail::JailConfig;
+use corral_vmm::snapshot::SavedVm;
 
 #[derive(clap::Subcommand)]
 pub enum VmmCommand {
@@ -33,6 +34,18 @@ pub struct RunArgs {
     /// A TOML VM config; flags given as well override its values.
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Restore the VM saved in DIR by `corral vmm control SOCKET snapshot --to DIR` instead of
+    /// booting one: the machine comes from the snapshot; console, sockets and policies may be
+    /// given anew.
+    #[arg(
+        long,
+        value_name = "DIR",
+        conflicts_with_all = ["config", "kernel", "initrd", "cmdline", "vcpus", "memory", "disks", "nics", "rng", "vsock"]
+    )]
+    restore: Option<PathBuf>,
+    /// Start with the vCPUs paused; `corral vmm control SOCKET resume` starts them.
+    #[arg(long, requires = "control_socket")]
+    paused: bool,
     /// Write why the VM stopped to this file as JSON before exiting (for supervisors).
     #[arg(long)]
     exit_file: Option<PathBuf>,
@@ -113,6 +126,14 @@ pub enum ControlRequest {
         timeout_secs: Option<u64>,
     },
     Kill,
+    /// Pause, save the VM into DIR (`state` and `memory`; DIR must be new or empty), resume.
+    Snapshot {
+        #[arg(long, value_name = "DIR")]
+        to: PathBuf,
+        /// Stay paused after saving (e.g. before killing the VMM to restore elsewhere).
+        #[arg(long)]
+        leave_paused: bool,
+    },
 }
 
 pub fn run(command: VmmCommand) -> anyhow::Result<ExitCode> {
@@ -122,10 +143,13 @@ pub fn run(command: VmmCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn config_from(args: RunArgs) -> anyhow::Result<VmConfig> {
-    let mut config = match &args.config {
-        Some(path) => VmConfig::from_file(path)?,
-        None => VmConfig::new(args.kernel.clone().unwrap_or_default()),
+/// The VM's configuration: `saved` (a snapshot's) or the config file or defaults, with the
+/// flags applied.
+fn config_from(args: RunArgs, saved: Option<VmConfig>) -> anyhow::Result<VmConfig> {
+    let mut config = match (saved, &args.config) {
+        (Some(saved), _) => saved,
+        (None, Some(path)) => VmConfig::from_file(path)?,
+        (None, None) => VmConfig::new(args.kernel.clone().unwrap_or_default()),
     };
     if let Some(kernel) = args.kernel {
         config.kernel = kernel;
@@ -186,8 +210,11 @@ fn run_vm(args: RunArgs) -> anyhow::Result<ExitCode> {
         jail,
         forbidden_call_port: args.test_forbidden_call_port,
         log_file: args.log_file.clone(),
+        start_paused: args.paused,
     };
-    let result = config_from(args).and_then(|mut config| {
+    let saved = args.restore.as_deref().map(SavedVm::open).transpose();
+    let result = saved.map_err(anyhow::Error::from).and_then(|saved| {
+        let mut config = config_from(args, saved.as_ref().map(|s| s.snapshot.config.clone()))?;
         if let Some(jail) = &options.jail {
             jail.place_config(&mut config)?;
             if let Some(path) = &mut exit_file {
@@ -197,7 +224,10 @@ fn run_vm(args: RunArgs) -> anyhow::Result<ExitCode> {
                 *path = jail.place("log file", path)?;
             }
         }
-        Ok(corral_vmm::run(&config, &options)?)
+        Ok(match saved {
+            Some(saved) => corral_vmm::restore(&config, &options, saved)?,
+            None => corral_vmm::run(&config, &options)?,
+        })
     });
     if let Some(path) = &exit_file {
         exit_record(&result).write(path)?;
@@ -264,6 +294,11 @@ fn control(socket: PathBuf, request: ControlRequest) -> anyhow::Result<ExitCode>
         ControlRequest::Resume => Request::Resume,
         ControlRequest::Shutdown { timeout_secs } => Request::Shutdown { timeout_secs },
         ControlRequest::Kill => Request::Kill,
+        ControlRequest::Snapshot { to, leave_paused } => Request::Snapshot {
+            // The VMM may run elsewhere (another working directory, a jail): send a full path.
+            to: std::path::absolute(&to)?,
+            leave_paused,
+        },
     };
     let mut client = Client::connect(&socket, Duration::from_secs(30))?;
     let response = client.call(&request)?;

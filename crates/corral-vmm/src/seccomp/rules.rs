@@ -34,6 +34,37 @@ mod ioctl {
     pub const KVM_SET_LAPIC: u64 = 0x4400_ae8f;
     pub const KVM_SET_CPUID2: u64 = 0x4008_ae90;
     pub const KVM_TRANSLATE: u64 = 0xc018_ae85;
+    // The calls that save and restore a VM's state (snapshots), numbered from their argument
+    // types as the kernel's _IOR/_IOW/_IOWR do.
+    use kvm_bindings::{
+        kvm_clock_data, kvm_cpuid2, kvm_debugregs, kvm_irqchip, kvm_mp_state, kvm_msrs,
+        kvm_pit_state2, kvm_vcpu_events, kvm_xcrs, kvm_xsave,
+    };
+    const fn kvm(direction: u64, nr: u64, size: usize) -> u64 {
+        (direction << 30) | ((size as u64) << 16) | (0xae << 8) | nr
+    }
+    const W: u64 = 1;
+    const R: u64 = 2;
+    const RW: u64 = 3;
+    use std::mem::size_of;
+    pub const KVM_GET_MSRS: u64 = kvm(RW, 0x88, size_of::<kvm_msrs>());
+    pub const KVM_GET_CPUID2: u64 = kvm(RW, 0x91, size_of::<kvm_cpuid2>());
+    pub const KVM_GET_MP_STATE: u64 = kvm(R, 0x98, size_of::<kvm_mp_state>());
+    pub const KVM_SET_MP_STATE: u64 = kvm(W, 0x99, size_of::<kvm_mp_state>());
+    pub const KVM_GET_IRQCHIP: u64 = kvm(RW, 0x62, size_of::<kvm_irqchip>());
+    pub const KVM_SET_IRQCHIP: u64 = kvm(R, 0x63, size_of::<kvm_irqchip>());
+    pub const KVM_SET_CLOCK: u64 = kvm(W, 0x7b, size_of::<kvm_clock_data>());
+    pub const KVM_GET_CLOCK: u64 = kvm(R, 0x7c, size_of::<kvm_clock_data>());
+    pub const KVM_GET_PIT2: u64 = kvm(R, 0x9f, size_of::<kvm_pit_state2>());
+    pub const KVM_SET_PIT2: u64 = kvm(W, 0xa0, size_of::<kvm_pit_state2>());
+    pub const KVM_GET_VCPU_EVENTS: u64 = kvm(R, 0x9f, size_of::<kvm_vcpu_events>());
+    pub const KVM_SET_VCPU_EVENTS: u64 = kvm(W, 0xa0, size_of::<kvm_vcpu_events>());
+    pub const KVM_GET_DEBUGREGS: u64 = kvm(R, 0xa1, size_of::<kvm_debugregs>());
+    pub const KVM_SET_DEBUGREGS: u64 = kvm(W, 0xa2, size_of::<kvm_debugregs>());
+    pub const KVM_GET_XSAVE: u64 = kvm(R, 0xa4, size_of::<kvm_xsave>());
+    pub const KVM_SET_XSAVE: u64 = kvm(W, 0xa5, size_of::<kvm_xsave>());
+    pub const KVM_GET_XCRS: u64 = kvm(R, 0xa6, size_of::<kvm_xcrs>());
+    pub const KVM_SET_XCRS: u64 = kvm(W, 0xa7, size_of::<kvm_xcrs>());
     pub const BLKDISCARD: u64 = 0x1277;
     pub const BLKZEROOUT: u64 = 0x127f;
     pub const FIONBIO: u64 = 0x5421;
@@ -259,6 +290,25 @@ impl List {
             KVM_SET_LAPIC,
             KVM_SET_SREGS,
             KVM_SET_REGS,
+            // Snapshots: saved (and restored) by the main thread while the vCPUs are parked.
+            KVM_GET_MSRS,
+            KVM_GET_CPUID2,
+            KVM_GET_MP_STATE,
+            KVM_SET_MP_STATE,
+            KVM_GET_IRQCHIP,
+            KVM_SET_IRQCHIP,
+            KVM_GET_CLOCK,
+            KVM_SET_CLOCK,
+            KVM_GET_PIT2,
+            KVM_SET_PIT2,
+            KVM_GET_VCPU_EVENTS,
+            KVM_SET_VCPU_EVENTS,
+            KVM_GET_DEBUGREGS,
+            KVM_SET_DEBUGREGS,
+            KVM_GET_XSAVE,
+            KVM_SET_XSAVE,
+            KVM_GET_XCRS,
+            KVM_SET_XCRS,
         ])?;
         // Stopping vCPUs interrupts KVM_RUN with the kick signal.
         self.allow_signals(&[vmm_sys_util::signal::SIGRTMIN()])?;
@@ -277,6 +327,10 @@ impl List {
             Sysno::statx,
             Sysno::fstat,
             Sysno::unlink,
+            // Snapshots: the directory check and the sparse memory file.
+            Sysno::getdents64,
+            Sysno::pwrite64,
+            Sysno::ftruncate,
         ]);
         // Its own log's rotation (`StdioLog::rotate_if_full`; the lookups, the rename and the
         // open are above) points stdout and stderr at the new file.
@@ -378,4 +432,26 @@ pub fn for_class(class: ThreadClass, pid: libc::pid_t) -> Result<Rules, BackendE
         ThreadClass::Console => list.console()?,
     }
     Ok(list.rules)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ioctl::*;
+
+    #[test]
+    fn state_ioctl_numbers_match_the_kernel_headers() {
+        // Values from <linux/kvm.h> as compiled for x86_64.
+        assert_eq!(KVM_GET_XSAVE, 0x9000_aea4);
+        assert_eq!(KVM_SET_XSAVE, 0x5000_aea5);
+        assert_eq!(KVM_GET_IRQCHIP, 0xc208_ae62);
+        assert_eq!(KVM_SET_IRQCHIP, 0x8208_ae63);
+        assert_eq!(KVM_GET_CLOCK, 0x8030_ae7c);
+        assert_eq!(KVM_GET_PIT2, 0x8070_ae9f);
+        assert_eq!(KVM_GET_VCPU_EVENTS, 0x8040_ae9f);
+        assert_eq!(KVM_GET_MSRS, 0xc008_ae88);
+        assert_eq!(KVM_GET_CPUID2, 0xc008_ae91);
+        assert_eq!(KVM_GET_XCRS, 0x8188_aea6);
+        assert_eq!(KVM_GET_DEBUGREGS, 0x8080_aea1);
+        assert_eq!(KVM_GET_MP_STATE, 0x8004_ae98);
+    }
 }

@@ -23,6 +23,7 @@ use crate::arch::x86_64::regs::{boot_fpu, boot_regs, boot_sregs, BootTablesError
 use crate::devices::bus::Bus;
 use crate::exit::{ExitReason, StopEvent, StopSender};
 use crate::seccomp::{self, ThreadClass};
+use crate::vstate::vcpu_state::{self, VcpuState, VcpuStateError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum VcpuError {
@@ -119,10 +120,10 @@ impl VcpuControl {
         self.lock().target
     }
 
-    /// Prepares for a new set of threads, which start in the `Run` state.
-    fn begin(&self) {
+    /// Prepares for a new set of threads, which start in the `target` state.
+    fn begin(&self, target: Target) {
         let mut state = self.lock();
-        state.target = Target::Run;
+        state.target = target;
         state.parked = 0;
         state.alive = 0;
         state.threads.clear();
@@ -350,50 +351,14 @@ impl Vcpu {
             .map_err(self.setup_error("local APIC"))
     }
 
-    /// Starts the vCPU's thread.
-    fn spawn(self, context: Arc<VcpuContext>) -> Result<std::thread::JoinHandle<()>, VcpuError> {
-        use std::os::unix::thread::JoinHandleExt;
-        let index = self.index;
-        let control = context.control.clone();
-        control.lock().alive += 1;
-        let spawned = std::thread::Builder::new()
-            .name(format!("vcpu{index}"))
-            .spawn(move || self.run(&context));
-        let mut state = control.lock();
-        match spawned {
-            Ok(handle) => {
-                state.threads.push(handle.as_pthread_t());
-                Ok(handle)
-            }
-            Err(source) => {
-                state.alive -= 1;
-                Err(VcpuError::Thread { index, source })
-            }
-        }
+    /// Reads this vCPU's complete state; its thread must be parked (the VM paused).
+    pub fn save_state(&mut self, msr_indices: &[u32]) -> Result<VcpuState, VcpuStateError> {
+        vcpu_state::save(&mut self.fd, self.index, msr_indices)
     }
 
-    fn run(mut self, context: &VcpuContext) {
-        seccomp::enter(ThreadClass::Vcpu);
-        while context.control.wait_until_runnable() {
-            match self.run_once(context) {
-                Next::Continue => {}
-                Next::Stop(event) => {
-                    context.stop.send(event);
-                    context.control.wait_for_stop();
-                    return;
-                }
-                Next::Crash(what) => {
-                    // The main thread logs it (rate-limited: a crash loop repeats it).
-                    let dump = self.dump_state(&context.memory);
-                    context.stop.send(StopEvent::new(
-                        ExitReason::Crashed,
-                        format!("vCPU {}: {what}; {dump}", self.index),
-                    ));
-                    context.control.wait_for_stop();
-                    return;
-                }
-            }
-        }
+    /// Writes a saved state into this fresh vCPU, instead of [`Vcpu::configure`].
+    pub fn restore_state(&self, state: &VcpuState) -> Result<(), VcpuStateError> {
+        vcpu_state::restore(&self.fd, self.index, state)
     }
 
     fn run_once(&mut self, context: &VcpuContext) -> Next {
@@ -529,16 +494,76 @@ impl Vcpu {
     }
 }
 
+/// A vCPU shared by its thread, which holds the lock while in `KVM_RUN`, and the main thread,
+/// which takes it while the VM is paused (to save the vCPU's state).
+pub type SharedVcpu = Arc<Mutex<Vcpu>>;
+
+/// Starts the vCPU's thread.
+fn spawn(
+    vcpu: SharedVcpu,
+    context: Arc<VcpuContext>,
+) -> Result<std::thread::JoinHandle<()>, VcpuError> {
+    use std::os::unix::thread::JoinHandleExt;
+    let index = lock_vcpu(&vcpu).index;
+    let control = context.control.clone();
+    control.lock().alive += 1;
+    let spawned = std::thread::Builder::new()
+        .name(format!("vcpu{index}"))
+        .spawn(move || run(&vcpu, &context));
+    let mut state = control.lock();
+    match spawned {
+        Ok(handle) => {
+            state.threads.push(handle.as_pthread_t());
+            Ok(handle)
+        }
+        Err(source) => {
+            state.alive -= 1;
+            Err(VcpuError::Thread { index, source })
+        }
+    }
+}
+
+pub fn lock_vcpu(vcpu: &SharedVcpu) -> MutexGuard<'_, Vcpu> {
+    vcpu.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A vCPU thread: runs the vCPU while allowed to, until it stops the VM or is stopped.
+fn run(shared: &SharedVcpu, context: &VcpuContext) {
+    seccomp::enter(ThreadClass::Vcpu);
+    while context.control.wait_until_runnable() {
+        let mut vcpu = lock_vcpu(shared);
+        let event = match vcpu.run_once(context) {
+            Next::Continue => continue,
+            Next::Stop(event) => event,
+            Next::Crash(what) => {
+                // The main thread logs it (rate-limited: a crash loop repeats it).
+                let dump = vcpu.dump_state(&context.memory);
+                StopEvent::new(
+                    ExitReason::Crashed,
+                    format!("vCPU {}: {what}; {dump}", vcpu.index),
+                )
+            }
+        };
+        drop(vcpu);
+        context.stop.send(event);
+        context.control.wait_for_stop();
+        return;
+    }
+}
+
 /// Starts one thread per vCPU and returns their handles. If a thread cannot be started, the
 /// ones already running are stopped and joined before the error is returned.
 pub fn start_all(
-    vcpus: Vec<Vcpu>,
+    vcpus: &[SharedVcpu],
     context: &Arc<VcpuContext>,
+    paused: bool,
 ) -> Result<Vec<std::thread::JoinHandle<()>>, VcpuError> {
-    context.control.begin();
+    context
+        .control
+        .begin(if paused { Target::Pause } else { Target::Run });
     let mut handles = Vec::with_capacity(vcpus.len());
     for vcpu in vcpus {
-        match vcpu.spawn(context.clone()) {
+        match spawn(vcpu.clone(), context.clone()) {
             Ok(handle) => handles.push(handle),
             Err(err) => {
                 stop_all(&context.control, handles)?;
@@ -572,7 +597,7 @@ mod tests {
         count: usize,
     ) -> (Arc<AtomicU64>, Vec<std::thread::JoinHandle<()>>) {
         let steps = Arc::new(AtomicU64::new(0));
-        control.begin();
+        control.begin(Target::Run);
         control.lock().alive = count;
         let handles = (0..count)
             .map(|_| {

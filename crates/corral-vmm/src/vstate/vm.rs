@@ -1,7 +1,11 @@
 //! One KVM VM: its file descriptor, memory, in-kernel interrupt controllers and PIT.
 
-use kvm_bindings::{kvm_pit_config, KVM_PIT_SPEAKER_DUMMY};
+use kvm_bindings::{
+    kvm_clock_data, kvm_irqchip, kvm_pit_config, kvm_pit_state2, KVM_CLOCK_TSC_STABLE,
+    KVM_IRQCHIP_IOAPIC, KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE, KVM_PIT_SPEAKER_DUMMY,
+};
 use kvm_ioctls::{Kvm, VmFd};
+use serde::{Deserialize, Serialize};
 use vm_memory::GuestMemoryMmap;
 
 use super::memory::{self, MemoryError};
@@ -18,6 +22,30 @@ pub enum VmError {
     },
     #[error(transparent)]
     Memory(#[from] MemoryError),
+    #[error("cannot {action} the VM's {what}")]
+    State {
+        action: &'static str,
+        what: &'static str,
+        source: kvm_ioctls::Error,
+    },
+}
+
+/// The VM-wide KVM state: the in-kernel interrupt controllers, the PIT and the KVM clock.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct VmState {
+    pub pic_master: kvm_irqchip,
+    pub pic_slave: kvm_irqchip,
+    pub ioapic: kvm_irqchip,
+    pub pit: kvm_pit_state2,
+    pub clock: kvm_clock_data,
+}
+
+fn state_error(action: &'static str, what: &'static str) -> impl Fn(kvm_ioctls::Error) -> VmError {
+    move |source| VmError::State {
+        action,
+        what,
+        source,
+    }
 }
 
 pub struct Vm {
@@ -43,5 +71,56 @@ impl Vm {
         };
         fd.create_pit2(pit).map_err(irqchip("PIT"))?;
         Ok(Vm { fd, memory })
+    }
+}
+
+impl Vm {
+    /// Reads the VM-wide state; the vCPUs must be paused.
+    pub fn save_state(&self) -> Result<VmState, VmError> {
+        let chip = |chip_id, what| {
+            let mut chip = kvm_irqchip {
+                chip_id,
+                ..Default::default()
+            };
+            self.fd
+                .get_irqchip(&mut chip)
+                .map_err(state_error("read", what))
+                .map(|()| chip)
+        };
+        Ok(VmState {
+            pic_master: chip(KVM_IRQCHIP_PIC_MASTER, "master PIC")?,
+            pic_slave: chip(KVM_IRQCHIP_PIC_SLAVE, "slave PIC")?,
+            ioapic: chip(KVM_IRQCHIP_IOAPIC, "I/O APIC")?,
+            pit: self.fd.get_pit2().map_err(state_error("read", "PIT"))?,
+            clock: self
+                .fd
+                .get_clock()
+                .map_err(state_error("read", "KVM clock"))?,
+        })
+    }
+
+    /// Writes `state` into a new VM (after [`Vm::new`], before its vCPUs are restored).
+    pub fn restore_state(&self, state: &VmState) -> Result<(), VmError> {
+        self.fd
+            .set_pit2(&state.pit)
+            .map_err(state_error("restore", "PIT"))?;
+        // TSC_STABLE describes the host the clock was read on; KVM decides it anew here.
+        let clock = kvm_clock_data {
+            flags: state.clock.flags & !KVM_CLOCK_TSC_STABLE,
+            ..state.clock
+        };
+        self.fd
+            .set_clock(&clock)
+            .map_err(state_error("restore", "KVM clock"))?;
+        for (chip, what) in [
+            (&state.pic_master, "master PIC"),
+            (&state.pic_slave, "slave PIC"),
+            (&state.ioapic, "I/O APIC"),
+        ] {
+            self.fd
+                .set_irqchip(chip)
+                .map_err(state_error("restore", what))?;
+        }
+        Ok(())
     }
 }

@@ -64,7 +64,7 @@ mod tests {
 
     #[test]
     fn s5_powers_off_and_the_reset_register_reboots() {
-        let (sender, events) = std::sync::mpsc::channel();
+        let (sender, events) = std::sync::mpsc::channel::<StopEvent>();
         let mut device = AcpiPm::new(StopSender::new(sender));
         device.write(SLEEP_CONTROL, &[3 << SLEEP_TYPE_SHIFT]); // no SLP_EN: nothing
         device.write(SLEEP_CONTROL, &[(3 << SLEEP_TYPE_SHIFT) | SLEEP_ENABLE]); // S3: ignored

@@ -5,7 +5,8 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use corral_control::console::ConsoleHub;
-use vm_superio::serial::NoEvents;
+use serde::{Deserialize, Serialize};
+use vm_superio::serial::{NoEvents, SerialState};
 use vm_superio::Serial;
 
 use crate::devices::bus::{lock, BusDevice};
@@ -44,6 +45,56 @@ impl Write for SerialOutput {
     }
 }
 
+/// The UART's registers and receive FIFO (vm-superio's `SerialState`, which has no serde).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Com1State {
+    pub baud_divisor_low: u8,
+    pub baud_divisor_high: u8,
+    pub interrupt_enable: u8,
+    pub interrupt_identification: u8,
+    pub line_control: u8,
+    pub line_status: u8,
+    pub modem_control: u8,
+    pub modem_status: u8,
+    pub scratch: u8,
+    /// Received bytes the guest has not read yet.
+    pub in_buffer: Vec<u8>,
+}
+
+impl From<SerialState> for Com1State {
+    fn from(s: SerialState) -> Com1State {
+        Com1State {
+            baud_divisor_low: s.baud_divisor_low,
+            baud_divisor_high: s.baud_divisor_high,
+            interrupt_enable: s.interrupt_enable,
+            interrupt_identification: s.interrupt_identification,
+            line_control: s.line_control,
+            line_status: s.line_status,
+            modem_control: s.modem_control,
+            modem_status: s.modem_status,
+            scratch: s.scratch,
+            in_buffer: s.in_buffer,
+        }
+    }
+}
+
+impl From<&Com1State> for SerialState {
+    fn from(s: &Com1State) -> SerialState {
+        SerialState {
+            baud_divisor_low: s.baud_divisor_low,
+            baud_divisor_high: s.baud_divisor_high,
+            interrupt_enable: s.interrupt_enable,
+            interrupt_identification: s.interrupt_identification,
+            line_control: s.line_control,
+            line_status: s.line_status,
+            modem_control: s.modem_control,
+            modem_status: s.modem_status,
+            scratch: s.scratch,
+            in_buffer: s.in_buffer.clone(),
+        }
+    }
+}
+
 pub struct SerialDevice {
     uart: Serial<IrqTrigger, NoEvents, SerialOutput>,
     irq: IrqTrigger,
@@ -64,6 +115,24 @@ impl SerialDevice {
     /// Back to power-on state for a guest restart; the output destination stays.
     pub fn reset(&mut self) {
         self.uart = Serial::new(self.irq.clone(), self.output.clone());
+    }
+
+    pub fn state(&self) -> Com1State {
+        self.uart.state().into()
+    }
+
+    /// Takes over a saved UART; a FIFO longer than the UART's is refused.
+    pub fn restore(
+        &mut self,
+        state: &Com1State,
+    ) -> Result<(), vm_superio::serial::Error<std::io::Error>> {
+        self.uart = Serial::from_state(
+            &state.into(),
+            self.irq.clone(),
+            NoEvents,
+            self.output.clone(),
+        )?;
+        Ok(())
     }
 
     /// Queues input for the guest; returns how many bytes fit in the receive FIFO.

@@ -1,0 +1,270 @@
+//! VM snapshots end to end: `corral vmm control SOCKET snapshot --to DIR` on a running counter
+//! guest, the VMM killed, `corral vmm run --restore DIR` in a new process.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use corral_testkit::require_kvm;
+
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+fn corral() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_corral"))
+}
+
+/// A `corral vmm run` process with its console in a file and a control socket.
+struct Vmm {
+    child: Child,
+    console: PathBuf,
+    socket: PathBuf,
+}
+
+impl Vmm {
+    fn start(dir: &Path, tag: &str, args: &[&str]) -> Vmm {
+        let console = dir.join(format!("console-{tag}"));
+        let socket = dir.join(format!("control-{tag}.sock"));
+        let child = corral()
+            .args(["vmm", "run"])
+            .args(args)
+            .arg(format!("--serial=file:{}", console.display()))
+            .arg("--control-socket")
+            .arg(&socket)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let vmm = Vmm {
+            child,
+            console,
+            socket,
+        };
+        vmm.wait_until("the control socket exists", || vmm.socket.exists());
+        vmm
+    }
+
+    fn boot_counter(dir: &Path, tag: &str, extra: &[&str]) -> Vmm {
+        Vmm::boot("counter", dir, tag, extra)
+    }
+
+    fn boot(guest: &str, dir: &Path, tag: &str, extra: &[&str]) -> Vmm {
+        let kernel = corral_guests::elf(guest).display().to_string();
+        let mut args = vec!["--memory", "32M", "--kernel", &kernel];
+        args.extend_from_slice(extra);
+        Vmm::start(dir, tag, &args)
+    }
+
+    fn output(&self) -> String {
+        std::fs::read_to_string(&self.console).unwrap_or_default()
+    }
+
+    fn wait_until(&self, what: &str, done: impl Fn() -> bool) {
+        let deadline = Instant::now() + TIMEOUT;
+        while !done() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn wait_for_counts(&self, lines: usize) {
+        self.wait_for_lines("count ", lines);
+    }
+
+    fn wait_for_lines(&self, prefix: &str, lines: usize) {
+        self.wait_until("the guest to print", || {
+            self.output().matches(prefix).count() >= lines
+        });
+    }
+
+    fn control(&self, args: &[&str]) -> Output {
+        corral()
+            .args(["vmm", "control"])
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// SIGKILL, as a crashed host process would end.
+    fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn snapshot(vmm: &Vmm, to: &Path) -> Output {
+    vmm.control(&["snapshot", "--to", to.to_str().unwrap(), "--leave-paused"])
+}
+
+/// The numbers of the "count N" lines, in order.
+fn counts(console: &str) -> Vec<u64> {
+    numbered(console, "count ")
+}
+
+/// The numbers of the lines that start with `prefix`, in order.
+fn numbered(console: &str, prefix: &str) -> Vec<u64> {
+    console
+        .lines()
+        .filter_map(|line| line.strip_prefix(prefix))
+        .map(|n| {
+            n.parse()
+                .unwrap_or_else(|_| panic!("bad line {n:?} in {console}"))
+        })
+        .collect()
+}
+
+#[test]
+fn a_restored_vm_continues_counting_with_no_gap_and_the_same_memory() {
+    require_kvm!();
+    let dir = tempfile::tempdir().unwrap();
+    let first = Vmm::boot_counter(dir.path(), "first", &[]);
+    first.wait_for_counts(3);
+    let snap = dir.path().join("snap");
+    let answer = snapshot(&first, &snap);
+    assert!(answer.status.success(), "{}", text(&answer.stdout));
+    assert!(
+        text(&answer.stdout).contains("paused"),
+        "{}",
+        text(&answer.stdout)
+    );
+    let before = first.output();
+    first.kill();
+
+    // Sparse: the guest touched a few pages of its 32 MiB.
+    let memory = std::fs::metadata(snap.join("memory")).unwrap();
+    assert_eq!(memory.len(), 32 << 20);
+    assert!(
+        memory.blocks() * 512 < 4 << 20,
+        "{} blocks",
+        memory.blocks()
+    );
+
+    // Restored paused and saved again before any guest instruction: the memory is the same.
+    let second = Vmm::start(
+        dir.path(),
+        "second",
+        &["--restore", snap.to_str().unwrap(), "--paused"],
+    );
+    let again = dir.path().join("again");
+    let answer = snapshot(&second, &again);
+    assert!(answer.status.success(), "{}", text(&answer.stdout));
+    let saved = std::fs::read(snap.join("memory")).unwrap();
+    let restored = std::fs::read(again.join("memory")).unwrap();
+    assert!(saved == restored, "guest memory differs after the restore");
+
+    let answer = second.control(&["resume"]);
+    assert!(
+        text(&answer.stdout).contains("running"),
+        "{}",
+        text(&answer.stdout)
+    );
+    second.wait_for_counts(3);
+    let after = second.output();
+    second.kill();
+
+    // The console of the first process then the second's: one unbroken sequence.
+    let all = counts(&format!("{before}{after}"));
+    let expected: Vec<u64> = (0..all.len() as u64).collect();
+    assert_eq!(all, expected, "before: {before:?}\nafter: {after:?}");
+    assert!(counts(&before).len() >= 3 && counts(&after).len() >= 3);
+}
+
+#[test]
+fn timer_interrupts_keep_coming_after_a_restore() {
+    require_kvm!();
+    let dir = tempfile::tempdir().unwrap();
+    // 10 PIT interrupts (through the PIC and the local APIC's LINT0) per line.
+    let first = Vmm::boot("ticks", dir.path(), "first", &[]);
+    first.wait_for_lines("tick ", 2);
+    let snap = dir.path().join("snap");
+    let answer = snapshot(&first, &snap);
+    assert!(answer.status.success(), "{}", text(&answer.stdout));
+    let before = first.output();
+    first.kill();
+
+    let second = Vmm::start(dir.path(), "second", &["--restore", snap.to_str().unwrap()]);
+    second.wait_for_lines("tick ", 3);
+    let after = second.output();
+    second.kill();
+    let all = numbered(&format!("{before}{after}"), "tick ");
+    let expected: Vec<u64> = (1..=all.len() as u64).collect();
+    assert_eq!(all, expected, "before: {before:?}\nafter: {after:?}");
+}
+
+/// Runs `corral vmm run --restore DIR` expecting it to refuse; returns its stderr.
+fn refused_restore(dir: &Path) -> String {
+    let output = corral()
+        .args(["vmm", "run", "--serial", "none", "--restore"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output.stderr));
+    text(&output.stderr)
+}
+
+#[test]
+fn damaged_state_files_and_non_empty_directories_are_refused() {
+    require_kvm!();
+    let dir = tempfile::tempdir().unwrap();
+    let vmm = Vmm::boot_counter(dir.path(), "vm", &[]);
+    vmm.wait_for_counts(1);
+
+    let busy = dir.path().join("busy");
+    std::fs::create_dir(&busy).unwrap();
+    std::fs::write(busy.join("file"), "").unwrap();
+    let answer = snapshot(&vmm, &busy);
+    assert!(!answer.status.success());
+    assert!(
+        text(&answer.stdout).contains("is not empty"),
+        "{}",
+        text(&answer.stdout)
+    );
+
+    let snap = dir.path().join("snap");
+    assert!(snapshot(&vmm, &snap).status.success());
+    vmm.kill();
+    let state = std::fs::read(snap.join("state")).unwrap();
+    let damaged = |name: &str, change: &dyn Fn(&mut Vec<u8>)| {
+        let copy = dir.path().join(name);
+        std::fs::create_dir(&copy).unwrap();
+        std::fs::hard_link(snap.join("memory"), copy.join("memory")).unwrap();
+        let mut bytes = state.clone();
+        change(&mut bytes);
+        std::fs::write(copy.join("state"), bytes).unwrap();
+        refused_restore(&copy)
+    };
+    let flipped = damaged("flipped", &|bytes| {
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0x01;
+    });
+    assert!(flipped.contains("checksum does not match"), "{flipped}");
+    let version = damaged("version", &|bytes| bytes[8] = 9);
+    assert!(version.contains("snapshot format version 9"), "{version}");
+    let magic = damaged("magic", &|bytes| bytes[0] = b'X');
+    assert!(magic.contains("not a corral VM state file"), "{magic}");
+}
+
+#[test]
+fn a_vm_with_virtio_devices_is_not_snapshotted_yet() {
+    require_kvm!();
+    let dir = tempfile::tempdir().unwrap();
+    let vmm = Vmm::boot_counter(dir.path(), "vm", &["--rng"]);
+    vmm.wait_for_counts(1);
+    let answer = snapshot(&vmm, &dir.path().join("snap"));
+    assert!(!answer.status.success());
+    let message = text(&answer.stdout);
+    assert!(
+        message.contains("virtio devices are not supported yet (this VM has virtio-rng)"),
+        "{message}"
+    );
+    // The refusal leaves the VM running.
+    let count = vmm.output().matches("count ").count();
+    vmm.wait_for_counts(count + 1);
+    vmm.kill();
+}
