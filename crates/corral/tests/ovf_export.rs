@@ -542,19 +542,12 @@ fn linux_boots_after_export_and_import() {
         ],
         &grub,
     );
-    export_and_import(
-        &root,
-        "linux",
-        &disk,
-        "memory = \"256M\"\ncpus = 2\non_reboot = \"destroy\"",
-    );
+    // The import's definition is new (its on_reboot is the default, restart): the guest's own
+    // reboot is not waited for; its init and the CPU count it sees are.
+    export_and_import(&root, "linux", &disk, "memory = \"256M\"\ncpus = 2");
     root.ok(&["start", "linux"]);
     wait_for("Linux's init", Duration::from_secs(240), || {
-        root.ok(&["logs", "linux"]).contains("corral-init: started")
+        root.ok(&["logs", "linux"]).contains("corral-init: cpus=2")
     });
-    wait_for("the reboot", Duration::from_secs(120), || {
-        root.status("linux") != "running"
-    });
-    let logs = root.ok(&["logs", "linux"]);
-    assert!(logs.contains("corral-init: cpus=2"), "{logs}");
+    root.ok(&["kill", "linux"]);
 }
