@@ -49,10 +49,14 @@ static void answer(u32 host_port, u32 len)
 	} else if (contains(vsock_in_data, len, "\"type\":\"ping\"")) {
 		send_message(host_port, "{\"type\":\"pong\"}");
 	} else if (contains(vsock_in_data, len, "\"type\":\"exec\"")) {
-		/* Whatever the command: one line on stdout (a data frame of stream 2), status 3. */
-		static const char out[] = "output from vsock-agent\n";
+		/* Whatever the command: one line on stdout (a data frame of stream 2), status 3; the
+		 * line tells when the host asked for a terminal of 33 by 111. */
+		static const char plain[] = "output from vsock-agent\n";
+		static const char terminal[] = "output on a 33x111 terminal\n";
+		int on_terminal = contains(vsock_in_data, len, "\"tty\":{\"rows\":33,\"cols\":111}");
+		const char *out = on_terminal ? terminal : plain;
 		u8 frame[64];
-		u32 n = sizeof(out) - 1;
+		u32 n = on_terminal ? sizeof(terminal) - 1 : sizeof(plain) - 1;
 		frame[0] = 0;
 		frame[1] = 0;
 		frame[2] = 0;

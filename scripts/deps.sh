@@ -22,12 +22,14 @@ packages=(
   squashfs-tools-ng # gensquashfs/sqfs2tar: split Incus images with a squashfs root filesystem
   openssh-client    # ssh-keygen: sysprep's new SSH host keys
   fdisk             # sfdisk: corral-image's tests partition disks (MBR, GPT) to find kernels in
-  libseccomp-dev    # corral-container compiles seccomp profiles with libseccomp
+  libseccomp-dev    # corral-container compiles seccomp profiles with libseccomp (its .a: scripts/build-static.sh)
+  file              # scripts/build-static.sh and the static agent's test check the binary is static
   busybox-static    # the container tests build their rootfs from /bin/busybox
   dnsmasq-base      # DHCP and DNS of corral networks (corral-netservice), without a system service
   isc-dhcp-client   # dhclient: a second real DHCP client in the network tests
   bind9-dnsutils    # dig: the network tests' DNS queries
   iperf3            # bench/network: TCP throughput between containers and over a bare veth pair
+  dropbear-bin      # bench/agent: the sshd in the container the guest agent is compared with
   mmdebstrap        # corral image build: Debian sources (images/debian-12-*.toml)
   podman            # tests drive corral as podman's OCI runtime
   umoci             # corral-image tests import umoci-built OCI images and compare with umoci unpack

@@ -15,6 +15,10 @@ echo "== format and lints"
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
 
+echo "== the static corral (the guest agent for any Linux guest; a debug build)"
+export CORRAL_STATIC_CORRAL
+CORRAL_STATIC_CORRAL="$PWD/$(bash scripts/build-static.sh)"
+
 echo "== unit and integration tests"
 cargo nextest run --workspace --profile ci
 

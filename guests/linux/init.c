@@ -332,6 +332,10 @@ static void agent_step(const char *tools_disk)
 		printf("corral-init: mounting %s and /proc failed: %s\n", tools, strerror(errno));
 		return;
 	}
+	/* The ptys of `corral exec --tty`; without them only that fails. */
+	mkdir("/dev/pts", 0755);
+	if (mount("devpts", "/dev/pts", "devpts", 0, "ptmxmode=0666") != 0)
+		printf("corral-init: mounting /dev/pts failed: %s\n", strerror(errno));
 	struct sigaction on_usr2 = { .sa_handler = ask_power_off };
 	sigaction(SIGUSR2, &on_usr2, NULL);
 	pid_t agent = fork();
@@ -339,6 +343,9 @@ static void agent_step(const char *tools_disk)
 		char *const argv[] = { "ld.so", "--library-path", "/tools/lib", "/tools/corral", "guest",
 				       "agent", "--vsock-port", "1024", NULL };
 		char *const envp[] = { "PATH=/tools/bin", NULL };
+		/* A static corral (scripts/build-static.sh) comes without /tools/lib. */
+		if (access("/tools/lib/ld-linux-x86-64.so.2", X_OK) != 0)
+			execve("/tools/corral", (char *const *)argv + 3, envp);
 		execve("/tools/lib/ld-linux-x86-64.so.2", argv, envp);
 		_exit(127);
 	}

@@ -58,6 +58,16 @@ pub enum Init {
     },
 }
 
+impl Init {
+    /// How the guest starts the agent, for messages.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Init::Systemd => "systemd starts it (corral-agent.service)",
+            Init::Inittab { .. } => "init respawns it (/etc/inittab)",
+        }
+    }
+}
+
 /// Installs `exe` into the root filesystem at `root`; returns the init it was wired into and the
 /// guest paths written.
 pub fn install(root: &Path, exe: &Path) -> Result<(Init, Vec<String>), InstallError> {
@@ -110,6 +120,43 @@ pub fn install(root: &Path, exe: &Path) -> Result<(Init, Vec<String>), InstallEr
         }
     }
     Ok((init, written))
+}
+
+/// Whether `exe` is a static executable (an ELF file without a program interpreter), which runs
+/// in any Linux guest of its architecture; anything else needs the guest to have its libraries.
+pub fn is_static(exe: &Path) -> Result<bool, InstallError> {
+    use std::io::{Read, Seek, SeekFrom};
+    const PT_INTERP: u32 = 3;
+    /// The size of an ELF64 program header.
+    const PHDR_SIZE: usize = 56;
+    let mut file = std::fs::File::open(exe).map_err(io("read", exe))?;
+    let mut header = [0u8; 64];
+    if file.read_exact(&mut header).is_err() {
+        return Ok(false);
+    }
+    // ELF, 64-bit, little-endian: what corral builds.
+    if header[..4] != *b"\x7fELF" || header[4] != 2 || header[5] != 1 {
+        return Ok(false);
+    }
+    let word = |at: usize| u16::from_le_bytes([header[at], header[at + 1]]) as usize;
+    let mut offset = [0u8; 8];
+    offset.copy_from_slice(&header[0x20..0x28]);
+    let (phoff, entry_size, count) = (u64::from_le_bytes(offset), word(0x36), word(0x38));
+    if entry_size < PHDR_SIZE {
+        return Ok(false);
+    }
+    let mut table = vec![0u8; entry_size * count];
+    let loaded = file
+        .seek(SeekFrom::Start(phoff))
+        .and_then(|_| file.read_exact(&mut table));
+    match loaded {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(false),
+        Err(e) => return Err(io("read", exe)(e)),
+    }
+    Ok(table
+        .chunks_exact(entry_size)
+        .all(|entry| u32::from_le_bytes([entry[0], entry[1], entry[2], entry[3]]) != PT_INTERP))
 }
 
 /// The host path of `guest`, its symlinks resolved inside the root.
@@ -213,6 +260,29 @@ mod tests {
             std::fs::read_to_string(sysv.path().join("etc/inittab")).unwrap(),
             "ca:2345:respawn:/usr/local/bin/corral guest agent\n"
         );
+    }
+
+    /// A 64-bit little-endian ELF header and one program header of type `p_type`.
+    fn elf(dir: &Path, p_type: u32) -> PathBuf {
+        let mut bytes = vec![0u8; 64 + 56];
+        bytes[..6].copy_from_slice(b"\x7fELF\x02\x01");
+        bytes[0x20..0x28].copy_from_slice(&64u64.to_le_bytes());
+        bytes[0x36..0x38].copy_from_slice(&56u16.to_le_bytes());
+        bytes[0x38..0x3a].copy_from_slice(&1u16.to_le_bytes());
+        bytes[64..68].copy_from_slice(&p_type.to_le_bytes());
+        let path = dir.join(format!("elf-{p_type}"));
+        std::fs::write(&path, bytes).unwrap();
+        path
+    }
+
+    #[test]
+    fn only_an_executable_without_an_interpreter_is_static() {
+        let scratch = tempfile::tempdir().unwrap();
+        assert!(is_static(&elf(scratch.path(), 1)).unwrap(), "PT_LOAD only");
+        assert!(!is_static(&elf(scratch.path(), 3)).unwrap(), "PT_INTERP");
+        assert!(!is_static(&exe(scratch.path())).unwrap(), "not an ELF file");
+        // The test binary is linked as the workspace builds corral: dynamically.
+        assert!(!is_static(&std::env::current_exe().unwrap()).unwrap());
     }
 
     #[test]

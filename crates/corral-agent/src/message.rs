@@ -6,6 +6,7 @@
 
 use std::net::IpAddr;
 
+pub use corral_host::terminal::WindowSize;
 use serde::{Deserialize, Serialize};
 
 /// The protocol version; both ends must speak the same one.
@@ -30,7 +31,15 @@ pub enum Request {
         env: Vec<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         cwd: Option<String>,
+        /// A terminal: the program runs on a new pty (its controlling terminal, in a session
+        /// of its own) of this size, 0 by 0 when the host does not know one. Its output, both
+        /// streams, comes as stdout data; [`Request::Resize`] may come between the stdin data.
+        /// Agents before it refuse such an exec as an unknown request.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tty: Option<WindowSize>,
     },
+    /// The host's terminal changed size during an exec with a terminal.
+    Resize { rows: u16, cols: u16 },
     /// Write a file: [`Reply::Ready`] (or an error), then data frames and [`Request::Eof`] from
     /// the host, then [`Reply::Written`]. The file appears whole (temp file + rename) or not.
     Push {
@@ -173,6 +182,31 @@ mod tests {
             .unwrap(),
             r#"{"type":"exited","code":3}"#
         );
+    }
+
+    #[test]
+    fn an_exec_with_a_terminal_names_its_size_and_one_without_says_nothing() {
+        let exec = |tty| Request::Exec {
+            argv: vec!["tty".into()],
+            env: Vec::new(),
+            cwd: None,
+            tty,
+        };
+        assert_eq!(
+            serde_json::to_string(&exec(None)).unwrap(),
+            r#"{"type":"exec","argv":["tty"],"env":[]}"#
+        );
+        let sized = exec(Some(WindowSize { rows: 24, cols: 80 }));
+        let text = serde_json::to_string(&sized).unwrap();
+        assert_eq!(
+            text,
+            r#"{"type":"exec","argv":["tty"],"env":[],"tty":{"rows":24,"cols":80}}"#
+        );
+        assert_eq!(serde_json::from_str::<Request>(&text).unwrap(), sized);
+        assert!(serde_json::from_str::<Request>(
+            r#"{"type":"exec","argv":[],"tty":{"rows":1,"cols":2,"x":3}}"#
+        )
+        .is_err());
     }
 
     #[test]

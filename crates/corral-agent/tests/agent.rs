@@ -1,12 +1,14 @@
 //! The agent's server driven by the host's client over a unix socket, as a system container's
 //! agent is.
 
-use std::io::{Cursor, Read};
+use std::io::{Cursor, Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 use std::time::Duration;
 
 use corral_agent::client::{Command, ExitStatus};
+use corral_agent::message::WindowSize;
 use corral_agent::server::{self, Listener};
 use corral_agent::{Client, ClientError, Transport};
 use sha2::{Digest, Sha256};
@@ -62,6 +64,7 @@ fn exec_streams_stdin_stdout_stderr_and_the_exit_status() {
         .to_vec(),
         env: vec!["GREETING=hello".to_string()],
         cwd: Some("/tmp".to_string()),
+        tty: None,
     };
     // More than one chunk of stdin, echoed back through stdout.
     let input: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
@@ -72,6 +75,7 @@ fn exec_streams_stdin_stdout_stderr_and_the_exit_status() {
             Some(Box::new(Cursor::new(input.clone()))),
             &mut stdout,
             &mut stderr,
+            None,
         )
         .unwrap();
     assert_eq!(status, ExitStatus::Code(7));
@@ -88,7 +92,7 @@ fn exec_reports_a_signal_and_a_program_that_cannot_run() {
         ..Command::default()
     };
     let status = client(&transport)
-        .exec(&command, None, &mut Vec::new(), &mut Vec::new())
+        .exec(&command, None, &mut Vec::new(), &mut Vec::new(), None)
         .unwrap();
     assert_eq!(status, ExitStatus::Signal(9));
     assert_eq!(status.shell_code(), 137);
@@ -98,11 +102,130 @@ fn exec_reports_a_signal_and_a_program_that_cannot_run() {
         ..Command::default()
     };
     let err = client(&transport)
-        .exec(&missing, None, &mut Vec::new(), &mut Vec::new())
+        .exec(&missing, None, &mut Vec::new(), &mut Vec::new(), None)
         .unwrap_err();
     assert!(
         matches!(&err, ClientError::Refused(m) if m.contains("/no/such/program")),
         "{err}"
+    );
+}
+
+/// Output that sends one terminal size on `resize` once `trigger` has been written.
+struct ResizeAfter {
+    output: Vec<u8>,
+    trigger: &'static str,
+    resize: Option<(mpsc::Sender<WindowSize>, WindowSize)>,
+}
+
+impl Write for ResizeAfter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.output.extend_from_slice(bytes);
+        if String::from_utf8_lossy(&self.output).contains(self.trigger) {
+            if let Some((sender, size)) = self.resize.take() {
+                sender.send(size).unwrap();
+            }
+        }
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn on_terminal(script: &str) -> Command {
+    Command {
+        argv: ["sh", "-c", script].map(String::from).to_vec(),
+        tty: Some(WindowSize {
+            rows: 33,
+            cols: 111,
+        }),
+        ..Command::default()
+    }
+}
+
+#[test]
+fn exec_on_a_terminal_gets_a_pty_of_the_size_asked_and_follows_resizes() {
+    let dir = tempfile::tempdir().unwrap();
+    let transport = agent(dir.path());
+    // The first size, then the new one once the host resized (5 s at most), then stderr.
+    let command = on_terminal(
+        "tty; stty size; i=0; \
+         while [ \"$(stty size)\" != '40 120' ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done; \
+         stty size; echo to-stderr >&2; exit 5",
+    );
+    let (sender, resizes) = mpsc::channel();
+    let mut stdout = ResizeAfter {
+        output: Vec::new(),
+        trigger: "33 111\r\n",
+        resize: Some((
+            sender,
+            WindowSize {
+                rows: 40,
+                cols: 120,
+            },
+        )),
+    };
+    let mut stderr = Vec::new();
+    let status = client(&transport)
+        .exec(&command, None, &mut stdout, &mut stderr, Some(resizes))
+        .unwrap();
+    assert_eq!(status, ExitStatus::Code(5));
+    let output = String::from_utf8(stdout.output).unwrap();
+    let lines: Vec<&str> = output.split("\r\n").collect();
+    assert!(lines[0].starts_with("/dev/pts/"), "{output:?}");
+    assert_eq!(
+        lines[1..],
+        ["33 111", "40 120", "to-stderr", ""],
+        "{output:?}"
+    );
+    assert!(stderr.is_empty(), "a terminal has one output stream");
+}
+
+#[test]
+fn a_terminals_input_is_echoed_and_its_end_ends_the_program() {
+    let dir = tempfile::tempdir().unwrap();
+    let transport = agent(dir.path());
+    let mut stdout = Vec::new();
+    let status = client(&transport)
+        .exec(
+            &on_terminal("cat; echo cat-ended"),
+            Some(Box::new(Cursor::new(b"typed\n".to_vec()))),
+            &mut stdout,
+            &mut Vec::new(),
+            None,
+        )
+        .unwrap();
+    assert_eq!(status, ExitStatus::Code(0));
+    let output = String::from_utf8(stdout).unwrap();
+    // The terminal echoes the line, cat prints it, and the end of the host's input is the
+    // terminal's end of file.
+    assert_eq!(output.matches("typed\r\n").count(), 2, "{output:?}");
+    assert!(output.ends_with("cat-ended\r\n"), "{output:?}");
+}
+
+#[test]
+fn a_program_leaving_a_process_on_its_terminal_still_ends_the_exec() {
+    let dir = tempfile::tempdir().unwrap();
+    let transport = agent(dir.path());
+    let started = std::time::Instant::now();
+    let mut stdout = Vec::new();
+    // The child ignores the hangup of the session's end and keeps the pty open.
+    let status = client(&transport)
+        .exec(
+            &on_terminal("(trap '' HUP; exec sleep 30) & echo left-running"),
+            None,
+            &mut stdout,
+            &mut Vec::new(),
+            None,
+        )
+        .unwrap();
+    assert_eq!(status, ExitStatus::Code(0));
+    assert_eq!(String::from_utf8(stdout).unwrap(), "left-running\r\n");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
     );
 }
 

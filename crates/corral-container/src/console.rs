@@ -6,6 +6,7 @@ use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 
+use corral_host::terminal::WindowSize;
 use nix::fcntl::OFlag;
 use nix::pty::{grantpt, posix_openpt, ptsname_r, unlockpt};
 use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
@@ -34,27 +35,11 @@ pub fn open_pty(size: Option<(u16, u16)>) -> Result<(OwnedFd, OwnedFd, String)> 
     )
     .map_err(|e| Error::sys(format!("open {name}"), e))?;
     if let Some((rows, cols)) = size {
-        set_size(slave.as_raw_fd(), rows, cols)?;
+        corral_host::terminal::set_window_size(slave.as_fd(), WindowSize { rows, cols })
+            .map_err(|e| Error::sys("set terminal size", e))?;
     }
     let master = OwnedFd::from(master);
     Ok((master, slave, name))
-}
-
-/// Sets a terminal's window size.
-pub fn set_size(fd: RawFd, rows: u16, cols: u16) -> Result<()> {
-    let size = libc::winsize {
-        ws_row: rows,
-        ws_col: cols,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    // SAFETY: TIOCSWINSZ reads a winsize struct that outlives the call.
-    let rc = unsafe { libc::ioctl(fd, libc::TIOCSWINSZ, &size) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(Error::sys("set terminal size", nix::Error::last()))
-    }
 }
 
 /// Makes `slave` the calling process's controlling terminal and its stdin, stdout and stderr.
@@ -121,13 +106,8 @@ pub fn relay(master: &OwnedFd) -> Result<()> {
 
     let stdin = std::io::stdin();
     let raw = RawMode::enable(stdin.as_fd()).map_err(|e| Error::Setup(e.to_string()))?;
-    if raw.is_terminal() {
-        // SAFETY: TIOCGWINSZ fills a winsize struct that outlives the call.
-        let mut size: libc::winsize = unsafe { std::mem::zeroed() };
-        // SAFETY: as above; fd 0 is the caller's terminal.
-        if unsafe { libc::ioctl(0, libc::TIOCGWINSZ, &mut size) } == 0 {
-            let _ = set_size(master.as_raw_fd(), size.ws_row, size.ws_col);
-        }
+    if let Some(size) = corral_host::terminal::window_size(stdin.as_fd()) {
+        let _ = corral_host::terminal::set_window_size(master.as_fd(), size);
     }
     let mut stdin_open = true;
     let mut buffer = [0u8; 8192];

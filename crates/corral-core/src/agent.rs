@@ -173,7 +173,8 @@ impl Manager {
         Ok(file)
     }
 
-    /// Runs `command` in a VM through its agent, with this process's stdin, stdout and stderr.
+    /// Runs `command` in a VM through its agent, with this process's stdin, stdout and stderr;
+    /// with a terminal, `resizes` carries the local terminal's new sizes.
     pub fn exec_in_guest(
         &self,
         name: &str,
@@ -181,10 +182,11 @@ impl Manager {
         stdin: Option<Box<dyn Read + Send>>,
         stdout: &mut dyn Write,
         stderr: &mut dyn Write,
+        resizes: Option<std::sync::mpsc::Receiver<corral_agent::message::WindowSize>>,
     ) -> Result<ExitStatus, CoreError> {
         let client = self.agent(name, AGENT_TIMEOUT)?;
         client
-            .exec(command, stdin, stdout, stderr)
+            .exec(command, stdin, stdout, stderr, resizes)
             .map_err(agent_error(name))
     }
 

@@ -23,6 +23,7 @@ pub mod mountinfo;
 pub mod namespaces;
 pub mod process;
 pub mod program;
+pub mod terminal;
 pub mod tree;
 
 pub use error_chain::error_chain;

@@ -200,10 +200,17 @@ fn install_agent(root: &std::path::Path) -> anyhow::Result<ExitCode> {
     for path in written {
         eprintln!("wrote {path}");
     }
-    let how = match init {
-        corral_agent::install::Init::Systemd => "systemd starts it (corral-agent.service)",
-        corral_agent::install::Init::Inittab { .. } => "init respawns it (/etc/inittab)",
-    };
-    println!("installed the guest agent in {}: {how}", root.display());
+    if !corral_agent::install::is_static(&exe)? {
+        eprintln!(
+            "note: this corral is not a static executable: the agent runs in the guest only if \
+             it has the libraries this corral was linked with (glibc, libseccomp, liblzma); \
+             scripts/build-static.sh builds a static one"
+        );
+    }
+    println!(
+        "installed the guest agent in {}: {}",
+        root.display(),
+        init.describe()
+    );
     Ok(ExitCode::SUCCESS)
 }

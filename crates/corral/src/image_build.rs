@@ -22,6 +22,10 @@ pub struct BuildArgs {
     /// Write the build log here (default: ROOT/image-builds/NAME.log).
     #[arg(long)]
     log: Option<PathBuf>,
+    /// The corral binary `agent = true` steps install as the guest agent (default: this
+    /// corral). A static build (scripts/build-static.sh) runs in any Linux guest.
+    #[arg(long, value_name = "PATH", env = "CORRAL_AGENT_BINARY")]
+    agent_binary: Option<PathBuf>,
     #[arg(long, short, value_enum, default_value_t)]
     output: Format,
 }
@@ -48,6 +52,7 @@ pub fn build(root: &Path, args: BuildArgs) -> anyhow::Result<ExitCode> {
         log: args.log,
         variables: args.variables,
         runtime: std::env::current_exe().context("cannot find the corral binary")?,
+        agent_binary: args.agent_binary,
         echo,
         source_date_epoch,
     };

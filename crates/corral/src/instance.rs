@@ -176,9 +176,13 @@ pub struct LogsArgs {
 #[derive(Args)]
 pub struct ExecArgs {
     name: String,
-    /// Give the command a terminal (default: when stdin is one; containers only).
+    /// Give the command a terminal (default: when stdin is one).
     #[arg(long, short)]
     tty: bool,
+    /// Run it through the guest agent, as in a VM, rather than the container engine (a
+    /// system container's agent sees the guest as its own processes do).
+    #[arg(long)]
+    agent: bool,
     /// Environment variables (NAME=value, repeatable).
     #[arg(long = "env", short = 'e')]
     env: Vec<String>,
@@ -984,12 +988,12 @@ pub fn volume_users(
 }
 
 /// `corral exec`: runs a command in a running container, in its namespaces and cgroup, or in a
-/// VM through its guest agent.
+/// VM (or with `--agent`) through its guest agent.
 pub fn exec(root: &Path, args: ExecArgs) -> anyhow::Result<ExitCode> {
     let manager = manager(root)?;
     let definition = manager.store().definition(&args.name)?;
-    if definition.kind == Kind::Vm {
-        return exec_in_vm(&manager, args);
+    if definition.kind == Kind::Vm || args.agent {
+        return exec_through_agent(&manager, args);
     }
     let state = manager.state(&args.name)?;
     match state.status {
@@ -1009,20 +1013,35 @@ pub fn exec(root: &Path, args: ExecArgs) -> anyhow::Result<ExitCode> {
     )
 }
 
-/// `corral exec` in a VM: the command runs under the guest agent, with this process's stdin,
-/// stdout and stderr streamed; the exit status is the command's.
-fn exec_in_vm(manager: &Manager, args: ExecArgs) -> anyhow::Result<ExitCode> {
-    if args.tty {
-        bail!(
-            "a terminal for commands in a VM is not supported yet; run without --tty, or use \
-             `corral console {}`",
-            args.name
-        );
+/// `corral exec` in a VM (or with `--agent`): the command runs under the guest agent, with this process's stdin,
+/// stdout and stderr streamed, or on a terminal in the guest (`--tty`, or stdin a terminal)
+/// with this one raw meanwhile and its size followed; the exit status is the command's.
+fn exec_through_agent(manager: &Manager, args: ExecArgs) -> anyhow::Result<ExitCode> {
+    let stdin = std::io::stdin();
+    let tty = args.tty || stdin.is_terminal();
+    let mut env = args.env;
+    if tty && !env.iter().any(|entry| entry.starts_with("TERM=")) {
+        if let Ok(term) = std::env::var("TERM") {
+            env.push(format!("TERM={term}"));
+        }
     }
     let command = corral_agent::client::Command {
         argv: args.command,
-        env: args.env,
+        env,
         cwd: args.cwd,
+        tty: tty.then(crate::terminal::current_size),
+    };
+    let resizes = if tty {
+        crate::terminal::watch_resizes()?
+    } else {
+        None
+    };
+    let raw = if tty {
+        Some(corral_control::console::RawMode::enable(
+            std::os::fd::AsFd::as_fd(&stdin),
+        )?)
+    } else {
+        None
     };
     let status = manager.exec_in_guest(
         &args.name,
@@ -1030,6 +1049,9 @@ fn exec_in_vm(manager: &Manager, args: ExecArgs) -> anyhow::Result<ExitCode> {
         Some(Box::new(std::io::stdin())),
         &mut std::io::stdout(),
         &mut std::io::stderr(),
-    )?;
-    Ok(ExitCode::from(status.shell_code().clamp(0, 255) as u8))
+        resizes,
+    );
+    // The terminal is the user's again before any error is printed.
+    drop(raw);
+    Ok(ExitCode::from(status?.shell_code().clamp(0, 255) as u8))
 }

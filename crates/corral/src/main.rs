@@ -22,6 +22,7 @@ mod ovf_import;
 mod progress;
 mod rootfs;
 mod sysprep;
+mod terminal;
 mod vmm;
 mod volume;
 

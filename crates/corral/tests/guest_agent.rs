@@ -171,6 +171,110 @@ fn a_system_containers_agent_pushes_pulls_and_reports_the_guest() {
     root.ok(&["kill", "agentbox"]);
 }
 
+/// The static build (`scripts/build-static.sh`; `scripts/test.sh` names it in
+/// `CORRAL_STATIC_CORRAL`) serves from a root filesystem with no shared library at all.
+#[test]
+fn a_static_agent_serves_a_root_filesystem_without_shared_libraries() {
+    let Some(root) = setup() else { return };
+    let Some(static_corral) = std::env::var_os("CORRAL_STATIC_CORRAL") else {
+        corral_testkit::skip(
+            "CORRAL_STATIC_CORRAL is not set: build the static corral with \
+             scripts/build-static.sh and name it there (scripts/test.sh does)",
+        );
+        return;
+    };
+    corral_testkit::require_program!("file");
+    let kind = std::process::Command::new("file")
+        .arg("-L")
+        .arg(&static_corral)
+        .output()
+        .unwrap();
+    let kind = String::from_utf8_lossy(&kind.stdout);
+    assert!(
+        kind.contains("statically linked") || kind.contains("static-pie linked"),
+        "{kind}"
+    );
+
+    let rootfs = root.dir.path().join("busybox");
+    common::build_rootfs(&rootfs);
+    std::fs::write(rootfs.join("etc/inittab"), "::sysinit:/bin/true\n").unwrap();
+    // The static corral installs itself: `install-agent` copies the running binary.
+    let install = std::process::Command::new(&static_corral)
+        .args(["guest", "install-agent", "--root"])
+        .arg(&rootfs)
+        .output()
+        .unwrap();
+    assert!(
+        install.status.success(),
+        "{}",
+        String::from_utf8_lossy(&install.stderr)
+    );
+    assert_eq!(
+        std::fs::read(rootfs.join("usr/local/bin/corral")).unwrap(),
+        std::fs::read(&static_corral).unwrap()
+    );
+    let mut shared = Vec::new();
+    corral_host::tree::walk(
+        &rootfs,
+        |path, _| -> Result<(), corral_host::tree::TreeError> {
+            let name = path.file_name().unwrap_or_default().to_string_lossy();
+            if name.contains(".so") || name.starts_with("ld-linux") {
+                shared.push(path.to_path_buf());
+            }
+            Ok(())
+        },
+    )
+    .unwrap();
+    assert!(
+        shared.is_empty(),
+        "the root has shared libraries: {shared:?}"
+    );
+
+    root.ok(&[
+        "create",
+        "staticbox",
+        "--init",
+        "--rootfs",
+        rootfs.to_str().unwrap(),
+        "--",
+        "/bin/init",
+    ]);
+    root.ok(&["start", "staticbox"]);
+    wait_for("the static agent", Duration::from_secs(30), || {
+        root.run(&["agent", "ping", "staticbox"]).status.success()
+    });
+    root.ok(&["exec", "staticbox", "--", "true"]);
+    // exec through the agent itself, with its status and streams.
+    let out = root.run(&[
+        "exec",
+        "--agent",
+        "staticbox",
+        "--",
+        "sh",
+        "-c",
+        "echo out; echo err >&2; exit 4",
+    ]);
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "out\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n");
+    let tty = root.ok(&["exec", "--agent", "--tty", "staticbox", "--", "tty"]);
+    assert!(tty.starts_with("/dev/pts/"), "{tty:?}");
+    // Through the agent itself: a file in, its facts out.
+    let local = root.dir.path().join("hello");
+    std::fs::write(&local, "hello from the host\n").unwrap();
+    root.ok(&[
+        "file",
+        "push",
+        "staticbox",
+        local.to_str().unwrap(),
+        "/tmp/hello",
+    ]);
+    let inside = root.ok(&["exec", "staticbox", "--", "cat", "/tmp/hello"]);
+    assert_eq!(inside, "hello from the host\n");
+    assert_eq!(root.info("staticbox")["agent"]["hostname"], "staticbox");
+    root.ok(&["kill", "staticbox"]);
+}
+
 #[test]
 fn an_application_container_has_no_agent_and_says_so() {
     let Some(root) = setup() else { return };

@@ -196,6 +196,94 @@ path = "fails.tar"
 }
 
 #[test]
+fn an_agent_step_installs_the_agent_binary_and_its_inittab_line() {
+    let Some(root) = setup() else { return };
+    let dir = root.dir.path().join("spec");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("inittab"), "::sysinit:/bin/true\n").unwrap();
+    std::fs::write(
+        dir.join("agent.toml"),
+        r#"
+name = "withagent"
+[source]
+busybox = true
+[[provision]]
+file = { source = "inittab", destination = "/etc/inittab" }
+[[provision]]
+agent = true
+[[output]]
+type = "tarball"
+path = "withagent.tar"
+"#,
+    )
+    .unwrap();
+    // Any file stands for the binary: the step copies it, never runs it.
+    let binary = dir.join("agent-binary");
+    std::fs::write(&binary, b"not really corral").unwrap();
+    let log = dir.join("build.log");
+    build(
+        &root,
+        &dir.join("agent.toml"),
+        &[
+            "--agent-binary",
+            binary.to_str().unwrap(),
+            "--log",
+            log.to_str().unwrap(),
+        ],
+    );
+    let tarball = dir.join("withagent.tar");
+    let member = |path: &str| {
+        let out = std::process::Command::new("tar")
+            .arg("-xOf")
+            .arg(&tarball)
+            .arg(path)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{path} is not in the tarball");
+        out.stdout
+    };
+    assert_eq!(member("usr/local/bin/corral"), b"not really corral");
+    assert_eq!(
+        String::from_utf8(member("etc/inittab")).unwrap(),
+        "::sysinit:/bin/true\n::respawn:/usr/local/bin/corral guest agent\n"
+    );
+    let listing = std::process::Command::new("tar")
+        .arg("-tvf")
+        .arg(&tarball)
+        .arg("usr/local/bin/corral")
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    assert!(listing.starts_with("-rwxr-xr-x"), "{listing}");
+    // Not a static executable: the log says what the guest then needs.
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        logged.contains("is not a static executable") && logged.contains("libseccomp"),
+        "{logged}"
+    );
+
+    // A root filesystem without an init the agent can be started by fails the step, by name.
+    std::fs::remove_file(dir.join("inittab")).unwrap();
+    std::fs::write(
+        dir.join("noinit.toml"),
+        "name = \"noinit\"\n[source]\nbusybox = true\n[[provision]]\nagent = true\n\
+         [[output]]\ntype = \"container\"\n",
+    )
+    .unwrap();
+    let err = root.fails(&[
+        "image",
+        "build",
+        dir.join("noinit.toml").to_str().unwrap(),
+        "--agent-binary",
+        binary.to_str().unwrap(),
+    ]);
+    assert!(
+        err.contains("cannot install the guest agent") && err.contains("neither systemd nor"),
+        "{err}"
+    );
+}
+
+#[test]
 fn a_bad_spec_gives_one_sentence_naming_the_field() {
     let root = Root::new();
     let spec = root.dir.path().join("bad.toml");
@@ -525,6 +613,15 @@ fn the_debian_12_vm_example_boots_its_own_kernel_from_its_disk_to_a_shell() {
         std::thread::sleep(Duration::from_secs(1));
         log().contains("shell-42 debian-12-vm")
     });
+    // The image's agent (debian-12-container.toml's agent step), started by shell-init, answers
+    // on vsock.
+    wait_for("the guest agent", Duration::from_secs(120), || {
+        running();
+        root.run(&["agent", "ping", "deb-vm"]).status.success()
+    });
+    let hostname = root.ok(&["exec", "deb-vm", "--", "cat", "/etc/hostname"]);
+    assert_eq!(hostname, "debian-12-vm\n");
+    assert_eq!(root.info("deb-vm")["agent"]["status"], "answering");
     root.ok(&["kill", "deb-vm"]);
 }
 

@@ -253,6 +253,38 @@ fn a_vm_agent_answers_ping_and_exec_through_vsock_and_stop_goes_through_it() {
         String::from_utf8_lossy(&out.stdout),
         "output from vsock-agent\n"
     );
+    // On a terminal (script(1)'s), exec asks the guest for one of the same size, and leaves the
+    // terminal's mode as it found it.
+    if corral_testkit::has_program("script") {
+        let dir = root.dir.path();
+        let shell = format!(
+            "stty rows 33 cols 111; stty -g >{before}; {corral} exec agentvm -- anything; \
+             echo status=$?; stty -g >{after}",
+            before = dir.join("before").display(),
+            after = dir.join("after").display(),
+            corral = common::corral_bin(),
+        );
+        let out = std::process::Command::new("script")
+            .args(["-qec", &shell, "/dev/null"])
+            .env("CORRAL_ROOT", root.path())
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("output on a 33x111 terminal") && text.contains("status=3"),
+            "{text}"
+        );
+        let mode = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap();
+        assert_eq!(
+            mode("before"),
+            mode("after"),
+            "the terminal's mode came back"
+        );
+        assert!(!mode("before").is_empty());
+    } else {
+        corral_testkit::skip("the terminal part needs `script` (util-linux)");
+    }
     // The guest ignores Ctrl-Alt-Del: only the agent's shutdown can power it off cleanly.
     root.ok(&["stop", "agentvm", "--timeout", "60"]);
     let state = &root.info("agentvm")["state"];

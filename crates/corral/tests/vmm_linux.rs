@@ -773,6 +773,10 @@ fn the_guest_agent_in_linux_runs_commands_moves_files_reports_its_address_and_po
         console()
     );
 
+    // With a terminal, the command runs on a pty of the guest's.
+    let tty = root.ok(&["exec", "--tty", "agentvm", "--", "tty"]);
+    assert!(tty.starts_with("/dev/pts/"), "{tty:?}");
+
     let blob = scratch.join("blob");
     let data: Vec<u8> = (0..10u32 << 20)
         .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)

@@ -7,12 +7,14 @@ mod transport;
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
+use std::sync::mpsc::Receiver;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub use transport::Transport;
 
 use crate::frame::{self, Frame, FrameError, Stream, MAX_CHUNK};
-use crate::message::{GuestInfo, Reply, Request, PROTOCOL_VERSION, UNKNOWN_REQUEST};
+use crate::message::{GuestInfo, Reply, Request, WindowSize, PROTOCOL_VERSION, UNKNOWN_REQUEST};
 use timed::TimedReader;
 
 /// How long the host waits for an agent by default: for connecting, and for each reply.
@@ -91,6 +93,9 @@ pub struct Command {
     /// `NAME=value` entries.
     pub env: Vec<String>,
     pub cwd: Option<String>,
+    /// A terminal in the guest, of this size (0 by 0 when unknown): stdout then carries all
+    /// the output.
+    pub tty: Option<WindowSize>,
 }
 
 /// A connection to an agent that has passed the version handshake.
@@ -302,21 +307,30 @@ impl Client {
     }
 
     /// Runs `command` in the guest: `stdin` (if any) is sent as it is read, by a thread of its
-    /// own; its output is written to `stdout` and `stderr` as it comes. Waits as long as the
-    /// command runs; each output frame, once begun, must arrive within the timeout.
+    /// own, and so is each size `resizes` yields (for a command with a terminal); its output is
+    /// written to `stdout` and `stderr` as it comes. Waits as long as the command runs; each
+    /// output frame, once begun, must arrive within the timeout.
     pub fn exec(
         mut self,
         command: &Command,
         stdin: Option<Box<dyn Read + Send>>,
         stdout: &mut dyn Write,
         stderr: &mut dyn Write,
+        resizes: Option<Receiver<WindowSize>>,
     ) -> Result<ExitStatus, ClientError> {
-        self.send(&Request::Exec {
+        let request = Request::Exec {
             argv: command.argv.clone(),
             env: command.env.clone(),
             cwd: command.cwd.clone(),
-        })?;
-        match self.reply()? {
+            tty: command.tty,
+        };
+        let reply = if command.tty.is_some() {
+            self.newer_request(&request, "exec --tty")?
+        } else {
+            self.send(&request)?;
+            self.reply()?
+        };
+        match reply {
             Reply::Ready => {}
             other => return Err(unexpected("ready", other)),
         }
@@ -327,8 +341,20 @@ impl Client {
                 what: "share the agent connection".to_string(),
                 source,
             })?;
+        // The stdin and resize threads write whole frames in turn.
+        let writer = Arc::new(Mutex::new(writer));
         // Not joined: a local stdin that never ends (a terminal) must not hold the result back.
-        std::thread::spawn(move || feed_stdin(writer, stdin));
+        let input = Arc::clone(&writer);
+        std::thread::spawn(move || feed_stdin(&input, stdin));
+        if let Some(resizes) = resizes {
+            std::thread::spawn(move || {
+                for WindowSize { rows, cols } in resizes {
+                    if send_locked(&writer, &Request::Resize { rows, cols }).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
         loop {
             match self.frame(None)? {
                 Frame::Data(Stream::Stdout, bytes) => write_output(stdout, &bytes)?,
@@ -390,14 +416,17 @@ fn parse_reply(body: &[u8]) -> Result<Reply, ClientError> {
     }
 }
 
-fn feed_stdin(mut writer: UnixStream, stdin: Option<Box<dyn Read + Send>>) {
+fn feed_stdin(writer: &Mutex<UnixStream>, stdin: Option<Box<dyn Read + Send>>) {
     if let Some(mut stdin) = stdin {
         let mut buffer = vec![0u8; MAX_CHUNK];
         loop {
             match stdin.read(&mut buffer) {
                 Ok(0) => break,
                 Ok(n) => {
-                    if frame::write_data(&mut writer, Stream::Data, &buffer[..n]).is_err() {
+                    let mut stream = writer
+                        .lock()
+                        .unwrap_or_else(|poisoned| poisoned.into_inner());
+                    if frame::write_data(&mut *stream, Stream::Data, &buffer[..n]).is_err() {
                         return;
                     }
                 }
@@ -407,7 +436,15 @@ fn feed_stdin(mut writer: UnixStream, stdin: Option<Box<dyn Read + Send>>) {
         }
     }
     // The command may be gone already; then nobody reads this.
-    let _ = frame::write_message(&mut writer, &Request::Eof);
+    let _ = send_locked(writer, &Request::Eof);
+}
+
+/// Writes one message on a connection other threads write to as well.
+fn send_locked(writer: &Mutex<UnixStream>, request: &Request) -> Result<(), FrameError> {
+    let mut stream = writer
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    frame::write_message(&mut *stream, request)
 }
 
 fn write_output(out: &mut dyn Write, bytes: &[u8]) -> Result<(), ClientError> {

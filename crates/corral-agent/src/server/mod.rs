@@ -11,6 +11,7 @@ pub mod freeze;
 mod info;
 mod power;
 mod sysprep;
+mod terminal;
 
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -219,7 +220,12 @@ fn handle(mut stream: UnixStream, agent: &Agent) -> Result<(), FrameError> {
         match request {
             Request::Ping => frame::write_message(&mut stream, &Reply::Pong)?,
             Request::Info => frame::write_message(&mut stream, &Reply::Info(info::gather()))?,
-            Request::Exec { argv, env, cwd } => return exec::run(stream, &argv, &env, cwd),
+            Request::Exec {
+                argv,
+                env,
+                cwd,
+                tty,
+            } => return exec::run(stream, &argv, &env, cwd, tty),
             Request::Push {
                 path,
                 mode,
@@ -258,7 +264,7 @@ fn handle(mut stream: UnixStream, agent: &Agent) -> Result<(), FrameError> {
                 &mut stream,
                 &sysprep::run(&agent.root, operations.as_deref(), dry_run),
             )?,
-            Request::Hello { .. } | Request::Eof => frame::write_message(
+            Request::Hello { .. } | Request::Eof | Request::Resize { .. } => frame::write_message(
                 &mut stream,
                 &error(format!("unexpected {request:?} request")),
             )?,

@@ -32,6 +32,8 @@ pub struct BuildOptions {
     pub variables: Vec<(String, String)>,
     /// The program that runs provisioning steps with `oci run` (corral itself).
     pub runtime: PathBuf,
+    /// The corral binary `agent = true` steps install; `runtime` when `None`.
+    pub agent_binary: Option<PathBuf>,
     /// Copy the steps' output to stderr as well as to the log.
     pub echo: bool,
     /// `SOURCE_DATE_EPOCH`: mtimes are clamped to it and it is the images' creation time.
@@ -91,6 +93,8 @@ pub enum BuildError {
     Disk(#[source] corral_disk::DiskError),
     #[error("cannot copy the root filesystem")]
     Copy(#[source] Box<crate::CoreError>),
+    #[error("cannot install the guest agent")]
+    Agent(#[source] corral_agent::install::InstallError),
 }
 
 impl BuildError {
@@ -115,6 +119,7 @@ pub(crate) struct Context<'a> {
     store: &'a ImageStore,
     log: BuildLog,
     runtime: PathBuf,
+    agent_binary: PathBuf,
     source_date_epoch: Option<u64>,
     /// Distinguishes this build's step containers from another's in the same process.
     build_id: u32,
@@ -152,6 +157,10 @@ pub fn build(
         store: &store,
         log,
         runtime: options.runtime.clone(),
+        agent_binary: options
+            .agent_binary
+            .clone()
+            .unwrap_or_else(|| options.runtime.clone()),
         source_date_epoch: options.source_date_epoch,
         build_id: BUILDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         progress,

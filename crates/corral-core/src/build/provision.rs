@@ -1,7 +1,7 @@
 //! Provisioning steps, in order, on the staged rootfs: files copied in (their destination
-//! resolved inside the rootfs, so the image's links cannot send a write to the host), and shell
+//! resolved inside the rootfs, so the image's links cannot send a write to the host), shell
 //! commands or scripts run in a container on the rootfs through corral's own OCI runtime, with
-//! the host's network so package managers work.
+//! the host's network so package managers work, and the guest agent installed.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -79,7 +79,30 @@ pub fn run(
             remove_inside(&root, SCRIPT_PATH)?;
             result
         }
+        Step::Agent => install_agent(context, rootfs),
     }
+}
+
+/// `corral guest install-agent --root` on the tree, with the build's agent binary.
+fn install_agent(context: &mut Context, rootfs: &Path) -> Result<(), BuildError> {
+    let binary = context.agent_binary.clone();
+    if !corral_agent::install::is_static(&binary).map_err(BuildError::Agent)? {
+        context.log.note(&format!(
+            "note: {} is not a static executable: the agent runs in this image only if it has \
+             the libraries that binary was linked with (glibc, libseccomp, liblzma); \
+             scripts/build-static.sh builds a static corral for --agent-binary",
+            binary.display()
+        ));
+    }
+    let (init, written) =
+        corral_agent::install::install(rootfs, &binary).map_err(BuildError::Agent)?;
+    context.log.note(&format!(
+        "installed {} as the guest agent ({}): {}",
+        binary.display(),
+        written.join(", "),
+        init.describe()
+    ));
+    Ok(())
 }
 
 /// Writes `content` at `guest_path` inside `root`, every link on the way resolved inside the

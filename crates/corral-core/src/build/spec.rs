@@ -99,6 +99,9 @@ pub struct StepSpec {
     pub shell: Option<String>,
     #[serde(default)]
     pub script: Option<String>,
+    /// `agent = true`: corral's guest agent installed and started by the image's init.
+    #[serde(default)]
+    pub agent: bool,
 }
 
 /// A file copied from beside the spec into the rootfs.
@@ -126,6 +129,8 @@ pub enum Step {
     Shell(String),
     /// A script file from beside the spec, run the same way.
     Script(PathBuf),
+    /// The guest agent put in as `corral guest install-agent` does it.
+    Agent,
 }
 
 impl Step {
@@ -143,6 +148,7 @@ impl Step {
                 }
             }
             Step::Script(path) => format!("script {}", path.display()),
+            Step::Agent => "the guest agent".to_string(),
         }
     }
 }
@@ -303,8 +309,8 @@ impl Plan {
         let mut steps = Vec::new();
         for (index, step) in spec.provision.iter().enumerate() {
             let field = format!("provision[{}]", index + 1);
-            steps.push(match (&step.file, &step.shell, &step.script) {
-                (Some(file), None, None) => {
+            steps.push(match (&step.file, &step.shell, &step.script, step.agent) {
+                (Some(file), None, None, false) => {
                     if !file.destination.starts_with('/') {
                         return Err(format!(
                             "field `{field}.file.destination`: {:?} is not an absolute path in \
@@ -333,14 +339,15 @@ impl Plan {
                         mode,
                     }
                 }
-                (None, Some(shell), None) => Step::Shell(shell.clone()),
-                (None, None, Some(script)) => {
+                (None, Some(shell), None, false) => Step::Shell(shell.clone()),
+                (None, None, Some(script), false) => {
                     Step::Script(PathBuf::from(expand(&format!("{field}.script"), script)?))
                 }
+                (None, None, None, true) => Step::Agent,
                 _ => {
                     return Err(format!(
-                        "`{field}`: give exactly one of file = {{...}}, shell = \"COMMAND\" or \
-                         script = \"PATH\""
+                        "`{field}`: give exactly one of file = {{...}}, shell = \"COMMAND\", \
+                         script = \"PATH\" or agent = true"
                     ))
                 }
             });
@@ -473,6 +480,8 @@ busybox = true
 file = { source = "inittab", destination = "/etc/inittab" }
 [[provision]]
 shell = "echo hi"
+[[provision]]
+agent = true
 [[output]]
 type = "container"
 alias = ["busybox/latest"]
@@ -493,7 +502,8 @@ path = "out/busybox.tar"
                     destination: "/etc/inittab".into(),
                     mode: 0o644
                 },
-                Step::Shell("echo hi".into())
+                Step::Shell("echo hi".into()),
+                Step::Agent
             ]
         );
         assert_eq!(plan.outputs.len(), 2);
@@ -504,7 +514,10 @@ path = "out/busybox.tar"
     fn unknown_fields_are_named_with_their_line() {
         let err = parse(&BUSYBOX.replace("alias = [", "aliases = [")).unwrap_err();
         // An output is a tagged table: its errors point at the table's header line.
-        assert!(err.contains("line 9") && err.contains("`aliases`"), "{err}");
+        assert!(
+            err.contains("line 11") && err.contains("`aliases`"),
+            "{err}"
+        );
         let err = parse(&BUSYBOX.replace("type = \"tarball\"", "type = \"iso\"")).unwrap_err();
         assert!(err.contains("iso"), "{err}");
     }
@@ -531,6 +544,15 @@ path = "out/busybox.tar"
         let err = parse(&BUSYBOX.replace("shell = \"echo hi\"", "shell = \"a\"\nscript = \"b\""))
             .unwrap_err();
         assert!(err.contains("provision[2]"), "{err}");
+        let err =
+            parse(&BUSYBOX.replace("agent = true", "agent = true\nshell = \"a\"")).unwrap_err();
+        assert!(
+            err.contains("provision[3]") && err.contains("agent = true"),
+            "{err}"
+        );
+        // `agent = false` alone is no step at all.
+        let err = parse(&BUSYBOX.replace("agent = true", "agent = false")).unwrap_err();
+        assert!(err.contains("provision[3]"), "{err}");
     }
 
     #[test]
