@@ -40,6 +40,7 @@ packages=(
   dosfstools        # fsck.fat: the cloud-init seed tests check corral's CIDATA vfat images
   mtools            # mdir/mtype: ... and list and read them without mounting
   cloud-image-utils # cloud-localds: ... and compare them with the reference seed writer
+  libxml2-utils     # xmllint: the OVF export tests validate envelopes against the DMTF schema
 )
 
 if ! command -v cargo >/dev/null; then

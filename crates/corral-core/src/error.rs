@@ -47,11 +47,19 @@ pub enum CoreError {
     Image(Box<corral_image::store::StoreError>),
     #[error(transparent)]
     Ovf(Box<corral_image::ovf::OvfError>),
+    #[error(transparent)]
+    OvfExport(Box<corral_image::ovf::export::OvfExportError>),
     #[error("cannot reset the identity of {what}")]
     Sysprep {
         what: String,
         #[source]
         source: Box<corral_sysprep::SysprepError>,
+    },
+    #[error("cannot make a template image of {path}")]
+    OvfTemplate {
+        path: PathBuf,
+        #[source]
+        source: Box<corral_image::import::ImportError>,
     },
     #[error("cannot make an image of instance {name}")]
     Publish {

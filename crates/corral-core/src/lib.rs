@@ -5,7 +5,8 @@
 //!   atomically, and every multi-step change holds the instance's [`lock`].
 //! - [`state`]: `state.json` and the lifecycle states (libvirt's names).
 //! - [`build`]: `corral image build`, images made from a spec.
-//! - [`ovf_import`]: `corral import`, a VM instance from an OVF package (`.ova`, `.ovf`).
+//! - [`ovf_import`]: `corral import`, a VM instance from an OVF package (`.ova`, `.ovf`);
+//!   [`ovf_export`]: `corral export`, a stopped VM instance as an OVA.
 //! - [`clone`]: `corral clone`, a new instance from a stopped one; [`bases`] keeps the read-only
 //!   disks linked clones share.
 
@@ -27,6 +28,7 @@ pub mod network_service;
 pub mod networks;
 pub mod nic;
 pub mod nic_status;
+pub mod ovf_export;
 pub mod ovf_import;
 pub mod state;
 pub mod stop_signal;

@@ -3,16 +3,20 @@
 //! MACs) are kept; what corral has no equivalent for is mapped to its own devices or dropped,
 //! and every such change is listed in [`OvfImport::notes`]. The disks are converted into the
 //! instance's directory while it is being created, so an import that fails or is killed leaves
-//! nothing (the store's staging rule).
+//! nothing (the store's staging rule). With `--template` ([`Manager::import_ovf_template`]) the
+//! system's first disk becomes a VM image in the image store instead.
 
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 
+use corral_image::import::ImportOptions;
+use corral_image::metadata::{ImageMetadata, ImageType};
 use corral_image::ovf::disks::{import_disks, ImportedDisks};
 use corral_image::ovf::envelope::{ControllerKind, VirtualSystem};
 use corral_image::ovf::package::Package;
 use corral_image::ovf::OvfError;
 use corral_image::progress::Progress;
+use corral_image::store::Image;
 use corral_vmm::config::{MacAddress, MemorySize};
 
 use crate::definition::{new_uuid, validate_name, BootFrom, Definition, Disk, DiskFormat, Kind};
@@ -80,6 +84,78 @@ impl Manager {
             }
         }
         Ok(made)
+    }
+
+    /// Imports the one virtual system of the package at `source` as a VM template image: its
+    /// first disk (the others are dropped and noted), booting the kernel found inside it or
+    /// `options.kernel`. Returns the image, whether it is new (the same content may be stored
+    /// already) and the notes.
+    pub fn import_ovf_template(
+        &self,
+        source: &Path,
+        options: &OvfImportOptions,
+        progress: &dyn Progress,
+    ) -> Result<(Image, bool, Vec<String>), CoreError> {
+        let package = Package::open(source)?;
+        let [system] = package.envelope.systems.as_slice() else {
+            return Err(CoreError::Unsupported(format!(
+                "{} holds {} virtual systems; a template is made of one (import them as \
+                 instances without --template)",
+                source.display(),
+                package.envelope.systems.len()
+            )));
+        };
+        let mut notes = Vec::new();
+        let mut first = system.clone();
+        if first.disks.is_empty() {
+            return Err(CoreError::Unsupported(
+                "the virtual system has no disk; a template image is made of its first".into(),
+            ));
+        }
+        for (index, _) in first.disks.iter().enumerate().skip(1) {
+            notes.push(format!(
+                "disk {index} dropped: a template image holds one disk"
+            ));
+        }
+        first.disks.truncate(1);
+        let images = self.images()?;
+        let staging = images.staging()?;
+        import_disks(&package, &first, staging.dir(), progress)?;
+        let staged = staging.dir().join("disk0.qcow2");
+        let disk = staging.dir().join(corral_image::store::DISK);
+        std::fs::rename(&staged, &disk).map_err(|source| CoreError::Io {
+            action: "rename",
+            path: staged,
+            source,
+        })?;
+        let mut metadata = ImageMetadata::new(ImageType::Vm);
+        let own = system.name.as_deref().unwrap_or(&system.id);
+        let file = source.file_name().unwrap_or(source.as_os_str());
+        metadata.description = Some(format!(
+            "imported from {} (virtual system {own})",
+            file.to_string_lossy()
+        ));
+        let import_options = ImportOptions {
+            kernel: options.kernel.clone(),
+            initrd: options.initrd.clone(),
+            cmdline: options.cmdline.clone(),
+            ..ImportOptions::default()
+        };
+        let template_error = |error| CoreError::OvfTemplate {
+            path: source.to_path_buf(),
+            source: Box::new(error),
+        };
+        let metadata =
+            corral_image::import::vm_metadata(staging.dir(), &import_options, Some(metadata))
+                .map_err(template_error)?;
+        let (image, new) = corral_image::import::commit_vm(
+            &images,
+            staging,
+            metadata,
+            format!("ovf:{}", source.display()),
+        )
+        .map_err(template_error)?;
+        Ok((image, new, notes))
     }
 
     fn import_system(
@@ -340,6 +416,8 @@ mod tests {
                 resource_type: 14,
                 name: Some("Floppy 1".into()),
             }],
+            os: None,
+            product: None,
         }
     }
 

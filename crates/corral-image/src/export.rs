@@ -148,13 +148,22 @@ fn temp_prefix(target: &Path) -> String {
     format!(".{name}{TEMP_MARK}")
 }
 
-fn temp_name(target: &Path) -> PathBuf {
+/// `.NAME.corral-tmp-PID`: where an export to `target` is built before its rename.
+pub(crate) fn temp_name(target: &Path) -> PathBuf {
     target.with_file_name(format!("{}{}", temp_prefix(target), std::process::id()))
+}
+
+/// `.NAME.corral-tmp-PID.SUFFIX`: another temporary of the export to `target` (an OVA's
+/// converted disks), swept like [`temp_name`].
+pub(crate) fn temp_name_with(target: &Path, suffix: &str) -> PathBuf {
+    let mut name = temp_name(target).into_os_string();
+    name.push(format!(".{suffix}"));
+    PathBuf::from(name)
 }
 
 /// Removes what exports to `target` killed before their rename left: temporaries of processes
 /// that are gone. Nothing else sweeps them (they are beside the target, outside the store).
-fn sweep_killed_exports(target: &Path) {
+pub(crate) fn sweep_killed_exports(target: &Path) {
     let prefix = temp_prefix(target);
     let dir = match target.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
@@ -168,6 +177,7 @@ fn sweep_killed_exports(target: &Path) {
         let Some(pid) = name
             .to_str()
             .and_then(|n| n.strip_prefix(&prefix))
+            .and_then(|rest| rest.split('.').next())
             .and_then(|pid| pid.parse::<u32>().ok())
         else {
             continue;

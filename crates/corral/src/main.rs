@@ -18,6 +18,7 @@ mod network_attach;
 mod network_service;
 mod oci;
 mod output;
+mod ovf_export;
 mod ovf_import;
 mod progress;
 mod rootfs;
@@ -66,6 +67,9 @@ enum Command {
     /// Import a virtual machine from an OVF package (.ova, or .ovf with its files), as
     /// VirtualBox and VMware export them: CPUs, memory, disks and network adapters are kept.
     Import(ovf_import::ImportArgs),
+    /// Export a stopped virtual machine as an OVA (OVF envelope, manifest, streamOptimized
+    /// VMDK disks) that VirtualBox, VMware and `corral import` read.
+    Export(ovf_export::ExportArgs),
     /// Define an instance from a TOML file (virsh define).
     Define { file: PathBuf },
     /// Start instances.
@@ -234,6 +238,7 @@ fn main() -> ExitCode {
         Command::Create(args) => instance::create(&cli.root, *args),
         Command::Clone(args) => clone::run(&cli.root, args),
         Command::Import(args) => ovf_import::run(&cli.root, args),
+        Command::Export(args) => ovf_export::run(&cli.root, args),
         Command::Define { file } => instance::define(&cli.root, file),
         Command::Start { names } => instance::start(&cli.root, names),
         Command::Stop(args) => instance::stop(&cli.root, args),

@@ -1,5 +1,6 @@
-//! `corral import FILE.ova|FILE.ovf [NAME]`: parses, calls corral-core's OVF import, prints what
-//! was made and what was mapped or dropped.
+//! `corral import FILE.ova|FILE.ovf [NAME] [--template]`: parses, calls corral-core's OVF import
+//! (an instance, or with `--template` a VM image), prints what was made and what was mapped or
+//! dropped.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -13,8 +14,12 @@ pub struct ImportArgs {
     /// VirtualBox, VMware's ovftool and other hypervisors export them).
     file: PathBuf,
     /// The instance's name (default: the virtual system's name in the envelope); with several
-    /// systems in the package, each is named NAME-SYSTEM.
+    /// systems in the package, each is named NAME-SYSTEM. With --template, the image's alias.
     name: Option<String>,
+    /// Make a VM template image (in the image store, for `corral create --image`) of the
+    /// system's first disk instead of an instance.
+    #[arg(long, conflicts_with = "start")]
+    template: bool,
     /// The corral network every network adapter joins (`default` is created on first use);
     /// `none` drops the adapters. Their MACs are kept.
     #[arg(
@@ -49,6 +54,9 @@ pub fn run(root: &std::path::Path, args: ImportArgs) -> anyhow::Result<ExitCode>
         initrd: args.initrd.map(absolute),
         cmdline: args.cmdline,
     };
+    if args.template {
+        return template(&manager, &args.file, options);
+    }
     let bars = crate::progress::Bars::new();
     let imported = manager.import_ovf(&args.file, &options, &bars);
     bars.finish();
@@ -79,6 +87,35 @@ pub fn run(root: &std::path::Path, args: ImportArgs) -> anyhow::Result<ExitCode>
             manager.start(&import.definition.name)?;
             println!("started {}", import.definition.name);
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn template(
+    manager: &corral_core::Manager,
+    file: &std::path::Path,
+    options: OvfImportOptions,
+) -> anyhow::Result<ExitCode> {
+    // The alias is checked before the work, not refused after it.
+    if let Some(alias) = &options.name {
+        corral_image::store::validate_alias(alias)?;
+    }
+    let bars = crate::progress::Bars::new();
+    let imported = manager.import_ovf_template(file, &options, &bars);
+    bars.finish();
+    let (mut image, new, notes) = imported?;
+    if let Some(alias) = &options.name {
+        image = manager
+            .images()?
+            .set_alias(alias, image.fingerprint(), false)?;
+    }
+    if new {
+        println!("imported template image {}", image.display_name());
+    } else {
+        println!("template image {} was already stored", image.display_name());
+    }
+    for note in &notes {
+        println!("  {note}");
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -9,22 +9,7 @@ use std::time::Duration;
 
 use corral_testkit::{require_kvm, require_program};
 
-use common::{wait_for, CorralRoot as Root};
-
-/// An ext4 image (`mkfs.ext4 -d`) of `files`, `(path in the disk, host file to copy)`.
-fn ext4_disk(dir: &Path, files: &[(&str, &Path)], grub_cfg: &str) -> PathBuf {
-    let tree = dir.join("tree");
-    for (path, source) in files {
-        let target = tree.join(path.trim_start_matches('/'));
-        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
-        std::fs::copy(source, &target).unwrap();
-    }
-    std::fs::create_dir_all(tree.join("boot/grub")).unwrap();
-    std::fs::write(tree.join("boot/grub/grub.cfg"), grub_cfg).unwrap();
-    let image = dir.join("system.raw");
-    corral_testkit::mkfs_ext4(&tree, &image, "64M");
-    image
-}
+use common::{ext4_boot_disk, wait_for, CorralRoot as Root};
 
 /// Writes a definition (`top` holds its top-level settings) booting from `disk` and creates the
 /// instance from it; its stderr, as the error when the create fails.
@@ -54,7 +39,7 @@ fn a_vm_boots_the_kernel_its_disk_names() {
     let grub = "set default=1\n\
                 menuentry 'hello' {\n linux /boot/vmlinuz-hello\n}\n\
                 menuentry 'counter' {\n linux /boot/vmlinuz-test console=ttyS0\n}\n";
-    let disk = ext4_disk(
+    let disk = ext4_boot_disk(
         root.dir.path(),
         &[
             ("/boot/vmlinuz-test", &corral_guests::elf("counter")),
@@ -88,7 +73,7 @@ fn a_vm_boots_the_kernel_its_disk_names() {
 fn a_disk_without_a_kernel_is_refused_with_the_reason() {
     require_program!("mkfs.ext4");
     let root = Root::new();
-    let disk = ext4_disk(
+    let disk = ext4_boot_disk(
         root.dir.path(),
         &[],
         "menuentry 'gone' {\n linux /boot/vmlinuz-9\n}\n",
@@ -134,7 +119,7 @@ fn linux_boots_from_its_disk() {
          initrd /boot/initrd.img-6.1-corral\n}}\n",
         cmdline.trim()
     );
-    let disk = ext4_disk(
+    let disk = ext4_boot_disk(
         root.dir.path(),
         &[
             ("/boot/vmlinuz-6.1-corral", &linux.join("vmlinux")),

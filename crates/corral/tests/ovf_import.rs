@@ -10,35 +10,12 @@ use std::process::Command;
 
 use corral_testkit::require_program;
 
+use common::ovf::{lan_network, raw_disk, run, text};
 use common::CorralRoot as Root;
-
-fn run(program: &str, args: &[&str]) -> String {
-    let out = Command::new(program).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{program} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 fn sh(script: &str) {
     let status = Command::new("sh").arg("-c").arg(script).status().unwrap();
     assert!(status.success(), "{script}");
-}
-
-fn text(path: &Path) -> &str {
-    path.to_str().unwrap()
-}
-
-/// A sparse raw disk of `mib` MiB with `seed`'s pattern in its first 64 KiB and at 1 MiB.
-fn raw_disk(path: &Path, mib: u64, seed: u8) {
-    use std::os::unix::fs::FileExt;
-    let file = std::fs::File::create(path).unwrap();
-    file.set_len(mib << 20).unwrap();
-    let pattern: Vec<u8> = (0..65536u32).map(|i| (i as u8) ^ seed).collect();
-    file.write_all_at(&pattern, 0).unwrap();
-    file.write_all_at(&pattern, 1 << 20).unwrap();
 }
 
 /// A raw ext4 disk of `mib` MiB holding a kernel the way Debian installs one, so the imported
@@ -126,17 +103,6 @@ fn ova(dir: &Path, name: &str, members: &[&str]) -> PathBuf {
     args.extend_from_slice(members);
     run("tar", &args);
     target
-}
-
-/// An unmanaged network `lan` on a bridge nobody makes: enough for nics to name it at import.
-fn lan_network(root: &Root) {
-    let dir = root.path().join("networks/lan");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(
-        dir.join("network.toml"),
-        "name = \"lan\"\nkind = \"unmanaged\"\nbridge = \"corralovf0\"\nnat = false\n",
-    )
-    .unwrap();
 }
 
 fn same_content(image: &Path, raw: &Path) {

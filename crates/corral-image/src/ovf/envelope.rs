@@ -134,6 +134,22 @@ pub struct OtherDevice {
     pub name: Option<String>,
 }
 
+/// `OperatingSystemSection`: the guest's OS as a CIM OS type (`ovf:id`, CIM_OperatingSystem's
+/// OSType: 96 is Debian 64-bit) and its description.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OperatingSystem {
+    pub id: u32,
+    pub description: Option<String>,
+}
+
+/// `ProductSection`: what the appliance is and its version (corral writes the instance's name
+/// and its own version).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Product {
+    pub product: Option<String>,
+    pub version: Option<String>,
+}
+
 /// One `VirtualSystem`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VirtualSystem {
@@ -151,6 +167,8 @@ pub struct VirtualSystem {
     /// items carry none.
     pub vendor_macs: Vec<String>,
     pub others: Vec<OtherDevice>,
+    pub os: Option<OperatingSystem>,
+    pub product: Option<Product>,
 }
 
 /// A parsed envelope.
@@ -376,18 +394,48 @@ impl Reader {
         Ok(names)
     }
 
+    /// The text of OVF child element `name` of `node`, trimmed, when not empty.
+    fn child_text(&self, node: Node, name: &'static str) -> Option<String> {
+        self.children(node, name)
+            .next()
+            .and_then(|n| n.text())
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty())
+    }
+
+    fn operating_system(&self, system: Node) -> Result<Option<OperatingSystem>, EnvelopeError> {
+        let Some(section) = self.section(system, "OperatingSystemSection") else {
+            return Ok(None);
+        };
+        let text = self.required(section, "id")?;
+        let id = text.trim().parse().map_err(|_| {
+            invalid(
+                "OperatingSystemSection ovf:id",
+                text,
+                "a CIM OS type number",
+            )
+        })?;
+        Ok(Some(OperatingSystem {
+            id,
+            description: self.child_text(section, "Description"),
+        }))
+    }
+
+    fn product(&self, system: Node) -> Option<Product> {
+        let section = self.section(system, "ProductSection")?;
+        Some(Product {
+            product: self.child_text(section, "Product"),
+            version: self.child_text(section, "Version"),
+        })
+    }
+
     fn system(
         &self,
         system: Node,
         disks: &HashMap<&str, &VirtualDisk>,
     ) -> Result<VirtualSystem, EnvelopeError> {
         let id = self.required(system, "id")?.to_string();
-        let name = self
-            .children(system, "Name")
-            .next()
-            .and_then(|n| n.text())
-            .map(|t| t.trim().to_string())
-            .filter(|t| !t.is_empty());
+        let name = self.child_text(system, "Name");
         let hardware = self
             .section(system, "VirtualHardwareSection")
             .ok_or_else(|| EnvelopeError::Missing {
@@ -414,6 +462,8 @@ impl Reader {
             nics: Vec::new(),
             vendor_macs: virtualbox_macs(system)?,
             others: Vec::new(),
+            os: self.operating_system(system)?,
+            product: self.product(system),
         };
         // Controllers by InstanceID, with their position, for the disks' order.
         let mut controllers: HashMap<&str, (usize, Controller)> = HashMap::new();

@@ -7,13 +7,15 @@
 //! - [`manifest`]: the `.mf` digests.
 //! - [`package`]: an OVA or an `.ovf` with its files: the envelope first, the files on demand.
 //! - [`disks`]: a system's disks as standalone qcow2 files.
+//! - [`export`]: the other way: a machine written as an OVA (envelope, manifest, streamed VMDK).
 //!
-//! Mapping a system to an instance is corral-core's (`ovf_import`): this crate knows nothing of
-//! instances.
+//! Mapping a system to an instance and back is corral-core's (`ovf_import`, `ovf_export`):
+//! this crate knows nothing of instances.
 
 pub mod disks;
 pub mod envelope;
 mod error;
+pub mod export;
 pub mod manifest;
 pub mod package;
 pub mod units;

@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+pub mod ovf;
+
 /// Where `busybox-static` installs the static busybox.
 pub const BUSYBOX: &str = "/bin/busybox";
 
@@ -459,4 +461,20 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     let out = sha.wait_with_output().unwrap();
     assert!(out.status.success());
     String::from_utf8_lossy(&out.stdout)[..64].to_string()
+}
+
+/// A bootable ext4 image (`mkfs.ext4 -d`) `system.raw` in `dir` of `files`, `(path in the
+/// disk, host file to copy)`, and a `/boot/grub/grub.cfg` of `grub_cfg`.
+pub fn ext4_boot_disk(dir: &Path, files: &[(&str, &Path)], grub_cfg: &str) -> PathBuf {
+    let tree = dir.join("tree");
+    for (path, source) in files {
+        let target = tree.join(path.trim_start_matches('/'));
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        std::fs::copy(source, &target).unwrap();
+    }
+    std::fs::create_dir_all(tree.join("boot/grub")).unwrap();
+    std::fs::write(tree.join("boot/grub/grub.cfg"), grub_cfg).unwrap();
+    let image = dir.join("system.raw");
+    corral_testkit::mkfs_ext4(&tree, &image, "64M");
+    image
 }
