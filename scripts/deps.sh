@@ -40,6 +40,8 @@ packages=(
   dosfstools        # fsck.fat: the cloud-init seed tests check corral's CIDATA vfat images
   mtools            # mdir/mtype: ... and list and read them without mounting
   cloud-image-utils # cloud-localds: ... and compare them with the reference seed writer
+  genisoimage       # writes ISO 9660 seeds (seed_format = "iso"); isoinfo checks them
+  libarchive-tools  # bsdtar: the seed tests read ISO images without mounting
   libxml2-utils     # xmllint: the OVF export tests validate envelopes against the DMTF schema
 )
 

@@ -32,7 +32,7 @@ bash guests/linux/build.sh "$guest_linux/net" guests/linux/guest-net.config
 CORRAL_GUEST_LINUX_DIR="$guest_linux/plain" CORRAL_GUEST_LINUX_ACPI_DIR="$guest_linux/acpi" \
   CORRAL_GUEST_LINUX_NET_DIR="$guest_linux/net" \
   cargo nextest run -p corral --profile ci --run-ignored only \
-  -E 'binary(vmm_linux) | binary(instances_boot_disk)' -j 1
+  -E 'binary(vmm_linux) | binary(instances_boot_disk) | test(linux_boots_after_export_and_import)' -j 1
 
 echo "== Debian image builds (packages from Debian's archive; the built rootfs is cached), the VM one booted, systemd containers booted and cloned, the Debian package installed and purged"
 CORRAL_GUEST_LINUX_NET_DIR="$guest_linux/net" \

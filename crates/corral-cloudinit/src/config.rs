@@ -29,6 +29,27 @@ pub struct CloudInit {
     /// Keys added to `meta-data` (`local-hostname` may be replaced; `instance-id` may not).
     #[serde(default, skip_serializing_if = "MetaData::is_empty")]
     pub meta_data: MetaData,
+    /// The filesystem of a VM's seed disk: `vfat` (labelled `CIDATA`) or `iso` (ISO 9660,
+    /// volume id `cidata`).
+    #[serde(default, skip_serializing_if = "SeedFormat::is_vfat")]
+    pub seed_format: SeedFormat,
+}
+
+/// The filesystem of a VM's seed disk; cloud-init's NoCloud datasource reads both.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SeedFormat {
+    /// FAT, written in userspace (`vfat`).
+    #[default]
+    Vfat,
+    /// ISO 9660 with Rock Ridge and Joliet (`iso`), written by genisoimage.
+    Iso,
+}
+
+impl SeedFormat {
+    fn is_vfat(&self) -> bool {
+        *self == SeedFormat::Vfat
+    }
 }
 
 /// A document: inline text, or `{ file = "PATH" }` (relative to the instance directory), read

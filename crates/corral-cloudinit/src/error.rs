@@ -39,6 +39,13 @@ pub enum SeedError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "an ISO 9660 seed needs `genisoimage`; install it (apt-get install genisoimage) or use \
+         cloud_init.seed_format = \"vfat\""
+    )]
+    IsoProgramMissing,
+    #[error("genisoimage could not write the CIDATA image {path}: {report}")]
+    IsoProgram { path: PathBuf, report: String },
     #[error(transparent)]
     WriteImage(#[from] corral_host::atomic::AtomicWriteError),
     #[error("cannot {action} {path} in the root filesystem {root}")]

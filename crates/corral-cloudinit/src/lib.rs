@@ -1,11 +1,12 @@
 //! cloud-init NoCloud seeds: the `[cloud_init]` table of a definition (`config`), the seed files
 //! made from it (`seed`, with `network` for a generated network-config and `validate` for the
 //! checks), `corral create`'s shortcuts (`shortcuts`), and the two ways a guest gets them: a
-//! `CIDATA` vfat image for a VM (`vfat`) and the seed directory of a container's root
+//! `CIDATA` vfat image for a VM (`vfat`, or ISO 9660 with `iso`) and the seed directory of a container's root
 //! (`rootfs`). Knows nothing of instances: corral-core hands in the identity and the nics.
 
 pub mod config;
 pub mod error;
+pub mod iso;
 pub mod network;
 pub mod rootfs;
 pub mod seed;
@@ -13,7 +14,7 @@ pub mod shortcuts;
 pub mod validate;
 pub mod vfat;
 
-pub use config::{CloudInit, Content, FileRef, MetaData};
+pub use config::{CloudInit, Content, FileRef, MetaData, SeedFormat};
 pub use error::SeedError;
 pub use network::Interface;
 pub use seed::{instance_id, Identity, Seed};

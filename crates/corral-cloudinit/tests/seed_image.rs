@@ -89,3 +89,30 @@ fn the_files_are_byte_equal_to_what_cloud_localds_writes() {
     assert_eq!(theirs.len(), 4, "{theirs:?}");
     assert_eq!(files_in(&ours), theirs);
 }
+
+#[test]
+fn an_iso_seed_replaces_the_old_image_whole_and_blkid_sees_iso9660_cidata() {
+    require_program!("genisoimage");
+    require_program!("blkid");
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("cidata.img");
+    std::fs::write(&image, b"the previous image").unwrap();
+    corral_cloudinit::iso::write_image(&seed(), &image).unwrap();
+    let probe = run_ok(
+        "blkid",
+        &[
+            "-p".as_ref(),
+            "-o".as_ref(),
+            "export".as_ref(),
+            image.as_os_str(),
+        ],
+    );
+    assert!(probe.lines().any(|l| l == "LABEL=cidata"), "{probe}");
+    assert!(probe.lines().any(|l| l == "TYPE=iso9660"), "{probe}");
+    // Nothing of the staging is left beside the image.
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name())
+        .collect();
+    assert_eq!(left, ["cidata.img"]);
+}

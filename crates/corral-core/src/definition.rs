@@ -782,6 +782,14 @@ impl Definition {
                 };
                 *slot = cloud_init_content(value);
             }
+            "cloud_init.seed_format" => {
+                let table = updated.cloud_init.get_or_insert_with(Default::default);
+                table.seed_format = match value {
+                    "vfat" => corral_cloudinit::SeedFormat::Vfat,
+                    "iso" => corral_cloudinit::SeedFormat::Iso,
+                    _ => return Err(field_error(key, format!("{value:?} is not vfat or iso"))),
+                };
+            }
             _ if key.starts_with("cloud_init.meta_data.") => {
                 let name = &key["cloud_init.meta_data.".len()..];
                 let table = updated.cloud_init.get_or_insert_with(Default::default);

@@ -135,8 +135,16 @@ pub fn write_image(
         return Ok(None);
     };
     let path = image_path(paths);
-    corral_cloudinit::vfat::write_image(&seed, &path)
-        .map_err(|source| seed_error(definition, source))?;
+    let format = definition
+        .cloud_init
+        .as_ref()
+        .map(|table| table.seed_format)
+        .unwrap_or_default();
+    match format {
+        corral_cloudinit::SeedFormat::Vfat => corral_cloudinit::vfat::write_image(&seed, &path),
+        corral_cloudinit::SeedFormat::Iso => corral_cloudinit::iso::write_image(&seed, &path),
+    }
+    .map_err(|source| seed_error(definition, source))?;
     Ok(Some(path))
 }
 

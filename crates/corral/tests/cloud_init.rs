@@ -162,6 +162,93 @@ fn a_vm_gets_a_cidata_disk_after_its_own_that_tools_and_cloud_localds_agree_on()
     assert_eq!(text(&cloned, "user-data"), user);
 }
 
+/// The files of an ISO 9660 image as bsdtar reads them (Rock Ridge names), in name order.
+fn iso_files(image: &Path) -> Vec<(String, Vec<u8>)> {
+    let listing = run_ok("bsdtar", &["-tf".as_ref(), image.as_os_str()]);
+    let mut names: Vec<String> = listing
+        .lines()
+        .map(|line| line.trim_start_matches("./").to_string())
+        .filter(|name| !name.is_empty() && name != ".")
+        .collect();
+    names.sort();
+    names
+        .into_iter()
+        .map(|name| {
+            let out = std::process::Command::new("bsdtar")
+                .arg("-xOf")
+                .arg(image)
+                .arg(&name)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "bsdtar -xOf {name}");
+            (name, out.stdout)
+        })
+        .collect()
+}
+
+#[test]
+fn an_iso_seed_has_volume_id_cidata_and_the_lowercase_files_cloud_localds_writes() {
+    require_kvm!();
+    require_program!("genisoimage");
+    require_program!("isoinfo");
+    require_program!("bsdtar");
+    require_program!("cloud-localds");
+    let root = Root::new();
+    create_vm(
+        &root,
+        "iso",
+        "virtio-blk-dump",
+        &["--user", "ada", "--hostname", "iso.lab"],
+    );
+    root.ok(&["config", "set", "iso", "cloud_init.seed_format=iso"]);
+    let err = root.fails(&["config", "set", "iso", "cloud_init.seed_format=udf"]);
+    assert!(err.contains("is not vfat or iso"), "{err}");
+    root.ok(&["start", "iso"]);
+    wait_for("the guest to finish", Duration::from_secs(60), || {
+        root.status("iso") != "running"
+    });
+    let image = root.instance_dir("iso").join("cidata.img");
+    // The guest found it as its first disk (it has no other).
+    let logs = root.ok(&["logs", "iso"]);
+    assert!(logs.contains("disk 0:"), "{logs}");
+
+    let volume = run_ok(
+        "isoinfo",
+        &["-d".as_ref(), "-i".as_ref(), image.as_os_str()],
+    );
+    assert!(
+        volume.lines().any(|l| l.trim() == "Volume id: cidata"),
+        "{volume}"
+    );
+    let files = iso_files(&image);
+    let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["meta-data", "user-data"]);
+    assert_eq!(
+        text(&files, "meta-data"),
+        format!(
+            "instance-id: iid-{}\nlocal-hostname: iso.lab\n",
+            uuid(&root, "iso")
+        )
+    );
+    assert!(text(&files, "user-data").contains("- name: ada"));
+
+    let inputs = tempfile::tempdir().unwrap();
+    for (name, bytes) in &files {
+        std::fs::write(inputs.path().join(name), bytes).unwrap();
+    }
+    let reference = inputs.path().join("reference.iso");
+    run_ok(
+        "cloud-localds",
+        &[
+            "--filesystem=iso9660".as_ref(),
+            reference.as_os_str(),
+            inputs.path().join("user-data").as_os_str(),
+            inputs.path().join("meta-data").as_os_str(),
+        ],
+    );
+    assert_eq!(iso_files(&reference), files);
+}
+
 #[test]
 fn seed_documents_are_checked_at_create_and_config_set() {
     let root = Root::new();
