@@ -539,7 +539,7 @@ fn tools_disk(dir: &Path) -> PathBuf {
     std::fs::create_dir_all(tree.join("lib")).unwrap();
     std::fs::create_dir_all(tree.join("bin")).unwrap();
     std::fs::copy(common::BUSYBOX, tree.join("bin/busybox")).unwrap();
-    for applet in ["uname", "sha256sum", "cat", "ls"] {
+    for applet in ["uname", "sha256sum", "cat", "ls", "tty"] {
         std::os::unix::fs::symlink("busybox", tree.join("bin").join(applet)).unwrap();
     }
     let corral = env!("CARGO_BIN_EXE_corral");
