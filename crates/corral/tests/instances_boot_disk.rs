@@ -4,12 +4,12 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use corral_testkit::{require_kvm, require_program};
 
-use common::{ext4_boot_disk, wait_for, CorralRoot as Root};
+use common::{ext4_boot_disk, linux_boot_disk, wait_for, CorralRoot as Root};
 
 /// Writes a definition (`top` holds its top-level settings) booting from `disk` and creates the
 /// instance from it; its stderr, as the error when the create fails.
@@ -106,27 +106,8 @@ fn a_disk_without_a_kernel_is_refused_with_the_reason() {
 fn linux_boots_from_its_disk() {
     require_kvm!();
     require_program!("mkfs.ext4");
-    let Some(linux) = std::env::var_os("CORRAL_GUEST_LINUX_DIR").map(PathBuf::from) else {
-        panic!("set CORRAL_GUEST_LINUX_DIR to a guests/linux/build.sh output");
-    };
     let root = Root::new();
-    let cmdline = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../guests/linux/cmdline"),
-    )
-    .unwrap();
-    let grub = format!(
-        "set default=0\nmenuentry 'Linux' {{\n linux /boot/vmlinuz-6.1-corral {}\n \
-         initrd /boot/initrd.img-6.1-corral\n}}\n",
-        cmdline.trim()
-    );
-    let disk = ext4_boot_disk(
-        root.dir.path(),
-        &[
-            ("/boot/vmlinuz-6.1-corral", &linux.join("vmlinux")),
-            ("/boot/initrd.img-6.1-corral", &linux.join("initramfs.cpio")),
-        ],
-        &grub,
-    );
+    let disk = linux_boot_disk(root.dir.path());
     define(
         &root,
         "linux",

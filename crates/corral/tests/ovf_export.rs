@@ -12,7 +12,7 @@ use std::time::Duration;
 use corral_testkit::{require_kvm, require_program};
 
 use common::ovf::{lan_network, raw_disk, run, text};
-use common::{ext4_boot_disk, wait_for, CorralRoot as Root};
+use common::{ext4_boot_disk, linux_boot_disk, wait_for, CorralRoot as Root};
 
 /// The DMTF OVF 1.0 envelope schema (with the CIM schemas it imports).
 fn schema() -> PathBuf {
@@ -521,27 +521,8 @@ fn an_exported_vm_boots_after_import() {
 fn linux_boots_after_export_and_import() {
     require_kvm!();
     require_program!("mkfs.ext4");
-    let Some(linux) = std::env::var_os("CORRAL_GUEST_LINUX_DIR").map(PathBuf::from) else {
-        panic!("set CORRAL_GUEST_LINUX_DIR to a guests/linux/build.sh output");
-    };
     let root = Root::new();
-    let cmdline = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../guests/linux/cmdline"),
-    )
-    .unwrap();
-    let grub = format!(
-        "set default=0\nmenuentry 'Linux' {{\n linux /boot/vmlinuz-6.1-corral {}\n \
-         initrd /boot/initrd.img-6.1-corral\n}}\n",
-        cmdline.trim()
-    );
-    let disk = ext4_boot_disk(
-        root.dir.path(),
-        &[
-            ("/boot/vmlinuz-6.1-corral", &linux.join("vmlinux")),
-            ("/boot/initrd.img-6.1-corral", &linux.join("initramfs.cpio")),
-        ],
-        &grub,
-    );
+    let disk = linux_boot_disk(root.dir.path());
     // The import's definition is new (its on_reboot is the default, restart): the guest's own
     // reboot is not waited for; its init and the CPU count it sees are.
     export_and_import(&root, "linux", &disk, "memory = \"256M\"\ncpus = 2");

@@ -463,6 +463,32 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     String::from_utf8_lossy(&out.stdout)[..64].to_string()
 }
 
+/// An ext4 disk in `dir` holding the real Linux test guest (`CORRAL_GUEST_LINUX_DIR`, a
+/// `guests/linux/build.sh` output) as /boot/vmlinuz-6.1-corral and its initramfs, with a grub.cfg
+/// giving `guests/linux/cmdline`.
+pub fn linux_boot_disk(dir: &Path) -> PathBuf {
+    let Some(linux) = std::env::var_os("CORRAL_GUEST_LINUX_DIR").map(PathBuf::from) else {
+        panic!("set CORRAL_GUEST_LINUX_DIR to a guests/linux/build.sh output");
+    };
+    let cmdline = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../guests/linux/cmdline"),
+    )
+    .unwrap();
+    let grub = format!(
+        "set default=0\nmenuentry 'Linux' {{\n linux /boot/vmlinuz-6.1-corral {}\n \
+         initrd /boot/initrd.img-6.1-corral\n}}\n",
+        cmdline.trim()
+    );
+    ext4_boot_disk(
+        dir,
+        &[
+            ("/boot/vmlinuz-6.1-corral", &linux.join("vmlinux")),
+            ("/boot/initrd.img-6.1-corral", &linux.join("initramfs.cpio")),
+        ],
+        &grub,
+    )
+}
+
 /// A bootable ext4 image (`mkfs.ext4 -d`) `system.raw` in `dir` of `files`, `(path in the
 /// disk, host file to copy)`, and a `/boot/grub/grub.cfg` of `grub_cfg`.
 pub fn ext4_boot_disk(dir: &Path, files: &[(&str, &Path)], grub_cfg: &str) -> PathBuf {
