@@ -1,81 +1,47 @@
 //! Snapshots through the library: `corral_vmm::run` on a thread, `snapshot` and `kill` over its
 //! control socket, the saved state inspected, then `corral_vmm::restore` on another thread.
 
-use std::path::{Path, PathBuf};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+mod common;
 
-use corral_control::{Client, Request, Response, RunState};
+use std::path::PathBuf;
+
+use common::{counts, Scratch};
+use corral_control::{Request, RunState};
 use corral_testkit::require_kvm;
 use corral_vmm::config::SerialTarget;
 use corral_vmm::snapshot::SavedVm;
-use corral_vmm::{ExitReason, RunOptions, VmConfig, VmExit, VmmError};
+use corral_vmm::{ExitReason, RunOptions, VmConfig};
 use kvm_bindings::KVM_MP_STATE_UNINITIALIZED;
 
 const MSR_IA32_TSC: u32 = 0x10;
 const EFER_LONG_MODE_ACTIVE: u64 = 1 << 10;
 
-fn wait_until(what: &str, done: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn counts(console: &Path) -> Vec<u64> {
-    std::fs::read_to_string(console)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|line| line.strip_prefix("count "))
-        .filter_map(|n| n.parse().ok())
-        .collect()
-}
-
-/// Waits for `lines` counter lines on `console`, then snapshots (or not) and kills the VM.
-fn drive(
-    vm: JoinHandle<Result<VmExit, VmmError>>,
-    socket: &Path,
-    console: &Path,
-    lines: usize,
-    snapshot_to: Option<PathBuf>,
-) {
-    wait_until("the counter", || counts(console).len() >= lines);
-    let mut client = Client::connect(socket, Duration::from_secs(30)).unwrap();
+/// Waits for `lines` counter lines on `scratch`'s console, then snapshots (or not) and kills the
+/// VM.
+fn drive(vm: common::RunningVm, scratch: &Scratch, lines: usize, snapshot_to: Option<PathBuf>) {
+    common::wait_until("the counter", || counts(&scratch.console()).len() >= lines);
     if let Some(to) = snapshot_to {
-        let answer = client
-            .call(&Request::Snapshot {
-                to,
-                leave_paused: true,
-            })
-            .unwrap();
-        assert_eq!(
-            answer,
-            Response::State {
-                state: RunState::Paused
-            }
-        );
+        let request = Request::Snapshot {
+            to,
+            leave_paused: true,
+        };
+        assert_eq!(scratch.control_state(&request), RunState::Paused);
     }
-    client.call(&Request::Kill).unwrap();
-    assert_eq!(vm.join().unwrap().unwrap().reason, ExitReason::Killed);
+    scratch.control(&Request::Kill);
+    assert_eq!(common::finish(vm).unwrap().reason, ExitReason::Killed);
 }
 
 #[test]
 fn a_two_vcpu_vm_saved_and_restored_through_the_library_continues() {
     require_kvm!();
-    let dir = tempfile::tempdir().unwrap();
-    let (console, socket) = (dir.path().join("console"), dir.path().join("control.sock"));
+    let scratch = Scratch::new();
     let config = VmConfig {
         vcpus: 2,
-        memory: "32M".parse().unwrap(),
-        serial: SerialTarget::File(console.clone()),
-        control_socket: Some(socket.clone()),
-        ..VmConfig::new(corral_guests::elf("counter"))
+        ..scratch.config("counter")
     };
-    let running = config.clone();
-    let vm = std::thread::spawn(move || corral_vmm::run(&running, &RunOptions::default()));
-    let snap = dir.path().join("snap");
-    drive(vm, &socket, &console, 2, Some(snap.clone()));
+    let vm = common::start(&config);
+    let snap = scratch.path("snap");
+    drive(vm, &scratch, 2, Some(snap.clone()));
 
     let saved = SavedVm::open(&snap).unwrap();
     let state = &saved.snapshot;
@@ -90,21 +56,16 @@ fn a_two_vcpu_vm_saved_and_restored_through_the_library_continues() {
         .any(|msr| msr.index == MSR_IA32_TSC));
     assert_eq!(state.devices.com1.in_buffer, Vec::<u8>::new());
 
-    let (console2, socket2) = (
-        dir.path().join("console2"),
-        dir.path().join("control2.sock"),
-    );
+    let second = Scratch::new();
     let restored = VmConfig {
-        serial: SerialTarget::File(console2.clone()),
-        control_socket: Some(socket2.clone()),
+        serial: SerialTarget::File(second.console.clone()),
+        control_socket: Some(second.socket.clone()),
         ..state.config.clone()
     };
-    let vm =
-        std::thread::spawn(move || corral_vmm::restore(&restored, &RunOptions::default(), saved));
-    drive(vm, &socket2, &console2, 2, None);
+    let vm = common::spawn(move || corral_vmm::restore(&restored, &RunOptions::default(), saved));
+    drive(vm, &second, 2, None);
 
-    let mut all = std::fs::read_to_string(&console).unwrap();
-    all.push_str(&std::fs::read_to_string(&console2).unwrap());
+    let all = scratch.console() + &second.console();
     let numbers: Vec<u64> = all
         .lines()
         .filter_map(|line| line.strip_prefix("count "))

@@ -1,0 +1,204 @@
+//! Devices of a VM run through `corral_vmm::run`, each driven by its test guest: virtio-blk on raw
+//! files (the bytes the guest wrote checked on the host), virtio-rng, virtio-vsock through its
+//! unix sockets, console input over the console socket, and timer interrupts.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+
+use common::{Scratch, TIMEOUT};
+use corral_control::Request;
+use corral_testkit::require_kvm;
+use corral_vmm::config::{DiskConfig, SerialTarget, VsockConfig};
+use corral_vmm::{ExitReason, VmConfig, VmExit};
+
+const SECTOR: usize = 512;
+
+/// The host's sector pattern (the guest checks the same formula).
+fn host_pattern(offset: usize) -> u8 {
+    ((offset / SECTOR) * 7 + offset % SECTOR) as u8
+}
+
+/// What the guest writes to sectors 8-15.
+fn guest_pattern(offset: usize) -> u8 {
+    0xffu8.wrapping_sub((offset / SECTOR + offset % 256) as u8)
+}
+
+/// The disk as the guest leaves a writable one: sectors 8-15 rewritten, 16-31 zeroed (write
+/// zeroes, then discard).
+fn expected_after_guest(mut bytes: Vec<u8>) -> Vec<u8> {
+    for (offset, byte) in bytes
+        .iter_mut()
+        .enumerate()
+        .take(32 * SECTOR)
+        .skip(8 * SECTOR)
+    {
+        *byte = if offset < 16 * SECTOR {
+            guest_pattern(offset)
+        } else {
+            0
+        };
+    }
+    bytes
+}
+
+/// Asserts the guest powered off with code 0 and printed `marker`; returns its console.
+fn assert_guest_passed(exit: &VmExit, scratch: &Scratch, marker: &str) -> String {
+    let console = scratch.console();
+    assert_eq!(
+        (exit.reason, exit.guest_code),
+        (ExitReason::Poweroff, Some(0)),
+        "{exit:?}\n{console}"
+    );
+    assert!(
+        console.contains(marker),
+        "{marker:?} missing from: {console}"
+    );
+    console
+}
+
+#[test]
+fn virtio_blk_reads_and_writes_raw_disk_files() {
+    require_kvm!();
+    let scratch = Scratch::new();
+    let base: Vec<u8> = (0..1 << 20).map(host_pattern).collect();
+    let (read_only, writable) = (scratch.path("base.raw"), scratch.path("writable.raw"));
+    std::fs::write(&read_only, &base).unwrap();
+    std::fs::write(&writable, &base).unwrap();
+    let disk = |path: &std::path::Path| DiskConfig {
+        path: path.to_owned(),
+        format: Some(corral_disk::DiskFormat::Raw),
+        allow_backing: None,
+        readonly: false,
+        serial: None,
+    };
+    let config = VmConfig {
+        disks: vec![
+            DiskConfig {
+                readonly: true,
+                serial: Some("library-disk".into()),
+                ..disk(&read_only)
+            },
+            disk(&writable),
+        ],
+        ..scratch.config("virtio-blk")
+    };
+    let exit = common::run(&config).unwrap();
+    let console = assert_guest_passed(&exit, &scratch, "virtio-blk: all checks passed");
+    assert!(console.contains("virtio-blk devices: 2\n"), "{console}");
+    assert!(
+        console.contains("disk 0: capacity 2048 sectors, read-only\n"),
+        "{console}"
+    );
+    assert!(
+        console.contains("disk 1: capacity 2048 sectors, writable\n"),
+        "{console}"
+    );
+    assert!(console.contains("serial: library-disk\n"), "{console}");
+    assert!(console.contains("ok: device asks for a reset"), "{console}");
+    // The read-only disk is untouched; the writable one holds exactly the guest's changes
+    // (`assert!`: a mismatch printed by `assert_eq!` would be two megabytes).
+    assert!(std::fs::read(&read_only).unwrap() == base);
+    assert!(std::fs::read(&writable).unwrap() == expected_after_guest(base));
+}
+
+#[test]
+fn virtio_rng_hands_out_entropy() {
+    require_kvm!();
+    let scratch = Scratch::new();
+    let config = VmConfig {
+        rng: true,
+        ..scratch.config("virtio-rng")
+    };
+    let exit = common::run(&config).unwrap();
+    assert_guest_passed(&exit, &scratch, "virtio-rng: entropy ok");
+}
+
+fn read_line(stream: &UnixStream) -> String {
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line).unwrap();
+    line
+}
+
+#[test]
+fn virtio_vsock_connects_both_ways_through_unix_sockets() {
+    require_kvm!();
+    let scratch = Scratch::new();
+    let socket = scratch.path("vsock.sock");
+    // Guest-initiated connections to port 6000 land here.
+    let listener = UnixListener::bind(scratch.path("vsock.sock_6000")).unwrap();
+    let config = VmConfig {
+        vsock: Some(VsockConfig {
+            cid: 7,
+            socket: socket.clone(),
+        }),
+        ..scratch.config("virtio-vsock")
+    };
+    let vm = common::start(&config);
+
+    let (from_guest, _) = listener.accept().unwrap();
+    from_guest.set_read_timeout(Some(TIMEOUT)).unwrap();
+    assert_eq!(read_line(&from_guest), "hello from guest\n");
+    (&from_guest).write_all(b"hello guest\n").unwrap();
+    let mut rest = Vec::new();
+    (&from_guest).read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty(), "the guest shut the connection down");
+
+    let to_guest = UnixStream::connect(&socket).unwrap();
+    to_guest.set_read_timeout(Some(TIMEOUT)).unwrap();
+    (&to_guest).write_all(b"CONNECT 5000\n").unwrap();
+    let ok = read_line(&to_guest);
+    assert!(ok.starts_with("OK ") && ok.ends_with('\n'), "{ok:?}");
+    (&to_guest).write_all(b"ping\n").unwrap();
+    assert_eq!(read_line(&to_guest), "pong\n");
+    drop(to_guest);
+
+    let exit = common::finish(vm).unwrap();
+    let console = assert_guest_passed(
+        &exit,
+        &scratch,
+        "virtio-vsock: host->guest connection answered",
+    );
+    assert!(console.contains("virtio-vsock: cid 7"), "{console}");
+    assert!(!socket.exists(), "the vsock socket is removed on exit");
+}
+
+#[test]
+fn the_console_socket_carries_output_and_input() {
+    require_kvm!();
+    let scratch = Scratch::new();
+    let socket = scratch.path("console.sock");
+    let config = VmConfig {
+        serial: SerialTarget::Socket(socket.clone()),
+        ..scratch.config("echo")
+    };
+    let vm = common::start(&config);
+    common::wait_until("the console socket", || socket.exists());
+    let stream = UnixStream::connect(&socket).unwrap();
+    stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+    (&stream).write_all(b"over-socket\n").unwrap();
+    let echoed = BufReader::new(&stream)
+        .lines()
+        .map(Result::unwrap)
+        .find(|line| line.starts_with("echo: "));
+    assert_eq!(echoed.as_deref(), Some("echo: over-socket"));
+    // The echo guest exits with the length of the line it read.
+    let exit = common::finish(vm).unwrap();
+    assert_eq!(
+        (exit.reason, exit.guest_code),
+        (ExitReason::Poweroff, Some(11))
+    );
+    assert!(!socket.exists(), "the console socket is removed on exit");
+}
+
+#[test]
+fn the_timer_interrupts_reach_the_guest() {
+    require_kvm!();
+    let scratch = Scratch::new();
+    let vm = common::start(&scratch.config("ticks"));
+    // "tick N" every 10 interrupts of the 100 Hz PIT; without interrupts the guest halts silently.
+    scratch.wait_for_console("tick ", 3);
+    scratch.control(&Request::Kill);
+    assert_eq!(common::finish(vm).unwrap().reason, ExitReason::Killed);
+}
