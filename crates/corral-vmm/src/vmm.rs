@@ -395,6 +395,11 @@ fn run_vm(
         config.vcpus,
         config.memory.0,
     ));
+    if options.start_paused {
+        // Before the control socket answers, so that it reports the VM paused from the start
+        // and a `resume` sent before the vCPUs exist is not lost.
+        runtime.vcpu_control.pause()?;
+    }
     if let Some(listener) = control_listener {
         control::serve(listener, runtime.clone()).map_err(VmmError::Thread)?;
     }
@@ -426,8 +431,7 @@ fn run_vm(
         });
         runtime.boot_started();
         let booted = Instant::now();
-        let paused = options.start_paused && restarts == 0;
-        let handles = vcpu::start_all(&vcpus, &context, paused)?;
+        let handles = vcpu::start_all(&vcpus, &context)?;
         // `runtime` holds a sender, so the channel never disconnects while we wait.
         let mut event = loop {
             match next_event(&events, None, &mut log) {

@@ -68,10 +68,9 @@ fn a_vm_started_paused_runs_nothing_until_resumed() {
         ..RunOptions::default()
     };
     let vm = common::spawn(move || corral_vmm::run(&config, &options));
-    // The socket answers from before the vCPUs exist, as Running until they start paused.
-    common::wait_until("the vCPUs to start paused", || {
-        scratch.socket.exists() && scratch.control_state(&Request::Status) == RunState::Paused
-    });
+    common::wait_until("the control socket", || scratch.socket.exists());
+    // Paused from the socket's first answer on, even before the vCPUs exist.
+    assert_eq!(scratch.control_state(&Request::Status), RunState::Paused);
     std::thread::sleep(PAUSED_FOR);
     assert_eq!(scratch.console(), "", "the guest ran before resume");
     assert_eq!(scratch.control_state(&Request::Status), RunState::Paused);

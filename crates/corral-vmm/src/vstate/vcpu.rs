@@ -120,10 +120,13 @@ impl VcpuControl {
         self.lock().target
     }
 
-    /// Prepares for a new set of threads, which start in the `target` state.
-    fn begin(&self, target: Target) {
+    /// Prepares for a new set of threads. They start running, or paused when a pause was asked
+    /// for before they existed (a VM started paused, or paused while it was being built).
+    fn begin(&self) {
         let mut state = self.lock();
-        state.target = target;
+        if state.target == Target::Stop {
+            state.target = Target::Run;
+        }
         state.parked = 0;
         state.alive = 0;
         state.threads.clear();
@@ -556,11 +559,8 @@ fn run(shared: &SharedVcpu, context: &VcpuContext) {
 pub fn start_all(
     vcpus: &[SharedVcpu],
     context: &Arc<VcpuContext>,
-    paused: bool,
 ) -> Result<Vec<std::thread::JoinHandle<()>>, VcpuError> {
-    context
-        .control
-        .begin(if paused { Target::Pause } else { Target::Run });
+    context.control.begin();
     let mut handles = Vec::with_capacity(vcpus.len());
     for vcpu in vcpus {
         match spawn(vcpu.clone(), context.clone()) {
@@ -597,7 +597,7 @@ mod tests {
         count: usize,
     ) -> (Arc<AtomicU64>, Vec<std::thread::JoinHandle<()>>) {
         let steps = Arc::new(AtomicU64::new(0));
-        control.begin(Target::Run);
+        control.begin();
         control.lock().alive = count;
         let handles = (0..count)
             .map(|_| {
