@@ -15,8 +15,9 @@ use virtio_bindings::virtio_ids::VIRTIO_ID_BLOCK;
 use virtio_queue::{Reader, Writer};
 use vmm_sys_util::epoll::Epoll;
 
-use super::worker::{QueueEvent, QueueHandler, Worker, WorkerError};
-use super::{put_le, read_config_bytes, Chain, DeviceQueues, QueueError, VirtioDevice};
+use super::common::virtio_device;
+use super::worker::{QueueHandler, Worker};
+use super::{put_le, Chain, DeviceQueues, QueueError, VirtioCommon};
 use crate::seccomp::ThreadClass;
 
 pub const SECTOR_SIZE: u64 = 512;
@@ -38,11 +39,8 @@ pub struct BlockState {
 }
 
 pub struct Block {
-    name: String,
     state: BlockState,
-    features: u64,
-    config: Vec<u8>,
-    worker: Worker<BlockHandler>,
+    common: VirtioCommon,
 }
 
 impl Block {
@@ -63,10 +61,13 @@ impl Block {
             features |= 1 << VIRTIO_BLK_F_DISCARD | 1 << VIRTIO_BLK_F_WRITE_ZEROES;
         }
         Block {
-            name,
-            config: config_space(&state),
-            features,
-            worker: Worker::new(ThreadClass::Block, BlockHandler::new(disk, &state.serial)),
+            common: VirtioCommon {
+                name,
+                features,
+                queue_max_sizes: vec![QUEUE_SIZE],
+                config: config_space(&state),
+                worker: Worker::new(ThreadClass::Block, BlockHandler::new(disk, &state.serial)),
+            },
             state,
         }
     }
@@ -116,36 +117,7 @@ fn config_space(state: &BlockState) -> Vec<u8> {
     config
 }
 
-impl VirtioDevice for Block {
-    fn device_type(&self) -> u32 {
-        VIRTIO_ID_BLOCK
-    }
-    fn name(&self) -> &str {
-        &self.name
-    }
-    fn queue_max_sizes(&self) -> &[u16] {
-        &[QUEUE_SIZE]
-    }
-    fn features(&self) -> u64 {
-        self.features
-    }
-    fn read_config(&self, offset: u64, data: &mut [u8]) {
-        read_config_bytes(&self.config, offset, data);
-    }
-    fn activate(
-        &mut self,
-        queues: DeviceQueues,
-        events: Vec<QueueEvent>,
-    ) -> Result<(), WorkerError> {
-        self.worker.activate(&self.name, queues, events)
-    }
-    fn start_worker(&mut self) -> Result<(), WorkerError> {
-        self.worker.start(&self.name)
-    }
-    fn reset(&mut self) {
-        self.worker.reset();
-    }
-}
+virtio_device!(Block, VIRTIO_ID_BLOCK);
 
 /// The back end: the disk and the request loop.
 pub struct BlockHandler {

@@ -446,50 +446,61 @@ impl Drop for MmioTransport {
 pub(crate) mod tests {
     use super::*;
     use crate::devices::interrupt::IrqLine;
+    use crate::devices::virtio::rng::RngHandler;
+    use crate::devices::virtio::worker::{Worker, WorkerError};
+    use crate::devices::virtio::VirtioCommon;
+    use crate::seccomp::ThreadClass;
 
-    /// A device with two queues that records activations.
+    /// A device with two queues that records activations (its I/O thread never starts).
     pub struct Probe {
-        pub activations: Arc<std::sync::atomic::AtomicUsize>,
+        common: VirtioCommon,
+        activations: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl Probe {
+        fn new(activations: Arc<std::sync::atomic::AtomicUsize>) -> Probe {
+            Probe {
+                common: VirtioCommon {
+                    name: "probe".to_owned(),
+                    features: 1 << 5,
+                    queue_max_sizes: vec![16, 8],
+                    config: vec![0xaa, 0xbb, 0xcc],
+                    worker: Worker::new(ThreadClass::Rng, RngHandler),
+                },
+                activations,
+            }
+        }
     }
 
     impl VirtioDevice for Probe {
         fn device_type(&self) -> u32 {
             42
         }
-        fn name(&self) -> &str {
-            "probe"
+        fn common(&self) -> &VirtioCommon {
+            &self.common
         }
-        fn queue_max_sizes(&self) -> &[u16] {
-            &[16, 8]
-        }
-        fn features(&self) -> u64 {
-            1 << 5
-        }
-        fn read_config(&self, offset: u64, data: &mut [u8]) {
-            super::super::read_config_bytes(&[0xaa, 0xbb, 0xcc], offset, data);
+        fn common_mut(&mut self) -> &mut VirtioCommon {
+            &mut self.common
         }
         fn activate(
             &mut self,
             _queues: DeviceQueues,
             _events: Vec<QueueEvent>,
-        ) -> Result<(), super::super::worker::WorkerError> {
+        ) -> Result<(), WorkerError> {
             self.activations
                 .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             Ok(())
         }
-        fn start_worker(&mut self) -> Result<(), super::super::worker::WorkerError> {
+        fn start_worker(&mut self) -> Result<(), WorkerError> {
             Ok(())
         }
-        fn reset(&mut self) {}
     }
 
     fn transport() -> (MmioTransport, Arc<std::sync::atomic::AtomicUsize>) {
         let activations = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let irq = IrqLine::new(5).unwrap();
         let mut transport = MmioTransport::new(
-            Box::new(Probe {
-                activations: activations.clone(),
-            }),
+            Box::new(Probe::new(activations.clone())),
             Interrupt::new(irq.trigger()),
         )
         .unwrap();

@@ -3,7 +3,7 @@
 //!
 //! A device is split in two:
 //! - the front, a [`VirtioDevice`] the transport drives from vCPU threads: identity, features,
-//!   configuration space, activation and reset;
+//!   configuration space, activation and reset (a [`VirtioCommon`] holds what every device has);
 //! - the back, a [`worker::QueueHandler`] that owns the queues once the driver has set them up and
 //!   runs on the device's own I/O thread ([`worker::Worker`]), woken by queue notifications
 //!   (ioeventfds) and by its host file descriptors (tap, sockets). Blocking I/O never happens on a
@@ -16,6 +16,7 @@
 //! a well-formed chain gets the device's error status.
 
 pub mod block;
+pub mod common;
 pub mod mmio;
 pub mod net;
 pub mod rng;
@@ -31,6 +32,7 @@ use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT, Reader, Writer};
 use vm_memory::GuestMemoryMmap;
 
 use super::interrupt::IrqTrigger;
+pub use common::VirtioCommon;
 
 /// `VIRTIO_F_VERSION_1`: the device speaks virtio 1.x ("modern"); every corral device offers it.
 pub const FEATURE_VERSION_1: u64 = 1 << virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
@@ -217,18 +219,29 @@ impl DeviceQueues {
     }
 }
 
-/// The front of a virtio device, as the transport drives it.
+/// The front of a virtio device, as the transport drives it. A device gives its type and its
+/// [`VirtioCommon`]; the rest defaults to what that holds.
 pub trait VirtioDevice: Send {
     /// The virtio device ID (`VIRTIO_ID_*`).
     fn device_type(&self) -> u32;
+    fn common(&self) -> &VirtioCommon;
+    fn common_mut(&mut self) -> &mut VirtioCommon;
     /// A short name for logs and thread names (`virtio-blk0`).
-    fn name(&self) -> &str;
+    fn name(&self) -> &str {
+        &self.common().name
+    }
     /// The largest size of each queue; the driver may choose smaller ones.
-    fn queue_max_sizes(&self) -> &[u16];
+    fn queue_max_sizes(&self) -> &[u16] {
+        &self.common().queue_max_sizes
+    }
     /// Feature bits offered to the driver.
-    fn features(&self) -> u64;
+    fn features(&self) -> u64 {
+        self.common().features
+    }
     /// Reads the device-specific configuration space.
-    fn read_config(&self, offset: u64, data: &mut [u8]);
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        read_config_bytes(&self.common().config, offset, data);
+    }
     /// Writes the configuration space; read-only everywhere in corral's devices.
     fn write_config(&mut self, offset: u64, data: &[u8]) {
         tracing::debug!(
@@ -242,12 +255,20 @@ pub trait VirtioDevice: Send {
         &mut self,
         queues: DeviceQueues,
         events: Vec<worker::QueueEvent>,
-    ) -> Result<(), worker::WorkerError>;
+    ) -> Result<(), worker::WorkerError> {
+        let common = self.common_mut();
+        common.worker.activate(&common.name, queues, events)
+    }
     /// Starts the device's I/O thread (once, after the VMM has entered its jail and before any
     /// vCPU runs; see [`worker::Worker::start`]).
-    fn start_worker(&mut self) -> Result<(), worker::WorkerError>;
+    fn start_worker(&mut self) -> Result<(), worker::WorkerError> {
+        let common = self.common_mut();
+        common.worker.start(&common.name)
+    }
     /// Stops the work and forgets the queues; the device is as after power-on.
-    fn reset(&mut self);
+    fn reset(&mut self) {
+        self.common_mut().worker.reset();
+    }
 }
 
 /// Copies the bytes of `config` at `offset` into `data`; bytes past its end read as zero.

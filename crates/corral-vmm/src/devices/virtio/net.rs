@@ -10,8 +10,9 @@ use virtio_bindings::virtio_ids::VIRTIO_ID_NET;
 use virtio_bindings::virtio_net::{VIRTIO_NET_F_MAC, VIRTIO_NET_F_STATUS, VIRTIO_NET_S_LINK_UP};
 use vmm_sys_util::epoll::{Epoll, EventSet};
 
-use super::worker::{watch, QueueEvent, QueueHandler, Worker, WorkerError, FIRST_BACKEND_TOKEN};
-use super::{DeviceQueues, QueueError, VirtioDevice};
+use super::common::virtio_device;
+use super::worker::{watch, QueueHandler, Worker, FIRST_BACKEND_TOKEN};
+use super::{DeviceQueues, QueueError, VirtioCommon};
 use crate::config::MacAddress;
 use crate::seccomp::ThreadClass;
 
@@ -58,63 +59,34 @@ pub struct NetState {
 }
 
 pub struct Net {
-    name: String,
-    state: NetState,
-    worker: Worker<NetHandler>,
+    common: VirtioCommon,
 }
 
 impl Net {
     pub fn new(name: String, io: Box<dyn FrameIo>, mac: MacAddress) -> Net {
         Net {
-            name,
-            state: NetState { mac, link_up: true },
-            worker: Worker::new(ThreadClass::Net, NetHandler::new(io)),
+            common: VirtioCommon {
+                name,
+                features: 1 << VIRTIO_NET_F_MAC | 1 << VIRTIO_NET_F_STATUS,
+                queue_max_sizes: vec![QUEUE_SIZE, QUEUE_SIZE],
+                config: config_space(&NetState { mac, link_up: true }),
+                worker: Worker::new(ThreadClass::Net, NetHandler::new(io)),
+            },
         }
     }
-
-    fn config(&self) -> [u8; 8] {
-        let mut config = [0u8; 8];
-        config[..6].copy_from_slice(&self.state.mac.0);
-        let status = if self.state.link_up {
-            VIRTIO_NET_S_LINK_UP as u16
-        } else {
-            0
-        };
-        config[6..8].copy_from_slice(&status.to_le_bytes());
-        config
-    }
 }
 
-impl VirtioDevice for Net {
-    fn device_type(&self) -> u32 {
-        VIRTIO_ID_NET
-    }
-    fn name(&self) -> &str {
-        &self.name
-    }
-    fn queue_max_sizes(&self) -> &[u16] {
-        &[QUEUE_SIZE, QUEUE_SIZE]
-    }
-    fn features(&self) -> u64 {
-        1 << VIRTIO_NET_F_MAC | 1 << VIRTIO_NET_F_STATUS
-    }
-    fn read_config(&self, offset: u64, data: &mut [u8]) {
-        super::read_config_bytes(&self.config(), offset, data);
-    }
-    fn activate(
-        &mut self,
-        queues: DeviceQueues,
-        events: Vec<QueueEvent>,
-    ) -> Result<(), WorkerError> {
-        self.worker.activate(&self.name, queues, events)
-    }
-    fn start_worker(&mut self) -> Result<(), WorkerError> {
-        self.worker.start(&self.name)
-    }
-    fn reset(&mut self) {
-        self.worker.reset();
-    }
+/// `struct virtio_net_config` up to `status`: the MAC address and the link state.
+fn config_space(state: &NetState) -> Vec<u8> {
+    let status = if state.link_up {
+        VIRTIO_NET_S_LINK_UP as u16
+    } else {
+        0
+    };
+    [&state.mac.0[..], &status.to_le_bytes()].concat()
 }
+
+virtio_device!(Net, VIRTIO_ID_NET);
 
 /// The back end: moves frames between the tap and the queues.
 pub struct NetHandler {

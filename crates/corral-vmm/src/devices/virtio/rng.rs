@@ -5,8 +5,9 @@ use std::io::Write;
 use virtio_bindings::virtio_ids::VIRTIO_ID_RNG;
 use vmm_sys_util::epoll::Epoll;
 
-use super::worker::{QueueEvent, QueueHandler, Worker, WorkerError};
-use super::{DeviceQueues, QueueError, VirtioDevice};
+use super::common::virtio_device;
+use super::worker::{QueueHandler, Worker};
+use super::{DeviceQueues, QueueError, VirtioCommon};
 use crate::seccomp::ThreadClass;
 
 const QUEUE_SIZE: u16 = 256;
@@ -15,47 +16,24 @@ const QUEUE_SIZE: u16 = 256;
 const MAX_BYTES_PER_REQUEST: usize = 4096;
 
 pub struct Rng {
-    worker: Worker<RngHandler>,
+    common: VirtioCommon,
 }
 
 impl Default for Rng {
     fn default() -> Self {
         Rng {
-            worker: Worker::new(ThreadClass::Rng, RngHandler),
+            common: VirtioCommon {
+                name: "virtio-rng".to_owned(),
+                features: 0,
+                queue_max_sizes: vec![QUEUE_SIZE],
+                config: Vec::new(),
+                worker: Worker::new(ThreadClass::Rng, RngHandler),
+            },
         }
     }
 }
 
-impl VirtioDevice for Rng {
-    fn device_type(&self) -> u32 {
-        VIRTIO_ID_RNG
-    }
-    fn name(&self) -> &str {
-        "virtio-rng"
-    }
-    fn queue_max_sizes(&self) -> &[u16] {
-        &[QUEUE_SIZE]
-    }
-    fn features(&self) -> u64 {
-        0
-    }
-    fn read_config(&self, _offset: u64, data: &mut [u8]) {
-        data.fill(0);
-    }
-    fn activate(
-        &mut self,
-        queues: DeviceQueues,
-        events: Vec<QueueEvent>,
-    ) -> Result<(), WorkerError> {
-        self.worker.activate("virtio-rng", queues, events)
-    }
-    fn start_worker(&mut self) -> Result<(), WorkerError> {
-        self.worker.start("virtio-rng")
-    }
-    fn reset(&mut self) {
-        self.worker.reset();
-    }
-}
+virtio_device!(Rng, VIRTIO_ID_RNG);
 
 #[derive(Default)]
 pub struct RngHandler;

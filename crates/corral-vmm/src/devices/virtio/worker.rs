@@ -91,26 +91,32 @@ struct Thread {
     active: bool,
 }
 
-enum State<H> {
-    /// Not started yet: the handler waits here.
-    Created(H),
+/// What the I/O thread runs: [`serve`] with the handler it owns. Boxed so that a worker's type
+/// does not name its handler's (the transport holds every device as the same trait object).
+type Body = Box<dyn FnOnce(Receiver<Command>, Sender<Reply>, EventFd) + Send>;
+
+enum State {
+    /// Not started yet: the handler waits here, inside the thread's body.
+    Created(Body),
     Started(Thread),
     /// Starting failed or the thread is gone.
     Failed,
 }
 
 /// The I/O thread of one device and the requests to it.
-pub struct Worker<H> {
+pub struct Worker {
     class: ThreadClass,
-    state: State<H>,
+    state: State,
 }
 
-impl<H: QueueHandler> Worker<H> {
+impl Worker {
     /// A worker whose thread (of seccomp class `class`) runs `handler` once started.
-    pub fn new(class: ThreadClass, handler: H) -> Worker<H> {
+    pub fn new<H: QueueHandler>(class: ThreadClass, handler: H) -> Worker {
+        let body: Body =
+            Box::new(move |commands, replies, stop| serve(handler, &commands, &replies, &stop));
         Worker {
             class,
-            state: State::Created(handler),
+            state: State::Created(body),
         }
     }
 
@@ -120,8 +126,8 @@ impl<H: QueueHandler> Worker<H> {
             device: name.to_owned(),
             source,
         };
-        let handler = match std::mem::replace(&mut self.state, State::Failed) {
-            State::Created(handler) => handler,
+        let body = match std::mem::replace(&mut self.state, State::Failed) {
+            State::Created(body) => body,
             started @ State::Started(_) => {
                 self.state = started;
                 return Ok(());
@@ -139,7 +145,7 @@ impl<H: QueueHandler> Worker<H> {
             .name(name.to_owned())
             .spawn(move || {
                 seccomp::enter(class);
-                serve(handler, &thread_commands, &thread_replies, &thread_stop);
+                body(thread_commands, thread_replies, thread_stop);
             })
             .map_err(setup)?;
         self.state = State::Started(Thread {
@@ -215,7 +221,7 @@ impl<H: QueueHandler> Worker<H> {
     }
 }
 
-impl<H> Drop for Worker<H> {
+impl Drop for Worker {
     fn drop(&mut self) {
         if let State::Started(thread) = std::mem::replace(&mut self.state, State::Failed) {
             if thread.active && thread.stop.write(1).is_err() {

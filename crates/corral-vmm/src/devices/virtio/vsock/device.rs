@@ -8,8 +8,9 @@ use virtio_bindings::virtio_ids::VIRTIO_ID_VSOCK;
 
 use super::muxer::VsockHandler;
 use super::{MIN_GUEST_CID, QUEUE_SIZE};
-use crate::devices::virtio::worker::{QueueEvent, Worker, WorkerError};
-use crate::devices::virtio::{read_config_bytes, DeviceQueues, VirtioDevice};
+use crate::devices::virtio::common::virtio_device;
+use crate::devices::virtio::worker::Worker;
+use crate::devices::virtio::VirtioCommon;
 use crate::seccomp::ThreadClass;
 
 #[derive(Debug, thiserror::Error)]
@@ -29,8 +30,7 @@ pub struct VsockState {
 }
 
 pub struct Vsock {
-    state: VsockState,
-    worker: Worker<VsockHandler>,
+    common: VirtioCommon,
 }
 
 impl Vsock {
@@ -44,44 +44,22 @@ impl Vsock {
         listener
             .set_nonblocking(true)
             .map_err(VsockError::NonBlocking)?;
+        let state = VsockState { guest_cid: cid };
         Ok(Vsock {
-            state: VsockState { guest_cid: cid },
-            worker: Worker::new(
-                ThreadClass::Vsock,
-                VsockHandler::new(cid, socket.to_owned(), listener),
-            ),
+            common: VirtioCommon {
+                name: "virtio-vsock".to_owned(),
+                features: 0,
+                // rx, tx, event
+                queue_max_sizes: vec![QUEUE_SIZE, QUEUE_SIZE, QUEUE_SIZE],
+                // `struct virtio_vsock_config`: the guest CID.
+                config: state.guest_cid.to_le_bytes().to_vec(),
+                worker: Worker::new(
+                    ThreadClass::Vsock,
+                    VsockHandler::new(cid, socket.to_owned(), listener),
+                ),
+            },
         })
     }
 }
 
-impl VirtioDevice for Vsock {
-    fn device_type(&self) -> u32 {
-        VIRTIO_ID_VSOCK
-    }
-    fn name(&self) -> &str {
-        "virtio-vsock"
-    }
-    fn queue_max_sizes(&self) -> &[u16] {
-        // rx, tx, event
-        &[QUEUE_SIZE, QUEUE_SIZE, QUEUE_SIZE]
-    }
-    fn features(&self) -> u64 {
-        0
-    }
-    fn read_config(&self, offset: u64, data: &mut [u8]) {
-        read_config_bytes(&self.state.guest_cid.to_le_bytes(), offset, data);
-    }
-    fn activate(
-        &mut self,
-        queues: DeviceQueues,
-        events: Vec<QueueEvent>,
-    ) -> Result<(), WorkerError> {
-        self.worker.activate("virtio-vsock", queues, events)
-    }
-    fn start_worker(&mut self) -> Result<(), WorkerError> {
-        self.worker.start("virtio-vsock")
-    }
-    fn reset(&mut self) {
-        self.worker.reset();
-    }
-}
+virtio_device!(Vsock, VIRTIO_ID_VSOCK);
