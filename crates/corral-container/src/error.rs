@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use corral_error::PathIoError;
+
 /// Errors from the container engine.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -47,13 +49,8 @@ pub enum Error {
     },
 
     /// A file operation failed on `path`.
-    #[error("cannot {what} {path}")]
-    Io {
-        what: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] PathIoError),
 
     /// The cgroup filesystem layout is not one the engine understands, or a controller is missing.
     #[error("cgroup error: {0}")]
@@ -123,10 +120,6 @@ impl Error {
 
     /// Wraps an I/O error with the path involved.
     pub(crate) fn io(what: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io {
-            what,
-            path: path.into(),
-            source,
-        }
+        Error::Io(PathIoError::new(what, path.into(), source))
     }
 }

@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use corral_error::PathIoError;
+
 use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
@@ -30,13 +32,8 @@ pub enum CoreError {
     },
     #[error("{what} {path} does not exist")]
     Missing { what: &'static str, path: PathBuf },
-    #[error("cannot {action} {path}")]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] PathIoError),
     #[error("{0}")]
     Unsupported(String),
     #[error(transparent)]
@@ -172,11 +169,7 @@ impl From<corral_net::NetworkError> for CoreError {
 
 impl From<corral_host::tree::TreeError> for CoreError {
     fn from(err: corral_host::tree::TreeError) -> Self {
-        CoreError::Io {
-            action: err.action,
-            path: err.path,
-            source: err.source,
-        }
+        CoreError::Io(PathIoError::new(err.action, err.path, err.source))
     }
 }
 
@@ -186,10 +179,6 @@ impl CoreError {
         path: impl Into<PathBuf>,
     ) -> impl FnOnce(std::io::Error) -> Self {
         let path = path.into();
-        move |source| Self::Io {
-            action,
-            path,
-            source,
-        }
+        move |source| Self::Io(PathIoError::new(action, path, source))
     }
 }
