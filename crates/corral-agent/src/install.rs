@@ -40,8 +40,6 @@ pub enum InstallError {
     Resolve(#[from] ResolveError),
     #[error(transparent)]
     Io(#[from] PathIoError),
-    #[error(transparent)]
-    Write(#[from] corral_host::atomic::AtomicWriteError),
 }
 
 /// How the guest starts the agent.

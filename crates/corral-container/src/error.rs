@@ -88,10 +88,6 @@ pub enum Error {
     #[error("console socket {path}: {reason}")]
     Console { path: PathBuf, reason: String },
 
-    /// The container's record could not be written; the old one (if any) is unchanged.
-    #[error(transparent)]
-    Record(#[from] corral_host::atomic::AtomicWriteError),
-
     /// The recorded state of a container is unreadable.
     #[error("state of container {id} is unreadable ({reason}); `delete --force` removes it")]
     CorruptState { id: String, reason: String },

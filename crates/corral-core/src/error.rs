@@ -96,8 +96,6 @@ pub enum CoreError {
         users: String,
     },
     #[error(transparent)]
-    Write(#[from] corral_host::atomic::AtomicWriteError),
-    #[error(transparent)]
     Clone(#[from] crate::clone::CloneError),
     #[error(transparent)]
     Network(Box<corral_net::NetworkError>),
@@ -164,12 +162,6 @@ impl From<corral_disk::DiskError> for CoreError {
 impl From<corral_net::NetworkError> for CoreError {
     fn from(err: corral_net::NetworkError) -> Self {
         CoreError::Network(Box::new(err))
-    }
-}
-
-impl From<corral_host::tree::TreeError> for CoreError {
-    fn from(err: corral_host::tree::TreeError) -> Self {
-        CoreError::Io(PathIoError::new(err.action, err.path, err.source))
     }
 }
 

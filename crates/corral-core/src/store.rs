@@ -17,7 +17,7 @@ use std::os::unix::fs::DirBuilderExt;
 
 use corral_error::PathIoError;
 use corral_host::atomic::{
-    create_private_dir_all, write_file, AtomicWriteError, PRIVATE_DIR_MODE, PRIVATE_FILE_MODE,
+    create_private_dir_all, write_file, PRIVATE_DIR_MODE, PRIVATE_FILE_MODE,
 };
 
 use crate::definition::{validate_name, Definition, DefinitionError};
@@ -49,8 +49,6 @@ pub enum StoreError {
     Definition(#[from] DefinitionError),
     #[error(transparent)]
     Lock(#[from] LockError),
-    #[error(transparent)]
-    Write(#[from] AtomicWriteError),
 }
 
 fn io_error(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StoreError {

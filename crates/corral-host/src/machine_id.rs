@@ -13,7 +13,7 @@ use std::str::FromStr;
 use corral_error::PathIoError;
 use serde::Serialize;
 
-use crate::atomic::{write_file, AtomicWriteError};
+use crate::atomic::write_file;
 use crate::fsroot::{FsRoot, ResolveError};
 
 /// systemd's canonical location.
@@ -37,8 +37,6 @@ pub enum MachineIdError {
     Invalid { path: PathBuf, value: String },
     #[error(transparent)]
     Io(#[from] PathIoError),
-    #[error(transparent)]
-    Write(#[from] AtomicWriteError),
     #[error(transparent)]
     Resolve(#[from] ResolveError),
     #[error("cannot get random bytes from the kernel: {0}")]

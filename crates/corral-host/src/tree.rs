@@ -6,14 +6,7 @@ use std::fs::Metadata;
 use std::path::{Path, PathBuf};
 
 /// A failed step of a walk, or of what the visitor did.
-#[derive(Debug, thiserror::Error)]
-#[error("cannot {action} {path}")]
-pub struct TreeError {
-    pub action: &'static str,
-    pub path: PathBuf,
-    #[source]
-    pub source: std::io::Error,
-}
+pub type TreeError = corral_error::PathIoError;
 
 /// Visits `root` and everything below it, parents before their entries.
 pub fn walk<E: From<TreeError>>(

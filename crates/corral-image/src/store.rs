@@ -60,12 +60,6 @@ pub enum StoreError {
     MissingContent(&'static str),
 }
 
-impl From<corral_host::tree::TreeError> for StoreError {
-    fn from(err: corral_host::tree::TreeError) -> Self {
-        StoreError::Io(PathIoError::new(err.action, err.path, err.source))
-    }
-}
-
 fn io_error(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StoreError {
     let path = path.to_path_buf();
     move |source| StoreError::Io(PathIoError::new(action, path, source))

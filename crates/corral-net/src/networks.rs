@@ -20,7 +20,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 
 use corral_error::PathIoError;
-use corral_host::atomic::{write_file, AtomicWriteError, PRIVATE_FILE_MODE};
+use corral_host::atomic::{write_file, PRIVATE_FILE_MODE};
 use serde::Serialize;
 
 use crate::cidr::{Ipv4Cidr, Ipv6Cidr};
@@ -127,8 +127,6 @@ pub enum NetworkError {
         #[source]
         source: serde_json::Error,
     },
-    #[error(transparent)]
-    Write(#[from] AtomicWriteError),
 }
 
 type Result<T, E = NetworkError> = std::result::Result<T, E>;

@@ -10,8 +10,6 @@ pub enum Error {
     Invalid { network: String, problem: String },
     #[error(transparent)]
     Io(#[from] PathIoError),
-    #[error("cannot write the network service file")]
-    Write(#[from] corral_host::atomic::AtomicWriteError),
     #[error("{path} is not a valid network service file; write it again with write_config")]
     Corrupt {
         path: PathBuf,

@@ -206,9 +206,3 @@ pub(crate) fn clamp_mtimes(tree: &Path, epoch: u64) -> Result<(), BuildError> {
         .map_err(|errno| BuildError::io("set the time of", path)(errno.into()))
     })
 }
-
-impl From<corral_host::tree::TreeError> for BuildError {
-    fn from(err: corral_host::tree::TreeError) -> Self {
-        BuildError::Io(PathIoError::new(err.action, err.path, err.source))
-    }
-}

@@ -46,8 +46,6 @@ pub enum SnapshotError {
     #[error("cannot encode the VM state")]
     Encode(#[source] serde_json::Error),
     #[error(transparent)]
-    Write(#[from] corral_host::atomic::AtomicWriteError),
-    #[error(transparent)]
     Memory(#[from] MemoryFileError),
     #[error(transparent)]
     VcpuState(#[from] VcpuStateError),
