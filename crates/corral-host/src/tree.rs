@@ -13,21 +13,13 @@ pub fn walk<E: From<TreeError>>(
     root: &Path,
     mut visit: impl FnMut(&Path, &Metadata) -> Result<(), E>,
 ) -> Result<(), E> {
-    let error = |action, path: &Path| {
-        let path = path.to_path_buf();
-        move |source| TreeError {
-            action,
-            path,
-            source,
-        }
-    };
     let mut pending: Vec<PathBuf> = vec![root.to_path_buf()];
     while let Some(path) = pending.pop() {
-        let meta = std::fs::symlink_metadata(&path).map_err(error("inspect", &path))?;
+        let meta = std::fs::symlink_metadata(&path).map_err(TreeError::at("inspect", &path))?;
         visit(&path, &meta)?;
         if meta.is_dir() {
-            for entry in std::fs::read_dir(&path).map_err(error("list", &path))? {
-                pending.push(entry.map_err(error("list", &path))?.path());
+            for entry in std::fs::read_dir(&path).map_err(TreeError::at("list", &path))? {
+                pending.push(entry.map_err(TreeError::at("list", &path))?.path());
             }
         }
     }
