@@ -6,6 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
+use corral_error::PathIoError;
 use corral_host::fsroot::{FsRoot, ResolveError};
 
 /// Where the agent's binary goes in the guest.
@@ -37,15 +38,8 @@ pub enum InstallError {
     NoInit { root: PathBuf },
     #[error(transparent)]
     Resolve(#[from] ResolveError),
-    #[error("cannot {action} {path}")]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
     #[error(transparent)]
-    Write(#[from] corral_host::atomic::AtomicWriteError),
+    Io(#[from] PathIoError),
 }
 
 /// How the guest starts the agent.
@@ -188,11 +182,7 @@ fn copy_binary(target: &Path, exe: &Path) -> Result<(), InstallError> {
 
 fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> InstallError {
     let path = path.to_path_buf();
-    move |source| InstallError::Io {
-        action,
-        path,
-        source,
-    }
+    move |source| InstallError::Io(PathIoError::new(action, path, source))
 }
 
 #[cfg(test)]

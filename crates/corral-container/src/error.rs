@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use corral_error::PathIoError;
+
 /// Errors from the container engine.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -47,13 +49,8 @@ pub enum Error {
     },
 
     /// A file operation failed on `path`.
-    #[error("cannot {what} {path}")]
-    Io {
-        what: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] PathIoError),
 
     /// The cgroup filesystem layout is not one the engine understands, or a controller is missing.
     #[error("cgroup error: {0}")]
@@ -91,10 +88,6 @@ pub enum Error {
     #[error("console socket {path}: {reason}")]
     Console { path: PathBuf, reason: String },
 
-    /// The container's record could not be written; the old one (if any) is unchanged.
-    #[error(transparent)]
-    Record(#[from] corral_host::atomic::AtomicWriteError),
-
     /// The recorded state of a container is unreadable.
     #[error("state of container {id} is unreadable ({reason}); `delete --force` removes it")]
     CorruptState { id: String, reason: String },
@@ -123,10 +116,6 @@ impl Error {
 
     /// Wraps an I/O error with the path involved.
     pub(crate) fn io(what: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io {
-            what,
-            path: path.into(),
-            source,
-        }
+        Error::Io(PathIoError::new(what, path.into(), source))
     }
 }

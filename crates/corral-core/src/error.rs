@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use corral_error::PathIoError;
+
 use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
@@ -30,13 +32,8 @@ pub enum CoreError {
     },
     #[error("{what} {path} does not exist")]
     Missing { what: &'static str, path: PathBuf },
-    #[error("cannot {action} {path}")]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] PathIoError),
     #[error("{0}")]
     Unsupported(String),
     #[error(transparent)]
@@ -98,8 +95,6 @@ pub enum CoreError {
         path: PathBuf,
         users: String,
     },
-    #[error(transparent)]
-    Write(#[from] corral_host::atomic::AtomicWriteError),
     #[error(transparent)]
     Clone(#[from] crate::clone::CloneError),
     #[error(transparent)]
@@ -170,26 +165,12 @@ impl From<corral_net::NetworkError> for CoreError {
     }
 }
 
-impl From<corral_host::tree::TreeError> for CoreError {
-    fn from(err: corral_host::tree::TreeError) -> Self {
-        CoreError::Io {
-            action: err.action,
-            path: err.path,
-            source: err.source,
-        }
-    }
-}
-
 impl CoreError {
     pub(crate) fn io(
         action: &'static str,
         path: impl Into<PathBuf>,
     ) -> impl FnOnce(std::io::Error) -> Self {
         let path = path.into();
-        move |source| Self::Io {
-            action,
-            path,
-            source,
-        }
+        move |source| Self::Io(PathIoError::new(action, path, source))
     }
 }

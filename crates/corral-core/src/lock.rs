@@ -4,8 +4,10 @@
 use std::fs::File;
 use std::io::{Read, Seek, Write};
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
+
+use corral_error::PathIoError;
 
 /// How long a command waits for another one holding the lock.
 pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
@@ -14,12 +16,8 @@ pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
 pub enum LockError {
     #[error("instance {name} is busy: {holder} holds its lock; wait for it to finish, then retry")]
     Busy { name: String, holder: String },
-    #[error("cannot lock {path}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] PathIoError),
 }
 
 /// An exclusive lock on one instance, released on drop (or when the process dies).
@@ -31,10 +29,7 @@ pub struct InstanceLock {
 impl InstanceLock {
     /// Takes the lock at `path` for instance `name`, waiting up to `timeout`.
     pub fn acquire(path: &Path, name: &str, timeout: Duration) -> Result<Self, LockError> {
-        let io = |source| LockError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
+        let io = |source| LockError::Io(PathIoError::new("lock", path, source));
         let mut file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)

@@ -9,6 +9,7 @@
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 
+use corral_error::PathIoError;
 use corral_image::import::ImportOptions;
 use corral_image::metadata::{ImageMetadata, ImageType};
 use corral_image::ovf::disks::{import_disks, ImportedDisks};
@@ -123,11 +124,8 @@ impl Manager {
         import_disks(&package, &first, staging.dir(), progress)?;
         let staged = staging.dir().join("disk0.qcow2");
         let disk = staging.dir().join(corral_image::store::DISK);
-        std::fs::rename(&staged, &disk).map_err(|source| CoreError::Io {
-            action: "rename",
-            path: staged,
-            source,
-        })?;
+        std::fs::rename(&staged, &disk)
+            .map_err(|source| CoreError::Io(PathIoError::new("rename", staged, source)))?;
         let mut metadata = ImageMetadata::new(ImageType::Vm);
         let own = system.name.as_deref().unwrap_or(&system.id);
         let file = source.file_name().unwrap_or(source.as_os_str());

@@ -15,8 +15,9 @@ use std::time::Duration;
 
 use std::os::unix::fs::DirBuilderExt;
 
+use corral_error::PathIoError;
 use corral_host::atomic::{
-    create_private_dir_all, write_file, AtomicWriteError, PRIVATE_DIR_MODE, PRIVATE_FILE_MODE,
+    create_private_dir_all, write_file, PRIVATE_DIR_MODE, PRIVATE_FILE_MODE,
 };
 
 use crate::definition::{validate_name, Definition, DefinitionError};
@@ -40,30 +41,19 @@ pub enum StoreError {
     Exists(String),
     #[error("{0}")]
     Populate(String),
-    #[error("cannot {action} {path}")]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] PathIoError),
     #[error("state file {path} is corrupt ({message}); fix or delete it to reset the instance to stopped")]
     CorruptState { path: PathBuf, message: String },
     #[error(transparent)]
     Definition(#[from] DefinitionError),
     #[error(transparent)]
     Lock(#[from] LockError),
-    #[error(transparent)]
-    Write(#[from] AtomicWriteError),
 }
 
 fn io_error(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StoreError {
     let path = path.to_path_buf();
-    move |source| StoreError::Io {
-        action,
-        path,
-        source,
-    }
+    move |source| StoreError::Io(PathIoError::new(action, path, source))
 }
 
 /// The corral root.

@@ -17,6 +17,7 @@ use corral_disk::{
     BackingPolicy, CheckReport, ConvertOptions, DiskError, LockHolder, OpenOptions,
     Qcow2CreateOptions, ResizeOptions,
 };
+use corral_error::PathIoError;
 use corral_host::error_chain;
 use serde::Serialize;
 
@@ -66,13 +67,8 @@ pub enum VolumeError {
     Disk(#[from] corral_disk::DiskError),
     #[error(transparent)]
     Name(#[from] DefinitionError),
-    #[error("cannot {action} {path}")]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] PathIoError),
 }
 
 /// What to create.
@@ -188,11 +184,11 @@ impl Pool {
 
     fn ensure_dir(&self) -> Result<(), VolumeError> {
         corral_host::atomic::create_private_dir_all(&self.dir).map_err(|source| {
-            VolumeError::Io {
-                action: "create the pool directory",
-                path: self.dir.clone(),
+            VolumeError::Io(PathIoError::new(
+                "create the pool directory",
+                self.dir.clone(),
                 source,
-            }
+            ))
         })?;
         self.sweep_litter();
         Ok(())
@@ -271,11 +267,8 @@ impl Pool {
             }
             NewVolume::Dir => {
                 let path = self.dir.join(name);
-                std::fs::create_dir(&path).map_err(|source| VolumeError::Io {
-                    action: "create",
-                    path,
-                    source,
-                })?
+                std::fs::create_dir(&path)
+                    .map_err(|source| VolumeError::Io(PathIoError::new("create", path, source)))?
             }
         }
         self.info(name)
@@ -478,11 +471,7 @@ impl Pool {
                 corral_disk::lock_exclusive(&path).map_err(|err| self.volume_error(name, err))?;
             std::fs::remove_file(&path)
         };
-        removed.map_err(|source| VolumeError::Io {
-            action: "delete",
-            path,
-            source,
-        })
+        removed.map_err(|source| VolumeError::Io(PathIoError::new("delete", path, source)))
     }
 
     /// Volumes whose backing chain includes `path` (chains followed wherever they lead, without

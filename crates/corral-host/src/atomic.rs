@@ -2,17 +2,10 @@
 
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// A failed atomic write; the target is unchanged.
-#[derive(Debug, thiserror::Error)]
-#[error("cannot {action} {path}")]
-pub struct AtomicWriteError {
-    pub action: &'static str,
-    pub path: PathBuf,
-    #[source]
-    pub source: std::io::Error,
-}
+pub type AtomicWriteError = corral_error::PathIoError;
 
 /// `rename(2)` that fails with `EEXIST` instead of replacing `to`: publishing a directory or
 /// file built under a temporary name, where two racing publishers must not both win.

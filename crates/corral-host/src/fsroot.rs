@@ -5,6 +5,8 @@
 
 use std::path::{Component, Path, PathBuf};
 
+use corral_error::PathIoError;
+
 /// How many symlinks one resolution may follow (Linux's own limit).
 const MAX_SYMLINKS: usize = 40;
 
@@ -13,12 +15,8 @@ const MAX_SYMLINKS: usize = 40;
 pub enum ResolveError {
     #[error("{path}: too many levels of symbolic links (more than {MAX_SYMLINKS})")]
     SymlinkLoop { path: PathBuf },
-    #[error("cannot read {path}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] PathIoError),
 }
 
 /// A directory treated as `/`.
@@ -58,11 +56,9 @@ impl FsRoot {
             let current = format!("/{}", resolved.join("/"));
             let host_path = self.join(&current);
             let target = match std::fs::symlink_metadata(&host_path) {
-                Ok(meta) if meta.file_type().is_symlink() => std::fs::read_link(&host_path)
-                    .map_err(|source| ResolveError::Io {
-                        path: host_path.clone(),
-                        source,
-                    })?,
+                Ok(meta) if meta.file_type().is_symlink() => {
+                    std::fs::read_link(&host_path).map_err(PathIoError::at("read", &host_path))?
+                }
                 _ => continue,
             };
             links_followed += 1;

@@ -10,9 +10,10 @@ use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
 
+use corral_error::PathIoError;
 use serde::Serialize;
 
-use crate::atomic::{write_file, AtomicWriteError};
+use crate::atomic::write_file;
 use crate::fsroot::{FsRoot, ResolveError};
 
 /// systemd's canonical location.
@@ -34,15 +35,8 @@ pub enum MachineIdError {
          digits; replace it with `corral guest machine-id --regenerate`"
     )]
     Invalid { path: PathBuf, value: String },
-    #[error("cannot {action} {path}")]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
     #[error(transparent)]
-    Write(#[from] AtomicWriteError),
+    Io(#[from] PathIoError),
     #[error(transparent)]
     Resolve(#[from] ResolveError),
     #[error("cannot get random bytes from the kernel: {0}")]
@@ -198,11 +192,7 @@ impl<'a> IdFiles<'a> {
         match std::fs::read(&path) {
             Ok(bytes) => Ok(IdFile::parse(&String::from_utf8_lossy(&bytes))),
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(IdFile::Missing),
-            Err(source) => Err(MachineIdError::Io {
-                action: "read",
-                path,
-                source,
-            }),
+            Err(source) => Err(MachineIdError::Io(PathIoError::new("read", path, source))),
         }
     }
 
@@ -235,10 +225,8 @@ impl<'a> IdFiles<'a> {
 
     fn link_dbus(&self, changes: &mut Vec<Change>) -> Result<(), MachineIdError> {
         let link = self.root.join(DBUS_MACHINE_ID);
-        std::os::unix::fs::symlink(ETC_MACHINE_ID, &link).map_err(|source| MachineIdError::Io {
-            action: "create the symlink",
-            path: link,
-            source,
+        std::os::unix::fs::symlink(ETC_MACHINE_ID, &link).map_err(|source| {
+            MachineIdError::Io(PathIoError::new("create the symlink", link, source))
         })?;
         changes.push(Change::Linked {
             path: DBUS_MACHINE_ID.to_string(),

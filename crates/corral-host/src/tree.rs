@@ -6,35 +6,20 @@ use std::fs::Metadata;
 use std::path::{Path, PathBuf};
 
 /// A failed step of a walk, or of what the visitor did.
-#[derive(Debug, thiserror::Error)]
-#[error("cannot {action} {path}")]
-pub struct TreeError {
-    pub action: &'static str,
-    pub path: PathBuf,
-    #[source]
-    pub source: std::io::Error,
-}
+pub type TreeError = corral_error::PathIoError;
 
 /// Visits `root` and everything below it, parents before their entries.
 pub fn walk<E: From<TreeError>>(
     root: &Path,
     mut visit: impl FnMut(&Path, &Metadata) -> Result<(), E>,
 ) -> Result<(), E> {
-    let error = |action, path: &Path| {
-        let path = path.to_path_buf();
-        move |source| TreeError {
-            action,
-            path,
-            source,
-        }
-    };
     let mut pending: Vec<PathBuf> = vec![root.to_path_buf()];
     while let Some(path) = pending.pop() {
-        let meta = std::fs::symlink_metadata(&path).map_err(error("inspect", &path))?;
+        let meta = std::fs::symlink_metadata(&path).map_err(TreeError::at("inspect", &path))?;
         visit(&path, &meta)?;
         if meta.is_dir() {
-            for entry in std::fs::read_dir(&path).map_err(error("list", &path))? {
-                pending.push(entry.map_err(error("list", &path))?.path());
+            for entry in std::fs::read_dir(&path).map_err(TreeError::at("list", &path))? {
+                pending.push(entry.map_err(TreeError::at("list", &path))?.path());
             }
         }
     }

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use corral_disk::{BackingPolicy, ConvertOptions, CopyProgress, DiskError, DiskFormat};
+use corral_error::PathIoError;
 
 use crate::progress::{DiskCopy, Progress};
 
@@ -64,12 +65,8 @@ pub struct ImportedDisk {
 pub enum DiskImportError {
     #[error("unknown disk image format `{0}`; use raw, qcow2, vmdk, vdi or vhdx")]
     UnknownFormat(String),
-    #[error("cannot read {path}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] PathIoError),
     #[error("cannot import disk image {path}")]
     Disk {
         path: PathBuf,
@@ -91,20 +88,13 @@ pub enum DiskImportError {
     ReachesOtherFile { path: PathBuf, other: String },
     #[error("{path} already exists; remove it or import elsewhere")]
     TargetExists { path: PathBuf },
-    #[error("cannot write {path}")]
-    Write {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
 }
 
 /// The format of the image at `path`, by its magic; raw when it has none.
 pub fn detect(path: &Path) -> Result<SourceFormat, DiskImportError> {
     use std::os::unix::fs::FileExt;
-    let file = std::fs::File::open(path).map_err(|source| DiskImportError::Read {
-        path: path.to_path_buf(),
-        source,
+    let file = std::fs::File::open(path).map_err(|source| {
+        DiskImportError::Io(PathIoError::new("read", path.to_path_buf(), source))
     })?;
     let mut start = [0u8; 512];
     let mut filled = 0;
@@ -114,10 +104,11 @@ pub fn detect(path: &Path) -> Result<SourceFormat, DiskImportError> {
             Ok(n) => filled += n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(source) => {
-                return Err(DiskImportError::Read {
-                    path: path.to_path_buf(),
+                return Err(DiskImportError::Io(PathIoError::new(
+                    "read",
+                    path.to_path_buf(),
                     source,
-                })
+                )))
             }
         }
     }
@@ -280,9 +271,8 @@ fn qemu_img_convert(
     .and_then(|_| {
         progress.advance(info.virtual_size);
         // link(2) refuses an existing target, unlike rename(2).
-        std::fs::hard_link(&temp, target).map_err(|source| DiskImportError::Write {
-            path: target.to_path_buf(),
-            source,
+        std::fs::hard_link(&temp, target).map_err(|source| {
+            DiskImportError::Io(PathIoError::new("write", target.to_path_buf(), source))
         })
     });
     let _ = std::fs::remove_file(&temp);

@@ -6,6 +6,8 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
+use corral_error::PathIoError;
+
 use crate::archive::{self, ArchiveError, PackOptions};
 use crate::metadata::ImageType;
 use crate::progress::{DiskCopy, Progress};
@@ -47,13 +49,8 @@ pub enum ExportError {
         #[source]
         source: ArchiveError,
     },
-    #[error("cannot {action} {path}")]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] PathIoError),
     #[error(transparent)]
     Oci(#[from] crate::oci::OciError),
     #[error(transparent)]
@@ -123,11 +120,7 @@ pub fn export(
                     target: target.to_path_buf(),
                 }
             } else {
-                ExportError::Io {
-                    action: "publish",
-                    path: target.to_path_buf(),
-                    source,
-                }
+                ExportError::Io(PathIoError::new("publish", target.to_path_buf(), source))
             }
         })
     });
@@ -207,11 +200,7 @@ fn write(
     };
     let io = |action, path: &Path| {
         let path = path.to_path_buf();
-        move |source| ExportError::Io {
-            action,
-            path,
-            source,
-        }
+        move |source| ExportError::Io(PathIoError::new(action, path, source))
     };
     match (format, metadata.image_type) {
         (ExportFormat::Rootfs, _) => {
@@ -293,28 +282,18 @@ fn create(path: &Path) -> Result<File, ExportError> {
         .write(true)
         .create_new(true)
         .open(path)
-        .map_err(|source| ExportError::Io {
-            action: "create",
-            path: path.to_path_buf(),
-            source,
-        })
+        .map_err(|source| ExportError::Io(PathIoError::new("create", path.to_path_buf(), source)))
 }
 
 fn finish(builder: tar::Builder<BufWriter<File>>, path: &Path) -> Result<(), ExportError> {
-    let out = builder.into_inner().map_err(|source| ExportError::Io {
-        action: "write",
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let out = builder
+        .into_inner()
+        .map_err(|source| ExportError::Io(PathIoError::new("write", path.to_path_buf(), source)))?;
     sync(out, path)
 }
 
 fn sync(out: BufWriter<File>, path: &Path) -> Result<(), ExportError> {
-    let io = |source| ExportError::Io {
-        action: "write",
-        path: path.to_path_buf(),
-        source,
-    };
+    let io = |source| ExportError::Io(PathIoError::new("write", path.to_path_buf(), source));
     let mut out = out;
     out.flush().map_err(io)?;
     let file = out.into_inner().map_err(|e| io(e.into_error()))?;

@@ -6,6 +6,7 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
+use corral_error::PathIoError;
 use sha2::{Digest, Sha256};
 
 use crate::archive::{self, ArchiveError, Limits, PackOptions, UnpackOptions};
@@ -52,13 +53,8 @@ pub enum ImportError {
         #[source]
         source: ArchiveError,
     },
-    #[error("cannot {action} {path}")]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] PathIoError),
     #[error("cannot tell what kind of image {0} is: give --format (rootfs, oci, incus, disk or vagrant)")]
     UnknownFormat(PathBuf),
     #[error(
@@ -85,11 +81,7 @@ pub(crate) fn io_error(
     path: &Path,
 ) -> impl FnOnce(std::io::Error) -> ImportError {
     let path = path.to_path_buf();
-    move |source| ImportError::Io {
-        action,
-        path,
-        source,
-    }
+    move |source| ImportError::Io(PathIoError::new(action, path, source))
 }
 
 /// What the user says about an import beyond its source.

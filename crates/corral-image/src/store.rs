@@ -20,6 +20,7 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use corral_error::PathIoError;
 use corral_host::atomic::{
     create_private_dir_all, rename_noreplace, write_file, PRIVATE_FILE_MODE,
 };
@@ -29,13 +30,8 @@ use crate::metadata::{ImageMetadata, ImageType};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("cannot {action} {path}")]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] PathIoError),
     #[error("no image {0:?}: `corral image list` shows the images and their aliases")]
     NotFound(String),
     #[error("{reference:?} matches {count} images: give more of the fingerprint, or use an alias")]
@@ -64,23 +60,9 @@ pub enum StoreError {
     MissingContent(&'static str),
 }
 
-impl From<corral_host::tree::TreeError> for StoreError {
-    fn from(err: corral_host::tree::TreeError) -> Self {
-        StoreError::Io {
-            action: err.action,
-            path: err.path,
-            source: err.source,
-        }
-    }
-}
-
 fn io_error(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StoreError {
     let path = path.to_path_buf();
-    move |source| StoreError::Io {
-        action,
-        path,
-        source,
-    }
+    move |source| StoreError::Io(PathIoError::new(action, path, source))
 }
 
 /// The record of a stored image, `metadata.json` in its directory.
@@ -296,11 +278,7 @@ impl ImageStore {
             if source.kind() == std::io::ErrorKind::NotFound {
                 StoreError::NotFound(fingerprint.to_string())
             } else {
-                StoreError::Io {
-                    action: "read",
-                    path: path.clone(),
-                    source,
-                }
+                StoreError::Io(PathIoError::new("read", path.clone(), source))
             }
         })?;
         let record: ImageRecord =
@@ -366,13 +344,8 @@ impl ImageStore {
                 message: e.to_string(),
             })?;
         json.push(b'\n');
-        write_file(&staging.dir.join(RECORD), &json, PRIVATE_FILE_MODE).map_err(|e| {
-            StoreError::Io {
-                action: "write",
-                path: e.path,
-                source: e.source,
-            }
-        })?;
+        write_file(&staging.dir.join(RECORD), &json, PRIVATE_FILE_MODE)
+            .map_err(|e| StoreError::Io(PathIoError::new("write", e.path, e.source)))?;
         sync_tree(&staging.dir)?;
         fail::fail_point!("images.commit-staged");
         match rename_noreplace(&staging.dir, &target) {
@@ -390,11 +363,11 @@ impl ImageStore {
             {
                 Ok((self.resolve(&new.fingerprint)?, false))
             }
-            Err(source) => Err(StoreError::Io {
-                action: "publish the image as",
-                path: target,
+            Err(source) => Err(StoreError::Io(PathIoError::new(
+                "publish the image as",
+                target,
                 source,
-            }),
+            ))),
         }
     }
 
@@ -413,7 +386,7 @@ impl ImageStore {
     fn try_lock_exclusive(&self) -> Result<Option<StoreLock>, StoreError> {
         match self.flock(nix::fcntl::FlockArg::LockExclusiveNonblock) {
             Ok(lock) => Ok(Some(lock)),
-            Err(StoreError::Io { source, .. })
+            Err(StoreError::Io(PathIoError { source, .. }))
                 if source.raw_os_error() == Some(libc::EWOULDBLOCK) =>
             {
                 Ok(None)
@@ -445,11 +418,7 @@ impl ImageStore {
                 message: e.to_string(),
             }),
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
-            Err(source) => Err(StoreError::Io {
-                action: "read",
-                path,
-                source,
-            }),
+            Err(source) => Err(StoreError::Io(PathIoError::new("read", path, source))),
         }
     }
 
@@ -496,11 +465,8 @@ impl ImageStore {
                 message: e.to_string(),
             })?;
         json.push(b'\n');
-        write_file(&path, &json, PRIVATE_FILE_MODE).map_err(|e| StoreError::Io {
-            action: "write",
-            path: e.path,
-            source: e.source,
-        })
+        write_file(&path, &json, PRIVATE_FILE_MODE)
+            .map_err(|e| StoreError::Io(PathIoError::new("write", e.path, e.source)))
     }
 
     /// Deletes an image and its aliases. `users` names what depends on it (instances linked to

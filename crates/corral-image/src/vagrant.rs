@@ -7,6 +7,8 @@
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
+use corral_error::PathIoError;
+
 use crate::member::{self, MemberError};
 use crate::progress::{Progress, ProgressReader};
 
@@ -70,12 +72,8 @@ pub enum VagrantError {
         "the box {path} holds a {format} disk; corral imports the qcow2 disks of libvirt boxes"
     )]
     Format { path: PathBuf, format: String },
-    #[error("cannot write {path}")]
-    Write {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] PathIoError),
 }
 
 /// Reads the box at `path`, writing its disk into `staging` (an existing, private directory);
@@ -230,10 +228,11 @@ fn member_error(
             path: path.to_path_buf(),
             source,
         },
-        MemberError::Write(source) => VagrantError::Write {
-            path: target.unwrap_or(path).to_path_buf(),
+        MemberError::Write(source) => VagrantError::Io(PathIoError::new(
+            "write",
+            target.unwrap_or(path).to_path_buf(),
             source,
-        },
+        )),
         MemberError::TooLarge { limit } => VagrantError::TooLarge {
             path: path.to_path_buf(),
             entry: name.to_string(),

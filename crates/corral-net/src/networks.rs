@@ -19,7 +19,8 @@ use std::fs::File;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 
-use corral_host::atomic::{write_file, AtomicWriteError, PRIVATE_FILE_MODE};
+use corral_error::PathIoError;
+use corral_host::atomic::{write_file, PRIVATE_FILE_MODE};
 use serde::Serialize;
 
 use crate::cidr::{Ipv4Cidr, Ipv6Cidr};
@@ -118,32 +119,21 @@ pub enum NetworkError {
     Nft(#[from] NftError),
     #[error("cannot turn on IP forwarding, which NAT needs")]
     Forwarding(#[source] std::io::Error),
-    #[error("cannot {action} {path}")]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] PathIoError),
     #[error("{path} is corrupt; fix or delete it")]
     Corrupt {
         path: PathBuf,
         #[source]
         source: serde_json::Error,
     },
-    #[error(transparent)]
-    Write(#[from] AtomicWriteError),
 }
 
 type Result<T, E = NetworkError> = std::result::Result<T, E>;
 
 fn io_error(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> NetworkError {
     let path = path.to_path_buf();
-    move |source| NetworkError::Io {
-        action,
-        path,
-        source,
-    }
+    move |source| NetworkError::Io(PathIoError::new(action, path, source))
 }
 
 /// What `corral network create` asks for; what it leaves out gets a default.

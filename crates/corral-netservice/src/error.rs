@@ -2,19 +2,14 @@
 
 use std::path::PathBuf;
 
+use corral_error::PathIoError;
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("invalid network service setting for network {network}: {problem}")]
     Invalid { network: String, problem: String },
-    #[error("cannot {action} {path}")]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("cannot write the network service file")]
-    Write(#[from] corral_host::atomic::AtomicWriteError),
+    #[error(transparent)]
+    Io(#[from] PathIoError),
     #[error("{path} is not a valid network service file; write it again with write_config")]
     Corrupt {
         path: PathBuf,
@@ -60,11 +55,7 @@ impl Error {
         path: impl Into<PathBuf>,
     ) -> impl FnOnce(std::io::Error) -> Error {
         let path = path.into();
-        move |source| Error::Io {
-            action,
-            path,
-            source,
-        }
+        move |source| Error::Io(PathIoError::new(action, path, source))
     }
 
     /// A closure turning a system call's error into [`Error::System`] for `map_err`.

@@ -15,6 +15,7 @@ pub mod spec;
 
 use std::path::{Path, PathBuf};
 
+use corral_error::PathIoError;
 use corral_image::progress::Progress;
 use corral_image::store::{Image, ImageStore, StoreError};
 
@@ -70,13 +71,8 @@ pub enum BuildError {
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot {action} {path}")]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] PathIoError),
     #[error("{0} is a directory in the image, not a file")]
     NotAFile(String),
     #[error("cannot resolve a path inside the image")]
@@ -100,11 +96,7 @@ pub enum BuildError {
 impl BuildError {
     fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> BuildError {
         let path = path.to_path_buf();
-        move |source| BuildError::Io {
-            action,
-            path,
-            source,
-        }
+        move |source| BuildError::Io(PathIoError::new(action, path, source))
     }
 }
 
@@ -213,14 +205,4 @@ pub(crate) fn clamp_mtimes(tree: &Path, epoch: u64) -> Result<(), BuildError> {
         )
         .map_err(|errno| BuildError::io("set the time of", path)(errno.into()))
     })
-}
-
-impl From<corral_host::tree::TreeError> for BuildError {
-    fn from(err: corral_host::tree::TreeError) -> Self {
-        BuildError::Io {
-            action: err.action,
-            path: err.path,
-            source: err.source,
-        }
-    }
 }

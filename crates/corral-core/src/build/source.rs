@@ -5,6 +5,7 @@ use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::Path;
 use std::process::Command;
 
+use corral_error::PathIoError;
 use corral_image::metadata::ContainerDefaults;
 
 use super::spec::Source;
@@ -106,11 +107,10 @@ fn busybox(rootfs: &Path) -> Result<(), BuildError> {
     create("tmp", 0o1777)?;
     create("root", 0o700)?;
     let busybox = rootfs.join("bin/busybox");
-    std::fs::copy(HOST_BUSYBOX, &busybox).map_err(|source| BuildError::Io {
-        action: "copy (install busybox-static)",
-        path: HOST_BUSYBOX.into(),
-        source,
-    })?;
+    std::fs::copy(HOST_BUSYBOX, &busybox).map_err(PathIoError::at(
+        "copy (install busybox-static)",
+        Path::new(HOST_BUSYBOX),
+    ))?;
     let listing = Command::new(HOST_BUSYBOX)
         .arg("--list-full")
         .output()

@@ -8,6 +8,7 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
+use corral_error::PathIoError;
 use oci_spec::image::{
     Arch, ConfigBuilder, Descriptor, DescriptorBuilder, ImageConfigurationBuilder,
     ImageIndexBuilder, ImageManifestBuilder, MediaType, Os, RootFsBuilder,
@@ -38,7 +39,7 @@ pub fn export(
     }
     let write_error = |path: &Path| {
         let path = path.to_path_buf();
-        move |source| OciError::Write { path, source }
+        move |source| OciError::Io(PathIoError::new("write", path, source))
     };
     // The layout is made in a directory: beside the archive (removed after), or the target.
     let staging_holder;
@@ -99,10 +100,7 @@ pub fn export(
 /// (the config's diff_id).
 fn write_layer(rootfs: &Path, blobs: &Path) -> Result<(Descriptor, String), OciError> {
     let partial = blobs.join(".layer.partial");
-    let write_error = |source| OciError::Write {
-        path: partial.clone(),
-        source,
-    };
+    let write_error = |source| OciError::Io(PathIoError::new("write", partial.clone(), source));
     let file = File::create(&partial).map_err(write_error)?;
     let compressed = Hashing::new(BufWriter::new(file));
     let gzip = flate2::GzBuilder::new()
@@ -171,7 +169,8 @@ fn oci_architecture(debian: &str) -> &str {
 fn write_blob(blobs: &Path, media_type: MediaType, bytes: &[u8]) -> Result<Descriptor, OciError> {
     let digest = hex::encode(Sha256::digest(bytes));
     let path = blobs.join(&digest);
-    std::fs::write(&path, bytes).map_err(|source| OciError::Write { path, source })?;
+    std::fs::write(&path, bytes)
+        .map_err(|source| OciError::Io(PathIoError::new("write", path, source)))?;
     descriptor(media_type, bytes.len() as u64, &digest)
 }
 
@@ -188,10 +187,8 @@ fn descriptor(media_type: MediaType, size: u64, hex: &str) -> Result<Descriptor,
 
 /// The layout as an `oci-archive`: its files in a fixed order with fixed headers.
 fn write_archive(layout: &Path, target: &Path) -> Result<(), OciError> {
-    let write_error = |source| OciError::Write {
-        path: target.to_path_buf(),
-        source,
-    };
+    let write_error =
+        |source| OciError::Io(PathIoError::new("write", target.to_path_buf(), source));
     let file = File::options()
         .write(true)
         .create_new(true)

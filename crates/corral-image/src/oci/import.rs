@@ -4,6 +4,7 @@
 use std::io::{BufReader, Read};
 use std::path::Path;
 
+use corral_error::PathIoError;
 use oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageManifest, MediaType};
 
 use super::layout::{parse, read_small, Checked, Layout};
@@ -30,10 +31,7 @@ pub fn import(
     limits: &Limits,
     progress: &dyn Progress,
 ) -> Result<OciImage, OciError> {
-    let read_error = |e| OciError::Read {
-        path: source.to_path_buf(),
-        source: e,
-    };
+    let read_error = |e| OciError::Io(PathIoError::new("read", source.to_path_buf(), e));
     let meta = std::fs::metadata(source).map_err(read_error)?;
     if meta.is_dir() {
         return import_layout(source, reference, rootfs, limits, progress);
@@ -47,10 +45,7 @@ pub fn import(
     let staging = tempfile::Builder::new()
         .prefix(".oci-archive-")
         .tempdir_in(beside)
-        .map_err(|e| OciError::Write {
-            path: beside.to_path_buf(),
-            source: e,
-        })?;
+        .map_err(|e| OciError::Io(PathIoError::new("write", beside.to_path_buf(), e)))?;
     progress.begin("reading the oci-archive", Some(meta.len()));
     let file = std::fs::File::open(source).map_err(read_error)?;
     let archive_error = |e| OciError::Archive {

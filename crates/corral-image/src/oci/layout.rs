@@ -6,6 +6,7 @@ use std::io::Read;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+use corral_error::PathIoError;
 use oci_spec::image::Descriptor;
 use sha2::{Digest as _, Sha256};
 
@@ -40,17 +41,11 @@ impl Layout {
             std::io::ErrorKind::NotFound => OciError::MissingBlob {
                 digest: digest.clone(),
             },
-            _ => OciError::Read {
-                path: path.clone(),
-                source,
-            },
+            _ => OciError::Io(PathIoError::new("read", path.clone(), source)),
         })?;
         let actual = file
             .metadata()
-            .map_err(|source| OciError::Read {
-                path: path.clone(),
-                source,
-            })?
+            .map_err(|source| OciError::Io(PathIoError::new("read", path.clone(), source)))?
             .len();
         if actual != descriptor.size() {
             return Err(OciError::BadSize {
@@ -81,9 +76,12 @@ impl Layout {
         (&mut checked)
             .take(MAX_JSON_BYTES)
             .read_to_end(&mut bytes)
-            .map_err(|source| OciError::Read {
-                path: self.blob_path(&digest).unwrap_or_default(),
-                source,
+            .map_err(|source| {
+                OciError::Io(PathIoError::new(
+                    "read",
+                    self.blob_path(&digest).unwrap_or_default(),
+                    source,
+                ))
             })?;
         checked.verify(&digest, descriptor.size())?;
         parse(&bytes, &format!("the {what} {digest}"))
@@ -102,10 +100,7 @@ pub(super) fn parse<T: serde::de::DeserializeOwned>(
 
 /// A small file of the layout itself (`oci-layout`, `index.json`), bounded.
 pub(super) fn read_small(path: &Path) -> Result<Vec<u8>, OciError> {
-    let read_error = |source| OciError::Read {
-        path: path.to_path_buf(),
-        source,
-    };
+    let read_error = |source| OciError::Io(PathIoError::new("read", path.to_path_buf(), source));
     let file = open_file(path).map_err(read_error)?;
     let mut bytes = Vec::new();
     file.take(MAX_JSON_BYTES + 1)
@@ -147,9 +142,8 @@ impl<R: Read> Checked<R> {
 
     /// Reads what is left, then compares size and digest with the descriptor's.
     pub(super) fn verify(mut self, digest: &str, size: u64) -> Result<(), OciError> {
-        std::io::copy(&mut self, &mut std::io::sink()).map_err(|source| OciError::Read {
-            path: PathBuf::from(digest),
-            source,
+        std::io::copy(&mut self, &mut std::io::sink()).map_err(|source| {
+            OciError::Io(PathIoError::new("read", PathBuf::from(digest), source))
         })?;
         if self.count != size {
             return Err(OciError::BadSize {

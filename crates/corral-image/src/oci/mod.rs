@@ -9,6 +9,8 @@ mod layout;
 
 use std::path::PathBuf;
 
+use corral_error::PathIoError;
+
 pub use export::export;
 pub use import::import;
 
@@ -30,18 +32,8 @@ pub struct OciImage {
 pub enum OciError {
     #[error("{path} is neither an OCI layout directory (oci-layout, index.json, blobs/) nor an oci-archive tar")]
     NotAnImage { path: PathBuf },
-    #[error("cannot read {path}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("cannot write {path}")]
-    Write {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] PathIoError),
     #[error("cannot unpack the oci-archive {path}")]
     Archive {
         path: PathBuf,

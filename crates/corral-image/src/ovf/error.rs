@@ -2,23 +2,15 @@
 
 use std::path::PathBuf;
 
+use corral_error::PathIoError;
+
 use super::envelope::EnvelopeError;
 use super::manifest::{Algorithm, ManifestError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OvfError {
-    #[error("cannot read {path}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("cannot write {path}")]
-    Write {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] PathIoError),
     #[error(
         "{path} is not an OVF package corral imports; give an .ova archive or an .ovf envelope"
     )]

@@ -11,6 +11,8 @@ use std::io::{BufReader, Read};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+use corral_error::PathIoError;
+
 use super::envelope::{self, Envelope, MAX_ENVELOPE_BYTES};
 use super::error::OvfError;
 use super::manifest::{self, Digests, FileDigests, MAX_MANIFEST_BYTES};
@@ -56,10 +58,8 @@ pub struct Fetched {
 impl Package {
     /// Opens `path` (`.ova` or `.ovf`, told apart by content) and parses its envelope.
     pub fn open(path: &Path) -> Result<Self, OvfError> {
-        let read_error = |source| OvfError::Read {
-            path: path.to_path_buf(),
-            source,
-        };
+        let read_error =
+            |source| OvfError::Io(PathIoError::new("read", path.to_path_buf(), source));
         let mut start = Vec::new();
         File::open(path)
             .and_then(|file| file.take(512).read_to_end(&mut start))
@@ -140,10 +140,8 @@ impl Package {
         written: &mut Vec<PathBuf>,
     ) -> Result<Fetched, OvfError> {
         let path = &self.path;
-        let read_error = |source| OvfError::Read {
-            path: path.to_path_buf(),
-            source,
-        };
+        let read_error =
+            |source| OvfError::Io(PathIoError::new("read", path.to_path_buf(), source));
         let file = File::open(path).map_err(read_error)?;
         let size = file.metadata().map_err(read_error)?.len();
         progress.begin("reading the package", Some(size));
@@ -226,10 +224,11 @@ impl Package {
             )?),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(source) => {
-                return Err(OvfError::Read {
-                    path: manifest_path,
+                return Err(OvfError::Io(PathIoError::new(
+                    "read",
+                    manifest_path,
                     source,
-                })
+                )))
             }
         };
         let mut members = HashMap::new();
@@ -259,10 +258,7 @@ impl Package {
                 Ok(file) => file,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(source) => {
-                    return Err(OvfError::Read {
-                        path: file_path,
-                        source,
-                    })
+                    return Err(OvfError::Io(PathIoError::new("read", file_path, source)))
                 }
             };
             let size = file.metadata().map(|m| m.len()).ok();
@@ -355,10 +351,7 @@ impl Package {
                 continue;
             };
             let actual = std::fs::metadata(file)
-                .map_err(|source| OvfError::Read {
-                    path: file.clone(),
-                    source,
-                })?
+                .map_err(|source| OvfError::Io(PathIoError::new("read", file.clone(), source)))?
                 .len();
             if actual != declared {
                 return Err(OvfError::SizeMismatch {
@@ -400,10 +393,7 @@ fn member_name<R: Read>(path: &Path, entry: &tar::Entry<R>) -> Result<Option<Str
 
 /// The first `.ovf` member of an OVA and its bytes; the members before it must be safe too.
 fn first_envelope(path: &Path, file: File) -> Result<(String, Vec<u8>), OvfError> {
-    let read_error = |source| OvfError::Read {
-        path: path.to_path_buf(),
-        source,
-    };
+    let read_error = |source| OvfError::Io(PathIoError::new("read", path.to_path_buf(), source));
     let mut archive = tar::Archive::new(BufReader::new(file));
     for entry in archive.entries().map_err(read_error)? {
         let entry = entry.map_err(read_error)?;
@@ -440,10 +430,9 @@ fn hash_reader(path: &Path, mut reader: impl Read) -> Result<FileDigests, OvfErr
     let mut digests = Digests::default();
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = reader.read(&mut buf).map_err(|source| OvfError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let n = reader
+            .read(&mut buf)
+            .map_err(|source| OvfError::Io(PathIoError::new("read", path.to_path_buf(), source)))?;
         if n == 0 {
             return Ok(digests.finish());
         }
@@ -471,14 +460,14 @@ fn copy_out(
 /// `error` of member `name` of the package at `path` (copied to `target`).
 fn member_error(path: &Path, name: &str, target: Option<&Path>, error: MemberError) -> OvfError {
     match error {
-        MemberError::Read(source) => OvfError::Read {
-            path: path.to_path_buf(),
+        MemberError::Read(source) => {
+            OvfError::Io(PathIoError::new("read", path.to_path_buf(), source))
+        }
+        MemberError::Write(source) => OvfError::Io(PathIoError::new(
+            "write",
+            target.unwrap_or(path).to_path_buf(),
             source,
-        },
-        MemberError::Write(source) => OvfError::Write {
-            path: target.unwrap_or(path).to_path_buf(),
-            source,
-        },
+        )),
         MemberError::TooLarge { limit } => OvfError::TooLarge {
             path: path.to_path_buf(),
             file: name.to_string(),

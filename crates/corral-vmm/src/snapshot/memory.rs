@@ -7,6 +7,7 @@ use std::io::Write;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+use corral_error::PathIoError;
 use nix::unistd::{lseek, Whence};
 use vm_memory::{
     Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion,
@@ -19,12 +20,8 @@ const CHUNK: usize = 1 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MemoryFileError {
-    #[error("cannot {action} {path}")]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] PathIoError),
     #[error("{path} holds {actual} bytes, but the saved VM has {expected} bytes of memory")]
     Size {
         path: PathBuf,
@@ -40,11 +37,7 @@ pub enum MemoryFileError {
 
 fn io(action: &'static str, path: &Path) -> impl Fn(std::io::Error) -> MemoryFileError {
     let path = path.to_path_buf();
-    move |source| MemoryFileError::Io {
-        action,
-        path: path.clone(),
-        source,
-    }
+    move |source| MemoryFileError::Io(PathIoError::new(action, path.clone(), source))
 }
 
 /// Each region's guest address, length and offset in the file.

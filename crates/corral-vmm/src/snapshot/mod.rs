@@ -14,6 +14,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
+use corral_error::PathIoError;
 use serde::{Deserialize, Serialize};
 
 use crate::config::VmConfig;
@@ -31,12 +32,8 @@ pub const MEMORY_FILE: &str = "memory";
 pub enum SnapshotError {
     #[error("{dir} is not empty; snapshots go into a new or empty directory")]
     NotEmpty { dir: PathBuf },
-    #[error("cannot {action} {path}")]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] PathIoError),
     #[error("{path} is {size} bytes, more than a VM state file can be; is it one?")]
     TooLarge { path: PathBuf, size: u64 },
     #[error(transparent)]
@@ -48,8 +45,6 @@ pub enum SnapshotError {
     },
     #[error("cannot encode the VM state")]
     Encode(#[source] serde_json::Error),
-    #[error(transparent)]
-    Write(#[from] corral_host::atomic::AtomicWriteError),
     #[error(transparent)]
     Memory(#[from] MemoryFileError),
     #[error(transparent)]
@@ -72,11 +67,7 @@ pub enum SnapshotError {
 
 fn io(action: &'static str, path: &Path) -> impl Fn(std::io::Error) -> SnapshotError {
     let path = path.to_path_buf();
-    move |source| SnapshotError::Io {
-        action,
-        path: path.clone(),
-        source,
-    }
+    move |source| SnapshotError::Io(PathIoError::new(action, path.clone(), source))
 }
 
 /// Everything `state` holds.

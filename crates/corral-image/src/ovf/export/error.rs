@@ -2,17 +2,14 @@
 
 use std::path::PathBuf;
 
+use corral_error::PathIoError;
+
 #[derive(Debug, thiserror::Error)]
 pub enum OvfExportError {
     #[error("{target} exists; give a new name or remove it first")]
     Exists { target: PathBuf },
-    #[error("cannot {action} {path}")]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] PathIoError),
     #[error("cannot read disk {index} ({path})")]
     Disk {
         index: usize,

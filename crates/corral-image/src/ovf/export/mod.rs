@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use corral_disk::{BackingPolicy, ConvertOptions, Disk, OpenOptions};
+use corral_error::PathIoError;
 
 pub use error::OvfExportError;
 
@@ -122,11 +123,7 @@ pub fn export_ova(
         .write(true)
         .create_new(true)
         .open(&temp)
-        .map_err(|source| OvfExportError::Io {
-            action: "create",
-            path: temp.clone(),
-            source,
-        })?;
+        .map_err(|source| OvfExportError::Io(PathIoError::new("create", temp.clone(), source)))?;
     let packed = Packer {
         machine,
         target,
@@ -136,11 +133,8 @@ pub fn export_ova(
     }
     .pack(&file, &names, &envelope, &disks)
     .and_then(|()| {
-        file.sync_all().map_err(|source| OvfExportError::Io {
-            action: "write",
-            path: temp.clone(),
-            source,
-        })
+        file.sync_all()
+            .map_err(|source| OvfExportError::Io(PathIoError::new("write", temp.clone(), source)))
     })
     .and_then(|()| {
         corral_host::atomic::rename_noreplace(&temp, target).map_err(|source| {
@@ -149,11 +143,7 @@ pub fn export_ova(
                     target: target.to_path_buf(),
                 }
             } else {
-                OvfExportError::Io {
-                    action: "publish",
-                    path: target.to_path_buf(),
-                    source,
-                }
+                OvfExportError::Io(PathIoError::new("publish", target.to_path_buf(), source))
             }
         })
     });
@@ -277,11 +267,8 @@ impl Packer<'_> {
         envelope: &[u8],
         disks: &[Box<dyn Disk>],
     ) -> Result<(), OvfExportError> {
-        let write_error = |source| OvfExportError::Io {
-            action: "write",
-            path: self.temp.to_path_buf(),
-            source,
-        };
+        let write_error =
+            |source| OvfExportError::Io(PathIoError::new("write", self.temp.to_path_buf(), source));
         let mtime = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
@@ -332,11 +319,7 @@ impl Packer<'_> {
         .and_then(|()| {
             let io = |action| {
                 let path = staged.clone();
-                move |source| OvfExportError::Io {
-                    action,
-                    path,
-                    source,
-                }
+                move |source| OvfExportError::Io(PathIoError::new(action, path, source))
             };
             let file = File::open(&staged).map_err(io("read"))?;
             let size = file.metadata().map_err(io("read"))?.len();
@@ -344,10 +327,8 @@ impl Packer<'_> {
                 .begin(&format!("packing disk {}", index + 1), Some(size));
             std::io::copy(&mut ProgressReader::new(file, self.progress), ova)
                 .map(drop)
-                .map_err(|source| OvfExportError::Io {
-                    action: "write",
-                    path: self.temp.to_path_buf(),
-                    source,
+                .map_err(|source| {
+                    OvfExportError::Io(PathIoError::new("write", self.temp.to_path_buf(), source))
                 })
         });
         let _ = std::fs::remove_file(&staged);
