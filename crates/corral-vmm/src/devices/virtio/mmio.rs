@@ -190,12 +190,10 @@ impl MmioTransport {
     /// The thread stays paused until [`MmioTransport::resume_worker`].
     pub fn pause_and_save(&mut self) -> VirtioDeviceState {
         let positions = self.device.pause().unwrap_or_default();
-        let mut config = Vec::new();
-        config.extend_from_slice(&self.device.common().config);
         VirtioDeviceState {
             name: self.device.name().to_owned(),
             device_type: self.device.device_type(),
-            config,
+            config: self.device.common().config.clone(),
             registers: self.state.clone(),
             interrupt_status: self.interrupt.status(),
             needs_reset: self.interrupt.needs_reset(),
@@ -717,6 +715,33 @@ pub(crate) mod tests {
         assert_ne!(read(&mut transport, VIRTIO_MMIO_INTERRUPT_STATUS) & 2, 0);
         write(&mut transport, VIRTIO_MMIO_STATUS, 0);
         assert_eq!(read(&mut transport, VIRTIO_MMIO_STATUS), 0);
+    }
+
+    #[test]
+    fn a_restored_transport_is_activated_again_and_a_changed_device_is_refused() {
+        let (mut original, _) = transport();
+        negotiate(&mut original, FEATURE_VERSION_1);
+        setup_queue(&mut original, 0, 0x10000);
+        write(&mut original, VIRTIO_MMIO_STATUS, 1 | 2 | 8 | 4);
+        original.interrupt.signal_used();
+        let saved = original.pause_and_save();
+        original.resume_worker();
+
+        let (mut restored, activations) = transport();
+        restored.restore(&saved).unwrap();
+        assert_eq!(activations.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(restored.state, original.state);
+        assert_eq!(read(&mut restored, VIRTIO_MMIO_INTERRUPT_STATUS), 1);
+
+        let (mut other, activations) = transport();
+        let changed = VirtioDeviceState {
+            config: vec![0xaa, 0xbb, 0xcd],
+            ..saved
+        };
+        let err = other.restore(&changed).unwrap_err().to_string();
+        assert!(err.contains("cannot restore probe"), "{err}");
+        assert!(err.contains("configuration space differs"), "{err}");
+        assert_eq!(activations.load(std::sync::atomic::Ordering::SeqCst), 0);
     }
 
     #[test]
