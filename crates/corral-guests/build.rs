@@ -25,6 +25,7 @@ const GUESTS: &[&str] = &[
     "virtio-vsock",
     "vsock-agent",
     "forbidden-call",
+    "snapshot-io",
 ];
 
 /// The guests that speak IPv4 over virtio-net, linked with `common/net.c`.

@@ -297,7 +297,6 @@ fn take_snapshot(
     let was_paused = control.target() == vcpu::Target::Pause;
     control.pause()?;
     let result = (|| {
-        let devices = devices.save_state()?;
         snapshot::prepare_dir(&request.dir)?;
         vcpu_state::check_xsave_size(&vm.fd)?;
         let vcpus = vcpus
@@ -308,9 +307,12 @@ fn take_snapshot(
             config: config.clone(),
             vm: vm.save_state()?,
             vcpus,
-            devices,
+            devices: devices.save_state(),
         };
-        snapshot::write(&request.dir, &snapshot, &vm.memory)
+        let written = snapshot::write(&request.dir, &snapshot, &vm.memory);
+        // Guest memory is saved: the I/O threads may touch it again.
+        devices.resume_virtio();
+        written
     })();
     // A failed snapshot leaves the VM as it was.
     if !was_paused && (result.is_err() || !request.leave_paused) {
@@ -345,6 +347,7 @@ fn run_vm(
     options: &RunOptions,
     mut restore: Option<SavedVm>,
 ) -> Result<VmExit, VmmError> {
+    let config = &config.with_chosen_macs();
     let jail = options.jail.as_ref().map(jail::prepare).transpose()?;
     if config.seccomp {
         seccomp::prepare()?;

@@ -1,5 +1,6 @@
 //! VM snapshots end to end: `corral vmm control SOCKET snapshot --to DIR` on a running counter
-//! guest, the VMM killed, `corral vmm run --restore DIR` in a new process.
+//! guest (and on one with virtio devices), the VMM killed, `corral vmm run --restore DIR` in a new
+//! process.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -250,21 +251,60 @@ fn damaged_state_files_and_non_empty_directories_are_refused() {
     assert!(magic.contains("not a corral VM state file"), "{magic}");
 }
 
+/// The round numbers of the `snapshot-io` guest's complete lines, each checked to have read
+/// back a sector (its sum printed) and entropy.
+fn io_rounds(console: &str) -> Vec<u64> {
+    console
+        .split_inclusive('\n')
+        .filter_map(|line| line.strip_suffix('\n')?.strip_prefix("round "))
+        .map(|line| {
+            let words: Vec<&str> = line.split(' ').collect();
+            assert!(
+                matches!(words[..], [_, "blk", sum, "rng", _] if sum != "-"),
+                "bad line {line:?} in {console}"
+            );
+            words[0].parse().unwrap()
+        })
+        .collect()
+}
+
 #[test]
-fn a_vm_with_virtio_devices_is_not_snapshotted_yet() {
+fn a_vm_with_a_disk_and_rng_goes_on_after_a_snapshot_and_restores() {
     require_kvm!();
     let dir = tempfile::tempdir().unwrap();
-    let vmm = Vmm::boot_counter(dir.path(), "vm", &["--rng"]);
-    vmm.wait_for_counts(1);
-    let answer = snapshot(&vmm, &dir.path().join("snap"));
-    assert!(!answer.status.success());
-    let message = text(&answer.stdout);
-    assert!(
-        message.contains("virtio devices are not supported yet (this VM has virtio-rng)"),
-        "{message}"
+    let disk = dir.path().join("disk.raw");
+    std::fs::write(&disk, vec![0u8; 1 << 20]).unwrap();
+    let disk_arg = format!("path={},format=raw", disk.display());
+    let vmm = Vmm::boot(
+        "snapshot-io",
+        dir.path(),
+        "vm",
+        &["--rng", "--disk", &disk_arg],
     );
-    // The refusal leaves the VM running.
-    let count = vmm.output().matches("count ").count();
-    vmm.wait_for_counts(count + 1);
+    vmm.wait_for_lines("round ", 5);
+    let snap = dir.path().join("snap");
+    // Without --leave-paused: the VM and its devices' I/O threads go on.
+    let answer = vmm.control(&["snapshot", "--to", snap.to_str().unwrap()]);
+    assert!(answer.status.success(), "{}", text(&answer.stdout));
+    let rounds = io_rounds(&vmm.output()).len();
+    vmm.wait_for_lines("round ", rounds + 5);
+    let before = io_rounds(&vmm.output());
     vmm.kill();
+
+    let restored = Vmm::start(
+        dir.path(),
+        "restored",
+        &["--restore", snap.to_str().unwrap()],
+    );
+    restored.wait_for_lines("round ", 5);
+    let after = io_rounds(&restored.output());
+    restored.kill();
+    // The restored guest goes on from a round the first one had reached, one round at a time.
+    let first = after[0];
+    assert!(
+        first <= before[before.len() - 1] + 1,
+        "{before:?} {after:?}"
+    );
+    let expected: Vec<u64> = (first..first + after.len() as u64).collect();
+    assert_eq!(after, expected);
 }

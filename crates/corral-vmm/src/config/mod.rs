@@ -186,6 +186,16 @@ impl VmConfig {
             + usize::from(self.vsock.is_some())
     }
 
+    /// This config with a random MAC for each network interface that has none: chosen once per
+    /// VMM process, so a snapshot saves the MAC its guest knows and a restore gives it the same.
+    pub fn with_chosen_macs(&self) -> VmConfig {
+        let mut config = self.clone();
+        for nic in &mut config.nics {
+            nic.mac.get_or_insert_with(MacAddress::random_local);
+        }
+        config
+    }
+
     /// Parses a TOML config; `path` names it in errors and anchors relative paths.
     pub fn from_toml(text: &str, path: &Path) -> Result<VmConfig, ConfigError> {
         let mut config: VmConfig = toml::from_str(text).map_err(|err| {

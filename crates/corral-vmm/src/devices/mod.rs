@@ -12,8 +12,10 @@
 //! `virtio_mmio.device=` entries on its command line ([`VirtioSlot::cmdline_entry`]).
 //!
 //! [`DeviceStates`] is what a snapshot holds of them: the legacy devices' state (the ACPI PM
-//! registers act at once and hold none). Virtio devices are not saved yet: a VM with any is
-//! refused by [`DeviceManager::save_state`].
+//! registers act at once and hold none) and each virtio device's
+//! ([`virtio::mmio::VirtioDeviceState`]), saved with its I/O thread paused so that guest memory
+//! holds no half-done request until the memory is saved too
+//! ([`DeviceManager::resume_virtio`]).
 
 pub mod bus;
 pub mod interrupt;
@@ -37,7 +39,7 @@ use legacy::debug_exit::{DebugExit, DebugExitState, DEBUG_EXIT_PORT, DEBUG_EXIT_
 use legacy::forbidden_call::{ForbiddenCall, FORBIDDEN_CALL_PORT, FORBIDDEN_CALL_PORT_LEN};
 use legacy::i8042::{I8042State, I8042, I8042_PORT, I8042_PORT_LEN};
 use legacy::serial::{Com1State, SerialDevice, SerialOutput, COM1_PORT, COM1_PORT_LEN};
-use virtio::mmio::{MmioTransport, TransportError};
+use virtio::mmio::{MmioTransport, TransportError, VirtioDeviceState};
 use virtio::VirtioDevice;
 
 use crate::exit::StopSender;
@@ -62,10 +64,10 @@ pub enum DeviceError {
     #[error(transparent)]
     Worker(#[from] virtio::worker::WorkerError),
     #[error(
-        "snapshots of VMs with virtio devices are not supported yet (this VM has {0}); only \
-         VMs without disks, NICs, rng or vsock can be snapshotted for now"
+        "the snapshot has {saved} virtio devices, this VM has {present}; restore with the \
+         configuration saved in the snapshot"
     )]
-    VirtioSnapshot(String),
+    VirtioCount { saved: usize, present: usize },
     #[error("the saved COM1 state cannot be restored")]
     Com1State(#[source] vm_superio::serial::Error<std::io::Error>),
 }
@@ -76,6 +78,8 @@ pub struct DeviceStates {
     pub com1: Com1State,
     pub i8042: I8042State,
     pub debug_exit: DebugExitState,
+    /// In the order of their slots.
+    pub virtio: Vec<VirtioDeviceState>,
 }
 
 /// Where a virtio-mmio device lives.
@@ -144,6 +148,7 @@ pub fn open_virtio_devices(config: &VmConfig) -> Result<Vec<Box<dyn VirtioDevice
             tap.attach_to_bridge(bridge)?;
         }
         tap.set_up()?;
+        // Callers choose missing MACs first (`VmConfig::with_chosen_macs`), so snapshots keep them.
         let mac = nic.mac.unwrap_or_else(MacAddress::random_local);
         tracing::info!("virtio-net{index}: tap {} with MAC {mac}", tap.name());
         devices.push(Box::new(virtio::net::Net::new(
@@ -260,27 +265,46 @@ impl DeviceManager {
         Ok(())
     }
 
-    /// The devices' state, for a snapshot of a paused VM.
-    pub fn save_state(&self) -> Result<DeviceStates, DeviceError> {
-        if let Some((_, transport)) = self.virtio.first() {
-            return Err(DeviceError::VirtioSnapshot(
-                lock(transport).device_name().to_owned(),
-            ));
-        }
-        Ok(DeviceStates {
+    /// The devices' state, for a snapshot of a paused VM. The virtio devices' I/O threads stay
+    /// paused until [`DeviceManager::resume_virtio`], which must follow once guest memory is
+    /// saved.
+    pub fn save_state(&self) -> DeviceStates {
+        DeviceStates {
             com1: lock(&self.serial).state(),
             i8042: lock(&self.i8042).state.clone(),
             debug_exit: lock(&self.debug_exit).state.clone(),
-        })
+            virtio: self
+                .virtio
+                .iter()
+                .map(|(_, transport)| lock(transport).pause_and_save())
+                .collect(),
+        }
     }
 
-    /// Puts the devices back in a saved state, before the restored vCPUs run.
+    /// Lets the virtio devices' I/O threads go on after [`DeviceManager::save_state`].
+    pub fn resume_virtio(&self) {
+        for (_, transport) in &self.virtio {
+            lock(transport).resume_worker();
+        }
+    }
+
+    /// Puts the devices back in a saved state, after the VM's interrupt controllers and before
+    /// the restored vCPUs run. A virtio device that is not the one saved is refused.
     pub fn restore_state(&self, states: &DeviceStates) -> Result<(), DeviceError> {
+        if states.virtio.len() != self.virtio.len() {
+            return Err(DeviceError::VirtioCount {
+                saved: states.virtio.len(),
+                present: self.virtio.len(),
+            });
+        }
         lock(&self.serial)
             .restore(&states.com1)
             .map_err(DeviceError::Com1State)?;
         lock(&self.i8042).state = states.i8042.clone();
         lock(&self.debug_exit).state = states.debug_exit.clone();
+        for ((_, transport), saved) in self.virtio.iter().zip(&states.virtio) {
+            lock(transport).restore(saved)?;
+        }
         Ok(())
     }
 

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 pub const MAGIC: [u8; 8] = *b"CORRALVM";
 /// Bumped whenever the payload changes incompatibly; other versions are refused.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 const HEADER_LEN: usize = 8 + 4 + 8 + 4;
 /// Far above a real state (a few hundred KiB for 254 vCPUs); bounds what a corrupt length makes
 /// the reader allocate.
@@ -118,10 +118,11 @@ mod tests {
         assert!(matches!(refused(&magic), StateFileError::Magic { .. }));
         assert!(matches!(refused(b"CORR"), StateFileError::Magic { .. }));
         let mut version = framed.clone();
-        version[8..12].copy_from_slice(&2u32.to_le_bytes());
+        // Version 1, the format before virtio devices were saved.
+        version[8..12].copy_from_slice(&1u32.to_le_bytes());
         let err = refused(&version);
-        assert!(matches!(err, StateFileError::Version { found: 2, .. }));
-        assert!(err.to_string().contains("version 2"), "{err}");
+        assert!(matches!(err, StateFileError::Version { found: 1, .. }));
+        assert!(err.to_string().contains("format version 1;"), "{err}");
         let truncated = &framed[..framed.len() - 1];
         assert!(matches!(refused(truncated), StateFileError::Length { .. }));
     }

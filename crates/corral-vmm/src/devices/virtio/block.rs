@@ -117,7 +117,22 @@ fn config_space(state: &BlockState) -> Vec<u8> {
     config
 }
 
-virtio_device!(Block, VIRTIO_ID_BLOCK);
+virtio_device!(Block, VIRTIO_ID_BLOCK, {
+    fn config_mismatch(&self, saved: &[u8]) -> Option<String> {
+        let capacity = offset_of!(virtio_blk_config, capacity);
+        let saved_sectors = saved
+            .get(capacity..capacity + 8)
+            .map(|bytes| u64::from_le_bytes(le_bytes(bytes)));
+        if saved_sectors != Some(self.state.capacity_sectors) {
+            return Some(format!(
+                "its disk holds {} sectors, the snapshot's held {} (the disk changed size)",
+                self.state.capacity_sectors,
+                saved_sectors.map_or("an unknown number of".to_owned(), |n| n.to_string())
+            ));
+        }
+        crate::devices::virtio::config_differs(&self.common.config, saved)
+    }
+});
 
 /// The back end: the disk and the request loop.
 pub struct BlockHandler {

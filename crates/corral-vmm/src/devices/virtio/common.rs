@@ -18,9 +18,10 @@ pub struct VirtioCommon {
 }
 
 /// Implements [`super::VirtioDevice`] for a device struct that keeps its [`VirtioCommon`] in a
-/// field named `common`, with virtio device ID `$device_type` (`VIRTIO_ID_*`).
+/// field named `common`, with virtio device ID `$device_type` (`VIRTIO_ID_*`) and, in braces,
+/// the trait methods the device implements itself.
 macro_rules! virtio_device {
-    ($device:ty, $device_type:expr) => {
+    ($device:ty, $device_type:expr $(, { $($own:tt)* })?) => {
         impl $crate::devices::virtio::VirtioDevice for $device {
             fn device_type(&self) -> u32 {
                 $device_type
@@ -31,6 +32,7 @@ macro_rules! virtio_device {
             fn common_mut(&mut self) -> &mut $crate::devices::virtio::VirtioCommon {
                 &mut self.common
             }
+            $($($own)*)?
         }
     };
 }

@@ -11,6 +11,11 @@
 //! Driver mistakes are contained: writes in the wrong state are ignored (and logged), a feature
 //! set the device did not offer or without `VIRTIO_F_VERSION_1` does not get `FEATURES_OK`, and
 //! queues outside guest memory or misaligned at `DRIVER_OK` leave the device in `NEEDS_RESET`.
+//!
+//! A snapshot saves a [`VirtioDeviceState`] per device ([`MmioTransport::pause_and_save`], with
+//! the I/O thread paused) and a restore writes it back ([`MmioTransport::restore`]): a device the
+//! driver had started is activated again with its queues where they stood, without the driver
+//! setting it up again.
 
 use std::sync::Arc;
 
@@ -25,7 +30,7 @@ use virtio_queue::{Queue, QueueT};
 use vm_memory::{GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use super::worker::QueueEvent;
+use super::worker::{QueueEvent, QueuePosition};
 use super::{DeviceQueues, Interrupt, QueueError, VirtioDevice, FEATURE_VERSION_1};
 use crate::devices::bus::BusDevice;
 
@@ -53,6 +58,11 @@ pub enum TransportError {
         device: String,
         source: kvm_ioctls::Error,
     },
+    #[error(
+        "cannot restore {device} from the snapshot: {what}; restore with the disks, network \
+         interfaces and devices as they were when the snapshot was taken"
+    )]
+    Mismatch { device: String, what: String },
 }
 
 /// One queue as the driver configured it.
@@ -95,6 +105,21 @@ impl MmioState {
     fn has(&self, bits: u32) -> bool {
         self.status & bits == bits
     }
+}
+
+/// What a snapshot holds of one virtio device: who it is (checked on restore) and where its
+/// transport and queues stand.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VirtioDeviceState {
+    pub name: String,
+    pub device_type: u32,
+    /// The device-specific configuration space: a disk's capacity, a NIC's MAC, the guest CID.
+    pub config: Vec<u8>,
+    pub registers: MmioState,
+    pub interrupt_status: u32,
+    pub needs_reset: bool,
+    /// Each queue's position; empty when the device was not active.
+    pub positions: Vec<QueuePosition>,
 }
 
 pub struct MmioTransport {
@@ -159,6 +184,63 @@ impl MmioTransport {
             }
         }
         self.set_memory(memory);
+    }
+
+    /// Pauses the device's I/O thread (between two requests) and returns the device's state.
+    /// The thread stays paused until [`MmioTransport::resume_worker`].
+    pub fn pause_and_save(&mut self) -> VirtioDeviceState {
+        let positions = self.device.pause().unwrap_or_default();
+        VirtioDeviceState {
+            name: self.device.name().to_owned(),
+            device_type: self.device.device_type(),
+            config: self.device.common().config.clone(),
+            registers: self.state.clone(),
+            interrupt_status: self.interrupt.status(),
+            needs_reset: self.interrupt.needs_reset(),
+            positions,
+        }
+    }
+
+    /// Lets the I/O thread paused by [`MmioTransport::pause_and_save`] go on.
+    pub fn resume_worker(&mut self) {
+        self.device.resume();
+    }
+
+    /// Puts the transport back in the state `saved` (after [`MmioTransport::attach`]) and, if
+    /// the driver had started the device, activates it with its queues where they stood. A
+    /// device that is not the one saved is refused.
+    pub fn restore(&mut self, saved: &VirtioDeviceState) -> Result<(), TransportError> {
+        let mismatch = |what: String| TransportError::Mismatch {
+            device: self.device.name().to_owned(),
+            what,
+        };
+        if saved.device_type != self.device.device_type() || saved.name != self.device.name() {
+            return Err(mismatch(format!(
+                "the snapshot has {} (virtio device type {}) in its place",
+                saved.name, saved.device_type
+            )));
+        }
+        if let Some(what) = self.device.config_mismatch(&saved.config) {
+            return Err(mismatch(what));
+        }
+        if saved.registers.driver_features & !self.offered_features() != 0 {
+            return Err(mismatch(
+                "its driver uses features the device no longer offers (did a disk become \
+                 read-only?)"
+                    .to_owned(),
+            ));
+        }
+        let saved_sizes = saved.registers.queues.iter().map(|queue| queue.max_size);
+        if !saved_sizes.eq(self.device.queue_max_sizes().iter().copied()) {
+            return Err(mismatch("its queues differ from the snapshot's".to_owned()));
+        }
+        self.state = saved.registers.clone();
+        self.interrupt
+            .restore(saved.interrupt_status, saved.needs_reset);
+        if self.state.has(VIRTIO_CONFIG_S_DRIVER_OK) && !saved.needs_reset {
+            self.activate(Some(&saved.positions));
+        }
+        Ok(())
     }
 
     /// The guest memory queues live in (set by [`MmioTransport::attach`]; fuzz targets set it
@@ -339,7 +421,7 @@ impl MmioTransport {
         if self.state.status & VIRTIO_CONFIG_S_DRIVER_OK != 0
             && old & VIRTIO_CONFIG_S_DRIVER_OK == 0
         {
-            self.activate();
+            self.activate(None);
         }
     }
 
@@ -348,11 +430,12 @@ impl MmioTransport {
         wanted & !self.offered_features() == 0 && wanted & FEATURE_VERSION_1 != 0
     }
 
-    fn activate(&mut self) {
+    /// Hands the queues to the device: set up by the driver, or restored at `positions`.
+    fn activate(&mut self, positions: Option<&[QueuePosition]>) {
         let Some(memory) = self.memory.clone() else {
             return;
         };
-        let queues = match self.build_queues(&memory) {
+        let queues = match self.build_queues(&memory, positions.unwrap_or_default()) {
             Ok(queues) => queues,
             Err(err) => {
                 self.interrupt.fail(&err);
@@ -369,6 +452,7 @@ impl MmioTransport {
             queues,
             interrupt: self.interrupt.clone(),
             features: self.state.driver_features,
+            restored: positions.is_some(),
         };
         if let Err(err) = self.device.activate(queues, events) {
             tracing::error!("{err}");
@@ -379,7 +463,11 @@ impl MmioTransport {
         }
     }
 
-    fn build_queues(&self, memory: &GuestMemoryMmap) -> Result<Vec<Queue>, QueueError> {
+    fn build_queues(
+        &self,
+        memory: &GuestMemoryMmap,
+        positions: &[QueuePosition],
+    ) -> Result<Vec<Queue>, QueueError> {
         let mut queues = Vec::with_capacity(self.state.queues.len());
         for (index, config) in self.state.queues.iter().enumerate() {
             let ring = |source| QueueError::Ring {
@@ -398,6 +486,10 @@ impl MmioTransport {
                 queue
                     .try_set_used_ring_address(GuestAddress(config.used_ring))
                     .map_err(ring)?;
+                if let Some(position) = positions.get(index) {
+                    queue.set_next_avail(position.next_avail);
+                    queue.set_next_used(position.next_used);
+                }
                 queue.set_ready(true);
                 if !queue.is_valid(memory) {
                     return Err(QueueError::Request {
@@ -623,6 +715,33 @@ pub(crate) mod tests {
         assert_ne!(read(&mut transport, VIRTIO_MMIO_INTERRUPT_STATUS) & 2, 0);
         write(&mut transport, VIRTIO_MMIO_STATUS, 0);
         assert_eq!(read(&mut transport, VIRTIO_MMIO_STATUS), 0);
+    }
+
+    #[test]
+    fn a_restored_transport_is_activated_again_and_a_changed_device_is_refused() {
+        let (mut original, _) = transport();
+        negotiate(&mut original, FEATURE_VERSION_1);
+        setup_queue(&mut original, 0, 0x10000);
+        write(&mut original, VIRTIO_MMIO_STATUS, 1 | 2 | 8 | 4);
+        original.interrupt.signal_used();
+        let saved = original.pause_and_save();
+        original.resume_worker();
+
+        let (mut restored, activations) = transport();
+        restored.restore(&saved).unwrap();
+        assert_eq!(activations.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(restored.state, original.state);
+        assert_eq!(read(&mut restored, VIRTIO_MMIO_INTERRUPT_STATUS), 1);
+
+        let (mut other, activations) = transport();
+        let changed = VirtioDeviceState {
+            config: vec![0xaa, 0xbb, 0xcd],
+            ..saved
+        };
+        let err = other.restore(&changed).unwrap_err().to_string();
+        assert!(err.contains("cannot restore probe"), "{err}");
+        assert!(err.contains("configuration space differs"), "{err}");
+        assert_eq!(activations.load(std::sync::atomic::Ordering::SeqCst), 0);
     }
 
     #[test]

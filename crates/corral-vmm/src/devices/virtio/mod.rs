@@ -104,6 +104,19 @@ impl Interrupt {
         self.status.load(Ordering::SeqCst)
     }
 
+    /// Puts back the status and `NEEDS_RESET` a snapshot saved, and raises the interrupt again
+    /// if any bit is pending (the guest's interrupt controller state was saved separately and
+    /// may not hold it).
+    fn restore(&self, status: u32, needs_reset: bool) {
+        self.status.store(status, Ordering::SeqCst);
+        self.needs_reset.store(needs_reset, Ordering::SeqCst);
+        if status != 0 {
+            if let Err(err) = vm_superio::Trigger::trigger(&self.irq) {
+                tracing::warn!("cannot raise a restored virtio interrupt: {err}");
+            }
+        }
+    }
+
     fn acknowledge(&self, bits: u32) {
         self.status.fetch_and(!bits, Ordering::SeqCst);
     }
@@ -121,6 +134,9 @@ pub struct DeviceQueues {
     pub interrupt: Interrupt,
     /// Negotiated feature bits.
     pub features: u64,
+    /// The queues come from a snapshot, mid-way, not from the driver's setup
+    /// ([`worker::QueueHandler::restored`] runs before any event).
+    pub restored: bool,
 }
 
 impl DeviceQueues {
@@ -269,6 +285,17 @@ pub trait VirtioDevice: Send {
     fn reset(&mut self) {
         self.common_mut().worker.reset();
     }
+    /// Pauses the I/O thread for a snapshot (see [`worker::Worker::pause`]).
+    fn pause(&mut self) -> Option<Vec<worker::QueuePosition>> {
+        self.common_mut().worker.pause()
+    }
+    fn resume(&mut self) {
+        self.common_mut().worker.resume();
+    }
+    /// Why a snapshot's configuration space `saved` does not fit this device, if it does not.
+    fn config_mismatch(&self, saved: &[u8]) -> Option<String> {
+        config_differs(&self.common().config, saved)
+    }
 }
 
 /// Copies the bytes of `config` at `offset` into `data`; bytes past its end read as zero.
@@ -281,6 +308,11 @@ pub fn read_config_bytes(config: &[u8], offset: u64, data: &mut [u8]) {
         let len = bytes.len().min(data.len());
         data[..len].copy_from_slice(&bytes[..len]);
     }
+}
+
+/// The generic answer of [`VirtioDevice::config_mismatch`]: whether the bytes differ.
+pub(crate) fn config_differs(ours: &[u8], saved: &[u8]) -> Option<String> {
+    (ours != saved).then(|| "its configuration space differs from the snapshot's".to_owned())
 }
 
 /// Writes `value` little-endian at `offset` of a configuration space under construction.

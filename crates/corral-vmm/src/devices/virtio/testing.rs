@@ -64,6 +64,7 @@ impl TestQueues {
                 queues,
                 interrupt: Interrupt::new(irq.trigger()),
                 features: u64::MAX,
+                restored: false,
             },
             irq,
             next_descriptor: vec![0; queue_count],

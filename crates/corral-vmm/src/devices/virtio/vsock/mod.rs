@@ -25,6 +25,7 @@ pub use packet::PacketHeader;
 
 const RX_QUEUE: usize = 0;
 const TX_QUEUE: usize = 1;
+const EVENT_QUEUE: usize = 2;
 const QUEUE_SIZE: u16 = 256;
 /// The host's context ID.
 pub const HOST_CID: u64 = 2;

@@ -13,10 +13,11 @@ use vmm_sys_util::epoll::{Epoll, EventSet};
 
 use super::connection::{Connection, ConnectionKey, Phase};
 use super::packet::{
-    PacketHeader, HEADER_BYTES, OP_CREDIT_REQUEST, OP_CREDIT_UPDATE, OP_REQUEST, OP_RESPONSE,
-    OP_RST, OP_RW, OP_SHUTDOWN, SHUTDOWN_RECEIVE, SHUTDOWN_SEND, TYPE_STREAM,
+    PacketHeader, EVENT_TRANSPORT_RESET, HEADER_BYTES, OP_CREDIT_REQUEST, OP_CREDIT_UPDATE,
+    OP_REQUEST, OP_RESPONSE, OP_RST, OP_RW, OP_SHUTDOWN, SHUTDOWN_RECEIVE, SHUTDOWN_SEND,
+    TYPE_STREAM,
 };
-use super::{CONNECTION_BUFFER, HOST_CID, MAX_PAYLOAD, RX_QUEUE, TX_QUEUE};
+use super::{CONNECTION_BUFFER, EVENT_QUEUE, HOST_CID, MAX_PAYLOAD, RX_QUEUE, TX_QUEUE};
 use crate::devices::virtio::worker::{unwatch, watch, QueueHandler, FIRST_BACKEND_TOKEN};
 use crate::devices::virtio::{DeviceQueues, QueueError};
 
@@ -522,9 +523,26 @@ impl QueueHandler for VsockHandler {
     ) -> Result<(), QueueError> {
         match index {
             RX_QUEUE | TX_QUEUE => self.process(queues, epoll),
-            // The event queue carries only transport resets (after migration), never sent yet.
+            // The event queue carries only the transport reset sent by `restored`.
             _ => Ok(()),
         }
+    }
+
+    fn restored(&mut self, queues: &mut DeviceQueues) -> Result<(), QueueError> {
+        // Connections do not survive a snapshot (their host ends stayed with the old process):
+        // as in Firecracker, a transport reset tells the guest to drop them all.
+        let memory = queues.memory.clone();
+        let Some((head, mut writer)) = queues.pop_writer(EVENT_QUEUE, &memory)? else {
+            tracing::warn!(
+                "virtio-vsock: the guest has no event buffer posted, so it is not told that its \
+                 connections from before the snapshot are gone"
+            );
+            return Ok(());
+        };
+        let event = EVENT_TRANSPORT_RESET.to_le_bytes();
+        let written = writer.write_all(&event).map_or(0, |()| event.len() as u32);
+        queues.add_used(EVENT_QUEUE, head, written)?;
+        queues.notify(EVENT_QUEUE)
     }
 
     fn backend_ready(
@@ -796,6 +814,27 @@ mod tests {
             let reply = packet_at(&queues, DATA_START + 0x1000 * (slot + 1));
             assert_eq!(reply.op, OP_RST, "packet {slot}");
         }
+    }
+
+    #[test]
+    fn a_restored_device_tells_the_guest_of_a_transport_reset() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("v.sock");
+        let listener = corral_control::bind(&socket).unwrap();
+        let mut handler = VsockHandler::new(3, socket, listener);
+        let mut queues = TestQueues::new(3).unwrap();
+        // Without an event buffer the guest cannot be told; nothing breaks.
+        handler.restored(&mut queues.queues).unwrap();
+        assert_eq!(queues.used_count(EVENT_QUEUE), 0);
+        queues.write_bytes(DATA_START, &[0xff; 4]);
+        queues.add_chain(EVENT_QUEUE, &[(DATA_START, 4, true)]);
+        handler.restored(&mut queues.queues).unwrap();
+        assert_eq!(queues.used_count(EVENT_QUEUE), 1);
+        assert_eq!(queues.used(EVENT_QUEUE, 0).1, 4);
+        assert_eq!(
+            queues.read_bytes(DATA_START, 4),
+            EVENT_TRANSPORT_RESET.to_le_bytes()
+        );
     }
 
     #[test]

@@ -12,6 +12,8 @@ pub(super) const OP_CREDIT_UPDATE: u16 = 6;
 pub(super) const OP_CREDIT_REQUEST: u16 = 7;
 pub(super) const SHUTDOWN_RECEIVE: u32 = 1;
 pub(super) const SHUTDOWN_SEND: u32 = 2;
+/// `struct virtio_vsock_event`'s only ID: every connection is gone, re-read the guest CID.
+pub(super) const EVENT_TRANSPORT_RESET: u32 = 0;
 
 /// `struct virtio_vsock_hdr`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
