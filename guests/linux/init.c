@@ -47,6 +47,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <sys/mman.h>
+#include <dirent.h>
 #include <sys/reboot.h>
 #include <poll.h>
 #include <termios.h>
@@ -258,6 +260,32 @@ static int run_for_line(const char *program, char *const argv[], char *out, size
 	return len > 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -1;
 }
 
+/* Reads every file in DIR (not below) into the page cache before any of them runs. On the
+ * emulated-KVM development host a program that sleeps in a page fault (the page still on the
+ * disk) while in the middle of SSE code can find its registers changed when it resumes: the first
+ * run of corral after boot misparsed its arguments, the same command from a warm page cache never
+ * did (guests/linux/README.md). MAP_POPULATE makes the kernel read the pages without copying them
+ * to us. */
+static void warm_page_cache(const char *dir)
+{
+	DIR *entries = opendir(dir);
+	struct dirent *entry;
+	while (entries && (entry = readdir(entries))) {
+		struct stat st;
+		int fd = openat(dirfd(entries), entry->d_name, O_RDONLY);
+		if (fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0) {
+			void *map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE | MAP_POPULATE,
+					 fd, 0);
+			if (map != MAP_FAILED)
+				munmap(map, (size_t)st.st_size);
+		}
+		if (fd >= 0)
+			close(fd);
+	}
+	if (entries)
+		closedir(entries);
+}
+
 /* A clone's first boot: mounts its root disk ROOT on /mnt and the read-only tools disk TOOLS
  * (corral and the libraries it needs) on /tools, lets `corral guest machine-id --ensure` make
  * the machine-id the clone's identity reset left empty (systemd's first-boot job), and prints
@@ -279,6 +307,8 @@ static void identity_step(const char *spec)
 		printf("corral-init: mounting %s and %s failed: %s\n", root, tools, strerror(errno));
 		return;
 	}
+	warm_page_cache("/tools");
+	warm_page_cache("/tools/lib");
 	char *const argv[] = { "ld.so", "--library-path", "/tools/lib", "/tools/corral", "guest",
 			       "machine-id", "--ensure", "--root", "/mnt", NULL };
 	if (run_for_line("/tools/lib/ld-linux-x86-64.so.2", argv, line, sizeof(line)) == 0)
@@ -336,13 +366,17 @@ static void agent_step(const char *tools_disk)
 	mkdir("/dev/pts", 0755);
 	if (mount("devpts", "/dev/pts", "devpts", 0, "ptmxmode=0666") != 0)
 		printf("corral-init: mounting /dev/pts failed: %s\n", strerror(errno));
+	warm_page_cache("/tools");
+	warm_page_cache("/tools/lib");
+	warm_page_cache("/tools/bin");
 	struct sigaction on_usr2 = { .sa_handler = ask_power_off };
 	sigaction(SIGUSR2, &on_usr2, NULL);
 	pid_t agent = fork();
 	if (agent == 0) {
 		char *const argv[] = { "ld.so", "--library-path", "/tools/lib", "/tools/corral", "guest",
 				       "agent", "--vsock-port", "1024", NULL };
-		char *const envp[] = { "PATH=/tools/bin", NULL };
+		/* CORRAL_LOG=info: the agent says on the console when it listens. */
+		char *const envp[] = { "PATH=/tools/bin", "CORRAL_LOG=info", NULL };
 		/* A static corral (scripts/build-static.sh) comes without /tools/lib. */
 		if (access("/tools/lib/ld-linux-x86-64.so.2", X_OK) != 0)
 			execve("/tools/corral", (char *const *)argv + 3, envp);

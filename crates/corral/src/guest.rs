@@ -111,14 +111,19 @@ pub fn run(args: GuestArgs) -> anyhow::Result<ExitCode> {
 fn agent(vsock_port: Option<u32>, unix: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     use corral_agent::server::{self, Listener};
     let container_socket = std::path::Path::new(corral_agent::CONTAINER_SOCKET);
-    let listener = match (unix, vsock_port) {
-        (Some(path), _) => Listener::unix(&path)?,
-        (None, Some(port)) => Listener::vsock(port)?,
-        (None, None) if container_socket.parent().is_some_and(|dir| dir.is_dir()) => {
-            Listener::unix(container_socket)?
-        }
-        (None, None) => Listener::vsock(corral_agent::DEFAULT_VSOCK_PORT)?,
+    let (listener, address) = match (unix, vsock_port) {
+        (Some(path), _) => (Listener::unix(&path)?, path.display().to_string()),
+        (None, Some(port)) => (Listener::vsock(port)?, format!("vsock port {port}")),
+        (None, None) if container_socket.parent().is_some_and(|dir| dir.is_dir()) => (
+            Listener::unix(container_socket)?,
+            container_socket.display().to_string(),
+        ),
+        (None, None) => (
+            Listener::vsock(corral_agent::DEFAULT_VSOCK_PORT)?,
+            format!("vsock port {}", corral_agent::DEFAULT_VSOCK_PORT),
+        ),
     };
+    tracing::info!("the guest agent listens on {address}");
     let agent = server::Agent::new();
     thaw_at_termination(&agent)?;
     server::serve(&listener, &agent)?;
