@@ -261,11 +261,11 @@ static int run_for_line(const char *program, char *const argv[], char *out, size
 }
 
 /* Reads every file in DIR (not below) into the page cache before any of them runs. On the
- * emulated-KVM development host a program that sleeps in a page fault (the page still on the
- * disk) while in the middle of SSE code can find its registers changed when it resumes: the first
- * run of corral after boot misparsed its arguments, the same command from a warm page cache never
- * did (guests/linux/README.md). MAP_POPULATE makes the kernel read the pages without copying them
- * to us. */
+ * emulated-KVM development host a program that sleeps in a page fault (its page still on the
+ * disk) early on can resume with a wrong thread pointer: the first run of corral after boot
+ * misparsed its arguments, the same command from a warm page cache never did
+ * (guests/linux/README.md). MAP_POPULATE makes the kernel read the pages without copying them to
+ * us. */
 static void warm_page_cache(const char *dir)
 {
 	DIR *entries = opendir(dir);
