@@ -9,39 +9,10 @@ use std::os::unix::net::{UnixListener, UnixStream};
 
 use common::{Scratch, TIMEOUT};
 use corral_control::Request;
+use corral_guests::virtio_blk::{expected_after_guest, host_pattern};
 use corral_testkit::require_kvm;
 use corral_vmm::config::{DiskConfig, SerialTarget, VsockConfig};
 use corral_vmm::{ExitReason, VmConfig, VmExit};
-
-const SECTOR: usize = 512;
-
-/// The host's sector pattern (the guest checks the same formula).
-fn host_pattern(offset: usize) -> u8 {
-    ((offset / SECTOR) * 7 + offset % SECTOR) as u8
-}
-
-/// What the guest writes to sectors 8-15.
-fn guest_pattern(offset: usize) -> u8 {
-    0xffu8.wrapping_sub((offset / SECTOR + offset % 256) as u8)
-}
-
-/// The disk as the guest leaves a writable one: sectors 8-15 rewritten, 16-31 zeroed (write
-/// zeroes, then discard).
-fn expected_after_guest(mut bytes: Vec<u8>) -> Vec<u8> {
-    for (offset, byte) in bytes
-        .iter_mut()
-        .enumerate()
-        .take(32 * SECTOR)
-        .skip(8 * SECTOR)
-    {
-        *byte = if offset < 16 * SECTOR {
-            guest_pattern(offset)
-        } else {
-            0
-        };
-    }
-    bytes
-}
 
 /// Asserts the guest powered off with code 0 and printed `marker`; returns its console.
 fn assert_guest_passed(exit: &VmExit, scratch: &Scratch, marker: &str) -> String {

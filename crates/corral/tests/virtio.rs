@@ -8,10 +8,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use corral_guests::virtio_blk::{expected_after_guest, host_pattern};
 use corral_testkit::{require_kvm, require_program, require_root, Netns};
 
 const TIMEOUT: Duration = Duration::from_secs(120);
-const SECTOR: usize = 512;
 
 fn guest(name: &str) -> PathBuf {
     corral_guests::elf(name)
@@ -57,36 +57,9 @@ fn assert_guest_passed(output: &Output, marker: &str) -> String {
     stdout
 }
 
-/// The host's sector pattern (the guest checks the same formula).
-fn host_pattern(offset: usize) -> u8 {
-    ((offset / SECTOR) * 7 + offset % SECTOR) as u8
-}
-
-/// What the guest writes to sectors 8-15.
-fn guest_pattern(offset: usize) -> u8 {
-    0xffu8.wrapping_sub((offset / SECTOR + offset % 256) as u8)
-}
-
 fn pattern_image(path: &Path, size: usize) -> Vec<u8> {
     let bytes: Vec<u8> = (0..size).map(host_pattern).collect();
     std::fs::write(path, &bytes).unwrap();
-    bytes
-}
-
-/// The disk as the guest leaves a writable one: sectors 8-15 rewritten, 16-31 zeroed.
-fn expected_after_guest(mut bytes: Vec<u8>) -> Vec<u8> {
-    for (offset, byte) in bytes
-        .iter_mut()
-        .enumerate()
-        .take(32 * SECTOR)
-        .skip(8 * SECTOR)
-    {
-        *byte = if offset < 16 * SECTOR {
-            guest_pattern(offset)
-        } else {
-            0
-        };
-    }
     bytes
 }
 
