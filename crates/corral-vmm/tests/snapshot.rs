@@ -75,11 +75,7 @@ fn a_two_vcpu_vm_saved_and_restored_through_the_library_continues() {
     drive(vm, &second, 2, None);
 
     let all = scratch.console() + &second.console();
-    let numbers: Vec<u64> = all
-        .lines()
-        .filter_map(|line| line.strip_prefix("count "))
-        .map(|n| n.parse().unwrap())
-        .collect();
+    let numbers = common::counts(&all);
     assert_eq!(
         numbers,
         (0..numbers.len() as u64).collect::<Vec<_>>(),

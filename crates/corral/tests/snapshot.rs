@@ -75,7 +75,10 @@ impl Vmm {
 
     fn wait_for_lines(&self, prefix: &str, lines: usize) {
         self.wait_until("the guest to print", || {
-            self.output().matches(prefix).count() >= lines
+            complete_lines(&self.output())
+                .filter(|line| line.starts_with(prefix))
+                .count()
+                >= lines
         });
     }
 
@@ -108,10 +111,17 @@ fn counts(console: &str) -> Vec<u64> {
     numbered(console, "count ")
 }
 
-/// The numbers of the lines that start with `prefix`, in order.
-fn numbered(console: &str, prefix: &str) -> Vec<u64> {
+/// The console's lines that end in a newline: the last one may still be being printed, as the
+/// console is read while the guest runs.
+fn complete_lines(console: &str) -> impl Iterator<Item = &str> {
     console
-        .lines()
+        .split_inclusive('\n')
+        .filter_map(|line| line.strip_suffix('\n'))
+}
+
+/// The numbers of the complete lines that start with `prefix`, in order.
+fn numbered(console: &str, prefix: &str) -> Vec<u64> {
+    complete_lines(console)
         .filter_map(|line| line.strip_prefix(prefix))
         .map(|n| {
             n.parse()
@@ -254,9 +264,8 @@ fn damaged_state_files_and_non_empty_directories_are_refused() {
 /// The round numbers of the `snapshot-io` guest's complete lines, each checked to have read
 /// back a sector (its sum printed) and entropy.
 fn io_rounds(console: &str) -> Vec<u64> {
-    console
-        .split_inclusive('\n')
-        .filter_map(|line| line.strip_suffix('\n')?.strip_prefix("round "))
+    complete_lines(console)
+        .filter_map(|line| line.strip_prefix("round "))
         .map(|line| {
             let words: Vec<&str> = line.split(' ').collect();
             assert!(
