@@ -7,6 +7,7 @@
 
 pub mod console;
 pub mod exit;
+pub mod journal;
 pub mod log;
 pub mod policy;
 pub mod restart;

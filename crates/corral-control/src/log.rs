@@ -167,9 +167,13 @@ impl StdioLog {
     }
 
     /// Rotates the log when stderr is that file and has reached the limit; true when it did.
-    /// Does nothing when stderr is something else (a terminal, a file the caller chose).
+    /// Does nothing when stderr is something else (a terminal, the journal, a file the caller
+    /// chose).
     pub fn rotate_if_full(&self) -> std::io::Result<bool> {
         let current = nix::sys::stat::fstat(std::io::stderr().as_fd())?;
+        if current.st_mode & libc::S_IFMT != libc::S_IFREG {
+            return Ok(false);
+        }
         let at_path = std::fs::symlink_metadata(&self.path)?;
         let same_file = (current.st_dev, current.st_ino) == (at_path.dev(), at_path.ino());
         if !same_file || (current.st_size as u64) < self.limit {

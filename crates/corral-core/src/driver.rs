@@ -2,9 +2,9 @@
 //!
 //! Both kinds run under a supervisor process that outlives the CLI, serves the control protocol
 //! on `run/control.sock`, the console on `run/console.sock` (logged to `run/console.log`), logs
-//! to `run/supervisor.log` and writes `run/exit.json` before it ends. A driver only prepares the supervisor's input and names
-//! its command line; everything else (start, stop, pause, console, reconcile) is the same for
-//! both.
+//! to `run/supervisor.log` (the journal under systemd) and writes `run/exit.json` before it
+//! ends. A driver only prepares the supervisor's input and names its command line; everything
+//! else (start, stop, pause, console, reconcile) is the same for both.
 //!
 //! Everything a supervisor creates lives in the instance's runtime directory `run/`: a jailed
 //! VMM sees that directory and nothing else of the host (see `corral_vmm::jail`).

@@ -9,6 +9,7 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use corral_control::exit::{reason, ExitRecord};
+use corral_control::journal::SupervisorOutput;
 use corral_control::log::SUPERVISOR_LOG_ENV;
 use corral_control::{Client, Info, Request, Response, RunState};
 use nix::sys::signal::{kill, Signal};
@@ -247,7 +248,7 @@ impl Manager {
 
         let launched = driver
             .supervisor_command(&definition, &paths)
-            .and_then(|command| launch(command, &paths, driver.log_path_in_environment()))
+            .and_then(|command| launch(command, name, &paths, driver.log_path_in_environment()))
             .and_then(|(child, gate)| {
                 fail::fail_point!("start.spawned");
                 // Recorded before it may run: a start interrupted from here on (Ctrl-C,
@@ -572,31 +573,34 @@ fn exit_of(paths: &InstancePaths, pid: Option<u32>) -> (Status, LastExit) {
     }
 }
 
-/// Runs `command` detached: its own session, stdin from /dev/null, output to the supervisor log
-/// (which the supervisor rotates; it finds the log's path in its environment when
+/// Runs `command` detached: its own session, stdin from /dev/null, output to the journal under
+/// `corral-NAME` when this process runs under systemd, else to the supervisor log (which the
+/// supervisor rotates; it finds the log's path in its environment when
 /// `log_path_in_environment`). The log is in `run/`, which a jailed VMM owns: it is opened
 /// without following a link or waiting on a FIFO planted there. The supervisor waits at its
 /// [`StartGate`] until the caller has recorded it.
 fn launch(
     mut command: std::process::Command,
+    name: &str,
     paths: &InstancePaths,
     log_path_in_environment: bool,
 ) -> Result<(Child, StartGate), CoreError> {
     let log_path = paths.supervisor_log();
-    let log = corral_control::log::open_log(&log_path).map_err(CoreError::io("open", &log_path))?;
-    let log_err = log.try_clone().map_err(CoreError::io("open", &log_path))?;
+    let output = SupervisorOutput::choose(&log_path, &journal_identifier(name))
+        .map_err(CoreError::io("open", &log_path))?;
+    if log_path_in_environment && !output.is_journal() {
+        command.env(SUPERVISOR_LOG_ENV, &log_path);
+    }
+    output
+        .attach(&mut command)
+        .map_err(CoreError::io("open", &log_path))?;
     let (gate_read, gate_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| CoreError::io("create", "the supervisor's start gate")(e.into()))?;
     let gate_fd = gate_read.as_raw_fd();
     command
         .stdin(Stdio::null())
-        .stdout(log)
-        .stderr(log_err)
         .arg(START_GATE_OPTION)
         .arg(gate_fd.to_string());
-    if log_path_in_environment {
-        command.env(SUPERVISOR_LOG_ENV, &log_path);
-    }
     // SAFETY: the closure runs in the forked child before exec and only calls setsid(2) and
     // fcntl(2), which are async-signal-safe; `gate_fd` stays open in the parent until spawn
     // returns.
@@ -613,6 +617,11 @@ fn launch(
         .map_err(CoreError::io("start the supervisor", command.get_program()))?;
     drop(gate_read);
     Ok((child, StartGate(gate_write)))
+}
+
+/// The journal's `SYSLOG_IDENTIFIER` of instance `name`'s supervisor (`journalctl -t`).
+fn journal_identifier(name: &str) -> String {
+    format!("corral-{name}")
 }
 
 /// What a supervisor waits for before it does anything: the write end of a pipe whose read end

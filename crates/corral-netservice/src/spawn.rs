@@ -7,6 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use corral_control::exit::ExitRecord;
+use corral_control::journal::SupervisorOutput;
 use corral_control::{Client, Request, Response};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -23,14 +24,21 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 const POLL: Duration = Duration::from_millis(50);
 
+/// The journal's `SYSLOG_IDENTIFIER` of network `name`'s supervisor (`journalctl -t`), apart
+/// from the instances' `corral-NAME`.
+fn journal_identifier(name: &str) -> String {
+    format!("corral-network-{name}")
+}
+
 /// Starts `EXE network-service STATE_DIR` in a session of its own (it outlives the caller) and
 /// waits until it serves: dnsmasq answers and the control socket is up. `state_dir` must hold
 /// a [`crate::write_config`]; the bridge must exist in the caller's network namespace, where
-/// the service runs. The supervisor's output goes to `service.log`. The supervisor is the
+/// the service runs. The supervisor's output goes to the journal under `corral-network-NAME` when
+/// the caller's goes there (under systemd), else to `service.log`. The supervisor is the
 /// caller's child: a caller that outlives it may reap it (waitpid) once it has ended.
 pub fn spawn_supervisor(exe: &Path, state_dir: &Path) -> Result<Pid, Error> {
     let paths = StatePaths::new(state_dir);
-    ServiceConfig::load(&paths)?;
+    let config = ServiceConfig::load(&paths)?;
     if is_running(state_dir) {
         return Err(Error::StartFailed {
             dir: state_dir.to_path_buf(),
@@ -44,15 +52,14 @@ pub fn spawn_supervisor(exe: &Path, state_dir: &Path) -> Result<Pid, Error> {
         _ => {}
     }
     let log_path = paths.log();
-    let log = corral_control::log::open_log(&log_path).map_err(Error::io("open", &log_path))?;
-    let log_err = log.try_clone().map_err(Error::io("open", &log_path))?;
     let mut command = Command::new(exe);
     command
         .arg("network-service")
         .arg(state_dir)
-        .stdin(Stdio::null())
-        .stdout(log)
-        .stderr(log_err);
+        .stdin(Stdio::null());
+    SupervisorOutput::choose(&log_path, &journal_identifier(&config.network))
+        .and_then(|output| output.attach(&mut command))
+        .map_err(Error::io("open", &log_path))?;
     // SAFETY: the closure runs in the forked child before exec and only calls setsid(2), which
     // is async-signal-safe.
     unsafe {

@@ -13,6 +13,7 @@ mod host;
 mod image;
 mod image_build;
 mod instance;
+mod logging;
 mod network;
 mod network_attach;
 mod network_service;
@@ -31,7 +32,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
-use corral_control::log::StdioLog;
 
 #[derive(Parser)]
 #[command(
@@ -213,7 +213,7 @@ fn main() -> ExitCode {
             command: vmm::VmmCommand::Run(_)
         })
     );
-    init_logging(!vmm_run);
+    logging::init(!vmm_run);
     if let Err(err) = corral_core::failpoints::arm_from_env() {
         return output::report_error(&err.into());
     }
@@ -300,29 +300,4 @@ fn list_failpoints() -> anyhow::Result<ExitCode> {
         println!("{}\t{}", point.name, point.state);
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Logs go to stderr, filtered by `CORRAL_LOG` (tracing's env-filter syntax), warnings by default,
-/// in colour only on a terminal. A supervisor the instance manager launched with
-/// `CORRAL_SUPERVISOR_LOG` rotates its log file (stderr) like `console.log`, from the thread that
-/// logs when `rotate_from_writers`.
-fn init_logging(rotate_from_writers: bool) {
-    use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_from_env("CORRAL_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let logger = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .with_ansi(std::io::stderr().is_terminal());
-    match std::env::var_os(corral_control::log::SUPERVISOR_LOG_ENV) {
-        Some(path) if rotate_from_writers => {
-            // The log lives as long as the process.
-            let log: &'static StdioLog = Box::leak(Box::new(StdioLog::new(
-                path,
-                corral_control::log::DEFAULT_LOG_LIMIT,
-            )));
-            logger.with_writer(move || log.writer()).init();
-        }
-        _ => logger.with_writer(std::io::stderr).init(),
-    }
 }
