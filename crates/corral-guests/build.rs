@@ -26,6 +26,7 @@ const GUESTS: &[&str] = &[
     "vsock-agent",
     "forbidden-call",
     "snapshot-io",
+    "dirty-pages",
 ];
 
 /// The guests that speak IPv4 over virtio-net, linked with `common/net.c`.

@@ -52,11 +52,14 @@ pub enum Request {
     Kill,
     /// Pause, save the VM into the directory `to` (new or empty: `state` and `memory`), then
     /// resume unless `leave_paused` (or it was paused before). Answered once the files are
-    /// written.
+    /// written. With `diff`, `memory` holds only the pages written since the last snapshot
+    /// (the VM must track dirty pages).
     Snapshot {
         to: std::path::PathBuf,
         #[serde(default)]
         leave_paused: bool,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        diff: bool,
     },
 }
 

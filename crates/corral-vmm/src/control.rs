@@ -132,9 +132,11 @@ impl Runtime {
                 self.shutdown(timeout);
                 self.answer_state()
             }
-            Request::Snapshot { to, leave_paused } => {
-                (self.snapshot(to, leave_paused), After::Continue)
-            }
+            Request::Snapshot {
+                to,
+                leave_paused,
+                diff,
+            } => (self.snapshot(to, leave_paused, diff), After::Continue),
             Request::Kill => {
                 self.stopping.store(true, Ordering::SeqCst);
                 self.killed.store(true, Ordering::SeqCst);
@@ -154,11 +156,12 @@ impl Runtime {
     }
 
     /// Has the main thread save the VM into `dir`; answers with the state afterwards.
-    fn snapshot(&self, dir: std::path::PathBuf, leave_paused: bool) -> Response {
+    fn snapshot(&self, dir: std::path::PathBuf, leave_paused: bool, diff: bool) -> Response {
         let (reply, answer) = mpsc::channel();
         let request = SnapshotRequest {
             dir,
             leave_paused,
+            diff,
             reply,
         };
         // One at a time: a second one waits here rather than in the main thread's queue.

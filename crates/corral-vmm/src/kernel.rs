@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 use linux_loader::cmdline::Cmdline;
 use linux_loader::loader::bootparam::setup_header;
 use linux_loader::loader::{BzImage, Elf, KernelLoader, PvhBootCapability};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress};
+
+use crate::vstate::memory::GuestMemoryMmap;
 
 use crate::arch::x86_64::layout::{CMDLINE_START, HIMEM_START};
 use crate::arch::x86_64::regs::EntryPoint;

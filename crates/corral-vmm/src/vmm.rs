@@ -1,7 +1,7 @@
 //! Running one VM: check the configuration, build the VM, run its vCPUs, and act on how the guest
 //! stops (exit, or restart in the same process), as `corral vmm run` does.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -27,7 +27,9 @@ use crate::exit::{ExitReason, StopEvent, StopSender, VmmEvent};
 use crate::jail::{self, JailConfig, JailError};
 use crate::kernel::{place_initrd, write_cmdline, Initrd, KernelError, KernelImage};
 use crate::seccomp::{self, SeccompError, ThreadClass};
-use crate::snapshot::{self, SavedVm, Snapshot, SnapshotError, SnapshotRequest};
+use crate::snapshot::memory::Pages;
+use crate::snapshot::{self, SavedVm, Snapshot, SnapshotError, SnapshotKind, SnapshotRequest};
+use crate::vstate::memory;
 use crate::vstate::vcpu::{
     self, install_kick_handler, lock_vcpu, SharedVcpu, Vcpu, VcpuContext, VcpuError,
 };
@@ -201,7 +203,7 @@ fn build_vm(
     prepared: &mut Prepared,
     devices: &DeviceManager,
 ) -> Result<(Vm, Vec<SharedVcpu>), VmmError> {
-    let vm = Vm::new(&prepared.kvm, config.memory.0)?;
+    let vm = Vm::new(&prepared.kvm, config.memory.0, config.track_dirty_pages)?;
     let (entry, setup_header) = prepared.kernel.load(&vm.memory)?;
     if let (Some(initrd), Some(placement)) = (&mut prepared.initrd, prepared.initrd_placement) {
         initrd.load(&vm.memory, placement)?;
@@ -258,8 +260,10 @@ fn build_restored(
             vcpus: config.vcpus,
         });
     }
-    let vm = Vm::new(&prepared.kvm, config.memory.0)?;
+    let vm = Vm::new(&prepared.kvm, config.memory.0, config.track_dirty_pages)?;
     snapshot::memory::load(&saved.memory, &saved.memory_path, &vm.memory)?;
+    // Memory now is the snapshot's: the next diff holds what changes from here.
+    memory::clear_own_writes(&vm.memory);
     devices.attach(&vm.fd, &vm.memory)?;
     vcpu_state::check_xsave_size(&vm.fd)?;
     let vcpus = (0..config.vcpus)
@@ -282,43 +286,84 @@ fn build_restored(
     ))
 }
 
+/// The running guest: its VM and vCPUs, and the snapshot its memory was last saved to or
+/// restored from (a diff's base; always `None` without dirty tracking).
+struct Running<'a> {
+    vm: &'a Vm,
+    vcpus: &'a [SharedVcpu],
+    base: Option<u64>,
+}
+
 /// Saves the running VM into `request.dir`: pauses the vCPUs, saves, and resumes them unless
 /// asked not to (or they were paused before).
 fn take_snapshot(
     request: &SnapshotRequest,
     config: &VmConfig,
     prepared: &Prepared,
-    running: (&Vm, &[SharedVcpu]),
+    running: &mut Running<'_>,
     devices: &DeviceManager,
     runtime: &Runtime,
 ) -> Result<(), SnapshotError> {
-    let (vm, vcpus) = running;
+    let kind = match (request.diff, running.base) {
+        (false, _) => SnapshotKind::Full,
+        (true, _) if !config.track_dirty_pages => return Err(SnapshotError::NotTracking),
+        (true, None) => return Err(SnapshotError::NoBase),
+        (true, Some(base)) => SnapshotKind::Diff { base },
+    };
+    let vm = running.vm;
     let control = &runtime.vcpu_control;
     let was_paused = control.target() == vcpu::Target::Pause;
     control.pause()?;
     let result = (|| {
         snapshot::prepare_dir(&request.dir)?;
         vcpu_state::check_xsave_size(&vm.fd)?;
-        let vcpus = vcpus
+        let vcpus = running
+            .vcpus
             .iter()
             .map(|vcpu| lock_vcpu(vcpu).save_state(&prepared.msrs_to_save))
             .collect::<Result<Vec<_>, _>>()?;
         let snapshot = Snapshot {
+            id: snapshot::new_id()?,
+            kind,
             config: config.clone(),
             vm: vm.save_state()?,
             vcpus,
             devices: devices.save_state(),
         };
-        let written = snapshot::write(&request.dir, &snapshot, &vm.memory);
+        let written = save_memory(&request.dir, &snapshot, vm);
         // Guest memory is saved: the I/O threads may touch it again.
         devices.resume_virtio();
-        written
+        written.map(|()| snapshot.id)
     })();
     // A failed snapshot leaves the VM as it was.
     if !was_paused && (result.is_err() || !request.leave_paused) {
         control.resume();
     }
-    result
+    if config.track_dirty_pages {
+        if let Ok(id) = result {
+            running.base = Some(id);
+        }
+    }
+    result.map(drop)
+}
+
+/// Writes `snapshot` with guest memory (all of it, or for a diff the pages written since its
+/// base) while nothing runs that writes guest memory. With tracking on, the dirty pages are
+/// taken (and so reset) by every snapshot, and given back if it fails.
+fn save_memory(dir: &Path, snapshot: &Snapshot, vm: &Vm) -> Result<(), SnapshotError> {
+    if !snapshot.config.track_dirty_pages {
+        return snapshot::write(dir, snapshot, &vm.memory, Pages::NonZero);
+    }
+    let dirty = memory::take_dirty_pages(&vm.fd, &vm.memory).map_err(VmError::from)?;
+    let pages = match snapshot.kind {
+        SnapshotKind::Full => Pages::NonZero,
+        SnapshotKind::Diff { .. } => Pages::Dirty(&dirty),
+    };
+    let written = snapshot::write(dir, snapshot, &vm.memory, pages);
+    if written.is_err() {
+        dirty.give_back(&vm.memory);
+    }
+    written
 }
 
 /// Runs the VM described by `config` until it stops for good.
@@ -418,11 +463,21 @@ fn run_vm(
     let mut history = Restarts::default();
     let mut crash_reports = RateLimit::new(CRASH_REPORTS_PER_MINUTE, Duration::from_secs(60));
     loop {
-        let (vm, vcpus) = match restore.take() {
+        let (vm, vcpus, base) = match restore.take() {
             Some(saved) => {
-                build_restored(config, &prepared, &devices, &saved).map_err(VmmError::Restore)?
+                let (vm, vcpus) = build_restored(config, &prepared, &devices, &saved)
+                    .map_err(VmmError::Restore)?;
+                (vm, vcpus, Some(saved.snapshot.id))
             }
-            None => build_vm(config, &mut prepared, &devices)?,
+            None => {
+                let (vm, vcpus) = build_vm(config, &mut prepared, &devices)?;
+                (vm, vcpus, None)
+            }
+        };
+        let mut running = Running {
+            vm: &vm,
+            vcpus: &vcpus,
+            base: base.filter(|_| config.track_dirty_pages),
         };
         let context = Arc::new(VcpuContext {
             pio_bus: devices.pio_bus.clone(),
@@ -440,9 +495,14 @@ fn run_vm(
             match next_event(&events, None, &mut log) {
                 Some(VmmEvent::Stop(event)) => break event,
                 Some(VmmEvent::Snapshot(request)) => {
-                    let running = (&vm, vcpus.as_slice());
-                    let result =
-                        take_snapshot(&request, config, &prepared, running, &devices, &runtime);
+                    let result = take_snapshot(
+                        &request,
+                        config,
+                        &prepared,
+                        &mut running,
+                        &devices,
+                        &runtime,
+                    );
                     let _ = request.reply.send(result);
                 }
                 None => break StopEvent::new(ExitReason::Killed, "event channel closed"),

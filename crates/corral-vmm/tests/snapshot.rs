@@ -33,6 +33,7 @@ fn snapshot_and_kill(vm: common::RunningVm, scratch: &Scratch, snapshot_to: Opti
         let request = Request::Snapshot {
             to,
             leave_paused: true,
+            diff: false,
         };
         assert_eq!(scratch.control_state(&request), RunState::Paused);
     }

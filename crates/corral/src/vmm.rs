@@ -1,4 +1,5 @@
-//! `corral vmm`: run one VM in this process (`run`), or talk to a running one (`control`).
+//! `corral vmm`: run one VM in this process (`run`), talk to a running one (`control`), or
+//! merge snapshots (`snapshot merge`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -27,6 +28,22 @@ pub enum VmmCommand {
         #[command(subcommand)]
         request: ControlRequest,
     },
+    /// Work on snapshot directories.
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
+}
+
+#[derive(clap::Subcommand)]
+pub enum SnapshotCommand {
+    /// Lay the diff snapshot DIFF over the full snapshot BASE it was taken after, into a new
+    /// full snapshot in DIR (BASE and DIFF are left as they are).
+    Merge {
+        base: PathBuf,
+        diff: PathBuf,
+        /// Where the merged snapshot goes (a new or empty directory).
+        #[arg(long, value_name = "DIR")]
+        to: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -43,6 +60,10 @@ pub struct RunArgs {
         conflicts_with_all = ["config", "kernel", "initrd", "cmdline", "vcpus", "memory", "disks", "nics", "rng", "vsock"]
     )]
     restore: Option<PathBuf>,
+    /// Track the pages written to guest memory, so that `snapshot --diff` can save only those
+    /// (costs guest performance: off by default).
+    #[arg(long)]
+    track_dirty_pages: bool,
     /// Start with the vCPUs paused; `corral vmm control SOCKET resume` starts them.
     #[arg(long, requires = "control_socket")]
     paused: bool,
@@ -138,6 +159,10 @@ pub enum ControlRequest {
         /// Stay paused after saving (e.g. before killing the VMM to restore elsewhere).
         #[arg(long)]
         leave_paused: bool,
+        /// Save only the memory pages written since the last snapshot (needs a VM run with
+        /// --track-dirty-pages); `corral vmm snapshot merge` makes it restorable.
+        #[arg(long)]
+        diff: bool,
     },
 }
 
@@ -145,6 +170,10 @@ pub fn run(command: VmmCommand) -> anyhow::Result<ExitCode> {
     match command {
         VmmCommand::Run(args) => run_vm(*args),
         VmmCommand::Control { socket, request } => control(socket, request),
+        VmmCommand::Snapshot(SnapshotCommand::Merge { base, diff, to }) => {
+            corral_vmm::snapshot::merge(&base, &diff, &to)?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
@@ -196,6 +225,7 @@ fn config_from(args: RunArgs, saved: Option<VmConfig>) -> anyhow::Result<VmConfi
         config.nics = args.nics;
     }
     config.rng |= args.rng;
+    config.track_dirty_pages |= args.track_dirty_pages;
     if args.no_seccomp {
         config.seccomp = false;
     }
@@ -299,10 +329,15 @@ fn control(socket: PathBuf, request: ControlRequest) -> anyhow::Result<ExitCode>
         ControlRequest::Resume => Request::Resume,
         ControlRequest::Shutdown { timeout_secs } => Request::Shutdown { timeout_secs },
         ControlRequest::Kill => Request::Kill,
-        ControlRequest::Snapshot { to, leave_paused } => Request::Snapshot {
+        ControlRequest::Snapshot {
+            to,
+            leave_paused,
+            diff,
+        } => Request::Snapshot {
             // The VMM may run elsewhere (another working directory, a jail): send a full path.
             to: std::path::absolute(&to)?,
             leave_paused,
+            diff,
         },
     };
     let mut client = Client::connect(&socket, Duration::from_secs(30))?;

@@ -146,6 +146,11 @@ pub struct VmConfig {
     pub nics: Vec<NicConfig>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vsock: Option<VsockConfig>,
+    /// Track the pages written to guest memory, so that diff snapshots can be taken (off by
+    /// default: KVM's dirty log makes the guest's first write to each page after a snapshot
+    /// fault).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub track_dirty_pages: bool,
     /// Per-thread seccomp filters (on unless turned off for debugging; see docs/vmm.md).
     #[serde(
         default = "defaults::seccomp",
@@ -174,6 +179,7 @@ impl VmConfig {
             disks: Vec::new(),
             nics: Vec::new(),
             vsock: None,
+            track_dirty_pages: false,
             seccomp: defaults::seccomp(),
         }
     }

@@ -25,9 +25,9 @@ pub mod virtio;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+use crate::vstate::memory::GuestMemoryMmap;
 use kvm_ioctls::VmFd;
 use serde::{Deserialize, Serialize};
-use vm_memory::GuestMemoryMmap;
 
 use crate::config::{MacAddress, VmConfig};
 use bus::{lock, Bus, BusOverlap};

@@ -34,6 +34,7 @@ mod ioctl {
     pub const KVM_SET_LAPIC: u64 = 0x4400_ae8f;
     pub const KVM_SET_CPUID2: u64 = 0x4008_ae90;
     pub const KVM_TRANSLATE: u64 = 0xc018_ae85;
+    pub const KVM_GET_DIRTY_LOG: u64 = 0x4010_ae42;
     // The calls that save and restore a VM's state (snapshots), numbered from their argument
     // types as the kernel's _IOR/_IOW/_IOWR do.
     use kvm_bindings::{
@@ -309,6 +310,8 @@ impl List {
             KVM_SET_XSAVE,
             KVM_GET_XCRS,
             KVM_SET_XCRS,
+            // Diff snapshots: the pages the guest wrote since the last snapshot.
+            KVM_GET_DIRTY_LOG,
         ])?;
         // Stopping vCPUs interrupts KVM_RUN with the kick signal.
         self.allow_signals(&[vmm_sys_util::signal::SIGRTMIN()])?;
@@ -331,6 +334,8 @@ impl List {
             Sysno::getdents64,
             Sysno::pwrite64,
             Sysno::ftruncate,
+            // A new snapshot's id.
+            Sysno::getrandom,
         ]);
         // Its own log's rotation (`StdioLog::rotate_if_full`; the lookups, the rename and the
         // open are above) points stdout and stderr at the new file.

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 pub const MAGIC: [u8; 8] = *b"CORRALVM";
 /// Bumped whenever the payload changes incompatibly; other versions are refused.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 const HEADER_LEN: usize = 8 + 4 + 8 + 4;
 /// Far above a real state (a few hundred KiB for 254 vCPUs); bounds what a corrupt length makes
 /// the reader allocate.

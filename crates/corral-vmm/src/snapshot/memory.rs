@@ -1,6 +1,7 @@
-//! The `memory` file: guest RAM, region after region, sparse. Pages that are all zeros are not
-//! written (holes), so a guest that touched little of its RAM makes a small file; reading uses
-//! `SEEK_DATA`/`SEEK_HOLE` to skip the holes, whose bytes a fresh guest mapping already has.
+//! The `memory` file: guest RAM, region after region, sparse. A full snapshot's file leaves
+//! pages that are all zeros as holes, so a guest that touched little of its RAM makes a small
+//! file; a diff snapshot's holds only the pages written since its base, zero or not, and its holes
+//! mean "unchanged". Reading uses `SEEK_DATA`/`SEEK_HOLE` to visit the data only.
 
 use std::fs::File;
 use std::io::Write;
@@ -8,13 +9,12 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use corral_error::PathIoError;
+use nix::fcntl::{fallocate, FallocateFlags};
 use nix::unistd::{lseek, Whence};
-use vm_memory::{
-    Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion,
-};
+use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
 
-/// What is written or skipped as a whole.
-const PAGE: usize = 4096;
+use crate::vstate::memory::{DirtyPages, GuestMemoryMmap, PAGE_SIZE as PAGE};
+
 /// Bytes copied between guest memory and the file at a time.
 const CHUNK: usize = 1 << 20;
 
@@ -60,49 +60,86 @@ fn guest_error(address: GuestAddress) -> impl Fn(vm_memory::GuestMemoryError) ->
     }
 }
 
-/// Writes all of `memory` to a new file at `path` (refused if it exists), leaving holes for
-/// zero pages; returns the bytes actually written.
-pub fn save(memory: &GuestMemoryMmap, path: &Path) -> Result<u64, MemoryFileError> {
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(corral_host::atomic::PRIVATE_FILE_MODE)
-        .open(path)
-        .map_err(io("create", path))?;
+/// Which pages of guest memory a memory file holds.
+#[derive(Clone, Copy)]
+pub enum Pages<'a> {
+    /// Every page that is not all zeros (a full snapshot).
+    NonZero,
+    /// Exactly these pages, zero or not (a diff snapshot).
+    Dirty(&'a DirtyPages),
+}
+
+impl Pages<'_> {
+    fn holds(&self, region: usize, page: usize, bytes: &[u8]) -> bool {
+        match self {
+            Pages::NonZero => bytes.iter().any(|&byte| byte != 0),
+            Pages::Dirty(dirty) => dirty.is_dirty(region, page),
+        }
+    }
+
+    /// Whether any of the `count` pages from `first` of `region` may be held (a diff skips
+    /// reading chunks it holds nothing of).
+    fn may_hold_any(&self, region: usize, first: usize, count: usize) -> bool {
+        match self {
+            Pages::NonZero => true,
+            Pages::Dirty(dirty) => (first..first + count).any(|page| dirty.is_dirty(region, page)),
+        }
+    }
+}
+
+/// Writes `pages` of `memory` to a new file at `path` (refused if it exists), leaving holes for
+/// the rest; returns the bytes actually written.
+pub fn save(
+    memory: &GuestMemoryMmap,
+    path: &Path,
+    pages: Pages<'_>,
+) -> Result<u64, MemoryFileError> {
+    let mut file = create(path)?;
     let mut buffer = vec![0u8; CHUNK];
     let mut written = 0;
     let mut total = 0;
-    for (start, len, file_offset) in layout(memory) {
+    for (region, (start, len, file_offset)) in layout(memory).into_iter().enumerate() {
         let mut done = 0;
         while done < len {
             let size = (len - done).min(CHUNK as u64) as usize;
-            let address = start.unchecked_add(done);
-            let chunk = &mut buffer[..size];
-            memory
-                .read_slice(chunk, address)
-                .map_err(guest_error(address))?;
-            for (index, page) in chunk.chunks(PAGE).enumerate() {
-                if page.iter().all(|&byte| byte == 0) {
-                    continue;
+            let first_page = (done / PAGE as u64) as usize;
+            if pages.may_hold_any(region, first_page, size.div_ceil(PAGE)) {
+                let address = start.unchecked_add(done);
+                let chunk = &mut buffer[..size];
+                memory
+                    .read_slice(chunk, address)
+                    .map_err(guest_error(address))?;
+                for (index, page) in chunk.chunks(PAGE).enumerate() {
+                    if !pages.holds(region, first_page + index, page) {
+                        continue;
+                    }
+                    let at = file_offset + done + (index * PAGE) as u64;
+                    file.write_all_at(page, at).map_err(io("write", path))?;
+                    written += page.len() as u64;
                 }
-                let at = file_offset + done + (index * PAGE) as u64;
-                file.write_all_at(page, at).map_err(io("write", path))?;
-                written += page.len() as u64;
             }
             done += size as u64;
         }
         total = file_offset + len;
     }
-    // The length covers trailing zero pages, which stay a hole.
+    // The length covers trailing pages not held, which stay a hole.
     file.set_len(total).map_err(io("size", path))?;
     file.flush().map_err(io("write", path))?;
     file.sync_all().map_err(io("sync", path))?;
     Ok(written)
 }
 
-/// Fills fresh (zeroed) `memory` from the file at `path`, which must be exactly its size.
-pub fn load(file: &File, path: &Path, memory: &GuestMemoryMmap) -> Result<(), MemoryFileError> {
-    let expected = memory.iter().map(|region| region.len()).sum::<u64>();
+fn create(path: &Path) -> Result<File, MemoryFileError> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(corral_host::atomic::PRIVATE_FILE_MODE)
+        .open(path)
+        .map_err(io("create", path))
+}
+
+/// The length of the memory file `file` at `path`, refused unless it is `expected`.
+pub fn check_size(file: &File, path: &Path, expected: u64) -> Result<(), MemoryFileError> {
     let actual = file.metadata().map_err(io("read", path))?.len();
     if actual != expected {
         return Err(MemoryFileError::Size {
@@ -111,36 +148,102 @@ pub fn load(file: &File, path: &Path, memory: &GuestMemoryMmap) -> Result<(), Me
             actual,
         });
     }
-    let mut buffer = vec![0u8; CHUNK];
-    for (start, len, file_offset) in layout(memory) {
-        let end = file_offset + len;
-        let mut at = file_offset;
-        while at < end {
-            let Some(data) = seek(file, path, at, Whence::SeekData)? else {
-                break;
-            };
-            if data >= end {
-                break;
+    Ok(())
+}
+
+/// Fills fresh (zeroed) `memory` from the file at `path`, which must be exactly its size.
+pub fn load(file: &File, path: &Path, memory: &GuestMemoryMmap) -> Result<(), MemoryFileError> {
+    check_size(file, path, memory.iter().map(|region| region.len()).sum())?;
+    let regions = layout(memory);
+    for_each_data_chunk(file, path, |offset, chunk| {
+        // The file is the regions back to back: write each one's part of the chunk.
+        let chunk_end = offset + chunk.len() as u64;
+        for &(start, len, file_offset) in &regions {
+            let from = offset.max(file_offset);
+            let to = chunk_end.min(file_offset + len);
+            if from >= to {
+                continue;
             }
-            let hole = seek(file, path, data, Whence::SeekHole)?
-                .unwrap_or(end)
-                .min(end);
-            let mut offset = data;
-            while offset < hole {
-                let size = (hole - offset).min(CHUNK as u64) as usize;
-                let chunk = &mut buffer[..size];
-                file.read_exact_at(chunk, offset)
-                    .map_err(io("read", path))?;
-                let address = start.unchecked_add(offset - file_offset);
-                memory
-                    .write_slice(chunk, address)
-                    .map_err(guest_error(address))?;
-                offset += size as u64;
-            }
-            at = hole;
+            let address = start.unchecked_add(from - file_offset);
+            let bytes = &chunk[(from - offset) as usize..(to - offset) as usize];
+            memory
+                .write_slice(bytes, address)
+                .map_err(guest_error(address))?;
         }
+        Ok(())
+    })
+}
+
+/// Calls `visit` with the offset and bytes of each chunk of data (not holes) of `file`, at most
+/// [`CHUNK`] bytes.
+fn for_each_data_chunk(
+    file: &File,
+    path: &Path,
+    mut visit: impl FnMut(u64, &[u8]) -> Result<(), MemoryFileError>,
+) -> Result<(), MemoryFileError> {
+    let end = file.metadata().map_err(io("read", path))?.len();
+    let mut buffer = vec![0u8; CHUNK];
+    let mut at = 0;
+    while at < end {
+        let Some(data) = seek(file, path, at, Whence::SeekData)? else {
+            break;
+        };
+        if data >= end {
+            break;
+        }
+        let hole = seek(file, path, data, Whence::SeekHole)?
+            .unwrap_or(end)
+            .min(end);
+        let mut offset = data;
+        while offset < hole {
+            let size = (hole - offset).min(CHUNK as u64) as usize;
+            let chunk = &mut buffer[..size];
+            file.read_exact_at(chunk, offset)
+                .map_err(io("read", path))?;
+            visit(offset, chunk)?;
+            offset += size as u64;
+        }
+        at = hole;
     }
     Ok(())
+}
+
+/// Writes a new memory file at `path` that is `base` (a full snapshot's) with the data of
+/// `diff` (a diff snapshot's) laid over it; both are `size` bytes. Zero pages become holes.
+pub fn merge(
+    base: (&File, &Path),
+    diff: (&File, &Path),
+    path: &Path,
+    size: u64,
+) -> Result<(), MemoryFileError> {
+    check_size(base.0, base.1, size)?;
+    check_size(diff.0, diff.1, size)?;
+    let file = create(path)?;
+    file.set_len(size).map_err(io("size", path))?;
+    for (from, from_path) in [base, diff] {
+        for_each_data_chunk(from, from_path, |offset, chunk| {
+            for (index, page) in chunk.chunks(PAGE).enumerate() {
+                let at = offset + (index * PAGE) as u64;
+                if page.iter().any(|&byte| byte != 0) {
+                    file.write_all_at(page, at).map_err(io("write", path))?;
+                } else {
+                    punch_hole(&file, path, at, page.len())?;
+                }
+            }
+            Ok(())
+        })?;
+    }
+    file.sync_all().map_err(io("sync", path))
+}
+
+/// Makes `len` bytes at `offset` of `file` a hole (they read as zeros).
+fn punch_hole(file: &File, path: &Path, offset: u64, len: usize) -> Result<(), MemoryFileError> {
+    let overflow =
+        || io("punch a hole in", path)(std::io::Error::from_raw_os_error(libc::EOVERFLOW));
+    let offset = i64::try_from(offset).map_err(|_| overflow())?;
+    let len = i64::try_from(len).map_err(|_| overflow())?;
+    let flags = FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE;
+    fallocate(file, flags, offset, len).map_err(|errno| io("punch a hole in", path)(errno.into()))
 }
 
 /// `lseek` to the next data or hole from `offset`; `None` when there is no more data.
@@ -162,11 +265,12 @@ fn seek(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::vstate::memory::from_ranges;
 
     #[test]
     fn memory_round_trips_and_zero_pages_stay_holes() {
         let regions = [(GuestAddress(0), 4 << 20), (GuestAddress(1 << 30), 2 << 20)];
-        let memory = GuestMemoryMmap::from_ranges(&regions).unwrap();
+        let memory = from_ranges(&regions, false).unwrap();
         memory.write_slice(b"first page", GuestAddress(0)).unwrap();
         memory
             .write_slice(&[7u8; 9000], GuestAddress(3 << 20))
@@ -176,7 +280,7 @@ mod tests {
             .unwrap();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("memory");
-        let written = save(&memory, &path).unwrap();
+        let written = save(&memory, &path, Pages::NonZero).unwrap();
         assert_eq!(
             written,
             5 * PAGE as u64,
@@ -184,11 +288,11 @@ mod tests {
         );
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 6 << 20);
         assert!(
-            save(&memory, &path).is_err(),
+            save(&memory, &path, Pages::NonZero).is_err(),
             "an existing file is not overwritten"
         );
 
-        let restored = GuestMemoryMmap::from_ranges(&regions).unwrap();
+        let restored = from_ranges(&regions, false).unwrap();
         load(&File::open(&path).unwrap(), &path, &restored).unwrap();
         for (start, len) in regions {
             let (mut a, mut b) = (vec![0u8; len], vec![0u8; len]);
@@ -201,7 +305,7 @@ mod tests {
     #[test]
     fn a_file_of_another_size_is_refused() {
         let regions = [(GuestAddress(0), 1 << 20)];
-        let memory = GuestMemoryMmap::from_ranges(&regions).unwrap();
+        let memory = from_ranges(&regions, false).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("memory");
         std::fs::write(&path, vec![1u8; 4096]).unwrap();
@@ -210,5 +314,43 @@ mod tests {
             matches!(err, MemoryFileError::Size { actual: 4096, .. }),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_diff_holds_its_dirty_pages_zero_or_not_and_merges_over_its_base() {
+        let page = |n: u64| GuestAddress(n * PAGE as u64);
+        let regions = [(GuestAddress(0), 2 << 20)];
+        let memory = from_ranges(&regions, false).unwrap();
+        memory.write_slice(&[1u8; 3 * PAGE], page(0)).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("base");
+        save(&memory, &base, Pages::NonZero).unwrap();
+
+        // Page 1 zeroed, page 2 rewritten with the same bytes, page 5 written.
+        memory.write_slice(&[0u8; PAGE], page(1)).unwrap();
+        memory.write_slice(&[2u8; 10], page(5)).unwrap();
+        let dirty = DirtyPages::from_words(vec![vec![0b100110]]);
+        let diff = dir.path().join("diff");
+        let written = save(&memory, &diff, Pages::Dirty(&dirty)).unwrap();
+        assert_eq!(
+            written,
+            3 * PAGE as u64,
+            "exactly the dirty pages, zero or not"
+        );
+
+        let full = dir.path().join("full");
+        save(&memory, &full, Pages::NonZero).unwrap();
+        let merged = dir.path().join("merged");
+        let open = |path: &Path| File::open(path).unwrap();
+        let (base_file, diff_file) = (open(&base), open(&diff));
+        merge((&base_file, &base), (&diff_file, &diff), &merged, 2 << 20).unwrap();
+        assert!(std::fs::read(&merged).unwrap() == std::fs::read(&full).unwrap());
+        // The page the diff zeroed is a hole again.
+        let merged_file = open(&merged);
+        let data = seek(&merged_file, &merged, PAGE as u64, Whence::SeekData).unwrap();
+        assert_eq!(data, Some(2 * PAGE as u64));
+
+        let err = merge((&base_file, &base), (&diff_file, &diff), &merged, 4 << 20).unwrap_err();
+        assert!(matches!(err, MemoryFileError::Size { .. }), "{err}");
     }
 }

@@ -15,7 +15,9 @@ use kvm_bindings::{
     CpuId, KVM_SYSTEM_EVENT_CRASH, KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN,
 };
 use kvm_ioctls::{VcpuExit, VcpuFd, VmFd};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress};
+
+use crate::vstate::memory::GuestMemoryMmap;
 
 use crate::arch::x86_64::cpuid::{vcpu_cpuid, CpuidPolicy};
 use crate::arch::x86_64::msrs::boot_msrs;

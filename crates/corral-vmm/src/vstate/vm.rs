@@ -6,9 +6,8 @@ use kvm_bindings::{
 };
 use kvm_ioctls::{Kvm, VmFd};
 use serde::{Deserialize, Serialize};
-use vm_memory::GuestMemoryMmap;
 
-use super::memory::{self, MemoryError};
+use super::memory::{self, GuestMemoryMmap, MemoryError};
 use crate::arch::x86_64::layout::KVM_TSS_ADDRESS;
 
 #[derive(Debug, thiserror::Error)]
@@ -55,9 +54,11 @@ pub struct Vm {
 }
 
 impl Vm {
-    pub fn new(kvm: &Kvm, memory_size: u64) -> Result<Vm, VmError> {
+    /// A VM with `memory_size` bytes of RAM; `track_dirty` turns on dirty-page tracking (see
+    /// [`memory`]) for diff snapshots.
+    pub fn new(kvm: &Kvm, memory_size: u64, track_dirty: bool) -> Result<Vm, VmError> {
         let fd = kvm.create_vm().map_err(VmError::Create)?;
-        let memory = memory::create(memory_size)?;
+        let memory = memory::create(memory_size, track_dirty)?;
         memory::register(&fd, &memory)?;
         let irqchip = |what| move |source| VmError::Irqchip { what, source };
         fd.set_tss_address(KVM_TSS_ADDRESS as usize)

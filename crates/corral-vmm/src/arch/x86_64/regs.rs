@@ -3,7 +3,9 @@
 //! (long mode with an identity map of the first 1 GiB, `rsi` = zero page).
 
 use kvm_bindings::{kvm_fpu, kvm_regs, kvm_sregs};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress};
+
+use crate::vstate::memory::GuestMemoryMmap;
 
 use super::gdt::{gdt_entry, kvm_segment_from_gdt};
 use super::layout::{
@@ -165,7 +167,8 @@ mod tests {
 
     #[test]
     fn long_mode_entry_maps_low_memory_one_to_one() {
-        let memory = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 16 << 20)]).unwrap();
+        let memory =
+            crate::vstate::memory::from_ranges(&[(GuestAddress(0), 16 << 20)], false).unwrap();
         let entry = EntryPoint::Linux64(GuestAddress(0x10_0200));
         let sregs = boot_sregs(&memory, entry, kvm_sregs::default()).unwrap();
         assert_eq!(sregs.cr3, PML4_START);
@@ -184,7 +187,8 @@ mod tests {
 
     #[test]
     fn pvh_entry_is_flat_protected_mode_without_paging() {
-        let memory = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 16 << 20)]).unwrap();
+        let memory =
+            crate::vstate::memory::from_ranges(&[(GuestAddress(0), 16 << 20)], false).unwrap();
         let entry = EntryPoint::Pvh(GuestAddress(0x10_0000));
         let sregs = boot_sregs(&memory, entry, kvm_sregs::default()).unwrap();
         assert_eq!(sregs.cr0 & (CR0_PE | CR0_PG), CR0_PE);

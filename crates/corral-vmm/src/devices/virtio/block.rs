@@ -12,12 +12,11 @@ use corral_disk::{Disk, SERIAL_LEN};
 use serde::{Deserialize, Serialize};
 use virtio_bindings::virtio_blk::*;
 use virtio_bindings::virtio_ids::VIRTIO_ID_BLOCK;
-use virtio_queue::{Reader, Writer};
 use vmm_sys_util::epoll::Epoll;
 
 use super::common::virtio_device;
 use super::worker::{QueueHandler, Worker};
-use super::{put_le, Chain, DeviceQueues, QueueError, VirtioCommon};
+use super::{put_le, Chain, DeviceQueues, QueueError, Reader, VirtioCommon, Writer};
 use crate::seccomp::ThreadClass;
 
 pub const SECTOR_SIZE: u64 = 512;
@@ -202,7 +201,7 @@ impl BlockHandler {
     fn serve(
         &mut self,
         chain: Chain<'_>,
-        memory: &vm_memory::GuestMemoryMmap,
+        memory: &crate::vstate::memory::GuestMemoryMmap,
         features: u64,
     ) -> Result<u32, QueueError> {
         let malformed = |what: &str| QueueError::Request {

@@ -27,7 +27,9 @@ use virtio_bindings::virtio_config::{
 };
 use virtio_bindings::virtio_mmio::*;
 use virtio_queue::{Queue, QueueT};
-use vm_memory::{GuestAddress, GuestMemoryMmap};
+use vm_memory::GuestAddress;
+
+use crate::vstate::memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::worker::{QueueEvent, QueuePosition};
@@ -597,7 +599,7 @@ pub(crate) mod tests {
         )
         .unwrap();
         transport.memory =
-            Some(GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap());
+            Some(crate::vstate::memory::from_ranges(&[(GuestAddress(0), 1 << 20)], false).unwrap());
         (transport, activations)
     }
 

@@ -28,8 +28,9 @@ pub mod worker;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 
-use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT, Reader, Writer};
-use vm_memory::GuestMemoryMmap;
+use crate::vstate::memory::GuestMemoryMmap;
+use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
+use vm_memory::bitmap::MS;
 
 use super::interrupt::IrqTrigger;
 pub use common::VirtioCommon;
@@ -43,6 +44,10 @@ const INTERRUPT_CONFIG_CHANGE: u32 = virtio_bindings::virtio_mmio::VIRTIO_MMIO_I
 
 /// The guest memory of a split-ring descriptor chain as the devices read it.
 pub type Chain<'m> = DescriptorChain<&'m GuestMemoryMmap>;
+/// A chain's device-readable part.
+pub type Reader<'m> = virtio_queue::Reader<'m, MS<'m, GuestMemoryMmap>>;
+/// A chain's device-writable part; its writes mark the pages dirty when the VM tracks them.
+pub type Writer<'m> = virtio_queue::Writer<'m, MS<'m, GuestMemoryMmap>>;
 
 /// A guest driver broke the virtio protocol on a queue: the device stops using its queues and
 /// asks for a reset.

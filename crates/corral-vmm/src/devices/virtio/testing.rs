@@ -5,7 +5,7 @@
 //! and its used ring one page after that; everything from [`DATA_START`] is free for buffers.
 
 use virtio_queue::{Queue, QueueT};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress};
 
 use super::{DeviceQueues, Interrupt};
 use crate::devices::interrupt::IrqLine;
@@ -35,7 +35,7 @@ impl TestQueues {
     /// Queues whose memory starts with `bytes` (descriptor tables and rings included), as a
     /// hostile driver could lay it out.
     pub fn from_bytes(bytes: &[u8], queue_count: usize) -> std::io::Result<TestQueues> {
-        let memory = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEMORY_BYTES)])
+        let memory = crate::vstate::memory::from_ranges(&[(GuestAddress(0), MEMORY_BYTES)], false)
             .map_err(std::io::Error::other)?;
         let len = bytes.len().min(MEMORY_BYTES);
         memory
