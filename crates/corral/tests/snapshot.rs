@@ -317,3 +317,63 @@ fn a_vm_with_a_disk_and_rng_goes_on_after_a_snapshot_and_restores() {
     let expected: Vec<u64> = (first..first + after.len() as u64).collect();
     assert_eq!(after, expected);
 }
+
+#[test]
+fn a_diff_merged_onto_its_full_snapshot_restores_and_a_bare_diff_is_refused() {
+    require_kvm!();
+    let dir = tempfile::tempdir().unwrap();
+    let arg = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    let first = Vmm::boot_counter(dir.path(), "first", &["--track-dirty-pages"]);
+    first.wait_for_counts(2);
+    let answer = first.control(&["snapshot", "--to", &arg("full")]);
+    assert!(answer.status.success(), "{}", text(&answer.stdout));
+    first.wait_for_counts(5);
+    let answer = first.control(&["snapshot", "--to", &arg("diff"), "--diff", "--leave-paused"]);
+    assert!(answer.status.success(), "{}", text(&answer.stdout));
+    // Still paused: a full snapshot at the same point as the diff.
+    let answer = snapshot(&first, Path::new(&arg("same-point")));
+    assert!(answer.status.success(), "{}", text(&answer.stdout));
+    let before = first.output();
+    first.kill();
+
+    let refused = corral()
+        .args(["vmm", "run", "--restore", &arg("diff")])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused.stderr).contains("is a diff snapshot"),
+        "{}",
+        text(&refused.stderr)
+    );
+
+    let merge = |base: &str, to: &str| {
+        corral()
+            .args(["vmm", "snapshot", "merge", &arg(base), &arg("diff")])
+            .args(["--to", &arg(to)])
+            .output()
+            .unwrap()
+    };
+    let wrong = merge("same-point", "wrong");
+    assert!(!wrong.status.success());
+    assert!(
+        text(&wrong.stderr).contains("merge it onto its own base"),
+        "{}",
+        text(&wrong.stderr)
+    );
+    let merged = merge("full", "merged");
+    assert!(merged.status.success(), "{}", text(&merged.stderr));
+    let memory = std::fs::read(dir.path().join("merged/memory")).unwrap();
+    let reference = std::fs::read(dir.path().join("same-point/memory")).unwrap();
+    assert!(
+        memory == reference,
+        "the merged memory differs from the full snapshot's"
+    );
+
+    let second = Vmm::start(dir.path(), "second", &["--restore", &arg("merged")]);
+    second.wait_for_counts(3);
+    let after = second.output();
+    second.kill();
+    let all = counts(&format!("{before}{after}"));
+    assert_eq!(all, (0..all.len() as u64).collect::<Vec<_>>(), "{after}");
+}

@@ -9,7 +9,7 @@ use corral_vmm::devices::virtio::mmio::MmioTransport;
 use corral_vmm::devices::virtio::rng::Rng;
 use corral_vmm::devices::virtio::Interrupt;
 use libfuzzer_sys::fuzz_target;
-use vm_memory::{GuestAddress, GuestMemoryMmap};
+use vm_memory::GuestAddress;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(line) = IrqLine::new(5) else { return };
@@ -18,7 +18,7 @@ fuzz_target!(|data: &[u8]| {
     else {
         return;
     };
-    let Ok(memory) = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]) else {
+    let Ok(memory) = corral_vmm::vstate::memory::from_ranges(&[(GuestAddress(0), 1 << 20)], false) else {
         return;
     };
     transport.set_memory(&memory);
