@@ -98,6 +98,16 @@ impl Vmm {
     }
 }
 
+/// A test that fails midway must not leave its VMM running.
+impl Drop for Vmm {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
