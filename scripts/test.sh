@@ -25,18 +25,15 @@ cargo nextest run --workspace --profile ci
 echo "== real Linux guests in corral vmm (kernel builds cached; about a minute per boot)"
 guest_linux="$(mktemp -d -t corral-guest-linux.XXXXXX)"
 trap 'rm -f "$CORRAL_TEST_SKIP_LOG"; rm -rf "$guest_linux"' EXIT
-bash guests/linux/build.sh "$guest_linux/plain"
-bash guests/linux/build.sh "$guest_linux/acpi" guests/linux/guest-acpi.config
-bash guests/linux/build.sh "$guest_linux/net" guests/linux/guest-net.config
-# One boot at a time: each guest has two vCPUs and the host two cores.
-CORRAL_GUEST_LINUX_DIR="$guest_linux/plain" CORRAL_GUEST_LINUX_ACPI_DIR="$guest_linux/acpi" \
-  CORRAL_GUEST_LINUX_NET_DIR="$guest_linux/net" \
-  cargo nextest run -p corral --profile ci --run-ignored only \
+bash guests/linux/build.sh "$guest_linux/guest"
+bash guests/linux/build.sh "$guest_linux/full" guests/linux/guest-full.config
+export CORRAL_GUEST_LINUX_DIR="$guest_linux/guest" CORRAL_GUEST_LINUX_FULL_DIR="$guest_linux/full"
+# One boot at a time: each guest has one or two vCPUs and the host two cores.
+cargo nextest run -p corral --profile ci --run-ignored only \
   -E 'binary(vmm_linux) | binary(instances_boot_disk) | test(linux_boots_after_export_and_import)' -j 1
 
 echo "== Debian image builds (packages from Debian's archive; the built rootfs is cached), the VM one booted, systemd containers booted and cloned, the Debian package installed and purged"
-CORRAL_GUEST_LINUX_NET_DIR="$guest_linux/net" \
-  cargo nextest run -p corral --profile ci --run-ignored only \
+cargo nextest run -p corral --profile ci --run-ignored only \
   -E 'binary(image_build) | binary(system_containers) | binary(package)' -j 1
 
 echo "== skipped tests"

@@ -9,7 +9,7 @@
 #      - file transfer of a 100 MiB file into the container's /tmp and back: `corral file push`
 #        and `pull` against `ssh ... 'cat >FILE'` and `ssh ... cat FILE` (scp's data path without
 #        needing an scp on the server), best of three, MiB/s;
-#   2. the same agent in a VM over virtio-vsock (KVM and a cached guest-net kernel: the Linux
+#   2. the same agent in a VM over virtio-vsock (KVM and a cached guest kernel: the Linux
 #      test guest with the static corral on a tools disk; skipped, with the reason, otherwise):
 #      the exec round trip and the 100 MiB push and pull.
 # Both sides are the static release corral (scripts/build-static.sh --release), host and guest.
@@ -148,8 +148,8 @@ vm_note=""
 guest_kernel() {
   [ -c /dev/kvm ] || { vm_note="no /dev/kvm"; return 1; }
   command -v mkfs.ext4 >/dev/null || { vm_note="no mkfs.ext4"; return 1; }
-  bash guests/linux/build.sh "$work/guest" guests/linux/guest-net.config >/dev/null 2>&1 ||
-    { vm_note="the guest-net kernel did not build (guests/linux/build.sh)"; return 1; }
+  bash guests/linux/build.sh "$work/guest" >/dev/null 2>&1 ||
+    { vm_note="the guest kernel did not build (guests/linux/build.sh)"; return 1; }
 }
 if guest_kernel; then
   tools="$work/tools"

@@ -29,7 +29,7 @@ cargo build --release --quiet -p corral -p corral-guests
 if $linux; then
   guest_dir="$(mktemp -d -t corral-bench-linux.XXXXXX)"
   trap 'rm -rf "$guest_dir"' EXIT
-  bash guests/linux/build.sh "$guest_dir" guests/linux/guest-acpi.config
+  bash guests/linux/build.sh "$guest_dir" guests/linux/guest-full.config
   python3 bench/vmm-start/measure.py --runs "${1:-3}" --corral target/release/corral \
     --memory-mib 256 --linux-dir "$guest_dir" \
     --cmdline "$(cat guests/linux/cmdline) corral_init=poweroff" \

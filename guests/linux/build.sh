@@ -4,7 +4,7 @@
 #
 #   guests/linux/build.sh OUTDIR [FRAGMENT...]   -> OUTDIR/vmlinux, OUTDIR/initramfs.cpio
 #
-# FRAGMENTs are extra config files merged after guest.config (e.g. guest-acpi.config).
+# FRAGMENTs are extra config files merged after guest.config (e.g. guest-full.config).
 # The kernel comes from Debian's linux-source-6.1 package: `make tinyconfig`, then guest.config
 # merged in, then emulated-kvm.patch (see README.md here for why each piece exists). The ~5 minute
 # kernel build is cached under ${XDG_CACHE_HOME:-$HOME/.cache}/corral/guest-linux/<key>/, keyed by

@@ -260,30 +260,57 @@ static int run_for_line(const char *program, char *const argv[], char *out, size
 	return len > 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -1;
 }
 
-/* Reads every file in DIR (not below) into the page cache before any of them runs. On the
- * emulated-KVM development host a program that sleeps in a page fault (its page still on the
- * disk) early on can resume with a wrong thread pointer: the first run of corral after boot
- * misparsed its arguments, the same command from a warm page cache never did
- * (guests/linux/README.md). MAP_POPULATE makes the kernel read the pages without copying them to
- * us. */
+/* Reads the regular file at FD into the page cache. On the emulated-KVM development host a
+ * program that sleeps in a page fault (its page still on the disk) early on can resume with a
+ * wrong thread pointer: the first run of corral after boot misparsed its arguments, the same
+ * command from a warm page cache never did (guests/linux/README.md). MAP_POPULATE makes the
+ * kernel read the pages without copying them to us. */
+static void warm_file(int fd)
+{
+	struct stat st;
+	if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0) {
+		void *map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0);
+		if (map != MAP_FAILED)
+			munmap(map, (size_t)st.st_size);
+	}
+}
+
+/* Reads every regular file in DIR (not below; symbolic links skipped) into the page cache
+ * before any of them runs. */
 static void warm_page_cache(const char *dir)
 {
 	DIR *entries = opendir(dir);
 	struct dirent *entry;
 	while (entries && (entry = readdir(entries))) {
-		struct stat st;
-		int fd = openat(dirfd(entries), entry->d_name, O_RDONLY);
-		if (fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0) {
-			void *map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE | MAP_POPULATE,
-					 fd, 0);
-			if (map != MAP_FAILED)
-				munmap(map, (size_t)st.st_size);
-		}
-		if (fd >= 0)
+		int fd = openat(dirfd(entries), entry->d_name, O_RDONLY | O_NOFOLLOW);
+		if (fd >= 0) {
+			warm_file(fd);
 			close(fd);
+		}
 	}
 	if (entries)
 		closedir(entries);
+}
+
+/* `warm PATH...` (this program run under the name warm, e.g. from the cgroup v2 guest's
+ * init script): each directory's files, or each file, into the page cache. */
+static int warm_main(int argc, char **argv)
+{
+	for (int i = 1; i < argc; i++) {
+		struct stat st;
+		if (stat(argv[i], &st) == 0 && S_ISDIR(st.st_mode)) {
+			warm_page_cache(argv[i]);
+		} else {
+			int fd = open(argv[i], O_RDONLY);
+			if (fd < 0) {
+				fprintf(stderr, "warm: %s: %s\n", argv[i], strerror(errno));
+				return 1;
+			}
+			warm_file(fd);
+			close(fd);
+		}
+	}
+	return 0;
 }
 
 /* A clone's first boot: mounts its root disk ROOT on /mnt and the read-only tools disk TOOLS
@@ -519,8 +546,11 @@ static void vsock_step(unsigned port)
 	close(listener);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+	const char *name = strrchr(argv[0], '/');
+	if (strcmp(name ? name + 1 : argv[0], "warm") == 0)
+		return warm_main(argc, argv);
 	open_console();
 	printf("corral-init: started\n");
 

@@ -156,7 +156,15 @@ pub const ALL: &[Failpoint] = &[
     },
 ];
 
-/// The failpoints compiled into this build (none in a release build).
+/// Failpoints that switch a behaviour off rather than kill (armed with `return`), so a test can
+/// prove its check fails when corral misbehaves; the crash harness has no round for them.
+#[cfg(feature = "failpoints")]
+pub const INJECTED: &[Failpoint] = &[Failpoint {
+    name: "inject.cgroup-v2-skip-memory-max",
+    state: "cgroup v2: a container's memory.max is not written (its memory limit is not applied)",
+}];
+
+/// The kill points compiled into this build (none in a release build).
 pub fn compiled() -> &'static [Failpoint] {
     #[cfg(feature = "failpoints")]
     return ALL;
@@ -192,7 +200,7 @@ fn arm(settings: &str) -> Result<(), FailpointError> {
             .split_once('=')
             .ok_or_else(|| FailpointError::Syntax(setting.to_string()))?;
         let (name, action) = (name.trim(), action.trim());
-        let Some(point) = ALL.iter().find(|p| p.name == name) else {
+        let Some(point) = ALL.iter().chain(INJECTED).find(|p| p.name == name) else {
             return Err(FailpointError::Unknown(name.to_string()));
         };
         let applied = if action == "kill" {

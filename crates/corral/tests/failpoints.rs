@@ -246,10 +246,14 @@ fn failpoints_in_source() -> BTreeSet<String> {
 fn every_failpoint_in_the_source_is_compiled_listed_and_has_a_round() {
     let compiled = compiled_failpoints();
     let listed: BTreeSet<String> = compiled.iter().map(|(name, _)| name.clone()).collect();
+    let injected: BTreeSet<String> = corral_core::failpoints::INJECTED
+        .iter()
+        .map(|point| point.name.to_string())
+        .collect();
     assert_eq!(
-        listed,
+        listed.union(&injected).cloned().collect::<BTreeSet<_>>(),
         failpoints_in_source(),
-        "corral_core::failpoints::ALL must name exactly the fail_point!s in the source"
+        "corral_core::failpoints::ALL and INJECTED must name exactly the fail_point!s in the source"
     );
     let rounds: BTreeSet<String> = INSTANCE_ROUNDS
         .iter()

@@ -1,13 +1,12 @@
-//! Boots the real Linux guests of `guests/linux/` in `corral vmm run`: PVH entry, two vCPUs, our
-//! own init, then a reboot through the i8042 controller (default kernel, MP table) or a power-off
-//! through ACPI S5 (the ACPI variant, MADT). About a minute each on the emulated-KVM development
-//! host, so they are ignored in the fast run; `scripts/test.sh` runs them as their own step with
-//! `CORRAL_GUEST_LINUX_DIR` / `CORRAL_GUEST_LINUX_ACPI_DIR` / `CORRAL_GUEST_LINUX_NET_DIR` pointing
-//! at `guests/linux/build.sh` outputs (without them the test builds the guest itself). The virtio
-//! variant (`guest-net.config`) mounts an ext4 virtio disk and pings a peer over virtio-net, and,
-//! in the crash test, writes synced files to ext4 on a qcow2 overlay while the VMM is killed with
-//! SIGKILL three times (the freestanding-guest version with 200 kills is `qcow2_crash.rs`). The
-//! quickstart's demo VM (busybox init on the default kernel) shuts down through Ctrl-Alt-Del.
+//! Boots the real Linux guest of `guests/linux/` in `corral vmm run`: PVH entry, two vCPUs, our
+//! own init, then a reboot or a power-off through ACPI S5 (CPUs found in the MADT). About a
+//! minute each on the emulated-KVM development host, so they are ignored in the fast run;
+//! `scripts/test.sh` runs them as their own step with `CORRAL_GUEST_LINUX_DIR` pointing at a
+//! `guests/linux/build.sh` output (without it the test builds the guest itself). The guest mounts
+//! an ext4 virtio disk and pings a peer over virtio-net, and, in the crash test, writes synced
+//! files to ext4 on a qcow2 overlay while the VMM is killed with SIGKILL three times (the
+//! freestanding-guest version with 200 kills is `qcow2_crash.rs`). The quickstart's demo VM
+//! (busybox init) shuts down through Ctrl-Alt-Del.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -19,31 +18,11 @@ use corral_testkit::{require_kvm, require_program, require_root, Netns};
 
 mod common;
 
+use common::linux;
+
 /// A boot takes 60-130 s in the instruction emulator, more on a loaded host; nextest ends a test
 /// after 8 minutes (.config/nextest.toml).
 const BOOT_TIMEOUT: Duration = Duration::from_secs(360);
-
-fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// The directory with `vmlinux` and `initramfs.cpio` from `$variable`, or built now with the
-/// extra config `fragments`.
-fn guest_linux_dir(variable: &str, fragments: &[&str]) -> (PathBuf, Option<tempfile::TempDir>) {
-    if let Some(dir) = std::env::var_os(variable) {
-        return (PathBuf::from(dir), None);
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let linux = repo_root().join("guests/linux");
-    let status = Command::new("bash")
-        .arg(linux.join("build.sh"))
-        .arg(dir.path())
-        .args(fragments.iter().map(|fragment| linux.join(fragment)))
-        .status()
-        .unwrap();
-    assert!(status.success(), "guests/linux/build.sh failed");
-    (dir.path().to_owned(), Some(dir))
-}
 
 /// Boots the guest in `dir` with two vCPUs and returns (exit status, console, stderr).
 fn boot(dir: &Path, extra_cmdline: &str) -> (Option<i32>, String, String) {
@@ -89,12 +68,15 @@ fn boot_with(
 /// `command` (the corral binary) set up to run the guest in `dir` with two vCPUs, `extra_args`
 /// and `extra_cmdline`, its console and log piped.
 fn vmm_run(mut command: Command, dir: &Path, extra_cmdline: &str, extra_args: &[&str]) -> Command {
-    let cmdline = std::fs::read_to_string(repo_root().join("guests/linux/cmdline")).unwrap();
-    let cmdline = format!("{} {extra_cmdline}", cmdline.trim());
     command
         .args(["vmm", "run", "--vcpus", "2", "--memory", "256M"])
         .args(extra_args)
-        .args(["--on-reboot", "destroy", "--cmdline", cmdline.trim()])
+        .args([
+            "--on-reboot",
+            "destroy",
+            "--cmdline",
+            &linux::cmdline(extra_cmdline),
+        ])
         .arg("--kernel")
         .arg(dir.join("vmlinux"))
         .arg("--initrd")
@@ -119,7 +101,7 @@ fn init_lines(console: &str) -> Vec<&str> {
 fn linux_boots_to_init_with_two_vcpus_and_reboots() {
     require_kvm!();
     require_program!("gcc");
-    let (dir, _keep) = guest_linux_dir("CORRAL_GUEST_LINUX_DIR", &[]);
+    let (dir, _keep) = linux::guest_linux_dir();
     let (status, console, stderr) = boot(&dir, "");
     assert_eq!(
         init_lines(&console),
@@ -139,7 +121,7 @@ fn linux_boots_to_init_with_two_vcpus_and_reboots() {
 fn linux_with_acpi_finds_its_cpus_in_the_madt_and_powers_off_through_s5() {
     require_kvm!();
     require_program!("gcc");
-    let (dir, _keep) = guest_linux_dir("CORRAL_GUEST_LINUX_ACPI_DIR", &["guest-acpi.config"]);
+    let (dir, _keep) = linux::guest_linux_full_dir();
     let (status, console, stderr) = boot(&dir, "corral_init=poweroff");
     assert!(
         console.contains("Using ACPI (MADT) for SMP configuration"),
@@ -205,7 +187,7 @@ fn linux_uses_virtio_disk_net_and_vsock() {
     require_program!("ip");
     require_program!("mkfs.ext4");
     require_program!("debugfs");
-    let (dir, _keep) = guest_linux_dir("CORRAL_GUEST_LINUX_NET_DIR", &["guest-net.config"]);
+    let (dir, _keep) = linux::guest_linux_dir();
     let work = tempfile::tempdir().unwrap();
     let content = work.path().join("content");
     std::fs::create_dir(&content).unwrap();
@@ -328,7 +310,7 @@ fn linux_writing_to_a_qcow2_overlay_survives_sigkill_of_the_vmm() {
     require_program!("mkfs.ext4");
     require_program!("debugfs");
     require_program!("e2fsck");
-    let (dir, _keep) = guest_linux_dir("CORRAL_GUEST_LINUX_NET_DIR", &["guest-net.config"]);
+    let (dir, _keep) = linux::guest_linux_dir();
     let work = tempfile::tempdir().unwrap();
     let base = work.path().join("base.ext4");
     let overlay = work.path().join("overlay.qcow2");
@@ -443,7 +425,7 @@ fn the_quickstart_demo_vm_shuts_down_on_stop() {
     if !common::have_busybox() {
         return;
     }
-    let (dir, _keep) = guest_linux_dir("CORRAL_GUEST_LINUX_DIR", &[]);
+    let (dir, _keep) = linux::guest_linux_dir();
     // The demo VM's initramfs, built as scripts/quickstart.sh builds it.
     let work = tempfile::tempdir().unwrap();
     let rootfs = work.path().join("busybox-rootfs");
@@ -453,13 +435,13 @@ fn the_quickstart_demo_vm_shuts_down_on_stop() {
         ("scripts/demo-initramfs.sh", vec![&rootfs, &initramfs]),
     ] {
         let status = Command::new("bash")
-            .arg(repo_root().join(script))
+            .arg(linux::repo_root().join(script))
             .args(args)
             .status()
             .unwrap();
         assert!(status.success(), "{script} failed");
     }
-    let cmdline = std::fs::read_to_string(repo_root().join("guests/linux/cmdline")).unwrap();
+    let cmdline = linux::cmdline("");
     let root = common::CorralRoot::new();
     root.ok(&[
         "create",
@@ -469,7 +451,7 @@ fn the_quickstart_demo_vm_shuts_down_on_stop() {
         "--initrd",
         initramfs.to_str().unwrap(),
         "--cmdline",
-        cmdline.trim(),
+        &cmdline,
         "--cpus",
         "2",
         "--memory",
@@ -542,14 +524,8 @@ fn tools_disk(dir: &Path) -> PathBuf {
     for applet in ["uname", "sha256sum", "cat", "ls", "tty"] {
         std::os::unix::fs::symlink("busybox", tree.join("bin").join(applet)).unwrap();
     }
+    linux::stripped_corral(&tree.join("corral"));
     let corral = env!("CARGO_BIN_EXE_corral");
-    let stripped = Command::new("strip")
-        .arg("-o")
-        .arg(tree.join("corral"))
-        .arg(corral)
-        .status()
-        .unwrap();
-    assert!(stripped.success(), "strip failed");
     let ldd = Command::new("ldd").arg(corral).output().unwrap();
     assert!(ldd.status.success(), "{ldd:?}");
     for library in String::from_utf8_lossy(&ldd.stdout)
@@ -564,13 +540,12 @@ fn tools_disk(dir: &Path) -> PathBuf {
     image
 }
 
-/// What the guest kernel prints when it kills a program for a fault.
-const GUEST_FAULT_REPORTS: [&str; 3] = ["segfault at", "traps:", "general protection"];
-
 /// Runs `corral ARGS` against the agent test's guest and returns its output, failing with its
-/// status, output and the console. This host's emulator now and then corrupts a guest program's
-/// registers (guests/linux/README.md); when the command died of a signal and the guest kernel
-/// reported the fault on the console meanwhile, it is run once more, and the retry is printed.
+/// status, output and the console. This host's emulator now and then hands a fresh guest program
+/// memory that is not its own (guests/linux/README.md): the command's program, or the agent's
+/// child before it became that program, dies of a fault. When the command failed and the guest
+/// kernel reported such a fault on the console meanwhile, it is run once more, and the retry is
+/// printed.
 fn guest_ok(root: &common::CorralRoot, args: &[&str], console: &dyn Fn() -> String) -> Output {
     let before = console().len();
     let out = root.run(args);
@@ -578,13 +553,11 @@ fn guest_ok(root: &common::CorralRoot, args: &[&str], console: &dyn Fn() -> Stri
         return out;
     }
     let during = console().get(before..).unwrap_or_default().to_owned();
-    let killed = matches!(out.status.code(), Some(129..=192));
-    if killed
-        && GUEST_FAULT_REPORTS
-            .iter()
-            .any(|report| during.contains(report))
+    if linux::GUEST_FAULT_REPORTS
+        .iter()
+        .any(|report| during.contains(report))
     {
-        eprintln!("corral {args:?}: the guest's program died of a fault ({out:?}):\n{during}\nretrying once");
+        eprintln!("corral {args:?}: a guest program died of a fault meanwhile ({out:?}):\n{during}\nretrying once");
         let again = root.run(args);
         if again.status.success() {
             return again;
@@ -620,7 +593,7 @@ fn two_linux_vm_clones_make_their_own_machine_ids_and_see_their_own_cloud_init_s
     require_program!("mkfs.ext4");
     require_program!("ssh-keygen");
     require_program!("strip");
-    let (dir, _keep) = guest_linux_dir("CORRAL_GUEST_LINUX_NET_DIR", &["guest-net.config"]);
+    let (dir, _keep) = linux::guest_linux_dir();
     let root = common::CorralRoot::new();
     let scratch = root.dir.path();
     let tree = scratch.join("template");
@@ -630,9 +603,8 @@ fn two_linux_vm_clones_make_their_own_machine_ids_and_see_their_own_cloud_init_s
     corral_testkit::mkfs_ext4(&tree, &template, "64M");
     let tools = format!("{},format=raw,ro", tools_disk(scratch).display());
 
-    let cmdline = std::fs::read_to_string(repo_root().join("guests/linux/cmdline")).unwrap();
     // The seed is the third disk (after the root and tools disks); init finds it by its label.
-    let cmdline = format!("{} corral_identity=vda,vdb corral_seed=1", cmdline.trim());
+    let cmdline = linux::cmdline("corral_identity=vda,vdb corral_seed=1");
     let user_data = scratch.join("user-data");
     std::fs::write(&user_data, "#cloud-config\nruncmd: [[touch, /seeded]]\n").unwrap();
     let (kernel, initrd) = (dir.join("vmlinux"), dir.join("initramfs.cpio"));
@@ -743,7 +715,7 @@ fn the_guest_agent_in_linux_runs_commands_moves_files_reports_its_address_and_po
     if !common::have_busybox() {
         return;
     }
-    let (dir, _keep) = guest_linux_dir("CORRAL_GUEST_LINUX_NET_DIR", &["guest-net.config"]);
+    let (dir, _keep) = linux::guest_linux_dir();
     let netns = Netns::new("agent");
     netns.ip(&["link", "add", "br0", "type", "bridge"]);
     netns.ip(&["address", "add", "10.0.2.1/24", "dev", "br0"]);
@@ -751,11 +723,7 @@ fn the_guest_agent_in_linux_runs_commands_moves_files_reports_its_address_and_po
     let root = common::CorralRoot::in_netns(&netns);
     let scratch = root.dir.path();
     let tools = format!("{},format=raw,ro", tools_disk(scratch).display());
-    let cmdline = std::fs::read_to_string(repo_root().join("guests/linux/cmdline")).unwrap();
-    let cmdline = format!(
-        "{} corral_net=10.0.2.2 corral_peer=10.0.2.1 corral_agent=vda",
-        cmdline.trim()
-    );
+    let cmdline = linux::cmdline("corral_net=10.0.2.2 corral_peer=10.0.2.1 corral_agent=vda");
     root.ok(&[
         "create",
         "agentvm",

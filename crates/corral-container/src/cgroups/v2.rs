@@ -121,7 +121,12 @@ impl Cgroup for V2Cgroup {
             if let Some(reservation) = memory.reservation() {
                 write(&dir, "memory.low", &limit_or_max(reservation))?;
             }
-            if let Some(limit) = memory.limit() {
+            // A test proves its memory check can fail by skipping this write.
+            let skip_limit = || {
+                fail::fail_point!("inject.cgroup-v2-skip-memory-max", |_| true);
+                false
+            };
+            if let Some(limit) = memory.limit().filter(|_| !skip_limit()) {
                 write(&dir, "memory.max", &limit_or_max(limit))?;
             }
             // The spec's swap is memory+swap (v1 semantics); v2 limits swap alone.

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+pub mod linux;
 pub mod ovf;
 
 /// Where `busybox-static` installs the static busybox.
@@ -54,7 +55,12 @@ pub fn build_rootfs(dir: &Path) {
 
 /// Copies the shared libraries the corral binary needs into `rootfs`, at the same paths.
 pub fn install_corral_libraries(rootfs: &Path) {
-    let out = Command::new("ldd").arg(corral_bin()).output().unwrap();
+    install_libraries_of(Path::new(corral_bin()), rootfs);
+}
+
+/// Copies the shared libraries `program` needs into `rootfs`, at the same paths.
+pub fn install_libraries_of(program: &Path, rootfs: &Path) {
+    let out = Command::new("ldd").arg(program).output().unwrap();
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         let path = line
             .split_whitespace()
@@ -470,14 +476,11 @@ pub fn linux_boot_disk(dir: &Path) -> PathBuf {
     let Some(linux) = std::env::var_os("CORRAL_GUEST_LINUX_DIR").map(PathBuf::from) else {
         panic!("set CORRAL_GUEST_LINUX_DIR to a guests/linux/build.sh output");
     };
-    let cmdline = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../guests/linux/cmdline"),
-    )
-    .unwrap();
+    let cmdline = linux::cmdline("");
     let grub = format!(
         "set default=0\nmenuentry 'Linux' {{\n linux /boot/vmlinuz-6.1-corral {}\n \
          initrd /boot/initrd.img-6.1-corral\n}}\n",
-        cmdline.trim()
+        cmdline
     );
     ext4_boot_disk(
         dir,
