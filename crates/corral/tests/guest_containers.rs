@@ -22,8 +22,8 @@ mod common;
 use common::linux;
 
 /// Boot (about a minute here) and the scenarios: some twenty corral commands of tens of seconds
-/// each in this guest.
-const RUN_TIMEOUT: Duration = Duration::from_secs(900);
+/// each in this guest, more on a loaded host.
+const RUN_TIMEOUT: Duration = Duration::from_secs(1200);
 
 /// A bundle's config.json for a process running `args` in the guest's `/rootfs`, read-only.
 fn bundle_config(args: &[&str]) -> Value {
