@@ -183,14 +183,9 @@ fn the_container_engine_passes_every_scenario_on_a_pure_cgroup_v2_kernel() {
             .iter()
             .any(|name| !scenario_line(console, name).is_some_and(|line| line.starts_with("ok ")))
     };
-    // This host's emulator now and then starts a guest program with a wrong thread pointer
-    // (guests/linux/README.md): when the guest kernel reported killing one, the guest runs once
-    // more, from a fresh disk.
-    if failed(&console)
-        && linux::GUEST_FAULT_REPORTS
-            .iter()
-            .any(|report| console.contains(report))
-    {
+    // When the guest kernel reported killing a program for the emulator's fault, the guest runs
+    // once more, from a fresh disk.
+    if failed(&console) && linux::reports_a_fault(&console) {
         eprintln!("a guest program died of a fault; running the guest once more:\n{console}");
         let again = tempfile::tempdir().unwrap();
         console = run_guest(&kernel, &root_disk(again.path(), &kernel), &console_path);

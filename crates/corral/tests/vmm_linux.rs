@@ -553,10 +553,7 @@ fn guest_ok(root: &common::CorralRoot, args: &[&str], console: &dyn Fn() -> Stri
         return out;
     }
     let during = console().get(before..).unwrap_or_default().to_owned();
-    if linux::GUEST_FAULT_REPORTS
-        .iter()
-        .any(|report| during.contains(report))
-    {
+    if linux::reports_a_fault(&during) {
         eprintln!("corral {args:?}: a guest program died of a fault meanwhile ({out:?}):\n{during}\nretrying once");
         let again = root.run(args);
         if again.status.success() {

@@ -49,7 +49,15 @@ pub fn cmdline(extra: &str) -> String {
 }
 
 /// What the guest kernel prints when it kills a program for a fault.
-pub const GUEST_FAULT_REPORTS: [&str; 3] = ["segfault at", "traps:", "general protection"];
+const GUEST_FAULT_REPORTS: [&str; 3] = ["segfault at", "traps:", "general protection"];
+
+/// True when `console` holds the guest kernel's report of a program it killed for a fault (this
+/// host's emulator now and then hands a fresh guest program stale memory: guests/linux/README.md).
+pub fn reports_a_fault(console: &str) -> bool {
+    GUEST_FAULT_REPORTS
+        .iter()
+        .any(|report| console.contains(report))
+}
 
 /// A copy of the corral binary without its symbols (a third of the size), at `to`.
 pub fn stripped_corral(to: &Path) {
