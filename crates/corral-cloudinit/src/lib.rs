@@ -19,3 +19,9 @@ pub use error::SeedError;
 pub use network::Interface;
 pub use seed::{instance_id, Identity, Seed};
 pub use shortcuts::Shortcuts;
+
+/// YAML text of a value made of strings, numbers, booleans, sequences and mappings, which
+/// serde_yaml always serialises.
+pub(crate) fn yaml(value: &serde_yaml::Value) -> String {
+    serde_yaml::to_string(value).unwrap_or_default()
+}

@@ -72,7 +72,7 @@ pub fn generate(interfaces: &[Interface]) -> String {
         ("version".into(), 2.into()),
         ("ethernets".into(), Value::Mapping(ethernets)),
     ]);
-    crate::seed::yaml(&Value::Mapping(document))
+    crate::yaml(&Value::Mapping(document))
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use serde_yaml::{Mapping, Value};
 use crate::config::{CloudInit, INSTANCE_ID, LOCAL_HOSTNAME};
 use crate::error::SeedError;
 use crate::network::Interface;
+use crate::yaml;
 
 /// The user-data of a seed whose table gives none.
 pub const EMPTY_USER_DATA: &str = "#cloud-config\n{}\n";
@@ -111,12 +112,6 @@ fn meta_data(table: &CloudInit, identity: &Identity) -> Result<String, SeedError
         mapping.insert(key.clone().into(), value);
     }
     Ok(yaml(&Value::Mapping(mapping)))
-}
-
-/// YAML text of a value made of strings, numbers, booleans, sequences and mappings, which
-/// serde_yaml always serialises.
-pub(crate) fn yaml(value: &Value) -> String {
-    serde_yaml::to_string(value).unwrap_or_default()
 }
 
 #[cfg(test)]

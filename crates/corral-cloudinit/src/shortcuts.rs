@@ -60,7 +60,7 @@ impl Shortcuts {
         }
         Ok(format!(
             "{CLOUD_CONFIG_HEADER}\n{}",
-            crate::seed::yaml(&Value::Mapping(document))
+            crate::yaml(&Value::Mapping(document))
         ))
     }
 

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use corral_error::PathIoError;
 
 use crate::store::StoreError;
+use crate::volume::VolumeError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CoreError {
@@ -39,7 +40,7 @@ pub enum CoreError {
     #[error(transparent)]
     Container(#[from] corral_container::Error),
     #[error(transparent)]
-    Volume(Box<crate::volume::VolumeError>),
+    Volume(Box<VolumeError>),
     #[error(transparent)]
     Image(Box<corral_image::store::StoreError>),
     #[error(transparent)]
@@ -96,7 +97,7 @@ pub enum CoreError {
         users: String,
     },
     #[error(transparent)]
-    Clone(#[from] crate::clone::CloneError),
+    Clone(#[from] crate::clone::error::CloneError),
     #[error(transparent)]
     Network(Box<corral_net::NetworkError>),
     #[error("nics[{index}] of instance {instance} cannot use its network")]
@@ -131,7 +132,7 @@ pub enum CoreError {
     InstanceNetwork {
         name: String,
         #[source]
-        source: crate::container_net::NicError,
+        source: crate::container_net::error::NicError,
     },
     #[error("instance {name}: cannot make its cloud-init seed")]
     Seed {
@@ -153,9 +154,15 @@ pub enum CoreError {
     },
 }
 
+impl From<VolumeError> for CoreError {
+    fn from(err: VolumeError) -> Self {
+        CoreError::Volume(Box::new(err))
+    }
+}
+
 impl From<corral_disk::DiskError> for CoreError {
     fn from(err: corral_disk::DiskError) -> Self {
-        CoreError::Volume(Box::new(crate::volume::VolumeError::Disk(err)))
+        CoreError::Volume(Box::new(VolumeError::Disk(err)))
     }
 }
 

@@ -151,7 +151,7 @@ impl Manager {
             let network = networks.get(network)?;
             let mac = nic
                 .mac
-                .unwrap_or_else(|| crate::vm::stable_mac(&definition.uuid, index));
+                .unwrap_or_else(|| crate::nic::stable_mac(&definition.uuid, index));
             reserve(&dir, &network, mac, Some(ip.address), &definition.name)?;
         }
         Ok(())
@@ -164,7 +164,7 @@ impl Manager {
             if let (Some(network), Some(_)) = (&nic.network, nic.ip) {
                 let mac = nic
                     .mac
-                    .unwrap_or_else(|| crate::vm::stable_mac(&definition.uuid, index));
+                    .unwrap_or_else(|| crate::nic::stable_mac(&definition.uuid, index));
                 release(&service_dir(&networks, network), mac);
             }
         }

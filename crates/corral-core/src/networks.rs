@@ -200,7 +200,7 @@ impl Manager {
                 .filter_map(|(index, nic)| {
                     let mac = nic
                         .mac
-                        .unwrap_or_else(|| crate::vm::stable_mac(&d.uuid, index));
+                        .unwrap_or_else(|| crate::nic::stable_mac(&d.uuid, index));
                     Some((nic.network.clone()?, mac))
                 })
                 .collect()

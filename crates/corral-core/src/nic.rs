@@ -146,6 +146,24 @@ impl FromStr for Nic {
     }
 }
 
+/// The MAC address of interface `index` of the instance with `uuid` when its definition names
+/// none: locally administered, and the same on every start.
+pub fn stable_mac(uuid: &str, index: usize) -> MacAddress {
+    MacAddress::local_from_seed(format!("{uuid}/nic{index}").as_bytes())
+}
+
+/// An interface name of nic `index` of the instance with `uuid`: `prefix` (two letters), ten hex
+/// digits of the UUID and the index; stable across starts, unique per instance and nic, and at
+/// most 15 characters.
+pub fn derived_interface(prefix: &str, uuid: &str, index: usize) -> String {
+    let digits: String = uuid
+        .chars()
+        .filter(char::is_ascii_hexdigit)
+        .take(10)
+        .collect();
+    format!("{prefix}{digits}{index}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -46,7 +46,7 @@ impl Manager {
         for (index, nic) in definition.nics.iter().enumerate() {
             let mac = nic
                 .mac
-                .unwrap_or_else(|| crate::vm::stable_mac(&definition.uuid, index));
+                .unwrap_or_else(|| crate::nic::stable_mac(&definition.uuid, index));
             let host_interface = match definition.kind {
                 Kind::Container => crate::container_net::host_interface(&definition.uuid, index),
                 Kind::Vm => crate::vm::host_interface(&definition, index),

@@ -121,7 +121,7 @@ impl Manager {
             .map(|(index, nic)| MachineNic {
                 mac: nic
                     .mac
-                    .unwrap_or_else(|| crate::vm::stable_mac(&definition.uuid, index))
+                    .unwrap_or_else(|| crate::nic::stable_mac(&definition.uuid, index))
                     .to_string(),
                 // The corral network, else the host bridge or tap it is plugged into.
                 network: nic

@@ -205,8 +205,8 @@ mod tests {
             .unwrap()
             .unwrap();
         let text = String::from_utf8(seed.network_config.unwrap()).unwrap();
-        let first_mac = crate::vm::stable_mac(UUID, 0).to_string();
-        let second_mac = crate::vm::stable_mac(UUID, 1).to_string();
+        let first_mac = crate::nic::stable_mac(UUID, 0).to_string();
+        let second_mac = crate::nic::stable_mac(UUID, 1).to_string();
         assert!(
             text.contains(&format!("macaddress: {first_mac}"))
                 && text.contains("- 10.0.3.10/24")

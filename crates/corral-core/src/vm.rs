@@ -20,6 +20,7 @@ use crate::disks::{backing_places, disk_source, pin_formats, preflight};
 use crate::driver::{instance_cgroup, Driver, InstancePaths};
 use crate::error::CoreError;
 use crate::networks::nic_network;
+use crate::nic::{derived_interface, stable_mac};
 use crate::volume::Pool;
 
 /// What a VMM may use beyond its guest's memory: the binary and its heap, thread stacks, the
@@ -153,18 +154,6 @@ pub fn host_interface(definition: &Definition, index: usize) -> String {
         .get(index)
         .and_then(|nic| nic.tap.clone())
         .unwrap_or_else(|| derived_interface("vt", &definition.uuid, index))
-}
-
-/// An interface name of nic `index` of the instance with `uuid`: `prefix` (two letters), ten hex
-/// digits of the UUID and the index; stable across starts, unique per instance and nic, and at
-/// most 15 characters.
-pub fn derived_interface(prefix: &str, uuid: &str, index: usize) -> String {
-    let digits: String = uuid
-        .chars()
-        .filter(char::is_ascii_hexdigit)
-        .take(10)
-        .collect();
-    format!("{prefix}{digits}{index}")
 }
 
 /// The anti-spoofing filters of a VM's nics on a bridge (see `corral_net::filter`).
@@ -316,12 +305,6 @@ fn open_cgroup(definition: &Definition) -> Result<Box<dyn Cgroup>, CoreError> {
         source,
     })?;
     Ok(layout.open(&instance_cgroup(definition)))
-}
-
-/// The MAC address of interface `index` of the instance with `uuid` when its definition names
-/// none: locally administered, and the same on every start.
-pub fn stable_mac(uuid: &str, index: usize) -> MacAddress {
-    MacAddress::local_from_seed(format!("{uuid}/nic{index}").as_bytes())
 }
 
 impl Driver for VmDriver {

@@ -22,7 +22,6 @@ use corral_host::error_chain;
 use serde::Serialize;
 
 use crate::definition::{validate_name, DefinitionError, DiskFormat};
-use crate::error::CoreError;
 use crate::state::process_alive;
 use crate::store::Store;
 
@@ -524,12 +523,6 @@ fn directory_usage(path: &Path) -> u64 {
             Err(_) => 0,
         })
         .sum()
-}
-
-impl From<VolumeError> for CoreError {
-    fn from(err: VolumeError) -> Self {
-        CoreError::Volume(Box::new(err))
-    }
 }
 
 #[cfg(test)]

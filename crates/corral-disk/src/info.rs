@@ -4,18 +4,9 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{DiskError, Result};
-use crate::qcow2::Qcow2Disk;
+use crate::qcow2::{BackingInfo, Qcow2Disk};
 use crate::raw::{HostKind, RawDisk};
 use crate::{detect_format, Disk, DiskFormat, OpenOptions};
-
-/// One image below another in a backing chain.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct BackingInfo {
-    /// Where it was found (the name in the header, resolved against the image naming it).
-    pub path: PathBuf,
-    /// Its format.
-    pub format: DiskFormat,
-}
 
 /// Facts about an image.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]

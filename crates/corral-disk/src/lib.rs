@@ -47,9 +47,9 @@ pub use create::{
 };
 pub use error::{DiskError, Result};
 pub use header::MAX_VIRTUAL_SIZE;
-pub use info::{info, BackingInfo, ImageInfo};
+pub use info::{info, ImageInfo};
 pub use lock::{check_lock, lock_exclusive, ImageLock, LockHolder};
-pub use qcow2::{Qcow2Disk, MAX_BACKING_DEPTH};
+pub use qcow2::{BackingInfo, Qcow2Disk, MAX_BACKING_DEPTH};
 pub use raw::{file_data_ranges, HostKind, RawDisk};
 pub use vmdk_stream::write_stream_optimized_vmdk;
 

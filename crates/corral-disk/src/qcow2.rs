@@ -17,7 +17,6 @@ use imago::{DenyImplicitOpenGate, FormatAccess, ShallowMapping, StorageOpenOptio
 use crate::check;
 use crate::error::{DiskError, Result};
 use crate::header::{self, Qcow2Header, V3_HEADER_LEN};
-use crate::info::BackingInfo;
 use crate::raw::file_data_ranges;
 use crate::{
     check_range, detect_format_of, push_range, read_start, Disk, DiskFormat, DiskId, OpenOptions,
@@ -26,6 +25,15 @@ use crate::{
 /// The longest backing chain corral opens (the top image not counted). Deeper chains exist only by
 /// mistake or malice; each level keeps a file and caches open.
 pub const MAX_BACKING_DEPTH: usize = 64;
+
+/// One image below another in a backing chain.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct BackingInfo {
+    /// Where it was found (the name in the header, resolved against the image naming it).
+    pub path: PathBuf,
+    /// Its format.
+    pub format: DiskFormat,
+}
 
 /// An open qcow2 image and its backing chain.
 pub struct Qcow2Disk {

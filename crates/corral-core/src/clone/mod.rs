@@ -39,6 +39,10 @@ use crate::lifecycle::Manager;
 use crate::state::Status;
 use crate::store::StoreError;
 
+pub(crate) mod error;
+
+pub use error::CloneError;
+
 /// What `corral clone` is asked for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CloneOptions {
@@ -97,80 +101,6 @@ pub struct ClonedDisk {
     /// them; [`ImageStorage::Copy`]: the filesystem cannot share blocks, so the data ranges were
     /// copied; [`ImageStorage::Linked`]: a qcow2 overlay on a read-only base.
     pub storage: ImageStorage,
-}
-
-/// A clone refused before anything is made.
-#[derive(Debug, thiserror::Error)]
-pub enum CloneError {
-    #[error(
-        "instance {0} is running; stop it first (`corral stop {0}`), or pause it (`corral pause \
-         {0}`) and clone it with --force for a crash-consistent copy"
-    )]
-    Running(String),
-    #[error(
-        "instance {0} is paused; clone it with --force for a crash-consistent copy of its content \
-         as it is now, or stop it first"
-    )]
-    Paused(String),
-    #[error(
-        "instance {0} is paused, and a linked clone would make the disk its VM is writing a \
-         read-only base; stop it first, or make a full copy (--full)"
-    )]
-    PausedLinked(String),
-    #[error(
-        "the root disk of instance {0} is read-only and shared with its clones, so a clone's \
-         identity cannot be reset on it; clone with --keep-identity and reset it inside the \
-         guest (`corral guest sysprep`)"
-    )]
-    SharedRootDisk(String),
-    #[error(
-        "nics[{index}] of instance {name} is the tap device {tap}, which its clone cannot use at \
-         the same time; give the clone interfaces of its own with --nic (e.g. --nic \
-         bridge=BRIDGE)"
-    )]
-    FixedTap {
-        name: String,
-        index: usize,
-        tap: String,
-    },
-    #[error(
-        "disks[{index}] of instance {name} ({disk}) is writable and outside the instance's \
-         directory: corral does not copy it, and two instances writing it would corrupt it; make \
-         it `readonly = true` to share it, or detach it (`corral config edit {name}`) and give \
-         the clone a copy of its own afterwards"
-    )]
-    SharedDisk {
-        name: String,
-        index: usize,
-        disk: String,
-    },
-    #[error("disks[{index}] of instance {name} ({path}) is not a disk image file")]
-    NotAFile {
-        name: String,
-        index: usize,
-        path: PathBuf,
-    },
-    #[error(
-        "disks[{index}] of instance {name} reads the backing file {backing} inside the \
-         instance's own directory, which its clone's copy would read too; make the disk stand \
-         alone (`qemu-img convert`) or keep its backing file in the storage pool"
-    )]
-    BackingInside {
-        name: String,
-        index: usize,
-        backing: PathBuf,
-    },
-    #[error(
-        "instance {name} names {path}, inside its own directory, by an absolute path, which its \
-         clone would use too; make it relative to the instance directory (`corral config edit \
-         {name}`)"
-    )]
-    AbsolutePath { name: String, path: PathBuf },
-    #[error(
-        "the root filesystem {rootfs} of instance {name} is outside its directory; corral clones \
-         containers that hold their own (made with --rootfs or --image)"
-    )]
-    RootfsOutside { name: String, rootfs: PathBuf },
 }
 
 /// How one disk of the source reaches the clone.
@@ -432,7 +362,7 @@ impl Manager {
             if let Ok(definition) = self.store().definition(&name) {
                 used.extend(definition.nics.iter().enumerate().map(|(index, nic)| {
                     nic.mac
-                        .unwrap_or_else(|| crate::vm::stable_mac(&definition.uuid, index))
+                        .unwrap_or_else(|| crate::nic::stable_mac(&definition.uuid, index))
                 }));
             }
         }
@@ -670,7 +600,7 @@ fn new_identity(nics: &[Nic], used: &HashSet<MacAddress>) -> Result<String, Core
     loop {
         let uuid = new_uuid().map_err(StoreError::from)?;
         let clash = nics.iter().enumerate().any(|(index, nic)| {
-            nic.mac.is_none() && used.contains(&crate::vm::stable_mac(&uuid, index))
+            nic.mac.is_none() && used.contains(&crate::nic::stable_mac(&uuid, index))
         });
         if !clash {
             return Ok(uuid);
@@ -794,6 +724,6 @@ mod tests {
             ..Nic::default()
         }];
         let uuid = new_identity(&nics, &used).unwrap();
-        assert!(!used.contains(&crate::vm::stable_mac(&uuid, 0)));
+        assert!(!used.contains(&crate::nic::stable_mac(&uuid, 0)));
     }
 }

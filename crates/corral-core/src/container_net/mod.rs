@@ -12,7 +12,7 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
 use corral_host::atomic::PRIVATE_FILE_MODE;
-use corral_net::{link, netns, FilterError, HostAddress, LinkError, NetnsError, NetnsPath};
+use corral_net::{link, netns, HostAddress, NetnsPath};
 use corral_vmm::config::MacAddress;
 use serde::{Deserialize, Serialize};
 
@@ -23,27 +23,12 @@ use crate::network_service::{release, reserve, service_dir};
 use crate::networks::nic_network;
 use corral_net::Networks;
 
+pub(crate) mod error;
+
+pub use error::NicError;
+
 /// Files an application container with nics gets bind-mounted over its image's, as podman does.
 pub const ETC_FILES: [&str; 3] = ["hosts", "hostname", "resolv.conf"];
-
-#[derive(Debug, thiserror::Error)]
-pub enum NicError {
-    #[error(transparent)]
-    Link(#[from] LinkError),
-    #[error(transparent)]
-    Netns(#[from] NetnsError),
-    #[error(transparent)]
-    Filter(#[from] FilterError),
-    #[error(
-        "nics[{index}] names bridge {bridge}, which does not exist; create it or name another"
-    )]
-    NoBridge { index: usize, bridge: String },
-    #[error(
-        "nics[{index}].ip {ip} has no prefix length, which an application container needs; \
-         write it like {ip}/24"
-    )]
-    NoPrefix { index: usize, ip: HostAddress },
-}
 
 /// One nic of a container as a start sets it up.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -78,7 +63,7 @@ impl ContainerNic {
 /// The host end of nic `index` of the instance with `uuid`: `vc`, ten hex digits of the UUID and
 /// the index, stable across starts and at most 15 characters.
 pub fn host_interface(uuid: &str, index: usize) -> String {
-    crate::vm::derived_interface("vc", uuid, index)
+    crate::nic::derived_interface("vc", uuid, index)
 }
 
 /// The container's nics as a start sets them up, resolved from the definition and the networks
@@ -116,7 +101,7 @@ pub fn resolve(
             host_interface: host_interface(&definition.uuid, index),
             mac: nic
                 .mac
-                .unwrap_or_else(|| crate::vm::stable_mac(&definition.uuid, index)),
+                .unwrap_or_else(|| crate::nic::stable_mac(&definition.uuid, index)),
             address: nic.ip,
             gateway: nic.gateway,
             dns: nic.dns.clone(),
@@ -446,7 +431,7 @@ mod tests {
         );
         let root = tempfile::tempdir().unwrap();
         let nics = plan(&definition, &crate::networks::networks_in(root.path())).unwrap();
-        assert_eq!(nics[0].mac, crate::vm::stable_mac(&definition.uuid, 0));
+        assert_eq!(nics[0].mac, crate::nic::stable_mac(&definition.uuid, 0));
         assert_eq!(nics[0].address.unwrap().to_string(), "10.0.3.10/24");
         assert!(nics[0].filter && !nics[1].filter);
         assert_eq!(
