@@ -5,7 +5,10 @@
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use corral_vmm::config::{defaults, Action, MemorySize, RestartLimit};
+use corral_control::policy::Action;
+use corral_control::restart::RestartLimit;
+use corral_control::size::MemorySize;
+use corral_vmm::config::defaults;
 
 use crate::nic::Nic;
 use serde::{Deserialize, Serialize};

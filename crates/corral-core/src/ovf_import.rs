@@ -9,6 +9,7 @@
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 
+use corral_control::size::MemorySize;
 use corral_error::PathIoError;
 use corral_image::import::ImportOptions;
 use corral_image::metadata::{ImageMetadata, ImageType};
@@ -18,7 +19,7 @@ use corral_image::ovf::package::Package;
 use corral_image::ovf::OvfError;
 use corral_image::progress::Progress;
 use corral_image::store::Image;
-use corral_vmm::config::{MacAddress, MemorySize};
+use corral_vmm::config::MacAddress;
 
 use crate::definition::{new_uuid, validate_name, BootFrom, Definition, Disk, DiskFormat, Kind};
 use crate::error::CoreError;

@@ -8,7 +8,7 @@ use std::process::Command;
 
 use corral_container::cgroups::{Cgroup, Layout};
 use corral_net::Networks;
-use corral_vmm::config::{DiskConfig, MacAddress, NicConfig, SerialTarget, VmConfig, VsockConfig};
+use corral_vmm::config::{DiskConfig, NicConfig, SerialTarget, VmConfig, VsockConfig};
 use oci_spec::runtime::{
     LinuxCpuBuilder, LinuxMemoryBuilder, LinuxPidsBuilder, LinuxResources, LinuxResourcesBuilder,
 };
@@ -597,7 +597,8 @@ mod tests {
              [[nics]]\ntap = \"tap8\"\nmac = \"52:54:00:00:00:08\"\n",
         );
         let config = driver.vm_config(&definition, &paths).unwrap();
-        let macs: Vec<MacAddress> = config.nics.iter().filter_map(|nic| nic.mac).collect();
+        let macs: Vec<corral_vmm::config::MacAddress> =
+            config.nics.iter().filter_map(|nic| nic.mac).collect();
         assert_eq!(macs.len(), 3);
         assert_eq!(macs[0], stable_mac(&definition.uuid, 0));
         assert_ne!(macs[0], macs[1]);

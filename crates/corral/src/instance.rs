@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
+use corral_control::policy::Action;
+use corral_control::size::MemorySize;
 use corral_core::agent::AgentStatus;
 use corral_core::definition::{new_uuid, Definition, Disk, DiskFormat, Kind};
 use corral_core::images::CloneMode;
@@ -15,7 +17,6 @@ use corral_core::lifecycle::{Summary, DEFAULT_STOP_TIMEOUT};
 use corral_core::state::{State, Status};
 use corral_core::store::Store;
 use corral_core::Manager;
-use corral_vmm::config::{Action, MemorySize};
 
 use crate::completion;
 use crate::output::{self, Format};
