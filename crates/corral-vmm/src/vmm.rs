@@ -40,12 +40,12 @@ use crate::vstate::vm::{Vm, VmError};
 pub enum VmmError {
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("cannot open /dev/kvm: {0}; is KVM available and are you allowed to use it?")]
-    Kvm(kvm_ioctls::Error),
+    #[error("cannot open /dev/kvm (is KVM available, and may this user use it?)")]
+    Kvm(#[source] kvm_ioctls::Error),
     #[error("{asked} vCPUs asked for, but this host's KVM allows at most {max}")]
     TooManyVcpus { asked: u8, max: usize },
-    #[error("cannot read the CPUID KVM supports: {0}")]
-    Cpuid(kvm_ioctls::Error),
+    #[error("cannot read the CPUID KVM supports")]
+    Cpuid(#[source] kvm_ioctls::Error),
     #[error(transparent)]
     Kernel(#[from] KernelError),
     #[error(transparent)]

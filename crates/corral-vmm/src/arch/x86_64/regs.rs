@@ -34,7 +34,7 @@ pub enum EntryPoint {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("cannot write the boot {what} into guest memory: {source}")]
+#[error("cannot write the boot {what} into guest memory")]
 pub struct BootTablesError {
     what: &'static str,
     source: vm_memory::GuestMemoryError,
