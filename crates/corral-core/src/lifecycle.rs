@@ -750,3 +750,6 @@ fn wait_for_exit(pid: Option<u32>, start_ticks: Option<u64>, timeout: Duration) 
     }
     true
 }
+
+#[cfg(test)]
+mod tests;
