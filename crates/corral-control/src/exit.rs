@@ -6,24 +6,86 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-/// Reasons a supervisor writes. Anything else is kept as text.
-pub mod reason {
+/// Why a run ended, as `exit.json` and `state.json` spell it (kebab-case strings). A reason this
+/// version does not know (written by a newer supervisor) is kept as [`ExitReason::Other`] rather
+/// than making the whole record unreadable.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "String", into = "String")]
+pub enum ExitReason {
     /// The guest powered itself off (VM ACPI/PM power-off, system container `poweroff`).
-    pub const POWEROFF: &str = "poweroff";
+    Poweroff,
     /// The guest rebooted and the policy said not to restart it.
-    pub const REBOOT: &str = "reboot";
+    Reboot,
     /// The guest crashed (triple fault, KVM internal error, container killed by a signal it did
     /// not ask for).
-    pub const CRASHED: &str = "crashed";
+    Crashed,
     /// Stopped by `shutdown` or `kill` from the host.
-    pub const STOPPED: &str = "stopped";
+    Stopped,
     /// An application container's process ended on its own; `code` says how.
-    pub const EXITED: &str = "exited";
+    Exited,
     /// The supervisor could not start the guest at all.
-    pub const FAILED: &str = "failed";
+    Failed,
     /// The policy said to restart the guest once more, but it had been restarted as often as its
     /// restart limit allows; `detail` says how the last run ended.
-    pub const RESTART_LIMIT: &str = "restart-limit";
+    RestartLimit,
+    /// The supervisor died without recording an exit; never written by a supervisor, recorded
+    /// by the instance layer that found it gone.
+    SupervisorLost,
+    /// A reason this version does not know, kept as written.
+    Other(String),
+}
+
+impl ExitReason {
+    /// The reason as written to disk and printed.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Poweroff => "poweroff",
+            Self::Reboot => "reboot",
+            Self::Crashed => "crashed",
+            Self::Stopped => "stopped",
+            Self::Exited => "exited",
+            Self::Failed => "failed",
+            Self::RestartLimit => "restart-limit",
+            Self::SupervisorLost => "supervisor-lost",
+            Self::Other(text) => text,
+        }
+    }
+
+    /// True for reasons a supervisor writes that mean the guest failed rather than stopped.
+    pub fn is_crash(&self) -> bool {
+        matches!(self, Self::Crashed | Self::Failed | Self::RestartLimit)
+    }
+}
+
+impl From<String> for ExitReason {
+    fn from(text: String) -> Self {
+        match text.as_str() {
+            "poweroff" => Self::Poweroff,
+            "reboot" => Self::Reboot,
+            "crashed" => Self::Crashed,
+            "stopped" => Self::Stopped,
+            "exited" => Self::Exited,
+            "failed" => Self::Failed,
+            "restart-limit" => Self::RestartLimit,
+            "supervisor-lost" => Self::SupervisorLost,
+            _ => Self::Other(text),
+        }
+    }
+}
+
+impl From<ExitReason> for String {
+    fn from(reason: ExitReason) -> Self {
+        match reason {
+            ExitReason::Other(text) => text,
+            known => known.as_str().to_string(),
+        }
+    }
+}
+
+impl std::fmt::Display for ExitReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// The most of `exit.json` that is read.
@@ -32,7 +94,7 @@ const MAX_RECORD_BYTES: u64 = 64 * 1024;
 /// The content of `exit.json`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExitRecord {
-    pub reason: String,
+    pub reason: ExitReason,
     /// Exit code of an application container's process, or of a guest's debug-exit write.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code: Option<i32>,
@@ -44,7 +106,7 @@ pub struct ExitRecord {
 impl ExitRecord {
     /// True for reasons that mean the guest failed rather than stopped.
     pub fn is_crash(&self) -> bool {
-        [reason::CRASHED, reason::FAILED, reason::RESTART_LIMIT].contains(&self.reason.as_str())
+        self.reason.is_crash()
     }
 
     /// Writes the record to `path` atomically.
@@ -76,7 +138,7 @@ mod tests {
         let path = dir.path().join("exit.json");
         assert_eq!(ExitRecord::read(&path), None);
         let record = ExitRecord {
-            reason: reason::CRASHED.into(),
+            reason: ExitReason::Crashed,
             code: None,
             detail: Some("triple fault".into()),
         };
@@ -84,7 +146,7 @@ mod tests {
         assert_eq!(ExitRecord::read(&path), Some(record.clone()));
         assert!(record.is_crash());
         let poweroff = ExitRecord {
-            reason: reason::POWEROFF.into(),
+            reason: ExitReason::Poweroff,
             code: Some(0),
             detail: None,
         };
@@ -93,12 +155,75 @@ mod tests {
         assert_eq!(ExitRecord::read(&path), None);
     }
 
+    /// Every known reason with the text that is on disk and printed for it.
+    const KNOWN: [(ExitReason, &str); 8] = [
+        (ExitReason::Poweroff, "poweroff"),
+        (ExitReason::Reboot, "reboot"),
+        (ExitReason::Crashed, "crashed"),
+        (ExitReason::Stopped, "stopped"),
+        (ExitReason::Exited, "exited"),
+        (ExitReason::Failed, "failed"),
+        (ExitReason::RestartLimit, "restart-limit"),
+        (ExitReason::SupervisorLost, "supervisor-lost"),
+    ];
+
+    #[test]
+    fn every_reason_is_written_printed_and_read_as_its_text() {
+        for (reason, text) in KNOWN {
+            assert_eq!(reason.to_string(), text);
+            let json = serde_json::to_string(&reason).unwrap();
+            assert_eq!(json, format!("\"{text}\""));
+            assert_eq!(serde_json::from_str::<ExitReason>(&json).unwrap(), reason);
+        }
+    }
+
+    #[test]
+    fn only_failures_are_crashes() {
+        let crashes: Vec<&str> = KNOWN
+            .iter()
+            .filter(|(reason, _)| reason.is_crash())
+            .map(|(_, text)| *text)
+            .collect();
+        assert_eq!(crashes, ["crashed", "failed", "restart-limit"]);
+        assert!(!ExitReason::Other("melted".into()).is_crash());
+    }
+
+    #[test]
+    fn an_unknown_reason_is_kept_as_written() {
+        let record: ExitRecord =
+            serde_json::from_str(r#"{"reason":"melted","detail":"too hot"}"#).unwrap();
+        assert_eq!(record.reason, ExitReason::Other("melted".into()));
+        assert_eq!(record.reason.to_string(), "melted");
+        let json = serde_json::to_string(&record).unwrap();
+        assert_eq!(json, r#"{"reason":"melted","detail":"too hot"}"#);
+    }
+
+    #[test]
+    fn a_file_written_before_the_reason_was_typed_still_reads() {
+        // The exact bytes the string-typed record wrote.
+        let old = "{\n  \"reason\": \"restart-limit\",\n  \"code\": 3,\n  \"detail\": \"exited with 3\"\n}\n";
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("exit.json");
+        std::fs::write(&path, old).unwrap();
+        let record = ExitRecord::read(&path).unwrap();
+        assert_eq!(
+            record,
+            ExitRecord {
+                reason: ExitReason::RestartLimit,
+                code: Some(3),
+                detail: Some("exited with 3".into()),
+            }
+        );
+        record.write(&path).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), old);
+    }
+
     #[test]
     fn a_record_that_is_a_symlink_or_a_fifo_is_not_read() {
         let dir = tempfile::tempdir().unwrap();
         let real = dir.path().join("real.json");
         ExitRecord {
-            reason: reason::POWEROFF.into(),
+            reason: ExitReason::Poweroff,
             code: Some(0),
             detail: None,
         }

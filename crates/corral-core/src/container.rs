@@ -636,4 +636,287 @@ mod tests {
             .unwrap()
             .contains_key(corral_container::spec::SYSTEMD_CGROUP_ANNOTATION));
     }
+
+    /// The spec of the container defined by `toml` (after `name`, `type` and `uuid`), built in
+    /// instance directory `dir`.
+    fn spec_from(toml_text: &str, dir: &Path, userns: Option<IdRange>) -> Spec {
+        let text = format!(
+            "name = \"box\"\ntype = \"container\"\n\
+             uuid = \"0e5c8a52-3f0b-4b8e-9d55-2f8a7d9b6c11\"\n{toml_text}"
+        );
+        let definition: Definition = toml::from_str(&text).unwrap();
+        definition.validate().unwrap();
+        let driver = ContainerDriver::new(
+            "/bin/corral",
+            Pool::default_in(dir),
+            crate::networks::networks_in(dir),
+        );
+        driver
+            .spec(&definition, &InstancePaths::new(dir), userns)
+            .unwrap()
+    }
+
+    #[test]
+    fn the_process_gets_the_definitions_command_env_cwd_user_and_hostname() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = spec_from(
+            "[container]\nrootfs = \"rootfs\"\ncommand = [\"/bin/app\", \"--serve\"]\n\
+             env = [\"MODE=test\"]\ncwd = \"/srv\"\nuser = \"1000:1001\"\n\
+             hostname = \"api\"\ntty = false\n",
+            dir.path(),
+            None,
+        );
+        let process = spec.process().as_ref().unwrap();
+        assert_eq!(
+            process.args().as_deref(),
+            Some(&["/bin/app".to_string(), "--serve".to_string()][..])
+        );
+        assert_eq!(
+            process.env().as_deref(),
+            Some(
+                &[
+                    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
+                    "TERM=xterm".to_string(),
+                    "MODE=test".to_string(),
+                ][..]
+            )
+        );
+        assert_eq!(process.cwd(), Path::new("/srv"));
+        assert_eq!((process.user().uid(), process.user().gid()), (1000, 1001));
+        assert_eq!(process.terminal(), Some(false));
+        assert_eq!(spec.hostname().as_deref(), Some("api"));
+        let root = spec.root().as_ref().unwrap();
+        assert_eq!(
+            root.path(),
+            &dir.path().join("rootfs"),
+            "relative to the instance"
+        );
+        assert_eq!(
+            spec.annotations()
+                .as_ref()
+                .unwrap()
+                .get(corral_container::spec::ROOTFS_NODEV_ANNOTATION)
+                .map(String::as_str),
+            Some("true")
+        );
+    }
+
+    #[test]
+    fn without_a_user_or_hostname_pid_1_is_root_named_after_the_instance() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = spec_from("[container]\nrootfs = \"/srv/rootfs\"\n", dir.path(), None);
+        let process = spec.process().as_ref().unwrap();
+        assert_eq!((process.user().uid(), process.user().gid()), (0, 0));
+        assert_eq!(process.terminal(), Some(true));
+        assert_eq!(spec.hostname().as_deref(), Some("box"));
+        assert_eq!(
+            spec.root().as_ref().unwrap().path(),
+            Path::new("/srv/rootfs")
+        );
+        // A uid alone runs in group 0, as with runc.
+        let spec = spec_from(
+            "[container]\nrootfs = \"rootfs\"\nuser = \"33\"\n",
+            dir.path(),
+            None,
+        );
+        let user = spec.process().as_ref().unwrap().user().clone();
+        assert_eq!((user.uid(), user.gid()), (33, 0));
+    }
+
+    #[test]
+    fn limits_become_the_cgroup_resources_of_the_instance_cgroup() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = spec_from(
+            "cpus = 3\nmemory = \"256M\"\n[limits]\npids = 100\ncpu_weight = 50\n\
+             [container]\nrootfs = \"rootfs\"\n",
+            dir.path(),
+            None,
+        );
+        let linux = spec.linux().as_ref().unwrap();
+        let resources = linux.resources().as_ref().unwrap();
+        assert_eq!(
+            resources.memory().as_ref().unwrap().limit(),
+            Some(256 << 20)
+        );
+        let cpu = resources.cpu().as_ref().unwrap();
+        assert_eq!((cpu.quota(), cpu.period()), (Some(300_000), Some(100_000)));
+        assert_eq!(cpu.shares(), Some(512));
+        assert_eq!(resources.pids().as_ref().unwrap().limit(), 100);
+        assert_eq!(
+            linux.cgroups_path().as_deref(),
+            Some(Path::new("/corral-instances/box.0e5c8a52"))
+        );
+        let unlimited = spec_from("[container]\nrootfs = \"rootfs\"\n", dir.path(), None);
+        let resources = unlimited
+            .linux()
+            .as_ref()
+            .unwrap()
+            .resources()
+            .clone()
+            .unwrap();
+        assert!(resources.pids().is_none());
+        assert_eq!(resources.cpu().as_ref().unwrap().shares(), None);
+    }
+
+    #[test]
+    fn directory_disks_are_bind_mounted_at_their_target_read_only_when_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("data")).unwrap();
+        std::fs::create_dir_all(dir.path().join("conf")).unwrap();
+        let spec = spec_from(
+            "[container]\nrootfs = \"rootfs\"\n\
+             [[disks]]\npath = \"data\"\ntarget = \"/var/data\"\n\
+             [[disks]]\npath = \"conf\"\ntarget = \"/etc/app\"\nreadonly = true\n",
+            dir.path(),
+            None,
+        );
+        let binds: Vec<(PathBuf, Option<PathBuf>, Vec<String>)> = spec
+            .mounts()
+            .iter()
+            .flatten()
+            .filter(|m| m.typ().as_deref() == Some("bind"))
+            .map(|m| {
+                (
+                    m.destination().clone(),
+                    m.source().clone(),
+                    m.options().clone().unwrap_or_default(),
+                )
+            })
+            .collect();
+        let options = |mode: &str| ["rbind", "rprivate", mode].map(String::from).to_vec();
+        assert_eq!(
+            binds,
+            [
+                (
+                    "/var/data".into(),
+                    Some(dir.path().join("data")),
+                    options("rw")
+                ),
+                (
+                    "/etc/app".into(),
+                    Some(dir.path().join("conf")),
+                    options("ro")
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_disk_that_is_not_a_directory_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("disk.raw"), b"").unwrap();
+        let definition: Definition = toml::from_str(
+            "name = \"box\"\ntype = \"container\"\n\
+             uuid = \"0e5c8a52-3f0b-4b8e-9d55-2f8a7d9b6c11\"\n\
+             [container]\nrootfs = \"rootfs\"\n[[disks]]\npath = \"disk.raw\"\n\
+             target = \"/data\"\n",
+        )
+        .unwrap();
+        let driver = ContainerDriver::new(
+            "/bin/corral",
+            Pool::default_in(dir.path()),
+            crate::networks::networks_in(dir.path()),
+        );
+        let err = driver
+            .spec(&definition, &InstancePaths::new(dir.path()), None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("disks[0] (") && err.ends_with("containers mount directory volumes"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_user_namespace_maps_the_containers_ids_to_the_range() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = spec_from(
+            "[container]\nrootfs = \"rootfs\"\n",
+            dir.path(),
+            Some(RANGE),
+        );
+        let linux = spec.linux().as_ref().unwrap();
+        for mappings in [linux.uid_mappings(), linux.gid_mappings()] {
+            let mapping = &mappings.as_ref().unwrap()[..];
+            assert_eq!(mapping.len(), 1);
+            assert_eq!(
+                (
+                    mapping[0].container_id(),
+                    mapping[0].host_id(),
+                    mapping[0].size()
+                ),
+                (0, 100_000, crate::userns::RANGE)
+            );
+        }
+        let namespaces = linux.namespaces().as_ref().unwrap();
+        assert!(namespaces
+            .iter()
+            .any(|n| n.typ() == LinuxNamespaceType::User));
+        let host = spec_from("[container]\nrootfs = \"rootfs\"\n", dir.path(), None);
+        let linux = host.linux().as_ref().unwrap();
+        assert!(linux.uid_mappings().is_none());
+        assert!(!linux
+            .namespaces()
+            .iter()
+            .flatten()
+            .any(|n| n.typ() == LinuxNamespaceType::User));
+    }
+
+    #[test]
+    fn nics_join_the_prepared_network_namespace_or_the_hook_makes_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let nic = "[[nics]]\nbridge = \"br0\"\n";
+        let application = spec_from(
+            &format!("[container]\nrootfs = \"rootfs\"\n{nic}"),
+            dir.path(),
+            None,
+        );
+        let network: Vec<_> = application
+            .linux()
+            .as_ref()
+            .unwrap()
+            .namespaces()
+            .iter()
+            .flatten()
+            .filter(|n| n.typ() == LinuxNamespaceType::Network)
+            .map(|n| n.path().clone())
+            .collect();
+        assert_eq!(
+            network,
+            [Some(crate::container_net::netns_file(&InstancePaths::new(
+                dir.path()
+            )))]
+        );
+        assert!(application.hooks().is_none());
+        // Its /etc/hosts, hostname and resolv.conf are corral's.
+        let etc: Vec<PathBuf> = application
+            .mounts()
+            .iter()
+            .flatten()
+            .filter(|m| m.destination().starts_with("/etc"))
+            .map(|m| m.destination().clone())
+            .collect();
+        assert_eq!(etc.len(), crate::container_net::ETC_FILES.len(), "{etc:?}");
+
+        let system = spec_from(
+            &format!("[container]\nrootfs = \"rootfs\"\ninit = true\n{nic}"),
+            dir.path(),
+            Some(RANGE),
+        );
+        let hook = &system
+            .hooks()
+            .as_ref()
+            .unwrap()
+            .create_runtime()
+            .clone()
+            .unwrap()[0];
+        assert_eq!(hook.path(), Path::new("/bin/corral"));
+        assert_eq!(
+            hook.args().as_deref().unwrap()[1..],
+            [
+                "network-attach".to_string(),
+                dir.path().display().to_string()
+            ]
+        );
+    }
 }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use corral_control::exit::{reason, ExitRecord};
+use corral_control::exit::{ExitReason, ExitRecord};
 use corral_control::journal::SupervisorOutput;
 use corral_control::log::SUPERVISOR_LOG_ENV;
 use corral_control::{Client, Info, Request, Response, RunState};
@@ -29,8 +29,6 @@ const READY_TIMEOUT: Duration = Duration::from_secs(30);
 const CONTROL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Extra time a supervisor gets, after its own shutdown timeout, before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(10);
-/// The exit reason of a run whose supervisor died without recording one.
-pub const SUPERVISOR_LOST: &str = "supervisor-lost";
 /// The (hidden, global) option naming the descriptor of a supervisor's [`StartGate`]: an
 /// argument rather than an environment variable, as a jailed VMM's environment is empty.
 pub const START_GATE_OPTION: &str = "--start-gate";
@@ -198,7 +196,7 @@ impl Manager {
                 state.end(
                     Status::Stopped,
                     LastExit {
-                        reason: reason::FAILED.to_string(),
+                        reason: ExitReason::Failed,
                         code: None,
                         detail: Some("the start was interrupted".to_string()),
                         at: now_secs(),
@@ -285,7 +283,7 @@ impl Manager {
                 state.end(
                     Status::Stopped,
                     LastExit {
-                        reason: reason::FAILED.to_string(),
+                        reason: ExitReason::Failed,
                         code: None,
                         detail: Some(corral_host::error_chain(&err)),
                         at: now_secs(),
@@ -391,7 +389,7 @@ impl Manager {
         let (status, exit) = exit_of(&paths, pid);
         // The host asked for the end: a guest that crashed on the way out is still stopped (the
         // exit record keeps saying it crashed).
-        let status = if status == Status::Crashed && exit.reason != SUPERVISOR_LOST {
+        let status = if status == Status::Crashed && exit.reason != ExitReason::SupervisorLost {
             Status::Stopped
         } else {
             status
@@ -559,7 +557,7 @@ fn exit_of(paths: &InstancePaths, pid: Option<u32>) -> (Status, LastExit) {
         None => (
             Status::Crashed,
             LastExit {
-                reason: SUPERVISOR_LOST.to_string(),
+                reason: ExitReason::SupervisorLost,
                 code: None,
                 detail: Some(match pid {
                     Some(pid) => {
@@ -693,7 +691,7 @@ fn wait_ready(name: &str, mut child: Child, paths: &InstancePaths) -> Result<Lau
     loop {
         if let Ok(Some(status)) = child.try_wait() {
             let record = ExitRecord::read(&paths.exit_record());
-            if let Some(record) = record.clone().filter(|r| r.reason != reason::FAILED) {
+            if let Some(record) = record.clone().filter(|r| r.reason != ExitReason::Failed) {
                 return Ok(Launch::Ended(record));
             }
             let detail = record
@@ -752,3 +750,6 @@ fn wait_for_exit(pid: Option<u32>, start_ticks: Option<u64>, timeout: Duration) 
     }
     true
 }
+
+#[cfg(test)]
+mod tests;

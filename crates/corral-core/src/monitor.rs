@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use corral_container::{Container, CreateOptions};
 use corral_control::console::{ConsoleHub, DEFAULT_LOG_LIMIT};
-use corral_control::exit::{reason, ExitRecord};
+use corral_control::exit::{ExitReason, ExitRecord};
 use corral_control::policy::Action;
 use corral_control::restart::{monotonic_now, Restarts, Verdict};
 use corral_control::{After, Info, Request, Response, RunState, ServerLimits};
@@ -81,28 +81,27 @@ fn exit_record(event: &Event, code: i32, system: bool, oom_kills: u64) -> ExitRe
     let signal = (code > 128).then(|| code - 128);
     match event {
         Event::Stopped => ExitRecord {
-            reason: reason::STOPPED.into(),
+            reason: ExitReason::Stopped,
             code: Some(code),
             detail: None,
         },
         Event::Poweroff => ExitRecord {
             reason: if system {
-                reason::POWEROFF
+                ExitReason::Poweroff
             } else {
-                reason::EXITED
-            }
-            .into(),
+                ExitReason::Exited
+            },
             code: Some(code),
             detail: None,
         },
         Event::Reboot => ExitRecord {
-            reason: reason::REBOOT.into(),
+            reason: ExitReason::Reboot,
             code: None,
             detail: None,
         },
         Event::Crash => match signal {
             Some(signal) => ExitRecord {
-                reason: reason::CRASHED.into(),
+                reason: ExitReason::Crashed,
                 code: Some(code),
                 detail: Some(if oom_kills > 0 {
                     format!(
@@ -114,7 +113,7 @@ fn exit_record(event: &Event, code: i32, system: bool, oom_kills: u64) -> ExitRe
                 }),
             },
             None => ExitRecord {
-                reason: reason::EXITED.into(),
+                reason: ExitReason::Exited,
                 code: Some(code),
                 detail: None,
             },
@@ -268,7 +267,7 @@ pub fn run(dir: &Path) -> Result<(), CoreError> {
         Definition::from_toml(&text, &definition_path).map_err(crate::store::StoreError::from)?;
     let record_failure = |detail: String| {
         let record = ExitRecord {
-            reason: reason::FAILED.into(),
+            reason: ExitReason::Failed,
             code: None,
             detail: Some(detail),
         };
@@ -431,7 +430,7 @@ fn supervise(definition: &Definition, paths: &InstancePaths) -> Result<Option<Re
                     record.reason
                 );
                 record = ExitRecord {
-                    reason: reason::RESTART_LIMIT.into(),
+                    reason: ExitReason::RestartLimit,
                     detail: Some(format!(
                         "{limit} reached (restart_limit); the last run: {}",
                         record.detail.unwrap_or_else(|| describe_exit(code))
@@ -555,7 +554,7 @@ mod tests {
     #[test]
     fn records_name_the_signal_and_out_of_memory() {
         let crash = exit_record(&Event::Crash, 128 + 9, false, 1);
-        assert_eq!(crash.reason, reason::CRASHED);
+        assert_eq!(crash.reason, ExitReason::Crashed);
         assert_eq!(
             crash.detail.as_deref(),
             Some("killed by SIGKILL after running out of memory")
@@ -563,11 +562,11 @@ mod tests {
         assert!(crash.is_crash());
         let exited = exit_record(&Event::Crash, 3, false, 0);
         assert_eq!(
-            (exited.reason.as_str(), exited.code),
-            (reason::EXITED, Some(3))
+            (exited.reason.clone(), exited.code),
+            (ExitReason::Exited, Some(3))
         );
         assert!(!exited.is_crash());
         let poweroff = exit_record(&Event::Poweroff, 0, true, 0);
-        assert_eq!(poweroff.reason, reason::POWEROFF);
+        assert_eq!(poweroff.reason, ExitReason::Poweroff);
     }
 }

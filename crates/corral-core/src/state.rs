@@ -5,6 +5,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use corral_control::exit::ExitReason;
 use serde::{Deserialize, Serialize};
 
 /// Where an instance is in its lifecycle.
@@ -45,8 +46,8 @@ impl std::fmt::Display for Status {
 /// How the last run ended.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LastExit {
-    /// `poweroff`, `reboot`, `exited`, `killed`, `crashed`, `supervisor-lost`...
-    pub reason: String,
+    /// The supervisor's reason, or `supervisor-lost` when it recorded none.
+    pub reason: ExitReason,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -168,7 +169,7 @@ mod tests {
         state.end(
             Status::Crashed,
             LastExit {
-                reason: "supervisor-lost".into(),
+                reason: ExitReason::SupervisorLost,
                 code: None,
                 detail: None,
                 at: now_secs(),

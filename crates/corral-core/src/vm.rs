@@ -640,4 +640,134 @@ mod tests {
             "{err}"
         );
     }
+
+    fn driver_in(root: &std::path::Path) -> VmDriver {
+        VmDriver::new("corral", Pool::default_in(root), networks_in(root))
+    }
+
+    #[test]
+    fn the_vm_config_carries_the_boot_size_sockets_and_policies_of_the_definition() {
+        let root = tempfile::tempdir().unwrap();
+        let paths = InstancePaths::new(root.path().join("instances/web"));
+        let text = "name = \"web\"\ntype = \"vm\"\nuuid = \"f4e2e3b4-7f3d-4b1b-8b3b-3b4b1b7f3d4b\"\n\
+                    cpus = 3\nmemory = \"768M\"\non_reboot = \"destroy\"\non_crash = \"restart\"\n\
+                    [restart_limit]\nburst = 2\ninterval_secs = 60\n\
+                    [boot]\nkernel = \"vmlinux\"\ninitrd = \"/boot/initrd\"\ncmdline = \"console=ttyS0 quiet\"\n";
+        let definition: Definition = toml::from_str(text).unwrap();
+        definition.validate().unwrap();
+        let config = driver_in(root.path())
+            .vm_config(&definition, &paths)
+            .unwrap();
+        assert_eq!(
+            config.kernel,
+            paths.dir.join("vmlinux"),
+            "relative to the instance"
+        );
+        assert_eq!(
+            config.initrd.as_deref(),
+            Some(std::path::Path::new("/boot/initrd"))
+        );
+        assert_eq!(config.cmdline, "console=ttyS0 quiet");
+        assert_eq!((config.vcpus, config.memory.0), (3, 768 << 20));
+        assert_eq!(config.serial, SerialTarget::Socket(paths.console_socket()));
+        assert_eq!(config.console_log, Some(paths.console_log()));
+        assert_eq!(config.control_socket, Some(paths.control_socket()));
+        assert_eq!(
+            (config.on_poweroff, config.on_reboot, config.on_crash),
+            (
+                definition.on_poweroff,
+                corral_control::policy::Action::Destroy,
+                corral_control::policy::Action::Restart
+            )
+        );
+        assert_eq!(
+            (
+                config.restart_limit.burst,
+                config.restart_limit.interval_secs
+            ),
+            (2, 60)
+        );
+        assert!(config.disks.is_empty() && config.nics.is_empty());
+    }
+
+    #[test]
+    fn a_vm_booting_from_its_disk_is_pointed_at_the_kernel_each_start_extracts() {
+        let root = tempfile::tempdir().unwrap();
+        let paths = InstancePaths::new(root.path().join("instances/web"));
+        let text =
+            "name = \"web\"\ntype = \"vm\"\nuuid = \"f4e2e3b4-7f3d-4b1b-8b3b-3b4b1b7f3d4b\"\n\
+                    [boot]\nfrom = \"disk\"\n[[disks]]\npath = \"system.raw\"\nformat = \"raw\"\n";
+        let definition: Definition = toml::from_str(text).unwrap();
+        definition.validate().unwrap();
+        let config = driver_in(root.path())
+            .vm_config(&definition, &paths)
+            .unwrap();
+        assert_eq!(config.kernel, paths.runtime_dir().join("boot/kernel"));
+        assert_eq!(config.initrd, None);
+        assert_eq!(config.disks[0].path, paths.dir.join("system.raw"));
+    }
+
+    #[test]
+    fn a_directory_volume_is_refused_for_a_vm() {
+        let root = tempfile::tempdir().unwrap();
+        let paths = InstancePaths::new(root.path().join("instances/web"));
+        std::fs::create_dir_all(Pool::default_in(root.path()).dir().join("data")).unwrap();
+        let definition = vm_definition("[[disks]]\nvolume = \"data\"\n");
+        let err = driver_in(root.path())
+            .vm_config(&definition, &paths)
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "disks[0] is a directory, which a vm cannot use"
+        );
+    }
+
+    #[test]
+    fn the_cgroup_allows_the_guest_memory_plus_the_vmm_overhead_and_the_limits() {
+        let definition = vm_definition("");
+        let mut definition = Definition {
+            memory: corral_vmm::config::MemorySize(1 << 30),
+            ..definition
+        };
+        let resources = cgroup_resources(&definition).unwrap();
+        let memory = resources.memory().as_ref().unwrap();
+        let expected = (1i64 << 30) + (64 << 20) + (32 << 20);
+        assert_eq!(
+            (memory.limit(), memory.swap()),
+            (Some(expected), Some(expected))
+        );
+        assert!(resources.cpu().is_none() && resources.pids().is_none());
+        definition.limits.cpu_weight = Some(200);
+        definition.limits.pids = Some(50);
+        let resources = cgroup_resources(&definition).unwrap();
+        assert_eq!(resources.cpu().as_ref().unwrap().shares(), Some(2048));
+        assert_eq!(resources.pids().as_ref().unwrap().limit(), 50);
+    }
+
+    #[test]
+    fn check_resources_names_a_missing_kernel_then_a_missing_initrd() {
+        let root = tempfile::tempdir().unwrap();
+        let paths = InstancePaths::new(root.path());
+        let driver = driver_in(root.path());
+        let definition = vm_definition("initrd = \"initrd.img\"\n");
+        let err = driver.check_resources(&definition, &paths).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "kernel {} does not exist",
+                root.path().join("vmlinux").display()
+            )
+        );
+        std::fs::write(root.path().join("vmlinux"), b"").unwrap();
+        let err = driver.check_resources(&definition, &paths).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "initrd {} does not exist",
+                root.path().join("initrd.img").display()
+            )
+        );
+        std::fs::write(root.path().join("initrd.img"), b"").unwrap();
+        driver.check_resources(&definition, &paths).unwrap();
+    }
 }

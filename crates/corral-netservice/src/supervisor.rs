@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use corral_control::exit::{reason, ExitRecord};
+use corral_control::exit::{ExitReason, ExitRecord};
 use corral_control::restart::{monotonic_now, RestartLimit, Restarts, Verdict};
 use corral_control::{After, Info, Request, Response, RunState, ServerLimits};
 use corral_host::error_chain;
@@ -30,17 +30,17 @@ pub fn run_supervisor(state_dir: &Path) -> Result<(), Error> {
     let result = supervise(&paths);
     let record = match &result {
         Ok(()) => ExitRecord {
-            reason: reason::STOPPED.into(),
+            reason: ExitReason::Stopped,
             code: None,
             detail: None,
         },
         Err(Error::GaveUp { detail, .. }) => ExitRecord {
-            reason: reason::RESTART_LIMIT.into(),
+            reason: ExitReason::RestartLimit,
             code: None,
             detail: Some(detail.clone()),
         },
         Err(err) => ExitRecord {
-            reason: reason::FAILED.into(),
+            reason: ExitReason::Failed,
             code: None,
             detail: Some(error_chain(err)),
         },

@@ -861,7 +861,7 @@ pub fn info(root: &Path, args: InfoArgs) -> anyhow::Result<ExitCode> {
         line(&format!("Nic {}", nic.index), &text);
     }
     if let Some(exit) = &state.last_exit {
-        let mut text = exit.reason.clone();
+        let mut text = exit.reason.to_string();
         if let Some(code) = exit.code {
             text.push_str(&format!(", code {code}"));
         }

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use corral_control::exit::{reason, ExitRecord};
+use corral_control::exit::{ExitReason as RecordReason, ExitRecord};
 use corral_control::{Client, Request, Response};
 use corral_vmm::config::{
     Action, DiskConfig, MemorySize, NicConfig, RestartLimit, SerialTarget, VmConfig, VsockConfig,
@@ -269,7 +269,7 @@ fn run_vm(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     let exit = result.context("the VM could not run")?;
     let reason = match exit.restart_limited {
-        true => reason::RESTART_LIMIT.to_string(),
+        true => RecordReason::RestartLimit.to_string(),
         false => exit.reason.to_string(),
     };
     eprintln!("corral: vm stopped: {reason} ({})", exit.detail);
@@ -282,7 +282,7 @@ fn exit_record(result: &anyhow::Result<corral_vmm::VmExit>) -> ExitRecord {
         Ok(exit) => exit,
         Err(err) => {
             return ExitRecord {
-                reason: reason::FAILED.into(),
+                reason: RecordReason::Failed,
                 code: None,
                 detail: Some(format!("{err:#}")),
             }
@@ -292,29 +292,29 @@ fn exit_record(result: &anyhow::Result<corral_vmm::VmExit>) -> ExitRecord {
     let summary = exit.detail.lines().next().map(str::to_string);
     if exit.restart_limited {
         return ExitRecord {
-            reason: reason::RESTART_LIMIT.into(),
+            reason: RecordReason::RestartLimit,
             code: exit.guest_code.map(i32::from),
             detail: summary,
         };
     }
     match exit.reason {
         ExitReason::Poweroff => ExitRecord {
-            reason: reason::POWEROFF.into(),
+            reason: RecordReason::Poweroff,
             code: Some(i32::from(exit.guest_code.unwrap_or(0))),
             detail: None,
         },
         ExitReason::Reboot => ExitRecord {
-            reason: reason::REBOOT.into(),
+            reason: RecordReason::Reboot,
             code: None,
             detail: None,
         },
         ExitReason::Crashed => ExitRecord {
-            reason: reason::CRASHED.into(),
+            reason: RecordReason::Crashed,
             code: None,
             detail: summary,
         },
         ExitReason::Killed => ExitRecord {
-            reason: reason::STOPPED.into(),
+            reason: RecordReason::Stopped,
             code: None,
             detail: summary,
         },
