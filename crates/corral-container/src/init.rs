@@ -9,6 +9,8 @@ use std::path::Path;
 
 use nix::fcntl::OFlag;
 use nix::mount::MsFlags;
+use nix::sched::CloneFlags;
+use nix::sys::signal::Signal;
 use nix::sys::stat::Mode;
 use oci_spec::runtime::{LinuxDevice, Spec};
 
@@ -86,7 +88,7 @@ fn setup(config: &InitConfig<'_>) -> Result<Option<crate::process::Prepared>> {
     let process = spec.process().as_ref();
     // Die with the runtime while it still waits for us (set again whenever our ids change,
     // which clears it). A runtime already gone shows as end-of-file on the channel below.
-    die_with_runtime()?;
+    die_with_runtime(&sys)?;
 
     match config.channel.recv()? {
         Some(Message::Go) => {}
@@ -99,7 +101,7 @@ fn setup(config: &InitConfig<'_>) -> Result<Option<crate::process::Prepared>> {
     let rootfs_path = &config.bundle.rootfs;
     let mounts = spec.mounts().as_deref().unwrap_or_default();
     let mut host_files = None;
-    if config.plan.creates(nix::sched::CloneFlags::CLONE_NEWUSER) {
+    if config.plan.creates(CloneFlags::CLONE_NEWUSER) {
         // Still the runtime's user on the host: open what the setup needs there now. As root of
         // the new namespace (a host uid of the container's range) the init may not traverse the
         // private directories that hold the rootfs and volumes; it reaches them only through
@@ -110,33 +112,16 @@ fn setup(config: &InitConfig<'_>) -> Result<Option<crate::process::Prepared>> {
             mounts,
             &config.rootfs.bundle,
         )?);
-        // The runtime has written the id maps: become root of the new user namespace.
-        let root_uid = nix::unistd::Uid::from_raw(0);
-        let root_gid = nix::unistd::Gid::from_raw(0);
-        nix::unistd::setresgid(root_gid, root_gid, root_gid)
-            .map_err(|e| Error::sys("become gid 0 in the user namespace", e))?;
-        nix::unistd::setresuid(root_uid, root_uid, root_uid)
-            .map_err(|e| Error::sys("become uid 0 in the user namespace", e))?;
-        die_with_runtime()?;
+        become_root_of_user_namespace(&sys)?;
     }
-    if config.plan.creates(nix::sched::CloneFlags::CLONE_NEWCGROUP) {
-        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
-            .map_err(|e| Error::sys("create the cgroup namespace", e))?;
-    }
-    for (kind, path) in &config.plan.join {
-        if crate::spec::joined_by_runtime(*kind) {
-            continue; // joined by the runtime before the clone
-        }
-        join_namespace(path, crate::spec::clone_flag(*kind))?;
-    }
-    nix::unistd::setsid().map_err(|e| Error::sys("start a session", e))?;
+    enter_namespaces(&sys, config.plan)?;
 
     let joins_mount_namespace = config
         .plan
         .join
         .iter()
         .any(|(kind, _)| *kind == oci_spec::runtime::LinuxNamespaceType::Mount);
-    if !config.plan.creates(nix::sched::CloneFlags::CLONE_NEWNS) && !joins_mount_namespace {
+    if !config.plan.creates(CloneFlags::CLONE_NEWNS) && !joins_mount_namespace {
         return Err(Error::InvalidSpec(
             "the container needs a mount namespace: add {\"type\": \"mount\"} to linux.namespaces"
                 .into(),
@@ -237,22 +222,51 @@ fn setup(config: &InitConfig<'_>) -> Result<Option<crate::process::Prepared>> {
         .transpose()?;
     crate::process::close_fds_on_exec(first_fd);
     // The runtime process exits once the container is created; the container lives on.
-    nix::sys::prctl::set_pdeathsig(None)
+    sys.set_pdeathsig(None)
         .map_err(|e| Error::sys("stop dying with the runtime", e))?;
     Ok(prepared)
 }
 
 /// Asks the kernel to SIGKILL us when the runtime (our parent) dies.
-fn die_with_runtime() -> Result<()> {
-    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+fn die_with_runtime(sys: &dyn Syscall) -> Result<()> {
+    sys.set_pdeathsig(Some(Signal::SIGKILL))
         .map_err(|e| Error::sys("ask to die with the runtime", e))
 }
 
-/// Joins the namespace at `path`.
-pub fn join_namespace(path: &Path, kind: nix::sched::CloneFlags) -> Result<()> {
-    let fd = nix::fcntl::open(path, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
+/// Becomes root of the new user namespace, whose id maps the runtime has written; the id change
+/// clears the parent-death signal, so it is asked for again.
+fn become_root_of_user_namespace(sys: &dyn Syscall) -> Result<()> {
+    // The group first, the usual order: a uid change can cost the right to change the gid.
+    sys.setresgid(0)
+        .map_err(|e| Error::sys("become gid 0 in the user namespace", e))?;
+    sys.setresuid(0)
+        .map_err(|e| Error::sys("become uid 0 in the user namespace", e))?;
+    die_with_runtime(sys)
+}
+
+/// Creates the cgroup namespace (now that the runtime has put us in our cgroup, which becomes
+/// its root), joins the namespaces given by path that the runtime did not join for us, in the
+/// plan's order, and starts a session.
+fn enter_namespaces(sys: &dyn Syscall, plan: &NamespacePlan) -> Result<()> {
+    if plan.creates(CloneFlags::CLONE_NEWCGROUP) {
+        sys.unshare(CloneFlags::CLONE_NEWCGROUP)
+            .map_err(|e| Error::sys("create the cgroup namespace", e))?;
+    }
+    for (kind, path) in &plan.join {
+        if crate::spec::joined_by_runtime(*kind) {
+            continue; // joined by the runtime before the clone
+        }
+        join_namespace(sys, path, crate::spec::clone_flag(*kind))?;
+    }
+    sys.setsid().map_err(|e| Error::sys("start a session", e))
+}
+
+/// Joins the namespace at `path`, which must be of kind `kind`.
+pub fn join_namespace(sys: &dyn Syscall, path: &Path, kind: CloneFlags) -> Result<()> {
+    let ns = sys
+        .open_namespace(path)
         .map_err(|e| Error::sys(format!("open namespace {}", path.display()), e))?;
-    nix::sched::setns(&fd, kind)
+    sys.setns(&ns, kind)
         .map_err(|e| Error::sys(format!("join namespace {}", path.display()), e))
 }
 
@@ -314,4 +328,127 @@ fn wait_and_exec(config: &InitConfig<'_>, prepared: Option<&crate::process::Prep
     };
     let _ = fifo.write_all(corral_host::error_chain(&error).as_bytes());
     error
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use oci_spec::runtime::LinuxNamespaceType;
+
+    use super::*;
+    use crate::syscall::{Call, RecordingSyscall};
+
+    fn plan(creates: CloneFlags, join: &[(LinuxNamespaceType, &str)]) -> NamespacePlan {
+        NamespacePlan {
+            clone_flags: creates,
+            new_time: false,
+            join: join
+                .iter()
+                .map(|(kind, path)| (*kind, PathBuf::from(path)))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn becoming_root_of_a_new_user_namespace_sets_the_group_first_then_rearms_the_death_signal() {
+        let sys = RecordingSyscall::new();
+        become_root_of_user_namespace(&sys).unwrap();
+        assert_eq!(
+            sys.calls(),
+            [
+                Call::Setresgid(0),
+                Call::Setresuid(0),
+                Call::Pdeathsig(Some(Signal::SIGKILL)),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_refused_uid_change_names_the_step_and_stops_there() {
+        let sys = RecordingSyscall::new().with_failing_call(Call::Setresuid(0));
+        let err = become_root_of_user_namespace(&sys).unwrap_err();
+        assert!(
+            matches!(&err, Error::Sys { what, source: nix::Error::EPERM } if what == "become uid 0 in the user namespace"),
+            "{err:?}"
+        );
+        assert_eq!(sys.calls(), [Call::Setresgid(0)]);
+    }
+
+    #[test]
+    fn the_cgroup_namespace_is_unshared_only_when_the_plan_creates_it() {
+        let sys = RecordingSyscall::new();
+        let creates = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWCGROUP;
+        enter_namespaces(&sys, &plan(creates, &[])).unwrap();
+        assert_eq!(
+            sys.calls(),
+            [Call::Unshare(CloneFlags::CLONE_NEWCGROUP), Call::Setsid]
+        );
+
+        let sys = RecordingSyscall::new();
+        enter_namespaces(&sys, &plan(CloneFlags::CLONE_NEWNS, &[])).unwrap();
+        assert_eq!(sys.calls(), [Call::Setsid]);
+    }
+
+    #[test]
+    fn namespaces_by_path_are_joined_in_order_except_those_the_runtime_joins() {
+        let sys = RecordingSyscall::new();
+        let join = [
+            (LinuxNamespaceType::User, "/proc/7/ns/user"),
+            (LinuxNamespaceType::Network, "/run/netns/n"),
+            (LinuxNamespaceType::Pid, "/proc/7/ns/pid"),
+            (LinuxNamespaceType::Ipc, "/proc/7/ns/ipc"),
+        ];
+        enter_namespaces(&sys, &plan(CloneFlags::CLONE_NEWCGROUP, &join)).unwrap();
+        assert_eq!(
+            sys.calls(),
+            [
+                Call::Unshare(CloneFlags::CLONE_NEWCGROUP),
+                Call::OpenNamespace("/proc/7/ns/user".into()),
+                Call::Setns("/proc/7/ns/user".into(), CloneFlags::CLONE_NEWUSER),
+                Call::OpenNamespace("/proc/7/ns/ipc".into()),
+                Call::Setns("/proc/7/ns/ipc".into(), CloneFlags::CLONE_NEWIPC),
+                Call::Setsid,
+            ]
+        );
+    }
+
+    #[test]
+    fn a_refused_join_names_the_namespace_and_starts_no_session() {
+        let path = "/proc/7/ns/uts";
+        let sys = RecordingSyscall::new()
+            .with_failing_call(Call::Setns(path.into(), CloneFlags::CLONE_NEWUTS));
+        let err = enter_namespaces(
+            &sys,
+            &plan(CloneFlags::empty(), &[(LinuxNamespaceType::Uts, path)]),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&err, Error::Sys { what, .. } if what == "join namespace /proc/7/ns/uts"),
+            "{err:?}"
+        );
+        assert!(!sys.calls().contains(&Call::Setsid));
+    }
+
+    #[test]
+    fn an_unopenable_namespace_is_never_joined() {
+        let path = "/proc/7/ns/mnt";
+        let sys = RecordingSyscall::new().with_failing_call(Call::OpenNamespace(path.into()));
+        let err = join_namespace(&sys, Path::new(path), CloneFlags::CLONE_NEWNS).unwrap_err();
+        assert!(
+            matches!(&err, Error::Sys { what, .. } if what == "open namespace /proc/7/ns/mnt"),
+            "{err:?}"
+        );
+        assert!(sys.calls().is_empty());
+    }
+
+    #[test]
+    fn a_refused_session_is_reported_as_such() {
+        let sys = RecordingSyscall::new().with_failing_call(Call::Setsid);
+        let err = enter_namespaces(&sys, &plan(CloneFlags::empty(), &[])).unwrap_err();
+        assert!(
+            matches!(&err, Error::Sys { what, .. } if what == "start a session"),
+            "{err:?}"
+        );
+    }
 }

@@ -204,6 +204,8 @@ pub fn close_fds_on_exec(first: u32) {
         return;
     }
     for fd in open_fds(first) {
+        // Raw: nix takes a borrowed descriptor, and a number read from /proc may already be
+        // closed (the listing's own descriptor): that EBADF is expected and ignored.
         // SAFETY: F_SETFD on a descriptor number only changes its flags (EBADF if already closed).
         unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
     }
@@ -230,8 +232,9 @@ pub fn close_fds_except(first: u32, keep: &[RawFd]) -> Result<()> {
             ));
         }
         for fd in listed.into_iter().filter(|&fd| fd as u32 <= high) {
-            // SAFETY: as above, for one descriptor.
-            unsafe { libc::close(fd) };
+            // Ignored: EBADF means the listing's own descriptor, already closed, and close(2)
+            // frees the descriptor even when it reports EINTR or EIO.
+            let _ = nix::unistd::close(fd);
         }
     }
     Ok(())

@@ -6,6 +6,7 @@ use std::collections::HashSet;
 use std::str::FromStr;
 
 use caps::{CapSet, Capability as HostCap};
+use nix::sys::resource::{setrlimit, Resource};
 use nix::sys::stat::Mode;
 use nix::unistd::{Gid, Uid};
 use oci_spec::runtime::{Capabilities, PosixRlimit, PosixRlimitType, Process};
@@ -18,46 +19,39 @@ const DEFAULT_UMASK: u32 = 0o022;
 /// Sets the spec's resource limits on the calling process.
 pub fn apply_rlimits(rlimits: &[PosixRlimit]) -> Result<()> {
     for limit in rlimits {
-        let resource = rlimit_resource(limit.typ());
-        let value = libc::rlimit {
-            rlim_cur: limit.soft(),
-            rlim_max: limit.hard(),
-        };
-        // SAFETY: `value` is a valid rlimit that outlives the call; the resource is a known constant.
-        let rc = unsafe { libc::setrlimit(resource, &value) };
-        if rc != 0 {
-            return Err(Error::sys(
+        setrlimit(rlimit_resource(limit.typ()), limit.soft(), limit.hard()).map_err(|e| {
+            Error::sys(
                 format!(
                     "set {:?} to soft {} hard {}",
                     limit.typ(),
                     limit.soft(),
                     limit.hard()
                 ),
-                nix::Error::last(),
-            ));
-        }
+                e,
+            )
+        })?;
     }
     Ok(())
 }
 
-fn rlimit_resource(kind: PosixRlimitType) -> libc::__rlimit_resource_t {
+fn rlimit_resource(kind: PosixRlimitType) -> Resource {
     match kind {
-        PosixRlimitType::RlimitCpu => libc::RLIMIT_CPU,
-        PosixRlimitType::RlimitFsize => libc::RLIMIT_FSIZE,
-        PosixRlimitType::RlimitData => libc::RLIMIT_DATA,
-        PosixRlimitType::RlimitStack => libc::RLIMIT_STACK,
-        PosixRlimitType::RlimitCore => libc::RLIMIT_CORE,
-        PosixRlimitType::RlimitRss => libc::RLIMIT_RSS,
-        PosixRlimitType::RlimitNproc => libc::RLIMIT_NPROC,
-        PosixRlimitType::RlimitNofile => libc::RLIMIT_NOFILE,
-        PosixRlimitType::RlimitMemlock => libc::RLIMIT_MEMLOCK,
-        PosixRlimitType::RlimitAs => libc::RLIMIT_AS,
-        PosixRlimitType::RlimitLocks => libc::RLIMIT_LOCKS,
-        PosixRlimitType::RlimitSigpending => libc::RLIMIT_SIGPENDING,
-        PosixRlimitType::RlimitMsgqueue => libc::RLIMIT_MSGQUEUE,
-        PosixRlimitType::RlimitNice => libc::RLIMIT_NICE,
-        PosixRlimitType::RlimitRtprio => libc::RLIMIT_RTPRIO,
-        PosixRlimitType::RlimitRttime => libc::RLIMIT_RTTIME,
+        PosixRlimitType::RlimitCpu => Resource::RLIMIT_CPU,
+        PosixRlimitType::RlimitFsize => Resource::RLIMIT_FSIZE,
+        PosixRlimitType::RlimitData => Resource::RLIMIT_DATA,
+        PosixRlimitType::RlimitStack => Resource::RLIMIT_STACK,
+        PosixRlimitType::RlimitCore => Resource::RLIMIT_CORE,
+        PosixRlimitType::RlimitRss => Resource::RLIMIT_RSS,
+        PosixRlimitType::RlimitNproc => Resource::RLIMIT_NPROC,
+        PosixRlimitType::RlimitNofile => Resource::RLIMIT_NOFILE,
+        PosixRlimitType::RlimitMemlock => Resource::RLIMIT_MEMLOCK,
+        PosixRlimitType::RlimitAs => Resource::RLIMIT_AS,
+        PosixRlimitType::RlimitLocks => Resource::RLIMIT_LOCKS,
+        PosixRlimitType::RlimitSigpending => Resource::RLIMIT_SIGPENDING,
+        PosixRlimitType::RlimitMsgqueue => Resource::RLIMIT_MSGQUEUE,
+        PosixRlimitType::RlimitNice => Resource::RLIMIT_NICE,
+        PosixRlimitType::RlimitRtprio => Resource::RLIMIT_RTPRIO,
+        PosixRlimitType::RlimitRttime => Resource::RLIMIT_RTTIME,
     }
 }
 
@@ -153,13 +147,7 @@ pub fn set_no_new_privs() -> Result<()> {
 }
 
 fn prctl_keep_caps(keep: bool) -> Result<()> {
-    // SAFETY: PR_SET_KEEPCAPS takes integer arguments only.
-    let rc = unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, libc::c_ulong::from(keep), 0, 0, 0) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(Error::sys("set keep-caps", nix::Error::last()))
-    }
+    nix::sys::prctl::set_keepcaps(keep).map_err(|e| Error::sys("set keep-caps", e))
 }
 
 #[cfg(test)]

@@ -1,8 +1,9 @@
 //! The seam between the container setup logic and the kernel.
 //!
-//! Mount, device and pivot logic in [`crate::rootfs`] calls the kernel only through [`Syscall`], so
-//! unit tests can run it without root against [`RecordingSyscall`], which records every call and
-//! answers file-type queries from a table. [`LinuxSyscall`] is the real implementation.
+//! Mount, device and pivot logic in [`crate::rootfs`] and the init's identity and namespace steps
+//! in [`crate::init`] call the kernel only through [`Syscall`], so unit tests can run them without
+//! root against [`RecordingSyscall`], which records every call and answers file-type queries from
+//! a table. [`LinuxSyscall`] is the real implementation.
 //!
 //! Everything created or mounted inside the rootfs before `pivot_root` acts on a [`Handle`] (an
 //! `O_PATH` descriptor) reached one component at a time without following symlinks, and mounts
@@ -17,6 +18,8 @@ use std::path::{Path, PathBuf};
 
 use nix::fcntl::{AtFlags, OFlag};
 use nix::mount::{MntFlags, MsFlags};
+use nix::sched::CloneFlags;
+use nix::sys::signal::Signal;
 use nix::sys::stat::{Mode, SFlag};
 
 use crate::error::{Error, Result};
@@ -31,7 +34,8 @@ pub enum FileKind {
 }
 
 /// A file or directory held open without being opened for I/O (`O_PATH`), so that what is then
-/// created in it or mounted on it is exactly what was resolved, whatever happens to its path.
+/// created in it or mounted on it is exactly what was resolved, whatever happens to its path; or
+/// a namespace file opened read-only for setns(2), which refuses `O_PATH` descriptors.
 /// `path` is where it was found: for messages, and the whole identity of a fake handle.
 #[derive(Debug)]
 pub struct Handle {
@@ -77,7 +81,7 @@ impl Handle {
     }
 }
 
-/// The kernel operations the rootfs logic needs.
+/// The kernel operations the rootfs logic and the init need.
 pub trait Syscall {
     fn mount(
         &self,
@@ -142,6 +146,24 @@ pub trait Syscall {
     /// `MS_NOSUID`, `MS_NODEV`, `MS_NOEXEC`): the kernel refuses to clear them when a more
     /// privileged mount namespace set them, and drops them otherwise.
     fn mount_flags_of(&self, handle: &Handle) -> Result<MsFlags>;
+
+    // The init's identity and namespace steps return the kernel's error: the caller names the
+    // step it was taking.
+
+    /// Sets the real, effective and saved group ids to `gid`.
+    fn setresgid(&self, gid: u32) -> nix::Result<()>;
+    /// Sets the real, effective and saved user ids to `uid`.
+    fn setresuid(&self, uid: u32) -> nix::Result<()>;
+    /// Moves the process into new namespaces of the kinds in `flags`.
+    fn unshare(&self, flags: CloneFlags) -> nix::Result<()>;
+    /// Opens the namespace file at `path` for [`Syscall::setns`].
+    fn open_namespace(&self, path: &Path) -> nix::Result<Handle>;
+    /// Joins the namespace `ns`, which must be of kind `kind`.
+    fn setns(&self, ns: &Handle, kind: CloneFlags) -> nix::Result<()>;
+    /// Starts a new session (and process group) led by the process.
+    fn setsid(&self) -> nix::Result<()>;
+    /// The signal the kernel sends the process when its parent dies; `None` for none.
+    fn set_pdeathsig(&self, signal: Option<Signal>) -> nix::Result<()>;
 }
 
 /// The real kernel.
@@ -443,6 +465,40 @@ impl Syscall for LinuxSyscall {
         .filter(|(st, _)| flags.contains(*st))
         .fold(MsFlags::empty(), |all, (_, ms)| all | ms))
     }
+
+    fn setresgid(&self, gid: u32) -> nix::Result<()> {
+        let gid = nix::unistd::Gid::from_raw(gid);
+        nix::unistd::setresgid(gid, gid, gid)
+    }
+
+    fn setresuid(&self, uid: u32) -> nix::Result<()> {
+        let uid = nix::unistd::Uid::from_raw(uid);
+        nix::unistd::setresuid(uid, uid, uid)
+    }
+
+    fn unshare(&self, flags: CloneFlags) -> nix::Result<()> {
+        nix::sched::unshare(flags)
+    }
+
+    fn open_namespace(&self, path: &Path) -> nix::Result<Handle> {
+        let fd = nix::fcntl::open(path, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())?;
+        Ok(Handle {
+            fd: Some(fd),
+            path: path.to_path_buf(),
+        })
+    }
+
+    fn setns(&self, ns: &Handle, kind: CloneFlags) -> nix::Result<()> {
+        nix::sched::setns(ns.fd.as_ref().ok_or(nix::Error::EBADF)?, kind)
+    }
+
+    fn setsid(&self) -> nix::Result<()> {
+        nix::unistd::setsid().map(drop)
+    }
+
+    fn set_pdeathsig(&self, signal: Option<Signal>) -> nix::Result<()> {
+        nix::sys::prctl::set_pdeathsig(signal)
+    }
 }
 
 fn describe(source: Option<&Path>) -> String {
@@ -478,6 +534,13 @@ pub enum Call {
     WriteFile(PathBuf, String),
     Hostname(String),
     Domainname(String),
+    Setresgid(u32),
+    Setresuid(u32),
+    Unshare(CloneFlags),
+    OpenNamespace(PathBuf),
+    Setns(PathBuf, CloneFlags),
+    Setsid,
+    Pdeathsig(Option<Signal>),
 }
 
 /// A fake kernel for unit tests: records calls; files "exist" once created or declared, and
@@ -488,6 +551,7 @@ pub struct RecordingSyscall {
     files: RefCell<BTreeMap<PathBuf, FileKind>>,
     links: RefCell<BTreeMap<PathBuf, PathBuf>>,
     failing_mounts: BTreeSet<PathBuf>,
+    failing_calls: Vec<Call>,
     swapped: BTreeSet<PathBuf>,
     mount_flags: Option<MsFlags>,
 }
@@ -536,6 +600,12 @@ impl RecordingSyscall {
         self
     }
 
+    /// Makes this exact call of the init's identity and namespace steps fail with EPERM.
+    pub fn with_failing_call(mut self, call: Call) -> Self {
+        self.failing_calls.push(call);
+        self
+    }
+
     /// The calls made so far, in order.
     pub fn calls(&self) -> Vec<Call> {
         self.calls.borrow().clone()
@@ -560,6 +630,15 @@ impl RecordingSyscall {
 
     fn record(&self, call: Call) {
         self.calls.borrow_mut().push(call);
+    }
+
+    /// Records `call`, or fails it without recording when it was declared failing.
+    fn attempt(&self, call: Call) -> nix::Result<()> {
+        if self.failing_calls.contains(&call) {
+            return Err(nix::Error::EPERM);
+        }
+        self.record(call);
+        Ok(())
     }
 
     fn create(&self, path: &Path, kind: FileKind) {
@@ -766,5 +845,34 @@ impl Syscall for RecordingSyscall {
     /// Mounts of the fake kernel carry no flags but those of [`Self::with_mount_flags`].
     fn mount_flags_of(&self, _handle: &Handle) -> Result<MsFlags> {
         Ok(self.mount_flags.unwrap_or(MsFlags::empty()))
+    }
+
+    fn setresgid(&self, gid: u32) -> nix::Result<()> {
+        self.attempt(Call::Setresgid(gid))
+    }
+
+    fn setresuid(&self, uid: u32) -> nix::Result<()> {
+        self.attempt(Call::Setresuid(uid))
+    }
+
+    fn unshare(&self, flags: CloneFlags) -> nix::Result<()> {
+        self.attempt(Call::Unshare(flags))
+    }
+
+    fn open_namespace(&self, path: &Path) -> nix::Result<Handle> {
+        self.attempt(Call::OpenNamespace(path.to_path_buf()))?;
+        Ok(Self::fake(path.to_path_buf()))
+    }
+
+    fn setns(&self, ns: &Handle, kind: CloneFlags) -> nix::Result<()> {
+        self.attempt(Call::Setns(ns.path.clone(), kind))
+    }
+
+    fn setsid(&self) -> nix::Result<()> {
+        self.attempt(Call::Setsid)
+    }
+
+    fn set_pdeathsig(&self, signal: Option<Signal>) -> nix::Result<()> {
+        self.attempt(Call::Pdeathsig(signal))
     }
 }

@@ -11,7 +11,7 @@
 
 use std::collections::VecDeque;
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -367,27 +367,16 @@ pub fn attach(
     let mut buffer = [0u8; 4096];
     loop {
         let mut fds = [
-            libc::pollfd {
-                fd: input.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: stream.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
+            PollFd::new(input, PollFlags::POLLIN),
+            PollFd::new(stream.as_fd(), PollFlags::POLLIN),
         ];
-        // SAFETY: `fds` is a valid array of two pollfd structs for the duration of the call.
-        let ready = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
-        if ready < 0 {
-            let err = std::io::Error::last_os_error();
-            if err.kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(err.into());
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) => {}
+            Err(nix::Error::EINTR) => continue,
+            Err(e) => return Err(std::io::Error::from(e).into()),
         }
-        if fds[1].revents != 0 {
+        let [input_ready, console_ready] = fds.map(|fd| fd.any().unwrap_or(true));
+        if console_ready {
             let read = stream.read(&mut buffer)?;
             if read == 0 {
                 return Ok(Detach::Closed);
@@ -395,18 +384,12 @@ pub fn attach(
             output.write_all(&buffer[..read])?;
             output.flush()?;
         }
-        if fds[0].revents != 0 {
-            // SAFETY: reading into our own buffer from a descriptor the caller keeps open.
-            let read =
-                unsafe { libc::read(input.as_raw_fd(), buffer.as_mut_ptr().cast(), buffer.len()) };
-            if read < 0 {
-                let err = std::io::Error::last_os_error();
-                if err.kind() == std::io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(err.into());
-            }
-            let read = read as usize;
+        if input_ready {
+            let read = match nix::unistd::read(input, &mut buffer) {
+                Ok(read) => read,
+                Err(nix::Error::EINTR) => continue,
+                Err(e) => return Err(std::io::Error::from(e).into()),
+            };
             if read == 0 {
                 return Ok(Detach::InputEnded);
             }

@@ -177,9 +177,7 @@ pub fn run_until_done(command: &mut Command, source: &Path) -> Result<(), CoreEr
     // is async-signal-safe.
     unsafe {
         command.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)?;
             Ok(())
         });
     }

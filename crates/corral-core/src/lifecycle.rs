@@ -12,6 +12,7 @@ use corral_control::exit::{ExitReason, ExitRecord};
 use corral_control::journal::SupervisorOutput;
 use corral_control::log::SUPERVISOR_LOG_ENV;
 use corral_control::{Client, Info, Request, Response, RunState};
+use nix::fcntl::{FcntlArg, FdFlag};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde::Serialize;
@@ -601,12 +602,12 @@ fn launch(
         .arg(gate_fd.to_string());
     // SAFETY: the closure runs in the forked child before exec and only calls setsid(2) and
     // fcntl(2), which are async-signal-safe; `gate_fd` stays open in the parent until spawn
-    // returns.
+    // returns, so the child's copy is open while the closure borrows it.
     unsafe {
         command.pre_exec(move || {
-            if libc::setsid() < 0 || libc::fcntl(gate_fd, libc::F_SETFD, 0) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
+            nix::unistd::setsid()?;
+            let gate = std::os::fd::BorrowedFd::borrow_raw(gate_fd);
+            nix::fcntl::fcntl(gate, FcntlArg::F_SETFD(FdFlag::empty()))?;
             Ok(())
         });
     }
@@ -640,6 +641,7 @@ impl StartGate {
 /// launched by [`Manager::start`] waits here until the manager has recorded it; when the
 /// manager died first, the supervisor exits at once without doing anything.
 pub fn pass_start_gate(fd: RawFd) {
+    // Raw: nix takes a borrowed descriptor, and this number may name none.
     // SAFETY: F_GETFD only asks whether the descriptor is open; an option naming none (or a
     // standard stream) is ignored rather than taken over.
     if fd < 3 || unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {

@@ -11,7 +11,7 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -26,6 +26,7 @@ use corral_control::policy::Action;
 use corral_control::restart::{monotonic_now, Restarts, Verdict};
 use corral_control::{After, Info, Request, Response, RunState, ServerLimits};
 use corral_host::error_chain;
+use nix::fcntl::{FcntlArg, FdFlag};
 use nix::sys::signal::Signal;
 
 use crate::container::ContainerDriver;
@@ -490,24 +491,24 @@ fn dup2(from: RawFd, to: RawFd) -> Result<(), CoreError> {
 impl StdioPipes {
     fn install() -> Result<Self, CoreError> {
         let io = CoreError::io("set up", "the container's standard streams");
-        let dup = |fd: RawFd| -> Result<OwnedFd, CoreError> {
-            // SAFETY: F_DUPFD_CLOEXEC on an open standard stream returns a new descriptor we own.
-            let new = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
-            if new < 0 {
-                return Err(CoreError::io("save", "standard streams")(
-                    std::io::Error::last_os_error(),
-                ));
-            }
-            // SAFETY: `new` was just created and is owned by nobody else.
-            Ok(unsafe { OwnedFd::from_raw_fd(new) })
+        // A copy numbered 3 or above, closed on exec (F_DUPFD_CLOEXEC).
+        let dup = |fd: BorrowedFd<'_>| -> Result<OwnedFd, CoreError> {
+            fd.try_clone_to_owned()
+                .map_err(CoreError::io("save", "standard streams"))
         };
-        let saved = [dup(0)?, dup(1)?, dup(2)?];
+        let saved = [
+            dup(std::io::stdin().as_fd())?,
+            dup(std::io::stdout().as_fd())?,
+            dup(std::io::stderr().as_fd())?,
+        ];
         let (input_read, input_write) = nix::unistd::pipe().map_err(|e| io(e.into()))?;
         let (output_read, output_write) =
             nix::unistd::pipe().map_err(|e| CoreError::io("create", "a pipe")(e.into()))?;
+        // Our own pipe ends stay out of the container.
         for fd in [&input_write, &output_read] {
-            // SAFETY: setting FD_CLOEXEC on our own pipe ends keeps them out of the container.
-            unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
+            nix::fcntl::fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).map_err(|e| {
+                CoreError::io("set up", "the container's standard streams")(e.into())
+            })?;
         }
         dup2(input_read.as_raw_fd(), 0)?;
         dup2(output_write.as_raw_fd(), 1)?;

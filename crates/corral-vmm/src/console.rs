@@ -109,8 +109,8 @@ fn stdin_is_background_terminal() -> bool {
     if !std::io::stdin().is_terminal() {
         return false;
     }
-    // SAFETY: both calls only query process state; tcgetpgrp gets a valid open descriptor.
-    unsafe { libc::tcgetpgrp(libc::STDIN_FILENO) != libc::getpgrp() }
+    // A terminal that does not answer is not ours either (as when tcgetpgrp's -1 was compared).
+    nix::unistd::tcgetpgrp(std::io::stdin()).map_or(true, |group| group != nix::unistd::getpgrp())
 }
 
 fn forward(mut source: impl Read, serial: &Mutex<SerialDevice>) {

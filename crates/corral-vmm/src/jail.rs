@@ -303,24 +303,9 @@ impl Jail {
         // Leaving uid 0 clears every capability (no keep-caps).
         setresuid(uid, uid, uid).map_err(enter_error("switch user"))?;
         // Threads started from here on inherit both.
-        set_process_flag(libc::PR_SET_NO_NEW_PRIVS, 1, "set no_new_privs")?;
-        set_process_flag(libc::PR_SET_DUMPABLE, 0, "make the process undumpable")
+        nix::sys::prctl::set_no_new_privs().map_err(enter_error("set no_new_privs"))?;
+        nix::sys::prctl::set_dumpable(false).map_err(enter_error("make the process undumpable"))
     }
-}
-
-fn set_process_flag(
-    option: libc::c_int,
-    value: libc::c_ulong,
-    step: &'static str,
-) -> Result<(), JailError> {
-    // SAFETY: prctl with integer arguments only.
-    if unsafe { libc::prctl(option, value, 0, 0, 0) } != 0 {
-        return Err(JailError::Enter {
-            step,
-            source: std::io::Error::last_os_error(),
-        });
-    }
-    Ok(())
 }
 
 /// `path` without its root, to join under another directory.

@@ -32,6 +32,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
+use nix::sys::signal::{signal, SigHandler, Signal};
 
 #[derive(Parser)]
 #[command(
@@ -227,9 +228,9 @@ fn main() -> ExitCode {
         // Output piped into `head` ends the command quietly when the reader goes, as for
         // other command-line tools, instead of a failed write (Rust ignores SIGPIPE).
         // SAFETY: restoring a signal's default action; no handler is involved.
-        unsafe {
-            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-        }
+        let restored = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
+        // Only an invalid signal fails, and SIGPIPE is valid.
+        debug_assert!(restored.is_ok());
     }
     let result: anyhow::Result<ExitCode> = match cli.command {
         Command::Host(args) => host::run(&cli.root, args),

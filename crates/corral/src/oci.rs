@@ -406,6 +406,8 @@ static FORWARD_TO: AtomicI32 = AtomicI32::new(0);
 extern "C" fn forward_signal(signal: libc::c_int) {
     let pid = FORWARD_TO.load(Ordering::Relaxed);
     if pid > 0 {
+        // Raw: any signal number arrives here, real-time ones included, which nix's Signal cannot
+        // name; and a handler has no one to report a failure to.
         // SAFETY: kill is async-signal-safe and takes plain integers.
         unsafe { libc::kill(pid, signal) };
     }

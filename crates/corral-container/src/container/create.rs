@@ -24,6 +24,7 @@ use crate::spec::{has_new_namespace, Bundle, NamespacePlan};
 use crate::state::{
     check_id, container_dir, process_start_time, rfc3339_now, Creator, Leftover, Record, Status,
 };
+use crate::syscall::LinuxSyscall;
 
 /// How to create a container.
 #[derive(Debug)]
@@ -263,7 +264,7 @@ fn clone_init(plan: &NamespacePlan, config: InitConfig<'_>) -> Result<Pid> {
             Mode::empty(),
         )
         .map_err(|e| Error::sys(format!("open {own_path}"), e))?;
-        crate::init::join_namespace(path, flag)?;
+        crate::init::join_namespace(&LinuxSyscall, path, flag)?;
         restore.push((flag, own));
     }
     // The cgroup namespace is unshared by the init once it is in its cgroup, so that cgroup

@@ -215,9 +215,10 @@ fn exec_helper(
     if let Err(err) = channel.send(&Message::Pid(child.as_raw())) {
         fail(err);
     }
-    // Close our copy so the runtime sees end-of-file once the process has exec'd.
-    // SAFETY: the fd belongs to `channel`, which is never used again in this process.
-    unsafe { libc::close(channel.raw_fd()) };
+    // Close our copy so the runtime sees end-of-file once the process has exec'd. The fd
+    // belongs to `channel`, which is never used (or dropped) again in this process. Ignored:
+    // close(2) frees an open descriptor even when it reports EINTR or EIO.
+    let _ = nix::unistd::close(channel.raw_fd());
     if options.detach {
         // SAFETY: see above; the process is reparented to the nearest subreaper.
         unsafe { libc::_exit(0) }

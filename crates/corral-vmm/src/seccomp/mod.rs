@@ -98,8 +98,7 @@ static FILTERS: OnceLock<Vec<BpfProgram>> = OnceLock::new();
 /// Compiles every class's filter and installs the `SIGSYS` handler. Call once, while the process
 /// is still single-threaded; later threads confine themselves with [`enter`].
 pub fn prepare() -> Result<(), SeccompError> {
-    // SAFETY: getpid has no preconditions.
-    let pid = unsafe { libc::getpid() };
+    let pid = nix::unistd::getpid().as_raw();
     let mut programs = Vec::with_capacity(ThreadClass::ALL.len());
     for class in ThreadClass::ALL {
         let build = |source| SeccompError::Build {
@@ -167,6 +166,8 @@ thread_local! {
 
 fn remember_thread_name() {
     let mut name = [0u8; 16];
+    // Raw: nix 0.31's get_name lets the kernel write into a buffer it lends immutably, and
+    // allocates. A name that cannot be read stays empty: the report is best effort.
     // SAFETY: PR_GET_NAME writes at most 16 bytes (NUL included) into the buffer.
     unsafe { libc::prctl(libc::PR_GET_NAME, name.as_mut_ptr()) };
     THREAD_NAME.with(|cell| cell.set(name));
