@@ -4,6 +4,7 @@
 //! `NicConfig`, which knows only taps and bridges; starting a container into a veth pair
 //! (`container_net`).
 
+use std::collections::HashSet;
 use std::net::Ipv4Addr;
 use std::str::FromStr;
 
@@ -143,6 +144,16 @@ impl FromStr for Nic {
         }
         // Checked with the definition, which names the nic in its error.
         Ok(nic)
+    }
+}
+
+/// A random locally administered address none of `used` is; recorded there.
+pub(crate) fn fresh_mac(used: &mut HashSet<MacAddress>) -> MacAddress {
+    loop {
+        let mac = MacAddress::random_local();
+        if used.insert(mac) {
+            return mac;
+        }
     }
 }
 

@@ -24,6 +24,7 @@ use corral_vmm::config::MacAddress;
 use crate::definition::{new_uuid, validate_name, BootFrom, Definition, Disk, DiskFormat, Kind};
 use crate::error::CoreError;
 use crate::lifecycle::Manager;
+use crate::nic::fresh_mac;
 
 /// What the user says about an import beyond the package.
 #[derive(Clone, Debug, Default)]
@@ -167,14 +168,28 @@ impl Manager {
     ) -> Result<OvfImport, CoreError> {
         let (mut definition, mut notes) = map_system(name, system, options)?;
         if let Some(network) = &options.network {
+            let mut used = self.store().macs_in_use();
             for (card, mac) in system.nics.iter().zip(nic_macs(system)?) {
                 self.join_network(&mut definition, network)?;
+                let card = describe_card(card.model.as_deref(), card.network.as_deref());
+                // Two guests with one MAC on a network take each other's frames and leases, so
+                // an address another instance (or an earlier adapter) has is replaced.
+                let mac = mac.map(|mac| {
+                    if used.insert(mac) {
+                        return mac;
+                    }
+                    let fresh = fresh_mac(&mut used);
+                    notes.push(format!(
+                        "network adapter {card}: its MAC address {mac} is already used by \
+                         another instance of this corral root, so it gets {fresh}"
+                    ));
+                    fresh
+                });
                 if let Some(nic) = definition.nics.last_mut() {
                     nic.mac = mac;
                 }
                 notes.push(format!(
-                    "network adapter {} → virtio-net on network {network}",
-                    describe_card(card.model.as_deref(), card.network.as_deref())
+                    "network adapter {card} → virtio-net on network {network}"
                 ));
             }
         } else {

@@ -10,6 +10,7 @@
 //! renamed into place without replacing anything; a deleted one is renamed aside before its files
 //! are removed. Hidden directories of dead processes are swept away on the next open.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -19,9 +20,11 @@ use corral_error::PathIoError;
 use corral_host::atomic::{
     create_private_dir_all, write_file, PRIVATE_DIR_MODE, PRIVATE_FILE_MODE,
 };
+use corral_vmm::config::MacAddress;
 
 use crate::definition::{validate_name, Definition, DefinitionError};
 use crate::lock::{InstanceLock, LockError};
+use crate::nic::stable_mac;
 use crate::state::{process_alive, State};
 
 /// The root when neither `--root` nor `CORRAL_ROOT` says otherwise.
@@ -84,6 +87,20 @@ impl Store {
     /// The directory of instance `name` (which need not exist).
     pub fn instance_dir(&self, name: &str) -> PathBuf {
         self.instances_dir().join(name)
+    }
+
+    /// Every MAC address the instances use, given or derived.
+    pub fn macs_in_use(&self) -> HashSet<MacAddress> {
+        let mut used = HashSet::new();
+        for name in self.names().unwrap_or_default() {
+            if let Ok(definition) = self.definition(&name) {
+                used.extend(definition.nics.iter().enumerate().map(|(index, nic)| {
+                    nic.mac
+                        .unwrap_or_else(|| stable_mac(&definition.uuid, index))
+                }));
+            }
+        }
+        used
     }
 
     /// Names of all instances, sorted.

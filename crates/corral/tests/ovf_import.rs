@@ -215,6 +215,34 @@ fn a_virtualbox_1_0_ova_becomes_a_vm_with_its_disks_in_order_and_boots_from_its_
     let again = root.fails(&["import", text(&package), "--network", "lan"]);
     assert!(again.contains("already exists"), "{again}");
     assert_eq!(leftovers(&root), ["instances/vbox-guest"]);
+
+    // A second import under another name would put the same MAC twice on the network: the
+    // copy gets a new address, and says so.
+    let out = root.run(&["import", text(&package), "copy", "--network", "lan"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("its MAC address 08:00:27:a1:b2:c3 is already used by another instance"),
+        "{stdout}"
+    );
+    let copy = definition(&root, "copy");
+    assert!(!copy.contains("08:00:27:a1:b2:c3"), "{copy}");
+    let mac = copy
+        .lines()
+        .find_map(|line| line.strip_prefix("mac = \""))
+        .and_then(|rest| rest.strip_suffix('"'))
+        .expect("the copy's nic has a MAC");
+    assert!(stdout.contains(&format!("so it gets {mac}")), "{stdout}");
+    let first_octet = u8::from_str_radix(&mac[..2], 16).unwrap();
+    assert_eq!(
+        first_octet & 0b11,
+        0b10,
+        "locally administered unicast: {mac}"
+    );
 }
 
 #[test]

@@ -28,7 +28,7 @@ use corral_image::progress::{NoProgress, Progress};
 use corral_sysprep::{HostKeyMode, Report};
 use corral_vmm::config::MacAddress;
 
-use crate::nic::Nic;
+use crate::nic::{fresh_mac, Nic};
 
 use crate::bases::Bases;
 use crate::definition::{new_uuid, Definition, DiskFormat, ImageStorage, Kind};
@@ -269,7 +269,7 @@ impl Manager {
         let source = &pinned;
         let mut clone = source.clone();
         clone.name.clone_from(&options.name);
-        let mut used = self.macs_in_use();
+        let mut used = self.store().macs_in_use();
         match &options.nics {
             Some(nics) => clone.nics.clone_from(nics),
             None => {
@@ -287,7 +287,7 @@ impl Manager {
                     .into());
                 }
                 for nic in clone.nics.iter_mut().filter(|nic| nic.mac.is_some()) {
-                    nic.mac = Some(new_mac(&mut used));
+                    nic.mac = Some(fresh_mac(&mut used));
                 }
                 // A fixed address is the source's own: two instances cannot hold it.
                 for nic in &mut clone.nics {
@@ -353,20 +353,6 @@ impl Manager {
             disks,
             rootfs,
         })
-    }
-
-    /// Every MAC address the instances of this root use, given or derived.
-    fn macs_in_use(&self) -> HashSet<MacAddress> {
-        let mut used = HashSet::new();
-        for name in self.store().names().unwrap_or_default() {
-            if let Ok(definition) = self.store().definition(&name) {
-                used.extend(definition.nics.iter().enumerate().map(|(index, nic)| {
-                    nic.mac
-                        .unwrap_or_else(|| crate::nic::stable_mac(&definition.uuid, index))
-                }));
-            }
-        }
-        used
     }
 
     /// Copies the source's content into `staging` as `plan` says; returns how each disk file
@@ -584,16 +570,6 @@ fn is_block_device(path: &Path) -> bool {
     std::fs::metadata(path).is_ok_and(|meta| meta.file_type().is_block_device())
 }
 
-/// A random locally administered address none of `used` is; recorded there.
-fn new_mac(used: &mut HashSet<MacAddress>) -> MacAddress {
-    loop {
-        let mac = MacAddress::random_local();
-        if used.insert(mac) {
-            return mac;
-        }
-    }
-}
-
 /// A new UUID whose derived MAC addresses (for the interfaces of `nics` that give none) are not
 /// among `used`.
 fn new_identity(nics: &[Nic], used: &HashSet<MacAddress>) -> Result<String, CoreError> {
@@ -715,8 +691,8 @@ mod tests {
     #[test]
     fn new_addresses_avoid_those_in_use() {
         let mut used = HashSet::new();
-        let first = new_mac(&mut used);
-        let second = new_mac(&mut used);
+        let first = fresh_mac(&mut used);
+        let second = fresh_mac(&mut used);
         assert_ne!(first, second);
         assert!(!first.is_unusable() && first.0[0] & 2 == 2, "{first}");
         let nics = vec![Nic {
