@@ -416,20 +416,11 @@ fn linux_writing_to_a_qcow2_overlay_survives_sigkill_of_the_vmm() {
     }
 }
 
-#[test]
-#[ignore = "boots a real Linux kernel (about a minute here); scripts/test.sh runs it"]
-fn the_quickstart_demo_vm_shuts_down_on_stop() {
-    require_kvm!();
-    require_program!("gcc");
-    require_program!("cpio");
-    if !common::have_busybox() {
-        return;
-    }
-    let (dir, _keep) = linux::guest_linux_dir();
-    // The demo VM's initramfs, built as scripts/quickstart.sh builds it.
-    let work = tempfile::tempdir().unwrap();
-    let rootfs = work.path().join("busybox-rootfs");
-    let initramfs = work.path().join("demo-initramfs.cpio");
+/// The quickstart demo VM's initramfs (busybox init, a shell on the serial console), built in
+/// `work` as scripts/quickstart.sh builds it.
+fn demo_initramfs(work: &Path) -> PathBuf {
+    let rootfs = work.join("busybox-rootfs");
+    let initramfs = work.join("demo-initramfs.cpio");
     for (script, args) in [
         ("scripts/busybox-rootfs.sh", vec![&rootfs]),
         ("scripts/demo-initramfs.sh", vec![&rootfs, &initramfs]),
@@ -441,6 +432,21 @@ fn the_quickstart_demo_vm_shuts_down_on_stop() {
             .unwrap();
         assert!(status.success(), "{script} failed");
     }
+    initramfs
+}
+
+#[test]
+#[ignore = "boots a real Linux kernel (about a minute here); scripts/test.sh runs it"]
+fn the_quickstart_demo_vm_shuts_down_on_stop() {
+    require_kvm!();
+    require_program!("gcc");
+    require_program!("cpio");
+    if !common::have_busybox() {
+        return;
+    }
+    let (dir, _keep) = linux::guest_linux_dir();
+    let work = tempfile::tempdir().unwrap();
+    let initramfs = demo_initramfs(work.path());
     let cmdline = linux::cmdline("");
     let root = common::CorralRoot::new();
     root.ok(&[
@@ -837,4 +843,225 @@ fn the_guest_agent_in_linux_runs_commands_moves_files_reports_its_address_and_po
         "{}",
         console()
     );
+}
+
+/// The client end of a VM's serial console socket: what the guest printed since connecting, and
+/// lines typed into its shell.
+struct SerialConsole {
+    stream: UnixStream,
+    output: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl SerialConsole {
+    /// Connects to the console socket at `path` (waiting for the VMM to make it).
+    fn connect(path: &Path) -> SerialConsole {
+        let deadline = Instant::now() + BOOT_TIMEOUT;
+        let stream = loop {
+            match UnixStream::connect(path) {
+                Ok(stream) => break stream,
+                Err(_) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50))
+                }
+                Err(err) => panic!("console socket {} never appeared: {err}", path.display()),
+            }
+        };
+        let output = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let mut reader = stream.try_clone().unwrap();
+        let sink = output.clone();
+        std::thread::spawn(move || {
+            let mut buffer = [0u8; 4096];
+            while let Ok(read @ 1..) = std::io::Read::read(&mut reader, &mut buffer) {
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buffer[..read]));
+            }
+        });
+        SerialConsole { stream, output }
+    }
+
+    fn text(&self) -> String {
+        self.output.lock().unwrap().clone()
+    }
+
+    /// Waits until the console shows `text`; false at `timeout`.
+    fn wait_for(&self, text: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while !self.text().contains(text) {
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        true
+    }
+
+    /// Types `command` into the guest's shell followed by `echo done-N` with N computed by the
+    /// shell (so the typed line itself never matches), and waits for it: the command succeeded.
+    /// A command that a fault of this host's emulator killed (guests/linux/README.md) is typed
+    /// once more, saying so.
+    fn run(&self, command: &str, n: u32) {
+        let line = format!("{command} && echo done-$(({n}+0))\n");
+        let marker = format!("done-{n}");
+        for attempt in 1..=2 {
+            let before = self.text().len();
+            (&self.stream).write_all(line.as_bytes()).unwrap();
+            if self.wait_for(&marker, Duration::from_secs(120)) {
+                return;
+            }
+            let during = self.text().get(before..).unwrap_or_default().to_owned();
+            assert!(
+                attempt == 1 && linux::reports_a_fault(&during),
+                "`{command}` did not succeed; console:\n{}",
+                self.text()
+            );
+            eprintln!("`{command}`: a guest program died of a fault, typing it again:\n{during}");
+        }
+    }
+}
+
+#[test]
+#[ignore = "boots a real Linux kernel (minutes here); scripts/test.sh runs it"]
+fn linux_restored_from_a_snapshot_answers_on_its_console_and_uses_its_disk_and_network() {
+    require_root!();
+    require_kvm!();
+    require_program!("gcc");
+    require_program!("cpio");
+    require_program!("ip");
+    require_program!("mkfs.ext4");
+    require_program!("debugfs");
+    if !common::have_busybox() {
+        return;
+    }
+    let (dir, _keep) = linux::guest_linux_dir();
+    let work = tempfile::tempdir().unwrap();
+    let initramfs = demo_initramfs(work.path());
+    let content = work.path().join("content");
+    std::fs::create_dir(&content).unwrap();
+    std::fs::write(content.join("hello.txt"), "hello from the host\n").unwrap();
+    let disk = work.path().join("disk.ext4");
+    corral_testkit::mkfs_ext4(&content, &disk, "8M");
+    let netns = Netns::new("snaplinux");
+    netns.ip(&["tuntap", "add", "dev", "tap0", "mode", "tap"]);
+    netns.ip(&["addr", "add", "10.0.2.1/24", "dev", "tap0"]);
+    netns.ip(&["link", "set", "tap0", "up"]);
+
+    let serial = |tag: &str| work.path().join(format!("console-{tag}.sock"));
+    let control = work.path().join("control.sock");
+    let vmm = |args: &[&str], tag: &str| {
+        let log = work.path().join(format!("vmm-{tag}.log"));
+        let mut command = netns.command(env!("CARGO_BIN_EXE_corral"));
+        command
+            .args(["vmm", "run"])
+            .args(args)
+            .arg(format!("--serial=socket:{}", serial(tag).display()))
+            .arg("--control-socket")
+            .arg(&control)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        KillOnDrop(command.spawn().unwrap(), log)
+    };
+    let disk_arg = format!("path={},format=raw", disk.display());
+    let mut first = vmm(
+        &[
+            "--vcpus",
+            "2",
+            "--memory",
+            "256M",
+            "--kernel",
+            dir.join("vmlinux").to_str().unwrap(),
+            "--initrd",
+            initramfs.to_str().unwrap(),
+            "--cmdline",
+            &linux::cmdline(""),
+            "--disk",
+            &disk_arg,
+            "--nic",
+            "tap=tap0",
+        ],
+        "boot",
+    );
+    let console = SerialConsole::connect(&serial("boot"));
+    assert!(
+        console.wait_for("2 vCPUs; corral stop shuts it down", BOOT_TIMEOUT),
+        "the demo VM's shell did not come up; console:\n{}",
+        console.text()
+    );
+    console.run(
+        "mkdir -p /mnt && mount /dev/vda /mnt && ip addr add 10.0.2.2/24 dev eth0 && ip link set eth0 up",
+        1,
+    );
+    console.run("ping -c 1 -W 10 10.0.2.1 > /dev/null", 2);
+
+    let snapshot = work.path().join("snapshot");
+    let saved = Command::new(env!("CARGO_BIN_EXE_corral"))
+        .args(["vmm", "control"])
+        .arg(&control)
+        .args(["snapshot", "--to"])
+        .arg(&snapshot)
+        .output()
+        .unwrap();
+    assert!(saved.status.success(), "{saved:?}");
+    let log = first.kill_and_read_log();
+    assert!(!log.contains("panicked"), "the first VMM: {log}");
+    drop(console);
+
+    let mut restored = vmm(&["--restore", snapshot.to_str().unwrap()], "restored");
+    let console = SerialConsole::connect(&serial("restored"));
+    // The shell that was waiting for a line when the VM was saved reads this one.
+    console.run("cat /mnt/hello.txt", 3);
+    assert!(
+        console.text().contains("hello from the host"),
+        "{}",
+        console.text()
+    );
+    console.run("test $(grep -c ^processor /proc/cpuinfo) = 2", 4);
+    console.run("ping -c 1 -W 10 10.0.2.1 > /dev/null", 5);
+    console.run(
+        "echo written after the restore > /mnt/after.txt && umount /mnt",
+        6,
+    );
+    let log = restored.kill_and_read_log();
+    assert!(!log.contains("panicked"), "the restored VMM: {log}");
+
+    // What the restored guest wrote reached the disk file.
+    let written = Command::new("debugfs")
+        .args(["-R", "cat /after.txt"])
+        .arg(&disk)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&written.stdout),
+        "written after the restore\n"
+    );
+    let check = Command::new("e2fsck")
+        .arg("-fn")
+        .arg(&disk)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+}
+
+/// A VMM process that is killed (SIGKILL, by its pid) when a test ends early, and the file its
+/// stderr goes to.
+struct KillOnDrop(std::process::Child, PathBuf);
+
+impl KillOnDrop {
+    /// Kills the VMM and returns what it wrote to stderr.
+    fn kill_and_read_log(&mut self) -> String {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+        std::fs::read_to_string(&self.1).unwrap_or_default()
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
