@@ -534,6 +534,34 @@ mod tests {
     }
 
     #[test]
+    fn an_unloadable_config_names_the_file_and_keeps_each_cause_once() {
+        let bundle = tempfile::tempdir().unwrap();
+        let config = bundle.path().join("config.json");
+        let err = Bundle::load(bundle.path()).unwrap_err();
+        assert!(
+            matches!(&err, Error::Config { path, source: ConfigError::Read(_) } if *path == config),
+            "{err:?}"
+        );
+        std::fs::write(&config, "{ \"ociVersion\": ").unwrap();
+        let err = Bundle::load(bundle.path()).unwrap_err();
+        let Error::Config {
+            source: ConfigError::Json(json),
+            ..
+        } = &err
+        else {
+            panic!("{err:?}");
+        };
+        let chain = corral_host::error_chain(&err);
+        assert_eq!(
+            chain,
+            format!(
+                "cannot load the container config {}: not valid JSON: {json}",
+                config.display()
+            )
+        );
+    }
+
+    #[test]
     fn malformed_json_is_clear_and_a_missing_process_waits_for_start() {
         let err = parse_spec("{ not json").unwrap_err();
         assert!(matches!(err, ConfigError::Json(_)), "{err}");

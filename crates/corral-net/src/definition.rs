@@ -489,7 +489,7 @@ mod tests {
         for (change, expected) in cases {
             let mut network = managed("lab", "10.0.3.1/24");
             change(&mut network);
-            let err = network.validate().unwrap_err().to_string();
+            let err = corral_host::error_chain(&network.validate().unwrap_err());
             assert!(err.contains(expected), "{err} (expected {expected:?})");
         }
     }
