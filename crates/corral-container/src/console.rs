@@ -15,9 +15,9 @@ use crate::error::{Error, Result};
 
 /// Connects to the caller's console socket (before the container's root changes).
 pub fn connect(path: &Path) -> Result<UnixStream> {
-    UnixStream::connect(path).map_err(|e| Error::Console {
+    UnixStream::connect(path).map_err(|source| Error::Console {
         path: path.to_path_buf(),
-        reason: format!("cannot connect: {e}"),
+        source,
     })
 }
 
@@ -105,7 +105,7 @@ pub fn relay(master: &OwnedFd) -> Result<()> {
     use std::io::Write;
 
     let stdin = std::io::stdin();
-    let raw = RawMode::enable(stdin.as_fd()).map_err(|e| Error::Setup(e.to_string()))?;
+    let raw = RawMode::enable(stdin.as_fd()).map_err(Error::RawTerminal)?;
     if let Some(size) = corral_host::terminal::window_size(stdin.as_fd()) {
         let _ = corral_host::terminal::set_window_size(master.as_fd(), size);
     }

@@ -8,8 +8,12 @@ use corral_error::PathIoError;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The bundle's `config.json` could not be read or parsed.
-    #[error("cannot load the container config {path}: {reason}")]
-    Config { path: PathBuf, reason: String },
+    #[error("cannot load the container config {path}")]
+    Config {
+        path: PathBuf,
+        #[source]
+        source: ConfigError,
+    },
 
     /// The spec is well-formed JSON but asks for something invalid or unsupported.
     #[error("invalid container spec: {0}")]
@@ -56,6 +60,23 @@ pub enum Error {
     #[error("cgroup error: {0}")]
     Cgroup(String),
 
+    /// A cgroup file refused a value (a limit the kernel rejects, or a controller not enabled).
+    #[error("cannot write {value:?} to {path}")]
+    CgroupWrite {
+        path: PathBuf,
+        value: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The kernel refused the cgroup v2 device filter; `detail` is the verifier's last word.
+    #[error("the kernel refused the device filter program{}; cgroup v2 device control needs CONFIG_CGROUP_BPF and CAP_SYS_ADMIN", if detail.is_empty() { String::new() } else { format!(" ({detail})") })]
+    DeviceFilter {
+        detail: String,
+        #[source]
+        source: nix::Error,
+    },
+
     /// A path inside the rootfs is not what the setup needs, or stopped being it (a component
     /// swapped for a symlink while the container started).
     #[error("{} in the rootfs is not a {expected} (or was replaced while the container was being set up)", path.display())]
@@ -67,6 +88,26 @@ pub enum Error {
     /// Setting up a container or process failed; the message says where.
     #[error("{0}")]
     Setup(String),
+
+    /// The process's capability sets could not be changed.
+    #[error("cannot {what}")]
+    Capabilities {
+        what: String,
+        #[source]
+        source: caps::errors::CapsError,
+    },
+
+    /// The process's working directory did not exist and could not be created.
+    #[error("cannot create the working directory {path}")]
+    WorkingDir {
+        path: PathBuf,
+        #[source]
+        source: Box<Error>,
+    },
+
+    /// The caller's terminal could not be put in raw mode to relay a container's terminal.
+    #[error("cannot put this terminal in raw mode")]
+    RawTerminal(#[source] corral_control::ControlError),
 
     /// The container's init (or an exec'd process) reported a failure before running the program.
     #[error("container init failed: {0}")]
@@ -80,17 +121,50 @@ pub enum Error {
         reason: String,
     },
 
-    /// The seccomp profile could not be compiled or loaded.
+    /// An OCI hook could not be started or waited for.
+    #[error("{kind} hook {path} could not be run")]
+    HookRun {
+        kind: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The seccomp profile asks for something the engine does not provide.
     #[error("seccomp filter: {0}")]
     Seccomp(String),
 
+    /// libseccomp refused a step of compiling or loading the profile.
+    #[error("seccomp filter: cannot {what}")]
+    SeccompFilter {
+        what: String,
+        #[source]
+        source: libseccomp::error::SeccompError,
+    },
+
     /// The console socket could not be used to hand over the terminal.
-    #[error("console socket {path}: {reason}")]
-    Console { path: PathBuf, reason: String },
+    #[error("cannot connect to the console socket {path}")]
+    Console {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 
     /// The recorded state of a container is unreadable.
-    #[error("state of container {id} is unreadable ({reason}); `delete --force` removes it")]
-    CorruptState { id: String, reason: String },
+    #[error("state of container {id} is unreadable; `delete --force` removes it")]
+    CorruptState {
+        id: String,
+        #[source]
+        source: serde_json::Error,
+    },
+
+    /// The container's state could not be written as JSON (for its record or a hook's stdin).
+    #[error("cannot encode the state of container {id} as JSON")]
+    EncodeState {
+        id: String,
+        #[source]
+        source: serde_json::Error,
+    },
 
     /// Creating or entering a container needs the runtime to run from a sealed copy of itself.
     #[error("the runtime must re-execute itself from a sealed copy of its binary before it creates or enters a container (corral_container::sealed_exe::ensure), or the container could overwrite it through /proc/self/exe")]
@@ -100,6 +174,31 @@ pub enum Error {
     /// clone, where locks held by other threads would never be released).
     #[error("creating a container needs a single-threaded process, but this one has {0} threads; create containers before starting threads")]
     Threaded(usize),
+}
+
+/// Why a bundle's `config.json` could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The bundle directory is missing or cannot be resolved.
+    #[error("the bundle directory is not usable")]
+    Bundle(#[source] std::io::Error),
+
+    /// `config.json` cannot be read.
+    #[error(transparent)]
+    Read(std::io::Error),
+
+    /// `config.json` is not JSON at all.
+    #[error("not valid JSON")]
+    Json(#[source] serde_json::Error),
+
+    /// A namespace type the runtime spec does not define (serde's own message would only say
+    /// "unknown variant").
+    #[error("unknown namespace type {kind:?}; the spec knows {known}")]
+    UnknownNamespace { kind: String, known: String },
+
+    /// The JSON does not have the shape of a runtime spec.
+    #[error("not an OCI runtime spec")]
+    Schema(#[source] serde_json::Error),
 }
 
 /// Result alias for the engine.

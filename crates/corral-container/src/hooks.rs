@@ -11,10 +11,9 @@ use crate::state::OciState;
 
 /// Runs each hook in order; the first failure stops the rest and is returned.
 pub fn run_hooks(kind: &'static str, hooks: &[Hook], state: &OciState) -> Result<()> {
-    let json = serde_json::to_vec(state).map_err(|e| Error::Hook {
-        kind,
-        path: Default::default(),
-        reason: e.to_string(),
+    let json = serde_json::to_vec(state).map_err(|source| Error::EncodeState {
+        id: state.id.clone(),
+        source,
     })?;
     for hook in hooks {
         run_hook(kind, hook, &json)?;
@@ -38,6 +37,11 @@ fn run_hook(kind: &'static str, hook: &Hook, state_json: &[u8]) -> Result<()> {
         path: hook.path().clone(),
         reason,
     };
+    let run_error = |source| Error::HookRun {
+        kind,
+        path: hook.path().clone(),
+        source,
+    };
     let mut command = Command::new(hook.path());
     if let Some(args) = hook.args() {
         // args[0] is argv[0], like execv.
@@ -57,7 +61,7 @@ fn run_hook(kind: &'static str, hook: &Hook, state_json: &[u8]) -> Result<()> {
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| fail(format!("cannot start it: {e}")))?;
+        .map_err(run_error)?;
     if let Some(mut stdin) = child.stdin.take() {
         // A hook that does not read its stdin is not an error.
         let _ = stdin.write_all(state_json);
@@ -66,7 +70,7 @@ fn run_hook(kind: &'static str, hook: &Hook, state_json: &[u8]) -> Result<()> {
         .timeout()
         .map(|secs| Instant::now() + Duration::from_secs(u64::try_from(secs.max(1)).unwrap_or(1)));
     loop {
-        if let Some(status) = child.try_wait().map_err(|e| fail(e.to_string()))? {
+        if let Some(status) = child.try_wait().map_err(run_error)? {
             if status.success() {
                 return Ok(());
             }

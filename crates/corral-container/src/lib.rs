@@ -42,5 +42,5 @@ pub mod user;
 
 pub use cgroups::Stats;
 pub use container::{exit_code, Container, CreateOptions, ExecOptions, ExecOutcome};
-pub use error::{Error, Result};
+pub use error::{ConfigError, Error, Result};
 pub use state::{OciState, Status, DEFAULT_STATE_ROOT};

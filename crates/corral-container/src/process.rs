@@ -81,10 +81,10 @@ fn enter_cwd(cwd: &Path) -> Result<()> {
             let created = Rootfs::open(&sys, Path::new("/"))
                 .and_then(|root| crate::rootfs::create_dirs(&sys, &root, cwd));
             if let Err(err) = created {
-                return Err(Error::Setup(format!(
-                    "cannot create the working directory {}: {err}",
-                    cwd.display()
-                )));
+                return Err(Error::WorkingDir {
+                    path: cwd.to_path_buf(),
+                    source: Box::new(err),
+                });
             }
             open().map_err(|e| {
                 Error::sys(format!("open the working directory {}", cwd.display()), e)

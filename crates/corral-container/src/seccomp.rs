@@ -60,45 +60,49 @@ fn condition(arg: &LinuxSeccompArg) -> ScmpArgCompare {
     ScmpArgCompare::new(index, op, datum)
 }
 
-fn seccomp_err(what: &str) -> impl Fn(libseccomp::error::SeccompError) -> Error + '_ {
-    move |e| Error::Seccomp(format!("{what}: {e}"))
+fn seccomp_err(what: impl Into<String>) -> impl Fn(libseccomp::error::SeccompError) -> Error {
+    let what = what.into();
+    move |source| Error::SeccompFilter {
+        what: what.clone(),
+        source,
+    }
 }
 
 /// Compiles the spec's profile into a filter ready to load.
 pub fn build_filter(profile: &LinuxSeccomp) -> Result<ScmpFilterContext> {
     let default = action(profile.default_action(), profile.default_errno_ret())?;
-    let mut filter = ScmpFilterContext::new(default).map_err(seccomp_err("create filter"))?;
+    let mut filter = ScmpFilterContext::new(default).map_err(seccomp_err("create the filter"))?;
     for arch in profile.architectures().iter().flatten() {
         let name = serde_json::to_value(arch)
             .ok()
             .and_then(|v| v.as_str().map(str::to_owned))
             .unwrap_or_default();
         let arch =
-            ScmpArch::from_str(&name).map_err(seccomp_err(&format!("architecture {name}")))?;
+            ScmpArch::from_str(&name).map_err(seccomp_err(format!("read architecture {name}")))?;
         filter
             .add_arch(arch)
-            .map_err(seccomp_err(&format!("add architecture {name}")))?;
+            .map_err(seccomp_err(format!("add architecture {name}")))?;
     }
     // corral sets no_new_privs itself, as the process spec says; libseccomp must not force it.
     filter
         .set_ctl_nnp(false)
-        .map_err(seccomp_err("configure filter"))?;
+        .map_err(seccomp_err("configure the filter"))?;
     for flag in profile.flags().iter().flatten() {
         match flag {
             LinuxSeccompFilterFlag::SeccompFilterFlagLog => {
                 filter
                     .set_ctl_log(true)
-                    .map_err(seccomp_err("set log flag"))?;
+                    .map_err(seccomp_err("set the log flag"))?;
             }
             LinuxSeccompFilterFlag::SeccompFilterFlagTsync => {
                 filter
                     .set_ctl_tsync(true)
-                    .map_err(seccomp_err("set tsync flag"))?;
+                    .map_err(seccomp_err("set the tsync flag"))?;
             }
             LinuxSeccompFilterFlag::SeccompFilterFlagSpecAllow => {
                 filter
                     .set_ctl_ssb(true)
-                    .map_err(seccomp_err("set spec_allow flag"))?;
+                    .map_err(seccomp_err("set the spec_allow flag"))?;
             }
             LinuxSeccompFilterFlag::SeccompFilterFlagWaitKillableRecv => {}
         }
@@ -125,7 +129,7 @@ pub fn build_filter(profile: &LinuxSeccomp) -> Result<ScmpFilterContext> {
                 filter
                     .add_rule_conditional(rule_action, syscall, conds)
                     .map(drop)
-                    .map_err(seccomp_err(&format!("rule for {name}")))
+                    .map_err(seccomp_err(format!("add the rule for {name}")))
             };
             if same_index_repeats {
                 for condition in &conditions {
@@ -141,7 +145,7 @@ pub fn build_filter(profile: &LinuxSeccomp) -> Result<ScmpFilterContext> {
 
 /// Loads the filter into the calling thread; from here on the profile applies.
 pub fn load(filter: &ScmpFilterContext) -> Result<()> {
-    filter.load().map_err(seccomp_err("load filter"))
+    filter.load().map_err(seccomp_err("load the filter"))
 }
 
 #[cfg(test)]

@@ -79,8 +79,9 @@ pub fn become_process_identity(process: &Process) -> Result<()> {
             if !bounding.contains(&cap)
                 && caps::has_cap(None, CapSet::Bounding, cap).unwrap_or(false)
             {
-                caps::drop(None, CapSet::Bounding, cap).map_err(|e| {
-                    Error::Setup(format!("cannot drop {cap} from the bounding set: {e}"))
+                caps::drop(None, CapSet::Bounding, cap).map_err(|source| Error::Capabilities {
+                    what: format!("drop {cap} from the bounding set"),
+                    source,
                 })?;
             }
         }
@@ -109,8 +110,9 @@ pub fn become_process_identity(process: &Process) -> Result<()> {
             host_caps(set).intersection(&held).copied().collect()
         };
         let cap_error = |set: &'static str| {
-            move |e: caps::errors::CapsError| {
-                Error::Setup(format!("cannot set {set} capabilities: {e}"))
+            move |source: caps::errors::CapsError| Error::Capabilities {
+                what: format!("set {set} capabilities"),
+                source,
             }
         };
         let permitted = host_caps(capabilities.permitted().as_ref());

@@ -8,7 +8,7 @@ use nix::mount::MsFlags;
 use nix::sched::CloneFlags;
 use oci_spec::runtime::{LinuxNamespace, LinuxNamespaceType, Process, Spec};
 
-use crate::error::{Error, Result};
+use crate::error::{ConfigError, Error, Result};
 
 /// PATH for processes whose spec sets none, the same default runc and crun use.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -43,17 +43,17 @@ impl Bundle {
     /// Reads `<bundle>/config.json`, checks it and resolves the rootfs.
     pub fn load(bundle: &Path) -> Result<Bundle> {
         let path = std::fs::canonicalize(bundle).map_err(|e| Error::Config {
-            path: bundle.to_path_buf(),
-            reason: format!("the bundle directory is not usable: {e}"),
+            path: bundle.join("config.json"),
+            source: ConfigError::Bundle(e),
         })?;
         let config = path.join("config.json");
         let text = std::fs::read_to_string(&config).map_err(|e| Error::Config {
             path: config.clone(),
-            reason: e.to_string(),
+            source: ConfigError::Read(e),
         })?;
-        let spec = parse_spec(&text).map_err(|reason| Error::Config {
+        let spec = parse_spec(&text).map_err(|source| Error::Config {
             path: config.clone(),
-            reason,
+            source,
         })?;
         validate(&spec)?;
         let root = spec.root().as_ref().ok_or_else(|| {
@@ -77,9 +77,8 @@ impl Bundle {
 }
 
 /// Parses config.json text, giving namespace typos a clearer message than serde's.
-pub fn parse_spec(text: &str) -> std::result::Result<Spec, String> {
-    let value: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
+pub fn parse_spec(text: &str) -> std::result::Result<Spec, ConfigError> {
+    let value: serde_json::Value = serde_json::from_str(text).map_err(ConfigError::Json)?;
     if let Some(namespaces) = value
         .pointer("/linux/namespaces")
         .and_then(|n| n.as_array())
@@ -87,14 +86,14 @@ pub fn parse_spec(text: &str) -> std::result::Result<Spec, String> {
         for namespace in namespaces {
             let kind = namespace.get("type").and_then(|t| t.as_str()).unwrap_or("");
             if !KNOWN_NAMESPACES.contains(&kind) {
-                return Err(format!(
-                    "unknown namespace type {kind:?}; the spec knows {}",
-                    KNOWN_NAMESPACES.join(", ")
-                ));
+                return Err(ConfigError::UnknownNamespace {
+                    kind: kind.to_owned(),
+                    known: KNOWN_NAMESPACES.join(", "),
+                });
             }
         }
     }
-    serde_json::from_value(value).map_err(|e| e.to_string())
+    serde_json::from_value(value).map_err(ConfigError::Schema)
 }
 
 /// Checks what serde cannot: versions, required parts, duplicates.
@@ -511,7 +510,10 @@ mod tests {
     fn unknown_namespace_type_is_named() {
         let text = MINIMAL.replace(r#"{"type": "uts"}"#, r#"{"type": "utz"}"#);
         let err = parse_spec(&text).unwrap_err();
-        assert!(err.contains("unknown namespace type \"utz\""), "{err}");
+        assert!(
+            err.to_string().contains("unknown namespace type \"utz\""),
+            "{err}"
+        );
     }
 
     #[test]
@@ -532,10 +534,38 @@ mod tests {
     }
 
     #[test]
+    fn an_unloadable_config_names_the_file_and_keeps_each_cause_once() {
+        let bundle = tempfile::tempdir().unwrap();
+        let config = bundle.path().join("config.json");
+        let err = Bundle::load(bundle.path()).unwrap_err();
+        assert!(
+            matches!(&err, Error::Config { path, source: ConfigError::Read(_) } if *path == config),
+            "{err:?}"
+        );
+        std::fs::write(&config, "{ \"ociVersion\": ").unwrap();
+        let err = Bundle::load(bundle.path()).unwrap_err();
+        let Error::Config {
+            source: ConfigError::Json(json),
+            ..
+        } = &err
+        else {
+            panic!("{err:?}");
+        };
+        let chain = corral_host::error_chain(&err);
+        assert_eq!(
+            chain,
+            format!(
+                "cannot load the container config {}: not valid JSON: {json}",
+                config.display()
+            )
+        );
+    }
+
+    #[test]
     fn malformed_json_is_clear_and_a_missing_process_waits_for_start() {
-        assert!(parse_spec("{ not json")
-            .unwrap_err()
-            .contains("not valid JSON"));
+        let err = parse_spec("{ not json").unwrap_err();
+        assert!(matches!(err, ConfigError::Json(_)), "{err}");
+        assert_eq!(err.to_string(), "not valid JSON");
         validate(&spec(r#"{"ociVersion": "1.0.2", "root": {"path": "r"}}"#))
             .expect("a spec without a process can be created; start fails later");
         let text = MINIMAL.replace(r#""args": ["sh"]"#, r#""args": []"#);

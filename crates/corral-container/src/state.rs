@@ -213,18 +213,18 @@ impl Record {
             }
             Err(e) => return Err(Error::io("read", path, e)),
         };
-        serde_json::from_str(&text).map_err(|e| Error::CorruptState {
+        serde_json::from_str(&text).map_err(|source| Error::CorruptState {
             id: id.to_owned(),
-            reason: e.to_string(),
+            source,
         })
     }
 
     /// Writes the record atomically: a temp file, fsync, rename, fsync of the directory.
     pub fn save(&self, root: &Path) -> Result<()> {
         let dir = container_dir(root, &self.id);
-        let json = serde_json::to_vec_pretty(self).map_err(|e| Error::CorruptState {
+        let json = serde_json::to_vec_pretty(self).map_err(|source| Error::EncodeState {
             id: self.id.clone(),
-            reason: e.to_string(),
+            source,
         })?;
         corral_host::atomic::write_file(&dir.join(STATE_FILE), &json, 0o600)?;
         Ok(())

@@ -10,7 +10,7 @@ use oci_spec::runtime::{
     LinuxPidsBuilder, LinuxResourcesBuilder, MountBuilder, Spec, UserBuilder,
 };
 
-use corral_container::user::{InvalidUser, UserIds};
+use corral_container::user::UserIds;
 use corral_host::atomic::PRIVATE_FILE_MODE;
 
 use crate::definition::{Definition, DiskFormat, Kind, UserNs};
@@ -139,8 +139,9 @@ impl ContainerDriver {
                 definition.name
             ))
         })?;
-        let invalid = |e: oci_spec::OciSpecError| {
-            CoreError::Unsupported(format!("cannot build the container spec: {e}"))
+        let invalid = |source: oci_spec::OciSpecError| CoreError::OciSpec {
+            what: "container spec",
+            source,
         };
         let mut spec = Spec::default();
         let mut root = spec.root().clone().unwrap_or_default();
@@ -206,9 +207,7 @@ impl ContainerDriver {
         ));
         if let Some(user) = &container.user {
             // Checked with the rest of the definition.
-            let ids: UserIds = user
-                .parse()
-                .map_err(|e: InvalidUser| CoreError::Unsupported(format!("container.user {e}")))?;
+            let ids: UserIds = user.parse().map_err(CoreError::ContainerUser)?;
             process.set_user(
                 UserBuilder::default()
                     .uid(ids.uid)
@@ -504,8 +503,10 @@ impl Driver for ContainerDriver {
         let spec = self.spec(definition, paths, userns)?;
         crate::container_net::set_up(definition, paths, &self.networks, userns.is_some())?;
         let bundle = Self::bundle_dir(paths);
-        let json = serde_json::to_vec_pretty(&spec)
-            .map_err(|e| CoreError::Unsupported(format!("cannot write the container spec: {e}")))?;
+        let json = serde_json::to_vec_pretty(&spec).map_err(|source| CoreError::Encode {
+            what: "container spec",
+            source,
+        })?;
         corral_host::atomic::write_file(&bundle.join("config.json"), &json, PRIVATE_FILE_MODE)?;
         let mut command = Command::new(&self.exe);
         command.arg("monitor").arg(&paths.dir);

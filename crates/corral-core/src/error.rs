@@ -37,6 +37,45 @@ pub enum CoreError {
     Io(#[from] PathIoError),
     #[error("{0}")]
     Unsupported(String),
+    /// An OCI structure (the container spec, cgroup limits) cannot be built from the definition.
+    #[error("cannot build the {what}")]
+    OciSpec {
+        what: &'static str,
+        #[source]
+        source: oci_spec::OciSpecError,
+    },
+    /// A file the instance layer writes as JSON cannot be encoded.
+    #[error("cannot write the {what}")]
+    Encode {
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The VMM refuses the configuration made from the definition; its message says why.
+    #[error(transparent)]
+    VmConfig(Box<corral_vmm::config::ConfigError>),
+    #[error("cannot write the vm config")]
+    VmConfigEncode(#[source] toml::ser::Error),
+    #[error("container.stop_signal is not usable")]
+    StopSignal(#[source] corral_container::Error),
+    #[error("container.user is not usable")]
+    ContainerUser(#[source] corral_container::user::InvalidUser),
+    #[error("seccomp profile {origin} is not usable")]
+    SeccompProfile {
+        origin: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error(
+        "the interrupted user namespace shift's record {} is unreadable; check the setuid files \
+         of the root filesystem, then delete it",
+        path.display()
+    )]
+    ShiftRecord {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
     #[error(transparent)]
     Container(#[from] corral_container::Error),
     #[error(transparent)]

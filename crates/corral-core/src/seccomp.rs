@@ -82,10 +82,11 @@ pub fn convert(
     capabilities: &Capabilities,
     arch: (&str, &str),
 ) -> Result<LinuxSeccomp, CoreError> {
-    let invalid = |reason: String| {
-        CoreError::Unsupported(format!("seccomp profile {origin} is not usable: {reason}"))
+    let not_json = |source| CoreError::SeccompProfile {
+        origin: origin.to_owned(),
+        source,
     };
-    let profile: Profile = serde_json::from_str(text).map_err(|e| invalid(e.to_string()))?;
+    let profile: Profile = serde_json::from_str(text).map_err(not_json)?;
     let held: Vec<String> = capabilities
         .iter()
         .filter_map(|c| serde_json::to_value(c).ok()?.as_str().map(str::to_owned))
@@ -127,7 +128,7 @@ pub fn convert(
     if let Some(errno) = profile.default_errno_ret {
         oci["defaultErrnoRet"] = errno.into();
     }
-    serde_json::from_value(oci).map_err(|e| invalid(e.to_string()))
+    serde_json::from_value(oci).map_err(not_json)
 }
 
 /// Reads a profile file and converts it; see [`convert`].

@@ -18,8 +18,7 @@ const SYSTEMD_HALT: &str = "SIGRTMIN+3";
 
 /// The stop signal of the container `spec` with its root filesystem at `rootfs`.
 pub fn for_container(spec: &ContainerSpec, rootfs: &Path) -> Result<SignalNumber, CoreError> {
-    let invalid =
-        |e: corral_container::Error| CoreError::Unsupported(format!("container.stop_signal: {e}"));
+    let invalid = CoreError::StopSignal;
     if let Some(name) = &spec.stop_signal {
         return parse_signal(name).map_err(invalid);
     }

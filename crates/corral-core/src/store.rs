@@ -46,8 +46,18 @@ pub enum StoreError {
     Populate(String),
     #[error(transparent)]
     Io(#[from] PathIoError),
-    #[error("state file {path} is corrupt ({message}); fix or delete it to reset the instance to stopped")]
-    CorruptState { path: PathBuf, message: String },
+    #[error("state file {path} is corrupt; fix or delete it to reset the instance to stopped")]
+    CorruptState {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("cannot encode the state file {path}")]
+    EncodeState {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
     #[error(transparent)]
     Definition(#[from] DefinitionError),
     #[error(transparent)]
@@ -210,10 +220,8 @@ impl Store {
     pub fn state(&self, name: &str) -> Result<State, StoreError> {
         let path = self.require(name)?.join(STATE_FILE);
         match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| StoreError::CorruptState {
-                path,
-                message: e.to_string(),
-            }),
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|source| StoreError::CorruptState { path, source }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State::stopped()),
             Err(e) => Err(io_error("read", &path)(e)),
         }
@@ -281,9 +289,9 @@ fn sweep_temp_files(dir: &Path) {
 }
 
 fn write_state_file(path: &Path, state: &State) -> Result<(), StoreError> {
-    let mut json = serde_json::to_vec_pretty(state).map_err(|e| StoreError::CorruptState {
+    let mut json = serde_json::to_vec_pretty(state).map_err(|source| StoreError::EncodeState {
         path: path.to_path_buf(),
-        message: e.to_string(),
+        source,
     })?;
     json.push(b'\n');
     Ok(write_file(path, &json, PRIVATE_FILE_MODE)?)

@@ -124,17 +124,18 @@ pub fn ensure_range(etc: &Path) -> Result<IdRange, CoreError> {
 /// no bit when it runs again; the journal is removed once the shift is complete.
 pub fn shift_rootfs(rootfs: &Path, range: IdRange, journal: &Path) -> Result<(), CoreError> {
     let special = match std::fs::read(journal) {
-        Ok(bytes) => serde_json::from_slice::<Vec<(Vec<u8>, u32)>>(&bytes).map_err(|e| {
-            CoreError::Unsupported(format!(
-                "the interrupted user namespace shift's record {} is unreadable ({e}); check the \
-                 setuid files of the root filesystem, then delete it",
-                journal.display()
-            ))
+        Ok(bytes) => serde_json::from_slice::<Vec<(Vec<u8>, u32)>>(&bytes).map_err(|source| {
+            CoreError::ShiftRecord {
+                path: journal.to_path_buf(),
+                source,
+            }
         })?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let special = special_modes(rootfs)?;
-            let json = serde_json::to_vec(&special)
-                .map_err(|e| CoreError::Unsupported(format!("cannot record file modes: {e}")))?;
+            let json = serde_json::to_vec(&special).map_err(|source| CoreError::Encode {
+                what: "record of file modes",
+                source,
+            })?;
             corral_host::atomic::write_file(
                 journal,
                 &json,

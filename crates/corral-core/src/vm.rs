@@ -263,8 +263,9 @@ fn boots_from_disk(definition: &Definition) -> bool {
 /// (swap included where the host accounts it, so the VMM cannot swap past it), its CPU weight
 /// and pids limit.
 pub fn cgroup_resources(definition: &Definition) -> Result<LinuxResources, CoreError> {
-    let invalid = |e: oci_spec::OciSpecError| {
-        CoreError::Unsupported(format!("cannot build the cgroup limits: {e}"))
+    let invalid = |source: oci_spec::OciSpecError| CoreError::OciSpec {
+        what: "cgroup limits",
+        source,
     };
     let guest = definition.memory.0;
     let limit = guest
@@ -384,12 +385,11 @@ impl Driver for VmDriver {
         crate::seed::write_image(definition, paths, &self.networks)?;
         config
             .validate()
-            .map_err(|e| CoreError::Unsupported(e.to_string()))?;
+            .map_err(|e| CoreError::VmConfig(Box::new(e)))?;
         preflight(&self.pool, paths, definition)?;
         let runtime = paths.runtime_dir();
         let config_path = runtime.join("vm.toml");
-        let text = toml::to_string_pretty(&config)
-            .map_err(|e| CoreError::Unsupported(format!("cannot write the vm config: {e}")))?;
+        let text = toml::to_string_pretty(&config).map_err(CoreError::VmConfigEncode)?;
         corral_host::atomic::write_file(&config_path, text.as_bytes(), PRIVATE_FILE_MODE)?;
         let cgroup_error = |source| CoreError::Cgroup {
             name: definition.name.clone(),

@@ -39,8 +39,8 @@ pub enum MachineIdError {
     Io(#[from] PathIoError),
     #[error(transparent)]
     Resolve(#[from] ResolveError),
-    #[error("cannot get random bytes from the kernel: {0}")]
-    Random(String),
+    #[error("cannot get random bytes from the kernel")]
+    Random(#[source] getrandom::Error),
 }
 
 /// A valid machine ID: 128 bits, never all zero.
@@ -51,7 +51,7 @@ impl MachineId {
     /// A new random id, formatted as a version-4 UUID's bits like systemd does.
     pub fn generate() -> Result<Self, MachineIdError> {
         let mut bytes = [0u8; 16];
-        getrandom::fill(&mut bytes).map_err(|e| MachineIdError::Random(e.to_string()))?;
+        getrandom::fill(&mut bytes).map_err(MachineIdError::Random)?;
         bytes[6] = (bytes[6] & 0x0f) | 0x40;
         bytes[8] = (bytes[8] & 0x3f) | 0x80;
         Ok(Self(bytes))

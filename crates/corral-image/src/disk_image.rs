@@ -81,6 +81,18 @@ pub enum DiskImportError {
         format: SourceFormat,
         detail: String,
     },
+    #[error("cannot run qemu-img on {path}")]
+    QemuImgRun {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot read the `qemu-img info` output for {path}")]
+    QemuImgInfo {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
     #[error(
         "{path} reaches the other file {other} (a backing file or extent); corral imports only \
          self-contained images: flatten it first (qemu-img convert -O qcow2)"
@@ -215,10 +227,9 @@ fn qemu_img(
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
             Err(DiskImportError::NoQemuImg { format })
         }
-        Err(source_error) => Err(DiskImportError::QemuImg {
+        Err(error) => Err(DiskImportError::QemuImgRun {
             path: source.to_path_buf(),
-            format,
-            detail: source_error.to_string(),
+            source: error,
         }),
         Ok(output) if !output.status.success() => Err(DiskImportError::QemuImg {
             path: source.to_path_buf(),
@@ -247,10 +258,9 @@ fn qemu_img_convert(
         ],
     )?;
     let info: QemuInfo =
-        serde_json::from_slice(&info.stdout).map_err(|e| DiskImportError::QemuImg {
+        serde_json::from_slice(&info.stdout).map_err(|error| DiskImportError::QemuImgInfo {
             path: source.to_path_buf(),
-            format,
-            detail: format!("unreadable `qemu-img info` output: {e}"),
+            source: error,
         })?;
     check_self_contained(source, &info)?;
     let temp = temp_beside(target);

@@ -74,6 +74,13 @@ pub enum ImportError {
     Vagrant(#[from] crate::vagrant::VagrantError),
     #[error("{0}")]
     Invalid(String),
+    #[error("the imported disk cannot be opened")]
+    DiskUnopenable(#[source] corral_disk::DiskError),
+    #[error(
+        "the imported disk cannot boot; fix that, or give the image its own kernel with --kernel \
+         (and --initrd, --cmdline)"
+    )]
+    Unbootable(#[source] crate::bootdisk::BootError),
 }
 
 pub(crate) fn io_error(
@@ -334,17 +341,8 @@ pub fn vm_metadata(
                 ..corral_disk::OpenOptions::read_only()
             },
         )
-        .map_err(|e| {
-            ImportError::Invalid(format!(
-                "the imported disk cannot be opened: {}",
-                corral_host::error_chain(&e)
-            ))
-        })?;
-        crate::bootdisk::find_boot(disk.as_ref()).map_err(|e| {
-            ImportError::Invalid(format!(
-                "{e}; or give the image its own kernel with --kernel (and --initrd, --cmdline)"
-            ))
-        })?;
+        .map_err(ImportError::DiskUnopenable)?;
+        crate::bootdisk::find_boot(disk.as_ref()).map_err(ImportError::Unbootable)?;
     }
     Ok(metadata)
 }

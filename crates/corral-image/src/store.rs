@@ -56,6 +56,18 @@ pub enum StoreError {
         "the image record {path} is damaged ({message}): delete the image and import it again"
     )]
     CorruptRecord { path: PathBuf, message: String },
+    #[error("the image record {path} is damaged: delete the image and import it again")]
+    RecordJson {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("cannot encode the image record {path}")]
+    EncodeRecord {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
     #[error("the image has no {0}")]
     MissingContent(&'static str),
 }
@@ -282,9 +294,9 @@ impl ImageStore {
             }
         })?;
         let record: ImageRecord =
-            serde_json::from_str(&text).map_err(|e| StoreError::CorruptRecord {
+            serde_json::from_str(&text).map_err(|source| StoreError::RecordJson {
                 path: path.clone(),
-                message: e.to_string(),
+                source,
             })?;
         if record.fingerprint != fingerprint {
             return Err(StoreError::CorruptRecord {
@@ -339,9 +351,9 @@ impl ImageStore {
             size: tree_size(&staging.dir)?,
         };
         let mut json =
-            serde_json::to_vec_pretty(&record).map_err(|e| StoreError::CorruptRecord {
+            serde_json::to_vec_pretty(&record).map_err(|source| StoreError::EncodeRecord {
                 path: staging.dir.join(RECORD),
-                message: e.to_string(),
+                source,
             })?;
         json.push(b'\n');
         write_file(&staging.dir.join(RECORD), &json, PRIVATE_FILE_MODE)
@@ -413,10 +425,8 @@ impl ImageStore {
     pub fn aliases(&self) -> Result<BTreeMap<String, String>, StoreError> {
         let path = self.dir.join(ALIASES);
         match std::fs::read_to_string(&path) {
-            Ok(text) => serde_json::from_str(&text).map_err(|e| StoreError::CorruptRecord {
-                path,
-                message: e.to_string(),
-            }),
+            Ok(text) => serde_json::from_str(&text)
+                .map_err(|source| StoreError::RecordJson { path, source }),
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
             Err(source) => Err(StoreError::Io(PathIoError::new("read", path, source))),
         }
@@ -460,9 +470,9 @@ impl ImageStore {
     fn save_aliases(&self, aliases: &BTreeMap<String, String>) -> Result<(), StoreError> {
         let path = self.dir.join(ALIASES);
         let mut json =
-            serde_json::to_vec_pretty(aliases).map_err(|e| StoreError::CorruptRecord {
+            serde_json::to_vec_pretty(aliases).map_err(|source| StoreError::EncodeRecord {
                 path: path.clone(),
-                message: e.to_string(),
+                source,
             })?;
         json.push(b'\n');
         write_file(&path, &json, PRIVATE_FILE_MODE)

@@ -8,7 +8,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::cidr::{Ipv4Cidr, Ipv6Cidr};
-use crate::link::{validate_interface_name, MAX_INTERFACE_NAME};
+use crate::link::{validate_interface_name, LinkError, MAX_INTERFACE_NAME};
 
 /// The longest network name.
 pub const MAX_NAME_LEN: usize = 63;
@@ -118,6 +118,12 @@ pub enum DefinitionError {
     Name(String),
     #[error("network {network}: {problem}")]
     Invalid { network: String, problem: String },
+    #[error("network {network}: its bridge name is not usable")]
+    Bridge {
+        network: String,
+        #[source]
+        source: LinkError,
+    },
     #[error(
         "network {network}'s subnet {subnet} overlaps network {other}'s {other_subnet}; choose \
          another subnet, or leave it out and corral picks a free one"
@@ -197,7 +203,10 @@ impl NetworkDefinition {
             network: self.name.clone(),
             problem,
         };
-        validate_interface_name(&self.bridge).map_err(|err| invalid(format!("bridge: {err}")))?;
+        validate_interface_name(&self.bridge).map_err(|source| DefinitionError::Bridge {
+            network: self.name.clone(),
+            source,
+        })?;
         validate_domain(&self.domain).map_err(invalid)?;
         match self.kind {
             NetworkKind::Unmanaged => {
@@ -480,7 +489,7 @@ mod tests {
         for (change, expected) in cases {
             let mut network = managed("lab", "10.0.3.1/24");
             change(&mut network);
-            let err = network.validate().unwrap_err().to_string();
+            let err = corral_host::error_chain(&network.validate().unwrap_err());
             assert!(err.contains(expected), "{err} (expected {expected:?})");
         }
     }

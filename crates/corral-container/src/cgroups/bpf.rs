@@ -99,10 +99,10 @@ fn load_device_program(code: &[u8]) -> Result<OwnedFd> {
     let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
     let detail = String::from_utf8_lossy(&log[..end]);
     let detail = detail.lines().last().unwrap_or_default();
-    Err(Error::Cgroup(format!(
-        "the kernel refused the device filter program ({error}{}); cgroup v2 device control needs CONFIG_CGROUP_BPF and CAP_SYS_ADMIN",
-        if detail.is_empty() { String::new() } else { format!(": {detail}") }
-    )))
+    Err(Error::DeviceFilter {
+        detail: detail.to_owned(),
+        source: error,
+    })
 }
 
 /// Loads `code` and attaches it as the device filter of the cgroup directory `dir`. The

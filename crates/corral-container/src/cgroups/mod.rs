@@ -334,8 +334,11 @@ fn read_keyed(dir: &Path, file: &str, key: &str) -> Option<u64> {
 /// Writes one value to a cgroup file, naming the file and value in the error.
 fn write(dir: &Path, file: &str, value: &str) -> Result<()> {
     let path = dir.join(file);
-    std::fs::write(&path, value)
-        .map_err(|e| Error::Cgroup(format!("cannot write {value:?} to {}: {e}", path.display())))
+    std::fs::write(&path, value).map_err(|source| Error::CgroupWrite {
+        path: path.clone(),
+        value: value.to_owned(),
+        source,
+    })
 }
 
 /// Parses `cgroup.procs` of `dir` and of the cgroups inside it.

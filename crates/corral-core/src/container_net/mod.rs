@@ -225,8 +225,10 @@ pub fn set_up(
         return Ok(());
     }
     let record = |nics: &[ContainerNic]| -> Result<(), CoreError> {
-        let json = serde_json::to_vec_pretty(nics)
-            .map_err(|e| CoreError::Unsupported(format!("cannot record the nics: {e}")))?;
+        let json = serde_json::to_vec_pretty(nics).map_err(|source| CoreError::Encode {
+            what: "record of the nics",
+            source,
+        })?;
         Ok(corral_host::atomic::write_file(
             &record_file(paths),
             &json,

@@ -16,8 +16,8 @@ pub const MAX_METADATA_BYTES: u64 = 1 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MetadataError {
-    #[error("metadata.yaml is not valid: {0}")]
-    Yaml(String),
+    #[error("metadata.yaml is not valid")]
+    Yaml(#[source] serde_yaml::Error),
     #[error("metadata.yaml has no architecture")]
     NoArchitecture,
     #[error("metadata.yaml has a creation_date that is not a time: {0}")]
@@ -102,8 +102,7 @@ pub fn write(metadata: &ImageMetadata) -> Vec<u8> {
 /// Reads a `metadata.yaml`. `image_type` is what the image's content is (a `rootfs/` tree or a
 /// disk), which Incus's file does not say.
 pub fn read(text: &[u8], image_type: ImageType) -> Result<ImageMetadata, MetadataError> {
-    let file: IncusMetadata =
-        serde_yaml::from_slice(text).map_err(|e| MetadataError::Yaml(e.to_string()))?;
+    let file: IncusMetadata = serde_yaml::from_slice(text).map_err(MetadataError::Yaml)?;
     let architecture = file
         .properties
         .get("architecture")

@@ -53,8 +53,8 @@ pub enum TransportError {
         source: std::io::Error,
     },
     #[error(
-        "cannot register the queue notification of {device} with KVM (ioeventfd): {source}; \
-         notifications take the slower path through the vCPU thread"
+        "queue notifications of {device} take the slower path through the vCPU thread, as KVM \
+         refused their ioeventfd"
     )]
     IoEvent {
         device: String,
@@ -175,13 +175,11 @@ impl MmioTransport {
             if let Err(source) = vm.register_ioevent(event.as_ref(), &notify, index as u32) {
                 // Without ioeventfds every notification exits to the vCPU thread, which
                 // forwards it to the same eventfd: slower, not broken.
-                tracing::warn!(
-                    "{}",
-                    TransportError::IoEvent {
-                        device: self.device.name().to_owned(),
-                        source,
-                    }
-                );
+                let err = TransportError::IoEvent {
+                    device: self.device.name().to_owned(),
+                    source,
+                };
+                tracing::warn!("{}", corral_host::error_chain(&err));
                 break;
             }
         }
