@@ -151,7 +151,8 @@ fn prepare(config: &VmConfig) -> Result<Prepared, VmmError> {
     config.validate()?;
     let kernel = KernelImage::open(&config.kernel)?;
     let mut cmdline = config.cmdline.clone();
-    for slot in virtio_slots(config.virtio_device_count()).map_err(DeviceError::from)? {
+    let slots = virtio_slots(config.virtio_device_count()).map_err(DeviceError::from)?;
+    for slot in &slots {
         cmdline.push(' ');
         cmdline.push_str(&slot.cmdline_entry());
     }
@@ -181,7 +182,7 @@ fn prepare(config: &VmConfig) -> Result<Prepared, VmmError> {
         hide_unemulated: host_kvm_emulates_kernel_code(),
     };
     let mptable = mptable::build(MPTABLE_START, config.vcpus)?;
-    let acpi_tables = acpi::build(config.vcpus)?;
+    let acpi_tables = acpi::build(config.vcpus, &slots)?;
     let msrs_to_save = vcpu_state::msrs_to_save(&kvm)?;
     Ok(Prepared {
         kvm,

@@ -24,6 +24,17 @@ use common::linux;
 /// after 8 minutes (.config/nextest.toml).
 const BOOT_TIMEOUT: Duration = Duration::from_secs(360);
 
+/// An 8 MiB ext4 image in `work` holding `hello.txt` with the line `greeting` (what the init's
+/// `corral_disk` step prints).
+fn hello_disk(work: &Path, greeting: &str) -> PathBuf {
+    let content = work.join("content");
+    std::fs::create_dir(&content).unwrap();
+    std::fs::write(content.join("hello.txt"), format!("{greeting}\n")).unwrap();
+    let disk = work.join("disk.ext4");
+    corral_testkit::mkfs_ext4(&content, &disk, "8M");
+    disk
+}
+
 /// Boots the guest in `dir` with two vCPUs and returns (exit status, console, stderr).
 fn boot(dir: &Path, extra_cmdline: &str) -> (Option<i32>, String, String) {
     boot_with(
@@ -118,24 +129,44 @@ fn linux_boots_to_init_with_two_vcpus_and_reboots() {
 
 #[test]
 #[ignore = "boots a real Linux kernel (about a minute here); scripts/test.sh runs it"]
-fn linux_with_acpi_finds_its_cpus_in_the_madt_and_powers_off_through_s5() {
+fn linux_with_acpi_finds_its_cpus_in_the_madt_its_devices_in_the_dsdt_and_powers_off_through_s5() {
     require_kvm!();
     require_program!("gcc");
+    require_program!("mkfs.ext4");
     let (dir, _keep) = linux::guest_linux_full_dir();
-    let (status, console, stderr) = boot(&dir, "corral_init=poweroff");
+    let work = tempfile::tempdir().unwrap();
+    let disk = hello_disk(work.path(), "hello over ACPI");
+    let disk_arg = format!("path={},format=raw", disk.display());
+    let (status, console, stderr) = boot_with(
+        Command::new(env!("CARGO_BIN_EXE_corral")),
+        &dir,
+        "corral_disk=vda corral_init=poweroff",
+        &["--disk", &disk_arg, "--rng"],
+    );
     assert!(
         console.contains("Using ACPI (MADT) for SMP configuration"),
         "ACPI was not used: {console}"
     );
+    // The i8042 (how Ctrl-Alt-Del reaches the guest) as the DSDT describes it.
+    assert!(
+        console.contains("i8042: PNP: PS/2 Controller [PNP0303:PS2] at 0x60,0x64"),
+        "{console}"
+    );
+    assert!(console.contains("serio: i8042 KBD port"), "{console}");
+    // The disk, found through the DSDT's LNRO0005 device: a hardware-reduced ACPI guest maps
+    // no interrupt ACPI does not describe.
     assert_eq!(
         init_lines(&console),
         [
             "corral-init: started",
             "corral-init: cpus=2",
+            "corral-init: read hello.txt: hello over ACPI",
+            "corral-init: wrote from-guest.txt",
             "corral-init: powering off"
         ],
         "{console}"
     );
+    assert!(!console.contains("ACPI Error"), "{console}");
     assert_eq!(status, Some(0), "{stderr}");
     assert!(
         stderr.contains("vm stopped: poweroff (the guest entered ACPI S5"),
@@ -189,11 +220,7 @@ fn linux_uses_virtio_disk_net_and_vsock() {
     require_program!("debugfs");
     let (dir, _keep) = linux::guest_linux_dir();
     let work = tempfile::tempdir().unwrap();
-    let content = work.path().join("content");
-    std::fs::create_dir(&content).unwrap();
-    std::fs::write(content.join("hello.txt"), "hello from the host\n").unwrap();
-    let disk = work.path().join("disk.ext4");
-    corral_testkit::mkfs_ext4(&content, &disk, "8M");
+    let disk = hello_disk(work.path(), "hello from the host");
 
     let netns = Netns::new("linux");
     netns.ip(&["tuntap", "add", "dev", "tap0", "mode", "tap"]);
@@ -935,11 +962,7 @@ fn linux_restored_from_a_snapshot_answers_on_its_console_and_uses_its_disk_and_n
     let (dir, _keep) = linux::guest_linux_dir();
     let work = tempfile::tempdir().unwrap();
     let initramfs = demo_initramfs(work.path());
-    let content = work.path().join("content");
-    std::fs::create_dir(&content).unwrap();
-    std::fs::write(content.join("hello.txt"), "hello from the host\n").unwrap();
-    let disk = work.path().join("disk.ext4");
-    corral_testkit::mkfs_ext4(&content, &disk, "8M");
+    let disk = hello_disk(work.path(), "hello from the host");
     let netns = Netns::new("snaplinux");
     netns.ip(&["tuntap", "add", "dev", "tap0", "mode", "tap"]);
     netns.ip(&["addr", "add", "10.0.2.1/24", "dev", "tap0"]);

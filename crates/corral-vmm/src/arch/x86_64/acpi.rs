@@ -2,11 +2,12 @@
 //! power off (S5) or reset through ACPI, in the hardware-reduced model Cloud Hypervisor and
 //! Firecracker also use (no PM1 blocks, no SCI: a sleep control register and a reset register).
 //!
-//! RSDP (ACPI 2.0+) → XSDT → FADT (→ DSDT with `\_S5`) and MADT, all in the BIOS area at
+//! RSDP (ACPI 2.0+) → XSDT → FADT (→ DSDT with `\_S5` and the devices) and MADT, all in the BIOS area at
 //! [`layout::ACPI_START`], where guests booted without PVH find the RSDP by scanning; PVH guests
 //! get its address in `hvm_start_info.rsdp_paddr`. Guests without ACPI support use the MP table.
 
 use super::layout::{self, APIC_START, IOAPIC_START};
+use crate::devices::VirtioSlot;
 
 /// I/O ports of the ACPI power-management device (see `devices::legacy::acpi_pm`).
 pub const SLEEP_CONTROL_PORT: u16 = 0x600;
@@ -77,6 +78,8 @@ mod aml {
     const PACKAGE_OP: u8 = 0x12;
     const EXT_OP_PREFIX: u8 = 0x5b;
     const DEVICE_OP: u8 = 0x82;
+    const STRING_PREFIX: u8 = 0x0d;
+    const END_TAG: u8 = 0x79;
 
     /// PkgLength: the length of what follows *including* the PkgLength bytes themselves, in one
     /// byte below 64, else a lead byte (count of extra bytes, low nibble) and up to 3 more.
@@ -149,15 +152,42 @@ mod aml {
         u32::from_le_bytes([(vendor >> 8) as u8, vendor as u8, product[0], product[1]])
     }
 
-    /// Resource template: 16-bit decoded I/O ports `[base, base + len)` and one ISA IRQ.
-    pub fn io_and_irq_resources(base: u16, len: u8, irq: u8) -> Vec<u8> {
+    /// A null-terminated ASCII string (`_HID` values that are not EISA ids).
+    pub fn string(text: &str) -> Vec<u8> {
+        let mut out = vec![STRING_PREFIX];
+        out.extend_from_slice(text.as_bytes());
+        out.push(0);
+        out
+    }
+
+    /// Resource template: 16-bit decoded I/O port ranges `[base, base + len)` and one ISA IRQ.
+    pub fn io_and_irq_resources(ports: &[(u16, u8)], irq: u8) -> Vec<u8> {
         const IO_PORT: u8 = 0x47;
         const IRQ_NO_FLAGS: u8 = 0x22;
-        const END_TAG: u8 = 0x79;
-        let [lo, hi] = base.to_le_bytes();
+        let mut out = Vec::new();
+        for &(base, len) in ports {
+            let [lo, hi] = base.to_le_bytes();
+            out.extend_from_slice(&[IO_PORT, 0x01, lo, hi, lo, hi, 0x01, len]);
+        }
         let irq_mask = (1u16 << irq).to_le_bytes();
-        let mut out = vec![IO_PORT, 0x01, lo, hi, lo, hi, 0x01, len];
         out.extend_from_slice(&[IRQ_NO_FLAGS, irq_mask[0], irq_mask[1]]);
+        out.extend_from_slice(&[END_TAG, 0]);
+        out
+    }
+
+    /// Resource template: a fixed read-write 32-bit memory range and one edge-triggered,
+    /// active-high, exclusive interrupt at `gsi` (what `virtio_mmio`'s ACPI probe reads).
+    pub fn memory_and_interrupt_resources(base: u32, len: u32, gsi: u32) -> Vec<u8> {
+        const MEMORY32_FIXED: u8 = 0x86;
+        const EXTENDED_INTERRUPT: u8 = 0x89;
+        const READ_WRITE: u8 = 0x01;
+        /// Consumer (bit 0), edge triggered (bit 1); active high and exclusive are zeros.
+        const CONSUMER_EDGE: u8 = 0x03;
+        let mut out = vec![MEMORY32_FIXED, 9, 0, READ_WRITE];
+        out.extend_from_slice(&base.to_le_bytes());
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&[EXTENDED_INTERRUPT, 6, 0, CONSUMER_EDGE, 1]);
+        out.extend_from_slice(&gsi.to_le_bytes());
         out.extend_from_slice(&[END_TAG, 0]);
         out
     }
@@ -179,28 +209,52 @@ mod aml {
     }
 }
 
-/// DSDT: COM1 as a PNP0501 device with its ports and IRQ (a hardware-reduced ACPI guest has no
-/// legacy PIC and maps only the interrupts ACPI describes, so an undescribed UART gets no IRQ)
-/// and `Name (\_S5, Package () { 5, 0, 0, 0 })`.
-fn dsdt() -> Vec<u8> {
-    use crate::devices::interrupt::IRQ_COM1;
+/// DSDT: the devices, then `Name (\_S5, Package () { 5, 0, 0, 0 })`. A hardware-reduced ACPI
+/// guest has no legacy PIC and maps only the interrupts ACPI describes, so every device with an
+/// interrupt is here: COM1 (PNP0501), the i8042 (PNP0303: Ctrl-Alt-Del reaches the guest through
+/// it) and each virtio-mmio device (LNRO0005, as Firecracker and QEMU describe them; guests
+/// without ACPI find those on the command line instead).
+fn dsdt(virtio: &[VirtioSlot]) -> Vec<u8> {
+    use crate::devices::interrupt::{IRQ_COM1, IRQ_KEYBOARD, MMIO_SLOT_BYTES};
+    use crate::devices::legacy::i8042::{COMMAND_OFFSET, I8042_PORT};
     use crate::devices::legacy::serial::{COM1_PORT, COM1_PORT_LEN};
-    let com1 = aml::device(
+    let device = |name: &[u8; 4], hid: Vec<u8>, uid: u32, resources: Vec<u8>| {
+        aml::device(
+            name,
+            &[
+                aml::name(b"_HID", &hid),
+                aml::name(b"_UID", &aml::dword(uid)),
+                aml::name(b"_CRS", &aml::buffer(&resources)),
+            ]
+            .concat(),
+        )
+    };
+    let mut devices = device(
         b"COM1",
-        &[
-            aml::name(b"_HID", &aml::dword(aml::eisa_id(b"PNP0501"))),
-            aml::name(b"_UID", &[aml::ZERO_OP]),
-            aml::name(
-                b"_CRS",
-                &aml::buffer(&aml::io_and_irq_resources(
-                    COM1_PORT,
-                    COM1_PORT_LEN as u8,
-                    IRQ_COM1 as u8,
-                )),
-            ),
-        ]
-        .concat(),
+        aml::dword(aml::eisa_id(b"PNP0501")),
+        0,
+        aml::io_and_irq_resources(&[(COM1_PORT, COM1_PORT_LEN as u8)], IRQ_COM1 as u8),
     );
+    devices.extend(device(
+        b"PS2_",
+        aml::dword(aml::eisa_id(b"PNP0303")),
+        0,
+        aml::io_and_irq_resources(
+            &[(I8042_PORT, 1), (I8042_PORT + COMMAND_OFFSET as u16, 1)],
+            IRQ_KEYBOARD as u8,
+        ),
+    ));
+    for (index, slot) in virtio.iter().enumerate() {
+        // At most one device per I/O APIC pin, so three digits always suffice.
+        let digit = |place: usize| b'0' + (index / place % 10) as u8;
+        devices.extend(device(
+            &[b'V', digit(100), digit(10), digit(1)],
+            aml::string("LNRO0005"),
+            index as u32,
+            // The MMIO slots lie in the gap below 4 GiB (`layout::MMIO_GAP_END`).
+            aml::memory_and_interrupt_resources(slot.base as u32, MMIO_SLOT_BYTES as u32, slot.gsi),
+        ));
+    }
     let s5 = aml::name(
         b"_S5_",
         &aml::package(&[
@@ -210,7 +264,7 @@ fn dsdt() -> Vec<u8> {
             vec![aml::ZERO_OP],
         ]),
     );
-    sdt(b"DSDT", 2, &[aml::scope(b"\\_SB_", &com1), s5].concat())
+    sdt(b"DSDT", 2, &[aml::scope(b"\\_SB_", &devices), s5].concat())
 }
 
 fn fadt(dsdt_address: u64) -> Vec<u8> {
@@ -268,14 +322,15 @@ fn rsdp(xsdt_address: u64) -> Vec<u8> {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("the ACPI tables for {vcpus} vCPUs do not fit in their 64 KiB area")]
+#[error("the ACPI tables for {vcpus} vCPUs and {devices} virtio devices do not fit in their 64 KiB area")]
 pub struct AcpiTooLarge {
     vcpus: u8,
+    devices: usize,
 }
 
 /// Builds all tables for placement at [`layout::ACPI_START`]: the RSDP first, then XSDT, FADT,
 /// DSDT and MADT, each 8-byte aligned.
-pub fn build(vcpus: u8) -> Result<Vec<u8>, AcpiTooLarge> {
+pub fn build(vcpus: u8, virtio: &[VirtioSlot]) -> Result<Vec<u8>, AcpiTooLarge> {
     let base = layout::ACPI_START;
     let align = |offset: usize| offset.div_ceil(8) * 8;
     // Sizes are fixed except the MADT's, so every address is known before any table is built.
@@ -283,12 +338,15 @@ pub fn build(vcpus: u8) -> Result<Vec<u8>, AcpiTooLarge> {
     let xsdt_len = 36 + 2 * 8;
     let fadt_offset = align(xsdt_offset + xsdt_len);
     let dsdt_offset = align(fadt_offset + FADT_LEN);
-    let dsdt = dsdt();
+    let dsdt = dsdt(virtio);
     let madt_offset = align(dsdt_offset + dsdt.len());
     let madt = madt(vcpus);
     let end = madt_offset + madt.len();
     if end as u64 > layout::ACPI_MAX_BYTES {
-        return Err(AcpiTooLarge { vcpus });
+        return Err(AcpiTooLarge {
+            vcpus,
+            devices: virtio.len(),
+        });
     }
 
     let address = |offset: usize| base + offset as u64;
@@ -339,7 +397,7 @@ mod tests {
 
     #[test]
     fn a_guest_can_walk_from_the_rsdp_to_the_sleep_control_register_and_s5() {
-        let tables = build(2).unwrap();
+        let tables = build(2, &[]).unwrap();
         assert_eq!(&tables[..8], b"RSD PTR ");
         assert_eq!(sum(&tables[..20]), 0);
         assert_eq!(sum(&tables[..36]), 0);
@@ -371,8 +429,61 @@ mod tests {
         assert_eq!(u32_at(madt, 64), IOAPIC_START as u32);
     }
 
+    /// The DSDT of tables built with `slots`.
+    fn dsdt_of(tables: &[u8]) -> &[u8] {
+        let xsdt = table(tables, u64_at(tables, 24), b"XSDT");
+        let fadt = table(tables, u64_at(xsdt, 36), b"FACP");
+        table(tables, u64_at(fadt, 140), b"DSDT")
+    }
+
+    /// Where `needle` starts in `haystack`.
+    fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+        haystack.windows(needle.len()).position(|w| w == needle)
+    }
+
     #[test]
-    fn the_largest_vcpu_count_fits() {
-        assert!(build(254).is_ok());
+    fn the_i8042_and_each_virtio_device_are_described_with_their_ports_memory_and_interrupt() {
+        let slots = crate::devices::virtio_slots(2).unwrap();
+        let tables = build(1, &slots).unwrap();
+        let dsdt = dsdt_of(&tables);
+        // The i8042: data port 0x60 and command port 0x64, one byte each, IRQ 1.
+        let ps2 = find(dsdt, b"PS2_").unwrap();
+        let keyboard_id = aml::dword(aml::eisa_id(b"PNP0303"));
+        assert!(find(&dsdt[ps2..], &keyboard_id).is_some());
+        let ps2_resources = [
+            0x47, 1, 0x60, 0, 0x60, 0, 1, 1, 0x47, 1, 0x64, 0, 0x64, 0, 1, 1, 0x22, 0x02, 0, 0x79,
+            0,
+        ];
+        assert!(find(dsdt, &ps2_resources).is_some());
+        for (index, slot) in slots.iter().enumerate() {
+            let name = format!("V{index:03}");
+            let device = find(dsdt, name.as_bytes()).unwrap_or_else(|| panic!("no {name}"));
+            // Inside \_SB, a Device (ExtOp 0x5b 0x82, then its PkgLength) named V00N ...
+            assert_eq!(dsdt[device - 3], 0x5b, "{name}");
+            let body = &dsdt[device..];
+            // ... with _HID "LNRO0005" ...
+            assert!(body.starts_with(&[name.as_bytes(), b"\x08_HID\x0dLNRO0005\0"].concat()));
+            // ... and its register page and GSI: Memory32Fixed (read-write) and an extended
+            // interrupt (consumer, edge, active high, exclusive).
+            let mut resources = vec![0x86, 9, 0, 1];
+            resources.extend((slot.base as u32).to_le_bytes());
+            resources.extend(0x1000u32.to_le_bytes());
+            resources.extend([0x89, 6, 0, 0x03, 1]);
+            resources.extend(slot.gsi.to_le_bytes());
+            resources.extend([0x79, 0]);
+            let at = find(body, &resources).unwrap_or_else(|| panic!("{name}'s resources"));
+            assert!(find(&body[..at], b"_CRS").is_some(), "{name}");
+        }
+        assert!(find(dsdt, b"V002").is_none());
+    }
+
+    #[test]
+    fn the_largest_vcpu_and_virtio_device_counts_fit() {
+        let most = (1..)
+            .map_while(|count| crate::devices::virtio_slots(count).ok())
+            .last()
+            .unwrap();
+        assert!(most.len() > 10, "{}", most.len());
+        assert!(build(254, &most).is_ok());
     }
 }

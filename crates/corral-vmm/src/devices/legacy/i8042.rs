@@ -19,7 +19,7 @@ pub const I8042_PORT: u16 = 0x60;
 /// Data at 0x60, status/command at 0x64 (0x61 is the PC speaker port, handled inside KVM).
 pub const I8042_PORT_LEN: u64 = 5;
 const DATA_OFFSET: u64 = 0;
-const COMMAND_OFFSET: u64 = 4;
+pub const COMMAND_OFFSET: u64 = 4;
 
 const STATUS_OUTPUT_FULL: u8 = 0x01;
 const STATUS_SYSTEM: u8 = 0x04;
