@@ -1,0 +1,65 @@
+//! Why a snapshot command is refused.
+
+use std::path::PathBuf;
+
+/// A snapshot command refused before anything is changed.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error(
+        "{0:?} is not a valid snapshot name: use letters, digits, '-', '_' and '.', starting \
+         with a letter or digit"
+    )]
+    Name(String),
+    #[error(
+        "instance {instance} has no snapshot {snapshot}; `corral snapshot list {instance}` shows \
+         its snapshots"
+    )]
+    NotFound { instance: String, snapshot: String },
+    #[error(
+        "instance {instance} already has a snapshot {snapshot}; pick another name, or delete it \
+         first with `corral snapshot delete {instance} {snapshot}`"
+    )]
+    Exists { instance: String, snapshot: String },
+    #[error(
+        "instance {0} is running, and snapshots of a running VM's memory and devices are not \
+         built yet; stop it first (`corral stop {0}`) for a snapshot of its disks"
+    )]
+    RunningVm(String),
+    #[error(
+        "instance {0} is a running container, and checkpointing running containers needs CRIU, \
+         which corral does not support yet; stop it first (`corral stop {0}`) for a snapshot of \
+         its root filesystem"
+    )]
+    RunningContainer(String),
+    #[error(
+        "instance {0} is running; stop it first (`corral stop {0}`), then restore the snapshot"
+    )]
+    RestoreRunning(String),
+    #[error(
+        "disks[{index}] of instance {instance} ({disk}) is writable and outside the instance's \
+         directory, so a snapshot cannot keep its content; make it read-only (`corral config \
+         edit {instance}`), or keep the disk in the instance's directory"
+    )]
+    SharedDisk {
+        instance: String,
+        index: usize,
+        disk: String,
+    },
+    #[error("disks[{index}] of instance {instance} ({path}) is not a regular file, so it cannot be snapshotted")]
+    NotAFile {
+        instance: String,
+        index: usize,
+        path: PathBuf,
+    },
+    #[error(
+        "the root filesystem of container {instance} ({rootfs}) is outside the instance's \
+         directory, so a snapshot cannot keep it"
+    )]
+    RootfsOutside { instance: String, rootfs: PathBuf },
+    #[error("snapshot record {path} cannot be read")]
+    Record {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+}
