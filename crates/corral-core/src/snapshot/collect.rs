@@ -46,24 +46,29 @@ pub fn collect(pool: &Pool, paths: &InstancePaths, definition: &Definition) {
     };
     let named = named_disks(paths, definition);
     let named_inodes: HashSet<(u64, u64)> = named.iter().filter_map(|p| inode(p)).collect();
-    entries.retain(|entry| {
-        let interrupted = entry.record.as_ref().is_some_and(|record| {
-            record.disks.iter().any(|disk| {
-                inode(&entry.dir.join(&disk.base)).is_some_and(|i| named_inodes.contains(&i))
+    let interrupted: Vec<PathBuf> = entries
+        .iter()
+        .filter(|entry| {
+            entry.record.as_ref().is_some_and(|record| {
+                record.disks.iter().any(|disk| {
+                    inode(&entry.dir.join(&disk.base)).is_some_and(|i| named_inodes.contains(&i))
+                })
             })
-        });
-        if interrupted {
-            tracing::info!(
-                "removing {}, left by an interrupted snapshot",
-                entry.dir.display()
-            );
-            let _ = std::fs::remove_dir_all(&entry.dir);
-        }
-        !interrupted
-    });
+        })
+        .map(|entry| entry.dir.clone())
+        .collect();
     let snapshots = std::fs::canonicalize(&snapshots).unwrap_or(snapshots);
     let places = places(pool, paths, definition, &entries, &snapshots);
+    // While the interrupted snapshots' bases are there, the overlays made on them are known.
     remove_strays(paths, definition, &entries, &named, (&snapshots, &places));
+    for dir in &interrupted {
+        tracing::info!(
+            "removing {}, left by an interrupted snapshot",
+            dir.display()
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    entries.retain(|entry| !interrupted.contains(&entry.dir));
     let mut roots: Vec<(PathBuf, corral_disk::DiskFormat)> = definition
         .disks
         .iter()

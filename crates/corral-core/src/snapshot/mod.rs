@@ -110,9 +110,12 @@ impl Manager {
         info(&dir)
     }
 
-    /// The snapshots of instance `name`, oldest first.
+    /// The snapshots of instance `name`, oldest first (after what an interrupted snapshot
+    /// command left is settled, under the lock).
     pub fn list_snapshots(&self, name: &str) -> Result<Vec<SnapshotInfo>, CoreError> {
-        self.store().require(name)?;
+        let _lock = self.lock(name)?;
+        let pool = crate::volume::Pool::default_in(self.store().root());
+        collect(&pool, &self.paths(name)?, &self.store().definition(name)?);
         self.records(name)?
             .iter()
             .map(|(dir, _)| info(dir))
