@@ -131,6 +131,10 @@ pub const ALL: &[Failpoint] = &[
         state: "snapshot create: the VM's disks have second names in the snapshot's directory; no overlay, no record yet",
     },
     Failpoint {
+        name: "snapshot.vm-saved",
+        state: "snapshot create of a running VM: the guest's state is saved and its VMM ended; the disks are not switched, no new VMM",
+    },
+    Failpoint {
         name: "snapshot.recorded",
         state: "snapshot create: overlays made and the snapshot's record written; the definition still names the old disks",
     },

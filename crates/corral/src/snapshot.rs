@@ -17,8 +17,9 @@ pub struct SnapshotArgs {
 
 #[derive(Subcommand)]
 enum SnapshotCommand {
-    /// Take a snapshot of a stopped instance: a VM's writable disks become read-only bases the
-    /// VM continues on overlays of; a container's root filesystem is copied.
+    /// Take a snapshot: a VM's writable disks become read-only bases the VM continues on
+    /// overlays of (a running VM's memory and device state are saved too, the guest paused
+    /// meanwhile); a stopped container's root filesystem is copied.
     Create {
         #[arg(add = completion::instances())]
         name: String,
@@ -34,7 +35,8 @@ enum SnapshotCommand {
         output: Format,
     },
     /// Bring a stopped instance back to a snapshot (its definition and disks or root filesystem
-    /// as they were); what changed since is discarded, the snapshot stays.
+    /// as they were; a VM snapshot taken running runs again from where it was); what changed
+    /// since is discarded, the snapshot stays.
     Restore {
         #[arg(add = completion::instances())]
         name: String,
@@ -53,8 +55,16 @@ pub fn run(root: &Path, args: SnapshotArgs) -> anyhow::Result<ExitCode> {
     let manager = crate::instance::manager(root)?;
     match args.command {
         SnapshotCommand::Create { name, snapshot } => {
-            let info = manager.create_snapshot(&name, snapshot.as_deref())?;
-            println!("created snapshot {} of {name}", info.name);
+            let created = manager.create_snapshot(&name, snapshot.as_deref())?;
+            match created.paused {
+                Some(paused) => println!(
+                    "created snapshot {} of {name} with its memory and device state (the guest \
+                     was paused for {} ms)",
+                    created.info.name,
+                    paused.as_millis()
+                ),
+                None => println!("created snapshot {} of {name}", created.info.name),
+            }
         }
         SnapshotCommand::List { name, output } => {
             let snapshots = manager.list_snapshots(&name)?;
@@ -76,8 +86,13 @@ pub fn run(root: &Path, args: SnapshotArgs) -> anyhow::Result<ExitCode> {
             }
         }
         SnapshotCommand::Restore { name, snapshot } => {
-            manager.restore_snapshot(&name, &snapshot)?;
-            println!("restored {name} to snapshot {snapshot}");
+            if manager.restore_snapshot(&name, &snapshot)? {
+                println!(
+                    "restored {name} to snapshot {snapshot}; it is running from its saved state"
+                );
+            } else {
+                println!("restored {name} to snapshot {snapshot}");
+            }
         }
         SnapshotCommand::Delete { name, snapshot } => {
             manager.delete_snapshot(&name, &snapshot)?;

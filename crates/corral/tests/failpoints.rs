@@ -192,10 +192,13 @@ enum SnapshotOp {
     VmCreate,
     /// `snapshot restore src s` of a stopped container whose root filesystem changed since.
     ContainerRestore,
+    /// `snapshot create src s` of the running counter VM (no disk).
+    VmRunning,
 }
 
 /// Every failpoint's snapshot rounds.
 const SNAPSHOT_ROUNDS: &[(&str, SnapshotOp)] = &[
+    ("snapshot.vm-saved", SnapshotOp::VmRunning),
     ("snapshot.bases-linked", SnapshotOp::VmCreate),
     ("snapshot.recorded", SnapshotOp::VmCreate),
     ("snapshot.switched", SnapshotOp::VmCreate),
@@ -1480,6 +1483,11 @@ fn snapshot_round(h: &Harness, point: &str, op: SnapshotOp) -> String {
             root.ok(&["create", "src", "--image", "vm", "--memory", "32M"]);
             vec!["snapshot", "create", "src", "s"]
         }
+        SnapshotOp::VmRunning => {
+            common::create_vm(&root, "src", "counter", &[]);
+            root.ok(&["start", "src"]);
+            vec!["snapshot", "create", "src", "s"]
+        }
         SnapshotOp::ContainerRestore => {
             root.ok(&strs(&h.create_args(Kind::Container, "src", false)));
             root.ok(&["snapshot", "create", "src", "s"]);
@@ -1505,6 +1513,25 @@ fn snapshot_round(h: &Harness, point: &str, op: SnapshotOp) -> String {
     assert_eq!(root.status("src"), "stopped", "{round}");
     let dir = root.instance_dir("src");
     match op {
+        SnapshotOp::VmRunning => {
+            // The guest was saved and its VMM ended: it is stopped, with no snapshot and no
+            // saved state left in its runtime directory.
+            assert!(listed.is_empty(), "{round}: listed {listed:?}");
+            let saved: Vec<_> = std::fs::read_dir(dir.join("run"))
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .filter(|n| n.to_string_lossy().starts_with(".snapshot-"))
+                .collect();
+            assert!(saved.is_empty(), "{round}: {saved:?} left");
+            root.ok(&["start", "src"]);
+            root.ok(&args);
+            assert_eq!(root.status("src"), "running", "{round}");
+            assert_eq!(snapshot_list(&root, "src"), ["s"], "{round}");
+            root.ok(&["kill", "src"]);
+            root.ok(&["delete", "src"]);
+            nothing_left(&round, "litter", || litter(&root));
+            return "stopped, no snapshot, no saved state; started and snapshotted again".into();
+        }
         SnapshotOp::VmCreate => {
             let switched = point == "snapshot.switched";
             assert_eq!(listed.is_empty(), !switched, "{round}: listed {listed:?}");
@@ -1539,6 +1566,7 @@ fn snapshot_round(h: &Harness, point: &str, op: SnapshotOp) -> String {
         "state.json".into(),
     ];
     match op {
+        SnapshotOp::VmRunning => {}
         SnapshotOp::VmCreate => {
             expected.push("kernel".into());
             expected.push(definition["disks"][0]["path"].as_str().unwrap().to_string());
@@ -1561,7 +1589,7 @@ fn snapshot_round(h: &Harness, point: &str, op: SnapshotOp) -> String {
         SnapshotOp::VmCreate => common::wait_for("the guest's power-off", SETTLE, || {
             root.status("src") == "stopped"
         }),
-        SnapshotOp::ContainerRestore => drop(root.ok(&["kill", "src"])),
+        SnapshotOp::ContainerRestore | SnapshotOp::VmRunning => drop(root.ok(&["kill", "src"])),
     }
     root.ok(&["snapshot", "restore", "src", "s"]);
     if let Some(before) = before {

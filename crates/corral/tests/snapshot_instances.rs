@@ -222,24 +222,195 @@ fn bad_snapshot_requests_are_refused_with_a_sentence_and_change_nothing() {
     assert_eq!(snapshot_names(&root, "v"), ["one"]);
 }
 
+/// The numbers of the console's complete lines that start with `prefix`, in order.
+fn numbered(console: &str, prefix: &str) -> Vec<u64> {
+    console
+        .split_inclusive('\n')
+        .filter_map(|line| line.strip_suffix('\n')?.strip_prefix(prefix))
+        .map(|rest| rest.split(' ').next().unwrap().parse().unwrap())
+        .collect()
+}
+
+fn assert_consecutive(numbers: &[u64], what: &str) {
+    for pair in numbers.windows(2) {
+        assert_eq!(
+            pair[1],
+            pair[0] + 1,
+            "{what}: a gap or repeat in {numbers:?}"
+        );
+    }
+}
+
+fn supervisor_pid(root: &Root, name: &str) -> u64 {
+    root.info(name)["state"]["pid"].as_u64().unwrap()
+}
+
+/// Waits until instance `name`'s console, from byte `from` on (where a run killed earlier left
+/// off, maybe mid-line), holds `count` complete lines starting with `prefix`; returns that part.
+fn wait_for_lines(root: &Root, name: &str, prefix: &str, from: usize, count: usize) -> String {
+    let mut logs = String::new();
+    common::wait_for(
+        &format!("{count} lines {prefix:?}"),
+        std::time::Duration::from_secs(30),
+        || {
+            logs = root.ok(&["logs", name]).split_off(from);
+            numbered(&logs, prefix).len() >= count
+        },
+    );
+    logs
+}
+
 #[test]
-fn a_running_vm_is_refused_and_a_restore_needs_it_stopped() {
+fn a_running_vm_snapshot_keeps_it_counting_and_its_restore_goes_back_to_that_count() {
     require_kvm!();
     let root = Root::new();
-    hello_vm(&root, "v");
-    root.ok(&["snapshot", "create", "v"]);
     common::create_vm(&root, "counter", "counter", &[]);
     root.ok(&["start", "counter"]);
+    let before = numbered(&wait_for_lines(&root, "counter", "count ", 0, 3), "count ");
+    let pid = supervisor_pid(&root, "counter");
+
+    let out = root.ok(&["snapshot", "create", "counter"]);
+    assert!(
+        out.starts_with("created snapshot snap0 of counter with its memory and device state"),
+        "{out}"
+    );
+    let paused_ms: u64 = out
+        .split("paused for ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    println!("the guest was paused for {paused_ms} ms");
+    let after = numbered(&root.ok(&["logs", "counter"]), "count ");
+    // Still running, under a new supervisor, counting on from where it was.
+    assert_eq!(root.status("counter"), "running");
+    assert_ne!(supervisor_pid(&root, "counter"), pid);
+    let list = root.ok(&["snapshot", "list", "counter"]);
+    assert!(list.contains(" yes "), "{list}");
+    let logs = wait_for_lines(&root, "counter", "count ", 0, after.len() + 5);
+    let counts = numbered(&logs, "count ");
+    assert_consecutive(&counts, "counting across the snapshot");
+
+    // Stopped later, the snapshot's restore runs it again from the count it had.
+    root.ok(&["kill", "counter"]);
+    let at_kill = root.ok(&["logs", "counter"]);
+    let last = *numbered(&at_kill, "count ").last().unwrap();
+    let out = root.ok(&["snapshot", "restore", "counter", "snap0"]);
+    assert!(out.contains("running from its saved state"), "{out}");
+    assert_eq!(root.status("counter"), "running");
+    let restored = numbered(
+        &wait_for_lines(&root, "counter", "count ", at_kill.len(), 5),
+        "count ",
+    );
+    assert_consecutive(&restored, "counting after the restore");
+    let first = restored[0];
+    let (at_least, at_most) = (*before.last().unwrap(), *after.last().unwrap());
+    assert!(
+        (at_least + 1..=at_most + 1).contains(&first) && first < last,
+        "restored at {first}: the snapshot was taken between counts {at_least} and {at_most}, the \
+         guest had reached {last}"
+    );
+    root.ok(&["kill", "counter"]);
+}
+
+/// The sum the `snapshot-io` guest prints for round `round` (guests/snapshot-io.c).
+fn round_sum(round: u64) -> u64 {
+    (0..512u64)
+        .map(|j| (round + j).wrapping_mul(j + 1) & 0xff)
+        .sum()
+}
+
+/// The round numbers of the `snapshot-io` guest's lines, each checked to have read back what it
+/// wrote to its disk.
+fn io_rounds(console: &str) -> Vec<u64> {
+    console
+        .split_inclusive('\n')
+        .filter_map(|line| line.strip_suffix('\n')?.strip_prefix("round "))
+        .map(|line| {
+            let words: Vec<&str> = line.split(' ').collect();
+            let round: u64 = words[0].parse().unwrap();
+            assert_eq!(
+                words[1..3],
+                ["blk".to_string(), round_sum(round).to_string()],
+                "{line}"
+            );
+            round
+        })
+        .collect()
+}
+
+#[test]
+fn a_running_vm_writing_its_disk_goes_on_on_an_overlay_and_restores_to_it() {
+    require_kvm!();
+    let root = Root::new();
+    let disk = root.dir.path().join("io.qcow2");
+    corral_disk::create_qcow2(
+        &disk,
+        &corral_disk::Qcow2CreateOptions {
+            size: Some(MIB),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let kernel = corral_guests::elf("snapshot-io");
+    root.ok(&[
+        "image",
+        "import",
+        disk.to_str().unwrap(),
+        "--kernel",
+        kernel.to_str().unwrap(),
+        "--alias",
+        "io",
+    ]);
+    root.ok(&["create", "io", "--image", "io", "--memory", "32M"]);
+    root.ok(&["start", "io"]);
+    wait_for_lines(&root, "io", "round ", 0, 3);
+    let out = root.ok(&["snapshot", "create", "io", "busy"]);
+    assert!(out.contains("with its memory and device state"), "{out}");
+    let files = disk_files(&root, "io");
+    assert!(
+        files.len() == 1 && files[0].starts_with("root-"),
+        "{files:?}"
+    );
+    let seen = io_rounds(&root.ok(&["logs", "io"])).len();
+    let rounds = io_rounds(&wait_for_lines(&root, "io", "round ", 0, seen + 5));
+    assert_consecutive(&rounds, "rounds across the snapshot");
+
+    root.ok(&["kill", "io"]);
+    let at_kill = root.ok(&["logs", "io"]).len();
+    root.ok(&["snapshot", "restore", "io", "busy"]);
+    let restored = io_rounds(&wait_for_lines(&root, "io", "round ", at_kill, 5));
+    assert_consecutive(&restored, "rounds after the restore");
+    assert!(
+        restored[0] <= rounds[rounds.len() - 1],
+        "{restored:?} went back"
+    );
+    root.ok(&["kill", "io"]);
+}
+
+#[test]
+fn a_paused_vm_is_refused_and_a_restore_needs_it_stopped() {
+    require_kvm!();
+    let root = Root::new();
+    common::create_vm(&root, "counter", "counter", &[]);
+    root.ok(&["snapshot", "create", "counter", "cold"]);
+    root.ok(&["start", "counter"]);
+    root.ok(&["pause", "counter"]);
     let err = root.fails(&["snapshot", "create", "counter"]);
+    assert!(err.contains("instance counter is paused"), "{err}");
+    assert!(err.contains("`corral resume counter`"), "{err}");
+    let err = root.fails(&["snapshot", "restore", "counter", "cold"]);
     assert!(
         err.contains("stop it first (`corral stop counter`)"),
         "{err}"
     );
-    assert!(snapshot_dirs(&root, "counter").is_empty());
     root.ok(&["kill", "counter"]);
-    // A stopped VM without disks has nothing but its definition to keep.
-    root.ok(&["snapshot", "create", "counter"]);
-    root.ok(&["snapshot", "restore", "counter", "snap0"]);
+    // A stateless snapshot's restore leaves the VM stopped.
+    root.ok(&["snapshot", "restore", "counter", "cold"]);
+    assert_eq!(root.status("counter"), "stopped");
 }
 
 #[test]

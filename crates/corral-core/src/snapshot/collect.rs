@@ -21,8 +21,9 @@ use crate::volume::Pool;
 /// Brings the snapshot files of the instance (`definition`, in `paths`) back to a consistent
 /// state:
 ///
-/// 1. hidden directories under `snapshots/` (a snapshot or restore being made: the caller holds
-///    the lock, so their maker is gone) are removed;
+/// 1. hidden directories under `snapshots/` (a snapshot or restore being made) and a running
+///    VM's guest state saved into its runtime directory but not moved into a snapshot are
+///    removed (the caller holds the lock, so their maker is gone);
 /// 2. a snapshot whose base is still a disk the definition names was interrupted before the
 ///    instance moved onto its overlay: it is removed (the disk keeps its content);
 /// 3. a file beside the definition's disks that no disk names and that is a base under its old
@@ -32,14 +33,10 @@ use crate::volume::Pool;
 ///    backing chain of a disk or of a snapshot's base.
 pub fn collect(pool: &Pool, paths: &InstancePaths, definition: &Definition) {
     let snapshots = paths.dir.join(SNAPSHOTS_DIR);
-    let Ok(list) = std::fs::read_dir(&snapshots) else {
+    remove_hidden(&snapshots, ".");
+    remove_hidden(&paths.runtime_dir(), super::SAVING_PREFIX);
+    if !snapshots.is_dir() {
         return;
-    };
-    for entry in list.flatten() {
-        if entry.file_name().to_string_lossy().starts_with('.') {
-            // Best effort: retried by the next collection.
-            let _ = std::fs::remove_dir_all(&entry.path());
-        }
     }
     let Ok(mut entries) = record::entries(&paths.dir) else {
         return;
@@ -105,6 +102,20 @@ pub fn collect(pool: &Pool, paths: &InstancePaths, definition: &Definition) {
             .any(|file| used.contains(&canonical(&file.path())));
         if !in_use {
             let _ = std::fs::remove_dir_all(&entry.dir);
+        }
+    }
+}
+
+/// Removes the directories in `dir` whose names start with `prefix` (their makers are gone:
+/// the caller holds the lock). Best effort: retried by the next collection.
+fn remove_hidden(dir: &Path, prefix: &str) {
+    let Ok(list) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in list.flatten() {
+        let ours = entry.file_name().to_string_lossy().starts_with(prefix);
+        if ours && entry.file_type().is_ok_and(|kind| kind.is_dir()) {
+            let _ = std::fs::remove_dir_all(entry.path());
         }
     }
 }

@@ -21,10 +21,10 @@ pub enum SnapshotError {
     )]
     Exists { instance: String, snapshot: String },
     #[error(
-        "instance {0} is running, and snapshots of a running VM's memory and devices are not \
-         built yet; stop it first (`corral stop {0}`) for a snapshot of its disks"
+        "instance {name} is {status}; a snapshot is taken of a running or a stopped VM: resume \
+         it (`corral resume {name}`) or stop it (`corral stop {name}`) first"
     )]
-    RunningVm(String),
+    NotRunningNorStopped { name: String, status: String },
     #[error(
         "instance {0} is a running container, and checkpointing running containers needs CRIU, \
          which corral does not support yet; stop it first (`corral stop {0}`) for a snapshot of \

@@ -15,11 +15,19 @@
 //! the bases are linked and the overlays made, the record written, and then the definition saved
 //! (the moment the instance switches); only then are the disks' old names removed.
 //!
-//! Running instances are refused: a running VM's memory and device state is not saved yet, and
-//! checkpointing a running container needs CRIU.
+//! A running VM's snapshot is stateful. Its VMM is jailed and cannot reopen disks by path, so the
+//! disks are not switched under it: the VMM saves the paused guest (memory and device state,
+//! left paused) into its runtime directory and is ended, the disks are switched as for a stopped
+//! VM (the state moving into the snapshot as `vm/`), and a new VMM restores the guest from that
+//! state with the disks now on their overlays (same virtual sizes, which the VMM checks). The
+//! guest is paused from the save until the new VMM runs it. Restoring a stateful snapshot starts
+//! the instance from its state. Checkpointing a running container needs CRIU, not built yet.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use corral_control::{Request, Response};
 
 use serde::Serialize;
 
@@ -34,8 +42,23 @@ pub use record::SNAPSHOTS_DIR;
 use crate::definition::{validate_name, Definition, DiskFormat, Kind};
 use crate::driver::InstancePaths;
 use crate::error::CoreError;
-use crate::lifecycle::Manager;
+use crate::lifecycle::{Manager, STOP_GRACE};
+use crate::state::Status;
 use record::{FrozenDisk, Record};
+
+/// The start of the name of the directory a running VM's VMM saves its guest into, in the
+/// instance's runtime directory (moved into the snapshot once complete).
+const SAVING_PREFIX: &str = ".snapshot-";
+
+/// A stateful snapshot's VM state (`state` and `memory`), in its directory.
+pub const VM_STATE_DIR: &str = "vm";
+
+/// A snapshot just taken, and how long its guest was paused for it (a running VM's).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Created {
+    pub info: SnapshotInfo,
+    pub paused: Option<Duration>,
+}
 
 /// One snapshot, as `corral snapshot list` shows it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -56,19 +79,24 @@ struct Freeze {
 }
 
 impl Manager {
-    /// Takes snapshot `snapshot` (by default the first free `snapN`) of the stopped instance
-    /// `name`.
+    /// Takes snapshot `snapshot` (by default the first free `snapN`) of instance `name`: a
+    /// stopped instance's disks or root filesystem; a running VM's also with its memory and
+    /// device state (the VM goes on running, under a new supervisor).
     pub fn create_snapshot(
         &self,
         name: &str,
         snapshot: Option<&str>,
-    ) -> Result<SnapshotInfo, CoreError> {
+    ) -> Result<Created, CoreError> {
         let _lock = self.lock(name)?;
         let status = self.reconciled(name)?.status;
         let mut definition = self.store().definition(name)?;
-        if status.is_active() {
+        let running_vm = definition.kind == Kind::Vm && status == Status::Running;
+        if status.is_active() && !running_vm {
             return Err(match definition.kind {
-                Kind::Vm => SnapshotError::RunningVm(name.to_string()),
+                Kind::Vm => SnapshotError::NotRunningNorStopped {
+                    name: name.to_string(),
+                    status: status.to_string(),
+                },
                 Kind::Container => SnapshotError::RunningContainer(name.to_string()),
             }
             .into());
@@ -96,18 +124,75 @@ impl Manager {
         let record = Record {
             name: snapshot,
             created: crate::state::now_secs(),
-            stateful: false,
+            stateful: running_vm,
             definition,
             disks: Vec::new(),
             rootfs: None,
         };
-        let dir = match record.definition.kind {
-            Kind::Vm => self.snapshot_disks(&pool, &paths, record)?,
-            Kind::Container => snapshot_rootfs(&paths, record)?,
+        let (dir, paused) = match record.definition.kind {
+            Kind::Vm if running_vm => {
+                let (dir, paused) = self.snapshot_running(&pool, &paths, record)?;
+                (dir, Some(paused))
+            }
+            Kind::Vm => (self.snapshot_disks(&pool, &paths, record, None)?, None),
+            Kind::Container => (snapshot_rootfs(&paths, record)?, None),
         };
         let definition = self.store().definition(name)?;
         collect(&pool, &paths, &definition);
-        info(&dir)
+        Ok(Created {
+            info: info(&dir)?,
+            paused,
+        })
+    }
+
+    /// Saves the running VM's guest state (left paused), ends its VMM, switches its disks onto
+    /// overlays and runs the guest on from the saved state in a new VMM; returns the snapshot's
+    /// directory and how long the guest was paused. If the switch fails, the guest goes on from
+    /// the saved state on its old disks.
+    fn snapshot_running(
+        &self,
+        pool: &crate::volume::Pool,
+        paths: &InstancePaths,
+        record: Record,
+    ) -> Result<(PathBuf, Duration), CoreError> {
+        let name = record.definition.name.clone();
+        // Refusals before the guest is touched.
+        plan_freezes(&record.definition, paths)?;
+        // In the VMM's jail (its runtime directory, which it sees at the same path).
+        let saved = paths
+            .runtime_dir()
+            .join(format!("{SAVING_PREFIX}{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&saved);
+        let started = Instant::now();
+        let request = Request::Snapshot {
+            to: saved.clone(),
+            leave_paused: true,
+            diff: false,
+        };
+        let refused = |message: String| CoreError::Refused {
+            name: name.clone(),
+            request: "snapshot".to_string(),
+            message,
+        };
+        match self.call(paths, &request)? {
+            Response::State { .. } => {}
+            Response::Error { message } => return Err(refused(message)),
+            Response::Info(_) => return Err(refused("unexpected answer".to_string())),
+        }
+        self.end_run_locked(&name, Request::Kill, STOP_GRACE, None)?;
+        fail::fail_point!("snapshot.vm-saved");
+        let dir = match self.snapshot_disks(pool, paths, record, Some(&saved)) {
+            Ok(dir) => dir,
+            Err(err) => {
+                if let Err(again) = self.start_locked(&name, Some(&saved)) {
+                    tracing::warn!("instance {name} could not go on from its saved state: {again}");
+                }
+                let _ = std::fs::remove_dir_all(&saved);
+                return Err(err);
+            }
+        };
+        self.start_locked(&name, Some(&dir.join(VM_STATE_DIR)))?;
+        Ok((dir, started.elapsed()))
     }
 
     /// The snapshots of instance `name`, oldest first (after what an interrupted snapshot
@@ -124,8 +209,10 @@ impl Manager {
 
     /// Brings the stopped instance `name` back to snapshot `snapshot`: its definition as it was
     /// then, each snapshotted disk a new empty overlay on the snapshot's base (what the disks
-    /// held since is discarded), a container's root filesystem a copy of the snapshot's.
-    pub fn restore_snapshot(&self, name: &str, snapshot: &str) -> Result<(), CoreError> {
+    /// held since is discarded), a container's root filesystem a copy of the snapshot's; a
+    /// stateful snapshot's VM is started from its saved state (running again where it was).
+    /// Returns whether the instance was started.
+    pub fn restore_snapshot(&self, name: &str, snapshot: &str) -> Result<bool, CoreError> {
         let _lock = self.lock(name)?;
         if self.reconciled(name)?.status.is_active() {
             return Err(SnapshotError::RestoreRunning(name.to_string()).into());
@@ -139,7 +226,10 @@ impl Manager {
             Kind::Container => self.restore_rootfs(&paths, &dir, &record)?,
         }
         collect(&pool, &paths, &self.store().definition(name)?);
-        Ok(())
+        if record.stateful {
+            self.start_locked(name, Some(&dir.join(VM_STATE_DIR)))?;
+        }
+        Ok(record.stateful)
     }
 
     /// Deletes snapshot `snapshot` of instance `name` (running or not): its record goes at once,
@@ -179,12 +269,14 @@ impl Manager {
     }
 
     /// Freezes the writable disks of the stopped VM `record.definition` into a new snapshot
-    /// directory and moves the instance onto overlays of them; returns the directory.
+    /// directory (with the guest state in `saved` moved in, for a stateful one) and moves the
+    /// instance onto overlays of them; returns the directory. On failure `saved` is where it was.
     fn snapshot_disks(
         &self,
         pool: &crate::volume::Pool,
         paths: &InstancePaths,
         mut record: Record,
+        saved: Option<&Path>,
     ) -> Result<PathBuf, CoreError> {
         let freezes = plan_freezes(&record.definition, paths)?;
         let dir = paths.dir.join(SNAPSHOTS_DIR).join(record::new_id()?);
@@ -213,11 +305,19 @@ impl Manager {
                 overlays.push(paths.resolve(&overlay));
                 on_overlay(&mut switched, freeze.index, overlay);
             }
+            if let Some(saved) = saved {
+                let to = dir.join(VM_STATE_DIR);
+                std::fs::rename(saved, &to).map_err(CoreError::io("move", &to))?;
+            }
             record::write(&dir, &record)?;
             fail::fail_point!("snapshot.recorded");
             self.save_definition(&switched)
         })();
         if let Err(err) = made {
+            if let Some(saved) = saved {
+                // Back where the caller goes on from it (absent if it never moved).
+                let _ = std::fs::rename(dir.join(VM_STATE_DIR), saved);
+            }
             // Ours, and named by no definition.
             let _ = std::fs::remove_dir_all(&dir);
             for overlay in overlays {
