@@ -56,6 +56,11 @@ pub enum SnapshotError {
          directory, so a snapshot cannot keep it"
     )]
     RootfsOutside { instance: String, rootfs: PathBuf },
+    #[error(
+        "snapshot {snapshot} names disks[{index}], which its definition does not keep in the \
+         instance's directory (the record was edited?); delete the snapshot"
+    )]
+    DiskOutside { snapshot: String, index: usize },
     #[error("snapshot record {path} cannot be read")]
     Record {
         path: PathBuf,

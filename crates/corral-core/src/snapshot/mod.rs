@@ -351,12 +351,9 @@ impl Manager {
                     .disks
                     .get(frozen.index)
                     .and_then(|disk| crate::clone::inside(disk.path.as_deref()?))
-                    .ok_or_else(|| {
-                        CoreError::Unsupported(format!(
-                        "snapshot {} names disks[{}], which its definition does not hold inside \
-                         the instance's directory",
-                        record.name, frozen.index
-                    ))
+                    .ok_or_else(|| SnapshotError::DiskOutside {
+                        snapshot: record.name.clone(),
+                        index: frozen.index,
                     })?;
                 let overlay = overlay_name(&disk)?;
                 let format = frozen
