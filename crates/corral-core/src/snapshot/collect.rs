@@ -245,3 +245,77 @@ fn inode(path: &Path) -> Option<(u64, u64)> {
 fn canonical(path: &Path) -> PathBuf {
     std::fs::canonicalize(path).unwrap_or(path.to_path_buf())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn definition(disk: &str) -> Definition {
+        let text = format!(
+            "name = \"web\"\ntype = \"vm\"\nuuid = \"f4e2e3b4-7f3d-4b1b-8b3b-3b4b1b7f3d4b\"\n\
+             [boot]\nkernel = \"vmlinux\"\n[[disks]]\npath = \"{disk}\"\nformat = \"qcow2\"\n\
+             allow_backing = [\"snapshots\"]\n"
+        );
+        toml::from_str(&text).unwrap()
+    }
+
+    fn overlay(path: &Path, base: &Path, format: corral_disk::DiskFormat) {
+        let snapshots = base.parent().and_then(Path::parent).unwrap().to_path_buf();
+        crate::disks::make_overlay(path, base, format, vec![snapshots]).unwrap();
+    }
+
+    #[test]
+    fn deleted_snapshots_stay_while_a_chain_needs_them_and_strays_go() {
+        let root = tempfile::tempdir().unwrap();
+        let pool = Pool::default_in(root.path());
+        let paths = InstancePaths::new(root.path().join("instances/web"));
+        let snapshots = paths.dir.join(SNAPSHOTS_DIR);
+        for id in ["a", "b", "c"] {
+            std::fs::create_dir_all(snapshots.join(id)).unwrap();
+        }
+        // a ← b ← the disk: two deleted snapshots (no records) the disk's chain runs through.
+        let a = snapshots.join("a/disk0.raw");
+        std::fs::write(&a, vec![1; 1 << 16]).unwrap();
+        let b = snapshots.join("b/disk0.qcow2");
+        overlay(&b, &a, corral_disk::DiskFormat::Raw);
+        overlay(
+            &paths.dir.join("root-11111111.qcow2"),
+            &b,
+            corral_disk::DiskFormat::Qcow2,
+        );
+        // c: a deleted snapshot nothing builds on; the disk's old name (a second name of a's
+        // base), an overlay no disk names, and a hidden directory of a killed command.
+        std::fs::write(snapshots.join("c/disk0.raw"), b"c").unwrap();
+        std::fs::hard_link(&a, paths.dir.join("root.raw")).unwrap();
+        overlay(
+            &paths.dir.join("root-22222222.qcow2"),
+            &b,
+            corral_disk::DiskFormat::Qcow2,
+        );
+        std::fs::create_dir_all(snapshots.join(".new-1")).unwrap();
+
+        collect(&pool, &paths, &definition("root-11111111.qcow2"));
+        let left = |dir: &Path| {
+            let mut names: Vec<String> = std::fs::read_dir(dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|name| name != SNAPSHOTS_DIR)
+                .collect();
+            names.sort();
+            names
+        };
+        assert_eq!(left(&snapshots), ["a", "b"]);
+        assert_eq!(left(&paths.dir), ["root-11111111.qcow2"]);
+
+        // The disk back on a's base (a restore): b is used by nothing, the old overlay is a
+        // stray.
+        overlay(
+            &paths.dir.join("root-33333333.qcow2"),
+            &a,
+            corral_disk::DiskFormat::Raw,
+        );
+        collect(&pool, &paths, &definition("root-33333333.qcow2"));
+        assert_eq!(left(&snapshots), ["a"]);
+        assert_eq!(left(&paths.dir), ["root-33333333.qcow2"]);
+    }
+}
