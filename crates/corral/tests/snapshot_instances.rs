@@ -197,7 +197,7 @@ fn bad_snapshot_requests_are_refused_with_a_sentence_and_change_nothing() {
     let root = Root::new();
     hello_vm(&root, "v");
     let err = root.fails(&["snapshot", "create", "ghost"]);
-    assert!(err.contains("ghost"), "{err}");
+    assert!(err.contains("instance ghost does not exist"), "{err}");
     root.ok(&["snapshot", "create", "v", "one"]);
     let before = std::fs::read(root.instance_dir("v").join("instance.toml")).unwrap();
 

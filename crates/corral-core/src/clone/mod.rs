@@ -614,8 +614,9 @@ fn new_identity(nics: &[Nic], used: &HashSet<MacAddress>) -> Result<String, Core
 }
 
 /// Whether `name`, directly in an instance directory, is the store's or the supervisor's rather
-/// than the instance's content: the definition, state and lock, `run/`, and the temporary files
-/// of interrupted writes.
+/// than the instance's content: the definition, state and lock, `run/`, `snapshots/` (the
+/// source's own history, which a clone does not take along), and the temporary files of
+/// interrupted writes.
 fn is_bookkeeping(name: &OsStr) -> bool {
     [
         crate::store::DEFINITION_FILE,
@@ -689,7 +690,7 @@ mod tests {
 
     #[test]
     fn bookkeeping_files_are_not_content() {
-        for own in ["instance.toml", "state.json", "lock", "run"] {
+        for own in ["instance.toml", "state.json", "lock", "run", "snapshots"] {
             assert!(is_bookkeeping(OsStr::new(own)), "{own}");
         }
         assert!(is_bookkeeping(OsStr::new(".state.json.tmp-4242")));
