@@ -11,9 +11,9 @@
 //!   VM, `qemu-img`) is refused with the holder's name, before the supervisor starts; the VMM's own
 //!   locks (corral-disk) close the race.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use corral_disk::{BackingPolicy, DiskError, OpenOptions};
+use corral_disk::{BackingPolicy, DiskError, OpenOptions, Qcow2CreateOptions};
 
 use crate::definition::{Definition, DiskFormat};
 use crate::driver::InstancePaths;
@@ -124,5 +124,26 @@ pub fn preflight(
             Err(err) => return Err(refused(err)),
         }
     }
+    Ok(())
+}
+
+/// Makes a qcow2 overlay at `path` on the read-only `base` of `format` (named by that path in
+/// the header), of the base's virtual size; the base's own chain may only use `places`.
+pub(crate) fn make_overlay(
+    path: &Path,
+    base: &Path,
+    format: corral_disk::DiskFormat,
+    places: Vec<PathBuf>,
+) -> Result<(), CoreError> {
+    corral_disk::create_qcow2(
+        path,
+        &Qcow2CreateOptions {
+            size: None,
+            cluster_size: None,
+            backing_file: Some(base.to_path_buf()),
+            backing_format: Some(format),
+            backing_policy: BackingPolicy::Within(places),
+        },
+    )?;
     Ok(())
 }

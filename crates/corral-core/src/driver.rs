@@ -85,6 +85,21 @@ pub trait Driver: Send + Sync {
         paths: &InstancePaths,
     ) -> Result<Command, CoreError>;
 
+    /// The supervisor command that runs the guest saved in `saved` (a VM's snapshot state and
+    /// memory) instead of booting it, prepared as [`Driver::supervisor_command`] prepares a
+    /// boot. Only VMs can.
+    fn restore_command(
+        &self,
+        definition: &Definition,
+        _paths: &InstancePaths,
+        _saved: &Path,
+    ) -> Result<Command, CoreError> {
+        Err(CoreError::Unsupported(format!(
+            "instance {} cannot be started from a saved state",
+            definition.name
+        )))
+    }
+
     /// Completes a definition about to be saved (a new instance, an edit) with what must be
     /// decided once and recorded, e.g. the formats of a VM's disks.
     fn settle_definition(

@@ -138,6 +138,8 @@ pub enum CoreError {
     #[error(transparent)]
     Clone(#[from] crate::clone::error::CloneError),
     #[error(transparent)]
+    Snapshot(#[from] crate::snapshot::SnapshotError),
+    #[error(transparent)]
     Network(Box<corral_net::NetworkError>),
     #[error("nics[{index}] of instance {instance} cannot use its network")]
     NicNetwork {

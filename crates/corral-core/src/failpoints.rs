@@ -127,6 +127,26 @@ pub const ALL: &[Failpoint] = &[
         state: "linked clone: the source's definition names its overlay on the base; the disk's old name is not removed, the clone not committed",
     },
     Failpoint {
+        name: "snapshot.bases-linked",
+        state: "snapshot create: the VM's disks have second names in the snapshot's directory; no overlay, no record yet",
+    },
+    Failpoint {
+        name: "snapshot.vm-saved",
+        state: "snapshot create of a running VM: the guest's state is saved and its VMM ended; the disks are not switched, no new VMM",
+    },
+    Failpoint {
+        name: "snapshot.recorded",
+        state: "snapshot create: overlays made and the snapshot's record written; the definition still names the old disks",
+    },
+    Failpoint {
+        name: "snapshot.switched",
+        state: "snapshot create: the definition names the overlays; the disks' old names are not removed",
+    },
+    Failpoint {
+        name: "snapshot.rootfs-swapped",
+        state: "snapshot restore: the container's root filesystem is swapped for the snapshot's copy; the old one is not removed, the definition not restored",
+    },
+    Failpoint {
         name: "image.grown",
         state: "volume resize: the qcow2 image is grown in memory, its metadata not flushed",
     },

@@ -42,6 +42,7 @@ pub mod container_net;
 pub mod monitor;
 pub mod seccomp;
 pub mod seed;
+pub mod snapshot;
 pub mod userns;
 pub mod vm;
 pub mod volume;

@@ -29,7 +29,7 @@ const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long one control request may take.
 const CONTROL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Extra time a supervisor gets, after its own shutdown timeout, before it is killed.
-const STOP_GRACE: Duration = Duration::from_secs(10);
+pub(crate) const STOP_GRACE: Duration = Duration::from_secs(10);
 /// The (hidden, global) option naming the descriptor of a supervisor's [`StartGate`]: an
 /// argument rather than an environment variable, as a jailed VMM's environment is empty.
 pub const START_GATE_OPTION: &str = "--start-gate";
@@ -209,7 +209,11 @@ impl Manager {
         Ok(state)
     }
 
-    fn call(&self, paths: &InstancePaths, request: &Request) -> Result<Response, CoreError> {
+    pub(crate) fn call(
+        &self,
+        paths: &InstancePaths,
+        request: &Request,
+    ) -> Result<Response, CoreError> {
         let mut client = Client::connect(&paths.control_socket(), CONTROL_TIMEOUT)?;
         Ok(client.call(request)?)
     }
@@ -217,6 +221,16 @@ impl Manager {
     /// Starts instance `name` and returns once its supervisor serves its control socket.
     pub fn start(&self, name: &str) -> Result<State, CoreError> {
         let _lock = self.lock(name)?;
+        self.start_locked(name, None)
+    }
+
+    /// Starts instance `name` (the caller holds its lock), from the guest state saved in
+    /// `saved` when given (a VM snapshot's), else by booting it.
+    pub(crate) fn start_locked(
+        &self,
+        name: &str,
+        saved: Option<&Path>,
+    ) -> Result<State, CoreError> {
         let mut state = self.reconciled(name)?;
         if state.status.is_active() {
             return Err(CoreError::AlreadyRunning(name.to_string()));
@@ -245,8 +259,11 @@ impl Manager {
         }
         fail::fail_point!("start.state-starting");
 
-        let launched = driver
-            .supervisor_command(&definition, &paths)
+        let command = match saved {
+            Some(saved) => driver.restore_command(&definition, &paths, saved),
+            None => driver.supervisor_command(&definition, &paths),
+        };
+        let launched = command
             .and_then(|command| launch(command, name, &paths, driver.log_path_in_environment()))
             .and_then(|(child, gate)| {
                 fail::fail_point!("start.spawned");
@@ -356,6 +373,17 @@ impl Manager {
         guest_ending: Option<Duration>,
     ) -> Result<State, CoreError> {
         let _lock = self.lock(name)?;
+        self.end_run_locked(name, request, wait, guest_ending)
+    }
+
+    /// [`Manager::end_run`] for a caller that holds the lock.
+    pub(crate) fn end_run_locked(
+        &self,
+        name: &str,
+        request: Request,
+        wait: Duration,
+        guest_ending: Option<Duration>,
+    ) -> Result<State, CoreError> {
         let mut state = self.reconciled(name)?;
         if !state.status.is_active() {
             return Err(CoreError::NotRunning(name.to_string()));

@@ -395,6 +395,9 @@ fn run_vm(
 ) -> Result<VmExit, VmmError> {
     let config = &config.with_chosen_macs();
     let jail = options.jail.as_ref().map(jail::prepare).transpose()?;
+    if let (Some(_), Some(saved)) = (&jail, restore.as_mut()) {
+        saved.reopen_memory().map_err(VmmError::Restore)?;
+    }
     if config.seccomp {
         seccomp::prepare()?;
     }

@@ -23,6 +23,7 @@ mod ovf_export;
 mod ovf_import;
 mod progress;
 mod rootfs;
+mod snapshot;
 mod sysprep;
 mod terminal;
 mod vmm;
@@ -129,6 +130,8 @@ enum Command {
     Config(instance::ConfigArgs),
     /// Manage the storage pool's volumes.
     Volume(volume::VolumeArgs),
+    /// Take, list, restore and delete an instance's snapshots.
+    Snapshot(snapshot::SnapshotArgs),
     /// Manage networks: bridges with NAT and port forwards instances attach to.
     Network(network::NetworkArgs),
     /// Manage images: the templates instances are created from.
@@ -257,6 +260,7 @@ fn main() -> ExitCode {
         Command::Agent(args) => agent::agent(&cli.root, args),
         Command::Config(args) => instance::config(&cli.root, args),
         Command::Volume(args) => volume::run(&cli.root, args),
+        Command::Snapshot(args) => snapshot::run(&cli.root, args),
         Command::Network(args) => network::run(&cli.root, args),
         Command::Image(args) => image::run(&cli.root, args),
         Command::Publish(args) => image::publish(&cli.root, args),

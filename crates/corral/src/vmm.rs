@@ -53,11 +53,13 @@ pub struct RunArgs {
     config: Option<PathBuf>,
     /// Restore the VM saved in DIR by `corral vmm control SOCKET snapshot --to DIR` instead of
     /// booting one: the machine comes from the snapshot; console, sockets and policies may be
-    /// given anew.
+    /// given anew. With --config, the config's files (disks moved onto new overlays, say),
+    /// sockets and policies are used; it must describe the snapshot's machine (memory, vCPUs,
+    /// as many disks and NICs), and each device is checked against the snapshot.
     #[arg(
         long,
         value_name = "DIR",
-        conflicts_with_all = ["config", "kernel", "initrd", "cmdline", "vcpus", "memory", "disks", "nics", "rng", "vsock"]
+        conflicts_with_all = ["kernel", "initrd", "cmdline", "vcpus", "memory", "disks", "nics", "rng", "vsock"]
     )]
     restore: Option<PathBuf>,
     /// Track the pages written to guest memory, so that `snapshot --diff` can save only those
@@ -181,7 +183,8 @@ pub fn run(command: VmmCommand) -> anyhow::Result<ExitCode> {
 /// flags applied.
 fn config_from(args: RunArgs, saved: Option<VmConfig>) -> anyhow::Result<VmConfig> {
     let mut config = match (saved, &args.config) {
-        (Some(saved), _) => saved,
+        (Some(saved), Some(path)) => same_machine(saved, VmConfig::from_file(path)?)?,
+        (Some(saved), None) => saved,
         (None, Some(path)) => VmConfig::from_file(path)?,
         (None, None) => VmConfig::new(args.kernel.clone().unwrap_or_default()),
     };
@@ -274,6 +277,32 @@ fn run_vm(args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     eprintln!("corral: vm stopped: {reason} ({})", exit.detail);
     Ok(ExitCode::from(exit.exit_status()))
+}
+
+/// The config file's VM, to run from a snapshot whose machine (`saved`) it must describe:
+/// memory, vCPUs and the number of disks and NICs (each device is checked against the snapshot
+/// as it opens). Dirty-page tracking stays on when the snapshot had it.
+fn same_machine(saved: VmConfig, mut config: VmConfig) -> anyhow::Result<VmConfig> {
+    let shape = |c: &VmConfig| (c.memory, c.vcpus, c.disks.len(), c.nics.len());
+    if shape(&config) != shape(&saved) {
+        let describe = |c: &VmConfig| {
+            format!(
+                "{} of memory, {} vCPUs, {} disks and {} NICs",
+                c.memory,
+                c.vcpus,
+                c.disks.len(),
+                c.nics.len()
+            )
+        };
+        anyhow::bail!(
+            "the config describes a VM with {}, but the snapshot holds one with {}; restore \
+             with a config of the snapshot's machine",
+            describe(&config),
+            describe(&saved)
+        );
+    }
+    config.track_dirty_pages |= saved.track_dirty_pages;
+    Ok(config)
 }
 
 /// The supervisor exit record for how the VM ended (or failed to start).

@@ -185,6 +185,26 @@ const CLONE_ROUNDS: &[(&str, CloneOp)] = &[
     ("create.definition-written", CloneOp::VmLinked),
 ];
 
+/// Snapshot commands a round kills, each in a root of its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SnapshotOp {
+    /// `snapshot create src s` of a stopped VM whose disk is an overlay on an image.
+    VmCreate,
+    /// `snapshot restore src s` of a stopped container whose root filesystem changed since.
+    ContainerRestore,
+    /// `snapshot create src s` of the running counter VM (no disk).
+    VmRunning,
+}
+
+/// Every failpoint's snapshot rounds.
+const SNAPSHOT_ROUNDS: &[(&str, SnapshotOp)] = &[
+    ("snapshot.vm-saved", SnapshotOp::VmRunning),
+    ("snapshot.bases-linked", SnapshotOp::VmCreate),
+    ("snapshot.recorded", SnapshotOp::VmCreate),
+    ("snapshot.switched", SnapshotOp::VmCreate),
+    ("snapshot.rootfs-swapped", SnapshotOp::ContainerRestore),
+];
+
 /// How long a listed instance may stay `starting` or `stopping` after a kill (a supervisor
 /// coming up, or shutting down as it was asked).
 const SETTLE: Duration = Duration::from_secs(30);
@@ -261,6 +281,7 @@ fn every_failpoint_in_the_source_is_compiled_listed_and_has_a_round() {
         .chain(VOLUME_ROUNDS.iter().map(|(name, _)| name.to_string()))
         .chain(IMAGE_ROUNDS.iter().map(|(name, _)| name.to_string()))
         .chain(CLONE_ROUNDS.iter().map(|(name, _)| name.to_string()))
+        .chain(SNAPSHOT_ROUNDS.iter().map(|(name, _)| name.to_string()))
         .collect();
     assert_eq!(
         listed, rounds,
@@ -292,6 +313,12 @@ fn every_failpoint_in_the_source_is_compiled_listed_and_has_a_round() {
                     .iter()
                     .filter(|(n, _)| n == name)
                     .map(|(_, op)| format!("clone {op:?}")),
+            )
+            .chain(
+                SNAPSHOT_ROUNDS
+                    .iter()
+                    .filter(|(n, _)| n == name)
+                    .map(|(_, op)| format!("snapshot {op:?}")),
             )
             .collect();
         println!(
@@ -1405,4 +1432,191 @@ fn clones_killed_at_every_failpoint_leave_the_source_whole_and_no_half_clone() {
         CLONE_ROUNDS.len(),
         started.elapsed().as_secs_f64()
     );
+}
+
+/// The whole virtual disk of VM `name`'s first disk, read through its chain, after `mark` is
+/// written at its start (when given).
+fn first_disk_content(root: &Root, name: &str, mark: Option<&[u8]>) -> Vec<u8> {
+    let dir = root.instance_dir(name);
+    let definition: toml::Table = std::fs::read_to_string(dir.join("instance.toml"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let disk = &definition["disks"][0];
+    let allow: Vec<PathBuf> = disk
+        .get("allow_backing")
+        .and_then(|a| a.as_array())
+        .map(|a| a.iter().map(|p| dir.join(p.as_str().unwrap())).collect())
+        .unwrap_or_default();
+    let options = corral_disk::OpenOptions {
+        backing: corral_disk::BackingPolicy::Within(allow),
+        ..corral_disk::OpenOptions::writable().format(corral_disk::DiskFormat::Qcow2)
+    };
+    let mut disk = corral_disk::open(&dir.join(disk["path"].as_str().unwrap()), options).unwrap();
+    if let Some(mark) = mark {
+        disk.write_at(mark, 0).unwrap();
+        disk.flush().unwrap();
+    }
+    let mut bytes = vec![0; disk.virtual_size() as usize];
+    disk.read_at(&mut bytes, 0).unwrap();
+    bytes
+}
+
+fn snapshot_list(root: &Root, name: &str) -> Vec<String> {
+    let list: Value =
+        serde_json::from_str(&root.ok(&["snapshot", "list", name, "-o", "json"])).unwrap();
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Runs one snapshot round; returns what it checked.
+fn snapshot_round(h: &Harness, point: &str, op: SnapshotOp) -> String {
+    let root = Root::new();
+    let round = format!("{point} (snapshot {op:?})");
+    let mut notes = Vec::new();
+    let args = match op {
+        SnapshotOp::VmCreate => {
+            common::import_hello_vm_image(&root, root.dir.path(), "vm", "8M");
+            root.ok(&["create", "src", "--image", "vm", "--memory", "32M"]);
+            vec!["snapshot", "create", "src", "s"]
+        }
+        SnapshotOp::VmRunning => {
+            common::create_vm(&root, "src", "counter", &[]);
+            root.ok(&["start", "src"]);
+            vec!["snapshot", "create", "src", "s"]
+        }
+        SnapshotOp::ContainerRestore => {
+            root.ok(&strs(&h.create_args(Kind::Container, "src", false)));
+            root.ok(&["snapshot", "create", "src", "s"]);
+            std::fs::write(root.instance_dir("src").join("rootfs/etc/changed"), b"x").unwrap();
+            vec!["snapshot", "restore", "src", "s"]
+        }
+    };
+    // The disk holds more than the image's zeroes, so a lost write would show.
+    let before =
+        (op == SnapshotOp::VmCreate).then(|| first_disk_content(&root, "src", Some(b"mark")));
+
+    let (out, hit) = armed(&root, point, &args);
+    assert_eq!(
+        hit,
+        [point],
+        "{round}: the failpoint was not reached (stderr: {})",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.signal(), Some(libc::SIGKILL), "{round}");
+
+    // The next snapshot command settles what the kill left.
+    let listed = snapshot_list(&root, "src");
+    assert_eq!(root.status("src"), "stopped", "{round}");
+    let dir = root.instance_dir("src");
+    match op {
+        SnapshotOp::VmRunning => {
+            // The guest was saved and its VMM ended: it is stopped, with no snapshot and no
+            // saved state left in its runtime directory.
+            assert!(listed.is_empty(), "{round}: listed {listed:?}");
+            let saved: Vec<_> = std::fs::read_dir(dir.join("run"))
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .filter(|n| n.to_string_lossy().starts_with(".snapshot-"))
+                .collect();
+            assert!(saved.is_empty(), "{round}: {saved:?} left");
+            root.ok(&["start", "src"]);
+            root.ok(&args);
+            assert_eq!(root.status("src"), "running", "{round}");
+            assert_eq!(snapshot_list(&root, "src"), ["s"], "{round}");
+            root.ok(&["kill", "src"]);
+            root.ok(&["delete", "src"]);
+            nothing_left(&round, "litter", || litter(&root));
+            return "stopped, no snapshot, no saved state; started and snapshotted again".into();
+        }
+        SnapshotOp::VmCreate => {
+            let switched = point == "snapshot.switched";
+            assert_eq!(listed.is_empty(), !switched, "{round}: listed {listed:?}");
+            assert!(
+                Some(first_disk_content(&root, "src", None)) == before,
+                "{round}: the disk's content changed"
+            );
+            notes.push(format!(
+                "disk intact, snapshot {}",
+                if switched { "kept" } else { "rolled back" }
+            ));
+            if !switched {
+                root.ok(&args);
+            }
+        }
+        SnapshotOp::ContainerRestore => {
+            assert_eq!(listed, ["s"], "{round}");
+            assert!(!dir.join("rootfs/etc/changed").exists(), "{round}");
+            assert!(dir.join("rootfs/bin/sh").exists(), "{round}");
+            notes.push("root filesystem restored".to_string());
+        }
+    }
+    // Only what the definition names is left, and the instance runs.
+    let definition: toml::Table = std::fs::read_to_string(dir.join("instance.toml"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut expected = vec![
+        "instance.toml".to_string(),
+        "lock".into(),
+        "snapshots".into(),
+        "state.json".into(),
+    ];
+    match op {
+        SnapshotOp::VmRunning => {}
+        SnapshotOp::VmCreate => {
+            expected.push("kernel".into());
+            expected.push(definition["disks"][0]["path"].as_str().unwrap().to_string());
+        }
+        SnapshotOp::ContainerRestore => expected.push("rootfs".into()),
+    }
+    expected.sort();
+    let mut found: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        // The supervisor's directory, made by a start.
+        .filter(|n| n != "run")
+        .collect();
+    found.sort();
+    assert_eq!(found, expected, "{round}: stray files");
+    let snapshot_dirs = std::fs::read_dir(dir.join("snapshots")).unwrap().count();
+    assert_eq!(snapshot_dirs, 1, "{round}: snapshot directories");
+    root.ok(&["start", "src"]);
+    match op {
+        SnapshotOp::VmCreate => common::wait_for("the guest's power-off", SETTLE, || {
+            root.status("src") == "stopped"
+        }),
+        SnapshotOp::ContainerRestore | SnapshotOp::VmRunning => drop(root.ok(&["kill", "src"])),
+    }
+    root.ok(&["snapshot", "restore", "src", "s"]);
+    if let Some(before) = before {
+        assert!(
+            first_disk_content(&root, "src", None) == before,
+            "{round}: restore"
+        );
+    }
+    notes.push("no stray file; started; restored".to_string());
+    root.ok(&["delete", "src"]);
+    nothing_left(&round, "litter", || litter(&root));
+    notes.join("; ")
+}
+
+#[test]
+fn snapshot_commands_killed_at_every_failpoint_leave_the_instance_usable_and_consistent() {
+    corral_testkit::require_kvm!();
+    let Some(h) = Harness::new() else { return };
+    for (point, op) in SNAPSHOT_ROUNDS {
+        if !selected(point) {
+            continue;
+        }
+        let round_start = Instant::now();
+        let checked = snapshot_round(&h, point, *op);
+        println!(
+            "killed at {point:28} snapshot {op:?} ({:.1}s): {checked}",
+            round_start.elapsed().as_secs_f64()
+        );
+    }
 }

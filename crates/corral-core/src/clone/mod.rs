@@ -23,7 +23,7 @@ use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::path::{Component, Path, PathBuf};
 
-use corral_disk::{BackingPolicy, DiskError, Qcow2CreateOptions};
+use corral_disk::{BackingPolicy, DiskError};
 use corral_image::progress::{NoProgress, Progress};
 use corral_sysprep::{HostKeyMode, Report};
 use corral_vmm::config::MacAddress;
@@ -390,7 +390,12 @@ impl Manager {
                     format,
                 } => {
                     bases.freeze(&source.join(disk), base)?;
-                    make_overlay(&staging.join(overlay), base, *format)?;
+                    crate::disks::make_overlay(
+                        &staging.join(overlay),
+                        base,
+                        *format,
+                        vec![base.clone()],
+                    )?;
                     disks.push(ClonedDisk {
                         path: overlay.clone(),
                         storage: ImageStorage::Linked,
@@ -414,7 +419,7 @@ impl Manager {
             .freezes()
             .try_for_each(|(_, overlay, base, format)| {
                 let path = source.join(overlay);
-                make_overlay(&path, base, format)?;
+                crate::disks::make_overlay(&path, base, format, vec![base.to_path_buf()])?;
                 made.push(path);
                 Ok(())
             })
@@ -553,7 +558,7 @@ fn named_paths(definition: &Definition) -> impl Iterator<Item = &Path> {
 }
 
 /// `path` without `.` components when it is relative and stays inside the instance directory.
-fn inside(path: &Path) -> Option<PathBuf> {
+pub(crate) fn inside(path: &Path) -> Option<PathBuf> {
     let mut relative = PathBuf::new();
     for component in path.components() {
         match component {
@@ -584,34 +589,17 @@ fn new_identity(nics: &[Nic], used: &HashSet<MacAddress>) -> Result<String, Core
     }
 }
 
-/// A qcow2 overlay at `path` on the read-only `base` of `format`.
-fn make_overlay(
-    path: &Path,
-    base: &Path,
-    format: corral_disk::DiskFormat,
-) -> Result<(), CoreError> {
-    corral_disk::create_qcow2(
-        path,
-        &Qcow2CreateOptions {
-            size: None,
-            cluster_size: None,
-            backing_file: Some(base.to_path_buf()),
-            backing_format: Some(format),
-            backing_policy: BackingPolicy::Within(vec![base.to_path_buf()]),
-        },
-    )?;
-    Ok(())
-}
-
 /// Whether `name`, directly in an instance directory, is the store's or the supervisor's rather
-/// than the instance's content: the definition, state and lock, `run/`, and the temporary files
-/// of interrupted writes.
+/// than the instance's content: the definition, state and lock, `run/`, `snapshots/` (the
+/// source's own history, which a clone does not take along), and the temporary files of
+/// interrupted writes.
 fn is_bookkeeping(name: &OsStr) -> bool {
     [
         crate::store::DEFINITION_FILE,
         crate::store::STATE_FILE,
         crate::store::LOCK_FILE,
         crate::driver::RUNTIME_DIR,
+        crate::snapshot::SNAPSHOTS_DIR,
     ]
     .iter()
     .any(|own| name == OsStr::new(own))
@@ -678,7 +666,7 @@ mod tests {
 
     #[test]
     fn bookkeeping_files_are_not_content() {
-        for own in ["instance.toml", "state.json", "lock", "run"] {
+        for own in ["instance.toml", "state.json", "lock", "run", "snapshots"] {
             assert!(is_bookkeeping(OsStr::new(own)), "{own}");
         }
         assert!(is_bookkeeping(OsStr::new(".state.json.tmp-4242")));

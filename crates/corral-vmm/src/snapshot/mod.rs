@@ -304,4 +304,15 @@ impl SavedVm {
             memory_path,
         })
     }
+
+    /// Opens the memory file again after a jail's preparation closed every descriptor above
+    /// stderr (this one's included).
+    pub fn reopen_memory(&mut self) -> Result<(), SnapshotError> {
+        use std::os::fd::IntoRawFd;
+        let memory = File::open(&self.memory_path).map_err(io("open", &self.memory_path))?;
+        // The old descriptor is closed already (its number may be the new one's): it is let go
+        // without closing it again.
+        let _ = std::mem::replace(&mut self.memory, memory).into_raw_fd();
+        Ok(())
+    }
 }
