@@ -1,11 +1,19 @@
-"""Runs corral and QEMU on the same guest, interleaved, and reports medians and ratios.
+"""Runs corral, QEMU and (given its binary) Firecracker on the same guest, interleaved, and reports
+medians and ratios.
 
 Each run is one process from fork to exit. With the test guest (--guest), which exits at its first
 debug-exit write, the wall time is "process start to the guest's first port write" plus teardown.
 With --linux-dir, both boot the ACPI variant of the real-Linux guest (2 vCPUs) to its init, which
 powers off through ACPI S5, and both VMMs exit on that power-off. (QEMU's microvm has no i8042, so
-a reboot would not end it; and on this host Linux's triple-fault fallback hangs in the emulator.) CPU time and peak RSS come from wait4()'s rusage of the VMM process.
+a reboot would not end it; and on this host Linux's triple-fault fallback hangs in the emulator.) CPU time comes from wait4()'s rusage, peak RSS from GNU time (`time` package).
+
+Firecracker has no debug-exit port: with --firecracker, corral and Firecracker both run the reset
+guest (--reset-guest: prints a line, then resets through the i8042, which ends both VMMs), and
+Firecracker is configured from one JSON file with no API socket, its compiled-in seccomp filters
+on. corral runs it twice: as `vmm run` (its seccomp filters on) and jailed (`--jail`, needs root:
+filters, namespaces, the unprivileged user), the hardening Firecracker's jailer would add.
 """
+import json
 import argparse
 import os
 import statistics
@@ -18,16 +26,23 @@ def qemu_microvm(acpi):
             "-no-user-config", "-display", "none"]
 
 
-def measure(argv, expected_status):
+def measure(argv, expected_status, scratch):
+    """(wall s, CPU s, peak RSS KiB) of one run. The peak RSS comes from GNU time, which forks
+    the VMM from its own small process: a process this script spawns starts its peak at this
+    (Python) process's RSS, since exec counts the memory it replaces."""
+    rss_file = os.path.join(scratch, "maxrss")
     start = time.perf_counter()
-    process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+    process = subprocess.Popen(["/usr/bin/time", "-f", "%M", "-o", rss_file] + argv,
+                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
     _, status, usage = os.wait4(process.pid, 0)
     wall = time.perf_counter() - start
     code = os.waitstatus_to_exitcode(status)
     if code != expected_status:
         raise SystemExit(f"{argv[0]} exited with {code}, expected {expected_status}")
-    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss
+    with open(rss_file) as file:
+        peak = int(file.read().split()[-1])
+    return wall, usage.ru_utime + usage.ru_stime, peak
 
 
 def sandbox_peers(args, memory, scratch):
@@ -76,6 +91,30 @@ def test_guest_peers(args, memory):
     return peers
 
 
+def firecracker_peers(args, memory, scratch):
+    """corral and Firecracker on the reset guest, one vCPU, console discarded."""
+    config = os.path.join(scratch, "firecracker.json")
+    with open(config, "w") as file:
+        json.dump({
+            "boot-source": {"kernel_image_path": args.reset_guest, "boot_args": "console=ttyS0"},
+            "machine-config": {"vcpu_count": 1, "mem_size_mib": args.memory_mib},
+            "drives": [],
+        }, file)
+    vmm = [args.corral, "vmm", "run", "--kernel", args.reset_guest, "--memory", memory,
+           "--serial", "none", "--on-reboot", "destroy"]
+    peers = {
+        "corral-reset": (vmm, 3),
+        "firecracker": ([args.firecracker, "--no-api", "--config-file", config,
+                         "--level", "Error"], 0),
+    }
+    if os.geteuid() == 0:
+        jail = os.path.join(scratch, "reset-jail")
+        os.mkdir(jail)
+        peers["corral-reset-jail"] = (vmm + ["--jail", jail, "--exit-file",
+                                             os.path.join(jail, "exit.json")], 3)
+    return peers
+
+
 def linux_peers(args, memory):
     """Real Linux with ACPI, 2 vCPUs, console on stdout (discarded), exit on the guest's S5."""
     kernel = os.path.join(args.linux_dir, "vmlinux")
@@ -108,6 +147,9 @@ def main():
                              "instance (needs root)")
     parser.add_argument("--baseline", help="an earlier corral binary, measured beside this one "
                                            "(the cost of what changed since)")
+    parser.add_argument("--firecracker", help="a Firecracker binary (bench/peers/firecracker.sh)")
+    parser.add_argument("--reset-guest", help="with --firecracker: the test guest that resets "
+                                              "through the i8042 (PVH ELF)")
     args = parser.parse_args()
 
     memory = f"{args.memory_mib}M"
@@ -118,10 +160,12 @@ def main():
         peers, label = test_guest_peers(args, memory), os.path.basename(args.guest)
         if args.sandbox:
             peers.update(sandbox_peers(args, memory, scratch.name))
+        if args.firecracker:
+            peers.update(firecracker_peers(args, memory, scratch.name))
     samples = {name: [] for name in peers}
     for _ in range(args.runs):
         for name, (argv, expected) in peers.items():
-            samples[name].append(measure(argv, expected))
+            samples[name].append(measure(argv, expected, scratch.name))
             if name == "corral-instance":
                 settle_instance(args, os.path.join(scratch.name, "root"))
 
@@ -137,6 +181,14 @@ def main():
     corral, qemu = medians["corral"], medians["qemu-microvm"]
     print(f"{'corral/qemu':18} {corral[0] / qemu[0]:10.2f} {corral[1] / qemu[1]:10.2f} "
           f"{corral[2] / qemu[2]:13.2f}")
+    if "firecracker" in medians:
+        firecracker = medians["firecracker"]
+        for name in ("corral-reset", "corral-reset-jail"):
+            if name in medians:
+                ours = medians[name]
+                label = name.replace("corral-reset", "corral") + "/fc"
+                print(f"{label:18} {ours[0] / firecracker[0]:10.2f} "
+                      f"{ours[1] / firecracker[1]:10.2f} {ours[2] / firecracker[2]:13.2f}")
     if "corral-baseline" in medians:
         base = medians["corral-baseline"]
         print(f"{'corral/baseline':18} {corral[0] / base[0]:10.2f} {corral[1] / base[1]:10.2f} "

@@ -14,6 +14,8 @@
 #
 # CORRAL_BENCH_BASELINE=PATH adds an earlier corral binary as a row of its own (e.g. one built from
 # the commit before a change), so the change's cost is measured in the same interleaved run.
+# FIRECRACKER=PATH (a binary from bench/peers/firecracker.sh) adds Firecracker beside corral on the
+# guest that resets through the i8042 (guests/reset.c), and the corral/fc ratios.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -24,6 +26,8 @@ if [ "${1:-}" = "--linux" ]; then
 fi
 command -v qemu-system-x86_64 >/dev/null ||
   { echo "run.sh: qemu-system-x86_64 is missing: apt-get install qemu-system-x86" >&2; exit 1; }
+[ -x /usr/bin/time ] ||
+  { echo "run.sh: GNU time (peak RSS) is missing: apt-get install time" >&2; exit 1; }
 
 cargo build --release --quiet -p corral -p corral-guests
 if $linux; then
@@ -38,5 +42,6 @@ else
   guest="$(ls -td target/release/build/corral-guests-*/out | head -1)/exit.elf"
   python3 bench/vmm-start/measure.py --runs "${1:-20}" --corral target/release/corral \
     --guest "$guest" $([ "$(id -u)" = 0 ] && echo --sandbox) \
-    ${CORRAL_BENCH_BASELINE:+--baseline "$CORRAL_BENCH_BASELINE"}
+    ${CORRAL_BENCH_BASELINE:+--baseline "$CORRAL_BENCH_BASELINE"} \
+    ${FIRECRACKER:+--firecracker "$FIRECRACKER" --reset-guest "$(dirname "$guest")/reset.elf"}
 fi
