@@ -201,5 +201,13 @@ fn handle(shared: &Shared, request: Request) -> (Response, After) {
             },
             After::Continue,
         ),
+        Request::Migrate { .. } => (
+            Response::Error {
+                message: "a network service does not migrate; define the network on the other \
+                          host and start it there"
+                    .into(),
+            },
+            After::Continue,
+        ),
     }
 }
