@@ -594,7 +594,8 @@ fn run_vm(
                         // The client hears the answer before this process ends (or the wait
                         // ends: a client gone takes no answer).
                         let _ = request.answered.recv_timeout(ANSWER_WAIT);
-                        break StopEvent::new(ExitReason::Migrated, "migrated");
+                        let detail = format!("it runs at {} now", request.params.to);
+                        break StopEvent::new(ExitReason::Migrated, detail);
                     }
                 }
                 None => break StopEvent::new(ExitReason::Killed, "event channel closed"),

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use corral_testkit::require_kvm;
+use corral_testkit::{require_kvm, require_program, require_root, Netns};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 const TOKEN: &str = "s3cret-token";
@@ -26,10 +26,15 @@ struct Vmm {
 }
 
 impl Vmm {
-    fn spawn(dir: &Path, tag: &str, args: &[&str]) -> Vmm {
+    /// Spawns `corral vmm run ARGS`, in network namespace `netns` if given.
+    fn spawn_in(netns: Option<&Netns>, dir: &Path, tag: &str, args: &[&str]) -> Vmm {
         let console = dir.join(format!("console-{tag}"));
         let socket = dir.join(format!("control-{tag}.sock"));
-        let child = corral()
+        let mut command = match netns {
+            Some(netns) => netns.command(env!("CARGO_BIN_EXE_corral")),
+            None => corral(),
+        };
+        let child = command
             .args(["vmm", "run"])
             .args(args)
             .arg(format!("--serial=file:{}", console.display()))
@@ -49,6 +54,10 @@ impl Vmm {
 
     /// A source: `guest` booted with dirty-page tracking.
     fn source(guest: &str, dir: &Path, memory: &str) -> Vmm {
+        Vmm::source_in(None, guest, dir, memory)
+    }
+
+    fn source_in(netns: Option<&Netns>, guest: &str, dir: &Path, memory: &str) -> Vmm {
         let kernel = corral_guests::elf(guest).display().to_string();
         let args = [
             "--memory",
@@ -57,14 +66,19 @@ impl Vmm {
             &kernel,
             "--track-dirty-pages",
         ];
-        let vmm = Vmm::spawn(dir, "source", &args);
+        let vmm = Vmm::spawn_in(netns, dir, "source", &args);
         wait_until("the control socket exists", || vmm.socket.exists());
         vmm
     }
 
     /// A destination waiting at `address` for a VM with [`TOKEN`].
     fn destination(dir: &Path, address: &str) -> Vmm {
-        Vmm::spawn(
+        Vmm::destination_in(None, dir, address)
+    }
+
+    fn destination_in(netns: Option<&Netns>, dir: &Path, address: &str) -> Vmm {
+        Vmm::spawn_in(
+            netns,
             dir,
             "destination",
             &["--incoming", address, "--migration-token", TOKEN],
@@ -384,4 +398,88 @@ fn garbage_or_a_truncated_stream_to_a_destination_gets_one_clear_error() {
     let (code, stderr) = destination_fed(&hostile);
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("more than 1024"), "{stderr}");
+}
+
+/// Two namespaces acting as hosts, joined by a veth whose source end sends at most 100 Mbit/s
+/// (tc tbf): source 192.0.2.1, destination 192.0.2.2 (documentation addresses).
+fn hosts_on_a_slow_link() -> (Netns, Netns) {
+    let source = Netns::new("mig-src");
+    let destination = Netns::new("mig-dst");
+    source.ip(&[
+        "link",
+        "add",
+        "mig0",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "mig1",
+        "netns",
+        destination.name(),
+    ]);
+    for (netns, link, address) in [
+        (&source, "mig0", "192.0.2.1/24"),
+        (&destination, "mig1", "192.0.2.2/24"),
+    ] {
+        netns.ip(&["link", "set", "lo", "up"]);
+        netns.ip(&["address", "add", address, "dev", link]);
+        netns.ip(&["link", "set", link, "up"]);
+    }
+    let shaped = source
+        .command("tc")
+        .args([
+            "qdisc", "add", "dev", "mig0", "root", "tbf", "rate", "100mbit",
+        ])
+        .args(["burst", "32kbit", "latency", "400ms"])
+        .status()
+        .unwrap();
+    assert!(shaped.success());
+    (source, destination)
+}
+
+#[test]
+fn over_a_100mbit_link_a_counter_migrates_within_the_downtime_limit_and_a_fast_dirtier_gives_up() {
+    require_root!();
+    require_kvm!();
+    require_program!("ip");
+    require_program!("tc");
+    require_program!("nsenter");
+    let (source_host, destination_host) = hosts_on_a_slow_link();
+
+    let dir = tempfile::tempdir().unwrap();
+    let source = Vmm::source_in(Some(&source_host), "counter", dir.path(), "256M");
+    source.wait_for_lines("count ", 3);
+    let address = "tcp:192.0.2.2:7000";
+    let mut destination = Vmm::destination_in(Some(&destination_host), dir.path(), address);
+    let report = report(&source.migrate(address, TOKEN, &[]));
+    let before = source.output();
+    let (code, stderr) = source.wait();
+    assert_eq!(code, Some(0), "{stderr}");
+    destination.wait_for_lines("count ", 3);
+    assert!(destination.is_running());
+    let all = numbered(&format!("{before}{}", destination.output()), "count ");
+    let expected: Vec<u64> = (0..all.len() as u64).collect();
+    assert_eq!(all, expected);
+    // The limit (300 ms) plus slack for building the VM at the destination on a busy host.
+    let downtime = report["downtime_ms"].as_f64().unwrap();
+    assert!(downtime < 300.0 + 500.0, "{report}");
+    drop(destination);
+
+    // 8 MiB rewritten all the time cannot go in 100 ms at 12.5 MB/s: the migration gives up.
+    let dir = tempfile::tempdir().unwrap();
+    let source = Vmm::source_in(Some(&source_host), "dirtier", dir.path(), "64M");
+    source.wait_for_lines("round ", 2);
+    let destination = Vmm::destination_in(Some(&destination_host), dir.path(), address);
+    let extra = ["--downtime-limit", "100ms", "--max-iterations", "4"];
+    let answer = source.migrate(address, TOKEN, &extra);
+    let message = text(&answer.stdout);
+    println!("{message}");
+    assert!(!answer.status.success(), "{message}");
+    assert!(
+        message.contains("did not converge after 4 passes"),
+        "{message}"
+    );
+    let (code, _) = destination.wait();
+    assert_eq!(code, Some(1));
+    keeps_printing(&source, "round ");
 }

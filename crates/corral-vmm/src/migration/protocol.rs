@@ -184,6 +184,10 @@ impl PageBatch {
         (self.0.len() - 4) / PAGE_ENTRY
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     pub fn is_full(&self) -> bool {
         self.len() == PAGES_PER_BATCH
     }

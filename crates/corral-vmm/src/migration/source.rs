@@ -201,7 +201,7 @@ fn send_pages(link: &mut Link<'_>, vm: &Vm, pages: Pages<'_>) -> Result<(), Migr
             done += size as u64;
         }
     }
-    if batch.len() > 0 {
+    if !batch.is_empty() {
         link.send_batch(&mut batch)?;
     }
     Ok(())
