@@ -124,6 +124,24 @@ pub struct Info {
     /// Named event counters, e.g. VM exits by kind.
     #[serde(default)]
     pub counters: BTreeMap<String, u64>,
+    /// A live migration under way (VMs only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migration: Option<MigrationProgress>,
+}
+
+/// Where a live migration stands, after its last pass over memory.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct MigrationProgress {
+    /// Passes over memory done (the first sends all of it).
+    pub iterations: u32,
+    /// Bytes of guest memory sent so far.
+    pub bytes: u64,
+    /// Bytes written by the guest since the last pass, still to send.
+    pub dirty_bytes: u64,
+    /// Bytes per second the link took the pages at.
+    pub bandwidth: u64,
+    /// How long the pause would be if it came now: `dirty_bytes / bandwidth`.
+    pub estimated_downtime_ms: f64,
 }
 
 /// The answer to one request.

@@ -245,6 +245,7 @@ impl Shared {
             vcpus: Some(u32::from(self.cpus)),
             memory_bytes: Some(self.memory_bytes),
             counters,
+            migration: None,
         }
     }
 }

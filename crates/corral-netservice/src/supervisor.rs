@@ -176,6 +176,7 @@ fn handle(shared: &Shared, request: Request) -> (Response, After) {
                 vcpus: None,
                 memory_bytes: None,
                 counters: BTreeMap::new(),
+                migration: None,
             };
             (Response::Info(info), After::Continue)
         }

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use corral_control::{After, Info, Request, Response, RunState, ServerLimits};
+use corral_control::{After, Info, MigrationProgress, Request, Response, RunState, ServerLimits};
 
 use crate::devices::bus::lock;
 use crate::devices::legacy::i8042::I8042;
@@ -41,6 +41,8 @@ pub struct Runtime {
     snapshotting: AtomicBool,
     vcpus: u8,
     memory_bytes: u64,
+    /// Where a migration under way stands (the main thread updates it after each pass).
+    pub migration: Arc<Mutex<Option<MigrationProgress>>>,
 }
 
 impl Runtime {
@@ -66,6 +68,7 @@ impl Runtime {
             snapshotting: AtomicBool::new(false),
             vcpus,
             memory_bytes,
+            migration: Arc::default(),
         }
     }
 
@@ -278,6 +281,7 @@ impl Runtime {
             vcpus: Some(u32::from(self.vcpus)),
             memory_bytes: Some(self.memory_bytes),
             counters: self.counters.snapshot(),
+            migration: lock(&self.migration).clone(),
         }
     }
 }

@@ -343,7 +343,7 @@ fn migrate(
     let control = &runtime.vcpu_control;
     let was_paused = control.target() == vcpu::Target::Pause;
     let mut devices_paused = false;
-    let result = migration::source::migrate(params, config, running.vm, || {
+    let result = migration::source::migrate(params, config, running.vm, &runtime.migration, || {
         control.pause()?;
         devices_paused = true;
         capture(SnapshotKind::Full, config, prepared, running, devices)

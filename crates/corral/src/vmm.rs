@@ -463,10 +463,54 @@ fn control(socket: PathBuf, request: ControlRequest) -> anyhow::Result<ExitCode>
         _ => Duration::from_secs(30),
     };
     let mut client = Client::connect(&socket, timeout)?;
-    let response = client.call(&request)?;
+    let progress = matches!(request, Request::Migrate { .. }).then(|| watch_migration(&socket));
+    let response = client.call(&request);
+    if let Some((done, watcher)) = progress {
+        drop(done);
+        let _ = watcher.join();
+    }
+    let response = response?;
     crate::output::print_json(&response)?;
     Ok(match response {
         Response::Error { .. } => ExitCode::FAILURE,
         _ => ExitCode::SUCCESS,
     })
+}
+
+/// Prints a running migration's progress to stderr, from `info` on another connection once a
+/// second, until the returned sender is dropped.
+fn watch_migration(
+    socket: &std::path::Path,
+) -> (std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>) {
+    let (done, stop) = std::sync::mpsc::channel::<()>();
+    let socket = socket.to_path_buf();
+    let watcher = std::thread::spawn(move || {
+        let mut last = None;
+        while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+            stop.recv_timeout(Duration::from_secs(1))
+        {
+            let info = Client::connect(&socket, Duration::from_secs(5))
+                .and_then(|mut client| client.call(&Request::Info));
+            let Ok(Response::Info(info)) = info else {
+                continue;
+            };
+            let Some(progress) = info.migration else {
+                continue;
+            };
+            if last.as_ref() != Some(&progress) {
+                const MIB: f64 = (1 << 20) as f64;
+                eprintln!(
+                    "corral: migration pass {}: {:.1} MiB sent, {:.1} MiB dirty, {:.1} MB/s, \
+                     estimated downtime {:.0} ms",
+                    progress.iterations,
+                    progress.bytes as f64 / MIB,
+                    progress.dirty_bytes as f64 / MIB,
+                    progress.bandwidth as f64 / 1e6,
+                    progress.estimated_downtime_ms
+                );
+                last = Some(progress);
+            }
+        }
+    });
+    (done, watcher)
 }

@@ -479,6 +479,13 @@ fn over_a_100mbit_link_a_counter_migrates_within_the_downtime_limit_and_a_fast_d
         message.contains("did not converge after 4 passes"),
         "{message}"
     );
+    // Progress was printed while it ran (each pass takes over half a second on this link).
+    let progress = text(&answer.stderr);
+    println!("{progress}");
+    assert!(
+        progress.contains("corral: migration pass 2: "),
+        "{progress}"
+    );
     let (code, _) = destination.wait();
     assert_eq!(code, Some(1));
     keeps_printing(&source, "round ");

@@ -5,13 +5,16 @@
 
 use std::time::{Duration, Instant};
 
-use corral_control::MigrationReport;
+use std::sync::Mutex;
+
+use corral_control::{MigrationProgress, MigrationReport};
 use vm_memory::{Address, Bytes, GuestMemoryBackend, GuestMemoryRegion};
 
 use super::address::{Address as MigrationAddress, Connection};
 use super::protocol::{self, Kind, PageBatch};
 use super::MigrationError;
 use crate::config::VmConfig;
+use crate::devices::bus::lock;
 use crate::snapshot::memory::{Pages, CHUNK};
 use crate::snapshot::{file, Snapshot, SnapshotError};
 use crate::vstate::memory::{self, PAGE_SIZE};
@@ -44,6 +47,7 @@ pub fn migrate(
     params: &MigrateParams,
     config: &VmConfig,
     vm: &Vm,
+    progress: &Mutex<Option<MigrationProgress>>,
     pause_and_save: impl FnOnce() -> Result<Snapshot, SnapshotError>,
 ) -> Result<MigrationReport, MigrationError> {
     if !config.track_dirty_pages {
@@ -63,8 +67,16 @@ pub fn migrate(
         protocol::expect(&mut connection, Kind::Ready)?;
         let config_bytes = serde_json::to_vec(config).map_err(MigrationError::Encode)?;
         protocol::write(&mut connection, Kind::Config, &config_bytes)?;
-        precopy(params, vm, &mut connection, started, pause_and_save)
+        precopy(
+            params,
+            vm,
+            &mut connection,
+            started,
+            progress,
+            pause_and_save,
+        )
     })();
+    *lock(progress) = None;
     if let Err(err) = &result {
         protocol::send_error(&mut connection, &corral_host::error_chain(err));
     }
@@ -100,6 +112,7 @@ fn precopy(
     vm: &Vm,
     connection: &mut Connection,
     started: Instant,
+    progress: &Mutex<Option<MigrationProgress>>,
     pause_and_save: impl FnOnce() -> Result<Snapshot, SnapshotError>,
 ) -> Result<MigrationReport, MigrationError> {
     let mut link = Link {
@@ -122,6 +135,13 @@ fn precopy(
              dirty, {bandwidth} bytes/s, estimated downtime {estimate:?}",
             params.to
         );
+        *lock(progress) = Some(MigrationProgress {
+            iterations,
+            bytes,
+            dirty_bytes: remaining,
+            bandwidth,
+            estimated_downtime_ms: millis(estimate),
+        });
         if estimate <= params.downtime_limit {
             break dirty;
         }
