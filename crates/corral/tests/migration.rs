@@ -490,3 +490,53 @@ fn over_a_100mbit_link_a_counter_migrates_within_the_downtime_limit_and_a_fast_d
     assert_eq!(code, Some(1));
     keeps_printing(&source, "round ");
 }
+
+#[test]
+fn a_jailed_source_refuses_tcp_and_migrates_over_a_unix_socket_in_its_jail() {
+    require_root!();
+    require_kvm!();
+    require_program!("chown");
+    let dir = tempfile::tempdir().unwrap();
+    let jail = dir.path().join("jail");
+    std::fs::create_dir(&jail).unwrap();
+    let kernel = corral_guests::elf("counter").display().to_string();
+    let jail_arg = jail.display().to_string();
+    let args = [
+        "--memory",
+        "32M",
+        "--kernel",
+        &kernel,
+        "--track-dirty-pages",
+        "--jail",
+        &jail_arg,
+    ];
+    let source = Vmm::spawn_in(None, &jail, "source", &args);
+    wait_until("the control socket exists", || source.socket.exists());
+    source.wait_for_lines("count ", 2);
+
+    let answer = source.control(&["migrate", "--to", "tcp:127.0.0.1:9", "--token", TOKEN]);
+    assert!(!answer.status.success());
+    let message = text(&answer.stdout);
+    assert!(message.contains("own network namespace"), "{message}");
+
+    // The destination's socket in the jail, for the unprivileged user the jailed VMM runs as.
+    let path = jail.join("migrate.sock");
+    let address = format!("unix:{}", path.display());
+    let mut destination = Vmm::destination(dir.path(), &address);
+    wait_until("the destination listens", || path.exists());
+    let chowned = Command::new("chown")
+        .args(["corral"])
+        .arg(&path)
+        .status()
+        .unwrap();
+    assert!(chowned.success());
+    let report = report(&source.migrate(&address, TOKEN, &[]));
+    let before = source.output();
+    let (code, stderr) = source.wait();
+    assert_eq!(code, Some(0), "{stderr} {report}");
+    destination.wait_for_lines("count ", 3);
+    assert!(destination.is_running());
+    let all = numbered(&format!("{before}{}", destination.output()), "count ");
+    let expected: Vec<u64> = (0..all.len() as u64).collect();
+    assert_eq!(all, expected);
+}

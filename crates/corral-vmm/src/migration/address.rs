@@ -2,6 +2,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -64,6 +65,11 @@ impl Connection {
         Ok(match address {
             Address::Unix(path) => {
                 let listener = UnixListener::bind(path)?;
+                // Only its owner may connect (the token is the other guard).
+                std::fs::set_permissions(
+                    path,
+                    std::fs::Permissions::from_mode(corral_control::SOCKET_MODE),
+                )?;
                 let accepted = listener.accept();
                 let _ = std::fs::remove_file(path);
                 Connection::Unix(accepted?.0)
