@@ -438,7 +438,8 @@ fn hosts_on_a_slow_link() -> (Netns, Netns) {
 }
 
 #[test]
-fn over_a_100mbit_link_a_counter_migrates_within_the_downtime_limit_and_a_fast_dirtier_gives_up() {
+fn over_a_100mbit_link_a_counter_migrates_in_its_limit_a_dirtier_gives_up_and_survives_a_killed_destination(
+) {
     require_root!();
     require_kvm!();
     require_program!("ip");
@@ -488,6 +489,35 @@ fn over_a_100mbit_link_a_counter_migrates_within_the_downtime_limit_and_a_fast_d
     );
     let (code, _) = destination.wait();
     assert_eq!(code, Some(1));
+    keeps_printing(&source, "round ");
+
+    // A destination killed while the pages flow: the source runs on.
+    let mut destination = Vmm::destination_in(Some(&destination_host), dir.path(), address);
+    let deadline = Instant::now() + TIMEOUT;
+    let migrate = loop {
+        let mut migrate = Command::new(env!("CARGO_BIN_EXE_corral"))
+            .args(["vmm", "control"])
+            .arg(&source.socket)
+            .args(["migrate", "--to", address, "--token", TOKEN])
+            .args(["--downtime-limit", "100ms"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(1500));
+        // Until the destination listens, the request fails at once.
+        if migrate.try_wait().unwrap().is_none() || Instant::now() > deadline {
+            break migrate;
+        }
+    };
+    destination.child.kill().unwrap();
+    let answer = migrate.wait_with_output().unwrap();
+    let message = text(&answer.stdout);
+    assert!(!answer.status.success(), "{message}");
+    assert!(
+        message.contains("closed the connection") || message.contains("connection failed"),
+        "{message}"
+    );
     keeps_printing(&source, "round ");
 }
 
