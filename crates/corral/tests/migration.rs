@@ -316,6 +316,13 @@ fn a_wrong_token_is_refused_and_the_source_keeps_counting() {
     source.wait_for_lines("count ", 2);
     let address = format!("unix:{}", dir.path().join("migrate.sock").display());
     let destination = Vmm::destination(dir.path(), &address);
+    let long = "x".repeat(1025);
+    let answer = source.control(&["migrate", "--to", &address, "--token", &long]);
+    let message = text(&answer.stdout);
+    assert!(
+        message.contains("1 to 1024 bytes; this one has 1025"),
+        "{message}"
+    );
     let answer = source.migrate(&address, "not-the-token", &[]);
     assert!(!answer.status.success());
     let message = text(&answer.stdout);

@@ -49,6 +49,7 @@ impl Ack {
 /// Waits at `address` for one source with `token` and receives its VM. Any failure is told to
 /// the source (which keeps running its VM) and returned.
 pub fn receive(address: &Address, token: &str) -> Result<Incoming, MigrationError> {
+    super::check_token(token)?;
     tracing::info!("waiting for a migration at {address}");
     let mut connection =
         Connection::accept_one(address).map_err(|source| MigrationError::Listen {

@@ -30,6 +30,8 @@ pub enum MigrationError {
     Protocol(#[from] protocol::ProtocolError),
     #[error("the migration token does not match; give both ends the same token")]
     BadToken,
+    #[error("a migration token has 1 to {max} bytes; this one has {len}")]
+    TokenLength { len: usize, max: usize },
     #[error(
         "this VM does not track dirty pages, so it cannot migrate live; run it with \
          --track-dirty-pages (track_dirty_pages = true in its config)"
@@ -79,6 +81,17 @@ pub enum MigrationError {
     OutsideMemory { address: u64 },
     #[error("cannot hold the incoming guest memory")]
     MemoryFile(#[source] std::io::Error),
+}
+
+/// Refuses a token that is empty or longer than the protocol carries.
+pub fn check_token(token: &str) -> Result<(), MigrationError> {
+    match token.len() {
+        1..=protocol::MAX_TOKEN => Ok(()),
+        len => Err(MigrationError::TokenLength {
+            len,
+            max: protocol::MAX_TOKEN,
+        }),
+    }
 }
 
 /// A `migrate` request on its way from the control socket to the main thread.

@@ -53,6 +53,7 @@ pub fn migrate(
     if !config.track_dirty_pages {
         return Err(MigrationError::NotTracking);
     }
+    super::check_token(&params.token)?;
     let started = Instant::now();
     let mut connection =
         Connection::connect(&params.to).map_err(|source| MigrationError::Connect {
