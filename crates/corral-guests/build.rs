@@ -27,6 +27,7 @@ const GUESTS: &[&str] = &[
     "forbidden-call",
     "snapshot-io",
     "dirty-pages",
+    "dirtier",
 ];
 
 /// The guests that speak IPv4 over virtio-net, linked with `common/net.c`.

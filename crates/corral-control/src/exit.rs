@@ -21,6 +21,8 @@ pub enum ExitReason {
     Crashed,
     /// Stopped by `shutdown` or `kill` from the host.
     Stopped,
+    /// The VM was migrated live and runs on another VMM now.
+    Migrated,
     /// An application container's process ended on its own; `code` says how.
     Exited,
     /// The supervisor could not start the guest at all.
@@ -43,6 +45,7 @@ impl ExitReason {
             Self::Reboot => "reboot",
             Self::Crashed => "crashed",
             Self::Stopped => "stopped",
+            Self::Migrated => "migrated",
             Self::Exited => "exited",
             Self::Failed => "failed",
             Self::RestartLimit => "restart-limit",
@@ -64,6 +67,7 @@ impl From<String> for ExitReason {
             "reboot" => Self::Reboot,
             "crashed" => Self::Crashed,
             "stopped" => Self::Stopped,
+            "migrated" => Self::Migrated,
             "exited" => Self::Exited,
             "failed" => Self::Failed,
             "restart-limit" => Self::RestartLimit,

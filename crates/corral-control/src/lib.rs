@@ -61,6 +61,38 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         diff: bool,
     },
+    /// Move the running VM live to a destination VMM waiting with `--incoming` at `to`
+    /// (`unix:PATH` or `tcp:IP:PORT`), authenticated by `token`. Answered with `migrated` once
+    /// the destination runs the VM (the supervisor then exits), or with an error while the VM
+    /// still runs here.
+    Migrate {
+        to: String,
+        token: String,
+        /// The longest pause allowed for the last copy (300 when absent).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        downtime_limit_ms: Option<u64>,
+        /// Give up after this many passes over memory (30 when absent).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_iterations: Option<u32>,
+        /// Give up after this many seconds of copying (120 when absent).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_seconds: Option<u64>,
+    },
+}
+
+/// What a finished migration measured.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MigrationReport {
+    /// Bytes of guest memory sent (pages only, without framing or state).
+    pub bytes: u64,
+    /// Passes over memory: the full one, then one per round of dirty pages, the last one paused.
+    pub iterations: u32,
+    /// From the request to the destination's confirmation.
+    pub total_ms: f64,
+    /// The guest's pause: from stopping its vCPUs to the destination's confirmation.
+    pub downtime_ms: f64,
+    /// The bandwidth measured on the last pass before the pause, bytes per second.
+    pub bandwidth: u64,
 }
 
 /// Whether the guest is executing.
@@ -92,6 +124,24 @@ pub struct Info {
     /// Named event counters, e.g. VM exits by kind.
     #[serde(default)]
     pub counters: BTreeMap<String, u64>,
+    /// A live migration under way (VMs only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migration: Option<MigrationProgress>,
+}
+
+/// Where a live migration stands, after its last pass over memory.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct MigrationProgress {
+    /// Passes over memory done (the first sends all of it).
+    pub iterations: u32,
+    /// Bytes of guest memory sent so far.
+    pub bytes: u64,
+    /// Bytes written by the guest since the last pass, still to send.
+    pub dirty_bytes: u64,
+    /// Bytes per second the link took the pages at.
+    pub bandwidth: u64,
+    /// How long the pause would be if it came now: `dirty_bytes / bandwidth`.
+    pub estimated_downtime_ms: f64,
 }
 
 /// The answer to one request.
@@ -102,6 +152,8 @@ pub enum Response {
     State { state: RunState },
     /// Answer to `info`.
     Info(Info),
+    /// Answer to `migrate`: the VM runs on the destination.
+    Migrated(MigrationReport),
     /// The request was understood but could not be carried out, or was not understood.
     Error { message: String },
 }

@@ -477,7 +477,7 @@ impl Manager {
                 request: format!("{request:?}").to_lowercase(),
                 message,
             }),
-            Response::Info(_) => Err(CoreError::Refused {
+            Response::Info(_) | Response::Migrated(_) => Err(CoreError::Refused {
                 name: name.to_string(),
                 request: format!("{request:?}").to_lowercase(),
                 message: "unexpected answer".to_string(),

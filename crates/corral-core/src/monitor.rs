@@ -173,6 +173,9 @@ impl Shared {
             ),
             Request::Kill => self.stop(true, Duration::ZERO),
             Request::Snapshot { .. } => Err("snapshots of containers are not supported yet".into()),
+            Request::Migrate { .. } => {
+                Err("live migration of containers is not supported yet".into())
+            }
         };
         match result {
             Ok(()) => Response::State {
@@ -242,6 +245,7 @@ impl Shared {
             vcpus: Some(u32::from(self.cpus)),
             memory_bytes: Some(self.memory_bytes),
             counters,
+            migration: None,
         }
     }
 }

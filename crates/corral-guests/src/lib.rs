@@ -6,7 +6,8 @@ use std::path::PathBuf;
 /// `triple-fault`, `ctrl-alt-del`, `acpi`, the virtio drivers `virtio-blk`, `virtio-net`,
 /// `virtio-rng`, `virtio-vsock`, the stand-in guest agent `vsock-agent`, the DHCP client `virtio-net-dhcp`, and the disk workloads `virtio-blk-bench`, `virtio-blk-crash`,
 /// `virtio-blk-dump`, `snapshot-io`, which keeps virtio requests going for snapshot tests, and
-/// `dirty-pages`, which writes the guest pages it is told to for the diff snapshot tests).
+/// `dirty-pages`, which writes the guest pages it is told to for the diff snapshot tests, and
+/// `dirtier`, which rewrites 8 MiB round after round, checking each page, for migration tests).
 pub fn elf(name: &str) -> PathBuf {
     PathBuf::from(env!("OUT_DIR")).join(format!("{name}.elf"))
 }

@@ -119,7 +119,7 @@ pub fn stop(state_dir: &Path) -> Result<(), Error> {
                 message,
             })
         }
-        Response::State { .. } | Response::Info(_) => {}
+        Response::State { .. } | Response::Info(_) | Response::Migrated(_) => {}
     }
     let deadline = Instant::now() + STOP_TIMEOUT;
     // The supervisor writes its exit record and removes its socket last.

@@ -176,6 +176,7 @@ fn handle(shared: &Shared, request: Request) -> (Response, After) {
                 vcpus: None,
                 memory_bytes: None,
                 counters: BTreeMap::new(),
+                migration: None,
             };
             (Response::Info(info), After::Continue)
         }
@@ -197,6 +198,14 @@ fn handle(shared: &Shared, request: Request) -> (Response, After) {
         Request::Snapshot { .. } => (
             Response::Error {
                 message: "a network service has no state to snapshot; stop and start it instead"
+                    .into(),
+            },
+            After::Continue,
+        ),
+        Request::Migrate { .. } => (
+            Response::Error {
+                message: "a network service does not migrate; define the network on the other \
+                          host and start it there"
                     .into(),
             },
             After::Continue,

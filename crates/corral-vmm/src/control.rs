@@ -5,11 +5,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use corral_control::{After, Info, Request, Response, RunState, ServerLimits};
+use corral_control::{After, Info, MigrationProgress, Request, Response, RunState, ServerLimits};
 
 use crate::devices::bus::lock;
 use crate::devices::legacy::i8042::I8042;
 use crate::exit::{ExitReason, StopEvent, StopSender, VmmEvent};
+use crate::migration::{Address, MigrateParams, MigrateRequest};
 use crate::seccomp::{self, ThreadClass};
 use crate::snapshot::SnapshotRequest;
 use crate::vstate::vcpu::{ExitCounters, Target, VcpuControl};
@@ -35,10 +36,13 @@ pub struct Runtime {
     stopping: AtomicBool,
     /// A `kill` arrived: whatever the guest does next, the VM ends as killed.
     killed: AtomicBool,
-    /// A snapshot is being written: the vCPUs must stay paused until it is.
+    /// A snapshot is being written or a migration is stopping the VM: the vCPUs must stay
+    /// paused until it ends (for good once migrated).
     snapshotting: AtomicBool,
     vcpus: u8,
     memory_bytes: u64,
+    /// Where a migration under way stands (the main thread updates it after each pass).
+    pub migration: Arc<Mutex<Option<MigrationProgress>>>,
 }
 
 impl Runtime {
@@ -64,6 +68,7 @@ impl Runtime {
             snapshotting: AtomicBool::new(false),
             vcpus,
             memory_bytes,
+            migration: Arc::default(),
         }
     }
 
@@ -119,7 +124,7 @@ impl Runtime {
             },
             Request::Resume if self.snapshotting.load(Ordering::SeqCst) => (
                 Response::Error {
-                    message: "a snapshot is being taken; resume after it is written".into(),
+                    message: "a snapshot or a migration is under way; resume after it ends".into(),
                 },
                 After::Continue,
             ),
@@ -137,6 +142,27 @@ impl Runtime {
                 leave_paused,
                 diff,
             } => (self.snapshot(to, leave_paused, diff), After::Continue),
+            Request::Migrate {
+                to,
+                token,
+                downtime_limit_ms,
+                max_iterations,
+                max_seconds,
+            } => {
+                let to = match to.parse::<Address>() {
+                    Ok(to) => to,
+                    Err(err) => return error_answer(&err),
+                };
+                self.migrate(MigrateParams {
+                    to,
+                    token,
+                    downtime_limit: downtime_limit_ms
+                        .map_or(MigrateParams::DEFAULT_DOWNTIME_LIMIT, Duration::from_millis),
+                    max_iterations: max_iterations.unwrap_or(MigrateParams::DEFAULT_MAX_ITERATIONS),
+                    max_time: max_seconds
+                        .map_or(MigrateParams::DEFAULT_MAX_TIME, Duration::from_secs),
+                })
+            }
             Request::Kill => {
                 self.stopping.store(true, Ordering::SeqCst);
                 self.killed.store(true, Ordering::SeqCst);
@@ -186,6 +212,48 @@ impl Runtime {
         }
     }
 
+    /// Has the main thread migrate the VM; answers with what it measured, after which the VMM
+    /// ends, or with why the VM still runs here.
+    fn migrate(&self, params: MigrateParams) -> (Response, After) {
+        let (reply, answer) = mpsc::channel();
+        let (answered, answer_written) = mpsc::channel();
+        let request = MigrateRequest {
+            params,
+            reply,
+            answered: answer_written,
+        };
+        // One at a time, with snapshots.
+        let main = lock(&self.main);
+        self.snapshotting.store(true, Ordering::SeqCst);
+        let done = main
+            .send(VmmEvent::Migrate(request))
+            .ok()
+            .and_then(|()| answer.recv().ok());
+        drop(main);
+        match done {
+            // The VM runs elsewhere now: it never resumes here.
+            Some(Ok(report)) => (
+                Response::Migrated(report),
+                After::Then(Box::new(move || {
+                    let _ = answered.send(());
+                })),
+            ),
+            Some(Err(err)) => {
+                self.snapshotting.store(false, Ordering::SeqCst);
+                error_answer(&err)
+            }
+            None => {
+                self.snapshotting.store(false, Ordering::SeqCst);
+                (
+                    Response::Error {
+                        message: "the VMM is exiting; the VM was not migrated".into(),
+                    },
+                    After::Continue,
+                )
+            }
+        }
+    }
+
     /// Presses Ctrl-Alt-Del and forces the VM off if it still runs after `timeout`. The request
     /// holds across a guest reboot that raced with it: the run ends either way.
     fn shutdown(self: &Arc<Self>, timeout: Duration) {
@@ -213,8 +281,18 @@ impl Runtime {
             vcpus: Some(u32::from(self.vcpus)),
             memory_bytes: Some(self.memory_bytes),
             counters: self.counters.snapshot(),
+            migration: lock(&self.migration).clone(),
         }
     }
+}
+
+fn error_answer(err: &dyn std::error::Error) -> (Response, After) {
+    (
+        Response::Error {
+            message: corral_host::error_chain(err),
+        },
+        After::Continue,
+    )
 }
 
 /// Serves the control socket on a background thread, one thread per connection (all confined

@@ -17,6 +17,8 @@ pub enum ExitReason {
     Crashed,
     /// Stopped from outside: `kill`, or a `shutdown` the guest did not honour in time.
     Killed,
+    /// Migrated live: it runs on the destination VMM now.
+    Migrated,
 }
 
 impl std::fmt::Display for ExitReason {
@@ -26,6 +28,7 @@ impl std::fmt::Display for ExitReason {
             ExitReason::Reboot => "reboot",
             ExitReason::Crashed => "crashed",
             ExitReason::Killed => "killed",
+            ExitReason::Migrated => "migrated",
         })
     }
 }
@@ -55,6 +58,8 @@ pub enum VmmEvent {
     Stop(StopEvent),
     /// From the control socket: save the running guest.
     Snapshot(crate::snapshot::SnapshotRequest),
+    /// From the control socket: migrate the running guest.
+    Migrate(crate::migration::MigrateRequest),
 }
 
 impl From<StopEvent> for VmmEvent {

@@ -13,6 +13,7 @@ pub mod devices;
 pub mod exit;
 pub mod jail;
 pub mod kernel;
+pub mod migration;
 pub mod seccomp;
 pub mod snapshot;
 mod vmm;
@@ -20,4 +21,4 @@ pub mod vstate;
 
 pub use config::VmConfig;
 pub use exit::ExitReason;
-pub use vmm::{restore, run, RunOptions, VmExit, VmmError};
+pub use vmm::{restore, restore_incoming, run, RunOptions, VmExit, VmmError};

@@ -26,6 +26,8 @@ use crate::devices::{open_virtio_devices, virtio_slots, DeviceError, DeviceManag
 use crate::exit::{ExitReason, StopEvent, StopSender, VmmEvent};
 use crate::jail::{self, JailConfig, JailError};
 use crate::kernel::{place_initrd, write_cmdline, Initrd, KernelError, KernelImage};
+use crate::migration::destination::Incoming;
+use crate::migration::{self, Address, MigrateRequest, MigrationError};
 use crate::seccomp::{self, SeccompError, ThreadClass};
 use crate::snapshot::memory::Pages;
 use crate::snapshot::{self, SavedVm, Snapshot, SnapshotError, SnapshotKind, SnapshotRequest};
@@ -76,6 +78,8 @@ pub enum VmmError {
     VcpuState(#[from] VcpuStateError),
     #[error("cannot restore the snapshot")]
     Restore(#[source] SnapshotError),
+    #[error("cannot tell the migration source that the VM runs here; stopped it so that it runs only there")]
+    MigrationAck(#[source] migration::protocol::ProtocolError),
 }
 
 /// How the VMM process runs, beyond the machine its configuration describes.
@@ -127,6 +131,7 @@ impl VmExit {
             ExitReason::Reboot => 3,
             ExitReason::Crashed => 4,
             ExitReason::Killed => 5,
+            ExitReason::Migrated => 0,
         }
     }
 }
@@ -295,6 +300,68 @@ struct Running<'a> {
     base: Option<u64>,
 }
 
+/// The state of the running VM, with the vCPUs paused (they stay paused) and the devices' I/O
+/// threads paused (the caller resumes them with `devices.resume_virtio`).
+fn capture(
+    kind: SnapshotKind,
+    config: &VmConfig,
+    prepared: &Prepared,
+    running: &Running<'_>,
+    devices: &DeviceManager,
+) -> Result<Snapshot, SnapshotError> {
+    vcpu_state::check_xsave_size(&running.vm.fd)?;
+    let vcpus = running
+        .vcpus
+        .iter()
+        .map(|vcpu| lock_vcpu(vcpu).save_state(&prepared.msrs_to_save))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Snapshot {
+        id: snapshot::new_id()?,
+        kind,
+        config: config.clone(),
+        vm: running.vm.save_state()?,
+        vcpus,
+        devices: devices.save_state(),
+    })
+}
+
+/// Migrates the running VM as `request` asks; on any failure the VM goes on here as it was.
+fn migrate(
+    request: &MigrateRequest,
+    config: &VmConfig,
+    prepared: &Prepared,
+    running: &mut Running<'_>,
+    devices: &DeviceManager,
+    runtime: &Runtime,
+    jailed: bool,
+) -> Result<corral_control::MigrationReport, MigrationError> {
+    let params = &request.params;
+    if jailed && matches!(params.to, Address::Tcp(_)) {
+        return Err(MigrationError::JailedTcp {
+            to: params.to.clone(),
+        });
+    }
+    let control = &runtime.vcpu_control;
+    let was_paused = control.target() == vcpu::Target::Pause;
+    let mut devices_paused = false;
+    let result = migration::source::migrate(params, config, running.vm, &runtime.migration, || {
+        control.pause()?;
+        devices_paused = true;
+        capture(SnapshotKind::Full, config, prepared, running, devices)
+    });
+    // The pages sent are no longer in the dirty log: a later diff has no base to follow.
+    running.base = None;
+    if result.is_err() {
+        if devices_paused {
+            devices.resume_virtio();
+        }
+        if !was_paused {
+            control.resume();
+        }
+    }
+    result
+}
+
 /// Saves the running VM into `request.dir`: pauses the vCPUs, saves, and resumes them unless
 /// asked not to (or they were paused before).
 fn take_snapshot(
@@ -317,20 +384,7 @@ fn take_snapshot(
     control.pause()?;
     let result = (|| {
         snapshot::prepare_dir(&request.dir)?;
-        vcpu_state::check_xsave_size(&vm.fd)?;
-        let vcpus = running
-            .vcpus
-            .iter()
-            .map(|vcpu| lock_vcpu(vcpu).save_state(&prepared.msrs_to_save))
-            .collect::<Result<Vec<_>, _>>()?;
-        let snapshot = Snapshot {
-            id: snapshot::new_id()?,
-            kind,
-            config: config.clone(),
-            vm: vm.save_state()?,
-            vcpus,
-            devices: devices.save_state(),
-        };
+        let snapshot = capture(kind, config, prepared, running, devices)?;
         let written = save_memory(&request.dir, &snapshot, vm);
         // Guest memory is saved: the I/O threads may touch it again.
         devices.resume_virtio();
@@ -374,7 +428,7 @@ fn save_memory(dir: &Path, snapshot: &Snapshot, vm: &Vm) -> Result<(), SnapshotE
 /// confined by its seccomp filter (`config.seccomp`), and the main thread confines itself
 /// before the first boot.
 pub fn run(config: &VmConfig, options: &RunOptions) -> Result<VmExit, VmmError> {
-    run_vm(config, options, None)
+    run_vm(config, options, None, None)
 }
 
 /// Runs the VM saved in `saved` (opened with [`SavedVm::open`]) until it stops for good, as
@@ -385,13 +439,25 @@ pub fn restore(
     options: &RunOptions,
     saved: SavedVm,
 ) -> Result<VmExit, VmmError> {
-    run_vm(config, options, Some(saved))
+    run_vm(config, options, Some(saved), None)
+}
+
+/// Runs the VM received from a migration source ([`migration::destination::receive`]) as
+/// [`restore`] does, and tells the source once its vCPUs run.
+pub fn restore_incoming(
+    config: &VmConfig,
+    options: &RunOptions,
+    incoming: Incoming,
+) -> Result<VmExit, VmmError> {
+    let (saved, ack) = incoming.into_parts();
+    run_vm(config, options, Some(saved), Some(ack))
 }
 
 fn run_vm(
     config: &VmConfig,
     options: &RunOptions,
     mut restore: Option<SavedVm>,
+    mut migration_ack: Option<migration::destination::Ack>,
 ) -> Result<VmExit, VmmError> {
     let config = &config.with_chosen_macs();
     let jail = options.jail.as_ref().map(jail::prepare).transpose()?;
@@ -494,6 +560,13 @@ fn run_vm(
         runtime.boot_started();
         let booted = Instant::now();
         let handles = vcpu::start_all(&vcpus, &context)?;
+        if let Some(ack) = migration_ack.take() {
+            if let Err(err) = ack.confirm_running() {
+                // The source did not hear it and runs the VM on: it must not run twice.
+                vcpu::stop_all(&runtime.vcpu_control, handles)?;
+                return Err(VmmError::MigrationAck(err));
+            }
+        }
         // `runtime` holds a sender, so the channel never disconnects while we wait.
         let mut event = loop {
             match next_event(&events, None, &mut log) {
@@ -508,6 +581,26 @@ fn run_vm(
                         &runtime,
                     );
                     let _ = request.reply.send(result);
+                }
+                Some(VmmEvent::Migrate(request)) => {
+                    let result = migrate(
+                        &request,
+                        config,
+                        &prepared,
+                        &mut running,
+                        &devices,
+                        &runtime,
+                        options.jail.is_some(),
+                    );
+                    let migrated = result.is_ok();
+                    let _ = request.reply.send(result);
+                    if migrated {
+                        // The client hears the answer before this process ends (or the wait
+                        // ends: a client gone takes no answer).
+                        let _ = request.answered.recv_timeout(ANSWER_WAIT);
+                        let detail = format!("it runs at {} now", request.params.to);
+                        break StopEvent::new(ExitReason::Migrated, detail);
+                    }
                 }
                 None => break StopEvent::new(ExitReason::Killed, "event channel closed"),
             }
@@ -524,6 +617,7 @@ fn run_vm(
                 }
                 VmmEvent::Stop(_) => {}
                 VmmEvent::Snapshot(request) => refuse_snapshot(request),
+                VmmEvent::Migrate(request) => refuse_migration(request),
             }
         }
         drop(vcpus);
@@ -541,7 +635,7 @@ fn run_vm(
             ExitReason::Poweroff => config.on_poweroff,
             ExitReason::Reboot => config.on_reboot,
             ExitReason::Crashed => config.on_crash,
-            ExitReason::Killed => Action::Destroy,
+            ExitReason::Killed | ExitReason::Migrated => Action::Destroy,
         };
         report_stop(&event, &mut crash_reports);
         if action == Action::Destroy {
@@ -621,6 +715,14 @@ fn refuse_snapshot(request: SnapshotRequest) {
     let _ = request.reply.send(Err(SnapshotError::NoGuest));
 }
 
+/// A migration asked for while no guest runs.
+fn refuse_migration(request: MigrateRequest) {
+    let _ = request.reply.send(Err(MigrationError::NoGuest));
+}
+
+/// How long a migrated VMM waits for its answer to reach the control client before it exits.
+const ANSWER_WAIT: Duration = Duration::from_secs(2);
+
 /// The next event, or `None` once `deadline` passes (never when `None`) or the channel
 /// closes. The log is checked every [`LOG_CHECK_INTERVAL`] meanwhile.
 fn next_event(
@@ -660,6 +762,7 @@ fn wait_to_restart(
             VmmEvent::Stop(event) if event.reason == ExitReason::Killed => return Some(event),
             VmmEvent::Stop(_) => {}
             VmmEvent::Snapshot(request) => refuse_snapshot(request),
+            VmmEvent::Migrate(request) => refuse_migration(request),
         }
     }
     if runtime.kill_requested() {

@@ -13,6 +13,7 @@ use corral_vmm::config::{
 };
 use corral_vmm::exit::ExitReason;
 use corral_vmm::jail::JailConfig;
+use corral_vmm::migration::{destination, Address};
 use corral_vmm::snapshot::SavedVm;
 
 #[derive(clap::Subcommand)]
@@ -62,6 +63,26 @@ pub struct RunArgs {
         conflicts_with_all = ["kernel", "initrd", "cmdline", "vcpus", "memory", "disks", "nics", "rng", "vsock"]
     )]
     restore: Option<PathBuf>,
+    /// Wait at ADDR (unix:PATH or tcp:IP:PORT) for one VM migrated live by `corral vmm control
+    /// SOCKET migrate --to ADDR`, then run it as --restore does; needs --migration-token or
+    /// --migration-token-file.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        conflicts_with_all = ["restore", "config", "kernel", "initrd", "cmdline", "vcpus", "memory", "disks", "nics", "rng", "vsock"]
+    )]
+    incoming: Option<Address>,
+    /// The token a migration source must present (the same as its `migrate --token`).
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        requires = "incoming",
+        conflicts_with = "migration_token_file"
+    )]
+    migration_token: Option<String>,
+    /// Read the migration token from this file (its first line).
+    #[arg(long, value_name = "PATH", requires = "incoming")]
+    migration_token_file: Option<PathBuf>,
     /// Track the pages written to guest memory, so that `snapshot --diff` can save only those
     /// (costs guest performance: off by default).
     #[arg(long)]
@@ -154,6 +175,33 @@ pub enum ControlRequest {
     },
     /// Force the VM off at once.
     Kill,
+    /// Move the VM live to a VMM waiting with `run --incoming ADDR`: memory copied while the
+    /// guest runs, then a short pause for the rest; this VMM exits once the destination runs
+    /// the VM, and keeps running it if anything fails. Needs --track-dirty-pages.
+    Migrate {
+        /// unix:PATH or tcp:IP:PORT.
+        #[arg(long, value_name = "ADDR")]
+        to: Address,
+        /// The destination's --migration-token.
+        #[arg(
+            long,
+            conflicts_with = "token_file",
+            required_unless_present = "token_file"
+        )]
+        token: Option<String>,
+        /// Read the token from this file (its first line).
+        #[arg(long, value_name = "PATH")]
+        token_file: Option<PathBuf>,
+        /// The longest pause allowed for the last copy, e.g. 300ms (the default) or 1s.
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        downtime_limit: Option<Duration>,
+        /// Give up after this many passes over memory (default 30).
+        #[arg(long)]
+        max_iterations: Option<u32>,
+        /// Give up after this long copying, e.g. 2min (the default).
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        max_time: Option<Duration>,
+    },
     /// Pause, save the VM into DIR (`state` and `memory`; DIR must be new or empty), resume.
     Snapshot {
         #[arg(long, value_name = "DIR")]
@@ -250,9 +298,12 @@ fn run_vm(args: RunArgs) -> anyhow::Result<ExitCode> {
         log_file: args.log_file.clone(),
         start_paused: args.paused,
     };
-    let saved = args.restore.as_deref().map(SavedVm::open).transpose();
-    let result = saved.map_err(anyhow::Error::from).and_then(|saved| {
-        let mut config = config_from(args, saved.as_ref().map(|s| s.snapshot.config.clone()))?;
+    let result = receive_or_open(&args).and_then(|(saved, incoming)| {
+        let saved_config = saved
+            .as_ref()
+            .or(incoming.as_ref().map(|incoming| &incoming.saved))
+            .map(|saved| saved.snapshot.config.clone());
+        let mut config = config_from(args, saved_config)?;
         if let Some(jail) = &options.jail {
             jail.place_config(&mut config)?;
             if let Some(path) = &mut exit_file {
@@ -262,9 +313,10 @@ fn run_vm(args: RunArgs) -> anyhow::Result<ExitCode> {
                 *path = jail.place("log file", path)?;
             }
         }
-        Ok(match saved {
-            Some(saved) => corral_vmm::restore(&config, &options, saved)?,
-            None => corral_vmm::run(&config, &options)?,
+        Ok(match (saved, incoming) {
+            (Some(saved), _) => corral_vmm::restore(&config, &options, saved)?,
+            (None, Some(incoming)) => corral_vmm::restore_incoming(&config, &options, incoming)?,
+            (None, None) => corral_vmm::run(&config, &options)?,
         })
     });
     if let Some(path) = &exit_file {
@@ -303,6 +355,44 @@ fn same_machine(saved: VmConfig, mut config: VmConfig) -> anyhow::Result<VmConfi
     }
     config.track_dirty_pages |= saved.track_dirty_pages;
     Ok(config)
+}
+
+/// The snapshot to restore (`--restore`), or the VM received from a migration source
+/// (`--incoming`, waited for here), if either.
+fn receive_or_open(
+    args: &RunArgs,
+) -> anyhow::Result<(Option<SavedVm>, Option<destination::Incoming>)> {
+    if let Some(dir) = &args.restore {
+        return Ok((Some(SavedVm::open(dir)?), None));
+    }
+    let Some(address) = &args.incoming else {
+        return Ok((None, None));
+    };
+    let token = token(
+        args.migration_token.as_deref(),
+        args.migration_token_file.as_deref(),
+    )?
+    .context("--incoming needs --migration-token or --migration-token-file")?;
+    Ok((None, Some(destination::receive(address, &token)?)))
+}
+
+/// A migration token given inline or as a file (its first line).
+fn token(inline: Option<&str>, file: Option<&std::path::Path>) -> anyhow::Result<Option<String>> {
+    if let Some(token) = inline {
+        return Ok(Some(token.to_owned()));
+    }
+    let Some(path) = file else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the migration token file {}", path.display()))?;
+    let token = text.lines().next().unwrap_or_default().to_owned();
+    anyhow::ensure!(
+        !token.is_empty(),
+        "the migration token file {} is empty; put the token on its first line",
+        path.display()
+    );
+    Ok(Some(token))
 }
 
 /// The supervisor exit record for how the VM ended (or failed to start).
@@ -347,6 +437,11 @@ fn exit_record(result: &anyhow::Result<corral_vmm::VmExit>) -> ExitRecord {
             code: None,
             detail: summary,
         },
+        ExitReason::Migrated => ExitRecord {
+            reason: RecordReason::Migrated,
+            code: None,
+            detail: None,
+        },
     }
 }
 
@@ -358,6 +453,26 @@ fn control(socket: PathBuf, request: ControlRequest) -> anyhow::Result<ExitCode>
         ControlRequest::Resume => Request::Resume,
         ControlRequest::Shutdown { timeout_secs } => Request::Shutdown { timeout_secs },
         ControlRequest::Kill => Request::Kill,
+        ControlRequest::Migrate {
+            to,
+            token: inline,
+            token_file,
+            downtime_limit,
+            max_iterations,
+            max_time,
+        } => Request::Migrate {
+            to: match to {
+                // The VMM may run in another working directory: send a full path.
+                Address::Unix(path) => Address::Unix(std::path::absolute(path)?),
+                tcp => tcp,
+            }
+            .to_string(),
+            token: token(inline.as_deref(), token_file.as_deref())?
+                .context("migrate needs --token or --token-file")?,
+            downtime_limit_ms: downtime_limit.map(|limit| limit.as_millis() as u64),
+            max_iterations,
+            max_seconds: max_time.map(|time| time.as_secs()),
+        },
         ControlRequest::Snapshot {
             to,
             leave_paused,
@@ -369,11 +484,62 @@ fn control(socket: PathBuf, request: ControlRequest) -> anyhow::Result<ExitCode>
             diff,
         },
     };
-    let mut client = Client::connect(&socket, Duration::from_secs(30))?;
-    let response = client.call(&request)?;
+    // A migration answers once it is over, which may take its whole time limit.
+    let timeout = match &request {
+        Request::Migrate { max_seconds, .. } => {
+            Duration::from_secs(max_seconds.unwrap_or(120) + 90)
+        }
+        _ => Duration::from_secs(30),
+    };
+    let mut client = Client::connect(&socket, timeout)?;
+    let progress = matches!(request, Request::Migrate { .. }).then(|| watch_migration(&socket));
+    let response = client.call(&request);
+    if let Some((done, watcher)) = progress {
+        drop(done);
+        let _ = watcher.join();
+    }
+    let response = response?;
     crate::output::print_json(&response)?;
     Ok(match response {
         Response::Error { .. } => ExitCode::FAILURE,
         _ => ExitCode::SUCCESS,
     })
+}
+
+/// Prints a running migration's progress to stderr, from `info` on another connection once a
+/// second, until the returned sender is dropped.
+fn watch_migration(
+    socket: &std::path::Path,
+) -> (std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>) {
+    let (done, stop) = std::sync::mpsc::channel::<()>();
+    let socket = socket.to_path_buf();
+    let watcher = std::thread::spawn(move || {
+        let mut last = None;
+        while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+            stop.recv_timeout(Duration::from_secs(1))
+        {
+            let info = Client::connect(&socket, Duration::from_secs(5))
+                .and_then(|mut client| client.call(&Request::Info));
+            let Ok(Response::Info(info)) = info else {
+                continue;
+            };
+            let Some(progress) = info.migration else {
+                continue;
+            };
+            if last.as_ref() != Some(&progress) {
+                const MIB: f64 = (1 << 20) as f64;
+                eprintln!(
+                    "corral: migration pass {}: {:.1} MiB sent, {:.1} MiB dirty, {:.1} MB/s, \
+                     estimated downtime {:.0} ms",
+                    progress.iterations,
+                    progress.bytes as f64 / MIB,
+                    progress.dirty_bytes as f64 / MIB,
+                    progress.bandwidth as f64 / 1e6,
+                    progress.estimated_downtime_ms
+                );
+                last = Some(progress);
+            }
+        }
+    });
+    (done, watcher)
 }

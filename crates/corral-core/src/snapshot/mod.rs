@@ -177,7 +177,9 @@ impl Manager {
         match self.call(paths, &request)? {
             Response::State { .. } => {}
             Response::Error { message } => return Err(refused(message)),
-            Response::Info(_) => return Err(refused("unexpected answer".to_string())),
+            Response::Info(_) | Response::Migrated(_) => {
+                return Err(refused("unexpected answer".to_string()))
+            }
         }
         self.end_run_locked(&name, Request::Kill, STOP_GRACE, None)?;
         fail::fail_point!("snapshot.vm-saved");

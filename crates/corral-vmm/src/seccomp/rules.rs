@@ -337,12 +337,41 @@ impl List {
             // A new snapshot's id.
             Sysno::getrandom,
         ]);
+        self.migration_source()?;
         // Its own log's rotation (`StdioLog::rotate_if_full`; the lookups, the rename and the
         // open are above) points stdout and stderr at the new file.
         for stdio in [libc::STDOUT_FILENO, libc::STDERR_FILENO] {
             self.allow_when(Sysno::dup2, vec![eq(1, stdio as u64)])?;
         }
         Ok(())
+    }
+
+    /// Live migration: the main thread connects to the destination (a unix or TCP stream
+    /// socket), sends guest memory and state, and reads the answers, with timeouts.
+    fn migration_source(&mut self) -> Result<(), BackendError> {
+        for family in [libc::AF_UNIX, libc::AF_INET, libc::AF_INET6] {
+            self.allow_when(
+                Sysno::socket,
+                vec![
+                    eq(0, family as u64),
+                    condition(1, Op::MaskedEq(0xf), libc::SOCK_STREAM as u64),
+                ],
+            )?;
+        }
+        self.allow(&[Sysno::connect, Sysno::sendto, Sysno::recvfrom]);
+        for option in [libc::SO_RCVTIMEO, libc::SO_SNDTIMEO] {
+            self.allow_when(
+                Sysno::setsockopt,
+                vec![eq(1, libc::SOL_SOCKET as u64), eq(2, option as u64)],
+            )?;
+        }
+        self.allow_when(
+            Sysno::setsockopt,
+            vec![
+                eq(1, libc::IPPROTO_TCP as u64),
+                eq(2, libc::TCP_NODELAY as u64),
+            ],
+        )
     }
 
     fn block(&mut self) -> Result<(), BackendError> {

@@ -16,7 +16,7 @@ use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryReg
 use crate::vstate::memory::{DirtyPages, GuestMemoryMmap, PAGE_SIZE as PAGE};
 
 /// Bytes copied between guest memory and the file at a time.
-const CHUNK: usize = 1 << 20;
+pub(crate) const CHUNK: usize = 1 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MemoryFileError {
@@ -70,7 +70,7 @@ pub enum Pages<'a> {
 }
 
 impl Pages<'_> {
-    fn holds(&self, region: usize, page: usize, bytes: &[u8]) -> bool {
+    pub(crate) fn holds(&self, region: usize, page: usize, bytes: &[u8]) -> bool {
         match self {
             Pages::NonZero => bytes.iter().any(|&byte| byte != 0),
             Pages::Dirty(dirty) => dirty.is_dirty(region, page),
@@ -79,7 +79,7 @@ impl Pages<'_> {
 
     /// Whether any of the `count` pages from `first` of `region` may be held (a diff skips
     /// reading chunks it holds nothing of).
-    fn may_hold_any(&self, region: usize, first: usize, count: usize) -> bool {
+    pub(crate) fn may_hold_any(&self, region: usize, first: usize, count: usize) -> bool {
         match self {
             Pages::NonZero => true,
             Pages::Dirty(dirty) => (first..first + count).any(|page| dirty.is_dirty(region, page)),

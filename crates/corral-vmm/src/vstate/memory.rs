@@ -137,7 +137,7 @@ pub fn clear_own_writes(memory: &GuestMemoryMmap) {
 }
 
 /// Dirty pages per memory region, from [`take_dirty_pages`].
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct DirtyPages(Vec<Vec<u64>>);
 
 impl DirtyPages {
@@ -153,6 +153,28 @@ impl DirtyPages {
             .get(region)
             .and_then(|words| words.get(page / 64))
             .is_some_and(|word| word & (1 << (page % 64)) != 0)
+    }
+
+    /// How many pages are dirty.
+    pub fn count(&self) -> u64 {
+        self.0
+            .iter()
+            .flatten()
+            .map(|word| u64::from(word.count_ones()))
+            .sum()
+    }
+
+    /// Adds the pages of `other` (taken later from the same memory).
+    pub fn add(&mut self, other: &DirtyPages) {
+        if self.0.is_empty() {
+            self.0 = other.0.clone();
+            return;
+        }
+        for (words, others) in self.0.iter_mut().zip(&other.0) {
+            for (word, other) in words.iter_mut().zip(others) {
+                *word |= other;
+            }
+        }
     }
 
     /// Marks these pages written again in the VMM's bitmap, so that a snapshot that failed after
