@@ -360,6 +360,15 @@ fn serve<H: QueueHandler>(
             if let Err(err) = handler.restored(&mut queues) {
                 queues.interrupt.fail(&err);
             }
+            // The driver may have published requests and notified the old process, which had
+            // not read the notification when the VM was saved: this process never sees that
+            // one, and with event-index suppression the driver does not notify again until the
+            // device catches up. So every queue is looked at once, as a notification would.
+            for event in &events {
+                if let Err(err) = event.0.write(1) {
+                    tracing::warn!("cannot look at a restored virtio queue: {err}");
+                }
+            }
         }
         let channel = (commands, replies);
         let ended = run(&mut handler, queues, &events, signals, &epoll, channel);
@@ -514,5 +523,26 @@ mod tests {
         // A worker paused when the device goes away ends without a resume.
         assert!(worker.pause().is_some());
         drop(worker);
+    }
+
+    #[test]
+    fn a_restored_worker_serves_requests_published_before_the_save_without_a_notification() {
+        let mut test = TestQueues::new(1).unwrap();
+        // The driver published a request and notified the process that was saved; this
+        // activation's eventfd never hears of it.
+        test.add_chain(0, &[(DATA_START, 16, true)]);
+        let queues = DeviceQueues {
+            memory: test.queues.memory.clone(),
+            queues: vec![Queue::try_from(test.queues.queues[0].state()).unwrap()],
+            interrupt: test.queues.interrupt.clone(),
+            features: 0,
+            restored: true,
+        };
+        let notify = Arc::new(EventFd::new(EFD_NONBLOCK).unwrap());
+        let mut worker = Worker::new(ThreadClass::Rng, RngHandler);
+        worker
+            .activate("rng-restored", queues, vec![QueueEvent(notify)])
+            .unwrap();
+        wait_for_used(&test, 1);
     }
 }
