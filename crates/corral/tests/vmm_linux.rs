@@ -959,7 +959,7 @@ impl SerialConsole {
 }
 
 #[test]
-#[ignore = "boots a real Linux kernel (minutes here); not in scripts/test.sh: in 1 of 3 runs here \
+#[ignore = "boots a real Linux kernel (minutes here); not in scripts/test.sh: in 1 of 5 runs here \
             the restored guest stayed silent (no echo of typed input), cause not found yet \
             (docs/vmm.md, Snapshots); run it by hand"]
 fn linux_restored_from_a_snapshot_answers_on_its_console_and_uses_its_disk_and_network() {
