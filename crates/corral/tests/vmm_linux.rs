@@ -959,9 +959,9 @@ impl SerialConsole {
 }
 
 #[test]
-#[ignore = "boots a real Linux kernel (minutes here); not in scripts/test.sh: in 1 of 5 runs here \
-            the restored guest stayed silent (no echo of typed input), cause not found yet \
-            (docs/vmm.md, Snapshots); run it by hand"]
+#[ignore = "boots a real Linux kernel (minutes here); not in scripts/test.sh: in 2 of 6 runs here \
+            the restored guest never echoed typed input (its serial input lost), cause not \
+            found yet (docs/vmm.md, Snapshots); run it by hand"]
 fn linux_restored_from_a_snapshot_answers_on_its_console_and_uses_its_disk_and_network() {
     require_root!();
     require_kvm!();
