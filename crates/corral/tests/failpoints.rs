@@ -1462,16 +1462,6 @@ fn first_disk_content(root: &Root, name: &str, mark: Option<&[u8]>) -> Vec<u8> {
     bytes
 }
 
-fn snapshot_list(root: &Root, name: &str) -> Vec<String> {
-    let list: Value =
-        serde_json::from_str(&root.ok(&["snapshot", "list", name, "-o", "json"])).unwrap();
-    list.as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["name"].as_str().unwrap().to_string())
-        .collect()
-}
-
 /// Runs one snapshot round; returns what it checked.
 fn snapshot_round(h: &Harness, point: &str, op: SnapshotOp) -> String {
     let root = Root::new();
@@ -1509,7 +1499,7 @@ fn snapshot_round(h: &Harness, point: &str, op: SnapshotOp) -> String {
     assert_eq!(out.status.signal(), Some(libc::SIGKILL), "{round}");
 
     // The next snapshot command settles what the kill left.
-    let listed = snapshot_list(&root, "src");
+    let listed = common::snapshot_names(&root, "src");
     assert_eq!(root.status("src"), "stopped", "{round}");
     let dir = root.instance_dir("src");
     match op {
@@ -1526,7 +1516,7 @@ fn snapshot_round(h: &Harness, point: &str, op: SnapshotOp) -> String {
             root.ok(&["start", "src"]);
             root.ok(&args);
             assert_eq!(root.status("src"), "running", "{round}");
-            assert_eq!(snapshot_list(&root, "src"), ["s"], "{round}");
+            assert_eq!(common::snapshot_names(&root, "src"), ["s"], "{round}");
             root.ok(&["kill", "src"]);
             root.ok(&["delete", "src"]);
             nothing_left(&round, "litter", || litter(&root));

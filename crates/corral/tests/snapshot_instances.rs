@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 
 use corral_disk::{BackingPolicy, DiskFormat, OpenOptions};
 use corral_testkit::{require_kvm, require_root};
-use serde_json::Value;
 
 use common::CorralRoot as Root;
 
@@ -55,16 +54,6 @@ fn disk_content(root: &Root, name: &str) -> Vec<u8> {
     let mut bytes = vec![0; disk.virtual_size() as usize];
     disk.read_at(&mut bytes, 0).unwrap();
     bytes
-}
-
-fn snapshot_names(root: &Root, name: &str) -> Vec<String> {
-    let list: Value =
-        serde_json::from_str(&root.ok(&["snapshot", "list", name, "-o", "json"])).unwrap();
-    list.as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["name"].as_str().unwrap().to_string())
-        .collect()
 }
 
 /// The snapshot directories of instance `name` (deleted ones whose bases are kept included).
@@ -149,7 +138,7 @@ fn a_stopped_vm_snapshot_brings_its_disk_back_byte_for_byte_again_and_again() {
         root.ok(&["snapshot", "create", "v"]),
         "created snapshot snap1 of v\n"
     );
-    assert_eq!(snapshot_names(&root, "v"), ["snap0", "snap1"]);
+    assert_eq!(common::snapshot_names(&root, "v"), ["snap0", "snap1"]);
     root.ok(&["delete", "v"]);
     assert!(!root.instance_dir("v").exists());
 }
@@ -169,7 +158,7 @@ fn deleting_a_snapshot_keeps_its_base_while_a_disk_or_a_later_snapshot_builds_on
 
     // `second`'s base is an overlay on `first`'s: deleting `first` keeps its base.
     root.ok(&["snapshot", "delete", "v", "first"]);
-    assert_eq!(snapshot_names(&root, "v"), ["second"]);
+    assert_eq!(common::snapshot_names(&root, "v"), ["second"]);
     assert_eq!(snapshot_dirs(&root, "v").len(), 2);
     root.ok(&["snapshot", "restore", "v", "second"]);
     assert!(disk_content(&root, "v") == at_second);
@@ -181,7 +170,7 @@ fn deleting_a_snapshot_keeps_its_base_while_a_disk_or_a_later_snapshot_builds_on
     root.ok(&["snapshot", "delete", "v", "third"]);
     assert_eq!(snapshot_dirs(&root, "v").len(), 2);
     root.ok(&["snapshot", "delete", "v", "second"]);
-    assert!(snapshot_names(&root, "v").is_empty());
+    assert!(common::snapshot_names(&root, "v").is_empty());
     assert_eq!(
         snapshot_dirs(&root, "v").len(),
         2,
@@ -219,7 +208,7 @@ fn bad_snapshot_requests_are_refused_with_a_sentence_and_change_nothing() {
         std::fs::read(root.instance_dir("v").join("instance.toml")).unwrap(),
         before
     );
-    assert_eq!(snapshot_names(&root, "v"), ["one"]);
+    assert_eq!(common::snapshot_names(&root, "v"), ["one"]);
 }
 
 /// The numbers of the console's complete lines that start with `prefix`, in order.

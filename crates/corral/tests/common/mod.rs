@@ -412,6 +412,17 @@ pub fn create_vm(root: &CorralRoot, name: &str, guest: &str, extra: &[&str]) {
     root.ok(&args);
 }
 
+/// The names of instance `name`'s snapshots, as `corral snapshot list -o json` gives them.
+pub fn snapshot_names(root: &CorralRoot, name: &str) -> Vec<String> {
+    let list: Value =
+        serde_json::from_str(&root.ok(&["snapshot", "list", name, "-o", "json"])).unwrap();
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
 /// Imports a VM image aliased `alias` into `root`: an empty qcow2 disk of `size` (`16M`) made in
 /// `scratch`, carrying the `hello` test guest as its own kernel.
 pub fn import_hello_vm_image(root: &CorralRoot, scratch: &Path, alias: &str, size: &str) {
