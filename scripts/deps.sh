@@ -53,9 +53,8 @@ fi
 sudo=""
 [ "$(id -u)" = 0 ] || sudo=sudo
 updated=""
-# Twice: installing one package can remove another the host had in a conflicting version (a
-# backported qemu-utils goes when Debian's qemu-system-x86 comes); the second round puts back
-# the matching one.
+# Twice: installing one package can remove another the host had in a conflicting version; the
+# second round puts back the matching one.
 for round in 1 2; do
   missing=()
   for package in "${packages[@]}"; do
@@ -65,7 +64,18 @@ for round in 1 2; do
   echo "installing: ${missing[*]}"
   [ -n "$updated" ] || $sudo apt-get update -qq
   updated=yes
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # Some hosts come with a backported qemu-utils whose source is not configured; it breaks
+  # Debian's qemu-system-x86, so both are taken at the version the archive offers.
+  if [[ " ${missing[*]} " == *" qemu-system-x86 "* ]]; then
+    qemu=$(apt-cache policy qemu-system-x86 | awk '/Candidate:/ { print $2 }')
+    without_utils=()
+    for package in "${missing[@]}"; do
+      [ "$package" = qemu-utils ] || without_utils+=("$package")
+    done
+    missing=("${without_utils[@]}" "qemu-utils=$qemu")
+  fi
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+    --allow-downgrades "${missing[@]}" >/dev/null
 done
 
 if command -v rustup >/dev/null && ! rustup component list --installed 2>/dev/null | grep -q '^clippy'; then

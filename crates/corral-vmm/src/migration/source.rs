@@ -143,7 +143,7 @@ fn precopy(
             bandwidth,
             estimated_downtime_ms: millis(estimate),
         });
-        if estimate <= params.downtime_limit {
+        if fits_in_downtime(estimate, params.downtime_limit) {
             break dirty;
         }
         if iterations >= params.max_iterations || started.elapsed() >= params.max_time {
@@ -186,6 +186,12 @@ fn precopy(
     Ok(report)
 }
 
+/// Whether the last pass may start. Strictly below the limit, as QEMU decides it: even with no
+/// page left the pause still sends the device state, so a 0 ms limit is never met.
+fn fits_in_downtime(estimate: Duration, limit: Duration) -> bool {
+    estimate < limit
+}
+
 fn millis(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1000.0
 }
@@ -226,4 +232,22 @@ fn send_pages(link: &mut Link<'_>, vm: &Vm, pages: Pages<'_>) -> Result<(), Migr
         link.send_batch(&mut batch)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_zero_limit_is_never_met_even_with_nothing_dirty() {
+        assert!(!fits_in_downtime(Duration::ZERO, Duration::ZERO));
+    }
+
+    #[test]
+    fn the_last_pass_starts_only_below_the_limit() {
+        let limit = Duration::from_millis(300);
+        assert!(fits_in_downtime(Duration::ZERO, limit));
+        assert!(fits_in_downtime(Duration::from_millis(299), limit));
+        assert!(!fits_in_downtime(limit, limit));
+    }
 }
