@@ -251,7 +251,8 @@ fn build_vm(
 }
 
 /// Builds the VM a snapshot describes: memory from its file, then the VM-wide state, the
-/// devices and the vCPUs (Firecracker's order: vCPUs exist before the irqchip state is set).
+/// vCPUs and the devices (Firecracker's order: vCPUs exist before the irqchip state is set; the
+/// devices last, as their I/O threads may raise interrupts at once).
 fn build_restored(
     config: &VmConfig,
     prepared: &Prepared,
@@ -276,10 +277,10 @@ fn build_restored(
         .map(|index| Vcpu::new(&vm.fd, index))
         .collect::<Result<Vec<_>, _>>()?;
     vm.restore_state(&snapshot.vm)?;
-    devices.restore_state(&snapshot.devices)?;
     for (vcpu, state) in vcpus.iter().zip(&snapshot.vcpus) {
         vcpu.restore_state(state)?;
     }
+    devices.restore_state(&snapshot.devices)?;
     tracing::info!(
         "restored a VM with {} vCPUs and {} from {}",
         config.vcpus,
@@ -301,7 +302,7 @@ struct Running<'a> {
 }
 
 /// The state of the running VM, with the vCPUs paused (they stay paused) and the devices' I/O
-/// threads paused (the caller resumes them with `devices.resume_virtio`).
+/// threads paused (the caller resumes them with `devices.resume_io`).
 fn capture(
     kind: SnapshotKind,
     config: &VmConfig,
@@ -310,6 +311,7 @@ fn capture(
     devices: &DeviceManager,
 ) -> Result<Snapshot, SnapshotError> {
     vcpu_state::check_xsave_size(&running.vm.fd)?;
+    let devices = devices.save_state();
     let vcpus = running
         .vcpus
         .iter()
@@ -321,7 +323,7 @@ fn capture(
         config: config.clone(),
         vm: running.vm.save_state()?,
         vcpus,
-        devices: devices.save_state(),
+        devices,
     })
 }
 
@@ -353,7 +355,7 @@ fn migrate(
     running.base = None;
     if result.is_err() {
         if devices_paused {
-            devices.resume_virtio();
+            devices.resume_io();
         }
         if !was_paused {
             control.resume();
@@ -384,11 +386,11 @@ fn take_snapshot(
     control.pause()?;
     let result = (|| {
         snapshot::prepare_dir(&request.dir)?;
-        let snapshot = capture(kind, config, prepared, running, devices)?;
-        let written = save_memory(&request.dir, &snapshot, vm);
-        // Guest memory is saved: the I/O threads may touch it again.
-        devices.resume_virtio();
-        written.map(|()| snapshot.id)
+        let written = capture(kind, config, prepared, running, devices)
+            .and_then(|snapshot| save_memory(&request.dir, &snapshot, vm).map(|()| snapshot.id));
+        // Guest memory is saved (or will not be): the I/O threads may touch it again.
+        devices.resume_io();
+        written
     })();
     // A failed snapshot leaves the VM as it was.
     if !was_paused && (result.is_err() || !request.leave_paused) {
@@ -544,6 +546,7 @@ fn run_vm(
                 (vm, vcpus, None)
             }
         };
+        devices.resume_io();
         let mut running = Running {
             vm: &vm,
             vcpus: &vcpus,

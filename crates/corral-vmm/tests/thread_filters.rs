@@ -192,6 +192,8 @@ fn a_console_thread_waits_while_the_guest_has_not_read_its_input() {
         line.trigger(),
         SerialOutput::Discard,
     )));
+    // As the VMM does once the machine exists.
+    serial.lock().unwrap().release_input();
     seccomp::prepare().unwrap();
     // A client types more than the UART's FIFO holds before the guest reads any of it: the
     // console thread waits for room, as a typist would.

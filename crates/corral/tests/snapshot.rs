@@ -218,6 +218,52 @@ fn timer_interrupts_keep_coming_after_a_restore() {
     assert_eq!(all, expected, "before: {before:?}\nafter: {after:?}");
 }
 
+#[test]
+fn console_input_typed_while_a_vm_is_restored_reaches_the_guest() {
+    require_kvm!();
+    let dir = tempfile::tempdir().unwrap();
+    // The echo guest reads a line from COM1 (polling its line status) and exits with its length.
+    let first = Vmm::boot("echo", dir.path(), "first", &[]);
+    first.wait_for_lines("ready", 1);
+    let snap = dir.path().join("snap");
+    let answer = snapshot(&first, &snap);
+    assert!(answer.status.success(), "{}", text(&answer.stdout));
+    first.kill();
+
+    // The line is in the pipe before the VMM starts: its console thread reads it at once, while
+    // the machine is still being restored. Queued then, it went into the UART the restore
+    // replaced, and the guest waited for ever.
+    let mut restored = corral()
+        .args(["vmm", "run", "--serial=stdout", "--restore"])
+        .arg(&snap)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut restored.stdin.take().unwrap(), b"hi\n").unwrap();
+    let deadline = Instant::now() + TIMEOUT;
+    while restored.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            restored.kill().unwrap();
+            let output = restored.wait_with_output().unwrap();
+            panic!(
+                "the restored guest never read the line; console: {}{}",
+                text(&output.stdout),
+                text(&output.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let output = restored.wait_with_output().unwrap();
+    assert!(
+        text(&output.stdout).contains("echo: hi\n"),
+        "{}",
+        text(&output.stderr)
+    );
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output.stderr));
+}
+
 /// Runs `corral vmm run --restore DIR` expecting it to refuse; returns its stderr.
 fn refused_restore(dir: &Path) -> String {
     let output = corral()

@@ -67,6 +67,12 @@ impl IrqLine {
     pub fn trigger(&self) -> IrqTrigger {
         IrqTrigger(self.event.clone())
     }
+
+    /// How many times the line was raised since the last call (no VM reads it in unit tests).
+    #[cfg(test)]
+    pub fn take_raised(&self) -> u64 {
+        self.event.read().unwrap_or(0)
+    }
 }
 
 /// Raises an [`IrqLine`].

@@ -265,12 +265,15 @@ impl DeviceManager {
         Ok(())
     }
 
-    /// The devices' state, for a snapshot of a paused VM. The virtio devices' I/O threads stay
-    /// paused until [`DeviceManager::resume_virtio`], which must follow once guest memory is
-    /// saved.
+    /// The devices' state, for a snapshot of a paused VM, taken before the vCPUs' and the
+    /// VM's: from here no device raises an interrupt those could miss. Console input and the
+    /// virtio devices' I/O threads wait until [`DeviceManager::resume_io`], which must follow
+    /// once guest memory is saved.
     pub fn save_state(&self) -> DeviceStates {
+        let mut serial = lock(&self.serial);
+        serial.hold_input();
         DeviceStates {
-            com1: lock(&self.serial).state(),
+            com1: serial.state(),
             i8042: lock(&self.i8042).state.clone(),
             debug_exit: lock(&self.debug_exit).state.clone(),
             virtio: self
@@ -281,15 +284,19 @@ impl DeviceManager {
         }
     }
 
-    /// Lets the virtio devices' I/O threads go on after [`DeviceManager::save_state`].
-    pub fn resume_virtio(&self) {
+    /// Lets console input and the virtio devices' I/O threads go on: after
+    /// [`DeviceManager::save_state`], and once a VM is built or restored.
+    pub fn resume_io(&self) {
+        lock(&self.serial).release_input();
         for (_, transport) in &self.virtio {
             lock(transport).resume_worker();
         }
     }
 
-    /// Puts the devices back in a saved state, after the VM's interrupt controllers and before
-    /// the restored vCPUs run. A virtio device that is not the one saved is refused.
+    /// Puts the devices back in a saved state, after the VM's and the vCPUs' interrupt
+    /// controllers (an interrupt a device raises from here would be dropped by a later
+    /// `KVM_SET_LAPIC`) and before the vCPUs run. A virtio device that is not the one saved is
+    /// refused.
     pub fn restore_state(&self, states: &DeviceStates) -> Result<(), DeviceError> {
         if states.virtio.len() != self.virtio.len() {
             return Err(DeviceError::VirtioCount {

@@ -100,16 +100,31 @@ pub struct SerialDevice {
     irq: IrqTrigger,
     output: SerialOutput,
     output_failed: bool,
+    /// Console input waits (in [`feed_input`]) while this is set: until the machine exists, and
+    /// while its state is saved. Input queued earlier would go into a UART a restore replaces,
+    /// or raise an interrupt the saved interrupt controllers miss while the UART records it as
+    /// raised, after which vm-superio raises no other for received data.
+    input_held: bool,
 }
 
 impl SerialDevice {
+    /// A UART that holds console input until [`SerialDevice::release_input`].
     pub fn new(irq: IrqTrigger, output: SerialOutput) -> SerialDevice {
         SerialDevice {
             uart: Serial::new(irq.clone(), output.clone()),
             irq,
             output,
             output_failed: false,
+            input_held: true,
         }
+    }
+
+    pub fn hold_input(&mut self) {
+        self.input_held = true;
+    }
+
+    pub fn release_input(&mut self) {
+        self.input_held = false;
     }
 
     /// Back to power-on state for a guest restart; the output destination stays.
@@ -121,7 +136,10 @@ impl SerialDevice {
         self.uart.state().into()
     }
 
-    /// Takes over a saved UART; a FIFO longer than the UART's is refused.
+    /// Takes over a saved UART (after the vCPUs' interrupt controllers are restored); a FIFO
+    /// longer than the UART's is refused. vm-superio raises again an interrupt the UART had
+    /// raised: the saved interrupt controllers may have missed it, and the UART raises no other
+    /// while it stays pending.
     pub fn restore(
         &mut self,
         state: &Com1State,
@@ -135,10 +153,11 @@ impl SerialDevice {
         Ok(())
     }
 
-    /// Queues input for the guest; returns how many bytes fit in the receive FIFO.
+    /// Queues input for the guest; returns how many bytes fit in the receive FIFO (none while
+    /// input is held).
     pub fn enqueue_input(&mut self, bytes: &[u8]) -> usize {
         let room = self.uart.fifo_capacity().min(bytes.len());
-        if room == 0 {
+        if room == 0 || self.input_held {
             return 0;
         }
         match self.uart.enqueue_raw_bytes(&bytes[..room]) {
@@ -179,5 +198,67 @@ pub fn feed_input(serial: &Mutex<SerialDevice>, mut bytes: &[u8]) {
         if queued == 0 {
             std::thread::sleep(std::time::Duration::from_millis(2));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::devices::interrupt::{IrqLine, IRQ_COM1};
+
+    /// vm-superio's registers: interrupt enable, line status; IER bit 0 enables received-data
+    /// interrupts.
+    const IER: u64 = 1;
+    const LSR: u64 = 5;
+    const IER_RECEIVED_DATA: u8 = 0x01;
+
+    fn uart() -> (SerialDevice, IrqLine) {
+        let line = IrqLine::new(IRQ_COM1).unwrap();
+        let device = SerialDevice::new(line.trigger(), SerialOutput::Discard);
+        (device, line)
+    }
+
+    #[test]
+    fn input_waits_until_released_and_while_held_again() {
+        let (mut serial, _line) = uart();
+        assert_eq!(serial.enqueue_input(b"ab"), 0);
+        serial.release_input();
+        assert_eq!(serial.enqueue_input(b"ab"), 2);
+        serial.hold_input();
+        assert_eq!(serial.enqueue_input(b"c"), 0);
+        let mut status = [0u8];
+        serial.read(LSR, &mut status);
+        assert_eq!(
+            status[0] & 1,
+            1,
+            "the two bytes queued before wait for the guest"
+        );
+    }
+
+    #[test]
+    fn a_restored_uart_raises_again_the_interrupt_it_had_raised() {
+        let (mut saved, line) = uart();
+        saved.release_input();
+        saved.write(IER, &[IER_RECEIVED_DATA]);
+        saved.enqueue_input(b"x");
+        assert_eq!(line.take_raised(), 1);
+        // The guest has not read IIR: the interrupt is pending in the saved UART, and the
+        // UART raises no other for more input.
+        saved.enqueue_input(b"y");
+        assert_eq!(line.take_raised(), 0);
+        let state = saved.state();
+
+        let (mut restored, restored_line) = uart();
+        restored.restore(&state).unwrap();
+        assert_eq!(restored_line.take_raised(), 1);
+        assert_eq!(restored.state(), state);
+    }
+
+    #[test]
+    fn a_restored_uart_with_nothing_pending_raises_nothing() {
+        let (saved, _line) = uart();
+        let (mut restored, restored_line) = uart();
+        restored.restore(&saved.state()).unwrap();
+        assert_eq!(restored_line.take_raised(), 0);
     }
 }
