@@ -82,7 +82,13 @@ impl Container {
             mounts: &mounts,
             masked_files: &masked_files,
         });
-        criu::run(self.id(), "dump", args, work, DUMP_LOG)?;
+        criu::run(
+            self.id(),
+            "dump",
+            args,
+            (work, DUMP_LOG),
+            criu::CriuStdio::CaptureErrors,
+        )?;
         if options.leave_running {
             return Ok(());
         }

@@ -159,7 +159,13 @@ impl Container {
             masked,
             stdio_pipes,
         });
-        criu::run(&options.id, "restore", args, work, RESTORE_LOG)?;
+        criu::run(
+            &options.id,
+            "restore",
+            args,
+            (work, RESTORE_LOG),
+            criu::CriuStdio::Inherit,
+        )?;
         drop(namespace_fds);
         drop(bound);
 

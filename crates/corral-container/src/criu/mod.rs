@@ -110,21 +110,35 @@ pub fn external_namespaces(spec: &Spec) -> Vec<(args::Namespace, PathBuf)> {
         .collect()
 }
 
+/// How CRIU's standard streams are connected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CriuStdio {
+    /// stderr captured (for the reason, when CRIU writes no log), the rest inherited: a dump.
+    CaptureErrors,
+    /// All three inherited: a restore, whose restored processes get these descriptors in
+    /// place of the pipes they had (`--inherit-fd fd[N]:pipe:[INODE]`).
+    Inherit,
+}
+
 /// Runs CRIU with `args` in the foreground. On failure the error carries CRIU's last error,
-/// from its log in `work` (or its stderr when it wrote no log).
+/// from its log in `work` (or its stderr when captured and it wrote no log).
 pub fn run(
     id: &str,
     action: &'static str,
     args: Vec<std::ffi::OsString>,
-    work: &Path,
-    log: &str,
+    (work, log): (&Path, &str),
+    stdio: CriuStdio,
 ) -> Result<()> {
     tracing::debug!("criu {args:?}");
+    let stderr = match stdio {
+        CriuStdio::CaptureErrors => Stdio::piped(),
+        CriuStdio::Inherit => Stdio::inherit(),
+    };
     let output = Command::new(check::CRIU)
         .args(&args)
         .stdin(Stdio::inherit())
         .stdout(Stdio::inherit())
-        .stderr(Stdio::piped())
+        .stderr(stderr)
         .output()
         .map_err(|source| Error::CriuRun { action, source })?;
     if output.status.success() {
