@@ -279,3 +279,39 @@ fn podman_checkpoints_and_restores_a_counting_container() {
     std::thread::sleep(std::time::Duration::from_millis(300));
     assert!(read() > first, "the restored counter counts on");
 }
+
+/// Where `criu check` fails, podman's checkpoint reaches corral (`checkpoint --image-path ...
+/// --work-path ... ID`), which refuses with CRIU's reason: podman shows it, and the container
+/// runs on.
+#[test]
+fn podman_checkpoint_shows_crius_reason_where_criu_does_not_work() {
+    require_podman_host!();
+    if corral_testkit::criu_check().is_ok() {
+        corral_testkit::skip("`criu check` passes on this host, so CRIU is not refused here");
+        return;
+    }
+    let podman = Podman::new();
+    let out = podman.run_in_container(
+        &["-d", "--name", "sleeper"],
+        &[
+            "sh",
+            "-c",
+            "trap 'exit 0' TERM; while true; do sleep 0.1; done",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = podman.run(&["container", "checkpoint", "sleeper"]);
+    let err = text(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("CRIU does not work on this host: ")
+            && err.contains("where `criu check` passes"),
+        "{err}"
+    );
+    let ps = podman.run(&["ps", "--format", "{{.Names}} {{.Status}}"]);
+    assert!(
+        text(&ps.stdout).contains("sleeper Up"),
+        "{}",
+        text(&ps.stdout)
+    );
+}
