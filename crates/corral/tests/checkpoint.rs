@@ -294,3 +294,151 @@ fn a_running_container_snapshot_keeps_it_running_and_restore_continues_its_proce
     assert!(later > restored);
     root.ok(&["kill", "box"]);
 }
+
+/// A stand-in for `criu` that passes `check`, logs every command line, writes an inventory on
+/// `dump` (and ends the tree unless `--leave-running`, as CRIU does) and, on `restore`, starts a
+/// process and writes its pid where `--pidfile` says. It proves what corral hands CRIU and what
+/// it keeps of the result, on any host; the real CRIU runs in the tests above.
+const FAKE_CRIU: &str = r#"#!/bin/sh
+echo "$*" >> "$FAKE_CRIU_LOG"
+command=$1
+all="$*"
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --images-dir) images=$2 ;;
+        --tree) tree=$2 ;;
+        --pidfile) pidfile=$2 ;;
+    esac
+    shift
+done
+case "$command" in
+    check) exit 0 ;;
+    dump)
+        touch "$images/inventory.img"
+        case "$all" in *--leave-running*) ;; *) kill -9 "$tree" ;; esac
+        ;;
+    restore)
+        setsid sleep 600 < /dev/null > /dev/null 2>&1 &
+        echo $! > "$pidfile"
+        ;;
+esac
+"#;
+
+#[test]
+fn oci_checkpoint_and_restore_hand_criu_runcs_options_and_keep_the_restored_container() {
+    require_container_host!();
+    let bundle = TestBundle::new("ckpt-wiring", COUNTER);
+    bundle.create_and_start();
+    let fake = tempfile::tempdir().unwrap();
+    let criu = fake.path().join("criu");
+    std::fs::write(&criu, FAKE_CRIU).unwrap();
+    std::fs::set_permissions(&criu, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let log = fake.path().join("log");
+    let path = format!(
+        "{}:{}",
+        fake.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let oci = |args: &[&str]| {
+        let mut command = std::process::Command::new(common::corral_bin());
+        command
+            .env("PATH", &path)
+            .env("FAKE_CRIU_LOG", &log)
+            .arg("oci")
+            .arg("--root")
+            .arg(&bundle.state_root)
+            .args(args);
+        let out = common::output_via_files(&mut command);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let init = bundle.state().unwrap()["pid"].as_i64().unwrap();
+    let images = bundle.path().join("images");
+    let work = bundle.path().join("work");
+    let (images_arg, work_arg) = (images.to_str().unwrap(), work.to_str().unwrap());
+    oci(&[
+        "checkpoint",
+        "--file-locks",
+        "--image-path",
+        images_arg,
+        "--work-path",
+        work_arg,
+        &bundle.id,
+    ]);
+    let logged = std::fs::read_to_string(&log).unwrap();
+    let dump = logged.lines().find(|l| l.starts_with("dump ")).unwrap();
+    for part in [
+        format!("--tree {init}"),
+        format!("--images-dir {images_arg}"),
+        format!("--work-dir {work_arg}"),
+        format!(
+            "--root {}",
+            bundle.rootfs().canonicalize().unwrap().display()
+        ),
+        "--log-file dump.log".to_string(),
+        "--file-locks".to_string(),
+        "--manage-cgroups=soft".to_string(),
+        "--freeze-cgroup /sys/fs/cgroup/".to_string(),
+    ] {
+        assert!(dump.contains(&part), "no {part:?} in: {dump}");
+    }
+    assert!(!dump.contains("--leave-running"), "{dump}");
+    // The init's stdio are recorded for the restore (runc's descriptors.json).
+    let descriptors: Vec<String> =
+        serde_json::from_slice(&std::fs::read(images.join("descriptors.json")).unwrap()).unwrap();
+    assert_eq!(descriptors.len(), 3, "{descriptors:?}");
+    // Without --leave-running the container is gone, cgroup and all, as after runc's.
+    assert!(bundle.state().is_none());
+    assert!(bundle.left_nothing_behind());
+
+    let pid_file = bundle.path().join("restored.pid");
+    oci(&[
+        "restore",
+        "--image-path",
+        images_arg,
+        "--work-path",
+        work_arg,
+        "--bundle",
+        bundle.path().to_str().unwrap(),
+        "--detach",
+        "--pid-file",
+        pid_file.to_str().unwrap(),
+        &bundle.id,
+    ]);
+    let logged = std::fs::read_to_string(&log).unwrap();
+    let restore = logged.lines().find(|l| l.starts_with("restore ")).unwrap();
+    for part in [
+        "--restore-detached",
+        "--restore-sibling",
+        "--log-file restore.log",
+        "--cgroup-root /corral/",
+        "--root ",
+    ] {
+        assert!(restore.contains(part), "no {part:?} in: {restore}");
+    }
+    // The restored process is a container of corral's: state, kill and delete manage it.
+    let state = bundle.state().expect("the restored container has a state");
+    assert_eq!(state["status"], "running", "{state}");
+    let pid: i64 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(state["pid"], pid, "{state}");
+    assert!(
+        !bundle
+            .state_root
+            .join(&bundle.id)
+            .join("criu-root")
+            .exists(),
+        "the rootfs bound for CRIU is gone"
+    );
+    bundle.oci_ok(&["kill", &bundle.id, "KILL"]);
+    bundle.wait_for_status("stopped");
+    bundle.oci_ok(&["delete", &bundle.id]);
+    assert!(bundle.left_nothing_behind());
+}
