@@ -211,7 +211,8 @@ fn oci_checkpoint_stops_a_counting_container_and_restore_brings_it_back() {
     assert!(bundle.left_nothing_behind());
 }
 
-/// A busybox container instance `box` running the counter, in a new root.
+/// A busybox container instance `box` running the counter, in a new root, without a terminal
+/// (a terminal's master is the monitor's, which CRIU's command line cannot hand back).
 fn counting_instance() -> (Root, std::path::PathBuf) {
     let root = Root::new();
     let tree = root.dir.path().join("busybox");
@@ -226,6 +227,7 @@ fn counting_instance() -> (Root, std::path::PathBuf) {
         "-c",
         COUNTER,
     ]);
+    root.ok(&["config", "set", "box", "container.tty=false"]);
     root.ok(&["start", "box"]);
     let count = root.instance_dir("box").join("rootfs/count");
     (root, count)
@@ -441,4 +443,79 @@ fn oci_checkpoint_and_restore_hand_criu_runcs_options_and_keep_the_restored_cont
     bundle.wait_for_status("stopped");
     bundle.oci_ok(&["delete", &bundle.id]);
     assert!(bundle.left_nothing_behind());
+}
+
+#[test]
+fn a_running_container_snapshot_hands_criu_a_leave_running_dump_of_the_paused_container() {
+    require_container_host!();
+    let (root, count) = counting_instance();
+    wait_for_count(&count, 3);
+    let fake = tempfile::tempdir().unwrap();
+    let criu = fake.path().join("criu");
+    std::fs::write(&criu, FAKE_CRIU).unwrap();
+    std::fs::set_permissions(&criu, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let log = fake.path().join("log");
+    let path = format!(
+        "{}:{}",
+        fake.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut command = root.command(&["snapshot", "create", "box", "live"]);
+    command.env("PATH", &path).env("FAKE_CRIU_LOG", &log);
+    let out = common::output_via_files(&mut command);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.starts_with("created snapshot live of box with its processes (it was paused for "),
+        "{stdout}"
+    );
+    let dump = std::fs::read_to_string(&log).unwrap();
+    let dump = dump.lines().find(|l| l.starts_with("dump ")).unwrap();
+    for part in [
+        "--leave-running",
+        "--tcp-established",
+        "--file-locks",
+        "--freeze-cgroup /sys/fs/cgroup/freezer/corral-instances/box.",
+        "/run/criu-dump",
+    ] {
+        assert!(dump.contains(part), "no {part:?} in: {dump}");
+    }
+    let listed: serde_json::Value =
+        serde_json::from_str(&root.ok(&["snapshot", "list", "box", "-o", "json"])).unwrap();
+    assert_eq!(listed[0]["stateful"], true, "{listed}");
+    // The images and the root filesystem copy are in the snapshot, taken while it was paused.
+    let snapshot = std::fs::read_dir(root.instance_dir("box").join("snapshots"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.'))
+        .unwrap();
+    assert!(snapshot.join("criu/inventory.img").is_file());
+    assert!(snapshot.join("criu/descriptors.json").is_file());
+    let copied = consecutive_count(&snapshot.join("rootfs/count"));
+    assert!(copied >= 3);
+    // It was resumed and goes on counting.
+    assert_eq!(root.status("box"), "running");
+    wait_for_count(&count, copied + 5);
+    root.ok(&["stop", "box"]);
+
+    // With the host's own CRIU, where `criu check` fails, the stateful snapshot is not restored,
+    // and its root filesystem is not touched.
+    if corral_testkit::criu_check().is_ok() {
+        return;
+    }
+    std::fs::write(&count, "changed since\n").unwrap();
+    let err = root.fails(&["snapshot", "restore", "box", "live"]);
+    assert!(
+        err.contains(
+            "cannot restore snapshot live of container box: it holds running processes, and \
+             CRIU does not work on this host: "
+        ) && err.contains("restore it where `criu check` passes"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_to_string(&count).unwrap(), "changed since\n");
+    assert_eq!(root.status("box"), "stopped");
 }
