@@ -36,6 +36,7 @@ packages=(
   umoci             # corral-image tests import umoci-built OCI images and compare with umoci unpack
   conmon            # podman's container monitor (the runtime's caller)
   runc              # bench/container-lifecycle compares against runc
+  criu              # checkpoint/restore of running containers (corral oci checkpoint, snapshots); `criu check` decides
   crun              # ... and crun, where it runs (not on hybrid cgroup hosts)
   dosfstools        # fsck.fat: the cloud-init seed tests check corral's CIDATA vfat images
   mtools            # mdir/mtype: ... and list and read them without mounting

@@ -170,6 +170,43 @@ pub enum Error {
     #[error("the runtime must re-execute itself from a sealed copy of its binary before it creates or enters a container (corral_container::sealed_exe::ensure), or the container could overwrite it through /proc/self/exe")]
     UnsealedExe,
 
+    /// `criu check` fails on this host (or criu is missing): nothing was changed.
+    #[error("cannot {action} container {id}: CRIU does not work on this host: {reason} (checkpoint and restore need a host where `criu check` passes)")]
+    CriuUnavailable {
+        id: String,
+        action: &'static str,
+        reason: String,
+    },
+
+    /// CRIU ran and failed; `reason` is its last error, the rest is in its log.
+    #[error("criu {action} of container {id} failed: {reason}; CRIU's log is {}", log.display())]
+    CriuFailed {
+        id: String,
+        action: &'static str,
+        reason: String,
+        log: PathBuf,
+    },
+
+    /// The criu program could not be started.
+    #[error("cannot run criu {action}")]
+    CriuRun {
+        action: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// An iterative checkpoint was asked for.
+    #[error("cannot pre-dump container {0}: corral does not take iterative checkpoints (they need CRIU's memory tracking through the kernel's soft-dirty bits); checkpoint without --pre-dump")]
+    PreDump(String),
+
+    /// A container with a terminal cannot be checkpointed or restored (see `criu::refuse_terminal`).
+    #[error("cannot {action} container {id}: it has a terminal (process.terminal), which corral cannot checkpoint or restore yet; run it without a terminal")]
+    CriuTerminal { id: String, action: &'static str },
+
+    /// The image directory holds no complete checkpoint.
+    #[error("{} holds no checkpoint (no inventory.img); pass the --image-path a checkpoint was written to", .0.display())]
+    NoCheckpoint(PathBuf),
+
     /// Forking a container requires a single-threaded caller (the child runs code after a raw
     /// clone, where locks held by other threads would never be released).
     #[error("creating a container needs a single-threaded process, but this one has {0} threads; create containers before starting threads")]

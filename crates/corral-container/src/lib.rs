@@ -26,6 +26,7 @@ pub mod cgroups;
 mod channel;
 pub mod console;
 mod container;
+pub mod criu;
 mod error;
 pub mod hooks;
 mod init;
@@ -41,6 +42,9 @@ pub mod syscall;
 pub mod user;
 
 pub use cgroups::Stats;
-pub use container::{exit_code, Container, CreateOptions, ExecOptions, ExecOutcome};
+pub use container::{
+    exit_code, CheckpointOptions, Container, CreateOptions, ExecOptions, ExecOutcome,
+    RestoreOptions,
+};
 pub use error::{ConfigError, Error, Result};
 pub use state::{OciState, Status, DEFAULT_STATE_ROOT};

@@ -473,12 +473,12 @@ fn mount_one(sys: &dyn Syscall, rootfs: &Rootfs, mount: &Mount, ctx: &RootfsCont
     Ok(())
 }
 
-fn is_bind_mount(mount: &Mount) -> bool {
+pub(crate) fn is_bind_mount(mount: &Mount) -> bool {
     mount.typ().as_deref() == Some("bind")
         || parse_mount_options(mount.options().as_deref().unwrap_or_default()).is_bind()
 }
 
-fn bind_source(mount: &Mount, bundle: &Path) -> Result<PathBuf> {
+pub(crate) fn bind_source(mount: &Mount, bundle: &Path) -> Result<PathBuf> {
     let source = mount.source().as_ref().ok_or_else(|| {
         Error::InvalidSpec(format!(
             "bind mount on {} has no source",

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use corral_container::{Container, CreateOptions};
+use corral_container::{Container, CreateOptions, RestoreOptions};
 use corral_control::console::{ConsoleHub, DEFAULT_LOG_LIMIT};
 use corral_control::exit::{ExitReason, ExitRecord};
 use corral_control::policy::Action;
@@ -260,7 +260,10 @@ struct GuestStreams {
 
 /// Runs the container instance in `dir` until it ends for good. Returns after recording the exit;
 /// a restart re-executes the monitor and does not return.
-pub fn run(dir: &Path) -> Result<(), CoreError> {
+///
+/// With `restore`, the container's processes are restored from those CRIU images (a stateful
+/// snapshot) instead of being created; a restart after that run creates it afresh.
+pub fn run(dir: &Path, restore: Option<&Path>) -> Result<(), CoreError> {
     let paths = InstancePaths::new(dir);
     // The container's init is a clone of this process: run from a sealed copy of the binary
     // (this re-executes the monitor once, before it does anything).
@@ -279,7 +282,7 @@ pub fn run(dir: &Path) -> Result<(), CoreError> {
         // The error is returned as well; a lost record only loses the detail.
         let _ = record.write(&paths.exit_record());
     };
-    match supervise(&definition, &paths) {
+    match supervise(&definition, &paths, restore) {
         Ok(Some(Restart { count, history })) => {
             let err = corral_container::sealed_exe::self_command()
                 .arg("monitor")
@@ -306,7 +309,11 @@ struct Restart {
 }
 
 /// One run of the container; `Some` asks for a restart.
-fn supervise(definition: &Definition, paths: &InstancePaths) -> Result<Option<Restart>, CoreError> {
+fn supervise(
+    definition: &Definition,
+    paths: &InstancePaths,
+    restore: Option<&Path>,
+) -> Result<Option<Restart>, CoreError> {
     let spec = definition.container.as_ref().ok_or_else(|| {
         CoreError::Unsupported(format!("instance {} is not a container", definition.name))
     })?;
@@ -325,7 +332,25 @@ fn supervise(definition: &Definition, paths: &InstancePaths) -> Result<Option<Re
     }
 
     // Single-threaded until the container exists (see the module documentation).
-    let (mut container, streams) = if spec.tty {
+    let (mut container, streams) = if let Some(images) = restore {
+        // The restored init's stdio that were pipes become these new pipes (see
+        // `Container::restore`); a container with a terminal is refused by the engine.
+        let pipes = StdioPipes::install()?;
+        let restored = Container::restore(RestoreOptions {
+            root: engine_root.clone(),
+            id: definition.name.clone(),
+            bundle: ContainerDriver::bundle_dir(paths),
+            image_path: images.to_path_buf(),
+            work_path: Some(
+                paths
+                    .runtime_dir()
+                    .join(crate::snapshot::CRIU_RESTORE_WORK_DIR),
+            ),
+            flags: crate::snapshot::INSTANCE_CRIU_FLAGS,
+        });
+        let streams = pipes.restore()?;
+        (restored.map_err(CoreError::from)?, streams)
+    } else if spec.tty {
         let (engine_end, our_end) =
             UnixStream::pair().map_err(CoreError::io("create", "the console socket pair"))?;
         let container = Container::create(CreateOptions {
@@ -397,7 +422,9 @@ fn supervise(definition: &Definition, paths: &InstancePaths) -> Result<Option<Re
         (server.handle(request), After::Continue)
     });
 
-    container.start().map_err(CoreError::from)?;
+    if restore.is_none() {
+        container.start().map_err(CoreError::from)?;
+    }
     let started = Instant::now();
     let code = container.wait().map_err(CoreError::from)?;
     let oom_kills = container

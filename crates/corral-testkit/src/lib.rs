@@ -76,6 +76,30 @@ pub fn whole_lines(reader: impl std::io::Read) -> impl Iterator<Item = String> {
     })
 }
 
+/// `criu check`'s verdict on this host: `Ok` when it passes, else what it printed (its error
+/// lines), or why it could not be run.
+pub fn criu_check() -> Result<(), String> {
+    match std::process::Command::new("criu").arg("check").output() {
+        Ok(output) if output.status.success() => Ok(()),
+        Ok(output) => Err(String::from_utf8_lossy(&output.stderr).trim().to_string()),
+        Err(e) => Err(format!("criu cannot be run: {e}")),
+    }
+}
+
+/// Returns from the calling test (after recording a skip) unless `criu check` passes.
+#[macro_export]
+macro_rules! require_criu {
+    () => {
+        if let Err(reason) = $crate::criu_check() {
+            $crate::skip(&format!(
+                "needs a host where `criu check` passes; here it says: {}",
+                reason.replace('\n', " | ")
+            ));
+            return;
+        }
+    };
+}
+
 /// Returns from the calling test (after recording a skip) unless it runs as root.
 #[macro_export]
 macro_rules! require_root {

@@ -148,7 +148,13 @@ enum Command {
     Autostart,
     /// Supervise a container instance (started by `corral start`).
     #[command(hide = true)]
-    Monitor { dir: PathBuf },
+    Monitor {
+        dir: PathBuf,
+        /// Restore the container from these CRIU images (a stateful snapshot) instead of
+        /// creating it.
+        #[arg(long)]
+        restore: Option<PathBuf>,
+    },
     /// Serve DHCP and DNS on a network from its state directory (started by corral).
     #[command(hide = true)]
     NetworkService { dir: PathBuf },
@@ -267,7 +273,7 @@ fn main() -> ExitCode {
         Command::Template(args) => image::publish(&cli.root, args.sealed()),
         Command::Sysprep(args) => sysprep::run(&cli.root, args),
         Command::Autostart => instance::autostart(&cli.root),
-        Command::Monitor { dir } => corral_core::monitor::run(&dir)
+        Command::Monitor { dir, restore } => corral_core::monitor::run(&dir, restore.as_deref())
             .map(|()| ExitCode::SUCCESS)
             .map_err(Into::into),
         Command::NetworkService { dir } => network_service::supervise(&dir),

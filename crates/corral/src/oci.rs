@@ -17,7 +17,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use corral_container::spec::validate_process;
 use corral_container::state::OCI_VERSION;
 use corral_container::user::UserIds;
-use corral_container::{Container, CreateOptions, ExecOptions, DEFAULT_STATE_ROOT};
+use corral_container::{
+    CheckpointOptions, Container, CreateOptions, ExecOptions, RestoreOptions, DEFAULT_STATE_ROOT,
+};
 use oci_spec::runtime::{Process, Spec, UserBuilder};
 
 /// Program names under which `corral` speaks the runtime interface directly.
@@ -148,6 +150,12 @@ enum OciCommand {
     },
     /// Print what this runtime supports (the runtime spec's features document).
     Features,
+    /// Checkpoint a running container with CRIU (runc's flags); it is deleted afterwards unless
+    /// --leave-running. Refused with CRIU's reason where `criu check` fails.
+    Checkpoint(CheckpointArgs),
+    /// Restore a container from a checkpoint with CRIU (runc's flags); it runs at once, and
+    /// without --detach the command waits for it.
+    Restore(RestoreArgs),
     /// Print a container's resource usage once as JSON (runc's `events --stats`).
     Events {
         /// Required: corral reports statistics, not an event stream.
@@ -203,6 +211,84 @@ struct ExecArgs {
     id: String,
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     command: Vec<String>,
+}
+
+/// runc's switches shared by `checkpoint` and `restore`, passed on to CRIU.
+#[derive(Args, Debug)]
+struct CriuSwitches {
+    /// Path for CRIU's image files (runc's default: ./checkpoint).
+    #[arg(long = "image-path", default_value = "checkpoint")]
+    image_path: PathBuf,
+    /// Path for CRIU's work files and log (default: the image path).
+    #[arg(long = "work-path")]
+    work_path: Option<PathBuf>,
+    /// Allow open TCP connections.
+    #[arg(long = "tcp-established")]
+    tcp_established: bool,
+    /// Allow external unix sockets.
+    #[arg(long = "ext-unix-sk")]
+    ext_unix_sk: bool,
+    /// Allow shell jobs.
+    #[arg(long = "shell-job")]
+    shell_job: bool,
+    /// Handle file locks.
+    #[arg(long = "file-locks")]
+    file_locks: bool,
+}
+
+impl CriuSwitches {
+    fn flags(&self) -> corral_container::criu::CriuFlags {
+        corral_container::criu::CriuFlags {
+            tcp_established: self.tcp_established,
+            ext_unix_sk: self.ext_unix_sk,
+            shell_job: self.shell_job,
+            file_locks: self.file_locks,
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+struct CheckpointArgs {
+    #[command(flatten)]
+    criu: CriuSwitches,
+    /// Leave the processes running after checkpointing.
+    #[arg(long = "leave-running")]
+    leave_running: bool,
+    /// Refused: iterative checkpoints need soft-dirty memory tracking, which corral does not use.
+    #[arg(long = "pre-dump")]
+    pre_dump: bool,
+    /// Refused with --pre-dump: the images of a previous pre-dump.
+    #[arg(long = "parent-path")]
+    parent_path: Option<PathBuf>,
+    id: String,
+}
+
+#[derive(Args, Debug)]
+struct RestoreArgs {
+    #[command(flatten)]
+    criu: CriuSwitches,
+    /// The bundle directory (holds config.json).
+    #[arg(short, long, default_value = ".")]
+    bundle: PathBuf,
+    /// Return once the container runs instead of waiting for it.
+    #[arg(short, long)]
+    detach: bool,
+    /// File to write the restored init's host pid to.
+    #[arg(long = "pid-file")]
+    pid_file: Option<PathBuf>,
+    /// Accepted for runc compatibility; containers with a terminal are not restored.
+    #[arg(long = "console-socket")]
+    console_socket: Option<PathBuf>,
+    /// Accepted for runc compatibility.
+    #[arg(long = "no-pivot")]
+    no_pivot: bool,
+    /// Accepted for runc compatibility.
+    #[arg(long = "no-new-keyring")]
+    no_new_keyring: bool,
+    /// Accepted for runc compatibility.
+    #[arg(long = "no-subreaper")]
+    no_subreaper: bool,
+    id: String,
 }
 
 /// The parser used when the binary runs under a runtime name (`corral-oci`, `runc`).
@@ -360,7 +446,43 @@ fn dispatch(args: OciArgs) -> anyhow::Result<ExitCode> {
             crate::output::print_json(&features())?;
             Ok(ExitCode::SUCCESS)
         }
+        OciCommand::Checkpoint(args) => {
+            let container = Container::load(&root, &args.id)?;
+            container.checkpoint(&CheckpointOptions {
+                image_path: args.criu.image_path.clone(),
+                work_path: args.criu.work_path.clone(),
+                leave_running: args.leave_running,
+                pre_dump: args.pre_dump || args.parent_path.is_some(),
+                flags: args.criu.flags(),
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        OciCommand::Restore(args) => restore_container(&root, &args),
     }
+}
+
+/// `restore`: with --detach the container is left to the caller's subreaper (conmon), as after
+/// `create`; otherwise this process waits for it, like `run`, and deletes it when it ends.
+fn restore_container(root: &Path, args: &RestoreArgs) -> anyhow::Result<ExitCode> {
+    let mut container = Container::restore(RestoreOptions {
+        root: root.to_path_buf(),
+        id: args.id.clone(),
+        bundle: args.bundle.clone(),
+        image_path: args.criu.image_path.clone(),
+        work_path: args.criu.work_path.clone(),
+        flags: args.criu.flags(),
+    })?;
+    if let Err(err) = write_pid_file(args.pid_file.as_deref(), container.pid()) {
+        let _ = container.delete(true);
+        return Err(err);
+    }
+    if args.detach {
+        return Ok(ExitCode::SUCCESS);
+    }
+    forward_signals_to(container.pid());
+    let code = container.wait()?;
+    container.delete(true)?;
+    Ok(ExitCode::from(u8::try_from(code).unwrap_or(255)))
 }
 
 fn connect_console(path: Option<&Path>) -> anyhow::Result<Option<UnixStream>> {

@@ -19,7 +19,8 @@ pub struct SnapshotArgs {
 enum SnapshotCommand {
     /// Take a snapshot: a VM's writable disks become read-only bases the VM continues on
     /// overlays of (a running VM's memory and device state are saved too, the guest paused
-    /// meanwhile); a stopped container's root filesystem is copied.
+    /// meanwhile); a container's root filesystem is copied (a running one's processes are
+    /// checkpointed with CRIU too, where `criu check` passes; it goes on running).
     Create {
         #[arg(add = completion::instances())]
         name: String,
@@ -58,9 +59,9 @@ pub fn run(root: &Path, args: SnapshotArgs) -> anyhow::Result<ExitCode> {
             let created = manager.create_snapshot(&name, snapshot.as_deref())?;
             match created.paused {
                 Some(paused) => println!(
-                    "created snapshot {} of {name} with its memory and device state (the guest \
-                     was paused for {} ms)",
+                    "created snapshot {} of {name} with {} (it was paused for {} ms)",
                     created.info.name,
+                    created.saved,
                     paused.as_millis()
                 ),
                 None => println!("created snapshot {} of {name}", created.info.name),

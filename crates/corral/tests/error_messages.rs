@@ -145,6 +145,25 @@ fn cases(scratch: &Path) -> Vec<Case> {
             Some("start it with `corral start taken`"),
         ),
     ]
+    .into_iter()
+    // CRIU's refusal, where `criu check` fails (it is checked before the bundle is read).
+    .chain(corral_testkit::criu_check().is_err().then(|| {
+        case(
+            &[
+                "oci",
+                "--root",
+                &file("oci-state"),
+                "restore",
+                "--image-path",
+                &file("no-images"),
+                "--bundle",
+                &file("no-bundle"),
+                "r1",
+            ],
+            Some("need a host where `criu check` passes"),
+        )
+    }))
+    .collect()
 }
 
 #[test]

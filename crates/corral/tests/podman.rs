@@ -6,7 +6,7 @@ mod common;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
-use corral_testkit::{require_program, require_root};
+use corral_testkit::{require_criu, require_program, require_root};
 
 /// On this kind of host podman needs cgroupfs and modest limits (runc behaves the same).
 const RUN_FLAGS: [&str; 6] = [
@@ -240,4 +240,78 @@ fn podman_exec_ps_and_stop() {
     );
     let rm = podman.run(&["rm", "sleeper"]);
     assert!(rm.status.success(), "{}", text(&rm.stderr));
+}
+
+/// podman's `container checkpoint` and `container restore` call the runtime with runc's flags
+/// (`checkpoint --file-locks --image-path ... --work-path ... ID`; conmon's `restore --bundle
+/// ... --pid-file ... --detach --image-path ... --work-path ... ID`).
+#[test]
+fn podman_checkpoints_and_restores_a_counting_container() {
+    require_podman_host!();
+    require_criu!();
+    let podman = Podman::new();
+    let out = podman.run_in_container(
+        &["-d", "--name", "counter"],
+        &[
+            "sh",
+            "-c",
+            "i=0; while true; do i=$((i+1)); echo $i > /c; sleep 0.05; done",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let read = || -> u64 {
+        let out = podman.run(&["exec", "counter", "cat", "/c"]);
+        text(&out.stdout).trim().parse().unwrap_or(0)
+    };
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let out = podman.run(&["container", "checkpoint", "counter"]);
+    assert!(out.status.success(), "checkpoint: {}", text(&out.stderr));
+    let ps = podman.run(&["ps", "--all", "--format", "{{.Names}} {{.Status}}"]);
+    assert!(
+        !text(&ps.stdout).contains("counter Up"),
+        "{}",
+        text(&ps.stdout)
+    );
+    let out = podman.run(&["container", "restore", "counter"]);
+    assert!(out.status.success(), "restore: {}", text(&out.stderr));
+    let first = read();
+    assert!(first > 0, "the restored counter kept its count");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(read() > first, "the restored counter counts on");
+}
+
+/// Where `criu check` fails, podman's checkpoint reaches corral (`checkpoint --image-path ...
+/// --work-path ... ID`), which refuses with CRIU's reason: podman shows it, and the container
+/// runs on.
+#[test]
+fn podman_checkpoint_shows_crius_reason_where_criu_does_not_work() {
+    require_podman_host!();
+    if corral_testkit::criu_check().is_ok() {
+        corral_testkit::skip("`criu check` passes on this host, so CRIU is not refused here");
+        return;
+    }
+    let podman = Podman::new();
+    let out = podman.run_in_container(
+        &["-d", "--name", "sleeper"],
+        &[
+            "sh",
+            "-c",
+            "trap 'exit 0' TERM; while true; do sleep 0.1; done",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = podman.run(&["container", "checkpoint", "sleeper"]);
+    let err = text(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("CRIU does not work on this host: ")
+            && err.contains("where `criu check` passes"),
+        "{err}"
+    );
+    let ps = podman.run(&["ps", "--format", "{{.Names}} {{.Status}}"]);
+    assert!(
+        text(&ps.stdout).contains("sleeper Up"),
+        "{}",
+        text(&ps.stdout)
+    );
 }

@@ -267,6 +267,9 @@ pub trait Cgroup: std::fmt::Debug + Send + Sync {
     fn set_frozen(&self, frozen: bool) -> Result<()>;
     /// True while the cgroup is frozen.
     fn is_frozen(&self) -> Result<bool>;
+    /// The directory whose freezer stops every process of the container (v1: in the freezer
+    /// hierarchy; v2: the cgroup itself), which CRIU freezes the container with.
+    fn freezer_dir(&self) -> Option<PathBuf>;
     /// The processes in the cgroup (host pids).
     fn pids(&self) -> Result<Vec<i32>>;
     /// Usage statistics.

@@ -307,6 +307,10 @@ impl Cgroup for V1Cgroup {
         }
     }
 
+    fn freezer_dir(&self) -> Option<PathBuf> {
+        self.controller_dir("freezer")
+    }
+
     fn is_frozen(&self) -> Result<bool> {
         match self.controller_dir("freezer") {
             Some(dir) => Ok(read(&dir, "freezer.state")? != "THAWED"),

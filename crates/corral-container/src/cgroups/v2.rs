@@ -245,6 +245,10 @@ impl Cgroup for V2Cgroup {
         }
     }
 
+    fn freezer_dir(&self) -> Option<PathBuf> {
+        Some(self.dir())
+    }
+
     fn is_frozen(&self) -> Result<bool> {
         Ok(read_keyed(&self.dir(), "cgroup.events", "frozen") == Some(1))
     }

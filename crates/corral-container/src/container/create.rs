@@ -194,21 +194,21 @@ impl Container {
 
     /// Removes what an interrupted create made: its init and any process in its cgroup, and
     /// the cgroup. The state directory is left to the caller.
-    fn clean_up_interrupted(&self) -> Result<()> {
+    pub(super) fn clean_up_interrupted(&self) -> Result<()> {
         self.kill_all_and_wait()?;
         self.cgroup().destroy()
     }
 }
 
 /// Undoes a failed create: kills the init, removes the cgroup and the state directory.
-struct Cleanup {
-    dir: PathBuf,
-    cgroup: Option<Box<dyn Cgroup>>,
-    child: Option<Pid>,
+pub(super) struct Cleanup {
+    pub(super) dir: PathBuf,
+    pub(super) cgroup: Option<Box<dyn Cgroup>>,
+    pub(super) child: Option<Pid>,
 }
 
 impl Cleanup {
-    fn disarm(&mut self) {
+    pub(super) fn disarm(&mut self) {
         self.cgroup = None;
         self.child = None;
         self.dir = PathBuf::new();
@@ -233,7 +233,7 @@ impl Drop for Cleanup {
 }
 
 /// The host uid and gid that uid 0 and gid 0 of the container map to, when it has id maps.
-fn container_root_on_host(linux: &oci_spec::runtime::Linux) -> Option<(u32, u32)> {
+pub(super) fn container_root_on_host(linux: &oci_spec::runtime::Linux) -> Option<(u32, u32)> {
     let host_of = |maps: &Option<Vec<oci_spec::runtime::LinuxIdMapping>>| {
         maps.iter()
             .flatten()

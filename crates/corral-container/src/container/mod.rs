@@ -3,11 +3,15 @@
 //! it; a supervisor that calls [`Container::create`] is the parent of the container's init and
 //! can [`Container::wait`] for it.
 
+mod checkpoint;
 mod create;
 mod exec;
+mod restore;
 
+pub use checkpoint::CheckpointOptions;
 pub use create::CreateOptions;
 pub use exec::{ExecOptions, ExecOutcome};
+pub use restore::RestoreOptions;
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};

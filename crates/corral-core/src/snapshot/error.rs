@@ -21,16 +21,24 @@ pub enum SnapshotError {
     )]
     Exists { instance: String, snapshot: String },
     #[error(
-        "instance {name} is {status}; a snapshot is taken of a running or a stopped VM: resume \
-         it (`corral resume {name}`) or stop it (`corral stop {name}`) first"
+        "instance {name} is {status}; a snapshot is taken of a running or a stopped instance: \
+         resume it (`corral resume {name}`) or stop it (`corral stop {name}`) first"
     )]
     NotRunningNorStopped { name: String, status: String },
     #[error(
-        "instance {0} is a running container, and checkpointing running containers needs CRIU, \
-         which corral does not support yet; stop it first (`corral stop {0}`) for a snapshot of \
-         its root filesystem"
+        "cannot checkpoint running container {name}: CRIU does not work on this host: {reason}; \
+         stop it first (`corral stop {name}`) for a filesystem-only snapshot"
     )]
-    RunningContainer(String),
+    Criu { name: String, reason: String },
+    #[error(
+        "cannot restore snapshot {snapshot} of container {name}: it holds running processes, \
+         and CRIU does not work on this host: {reason}; restore it where `criu check` passes"
+    )]
+    CriuRestore {
+        name: String,
+        snapshot: String,
+        reason: String,
+    },
     #[error(
         "instance {0} is running; stop it first (`corral stop {0}`), then restore the snapshot"
     )]

@@ -21,7 +21,9 @@
 //! VM (the state moving into the snapshot as `vm/`), and a new VMM restores the guest from that
 //! state with the disks now on their overlays (same virtual sizes, which the VMM checks). The
 //! guest is paused from the save until the new VMM runs it. Restoring a stateful snapshot starts
-//! the instance from its state. Checkpointing a running container needs CRIU, not built yet.
+//! the instance from its state. A running container's snapshot is stateful too, where CRIU
+//! works (`container`): its processes are checkpointed, it goes on running, and restoring the
+//! snapshot restores them.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -32,10 +34,13 @@ use corral_control::{Request, Response};
 use serde::Serialize;
 
 mod collect;
+mod container;
 pub mod error;
 pub mod record;
 
 pub use collect::collect;
+pub use container::CRIU_STATE_DIR;
+pub(crate) use container::{CRIU_RESTORE_WORK_DIR, INSTANCE_CRIU_FLAGS};
 pub use error::SnapshotError;
 pub use record::SNAPSHOTS_DIR;
 
@@ -58,6 +63,9 @@ pub const VM_STATE_DIR: &str = "vm";
 pub struct Created {
     pub info: SnapshotInfo,
     pub paused: Option<Duration>,
+    /// What a stateful snapshot saved besides the files ("its memory and device state", "its
+    /// processes"); empty for a stateless one.
+    pub saved: &'static str,
 }
 
 /// One snapshot, as `corral snapshot list` shows it.
@@ -90,16 +98,22 @@ impl Manager {
         let _lock = self.lock(name)?;
         let status = self.reconciled(name)?.status;
         let mut definition = self.store().definition(name)?;
-        let running_vm = definition.kind == Kind::Vm && status == Status::Running;
-        if status.is_active() && !running_vm {
-            return Err(match definition.kind {
-                Kind::Vm => SnapshotError::NotRunningNorStopped {
-                    name: name.to_string(),
-                    status: status.to_string(),
-                },
-                Kind::Container => SnapshotError::RunningContainer(name.to_string()),
+        let running = status == Status::Running;
+        if status.is_active() && !running {
+            return Err(SnapshotError::NotRunningNorStopped {
+                name: name.to_string(),
+                status: status.to_string(),
             }
             .into());
+        }
+        if running && definition.kind == Kind::Container {
+            if let Some(reason) = container::criu_unavailable() {
+                return Err(SnapshotError::Criu {
+                    name: name.to_string(),
+                    reason,
+                }
+                .into());
+            }
         }
         let paths = self.paths(name)?;
         let pool = crate::volume::Pool::default_in(self.store().root());
@@ -124,24 +138,34 @@ impl Manager {
         let record = Record {
             name: snapshot,
             created: crate::state::now_secs(),
-            stateful: running_vm,
+            stateful: running,
             definition,
             disks: Vec::new(),
             rootfs: None,
         };
         let (dir, paused) = match record.definition.kind {
-            Kind::Vm if running_vm => {
+            Kind::Vm if running => {
                 let (dir, paused) = self.snapshot_running(&pool, &paths, record)?;
                 (dir, Some(paused))
             }
             Kind::Vm => (self.snapshot_disks(&pool, &paths, record, None)?, None),
-            Kind::Container => (snapshot_rootfs(&paths, record)?, None),
+            Kind::Container if running => {
+                let (dir, paused) = self.snapshot_running_container(&paths, record)?;
+                (dir, Some(paused))
+            }
+            Kind::Container => (snapshot_rootfs(&paths, record, |_| Ok(()))?, None),
         };
         let definition = self.store().definition(name)?;
         collect(&pool, &paths, &definition);
+        let saved = match (paused, definition.kind) {
+            (None, _) => "",
+            (Some(_), Kind::Vm) => "its memory and device state",
+            (Some(_), Kind::Container) => "its processes",
+        };
         Ok(Created {
             info: info(&dir)?,
             paused,
+            saved,
         })
     }
 
@@ -223,13 +247,23 @@ impl Manager {
         let pool = crate::volume::Pool::default_in(self.store().root());
         collect(&pool, &paths, &self.store().definition(name)?);
         let (dir, record) = self.find(name, snapshot)?;
+        if record.stateful && record.definition.kind == Kind::Container {
+            if let Some(reason) = container::criu_unavailable() {
+                return Err(SnapshotError::CriuRestore {
+                    name: name.to_string(),
+                    snapshot: snapshot.to_string(),
+                    reason,
+                }
+                .into());
+            }
+        }
         match record.definition.kind {
             Kind::Vm => self.restore_disks(&pool, &paths, &dir, &record)?,
             Kind::Container => self.restore_rootfs(&paths, &dir, &record)?,
         }
         collect(&pool, &paths, &self.store().definition(name)?);
-        if record.stateful {
-            self.start_locked(name, Some(&dir.join(VM_STATE_DIR)))?;
+        if let Some(saved) = container::saved_state(&dir, &record) {
+            self.start_locked(name, Some(&saved))?;
         }
         Ok(record.stateful)
     }
@@ -504,16 +538,23 @@ fn rootfs_of(definition: &Definition, paths: &InstancePaths) -> Result<Option<Pa
     }
 }
 
-/// Copies the stopped container's root filesystem into a new snapshot directory (made hidden,
-/// renamed into place whole); returns the directory.
-fn snapshot_rootfs(paths: &InstancePaths, mut record: Record) -> Result<PathBuf, CoreError> {
+/// Copies the container's root filesystem into a new snapshot directory (made hidden, renamed
+/// into place whole), after `checkpoint` has put what it saves into it (a running container's
+/// processes); returns the directory.
+fn snapshot_rootfs(
+    paths: &InstancePaths,
+    mut record: Record,
+    checkpoint: impl FnOnce(&Path) -> Result<(), CoreError>,
+) -> Result<PathBuf, CoreError> {
     let snapshots = paths.dir.join(SNAPSHOTS_DIR);
     let dir = snapshots.join(record::new_id()?);
     let staging = snapshots.join(format!(".new-{}", std::process::id()));
     corral_host::atomic::create_private_dir_all(&staging)
         .map_err(CoreError::io("create", &staging))?;
     let made = (|| {
-        if let Some(rootfs) = rootfs_of(&record.definition, paths)? {
+        let rootfs = rootfs_of(&record.definition, paths)?;
+        checkpoint(&staging)?;
+        if let Some(rootfs) = rootfs {
             crate::copy::copy_tree(&rootfs, &staging.join("rootfs"))?;
             record.rootfs = Some(PathBuf::from("rootfs"));
         }
