@@ -271,9 +271,9 @@ pub fn bind_without_listening(path: &Path) -> Result<UnixListener, ControlError>
 
 fn bind_with(
     path: &Path,
-    bind: impl FnOnce(&Path) -> std::io::Result<UnixListener>,
+    bind: impl Fn(&Path) -> std::io::Result<UnixListener>,
 ) -> Result<UnixListener, ControlError> {
-    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    use std::os::unix::fs::FileTypeExt;
     if let Ok(meta) = std::fs::symlink_metadata(path) {
         if !meta.file_type().is_socket() {
             return Err(ControlError::NotASocket {
@@ -290,18 +290,44 @@ fn bind_with(
             source,
         })?;
     }
-    let listener = bind(path).map_err(|source| ControlError::Bind {
+    let failed = |source| ControlError::Bind {
         path: path.to_owned(),
         source,
-    })?;
-    // Connecting needs write permission on the socket: only its owner may.
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(SOCKET_MODE)).map_err(
-        |source| ControlError::Bind {
-            path: path.to_owned(),
-            source,
-        },
-    )?;
+    };
+    // Bound under a temporary name and moved into place once it listens with its mode set: a
+    // client that waits for the path to appear and then connects is never refused, and never
+    // finds the socket open to others. A path too long for a temporary beside it is bound in
+    // place.
+    let staging = staging_path(path);
+    let listener = match bind(&staging) {
+        Ok(listener) => listener,
+        Err(err) if err.kind() == ErrorKind::InvalidInput => {
+            let listener = bind(path).map_err(failed)?;
+            set_socket_mode(path).map_err(failed)?;
+            return Ok(listener);
+        }
+        Err(err) => return Err(failed(err)),
+    };
+    let placed = set_socket_mode(&staging).and_then(|()| std::fs::rename(&staging, path));
+    if let Err(err) = placed {
+        let _ = std::fs::remove_file(&staging);
+        return Err(failed(err));
+    }
     Ok(listener)
+}
+
+/// Connecting needs write permission on the socket: only its owner may.
+fn set_socket_mode(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(SOCKET_MODE))
+}
+
+/// A short name beside `path`, unique on this host (process id) and in this process (a
+/// counter).
+fn staging_path(path: &Path) -> PathBuf {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    path.with_file_name(format!(".{:x}-{n:x}", std::process::id()))
 }
 
 /// What a server does after answering a request.
@@ -481,6 +507,32 @@ mod tests {
         let parsed: Request = serde_json::from_str(r#"{"request":"pause"}"#).unwrap();
         assert_eq!(parsed, Request::Pause);
         assert!(serde_json::from_str::<Request>(r#"{"request":"reboot"}"#).is_err());
+    }
+
+    #[test]
+    fn a_bound_socket_appears_listening_with_its_mode_and_nothing_beside_it() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.sock");
+        let _listener = bind(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, SOCKET_MODE);
+        UnixStream::connect(&path).unwrap();
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["c.sock"]);
+    }
+
+    #[test]
+    fn a_path_with_no_room_for_a_temporary_name_is_bound_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        // 107 bytes, the longest socket address; the temporary name beside it would not fit.
+        let room = 107 - dir.path().as_os_str().len() - 1;
+        let path = dir.path().join("s".repeat(room));
+        let _listener = bind(&path).unwrap();
+        UnixStream::connect(&path).unwrap();
     }
 
     #[test]
