@@ -64,12 +64,12 @@ pub struct RunArgs {
     )]
     restore: Option<PathBuf>,
     /// Wait at ADDR (unix:PATH or tcp:IP:PORT) for one VM migrated live by `corral vmm control
-    /// SOCKET migrate --to ADDR`, then run it as --restore does; needs --migration-token or
-    /// --migration-token-file.
+    /// SOCKET migrate --to ADDR`, then run it as --restore does (with --config, as --restore
+    /// with --config does); needs --migration-token or --migration-token-file.
     #[arg(
         long,
         value_name = "ADDR",
-        conflicts_with_all = ["restore", "config", "kernel", "initrd", "cmdline", "vcpus", "memory", "disks", "nics", "rng", "vsock"]
+        conflicts_with_all = ["restore", "kernel", "initrd", "cmdline", "vcpus", "memory", "disks", "nics", "rng", "vsock"]
     )]
     incoming: Option<Address>,
     /// The token a migration source must present (the same as its `migrate --token`).
@@ -377,7 +377,10 @@ fn receive_or_open(
 }
 
 /// A migration token given inline or as a file (its first line).
-fn token(inline: Option<&str>, file: Option<&std::path::Path>) -> anyhow::Result<Option<String>> {
+pub(crate) fn token(
+    inline: Option<&str>,
+    file: Option<&std::path::Path>,
+) -> anyhow::Result<Option<String>> {
     if let Some(token) = inline {
         return Ok(Some(token.to_owned()));
     }
@@ -527,16 +530,7 @@ fn watch_migration(
                 continue;
             };
             if last.as_ref() != Some(&progress) {
-                const MIB: f64 = (1 << 20) as f64;
-                eprintln!(
-                    "corral: migration pass {}: {:.1} MiB sent, {:.1} MiB dirty, {:.1} MB/s, \
-                     estimated downtime {:.0} ms",
-                    progress.iterations,
-                    progress.bytes as f64 / MIB,
-                    progress.dirty_bytes as f64 / MIB,
-                    progress.bandwidth as f64 / 1e6,
-                    progress.estimated_downtime_ms
-                );
+                eprintln!("corral: {}", crate::migrate::describe(&progress));
                 last = Some(progress);
             }
         }

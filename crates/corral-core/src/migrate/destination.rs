@@ -1,0 +1,265 @@
+//! `corral migrate receive`: waits for one instance from a `corral migrate` source, makes it in
+//! this corral root and runs its VM from what the source's VMM sends. On any failure nothing of
+//! it is left here (its VMM ends, the instance is removed) and the source is told why, so that
+//! its VM runs on there.
+
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use corral_host::atomic::{create_private_dir_all, write_file, PRIVATE_FILE_MODE};
+use corral_vmm::migration::address::Connection;
+use corral_vmm::migration::protocol::ProtocolError;
+use corral_vmm::migration::{check_token, Address};
+
+use super::error::MigrateError;
+use super::protocol::{self, Kind};
+use super::{relay, MIGRATED_FILES, VMM_SOCKET};
+use crate::definition::{Definition, Kind as InstanceKind};
+use crate::driver::Incoming;
+use crate::error::CoreError;
+use crate::lifecycle::StartFrom;
+use crate::state::State;
+use crate::Manager;
+
+/// How long the source may stay silent: it sends while its guest runs, and waits at most a
+/// minute for this VMM to start the VM.
+const IO_TIMEOUT: Duration = Duration::from_secs(120);
+/// The most the instance files may weigh (a cloud-init seed is a few hundred KiB).
+const MAX_FILES: usize = 64 << 20;
+/// How long the whole transfer may take, until the VMM runs the VM.
+const TRANSFER_LIMIT: Duration = Duration::from_secs(30 * 60);
+/// The file, in the runtime directory, that gives the VMM the token of its incoming socket.
+const VMM_TOKEN_FILE: &str = "migration.token";
+
+/// What `corral migrate receive` waits for.
+#[derive(Clone, Debug)]
+pub struct ReceiveOptions {
+    pub listen: Address,
+    pub token: String,
+}
+
+/// An instance received: its name and state here (running).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Received {
+    pub name: String,
+    pub state: State,
+}
+
+impl Manager {
+    /// Waits at `options.listen` for one instance and runs it here. `connected` hears when
+    /// a source connected and presented the right token.
+    pub fn receive_migration(
+        &self,
+        options: &ReceiveOptions,
+        connected: &dyn Fn(),
+    ) -> Result<Received, MigrateError> {
+        check_token(&options.token).map_err(MigrateError::Token)?;
+        let mut peer =
+            Connection::accept_one(&options.listen).map_err(|source| MigrateError::Listen {
+                address: options.listen.clone(),
+                source,
+            })?;
+        peer.set_timeout(IO_TIMEOUT).map_err(ProtocolError::Io)?;
+        let result = (|| {
+            let (definition, files) = receive_definition(&mut peer, &options.token)?;
+            connected();
+            self.run_received(&mut peer, &definition, &files)
+        })();
+        match result {
+            Ok(state) => Ok(state),
+            Err(err) => {
+                protocol::send_error(&mut peer, &corral_host::error_chain(&err));
+                Err(err)
+            }
+        }
+    }
+
+    /// Makes the instance, starts its VMM waiting for the source's, relays the VMMs' stream,
+    /// and says "running" to the source; on failure removes the instance.
+    fn run_received(
+        &self,
+        peer: &mut Connection,
+        definition: &Definition,
+        files: &[(String, Vec<u8>)],
+    ) -> Result<Received, MigrateError> {
+        let name = &definition.name;
+        if self.store().instance_dir(name).exists() {
+            return Err(MigrateError::Exists(name.clone()));
+        }
+        // Made whole or not at all; taken at once: nothing else knows the name yet.
+        self.store()
+            .create(definition, |staging| {
+                for (file, content) in files {
+                    let path = staging.join(file);
+                    write_file(&path, content, PRIVATE_FILE_MODE)
+                        .map_err(crate::store::StoreError::from)?;
+                }
+                Ok::<_, MigrateError>(())
+            })
+            .map_err(|err| match err {
+                MigrateError::Core(CoreError::Store(crate::store::StoreError::Exists(name))) => {
+                    MigrateError::Exists(name)
+                }
+                err => err,
+            })?;
+        let lock = self.lock(name)?;
+        let received = self.start_received(peer, name);
+        if received.is_err() {
+            // What a failed start left (its cgroup) went with it; the instance goes too.
+            let _ = self.store().remove(name);
+        }
+        drop(lock);
+        received
+    }
+
+    fn start_received(&self, peer: &mut Connection, name: &str) -> Result<Received, MigrateError> {
+        let paths = self.paths(name)?;
+        let runtime = paths.runtime_dir();
+        create_private_dir_all(&runtime).map_err(CoreError::io("create", &runtime))?;
+        let incoming = Incoming {
+            socket: runtime.join(VMM_SOCKET),
+            token_file: runtime.join(VMM_TOKEN_FILE),
+            wait: TRANSFER_LIMIT,
+        };
+        let vmm_token = corral_host::machine_id::MachineId::generate()
+            .map_err(|err| CoreError::Unsupported(corral_host::error_chain(&err)))?
+            .to_string();
+        write_file(
+            &incoming.token_file,
+            vmm_token.as_bytes(),
+            PRIVATE_FILE_MODE,
+        )
+        .map_err(crate::store::StoreError::from)?;
+        let started = std::thread::scope(|scope| {
+            let start = scope.spawn(|| self.start_from(name, StartFrom::Incoming(&incoming)));
+            let relayed =
+                relay_destination(peer, &incoming.socket, &vmm_token, || start.is_finished());
+            let started = start.join().unwrap_or_else(|_| {
+                Err(CoreError::Unsupported("the start thread panicked".into()))
+            });
+            (started, relayed)
+        });
+        let _ = std::fs::remove_file(&incoming.token_file);
+        let _ = std::fs::remove_file(&incoming.socket);
+        match started {
+            (Ok(state), Ok(())) if state.status == crate::state::Status::Running => {
+                protocol::write(peer, Kind::Running, &[])?;
+                Ok(Received {
+                    name: name.to_owned(),
+                    state,
+                })
+            }
+            (Ok(state), relayed) => {
+                // Not running: the VMM ended (the source gave up, or the guest ended at once).
+                let _ = self.end_run_locked(
+                    name,
+                    corral_control::Request::Kill,
+                    Duration::from_secs(10),
+                    None,
+                );
+                relayed?;
+                Err(CoreError::StartFailed {
+                    name: name.to_owned(),
+                    detail: format!("its VM is {} after the migration", state.status),
+                }
+                .into())
+            }
+            (Err(err), relayed) => {
+                // The source's reason, when it gave one, says more than the VMM's exit.
+                relayed?;
+                Err(err.into())
+            }
+        }
+    }
+}
+
+/// Authenticates the source and receives the instance's files and definition.
+fn receive_definition(
+    peer: &mut Connection,
+    token: &str,
+) -> Result<(Definition, Vec<(String, Vec<u8>)>), MigrateError> {
+    let hello = protocol::expect(peer, Kind::Hello)?;
+    if !protocol::token_matches(&hello, token) {
+        return Err(MigrateError::BadToken);
+    }
+    protocol::write(peer, Kind::Ready, &[])?;
+    let mut files: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut total = 0;
+    let text = loop {
+        match protocol::read(peer)? {
+            (Kind::File, payload) => {
+                let (name, bytes) = protocol::file_piece(&payload)?;
+                if !MIGRATED_FILES.contains(&name.as_str()) {
+                    return Err(MigrateError::UnexpectedFile(name));
+                }
+                total += bytes.len();
+                if total > MAX_FILES {
+                    return Err(MigrateError::FilesTooLarge { max: MAX_FILES });
+                }
+                match files.iter_mut().find(|(known, _)| *known == name) {
+                    Some((_, content)) => content.extend_from_slice(bytes),
+                    None => files.push((name, bytes.to_vec())),
+                }
+            }
+            (Kind::Definition, payload) => break payload,
+            (Kind::Error, message) => return Err(protocol::refusal(&message).into()),
+            (found, _) => {
+                return Err(ProtocolError::Refused(format!(
+                    "sent a {found:?} message where the instance belongs"
+                ))
+                .into())
+            }
+        }
+    };
+    let text = String::from_utf8_lossy(&text);
+    let definition = Definition::from_toml(&text, Path::new("the migrated instance.toml"))
+        .map_err(MigrateError::BadDefinition)?;
+    if definition.kind != InstanceKind::Vm {
+        return Err(MigrateError::Container(definition.name));
+    }
+    Ok((definition, files))
+}
+
+/// Connects to the VMM's incoming socket once it listens (unless `start_ended`: the VMM could
+/// not start), tells the source to go on, and relays the VMMs' stream both ways until each
+/// side has ended it.
+fn relay_destination(
+    peer: &mut Connection,
+    socket: &Path,
+    vmm_token: &str,
+    start_ended: impl Fn() -> bool,
+) -> Result<(), MigrateError> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let vmm = loop {
+        if let Ok(vmm) = UnixStream::connect(socket) {
+            break vmm;
+        }
+        if start_ended() {
+            // The start's own error says why.
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(CoreError::Unsupported(format!(
+                "the VMM did not listen at {} within a minute",
+                socket.display()
+            ))
+            .into());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    protocol::write(peer, Kind::Accepted, vmm_token.as_bytes())?;
+    let io = |err| MigrateError::Protocol(ProtocolError::Io(err));
+    let vmm_reader = vmm.try_clone().map_err(io)?;
+    let peer_writer = peer.try_clone().map_err(io)?;
+    std::thread::scope(|scope| {
+        let up = scope.spawn(|| relay::vmm_to_peer(vmm_reader, peer_writer));
+        let down = relay::peer_to_vmm(peer, &vmm);
+        let up = up
+            .join()
+            .unwrap_or_else(|_| Err(ProtocolError::Refused("the relay panicked".into())));
+        down?;
+        up?;
+        Ok(())
+    })
+}
