@@ -1,6 +1,6 @@
 //! The VM driver: the supervisor is the VMM process itself (`corral vmm run`), one per VM,
 //! always jailed: it sees only the instance's runtime directory, runs as the `corral` user and
-//! sits in the instance's cgroup (`/corral-instances/NAME.UUIDPREFIX`), which this driver creates with the
+//! sits in the instance's cgroup (`/corral-instances/NAME.UUIDPREFIX.DIRHASH`), which this driver creates with the
 //! instance's limits before each start.
 
 use std::path::{Path, PathBuf};
