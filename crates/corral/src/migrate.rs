@@ -27,15 +27,8 @@ pub struct MigrateArgs {
     to: Option<Address>,
     #[command(flatten)]
     token: TokenArgs,
-    /// The longest pause allowed for the last copy, e.g. 300ms (the default) or 1s.
-    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
-    downtime_limit: Option<Duration>,
-    /// Give up after this many passes over memory (default 30).
-    #[arg(long)]
-    max_iterations: Option<u32>,
-    /// Give up after this long copying, e.g. 2min (the default).
-    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
-    max_time: Option<Duration>,
+    #[command(flatten)]
+    limits: PrecopyLimits,
     /// Copy the disks to the destination (not supported yet: refused with the reason; disks
     /// must be on storage both hosts reach at the same path).
     #[arg(long)]
@@ -44,6 +37,20 @@ pub struct MigrateArgs {
     /// by default it stays, stopped, its last exit `migrated`.
     #[arg(long)]
     undefine_source: bool,
+}
+
+/// When a pre-copy migration gives up (`corral migrate`, `corral vmm control ... migrate`).
+#[derive(Args)]
+pub(crate) struct PrecopyLimits {
+    /// The longest pause allowed for the last copy, e.g. 300ms (the default) or 1s.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub downtime_limit: Option<Duration>,
+    /// Give up after this many passes over memory (default 30).
+    #[arg(long)]
+    pub max_iterations: Option<u32>,
+    /// Give up after this long copying, e.g. 2min (the default).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub max_time: Option<Duration>,
 }
 
 #[derive(Args)]
@@ -96,9 +103,9 @@ pub fn run(root: &Path, args: MigrateArgs) -> anyhow::Result<ExitCode> {
     let options = MigrateOptions {
         to: to.clone(),
         token: args.token.token()?,
-        downtime_limit: args.downtime_limit,
-        max_iterations: args.max_iterations,
-        max_time: args.max_time,
+        downtime_limit: args.limits.downtime_limit,
+        max_iterations: args.limits.max_iterations,
+        max_time: args.limits.max_time,
         copy_storage: args.copy_storage,
         undefine_source: args.undefine_source,
     };

@@ -192,15 +192,8 @@ pub enum ControlRequest {
         /// Read the token from this file (its first line).
         #[arg(long, value_name = "PATH")]
         token_file: Option<PathBuf>,
-        /// The longest pause allowed for the last copy, e.g. 300ms (the default) or 1s.
-        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
-        downtime_limit: Option<Duration>,
-        /// Give up after this many passes over memory (default 30).
-        #[arg(long)]
-        max_iterations: Option<u32>,
-        /// Give up after this long copying, e.g. 2min (the default).
-        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
-        max_time: Option<Duration>,
+        #[command(flatten)]
+        limits: crate::migrate::PrecopyLimits,
     },
     /// Pause, save the VM into DIR (`state` and `memory`; DIR must be new or empty), resume.
     Snapshot {
@@ -460,9 +453,12 @@ fn control(socket: PathBuf, request: ControlRequest) -> anyhow::Result<ExitCode>
             to,
             token: inline,
             token_file,
-            downtime_limit,
-            max_iterations,
-            max_time,
+            limits:
+                crate::migrate::PrecopyLimits {
+                    downtime_limit,
+                    max_iterations,
+                    max_time,
+                },
         } => Request::Migrate {
             to: match to {
                 // The VMM may run in another working directory: send a full path.

@@ -185,6 +185,43 @@ fn an_instance_migrates_between_two_hosts_with_shared_storage_and_counts_on_with
     destination.ok(&["kill", "web"]);
 }
 
+/// Two corral roots on this host, a directory both use as shared storage, and the unix socket
+/// address where the destination's receiver waits.
+struct TwoRoots {
+    source: Root,
+    destination: Root,
+    shared: tempfile::TempDir,
+    address: String,
+}
+
+impl TwoRoots {
+    fn new() -> TwoRoots {
+        let shared = tempfile::tempdir().unwrap();
+        let address = format!("unix:{}", shared.path().join("migrate.sock").display());
+        TwoRoots {
+            source: Root::new(),
+            destination: Root::new(),
+            shared,
+            address,
+        }
+    }
+
+    /// Two roots, the source running counter VM `name` with a disk on the shared storage.
+    fn counting(name: &str) -> TwoRoots {
+        let roots = TwoRoots::new();
+        running_counter(&roots.source, name, &roots.shared.path().join("disk.raw"));
+        roots
+    }
+
+    /// A receiver in the destination root, once it listens.
+    fn receive(&self) -> Receiver {
+        let receiver = Receiver::start(&self.destination, &self.address, TOKEN);
+        let socket = self.shared.path().join("migrate.sock");
+        common::wait_for("the receiver listens", TIMEOUT, || socket.exists());
+        receiver
+    }
+}
+
 /// The rounds of the `snapshot-io` guest's complete lines, each checked to have read back
 /// the sector it wrote (its sum printed).
 fn io_rounds(console: &str) -> Vec<u64> {
@@ -207,36 +244,32 @@ fn io_rounds(console: &str) -> Vec<u64> {
 fn a_guest_writing_its_shared_disk_goes_on_writing_it_on_the_destination() {
     require_root!();
     require_kvm!();
-    let source = Root::new();
-    let destination = Root::new();
-    let shared = tempfile::tempdir().unwrap();
-    let disk = shared.path().join("disk.raw");
+    let roots = TwoRoots::new();
+    let (source, destination, address) = (&roots.source, &roots.destination, &roots.address);
+    let disk = roots.shared.path().join("disk.raw");
     std::fs::write(&disk, vec![0u8; 1 << 20]).unwrap();
     common::create_vm(
-        &source,
+        source,
         "io",
         "snapshot-io",
         &["--disk", disk.to_str().unwrap()],
     );
     source.ok(&["start", "io"]);
     common::wait_for("the first rounds", TIMEOUT, || {
-        io_rounds(&logs(&source, "io")).len() >= 3
+        io_rounds(&logs(source, "io")).len() >= 3
     });
-    let socket = shared.path().join("migrate.sock");
-    let address = format!("unix:{}", socket.display());
-    let receiver = Receiver::start(&destination, &address, TOKEN);
-    common::wait_for("the receiver listens", TIMEOUT, || socket.exists());
-    source.ok(&["migrate", "io", &address, "--token", TOKEN]);
+    let receiver = roots.receive();
+    source.ok(&["migrate", "io", address, "--token", TOKEN]);
     assert_eq!(receiver.wait().0, Some(0));
 
-    let before = logs(&source, "io");
+    let before = logs(source, "io");
     common::wait_for("rounds on the destination", TIMEOUT, || {
-        io_rounds(&logs(&destination, "io")).len() >= 3
+        io_rounds(&logs(destination, "io")).len() >= 3
     });
     destination.ok(&["kill", "io"]);
     // Each round wrote its sector and read it back whole, on either host, one after the other
     // (a line the pause cut in two goes on on the destination's console).
-    let all = io_rounds(&format!("{before}{}", logs(&destination, "io")));
+    let all = io_rounds(&format!("{before}{}", logs(destination, "io")));
     let expected: Vec<u64> = (all[0]..all[0] + all.len() as u64).collect();
     assert_eq!(all, expected);
     // The last round's sector on the shared disk holds its pattern: the destination wrote it.
@@ -251,47 +284,37 @@ fn a_guest_writing_its_shared_disk_goes_on_writing_it_on_the_destination() {
 fn a_wrong_token_is_refused_and_the_source_keeps_running() {
     require_root!();
     require_kvm!();
-    let source = Root::new();
-    let destination = Root::new();
-    let shared = tempfile::tempdir().unwrap();
-    running_counter(&source, "web", &shared.path().join("disk.raw"));
-    let socket = shared.path().join("migrate.sock");
-    let address = format!("unix:{}", socket.display());
-    let receiver = Receiver::start(&destination, &address, TOKEN);
-    common::wait_for("the receiver listens", TIMEOUT, || socket.exists());
+    let roots = TwoRoots::counting("web");
+    let (source, destination, address) = (&roots.source, &roots.destination, &roots.address);
+    let receiver = roots.receive();
 
-    let err = source.fails(&["migrate", "web", &address, "--token", "not-the-token"]);
+    let err = source.fails(&["migrate", "web", address, "--token", "not-the-token"]);
     assert!(err.contains("token does not match"), "{err}");
     let (code, _, err) = receiver.wait();
     assert_eq!(code, Some(1));
     assert!(err.contains("token does not match"), "{err}");
-    keeps_counting(&source, "web");
-    assert!(instances(&destination).is_empty());
+    keeps_counting(source, "web");
+    assert!(instances(destination).is_empty());
 }
 
 #[test]
 fn a_name_taken_on_the_destination_is_refused_and_both_instances_stay_as_they_were() {
     require_root!();
     require_kvm!();
-    let source = Root::new();
-    let destination = Root::new();
-    let shared = tempfile::tempdir().unwrap();
-    running_counter(&source, "web", &shared.path().join("disk.raw"));
-    common::create_vm(&destination, "web", "hello", &[]);
+    let roots = TwoRoots::counting("web");
+    let (source, destination, address) = (&roots.source, &roots.destination, &roots.address);
+    common::create_vm(destination, "web", "hello", &[]);
     let definition = std::fs::read(destination.instance_dir("web").join("instance.toml")).unwrap();
-    let socket = shared.path().join("migrate.sock");
-    let address = format!("unix:{}", socket.display());
-    let receiver = Receiver::start(&destination, &address, TOKEN);
-    common::wait_for("the receiver listens", TIMEOUT, || socket.exists());
+    let receiver = roots.receive();
 
-    let err = source.fails(&["migrate", "web", &address, "--token", TOKEN]);
+    let err = source.fails(&["migrate", "web", address, "--token", TOKEN]);
     assert!(
         err.contains("an instance named web exists on this host already"),
         "{err}"
     );
     let (code, _, _) = receiver.wait();
     assert_eq!(code, Some(1));
-    keeps_counting(&source, "web");
+    keeps_counting(source, "web");
     assert_eq!(destination.status("web"), "stopped");
     assert_eq!(
         std::fs::read(destination.instance_dir("web").join("instance.toml")).unwrap(),
@@ -303,14 +326,9 @@ fn a_name_taken_on_the_destination_is_refused_and_both_instances_stay_as_they_we
 fn a_destination_vmm_killed_mid_transfer_leaves_the_source_running_and_nothing_there() {
     require_root!();
     require_kvm!();
-    let source = Root::new();
-    let destination = Root::new();
-    let shared = tempfile::tempdir().unwrap();
-    running_counter(&source, "web", &shared.path().join("disk.raw"));
-    let socket = shared.path().join("migrate.sock");
-    let address = format!("unix:{}", socket.display());
-    let receiver = Receiver::start(&destination, &address, TOKEN);
-    common::wait_for("the receiver listens", TIMEOUT, || socket.exists());
+    let roots = TwoRoots::counting("web");
+    let (source, destination, address) = (&roots.source, &roots.destination, &roots.address);
+    let receiver = roots.receive();
 
     // A 0 ms downtime limit is never met: the transfer goes on, pass after pass, until the
     // destination's VMM is killed.
@@ -318,7 +336,7 @@ fn a_destination_vmm_killed_mid_transfer_leaves_the_source_running_and_nothing_t
         .command(&[
             "migrate",
             "web",
-            &address,
+            address,
             "--token",
             TOKEN,
             "--downtime-limit",
@@ -359,8 +377,8 @@ fn a_destination_vmm_killed_mid_transfer_leaves_the_source_running_and_nothing_t
     );
     let (code, _, _) = receiver.wait();
     assert_eq!(code, Some(1));
-    keeps_counting(&source, "web");
-    assert!(instances(&destination).is_empty());
+    keeps_counting(source, "web");
+    assert!(instances(destination).is_empty());
     let left: Vec<_> = std::fs::read_dir(destination.path().join("instances"))
         .unwrap()
         .flatten()

@@ -32,6 +32,9 @@ const TRANSFER_LIMIT: Duration = Duration::from_secs(30 * 60);
 /// The file, in the runtime directory, that gives the VMM the token of its incoming socket.
 const VMM_TOKEN_FILE: &str = "migration.token";
 
+/// A file of the instance directory, as received: its name there and its bytes.
+type InstanceFile = (String, Vec<u8>);
+
 /// What `corral migrate receive` waits for.
 #[derive(Clone, Debug)]
 pub struct ReceiveOptions {
@@ -81,7 +84,7 @@ impl Manager {
         &self,
         peer: &mut Connection,
         definition: &Definition,
-        files: &[(String, Vec<u8>)],
+        files: &[InstanceFile],
     ) -> Result<Received, MigrateError> {
         let name = &definition.name;
         if self.store().instance_dir(name).exists() {
@@ -178,13 +181,13 @@ impl Manager {
 fn receive_definition(
     peer: &mut Connection,
     token: &str,
-) -> Result<(Definition, Vec<(String, Vec<u8>)>), MigrateError> {
+) -> Result<(Definition, Vec<InstanceFile>), MigrateError> {
     let hello = protocol::expect(peer, Kind::Hello)?;
     if !protocol::token_matches(&hello, token) {
         return Err(MigrateError::BadToken);
     }
     protocol::write(peer, Kind::Ready, &[])?;
-    let mut files: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut files: Vec<InstanceFile> = Vec::new();
     let mut total = 0;
     let text = loop {
         match protocol::read(peer)? {

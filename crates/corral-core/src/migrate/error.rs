@@ -80,8 +80,6 @@ pub enum MigrateError {
     Exists(String),
     #[error("the source's VMM did not migrate the VM; it keeps running on the source")]
     Vmm(#[source] VmmRefusal),
-    #[error("the source's VMM did not connect to its migration socket within {seconds} s")]
-    VmmSilent { seconds: u64 },
     #[error(transparent)]
     Core(#[from] CoreError),
 }
