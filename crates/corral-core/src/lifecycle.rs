@@ -541,6 +541,7 @@ impl Manager {
 
     /// All instances, reconciled, sorted by name.
     pub fn list(&self) -> Result<Vec<Summary>, CoreError> {
+        self.sweep_unreceived();
         let mut summaries = Vec::new();
         for name in self.store.names()? {
             let definition = match self.store.definition(&name) {

@@ -322,16 +322,16 @@ fn a_name_taken_on_the_destination_is_refused_and_both_instances_stay_as_they_we
     );
 }
 
-#[test]
-fn a_destination_vmm_killed_mid_transfer_leaves_the_source_running_and_nothing_there() {
-    require_root!();
-    require_kvm!();
+/// Starts a migration of a counter that never converges, kills the destination as `kill` does
+/// (given the receiver and the pid of the destination's VMM) mid-transfer, and checks that the
+/// source hears it at once and runs on, and that the destination's root is left empty.
+fn killed_mid_transfer(kill: impl FnOnce(&mut Receiver, i32)) {
     let roots = TwoRoots::counting("web");
     let (source, destination, address) = (&roots.source, &roots.destination, &roots.address);
-    let receiver = roots.receive();
+    let mut receiver = roots.receive();
 
     // A 0 ms downtime limit is never met: the transfer goes on, pass after pass, until the
-    // destination's VMM is killed.
+    // destination is killed.
     let migration = source
         .command(&[
             "migrate",
@@ -362,8 +362,7 @@ fn a_destination_vmm_killed_mid_transfer_leaves_the_source_running_and_nothing_t
         pid != 0
     });
     std::thread::sleep(Duration::from_secs(2));
-    // SAFETY: kill(2) on the destination VMM this test's corral started (its pid recorded).
-    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
+    kill(&mut receiver, pid as i32);
 
     let killed = std::time::Instant::now();
     let output = migration.wait_with_output().unwrap();
@@ -375,16 +374,35 @@ fn a_destination_vmm_killed_mid_transfer_leaves_the_source_running_and_nothing_t
         err.contains("keeps running on the source") || err.contains("gave up"),
         "{err}"
     );
-    let (code, _, _) = receiver.wait();
-    assert_eq!(code, Some(1));
+    assert_ne!(receiver.wait().0, Some(0));
     keeps_counting(source, "web");
-    assert!(instances(destination).is_empty());
+    // (A killed receiver's leftovers go with the next `list`, once its VMM has ended.)
+    common::wait_for("an empty destination", TIMEOUT, || {
+        instances(destination).is_empty()
+    });
     let left: Vec<_> = std::fs::read_dir(destination.path().join("instances"))
         .unwrap()
         .flatten()
         .map(|entry| entry.file_name())
         .collect();
     assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn a_destination_vmm_killed_mid_transfer_leaves_the_source_running_and_nothing_there() {
+    require_root!();
+    require_kvm!();
+    killed_mid_transfer(|_, vmm| {
+        // SAFETY: kill(2) on the destination VMM this test's corral started (its pid recorded).
+        assert_eq!(unsafe { libc::kill(vmm, libc::SIGKILL) }, 0);
+    });
+}
+
+#[test]
+fn a_receiver_killed_mid_transfer_leaves_the_source_running_and_nothing_there() {
+    require_root!();
+    require_kvm!();
+    killed_mid_transfer(|receiver, _| receiver.0.kill().unwrap());
 }
 
 #[test]

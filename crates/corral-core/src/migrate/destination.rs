@@ -19,7 +19,7 @@ use crate::definition::{Definition, Kind as InstanceKind};
 use crate::driver::Incoming;
 use crate::error::CoreError;
 use crate::lifecycle::StartFrom;
-use crate::state::State;
+use crate::state::{process_alive, process_start_ticks, State, Status};
 use crate::Manager;
 
 /// How long the source may stay silent: it sends while its guest runs, and waits at most a
@@ -29,6 +29,9 @@ const IO_TIMEOUT: Duration = Duration::from_secs(120);
 const MAX_FILES: usize = 64 << 20;
 /// How long the whole transfer may take, until the VMM runs the VM.
 const TRANSFER_LIMIT: Duration = Duration::from_secs(30 * 60);
+/// The file, in the instance directory, that names the receiver (pid and start time) while the
+/// instance is being received.
+const RECEIVING_FILE: &str = "receiving";
 /// The file, in the runtime directory, that gives the VMM the token of its incoming socket.
 const VMM_TOKEN_FILE: &str = "migration.token";
 
@@ -58,6 +61,7 @@ impl Manager {
         connected: &dyn Fn(),
     ) -> Result<Received, MigrateError> {
         check_token(&options.token).map_err(MigrateError::Token)?;
+        self.sweep_unreceived();
         let mut peer =
             Connection::accept_one(&options.listen).map_err(|source| MigrateError::Listen {
                 address: options.listen.clone(),
@@ -78,6 +82,41 @@ impl Manager {
         }
     }
 
+    /// Removes the instances whose receiver died before their VM ran here (`corral migrate
+    /// receive` killed): their VMM ended with the relay. One whose VM runs is kept (its
+    /// receiver died after the VMM confirmed it); one still starting is left for later.
+    pub(crate) fn sweep_unreceived(&self) {
+        let Ok(names) = self.store().names() else {
+            return;
+        };
+        for name in names {
+            let marker = self.store().instance_dir(&name).join(RECEIVING_FILE);
+            let Ok(text) = std::fs::read_to_string(&marker) else {
+                continue;
+            };
+            let mut words = text.split_whitespace().map(str::parse::<u64>);
+            let (Some(Ok(pid)), Some(Ok(ticks))) = (words.next(), words.next()) else {
+                continue;
+            };
+            if process_alive(pid as u32, Some(ticks)) {
+                continue;
+            }
+            let Ok(_lock) = self.store().lock(&name, Duration::ZERO) else {
+                continue;
+            };
+            match self.reconciled(&name).map(|state| state.status) {
+                Ok(Status::Running | Status::Paused) => {
+                    let _ = std::fs::remove_file(&marker);
+                }
+                Ok(status) if !status.is_active() => {
+                    tracing::info!("removing instance {name}: its migration was never received");
+                    let _ = self.store().remove(&name);
+                }
+                _ => {}
+            }
+        }
+    }
+
     /// Makes the instance, starts its VMM waiting for the source's, relays the VMMs' stream,
     /// and says "running" to the source; on failure removes the instance.
     fn run_received(
@@ -93,6 +132,19 @@ impl Manager {
         // Made whole or not at all; taken at once: nothing else knows the name yet.
         self.store()
             .create(definition, |staging| {
+                // Until the VM runs here: if this process dies first, the next `corral list`
+                // (or receive) removes what it left.
+                let receiver = std::process::id();
+                let marker = format!(
+                    "{receiver} {}",
+                    process_start_ticks(receiver).unwrap_or_default()
+                );
+                write_file(
+                    &staging.join(RECEIVING_FILE),
+                    marker.as_bytes(),
+                    PRIVATE_FILE_MODE,
+                )
+                .map_err(crate::store::StoreError::from)?;
                 for (file, content) in files {
                     let path = staging.join(file);
                     write_file(&path, content, PRIVATE_FILE_MODE)
@@ -146,7 +198,10 @@ impl Manager {
         let _ = std::fs::remove_file(&incoming.token_file);
         let _ = std::fs::remove_file(&incoming.socket);
         match started {
-            (Ok(state), Ok(())) if state.status == crate::state::Status::Running => {
+            (Ok(state), Ok(())) if state.status == Status::Running => {
+                // It runs here now, whatever becomes of this process.
+                let marker = paths.dir.join(RECEIVING_FILE);
+                std::fs::remove_file(&marker).map_err(CoreError::io("remove", &marker))?;
                 protocol::write(peer, Kind::Running, &[])?;
                 Ok(Received {
                     name: name.to_owned(),
