@@ -29,8 +29,9 @@ pub struct MigrateArgs {
     token: TokenArgs,
     #[command(flatten)]
     limits: PrecopyLimits,
-    /// Copy the disks to the destination (not supported yet: refused with the reason; disks
-    /// must be on storage both hosts reach at the same path).
+    /// Copy the read-only raw disks of the instance's directory to the destination (while the
+    /// guest runs: they cannot change). Disks the guest writes are not copied (refused with the
+    /// reason): they must be on storage both hosts reach at the same path.
     #[arg(long)]
     copy_storage: bool,
     /// Delete the instance here once it runs on the destination (virsh's --undefinesource);

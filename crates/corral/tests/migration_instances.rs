@@ -406,7 +406,72 @@ fn a_receiver_killed_mid_transfer_leaves_the_source_running_and_nothing_there() 
 }
 
 #[test]
-fn containers_stopped_vms_and_copy_storage_are_refused_with_a_sentence() {
+fn copy_storage_copies_a_read_only_disk_and_refuses_a_writable_one_in_the_instance() {
+    require_root!();
+    require_kvm!();
+    let roots = TwoRoots::new();
+    let (source, destination, address) = (&roots.source, &roots.destination, &roots.address);
+    let definition = roots.shared.path().join("ro.toml");
+    let disks = "[[disks]]\npath = \"data.raw\"\nformat = \"raw\"\nreadonly = true\n\n\
+                 [[disks]]\npath = \"scratch.raw\"\nformat = \"raw\"\n";
+    std::fs::write(
+        &definition,
+        format!(
+            "name = \"ro\"\ntype = \"vm\"\nuuid = \"6f1c2b3a-4d5e-4f60-8a7b-9c0d1e2f3a4b\"\n\
+             memory = \"32M\"\n\n[boot]\nkernel = \"{}\"\n\n{disks}",
+            corral_guests::elf("counter").display()
+        ),
+    )
+    .unwrap();
+    source.ok(&["define", definition.to_str().unwrap()]);
+    // 3 MiB and a bit of bytes that are not all alike: it goes in more than one piece.
+    let content: Vec<u8> = (0..(3u32 << 20) + 4097)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(source.instance_dir("ro").join("data.raw"), &content).unwrap();
+    std::fs::write(
+        source.instance_dir("ro").join("scratch.raw"),
+        vec![0u8; 1 << 20],
+    )
+    .unwrap();
+    source.ok(&["start", "ro"]);
+
+    // The writable disk cannot be copied while the guest may write it.
+    let err = source.fails(&["migrate", "ro", address, "--token", TOKEN, "--copy-storage"]);
+    assert!(
+        err.contains("disks[1] of instance ro")
+            && err.contains("--copy-storage copies only read-only raw disks"),
+        "{err}"
+    );
+    source.ok(&["kill", "ro"]);
+    let text = std::fs::read_to_string(&definition).unwrap();
+    let without_scratch = text.replace("[[disks]]\npath = \"scratch.raw\"\nformat = \"raw\"\n", "");
+    assert_ne!(without_scratch, text);
+    std::fs::write(&definition, without_scratch).unwrap();
+    source.ok(&["delete", "ro"]);
+    source.ok(&["define", definition.to_str().unwrap()]);
+    std::fs::write(source.instance_dir("ro").join("data.raw"), &content).unwrap();
+    source.ok(&["start", "ro"]);
+    let err = source.fails(&["migrate", "ro", address, "--token", TOKEN]);
+    assert!(
+        err.contains("or, for a read-only raw disk, give --copy-storage"),
+        "{err}"
+    );
+
+    let receiver = roots.receive();
+    source.ok(&["migrate", "ro", address, "--token", TOKEN, "--copy-storage"]);
+    assert_eq!(receiver.wait().0, Some(0));
+    assert_eq!(destination.status("ro"), "running");
+    let copied = std::fs::read(destination.instance_dir("ro").join("data.raw")).unwrap();
+    assert!(copied == content, "the copy differs from the disk");
+    common::wait_for("counts on the destination", TIMEOUT, || {
+        counts(&logs(destination, "ro")).len() >= 3
+    });
+    destination.ok(&["kill", "ro"]);
+}
+
+#[test]
+fn containers_and_stopped_vms_are_refused_with_a_sentence() {
     require_root!();
     require_kvm!();
     let source = Root::new();
@@ -428,15 +493,6 @@ fn containers_stopped_vms_and_copy_storage_are_refused_with_a_sentence() {
     );
 
     source.ok(&["start", "web"]);
-    let err = source.fails(&[
-        "migrate",
-        "web",
-        "tcp:127.0.0.1:9",
-        "--token",
-        TOKEN,
-        "--copy-storage",
-    ]);
-    assert!(err.contains("--copy-storage is not supported yet"), "{err}");
     let err = source.fails(&["migrate", "web", "tcp:127.0.0.1:9", "--token", TOKEN]);
     assert!(
         err.contains("is `corral migrate receive` waiting there?"),

@@ -3,6 +3,8 @@
 //! it is left here (its VMM ends, the instance is removed) and the source is told why, so that
 //! its VM runs on there.
 
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -14,7 +16,7 @@ use corral_vmm::migration::{check_token, Address};
 
 use super::error::MigrateError;
 use super::protocol::{self, Kind};
-use super::{relay, MIGRATED_FILES, VMM_SOCKET};
+use super::{relay, VMM_SOCKET};
 use crate::definition::{Definition, Kind as InstanceKind};
 use crate::driver::Incoming;
 use crate::error::CoreError;
@@ -25,8 +27,6 @@ use crate::Manager;
 /// How long the source may stay silent: it sends while its guest runs, and waits at most a
 /// minute for this VMM to start the VM.
 const IO_TIMEOUT: Duration = Duration::from_secs(120);
-/// The most the instance files may weigh (a cloud-init seed is a few hundred KiB).
-const MAX_FILES: usize = 64 << 20;
 /// How long the whole transfer may take, until the VMM runs the VM.
 const TRANSFER_LIMIT: Duration = Duration::from_secs(30 * 60);
 /// The file, in the instance directory, that names the receiver (pid and start time) while the
@@ -34,9 +34,6 @@ const TRANSFER_LIMIT: Duration = Duration::from_secs(30 * 60);
 const RECEIVING_FILE: &str = "receiving";
 /// The file, in the runtime directory, that gives the VMM the token of its incoming socket.
 const VMM_TOKEN_FILE: &str = "migration.token";
-
-/// A file of the instance directory, as received: its name there and its bytes.
-type InstanceFile = (String, Vec<u8>);
 
 /// What `corral migrate receive` waits for.
 #[derive(Clone, Debug)]
@@ -69,9 +66,9 @@ impl Manager {
             })?;
         peer.set_timeout(IO_TIMEOUT).map_err(ProtocolError::Io)?;
         let result = (|| {
-            let (definition, files) = receive_definition(&mut peer, &options.token)?;
+            let definition = receive_definition(&mut peer, &options.token)?;
             connected();
-            self.run_received(&mut peer, &definition, &files)
+            self.run_received(&mut peer, &definition)
         })();
         match result {
             Ok(state) => Ok(state),
@@ -123,13 +120,13 @@ impl Manager {
         &self,
         peer: &mut Connection,
         definition: &Definition,
-        files: &[InstanceFile],
     ) -> Result<Received, MigrateError> {
         let name = &definition.name;
         if self.store().instance_dir(name).exists() {
             return Err(MigrateError::Exists(name.clone()));
         }
-        // Made whole or not at all; taken at once: nothing else knows the name yet.
+        // Made whole or not at all (the files, read-only disk copies included, are received
+        // into its staging directory); taken at once: nothing else knows the name yet.
         self.store()
             .create(definition, |staging| {
                 // Until the VM runs here: if this process dies first, the next `corral list`
@@ -145,12 +142,7 @@ impl Manager {
                     PRIVATE_FILE_MODE,
                 )
                 .map_err(crate::store::StoreError::from)?;
-                for (file, content) in files {
-                    let path = staging.join(file);
-                    write_file(&path, content, PRIVATE_FILE_MODE)
-                        .map_err(crate::store::StoreError::from)?;
-                }
-                Ok::<_, MigrateError>(())
+                receive_files(peer, definition, staging)
             })
             .map_err(|err| match err {
                 MigrateError::Core(CoreError::Store(crate::store::StoreError::Exists(name))) => {
@@ -232,51 +224,62 @@ impl Manager {
     }
 }
 
-/// Authenticates the source and receives the instance's files and definition.
-fn receive_definition(
-    peer: &mut Connection,
-    token: &str,
-) -> Result<(Definition, Vec<InstanceFile>), MigrateError> {
+/// Authenticates the source and receives the instance's definition.
+fn receive_definition(peer: &mut Connection, token: &str) -> Result<Definition, MigrateError> {
     let hello = protocol::expect(peer, Kind::Hello)?;
     if !protocol::token_matches(&hello, token) {
         return Err(MigrateError::BadToken);
     }
     protocol::write(peer, Kind::Ready, &[])?;
-    let mut files: Vec<InstanceFile> = Vec::new();
-    let mut total = 0;
-    let text = loop {
-        match protocol::read(peer)? {
-            (Kind::File, payload) => {
-                let (name, bytes) = protocol::file_piece(&payload)?;
-                if !MIGRATED_FILES.contains(&name.as_str()) {
-                    return Err(MigrateError::UnexpectedFile(name));
-                }
-                total += bytes.len();
-                if total > MAX_FILES {
-                    return Err(MigrateError::FilesTooLarge { max: MAX_FILES });
-                }
-                match files.iter_mut().find(|(known, _)| *known == name) {
-                    Some((_, content)) => content.extend_from_slice(bytes),
-                    None => files.push((name, bytes.to_vec())),
-                }
-            }
-            (Kind::Definition, payload) => break payload,
-            (Kind::Error, message) => return Err(protocol::refusal(&message).into()),
-            (found, _) => {
-                return Err(ProtocolError::Refused(format!(
-                    "sent a {found:?} message where the instance belongs"
-                ))
-                .into())
-            }
-        }
-    };
+    let text = protocol::expect(peer, Kind::Definition)?;
     let text = String::from_utf8_lossy(&text);
     let definition = Definition::from_toml(&text, Path::new("the migrated instance.toml"))
         .map_err(MigrateError::BadDefinition)?;
     if definition.kind != InstanceKind::Vm {
         return Err(MigrateError::Container(definition.name));
     }
-    Ok((definition, files))
+    Ok(definition)
+}
+
+/// Receives the files that come with `definition` into `dir`, each piece appended to its file.
+fn receive_files(
+    peer: &mut Connection,
+    definition: &Definition,
+    dir: &Path,
+) -> Result<(), MigrateError> {
+    loop {
+        match protocol::read(peer)? {
+            (Kind::File, payload) => {
+                let (name, bytes) = protocol::file_piece(&payload)?;
+                if !super::may_receive(definition, &name) {
+                    return Err(MigrateError::UnexpectedFile(name));
+                }
+                let path = dir.join(&name);
+                let failed = |source| MigrateError::ReceiveFile {
+                    path: path.display().to_string(),
+                    source,
+                };
+                if let Some(parent) = path.parent() {
+                    create_private_dir_all(parent).map_err(failed)?;
+                }
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .mode(PRIVATE_FILE_MODE)
+                    .open(&path)
+                    .and_then(|mut file| file.write_all(bytes))
+                    .map_err(failed)?;
+            }
+            (Kind::FilesDone, _) => return Ok(()),
+            (Kind::Error, message) => return Err(protocol::refusal(&message).into()),
+            (found, _) => {
+                return Err(ProtocolError::Refused(format!(
+                    "sent a {found:?} message where the instance's files belong"
+                ))
+                .into())
+            }
+        }
+    }
 }
 
 /// Connects to the VMM's incoming socket once it listens (unless `start_ended`: the VMM could

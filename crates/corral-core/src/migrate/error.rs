@@ -18,15 +18,22 @@ pub enum MigrateError {
     )]
     NotRunning { name: String, status: String },
     #[error(
-        "--copy-storage is not supported yet: corral migrates VMs whose disks are on storage \
-         both hosts reach at the same absolute path; copy the disks there first (instance \
-         {name})"
+        "disks[{index}] of instance {name} ({disk}) is in the instance's directory and \
+         --copy-storage copies only read-only raw disks named by a relative path: copying a disk \
+         the guest writes needs block migration, which corral does not do yet; move it to \
+         storage both hosts reach at the same absolute path (`corral config edit {name}` while \
+         stopped)"
     )]
-    CopyStorage { name: String },
+    CopyStorage {
+        name: String,
+        index: usize,
+        disk: String,
+    },
     #[error(
         "disks[{index}] of instance {name} ({disk}) is in the instance's directory, which the \
          destination host does not reach; move it to storage both hosts reach at the same \
-         absolute path (`corral config edit {name}` while stopped)"
+         absolute path (`corral config edit {name}` while stopped), or, for a read-only raw \
+         disk, give --copy-storage"
     )]
     LocalDisk {
         name: String,
@@ -69,8 +76,18 @@ pub enum MigrateError {
     Protocol(#[from] ProtocolError),
     #[error("the migration source sent a file corral does not take: {0:?}")]
     UnexpectedFile(String),
-    #[error("the migration source sent more than {max} bytes of instance files")]
-    FilesTooLarge { max: usize },
+    #[error("cannot send {path}")]
+    SendFile {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot keep the received file {path}")]
+    ReceiveFile {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("the migration source sent an instance definition that is not valid")]
     BadDefinition(#[source] crate::definition::DefinitionError),
     #[error(

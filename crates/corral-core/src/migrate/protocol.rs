@@ -1,13 +1,14 @@
 //! The instance-level migration protocol between two corral ends (`corral migrate` and
 //! `corral migrate receive`): the VMM stream's framing (`corral_vmm::migration::protocol`) with
 //! its own magic, version and kinds. The source authenticates with the token, sends the
-//! instance's files and definition; the destination answers with the token of its VMM's
+//! instance's definition and files; the destination answers with the token of its VMM's
 //! incoming socket; then the VMMs' own stream passes through in `Stream` messages (each end
 //! relays it to its VMM's unix socket in the instance's runtime directory, where a jailed VMM
 //! can reach it); last, the destination says the instance runs there.
 
 use std::io::{Read, Write};
 
+use super::error::MigrateError;
 use corral_vmm::migration::protocol::{
     self as vmm_protocol, read_frame, write_frame, Framing, ProtocolError, MAX_ERROR, MAX_TOKEN,
 };
@@ -30,10 +31,12 @@ pub enum Kind {
     Hello,
     /// Destination → source: the token matched.
     Ready,
+    /// Source → destination, after the token: the instance definition (TOML).
+    Definition,
     /// Source → destination: a piece of an instance file (name length u16, name, bytes).
     File,
-    /// Source → destination, after the files: the instance definition (TOML).
-    Definition,
+    /// Source → destination, after the definition's files.
+    FilesDone,
     /// Destination → source: the instance is made and its VMM waits; the payload is the
     /// token of the VMM hop.
     Accepted,
@@ -48,11 +51,12 @@ pub enum Kind {
 }
 
 impl Kind {
-    const ALL: [Kind; 9] = [
+    const ALL: [Kind; 10] = [
         Kind::Hello,
         Kind::Ready,
-        Kind::File,
         Kind::Definition,
+        Kind::File,
+        Kind::FilesDone,
         Kind::Accepted,
         Kind::Stream,
         Kind::StreamEnd,
@@ -74,7 +78,7 @@ impl Kind {
     fn max_len(self) -> usize {
         match self {
             Kind::Hello | Kind::Accepted => MAX_TOKEN,
-            Kind::Ready | Kind::StreamEnd | Kind::Running => 0,
+            Kind::Ready | Kind::FilesDone | Kind::StreamEnd | Kind::Running => 0,
             Kind::File => 2 + MAX_NAME + FILE_CHUNK,
             Kind::Definition => MAX_DEFINITION,
             Kind::Stream => STREAM_CHUNK,
@@ -121,17 +125,46 @@ pub fn send_error(stream: &mut impl Write, message: &str) {
     let _ = write(stream, Kind::Error, &message.as_bytes()[..end]);
 }
 
-/// Sends the file `name` (its bytes `content`) in `File` messages.
-pub fn send_file(stream: &mut impl Write, name: &str, content: &[u8]) -> Result<(), ProtocolError> {
+/// Sends the file `name` (read from `content`, the file at `path`) in `File` messages, a
+/// piece at a time.
+pub fn send_file(
+    stream: &mut impl Write,
+    name: &str,
+    mut content: impl Read,
+    path: &std::path::Path,
+) -> Result<(), MigrateError> {
     debug_assert!(name.len() <= MAX_NAME);
-    let mut chunks = content.chunks(FILE_CHUNK).peekable();
-    if chunks.peek().is_none() {
-        return write(stream, Kind::File, &file_message(name, &[]));
+    let mut chunk = vec![0; FILE_CHUNK];
+    let mut first = true;
+    loop {
+        let count =
+            read_full(&mut content, &mut chunk).map_err(|source| MigrateError::SendFile {
+                path: path.display().to_string(),
+                source,
+            })?;
+        // An empty file still goes, as one empty piece.
+        if count > 0 || first {
+            write(stream, Kind::File, &file_message(name, &chunk[..count]))?;
+        }
+        first = false;
+        if count < chunk.len() {
+            return Ok(());
+        }
     }
-    for chunk in chunks {
-        write(stream, Kind::File, &file_message(name, chunk))?;
+}
+
+/// Fills `buffer` from `reader` unless it ends first; how much was read.
+fn read_full(reader: &mut impl Read, buffer: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buffer.len() {
+        match reader.read(&mut buffer[filled..]) {
+            Ok(0) => break,
+            Ok(count) => filled += count,
+            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(err),
+        }
     }
-    Ok(())
+    Ok(filled)
 }
 
 fn file_message(name: &str, chunk: &[u8]) -> Vec<u8> {
@@ -170,7 +203,7 @@ mod tests {
             assert_eq!(Kind::from_wire(kind.wire()), Some(kind));
         }
         assert_eq!(Kind::from_wire(0), None);
-        assert_eq!(Kind::from_wire(10), None);
+        assert_eq!(Kind::from_wire(11), None);
         let mut bytes = Vec::new();
         write(&mut bytes, Kind::Running, &[]).unwrap();
         bytes[6] = 42;
@@ -191,8 +224,9 @@ mod tests {
     fn files_travel_in_pieces_and_read_back_whole() {
         let content: Vec<u8> = (0..FILE_CHUNK + 10).map(|i| i as u8).collect();
         let mut bytes = Vec::new();
-        send_file(&mut bytes, "cidata.img", &content).unwrap();
-        send_file(&mut bytes, "empty", &[]).unwrap();
+        let path = std::path::Path::new("x");
+        send_file(&mut bytes, "cidata.img", &content[..], path).unwrap();
+        send_file(&mut bytes, "empty", &[][..], path).unwrap();
         let mut stream = &bytes[..];
         let mut whole = Vec::new();
         for _ in 0..2 {

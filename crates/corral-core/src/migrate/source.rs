@@ -16,7 +16,7 @@ use corral_vmm::migration::{check_token, Address, MigrateParams};
 
 use super::error::{MigrateError, VmmRefusal};
 use super::protocol::{self, Kind};
-use super::{relay, MIGRATED_FILES, VMM_SOCKET};
+use super::{copied_disk, relay, MIGRATED_FILES, VMM_SOCKET};
 use crate::definition::{Definition, Kind as InstanceKind};
 use crate::driver::InstancePaths;
 use crate::lifecycle::wait_for_exit;
@@ -43,7 +43,7 @@ pub struct MigrateOptions {
     pub downtime_limit: Option<Duration>,
     pub max_iterations: Option<u32>,
     pub max_time: Option<Duration>,
-    /// Copy the disks to the destination (refused: not supported yet).
+    /// Copy the read-only raw disks of the instance directory along ([`copied_disk`]).
     pub copy_storage: bool,
     /// Delete the instance here once it runs there (virsh's `--undefinesource`).
     pub undefine_source: bool,
@@ -189,19 +189,30 @@ fn check_migratable(
             status: state.status.to_string(),
         });
     }
-    if options.copy_storage {
-        return Err(MigrateError::CopyStorage { name: name.clone() });
-    }
     for (index, disk) in definition.disks.iter().enumerate() {
         match (&disk.path, &disk.volume) {
             (Some(path), _) => {
                 let path = paths.resolve(path);
-                if path.starts_with(&paths.dir) {
-                    return Err(MigrateError::LocalDisk {
-                        name: name.clone(),
-                        index,
-                        disk: path.display().to_string(),
-                    });
+                if !path.starts_with(&paths.dir) {
+                    continue;
+                }
+                let disk_name = path.display().to_string();
+                match (options.copy_storage, copied_disk(disk)) {
+                    (true, Some(_)) => {}
+                    (true, None) => {
+                        return Err(MigrateError::CopyStorage {
+                            name: name.clone(),
+                            index,
+                            disk: disk_name,
+                        })
+                    }
+                    (false, _) => {
+                        return Err(MigrateError::LocalDisk {
+                            name: name.clone(),
+                            index,
+                            disk: disk_name,
+                        })
+                    }
                 }
             }
             (None, Some(volume)) => {
@@ -227,17 +238,24 @@ fn hand_over_definition(
 ) -> Result<String, MigrateError> {
     protocol::write(peer, Kind::Hello, options.token.as_bytes())?;
     protocol::expect(peer, Kind::Ready)?;
-    for name in MIGRATED_FILES {
-        let path = paths.dir.join(name);
-        match std::fs::read(&path) {
-            Ok(content) => protocol::send_file(peer, name, &content)?,
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-            Err(err) => {
-                return Err(crate::error::CoreError::io("read", &path)(err).into());
-            }
-        }
-    }
     protocol::write(peer, Kind::Definition, definition.to_toml().as_bytes())?;
+    let copied = options
+        .copy_storage
+        .then(|| definition.disks.iter().filter_map(copied_disk))
+        .into_iter()
+        .flatten()
+        .map(Path::to_path_buf);
+    let files = MIGRATED_FILES.iter().map(PathBuf::from).chain(copied);
+    for name in files {
+        let path = paths.dir.join(&name);
+        let file = match std::fs::File::open(&path) {
+            Ok(file) => file,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(err) => return Err(crate::error::CoreError::io("read", &path)(err).into()),
+        };
+        protocol::send_file(peer, &name.to_string_lossy(), file, &path)?;
+    }
+    protocol::write(peer, Kind::FilesDone, &[])?;
     let token = protocol::expect(peer, Kind::Accepted)?;
     Ok(String::from_utf8_lossy(&token).into_owned())
 }
