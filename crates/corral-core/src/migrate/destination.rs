@@ -170,7 +170,7 @@ impl Manager {
             wait: TRANSFER_LIMIT,
         };
         let vmm_token = corral_host::machine_id::MachineId::generate()
-            .map_err(|err| CoreError::Unsupported(corral_host::error_chain(&err)))?
+            .map_err(MigrateError::VmmToken)?
             .to_string();
         write_file(
             &incoming.token_file,
@@ -301,11 +301,9 @@ fn relay_destination(
             return Ok(());
         }
         if Instant::now() >= deadline {
-            return Err(CoreError::Unsupported(format!(
-                "the VMM did not listen at {} within a minute",
-                socket.display()
-            ))
-            .into());
+            return Err(MigrateError::VmmNotListening {
+                socket: socket.display().to_string(),
+            });
         }
         std::thread::sleep(Duration::from_millis(10));
     };

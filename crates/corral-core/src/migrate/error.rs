@@ -97,6 +97,13 @@ pub enum MigrateError {
     Exists(String),
     #[error("the source's VMM did not migrate the VM; it keeps running on the source")]
     Vmm(#[source] VmmRefusal),
+    #[error("cannot make up a token for the VMM's incoming socket")]
+    VmmToken(#[source] corral_host::machine_id::MachineIdError),
+    #[error(
+        "the VMM did not listen at {socket} within a minute; its log (run/supervisor.log) says \
+         why"
+    )]
+    VmmNotListening { socket: String },
     #[error(transparent)]
     Core(#[from] CoreError),
 }
