@@ -66,12 +66,41 @@ impl InstancePaths {
     }
 }
 
+/// How a supervisor receives a live-migrated guest: its VMM waits at `socket` (in the runtime
+/// directory) for a source presenting the token in `token_file`.
+#[derive(Clone, Debug)]
+pub struct Incoming {
+    pub socket: PathBuf,
+    pub token_file: PathBuf,
+    /// How long the start may take: the whole transfer happens before the VMM serves its
+    /// control socket.
+    pub wait: std::time::Duration,
+}
+
 /// The cgroup of an instance (a path from the hierarchy roots), the same for both kinds:
-/// `/corral-instances/NAME.UUIDPREFIX`, so instances of the same name under two corral roots
-/// never share one.
-pub fn instance_cgroup(definition: &Definition) -> PathBuf {
+/// `/corral-instances/NAME.UUIDPREFIX.DIRHASH`, so instances of the same name under two corral
+/// roots never share one, not even an instance live-migrated between two roots on one host
+/// (the same name and UUID, its two VMMs running at once for a moment).
+pub fn instance_cgroup(definition: &Definition, paths: &InstancePaths) -> PathBuf {
     let prefix: String = definition.uuid.chars().take(8).collect();
-    Path::new("/corral-instances").join(format!("{}.{prefix}", definition.name))
+    Path::new("/corral-instances").join(format!(
+        "{}.{prefix}.{:08x}",
+        definition.name,
+        dir_hash(&paths.dir)
+    ))
+}
+
+/// A short stable tag of an instance directory (FNV-1a of its path, folded to 32 bits).
+fn dir_hash(dir: &Path) -> u32 {
+    use std::os::unix::ffi::OsStrExt;
+    let hash = dir
+        .as_os_str()
+        .as_bytes()
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325u64, |hash, &byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+    (hash ^ (hash >> 32)) as u32
 }
 
 /// How one kind of instance is run. `Send + Sync` so the manager can stop instances in
@@ -96,6 +125,22 @@ pub trait Driver: Send + Sync {
     ) -> Result<Command, CoreError> {
         Err(CoreError::Unsupported(format!(
             "instance {} cannot be started from a saved state",
+            definition.name
+        )))
+    }
+
+    /// The supervisor command that waits for the guest a live migration's source sends (see
+    /// [`Incoming`]) instead of booting it, prepared as [`Driver::supervisor_command`] prepares
+    /// a boot but without opening the guest's disks (the source still runs on them). Only VMs
+    /// can.
+    fn incoming_command(
+        &self,
+        definition: &Definition,
+        _paths: &InstancePaths,
+        _incoming: &Incoming,
+    ) -> Result<Command, CoreError> {
+        Err(CoreError::Unsupported(format!(
+            "instance {} cannot receive a live migration: only VMs can",
             definition.name
         )))
     }
@@ -127,4 +172,32 @@ pub trait Driver: Send + Sync {
     /// Cleans up after a supervisor that died without cleaning up itself (e.g. `kill -9`):
     /// whatever it ran must not keep running unsupervised.
     fn clean_up_lost_run(&self, name: &str, paths: &InstancePaths);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_same_instance_under_two_roots_gets_two_cgroups() {
+        let definition = Definition::new(
+            "web",
+            crate::definition::Kind::Vm,
+            "0e5c8a52-3f0b-4b8e-9d55-2f8a7d9b6c11",
+        );
+        let here = instance_cgroup(&definition, &InstancePaths::new("/a/instances/web"));
+        let there = instance_cgroup(&definition, &InstancePaths::new("/b/instances/web"));
+        assert!(here.starts_with("/corral-instances"));
+        assert!(
+            here.to_string_lossy()
+                .starts_with("/corral-instances/web.0e5c8a52."),
+            "{}",
+            here.display()
+        );
+        assert_ne!(here, there);
+        assert_eq!(
+            here,
+            instance_cgroup(&definition, &InstancePaths::new("/a/instances/web"))
+        );
+    }
 }

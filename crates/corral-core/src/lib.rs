@@ -9,6 +9,7 @@
 //!   [`ovf_export`]: `corral export`, a stopped VM instance as an OVA.
 //! - [`clone`]: `corral clone`, a new instance from a stopped one; [`bases`] keeps the read-only
 //!   disks linked clones share.
+//! - [`migrate`]: `corral migrate`, a running VM instance moved live to another corral root.
 
 pub mod agent;
 pub mod bases;
@@ -23,6 +24,7 @@ pub mod failpoints;
 pub mod images;
 pub mod lifecycle;
 pub mod lock;
+pub mod migrate;
 pub mod names;
 pub mod network_service;
 pub mod networks;

@@ -58,6 +58,17 @@ pub struct Summary {
     pub ipv4: Vec<std::net::Ipv4Addr>,
 }
 
+/// Where a start takes its guest from.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum StartFrom<'a> {
+    /// A fresh boot.
+    Boot,
+    /// The guest state saved in this directory (a VM snapshot's).
+    Saved(&'a Path),
+    /// A live migration's source, through the VMM's incoming socket.
+    Incoming(&'a crate::driver::Incoming),
+}
+
 /// One instance's name and how [`Manager::stop_all`] stopping it went.
 pub type StopOutcome = (String, Result<State, CoreError>);
 
@@ -231,6 +242,15 @@ impl Manager {
         name: &str,
         saved: Option<&Path>,
     ) -> Result<State, CoreError> {
+        let from = match saved {
+            Some(saved) => StartFrom::Saved(saved),
+            None => StartFrom::Boot,
+        };
+        self.start_from(name, from)
+    }
+
+    /// Starts instance `name` (the caller holds its lock) as `from` says.
+    pub(crate) fn start_from(&self, name: &str, from: StartFrom<'_>) -> Result<State, CoreError> {
         let mut state = self.reconciled(name)?;
         if state.status.is_active() {
             return Err(CoreError::AlreadyRunning(name.to_string()));
@@ -259,9 +279,14 @@ impl Manager {
         }
         fail::fail_point!("start.state-starting");
 
-        let command = match saved {
-            Some(saved) => driver.restore_command(&definition, &paths, saved),
-            None => driver.supervisor_command(&definition, &paths),
+        let command = match from {
+            StartFrom::Boot => driver.supervisor_command(&definition, &paths),
+            StartFrom::Saved(saved) => driver.restore_command(&definition, &paths, saved),
+            StartFrom::Incoming(incoming) => driver.incoming_command(&definition, &paths, incoming),
+        };
+        let ready_timeout = match from {
+            StartFrom::Incoming(incoming) => incoming.wait,
+            _ => READY_TIMEOUT,
         };
         let launched = command
             .and_then(|command| launch(command, name, &paths, driver.log_path_in_environment()))
@@ -277,7 +302,7 @@ impl Manager {
                 gate.open()
                     .map_err(CoreError::io("start the supervisor", paths.dir.clone()))?;
                 fail::fail_point!("start.pid-recorded");
-                wait_ready(name, child, &paths)
+                wait_ready(name, child, &paths, ready_timeout)
             });
         match launched {
             Ok(Launch::Ended(record)) => {
@@ -516,6 +541,7 @@ impl Manager {
 
     /// All instances, reconciled, sorted by name.
     pub fn list(&self) -> Result<Vec<Summary>, CoreError> {
+        self.sweep_unreceived();
         let mut summaries = Vec::new();
         for name in self.store.names()? {
             let definition = match self.store.definition(&name) {
@@ -715,8 +741,13 @@ enum Launch {
 /// Waits until the supervisor answers on its control socket. If it ends first, its exit record
 /// says whether the guest ran (and ended at once) or could not start; the error then says why
 /// (the record's detail or the last line of its log).
-fn wait_ready(name: &str, mut child: Child, paths: &InstancePaths) -> Result<Launch, CoreError> {
-    let deadline = Instant::now() + READY_TIMEOUT;
+fn wait_ready(
+    name: &str,
+    mut child: Child,
+    paths: &InstancePaths,
+    timeout: Duration,
+) -> Result<Launch, CoreError> {
+    let deadline = Instant::now() + timeout;
     let pid = child.id();
     loop {
         if let Ok(Some(status)) = child.try_wait() {
@@ -749,7 +780,7 @@ fn wait_ready(name: &str, mut child: Child, paths: &InstancePaths) -> Result<Lau
                 name: name.to_string(),
                 detail: format!(
                     "the supervisor did not answer within {}s; see {}",
-                    READY_TIMEOUT.as_secs(),
+                    timeout.as_secs(),
                     paths.supervisor_log().display()
                 ),
             });
@@ -767,7 +798,7 @@ fn last_log_line(paths: &InstancePaths) -> Option<String> {
 }
 
 /// Waits up to `timeout` for the supervisor to end; true when it has.
-fn wait_for_exit(pid: Option<u32>, start_ticks: Option<u64>, timeout: Duration) -> bool {
+pub(crate) fn wait_for_exit(pid: Option<u32>, start_ticks: Option<u64>, timeout: Duration) -> bool {
     let Some(pid) = pid else {
         return true;
     };

@@ -1,6 +1,6 @@
 //! The VM driver: the supervisor is the VMM process itself (`corral vmm run`), one per VM,
 //! always jailed: it sees only the instance's runtime directory, runs as the `corral` user and
-//! sits in the instance's cgroup (`/corral-instances/NAME.UUIDPREFIX`), which this driver creates with the
+//! sits in the instance's cgroup (`/corral-instances/NAME.UUIDPREFIX.DIRHASH`), which this driver creates with the
 //! instance's limits before each start.
 
 use std::path::{Path, PathBuf};
@@ -17,7 +17,7 @@ use corral_host::atomic::PRIVATE_FILE_MODE;
 
 use crate::definition::{BootFrom, Definition, Kind};
 use crate::disks::{backing_places, disk_source, pin_formats, preflight};
-use crate::driver::{instance_cgroup, Driver, InstancePaths};
+use crate::driver::{instance_cgroup, Driver, Incoming, InstancePaths};
 use crate::error::CoreError;
 use crate::networks::nic_network;
 use crate::nic::{derived_interface, stable_mac};
@@ -87,6 +87,9 @@ impl VmDriver {
             cid: crate::agent::VM_GUEST_CID,
             socket: crate::agent::vm_vsock_socket(paths),
         });
+        // Every instance VM can migrate live (`corral migrate`), which needs the pages its guest
+        // writes: KVM's dirty log costs each page one fault after each pass, and huge pages.
+        config.track_dirty_pages = true;
         config.on_poweroff = definition.on_poweroff;
         config.on_reboot = definition.on_reboot;
         config.on_crash = definition.on_crash;
@@ -300,12 +303,15 @@ pub fn cgroup_resources(definition: &Definition) -> Result<LinuxResources, CoreE
 }
 
 /// The cgroup of VM instance `definition`, in this host's layout.
-fn open_cgroup(definition: &Definition) -> Result<Box<dyn Cgroup>, CoreError> {
+fn open_cgroup(
+    definition: &Definition,
+    paths: &InstancePaths,
+) -> Result<Box<dyn Cgroup>, CoreError> {
     let layout = Layout::detect().map_err(|source| CoreError::Cgroup {
         name: definition.name.clone(),
         source,
     })?;
-    Ok(layout.open(&instance_cgroup(definition)))
+    Ok(layout.open(&instance_cgroup(definition, paths)))
 }
 
 impl Driver for VmDriver {
@@ -319,7 +325,7 @@ impl Driver for VmDriver {
         else {
             return;
         };
-        if let Ok(cgroup) = open_cgroup(&definition) {
+        if let Ok(cgroup) = open_cgroup(&definition, paths) {
             if let Err(err) = cgroup.destroy() {
                 tracing::warn!("cannot remove the cgroup of instance {name}: {err}");
             }
@@ -400,15 +406,59 @@ impl Driver for VmDriver {
             .validate()
             .map_err(|e| CoreError::VmConfig(Box::new(e)))?;
         preflight(&self.pool, paths, definition)?;
+        self.vmm_command(definition, paths, &config)
+    }
+
+    fn incoming_command(
+        &self,
+        definition: &Definition,
+        paths: &InstancePaths,
+        incoming: &Incoming,
+    ) -> Result<Command, CoreError> {
+        if boots_from_disk(definition) {
+            return Err(CoreError::Unsupported(format!(
+                "instance {} boots the kernel of its disk, which a live migration does not \
+                 carry yet; boot it from a kernel file both hosts have (`[boot] from = \
+                 \"kernel\"`) to migrate it",
+                definition.name
+            )));
+        }
+        self.check_resources(definition, paths)?;
+        let config = self.vm_config(definition, paths)?;
+        // No seed is written (the guest has the source's open: it came with the migration), no
+        // disk is checked or opened: the source VM runs on them until its last pause, and the
+        // VMM opens them only then.
+        config
+            .validate()
+            .map_err(|e| CoreError::VmConfig(Box::new(e)))?;
+        let mut command = self.vmm_command(definition, paths, &config)?;
+        command
+            .arg("--incoming")
+            .arg(format!("unix:{}", incoming.socket.display()))
+            .arg("--migration-token-file")
+            .arg(&incoming.token_file);
+        Ok(command)
+    }
+}
+
+impl VmDriver {
+    /// Writes `config` into the runtime directory, makes the instance's cgroup and the nics'
+    /// filters, and returns the command that runs the VMM on `config`.
+    fn vmm_command(
+        &self,
+        definition: &Definition,
+        paths: &InstancePaths,
+        config: &VmConfig,
+    ) -> Result<Command, CoreError> {
         let runtime = paths.runtime_dir();
         let config_path = runtime.join("vm.toml");
-        let text = toml::to_string_pretty(&config).map_err(CoreError::VmConfigEncode)?;
+        let text = toml::to_string_pretty(config).map_err(CoreError::VmConfigEncode)?;
         corral_host::atomic::write_file(&config_path, text.as_bytes(), PRIVATE_FILE_MODE)?;
         let cgroup_error = |source| CoreError::Cgroup {
             name: definition.name.clone(),
             source,
         };
-        let cgroup = open_cgroup(definition)?;
+        let cgroup = open_cgroup(definition, paths)?;
         // Left by an earlier run (an empty cgroup outlives its VMM, which cannot remove it).
         cgroup.destroy().map_err(cgroup_error)?;
         cgroup.create().map_err(cgroup_error)?;

@@ -48,7 +48,7 @@ pub use create::{
 pub use error::{DiskError, Result};
 pub use header::MAX_VIRTUAL_SIZE;
 pub use info::{info, ImageInfo};
-pub use lock::{check_lock, lock_exclusive, ImageLock, LockHolder};
+pub use lock::{check_lock, lock_exclusive, ImageLock, LockHandle, LockHolder};
 pub use qcow2::{BackingInfo, Qcow2Disk, MAX_BACKING_DEPTH};
 pub use raw::{file_data_ranges, HostKind, RawDisk};
 pub use vmdk_stream::write_stream_optimized_vmdk;
@@ -83,6 +83,11 @@ pub trait Disk: Debug + Send {
     /// for a disk's data rather than its size. A range given may still read as zeroes (a block
     /// device is all data); a hole never holds data.
     fn data_ranges(&self, offset: u64, length: u64) -> Result<Vec<Range<u64>>>;
+    /// The handle on the top image's write locks (`None` when it is read-only or not locked),
+    /// taken before the disk moves to its I/O thread; see [`LockHandle`].
+    fn take_lock_handle(&mut self) -> Option<LockHandle> {
+        None
+    }
 }
 
 /// The image formats corral reads and writes.
@@ -281,6 +286,14 @@ impl OpenOptions {
             })?;
         self.lock_file(&file, path)?;
         Ok(file)
+    }
+
+    /// The handle on `file`'s write locks, when these options lock it for writing.
+    pub(crate) fn lock_handle(&self, file: &File, path: &Path) -> Result<Option<LockHandle>> {
+        match self.locking {
+            Locking::Lock => LockHandle::of(file, path, self.writable),
+            Locking::ForceShare => Ok(None),
+        }
     }
 
     /// Locks `file` (the image at `path`) for these options, unless told not to.

@@ -139,6 +139,59 @@ pub struct ImageLock {
     _file: File,
 }
 
+/// The locks of a writable image, apart from the open image (a second descriptor on the same
+/// open file, so the same OFD locks): a live migration lets another process open the image while
+/// this one keeps it open, paused, and takes it back if the migration fails (QEMU's inactivated
+/// block nodes).
+#[derive(Debug)]
+pub struct LockHandle {
+    file: File,
+    path: std::path::PathBuf,
+}
+
+impl LockHandle {
+    /// The handle on `file`'s locks, when `file` (the image at `path`) is locked for writing.
+    pub(crate) fn of(file: &File, path: &Path, writable: bool) -> Result<Option<LockHandle>> {
+        if !writable {
+            // Readers share: nothing to hand over.
+            return Ok(None);
+        }
+        let file = file
+            .try_clone()
+            .map_err(|source| DiskError::io("lock", path, source))?;
+        Ok(Some(LockHandle {
+            file,
+            path: path.to_path_buf(),
+        }))
+    }
+
+    /// The image this handle locks.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Drops the image's locks; the image stays open. Its user must not write it until
+    /// [`LockHandle::retake`].
+    pub fn release(&self) -> Result<()> {
+        for offset in (PERM_BASE..PERM_BASE + 4).chain(SHARED_BASE..SHARED_BASE + 4) {
+            let unlock = byte_lock(libc::F_UNLCK, offset);
+            fcntl(&self.file, FcntlArg::F_OFD_SETLK(&unlock))
+                .map_err(|source| DiskError::io("unlock", &self.path, source.into()))?;
+        }
+        Ok(())
+    }
+
+    /// Takes the image's locks again, or fails (holding none) if another process took them
+    /// meanwhile.
+    pub fn retake(&self) -> Result<()> {
+        let taken = lock(&self.file, &self.path, Access::Write);
+        if taken.is_err() {
+            let _ = self.release();
+        }
+        taken
+    }
+}
+
 /// Locks the image at `path` exclusively, or fails naming who uses it.
 pub fn lock_exclusive(path: &Path) -> Result<ImageLock> {
     Ok(ImageLock {

@@ -46,6 +46,7 @@ pub struct Qcow2Disk {
     raw_base: Option<fs::File>,
     read_only: bool,
     id: DiskId,
+    lock_handle: Option<crate::LockHandle>,
 }
 
 impl std::fmt::Debug for Qcow2Disk {
@@ -110,7 +111,9 @@ impl Qcow2Disk {
             layers: Vec::new(),
             raw_base: None,
         };
-        let layer = open_layer(path, options, &mut walk)?;
+        let file = options.open_file(path)?;
+        let lock_handle = options.lock_handle(&file, path)?;
+        let layer = layer_on_file(path, file, options, &mut walk)?;
         Ok(Qcow2Disk {
             access: FormatAccess::new(layer.image),
             path: path.to_path_buf(),
@@ -119,6 +122,7 @@ impl Qcow2Disk {
             raw_base: walk.raw_base,
             read_only: !options.writable,
             id: layer.id,
+            lock_handle,
         })
     }
 
@@ -212,13 +216,8 @@ struct OpenedLayer {
     id: DiskId,
 }
 
-/// Opens one qcow2 layer after checking its header, then (recursively) its backing image.
-fn open_layer(path: &Path, options: &OpenOptions, walk: &mut ChainWalk<'_>) -> Result<OpenedLayer> {
-    let file = options.open_file(path)?;
-    layer_on_file(path, file, options, walk)
-}
-
-/// Opens the qcow2 layer `path`, already open (and locked) as `file`.
+/// Opens the qcow2 layer `path`, already open (and locked) as `file`, after checking its header,
+/// then (recursively) its backing image.
 fn layer_on_file(
     path: &Path,
     file: fs::File,
@@ -332,6 +331,10 @@ pub(crate) fn resolve_backing_path(image: &Path, backing_name: &str) -> PathBuf 
 }
 
 impl Disk for Qcow2Disk {
+    fn take_lock_handle(&mut self) -> Option<crate::LockHandle> {
+        self.lock_handle.take()
+    }
+
     fn format(&self) -> DiskFormat {
         DiskFormat::Qcow2
     }

@@ -38,6 +38,7 @@ pub struct RawDisk {
     size: u64,
     read_only: bool,
     id: DiskId,
+    lock_handle: Option<crate::LockHandle>,
 }
 
 /// The block device ioctls that act on a byte range.
@@ -59,6 +60,7 @@ impl RawDisk {
         };
         let writable = options.writable;
         let file = options.open_file(path)?;
+        let lock_handle = options.lock_handle(&file, path)?;
         let metadata = file.metadata().map_err(open_err)?;
         let (kind, size) = if metadata.file_type().is_block_device() {
             (
@@ -80,6 +82,7 @@ impl RawDisk {
             size,
             read_only: !writable,
             id: DiskId::of(&metadata),
+            lock_handle,
         })
     }
 
@@ -181,6 +184,10 @@ fn is_unsupported(err: &nix::Error) -> bool {
 impl Disk for RawDisk {
     fn format(&self) -> DiskFormat {
         DiskFormat::Raw
+    }
+
+    fn take_lock_handle(&mut self) -> Option<crate::LockHandle> {
+        self.lock_handle.take()
     }
 
     fn virtual_size(&self) -> u64 {

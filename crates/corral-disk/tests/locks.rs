@@ -156,3 +156,44 @@ fn corral_and_qemu_respect_each_others_locks() {
     drop(qemu.stdin.take());
     qemu.wait().unwrap();
 }
+
+#[test]
+fn a_writers_locks_are_handed_over_while_it_keeps_the_image_open_and_taken_back() {
+    let dir = tempfile::tempdir().unwrap();
+    for format in ["raw", "qcow2"] {
+        let image = dir.path().join(format!("disk.{format}"));
+        match format {
+            "raw" => create_raw(&image, MIB).unwrap(),
+            _ => create_qcow2(
+                &image,
+                &Qcow2CreateOptions {
+                    size: Some(MIB),
+                    ..Qcow2CreateOptions::default()
+                },
+            )
+            .unwrap(),
+        }
+        let mut source = corral_disk::open(&image, OpenOptions::writable()).unwrap();
+        let handle = source.take_lock_handle().expect("a writable image has one");
+        assert!(source.take_lock_handle().is_none());
+        corral_disk::open(&image, OpenOptions::writable()).unwrap_err();
+
+        // Released: another writer (a migration's destination) opens it; the source cannot
+        // take it back while that one holds it, and still holds nothing after trying.
+        handle.release().unwrap();
+        let destination = corral_disk::open(&image, OpenOptions::writable()).unwrap();
+        let err = handle.retake().unwrap_err();
+        assert!(matches!(err, DiskError::Locked { .. }), "{err}");
+        drop(destination);
+
+        // The destination gone (a failed migration), the source takes its image back.
+        handle.retake().unwrap();
+        corral_disk::open(&image, OpenOptions::read_only()).unwrap_err();
+        drop(source);
+        assert!(handle.path().ends_with(format!("disk.{format}")));
+        drop(handle);
+        corral_disk::check_lock(&image, true).unwrap();
+    }
+    let reader = corral_disk::open(&dir.path().join("disk.raw"), OpenOptions::read_only());
+    assert!(reader.unwrap().take_lock_handle().is_none());
+}

@@ -20,7 +20,7 @@
 //! before the jail (the same code, with the same checks, as without one).
 
 use std::fs::File;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
@@ -127,6 +127,35 @@ impl JailConfig {
     }
 }
 
+/// Closes every descriptor above stderr but those in `keep`.
+fn close_inherited(keep: &[RawFd]) -> Result<(), JailError> {
+    let mut kept: Vec<RawFd> = keep.iter().copied().filter(|&fd| fd > 2).collect();
+    kept.sort_unstable();
+    let mut first = 3;
+    for last in kept.into_iter().map(Some).chain([None]) {
+        let (from, to) = match last {
+            Some(fd) => (first, (fd - 1) as libc::c_uint),
+            None => (first, libc::c_uint::MAX),
+        };
+        if let Some(fd) = last {
+            first = fd as libc::c_uint + 1;
+        }
+        if from > to {
+            continue;
+        }
+        // SAFETY: close_range(2) on descriptors this process does not use: everything above
+        // stderr but the kept ones, which the caller holds (nothing else of ours is open yet).
+        let closed = unsafe { libc::close_range(from, to, 0) };
+        if closed != 0 {
+            return Err(JailError::Enter {
+                step: "close inherited descriptors",
+                source: std::io::Error::last_os_error(),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// A jail being set up: what [`prepare`] settled.
 pub struct Jail {
     config: JailConfig,
@@ -140,22 +169,15 @@ fn enter_error(step: &'static str) -> impl Fn(nix::errno::Errno) -> JailError {
     }
 }
 
-/// The first step, before the VMM opens anything: closes inherited descriptors, empties the
+/// The first step, before the VMM opens anything: closes inherited descriptors (all but
+/// `keep`: what the VMM received before, e.g. a migration's connection and memory), empties the
 /// environment, finds (or creates) the jail user and gives it the jail directory, and joins
 /// the cgroup. The process must still be single-threaded.
-pub fn prepare(config: &JailConfig) -> Result<Jail, JailError> {
+pub fn prepare(config: &JailConfig, keep: &[RawFd]) -> Result<Jail, JailError> {
     if !nix::unistd::geteuid().is_root() {
         return Err(JailError::NotRoot);
     }
-    // SAFETY: close_range(2) on descriptors this process does not use (everything above
-    // stderr: nothing of ours is open yet).
-    let closed = unsafe { libc::close_range(3, libc::c_uint::MAX, 0) };
-    if closed != 0 {
-        return Err(JailError::Enter {
-            step: "close inherited descriptors",
-            source: std::io::Error::last_os_error(),
-        });
-    }
+    close_inherited(keep)?;
     for (name, _) in std::env::vars_os() {
         std::env::remove_var(name);
     }

@@ -1,6 +1,7 @@
 //! Running one VM: check the configuration, build the VM, run its vCPUs, and act on how the guest
 //! stops (exit, or restart in the same process), as `corral vmm run` does.
 
+use std::os::fd::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -22,7 +23,7 @@ use crate::arch::x86_64::{low_ram_end, mptable, write_pvh_start_info, write_zero
 use crate::config::{Action, ConfigError, VmConfig};
 use crate::console::{Console, ConsoleError, SocketFiles};
 use crate::control::{self, Runtime};
-use crate::devices::{open_virtio_devices, virtio_slots, DeviceError, DeviceManager};
+use crate::devices::{open_virtio_devices, virtio_slots, DeviceError, DeviceManager, DiskLocks};
 use crate::exit::{ExitReason, StopEvent, StopSender, VmmEvent};
 use crate::jail::{self, JailConfig, JailError};
 use crate::kernel::{place_initrd, write_cmdline, Initrd, KernelError, KernelImage};
@@ -328,12 +329,14 @@ fn capture(
 }
 
 /// Migrates the running VM as `request` asks; on any failure the VM goes on here as it was.
+/// Once paused for the last pass, the VM's disks are flushed and their locks released, so
+/// that the destination can open them (on shared storage); a failure takes them back.
 fn migrate(
     request: &MigrateRequest,
     config: &VmConfig,
     prepared: &Prepared,
     running: &mut Running<'_>,
-    devices: &DeviceManager,
+    (devices, disk_locks): (&DeviceManager, &DiskLocks),
     runtime: &Runtime,
     jailed: bool,
 ) -> Result<corral_control::MigrationReport, MigrationError> {
@@ -346,14 +349,22 @@ fn migrate(
     let control = &runtime.vcpu_control;
     let was_paused = control.target() == vcpu::Target::Pause;
     let mut devices_paused = false;
+    let mut locks_released = false;
     let result = migration::source::migrate(params, config, running.vm, &runtime.migration, || {
         control.pause()?;
         devices_paused = true;
-        capture(SnapshotKind::Full, config, prepared, running, devices)
+        // Pausing the I/O threads flushed the disks.
+        let snapshot = capture(SnapshotKind::Full, config, prepared, running, devices)?;
+        disk_locks.release()?;
+        locks_released = true;
+        Ok(snapshot)
     });
     // The pages sent are no longer in the dirty log: a later diff has no base to follow.
     running.base = None;
     if result.is_err() {
+        if locks_released {
+            disk_locks.retake();
+        }
         if devices_paused {
             devices.resume_io();
         }
@@ -462,8 +473,17 @@ fn run_vm(
     mut migration_ack: Option<migration::destination::Ack>,
 ) -> Result<VmExit, VmmError> {
     let config = &config.with_chosen_macs();
-    let jail = options.jail.as_ref().map(jail::prepare).transpose()?;
-    if let (Some(_), Some(saved)) = (&jail, restore.as_mut()) {
+    // A migrated VM's memory and connection were received before: the jail keeps them open. A
+    // snapshot's memory file is opened again (by path, inside the jail).
+    let keep: Vec<RawFd> = match (&restore, &migration_ack) {
+        (Some(saved), Some(ack)) => vec![saved.memory.as_raw_fd(), ack.as_raw_fd()],
+        _ => Vec::new(),
+    };
+    let jail = match &options.jail {
+        Some(config) => Some(jail::prepare(config, &keep)?),
+        None => None,
+    };
+    if let (Some(_), Some(saved), None) = (&jail, restore.as_mut(), &migration_ack) {
         saved.reopen_memory().map_err(VmmError::Restore)?;
     }
     if config.seccomp {
@@ -473,7 +493,7 @@ fn run_vm(
 
     let mut sockets = SocketFiles::default();
     // Opened first so that a missing disk or tap fails before anything else is set up.
-    let virtio_devices = open_virtio_devices(config)?;
+    let (virtio_devices, disk_locks) = open_virtio_devices(config)?;
     if let Some(vsock) = &config.vsock {
         sockets.0.push(vsock.socket.clone());
     }
@@ -591,7 +611,7 @@ fn run_vm(
                         config,
                         &prepared,
                         &mut running,
-                        &devices,
+                        (&devices, &disk_locks),
                         &runtime,
                         options.jail.is_some(),
                     );

@@ -14,6 +14,7 @@ mod image;
 mod image_build;
 mod instance;
 mod logging;
+mod migrate;
 mod network;
 mod network_attach;
 mod network_service;
@@ -132,6 +133,10 @@ enum Command {
     Volume(volume::VolumeArgs),
     /// Take, list, restore and delete an instance's snapshots.
     Snapshot(snapshot::SnapshotArgs),
+    /// Move a running VM instance live to another host's corral (`corral migrate receive`
+    /// there): memory copied while the guest runs, then a short pause; disks on storage both
+    /// hosts reach. Anything failing leaves it running here.
+    Migrate(migrate::MigrateArgs),
     /// Manage networks: bridges with NAT and port forwards instances attach to.
     Network(network::NetworkArgs),
     /// Manage images: the templates instances are created from.
@@ -267,6 +272,7 @@ fn main() -> ExitCode {
         Command::Config(args) => instance::config(&cli.root, args),
         Command::Volume(args) => volume::run(&cli.root, args),
         Command::Snapshot(args) => snapshot::run(&cli.root, args),
+        Command::Migrate(args) => migrate::run(&cli.root, args),
         Command::Network(args) => network::run(&cli.root, args),
         Command::Image(args) => image::run(&cli.root, args),
         Command::Publish(args) => image::publish(&cli.root, args),

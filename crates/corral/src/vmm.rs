@@ -64,12 +64,12 @@ pub struct RunArgs {
     )]
     restore: Option<PathBuf>,
     /// Wait at ADDR (unix:PATH or tcp:IP:PORT) for one VM migrated live by `corral vmm control
-    /// SOCKET migrate --to ADDR`, then run it as --restore does; needs --migration-token or
-    /// --migration-token-file.
+    /// SOCKET migrate --to ADDR`, then run it as --restore does (with --config, as --restore
+    /// with --config does); needs --migration-token or --migration-token-file.
     #[arg(
         long,
         value_name = "ADDR",
-        conflicts_with_all = ["restore", "config", "kernel", "initrd", "cmdline", "vcpus", "memory", "disks", "nics", "rng", "vsock"]
+        conflicts_with_all = ["restore", "kernel", "initrd", "cmdline", "vcpus", "memory", "disks", "nics", "rng", "vsock"]
     )]
     incoming: Option<Address>,
     /// The token a migration source must present (the same as its `migrate --token`).
@@ -192,15 +192,8 @@ pub enum ControlRequest {
         /// Read the token from this file (its first line).
         #[arg(long, value_name = "PATH")]
         token_file: Option<PathBuf>,
-        /// The longest pause allowed for the last copy, e.g. 300ms (the default) or 1s.
-        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
-        downtime_limit: Option<Duration>,
-        /// Give up after this many passes over memory (default 30).
-        #[arg(long)]
-        max_iterations: Option<u32>,
-        /// Give up after this long copying, e.g. 2min (the default).
-        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
-        max_time: Option<Duration>,
+        #[command(flatten)]
+        limits: crate::migrate::PrecopyLimits,
     },
     /// Pause, save the VM into DIR (`state` and `memory`; DIR must be new or empty), resume.
     Snapshot {
@@ -377,7 +370,10 @@ fn receive_or_open(
 }
 
 /// A migration token given inline or as a file (its first line).
-fn token(inline: Option<&str>, file: Option<&std::path::Path>) -> anyhow::Result<Option<String>> {
+pub(crate) fn token(
+    inline: Option<&str>,
+    file: Option<&std::path::Path>,
+) -> anyhow::Result<Option<String>> {
     if let Some(token) = inline {
         return Ok(Some(token.to_owned()));
     }
@@ -457,9 +453,12 @@ fn control(socket: PathBuf, request: ControlRequest) -> anyhow::Result<ExitCode>
             to,
             token: inline,
             token_file,
-            downtime_limit,
-            max_iterations,
-            max_time,
+            limits:
+                crate::migrate::PrecopyLimits {
+                    downtime_limit,
+                    max_iterations,
+                    max_time,
+                },
         } => Request::Migrate {
             to: match to {
                 // The VMM may run in another working directory: send a full path.
@@ -527,16 +526,7 @@ fn watch_migration(
                 continue;
             };
             if last.as_ref() != Some(&progress) {
-                const MIB: f64 = (1 << 20) as f64;
-                eprintln!(
-                    "corral: migration pass {}: {:.1} MiB sent, {:.1} MiB dirty, {:.1} MB/s, \
-                     estimated downtime {:.0} ms",
-                    progress.iterations,
-                    progress.bytes as f64 / MIB,
-                    progress.dirty_bytes as f64 / MIB,
-                    progress.bandwidth as f64 / 1e6,
-                    progress.estimated_downtime_ms
-                );
+                eprintln!("corral: {}", crate::migrate::describe(&progress));
                 last = Some(progress);
             }
         }

@@ -28,16 +28,17 @@ fn setup() -> Option<Root> {
 
 /// The host directory of instance `name`'s cgroup in the hierarchy mounted at `hierarchy`.
 fn host_cgroup(root: &Root, hierarchy: &str, name: &str) -> PathBuf {
-    let definition = std::fs::read_to_string(root.instance_dir(name).join("instance.toml"))
-        .expect("the instance's definition");
-    let uuid = definition
-        .lines()
-        .find_map(|l| l.strip_prefix("uuid = \""))
-        .expect("a uuid line");
+    let dir = root.instance_dir(name);
+    let file = dir.join("instance.toml");
+    let text = std::fs::read_to_string(&file).expect("the instance's definition");
+    let definition = corral_core::definition::Definition::parse(&text, &file).unwrap();
+    let cgroup = corral_core::driver::instance_cgroup(
+        &definition,
+        &corral_core::driver::InstancePaths::new(dir),
+    );
     Path::new("/sys/fs/cgroup")
         .join(hierarchy)
-        .join("corral-instances")
-        .join(format!("{name}.{}", &uuid[..8]))
+        .join(cgroup.strip_prefix("/").unwrap())
 }
 
 #[test]

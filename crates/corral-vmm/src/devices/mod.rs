@@ -110,10 +110,54 @@ pub fn virtio_slots(count: usize) -> Result<Vec<VirtioSlot>, InterruptError> {
         .collect()
 }
 
+/// The write locks of the VM's writable disks, apart from the disks (which their I/O threads
+/// own): a live migration hands them to the destination once the VM is paused for good, and
+/// takes them back if it fails.
+#[derive(Debug, Default)]
+pub struct DiskLocks(Vec<corral_disk::LockHandle>);
+
+impl DiskLocks {
+    /// Lets another process open the disks for writing; on failure none is released.
+    pub fn release(&self) -> Result<(), DeviceError> {
+        for (index, handle) in self.0.iter().enumerate() {
+            if let Err(source) = handle.release() {
+                self.retake_first(index);
+                return Err(DeviceError::Disk {
+                    path: handle.path().to_path_buf(),
+                    source,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes the disks back after a failed migration. A disk another process took meanwhile is
+    /// logged: the VM goes on (its guest keeps its disk), unprotected from that writer.
+    pub fn retake(&self) {
+        self.retake_first(self.0.len());
+    }
+
+    fn retake_first(&self, count: usize) {
+        for handle in &self.0[..count] {
+            if let Err(err) = handle.retake() {
+                tracing::error!(
+                    "cannot lock disk {} again after the migration failed: {}",
+                    handle.path().display(),
+                    corral_host::error_chain(&err)
+                );
+            }
+        }
+    }
+}
+
 /// Opens the host side of every virtio device `config` asks for: disks, then network
-/// interfaces, then the entropy device, then vsock (the order of their slots).
-pub fn open_virtio_devices(config: &VmConfig) -> Result<Vec<Box<dyn VirtioDevice>>, DeviceError> {
+/// interfaces, then the entropy device, then vsock (the order of their slots); and the handles
+/// on the disks' locks.
+pub fn open_virtio_devices(
+    config: &VmConfig,
+) -> Result<(Vec<Box<dyn VirtioDevice>>, DiskLocks), DeviceError> {
     let mut devices: Vec<Box<dyn VirtioDevice>> = Vec::new();
+    let mut locks = DiskLocks::default();
     for (index, disk) in config.disks.iter().enumerate() {
         if disk.format.is_none() {
             tracing::warn!(
@@ -132,10 +176,12 @@ pub fn open_virtio_devices(config: &VmConfig) -> Result<Vec<Box<dyn VirtioDevice
             },
             locking: corral_disk::Locking::Lock,
         };
-        let image = corral_disk::open(&disk.path, options).map_err(|source| DeviceError::Disk {
-            path: disk.path.clone(),
-            source,
-        })?;
+        let mut image =
+            corral_disk::open(&disk.path, options).map_err(|source| DeviceError::Disk {
+                path: disk.path.clone(),
+                source,
+            })?;
+        locks.0.extend(image.take_lock_handle());
         devices.push(Box::new(virtio::block::Block::new(
             format!("virtio-blk{index}"),
             image,
@@ -166,7 +212,7 @@ pub fn open_virtio_devices(config: &VmConfig) -> Result<Vec<Box<dyn VirtioDevice
             &vsock.socket,
         )?));
     }
-    Ok(devices)
+    Ok((devices, locks))
 }
 
 pub struct DeviceManager {

@@ -42,6 +42,7 @@ impl std::fmt::Display for Address {
 }
 
 /// A migration connection, either kind.
+#[derive(Debug)]
 pub enum Connection {
     Unix(UnixStream),
     Tcp(TcpStream),
@@ -82,6 +83,23 @@ impl Connection {
         })
     }
 
+    /// A second handle on the same connection (e.g. to read in one thread and write in
+    /// another).
+    pub fn try_clone(&self) -> std::io::Result<Connection> {
+        Ok(match self {
+            Connection::Unix(stream) => Connection::Unix(stream.try_clone()?),
+            Connection::Tcp(stream) => Connection::Tcp(stream.try_clone()?),
+        })
+    }
+
+    /// Tells the peer nothing more comes from this end; it can still send.
+    pub fn shutdown_write(&self) -> std::io::Result<()> {
+        match self {
+            Connection::Unix(stream) => stream.shutdown(std::net::Shutdown::Write),
+            Connection::Tcp(stream) => stream.shutdown(std::net::Shutdown::Write),
+        }
+    }
+
     /// Read and write calls fail after `timeout` without progress.
     pub fn set_timeout(&self, timeout: Duration) -> std::io::Result<()> {
         match self {
@@ -93,6 +111,15 @@ impl Connection {
                 stream.set_read_timeout(Some(timeout))?;
                 stream.set_write_timeout(Some(timeout))
             }
+        }
+    }
+}
+
+impl std::os::fd::AsRawFd for Connection {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        match self {
+            Connection::Unix(stream) => stream.as_raw_fd(),
+            Connection::Tcp(stream) => stream.as_raw_fd(),
         }
     }
 }

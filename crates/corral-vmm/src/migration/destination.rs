@@ -39,6 +39,12 @@ impl Incoming {
 /// The connection to the source, kept to confirm the VM runs.
 pub struct Ack(Connection);
 
+impl std::os::fd::AsRawFd for Ack {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.0.as_raw_fd()
+    }
+}
+
 impl Ack {
     /// Tells the source the VM runs here, so that it ends its own.
     pub fn confirm_running(mut self) -> Result<(), ProtocolError> {

@@ -1,7 +1,9 @@
-//! The migration stream's framing: every message is a 12-byte header (magic `CMIG`, protocol
-//! version u16, message kind u16, payload length u32, little endian) and its payload. The
-//! reader checks the header before it allocates anything, and bounds each kind's length, so a
-//! peer sending garbage or a hostile length is refused with one sentence.
+//! The migration stream's framing: every message is a 12-byte header (magic, protocol version
+//! u16, message kind u16, payload length u32, little endian) and its payload. The reader checks
+//! the header before it allocates anything, and bounds each kind's length, so a peer sending
+//! garbage or a hostile length is refused with one sentence. The VMM's stream ([`Kind`], magic
+//! `CMIG`) and the instance-level one of corral-core (its own magic and kinds) share the
+//! framing ([`Framing`], [`write_frame`], [`read_frame`]).
 
 use std::io::{ErrorKind, Read, Write};
 
@@ -11,6 +13,11 @@ use crate::vstate::memory::PAGE_SIZE;
 pub const MAGIC: [u8; 4] = *b"CMIG";
 /// Bumped whenever a message changes incompatibly; a peer of another version is refused.
 pub const VERSION: u16 = 1;
+/// The VMM stream's framing.
+const VMM: Framing = Framing {
+    magic: MAGIC,
+    version: VERSION,
+};
 const HEADER_LEN: usize = 12;
 /// The longest token accepted.
 pub const MAX_TOKEN: usize = 1024;
@@ -19,7 +26,8 @@ pub const PAGES_PER_BATCH: usize = 256;
 /// A page in a batch: its guest address (u64) then its bytes.
 const PAGE_ENTRY: usize = 8 + PAGE_SIZE;
 const MAX_CONFIG: usize = 1 << 20;
-const MAX_ERROR: usize = 4096;
+/// The longest `Error` message.
+pub const MAX_ERROR: usize = 4096;
 
 /// What a message is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -90,13 +98,13 @@ pub enum ProtocolError {
     Magic,
     #[error(
         "the migration peer speaks protocol version {found}; this corral speaks version \
-         {VERSION} only: migrate between the same corral versions"
+         {speaks} only: migrate between the same corral versions"
     )]
-    Version { found: u16 },
+    Version { found: u16, speaks: u16 },
     #[error("the migration peer sent a message of unknown kind {0}")]
     UnknownKind(u16),
-    #[error("the migration peer sent a {kind:?} message of {len} bytes, more than {max}")]
-    TooLong { kind: Kind, len: usize, max: usize },
+    #[error("the migration peer sent a message of kind {kind} of {len} bytes, more than {max}")]
+    TooLong { kind: u16, len: usize, max: usize },
     #[error("the migration peer sent a {found:?} message where {expected:?} belongs")]
     Unexpected { expected: Kind, found: Kind },
     #[error("the migration peer sent a malformed page batch ({0})")]
@@ -115,38 +123,71 @@ fn io_error(err: std::io::Error) -> ProtocolError {
     }
 }
 
-/// Writes one message.
-pub fn write(stream: &mut impl Write, kind: Kind, payload: &[u8]) -> Result<(), ProtocolError> {
-    debug_assert!(payload.len() <= kind.max_len());
+/// What tells one protocol's messages from another's: its magic and version.
+#[derive(Clone, Copy, Debug)]
+pub struct Framing {
+    pub magic: [u8; 4],
+    pub version: u16,
+}
+
+/// Writes one message of kind `kind` (on the wire) framed as `framing` says.
+pub fn write_frame(
+    stream: &mut impl Write,
+    framing: Framing,
+    kind: u16,
+    payload: &[u8],
+) -> Result<(), ProtocolError> {
     let mut header = [0u8; HEADER_LEN];
-    header[0..4].copy_from_slice(&MAGIC);
-    header[4..6].copy_from_slice(&VERSION.to_le_bytes());
-    header[6..8].copy_from_slice(&kind.wire().to_le_bytes());
+    header[0..4].copy_from_slice(&framing.magic);
+    header[4..6].copy_from_slice(&framing.version.to_le_bytes());
+    header[6..8].copy_from_slice(&kind.to_le_bytes());
     header[8..12].copy_from_slice(&(payload.len() as u32).to_le_bytes());
     stream.write_all(&header).map_err(io_error)?;
     stream.write_all(payload).map_err(io_error)
 }
 
-/// Reads one message: its kind and payload, once the header is checked.
-pub fn read(stream: &mut impl Read) -> Result<(Kind, Vec<u8>), ProtocolError> {
+/// Reads one message framed as `framing` says: its kind (on the wire) and payload, once the
+/// header is checked. `max_len` bounds each known kind's payload (`None`: an unknown kind).
+pub fn read_frame(
+    stream: &mut impl Read,
+    framing: Framing,
+    max_len: impl Fn(u16) -> Option<usize>,
+) -> Result<(u16, Vec<u8>), ProtocolError> {
     let mut header = [0u8; HEADER_LEN];
     stream.read_exact(&mut header).map_err(io_error)?;
-    if header[0..4] != MAGIC {
+    if header[0..4] != framing.magic {
         return Err(ProtocolError::Magic);
     }
     let field = |at: usize| u16::from_le_bytes([header[at], header[at + 1]]);
     let version = field(4);
-    if version != VERSION {
-        return Err(ProtocolError::Version { found: version });
+    if version != framing.version {
+        return Err(ProtocolError::Version {
+            found: version,
+            speaks: framing.version,
+        });
     }
-    let kind = Kind::from_wire(field(6)).ok_or(ProtocolError::UnknownKind(field(6)))?;
+    let kind = field(6);
+    let max = max_len(kind).ok_or(ProtocolError::UnknownKind(kind))?;
     let len = u32::from_le_bytes([header[8], header[9], header[10], header[11]]) as usize;
-    let max = kind.max_len();
     if len > max {
         return Err(ProtocolError::TooLong { kind, len, max });
     }
     let mut payload = vec![0; len];
     stream.read_exact(&mut payload).map_err(io_error)?;
+    Ok((kind, payload))
+}
+
+/// Writes one message.
+pub fn write(stream: &mut impl Write, kind: Kind, payload: &[u8]) -> Result<(), ProtocolError> {
+    debug_assert!(payload.len() <= kind.max_len());
+    write_frame(stream, VMM, kind.wire(), payload)
+}
+
+/// Reads one message: its kind and payload, once the header is checked.
+pub fn read(stream: &mut impl Read) -> Result<(Kind, Vec<u8>), ProtocolError> {
+    let (wire, payload) = read_frame(stream, VMM, |wire| Kind::from_wire(wire).map(Kind::max_len))?;
+    // Known: `read_frame` refuses a kind `max_len` does not know.
+    let kind = Kind::from_wire(wire).ok_or(ProtocolError::UnknownKind(wire))?;
     Ok((kind, payload))
 }
 
@@ -271,7 +312,7 @@ mod tests {
         let mut version = good.clone();
         version[4..6].copy_from_slice(&2u16.to_le_bytes());
         let err = refused(&version);
-        assert!(matches!(err, ProtocolError::Version { found: 2 }));
+        assert!(matches!(err, ProtocolError::Version { found: 2, .. }));
         assert!(err.to_string().contains("version 2;"), "{err}");
         let mut kind = good.clone();
         kind[6..8].copy_from_slice(&99u16.to_le_bytes());
@@ -284,7 +325,7 @@ mod tests {
         bytes[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
         let err = refused(&bytes);
         assert!(
-            matches!(err, ProtocolError::TooLong { kind: Kind::Hello, len, max } if len == u32::MAX as usize && max == MAX_TOKEN),
+            matches!(err, ProtocolError::TooLong { kind: 1, len, max } if len == u32::MAX as usize && max == MAX_TOKEN),
             "{err}"
         );
         let mut ready = framed(Kind::Ready, b"");

@@ -371,7 +371,12 @@ impl List {
                 eq(1, libc::IPPROTO_TCP as u64),
                 eq(2, libc::TCP_NODELAY as u64),
             ],
-        )
+        )?;
+        // The disks' locks handed to the destination, and taken back if it fails.
+        for command in [libc::F_OFD_SETLK, libc::F_OFD_GETLK] {
+            self.allow_when(Sysno::fcntl, vec![eq(1, command as u64)])?;
+        }
+        Ok(())
     }
 
     fn block(&mut self) -> Result<(), BackendError> {

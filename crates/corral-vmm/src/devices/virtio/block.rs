@@ -396,6 +396,12 @@ impl QueueHandler for BlockHandler {
     fn stop(&mut self) {
         self.flush_quietly();
     }
+
+    /// Makes the guest's writes durable and writes the qcow2 metadata caches back, so that a
+    /// migration destination opening the disk after the pause reads it whole.
+    fn paused(&mut self) {
+        self.flush_quietly();
+    }
 }
 
 impl Drop for BlockHandler {

@@ -76,6 +76,9 @@ pub trait QueueHandler: Send + 'static {
     }
     /// The device is being reset: drop what belonged to this activation.
     fn stop(&mut self) {}
+    /// The thread pauses (a snapshot, a migration's last pass): whatever the back end holds back
+    /// goes to the host now, as another process may take over its files.
+    fn paused(&mut self) {}
 }
 
 /// Where a queue's device side stands: the next available entry to take and the next used entry
@@ -428,6 +431,7 @@ fn run<H: QueueHandler>(
             }
             if token == PAUSE_TOKEN {
                 let _ = signals.pause.read();
+                handler.paused();
                 let positions = queues
                     .queues
                     .iter()
