@@ -28,6 +28,7 @@ const GUESTS: &[&str] = &[
     "snapshot-io",
     "dirty-pages",
     "dirtier",
+    "migration-bench",
 ];
 
 /// The guests that speak IPv4 over virtio-net, linked with `common/net.c`.

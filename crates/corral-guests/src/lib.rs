@@ -7,7 +7,9 @@ use std::path::PathBuf;
 /// `virtio-rng`, `virtio-vsock`, the stand-in guest agent `vsock-agent`, the DHCP client `virtio-net-dhcp`, and the disk workloads `virtio-blk-bench`, `virtio-blk-crash`,
 /// `virtio-blk-dump`, `snapshot-io`, which keeps virtio requests going for snapshot tests, and
 /// `dirty-pages`, which writes the guest pages it is told to for the diff snapshot tests, and
-/// `dirtier`, which rewrites 8 MiB round after round, checking each page, for migration tests).
+/// `dirtier`, which rewrites 8 MiB round after round, checking each page, for migration tests, and
+/// `migration-bench`, which fills its RAM, then idles or dirties a working set at a set rate,
+/// for `bench/migration`).
 pub fn elf(name: &str) -> PathBuf {
     PathBuf::from(env!("OUT_DIR")).join(format!("{name}.elf"))
 }
