@@ -258,18 +258,31 @@ fn build_restored(
     config: &VmConfig,
     prepared: &Prepared,
     devices: &DeviceManager,
-    saved: &SavedVm,
+    saved: SavedVm,
 ) -> Result<(Vm, Vec<SharedVcpu>), SnapshotError> {
-    let snapshot = &saved.snapshot;
+    let SavedVm {
+        snapshot,
+        memory: memory_file,
+        memory_path,
+        map_memory,
+    } = saved;
     if snapshot.vcpus.len() != usize::from(config.vcpus) {
         return Err(SnapshotError::VcpuCount {
-            path: saved.memory_path.clone(),
+            path: memory_path,
             found: snapshot.vcpus.len(),
             vcpus: config.vcpus,
         });
     }
-    let vm = Vm::new(&prepared.kvm, config.memory.0, config.track_dirty_pages)?;
-    snapshot::memory::load(&saved.memory, &saved.memory_path, &vm.memory)?;
+    let vm = if map_memory {
+        snapshot::memory::check_size(&memory_file, &memory_path, config.memory.0)?;
+        let memory = memory::map_file(memory_file, config.memory.0, config.track_dirty_pages)
+            .map_err(VmError::from)?;
+        Vm::with_memory(&prepared.kvm, memory)?
+    } else {
+        let vm = Vm::new(&prepared.kvm, config.memory.0, config.track_dirty_pages)?;
+        snapshot::memory::load(&memory_file, &memory_path, &vm.memory)?;
+        vm
+    };
     // Memory now is the snapshot's: the next diff holds what changes from here.
     memory::clear_own_writes(&vm.memory);
     devices.attach(&vm.fd, &vm.memory)?;
@@ -286,7 +299,7 @@ fn build_restored(
         "restored a VM with {} vCPUs and {} from {}",
         config.vcpus,
         config.memory,
-        saved.memory_path.display()
+        memory_path.display()
     );
     Ok((
         vm,
@@ -557,9 +570,10 @@ fn run_vm(
     loop {
         let (vm, vcpus, base) = match restore.take() {
             Some(saved) => {
-                let (vm, vcpus) = build_restored(config, &prepared, &devices, &saved)
+                let id = saved.snapshot.id;
+                let (vm, vcpus) = build_restored(config, &prepared, &devices, saved)
                     .map_err(VmmError::Restore)?;
-                (vm, vcpus, Some(saved.snapshot.id))
+                (vm, vcpus, Some(id))
             }
             None => {
                 let (vm, vcpus) = build_vm(config, &mut prepared, &devices)?;

@@ -487,11 +487,13 @@ fn over_a_100mbit_link_a_counter_migrates_in_its_limit_a_dirtier_gives_up_and_su
         message.contains("did not converge after 4 passes"),
         "{message}"
     );
-    // Progress was printed while it ran (each pass takes over half a second on this link).
+    // Progress was printed while it ran: polled once a second, over passes of more than half a
+    // second each on this link, so at least two of the four were seen (which ones depends on
+    // the host's load).
     let progress = text(&answer.stderr);
     println!("{progress}");
     assert!(
-        progress.contains("corral: migration pass 2: "),
+        progress.matches("corral: migration pass ").count() >= 2,
         "{progress}"
     );
     let (code, _) = destination.wait();

@@ -122,6 +122,7 @@ fn receive_vm(connection: &mut Connection, token: &str) -> Result<SavedVm, Migra
         snapshot,
         memory: memory.file,
         memory_path: PathBuf::from(STREAM),
+        map_memory: true,
     })
 }
 

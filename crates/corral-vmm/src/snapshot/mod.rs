@@ -285,6 +285,10 @@ pub struct SavedVm {
     pub snapshot: Snapshot,
     pub memory: File,
     pub memory_path: PathBuf,
+    /// The memory file is this process's alone (a migration's memfd): the guest's RAM maps it
+    /// rather than copying it, so a restore takes no time per byte. A snapshot's file on disk
+    /// is copied: whoever can write it must not reach a running guest's memory.
+    pub map_memory: bool,
 }
 
 impl SavedVm {
@@ -302,6 +306,7 @@ impl SavedVm {
             snapshot,
             memory,
             memory_path,
+            map_memory: false,
         })
     }
 

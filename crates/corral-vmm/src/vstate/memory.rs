@@ -6,13 +6,17 @@
 //! a vm-memory [`AtomicBitmap`] that every write through vm-memory marks: the VMM's own writes
 //! (virtio devices filling buffers and used rings, the loader), which KVM never sees.
 
+use std::fs::File;
 use std::num::NonZeroUsize;
+use std::sync::Arc;
 
 use kvm_bindings::{kvm_userspace_memory_region, KVM_MEM_LOG_DIRTY_PAGES};
 use kvm_ioctls::VmFd;
 use vm_memory::bitmap::AtomicBitmap;
 use vm_memory::mmap::{FromRangesError, MmapRegionBuilder};
-use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryRegion, GuestRegionMmap, MmapRegion};
+use vm_memory::{
+    FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryRegion, GuestRegionMmap, MmapRegion,
+};
 
 use crate::arch::x86_64::ram_regions;
 
@@ -43,17 +47,34 @@ pub fn from_ranges(
     ranges: &[(GuestAddress, usize)],
     track_dirty: bool,
 ) -> Result<GuestMemoryMmap, FromRangesError> {
+    map_ranges(ranges, track_dirty, None)
+}
+
+/// Maps `ranges` as [`from_ranges`] does: private anonymous memory (what vm-memory's own
+/// `from_ranges` maps, not reserved), or with `backing` the pages of that file, shared, the
+/// ranges back to back in it.
+fn map_ranges(
+    ranges: &[(GuestAddress, usize)],
+    track_dirty: bool,
+    backing: Option<&Arc<File>>,
+) -> Result<GuestMemoryMmap, FromRangesError> {
     let page = const { NonZeroUsize::new(PAGE_SIZE).unwrap() };
+    let mut file_offset = 0;
     let regions = ranges
         .iter()
         .map(|&(start, len)| {
             let bitmap = track_dirty.then(|| AtomicBitmap::new(len, page));
-            // What vm-memory's own `from_ranges` maps: private anonymous memory, not reserved.
-            let mapping = MmapRegionBuilder::new_with_bitmap(len, bitmap)
-                .with_mmap_prot(libc::PROT_READ | libc::PROT_WRITE)
-                .with_mmap_flags(libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_PRIVATE)
-                .build()?;
-            GuestRegionMmap::new(mapping, start).ok_or(FromRangesError::InvalidGuestRegion)
+            let builder = MmapRegionBuilder::new_with_bitmap(len, bitmap)
+                .with_mmap_prot(libc::PROT_READ | libc::PROT_WRITE);
+            let builder = match backing {
+                Some(file) => builder
+                    .with_file_offset(FileOffset::from_arc(file.clone(), file_offset))
+                    .with_mmap_flags(libc::MAP_SHARED | libc::MAP_NORESERVE),
+                None => builder
+                    .with_mmap_flags(libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_PRIVATE),
+            };
+            file_offset += len as u64;
+            GuestRegionMmap::new(builder.build()?, start).ok_or(FromRangesError::InvalidGuestRegion)
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(GuestMemoryMmap::from_regions(regions)?)
@@ -62,6 +83,14 @@ pub fn from_ranges(
 /// Allocates `size` bytes of guest RAM laid out around the MMIO gap.
 pub fn create(size: u64, track_dirty: bool) -> Result<GuestMemoryMmap, MemoryError> {
     from_ranges(&ram_regions(size), track_dirty)
+        .map_err(|source| MemoryError::Allocate { size, source })
+}
+
+/// Guest RAM of `size` bytes that is `file`'s pages, shared (laid out as a snapshot's memory
+/// file): nothing is copied. Only for a file this process alone holds, a migration's memfd: a
+/// file others may change would change the guest's memory.
+pub fn map_file(file: File, size: u64, track_dirty: bool) -> Result<GuestMemoryMmap, MemoryError> {
+    map_ranges(&ram_regions(size), track_dirty, Some(&Arc::new(file)))
         .map_err(|source| MemoryError::Allocate { size, source })
 }
 

@@ -57,8 +57,12 @@ impl Vm {
     /// A VM with `memory_size` bytes of RAM; `track_dirty` turns on dirty-page tracking (see
     /// [`memory`]) for diff snapshots.
     pub fn new(kvm: &Kvm, memory_size: u64, track_dirty: bool) -> Result<Vm, VmError> {
+        Vm::with_memory(kvm, memory::create(memory_size, track_dirty)?)
+    }
+
+    /// A VM whose RAM is `memory`, mapped already.
+    pub fn with_memory(kvm: &Kvm, memory: GuestMemoryMmap) -> Result<Vm, VmError> {
         let fd = kvm.create_vm().map_err(VmError::Create)?;
-        let memory = memory::create(memory_size, track_dirty)?;
         memory::register(&fd, &memory)?;
         let irqchip = |what| move |source| VmError::Irqchip { what, source };
         fd.set_tss_address(KVM_TSS_ADDRESS as usize)
