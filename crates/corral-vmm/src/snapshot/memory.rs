@@ -60,6 +60,13 @@ fn guest_error(address: GuestAddress) -> impl Fn(vm_memory::GuestMemoryError) ->
     }
 }
 
+/// Whether `bytes` are all zeros. An OR over every byte, not a search that stops at the first
+/// non-zero one: the compiler turns it into vector instructions, several times faster on the
+/// zero pages that make up most of an idle guest's memory.
+fn is_zero(bytes: &[u8]) -> bool {
+    bytes.iter().fold(0u8, |any, &byte| any | byte) == 0
+}
+
 /// Which pages of guest memory a memory file holds.
 #[derive(Clone, Copy)]
 pub enum Pages<'a> {
@@ -72,7 +79,7 @@ pub enum Pages<'a> {
 impl Pages<'_> {
     pub(crate) fn holds(&self, region: usize, page: usize, bytes: &[u8]) -> bool {
         match self {
-            Pages::NonZero => bytes.iter().any(|&byte| byte != 0),
+            Pages::NonZero => !is_zero(bytes),
             Pages::Dirty(dirty) => dirty.is_dirty(region, page),
         }
     }
@@ -224,7 +231,7 @@ pub fn merge(
         for_each_data_chunk(from, from_path, |offset, chunk| {
             for (index, page) in chunk.chunks(PAGE).enumerate() {
                 let at = offset + (index * PAGE) as u64;
-                if page.iter().any(|&byte| byte != 0) {
+                if !is_zero(page) {
                     file.write_all_at(page, at).map_err(io("write", path))?;
                 } else {
                     punch_hole(&file, path, at, page.len())?;
@@ -266,6 +273,18 @@ fn seek(
 mod tests {
     use super::*;
     use crate::vstate::memory::from_ranges;
+
+    #[test]
+    fn a_page_is_zero_only_when_every_byte_is() {
+        let mut page = vec![0u8; PAGE];
+        assert!(is_zero(&page));
+        for at in [0, 1, PAGE / 2, PAGE - 1] {
+            page[at] = 0x80;
+            assert!(!is_zero(&page), "byte {at}");
+            page[at] = 0;
+        }
+        assert!(is_zero(&[]));
+    }
 
     #[test]
     fn memory_round_trips_and_zero_pages_stay_holes() {
