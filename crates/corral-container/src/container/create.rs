@@ -3,7 +3,7 @@
 
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use nix::fcntl::OFlag;
 use nix::sched::CloneFlags;
@@ -11,7 +11,7 @@ use nix::sys::signal::Signal;
 use nix::sys::stat::Mode;
 use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
-use oci_spec::runtime::LinuxNamespaceType;
+use oci_spec::runtime::{Linux, LinuxNamespaceType};
 
 use super::exec::proc_ns_name;
 use super::Container;
@@ -22,7 +22,8 @@ use crate::init::{InitConfig, EXEC_FIFO};
 use crate::rootfs::RootfsContext;
 use crate::spec::{has_new_namespace, Bundle, NamespacePlan};
 use crate::state::{
-    check_id, container_dir, process_start_time, rfc3339_now, Creator, Leftover, Record, Status,
+    check_id, container_dir, process_start_time, rfc3339_now, Creator, Leftover, Record,
+    StateDirLock, Status,
 };
 use crate::syscall::LinuxSyscall;
 
@@ -72,65 +73,20 @@ impl Container {
             return Err(Error::UnsealedExe);
         }
 
-        std::fs::create_dir_all(&options.root)
-            .map_err(|e| Error::io("create state root", &options.root, e))?;
         // Held until we return: a create killed at any point releases it.
-        let (_lock, leftover) = crate::state::claim(&options.root, &options.id)?;
-        let dir = container_dir(&options.root, &options.id);
-        let mut cleanup = Cleanup {
-            dir: dir.clone(),
-            cgroup: None,
-            child: None,
-        };
-        match leftover {
-            Leftover::None => {}
-            Leftover::Record(record) => {
-                Container {
-                    root: options.root.clone(),
-                    record: *record,
-                }
-                .clean_up_interrupted()?;
-                crate::state::empty_dir(&dir)?;
-            }
-            Leftover::Unrecorded => crate::state::empty_dir(&dir)?,
-        }
-        let linux = spec.linux().clone().unwrap_or_default();
-        let delegated = crate::spec::delegates_systemd_cgroup(spec)?;
-        let layout = match delegated {
-            true => Layout::detect()?.with_systemd_hierarchy()?,
-            false => Layout::detect()?,
-        };
-        let cgroup_path = container_cgroup_path(linux.cgroups_path().as_deref(), &options.id)?;
-        let cgroup = layout.open(&cgroup_path);
-        // Recorded before anything exists, so a create killed from here on leaves a record of
-        // what to clean up (see the state module).
-        let mut record = Record {
-            id: options.id.clone(),
-            bundle: bundle.path.clone(),
-            rootfs: bundle.rootfs.clone(),
-            pid: 0,
-            pid_start_time: 0,
-            created: rfc3339_now(),
-            annotations: spec.annotations().clone().unwrap_or_default(),
-            cgroup_path: cgroup.path().to_path_buf(),
-            cgroup_layout: layout.clone(),
-            started: false,
-            exit_status: None,
-            hooks: spec.hooks().clone(),
-            owner: String::new(),
-            creator: Some(Creator::current()?),
-        };
-        record.save(&options.root)?;
-        fail::fail_point!("engine.create-recorded");
-
-        cgroup.create()?;
-        cleanup.cgroup = Some(layout.open(&cgroup_path));
-        let resources = linux.resources().clone().unwrap_or_default();
-        let devices = linux.devices().clone().unwrap_or_default();
-        cgroup.apply(&with_default_device_rules(&resources, &devices))?;
-        if let (true, Some(owner)) = (delegated, container_root_on_host(&linux)) {
-            cgroup.delegate(owner)?;
-        }
+        let Made {
+            _lock,
+            dir,
+            mut cleanup,
+            linux,
+            delegated,
+            cgroup,
+            mut record,
+            ..
+        } = Made::claim(&options.root, &options.id, &bundle, false, || {
+            fail::fail_point!("engine.create-recorded");
+            Ok(())
+        })?;
         fail::fail_point!("engine.create-cgroup-made");
 
         let fifo = dir.join(EXEC_FIFO);
@@ -197,6 +153,102 @@ impl Container {
     pub(super) fn clean_up_interrupted(&self) -> Result<()> {
         self.kill_all_and_wait()?;
         self.cgroup().destroy()
+    }
+}
+
+/// What `create` and `restore` make before the container's first process: its claimed state
+/// directory (a leftover of an interrupted run under the same id cleaned up first), its record,
+/// saved before anything else exists so that a run killed from there on leaves a record of what
+/// to undo, and its cgroup with the spec's limits.
+pub(super) struct Made {
+    /// Held until the caller returns.
+    pub(super) _lock: StateDirLock,
+    pub(super) dir: PathBuf,
+    pub(super) cleanup: Cleanup,
+    pub(super) linux: Linux,
+    pub(super) delegated: bool,
+    /// The cgroup's path as the spec names it (relative to each hierarchy's root).
+    pub(super) cgroup_path: PathBuf,
+    pub(super) cgroup: Box<dyn Cgroup>,
+    pub(super) record: Record,
+}
+
+impl Made {
+    /// Claims `id` under `root` for `bundle` and records it (`started` as a restored container
+    /// is); `recorded` runs between the record and the cgroup (a failpoint's place).
+    pub(super) fn claim(
+        root: &Path,
+        id: &str,
+        bundle: &Bundle,
+        started: bool,
+        recorded: impl FnOnce() -> Result<()>,
+    ) -> Result<Made> {
+        let spec = &bundle.spec;
+        std::fs::create_dir_all(root).map_err(|e| Error::io("create state root", root, e))?;
+        let (lock, leftover) = crate::state::claim(root, id)?;
+        let dir = container_dir(root, id);
+        let mut cleanup = Cleanup {
+            dir: dir.clone(),
+            cgroup: None,
+            child: None,
+        };
+        match leftover {
+            Leftover::None => {}
+            Leftover::Record(record) => {
+                Container {
+                    root: root.to_path_buf(),
+                    record: *record,
+                }
+                .clean_up_interrupted()?;
+                crate::state::empty_dir(&dir)?;
+            }
+            Leftover::Unrecorded => crate::state::empty_dir(&dir)?,
+        }
+        let linux = spec.linux().clone().unwrap_or_default();
+        let delegated = crate::spec::delegates_systemd_cgroup(spec)?;
+        let layout = match delegated {
+            true => Layout::detect()?.with_systemd_hierarchy()?,
+            false => Layout::detect()?,
+        };
+        let cgroup_path = container_cgroup_path(linux.cgroups_path().as_deref(), id)?;
+        let cgroup = layout.open(&cgroup_path);
+        let record = Record {
+            id: id.to_owned(),
+            bundle: bundle.path.clone(),
+            rootfs: bundle.rootfs.clone(),
+            pid: 0,
+            pid_start_time: 0,
+            created: rfc3339_now(),
+            annotations: spec.annotations().clone().unwrap_or_default(),
+            cgroup_path: cgroup.path().to_path_buf(),
+            cgroup_layout: layout.clone(),
+            started,
+            exit_status: None,
+            hooks: spec.hooks().clone(),
+            owner: String::new(),
+            creator: Some(Creator::current()?),
+        };
+        record.save(root)?;
+        recorded()?;
+
+        cgroup.create()?;
+        cleanup.cgroup = Some(layout.open(&cgroup_path));
+        let resources = linux.resources().clone().unwrap_or_default();
+        let devices = linux.devices().clone().unwrap_or_default();
+        cgroup.apply(&with_default_device_rules(&resources, &devices))?;
+        if let (true, Some(owner)) = (delegated, container_root_on_host(&linux)) {
+            cgroup.delegate(owner)?;
+        }
+        Ok(Made {
+            _lock: lock,
+            dir,
+            cleanup,
+            linux,
+            delegated,
+            cgroup_path,
+            cgroup,
+            record,
+        })
     }
 }
 

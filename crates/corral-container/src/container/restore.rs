@@ -10,16 +10,13 @@ use nix::sys::stat::Mode;
 use nix::unistd::Pid;
 use oci_spec::runtime::LinuxNamespaceType;
 
-use super::create::{container_root_on_host, Cleanup};
+use super::create::Made;
 use super::Container;
-use crate::cgroups::{container_cgroup_path, with_default_device_rules, Layout};
 use crate::criu::args::{restore_args, RestorePlan, RESTORE_LOG};
 use crate::criu::{self, CriuFlags, DESCRIPTORS_FILE};
 use crate::error::{Error, Result};
 use crate::spec::{has_new_namespace, namespace_name, Bundle};
-use crate::state::{
-    check_id, container_dir, process_start_time, rfc3339_now, Creator, Leftover, Record,
-};
+use crate::state::{check_id, process_start_time};
 
 /// Where the rootfs is bound for CRIU, in the container's state directory.
 const CRIU_ROOT: &str = "criu-root";
@@ -59,62 +56,17 @@ impl Container {
         let work = options.work_path.as_deref().unwrap_or(images);
         std::fs::create_dir_all(work).map_err(|e| Error::io("create", work, e))?;
 
-        std::fs::create_dir_all(&options.root)
-            .map_err(|e| Error::io("create state root", &options.root, e))?;
-        let (_lock, leftover) = crate::state::claim(&options.root, &options.id)?;
-        let dir = container_dir(&options.root, &options.id);
-        let mut cleanup = Cleanup {
-            dir: dir.clone(),
-            cgroup: None,
-            child: None,
-        };
-        match leftover {
-            Leftover::None => {}
-            Leftover::Record(record) => {
-                Container {
-                    root: options.root.clone(),
-                    record: *record,
-                }
-                .clean_up_interrupted()?;
-                crate::state::empty_dir(&dir)?;
-            }
-            Leftover::Unrecorded => crate::state::empty_dir(&dir)?,
-        }
-
-        let linux = spec.linux().clone().unwrap_or_default();
-        let delegated = crate::spec::delegates_systemd_cgroup(spec)?;
-        let layout = match delegated {
-            true => Layout::detect()?.with_systemd_hierarchy()?,
-            false => Layout::detect()?,
-        };
-        let cgroup_path = container_cgroup_path(linux.cgroups_path().as_deref(), &options.id)?;
-        let cgroup = layout.open(&cgroup_path);
-        let mut record = Record {
-            id: options.id.clone(),
-            bundle: bundle.path.clone(),
-            rootfs: bundle.rootfs.clone(),
-            pid: 0,
-            pid_start_time: 0,
-            created: rfc3339_now(),
-            annotations: spec.annotations().clone().unwrap_or_default(),
-            cgroup_path: cgroup.path().to_path_buf(),
-            cgroup_layout: layout.clone(),
-            started: true,
-            exit_status: None,
-            hooks: spec.hooks().clone(),
-            owner: String::new(),
-            creator: Some(Creator::current()?),
-        };
-        record.save(&options.root)?;
         // The cgroup with its limits first: CRIU puts the restored tasks into it.
-        cgroup.create()?;
-        cleanup.cgroup = Some(layout.open(&cgroup_path));
-        let resources = linux.resources().clone().unwrap_or_default();
-        let devices = linux.devices().clone().unwrap_or_default();
-        cgroup.apply(&with_default_device_rules(&resources, &devices))?;
-        if let (true, Some(owner)) = (delegated, container_root_on_host(&linux)) {
-            cgroup.delegate(owner)?;
-        }
+        let Made {
+            _lock,
+            dir,
+            mut cleanup,
+            delegated,
+            cgroup_path,
+            cgroup,
+            mut record,
+            ..
+        } = Made::claim(&options.root, &options.id, &bundle, true, || Ok(()))?;
 
         let in_user_namespace = has_new_namespace(spec, LinuxNamespaceType::User)
             || crate::spec::namespaces(spec)
