@@ -512,19 +512,6 @@ impl Driver for ContainerDriver {
         command.arg("monitor").arg(&paths.dir);
         Ok(command)
     }
-
-    fn restore_command(
-        &self,
-        definition: &Definition,
-        paths: &InstancePaths,
-        saved: &Path,
-    ) -> Result<Command, CoreError> {
-        // The bundle written for a boot describes the container the images were taken of (same
-        // definition, rootfs swapped back in place); the monitor restores its processes.
-        let mut command = self.supervisor_command(definition, paths)?;
-        command.arg("--restore").arg(saved);
-        Ok(command)
-    }
 }
 
 #[cfg(test)]

@@ -115,18 +115,18 @@ pub trait Driver: Send + Sync {
     ) -> Result<Command, CoreError>;
 
     /// The supervisor command that runs the guest saved in `saved` (a VM's snapshot state and
-    /// memory) instead of booting it, prepared as [`Driver::supervisor_command`] prepares a
-    /// boot. Only VMs can.
+    /// memory, a container's CRIU images) instead of booting it: the boot's command, prepared
+    /// as for a boot (the definition names the disks or rootfs the snapshot put back), with
+    /// `--restore SAVED`.
     fn restore_command(
         &self,
         definition: &Definition,
-        _paths: &InstancePaths,
-        _saved: &Path,
+        paths: &InstancePaths,
+        saved: &Path,
     ) -> Result<Command, CoreError> {
-        Err(CoreError::Unsupported(format!(
-            "instance {} cannot be started from a saved state",
-            definition.name
-        )))
+        let mut command = self.supervisor_command(definition, paths)?;
+        command.arg("--restore").arg(saved);
+        Ok(command)
     }
 
     /// The supervisor command that waits for the guest a live migration's source sends (see

@@ -3,7 +3,7 @@
 //! sits in the instance's cgroup (`/corral-instances/NAME.UUIDPREFIX.DIRHASH`), which this driver creates with the
 //! instance's limits before each start.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use corral_container::cgroups::{Cgroup, Layout};
@@ -331,19 +331,6 @@ impl Driver for VmDriver {
             }
         }
         remove_filters(&definition);
-    }
-
-    fn restore_command(
-        &self,
-        definition: &Definition,
-        paths: &InstancePaths,
-        saved: &Path,
-    ) -> Result<Command, CoreError> {
-        // The VM config written for a boot names the disks as the definition does now (the
-        // overlays a snapshot moved them onto); the VMM takes the machine from `saved`.
-        let mut command = self.supervisor_command(definition, paths)?;
-        command.arg("--restore").arg(saved);
-        Ok(command)
     }
 
     fn settle_definition(
