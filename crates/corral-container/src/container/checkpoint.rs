@@ -2,13 +2,11 @@
 
 use std::path::{Path, PathBuf};
 
-use oci_spec::runtime::LinuxNamespaceType;
-
 use super::Container;
 use crate::criu::args::{dump_args, DumpPlan, DUMP_LOG};
 use crate::criu::{self, CriuFlags, DESCRIPTORS_FILE};
 use crate::error::{Error, Result};
-use crate::spec::{has_new_namespace, Bundle};
+use crate::spec::Bundle;
 use crate::state::Status;
 
 /// How to checkpoint a container (runc's `checkpoint` flags).
@@ -52,17 +50,8 @@ impl Container {
         write_descriptors(self.pid(), images)?;
 
         let cgroup = self.cgroup();
-        let in_user_namespace = has_new_namespace(spec, LinuxNamespaceType::User)
-            || crate::spec::namespaces(spec)
-                .iter()
-                .any(|ns| ns.typ() == LinuxNamespaceType::User);
-        let mounts = criu::external_mounts(
-            spec,
-            &bundle.path,
-            &cgroup.container_mounts(false),
-            has_new_namespace(spec, LinuxNamespaceType::Cgroup),
-            in_user_namespace,
-        )?;
+        let mounts =
+            criu::container_external_mounts(spec, &bundle.path, &cgroup.container_mounts(false))?;
         let mut external_namespaces = Vec::new();
         for (kind, path) in criu::external_namespaces(spec) {
             let meta = std::fs::metadata(&path).map_err(|e| Error::io("inspect", &path, e))?;

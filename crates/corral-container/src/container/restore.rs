@@ -15,7 +15,7 @@ use super::Container;
 use crate::criu::args::{restore_args, RestorePlan, RESTORE_LOG};
 use crate::criu::{self, CriuFlags, DESCRIPTORS_FILE};
 use crate::error::{Error, Result};
-use crate::spec::{has_new_namespace, namespace_name, Bundle};
+use crate::spec::{namespace_name, Bundle};
 use crate::state::{check_id, process_start_time};
 
 /// Where the rootfs is bound for CRIU, in the container's state directory.
@@ -68,16 +68,10 @@ impl Container {
             ..
         } = Made::claim(&options.root, &options.id, &bundle, true, || Ok(()))?;
 
-        let in_user_namespace = has_new_namespace(spec, LinuxNamespaceType::User)
-            || crate::spec::namespaces(spec)
-                .iter()
-                .any(|ns| ns.typ() == LinuxNamespaceType::User);
-        let mounts = criu::external_mounts(
+        let mounts = criu::container_external_mounts(
             spec,
             &bundle.path,
             &cgroup.container_mounts(delegated),
-            has_new_namespace(spec, LinuxNamespaceType::Cgroup),
-            in_user_namespace,
         )?;
         // Held open (inheritable) until CRIU has run.
         let mut namespace_fds: Vec<OwnedFd> = Vec::new();

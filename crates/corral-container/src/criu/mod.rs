@@ -16,6 +16,7 @@ use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
 use crate::error::{Error, Result};
 use crate::rootfs::CgroupMount;
+use crate::spec::has_new_namespace;
 pub use args::{CriuFlags, ExternalMount};
 pub use check::CriuUnavailable;
 
@@ -45,6 +46,26 @@ pub fn refuse_terminal(spec: &Spec, id: &str, action: &'static str) -> Result<()
         });
     }
     Ok(())
+}
+
+/// [`external_mounts`] of a container made from `spec`: in a cgroup namespace if it makes one,
+/// in a user namespace if it makes or joins one.
+pub fn container_external_mounts(
+    spec: &Spec,
+    bundle: &Path,
+    cgroup_mounts: &[CgroupMount],
+) -> Result<Vec<ExternalMount>> {
+    let in_user_namespace = has_new_namespace(spec, LinuxNamespaceType::User)
+        || crate::spec::namespaces(spec)
+            .iter()
+            .any(|ns| ns.typ() == LinuxNamespaceType::User);
+    external_mounts(
+        spec,
+        bundle,
+        cgroup_mounts,
+        has_new_namespace(spec, LinuxNamespaceType::Cgroup),
+        in_user_namespace,
+    )
 }
 
 /// The mounts of the container that come from the host, as CRIU must be told about them:
