@@ -393,8 +393,12 @@ fn a_destination_vmm_killed_mid_transfer_leaves_the_source_running_and_nothing_t
     require_root!();
     require_kvm!();
     killed_mid_transfer(|_, vmm| {
-        // SAFETY: kill(2) on the destination VMM this test's corral started (its pid recorded).
-        assert_eq!(unsafe { libc::kill(vmm, libc::SIGKILL) }, 0);
+        // The destination VMM this test's corral started (its pid recorded).
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(vmm),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
     });
 }
 

@@ -51,3 +51,40 @@ pub fn may_receive(definition: &Definition, name: &str) -> bool {
 
 /// The unix socket, in the instance's runtime directory, between a VMM and its corral.
 pub const VMM_SOCKET: &str = "migrate.sock";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn definition(disks: &str) -> Definition {
+        let text = format!(
+            "name = \"web\"\ntype = \"vm\"\nuuid = \"f4e2e3b4-7f3d-4b1b-8b3b-3b4b1b7f3d4b\"\n\
+             [boot]\nkernel = \"vmlinux\"\n{disks}"
+        );
+        toml::from_str(&text).unwrap()
+    }
+
+    #[test]
+    fn a_source_may_send_only_the_seed_and_the_read_only_raw_disks_its_definition_names() {
+        let definition = definition(
+            "[[disks]]\npath = \"data/iso.raw\"\nformat = \"raw\"\nreadonly = true\n\
+             [[disks]]\npath = \"root.raw\"\nformat = \"raw\"\n\
+             [[disks]]\npath = \"../outside.raw\"\nformat = \"raw\"\nreadonly = true\n\
+             [[disks]]\npath = \"/srv/shared.raw\"\nformat = \"raw\"\nreadonly = true\n",
+        );
+        assert!(may_receive(&definition, "cidata.img"));
+        assert!(may_receive(&definition, "data/iso.raw"));
+        // A writable disk, a name outside the instance directory, an absolute one, a name the
+        // definition does not give: a hostile source cannot write them on the destination.
+        for name in [
+            "root.raw",
+            "../outside.raw",
+            "/srv/shared.raw",
+            "data/../cidata.img",
+            "instance.toml",
+            "/etc/passwd",
+        ] {
+            assert!(!may_receive(&definition, name), "{name}");
+        }
+    }
+}
