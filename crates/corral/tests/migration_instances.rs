@@ -93,11 +93,11 @@ fn keeps_counting(root: &Root, name: &str) {
     });
 }
 
-/// `corral migrate ARGS --token TOKEN`, again while the receiver does not listen yet.
+/// `corral migrate ARGS`, again while the receiver does not listen yet.
 fn migrate_once_listening(root: &Root, args: &[&str]) -> std::process::Output {
     let deadline = std::time::Instant::now() + TIMEOUT;
     loop {
-        let output = root.run(&[&["migrate"], args, &["--token", TOKEN]].concat());
+        let output = root.run(&[&["migrate"], args].concat());
         let err = String::from_utf8_lossy(&output.stderr);
         if !err.contains("cannot connect") || std::time::Instant::now() >= deadline {
             return output;
@@ -147,7 +147,8 @@ fn an_instance_migrates_between_two_hosts_with_shared_storage_and_counts_on_with
     running_counter(&source, "web", &disk);
 
     let receiver = Receiver::start(&destination, "tcp:192.0.2.2:7400", TOKEN);
-    let migrated = migrate_once_listening(&source, &["web", "tcp:192.0.2.2:7400"]);
+    let migrated =
+        migrate_once_listening(&source, &["web", "tcp:192.0.2.2:7400", "--token", TOKEN]);
     assert!(
         migrated.status.success(),
         "{}",
@@ -288,7 +289,10 @@ fn a_wrong_token_is_refused_and_the_source_keeps_running() {
     let (source, destination, address) = (&roots.source, &roots.destination, &roots.address);
     let receiver = roots.receive();
 
-    let err = source.fails(&["migrate", "web", address, "--token", "not-the-token"]);
+    // Once the receiver listens (it may still be starting on a loaded host).
+    let output = migrate_once_listening(source, &["web", address, "--token", "not-the-token"]);
+    assert!(!output.status.success());
+    let err = String::from_utf8_lossy(&output.stderr);
     assert!(err.contains("token does not match"), "{err}");
     let (code, _, err) = receiver.wait();
     assert_eq!(code, Some(1));
@@ -307,7 +311,10 @@ fn a_name_taken_on_the_destination_is_refused_and_both_instances_stay_as_they_we
     let definition = std::fs::read(destination.instance_dir("web").join("instance.toml")).unwrap();
     let receiver = roots.receive();
 
-    let err = source.fails(&["migrate", "web", address, "--token", TOKEN]);
+    // Once the receiver listens (it may still be starting on a loaded host).
+    let output = migrate_once_listening(source, &["web", address, "--token", TOKEN]);
+    assert!(!output.status.success());
+    let err = String::from_utf8_lossy(&output.stderr);
     assert!(
         err.contains("an instance named web exists on this host already"),
         "{err}"
