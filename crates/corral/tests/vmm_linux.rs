@@ -8,7 +8,7 @@
 //! freestanding-guest version with 200 kills is `qcow2_crash.rs`). The quickstart's demo VM
 //! (busybox init) shuts down through Ctrl-Alt-Del.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -566,7 +566,7 @@ fn tools_disk(dir: &Path) -> PathBuf {
     std::fs::create_dir_all(tree.join("lib")).unwrap();
     std::fs::create_dir_all(tree.join("bin")).unwrap();
     std::fs::copy(common::BUSYBOX, tree.join("bin/busybox")).unwrap();
-    for applet in ["uname", "sha256sum", "cat", "ls", "tty"] {
+    for applet in ["uname", "sha256sum", "cat", "ls", "tty", "true"] {
         std::os::unix::fs::symlink("busybox", tree.join("bin").join(applet)).unwrap();
     }
     linux::stripped_corral(&tree.join("corral"));
@@ -583,29 +583,6 @@ fn tools_disk(dir: &Path) -> PathBuf {
     let image = dir.join("tools.ext4");
     corral_testkit::mkfs_ext4(&tree, &image, "64M");
     image
-}
-
-/// Runs `corral ARGS` against the agent test's guest and returns its output, failing with its
-/// status, output and the console. This host's emulator now and then hands a fresh guest program
-/// memory that is not its own (guests/linux/README.md): the command's program, or the agent's
-/// child before it became that program, dies of a fault. When the command failed and the guest
-/// kernel reported such a fault on the console meanwhile, it is run once more, and the retry is
-/// printed.
-fn guest_ok(root: &common::CorralRoot, args: &[&str], console: &dyn Fn() -> String) -> Output {
-    let before = console().len();
-    let out = root.run(args);
-    if out.status.success() {
-        return out;
-    }
-    let during = console().get(before..).unwrap_or_default().to_owned();
-    if linux::reports_a_fault(&during) {
-        eprintln!("corral {args:?}: a guest program died of a fault meanwhile ({out:?}):\n{during}\nretrying once");
-        let again = root.run(args);
-        if again.status.success() {
-            return again;
-        }
-    }
-    panic!("corral {args:?} failed: {out:?}; console:\n{}", console());
 }
 
 /// What a clone's init printed after `corral_identity`: (machine-id, hostname, MAC).
@@ -745,6 +722,243 @@ fn two_linux_vm_clones_make_their_own_machine_ids_and_see_their_own_cloud_init_s
     assert_ne!(seen[0].1, seen[1].1, "the clones have the same MAC");
 }
 
+/// How long one `corral` command against the agent test's guest may take before the guest counts
+/// as slow (a busybox command answers in seconds; the 10 MiB pushes in well under a minute).
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(90);
+/// How long the agent may take to answer a ping again after a command failed or was slow.
+const AGENT_ANSWER_TIMEOUT: Duration = Duration::from_secs(90);
+/// How often a command is tried when the guest showed this host's emulator at work meanwhile.
+const RETRIES: u32 = 3;
+/// How many boots the agent test's scenario gets when the guest stops answering altogether.
+const BOOTS: u32 = 2;
+
+/// The guest stopped answering (this host's emulator wedged it, guests/linux/README.md): the
+/// scenario starts over on a new boot. Carries what was seen, printed when it happens.
+#[derive(Debug)]
+struct Wedged(String);
+
+/// The agent test's running guest. This host's emulator now and then hands a fresh guest program
+/// memory that is not its own (guests/linux/README.md): the command's program, the agent's child
+/// before it became that program, or the agent itself dies of a fault, or the guest stalls for
+/// minutes. A command that failed with such a sign on the console (a fault report, the agent
+/// started again by init) or that did not end within [`COMMAND_TIMEOUT`] is run again, up to
+/// [`RETRIES`] times, once the agent answers; each retry is printed. A command that fails without
+/// such a sign fails the test.
+struct AgentGuest<'a> {
+    root: &'a common::CorralRoot,
+    name: &'static str,
+    /// Where this boot's output starts in the console log (which runs append to).
+    boot_starts_at: usize,
+}
+
+impl<'a> AgentGuest<'a> {
+    /// Starts the instance and waits until its agent answers.
+    fn boot(root: &'a common::CorralRoot, name: &'static str) -> Result<AgentGuest<'a>, Wedged> {
+        let log = root.instance_dir(name).join("run/console.log");
+        let boot_starts_at = std::fs::metadata(&log).map_or(0, |meta| meta.len() as usize);
+        let guest = AgentGuest {
+            root,
+            name,
+            boot_starts_at,
+        };
+        root.ok(&["start", name]);
+        // Init runs the agent with CORRAL_LOG=info, so it says when it listens.
+        let deadline = Instant::now() + BOOT_TIMEOUT;
+        while !guest
+            .console()
+            .contains("the guest agent listens on vsock port 1024")
+        {
+            if Instant::now() > deadline || guest.console().contains("corral-init: rebooting") {
+                return Err(guest.wedged("the agent did not start listening"));
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        guest.wait_for_answer()?;
+        Ok(guest)
+    }
+
+    /// What the guest printed in this boot.
+    fn console(&self) -> String {
+        let log = self.root.instance_dir(self.name).join("run/console.log");
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        text.get(self.boot_starts_at..)
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    /// A [`Wedged`] with `what`, the console of this boot and the supervisor's log.
+    fn wedged(&self, what: &str) -> Wedged {
+        let supervisor = self.root.instance_dir(self.name).join("run/supervisor.log");
+        Wedged(format!(
+            "{what}; console of this boot:\n{}\nsupervisor log:\n{}",
+            self.console(),
+            std::fs::read_to_string(supervisor).unwrap_or_default()
+        ))
+    }
+
+    /// Waits until `corral agent ping` succeeds, at most [`AGENT_ANSWER_TIMEOUT`].
+    fn wait_for_answer(&self) -> Result<(), Wedged> {
+        let deadline = Instant::now() + AGENT_ANSWER_TIMEOUT;
+        while !self
+            .run(&["agent", "ping", self.name])
+            .is_some_and(|out| out.status.success())
+        {
+            if Instant::now() > deadline {
+                return Err(self.wedged("the agent did not answer a ping"));
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        Ok(())
+    }
+
+    /// Runs `corral ARGS`; None when it did not end within [`COMMAND_TIMEOUT`] (it is killed).
+    fn run(&self, args: &[&str]) -> Option<Output> {
+        let mut child = self
+            .root
+            .command(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Read both pipes meanwhile, so a large output cannot fill one and stall the command.
+        let stdout = child.stdout.take().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let read = |mut pipe: Box<dyn Read + Send>| {
+            std::thread::spawn(move || {
+                let mut bytes = Vec::new();
+                pipe.read_to_end(&mut bytes).unwrap();
+                bytes
+            })
+        };
+        let (stdout, stderr) = (read(Box::new(stdout)), read(Box::new(stderr)));
+        let deadline = Instant::now() + COMMAND_TIMEOUT;
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break Some(status);
+            }
+            if Instant::now() > deadline {
+                child.kill().unwrap();
+                child.wait().unwrap();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let (stdout, stderr) = (stdout.join().unwrap(), stderr.join().unwrap());
+        status.map(|status| Output {
+            status,
+            stdout,
+            stderr,
+        })
+    }
+
+    /// Runs `corral ARGS` until it succeeds (see [`AgentGuest`]); fails the test when it fails
+    /// without a sign of the emulator, or [`RETRIES`] times with one.
+    fn ok(&self, args: &[&str]) -> Result<Output, Wedged> {
+        for attempt in 1..=RETRIES {
+            let before = self.console().len();
+            let out = self.run(args);
+            if let Some(out) = &out {
+                if out.status.success() {
+                    return Ok(out.clone());
+                }
+            }
+            let during = self.console().get(before..).unwrap_or_default().to_owned();
+            let sign = if out.is_none() {
+                format!("did not end within {COMMAND_TIMEOUT:?}")
+            } else if linux::reports_a_fault(&during) {
+                "failed while a guest program died of a fault".to_owned()
+            } else if during.contains("corral-init: the agent ended") {
+                "failed while the agent died and init started it again".to_owned()
+            } else {
+                panic!(
+                    "corral {args:?} failed: {out:?}; console of this boot:\n{}",
+                    self.console()
+                );
+            };
+            eprintln!("corral {args:?} {sign} (attempt {attempt} of {RETRIES}): {out:?}\n{during}");
+            self.wait_for_answer()?;
+        }
+        Err(self.wedged(&format!("corral {args:?} never succeeded")))
+    }
+}
+
+/// The agent test's scenario on one boot of its guest.
+fn agent_scenario(guest: &AgentGuest, scratch: &Path) -> Result<(), Wedged> {
+    let release = guest.ok(&["exec", "agentvm", "--", "uname", "-r"])?;
+    let release = String::from_utf8_lossy(&release.stdout);
+    let release = release.trim();
+    assert!(
+        !release.is_empty()
+            && guest
+                .console()
+                .contains(&format!("Linux version {release} ")),
+        "uname -r said {release:?}; console:\n{}",
+        guest.console()
+    );
+
+    // With a terminal, the command runs on a pty of the guest's.
+    let tty = guest.ok(&["exec", "--tty", "agentvm", "--", "tty"])?;
+    assert!(tty.stdout.starts_with(b"/dev/pts/"), "exec --tty: {tty:?}");
+
+    let blob = scratch.join("blob");
+    let data: Vec<u8> = (0..10u32 << 20)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    std::fs::write(&blob, &data).unwrap();
+    let sha = |path: &Path| {
+        let out = Command::new("sha256sum").arg(path).output().unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_owned()
+    };
+    let expected = sha(&blob);
+    guest.ok(&[
+        "file",
+        "push",
+        "agentvm",
+        blob.to_str().unwrap(),
+        "/tmp/blob",
+    ])?;
+    let inside = guest.ok(&["exec", "agentvm", "--", "sha256sum", "/tmp/blob"])?;
+    let inside = String::from_utf8_lossy(&inside.stdout);
+    assert!(inside.starts_with(&expected), "{inside} vs {expected}");
+    let back = scratch.join("back");
+    guest.ok(&[
+        "file",
+        "pull",
+        "agentvm",
+        "/tmp/blob",
+        back.to_str().unwrap(),
+    ])?;
+    assert_eq!(sha(&back), expected);
+
+    let info = guest.root.ok(&["info", "agentvm"]);
+    assert!(
+        info.contains("Agent:") && info.contains("10.0.2.2"),
+        "{info}"
+    );
+
+    guest.root.ok(&["stop", "agentvm", "--timeout", "120"]);
+    let state = &guest.root.info("agentvm")["state"];
+    assert_eq!(state["status"], "stopped", "{state}");
+    // Forced off at the timeout: the guest never acted on the agent's power-off.
+    if state["last_exit"]["reason"] == "stopped" && !guest.console().contains("power-off asked") {
+        return Err(guest.wedged("the guest did not power off within 120 s"));
+    }
+    // The guest ended the run itself: init, told by the agent, rebooted (this kernel has no
+    // ACPI to power off with), which ends a run with `--on-reboot destroy`.
+    assert_eq!(state["last_exit"]["reason"], "reboot", "{state}");
+    assert!(
+        guest.console().contains("corral-init: power-off asked"),
+        "{}",
+        guest.console()
+    );
+    Ok(())
+}
+
 #[test]
 #[ignore = "boots a real Linux kernel (minutes here); scripts/test.sh runs it"]
 fn the_guest_agent_in_linux_runs_commands_moves_files_reports_its_address_and_powers_it_off() {
@@ -787,101 +1001,21 @@ fn the_guest_agent_in_linux_runs_commands_moves_files_reports_its_address_and_po
         "--nic",
         "bridge=br0,ip=10.0.2.2/24",
     ]);
-    root.ok(&["start", "agentvm"]);
-    let console = || {
-        std::fs::read_to_string(root.instance_dir("agentvm").join("run/console.log"))
-            .unwrap_or_default()
-    };
-    // Init runs the agent with CORRAL_LOG=info, so it says when it listens.
-    let deadline = Instant::now() + BOOT_TIMEOUT;
-    while !console().contains("the guest agent listens on vsock port 1024") {
-        assert!(
-            Instant::now() < deadline && !console().contains("corral-init: the agent ended"),
-            "the agent did not start listening within {BOOT_TIMEOUT:?}; console:\n{}",
-            console()
-        );
-        std::thread::sleep(Duration::from_millis(500));
+    for boot in 1..=BOOTS {
+        let wedged = match AgentGuest::boot(&root, "agentvm") {
+            Ok(guest) => match agent_scenario(&guest, scratch) {
+                Ok(()) => return,
+                Err(wedged) => wedged,
+            },
+            Err(wedged) => wedged,
+        };
+        // The next boot starts clean.
+        if root.status("agentvm") != "stopped" {
+            root.ok(&["kill", "agentvm"]);
+        }
+        assert!(boot < BOOTS, "boot {boot} of {BOOTS}: {}", wedged.0);
+        eprintln!("boot {boot} of {BOOTS}: {}\nbooting again", wedged.0);
     }
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !root.run(&["agent", "ping", "agentvm"]).status.success() {
-        assert!(
-            Instant::now() < deadline,
-            "the agent did not answer; console:\n{}",
-            console()
-        );
-        std::thread::sleep(Duration::from_secs(1));
-    }
-
-    let release = guest_ok(&root, &["exec", "agentvm", "--", "uname", "-r"], &console);
-    let release = String::from_utf8_lossy(&release.stdout);
-    let release = release.trim();
-    assert!(
-        !release.is_empty() && console().contains(&format!("Linux version {release} ")),
-        "uname -r said {release:?}; console:\n{}",
-        console()
-    );
-
-    // With a terminal, the command runs on a pty of the guest's.
-    let tty = guest_ok(&root, &["exec", "--tty", "agentvm", "--", "tty"], &console);
-    assert!(tty.stdout.starts_with(b"/dev/pts/"), "exec --tty: {tty:?}");
-
-    let blob = scratch.join("blob");
-    let data: Vec<u8> = (0..10u32 << 20)
-        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
-        .collect();
-    std::fs::write(&blob, &data).unwrap();
-    let sha = |path: &Path| {
-        let out = Command::new("sha256sum").arg(path).output().unwrap();
-        String::from_utf8_lossy(&out.stdout)
-            .split_whitespace()
-            .next()
-            .unwrap()
-            .to_owned()
-    };
-    let expected = sha(&blob);
-    let push = [
-        "file",
-        "push",
-        "agentvm",
-        blob.to_str().unwrap(),
-        "/tmp/blob",
-    ];
-    guest_ok(&root, &push, &console);
-    let inside = guest_ok(
-        &root,
-        &["exec", "agentvm", "--", "sha256sum", "/tmp/blob"],
-        &console,
-    );
-    let inside = String::from_utf8_lossy(&inside.stdout);
-    assert!(inside.starts_with(&expected), "{inside} vs {expected}");
-    let back = scratch.join("back");
-    let pull = [
-        "file",
-        "pull",
-        "agentvm",
-        "/tmp/blob",
-        back.to_str().unwrap(),
-    ];
-    guest_ok(&root, &pull, &console);
-    assert_eq!(sha(&back), expected);
-
-    let info = root.ok(&["info", "agentvm"]);
-    assert!(
-        info.contains("Agent:") && info.contains("10.0.2.2"),
-        "{info}"
-    );
-
-    root.ok(&["stop", "agentvm", "--timeout", "120"]);
-    let state = &root.info("agentvm")["state"];
-    assert_eq!(state["status"], "stopped", "{state}");
-    // The guest ended the run itself: init, told by the agent, rebooted (this kernel has no
-    // ACPI to power off with), which ends a run with `--on-reboot destroy`.
-    assert_eq!(state["last_exit"]["reason"], "reboot", "{state}");
-    assert!(
-        console().contains("corral-init: power-off asked"),
-        "{}",
-        console()
-    );
 }
 
 /// The client end of a VM's serial console socket: what the guest printed since connecting, and
