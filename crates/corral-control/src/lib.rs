@@ -6,6 +6,7 @@
 //! on the same connection. `docs/control-protocol.md` describes it for other implementations.
 
 pub mod console;
+pub mod disk_spec;
 pub mod exit;
 pub mod journal;
 pub mod log;

@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+use corral_control::disk_spec::{DiskSpec, DiskSpecError};
 use corral_control::policy::Action;
 use corral_control::restart::RestartLimit;
 use corral_control::size::MemorySize;
@@ -260,6 +261,63 @@ pub struct Disk {
     /// Mount point inside a container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
+}
+
+/// A `--disk` argument that is not a disk of an instance.
+#[derive(Debug, thiserror::Error)]
+pub enum DiskArgError {
+    #[error(transparent)]
+    Spec(#[from] DiskSpecError),
+    #[error("disk {spec:?}: unknown format {format:?}; use raw, qcow2 or dir")]
+    Format { spec: String, format: String },
+    #[error("disk {spec:?}: cannot make {} absolute", path.display())]
+    Absolute {
+        spec: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl FromStr for Disk {
+    type Err = DiskArgError;
+
+    /// A disk in corral's one disk grammar ([`DiskSpec`]), its paths made absolute.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let spec: DiskSpec = text.parse()?;
+        let absolute = |path: PathBuf| {
+            std::path::absolute(&path).map_err(|source| DiskArgError::Absolute {
+                spec: text.to_owned(),
+                path,
+                source,
+            })
+        };
+        let format = match spec.format.as_deref() {
+            None => None,
+            Some("raw") => Some(DiskFormat::Raw),
+            Some("qcow2") => Some(DiskFormat::Qcow2),
+            Some("dir") => Some(DiskFormat::Dir),
+            Some(other) => {
+                return Err(DiskArgError::Format {
+                    spec: text.to_owned(),
+                    format: other.to_owned(),
+                })
+            }
+        };
+        Ok(Disk {
+            path: spec.path.map(absolute).transpose()?,
+            volume: spec.volume,
+            format,
+            allow_backing: spec
+                .allow_backing
+                .into_iter()
+                .map(absolute)
+                .collect::<Result<_, _>>()?,
+            readonly: spec.readonly,
+            serial: spec.serial,
+            target: spec.target,
+        })
+    }
 }
 
 fn yes() -> bool {
@@ -855,6 +913,29 @@ pub(crate) fn describe_toml_error(text: &str, err: &toml::de::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_disk_argument_is_made_absolute_and_its_format_checked() {
+        let cwd = std::env::current_dir().unwrap();
+        let disk: Disk = "data.qcow2,ro,format=qcow2,allow_backing=bases"
+            .parse()
+            .unwrap();
+        assert_eq!(disk.path, Some(cwd.join("data.qcow2")));
+        assert_eq!(disk.format, Some(DiskFormat::Qcow2));
+        assert_eq!(disk.allow_backing, vec![cwd.join("bases")]);
+        assert!(disk.readonly);
+        let volume: Disk = "vol=data,target=/srv,format=dir".parse().unwrap();
+        assert_eq!(volume.volume.as_deref(), Some("data"));
+        assert_eq!(volume.target.as_deref(), Some("/srv"));
+        assert_eq!(
+            "x.img,format=vmdk".parse::<Disk>().unwrap_err().to_string(),
+            "disk \"x.img,format=vmdk\": unknown format \"vmdk\"; use raw, qcow2 or dir"
+        );
+        assert!(matches!(
+            "x.img,bogus".parse::<Disk>(),
+            Err(DiskArgError::Spec(_))
+        ));
+    }
 
     const VM: &str = r#"
 name = "web"

@@ -12,6 +12,8 @@ pub enum CoreError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
+    Create(#[from] crate::create::CreateError),
+    #[error(transparent)]
     Control(#[from] corral_control::ControlError),
     #[error("instance {0} is already running")]
     AlreadyRunning(String),
@@ -210,6 +212,13 @@ impl From<corral_disk::DiskError> for CoreError {
 impl From<corral_net::NetworkError> for CoreError {
     fn from(err: corral_net::NetworkError) -> Self {
         CoreError::Network(Box::new(err))
+    }
+}
+
+/// A definition's own error reaches callers as the store's (it is how the store reads one).
+impl From<crate::definition::DefinitionError> for CoreError {
+    fn from(err: crate::definition::DefinitionError) -> Self {
+        CoreError::Store(err.into())
     }
 }
 

@@ -1,6 +1,7 @@
 //! corral's instance model, the only layer that knows both VMs and containers.
 //!
 //! - [`definition`]: `instance.toml`, parsed and validated.
+//! - [`create`]: a new instance from a request (`corral create`'s flags, the API's body).
 //! - [`store`]: the corral root on disk: instances appear whole or not at all, state is written
 //!   atomically, and every multi-step change holds the instance's [`lock`].
 //! - [`state`]: `state.json` and the lifecycle states (libvirt's names).
@@ -16,6 +17,7 @@ pub mod bases;
 pub mod build;
 pub mod clone;
 pub mod copy;
+pub mod create;
 pub mod definition;
 pub mod disks;
 pub mod driver;
@@ -42,9 +44,11 @@ pub use lifecycle::Manager;
 pub mod container;
 pub mod container_net;
 pub mod monitor;
+pub mod rootfs;
 pub mod seccomp;
 pub mod seed;
 pub mod snapshot;
 pub mod userns;
 pub mod vm;
 pub mod volume;
+pub mod volume_use;

@@ -11,8 +11,8 @@ use clap::{Args, Subcommand};
 use corral_control::policy::Action;
 use corral_control::size::MemorySize;
 use corral_core::agent::AgentStatus;
-use corral_core::definition::{new_uuid, Definition, Disk, DiskFormat, Kind};
-use corral_core::images::CloneMode;
+use corral_core::create::{CreateRequest, DefinitionFile};
+use corral_core::definition::{Definition, Disk, Kind};
 use corral_core::lifecycle::{Summary, DEFAULT_STOP_TIMEOUT};
 use corral_core::state::{State, Status};
 use corral_core::store::Store;
@@ -99,7 +99,7 @@ pub struct CreateArgs {
     /// or vol=NAME[,...]. A VM disk's format is detected from the file now, once, and recorded;
     /// a qcow2 disk's backing files must be in the storage pool or listed with allow_backing.
     #[arg(long = "disk")]
-    disks: Vec<String>,
+    disks: Vec<Disk>,
     /// A network interface: network=NAME[,ip=ADDRESS][,forward=tcp:8080:80...] (a corral
     /// network), or tap=NAME (VMs) and/or bridge=NAME[,ip=A/N][,gateway=G][,dns=D]; optionally
     /// ,mac=MAC (a stable one is derived from the instance's UUID when none is given) and
@@ -275,55 +275,67 @@ pub fn manager(root: &Path) -> anyhow::Result<Manager> {
 pub fn create(root: &Path, args: CreateArgs) -> anyhow::Result<ExitCode> {
     let manager = manager(root)?;
     let start = args.start;
-    let image = match &args.image {
-        Some(reference) => Some((reference.clone(), manager.images()?.resolve(reference)?)),
+    let file = match args.file {
+        Some(path) => Some(DefinitionFile {
+            text: std::fs::read_to_string(&path)
+                .with_context(|| format!("cannot read {}", path.display()))?,
+            path,
+        }),
         None => None,
     };
-    let clone = if args.full {
-        CloneMode::Full
+    let kind = if args.vm {
+        Some(Kind::Vm)
+    } else if args.container {
+        Some(Kind::Container)
     } else {
-        CloneMode::Linked
+        None
     };
-    let image_kind = image
-        .as_ref()
-        .map(|(_, image)| corral_core::images::kind_of(image));
-    // A definition file says which nics it wants; flags without --nic get the default network.
-    let default_network = (args.file.is_none() && args.default_network != "none")
-        .then(|| args.default_network.clone());
-    let (mut definition, rootfs_source) = definition_from(args, image_kind)?;
-    if let (Some(network), true) = (default_network, definition.nics.is_empty()) {
-        manager.join_network(&mut definition, &network)?;
-    }
-    let name = definition.name.clone();
-    if let Some((reference, _)) = image {
-        let bars = crate::progress::Bars::new();
-        let definition = manager.create_from_image(definition, &reference, clone, &bars)?;
-        bars.finish();
-        let how = definition.image.as_ref().map(|i| i.storage.to_string());
-        println!(
+    let request = CreateRequest {
+        name: args.name,
+        // A definition file says which nics it wants; flags without --nic get the default network.
+        default_network: (file.is_none() && args.default_network != "none")
+            .then_some(args.default_network),
+        file,
+        kind,
+        image: args.image,
+        full: args.full,
+        cpus: args.cpus,
+        memory: args.memory,
+        kernel: args.kernel,
+        initrd: args.initrd,
+        cmdline: args.cmdline,
+        rootfs: args.rootfs,
+        init: args.init,
+        env: args.env,
+        hostname: args.hostname,
+        user_data: args.user_data,
+        user: args.user,
+        ssh_keys: read_ssh_keys(&args.ssh_keys)?,
+        password_hash: args.password_hash,
+        userns: args.userns,
+        pids_limit: args.pids_limit,
+        disks: args.disks,
+        nics: args.nics,
+        on_poweroff: args.on_poweroff,
+        on_reboot: args.on_reboot,
+        on_crash: args.on_crash,
+        autostart: args.autostart,
+        command: args.command,
+    };
+    let reference = request.image.clone();
+    let bars = crate::progress::Bars::new();
+    let definition = manager.create_instance(request, &bars)?;
+    bars.finish();
+    let name = &definition.name;
+    match (&reference, &definition.image) {
+        (Some(reference), Some(image)) => println!(
             "created {} {name} from image {reference} ({})",
-            definition.kind,
-            how.unwrap_or_default()
-        );
-        if start {
-            manager.start(&name)?;
-            println!("started {name}");
-        }
-        return Ok(ExitCode::SUCCESS);
+            definition.kind, image.storage
+        ),
+        _ => println!("created {} {name}", definition.kind),
     }
-    manager.create(&definition, |dir| {
-        if let Some(source) = &rootfs_source {
-            crate::rootfs::populate(source, &dir.join("rootfs")).map_err(|e| {
-                corral_core::CoreError::from(corral_core::store::StoreError::Populate(format!(
-                    "{e:#}"
-                )))
-            })?;
-        }
-        Ok(())
-    })?;
-    println!("created {} {name}", definition.kind);
     if start {
-        manager.start(&name)?;
+        manager.start(name)?;
         println!("started {name}");
     }
     Ok(ExitCode::SUCCESS)
@@ -367,143 +379,6 @@ pub fn define(root: &Path, file: PathBuf) -> anyhow::Result<ExitCode> {
     create(root, args)
 }
 
-/// Builds the definition from a file and/or flags; returns the rootfs to copy in, if any.
-fn definition_from(
-    args: CreateArgs,
-    image_kind: Option<Kind>,
-) -> anyhow::Result<(Definition, Option<PathBuf>)> {
-    let from_file = args.file.is_some();
-    let mut definition = match &args.file {
-        Some(file) => {
-            let text = std::fs::read_to_string(file)
-                .with_context(|| format!("cannot read {}", file.display()))?;
-            let mut definition = Definition::parse(&text, file)?;
-            // A hand-written file may leave out the name (given on the command line) and uuid.
-            if let Some(name) = &args.name {
-                definition.name = name.clone();
-            }
-            if definition.uuid.is_empty() {
-                definition.uuid = new_uuid()?;
-            }
-            definition.validate_in(file)?;
-            definition
-        }
-        None => {
-            let Some(name) = args.name.clone() else {
-                bail!("give the instance a name: corral create NAME ...");
-            };
-            let kind = if args.vm || args.kernel.is_some() {
-                Kind::Vm
-            } else if args.container || args.rootfs.is_some() {
-                Kind::Container
-            } else if let Some(kind) = image_kind {
-                kind
-            } else {
-                bail!("say what to create: --image IMAGE, --kernel (or --vm) for a VM, --rootfs (or --container) for a container");
-            };
-            Definition::new(name, kind, new_uuid()?)
-        }
-    };
-    if let Some(cpus) = args.cpus {
-        definition.cpus = cpus;
-    }
-    if let Some(memory) = args.memory {
-        definition.memory = memory;
-    }
-    for (flag, value) in [
-        (&mut definition.on_poweroff, args.on_poweroff),
-        (&mut definition.on_reboot, args.on_reboot),
-        (&mut definition.on_crash, args.on_crash),
-    ] {
-        if let Some(action) = value {
-            *flag = action;
-        }
-    }
-    definition.autostart |= args.autostart;
-    if let Some(pids) = args.pids_limit {
-        definition.limits.pids = Some(pids);
-    }
-    let absolute = |p: PathBuf| std::path::absolute(&p).unwrap_or(p);
-    if let Some(boot) = definition.boot.as_mut() {
-        if let Some(kernel) = args.kernel {
-            boot.kernel = absolute(kernel);
-        }
-        if let Some(initrd) = args.initrd {
-            boot.initrd = Some(absolute(initrd));
-        }
-        if args.cmdline.is_some() {
-            boot.cmdline = args.cmdline;
-        }
-    } else if args.kernel.is_some() || args.initrd.is_some() || args.cmdline.is_some() {
-        bail!("--kernel, --initrd and --cmdline are for VMs; this is a container");
-    }
-    let vm_hostname = args
-        .hostname
-        .clone()
-        .filter(|_| definition.kind == Kind::Vm);
-    let mut rootfs_source = None;
-    if let Some(spec) = definition.container.as_mut() {
-        if let Some(rootfs) = args.rootfs {
-            if !rootfs.exists() {
-                bail!("root filesystem {} does not exist", rootfs.display());
-            }
-            rootfs_source = Some(absolute(rootfs));
-            spec.rootfs = PathBuf::from("rootfs");
-        }
-        spec.init |= args.init;
-        spec.env.extend(args.env);
-        if args.hostname.is_some() {
-            spec.hostname = args.hostname;
-        }
-        if args.userns.is_some() {
-            spec.userns = args.userns;
-        }
-        if !args.command.is_empty() {
-            spec.command = args.command;
-        }
-    } else if args.rootfs.is_some()
-        || args.init
-        || args.userns.is_some()
-        || !args.env.is_empty()
-        || !args.command.is_empty()
-    {
-        bail!("--rootfs, --init, --userns, --env and a command are for containers; this is a VM");
-    }
-    let shortcuts = corral_cloudinit::Shortcuts {
-        user: args.user,
-        ssh_keys: read_ssh_keys(&args.ssh_keys)?,
-        password_hash: args.password_hash,
-    };
-    corral_core::seed::apply_create_options(
-        &mut definition,
-        args.user_data,
-        &shortcuts,
-        vm_hostname,
-    )?;
-    for spec in &args.disks {
-        definition.disks.push(parse_disk(spec)?);
-    }
-    definition.nics.extend(args.nics);
-    // A file says what it wants (no field: the host's ids); flags get the default for new ones.
-    // From an image without a choice, core picks once the image's defaults (init) are in.
-    let default_userns = definition
-        .container
-        .as_ref()
-        .filter(|spec| spec.userns.is_none() && (from_file || image_kind.is_none()))
-        .map(|_| match from_file {
-            true => corral_core::definition::UserNs::Host,
-            false => corral_core::userns::default_for(&definition),
-        });
-    if let (Some(spec), Some(userns)) = (definition.container.as_mut(), default_userns) {
-        spec.userns = Some(userns);
-    }
-    // From an image, what the image fills in is checked once it has.
-    if image_kind.is_none() {
-        definition.validate()?;
-    }
-    Ok((definition, rootfs_source))
-}
-
 /// The keys of each `--ssh-key` file.
 fn read_ssh_keys(files: &[PathBuf]) -> anyhow::Result<Vec<String>> {
     let mut keys = Vec::new();
@@ -520,49 +395,6 @@ fn read_ssh_keys(files: &[PathBuf]) -> anyhow::Result<Vec<String>> {
         keys.extend(found);
     }
     Ok(keys)
-}
-
-/// Puts the cloud-init flags into the definition's `[cloud_init]` (made when any is given):
-/// `--user-data` as a file reference, or, with shortcuts, their `#cloud-config` merged into a
-/// copy of it (or of the table's inline user-data); a VM's `--hostname` as `local-hostname`.
-/// Parses `--disk PATH[,ro][,format=F][,serial=S][,target=T][,allow_backing=P]` or
-/// `vol=NAME[,...]`.
-fn parse_disk(spec: &str) -> anyhow::Result<Disk> {
-    let mut disk = Disk {
-        path: None,
-        volume: None,
-        format: None,
-        allow_backing: Vec::new(),
-        readonly: false,
-        serial: None,
-        target: None,
-    };
-    for (i, part) in spec.split(',').enumerate() {
-        match part.split_once('=') {
-            None if part == "ro" || part == "readonly" => disk.readonly = true,
-            None if i == 0 => disk.path = Some(std::path::absolute(part)?),
-            Some(("vol" | "volume", name)) => disk.volume = Some(name.to_string()),
-            Some(("path", path)) => disk.path = Some(std::path::absolute(path)?),
-            Some(("format", format)) => {
-                disk.format = Some(match format {
-                    "raw" => DiskFormat::Raw,
-                    "qcow2" => DiskFormat::Qcow2,
-                    "dir" => DiskFormat::Dir,
-                    other => {
-                        bail!("--disk {spec}: unknown format {other:?}; use raw, qcow2 or dir")
-                    }
-                })
-            }
-            Some(("serial", serial)) => disk.serial = Some(serial.to_string()),
-            Some(("target", target)) => disk.target = Some(target.to_string()),
-            Some(("allow_backing", place)) => disk.allow_backing.push(std::path::absolute(place)?),
-            _ => bail!(
-                "--disk {spec}: cannot understand {part:?}; use PATH[,ro][,format=F][,serial=S]\
-                 [,target=/mnt][,allow_backing=PATH] or vol=NAME[,...]"
-            ),
-        }
-    }
-    Ok(disk)
 }
 
 pub fn start(root: &Path, names: Vec<String>) -> anyhow::Result<ExitCode> {
@@ -1009,31 +841,6 @@ fn note_restart_needed(manager: &Manager, name: &str) -> anyhow::Result<()> {
         eprintln!("{name} is running: the change takes effect at its next start");
     }
     Ok(())
-}
-
-/// Instances whose disks use pool volume `name` (by name or by path).
-pub fn volume_users(
-    root: &Path,
-    pool: &corral_core::volume::Pool,
-    name: &str,
-) -> anyhow::Result<Vec<String>> {
-    let manager = manager(root)?;
-    let (path, _) = pool.find(name)?;
-    let mut users = Vec::new();
-    for instance in manager.store().names()? {
-        let definition = manager.store().definition(&instance)?;
-        let dir = manager.store().instance_dir(&instance);
-        let uses = definition.disks.iter().any(|d| {
-            d.volume.as_deref() == Some(name)
-                || d.path
-                    .as_ref()
-                    .is_some_and(|p| Definition::resolve(&dir, p) == path)
-        });
-        if uses {
-            users.push(format!("instance {instance}"));
-        }
-    }
-    Ok(users)
 }
 
 /// `corral exec`: runs a command in a running container, in its namespaces and cgroup, or in a

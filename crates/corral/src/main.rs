@@ -23,7 +23,6 @@ mod output;
 mod ovf_export;
 mod ovf_import;
 mod progress;
-mod rootfs;
 mod snapshot;
 mod sysprep;
 mod terminal;

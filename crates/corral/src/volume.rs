@@ -215,8 +215,7 @@ pub fn run(root: &Path, args: VolumeArgs) -> anyhow::Result<ExitCode> {
             println!("resized volume {name} ({})", describe(&info));
         }
         VolumeCommand::Delete { name } => {
-            let users = crate::instance::volume_users(root, &pool, &name)?;
-            pool.delete(&name, &users)?;
+            crate::instance::manager(root)?.delete_volume(&pool, &name)?;
             println!("deleted volume {name}");
         }
     }

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::str::FromStr;
 
+use corral_control::disk_spec::{DiskSpec, DiskSpecError};
 use corral_disk::DiskFormat;
 use serde::{Deserialize, Serialize};
 
@@ -113,39 +114,31 @@ fn options(text: &str) -> impl Iterator<Item = (&str, &str)> {
 impl FromStr for DiskConfig {
     type Err = String;
 
-    /// `PATH` or `path=PATH[,format=raw|qcow2][,readonly][,serial=S][,allow_backing=PATH...]`.
+    /// A disk in the grammar `corral create` shares ([`DiskSpec`]): `PATH[,ro][,format=raw|qcow2]
+    /// [,serial=S][,allow_backing=PATH...]` or `path=PATH,...`; the VMM takes files, not pool
+    /// volumes or mount points.
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let usage = "use --disk PATH or --disk \
-                     path=PATH[,format=raw|qcow2][,readonly][,serial=S][,allow_backing=PATH]";
-        let mut disk = DiskConfig {
-            path: PathBuf::new(),
-            format: None,
-            allow_backing: None,
-            readonly: false,
-            serial: None,
+        let spec: DiskSpec = text.parse().map_err(|err: DiskSpecError| err.to_string())?;
+        let (Some(path), None, None) = (spec.path, &spec.volume, &spec.target) else {
+            return Err(format!(
+                "disk {text:?}: the VMM takes a disk file (PATH or path=PATH); pool volumes                  (vol=) and mount points (target=) are for `corral create`"
+            ));
         };
-        if !text.contains('=') {
-            disk.path = text.into();
-            return Ok(disk);
-        }
-        for (key, value) in options(text) {
-            match key {
-                "path" => disk.path = value.into(),
-                "format" => disk.format = Some(value.parse().map_err(|err| format!("{err}"))?),
-                "allow_backing" => disk
-                    .allow_backing
-                    .get_or_insert_with(Vec::new)
-                    .push(value.into()),
-                "readonly" if matches!(value, "" | "on" | "true") => disk.readonly = true,
-                "readonly" if matches!(value, "off" | "false") => disk.readonly = false,
-                "serial" => disk.serial = Some(value.to_owned()),
-                _ => return Err(format!("invalid disk option {key:?}: {usage}")),
-            }
-        }
-        if disk.path.as_os_str().is_empty() {
-            return Err(format!("disk {text:?} has no path: {usage}"));
-        }
-        Ok(disk)
+        let format = match spec.format {
+            Some(format) => Some(
+                format
+                    .parse()
+                    .map_err(|err| format!("disk {text:?}: {err}"))?,
+            ),
+            None => None,
+        };
+        Ok(DiskConfig {
+            path,
+            format,
+            allow_backing: (!spec.allow_backing.is_empty()).then_some(spec.allow_backing),
+            readonly: spec.readonly,
+            serial: spec.serial,
+        })
     }
 }
 

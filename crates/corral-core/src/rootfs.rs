@@ -4,21 +4,22 @@ use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use anyhow::{bail, Context};
+use corral_image::progress::Progress;
+
+use crate::CoreError;
 
 /// Copies `source` (a directory, or a tar archive compressed or not) into `target`, keeping
-/// owners, modes, links and extended attributes. Block and character device nodes are removed
-/// with a warning: an image must not bring its own `/disk` naming a host device (the container
-/// gets its devices on a fresh `/dev`).
-pub fn populate(source: &Path, target: &Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(target)
-        .with_context(|| format!("cannot create {}", target.display()))?;
-    let progress = crate::progress::Spinner::start(&format!(
-        "copying root filesystem from {}",
-        source.display()
-    ));
+/// owners, modes, links and extended attributes; the copy is one phase of `progress`. Block and
+/// character device nodes are removed with a warning: an image must not bring its own `/disk`
+/// naming a host device (the container gets its devices on a fresh `/dev`).
+pub fn populate(source: &Path, target: &Path, progress: &dyn Progress) -> Result<(), CoreError> {
+    std::fs::create_dir_all(target).map_err(CoreError::io("create", target))?;
+    progress.begin(
+        &format!("copying root filesystem from {}", source.display()),
+        None,
+    );
     if source.is_dir() {
-        corral_core::copy::copy_tree(source, target)?;
+        crate::copy::copy_tree(source, target)?;
     } else if source.is_file() {
         let mut tar = Command::new("tar");
         tar.arg("--extract")
@@ -30,14 +31,13 @@ pub fn populate(source: &Path, target: &Path) -> anyhow::Result<()> {
             .arg("--preserve-permissions")
             .arg("--xattrs")
             .arg("--xattrs-include=*");
-        corral_core::copy::run_until_done(&mut tar, source)?;
+        crate::copy::run_until_done(&mut tar, source)?;
     } else {
-        bail!(
+        return Err(CoreError::Unsupported(format!(
             "root filesystem {} is neither a directory nor a tar archive",
             source.display()
-        );
+        )));
     }
-    progress.finish();
     let removed = remove_device_nodes(target)?;
     if !removed.is_empty() {
         let names: Vec<String> = removed
@@ -45,8 +45,9 @@ pub fn populate(source: &Path, target: &Path) -> anyhow::Result<()> {
             .map(|p| Path::new("/").join(p).display().to_string())
             .collect();
         tracing::warn!(
-            "removed {} from the root filesystem: {}",
-            crate::output::plural(removed.len(), "device node"),
+            "removed {} device node{} from the root filesystem: {}",
+            removed.len(),
+            if removed.len() == 1 { "" } else { "s" },
             names.join(", ")
         );
     }
@@ -54,9 +55,9 @@ pub fn populate(source: &Path, target: &Path) -> anyhow::Result<()> {
 }
 
 /// Removes every block and character device below `root`; returns their paths relative to it.
-fn remove_device_nodes(root: &Path) -> anyhow::Result<Vec<PathBuf>> {
+fn remove_device_nodes(root: &Path) -> Result<Vec<PathBuf>, CoreError> {
     let mut nodes = Vec::new();
-    corral_host::tree::walk(root, |path, meta| -> anyhow::Result<()> {
+    corral_host::tree::walk(root, |path, meta| -> Result<(), CoreError> {
         let kind = meta.file_type();
         if kind.is_block_device() || kind.is_char_device() {
             nodes.push(path.to_path_buf());
@@ -65,8 +66,7 @@ fn remove_device_nodes(root: &Path) -> anyhow::Result<Vec<PathBuf>> {
     })?;
     let mut removed = Vec::new();
     for path in nodes {
-        std::fs::remove_file(&path)
-            .with_context(|| format!("cannot remove device node {}", path.display()))?;
+        std::fs::remove_file(&path).map_err(CoreError::io("remove device node", &path))?;
         removed.push(path.strip_prefix(root).unwrap_or(&path).to_path_buf());
     }
     removed.sort();
@@ -76,6 +76,7 @@ fn remove_device_nodes(root: &Path) -> anyhow::Result<Vec<PathBuf>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use corral_image::progress::NoProgress;
 
     #[test]
     fn copies_a_directory_with_links_and_modes() {
@@ -92,7 +93,7 @@ mod tests {
         std::fs::write(source.path().join(".hidden"), b"x").unwrap();
         let target = tempfile::tempdir().unwrap();
         let dest = target.path().join("rootfs");
-        populate(source.path(), &dest).unwrap();
+        populate(source.path(), &dest, &NoProgress).unwrap();
         let mode = std::fs::metadata(dest.join("bin/tool"))
             .unwrap()
             .permissions()
@@ -121,7 +122,7 @@ mod tests {
             .unwrap();
         assert!(status.success());
         let target = tempfile::tempdir().unwrap();
-        populate(&tarball, target.path()).unwrap();
+        populate(&tarball, target.path(), &NoProgress).unwrap();
         assert_eq!(
             std::fs::read(target.path().join("etc/hostname")).unwrap(),
             b"box\n"
@@ -158,7 +159,7 @@ mod tests {
         assert!(status.success());
         for from in [tarball.as_path(), source.path()] {
             let target = tempfile::tempdir().unwrap();
-            populate(from, target.path()).unwrap();
+            populate(from, target.path(), &NoProgress).unwrap();
             assert!(!target.path().join("disk").exists(), "{}", from.display());
             assert!(!target.path().join("deep/kmsg").exists());
             assert_eq!(
@@ -173,7 +174,7 @@ mod tests {
         let source = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(source.path(), b"not a tarball").unwrap();
         let target = tempfile::tempdir().unwrap();
-        let err = populate(source.path(), target.path()).unwrap_err();
+        let err = populate(source.path(), target.path(), &NoProgress).unwrap_err();
         assert!(
             err.to_string()
                 .starts_with("cannot copy the root filesystem from"),
