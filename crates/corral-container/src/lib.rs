@@ -28,6 +28,7 @@ pub mod console;
 mod container;
 pub mod criu;
 mod error;
+pub mod foreground;
 pub mod hooks;
 mod init;
 mod process;
@@ -43,7 +44,7 @@ pub mod user;
 
 pub use cgroups::Stats;
 pub use container::{
-    exit_code, CheckpointOptions, Container, CreateOptions, ExecOptions, ExecOutcome,
+    exit_code, CheckpointOptions, Container, CreateOptions, ExecCommand, ExecOptions, ExecOutcome,
     RestoreOptions,
 };
 pub use error::{ConfigError, Error, Result};

@@ -22,6 +22,7 @@ pub mod definition;
 pub mod disks;
 pub mod driver;
 pub mod error;
+pub mod exec;
 pub mod failpoints;
 pub mod images;
 pub mod lifecycle;

@@ -14,7 +14,7 @@ use corral_core::agent::AgentStatus;
 use corral_core::create::{CreateRequest, DefinitionFile};
 use corral_core::definition::{Definition, Disk, Kind};
 use corral_core::lifecycle::{Summary, DEFAULT_STOP_TIMEOUT};
-use corral_core::state::{State, Status};
+use corral_core::state::State;
 use corral_core::store::Store;
 use corral_core::Manager;
 
@@ -847,26 +847,17 @@ fn note_restart_needed(manager: &Manager, name: &str) -> anyhow::Result<()> {
 /// VM (or with `--agent`) through its guest agent.
 pub fn exec(root: &Path, args: ExecArgs) -> anyhow::Result<ExitCode> {
     let manager = manager(root)?;
-    let definition = manager.store().definition(&args.name)?;
-    if definition.kind == Kind::Vm || args.agent {
+    if manager.execs_through_agent(&args.name, args.agent)? {
         return exec_through_agent(&manager, args);
     }
-    let state = manager.state(&args.name)?;
-    match state.status {
-        Status::Running => {}
-        Status::Paused => return Err(corral_core::CoreError::Paused(args.name).into()),
-        _ => return Err(corral_core::CoreError::NotRunning(args.name).into()),
-    }
-    let paths = manager.paths(&args.name)?;
-    let tty = args.tty || std::io::stdin().is_terminal();
-    crate::oci::exec_in(
-        &corral_core::container::ContainerDriver::engine_root(&paths),
-        &args.name,
-        args.command,
-        args.env,
-        args.cwd,
-        tty,
-    )
+    let command = corral_container::ExecCommand {
+        argv: args.command,
+        env: args.env,
+        cwd: args.cwd.map(PathBuf::from),
+        tty: args.tty || std::io::stdin().is_terminal(),
+    };
+    let code = manager.exec_in_container(&args.name, &command)?;
+    Ok(ExitCode::from(u8::try_from(code).unwrap_or(255)))
 }
 
 /// `corral exec` in a VM (or with `--agent`): the command runs under the guest agent, with this process's stdin,

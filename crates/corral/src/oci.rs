@@ -6,11 +6,9 @@
 //! what `podman --runtime /path/to/corral-oci` needs.
 
 use std::io::Write;
-use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicI32, Ordering};
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -479,7 +477,7 @@ fn restore_container(root: &Path, args: &RestoreArgs) -> anyhow::Result<ExitCode
     if args.detach {
         return Ok(ExitCode::SUCCESS);
     }
-    forward_signals_to(container.pid());
+    corral_container::foreground::forward_signals_to(container.pid());
     let code = container.wait()?;
     container.delete(true)?;
     Ok(ExitCode::from(u8::try_from(code).unwrap_or(255)))
@@ -522,62 +520,6 @@ fn create_with_console(
     Ok(container)
 }
 
-/// Host pid of the process that terminal signals are forwarded to while `run`/`exec` waits.
-static FORWARD_TO: AtomicI32 = AtomicI32::new(0);
-
-extern "C" fn forward_signal(signal: libc::c_int) {
-    let pid = FORWARD_TO.load(Ordering::Relaxed);
-    if pid > 0 {
-        // Raw: any signal number arrives here, real-time ones included, which nix's Signal cannot
-        // name; and a handler has no one to report a failure to.
-        // SAFETY: kill is async-signal-safe and takes plain integers.
-        unsafe { libc::kill(pid, signal) };
-    }
-}
-
-/// Forwards the signals a foreground runtime receives to `pid`, as runc does.
-fn forward_signals_to(pid: i32) {
-    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
-    FORWARD_TO.store(pid, Ordering::Relaxed);
-    let action = SigAction::new(
-        SigHandler::Handler(forward_signal),
-        SaFlags::SA_RESTART,
-        SigSet::empty(),
-    );
-    for signal in [
-        Signal::SIGINT,
-        Signal::SIGTERM,
-        Signal::SIGHUP,
-        Signal::SIGQUIT,
-        Signal::SIGUSR1,
-        Signal::SIGUSR2,
-    ] {
-        // SAFETY: the handler only reads an atomic and calls kill, both async-signal-safe.
-        let _ = unsafe { sigaction(signal, &action) };
-    }
-}
-
-/// A socket pair standing in for --console-socket when a foreground command wants a terminal:
-/// the master comes back to us and is relayed to our own stdio.
-fn own_console(
-    wants_terminal: bool,
-    socket: Option<&Path>,
-) -> anyhow::Result<(Option<UnixStream>, Option<UnixStream>)> {
-    match (wants_terminal, socket) {
-        (true, None) => {
-            let (ours, theirs) =
-                UnixStream::pair().context("cannot create a console socket pair")?;
-            Ok((Some(theirs), Some(ours)))
-        }
-        (_, socket) => Ok((connect_console(socket)?, None)),
-    }
-}
-
-fn receive_master(local: &UnixStream) -> anyhow::Result<OwnedFd> {
-    use std::os::fd::AsRawFd;
-    Ok(corral_container::console::receive_fd(local.as_raw_fd())?)
-}
-
 fn run_container(
     root: &Path,
     args: &CreateArgs,
@@ -589,9 +531,13 @@ fn run_container(
     if detach && wants_terminal && args.console_socket.is_none() {
         bail!("a detached container with a terminal needs --console-socket");
     }
-    let (console, local) = own_console(wants_terminal, args.console_socket.as_deref())?;
+    let (console, local) =
+        corral_container::foreground::console_for(wants_terminal, args.console_socket.as_deref())?;
     let mut container = create_with_console(root, args, console)?;
-    let master = local.as_ref().map(receive_master).transpose()?;
+    let master = local
+        .as_ref()
+        .map(corral_container::foreground::receive_terminal)
+        .transpose()?;
     if let Err(err) = container.start() {
         let _ = container.delete(true);
         return Err(err.into());
@@ -599,7 +545,7 @@ fn run_container(
     if detach {
         return Ok(ExitCode::SUCCESS);
     }
-    forward_signals_to(container.pid());
+    corral_container::foreground::forward_signals_to(container.pid());
     if let Some(master) = &master {
         corral_container::console::relay(master)?;
     }
@@ -610,46 +556,13 @@ fn run_container(
     Ok(ExitCode::from(u8::try_from(code).unwrap_or(255)))
 }
 
-/// `corral exec` on an instance: the runtime's exec with the container's own process settings.
-pub fn exec_in(
-    root: &Path,
-    id: &str,
-    command: Vec<String>,
-    env: Vec<String>,
-    cwd: Option<String>,
-    tty: bool,
-) -> anyhow::Result<ExitCode> {
-    exec_container(
-        root,
-        ExecArgs {
-            console_socket: None,
-            cwd: cwd.map(PathBuf::from),
-            env,
-            tty,
-            user: None,
-            additional_gids: Vec::new(),
-            process: None,
-            detach: false,
-            pid_file: None,
-            process_label: None,
-            apparmor: None,
-            no_new_privs: false,
-            cap: Vec::new(),
-            preserve_fds: 0,
-            ignore_paused: false,
-            cgroup: None,
-            id: id.to_string(),
-            command,
-        },
-    )
-}
-
 fn exec_container(root: &Path, args: ExecArgs) -> anyhow::Result<ExitCode> {
     corral_container::sealed_exe::ensure(root)?;
     let container = Container::load(root, &args.id)?;
     let process = exec_process(&container, &args)?;
     let wants_terminal = process.terminal() == Some(true);
-    let (console, local) = own_console(wants_terminal, args.console_socket.as_deref())?;
+    let (console, local) =
+        corral_container::foreground::console_for(wants_terminal, args.console_socket.as_deref())?;
     if args.detach && local.is_some() {
         bail!("a detached exec with a terminal needs --console-socket");
     }
@@ -668,8 +581,8 @@ fn exec_container(root: &Path, args: ExecArgs) -> anyhow::Result<ExitCode> {
     if let Some(local) = &local {
         // With our own terminal the process was started detached; relay, then reap it through
         // /proc since it is no longer our child.
-        let master = receive_master(local)?;
-        forward_signals_to(outcome.pid);
+        let master = corral_container::foreground::receive_terminal(local)?;
+        corral_container::foreground::forward_signals_to(outcome.pid);
         corral_container::console::relay(&master)?;
         return Ok(ExitCode::SUCCESS);
     }
@@ -692,17 +605,12 @@ fn exec_process(container: &Container, args: &ExecArgs) -> anyhow::Result<Proces
     if args.command.is_empty() {
         bail!("exec needs a command to run (or --process FILE)");
     }
-    let bundle = corral_container::spec::Bundle::load(&container.record().bundle)?;
-    let mut process = bundle.spec.process().clone().unwrap_or_default();
-    process.set_args(Some(args.command.clone()));
-    process.set_terminal(Some(args.tty));
-    process.set_console_size(None);
-    if let Some(cwd) = &args.cwd {
-        process.set_cwd(cwd.clone());
-    }
-    let mut env = process.env().clone().unwrap_or_default();
-    env.extend(args.env.iter().cloned());
-    process.set_env(Some(env));
+    let mut process = container.process_for(&corral_container::ExecCommand {
+        argv: args.command.clone(),
+        env: args.env.clone(),
+        cwd: args.cwd.clone(),
+        tty: args.tty,
+    })?;
     if let Some(user) = &args.user {
         let ids: UserIds = user.parse().context("invalid --user")?;
         let built = UserBuilder::default()

@@ -38,6 +38,60 @@ pub struct ExecOutcome {
     pub exit_code: Option<i32>,
 }
 
+/// A command for a running container, run with the container's own process settings (user,
+/// capabilities, environment, ...) as runc's `exec` with a command line does.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExecCommand {
+    pub argv: Vec<String>,
+    /// Added to the container's environment.
+    pub env: Vec<String>,
+    pub cwd: Option<std::path::PathBuf>,
+    /// On a new terminal of the container's.
+    pub tty: bool,
+}
+
+impl Container {
+    /// The container's own process with `command` applied: its arguments, terminal and working
+    /// directory, its environment appended.
+    pub fn process_for(&self, command: &ExecCommand) -> Result<Process> {
+        let bundle = Bundle::load(&self.record.bundle)?;
+        let mut process = bundle.spec.process().clone().unwrap_or_default();
+        process.set_args(Some(command.argv.clone()));
+        process.set_terminal(Some(command.tty));
+        process.set_console_size(None);
+        if let Some(cwd) = &command.cwd {
+            process.set_cwd(cwd.clone());
+        }
+        let mut env = process.env().clone().unwrap_or_default();
+        env.extend(command.env.iter().cloned());
+        process.set_env(Some(env));
+        Ok(process)
+    }
+
+    /// Runs `command` in the foreground of the calling program: its terminal relayed to the
+    /// caller's stdio (or the caller's stdio inherited), the caller's signals forwarded. Returns
+    /// its exit code; with a terminal, 0 once the relay ends (the process was started detached,
+    /// so it is not the caller's child to wait for).
+    pub fn exec_foreground(&self, command: &ExecCommand) -> Result<i32> {
+        let process = self.process_for(command)?;
+        let (console, local) = crate::foreground::console_for(command.tty, None)?;
+        let outcome = self.exec(ExecOptions {
+            process,
+            console,
+            detach: local.is_some(),
+            preserve_fds: 0,
+            ignore_paused: false,
+        })?;
+        crate::foreground::forward_signals_to(outcome.pid);
+        if let Some(local) = &local {
+            let master = crate::foreground::receive_terminal(local)?;
+            crate::console::relay(&master)?;
+            return Ok(0);
+        }
+        Ok(outcome.exit_code.unwrap_or(255))
+    }
+}
+
 impl Container {
     /// Runs another process in the running container, in its namespaces and cgroup.
     pub fn exec(&self, options: ExecOptions) -> Result<ExecOutcome> {

@@ -10,7 +10,7 @@ mod restore;
 
 pub use checkpoint::CheckpointOptions;
 pub use create::CreateOptions;
-pub use exec::{ExecOptions, ExecOutcome};
+pub use exec::{ExecCommand, ExecOptions, ExecOutcome};
 pub use restore::RestoreOptions;
 
 use std::os::fd::{AsFd, OwnedFd};
