@@ -12,8 +12,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::definition::{new_uuid, Definition, Disk, Kind, UserNs};
 use crate::images::CloneMode;
+use crate::networks::DEFAULT_NETWORK;
 use crate::nic::Nic;
 use crate::{CoreError, Manager};
+
+/// The `default_network` that joins none.
+pub const NO_NETWORK: &str = "none";
 
 /// A definition file's text and where it came from (relative paths in it are relative to it).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,8 +63,8 @@ pub struct CreateRequest {
     pub pids_limit: Option<u64>,
     pub disks: Vec<Disk>,
     pub nics: Vec<Nic>,
-    /// The network a new instance without a nic joins (none when absent). Ignored with a file,
-    /// which says which nics it wants.
+    /// The network a new instance without a nic joins: absent, the `default` network (made on
+    /// first use); `none`, none. Ignored with a file, which says which nics it wants.
     pub default_network: Option<String>,
     pub on_poweroff: Option<Action>,
     pub on_reboot: Option<Action>,
@@ -261,10 +265,10 @@ impl Manager {
         let image_kind = image
             .as_ref()
             .map(|(_, image)| crate::images::kind_of(image));
-        let default_network = request
-            .default_network
-            .clone()
-            .filter(|_| request.file.is_none());
+        let default_network = match (&request.file, request.default_network.as_deref()) {
+            (Some(_), _) | (None, Some(NO_NETWORK)) => None,
+            (None, network) => Some(network.unwrap_or(DEFAULT_NETWORK).to_owned()),
+        };
         let (mut definition, rootfs_source) = request.definition(image_kind)?;
         if let (Some(network), true) = (default_network, definition.nics.is_empty()) {
             self.join_network(&mut definition, &network)?;

@@ -93,6 +93,25 @@ impl Manager {
         }
     }
 
+    /// The manager of the corral root `root` with both drivers, whose supervisors are `exe`
+    /// (the corral binary: `corral vmm run` and `corral monitor`), their disks in the root's
+    /// default storage pool and their nics on its networks.
+    pub fn open(root: &std::path::Path, exe: &std::path::Path) -> Result<Self, CoreError> {
+        let store = Store::open(root)?;
+        let pool = crate::volume::Pool::default_in(root);
+        let networks = || crate::networks::networks_in(root);
+        Ok(Self::new(
+            store,
+            Box::new(crate::vm::VmDriver::new(exe, pool.clone(), networks())),
+            Box::new(crate::container::ContainerDriver::new(
+                exe,
+                pool,
+                networks(),
+            )),
+        )
+        .with_exe(exe))
+    }
+
     /// Names the corral binary that provides `network-service` (`corral` on `PATH` otherwise).
     pub fn with_exe(mut self, exe: impl Into<PathBuf>) -> Self {
         self.exe = exe.into();
@@ -462,6 +481,15 @@ impl Manager {
             }
             Err(err) => Err(err),
         }
+    }
+
+    /// Forces instance `name` off (when it runs) and starts it again.
+    pub fn force_restart(&self, name: &str) -> Result<State, CoreError> {
+        match self.kill(name) {
+            Ok(_) | Err(CoreError::NotRunning(_)) => {}
+            Err(err) => return Err(err),
+        }
+        self.start(name)
     }
 
     /// Freezes all guest execution.

@@ -42,8 +42,6 @@ pub enum StoreError {
     NotFound(String),
     #[error("instance {0} already exists; choose another name or delete it first")]
     Exists(String),
-    #[error("{0}")]
-    Populate(String),
     #[error(transparent)]
     Io(#[from] PathIoError),
     #[error("state file {path} is corrupt; fix or delete it to reset the instance to stopped")]

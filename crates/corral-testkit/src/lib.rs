@@ -9,6 +9,7 @@ use std::io::Write;
 use std::path::Path;
 
 pub mod crash;
+pub mod http;
 pub mod identity;
 pub mod vfat;
 

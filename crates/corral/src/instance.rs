@@ -15,7 +15,6 @@ use corral_core::create::{CreateRequest, DefinitionFile};
 use corral_core::definition::{Definition, Disk, Kind};
 use corral_core::lifecycle::{Summary, DEFAULT_STOP_TIMEOUT};
 use corral_core::state::State;
-use corral_core::store::Store;
 use corral_core::Manager;
 
 use crate::completion;
@@ -246,23 +245,8 @@ enum ConfigCommand {
 
 /// Opens the store and the manager for `root`.
 pub fn manager(root: &Path) -> anyhow::Result<Manager> {
-    let store = Store::open(root)?;
     let exe = std::env::current_exe().context("cannot find the corral executable")?;
-    let pool = corral_core::volume::Pool::default_in(root);
-    let manager = Manager::new(
-        store,
-        Box::new(corral_core::vm::VmDriver::new(
-            &exe,
-            pool.clone(),
-            corral_core::networks::networks_in(root),
-        )),
-        Box::new(corral_core::container::ContainerDriver::new(
-            &exe,
-            pool,
-            corral_core::networks::networks_in(root),
-        )),
-    )
-    .with_exe(&exe);
+    let manager = Manager::open(root, &exe)?;
     // How long to wait for another command working on the same instance.
     Ok(match std::env::var("CORRAL_LOCK_TIMEOUT") {
         Ok(secs) => manager.with_lock_timeout(Duration::from_secs_f64(secs.parse().with_context(
@@ -292,9 +276,7 @@ pub fn create(root: &Path, args: CreateArgs) -> anyhow::Result<ExitCode> {
     };
     let request = CreateRequest {
         name: args.name,
-        // A definition file says which nics it wants; flags without --nic get the default network.
-        default_network: (file.is_none() && args.default_network != "none")
-            .then_some(args.default_network),
+        default_network: Some(args.default_network),
         file,
         kind,
         image: args.image,
@@ -482,11 +464,7 @@ pub fn kill(root: &Path, name: String) -> anyhow::Result<ExitCode> {
 pub fn restart(root: &Path, args: RestartArgs) -> anyhow::Result<ExitCode> {
     let manager = manager(root)?;
     if args.force {
-        match manager.kill(&args.name) {
-            Ok(_) | Err(corral_core::CoreError::NotRunning(_)) => {}
-            Err(err) => return Err(err.into()),
-        }
-        manager.start(&args.name)?;
+        manager.force_restart(&args.name)?;
     } else {
         manager.restart(&args.name, Duration::from_secs(args.timeout))?;
     }

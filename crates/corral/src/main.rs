@@ -23,6 +23,7 @@ mod output;
 mod ovf_export;
 mod ovf_import;
 mod progress;
+mod serve;
 mod snapshot;
 mod sysprep;
 mod terminal;
@@ -150,6 +151,8 @@ enum Command {
     Sysprep(sysprep::SysprepArgs),
     /// Start every instance marked `autostart = true` that is not running (run at host boot).
     Autostart,
+    /// Serve the REST API on a unix socket (docs/api.md).
+    Serve(serve::ServeArgs),
     /// Supervise a container instance (started by `corral start`).
     #[command(hide = true)]
     Monitor {
@@ -278,6 +281,7 @@ fn main() -> ExitCode {
         Command::Template(args) => image::publish(&cli.root, args.sealed()),
         Command::Sysprep(args) => sysprep::run(&cli.root, args),
         Command::Autostart => instance::autostart(&cli.root),
+        Command::Serve(args) => serve::run(&cli.root, args),
         Command::Monitor { dir, restore } => corral_core::monitor::run(&dir, restore.as_deref())
             .map(|()| ExitCode::SUCCESS)
             .map_err(Into::into),

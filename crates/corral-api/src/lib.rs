@@ -1,0 +1,39 @@
+//! corral's REST API (`corral serve`): HTTP/1.1 + JSON over a unix socket, on the same store and
+//! supervisors as the CLI (both can run at once; the instance locks serialise them). Every
+//! handler parses, calls `corral-core` and renders; no instance rule lives here.
+//!
+//! - [`routes`]: the resources under `/1.0/` (`docs/api.md`).
+//! - [`operations`]: long actions (create, state changes, delete) answer 202 with an operation
+//!   that runs on a blocking thread and can be waited on.
+//! - [`error`]: every failure is a JSON body with one sentence (the error's chain) and a status
+//!   code that says whose fault it is.
+//! - [`server`]: the socket (mode 0660, group `corral` where it exists) and graceful shutdown.
+
+pub mod body;
+pub mod error;
+pub mod operations;
+pub mod routes;
+pub mod server;
+
+use std::sync::Arc;
+
+use corral_core::Manager;
+
+pub use error::ApiError;
+pub use operations::Operations;
+pub use routes::router;
+
+/// What every handler shares: the instance manager and the operations it started.
+pub struct Api {
+    pub manager: Manager,
+    pub operations: Arc<Operations>,
+}
+
+impl Api {
+    pub fn new(manager: Manager) -> Arc<Api> {
+        Arc::new(Api {
+            manager,
+            operations: Arc::default(),
+        })
+    }
+}

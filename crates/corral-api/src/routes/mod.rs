@@ -1,0 +1,60 @@
+//! The API's resources under `/1.0/` (`docs/api.md`).
+
+pub mod instances;
+pub mod operations;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::routing::{get, put};
+use axum::{Json, Router};
+use serde::Serialize;
+
+use crate::body::MAX_BODY_BYTES;
+use crate::error::ApiError;
+use crate::Api;
+
+/// `GET /1.0`: what this server is.
+#[derive(Debug, Serialize)]
+pub struct ServerInfo {
+    pub api_version: &'static str,
+    pub server: &'static str,
+    pub server_version: &'static str,
+}
+
+async fn server_info() -> Json<ServerInfo> {
+    Json(ServerInfo {
+        api_version: "1.0",
+        server: "corral",
+        server_version: env!("CARGO_PKG_VERSION"),
+    })
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "no such resource; GET /1.0 describes the API (docs/api.md)",
+    )
+}
+
+/// Every route of the API over `api`.
+pub fn router(api: Arc<Api>) -> Router {
+    Router::new()
+        .route("/1.0", get(server_info))
+        .route(
+            "/1.0/instances",
+            get(instances::list).post(instances::create),
+        )
+        .route(
+            "/1.0/instances/{name}",
+            get(instances::get).delete(instances::delete),
+        )
+        .route("/1.0/instances/{name}/state", put(instances::change_state))
+        .route("/1.0/operations", get(operations::list))
+        .route("/1.0/operations/{id}", get(operations::get))
+        .route("/1.0/operations/{id}/wait", get(operations::wait))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(api)
+}

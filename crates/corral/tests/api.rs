@@ -1,0 +1,150 @@
+//! `corral serve`: the REST API on a unix socket, over the same corral root as the CLI. An
+//! instance created and started through the API runs (its supervisor started by the server),
+//! the CLI and the API see the same instances, a change made by either is seen by the other, and
+//! the server ends cleanly on SIGTERM.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Child;
+use std::time::Duration;
+
+use corral_testkit::http;
+use serde_json::{json, Value};
+
+mod common;
+
+/// A `corral serve` of a test root, ended with SIGTERM when dropped.
+struct Server {
+    child: Child,
+    socket: PathBuf,
+}
+
+impl Server {
+    fn start(root: &common::CorralRoot) -> Server {
+        let socket = root.dir.path().join("api/corral.sock");
+        let child = root
+            .command(&["serve", "--socket", socket.to_str().unwrap()])
+            .spawn()
+            .unwrap();
+        common::wait_for("the API socket", Duration::from_secs(30), || {
+            socket.exists()
+        });
+        Server { child, socket }
+    }
+
+    fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let body = body.map(|b| b.to_string());
+        let (status, text) = http::request(&self.socket, method, path, body.as_deref());
+        let value = serde_json::from_str(&text)
+            .unwrap_or_else(|err| panic!("{method} {path}: not JSON ({err}): {text:?}"));
+        (status, value)
+    }
+
+    /// Waits for the operation a 202 answered with; fails unless it succeeded.
+    fn succeeds(&self, (status, operation): (u16, Value)) {
+        assert_eq!(status, 202, "{operation}");
+        let path = format!(
+            "/1.0/operations/{}/wait?timeout=60",
+            operation["id"].as_str().unwrap()
+        );
+        let (status, ended) = self.call("GET", &path, None);
+        assert_eq!(status, 200);
+        assert_eq!(ended["status"], "success", "{ended}");
+    }
+
+    fn status(&self, name: &str) -> String {
+        let (code, instance) = self.call("GET", &format!("/1.0/instances/{name}"), None);
+        assert_eq!(code, 200, "{instance}");
+        instance["state"]["status"].as_str().unwrap().to_owned()
+    }
+
+    /// Sends SIGTERM; returns how the server ended.
+    fn stop(mut self) -> std::process::ExitStatus {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+        let status = self.child.wait().unwrap();
+        std::mem::forget(self);
+        status
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let _ = self.child.wait();
+    }
+}
+
+/// What `corral list --output json` and `GET /1.0/instances` both show, without the uptime
+/// (the two are read a moment apart).
+fn comparable(list: Value) -> Value {
+    let mut list = list;
+    for summary in list.as_array_mut().unwrap() {
+        summary.as_object_mut().unwrap().remove("uptime_secs");
+    }
+    list
+}
+
+fn rootfs(dir: &Path) -> PathBuf {
+    let rootfs = dir.join("busybox");
+    common::build_rootfs(&rootfs);
+    rootfs
+}
+
+#[test]
+fn the_api_and_the_cli_manage_the_same_instances() {
+    if !corral_testkit::is_root() {
+        return corral_testkit::skip("needs root for namespaces and cgroups");
+    }
+    if !common::have_busybox() {
+        return;
+    }
+    let root = common::CorralRoot::new();
+    let rootfs = rootfs(root.dir.path());
+    let server = Server::start(&root);
+    let mode = std::fs::metadata(&server.socket)
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    let group = nix::unistd::Group::from_name("corral").unwrap();
+    assert_eq!(mode, if group.is_some() { 0o660 } else { 0o600 });
+
+    // Created and started through the API: its supervisor runs.
+    let body = json!({
+        "name": "box",
+        "rootfs": rootfs,
+        "command": ["/bin/sh", "-c", "sleep 1000"],
+        "default_network": "none",
+    });
+    server.succeeds(server.call("POST", "/1.0/instances?start=true", Some(body)));
+    assert_eq!(server.status("box"), "running");
+    assert_eq!(root.status("box"), "running");
+
+    // The CLI lists what the API lists.
+    let (_, api_list) = server.call("GET", "/1.0/instances", None);
+    let cli_list: Value =
+        serde_json::from_str(&root.ok(&["list", "--all", "--output", "json"])).unwrap();
+    assert_eq!(comparable(api_list), comparable(cli_list));
+
+    // Stopped through the API, started again by the CLI while the server runs.
+    let stop = json!({"action": "stop", "timeout": 1});
+    server.succeeds(server.call("PUT", "/1.0/instances/box/state", Some(stop)));
+    assert_eq!(root.status("box"), "stopped");
+    root.ok(&["start", "box"]);
+    assert_eq!(server.status("box"), "running");
+
+    // A running instance is not deleted without force; the operation says why.
+    let (status, refused) = server.call("DELETE", "/1.0/instances/box", None);
+    assert_eq!(status, 202);
+    let path = format!("/1.0/operations/{}/wait", refused["id"].as_str().unwrap());
+    let (_, refused) = server.call("GET", &path, None);
+    assert_eq!(refused["status"], "failure");
+    assert_eq!(refused["error_code"], 409, "{refused}");
+    server.succeeds(server.call("DELETE", "/1.0/instances/box?force=true", None));
+    assert_eq!(root.ok(&["list", "--all", "--output", "json"]).trim(), "[]");
+
+    let status = server.stop();
+    assert!(status.success(), "corral serve ended with {status}");
+}
