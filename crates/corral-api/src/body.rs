@@ -1,9 +1,10 @@
-//! Request bodies: JSON, whatever the Content-Type says, limited in size; a body that is not
+//! Request bodies and query strings: JSON, whatever the Content-Type says, limited in size; a body that is not
 //! JSON, or not the request's shape (a wrong type, an unknown field), is a 400 whose sentence
 //! says where.
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Request};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{FromRequest, Query, Request};
 use axum::http::StatusCode;
 use serde::de::DeserializeOwned;
 
@@ -39,6 +40,19 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         ApiError::new(
             StatusCode::BAD_REQUEST,
             format!("the request body {what}: {err}"),
+        )
+    })
+}
+
+/// A query string that does not fit is a 400 with the reason, like a body.
+pub fn query<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+    query.map(|Query(value)| value).map_err(|rejection| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "the query string does not fit the request: {}",
+                rejection.body_text()
+            ),
         )
     })
 }

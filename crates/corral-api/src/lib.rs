@@ -5,12 +5,14 @@
 //! - [`routes`]: the resources under `/1.0/` (`docs/api.md`).
 //! - [`operations`]: long actions (create, state changes, delete) answer 202 with an operation
 //!   that runs on a blocking thread and can be waited on.
+//! - [`events`]: `/1.0/events`, lifecycle events and operation updates over a websocket.
 //! - [`error`]: every failure is a JSON body with one sentence (the error's chain) and a status
 //!   code that says whose fault it is.
 //! - [`server`]: the socket (mode 0660, group `corral` where it exists) and graceful shutdown.
 
 pub mod body;
 pub mod error;
+pub mod events;
 pub mod operations;
 pub mod routes;
 pub mod server;
@@ -20,20 +22,28 @@ use std::sync::Arc;
 use corral_core::Manager;
 
 pub use error::ApiError;
+pub use events::EventHub;
 pub use operations::Operations;
 pub use routes::router;
 
-/// What every handler shares: the instance manager and the operations it started.
+/// What every handler shares: the instance manager, the operations it started and the event
+/// feed.
 pub struct Api {
     pub manager: Manager,
     pub operations: Arc<Operations>,
+    pub events: Arc<EventHub>,
 }
 
 impl Api {
+    /// The API over `manager`, its event feed following the root's journal.
     pub fn new(manager: Manager) -> Arc<Api> {
-        Arc::new(Api {
+        let events = Arc::new(EventHub::default());
+        let api = Arc::new(Api {
             manager,
-            operations: Arc::default(),
-        })
+            operations: Arc::new(Operations::reporting_to(Arc::clone(&events))),
+            events: Arc::clone(&events),
+        });
+        events.follow(Arc::clone(&api));
+        api
     }
 }

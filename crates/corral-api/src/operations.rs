@@ -11,6 +11,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::error::ApiError;
+use crate::events::{EventHub, Message};
 
 /// How many ended operations are kept for clients to read (the oldest go first).
 const KEEP_ENDED: usize = 256;
@@ -56,6 +57,8 @@ impl Operation {
 pub struct Operations {
     next: AtomicU64,
     table: Mutex<BTreeMap<u64, watch::Sender<Operation>>>,
+    /// Where each start and end is published (`/1.0/events`).
+    events: Option<Arc<EventHub>>,
 }
 
 fn now_secs() -> u64 {
@@ -65,6 +68,22 @@ fn now_secs() -> u64 {
 }
 
 impl Operations {
+    /// Operations whose starts and ends are published to `events`.
+    pub fn reporting_to(events: Arc<EventHub>) -> Operations {
+        Operations {
+            events: Some(events),
+            ..Operations::default()
+        }
+    }
+
+    fn publish(&self, operation: &Operation) {
+        if let Some(events) = &self.events {
+            events.publish(Message::Operation {
+                operation: operation.clone(),
+            });
+        }
+    }
+
     /// Starts `work` on a blocking thread as a new operation; returns it as it is now (running).
     pub fn start(
         self: &Arc<Self>,
@@ -89,6 +108,7 @@ impl Operations {
             let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
             table.insert(number, sender);
         }
+        self.publish(&operation);
         let operations = Arc::clone(self);
         tokio::task::spawn_blocking(move || {
             let outcome = work();
@@ -113,6 +133,11 @@ impl Operations {
                     }
                 }
             });
+            // The lifecycle events the work caused go out before its end.
+            if let Some(events) = &self.events {
+                events.pump();
+            }
+            self.publish(&sender.borrow());
         }
         let ended: Vec<u64> = table
             .iter()

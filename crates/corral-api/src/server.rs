@@ -76,8 +76,13 @@ pub fn serve(api: Arc<Api>, listener: std::os::unix::net::UnixListener) -> Resul
     runtime.block_on(async move {
         listener.set_nonblocking(true).map_err(ServeError::Serve)?;
         let listener = tokio::net::UnixListener::from_std(listener).map_err(ServeError::Serve)?;
+        let events = Arc::clone(&api.events);
         axum::serve(listener, crate::router(api))
-            .with_graceful_shutdown(stop_signal())
+            .with_graceful_shutdown(async move {
+                stop_signal().await;
+                // Event clients are closed ("going away"), so the shutdown need not wait on them.
+                events.stop();
+            })
             .await
             .map_err(ServeError::Serve)
     })

@@ -2,6 +2,7 @@
 //!
 //! - [`definition`]: `instance.toml`, parsed and validated.
 //! - [`create`]: a new instance from a request (`corral create`'s flags, the API's body).
+//! - [`events`]: the lifecycle events of every instance, journalled in the root.
 //! - [`store`]: the corral root on disk: instances appear whole or not at all, state is written
 //!   atomically, and every multi-step change holds the instance's [`lock`].
 //! - [`state`]: `state.json` and the lifecycle states (libvirt's names).
@@ -22,6 +23,7 @@ pub mod definition;
 pub mod disks;
 pub mod driver;
 pub mod error;
+pub mod events;
 pub mod exec;
 pub mod failpoints;
 pub mod images;

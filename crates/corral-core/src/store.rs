@@ -23,6 +23,8 @@ use corral_host::atomic::{
 use corral_vmm::config::MacAddress;
 
 use crate::definition::{validate_name, Definition, DefinitionError};
+use crate::events::journal::EventJournal;
+use crate::events::{Action, LifecycleEvent};
 use crate::lock::{InstanceLock, LockError};
 use crate::nic::stable_mac;
 use crate::state::{process_alive, State};
@@ -181,6 +183,8 @@ impl Store {
         if built.is_err() {
             // Ours alone (the name carries our pid); removing it is what "nothing left" means.
             let _ = std::fs::remove_dir_all(&staging);
+        } else {
+            self.record(&LifecycleEvent::now(name, Action::Created));
         }
         built.map(|()| target)
     }
@@ -192,6 +196,7 @@ impl Store {
             .instances_dir()
             .join(format!("{DELETING_PREFIX}{name}-{}", std::process::id()));
         std::fs::rename(&dir, &aside).map_err(io_error("delete", &dir))?;
+        self.record(&LifecycleEvent::now(name, Action::Deleted));
         fail::fail_point!("delete.renamed-aside");
         std::fs::remove_dir_all(&aside).map_err(io_error("remove", &aside))
     }
@@ -225,10 +230,35 @@ impl Store {
         }
     }
 
-    /// Records instance `name`'s state.
+    /// Records instance `name`'s state, and the lifecycle event its change is, if any.
     pub fn save_state(&self, name: &str, state: &State) -> Result<(), StoreError> {
         let path = self.require(name)?.join(STATE_FILE);
-        write_state_file(&path, state)
+        let before = self.state(name).ok();
+        write_state_file(&path, state)?;
+        if let Some(event) =
+            before.and_then(|before| LifecycleEvent::of_change(name, &before, state))
+        {
+            self.record(&event);
+        }
+        Ok(())
+    }
+
+    /// The root's event journal.
+    pub fn events(&self) -> EventJournal {
+        EventJournal::in_root(&self.root)
+    }
+
+    /// Appends `event` to the journal. A journal that cannot be written is warned about, never
+    /// a reason to fail the change it records (which has happened).
+    fn record(&self, event: &LifecycleEvent) {
+        if let Err(err) = self.events().append(event) {
+            tracing::warn!(
+                "the {} event of instance {} is not recorded: {}",
+                event.action,
+                event.instance,
+                corral_host::error_chain(&err)
+            );
+        }
     }
 
     /// Takes instance `name`'s lock, waiting up to `timeout` for another command to finish.

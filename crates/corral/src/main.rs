@@ -8,6 +8,7 @@ mod agent;
 mod clone;
 mod completion;
 mod editor;
+mod events;
 mod guest;
 mod host;
 mod image;
@@ -153,6 +154,9 @@ enum Command {
     Autostart,
     /// Serve the REST API on a unix socket (docs/api.md).
     Serve(serve::ServeArgs),
+    /// Print every instance's lifecycle events as they happen, until interrupted.
+    #[command(alias = "event")]
+    MonitorEvents(events::MonitorArgs),
     /// Supervise a container instance (started by `corral start`).
     #[command(hide = true)]
     Monitor {
@@ -282,6 +286,7 @@ fn main() -> ExitCode {
         Command::Sysprep(args) => sysprep::run(&cli.root, args),
         Command::Autostart => instance::autostart(&cli.root),
         Command::Serve(args) => serve::run(&cli.root, args),
+        Command::MonitorEvents(args) => events::monitor(&cli.root, args),
         Command::Monitor { dir, restore } => corral_core::monitor::run(&dir, restore.as_deref())
             .map(|()| ExitCode::SUCCESS)
             .map_err(Into::into),

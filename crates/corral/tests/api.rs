@@ -52,6 +52,17 @@ impl Server {
         assert_eq!(ended["status"], "success", "{ended}");
     }
 
+    /// A websocket client of `/1.0/events`.
+    fn events(&self) -> EventStream {
+        let stream = std::os::unix::net::UnixStream::connect(&self.socket).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let (socket, _) = tungstenite::client("ws://corral/1.0/events", stream)
+            .unwrap_or_else(|err| panic!("cannot open /1.0/events: {err}"));
+        EventStream(socket)
+    }
+
     fn status(&self, name: &str) -> String {
         let (code, instance) = self.call("GET", &format!("/1.0/instances/{name}"), None);
         assert_eq!(code, 200, "{instance}");
@@ -73,6 +84,44 @@ impl Drop for Server {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
         let _ = self.child.wait();
+    }
+}
+
+/// The client end of `/1.0/events`.
+struct EventStream(tungstenite::WebSocket<std::os::unix::net::UnixStream>);
+
+impl EventStream {
+    /// The next message, or the close frame's code and reason.
+    fn next(&mut self) -> Result<Value, (u16, String)> {
+        loop {
+            match self.0.read().expect("a message within 30 s") {
+                tungstenite::Message::Text(text) => return Ok(serde_json::from_str(&text).unwrap()),
+                tungstenite::Message::Close(frame) => {
+                    let frame = frame.expect("a close frame with a code");
+                    return Err((frame.code.into(), frame.reason.to_string()));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// The next `count` lifecycle events as `instance action`, operation updates skipped.
+    fn lifecycle(&mut self, count: usize) -> Vec<String> {
+        let mut seen = Vec::new();
+        while seen.len() < count {
+            let message = self
+                .next()
+                .unwrap_or_else(|closed| panic!("closed: {closed:?}"));
+            if message["type"] == "lifecycle" {
+                let event = &message["event"];
+                seen.push(format!(
+                    "{} {}",
+                    event["instance"].as_str().unwrap(),
+                    event["action"].as_str().unwrap()
+                ));
+            }
+        }
+        seen
     }
 }
 
@@ -111,6 +160,15 @@ fn the_api_and_the_cli_manage_the_same_instances() {
     let group = nix::unistd::Group::from_name("corral").unwrap();
     assert_eq!(mode, if group.is_some() { 0o660 } else { 0o600 });
 
+    // A plain GET of the websocket is a 400 with the reason.
+    let (status, plain) = server.call("GET", "/1.0/events", None);
+    assert_eq!(status, 400);
+    assert!(
+        plain["error"].as_str().unwrap().contains("is a websocket"),
+        "{plain}"
+    );
+    let mut events = server.events();
+
     // Created and started through the API: its supervisor runs.
     let body = json!({
         "name": "box",
@@ -121,6 +179,13 @@ fn the_api_and_the_cli_manage_the_same_instances() {
     server.succeeds(server.call("POST", "/1.0/instances?start=true", Some(body)));
     assert_eq!(server.status("box"), "running");
     assert_eq!(root.status("box"), "running");
+    // The operation is announced, then the events it caused, in order, then its end.
+    let announced = events.next().unwrap();
+    assert_eq!(announced["type"], "operation");
+    assert_eq!(announced["operation"]["status"], "running");
+    assert_eq!(events.lifecycle(2), ["box created", "box started"]);
+    let ended = events.next().unwrap();
+    assert_eq!(ended["operation"]["status"], "success", "{ended}");
 
     // The CLI lists what the API lists.
     let (_, api_list) = server.call("GET", "/1.0/instances", None);
@@ -134,6 +199,8 @@ fn the_api_and_the_cli_manage_the_same_instances() {
     assert_eq!(root.status("box"), "stopped");
     root.ok(&["start", "box"]);
     assert_eq!(server.status("box"), "running");
+    // What the CLI did is on the API's feed too.
+    assert_eq!(events.lifecycle(2), ["box stopped", "box started"]);
 
     // A running instance is not deleted without force; the operation says why.
     let (status, refused) = server.call("DELETE", "/1.0/instances/box", None);
@@ -145,6 +212,18 @@ fn the_api_and_the_cli_manage_the_same_instances() {
     server.succeeds(server.call("DELETE", "/1.0/instances/box?force=true", None));
     assert_eq!(root.ok(&["list", "--all", "--output", "json"]).trim(), "[]");
 
+    assert_eq!(events.lifecycle(2), ["box stopped", "box deleted"]);
+
+    // A stopping server closes the feed as going away, and ends.
     let status = server.stop();
     assert!(status.success(), "corral serve ended with {status}");
+    loop {
+        match events.next() {
+            Ok(_) => continue,
+            Err((code, reason)) => {
+                assert_eq!((code, reason.as_str()), (1001, "the server is stopping"));
+                break;
+            }
+        }
+    }
 }

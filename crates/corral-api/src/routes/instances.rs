@@ -16,7 +16,7 @@ use corral_core::state::State as InstanceState;
 use corral_image::progress::NoProgress;
 use serde::{Deserialize, Serialize};
 
-use crate::body::JsonBody;
+use crate::body::{query, JsonBody};
 use crate::error::ApiError;
 use crate::operations::Operation;
 use crate::Api;
@@ -31,19 +31,6 @@ async fn blocking<T: Send + 'static>(
             format!("the request's worker ended abnormally: {err}"),
         )
     })?
-}
-
-/// A query string that does not fit is a 400 with the reason, like a body.
-fn query<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
-    query.map(|Query(value)| value).map_err(|rejection| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "the query string does not fit the request: {}",
-                rejection.body_text()
-            ),
-        )
-    })
 }
 
 /// 202 Accepted with the operation, which `Location` names.

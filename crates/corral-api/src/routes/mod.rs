@@ -1,5 +1,6 @@
 //! The API's resources under `/1.0/` (`docs/api.md`).
 
+pub mod events;
 pub mod instances;
 pub mod operations;
 
@@ -51,6 +52,7 @@ pub fn router(api: Arc<Api>) -> Router {
             get(instances::get).delete(instances::delete),
         )
         .route("/1.0/instances/{name}/state", put(instances::change_state))
+        .route("/1.0/events", get(events::events))
         .route("/1.0/operations", get(operations::list))
         .route("/1.0/operations/{id}", get(operations::get))
         .route("/1.0/operations/{id}/wait", get(operations::wait))

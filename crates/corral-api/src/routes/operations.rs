@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::Json;
 use serde::Deserialize;
@@ -37,10 +38,17 @@ pub struct WaitQuery {
 pub async fn wait(
     State(api): State<Arc<Api>>,
     Path(id): Path<String>,
-    Query(query): Query<WaitQuery>,
+    query: Result<Query<WaitQuery>, QueryRejection>,
 ) -> Result<Json<Operation>, ApiError> {
+    let query = crate::body::query(query)?;
     let secs = query.timeout.unwrap_or(MAX_WAIT_SECS).min(MAX_WAIT_SECS);
-    Ok(Json(
-        api.operations.wait(&id, Duration::from_secs(secs)).await?,
-    ))
+    // A stopping server answers at once, with the operation as it is.
+    let mut stopping = api.events.stopping();
+    if *stopping.borrow_and_update() {
+        return Ok(Json(api.operations.get(&id)?));
+    }
+    tokio::select! {
+        ended = api.operations.wait(&id, Duration::from_secs(secs)) => Ok(Json(ended?)),
+        _ = stopping.changed() => Ok(Json(api.operations.get(&id)?)),
+    }
 }
