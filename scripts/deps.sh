@@ -44,6 +44,7 @@ packages=(
   genisoimage       # writes ISO 9660 seeds (seed_format = "iso"); isoinfo checks them
   libarchive-tools  # bsdtar: the seed tests read ISO images without mounting
   libxml2-utils     # xmllint: the OVF export tests validate envelopes against the DMTF schema
+  prometheus        # promtool: the API tests check /1.0/metrics with Prometheus's own linter
 )
 
 if ! command -v cargo >/dev/null; then

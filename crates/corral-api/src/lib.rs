@@ -6,6 +6,7 @@
 //! - [`operations`]: long actions (create, state changes, delete) answer 202 with an operation
 //!   that runs on a blocking thread and can be waited on.
 //! - [`events`]: `/1.0/events`, lifecycle events and operation updates over a websocket.
+//! - [`metrics_text`]: `/1.0/metrics` in Prometheus's text format.
 //! - [`error`]: every failure is a JSON body with one sentence (the error's chain) and a status
 //!   code that says whose fault it is.
 //! - [`server`]: the socket (mode 0660, group `corral` where it exists) and graceful shutdown.
@@ -13,6 +14,7 @@
 pub mod body;
 pub mod error;
 pub mod events;
+pub mod metrics_text;
 pub mod operations;
 pub mod routes;
 pub mod server;

@@ -29,6 +29,7 @@ pub mod failpoints;
 pub mod images;
 pub mod lifecycle;
 pub mod lock;
+pub mod metrics;
 pub mod migrate;
 pub mod names;
 pub mod network_service;

@@ -14,6 +14,7 @@
 
 pub mod address;
 pub mod cidr;
+pub mod counters;
 pub mod definition;
 pub mod filter;
 pub mod forward;

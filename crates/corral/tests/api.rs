@@ -32,6 +32,13 @@ impl Server {
         Server { child, socket }
     }
 
+    /// `GET /1.0/metrics`'s text.
+    fn metrics(&self) -> String {
+        let (status, text) = http::request(&self.socket, "GET", "/1.0/metrics", None);
+        assert_eq!(status, 200, "{text}");
+        text
+    }
+
     fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
         let body = body.map(|b| b.to_string());
         let (status, text) = http::request(&self.socket, method, path, body.as_deref());
@@ -226,4 +233,160 @@ fn the_api_and_the_cli_manage_the_same_instances() {
             }
         }
     }
+}
+
+/// The value of the sample of `metric` whose labels include each of `labels`.
+fn sample(text: &str, metric: &str, labels: &[&str]) -> Option<f64> {
+    text.lines()
+        .filter(|line| line.starts_with(&format!("{metric}{{")))
+        .find(|line| labels.iter().all(|label| line.contains(label)))
+        .and_then(|line| line.rsplit(' ').next()?.parse().ok())
+}
+
+#[test]
+fn metrics_pass_promtool_and_a_nic_counter_moves_by_exactly_the_bytes_sent() {
+    if !corral_testkit::is_root() {
+        return corral_testkit::skip("needs root for namespaces and cgroups");
+    }
+    corral_testkit::require_program!("promtool");
+    if !common::have_busybox() {
+        return;
+    }
+    // A host of its own whose side of the nic sends nothing by itself (no IPv6).
+    let net = corral_testkit::Netns::new("metrics");
+    for sysctl in [
+        "net.ipv6.conf.all.disable_ipv6=1",
+        "net.ipv6.conf.default.disable_ipv6=1",
+    ] {
+        let set = net
+            .command("sysctl")
+            .args(["-qw", sysctl])
+            .status()
+            .unwrap();
+        assert!(set.success(), "sysctl {sysctl}");
+    }
+    net.ip(&["link", "add", "br0", "type", "bridge"]);
+    net.ip(&["address", "add", "10.0.5.1/24", "dev", "br0"]);
+    net.ip(&["link", "set", "br0", "up"]);
+    let root = common::CorralRoot::in_netns(&net);
+    let rootfs = rootfs(root.dir.path());
+    root.ok(&[
+        "create",
+        "counted",
+        "--rootfs",
+        rootfs.to_str().unwrap(),
+        "--nic",
+        "bridge=br0,ip=10.0.5.10/24",
+        "--",
+        "sleep",
+        "1000",
+    ]);
+    root.ok(&["start", "counted"]);
+    let server = Server::start(&root);
+
+    let text = server.metrics();
+    let mut check = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut check.stdin.take().unwrap(), text.as_bytes()).unwrap();
+    let checked = check.wait_with_output().unwrap();
+    assert!(
+        checked.status.success(),
+        "promtool check metrics: {}{}\n{text}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    let name = "name=\"counted\"";
+    assert_eq!(
+        sample(
+            &text,
+            "corral_instances",
+            &["type=\"container\"", "status=\"running\""]
+        ),
+        Some(1.0)
+    );
+    assert!(
+        sample(&text, "corral_instance_cpu_seconds_total", &[name]).is_some(),
+        "{text}"
+    );
+    assert!(
+        sample(&text, "corral_instance_memory_bytes", &[name]).unwrap() > 0.0,
+        "{text}"
+    );
+
+    // No neighbour lookups either way: the frames counted are the test's alone.
+    let nic = &root.info("counted")["nics"][0];
+    let mac = nic["mac"].as_str().unwrap();
+    net.ip(&[
+        "neigh",
+        "replace",
+        "10.0.5.10",
+        "lladdr",
+        mac,
+        "dev",
+        "br0",
+        "nud",
+        "permanent",
+    ]);
+    let link = net.ip(&["-o", "link", "show", "br0"]);
+    let bridge_mac = link
+        .split_whitespace()
+        .skip_while(|word| *word != "link/ether")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no MAC in {link:?}"))
+        .to_owned();
+    let mut inside = std::ffi::OsString::from("--net=");
+    inside.push(root.instance_dir("counted").join("run/netns"));
+    let neighbour = std::process::Command::new("nsenter")
+        .arg(inside)
+        .args(["ip", "neigh", "replace", "10.0.5.1", "lladdr", &bridge_mac])
+        .args(["dev", "eth0", "nud", "permanent"])
+        .status()
+        .unwrap();
+    assert!(neighbour.success());
+
+    let received = |text: &str, what: &str| {
+        sample(
+            text,
+            &format!("corral_instance_nic_receive_{what}_total"),
+            &[name, "nic=\"0\""],
+        )
+        .unwrap_or_else(|| panic!("no nic sample in\n{text}")) as u64
+    };
+    // The link's own chatter after it came up (IGMP reports, repeated for a few seconds) ends
+    // before the count starts.
+    let mut before = server.metrics();
+    for _ in 0..10 {
+        std::thread::sleep(Duration::from_millis(1500));
+        let now = server.metrics();
+        let quiet = received(&now, "packets") == received(&before, "packets");
+        before = now;
+        if quiet {
+            break;
+        }
+    }
+    // 20 UDP datagrams of 1000 bytes: 1042 bytes each on the wire (UDP 8, IPv4 20, Ethernet 14).
+    let send = net
+        .command("bash")
+        .args([
+            "-c",
+            "for i in $(seq 20); do printf '%1000s' x > /dev/udp/10.0.5.10/9; done",
+        ])
+        .status()
+        .unwrap();
+    assert!(send.success());
+    std::thread::sleep(Duration::from_millis(500));
+    let after = server.metrics();
+    let packets = received(&after, "packets") - received(&before, "packets");
+    let bytes = received(&after, "bytes") - received(&before, "bytes");
+    assert_eq!((packets, bytes), (20, 20 * 1042));
+    assert_eq!(
+        received(&after, "bytes") - received(&before, "bytes"),
+        20 * 1042
+    );
+    root.ok(&["kill", "counted"]);
 }

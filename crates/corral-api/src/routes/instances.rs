@@ -19,19 +19,8 @@ use serde::{Deserialize, Serialize};
 use crate::body::{query, JsonBody};
 use crate::error::ApiError;
 use crate::operations::Operation;
+use crate::routes::blocking;
 use crate::Api;
-
-/// Runs core's blocking `work` off the async threads.
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(work).await.map_err(|err| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("the request's worker ended abnormally: {err}"),
-        )
-    })?
-}
 
 /// 202 Accepted with the operation, which `Location` names.
 fn accepted(operation: Operation) -> Response {

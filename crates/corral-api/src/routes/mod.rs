@@ -2,6 +2,7 @@
 
 pub mod events;
 pub mod instances;
+pub mod metrics;
 pub mod operations;
 
 use std::sync::Arc;
@@ -32,6 +33,18 @@ async fn server_info() -> Json<ServerInfo> {
     })
 }
 
+/// Runs core's blocking `work` off the async threads.
+pub async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(work).await.map_err(|err| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("the request's worker ended abnormally: {err}"),
+        )
+    })?
+}
+
 async fn not_found() -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
@@ -53,6 +66,7 @@ pub fn router(api: Arc<Api>) -> Router {
         )
         .route("/1.0/instances/{name}/state", put(instances::change_state))
         .route("/1.0/events", get(events::events))
+        .route("/1.0/metrics", get(metrics::metrics))
         .route("/1.0/operations", get(operations::list))
         .route("/1.0/operations/{id}", get(operations::get))
         .route("/1.0/operations/{id}/wait", get(operations::wait))

@@ -1,0 +1,16 @@
+//! `GET /1.0/metrics`: every instance's numbers in Prometheus's text format (`metrics_text.rs`).
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+
+use crate::error::ApiError;
+use crate::metrics_text::{render, CONTENT_TYPE};
+use crate::Api;
+
+pub async fn metrics(State(api): State<Arc<Api>>) -> Result<impl IntoResponse, ApiError> {
+    let instances = crate::routes::blocking(move || Ok(api.manager.metrics()?)).await?;
+    Ok(([(header::CONTENT_TYPE, CONTENT_TYPE)], render(&instances)))
+}
