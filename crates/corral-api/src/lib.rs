@@ -9,6 +9,7 @@
 //! - [`metrics_text`]: `/1.0/metrics` in Prometheus's text format.
 //! - [`error`]: every failure is a JSON body with one sentence (the error's chain) and a status
 //!   code that says whose fault it is.
+//! - [`peer`]: the caller's uid (SO_PEERCRED), on whose behalf operations act.
 //! - [`server`]: the socket (mode 0660, group `corral` where it exists) and graceful shutdown.
 
 pub mod body;
@@ -16,6 +17,7 @@ pub mod error;
 pub mod events;
 pub mod metrics_text;
 pub mod operations;
+pub mod peer;
 pub mod routes;
 pub mod server;
 

@@ -77,7 +77,8 @@ pub fn serve(api: Arc<Api>, listener: std::os::unix::net::UnixListener) -> Resul
         listener.set_nonblocking(true).map_err(ServeError::Serve)?;
         let listener = tokio::net::UnixListener::from_std(listener).map_err(ServeError::Serve)?;
         let events = Arc::clone(&api.events);
-        axum::serve(listener, crate::router(api))
+        let service = crate::router(api).into_make_service_with_connect_info::<crate::peer::Peer>();
+        axum::serve(listener, service)
             .with_graceful_shutdown(async move {
                 stop_signal().await;
                 // Event clients are closed ("going away"), so the shutdown need not wait on them.

@@ -191,8 +191,13 @@ impl Manager {
         }
     }
 
-    /// Reads and reconciles the state; the caller holds the lock.
+    /// Reads and reconciles the state; the caller holds the lock. What it finds happened by
+    /// itself, so its events are attributed to nobody.
     pub(crate) fn reconciled(&self, name: &str) -> Result<State, CoreError> {
+        crate::events::unattributed(|| self.reconcile(name))
+    }
+
+    fn reconcile(&self, name: &str) -> Result<State, CoreError> {
         let mut state = self.store.state(name)?;
         if !state.status.is_active() {
             return Ok(state);

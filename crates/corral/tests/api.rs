@@ -390,3 +390,76 @@ fn metrics_pass_promtool_and_a_nic_counter_moves_by_exactly_the_bytes_sent() {
     );
     root.ok(&["kill", "counted"]);
 }
+
+/// Runs curl as user 65534 against `socket`; its exit status and output.
+fn curl_as_nobody(socket: &Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .args(["curl", "-sS", "--unix-socket"])
+        .arg(socket)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn other_users_are_refused_and_events_name_the_caller() {
+    if !corral_testkit::is_root() {
+        return corral_testkit::skip("needs root to act as another user");
+    }
+    corral_testkit::require_program!("curl");
+    corral_testkit::require_program!("setpriv");
+    if !common::have_busybox() {
+        return;
+    }
+    let root = common::CorralRoot::new();
+    let rootfs = rootfs(root.dir.path());
+    root.ok(&[
+        "create",
+        "mine",
+        "--rootfs",
+        rootfs.to_str().unwrap(),
+        "--",
+        "sleep",
+        "1000",
+    ]);
+    let server = Server::start(&root);
+
+    // Not root, not in the socket's group: the kernel refuses the connection (curl's 7:
+    // could not connect). The same user gets in once the socket's mode lets it, below.
+    let refused = curl_as_nobody(&server.socket, &["http://corral/1.0/instances"]);
+    assert_eq!(refused.status.code(), Some(7), "{refused:?}");
+
+    // Let that user in (as the corral group would) and have it start the instance: the event
+    // names it, by the kernel's word (SO_PEERCRED).
+    std::fs::set_permissions(&server.socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let started = curl_as_nobody(
+        &server.socket,
+        &[
+            "-X",
+            "PUT",
+            "-d",
+            r#"{"action": "start"}"#,
+            "http://corral/1.0/instances/mine/state",
+        ],
+    );
+    assert!(started.status.success(), "{started:?}");
+    let operation: Value = serde_json::from_slice(&started.stdout).unwrap();
+    server.succeeds((202, operation));
+    root.ok(&["kill", "mine"]);
+    let journal = std::fs::read_to_string(root.path().join("events.jsonl")).unwrap();
+    let events: Vec<Value> = journal
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let by = |action: &str| {
+        events
+            .iter()
+            .find(|event| event["action"] == action)
+            .unwrap_or_else(|| panic!("no {action} event in {journal}"))["uid"]
+            .clone()
+    };
+    assert_eq!(by("created"), json!(0), "the CLI's own uid");
+    assert_eq!(by("started"), json!(65534), "the API caller's uid");
+    assert_eq!(by("stopped"), json!(0));
+}

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::body::{query, JsonBody};
 use crate::error::ApiError;
 use crate::operations::Operation;
+use crate::peer::Caller;
 use crate::routes::blocking;
 use crate::Api;
 
@@ -82,6 +83,7 @@ pub struct CreateQuery {
 /// `POST /1.0/instances[?start=true]` with a [`CreateRequest`] body.
 pub async fn create(
     State(api): State<Arc<Api>>,
+    caller: Caller,
     options: Result<Query<CreateQuery>, QueryRejection>,
     JsonBody(request): JsonBody<CreateRequest>,
 ) -> Result<Response, ApiError> {
@@ -97,11 +99,13 @@ pub async fn create(
         format!("creating instance {name}"),
         vec![instance_path(&name)],
         move || {
-            manager.manager.create_instance(request, &NoProgress)?;
-            if start {
-                manager.manager.start(&name)?;
-            }
-            Ok(())
+            caller.acting(|| {
+                manager.manager.create_instance(request, &NoProgress)?;
+                if start {
+                    manager.manager.start(&name)?;
+                }
+                Ok(())
+            })
         },
     );
     Ok(accepted(operation))
@@ -135,6 +139,7 @@ pub struct StateChange {
 
 pub async fn change_state(
     State(api): State<Arc<Api>>,
+    caller: Caller,
     Path(name): Path<String>,
     JsonBody(change): JsonBody<StateChange>,
 ) -> Result<Response, ApiError> {
@@ -157,18 +162,19 @@ pub async fn change_state(
         vec![instance_path(&name)],
         move || {
             let manager = &manager.manager;
-            match (change.action, change.force) {
-                (StateAction::Start, _) => manager.start(&target).map(drop),
-                (StateAction::Stop, false) => manager.stop(&target, timeout).map(drop),
-                (StateAction::Stop, true) | (StateAction::Kill, _) => {
-                    manager.kill(&target).map(drop)
-                }
-                (StateAction::Restart, false) => manager.restart(&target, timeout).map(drop),
-                (StateAction::Restart, true) => manager.force_restart(&target).map(drop),
-                (StateAction::Pause, _) => manager.pause(&target).map(drop),
-                (StateAction::Resume, _) => manager.resume(&target).map(drop),
-            }
-            .map_err(ApiError::from)
+            caller
+                .acting(|| match (change.action, change.force) {
+                    (StateAction::Start, _) => manager.start(&target).map(drop),
+                    (StateAction::Stop, false) => manager.stop(&target, timeout).map(drop),
+                    (StateAction::Stop, true) | (StateAction::Kill, _) => {
+                        manager.kill(&target).map(drop)
+                    }
+                    (StateAction::Restart, false) => manager.restart(&target, timeout).map(drop),
+                    (StateAction::Restart, true) => manager.force_restart(&target).map(drop),
+                    (StateAction::Pause, _) => manager.pause(&target).map(drop),
+                    (StateAction::Resume, _) => manager.resume(&target).map(drop),
+                })
+                .map_err(ApiError::from)
         },
     );
     Ok(accepted(operation))
@@ -184,6 +190,7 @@ pub struct DeleteQuery {
 
 pub async fn delete(
     State(api): State<Arc<Api>>,
+    caller: Caller,
     Path(name): Path<String>,
     options: Result<Query<DeleteQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
@@ -194,7 +201,7 @@ pub async fn delete(
     let operation = api.operations.start(
         format!("deleting instance {name}"),
         vec![instance_path(&name)],
-        move || Ok(manager.manager.delete(&target, force)?),
+        move || Ok(caller.acting(|| manager.manager.delete(&target, force))?),
     );
     Ok(accepted(operation))
 }

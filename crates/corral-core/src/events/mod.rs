@@ -47,6 +47,39 @@ impl std::fmt::Display for Action {
     }
 }
 
+/// Who the events a thread causes are attributed to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Actor {
+    /// This process's user (a CLI command).
+    Process,
+    /// Another user this process acts for (the API server's caller, by SO_PEERCRED).
+    Uid(u32),
+    /// Nobody: a run noticed to have ended by itself.
+    Nobody,
+}
+
+thread_local! {
+    static ACTOR: std::cell::Cell<Actor> = const { std::cell::Cell::new(Actor::Process) };
+}
+
+fn acting_as<T>(actor: Actor, work: impl FnOnce() -> T) -> T {
+    let before = ACTOR.replace(actor);
+    let result = work();
+    ACTOR.set(before);
+    result
+}
+
+/// Runs `work` with the lifecycle events it causes on this thread attributed to user `uid`.
+pub fn on_behalf_of<T>(uid: u32, work: impl FnOnce() -> T) -> T {
+    acting_as(Actor::Uid(uid), work)
+}
+
+/// Runs `work` with the lifecycle events it causes on this thread attributed to nobody (what
+/// reconciling finds happened by itself).
+pub(crate) fn unattributed<T>(work: impl FnOnce() -> T) -> T {
+    acting_as(Actor::Nobody, work)
+}
+
 /// One event, as the journal and `/1.0/events` carry it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LifecycleEvent {
@@ -54,6 +87,10 @@ pub struct LifecycleEvent {
     pub time_ms: u64,
     pub instance: String,
     pub action: Action,
+    /// The user who caused it: the CLI's, or the API caller's; none for what happened by
+    /// itself (a guest that powered off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
     /// How a run ended (with `stopped`, `crashed`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<ExitReason>,
@@ -67,10 +104,16 @@ impl LifecycleEvent {
         let time_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |since| since.as_millis() as u64);
+        let uid = match ACTOR.get() {
+            Actor::Process => Some(nix::unistd::getuid().as_raw()),
+            Actor::Uid(uid) => Some(uid),
+            Actor::Nobody => None,
+        };
         LifecycleEvent {
             time_ms,
             instance: instance.to_owned(),
             action,
+            uid,
             reason: None,
             detail: None,
         }
@@ -220,5 +263,27 @@ mod tests {
         );
         assert_eq!(change(Stopped, Starting, None), None);
         assert_eq!(change(Stopped, Stopped, None), None);
+    }
+}
+
+#[cfg(test)]
+mod actor_tests {
+    use super::*;
+
+    #[test]
+    fn events_name_who_caused_them() {
+        let own = nix::unistd::getuid().as_raw();
+        assert_eq!(LifecycleEvent::now("a", Action::Created).uid, Some(own));
+        let theirs = on_behalf_of(4242, || LifecycleEvent::now("a", Action::Started).uid);
+        assert_eq!(theirs, Some(4242));
+        let nobody = on_behalf_of(4242, || {
+            unattributed(|| LifecycleEvent::now("a", Action::Stopped).uid)
+        });
+        assert_eq!(nobody, None);
+        assert_eq!(
+            LifecycleEvent::now("a", Action::Deleted).uid,
+            Some(own),
+            "restored"
+        );
     }
 }
