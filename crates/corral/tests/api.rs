@@ -463,3 +463,165 @@ fn other_users_are_refused_and_events_name_the_caller() {
     assert_eq!(by("started"), json!(65534), "the API caller's uid");
     assert_eq!(by("stopped"), json!(0));
 }
+
+/// One way to drive corral: the CLI or the API. Each verb answers `Ok(())` or the error's
+/// first sentence.
+trait Frontend {
+    fn verb(&self, verb: &str, name: &str) -> Result<(), String>;
+    fn create(&self, name: &str, rootfs: &Path) -> Result<(), String>;
+    /// `(status, last exit reason)` as the front end shows the instance.
+    fn state(&self, name: &str) -> (String, String);
+}
+
+struct Cli<'a>(&'a common::CorralRoot);
+
+impl Frontend for Cli<'_> {
+    fn verb(&self, verb: &str, name: &str) -> Result<(), String> {
+        let args: Vec<&str> = match verb {
+            "stop" => vec!["stop", name, "--timeout", "1"],
+            "restart" => vec!["restart", name, "--timeout", "1"],
+            other => vec![other, name],
+        };
+        let out = self.0.run(&args);
+        if out.status.success() {
+            return Ok(());
+        }
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let first = stderr.lines().next().unwrap_or_default();
+        Err(first.trim_start_matches("corral: ").to_owned())
+    }
+
+    fn create(&self, name: &str, rootfs: &Path) -> Result<(), String> {
+        let out = self.0.run(&[
+            "create",
+            name,
+            "--rootfs",
+            rootfs.to_str().unwrap(),
+            "--",
+            "sleep",
+            "1000",
+        ]);
+        match out.status.success() {
+            true => Ok(()),
+            false => Err(String::from_utf8_lossy(&out.stderr).trim().to_owned()),
+        }
+    }
+
+    fn state(&self, name: &str) -> (String, String) {
+        let out = self.0.run(&["info", name, "-o", "json"]);
+        if !out.status.success() {
+            return ("gone".into(), String::new());
+        }
+        let info: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let state = &info["state"];
+        (
+            state["status"].as_str().unwrap().to_owned(),
+            state["last_exit"]["reason"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        )
+    }
+}
+
+impl Frontend for Server {
+    fn verb(&self, verb: &str, name: &str) -> Result<(), String> {
+        let path = format!("/1.0/instances/{name}");
+        let (status, answer) = match verb {
+            "delete" => self.call("DELETE", &path, None),
+            action => {
+                let body = json!({"action": action, "timeout": 1});
+                self.call("PUT", &format!("{path}/state"), Some(body))
+            }
+        };
+        if status != 202 {
+            return Err(answer["error"].as_str().unwrap().to_owned());
+        }
+        let wait = format!("/1.0/operations/{}/wait", answer["id"].as_str().unwrap());
+        let (_, ended) = self.call("GET", &wait, None);
+        match ended["status"].as_str() {
+            Some("success") => Ok(()),
+            _ => Err(ended["error"].as_str().unwrap().to_owned()),
+        }
+    }
+
+    fn create(&self, name: &str, rootfs: &Path) -> Result<(), String> {
+        let body = json!({"name": name, "rootfs": rootfs, "command": ["sleep", "1000"],
+                          "default_network": "none"});
+        let (_, answer) = self.call("POST", "/1.0/instances", Some(body));
+        let wait = format!("/1.0/operations/{}/wait", answer["id"].as_str().unwrap());
+        let (_, ended) = self.call("GET", &wait, None);
+        match ended["status"].as_str() {
+            Some("success") => Ok(()),
+            _ => Err(ended["error"].as_str().unwrap().to_owned()),
+        }
+    }
+
+    fn state(&self, name: &str) -> (String, String) {
+        let (status, instance) = self.call("GET", &format!("/1.0/instances/{name}"), None);
+        if status == 404 {
+            return ("gone".into(), String::new());
+        }
+        let state = &instance["state"];
+        (
+            state["status"].as_str().unwrap().to_owned(),
+            state["last_exit"]["reason"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        )
+    }
+}
+
+/// The lifecycle scenario: each step's outcome (the error's first sentence, `NAME` for the
+/// instance's name) and the state it leaves.
+fn scenario(front: &dyn Frontend, name: &str, rootfs: &Path) -> Vec<String> {
+    let mut seen = Vec::new();
+    let mut record = |step: &str, outcome: Result<(), String>| {
+        let outcome = match outcome {
+            Ok(()) => "ok".to_owned(),
+            // The API's sentence is the whole chain; the CLI's first line is its first part.
+            Err(err) => err.split(": ").next().unwrap().replace(name, "NAME"),
+        };
+        let (status, reason) = front.state(name);
+        seen.push(format!("{step}: {outcome} -> {status} {reason}"));
+    };
+    record("create", front.create(name, rootfs));
+    for verb in [
+        "pause", "start", "start", "pause", "pause", "resume", "restart", "delete", "stop", "stop",
+        "start", "kill", "resume", "delete", "delete",
+    ] {
+        record(verb, front.verb(verb, name));
+    }
+    seen
+}
+
+#[test]
+fn every_verb_gives_the_same_result_through_the_cli_and_the_api() {
+    if !corral_testkit::is_root() {
+        return corral_testkit::skip("needs root for namespaces and cgroups");
+    }
+    if !common::have_busybox() {
+        return;
+    }
+    let root = common::CorralRoot::new();
+    let rootfs = rootfs(root.dir.path());
+    let server = Server::start(&root);
+    let through_cli = scenario(&Cli(&root), "by-cli", &rootfs);
+    let through_api = scenario(&server, "by-api", &rootfs);
+    assert_eq!(through_cli, through_api);
+    // The scenario means something: it went through every state and refusal.
+    let expected_markers = [
+        "pause: instance NAME is not running; start it with `corral start NAME` -> stopped ",
+        "start: instance NAME is already running -> running ",
+        "delete: instance NAME is running; stop it first, or delete it with --force -> running ",
+        "kill: ok -> stopped stopped",
+        "delete: ok -> gone ",
+    ];
+    for marker in expected_markers {
+        assert!(
+            through_cli.iter().any(|step| step.contains(marker)),
+            "no {marker:?} in {through_cli:#?}"
+        );
+    }
+}
