@@ -81,6 +81,21 @@ for round in 1 2; do
     --allow-downgrades "${missing[@]}" >/dev/null
 done
 
+# schemathesis (PyPI), which the API test runs against the OpenAPI document: a pinned version in
+# a virtual environment under the XDG cache (scripts/test.sh puts it on PATH). Without Python the
+# test says it skipped.
+. "$(dirname "$0")/schemathesis.env"
+venv="$schemathesis_venv"
+if [ ! -x "$venv/bin/st" ]; then
+  if python3 -m venv "$venv" >/dev/null 2>&1 &&
+     "$venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$schemathesis_version"; then
+    echo "installed schemathesis $schemathesis_version in $venv"
+  else
+    rm -rf "$venv"
+    echo "schemathesis could not be installed (python3 -m venv and pip); its API test will skip" >&2
+  fi
+fi
+
 if command -v rustup >/dev/null && ! rustup component list --installed 2>/dev/null | grep -q '^clippy'; then
   rustup component add clippy rustfmt
 fi

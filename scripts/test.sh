@@ -6,6 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/deps.sh
+# The schemathesis deps.sh installed (the API test runs it).
+. scripts/schemathesis.env
+export PATH="$schemathesis_venv/bin:$PATH"
 
 export CORRAL_TEST_SKIP_LOG
 CORRAL_TEST_SKIP_LOG="$(mktemp -t corral-skips.XXXXXX)"

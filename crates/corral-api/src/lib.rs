@@ -3,6 +3,7 @@
 //! handler parses, calls `corral-core` and renders; no instance rule lives here.
 //!
 //! - [`routes`]: the resources under `/1.0/` (`docs/api.md`).
+//! - [`openapi`]: the OpenAPI 3 document, derived from the handlers and their types.
 //! - [`operations`]: long actions (create, state changes, delete) answer 202 with an operation
 //!   that runs on a blocking thread and can be waited on.
 //! - [`events`]: `/1.0/events`, lifecycle events and operation updates over a websocket.
@@ -16,6 +17,7 @@ pub mod body;
 pub mod error;
 pub mod events;
 pub mod metrics_text;
+pub mod openapi;
 pub mod operations;
 pub mod peer;
 pub mod routes;
@@ -36,16 +38,20 @@ pub struct Api {
     pub manager: Manager,
     pub operations: Arc<Operations>,
     pub events: Arc<EventHub>,
+    /// The `default_network` of a create that gives none (`corral serve --default-network`).
+    pub default_network: Option<String>,
 }
 
 impl Api {
-    /// The API over `manager`, its event feed following the root's journal.
-    pub fn new(manager: Manager) -> Arc<Api> {
+    /// The API over `manager`, its event feed following the root's journal; a create that
+    /// names no network joins `default_network` (a name or `none`; core's default when absent).
+    pub fn new(manager: Manager, default_network: Option<String>) -> Arc<Api> {
         let events = Arc::new(EventHub::default());
         let api = Arc::new(Api {
             manager,
             operations: Arc::new(Operations::reporting_to(Arc::clone(&events))),
             events: Arc::clone(&events),
+            default_network,
         });
         events.follow(Arc::clone(&api));
         api

@@ -17,7 +17,7 @@ use crate::events::{EventHub, Message};
 const KEEP_ENDED: usize = 256;
 
 /// Where an operation is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum OperationStatus {
     Running,
@@ -26,7 +26,7 @@ pub enum OperationStatus {
 }
 
 /// One long action, as `GET /1.0/operations/ID` shows it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Operation {
     pub id: String,
     /// What it does, e.g. "starting instance web".

@@ -21,11 +21,12 @@ struct TestApi {
 impl TestApi {
     fn new() -> TestApi {
         let root = tempfile::tempdir().unwrap();
-        // No instance is started here, so no supervisor binary is needed.
+        // No instance is started here, so no supervisor binary is needed; a create that names
+        // no network joins none (the server's `--default-network none`).
         let manager =
             Manager::open(root.path(), std::path::Path::new("/nonexistent/corral")).unwrap();
         TestApi {
-            api: Api::new(manager),
+            api: Api::new(manager, Some("none".into())),
             root,
         }
     }
@@ -75,7 +76,7 @@ impl TestApi {
 #[tokio::test]
 async fn an_instance_is_created_read_listed_and_deleted_through_operations() {
     let t = TestApi::new();
-    let body = json!({"name": "web", "rootfs": t.rootfs(), "memory": "128M", "command": ["sh"], "default_network": "none"});
+    let body = json!({"name": "web", "rootfs": t.rootfs(), "memory": "128M", "command": ["sh"]});
     let created = t
         .wait(
             t.call(Method::POST, "/1.0/instances", Some(&body.to_string()))

@@ -26,7 +26,7 @@ fn operation(number: usize) -> Operation {
 async fn a_client_that_falls_behind_is_closed_with_the_count_it_missed() {
     let dir = tempfile::tempdir().unwrap();
     let manager = Manager::open(&dir.path().join("root"), "/nonexistent/corral".as_ref()).unwrap();
-    let api = Api::new(manager);
+    let api = Api::new(manager, Some("none".into()));
     let socket = dir.path().join("api.sock");
     let listener = corral_api::server::bind(&socket).unwrap();
     listener.set_nonblocking(true).unwrap();

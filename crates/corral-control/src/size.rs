@@ -64,6 +64,25 @@ impl<'de> Deserialize<'de> for MemorySize {
     }
 }
 
+/// In the API's OpenAPI document: the string [`FromStr`] reads.
+impl utoipa::PartialSchema for MemorySize {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .pattern(Some(MEMORY_SIZE_PATTERN))
+            .examples([serde_json::json!("512M")])
+            .description(Some(
+                "A size with a binary unit: K, M, G or T (KB/KiB ... too)",
+            ))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for MemorySize {}
+
+/// What [`FromStr`] takes: digits, then a unit (spaces around allowed, any case).
+const MEMORY_SIZE_PATTERN: &str = r"^\s*[0-9]+\s*([KkMmGgTt]([Ii]?[Bb])?)\s*$";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -80,5 +99,19 @@ mod tests {
         assert!("99999999999T".parse::<MemorySize>().is_err());
         assert_eq!(MemorySize(1 << 30).to_string(), "1G");
         assert_eq!(MemorySize(1536 << 20).to_string(), "1536M");
+    }
+
+    #[test]
+    fn the_documented_pattern_is_what_parses() {
+        let pattern = regex_lite::Regex::new(MEMORY_SIZE_PATTERN).unwrap();
+        for text in [
+            "256M", "1G", "512MiB", "64k", " 2 GB ", "256", "M", "1.5G", "2X",
+        ] {
+            assert_eq!(
+                pattern.is_match(text),
+                text.parse::<MemorySize>().is_ok(),
+                "{text:?}"
+            );
+        }
     }
 }

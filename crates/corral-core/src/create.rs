@@ -20,18 +20,20 @@ use crate::{CoreError, Manager};
 pub const NO_NETWORK: &str = "none";
 
 /// A definition file's text and where it came from (relative paths in it are relative to it).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DefinitionFile {
     pub text: String,
+    #[schema(value_type = String)]
     pub path: PathBuf,
 }
 
 /// What to create. Every field is optional; a definition file gives the rest.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct CreateRequest {
     /// The instance's name (overrides the file's).
+    #[schema(pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")]
     pub name: Option<String>,
     pub file: Option<DefinitionFile>,
     /// VM or container (`type`, as in a definition file); implied by `kernel` (a VM), `rootfs`
@@ -44,16 +46,20 @@ pub struct CreateRequest {
     pub full: bool,
     pub cpus: Option<u8>,
     pub memory: Option<MemorySize>,
+    #[schema(value_type = Option<String>)]
     pub kernel: Option<PathBuf>,
+    #[schema(value_type = Option<String>)]
     pub initrd: Option<PathBuf>,
     pub cmdline: Option<String>,
     /// A directory or tar archive copied in as the container's root filesystem.
+    #[schema(value_type = Option<String>)]
     pub rootfs: Option<PathBuf>,
     /// A container whose process is an init (a system container).
     pub init: bool,
     pub env: Vec<String>,
     pub hostname: Option<String>,
     /// A cloud-init user-data file.
+    #[schema(value_type = Option<String>)]
     pub user_data: Option<PathBuf>,
     /// cloud-init shortcuts: a user made at first boot, its SSH public keys and password hash.
     pub user: Option<String>,
@@ -100,6 +106,15 @@ pub enum CreateError {
 }
 
 impl CreateRequest {
+    /// The name of the instance this request makes: its `name`, else its file's.
+    pub fn instance_name(&self) -> Result<String, CoreError> {
+        match (&self.name, &self.file) {
+            (Some(name), _) => Ok(name.clone()),
+            (None, Some(file)) => Ok(Definition::parse(&file.text, &file.path)?.name),
+            (None, None) => Err(CreateError::NoName.into()),
+        }
+    }
+
     /// The definition this request describes (not yet stored), and the root filesystem to copy
     /// in, if any. `image_kind` is the kind of the request's image, when it has one.
     pub fn definition(
@@ -379,6 +394,28 @@ mod tests {
             let err = bad.definition(None).unwrap_err().to_string();
             assert!(err.contains(wanted), "{err} lacks {wanted:?}");
         }
+    }
+
+    #[test]
+    fn the_name_comes_from_the_request_or_its_file() {
+        let file = DefinitionFile {
+            text: "name = \"fromfile\"\ntype = \"container\"\n[container]\nrootfs = \"r\"\n".into(),
+            path: PathBuf::from("/defs/c.toml"),
+        };
+        let named = CreateRequest {
+            file: Some(file.clone()),
+            ..request("given")
+        };
+        assert_eq!(named.instance_name().unwrap(), "given");
+        let from_file = CreateRequest {
+            file: Some(file),
+            ..CreateRequest::default()
+        };
+        assert_eq!(from_file.instance_name().unwrap(), "fromfile");
+        assert!(matches!(
+            CreateRequest::default().instance_name(),
+            Err(CoreError::Create(CreateError::NoName))
+        ));
     }
 
     #[test]

@@ -40,7 +40,7 @@ fn field_error(field: &str, message: impl Into<String>) -> DefinitionError {
 }
 
 /// VM or container: the only place the two differ is the driver that runs them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
     Vm,
@@ -134,7 +134,7 @@ pub struct ContainerSpec {
 }
 
 /// Whether a container gets its own user namespace.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum UserNs {
     /// Share the host's user ids: the container's root is the host's root.
@@ -203,7 +203,7 @@ impl Limits {
 }
 
 /// Disk image formats corral attaches.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum DiskFormat {
     Raw,
@@ -233,11 +233,12 @@ impl From<corral_disk::DiskFormat> for DiskFormat {
 }
 
 /// One disk: a file or block device (VMs), or a directory (containers).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Disk {
     /// A file, block device, logical volume or directory on the host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
     pub path: Option<PathBuf>,
     /// A volume of the default storage pool, by name (instead of `path`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -252,6 +253,7 @@ pub struct Disk {
     /// a qcow2 header is untrusted, so its chain may not reach other host files unless listed
     /// here. Relative paths are relative to the instance directory.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<String>)]
     pub allow_backing: Vec<PathBuf>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub readonly: bool,
@@ -425,6 +427,9 @@ pub struct Definition {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cloud_init: Option<corral_cloudinit::CloudInit>,
 }
+
+/// What [`validate_name`] accepts, as a regular expression (the API's document gives it).
+pub const NAME_PATTERN: &str = "^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$";
 
 /// Checks an instance name.
 pub fn validate_name(name: &str) -> Result<(), DefinitionError> {
@@ -913,6 +918,32 @@ pub(crate) fn describe_toml_error(text: &str, err: &toml::de::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_name_pattern_is_the_name_rule() {
+        let pattern = regex_lite::Regex::new(NAME_PATTERN).unwrap();
+        let long = "a".repeat(MAX_NAME_LEN);
+        let too_long = "a".repeat(MAX_NAME_LEN + 1);
+        for name in [
+            "web",
+            "a",
+            "Web-1_x.y",
+            &long,
+            &too_long,
+            "",
+            "-a",
+            ".a",
+            "a b",
+            "ä",
+            "a/b",
+        ] {
+            assert_eq!(
+                pattern.is_match(name),
+                validate_name(name).is_ok(),
+                "{name:?}"
+            );
+        }
+    }
 
     #[test]
     fn a_disk_argument_is_made_absolute_and_its_format_checked() {

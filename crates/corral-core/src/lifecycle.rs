@@ -39,7 +39,7 @@ const LOG_TAIL_BYTES: u64 = 64 * 1024;
 pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// One line of `corral list`.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct Summary {
     pub name: String,
     #[serde(rename = "type")]
@@ -55,6 +55,7 @@ pub struct Summary {
     pub last_exit: Option<LastExit>,
     /// The address corral knows for each nic that has one (see [`Manager::nic_status`]):
     /// never asked of the guest, so listing stays fast.
+    #[schema(value_type = Vec<String>)]
     pub ipv4: Vec<std::net::Ipv4Addr>,
 }
 

@@ -13,7 +13,7 @@ use corral_net::HostAddress;
 use corral_vmm::config::MacAddress;
 use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Nic {
     /// A corral network (`corral network list`).
@@ -28,25 +28,30 @@ pub struct Nic {
     pub bridge: Option<String>,
     /// The guest's MAC address; one derived from the instance's UUID when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
     pub mac: Option<MacAddress>,
     /// A fixed address (`10.0.3.10`, on a network a DHCP reservation; `10.0.3.10/24` on a
     /// bridge): set by corral on an application container's interface, and the only source
     /// address the nic's filter lets through.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
     pub ip: Option<HostAddress>,
     /// On a bridge: the default route corral sets in an application container (on a network,
     /// the network's gateway).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
     pub gateway: Option<Ipv4Addr>,
     /// On a bridge: the name servers of an application container's `/etc/resolv.conf` (on a
     /// network, the network's DNS server).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<String>)]
     pub dns: Vec<Ipv4Addr>,
     /// Anti-spoofing, on unless `false`: the nic may send only from its own MAC and address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filter: Option<bool>,
     /// Host ports forwarded to the nic's address while the instance runs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<Object>)]
     pub forwards: Vec<PortForward>,
 }
 

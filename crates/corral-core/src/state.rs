@@ -9,7 +9,7 @@ use corral_control::exit::ExitReason;
 use serde::{Deserialize, Serialize};
 
 /// Where an instance is in its lifecycle.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     Stopped,
@@ -44,9 +44,10 @@ impl std::fmt::Display for Status {
 }
 
 /// How the last run ended.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LastExit {
     /// The supervisor's reason, or `supervisor-lost` when it recorded none.
+    #[schema(value_type = String)]
     pub reason: ExitReason,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code: Option<i32>,
@@ -57,7 +58,7 @@ pub struct LastExit {
 }
 
 /// The content of `state.json`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct State {
     pub status: Status,
     /// The supervisor's pid while active.

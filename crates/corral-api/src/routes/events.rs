@@ -10,13 +10,16 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::Api;
 
 /// Close codes (RFC 6455): the server is going away; the client broke the feed's policy.
 const GOING_AWAY: u16 = 1001;
 const POLICY: u16 = 1008;
 
+#[utoipa::path(get, path = "/1.0/events", tag = "server",
+    responses((status = 101, description = "A websocket of events, one JSON text message each (docs/api.md)"),
+              (status = 400, description = "Not a websocket request", body = ErrorBody)))]
 pub async fn events(
     State(api): State<Arc<Api>>,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,

@@ -17,7 +17,7 @@ use corral_image::progress::NoProgress;
 use serde::{Deserialize, Serialize};
 
 use crate::body::{query, JsonBody};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::operations::Operation;
 use crate::peer::Caller;
 use crate::routes::blocking;
@@ -44,17 +44,28 @@ fn instance_path(name: &str) -> String {
     format!("/1.0/instances/{name}")
 }
 
+#[utoipa::path(get, path = "/1.0/instances", tag = "instances",
+    responses((status = 200, description = "Every instance", body = Vec<Summary>),
+               (status = 500, description = "The host failed", body = ErrorBody)))]
 pub async fn list(State(api): State<Arc<Api>>) -> Result<Json<Vec<Summary>>, ApiError> {
     Ok(Json(blocking(move || Ok(api.manager.list()?)).await?))
 }
 
 /// One instance: its definition and its state.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Instance {
+    /// Its `instance.toml` as JSON (docs/instances.md).
+    #[schema(value_type = Object)]
     pub definition: Definition,
     pub state: InstanceState,
 }
 
+#[utoipa::path(get, path = "/1.0/instances/{name}", tag = "instances",
+    params(("name" = String, Path, description = "The instance's name")),
+    responses((status = 200, description = "The instance", body = Instance),
+              (status = 400, description = "Not an instance name", body = ErrorBody),
+              (status = 404, description = "No such instance", body = ErrorBody),
+              (status = 500, description = "The host failed", body = ErrorBody)))]
 pub async fn get(
     State(api): State<Arc<Api>>,
     Path(name): Path<String>,
@@ -72,8 +83,9 @@ pub async fn get(
     Ok(Json(instance))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct CreateQuery {
     /// Start the instance once it is made.
     #[serde(default)]
@@ -81,19 +93,23 @@ pub struct CreateQuery {
 }
 
 /// `POST /1.0/instances[?start=true]` with a [`CreateRequest`] body.
+#[utoipa::path(post, path = "/1.0/instances", tag = "instances", params(CreateQuery),
+    request_body(content = CreateRequest, content_type = "application/json"),
+    responses((status = 202, description = "Creating, as this operation", body = Operation),
+              (status = 400, description = "The body or query does not fit", body = ErrorBody),
+              (status = 413, description = "The body is over 1 MiB", body = ErrorBody)))]
 pub async fn create(
     State(api): State<Arc<Api>>,
     caller: Caller,
     options: Result<Query<CreateQuery>, QueryRejection>,
-    JsonBody(request): JsonBody<CreateRequest>,
+    JsonBody(mut request): JsonBody<CreateRequest>,
 ) -> Result<Response, ApiError> {
+    if request.default_network.is_none() {
+        request.default_network.clone_from(&api.default_network);
+    }
     let start = query(options)?.start;
-    let Some(name) = request.name.clone() else {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "give the instance a name (the body's \"name\")",
-        ));
-    };
+    let name = request.instance_name()?;
+    corral_core::definition::validate_name(&name).map_err(corral_core::CoreError::from)?;
     let manager = Arc::clone(&api);
     let operation = api.operations.start(
         format!("creating instance {name}"),
@@ -112,7 +128,7 @@ pub async fn create(
 }
 
 /// What `PUT /1.0/instances/NAME/state` asks for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum StateAction {
     Start,
@@ -125,7 +141,7 @@ pub enum StateAction {
     Resume,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StateChange {
     pub action: StateAction,
@@ -137,6 +153,14 @@ pub struct StateChange {
     pub force: bool,
 }
 
+#[utoipa::path(put, path = "/1.0/instances/{name}/state", tag = "instances",
+    params(("name" = String, Path, description = "The instance's name")),
+    request_body(content = StateChange, content_type = "application/json"),
+    responses((status = 202, description = "Changing its state, as this operation", body = Operation),
+              (status = 400, description = "The body does not fit", body = ErrorBody),
+              (status = 404, description = "No such instance", body = ErrorBody),
+              (status = 413, description = "The body is over 1 MiB", body = ErrorBody),
+              (status = 500, description = "The host failed", body = ErrorBody)))]
 pub async fn change_state(
     State(api): State<Arc<Api>>,
     caller: Caller,
@@ -180,14 +204,21 @@ pub async fn change_state(
     Ok(accepted(operation))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct DeleteQuery {
     /// Delete a running instance too (forced off first).
     #[serde(default)]
     force: bool,
 }
 
+#[utoipa::path(delete, path = "/1.0/instances/{name}", tag = "instances",
+    params(("name" = String, Path, description = "The instance's name"), DeleteQuery),
+    responses((status = 202, description = "Deleting, as this operation", body = Operation),
+              (status = 400, description = "The query does not fit", body = ErrorBody),
+              (status = 404, description = "No such instance", body = ErrorBody),
+              (status = 500, description = "The host failed", body = ErrorBody)))]
 pub async fn delete(
     State(api): State<Arc<Api>>,
     caller: Caller,

@@ -18,14 +18,16 @@ use crate::error::ApiError;
 use crate::Api;
 
 /// `GET /1.0`: what this server is.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ServerInfo {
     pub api_version: &'static str,
     pub server: &'static str,
     pub server_version: &'static str,
 }
 
-async fn server_info() -> Json<ServerInfo> {
+#[utoipa::path(get, path = "/1.0", tag = "server",
+    responses((status = 200, description = "What this server is", body = ServerInfo)))]
+pub async fn server_info() -> Json<ServerInfo> {
     Json(ServerInfo {
         api_version: "1.0",
         server: "corral",
@@ -45,6 +47,12 @@ pub async fn blocking<T: Send + 'static>(
     })?
 }
 
+#[utoipa::path(get, path = "/1.0/openapi.json", tag = "server",
+    responses((status = 200, description = "This document", body = Object)))]
+pub async fn openapi_json() -> Json<serde_json::Value> {
+    Json(crate::openapi::document())
+}
+
 async fn not_found() -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
@@ -56,6 +64,7 @@ async fn not_found() -> ApiError {
 pub fn router(api: Arc<Api>) -> Router {
     Router::new()
         .route("/1.0", get(server_info))
+        .route("/1.0/openapi.json", get(openapi_json))
         .route(
             "/1.0/instances",
             get(instances::list).post(instances::create),

@@ -16,7 +16,7 @@ use crate::{CoreError, Manager};
 use corral_control::exit::ExitReason;
 
 /// What happened to an instance.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
     Created,
@@ -81,7 +81,7 @@ pub(crate) fn unattributed<T>(work: impl FnOnce() -> T) -> T {
 }
 
 /// One event, as the journal and `/1.0/events` carry it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LifecycleEvent {
     /// Milliseconds since the epoch.
     pub time_ms: u64,
@@ -93,6 +93,7 @@ pub struct LifecycleEvent {
     pub uid: Option<u32>,
     /// How a run ended (with `stopped`, `crashed`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
     pub reason: Option<ExitReason>,
     /// The exit's detail (an exit code's meaning, why a start failed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
