@@ -21,6 +21,8 @@ use crate::routes;
         routes::instances::get,
         routes::instances::change_state,
         routes::instances::delete,
+        routes::console::logs,
+        routes::console::console,
         routes::operations::list,
         routes::operations::get,
         routes::operations::wait,
@@ -79,7 +81,10 @@ mod tests {
                 }
             }
         }
-        assert_eq!(seen, 3, "GET, DELETE and PUT .../state name an instance");
+        assert_eq!(
+            seen, 5,
+            "GET, DELETE, PUT .../state, .../logs and .../console name an instance"
+        );
         assert!(
             !document.to_string().contains("\"parameters\":null"),
             "no operation gained an empty parameter list"

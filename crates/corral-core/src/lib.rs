@@ -17,6 +17,7 @@ pub mod agent;
 pub mod bases;
 pub mod build;
 pub mod clone;
+pub mod console;
 pub mod copy;
 pub mod create;
 pub mod definition;

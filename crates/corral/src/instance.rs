@@ -713,11 +713,7 @@ pub fn info(root: &Path, args: InfoArgs) -> anyhow::Result<ExitCode> {
 
 pub fn console(root: &Path, name: String) -> anyhow::Result<ExitCode> {
     let manager = manager(root)?;
-    let state = manager.state(&name)?;
-    if !state.status.is_active() {
-        return Err(corral_core::CoreError::NotRunning(name).into());
-    }
-    let socket = manager.paths(&name)?.console_socket();
+    let socket = manager.console_socket(&name)?;
     let stdin = std::io::stdin();
     let raw = corral_control::console::RawMode::enable(std::os::fd::AsFd::as_fd(&stdin))?;
     eprint!("Connected to {name}; escape character is ^]\r\n");
@@ -739,17 +735,9 @@ pub fn console(root: &Path, name: String) -> anyhow::Result<ExitCode> {
 
 pub fn logs(root: &Path, args: LogsArgs) -> anyhow::Result<ExitCode> {
     let manager = manager(root)?;
-    let paths = manager.paths(&args.name)?;
-    let log = paths.console_log();
+    let log = manager.paths(&args.name)?.console_log();
     let mut stdout = std::io::stdout();
-    let mut rotated = log.clone().into_os_string();
-    rotated.push(".1");
-    // The logs are in `run/`, which a jailed VMM owns: a link it planted there is not followed.
-    for path in [PathBuf::from(rotated), log.clone()] {
-        if let Ok(bytes) = corral_control::log::read_log(&path) {
-            stdout.write_all(&bytes)?;
-        }
-    }
+    stdout.write_all(&manager.console_log(&args.name)?)?;
     if args.follow {
         let mut offset = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
         loop {

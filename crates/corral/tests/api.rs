@@ -716,3 +716,70 @@ fn schemathesis_finds_no_server_error_and_no_answer_outside_the_document() {
     );
     assert!(report.contains(" passed"), "{report}");
 }
+
+#[test]
+fn the_console_answers_over_a_websocket_and_the_logs_keep_what_it_printed() {
+    if !corral_testkit::is_root() {
+        return corral_testkit::skip("needs root for namespaces and cgroups");
+    }
+    if !common::have_busybox() {
+        return;
+    }
+    let root = common::CorralRoot::new();
+    let rootfs = rootfs(root.dir.path());
+    root.ok(&[
+        "create",
+        "term",
+        "--rootfs",
+        rootfs.to_str().unwrap(),
+        "--",
+        "/bin/sh",
+    ]);
+    let server = Server::start(&root);
+    // Not running: refused with the reason, before any upgrade.
+    let (status, refused) = server.call("GET", "/1.0/instances/term/console", None);
+    assert_eq!(
+        (status, refused["error"].as_str().unwrap()),
+        (
+            409,
+            "instance term is not running; start it with `corral start term`"
+        )
+    );
+    root.ok(&["start", "term"]);
+
+    let stream = std::os::unix::net::UnixStream::connect(&server.socket).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let (mut console, _) = tungstenite::client("ws://corral/1.0/instances/term/console", stream)
+        .unwrap_or_else(|err| panic!("cannot attach: {err}"));
+    console
+        .send(tungstenite::Message::binary(
+            b"echo marker-$((6*7))\r".to_vec(),
+        ))
+        .unwrap();
+    let mut seen = Vec::new();
+    while !String::from_utf8_lossy(&seen).contains("marker-42") {
+        match console.read().expect("console output within 10 s") {
+            tungstenite::Message::Binary(bytes) => seen.extend_from_slice(&bytes),
+            tungstenite::Message::Close(frame) => panic!("closed: {frame:?}; seen {seen:?}"),
+            _ => {}
+        }
+    }
+    console.close(None).unwrap();
+    assert_eq!(
+        root.status("term"),
+        "running",
+        "detaching leaves it running"
+    );
+
+    let (status, log) = http::request(&server.socket, "GET", "/1.0/instances/term/logs", None);
+    assert_eq!(status, 200);
+    assert!(log.contains("marker-42"), "{log:?}");
+    assert_eq!(
+        log.as_bytes(),
+        root.ok(&["logs", "term"]).as_bytes(),
+        "the CLI's logs are the API's"
+    );
+    root.ok(&["kill", "term"]);
+}

@@ -1,5 +1,6 @@
 //! The API's resources under `/1.0/` (`docs/api.md`).
 
+pub mod console;
 pub mod events;
 pub mod instances;
 pub mod metrics;
@@ -74,6 +75,8 @@ pub fn router(api: Arc<Api>) -> Router {
             get(instances::get).delete(instances::delete),
         )
         .route("/1.0/instances/{name}/state", put(instances::change_state))
+        .route("/1.0/instances/{name}/logs", get(console::logs))
+        .route("/1.0/instances/{name}/console", get(console::console))
         .route("/1.0/events", get(events::events))
         .route("/1.0/metrics", get(metrics::metrics))
         .route("/1.0/operations", get(operations::list))
