@@ -1,11 +1,17 @@
-//! Which instances use a pool volume: a volume an instance's disk names (by name, or by the
-//! volume's path) cannot be deleted from under it.
+//! The root's storage pool as the manager serves it, and which instances use a pool volume: a
+//! volume an instance's disk names (by name, or by the volume's path) cannot be deleted from
+//! under it.
 
 use crate::definition::Definition;
 use crate::volume::Pool;
 use crate::{CoreError, Manager};
 
 impl Manager {
+    /// The root's default storage pool.
+    pub fn pool(&self) -> Pool {
+        Pool::default_in(self.store().root())
+    }
+
     /// The instances whose disks use volume `name` of `pool`, as `instance NAME`.
     pub fn volume_users(&self, pool: &Pool, name: &str) -> Result<Vec<String>, CoreError> {
         let (path, _) = pool.find(name)?;

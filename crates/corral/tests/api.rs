@@ -783,3 +783,44 @@ fn the_console_answers_over_a_websocket_and_the_logs_keep_what_it_printed() {
     );
     root.ok(&["kill", "term"]);
 }
+
+#[test]
+fn volumes_images_networks_and_snapshots_list_as_the_cli_lists_them() {
+    if !corral_testkit::is_root() {
+        return corral_testkit::skip("needs root for containers");
+    }
+    if !common::have_busybox() {
+        return;
+    }
+    let root = common::CorralRoot::new();
+    let rootfs = rootfs(root.dir.path());
+    root.ok(&["volume", "create", "data", "--size", "1M"]);
+    root.ok(&[
+        "create",
+        "box",
+        "--rootfs",
+        rootfs.to_str().unwrap(),
+        "--",
+        "true",
+    ]);
+    root.ok(&["snapshot", "create", "box", "first"]);
+    let server = Server::start(&root);
+    for (path, cli, at_least) in [
+        ("/1.0/volumes", vec!["volume", "list", "-o", "json"], 1),
+        ("/1.0/images", vec!["image", "list", "-o", "json"], 0),
+        ("/1.0/networks", vec!["network", "list", "-o", "json"], 0),
+        (
+            "/1.0/instances/box/snapshots",
+            vec!["snapshot", "list", "box", "-o", "json"],
+            1,
+        ),
+    ] {
+        let (status, api) = server.call("GET", path, None);
+        assert_eq!(status, 200, "{path}: {api}");
+        let cli: Value = serde_json::from_str(&root.ok(&cli)).unwrap();
+        assert_eq!(api, cli, "{path}");
+        assert!(api.as_array().unwrap().len() >= at_least, "{path}: {api}");
+    }
+    let (status, missing) = server.call("GET", "/1.0/instances/nobox/snapshots", None);
+    assert_eq!(status, 404, "{missing}");
+}

@@ -5,6 +5,7 @@ pub mod events;
 pub mod instances;
 pub mod metrics;
 pub mod operations;
+pub mod resources;
 
 use std::sync::Arc;
 
@@ -76,6 +77,10 @@ pub fn router(api: Arc<Api>) -> Router {
         )
         .route("/1.0/instances/{name}/state", put(instances::change_state))
         .route("/1.0/instances/{name}/logs", get(console::logs))
+        .route("/1.0/instances/{name}/snapshots", get(resources::snapshots))
+        .route("/1.0/volumes", get(resources::volumes))
+        .route("/1.0/images", get(resources::images))
+        .route("/1.0/networks", get(resources::networks))
         .route("/1.0/instances/{name}/console", get(console::console))
         .route("/1.0/events", get(events::events))
         .route("/1.0/metrics", get(metrics::metrics))
