@@ -86,8 +86,8 @@ mod tests {
             }
         }
         assert_eq!(
-            seen, 5,
-            "GET, DELETE, PUT .../state, .../logs and .../console name an instance"
+            seen, 6,
+            "GET, DELETE, PUT .../state, .../logs, .../console and .../snapshots"
         );
         assert!(
             !document.to_string().contains("\"parameters\":null"),
