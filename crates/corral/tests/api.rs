@@ -47,16 +47,35 @@ impl Server {
         (status, value)
     }
 
-    /// Waits for the operation a 202 answered with; fails unless it succeeded.
-    fn succeeds(&self, (status, operation): (u16, Value)) {
-        assert_eq!(status, 202, "{operation}");
+    /// The operation `operation` once it has ended.
+    fn ended(&self, operation: &Value) -> Value {
         let path = format!(
             "/1.0/operations/{}/wait?timeout=60",
             operation["id"].as_str().unwrap()
         );
         let (status, ended) = self.call("GET", &path, None);
-        assert_eq!(status, 200);
+        assert_eq!(status, 200, "{ended}");
+        ended
+    }
+
+    /// Waits for the operation a 202 answered with; fails unless it succeeded.
+    fn succeeds(&self, (status, operation): (u16, Value)) {
+        assert_eq!(status, 202, "{operation}");
+        let ended = self.ended(&operation);
         assert_eq!(ended["status"], "success", "{ended}");
+    }
+
+    /// Ok once the operation a 202 answered with succeeded, else the error's sentence (or the
+    /// refusal's, when there was no operation).
+    fn outcome(&self, (status, answer): (u16, Value)) -> Result<(), String> {
+        if status != 202 {
+            return Err(answer["error"].as_str().unwrap().to_owned());
+        }
+        let ended = self.ended(&answer);
+        match ended["status"].as_str() {
+            Some("success") => Ok(()),
+            _ => Err(ended["error"].as_str().unwrap().to_owned()),
+        }
     }
 
     /// A websocket client of `/1.0/events`.
@@ -148,16 +167,26 @@ fn rootfs(dir: &Path) -> PathBuf {
     rootfs
 }
 
-#[test]
-fn the_api_and_the_cli_manage_the_same_instances() {
+/// A test root and a busybox root filesystem beside it; none (the skip printed) without root
+/// or busybox.
+fn container_root() -> Option<(common::CorralRoot, PathBuf)> {
     if !corral_testkit::is_root() {
-        return corral_testkit::skip("needs root for namespaces and cgroups");
+        corral_testkit::skip("needs root for namespaces and cgroups");
+        return None;
     }
     if !common::have_busybox() {
-        return;
+        return None;
     }
     let root = common::CorralRoot::new();
     let rootfs = rootfs(root.dir.path());
+    Some((root, rootfs))
+}
+
+#[test]
+fn the_api_and_the_cli_manage_the_same_instances() {
+    let Some((root, rootfs)) = container_root() else {
+        return;
+    };
     let server = Server::start(&root);
     let mode = std::fs::metadata(&server.socket)
         .unwrap()
@@ -212,8 +241,7 @@ fn the_api_and_the_cli_manage_the_same_instances() {
     // A running instance is not deleted without force; the operation says why.
     let (status, refused) = server.call("DELETE", "/1.0/instances/box", None);
     assert_eq!(status, 202);
-    let path = format!("/1.0/operations/{}/wait", refused["id"].as_str().unwrap());
-    let (_, refused) = server.call("GET", &path, None);
+    let refused = server.ended(&refused);
     assert_eq!(refused["status"], "failure");
     assert_eq!(refused["error_code"], 409, "{refused}");
     server.succeeds(server.call("DELETE", "/1.0/instances/box?force=true", None));
@@ -527,34 +555,19 @@ impl Frontend for Cli<'_> {
 impl Frontend for Server {
     fn verb(&self, verb: &str, name: &str) -> Result<(), String> {
         let path = format!("/1.0/instances/{name}");
-        let (status, answer) = match verb {
+        self.outcome(match verb {
             "delete" => self.call("DELETE", &path, None),
             action => {
                 let body = json!({"action": action, "timeout": 1});
                 self.call("PUT", &format!("{path}/state"), Some(body))
             }
-        };
-        if status != 202 {
-            return Err(answer["error"].as_str().unwrap().to_owned());
-        }
-        let wait = format!("/1.0/operations/{}/wait", answer["id"].as_str().unwrap());
-        let (_, ended) = self.call("GET", &wait, None);
-        match ended["status"].as_str() {
-            Some("success") => Ok(()),
-            _ => Err(ended["error"].as_str().unwrap().to_owned()),
-        }
+        })
     }
 
     fn create(&self, name: &str, rootfs: &Path) -> Result<(), String> {
         let body = json!({"name": name, "rootfs": rootfs, "command": ["sleep", "1000"],
                           "default_network": "none"});
-        let (_, answer) = self.call("POST", "/1.0/instances", Some(body));
-        let wait = format!("/1.0/operations/{}/wait", answer["id"].as_str().unwrap());
-        let (_, ended) = self.call("GET", &wait, None);
-        match ended["status"].as_str() {
-            Some("success") => Ok(()),
-            _ => Err(ended["error"].as_str().unwrap().to_owned()),
-        }
+        self.outcome(self.call("POST", "/1.0/instances", Some(body)))
     }
 
     fn state(&self, name: &str) -> (String, String) {
@@ -598,14 +611,9 @@ fn scenario(front: &dyn Frontend, name: &str, rootfs: &Path) -> Vec<String> {
 
 #[test]
 fn every_verb_gives_the_same_result_through_the_cli_and_the_api() {
-    if !corral_testkit::is_root() {
-        return corral_testkit::skip("needs root for namespaces and cgroups");
-    }
-    if !common::have_busybox() {
+    let Some((root, rootfs)) = container_root() else {
         return;
-    }
-    let root = common::CorralRoot::new();
-    let rootfs = rootfs(root.dir.path());
+    };
     let server = Server::start(&root);
     let through_cli = scenario(&Cli(&root), "by-cli", &rootfs);
     let through_api = scenario(&server, "by-api", &rootfs);
@@ -719,14 +727,9 @@ fn schemathesis_finds_no_server_error_and_no_answer_outside_the_document() {
 
 #[test]
 fn the_console_answers_over_a_websocket_and_the_logs_keep_what_it_printed() {
-    if !corral_testkit::is_root() {
-        return corral_testkit::skip("needs root for namespaces and cgroups");
-    }
-    if !common::have_busybox() {
+    let Some((root, rootfs)) = container_root() else {
         return;
-    }
-    let root = common::CorralRoot::new();
-    let rootfs = rootfs(root.dir.path());
+    };
     root.ok(&[
         "create",
         "term",
