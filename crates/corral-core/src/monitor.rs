@@ -416,15 +416,17 @@ fn supervise(
         run_state: Mutex::new(RunState::Running),
         stop_requested: AtomicBool::new(false),
     });
+    // Started before the control socket is served: `corral start` returns once the socket
+    // answers, and what it started must then be running (a pause right after must find it so).
+    if restore.is_none() {
+        container.start().map_err(CoreError::from)?;
+    }
     let listener = corral_control::bind(&paths.control_socket())?;
     let server = shared.clone();
     corral_control::serve(listener, ServerLimits::default(), move |request| {
         (server.handle(request), After::Continue)
     });
 
-    if restore.is_none() {
-        container.start().map_err(CoreError::from)?;
-    }
     let started = Instant::now();
     let code = container.wait().map_err(CoreError::from)?;
     let oom_kills = container
