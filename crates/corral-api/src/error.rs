@@ -33,6 +33,7 @@ pub fn status_of(err: &CoreError) -> StatusCode {
         | CoreError::NotRunning(_)
         | CoreError::Paused(_)
         | CoreError::NotPaused(_)
+        | CoreError::AlreadyPaused(_)
         | CoreError::Running(_) => StatusCode::CONFLICT,
         CoreError::Store(StoreError::Definition(_)) | CoreError::Create(_) => {
             StatusCode::BAD_REQUEST

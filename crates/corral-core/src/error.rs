@@ -23,6 +23,8 @@ pub enum CoreError {
     Paused(String),
     #[error("instance {0} is not paused")]
     NotPaused(String),
+    #[error("instance {0} is already paused; resume it with `corral resume {0}`")]
+    AlreadyPaused(String),
     #[error("instance {0} is running; stop it first, or delete it with --force")]
     Running(String),
     #[error("instance {name} failed to start: {detail}")]

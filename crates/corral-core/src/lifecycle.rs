@@ -524,6 +524,9 @@ impl Manager {
         if state.status == Status::Running && request == Request::Resume {
             return Err(CoreError::NotPaused(name.to_string()));
         }
+        if state.status == Status::Paused && request == Request::Pause {
+            return Err(CoreError::AlreadyPaused(name.to_string()));
+        }
         let paths = self.paths(name)?;
         match self.call(&paths, &request)? {
             Response::State { state: run } => {

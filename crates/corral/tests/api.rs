@@ -623,6 +623,7 @@ fn every_verb_gives_the_same_result_through_the_cli_and_the_api() {
         "pause: instance NAME is not running; start it with `corral start NAME` -> stopped ",
         "start: instance NAME is already running -> running ",
         "delete: instance NAME is running; stop it first, or delete it with --force -> running ",
+        "pause: instance NAME is already paused; resume it with `corral resume NAME` -> paused ",
         "kill: ok -> stopped stopped",
         "delete: ok -> gone ",
     ];
