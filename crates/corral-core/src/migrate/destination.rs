@@ -3,7 +3,7 @@
 //! it is left here (its VMM ends, the instance is removed) and the source is told why, so that
 //! its VM runs on there.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
@@ -74,6 +74,7 @@ impl Manager {
             Ok(state) => Ok(state),
             Err(err) => {
                 protocol::send_error(&mut peer, &corral_host::error_chain(&err));
+                linger(&mut peer);
                 Err(err)
             }
         }
@@ -321,4 +322,19 @@ fn relay_destination(
         up?;
         Ok(())
     })
+}
+
+/// How long a refusing receiver keeps reading what the source still sends.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// Closes a refused connection gracefully: the refusal is followed by the end of our stream,
+/// and what the source still sends is read and dropped for a moment. Dropping it unread at
+/// once would reset the connection, and a reset can destroy the refusal before the source
+/// reads it (it then says only that the connection closed).
+fn linger(peer: &mut Connection) {
+    let _ = peer.shutdown_write();
+    let _ = peer.set_timeout(LINGER);
+    let deadline = Instant::now() + LINGER;
+    let mut sink = [0u8; 64 << 10];
+    while Instant::now() < deadline && matches!(peer.read(&mut sink), Ok(1..)) {}
 }
