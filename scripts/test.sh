@@ -10,6 +10,10 @@ scripts/deps.sh
 . scripts/schemathesis.env
 export PATH="$schemathesis_venv/bin:$PATH"
 
+# A one-off build of the whole workspace gains nothing from incremental state, which would double
+# the target directory on disk.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+
 export CORRAL_TEST_SKIP_LOG
 CORRAL_TEST_SKIP_LOG="$(mktemp -t corral-skips.XXXXXX)"
 trap 'rm -f "$CORRAL_TEST_SKIP_LOG"' EXIT
