@@ -45,7 +45,10 @@ packages=(
   libarchive-tools  # bsdtar: the seed tests read ISO images without mounting
   libxml2-utils     # xmllint: the OVF export tests validate envelopes against the DMTF schema
   prometheus        # promtool: the API tests check /1.0/metrics with Prometheus's own linter
-  curl              # the API tests call the socket as another user
+  curl              # the API tests call the socket as another user, and the TLS listener
+  openssl           # ... with client certificates openssl makes
+  chromium          # the web UI's test runs it headless ...
+  chromium-driver   # ... through chromedriver (WebDriver)
 )
 
 if ! command -v cargo >/dev/null; then

@@ -5,8 +5,16 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use corral_core::snapshot::SnapshotError;
 use corral_core::store::StoreError;
+use corral_core::trust::TrustError;
+use corral_core::volume::VolumeError;
 use corral_core::CoreError;
+use corral_disk::DiskError;
+use corral_image::export::ExportError;
+use corral_image::import::ImportError;
+use corral_image::store::StoreError as ImageStoreError;
+use corral_net::networks::NetworkError;
 
 /// A failed request.
 #[derive(Debug)]
@@ -38,9 +46,111 @@ pub fn status_of(err: &CoreError) -> StatusCode {
         CoreError::Store(StoreError::Definition(_)) | CoreError::Create(_) => {
             StatusCode::BAD_REQUEST
         }
-        CoreError::Missing { .. } | CoreError::Unsupported(_) => StatusCode::BAD_REQUEST,
+        CoreError::Missing { .. }
+        | CoreError::Unsupported(_)
+        | CoreError::IdentityChanged { .. } => StatusCode::BAD_REQUEST,
+        CoreError::Volume(err) => volume_status(err),
+        CoreError::Snapshot(err) => snapshot_status(err),
+        CoreError::Network(err) => network_status(err),
+        CoreError::Image(err) => image_status(err),
+        // What an upload holds is the caller's; the host's files are the server's.
+        CoreError::ImageImport(err) => match &**err {
+            ImportError::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ImportError::Store(err) => image_status(err),
+            _ => StatusCode::BAD_REQUEST,
+        },
+        CoreError::ImageExport(err) => match &**err {
+            ExportError::WrongType { .. } => StatusCode::BAD_REQUEST,
+            ExportError::Store(err) => image_status(err),
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        },
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
+}
+
+fn image_status(err: &ImageStoreError) -> StatusCode {
+    match err {
+        ImageStoreError::NotFound(_) | ImageStoreError::NoAlias(_) => StatusCode::NOT_FOUND,
+        ImageStoreError::Ambiguous { .. } | ImageStoreError::InvalidAlias(_) => {
+            StatusCode::BAD_REQUEST
+        }
+        ImageStoreError::AliasTaken { .. } | ImageStoreError::InUse { .. } => StatusCode::CONFLICT,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+fn volume_status(err: &VolumeError) -> StatusCode {
+    match err {
+        VolumeError::NotFound(_) => StatusCode::NOT_FOUND,
+        VolumeError::Exists(_) | VolumeError::InUse { .. } | VolumeError::Open { .. } => {
+            StatusCode::CONFLICT
+        }
+        VolumeError::BackingNotInPool(_)
+        | VolumeError::NotQcow2(_)
+        | VolumeError::DirectoryHasNoSize
+        | VolumeError::SizeNeeded(_)
+        | VolumeError::BackingNeedsQcow2
+        | VolumeError::DirectoryResize(_)
+        | VolumeError::Name(_) => StatusCode::BAD_REQUEST,
+        VolumeError::Disk(err) => disk_status(err),
+        VolumeError::BackingOutside { .. } | VolumeError::Io(_) => {
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
+    }
+}
+
+/// A disk error the request caused (a size or option the image cannot take, a shrink not
+/// forced, an image in use) is the caller's; the others are the host's.
+fn disk_status(err: &DiskError) -> StatusCode {
+    match err {
+        DiskError::InvalidSize { .. }
+        | DiskError::InvalidOption { .. }
+        | DiskError::ShrinkRefused { .. }
+        | DiskError::BackingNotAllowed { .. } => StatusCode::BAD_REQUEST,
+        DiskError::AlreadyExists { .. } | DiskError::Locked { .. } => StatusCode::CONFLICT,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+fn snapshot_status(err: &SnapshotError) -> StatusCode {
+    match err {
+        SnapshotError::Name(_) => StatusCode::BAD_REQUEST,
+        SnapshotError::NotFound { .. } => StatusCode::NOT_FOUND,
+        SnapshotError::Exists { .. }
+        | SnapshotError::NotRunningNorStopped { .. }
+        | SnapshotError::RestoreRunning(_) => StatusCode::CONFLICT,
+        SnapshotError::SharedDisk { .. }
+        | SnapshotError::NotAFile { .. }
+        | SnapshotError::RootfsOutside { .. } => StatusCode::BAD_REQUEST,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+fn network_status(err: &NetworkError) -> StatusCode {
+    match err {
+        NetworkError::NotFound(_) => StatusCode::NOT_FOUND,
+        NetworkError::Exists(_)
+        | NetworkError::InUse { .. }
+        | NetworkError::BridgeExists { .. } => StatusCode::CONFLICT,
+        NetworkError::Definition(_) | NetworkError::NoFreeSubnet(_) => StatusCode::BAD_REQUEST,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// A trust store error as the API answers it.
+pub fn trust_error(err: TrustError) -> ApiError {
+    let status = match &err {
+        TrustError::Name(_) | TrustError::NotACertificate(_) => StatusCode::BAD_REQUEST,
+        TrustError::NameTaken(_) | TrustError::AlreadyTrusted(_) => StatusCode::CONFLICT,
+        TrustError::NotFound(_) => StatusCode::NOT_FOUND,
+        TrustError::UnknownToken | TrustError::ExpiredToken(_) => StatusCode::FORBIDDEN,
+        TrustError::Random(_)
+        | TrustError::Generate(_)
+        | TrustError::Damaged { .. }
+        | TrustError::DamagedIdentity { .. }
+        | TrustError::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    ApiError::new(status, corral_host::error_chain(&err))
 }
 
 impl From<CoreError> for ApiError {

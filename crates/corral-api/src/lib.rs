@@ -10,9 +10,14 @@
 //! - [`metrics_text`]: `/1.0/metrics` in Prometheus's text format.
 //! - [`error`]: every failure is a JSON body with one sentence (the error's chain) and a status
 //!   code that says whose fault it is.
-//! - [`peer`]: the caller's uid (SO_PEERCRED), on whose behalf operations act.
-//! - [`server`]: the socket (mode 0660, group `corral` where it exists) and graceful shutdown.
+//! - [`peer`]: the caller: a local uid (SO_PEERCRED), on whose behalf operations act, or a TLS
+//!   client's certificate.
+//! - [`auth`]: local callers may do everything; TLS clients once their certificate is trusted.
+//! - [`tls`]: the server's certificate and the TLS listener (`corral serve --listen`).
+//! - [`server`]: the socket (mode 0660, group `corral` where it exists), the TLS listener and
+//!   graceful shutdown.
 
+pub mod auth;
 pub mod body;
 pub mod error;
 pub mod events;
@@ -22,9 +27,11 @@ pub mod operations;
 pub mod peer;
 pub mod routes;
 pub mod server;
+pub mod tls;
 
 use std::sync::Arc;
 
+use corral_core::trust::TrustStore;
 use corral_core::Manager;
 
 pub use error::ApiError;
@@ -40,6 +47,8 @@ pub struct Api {
     pub events: Arc<EventHub>,
     /// The `default_network` of a create that gives none (`corral serve --default-network`).
     pub default_network: Option<String>,
+    /// The clients trusted over TLS.
+    pub trust: TrustStore,
 }
 
 impl Api {
@@ -47,7 +56,9 @@ impl Api {
     /// names no network joins `default_network` (a name or `none`; core's default when absent).
     pub fn new(manager: Manager, default_network: Option<String>) -> Arc<Api> {
         let events = Arc::new(EventHub::default());
+        let trust = TrustStore::of_root(manager.store().root());
         let api = Arc::new(Api {
+            trust,
             manager,
             operations: Arc::new(Operations::reporting_to(Arc::clone(&events))),
             events: Arc::clone(&events),

@@ -1,6 +1,7 @@
 //! `/1.0/metrics` in Prometheus's text format (version 0.0.4): per instance its state, CPU time,
-//! memory, restarts, its supervisor's counters (a VM's exits by kind, a container's pids and OOM
-//! kills) and each nic's bytes and packets; per host the instance counts by type and status.
+//! memory, restarts, its supervisor's counters (a VM's exits by kind and each disk's requests and
+//! bytes, a container's pids and OOM kills) and each nic's bytes and packets; per host the
+//! instance counts by type and status.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -52,9 +53,49 @@ fn escape(value: &str) -> String {
         .replace('\n', "\\n")
 }
 
-/// A supervisor counter's family: a VM's exits by kind, a container's gauges and OOM kills,
-/// anything else as a named event count.
+/// The families of a VM disk's counters (`disk.DEVICE.FIELD` from its VMM), with their help.
+const DISK_FAMILIES: [(&str, &str, &str); 6] = [
+    (
+        "reads",
+        "corral_vm_disk_reads_total",
+        "Reads the guest made of the disk.",
+    ),
+    (
+        "read_bytes",
+        "corral_vm_disk_read_bytes_total",
+        "Bytes the guest read from the disk.",
+    ),
+    (
+        "writes",
+        "corral_vm_disk_writes_total",
+        "Writes the guest made to the disk.",
+    ),
+    (
+        "written_bytes",
+        "corral_vm_disk_written_bytes_total",
+        "Bytes the guest wrote to the disk.",
+    ),
+    (
+        "flushes",
+        "corral_vm_disk_flushes_total",
+        "Flushes the guest asked of the disk.",
+    ),
+    (
+        "errors",
+        "corral_vm_disk_errors_total",
+        "Disk requests answered with an error.",
+    ),
+];
+
+/// A supervisor counter's family: a VM's exits by kind and its disks' requests, a container's
+/// gauges and OOM kills, anything else as a named event count.
 fn counter_family(counter: &str) -> (&'static str, Option<(&'static str, String)>) {
+    let disk = (counter.strip_prefix("disk.")).and_then(|counter| counter.rsplit_once('.'));
+    if let Some((device, field)) = disk {
+        if let Some((_, name, _)) = DISK_FAMILIES.iter().find(|(f, _, _)| *f == field) {
+            return (name, Some(("disk", device.to_owned())));
+        }
+    }
     match counter {
         "pids_current" => ("corral_container_pids", None),
         "memory_max_usage_bytes" => ("corral_container_memory_max_usage_bytes", None),
@@ -161,7 +202,10 @@ pub fn render(instances: &[InstanceMetrics]) -> String {
                         "corral_vm_exits_total" => {
                             ("counter", "The VM's exits to its VMM by kind.")
                         }
-                        _ => ("counter", "Events the instance's supervisor counted."),
+                        name => match DISK_FAMILIES.iter().find(|(_, n, _)| *n == name) {
+                            Some((_, _, help)) => ("counter", *help),
+                            None => ("counter", "Events the instance's supervisor counted."),
+                        },
                     };
                     Family::new(name, kind, help)
                 });
@@ -242,7 +286,13 @@ mod tests {
                 cpu_seconds: Some(1.5),
                 memory_bytes: Some(1000),
                 restarts: 2,
-                counters: [("exits_io_out".to_owned(), 7)].into(),
+                counters: [
+                    ("exits_io_out".to_owned(), 7),
+                    ("disk.virtio-blk0.read_bytes".to_owned(), 4096),
+                    ("disk.virtio-blk0.writes".to_owned(), 3),
+                    ("disk.virtio-blk1.writes".to_owned(), 5),
+                ]
+                .into(),
             }),
         );
         running.nics.push(NicMetrics {
@@ -261,6 +311,10 @@ mod tests {
             "corral_instance_cpu_seconds_total{name=\"web\",type=\"vm\"} 1.5",
             "corral_instance_restarts_total{name=\"web\",type=\"vm\"} 2",
             "corral_vm_exits_total{name=\"web\",type=\"vm\",reason=\"io_out\"} 7",
+            "# TYPE corral_vm_disk_read_bytes_total counter",
+            "corral_vm_disk_read_bytes_total{name=\"web\",type=\"vm\",disk=\"virtio-blk0\"} 4096",
+            "corral_vm_disk_writes_total{name=\"web\",type=\"vm\",disk=\"virtio-blk0\"} 3",
+            "corral_vm_disk_writes_total{name=\"web\",type=\"vm\",disk=\"virtio-blk1\"} 5",
             "corral_instance_nic_receive_bytes_total{name=\"web\",type=\"vm\",nic=\"0\",interface=\"tap\\\"0\"} 10",
             "corral_instance_nic_transmit_packets_total{name=\"web\",type=\"vm\",nic=\"0\",interface=\"tap\\\"0\"} 2",
             "corral_instance_memory_limit_bytes{name=\"db\",type=\"container\"} 268435456",

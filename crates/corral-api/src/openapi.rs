@@ -19,14 +19,36 @@ use crate::routes;
         routes::instances::list,
         routes::instances::create,
         routes::instances::get,
+        routes::instances::patch,
+        routes::instances::replace,
         routes::instances::change_state,
         routes::instances::delete,
         routes::console::logs,
         routes::console::console,
-        routes::resources::snapshots,
-        routes::resources::volumes,
-        routes::resources::images,
-        routes::resources::networks,
+        routes::exec::exec,
+        routes::snapshots::list,
+        routes::snapshots::create,
+        routes::snapshots::restore,
+        routes::snapshots::delete,
+        routes::volumes::list,
+        routes::volumes::create,
+        routes::volumes::get,
+        routes::volumes::resize,
+        routes::volumes::delete,
+        routes::images::list,
+        routes::images::get,
+        routes::images::delete,
+        routes::images::upload,
+        routes::images::export,
+        routes::networks::list,
+        routes::networks::create,
+        routes::networks::get,
+        routes::networks::delete,
+        routes::certificates::list,
+        routes::certificates::add,
+        routes::certificates::issue_token,
+        routes::certificates::enrol,
+        routes::certificates::remove,
         routes::operations::list,
         routes::operations::get,
         routes::operations::wait,
@@ -67,7 +89,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn instance_names_have_the_name_rule_everywhere() {
+    fn names_have_the_name_rule_everywhere() {
         let document = document();
         assert_eq!(
             document["components"]["schemas"]["CreateRequest"]["properties"]["name"]["pattern"],
@@ -86,8 +108,10 @@ mod tests {
             }
         }
         assert_eq!(
-            seen, 6,
-            "GET, DELETE, PUT .../state, .../logs, .../console and .../snapshots"
+            seen, 16,
+            "an instance's GET, PATCH, PUT, DELETE, PUT .../state, .../logs, .../console, .../exec; its snapshots' \
+             GET, POST, restore and DELETE; a volume's GET, PUT and DELETE; a trusted client's \
+             DELETE"
         );
         assert!(
             !document.to_string().contains("\"parameters\":null"),

@@ -1,7 +1,8 @@
 //! Serving the API on a unix socket: bound as the supervisors' sockets are (a stale one
 //! replaced, a live one refused), then opened to the `corral` group where it exists (mode 0660,
-//! root:corral) so its members can manage instances without being root. Ends gracefully on
-//! SIGTERM or SIGINT: requests in flight are answered, operations already started run on.
+//! root:corral) so its members can manage instances without being root; and, when asked, on a
+//! TCP address with TLS ([`crate::tls`]). Ends gracefully on SIGTERM or SIGINT: requests in
+//! flight are answered, operations already started run on.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -31,6 +32,12 @@ pub enum ServeError {
     #[error("cannot open {} to the {SOCKET_GROUP} group", path.display())]
     Permissions {
         path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot listen on {address}; pick a free address and port (corral serve --listen)")]
+    Listen {
+        address: std::net::SocketAddr,
         #[source]
         source: std::io::Error,
     },
@@ -66,8 +73,27 @@ pub fn bind(socket: &Path) -> Result<std::os::unix::net::UnixListener, ServeErro
     Ok(listener)
 }
 
-/// Serves `api` on `listener` until SIGTERM or SIGINT.
-pub fn serve(api: Arc<Api>, listener: std::os::unix::net::UnixListener) -> Result<(), ServeError> {
+/// Binds the TCP address `address` for the TLS listener.
+pub fn bind_tcp(address: std::net::SocketAddr) -> Result<std::net::TcpListener, ServeError> {
+    let listener = std::net::TcpListener::bind(address)
+        .map_err(|source| ServeError::Listen { address, source })?;
+    listener.set_nonblocking(true).map_err(ServeError::Serve)?;
+    Ok(listener)
+}
+
+/// The TCP side of a server: where it listens and how it does TLS.
+pub struct TlsEndpoint {
+    pub listener: std::net::TcpListener,
+    pub acceptor: tokio_rustls::TlsAcceptor,
+}
+
+/// Serves `api` on the unix socket `listener`, and over TLS on `tls` when given, until SIGTERM
+/// or SIGINT.
+pub fn serve(
+    api: Arc<Api>,
+    listener: std::os::unix::net::UnixListener,
+    tls: Option<TlsEndpoint>,
+) -> Result<(), ServeError> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -76,16 +102,45 @@ pub fn serve(api: Arc<Api>, listener: std::os::unix::net::UnixListener) -> Resul
     runtime.block_on(async move {
         listener.set_nonblocking(true).map_err(ServeError::Serve)?;
         let listener = tokio::net::UnixListener::from_std(listener).map_err(ServeError::Serve)?;
-        let events = Arc::clone(&api.events);
-        let service = crate::router(api).into_make_service_with_connect_info::<crate::peer::Peer>();
-        axum::serve(listener, service)
-            .with_graceful_shutdown(async move {
-                stop_signal().await;
-                // Event clients are closed ("going away"), so the shutdown need not wait on them.
-                events.stop();
-            })
+        let (stopping, stop) = tokio::sync::watch::channel(false);
+        let stopped = move || {
+            let mut stop = stop.clone();
+            async move {
+                let _ = stop.wait_for(|stopping| *stopping).await;
+            }
+        };
+        let router = crate::router(Arc::clone(&api));
+        let local = axum::serve(
+            listener,
+            router
+                .clone()
+                .into_make_service_with_connect_info::<crate::peer::Peer>(),
+        )
+        .with_graceful_shutdown(stopped());
+        let remote = async {
+            let Some(tls) = tls else {
+                return Ok(());
+            };
+            let tcp = tokio::net::TcpListener::from_std(tls.listener).map_err(ServeError::Serve)?;
+            let listener =
+                crate::tls::TlsListener::new(tcp, tls.acceptor).map_err(ServeError::Serve)?;
+            axum::serve(
+                listener,
+                router.into_make_service_with_connect_info::<crate::peer::Peer>(),
+            )
+            .with_graceful_shutdown(stopped())
             .await
             .map_err(ServeError::Serve)
+        };
+        let signal = async {
+            stop_signal().await;
+            // Event clients are closed ("going away"), so the shutdown need not wait on them.
+            api.events.stop();
+            let _ = stopping.send(true);
+            Ok(())
+        };
+        let local = async { local.await.map_err(ServeError::Serve) };
+        tokio::try_join!(local, remote, signal).map(|_| ())
     })
 }
 

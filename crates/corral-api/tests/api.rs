@@ -32,11 +32,19 @@ impl TestApi {
     }
 
     async fn call(&self, method: Method, uri: &str, body: Option<&str>) -> (StatusCode, Value) {
-        let request = Request::builder()
-            .method(method)
-            .uri(uri)
+        let request = Request::builder().method(method).uri(uri);
+        self.send(request, body).await
+    }
+
+    async fn send(
+        &self,
+        request: axum::http::request::Builder,
+        body: Option<&str>,
+    ) -> (StatusCode, Value) {
+        let request = request
             .body(body.map_or_else(Body::empty, |b| Body::from(b.to_owned())))
             .unwrap();
+        let uri = request.uri().clone();
         let response = corral_api::router(Arc::clone(&self.api))
             .oneshot(request)
             .await
@@ -245,4 +253,35 @@ async fn bad_requests_are_4xx_with_a_sentence_and_change_nothing() {
     let (status, info) = t.call(Method::GET, "/1.0", None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(info["api_version"], "1.0");
+}
+
+#[tokio::test]
+async fn a_web_page_of_another_origin_cannot_drive_the_api() {
+    let api = TestApi::new();
+    let body = json!({"name": "box", "rootfs": api.rootfs(), "command": ["/bin/true"]}).to_string();
+    // What a form on another site can post without asking the browser's leave: text/plain.
+    let foreign = Request::builder()
+        .method(Method::POST)
+        .uri("/1.0/instances")
+        .header("host", "127.0.0.1:8080")
+        .header("origin", "https://evil.example")
+        .header("content-type", "text/plain");
+    let (status, refused) = api.send(foreign, Some(&body)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{refused}");
+    assert!(
+        refused["error"]
+            .as_str()
+            .unwrap()
+            .contains("(https://evil.example) are refused"),
+        "{refused}"
+    );
+    let (_, list) = api.call(Method::GET, "/1.0/instances", None).await;
+    assert_eq!(list, json!([]), "nothing was created");
+    // The UI's own pages are of the server's origin.
+    let own = Request::builder()
+        .method(Method::GET)
+        .uri("/1.0/instances")
+        .header("host", "127.0.0.1:8080")
+        .header("origin", "http://127.0.0.1:8080");
+    assert_eq!(api.send(own, None).await.0, StatusCode::OK);
 }

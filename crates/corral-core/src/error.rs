@@ -41,6 +41,8 @@ pub enum CoreError {
     Io(#[from] PathIoError),
     #[error("{0}")]
     Unsupported(String),
+    #[error("the {field} of instance {name} cannot be changed; make a new instance (corral clone) instead")]
+    IdentityChanged { name: String, field: &'static str },
     /// An OCI structure (the container spec, cgroup limits) cannot be built from the definition.
     #[error("cannot build the {what}")]
     OciSpec {
@@ -96,6 +98,10 @@ pub enum CoreError {
         #[source]
         source: Box<corral_sysprep::SysprepError>,
     },
+    #[error(transparent)]
+    ImageImport(Box<corral_image::import::ImportError>),
+    #[error(transparent)]
+    ImageExport(Box<corral_image::export::ExportError>),
     #[error("cannot make a template image of {path}")]
     OvfTemplate {
         path: PathBuf,

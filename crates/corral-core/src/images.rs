@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use corral_disk::{BackingPolicy, ConvertOptions, DiskFormat as ImageFormat, Qcow2CreateOptions};
+use corral_image::export::ExportFormat;
 use corral_image::import::ImportOptions;
 use corral_image::metadata::ImageType;
 use corral_image::progress::{DiskCopy, Progress};
@@ -48,6 +49,46 @@ impl Manager {
     /// The image store of this corral root.
     pub fn images(&self) -> Result<ImageStore, CoreError> {
         Ok(ImageStore::open(self.store().root())?)
+    }
+
+    /// Imports the image at `source` (`corral image import`, an upload to the API) and names it
+    /// `aliases`, which are checked first so that a bad one is refused before the work; returns
+    /// the image and whether it is new (the store already holding it is no error).
+    pub fn import_image(
+        &self,
+        source: &Path,
+        options: &ImportOptions,
+        aliases: &[String],
+        progress: &dyn Progress,
+    ) -> Result<(Image, bool), CoreError> {
+        for alias in aliases {
+            corral_image::store::validate_alias(alias)?;
+        }
+        let images = self.images()?;
+        let (mut image, new) = corral_image::import::import(&images, source, options, progress)
+            .map_err(|err| CoreError::ImageImport(Box::new(err)))?;
+        for alias in aliases {
+            image = images.set_alias(alias, image.fingerprint(), false)?;
+        }
+        Ok((image, new))
+    }
+
+    /// Writes image `reference` to `target` (which must not exist) in `format`, by default the
+    /// one that keeps its fingerprint for a container and qcow2 for a VM (`corral image
+    /// export`); returns the image and the format used.
+    pub fn export_image(
+        &self,
+        reference: &str,
+        target: &Path,
+        format: Option<ExportFormat>,
+        progress: &dyn Progress,
+    ) -> Result<(Image, ExportFormat), CoreError> {
+        let image = self.images()?.resolve(reference)?;
+        let format =
+            format.unwrap_or_else(|| ExportFormat::default_for(image.metadata().image_type));
+        corral_image::export::export(&image, target, format, progress)
+            .map_err(|err| CoreError::ImageExport(Box::new(err)))?;
+        Ok((image, format))
     }
 
     /// Creates instance `definition.name` from image `reference`: the image's defaults fill

@@ -39,7 +39,7 @@ const LOG_TAIL_BYTES: u64 = 64 * 1024;
 pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// One line of `corral list`.
-#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Summary {
     pub name: String,
     #[serde(rename = "type")]
@@ -47,11 +47,11 @@ pub struct Summary {
     pub status: Status,
     pub cpus: u8,
     pub memory_bytes: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uptime_secs: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_exit: Option<LastExit>,
     /// The address corral knows for each nic that has one (see [`Manager::nic_status`]):
     /// never asked of the guest, so listing stays fast.

@@ -56,9 +56,9 @@ pub enum VolumeError {
     NotQcow2(String),
     #[error("a directory volume has no size; leave out the size or choose --format raw or qcow2")]
     DirectoryHasNoSize,
-    #[error("a {0} volume needs a size, e.g. 10G")]
+    #[error("{0} needs a size, e.g. 10G")]
     SizeNeeded(&'static str),
-    #[error("only qcow2 volumes can have a backing image")]
+    #[error("only qcow2 volumes can have a backing image; make it a qcow2 volume")]
     BackingNeedsQcow2,
     #[error("volume {0} is a directory; directories cannot be resized")]
     DirectoryResize(String),

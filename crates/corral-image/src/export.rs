@@ -68,14 +68,38 @@ impl ExportFormat {
     }
 
     fn name(self) -> &'static str {
+        let named = EXPORT_FORMAT_NAMES
+            .iter()
+            .find(|(_, format)| *format == self);
+        named.map_or("", |(name, _)| name)
+    }
+
+    /// True when the export is one file (the others are directories: an OCI layout, a VM's
+    /// split Incus image).
+    pub fn is_one_file(self, image_type: ImageType) -> bool {
         match self {
-            Self::Rootfs => "rootfs",
-            Self::Incus => "incus",
-            Self::Oci => "oci",
-            Self::OciArchive => "oci-archive",
-            Self::Qcow2 => "qcow2",
-            Self::Raw => "raw",
+            ExportFormat::Oci => false,
+            ExportFormat::Incus => image_type == ImageType::Container,
+            _ => true,
         }
+    }
+}
+
+/// Each format by the name users give it.
+const EXPORT_FORMAT_NAMES: [(&str, ExportFormat); 6] = [
+    ("rootfs", ExportFormat::Rootfs),
+    ("incus", ExportFormat::Incus),
+    ("oci", ExportFormat::Oci),
+    ("oci-archive", ExportFormat::OciArchive),
+    ("qcow2", ExportFormat::Qcow2),
+    ("raw", ExportFormat::Raw),
+];
+
+impl std::str::FromStr for ExportFormat {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<ExportFormat, String> {
+        crate::named(&EXPORT_FORMAT_NAMES, text, "an export format")
     }
 }
 

@@ -31,15 +31,27 @@ pub enum Format {
     Vagrant,
 }
 
+/// Each format by the name users give it.
+const FORMAT_NAMES: [(&str, Format); 5] = [
+    ("rootfs", Format::Rootfs),
+    ("oci", Format::Oci),
+    ("incus", Format::Incus),
+    ("disk", Format::Disk),
+    ("vagrant", Format::Vagrant),
+];
+
 impl std::fmt::Display for Format {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Rootfs => "rootfs",
-            Self::Oci => "oci",
-            Self::Incus => "incus",
-            Self::Disk => "disk",
-            Self::Vagrant => "vagrant",
-        })
+        let named = FORMAT_NAMES.iter().find(|(_, format)| format == self);
+        f.write_str(named.map_or("", |(name, _)| name))
+    }
+}
+
+impl std::str::FromStr for Format {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Format, String> {
+        crate::named(&FORMAT_NAMES, text, "an import format")
     }
 }
 

@@ -26,3 +26,14 @@ pub mod ovf;
 pub mod progress;
 pub mod store;
 pub mod vagrant;
+
+/// The value `names` gives `text`, or a sentence listing the names `what` may be.
+fn named<T: Copy>(names: &[(&str, T)], text: &str, what: &str) -> Result<T, String> {
+    match names.iter().find(|(name, _)| *name == text) {
+        Some((_, value)) => Ok(*value),
+        None => {
+            let known: Vec<&str> = names.iter().map(|(name, _)| *name).collect();
+            Err(format!("{text:?} is not {what}: use {}", known.join(", ")))
+        }
+    }
+}

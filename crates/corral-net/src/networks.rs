@@ -136,21 +136,31 @@ fn io_error(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) ->
     move |source| NetworkError::Io(PathIoError::new(action, path, source))
 }
 
-/// What `corral network create` asks for; what it leaves out gets a default.
-#[derive(Clone, Debug, Default)]
+/// What `corral network create` and `POST /1.0/networks` ask for; what it leaves out gets a
+/// default.
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct NetworkRequest {
     pub name: String,
     /// The gateway address and prefix; a free `10.X.Y.1/24` when absent (managed networks).
+    #[serde(default)]
     pub subnet: Option<Ipv4Cidr>,
     /// NAT on (the default) or off; always off for an unmanaged network.
+    #[serde(default)]
     pub nat: Option<bool>,
+    #[serde(default)]
     pub dhcp_range: Option<DhcpRange>,
+    #[serde(default)]
     pub domain: Option<String>,
+    #[serde(default)]
     pub ipv6: Option<Ipv6Cidr>,
+    #[serde(default)]
     pub dns_upstream: Vec<IpAddr>,
     /// The bridge: an existing one for an unmanaged network; for a managed one, a name to
     /// create instead of the derived `corral-NAME`.
+    #[serde(default)]
     pub bridge: Option<String>,
+    #[serde(default)]
     pub unmanaged: bool,
 }
 

@@ -48,10 +48,15 @@ pub fn has_kvm() -> bool {
 
 /// True when `program` is found on `PATH`.
 pub fn has_program(program: &str) -> bool {
-    let Some(path) = std::env::var_os("PATH") else {
-        return false;
-    };
-    std::env::split_paths(&path).any(|dir| is_executable(&dir.join(program)))
+    find_program(program).is_some()
+}
+
+/// Where `program` is on `PATH`, if it is.
+pub fn find_program(program: &str) -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|candidate| is_executable(candidate))
 }
 
 fn is_executable(path: &Path) -> bool {

@@ -9,6 +9,7 @@ use corral_control::{After, Info, MigrationProgress, Request, Response, RunState
 
 use crate::devices::bus::lock;
 use crate::devices::legacy::i8042::I8042;
+use crate::devices::virtio::block_counters::BlockCounters;
 use crate::exit::{ExitReason, StopEvent, StopSender, VmmEvent};
 use crate::migration::{Address, MigrateParams, MigrateRequest};
 use crate::seccomp::{self, ThreadClass};
@@ -41,6 +42,8 @@ pub struct Runtime {
     snapshotting: AtomicBool,
     vcpus: u8,
     memory_bytes: u64,
+    /// Each disk's counters, by device name.
+    disk_counters: Vec<(String, Arc<BlockCounters>)>,
     /// Where a migration under way stands (the main thread updates it after each pass).
     pub migration: Arc<Mutex<Option<MigrationProgress>>>,
 }
@@ -52,6 +55,7 @@ impl Runtime {
         i8042: Arc<Mutex<I8042>>,
         vcpus: u8,
         memory_bytes: u64,
+        disk_counters: Vec<(String, Arc<BlockCounters>)>,
     ) -> Runtime {
         Runtime {
             vcpu_control: Arc::new(VcpuControl::default()),
@@ -68,6 +72,7 @@ impl Runtime {
             snapshotting: AtomicBool::new(false),
             vcpus,
             memory_bytes,
+            disk_counters,
             migration: Arc::default(),
         }
     }
@@ -280,7 +285,13 @@ impl Runtime {
             restarts: boot.generation.saturating_sub(1),
             vcpus: Some(u32::from(self.vcpus)),
             memory_bytes: Some(self.memory_bytes),
-            counters: self.counters.snapshot(),
+            counters: {
+                let mut counters = self.counters.snapshot();
+                for (device, disk) in &self.disk_counters {
+                    disk.named(device, &mut counters);
+                }
+                counters
+            },
             migration: lock(&self.migration).clone(),
         }
     }

@@ -23,7 +23,9 @@ use crate::arch::x86_64::{low_ram_end, mptable, write_pvh_start_info, write_zero
 use crate::config::{Action, ConfigError, VmConfig};
 use crate::console::{Console, ConsoleError, SocketFiles};
 use crate::control::{self, Runtime};
-use crate::devices::{open_virtio_devices, virtio_slots, DeviceError, DeviceManager, DiskLocks};
+use crate::devices::{
+    open_virtio_devices, virtio_slots, DeviceError, DeviceManager, DiskLocks, OpenedDevices,
+};
 use crate::exit::{ExitReason, StopEvent, StopSender, VmmEvent};
 use crate::jail::{self, JailConfig, JailError};
 use crate::kernel::{place_initrd, write_cmdline, Initrd, KernelError, KernelImage};
@@ -506,7 +508,11 @@ fn run_vm(
 
     let mut sockets = SocketFiles::default();
     // Opened first so that a missing disk or tap fails before anything else is set up.
-    let (virtio_devices, disk_locks) = open_virtio_devices(config)?;
+    let OpenedDevices {
+        devices: virtio_devices,
+        disk_locks,
+        disk_counters,
+    } = open_virtio_devices(config)?;
     if let Some(vsock) = &config.vsock {
         sockets.0.push(vsock.socket.clone());
     }
@@ -547,6 +553,7 @@ fn run_vm(
         devices.i8042.clone(),
         config.vcpus,
         config.memory.0,
+        disk_counters,
     ));
     if options.start_paused {
         // Before the control socket answers, so that it reports the VM paused from the start

@@ -6,9 +6,10 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
 
 use common::{Scratch, TIMEOUT};
-use corral_control::Request;
+use corral_control::{Request, Response};
 use corral_guests::virtio_blk::{expected_after_guest, host_pattern};
 use corral_testkit::require_kvm;
 use corral_vmm::config::{DiskConfig, SerialTarget, VsockConfig};
@@ -29,29 +30,38 @@ fn assert_guest_passed(exit: &VmExit, scratch: &Scratch, marker: &str) -> String
     console
 }
 
-#[test]
-fn virtio_blk_reads_and_writes_raw_disk_files() {
-    require_kvm!();
-    let scratch = Scratch::new();
+/// Two raw disks of the host pattern the virtio-blk guest checks: its content, and the paths
+/// of the one to give read-only and the writable one.
+fn raw_disks(scratch: &Scratch) -> (Vec<u8>, PathBuf, PathBuf) {
     let base: Vec<u8> = (0..1 << 20).map(host_pattern).collect();
     let (read_only, writable) = (scratch.path("base.raw"), scratch.path("writable.raw"));
     std::fs::write(&read_only, &base).unwrap();
     std::fs::write(&writable, &base).unwrap();
-    let disk = |path: &std::path::Path| DiskConfig {
+    (base, read_only, writable)
+}
+
+fn raw_disk(path: &Path, readonly: bool) -> DiskConfig {
+    DiskConfig {
         path: path.to_owned(),
         format: Some(corral_disk::DiskFormat::Raw),
         allow_backing: None,
-        readonly: false,
+        readonly,
         serial: None,
-    };
+    }
+}
+
+#[test]
+fn virtio_blk_reads_and_writes_raw_disk_files() {
+    require_kvm!();
+    let scratch = Scratch::new();
+    let (base, read_only, writable) = raw_disks(&scratch);
     let config = VmConfig {
         disks: vec![
             DiskConfig {
-                readonly: true,
                 serial: Some("library-disk".into()),
-                ..disk(&read_only)
+                ..raw_disk(&read_only, true)
             },
-            disk(&writable),
+            raw_disk(&writable, false),
         ],
         ..scratch.config("virtio-blk")
     };
@@ -72,6 +82,57 @@ fn virtio_blk_reads_and_writes_raw_disk_files() {
     // (`assert!`: a mismatch printed by `assert_eq!` would be two megabytes).
     assert!(std::fs::read(&read_only).unwrap() == base);
     assert!(std::fs::read(&writable).unwrap() == expected_after_guest(base));
+}
+
+#[test]
+fn each_disk_counts_the_requests_and_bytes_the_guest_made_of_it() {
+    require_kvm!();
+    let scratch = Scratch::new();
+    let (_, read_only, writable) = raw_disks(&scratch);
+    // Started again when it powers off, so the VMM is still there to ask once it has run.
+    let config = VmConfig {
+        disks: vec![raw_disk(&read_only, true), raw_disk(&writable, false)],
+        on_poweroff: corral_vmm::config::Action::Restart,
+        on_crash: corral_vmm::config::Action::Restart,
+        ..scratch.config("virtio-blk")
+    };
+    let vm = common::start(&config);
+    scratch.wait_for_console("virtio-blk: all checks passed", 1);
+    let Response::Info(info) = scratch.control(&Request::Info) else {
+        panic!("info answered something else");
+    };
+    scratch.control(&Request::Kill);
+    let _ = common::finish(vm);
+    let counter = |name: &str| {
+        (info.counters.get(name).copied())
+            .unwrap_or_else(|| panic!("no {name} in {:?}", info.counters))
+    };
+    for disk in ["virtio-blk0", "virtio-blk1"] {
+        assert!(
+            counter(&format!("disk.{disk}.reads")) > 0,
+            "{:?}",
+            info.counters
+        );
+        let (reads, bytes) = (
+            counter(&format!("disk.{disk}.reads")),
+            counter(&format!("disk.{disk}.read_bytes")),
+        );
+        assert!(
+            bytes >= reads * 512,
+            "whole sectors: {bytes} bytes in {reads} reads"
+        );
+    }
+    assert_eq!(
+        counter("disk.virtio-blk0.writes"),
+        0,
+        "the read-only disk took no write"
+    );
+    assert!(
+        counter("disk.virtio-blk0.errors") > 0,
+        "the guest's write to it was refused"
+    );
+    assert!(counter("disk.virtio-blk1.writes") > 0);
+    assert!(counter("disk.virtio-blk1.written_bytes") >= 512);
 }
 
 #[test]

@@ -4,9 +4,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
+use corral_core::Manager;
 use corral_image::export::ExportFormat;
 use corral_image::import::{Format as ImportFormat, ImportOptions};
-use corral_image::store::{Image, ImageStore};
+use corral_image::store::Image;
 
 use crate::completion;
 use crate::output::{self, Format};
@@ -58,8 +59,9 @@ enum ImageCommand {
         image: String,
         /// The file (or directory, for oci and a VM's incus export) to create.
         target: PathBuf,
-        #[arg(long, short, value_enum)]
-        format: Option<ExportFormatArg>,
+        /// rootfs, incus, oci, oci-archive, qcow2 or raw.
+        #[arg(long, short)]
+        format: Option<ExportFormat>,
     },
 }
 
@@ -72,8 +74,9 @@ pub struct ImportArgs {
     /// Name it (repeatable).
     #[arg(long)]
     alias: Vec<String>,
-    #[arg(long, value_enum)]
-    format: Option<ImportFormatArg>,
+    /// rootfs, oci, incus, disk or vagrant (default: told by the content).
+    #[arg(long)]
+    format: Option<ImportFormat>,
     /// Which image of an OCI layout holding several (its ref name, e.g. `latest`).
     #[arg(long)]
     reference: Option<String>,
@@ -96,25 +99,6 @@ pub struct ImportArgs {
     max_size: corral_control::size::MemorySize,
     #[arg(long, short, value_enum, default_value_t)]
     output: Format,
-}
-
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum ImportFormatArg {
-    Rootfs,
-    Oci,
-    Incus,
-    Disk,
-    Vagrant,
-}
-
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum ExportFormatArg {
-    Rootfs,
-    Incus,
-    Oci,
-    OciArchive,
-    Qcow2,
-    Raw,
 }
 
 #[derive(Subcommand)]
@@ -199,20 +183,16 @@ pub fn run(root: &Path, args: ImageArgs) -> anyhow::Result<ExitCode> {
             }
         },
         ImageCommand::Build(args) => return crate::image_build::build(root, args),
-        ImageCommand::Import(args) => return import(&images, args),
+        ImageCommand::Import(args) => return import(&manager, args),
         ImageCommand::Export {
             image,
             target,
             format,
         } => {
-            let image = images.resolve(&image)?;
-            let format = match format {
-                Some(format) => export_format(format),
-                None => ExportFormat::default_for(image.metadata().image_type),
-            };
             let bars = crate::progress::Bars::new();
-            corral_image::export::export(&image, &target, format, &bars)?;
+            let exported = manager.export_image(&image, &target, format, &bars);
             bars.finish();
+            let (image, _) = exported?;
             println!(
                 "exported image {} to {}",
                 image.display_name(),
@@ -229,15 +209,9 @@ pub fn run(root: &Path, args: ImageArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn import(images: &ImageStore, args: ImportArgs) -> anyhow::Result<ExitCode> {
+fn import(manager: &Manager, args: ImportArgs) -> anyhow::Result<ExitCode> {
     let options = ImportOptions {
-        format: args.format.map(|f| match f {
-            ImportFormatArg::Rootfs => ImportFormat::Rootfs,
-            ImportFormatArg::Oci => ImportFormat::Oci,
-            ImportFormatArg::Incus => ImportFormat::Incus,
-            ImportFormatArg::Disk => ImportFormat::Disk,
-            ImportFormatArg::Vagrant => ImportFormat::Vagrant,
-        }),
+        format: args.format,
         rootfs_file: args.rootfs_file,
         reference: args.reference,
         os: args.os,
@@ -251,16 +225,10 @@ fn import(images: &ImageStore, args: ImportArgs) -> anyhow::Result<ExitCode> {
             ..Default::default()
         },
     };
-    // Aliases are checked before the work, not refused after it.
-    for alias in &args.alias {
-        corral_image::store::validate_alias(alias)?;
-    }
     let bars = crate::progress::Bars::new();
-    let (mut image, new) = corral_image::import::import(images, &args.source, &options, &bars)?;
+    let imported = manager.import_image(&args.source, &options, &args.alias, &bars);
     bars.finish();
-    for alias in &args.alias {
-        image = images.set_alias(alias, image.fingerprint(), false)?;
-    }
+    let (image, new) = imported?;
     if args.output == Format::Json {
         output::print_json(&image)?;
     } else if new {
@@ -269,17 +237,6 @@ fn import(images: &ImageStore, args: ImportArgs) -> anyhow::Result<ExitCode> {
         println!("image {} was already stored", image.display_name());
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn export_format(format: ExportFormatArg) -> ExportFormat {
-    match format {
-        ExportFormatArg::Rootfs => ExportFormat::Rootfs,
-        ExportFormatArg::Incus => ExportFormat::Incus,
-        ExportFormatArg::Oci => ExportFormat::Oci,
-        ExportFormatArg::OciArchive => ExportFormat::OciArchive,
-        ExportFormatArg::Qcow2 => ExportFormat::Qcow2,
-        ExportFormatArg::Raw => ExportFormat::Raw,
-    }
 }
 
 fn row(image: &Image) -> [String; 7] {

@@ -134,36 +134,36 @@ pub struct CreateArgs {
 #[derive(Args)]
 pub struct StopArgs {
     #[arg(required_unless_present = "all", add = completion::instances())]
-    name: Option<String>,
+    pub(crate) name: Option<String>,
     /// Stop every running instance, all at once (what corral-autostart.service does at host
     /// shutdown).
     #[arg(long, short, conflicts_with = "name")]
     all: bool,
     /// Seconds the guest gets to shut down before it is forced off.
     #[arg(long, short, default_value_t = DEFAULT_STOP_TIMEOUT.as_secs())]
-    timeout: u64,
+    pub(crate) timeout: u64,
     /// Force it off at once (like `corral kill`).
     #[arg(long, conflicts_with = "all")]
-    force: bool,
+    pub(crate) force: bool,
 }
 
 #[derive(Args)]
 pub struct RestartArgs {
     #[arg(add = completion::instances())]
-    name: String,
+    pub(crate) name: String,
     /// Seconds the guest gets to shut down before it is forced off.
     #[arg(long, short, default_value_t = DEFAULT_STOP_TIMEOUT.as_secs())]
-    timeout: u64,
+    pub(crate) timeout: u64,
     /// Force it off at once (like `corral kill`).
     #[arg(long)]
-    force: bool,
+    pub(crate) force: bool,
 }
 
 #[derive(Args)]
 pub struct ListArgs {
     /// Include instances that are not running.
     #[arg(long, short)]
-    all: bool,
+    pub(crate) all: bool,
     #[arg(long, short, value_enum, default_value_t)]
     output: Format,
 }
@@ -179,10 +179,10 @@ pub struct InfoArgs {
 #[derive(Args)]
 pub struct DeleteArgs {
     #[arg(add = completion::instances())]
-    name: String,
+    pub(crate) name: String,
     /// Delete a running instance too (it is killed first).
     #[arg(long, short)]
-    force: bool,
+    pub(crate) force: bool,
 }
 
 #[derive(Args)]
@@ -383,16 +383,21 @@ pub fn start(root: &Path, names: Vec<String>) -> anyhow::Result<ExitCode> {
     let manager = manager(root)?;
     for name in names {
         let state = manager.start(&name)?;
-        if state.status.is_active() {
-            println!("started {name}");
-        } else {
-            println!(
-                "started {name}; it has already stopped{}",
-                describe_exit(&state)
-            );
-        }
+        print_started(&name, &state);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What `corral start` says of `name`, now in `state`.
+pub fn print_started(name: &str, state: &State) {
+    if state.status.is_active() {
+        println!("started {name}");
+    } else {
+        println!(
+            "started {name}; it has already stopped{}",
+            describe_exit(state)
+        );
+    }
 }
 
 pub fn autostart(root: &Path) -> anyhow::Result<ExitCode> {
@@ -490,7 +495,7 @@ pub fn delete(root: &Path, args: DeleteArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn describe_exit(state: &State) -> String {
+pub fn describe_exit(state: &State) -> String {
     match &state.last_exit {
         Some(exit) => match exit.code {
             Some(code) => format!(" ({}, code {code})", exit.reason),
@@ -501,14 +506,17 @@ fn describe_exit(state: &State) -> String {
 }
 
 pub fn list(root: &Path, args: ListArgs) -> anyhow::Result<ExitCode> {
-    let summaries: Vec<Summary> = manager(root)?
-        .list()?
-        .into_iter()
+    print_list(manager(root)?.list()?, &args)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `corral list`'s output of `summaries` (the running ones unless `--all`).
+pub fn print_list(summaries: Vec<Summary>, args: &ListArgs) -> anyhow::Result<()> {
+    let summaries: Vec<Summary> = (summaries.into_iter())
         .filter(|s| args.all || s.status.is_active())
         .collect();
     if args.output == Format::Json {
-        output::print_json(&summaries)?;
-        return Ok(ExitCode::SUCCESS);
+        return output::print_json(&summaries);
     }
     let rows: Vec<[String; 7]> = summaries
         .iter()
@@ -535,7 +543,7 @@ pub fn list(root: &Path, args: ListArgs) -> anyhow::Result<ExitCode> {
         ["NAME", "TYPE", "STATE", "IPV4", "CPUS", "MEMORY", "UPTIME"],
         &rows,
     );
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 pub fn info(root: &Path, args: InfoArgs) -> anyhow::Result<ExitCode> {
@@ -766,15 +774,14 @@ pub fn config(root: &Path, args: ConfigArgs) -> anyhow::Result<ExitCode> {
     match args.command {
         ConfigCommand::Show { name } => print!("{}", store.definition(&name)?.to_toml()),
         ConfigCommand::Set { name, settings } => {
-            let _lock = manager.lock(&name)?;
-            let mut definition = store.definition(&name)?;
+            let mut pairs = Vec::new();
             for setting in &settings {
                 let Some((key, value)) = setting.split_once('=') else {
                     bail!("{setting:?} is not KEY=VALUE");
                 };
-                definition.set(key.trim(), value.trim())?;
+                pairs.push((key.to_owned(), value.to_owned()));
             }
-            manager.save_definition(&definition)?;
+            manager.set_config(&name, &pairs)?;
             note_restart_needed(&manager, &name)?;
         }
         ConfigCommand::Edit { name } => {
@@ -782,12 +789,7 @@ pub fn config(root: &Path, args: ConfigArgs) -> anyhow::Result<ExitCode> {
             let definition = store.definition(&name)?;
             let edited = crate::editor::edit_until_valid(&definition.to_toml(), |text| {
                 let new = Definition::from_toml(text, Path::new("instance.toml"))?;
-                if new.name != definition.name
-                    || new.uuid != definition.uuid
-                    || new.kind != definition.kind
-                {
-                    bail!("name, type and uuid cannot be changed");
-                }
+                corral_core::config::check_identity_kept(&definition, &new)?;
                 Ok(new)
             })?;
             match edited {

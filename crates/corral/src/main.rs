@@ -24,10 +24,12 @@ mod output;
 mod ovf_export;
 mod ovf_import;
 mod progress;
+mod remote;
 mod serve;
 mod snapshot;
 mod sysprep;
 mod terminal;
+mod trust;
 mod vmm;
 mod volume;
 
@@ -51,12 +53,21 @@ struct Cli {
     /// this descriptor first.
     #[arg(long, global = true, hide = true, value_name = "FD")]
     start_gate: Option<std::os::fd::RawFd>,
+    /// Run the command on this remote server (`corral remote add`) instead of this host: list
+    /// and the lifecycle verbs.
+    #[arg(
+        long = "remote",
+        id = "remote_server",
+        global = true,
+        value_name = "NAME"
+    )]
+    remote: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
-enum Command {
+pub(crate) enum Command {
     /// Validate and describe this host.
     Host(host::HostArgs),
     /// Tools that run inside a guest machine or container.
@@ -152,8 +163,12 @@ enum Command {
     Sysprep(sysprep::SysprepArgs),
     /// Start every instance marked `autostart = true` that is not running (run at host boot).
     Autostart,
-    /// Serve the REST API on a unix socket (docs/api.md).
+    /// Serve the REST API on a unix socket, and over TLS with --listen (docs/api.md).
     Serve(serve::ServeArgs),
+    /// Manage the client certificates the API trusts over TLS, and join tokens.
+    Trust(trust::TrustArgs),
+    /// Manage the remote servers `--remote NAME` runs commands on.
+    Remote(remote::RemoteArgs),
     /// Print every instance's lifecycle events as they happen, until interrupted.
     #[command(alias = "event")]
     MonitorEvents(events::MonitorArgs),
@@ -252,6 +267,12 @@ fn main() -> ExitCode {
         // Only an invalid signal fails, and SIGPIPE is valid.
         debug_assert!(restored.is_ok());
     }
+    if let Some(remote) = &cli.remote {
+        return match remote::run_on(remote, cli.command) {
+            Ok(code) => code,
+            Err(err) => output::report_error(&err),
+        };
+    }
     let result: anyhow::Result<ExitCode> = match cli.command {
         Command::Host(args) => host::run(&cli.root, args),
         Command::Guest(args) => guest::run(args),
@@ -286,6 +307,8 @@ fn main() -> ExitCode {
         Command::Sysprep(args) => sysprep::run(&cli.root, args),
         Command::Autostart => instance::autostart(&cli.root),
         Command::Serve(args) => serve::run(&cli.root, args),
+        Command::Trust(args) => trust::run(&cli.root, args),
+        Command::Remote(args) => remote::run(args),
         Command::MonitorEvents(args) => events::monitor(&cli.root, args),
         Command::Monitor { dir, restore } => corral_core::monitor::run(&dir, restore.as_deref())
             .map(|()| ExitCode::SUCCESS)

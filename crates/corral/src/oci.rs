@@ -572,6 +572,7 @@ fn exec_container(root: &Path, args: ExecArgs) -> anyhow::Result<ExitCode> {
         detach: args.detach || local.is_some(),
         preserve_fds: args.preserve_fds,
         ignore_paused: args.ignore_paused,
+        forward_signals: !args.detach,
     };
     let outcome = container.exec(options)?;
     write_pid_file(args.pid_file.as_deref(), outcome.pid)?;

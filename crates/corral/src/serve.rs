@@ -1,5 +1,5 @@
-//! `corral serve`: the REST API (corral-api) on a unix socket, over the same corral root as
-//! the CLI.
+//! `corral serve`: the REST API (corral-api) on a unix socket, and over TLS when asked, over the
+//! same corral root as the CLI.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -21,13 +21,34 @@ pub struct ServeArgs {
         add = crate::completion::networks()
     )]
     default_network: String,
+    /// Also serve over TLS on this address and port (like 0.0.0.0:8443), to clients whose
+    /// certificate is trusted (corral trust).
+    #[arg(long, value_name = "ADDRESS:PORT")]
+    listen: Option<std::net::SocketAddr>,
 }
 
 pub fn run(root: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
     let manager = crate::instance::manager(root)?;
     let listener = corral_api::server::bind(&args.socket)?;
     eprintln!("corral: serving the API on {}", args.socket.display());
+    let tls = match args.listen {
+        Some(address) => {
+            let identity = corral_core::trust::server_identity(root, Some(address.ip()))?;
+            let listener = corral_api::server::bind_tcp(address)?;
+            eprintln!(
+                "corral: serving the API over TLS on {}; the server's certificate fingerprint \
+                 (SHA-256) is {}",
+                listener.local_addr()?,
+                identity.fingerprint()
+            );
+            Some(corral_api::server::TlsEndpoint {
+                listener,
+                acceptor: corral_api::tls::acceptor(&identity)?,
+            })
+        }
+        None => None,
+    };
     let api = corral_api::Api::new(manager, Some(args.default_network));
-    corral_api::server::serve(api, listener)?;
+    corral_api::server::serve(api, listener, tls)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -3,11 +3,11 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::bail;
 use clap::{Args, Subcommand};
 use corral_control::size::MemorySize;
 use corral_core::definition::DiskFormat;
-use corral_core::volume::{NewVolume, Pool, VolumeError, VolumeInfo};
+use corral_core::volume::{Pool, VolumeError, VolumeInfo};
+use corral_core::volume_request::{VolumeFormat, VolumeRequest};
 use corral_disk::OpenOptions;
 
 use crate::completion;
@@ -28,7 +28,8 @@ enum VolumeCommand {
         /// Virtual size, e.g. 10G (a qcow2 overlay defaults to its backing image's size).
         #[arg(long, short)]
         size: Option<MemorySize>,
-        #[arg(long, short, value_enum, default_value = "raw")]
+        /// raw (a sparse file), qcow2 or dir.
+        #[arg(long, short, default_value = "raw")]
         format: VolumeFormat,
         /// Base image of a qcow2 overlay (linked clone): a volume of the pool, by name or path
         /// (images from elsewhere come in with `corral volume import`).
@@ -40,8 +41,8 @@ enum VolumeCommand {
         name: String,
         /// The image to copy.
         path: PathBuf,
-        /// The new volume's format (default: the image's own).
-        #[arg(long, short, value_enum)]
+        /// The new volume's format, raw or qcow2 (default: the image's own).
+        #[arg(long, short)]
         format: Option<VolumeFormat>,
         /// A directory or file the image's backing chain may use besides the image's own
         /// directory (repeatable).
@@ -87,13 +88,6 @@ enum VolumeCommand {
     },
 }
 
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum VolumeFormat {
-    Raw,
-    Qcow2,
-    Dir,
-}
-
 pub fn run(root: &Path, args: VolumeArgs) -> anyhow::Result<ExitCode> {
     let pool = Pool::default_in(root);
     match args.command {
@@ -103,32 +97,14 @@ pub fn run(root: &Path, args: VolumeArgs) -> anyhow::Result<ExitCode> {
             format,
             backing,
         } => {
-            let size = size.map(|s| s.0);
-            let volume = match (format, backing) {
-                (VolumeFormat::Raw, Some(_)) | (VolumeFormat::Dir, Some(_)) => {
-                    bail!("only qcow2 volumes can have a backing image; add --format qcow2")
-                }
-                (VolumeFormat::Raw, None) => NewVolume::Raw {
-                    size: size.ok_or_else(|| {
-                        anyhow::anyhow!("a raw volume needs --size, e.g. --size 10G")
-                    })?,
-                },
-                (VolumeFormat::Qcow2, backing) => {
-                    let backing = backing.map(|b| pool.resolve_backing(&b)).transpose()?;
-                    if size.is_none() && backing.is_none() {
-                        bail!("a qcow2 volume needs --size or --backing");
-                    }
-                    NewVolume::Qcow2 { size, backing }
-                }
-                (VolumeFormat::Dir, None) => {
-                    if size.is_some() {
-                        bail!("a directory volume has no size; leave out --size");
-                    }
-                    NewVolume::Dir
-                }
+            let request = VolumeRequest {
+                name,
+                size,
+                format,
+                backing,
             };
-            let info = pool.create(&name, &volume)?;
-            println!("created volume {name} ({})", describe(&info));
+            let info = pool.create_requested(&request)?;
+            println!("created volume {} ({})", request.name, describe(&info));
         }
         VolumeCommand::List { output } => {
             let volumes = pool.list()?;
@@ -163,7 +139,7 @@ pub fn run(root: &Path, args: VolumeArgs) -> anyhow::Result<ExitCode> {
             allow_backing,
         } => {
             let format = match format {
-                Some(format) => volume_format(format),
+                Some(format) => DiskFormat::from(format),
                 None => corral_disk::detect_format(&path)?.into(),
             };
             let spinner = crate::progress::Spinner::start(&format!("importing {}", path.display()));
@@ -220,14 +196,6 @@ pub fn run(root: &Path, args: VolumeArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn volume_format(format: VolumeFormat) -> DiskFormat {
-    match format {
-        VolumeFormat::Raw => DiskFormat::Raw,
-        VolumeFormat::Qcow2 => DiskFormat::Qcow2,
-        VolumeFormat::Dir => DiskFormat::Dir,
-    }
 }
 
 /// `qemu-img check`'s summary, in its words where they fit.

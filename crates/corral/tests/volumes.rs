@@ -179,7 +179,10 @@ fn resize_and_bad_input() {
     ok(root, &["volume", "resize", "disk", "8M"]);
     assert_eq!(info(root, "disk")["virtual_size"], 8u64 << 20);
     for (args, expected) in [
-        (vec!["volume", "create", "x"], "a raw volume needs --size"),
+        (
+            vec!["volume", "create", "x"],
+            "a raw volume needs a size, e.g. 10G",
+        ),
         (
             vec![
                 "volume",

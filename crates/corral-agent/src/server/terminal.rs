@@ -4,12 +4,10 @@
 
 use std::fs::File;
 use std::io::Read;
-use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, Stdio};
+use std::os::fd::AsFd;
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use nix::fcntl::{fcntl, FcntlArg, FdFlag};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use crate::frame::{FrameError, MAX_CHUNK};
@@ -21,46 +19,8 @@ const EXIT_CHECK_MS: u16 = 50;
 /// Starts `command` on a new pty of `size` (left at the kernel's 0 by 0 when it is); returns
 /// the child and the pty's master side.
 pub fn spawn(mut command: Command, size: WindowSize) -> Result<(Child, File), String> {
-    let pty = nix::pty::openpty(None, None).map_err(|e| format!("cannot open a pty: {e}"))?;
-    for fd in [&pty.master, &pty.slave] {
-        // openpty's descriptors are inherited by default; only the standard streams are the
-        // program's.
-        fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))
-            .map_err(|e| format!("cannot open a pty: {e}"))?;
-    }
-    if size.rows > 0 && size.cols > 0 {
-        corral_host::terminal::set_window_size(pty.slave.as_fd(), size)
-            .map_err(|e| format!("cannot size the pty: {e}"))?;
-    }
-    let stdio = |fd: &OwnedFd| -> Result<Stdio, String> {
-        fd.try_clone()
-            .map(Stdio::from)
-            .map_err(|e| format!("cannot open a pty: {e}"))
-    };
-    command
-        .stdin(stdio(&pty.slave)?)
-        .stdout(stdio(&pty.slave)?)
-        .stderr(stdio(&pty.slave)?);
-    // SAFETY: between fork and exec the child only calls setsid(2) and ioctl(2), both
-    // async-signal-safe, and allocates nothing.
-    unsafe {
-        command.pre_exec(|| {
-            nix::unistd::setsid()?;
-            // The pty is stdin by now: make it the new session's controlling terminal.
-            if libc::ioctl(0, libc::TIOCSCTTY, 0) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let child = command
-        .spawn()
-        .map_err(|e| super::exec::cannot_run(&command, &e))?;
-    // The command holds the slave copies the child got; with them and ours closed, the master
-    // reads EIO once the program and whatever it left on the pty are gone.
-    drop(command);
-    drop(pty.slave);
-    Ok((child, File::from(pty.master)))
+    corral_host::terminal::spawn_on_pty(&mut command, Some(size))
+        .map_err(|e| super::exec::cannot_run(&command, &e))
 }
 
 /// Sends what the program writes on the pty through `send`, until every program has closed

@@ -1,6 +1,7 @@
 //! `/1.0/instances`: list, create, read, change the state of and delete instances. Reads answer
 //! at once; actions answer 202 with an operation (`routes::operations`).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,6 +14,7 @@ use corral_core::create::CreateRequest;
 use corral_core::definition::Definition;
 use corral_core::lifecycle::{Summary, DEFAULT_STOP_TIMEOUT};
 use corral_core::state::State as InstanceState;
+use corral_core::CoreError;
 use corral_image::progress::NoProgress;
 use serde::{Deserialize, Serialize};
 
@@ -24,7 +26,7 @@ use crate::routes::blocking;
 use crate::Api;
 
 /// 202 Accepted with the operation, which `Location` names.
-fn accepted(operation: Operation) -> Response {
+pub fn accepted(operation: Operation) -> Response {
     (
         StatusCode::ACCEPTED,
         [(header::LOCATION, operation.path())],
@@ -35,13 +37,34 @@ fn accepted(operation: Operation) -> Response {
 
 /// An instance an action names that does not exist is the request's 404, not a failed
 /// operation.
-async fn require_instance(api: &Arc<Api>, name: &str) -> Result<(), ApiError> {
+pub async fn require_instance(api: &Arc<Api>, name: &str) -> Result<(), ApiError> {
     let (api, name) = (Arc::clone(api), name.to_owned());
     blocking(move || Ok(api.manager.state(&name).map(drop)?)).await
 }
 
-fn instance_path(name: &str) -> String {
+pub fn instance_path(name: &str) -> String {
     format!("/1.0/instances/{name}")
+}
+
+/// Answers 202 with an operation, described by `description`, that runs `work` on instance
+/// `name` for `caller`; 404 first when there is no such instance.
+pub async fn instance_operation(
+    api: &Arc<Api>,
+    caller: Caller,
+    name: &str,
+    description: String,
+    work: impl FnOnce(&corral_core::Manager, &str) -> Result<(), CoreError> + Send + 'static,
+) -> Result<Response, ApiError> {
+    require_instance(api, name).await?;
+    let (worker, target) = (Arc::clone(api), name.to_owned());
+    let operation = api
+        .operations
+        .start(description, vec![instance_path(name)], move || {
+            caller
+                .acting(|| work(&worker.manager, &target))
+                .map_err(ApiError::from)
+        });
+    Ok(accepted(operation))
 }
 
 #[utoipa::path(get, path = "/1.0/instances", tag = "instances",
@@ -81,6 +104,72 @@ pub async fn get(
     })
     .await?;
     Ok(Json(instance))
+}
+
+/// `PATCH /1.0/instances/NAME`: settings as `corral config set` takes them.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigPatch {
+    /// `KEY: VALUE`, e.g. `{"memory": "1G", "cpus": "2", "limits.pids": "100"}`.
+    pub settings: BTreeMap<String, String>,
+}
+
+/// `PUT /1.0/instances/NAME`: a whole new definition.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DefinitionReplacement {
+    /// The new `instance.toml`, as `corral config edit` edits it (name, type and uuid kept).
+    pub definition: String,
+}
+
+/// The instance as it now is, read after a change.
+fn instance_now(api: &Api, name: &str, definition: Definition) -> Result<Instance, ApiError> {
+    Ok(Instance {
+        definition,
+        state: api.manager.state(name)?,
+    })
+}
+
+#[utoipa::path(patch, path = "/1.0/instances/{name}", tag = "instances", request_body = ConfigPatch,
+    params(("name" = String, Path, description = "The instance's name")),
+    responses((status = 200, description = "Changed (`corral config set`); a running instance takes it at its next start", body = Instance),
+              (status = 400, description = "A key it has not, or a value that does not fit", body = ErrorBody),
+              (status = 404, description = "No such instance", body = ErrorBody),
+              (status = 500, description = "The host failed", body = ErrorBody)))]
+pub async fn patch(
+    State(api): State<Arc<Api>>,
+    Path(name): Path<String>,
+    JsonBody(patch): JsonBody<ConfigPatch>,
+) -> Result<Json<Instance>, ApiError> {
+    let settings: Vec<(String, String)> = patch.settings.into_iter().collect();
+    blocking(move || {
+        let definition = api.manager.set_config(&name, &settings)?;
+        instance_now(&api, &name, definition).map(Json)
+    })
+    .await
+}
+
+#[utoipa::path(put, path = "/1.0/instances/{name}", tag = "instances", request_body = DefinitionReplacement,
+    params(("name" = String, Path, description = "The instance's name")),
+    responses((status = 200, description = "Replaced (`corral config edit`); a running instance takes it at its next start", body = Instance),
+              (status = 400, description = "Not a definition, or one that changes the name, type or uuid", body = ErrorBody),
+              (status = 404, description = "No such instance", body = ErrorBody),
+              (status = 500, description = "The host failed", body = ErrorBody)))]
+pub async fn replace(
+    State(api): State<Arc<Api>>,
+    Path(name): Path<String>,
+    JsonBody(replacement): JsonBody<DefinitionReplacement>,
+) -> Result<Json<Instance>, ApiError> {
+    blocking(move || {
+        let new = Definition::from_toml(
+            &replacement.definition,
+            std::path::Path::new("instance.toml"),
+        )
+        .map_err(CoreError::from)?;
+        let definition = api.manager.replace_definition(&name, &new)?;
+        instance_now(&api, &name, definition).map(Json)
+    })
+    .await
 }
 
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
@@ -178,30 +267,22 @@ pub async fn change_state(
         StateAction::Pause => "pausing",
         StateAction::Resume => "resuming",
     };
-    require_instance(&api, &name).await?;
-    let manager = Arc::clone(&api);
-    let target = name.clone();
-    let operation = api.operations.start(
+    instance_operation(
+        &api,
+        caller,
+        &name,
         format!("{verb} instance {name}"),
-        vec![instance_path(&name)],
-        move || {
-            let manager = &manager.manager;
-            caller
-                .acting(|| match (change.action, change.force) {
-                    (StateAction::Start, _) => manager.start(&target).map(drop),
-                    (StateAction::Stop, false) => manager.stop(&target, timeout).map(drop),
-                    (StateAction::Stop, true) | (StateAction::Kill, _) => {
-                        manager.kill(&target).map(drop)
-                    }
-                    (StateAction::Restart, false) => manager.restart(&target, timeout).map(drop),
-                    (StateAction::Restart, true) => manager.force_restart(&target).map(drop),
-                    (StateAction::Pause, _) => manager.pause(&target).map(drop),
-                    (StateAction::Resume, _) => manager.resume(&target).map(drop),
-                })
-                .map_err(ApiError::from)
+        move |manager, target| match (change.action, change.force) {
+            (StateAction::Start, _) => manager.start(target).map(drop),
+            (StateAction::Stop, false) => manager.stop(target, timeout).map(drop),
+            (StateAction::Stop, true) | (StateAction::Kill, _) => manager.kill(target).map(drop),
+            (StateAction::Restart, false) => manager.restart(target, timeout).map(drop),
+            (StateAction::Restart, true) => manager.force_restart(target).map(drop),
+            (StateAction::Pause, _) => manager.pause(target).map(drop),
+            (StateAction::Resume, _) => manager.resume(target).map(drop),
         },
-    );
-    Ok(accepted(operation))
+    )
+    .await
 }
 
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
@@ -226,13 +307,9 @@ pub async fn delete(
     options: Result<Query<DeleteQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let force = query(options)?.force;
-    require_instance(&api, &name).await?;
-    let manager = Arc::clone(&api);
-    let target = name.clone();
-    let operation = api.operations.start(
-        format!("deleting instance {name}"),
-        vec![instance_path(&name)],
-        move || Ok(caller.acting(|| manager.manager.delete(&target, force))?),
-    );
-    Ok(accepted(operation))
+    let description = format!("deleting instance {name}");
+    instance_operation(&api, caller, &name, description, move |manager, target| {
+        manager.delete(target, force)
+    })
+    .await
 }

@@ -27,6 +27,9 @@ pub struct ExecOptions {
     pub preserve_fds: u32,
     /// Run even if the container is paused (the process will be frozen too).
     pub ignore_paused: bool,
+    /// While waiting for the process (not detached), forward the signals the caller gets to
+    /// it, as a foreground runtime does: an interrupted caller does not leave it running.
+    pub forward_signals: bool,
 }
 
 /// What `exec` started.
@@ -81,6 +84,7 @@ impl Container {
             detach: local.is_some(),
             preserve_fds: 0,
             ignore_paused: false,
+            forward_signals: true,
         })?;
         crate::foreground::forward_signals_to(outcome.pid);
         if let Some(local) = &local {
@@ -162,6 +166,9 @@ impl Container {
                 return Err(err);
             }
         };
+        if options.forward_signals && !options.detach {
+            crate::foreground::forward_signals_to(pid);
+        }
         let helper_status = loop {
             match waitpid(helper, None) {
                 Err(nix::Error::EINTR) => continue,

@@ -24,6 +24,7 @@ pub mod virtio;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use virtio::block_counters::BlockCounters;
 
 use crate::vstate::memory::GuestMemoryMmap;
 use kvm_ioctls::VmFd;
@@ -150,14 +151,21 @@ impl DiskLocks {
     }
 }
 
+/// The virtio devices a VM was given, and what of its disks lives apart from them.
+pub struct OpenedDevices {
+    pub devices: Vec<Box<dyn VirtioDevice>>,
+    pub disk_locks: DiskLocks,
+    /// Each disk's counters, by device name.
+    pub disk_counters: Vec<(String, Arc<BlockCounters>)>,
+}
+
 /// Opens the host side of every virtio device `config` asks for: disks, then network
 /// interfaces, then the entropy device, then vsock (the order of their slots); and the handles
-/// on the disks' locks.
-pub fn open_virtio_devices(
-    config: &VmConfig,
-) -> Result<(Vec<Box<dyn VirtioDevice>>, DiskLocks), DeviceError> {
+/// on the disks' locks and counters.
+pub fn open_virtio_devices(config: &VmConfig) -> Result<OpenedDevices, DeviceError> {
     let mut devices: Vec<Box<dyn VirtioDevice>> = Vec::new();
     let mut locks = DiskLocks::default();
+    let mut disk_counters = Vec::new();
     for (index, disk) in config.disks.iter().enumerate() {
         if disk.format.is_none() {
             tracing::warn!(
@@ -182,11 +190,10 @@ pub fn open_virtio_devices(
                 source,
             })?;
         locks.0.extend(image.take_lock_handle());
-        devices.push(Box::new(virtio::block::Block::new(
-            format!("virtio-blk{index}"),
-            image,
-            disk.serial.clone(),
-        )));
+        let name = format!("virtio-blk{index}");
+        let block = virtio::block::Block::new(name.clone(), image, disk.serial.clone());
+        disk_counters.push((name, block.counters()));
+        devices.push(Box::new(block));
     }
     for (index, nic) in config.nics.iter().enumerate() {
         let tap = virtio::tap::Tap::open(nic.tap.as_deref().unwrap_or("ctap%d"))?;
@@ -212,7 +219,11 @@ pub fn open_virtio_devices(
             &vsock.socket,
         )?));
     }
-    Ok((devices, locks))
+    Ok(OpenedDevices {
+        devices,
+        disk_locks: locks,
+        disk_counters,
+    })
 }
 
 pub struct DeviceManager {

@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 
 pub mod linux;
 pub mod ovf;
+pub mod serve;
 
 /// Where `busybox-static` installs the static busybox.
 pub const BUSYBOX: &str = "/bin/busybox";
@@ -51,6 +52,28 @@ pub fn build_rootfs(dir: &Path) {
     )
     .unwrap();
     std::fs::write(dir.join("etc/group"), "root:x:0:\nuser:x:1000:\n").unwrap();
+}
+
+/// A busybox root filesystem ([`build_rootfs`]) at `dir/busybox`.
+pub fn busybox_rootfs(dir: &Path) -> PathBuf {
+    let rootfs = dir.join("busybox");
+    build_rootfs(&rootfs);
+    rootfs
+}
+
+/// A test root and a busybox root filesystem beside it; none (the skip printed) without root
+/// or busybox.
+pub fn container_root() -> Option<(CorralRoot, PathBuf)> {
+    if !corral_testkit::is_root() {
+        corral_testkit::skip("needs root for namespaces and cgroups");
+        return None;
+    }
+    if !have_busybox() {
+        return None;
+    }
+    let root = CorralRoot::new();
+    let rootfs = busybox_rootfs(root.dir.path());
+    Some((root, rootfs))
 }
 
 /// Copies the shared libraries the corral binary needs into `rootfs`, at the same paths.
@@ -333,6 +356,18 @@ impl CorralRoot {
 
     pub fn run(&self, args: &[&str]) -> Output {
         output_via_files(&mut self.command(args))
+    }
+
+    /// Runs corral: Ok, or the first line it printed as an error (without `corral: `), what a
+    /// user reads first.
+    pub fn outcome(&self, args: &[&str]) -> Result<(), String> {
+        let out = self.run(args);
+        if out.status.success() {
+            return Ok(());
+        }
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let first = stderr.lines().next().unwrap_or_default();
+        Err(first.trim_start_matches("corral: ").to_owned())
     }
 
     /// Runs corral expecting success; returns its stdout.

@@ -7,6 +7,7 @@
 
 use std::io::{Read, Write};
 use std::mem::offset_of;
+use std::sync::Arc;
 
 use corral_disk::{Disk, SERIAL_LEN};
 use serde::{Deserialize, Serialize};
@@ -14,6 +15,7 @@ use virtio_bindings::virtio_blk::*;
 use virtio_bindings::virtio_ids::VIRTIO_ID_BLOCK;
 use vmm_sys_util::epoll::Epoll;
 
+use super::block_counters::BlockCounters;
 use super::common::virtio_device;
 use super::worker::{QueueHandler, Worker};
 use super::{put_le, Chain, DeviceQueues, QueueError, Reader, VirtioCommon, Writer};
@@ -40,6 +42,7 @@ pub struct BlockState {
 pub struct Block {
     state: BlockState,
     common: VirtioCommon,
+    counters: Arc<BlockCounters>,
 }
 
 impl Block {
@@ -59,15 +62,18 @@ impl Block {
         } else {
             features |= 1 << VIRTIO_BLK_F_DISCARD | 1 << VIRTIO_BLK_F_WRITE_ZEROES;
         }
+        let counters = Arc::new(BlockCounters::default());
+        let handler = BlockHandler::new(disk, &state.serial, Arc::clone(&counters));
         Block {
             common: VirtioCommon {
                 name,
                 features,
                 queue_max_sizes: vec![QUEUE_SIZE],
                 config: config_space(&state),
-                worker: Worker::new(ThreadClass::Block, BlockHandler::new(disk, &state.serial)),
+                worker: Worker::new(ThreadClass::Block, handler),
             },
             state,
+            counters,
         }
     }
 }
@@ -76,6 +82,11 @@ impl Block {
     /// What the guest sees of the disk (saved with snapshots).
     pub fn state(&self) -> &BlockState {
         &self.state
+    }
+
+    /// What it has served so far.
+    pub fn counters(&self) -> Arc<BlockCounters> {
+        Arc::clone(&self.counters)
     }
 }
 
@@ -138,6 +149,7 @@ pub struct BlockHandler {
     disk: Box<dyn Disk>,
     serial: [u8; SERIAL_LEN],
     buffer: Vec<u8>,
+    counters: Arc<BlockCounters>,
 }
 
 /// How one request ends: the status byte for the driver.
@@ -159,7 +171,7 @@ impl Status {
 }
 
 impl BlockHandler {
-    pub fn new(disk: Box<dyn Disk>, serial: &str) -> BlockHandler {
+    pub fn new(disk: Box<dyn Disk>, serial: &str, counters: Arc<BlockCounters>) -> BlockHandler {
         let mut id = [0u8; SERIAL_LEN];
         let bytes = serial.as_bytes();
         let len = bytes.len().min(SERIAL_LEN);
@@ -168,6 +180,7 @@ impl BlockHandler {
             disk,
             serial: id,
             buffer: vec![0; CHUNK_BYTES],
+            counters,
         }
     }
 
@@ -235,10 +248,27 @@ impl BlockHandler {
         writer: &mut Writer<'_>,
     ) -> Status {
         let offered = |bit: u32| features & (1 << bit) != 0;
-        match kind {
-            VIRTIO_BLK_T_IN => self.read(sector, writer),
-            VIRTIO_BLK_T_OUT => self.write(sector, reader),
-            VIRTIO_BLK_T_FLUSH => status_of(self.disk.flush()),
+        let status = match kind {
+            VIRTIO_BLK_T_IN => {
+                let bytes = writer.available_bytes() as u64;
+                let status = self.read(sector, writer);
+                if status == Status::Ok {
+                    self.counters.transferred(false, bytes);
+                }
+                status
+            }
+            VIRTIO_BLK_T_OUT => {
+                let bytes = reader.available_bytes() as u64;
+                let status = self.write(sector, reader);
+                if status == Status::Ok {
+                    self.counters.transferred(true, bytes);
+                }
+                status
+            }
+            VIRTIO_BLK_T_FLUSH => {
+                BlockCounters::count(&self.counters.flushes);
+                status_of(self.disk.flush())
+            }
             VIRTIO_BLK_T_GET_ID => {
                 let len = writer.available_bytes().min(SERIAL_LEN);
                 match writer.write_all(&self.serial[..len]) {
@@ -251,7 +281,11 @@ impl BlockHandler {
                 self.segments(reader, true)
             }
             _ => Status::Unsupported,
+        };
+        if status != Status::Ok {
+            BlockCounters::count(&self.counters.errors);
         }
+        status
     }
 
     /// The byte range of a transfer of `len` bytes at `sector`, if it lies inside the disk
@@ -414,6 +448,7 @@ impl Drop for BlockHandler {
 mod tests {
     use super::*;
     use crate::devices::virtio::testing::{TestQueues, DATA_START};
+    use std::sync::atomic::Ordering;
 
     const HEADER: u64 = DATA_START;
     const DATA: u64 = DATA_START + 0x100;
@@ -426,7 +461,8 @@ mod tests {
         let mut options = corral_disk::OpenOptions::read_only();
         options.writable = !read_only;
         let image = corral_disk::open(file.path(), options).unwrap();
-        (file, BlockHandler::new(image, "serial-1"))
+        let counters = Arc::new(BlockCounters::default());
+        (file, BlockHandler::new(image, "serial-1", counters))
     }
 
     fn header(queues: &TestQueues, kind: u32, sector: u64) {
@@ -471,6 +507,18 @@ mod tests {
         let on_disk = std::fs::read(file.path()).unwrap();
         assert!(on_disk[10 * 512..11 * 512].iter().all(|&b| b == 0xee));
         assert!(on_disk[11 * 512..12 * 512].iter().all(|&b| b == 11));
+        let mut counted = std::collections::BTreeMap::new();
+        handler.counters.named("vda", &mut counted);
+        let expected = [
+            ("reads", 1),
+            ("read_bytes", 1024),
+            ("writes", 1),
+            ("written_bytes", 512),
+            ("flushes", 1),
+            ("errors", 0),
+        ]
+        .map(|(name, value)| (format!("disk.vda.{name}"), value));
+        assert_eq!(counted, std::collections::BTreeMap::from(expected));
     }
 
     #[test]
@@ -500,6 +548,13 @@ mod tests {
                 "request type {kind} sector {sector}"
             );
         }
+        let counters = &handler.counters;
+        assert_eq!(counters.errors.load(Ordering::Relaxed), cases.len() as u64);
+        assert_eq!(
+            counters.reads.load(Ordering::Relaxed),
+            0,
+            "failed reads are not reads"
+        );
     }
 
     #[test]

@@ -16,6 +16,7 @@
 //! a well-formed chain gets the device's error status.
 
 pub mod block;
+pub mod block_counters;
 pub mod common;
 pub mod mmio;
 pub mod net;

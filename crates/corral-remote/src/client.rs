@@ -1,0 +1,194 @@
+//! The API of a remote over TLS: its server pinned by fingerprint ([`crate::pin`]), this user's
+//! certificate presented (made in the config directory at first use), JSON in and out, an
+//! operation followed to its end; and enrolment with a join token.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use corral_core::trust::{Fingerprint, Identity, TrustError};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use serde_json::{json, Value};
+
+use crate::remotes::Remote;
+
+/// How long connecting to a remote may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one wait on an operation asks the server to hold the answer.
+const WAIT_SECONDS: u32 = 60;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    #[error("no remote {0}; `corral remote list` shows them, `corral remote add` adds one")]
+    UnknownRemote(String),
+    #[error("{0:?} is not a valid remote name (letters, digits, '.', '_' and '-', starting with a letter or digit)")]
+    Name(String),
+    #[error("a remote named {0} exists; remove it first (corral remote remove {0})")]
+    NameTaken(String),
+    #[error("the remotes file {} is damaged; fix or remove it", path.display())]
+    Damaged {
+        path: std::path::PathBuf,
+        #[source]
+        source: Box<toml::de::Error>,
+    },
+    #[error("cannot write the remotes file: {0}")]
+    Encode(String),
+    #[error(
+        "there is no config directory for remotes: set HOME, XDG_CONFIG_HOME or CORRAL_CONFIG_DIR"
+    )]
+    NoConfigDir,
+    #[error("this is not a join token: one is the server's fingerprint and a secret, FINGERPRINT:SECRET, as `corral trust add NAME` prints it on the server")]
+    Token,
+    #[error("cannot reach the remote at {address}")]
+    Connect {
+        address: String,
+        #[source]
+        source: Box<ureq::Transport>,
+    },
+    /// The server's own sentence (the CLI would have printed the same one locally).
+    #[error("{message}")]
+    Refused { status: u16, message: String },
+    #[error("the remote answered {what} with something corral serve does not send")]
+    Answer {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot set up TLS with this client's certificate")]
+    Tls(#[source] rustls::Error),
+    #[error(transparent)]
+    Trust(#[from] TrustError),
+    #[error(transparent)]
+    Io(#[from] corral_error::PathIoError),
+}
+
+/// A connection to one remote's API.
+pub struct Client {
+    agent: ureq::Agent,
+    base: String,
+}
+
+impl Client {
+    /// A client of `remote`, presenting this user's identity (`client.crt` in `config_dir`,
+    /// made at first use).
+    pub fn new(remote: &Remote, config_dir: &Path) -> Result<Client, RemoteError> {
+        // Servers trust it by fingerprint: its name is only a label.
+        let identity = Identity::load_or_make(config_dir, "client", &["corral-client".into()])?;
+        let provider = corral_tls::provider();
+        let verifier = Arc::new(corral_tls::PinnedServer {
+            fingerprint: remote.fingerprint.clone(),
+            signatures: corral_tls::Signatures(Arc::clone(&provider)),
+        });
+        let chain = vec![CertificateDer::from(identity.certificate.der().to_vec())];
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(identity.key));
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(RemoteError::Tls)?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_client_auth_cert(chain, key)
+            .map_err(RemoteError::Tls)?;
+        let agent = ureq::builder()
+            .tls_config(Arc::new(config))
+            .timeout_connect(CONNECT_TIMEOUT)
+            .build();
+        Ok(Client {
+            agent,
+            base: format!("https://{}", remote.address),
+        })
+    }
+
+    /// `METHOD PATH` with `body`: the status and the JSON answer (null when empty), or the
+    /// server's refusal with its sentence.
+    pub fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(u16, Value), RemoteError> {
+        let request = self.agent.request(method, &format!("{}{path}", self.base));
+        let answered = match body {
+            Some(body) => request.send_json(body),
+            None => request.call(),
+        };
+        let what = || format!("{method} {path}");
+        let response = match answered {
+            Ok(response) => response,
+            Err(ureq::Error::Status(status, response)) => {
+                let answer: Value = response.into_json().unwrap_or_default();
+                let message = match answer["error"].as_str() {
+                    Some(message) => message.to_owned(),
+                    None => format!("the remote refused {} with status {status}", what()),
+                };
+                return Err(RemoteError::Refused { status, message });
+            }
+            Err(ureq::Error::Transport(transport)) => {
+                return Err(RemoteError::Connect {
+                    address: self.base.trim_start_matches("https://").to_owned(),
+                    source: Box::new(transport),
+                })
+            }
+        };
+        let status = response.status();
+        let text = (response.into_string()).map_err(|source| RemoteError::Answer {
+            what: what(),
+            source,
+        })?;
+        if text.is_empty() {
+            return Ok((status, Value::Null));
+        }
+        let value = serde_json::from_str(&text).map_err(|err| RemoteError::Answer {
+            what: what(),
+            source: err.into(),
+        })?;
+        Ok((status, value))
+    }
+
+    /// A request answered with an operation (202), followed to its end: Ok when it succeeded,
+    /// else its error's sentence.
+    pub fn operate(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(), RemoteError> {
+        let (_, mut operation) = self.call(method, path, body)?;
+        loop {
+            match operation["status"].as_str() {
+                Some("success") => return Ok(()),
+                Some("running") => {}
+                _ => {
+                    let message = operation["error"]
+                        .as_str()
+                        .unwrap_or("the operation failed");
+                    return Err(RemoteError::Refused {
+                        status: 500,
+                        message: message.to_owned(),
+                    });
+                }
+            }
+            let id = operation["id"].as_str().unwrap_or_default().to_owned();
+            let wait = format!("/1.0/operations/{id}/wait?timeout={WAIT_SECONDS}");
+            (_, operation) = self.call("GET", &wait, None)?;
+        }
+    }
+}
+
+/// Enrols this user's certificate with the server at `address` using the join token `token`
+/// (`FINGERPRINT:SECRET`, from `corral trust add` on the server): the server is pinned by the
+/// token's fingerprint before anything is sent. Returns the remote to record.
+pub fn enrol(address: &str, token: &str, config_dir: &Path) -> Result<Remote, RemoteError> {
+    let (fingerprint, _) = token.trim().split_once(':').ok_or(RemoteError::Token)?;
+    let fingerprint = Fingerprint::parse(fingerprint).ok_or(RemoteError::Token)?;
+    let remote = Remote {
+        address: address.to_owned(),
+        fingerprint,
+    };
+    let client = Client::new(&remote, config_dir)?;
+    client.call(
+        "POST",
+        "/1.0/certificates/enrol",
+        Some(&json!({ "token": token.trim() })),
+    )?;
+    Ok(remote)
+}

@@ -1,0 +1,153 @@
+//! `corral remote` (the remote servers this user knows) and `corral --remote NAME VERB`: the
+//! lifecycle verbs and `list` run against a remote `corral serve --listen` through its API, and
+//! print what they print locally.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+use corral_core::lifecycle::Summary;
+use corral_core::state::State;
+use corral_remote::{Client, RemoteError, Remotes};
+use serde_json::{json, Value};
+
+use crate::instance::{self, describe_exit};
+use crate::output::{self, Format};
+use crate::Command;
+
+#[derive(Args)]
+pub struct RemoteArgs {
+    #[command(subcommand)]
+    command: RemoteCommand,
+}
+
+#[derive(Subcommand)]
+enum RemoteCommand {
+    /// Add a remote: enrol this user's certificate with the server at ADDRESS:PORT (its
+    /// `corral serve --listen`) using a join token from `corral trust add NAME` there; the
+    /// server is pinned by the fingerprint the token carries.
+    Add {
+        name: String,
+        address: String,
+        token: String,
+    },
+    /// List the remotes.
+    #[command(alias = "ls")]
+    List {
+        #[arg(long, short, value_enum, default_value_t)]
+        output: Format,
+    },
+    /// Forget a remote (the server still trusts this user's certificate until `corral trust
+    /// remove` there).
+    #[command(alias = "rm")]
+    Remove { name: String },
+}
+
+fn config_dir() -> anyhow::Result<PathBuf> {
+    Ok(corral_remote::config_dir().ok_or(RemoteError::NoConfigDir)?)
+}
+
+pub fn run(args: RemoteArgs) -> anyhow::Result<ExitCode> {
+    let dir = config_dir()?;
+    let remotes = Remotes::in_dir(&dir);
+    match args.command {
+        RemoteCommand::Add {
+            name,
+            address,
+            token,
+        } => {
+            // Refused before anything is sent when the name is taken or malformed.
+            if remotes.list()?.contains_key(&name) {
+                return Err(RemoteError::NameTaken(name).into());
+            }
+            let remote = corral_remote::client::enrol(&address, &token, &dir)
+                .with_context(|| format!("cannot add remote {name}"))?;
+            let fingerprint = remote.fingerprint.clone();
+            remotes.add(&name, remote)?;
+            println!("added remote {name} at {address} (server certificate {fingerprint})");
+        }
+        RemoteCommand::List { output } => {
+            let list = remotes.list()?;
+            if output == Format::Json {
+                output::print_json(&list)?;
+            } else {
+                let rows: Vec<[String; 3]> = (list.iter())
+                    .map(|(name, r)| [name.clone(), r.address.clone(), r.fingerprint.to_string()])
+                    .collect();
+                output::print_table(["NAME", "ADDRESS", "FINGERPRINT"], &rows);
+            }
+        }
+        RemoteCommand::Remove { name } => {
+            remotes.remove(&name)?;
+            println!("removed remote {name}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `command` against the remote `name`.
+pub fn run_on(name: &str, command: Command) -> anyhow::Result<ExitCode> {
+    let dir = config_dir()?;
+    let remote = Remotes::in_dir(&dir).get(name)?;
+    let client = Client::new(&remote, &dir)?;
+    let state_path = |instance: &str| format!("/1.0/instances/{instance}/state");
+    let change = |instance: &str, body: Value| -> anyhow::Result<()> {
+        Ok(client.operate("PUT", &state_path(instance), Some(&body))?)
+    };
+    let state_of = |instance: &str| -> anyhow::Result<State> {
+        let (_, answer) = client.call("GET", &format!("/1.0/instances/{instance}"), None)?;
+        serde_json::from_value(answer["state"].clone())
+            .context("the remote's instance state is not what corral serve sends")
+    };
+    match command {
+        Command::List(args) => {
+            let (_, answer) = client.call("GET", "/1.0/instances", None)?;
+            let summaries: Vec<Summary> = serde_json::from_value(answer)
+                .context("the remote's instance list is not what corral serve sends")?;
+            instance::print_list(summaries, &args)?;
+        }
+        Command::Start { names } => {
+            for instance in names {
+                change(&instance, json!({"action": "start"}))?;
+                let state = state_of(&instance)?;
+                instance::print_started(&instance, &state);
+            }
+        }
+        Command::Stop(args) => {
+            let Some(instance) = args.name.clone() else {
+                bail!("corral --remote stops one instance at a time; name it");
+            };
+            let body = json!({"action": "stop", "timeout": args.timeout, "force": args.force});
+            change(&instance, body)?;
+            println!("stopped {instance}{}", describe_exit(&state_of(&instance)?));
+        }
+        Command::Kill { name: instance } => {
+            change(&instance, json!({"action": "kill"}))?;
+            println!("killed {instance}{}", describe_exit(&state_of(&instance)?));
+        }
+        Command::Restart(args) => {
+            let body = json!({"action": "restart", "timeout": args.timeout, "force": args.force});
+            change(&args.name, body)?;
+            println!("restarted {}", args.name);
+        }
+        Command::Pause { name: instance } => {
+            change(&instance, json!({"action": "pause"}))?;
+            println!("paused {instance}");
+        }
+        Command::Resume { name: instance } => {
+            change(&instance, json!({"action": "resume"}))?;
+            println!("resumed {instance}");
+        }
+        Command::Delete(args) => {
+            let path = format!("/1.0/instances/{}?force={}", args.name, args.force);
+            client.operate("DELETE", &path, None)?;
+            println!("deleted {}", args.name);
+        }
+        _ => bail!(
+            "corral --remote runs list, start, stop, kill, restart, pause, resume and delete; \
+             run other commands on the server itself"
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
+}
