@@ -106,6 +106,25 @@ impl Client {
         path: &str,
         body: Option<&Value>,
     ) -> Result<(u16, Value), RemoteError> {
+        let (status, text) = self.send(method, path, body)?;
+        if text.is_empty() {
+            return Ok((status, Value::Null));
+        }
+        let value = serde_json::from_str(&text).map_err(|err| RemoteError::Answer {
+            what: format!("{method} {path}"),
+            source: err.into(),
+        })?;
+        Ok((status, value))
+    }
+
+    /// `METHOD PATH` with `body`: the status and the answer's text, or the server's refusal
+    /// with its sentence.
+    fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(u16, String), RemoteError> {
         let request = self.agent.request(method, &format!("{}{path}", self.base));
         let answered = match body {
             Some(body) => request.send_json(body),
@@ -134,14 +153,13 @@ impl Client {
             what: what(),
             source,
         })?;
-        if text.is_empty() {
-            return Ok((status, Value::Null));
-        }
-        let value = serde_json::from_str(&text).map_err(|err| RemoteError::Answer {
-            what: what(),
-            source: err.into(),
-        })?;
-        Ok((status, value))
+        Ok((status, text))
+    }
+
+    /// `GET PATH`'s text (an instance's logs).
+    pub fn text(&self, path: &str) -> Result<String, RemoteError> {
+        let (_, answer) = self.send("GET", path, None)?;
+        Ok(answer)
     }
 
     /// A request answered with an operation (202), followed to its end: Ok when it succeeded,

@@ -188,10 +188,10 @@ pub struct DeleteArgs {
 #[derive(Args)]
 pub struct LogsArgs {
     #[arg(add = completion::instances())]
-    name: String,
+    pub(crate) name: String,
     /// Keep printing what the console prints.
     #[arg(long, short)]
-    follow: bool,
+    pub(crate) follow: bool,
 }
 
 #[derive(Args)]
@@ -258,6 +258,22 @@ pub fn manager(root: &Path) -> anyhow::Result<Manager> {
 
 pub fn create(root: &Path, args: CreateArgs) -> anyhow::Result<ExitCode> {
     let manager = manager(root)?;
+    let (request, start) = create_request(args)?;
+    let reference = request.image.clone();
+    let bars = crate::progress::Bars::new();
+    let definition = manager.create_instance(request, &bars)?;
+    bars.finish();
+    print_created(reference.as_deref(), &definition);
+    if start {
+        manager.start(&definition.name)?;
+        println!("started {}", definition.name);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What `corral create`'s flags ask for (a definition file read, SSH keys read), and whether
+/// to start it too.
+pub fn create_request(args: CreateArgs) -> anyhow::Result<(CreateRequest, bool)> {
     let start = args.start;
     let file = match args.file {
         Some(path) => Some(DefinitionFile {
@@ -304,23 +320,19 @@ pub fn create(root: &Path, args: CreateArgs) -> anyhow::Result<ExitCode> {
         autostart: args.autostart,
         command: args.command,
     };
-    let reference = request.image.clone();
-    let bars = crate::progress::Bars::new();
-    let definition = manager.create_instance(request, &bars)?;
-    bars.finish();
+    Ok((request, start))
+}
+
+/// What `corral create` says of the instance it made, from image `reference` when given.
+pub fn print_created(reference: Option<&str>, definition: &Definition) {
     let name = &definition.name;
-    match (&reference, &definition.image) {
+    match (reference, &definition.image) {
         (Some(reference), Some(image)) => println!(
             "created {} {name} from image {reference} ({})",
             definition.kind, image.storage
         ),
         _ => println!("created {} {name}", definition.kind),
     }
-    if start {
-        manager.start(name)?;
-        println!("started {name}");
-    }
-    Ok(ExitCode::SUCCESS)
 }
 
 /// `corral define FILE` (virsh): the definition comes from a file alone.

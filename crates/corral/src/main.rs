@@ -53,8 +53,8 @@ struct Cli {
     /// this descriptor first.
     #[arg(long, global = true, hide = true, value_name = "FD")]
     start_gate: Option<std::os::fd::RawFd>,
-    /// Run the command on this remote server (`corral remote add`) instead of this host: list
-    /// and the lifecycle verbs.
+    /// Run the command on this remote server (`corral remote add`) instead of this host: list,
+    /// create, logs and the lifecycle verbs.
     #[arg(
         long = "remote",
         id = "remote_server",

@@ -1,6 +1,7 @@
-//! `corral remote` (the remote servers this user knows) and `corral --remote NAME VERB`: the
-//! lifecycle verbs and `list` run against a remote `corral serve --listen` through its API, and
-//! print what they print locally.
+//! `corral remote` (the remote servers this user knows) and `corral --remote NAME VERB`: `list`,
+//! `create`, `logs` and the lifecycle verbs run against a remote `corral serve --listen` through
+//! its API, and print what they print locally. Paths a `create` names (a root filesystem, a
+//! kernel) are the server's; files it reads (`--file`, SSH keys) are read here.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -107,6 +108,30 @@ pub fn run_on(name: &str, command: Command) -> anyhow::Result<ExitCode> {
                 .context("the remote's instance list is not what corral serve sends")?;
             instance::print_list(summaries, &args)?;
         }
+        Command::Create(args) => {
+            let (request, start) = instance::create_request(*args)?;
+            let name = request.instance_name()?;
+            let body = serde_json::to_value(&request)?;
+            client.operate(
+                "POST",
+                &format!("/1.0/instances?start={start}"),
+                Some(&body),
+            )?;
+            let (_, answer) = client.call("GET", &format!("/1.0/instances/{name}"), None)?;
+            let definition = serde_json::from_value(answer["definition"].clone())
+                .context("the remote's instance definition is not what corral serve sends")?;
+            instance::print_created(request.image.as_deref(), &definition);
+            if start {
+                println!("started {name}");
+            }
+        }
+        Command::Logs(args) => {
+            if args.follow {
+                bail!("corral --remote prints an instance's logs once; --follow is local");
+            }
+            let text = client.text(&format!("/1.0/instances/{}/logs", args.name))?;
+            std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes())?;
+        }
         Command::Start { names } => {
             for instance in names {
                 change(&instance, json!({"action": "start"}))?;
@@ -145,8 +170,8 @@ pub fn run_on(name: &str, command: Command) -> anyhow::Result<ExitCode> {
             println!("deleted {}", args.name);
         }
         _ => bail!(
-            "corral --remote runs list, start, stop, kill, restart, pause, resume and delete; \
-             run other commands on the server itself"
+            "corral --remote runs list, create, logs, start, stop, kill, restart, pause, resume \
+             and delete; run other commands on the server itself"
         ),
     }
     Ok(ExitCode::SUCCESS)

@@ -387,6 +387,18 @@ fn the_cli_runs_its_verbs_on_a_remote_as_it_does_locally() {
     let (_, state, _) = local(&["info", "box", "-o", "json"]);
     assert!(state.contains("\"status\": \"stopped\""), "{state}");
 
+    // Creating names the server's paths; the same words as a local create.
+    let (ok, out, err) = remote(&["create", "web", "--rootfs", rootfs, "--", "sleep", "1000"]);
+    assert!(ok && out == "created container web\n", "{out}{err}");
+    assert!(local(&["info", "web"]).0);
+    assert_eq!(
+        remote(&["create", "web", "--rootfs", rootfs]),
+        local(&["create", "web", "--rootfs", rootfs])
+    );
+    assert_eq!(remote(&["logs", "box"]), local(&["logs", "box"]));
+    let (ok, _, err) = remote(&["logs", "box", "--follow"]);
+    assert!(!ok && err.contains("--follow is local"), "{err}");
+
     // What the remote does not run is said, not tried; an unknown remote is named.
     let (ok, _, err) = remote(&["exec", "box", "--", "true"]);
     assert!(
@@ -409,6 +421,8 @@ fn the_cli_runs_its_verbs_on_a_remote_as_it_does_locally() {
     ]);
     let (ok, out, err) = remote(&["delete", "box"]);
     assert!(ok && out == "deleted box\n", "{out}{err}");
+    let (ok, out, err) = remote(&["delete", "web"]);
+    assert!(ok && out == "deleted web\n", "{out}{err}");
     assert_eq!(local(&["list", "--all", "-o", "json"]).1.trim(), "[]");
     let (ok, out, _) = client(&["remote", "remove", "srv"]);
     assert!(ok && out == "removed remote srv\n");
