@@ -107,4 +107,13 @@ impl EventHub {
         self.stopped.store(true, Ordering::Relaxed);
         let _ = self.stopping.send(true);
     }
+
+    /// Waits, up to `limit`, until every client told of the stop has let go of it (a feed
+    /// once its close frame is sent): the runtime ending under them would reset them instead.
+    pub async fn clients_gone(&self, limit: std::time::Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        while self.stopping.receiver_count() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
 }

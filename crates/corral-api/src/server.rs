@@ -12,6 +12,8 @@ use crate::Api;
 
 /// Where `corral serve` listens unless told otherwise.
 pub const DEFAULT_SOCKET: &str = "/run/corral/corral.sock";
+/// How long a stopping server gives its event clients to get their close frame.
+const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 /// The group whose members may use the socket.
 pub const SOCKET_GROUP: &str = "corral";
 
@@ -134,8 +136,10 @@ pub fn serve(
         };
         let signal = async {
             stop_signal().await;
-            // Event clients are closed ("going away"), so the shutdown need not wait on them.
+            // Event clients are closed ("going away") before the listeners stop: upgraded
+            // connections are not the graceful shutdown's to wait for.
             api.events.stop();
+            api.events.clients_gone(CLOSE_GRACE).await;
             let _ = stopping.send(true);
             Ok(())
         };
