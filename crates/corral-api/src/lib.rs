@@ -6,7 +6,8 @@
 //! - [`openapi`]: the OpenAPI 3 document, derived from the handlers and their types.
 //! - [`operations`]: long actions (create, state changes, delete) answer 202 with an operation
 //!   that runs on a blocking thread and can be waited on.
-//! - [`events`]: `/1.0/events`, lifecycle events and operation updates over a websocket.
+//! - [`events`]: `/1.0/events`, lifecycle events, operation updates and the server's log records
+//!   over a websocket.
 //! - [`metrics_text`]: `/1.0/metrics` in Prometheus's text format.
 //! - [`error`]: every failure is a JSON body with one sentence (the error's chain) and a status
 //!   code that says whose fault it is.
@@ -14,11 +15,13 @@
 //!   client's certificate.
 //! - [`auth`]: local callers may do everything; TLS clients once their certificate is trusted.
 //! - [`tls`]: the server's certificate and the TLS listener (`corral serve --listen`).
+//! - [`closing`]: a websocket the server closes waits for the client's answering close.
 //! - [`server`]: the socket (mode 0660, group `corral` where it exists), the TLS listener and
 //!   graceful shutdown.
 
 pub mod auth;
 pub mod body;
+pub mod closing;
 pub mod error;
 pub mod events;
 pub mod metrics_text;
@@ -55,7 +58,16 @@ impl Api {
     /// The API over `manager`, its event feed following the root's journal; a create that
     /// names no network joins `default_network` (a name or `none`; core's default when absent).
     pub fn new(manager: Manager, default_network: Option<String>) -> Arc<Api> {
-        let events = Arc::new(EventHub::default());
+        Api::with_events(manager, default_network, Arc::default())
+    }
+
+    /// [`Api::new`] publishing to `events` (a hub made before the process's logging, so its
+    /// [`EventHub::log_layer`] could be installed).
+    pub fn with_events(
+        manager: Manager,
+        default_network: Option<String>,
+        events: Arc<EventHub>,
+    ) -> Arc<Api> {
         let trust = TrustStore::of_root(manager.store().root());
         let api = Arc::new(Api {
             trust,

@@ -51,6 +51,7 @@ use crate::routes;
         routes::certificates::remove,
         routes::operations::list,
         routes::operations::get,
+        routes::operations::cancel,
         routes::operations::wait,
         routes::metrics::metrics,
         routes::events::events,

@@ -17,6 +17,8 @@ fn operation(number: usize) -> Operation {
         resources: vec!["/1.0/instances/a".into()],
         created_at: 0,
         updated_at: 0,
+        may_cancel: false,
+        progress: None,
         error: None,
         error_code: None,
     }

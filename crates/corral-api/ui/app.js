@@ -202,10 +202,16 @@ function describe(message) {
       text: `${e.instance} ${e.action}${why ? ` (${why})` : ""}${e.uid !== undefined ? ` by uid ${e.uid}` : ""}`,
     };
   }
+  if (message.type === "logging") {
+    const r = message.record;
+    return { time: new Date(r.time_ms), text: `server ${r.level}: ${r.message}`, failed: r.level === "error" };
+  }
   const o = message.operation;
+  const p = o.status === "running" ? o.progress : undefined;
+  const moved = p ? ` (${p.phase}${p.total ? ` ${Math.floor((100 * p.done) / p.total)}%` : ""})` : "";
   return {
     time: new Date(o.updated_at * 1000),
-    text: `${o.description}: ${o.status}${o.error ? ` (${o.error})` : ""}`,
+    text: `${o.description}: ${o.status}${moved}${o.error ? ` (${o.error})` : ""}`,
     failed: o.status === "failure",
   };
 }

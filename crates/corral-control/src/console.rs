@@ -352,6 +352,14 @@ pub enum Detach {
     InputEnded,
 }
 
+/// What of `chunk` the console gets: the bytes before the escape byte, and whether it came.
+pub fn before_escape(chunk: &[u8], escape: u8) -> (&[u8], bool) {
+    match chunk.iter().position(|b| *b == escape) {
+        Some(at) => (&chunk[..at], true),
+        None => (chunk, false),
+    }
+}
+
 /// Relays `input` to the console at `path` and the console to `output`, until the escape byte,
 /// the end of the console or the end of input.
 pub fn attach(
@@ -393,12 +401,11 @@ pub fn attach(
             if read == 0 {
                 return Ok(Detach::InputEnded);
             }
-            let chunk = &buffer[..read];
-            if let Some(at) = chunk.iter().position(|b| *b == escape) {
-                stream.write_all(&chunk[..at])?;
+            let (typed, escaped) = before_escape(&buffer[..read], escape);
+            stream.write_all(typed)?;
+            if escaped {
                 return Ok(Detach::Escape);
             }
-            stream.write_all(chunk)?;
         }
     }
 }

@@ -10,7 +10,7 @@ use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use corral_image::progress::Progress;
+use corral_image::progress::{Cancelled, Progress};
 use nix::errno::Errno;
 
 use crate::definition::ImageStorage;
@@ -19,22 +19,33 @@ use crate::error::CoreError;
 /// A sparse copy moves at most this much per call: often enough for a smooth progress bar.
 const COPY_CHUNK: u64 = 8 << 20;
 
-/// Copies the content of `source` into `target` (created if missing). Says how: reflinks or
-/// copies ([`ImageStorage::Reflink`] or [`ImageStorage::Copy`]).
-pub fn copy_tree(source: &Path, target: &Path) -> Result<ImageStorage, CoreError> {
+/// Copies the content of `source` into `target` (created if missing), stopped when `progress`
+/// is cancelled. Says how: reflinks or copies ([`ImageStorage::Reflink`] or
+/// [`ImageStorage::Copy`]).
+pub fn copy_tree(
+    source: &Path,
+    target: &Path,
+    progress: &dyn Progress,
+) -> Result<ImageStorage, CoreError> {
     std::fs::create_dir_all(target).map_err(CoreError::io("create", target))?;
     let storage = if reflink_works(source, target) {
         ImageStorage::Reflink
     } else {
         ImageStorage::Copy
     };
-    copy_tree_as(source, target, storage)?;
+    copy_tree_as(source, target, storage, progress)?;
     Ok(storage)
 }
 
 /// Copies the content of `source` into `target` (created if missing) the way a caller decided
 /// with [`reflink_works`]: `Reflink` clones every file's blocks, anything else copies them.
-pub fn copy_tree_as(source: &Path, target: &Path, storage: ImageStorage) -> Result<(), CoreError> {
+/// Stopped when `progress` is cancelled.
+pub fn copy_tree_as(
+    source: &Path,
+    target: &Path,
+    storage: ImageStorage,
+    progress: &dyn Progress,
+) -> Result<(), CoreError> {
     std::fs::create_dir_all(target).map_err(CoreError::io("create", target))?;
     let reflink = match storage {
         ImageStorage::Reflink => "--reflink=always",
@@ -48,6 +59,7 @@ pub fn copy_tree_as(source: &Path, target: &Path, storage: ImageStorage) -> Resu
             .arg(source.join("."))
             .arg(target),
         source,
+        progress,
     )
 }
 
@@ -111,6 +123,9 @@ fn copy_data(from: &File, to: &File, length: u64, progress: &dyn Progress) -> st
             offset += chunk;
             progress.advance(chunk);
             fail::fail_point!("image.copying");
+            if progress.cancelled() {
+                return Err(Cancelled::io());
+            }
         }
         done = data.end;
     }
@@ -169,9 +184,17 @@ pub fn reflink_works(source: &Path, dir: &Path) -> bool {
     unsafe { ficlone(probe.as_raw_fd(), from.as_raw_fd() as _) }.is_ok()
 }
 
+/// How often a copying command is checked on (has it ended; is its copy cancelled).
+const CHECK_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Runs a copying command that dies with corral (a killed create must not leave it writing into
-/// a staging directory the next command sweeps); its first line of errors becomes the error.
-pub fn run_until_done(command: &mut Command, source: &Path) -> Result<(), CoreError> {
+/// a staging directory the next command sweeps) and is killed when `progress` is cancelled; its
+/// first line of errors becomes the error.
+pub fn run_until_done(
+    command: &mut Command,
+    source: &Path,
+    progress: &dyn Progress,
+) -> Result<(), CoreError> {
     let program = command.get_program().to_string_lossy().into_owned();
     // SAFETY: the closure runs in the forked child before exec and only calls prctl(2), which
     // is async-signal-safe.
@@ -188,9 +211,34 @@ pub fn run_until_done(command: &mut Command, source: &Path) -> Result<(), CoreEr
         .spawn()
         .map_err(CoreError::io("run", &program))?;
     fail::fail_point!("create.rootfs-copying");
-    let output = child
-        .wait_with_output()
-        .map_err(CoreError::io("run", &program))?;
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    // Waited for on a thread of its own, which drains the pipes meanwhile.
+    let (done, ended) = std::sync::mpsc::channel();
+    std::thread::spawn(move || done.send(child.wait_with_output()));
+    let mut cancelled = false;
+    let output = loop {
+        match ended.recv_timeout(CHECK_EVERY) {
+            Ok(output) => break output.map_err(CoreError::io("run", &program))?,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                if !cancelled && progress.cancelled() {
+                    cancelled = true;
+                    // Not reaped until its waiter returns: the pid is still this child's.
+                    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+                }
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                return Err(CoreError::Unsupported(format!(
+                    "lost track of {program} copying {}",
+                    source.display()
+                )))
+            }
+        }
+    };
+    if cancelled {
+        return Err(CoreError::Cancelled {
+            what: format!("copying {}", source.display()),
+        });
+    }
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         return Err(CoreError::Unsupported(format!(
@@ -200,4 +248,53 @@ pub fn run_until_done(command: &mut Command, source: &Path) -> Result<(), CoreEr
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// Cancelled from the start.
+    struct Cancelling(AtomicBool);
+
+    impl Progress for Cancelling {
+        fn begin(&self, _what: &str, _total: Option<u64>) {}
+        fn advance(&self, _bytes: u64) {}
+        fn cancelled(&self) -> bool {
+            self.0.load(Ordering::Relaxed)
+        }
+    }
+
+    #[test]
+    fn a_cancelled_copying_command_is_killed_and_a_cancelled_file_copy_stops() {
+        let started = std::time::Instant::now();
+        let err = run_until_done(
+            Command::new("sleep").arg("30"),
+            Path::new("/nowhere"),
+            &Cancelling(AtomicBool::new(true)),
+        )
+        .unwrap_err();
+        assert!(matches!(err, CoreError::Cancelled { .. }), "{err}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+        run_until_done(
+            &mut Command::new("true"),
+            Path::new("/nowhere"),
+            &Cancelling(AtomicBool::new(false)),
+        )
+        .unwrap();
+
+        let dir = tempfile::tempdir().unwrap();
+        let (source, target) = (dir.path().join("source"), dir.path().join("target"));
+        std::fs::write(&source, vec![1u8; 1 << 20]).unwrap();
+        let err = copy_file(
+            &source,
+            &target,
+            "copying",
+            &Cancelling(AtomicBool::new(true)),
+        )
+        .unwrap_err();
+        let chain = corral_host::error_chain(&err);
+        assert!(chain.ends_with("cancelled"), "{chain}");
+    }
 }

@@ -41,6 +41,9 @@ pub enum CoreError {
     Io(#[from] PathIoError),
     #[error("{0}")]
     Unsupported(String),
+    /// Long work stopped because its progress was cancelled (an API operation's cancel).
+    #[error("{what} was cancelled")]
+    Cancelled { what: String },
     #[error("the {field} of instance {name} cannot be changed; make a new instance (corral clone) instead")]
     IdentityChanged { name: String, field: &'static str },
     /// An OCI structure (the container spec, cgroup limits) cannot be built from the definition.

@@ -12,7 +12,7 @@ use crate::{CoreError, Manager};
 
 /// A command to run in an instance, as `corral exec` takes it: what the API's exec websocket
 /// receives first.
-#[derive(Clone, Debug, serde::Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExecRequest {
     /// The program and its arguments.

@@ -136,7 +136,12 @@ impl Manager {
             match storage {
                 ImageStorage::Reflink | ImageStorage::Copy => {
                     progress.begin("copying the root filesystem", Some(image.record.size));
-                    crate::copy::copy_tree_as(&image.rootfs()?, &dir.join("rootfs"), storage)
+                    crate::copy::copy_tree_as(
+                        &image.rootfs()?,
+                        &dir.join("rootfs"),
+                        storage,
+                        progress,
+                    )
                 }
                 ImageStorage::Linked | ImageStorage::Full => {
                     copy_boot_files(&image, dir)?;
@@ -353,7 +358,7 @@ impl Manager {
                 })?;
                 let rootfs = staging.dir().join(corral_image::store::ROOTFS);
                 progress.begin("copying the root filesystem", None);
-                crate::copy::copy_tree(&paths.resolve(&spec.rootfs), &rootfs)?;
+                crate::copy::copy_tree(&paths.resolve(&spec.rootfs), &rootfs, progress)?;
                 if let Some(range) = crate::userns::recorded_range(&paths.dir) {
                     crate::userns::shift_back(&rootfs, range)?;
                 }

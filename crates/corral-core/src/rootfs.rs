@@ -19,7 +19,7 @@ pub fn populate(source: &Path, target: &Path, progress: &dyn Progress) -> Result
         None,
     );
     if source.is_dir() {
-        crate::copy::copy_tree(source, target)?;
+        crate::copy::copy_tree(source, target, progress)?;
     } else if source.is_file() {
         let mut tar = Command::new("tar");
         tar.arg("--extract")
@@ -31,7 +31,7 @@ pub fn populate(source: &Path, target: &Path, progress: &dyn Progress) -> Result
             .arg("--preserve-permissions")
             .arg("--xattrs")
             .arg("--xattrs-include=*");
-        crate::copy::run_until_done(&mut tar, source)?;
+        crate::copy::run_until_done(&mut tar, source, progress)?;
     } else {
         return Err(CoreError::Unsupported(format!(
             "root filesystem {} is neither a directory nor a tar archive",

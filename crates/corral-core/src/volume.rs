@@ -83,8 +83,8 @@ pub enum NewVolume {
     Dir,
 }
 
-/// What `corral volume list/info` shows.
-#[derive(Clone, Debug, Serialize)]
+/// What `corral volume list/info` shows (and, read back, what `corral --remote` shows).
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct VolumeInfo {
     pub name: String,
     pub format: DiskFormat,
@@ -95,7 +95,7 @@ pub struct VolumeInfo {
     /// Bytes used on the host.
     pub actual_size: u64,
     /// Backing images, nearest first.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub backing_chain: Vec<PathBuf>,
     /// Why the image cannot be described (only in a list, which goes on past it).
     #[serde(skip_serializing_if = "Option::is_none")]

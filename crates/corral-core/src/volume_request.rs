@@ -9,7 +9,17 @@ use crate::definition::DiskFormat;
 use crate::volume::{NewVolume, Pool, VolumeError, VolumeInfo};
 
 /// The kind of a new volume.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, utoipa::ToSchema)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum VolumeFormat {
     /// A sparse raw file.
@@ -47,7 +57,7 @@ impl From<VolumeFormat> for DiskFormat {
 }
 
 /// A volume to create in the pool.
-#[derive(Clone, Debug, serde::Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VolumeRequest {
     pub name: String,

@@ -85,6 +85,12 @@ impl ExportFormat {
     }
 }
 
+impl std::fmt::Display for ExportFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// Each format by the name users give it.
 const EXPORT_FORMAT_NAMES: [(&str, ExportFormat); 6] = [
     ("rootfs", ExportFormat::Rootfs),

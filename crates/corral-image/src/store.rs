@@ -93,8 +93,9 @@ pub struct ImageRecord {
     pub size: u64,
 }
 
-/// A stored image.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+/// A stored image (or, read back from a remote's answer for `corral --remote`, one stored
+/// there: its `dir` is then empty).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Image {
     #[serde(flatten)]
     pub record: ImageRecord,

@@ -2,6 +2,7 @@
 //! certificate presented (made in the config directory at first use), JSON in and out, an
 //! operation followed to its end; and enrolment with a join token.
 
+use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +14,7 @@ use serde_json::{json, Value};
 use crate::remotes::Remote;
 
 /// How long connecting to a remote may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long one wait on an operation asks the server to hold the answer.
 const WAIT_SECONDS: u32 = 60;
 
@@ -45,6 +46,21 @@ pub enum RemoteError {
         #[source]
         source: Box<ureq::Transport>,
     },
+    #[error("the remote's address {0:?} is not HOST:PORT; remove the remote and add it again with its address")]
+    Address(String),
+    #[error("cannot open the websocket {what} of the remote at {address}")]
+    WebSocket {
+        what: String,
+        address: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("the websocket {what} of the remote broke off")]
+    Stream {
+        what: String,
+        #[source]
+        source: Box<tungstenite::Error>,
+    },
     /// The server's own sentence (the CLI would have printed the same one locally).
     #[error("{message}")]
     Refused { status: u16, message: String },
@@ -65,7 +81,10 @@ pub enum RemoteError {
 /// A connection to one remote's API.
 pub struct Client {
     agent: ureq::Agent,
-    base: String,
+    /// What its websockets connect with.
+    pub(crate) tls: Arc<rustls::ClientConfig>,
+    /// `HOST:PORT`.
+    pub(crate) address: String,
 }
 
 impl Client {
@@ -88,13 +107,15 @@ impl Client {
             .with_custom_certificate_verifier(verifier)
             .with_client_auth_cert(chain, key)
             .map_err(RemoteError::Tls)?;
+        let tls = Arc::new(config);
         let agent = ureq::builder()
-            .tls_config(Arc::new(config))
+            .tls_config(Arc::clone(&tls))
             .timeout_connect(CONNECT_TIMEOUT)
             .build();
         Ok(Client {
             agent,
-            base: format!("https://{}", remote.address),
+            tls,
+            address: remote.address.clone(),
         })
     }
 
@@ -125,41 +146,80 @@ impl Client {
         path: &str,
         body: Option<&Value>,
     ) -> Result<(u16, String), RemoteError> {
-        let request = self.agent.request(method, &format!("{}{path}", self.base));
+        let request = self.request(method, path);
         let answered = match body {
             Some(body) => request.send_json(body),
             None => request.call(),
         };
+        let response = self.response(method, path, answered)?;
+        let status = response.status();
+        let text = (response.into_string()).map_err(|source| RemoteError::Answer {
+            what: format!("{method} {path}"),
+            source,
+        })?;
+        Ok((status, text))
+    }
+
+    fn request(&self, method: &str, path: &str) -> ureq::Request {
+        (self.agent).request(method, &format!("https://{}{path}", self.address))
+    }
+
+    /// The response `answered` to `METHOD PATH`, or the server's refusal with its sentence.
+    fn response(
+        &self,
+        method: &str,
+        path: &str,
+        answered: Result<ureq::Response, ureq::Error>,
+    ) -> Result<ureq::Response, RemoteError> {
         let what = || format!("{method} {path}");
-        let response = match answered {
-            Ok(response) => response,
+        match answered {
+            Ok(response) => Ok(response),
             Err(ureq::Error::Status(status, response)) => {
                 let answer: Value = response.into_json().unwrap_or_default();
                 let message = match answer["error"].as_str() {
                     Some(message) => message.to_owned(),
                     None => format!("the remote refused {} with status {status}", what()),
                 };
-                return Err(RemoteError::Refused { status, message });
+                Err(RemoteError::Refused { status, message })
             }
-            Err(ureq::Error::Transport(transport)) => {
-                return Err(RemoteError::Connect {
-                    address: self.base.trim_start_matches("https://").to_owned(),
-                    source: Box::new(transport),
-                })
-            }
-        };
-        let status = response.status();
-        let text = (response.into_string()).map_err(|source| RemoteError::Answer {
-            what: what(),
-            source,
-        })?;
-        Ok((status, text))
+            Err(ureq::Error::Transport(transport)) => Err(RemoteError::Connect {
+                address: self.address.clone(),
+                source: Box::new(transport),
+            }),
+        }
     }
 
     /// `GET PATH`'s text (an instance's logs).
     pub fn text(&self, path: &str) -> Result<String, RemoteError> {
         let (_, answer) = self.send("GET", path, None)?;
         Ok(answer)
+    }
+
+    /// `POST PATH?QUERY` with `content` streamed as the body (an image upload): the status and
+    /// the JSON answer.
+    pub fn upload(
+        &self,
+        path: &str,
+        query: &[(&str, &str)],
+        content: impl Read,
+    ) -> Result<(u16, Value), RemoteError> {
+        let request = (query.iter()).fold(self.request("POST", path), |request, (key, value)| {
+            request.query(key, value)
+        });
+        let answered = (request.set("Content-Type", "application/octet-stream")).send(content);
+        let response = self.response("POST", path, answered)?;
+        let status = response.status();
+        let value = response.into_json().map_err(|source| RemoteError::Answer {
+            what: format!("POST {path}"),
+            source,
+        })?;
+        Ok((status, value))
+    }
+
+    /// `GET PATH`'s content as it arrives (an image download).
+    pub fn download(&self, path: &str) -> Result<impl Read + Send, RemoteError> {
+        let answered = self.request("GET", path).call();
+        Ok(self.response("GET", path, answered)?.into_reader())
     }
 
     /// A request answered with an operation (202), followed to its end: Ok when it succeeded,

@@ -6,14 +6,17 @@
 //! - [`client`]: the API over TLS, the server pinned by that fingerprint (corral-tls's
 //!   `PinnedServer`), this user's own certificate (made at first use) presented; enrolment with
 //!   a join token.
+//! - [`websocket`]: the API's websockets (exec, console) over the same TLS.
 
 pub mod client;
 pub mod remotes;
+pub mod websocket;
 
 use std::path::PathBuf;
 
 pub use client::{Client, RemoteError};
 pub use remotes::{Remote, Remotes};
+pub use websocket::{Incoming, WebSocket};
 
 /// Where this user's remotes and client identity live: `$CORRAL_CONFIG_DIR`, else
 /// `$XDG_CONFIG_HOME/corral`, else `~/.config/corral`.

@@ -15,11 +15,11 @@ use crate::output::{self, Format};
 #[derive(Args)]
 pub struct ImageArgs {
     #[command(subcommand)]
-    command: ImageCommand,
+    pub(crate) command: ImageCommand,
 }
 
 #[derive(Subcommand)]
-enum ImageCommand {
+pub(crate) enum ImageCommand {
     /// List the stored images.
     #[command(alias = "ls")]
     List {
@@ -68,41 +68,41 @@ enum ImageCommand {
 #[derive(Args)]
 pub struct ImportArgs {
     /// The image: a file or directory.
-    source: PathBuf,
+    pub(crate) source: PathBuf,
     /// The root filesystem file (squashfs or qcow2) of a split Incus image.
-    rootfs_file: Option<PathBuf>,
+    pub(crate) rootfs_file: Option<PathBuf>,
     /// Name it (repeatable).
     #[arg(long)]
-    alias: Vec<String>,
+    pub(crate) alias: Vec<String>,
     /// rootfs, oci, incus, disk or vagrant (default: told by the content).
     #[arg(long)]
-    format: Option<ImportFormat>,
+    pub(crate) format: Option<ImportFormat>,
     /// Which image of an OCI layout holding several (its ref name, e.g. `latest`).
     #[arg(long)]
-    reference: Option<String>,
+    pub(crate) reference: Option<String>,
     #[arg(long)]
-    os: Option<String>,
+    pub(crate) os: Option<String>,
     #[arg(long)]
-    release: Option<String>,
+    pub(crate) release: Option<String>,
     #[arg(long)]
-    description: Option<String>,
+    pub(crate) description: Option<String>,
     /// A VM image's own kernel (otherwise the one inside the disk boots).
     #[arg(long)]
-    kernel: Option<PathBuf>,
+    pub(crate) kernel: Option<PathBuf>,
     #[arg(long, requires = "kernel")]
-    initrd: Option<PathBuf>,
+    pub(crate) initrd: Option<PathBuf>,
     /// A VM image's kernel command line.
     #[arg(long)]
-    cmdline: Option<String>,
+    pub(crate) cmdline: Option<String>,
     /// The most an archive may unpack to (stops decompression bombs), e.g. 10G.
     #[arg(long, value_name = "SIZE", default_value = "64G")]
-    max_size: corral_control::size::MemorySize,
+    pub(crate) max_size: corral_control::size::MemorySize,
     #[arg(long, short, value_enum, default_value_t)]
-    output: Format,
+    pub(crate) output: Format,
 }
 
 #[derive(Subcommand)]
-enum AliasCommand {
+pub(crate) enum AliasCommand {
     /// Point ALIAS at IMAGE (--force moves an alias naming another image).
     #[command(alias = "create")]
     Set {
@@ -126,34 +126,8 @@ pub fn run(root: &Path, args: ImageArgs) -> anyhow::Result<ExitCode> {
     let manager = crate::instance::manager(root)?;
     let images = manager.images()?;
     match args.command {
-        ImageCommand::List { output } => {
-            let list = images.list()?;
-            if output == Format::Json {
-                output::print_json(&list)?;
-            } else {
-                let rows: Vec<[String; 7]> = list.iter().map(row).collect();
-                output::print_table(
-                    [
-                        "ALIAS",
-                        "FINGERPRINT",
-                        "TYPE",
-                        "ARCH",
-                        "OS",
-                        "SIZE",
-                        "DESCRIPTION",
-                    ],
-                    &rows,
-                );
-            }
-        }
-        ImageCommand::Info { image, output } => {
-            let image = images.resolve(&image)?;
-            if output == Format::Json {
-                output::print_json(&image)?;
-            } else {
-                print_info(&image);
-            }
-        }
+        ImageCommand::List { output } => print_list(&images.list()?, output)?,
+        ImageCommand::Info { image, output } => print_info(&images.resolve(&image)?, output)?,
         ImageCommand::Alias { command } => match command {
             AliasCommand::Set {
                 alias,
@@ -193,20 +167,27 @@ pub fn run(root: &Path, args: ImageArgs) -> anyhow::Result<ExitCode> {
             let exported = manager.export_image(&image, &target, format, &bars);
             bars.finish();
             let (image, _) = exported?;
-            println!(
-                "exported image {} to {}",
-                image.display_name(),
-                target.display()
-            );
+            print_exported(&image, &target);
         }
         ImageCommand::Delete { images: references } => {
             for reference in references {
-                let image = manager.delete_image(&reference)?;
-                println!("deleted image {}", image.display_name());
+                print_deleted(&manager.delete_image(&reference)?);
             }
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn print_exported(image: &Image, target: &Path) {
+    println!(
+        "exported image {} to {}",
+        image.display_name(),
+        target.display()
+    );
+}
+
+pub(crate) fn print_deleted(image: &Image) {
+    println!("deleted image {}", image.display_name());
 }
 
 fn import(manager: &Manager, args: ImportArgs) -> anyhow::Result<ExitCode> {
@@ -229,14 +210,40 @@ fn import(manager: &Manager, args: ImportArgs) -> anyhow::Result<ExitCode> {
     let imported = manager.import_image(&args.source, &options, &args.alias, &bars);
     bars.finish();
     let (image, new) = imported?;
-    if args.output == Format::Json {
-        output::print_json(&image)?;
+    print_imported(&image, new, args.output)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What `image import` says; `new` when the store did not hold the image before.
+pub(crate) fn print_imported(image: &Image, new: bool, output: Format) -> anyhow::Result<()> {
+    if output == Format::Json {
+        output::print_json(image)?;
     } else if new {
         println!("imported image {}", image.display_name());
     } else {
         println!("image {} was already stored", image.display_name());
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
+}
+
+pub(crate) fn print_list(images: &[Image], output: Format) -> anyhow::Result<()> {
+    if output == Format::Json {
+        return output::print_json(&images);
+    }
+    let rows: Vec<[String; 7]> = images.iter().map(row).collect();
+    output::print_table(
+        [
+            "ALIAS",
+            "FINGERPRINT",
+            "TYPE",
+            "ARCH",
+            "OS",
+            "SIZE",
+            "DESCRIPTION",
+        ],
+        &rows,
+    );
+    Ok(())
 }
 
 fn row(image: &Image) -> [String; 7] {
@@ -261,7 +268,10 @@ fn row(image: &Image) -> [String; 7] {
     ]
 }
 
-fn print_info(image: &Image) {
+pub(crate) fn print_info(image: &Image, output: Format) -> anyhow::Result<()> {
+    if output == Format::Json {
+        return output::print_json(image);
+    }
     let meta = image.metadata();
     let line = |key: &str, value: &dyn std::fmt::Display| println!("{key:<13}{value}");
     line("Fingerprint:", &image.fingerprint());
@@ -307,6 +317,7 @@ fn print_info(image: &Image) {
     if let Some(cmdline) = &meta.vm.cmdline {
         line("Cmdline:", cmdline);
     }
+    Ok(())
 }
 
 /// `corral publish`.

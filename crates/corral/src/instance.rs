@@ -2,17 +2,20 @@
 //! branch on the instance type; `corral-core`'s manager and drivers do.
 
 use std::io::{IsTerminal, Write};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
+use corral_control::console::Detach;
 use corral_control::policy::Action;
 use corral_control::size::MemorySize;
 use corral_core::agent::AgentStatus;
 use corral_core::create::{CreateRequest, DefinitionFile};
 use corral_core::definition::{Definition, Disk, Kind};
+use corral_core::exec::ExecRequest;
 use corral_core::lifecycle::{Summary, DEFAULT_STOP_TIMEOUT};
 use corral_core::state::State;
 use corral_core::Manager;
@@ -734,20 +737,33 @@ pub fn info(root: &Path, args: InfoArgs) -> anyhow::Result<ExitCode> {
 pub fn console(root: &Path, name: String) -> anyhow::Result<ExitCode> {
     let manager = manager(root)?;
     let socket = manager.console_socket(&name)?;
+    attach_console(&name, |input, output, escape| {
+        Ok(corral_control::console::attach(
+            &socket, input, output, escape,
+        )?)
+    })
+}
+
+/// The user's side of instance `name`'s console, here or on a remote: this terminal raw while
+/// `relay` passes it to the console (until the escape byte, given to it), and what the
+/// console prints to stdout.
+pub(crate) fn attach_console(
+    name: &str,
+    relay: impl FnOnce(BorrowedFd<'_>, &mut std::io::Stdout, u8) -> anyhow::Result<Detach>,
+) -> anyhow::Result<ExitCode> {
     let stdin = std::io::stdin();
-    let raw = corral_control::console::RawMode::enable(std::os::fd::AsFd::as_fd(&stdin))?;
+    let raw = corral_control::console::RawMode::enable(stdin.as_fd())?;
     eprint!("Connected to {name}; escape character is ^]\r\n");
     let mut stdout = std::io::stdout();
-    let end = corral_control::console::attach(
-        &socket,
-        std::os::fd::AsFd::as_fd(&stdin),
+    let end = relay(
+        stdin.as_fd(),
         &mut stdout,
         corral_control::console::ESCAPE_BYTE,
     );
     drop(raw);
     stdout.flush()?;
     match end? {
-        corral_control::console::Detach::Closed => eprintln!("\nconsole of {name} closed"),
+        Detach::Closed => eprintln!("\nconsole of {name} closed"),
         _ => eprintln!(),
     }
     Ok(ExitCode::SUCCESS)
@@ -823,40 +839,67 @@ fn note_restart_needed(manager: &Manager, name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+impl ExecArgs {
+    /// The instance, and the command as core (and the API's exec) takes it: on a terminal
+    /// with `--tty` or when stdin is one, of this terminal's size.
+    pub(crate) fn into_request(self) -> (String, ExecRequest) {
+        let tty = self.tty || std::io::stdin().is_terminal();
+        let request = ExecRequest {
+            command: self.command,
+            env: self.env,
+            cwd: self.cwd,
+            tty,
+            agent: self.agent,
+            window: tty.then(crate::terminal::current_size),
+        };
+        (self.name, request)
+    }
+}
+
+/// The exit status of a command that exited with `code` (a shell's 128 + signal included).
+pub(crate) fn exit_status(code: i32) -> ExitCode {
+    ExitCode::from(u8::try_from(code).unwrap_or(255))
+}
+
 /// `corral exec`: runs a command in a running container, in its namespaces and cgroup, or in a
 /// VM (or with `--agent`) through its guest agent.
 pub fn exec(root: &Path, args: ExecArgs) -> anyhow::Result<ExitCode> {
     let manager = manager(root)?;
-    if manager.execs_through_agent(&args.name, args.agent)? {
-        return exec_through_agent(&manager, args);
+    let (name, request) = args.into_request();
+    if manager.execs_through_agent(&name, request.agent)? {
+        return exec_through_agent(&manager, &name, request);
     }
     let command = corral_container::ExecCommand {
-        argv: args.command,
-        env: args.env,
-        cwd: args.cwd.map(PathBuf::from),
-        tty: args.tty || std::io::stdin().is_terminal(),
+        argv: request.command,
+        env: request.env,
+        cwd: request.cwd.map(PathBuf::from),
+        tty: request.tty,
     };
-    let code = manager.exec_in_container(&args.name, &command)?;
-    Ok(ExitCode::from(u8::try_from(code).unwrap_or(255)))
+    Ok(exit_status(manager.exec_in_container(&name, &command)?))
 }
 
 /// `corral exec` in a VM (or with `--agent`): the command runs under the guest agent, with this process's stdin,
 /// stdout and stderr streamed, or on a terminal in the guest (`--tty`, or stdin a terminal)
 /// with this one raw meanwhile and its size followed; the exit status is the command's.
-fn exec_through_agent(manager: &Manager, args: ExecArgs) -> anyhow::Result<ExitCode> {
+fn exec_through_agent(
+    manager: &Manager,
+    name: &str,
+    request: ExecRequest,
+) -> anyhow::Result<ExitCode> {
     let stdin = std::io::stdin();
-    let tty = args.tty || stdin.is_terminal();
-    let mut env = args.env;
+    let tty = request.tty;
+    let mut env = request.env;
     if tty && !env.iter().any(|entry| entry.starts_with("TERM=")) {
         if let Ok(term) = std::env::var("TERM") {
             env.push(format!("TERM={term}"));
         }
     }
     let command = corral_agent::client::Command {
-        argv: args.command,
+        argv: request.command,
         env,
-        cwd: args.cwd,
-        tty: tty.then(crate::terminal::current_size),
+        cwd: request.cwd,
+        // Set exactly when the command is on a terminal (`into_request`).
+        tty: request.window,
     };
     let resizes = if tty {
         crate::terminal::watch_resizes()?
@@ -864,14 +907,12 @@ fn exec_through_agent(manager: &Manager, args: ExecArgs) -> anyhow::Result<ExitC
         None
     };
     let raw = if tty {
-        Some(corral_control::console::RawMode::enable(
-            std::os::fd::AsFd::as_fd(&stdin),
-        )?)
+        Some(corral_control::console::RawMode::enable(stdin.as_fd())?)
     } else {
         None
     };
     let status = manager.exec_in_guest(
-        &args.name,
+        name,
         &command,
         Some(Box::new(std::io::stdin())),
         &mut std::io::stdout(),

@@ -54,7 +54,8 @@ struct Cli {
     #[arg(long, global = true, hide = true, value_name = "FD")]
     start_gate: Option<std::os::fd::RawFd>,
     /// Run the command on this remote server (`corral remote add`) instead of this host: list,
-    /// create, logs and the lifecycle verbs.
+    /// create, logs, the lifecycle verbs, exec, console, and snapshot, volume, network and
+    /// image verbs.
     #[arg(
         long = "remote",
         id = "remote_server",
@@ -249,7 +250,13 @@ fn main() -> ExitCode {
             command: vmm::VmmCommand::Run(_)
         })
     );
-    logging::init(!vmm_run);
+    // `corral serve`'s event feed takes the log records too, from the start.
+    let serve_events = matches!(
+        cli.as_ref().map(|cli| &cli.command),
+        Some(Command::Serve(_))
+    )
+    .then(std::sync::Arc::<corral_api::EventHub>::default);
+    logging::init(!vmm_run, serve_events.as_ref().map(|hub| hub.log_layer()));
     if let Err(err) = corral_core::failpoints::arm_from_env() {
         return output::report_error(&err.into());
     }
@@ -306,7 +313,7 @@ fn main() -> ExitCode {
         Command::Template(args) => image::publish(&cli.root, args.sealed()),
         Command::Sysprep(args) => sysprep::run(&cli.root, args),
         Command::Autostart => instance::autostart(&cli.root),
-        Command::Serve(args) => serve::run(&cli.root, args),
+        Command::Serve(args) => serve::run(&cli.root, args, serve_events.unwrap_or_default()),
         Command::Trust(args) => trust::run(&cli.root, args),
         Command::Remote(args) => remote::run(args),
         Command::MonitorEvents(args) => events::monitor(&cli.root, args),

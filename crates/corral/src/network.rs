@@ -16,44 +16,14 @@ use crate::output::{self, Format};
 #[derive(Args)]
 pub struct NetworkArgs {
     #[command(subcommand)]
-    command: NetworkCommand,
+    pub(crate) command: NetworkCommand,
 }
 
 #[derive(Subcommand)]
-enum NetworkCommand {
+pub(crate) enum NetworkCommand {
     /// Create a network: a bridge with a gateway address and NAT to the host's uplinks (or,
     /// with --unmanaged, an existing bridge corral only attaches instances to).
-    Create {
-        name: String,
-        /// The gateway address and prefix, like 10.0.3.1/24 (default: a free 10.X.Y.1/24).
-        #[arg(long)]
-        subnet: Option<Ipv4Cidr>,
-        /// Masquerade the network's traffic to the host's uplinks (the default).
-        #[arg(long, overrides_with = "no_nat")]
-        nat: bool,
-        /// Route the subnet without NAT.
-        #[arg(long)]
-        no_nat: bool,
-        /// The DHCP pool, FIRST-LAST (default: the subnet without the gateway).
-        #[arg(long)]
-        dhcp_range: Option<DhcpRange>,
-        /// The DNS domain instances are named in (default: corral).
-        #[arg(long)]
-        domain: Option<String>,
-        /// An IPv6 gateway address and /64 prefix, like fd42:1:2::1/64.
-        #[arg(long)]
-        ipv6: Option<Ipv6Cidr>,
-        /// DNS servers names outside the network are forwarded to (default: the host's).
-        #[arg(long, value_delimiter = ',')]
-        dns_upstream: Vec<IpAddr>,
-        /// The bridge: the one to create (default: corral-NAME), or with --unmanaged the
-        /// existing one to use.
-        #[arg(long)]
-        bridge: Option<String>,
-        /// Use an existing bridge (bridged to the physical network, say) as it is.
-        #[arg(long, requires = "bridge")]
-        unmanaged: bool,
-    },
+    Create(CreateArgs),
     /// List the networks.
     #[command(alias = "ls")]
     List {
@@ -82,58 +52,67 @@ enum NetworkCommand {
     },
 }
 
+/// `corral network create`.
+#[derive(Args)]
+pub(crate) struct CreateArgs {
+    name: String,
+    /// The gateway address and prefix, like 10.0.3.1/24 (default: a free 10.X.Y.1/24).
+    #[arg(long)]
+    subnet: Option<Ipv4Cidr>,
+    /// Masquerade the network's traffic to the host's uplinks (the default).
+    #[arg(long, overrides_with = "no_nat")]
+    nat: bool,
+    /// Route the subnet without NAT.
+    #[arg(long)]
+    no_nat: bool,
+    /// The DHCP pool, FIRST-LAST (default: the subnet without the gateway).
+    #[arg(long)]
+    dhcp_range: Option<DhcpRange>,
+    /// The DNS domain instances are named in (default: corral).
+    #[arg(long)]
+    domain: Option<String>,
+    /// An IPv6 gateway address and /64 prefix, like fd42:1:2::1/64.
+    #[arg(long)]
+    ipv6: Option<Ipv6Cidr>,
+    /// DNS servers names outside the network are forwarded to (default: the host's).
+    #[arg(long, value_delimiter = ',')]
+    dns_upstream: Vec<IpAddr>,
+    /// The bridge: the one to create (default: corral-NAME), or with --unmanaged the
+    /// existing one to use.
+    #[arg(long)]
+    bridge: Option<String>,
+    /// Use an existing bridge (bridged to the physical network, say) as it is.
+    #[arg(long, requires = "bridge")]
+    unmanaged: bool,
+}
+
+impl CreateArgs {
+    /// The network the flags ask for, as core (and the API) takes it.
+    pub(crate) fn into_request(self) -> anyhow::Result<NetworkRequest> {
+        if self.nat && self.no_nat {
+            bail!("give --nat or --no-nat, not both");
+        }
+        Ok(NetworkRequest {
+            name: self.name,
+            subnet: self.subnet,
+            nat: (self.nat || self.no_nat).then_some(self.nat),
+            dhcp_range: self.dhcp_range,
+            domain: self.domain,
+            ipv6: self.ipv6,
+            dns_upstream: self.dns_upstream,
+            bridge: self.bridge,
+            unmanaged: self.unmanaged,
+        })
+    }
+}
+
 pub fn run(root: &Path, args: NetworkArgs) -> anyhow::Result<ExitCode> {
     let manager = crate::instance::manager(root)?;
     match args.command {
-        NetworkCommand::Create {
-            name,
-            subnet,
-            nat,
-            no_nat,
-            dhcp_range,
-            domain,
-            ipv6,
-            dns_upstream,
-            bridge,
-            unmanaged,
-        } => {
-            if nat && no_nat {
-                bail!("give --nat or --no-nat, not both");
-            }
-            let request = NetworkRequest {
-                name,
-                subnet,
-                nat: (nat || no_nat).then_some(nat),
-                dhcp_range,
-                domain,
-                ipv6,
-                dns_upstream,
-                bridge,
-                unmanaged,
-            };
-            let network = manager.network_create(&request)?;
-            println!("created network {} ({})", network.name, describe(&network));
+        NetworkCommand::Create(args) => {
+            print_created(&manager.network_create(&args.into_request()?)?);
         }
-        NetworkCommand::List { output } => {
-            let networks = manager.network_list()?;
-            if output == Format::Json {
-                output::print_json(&networks)?;
-            } else {
-                let rows: Vec<[String; 5]> = networks
-                    .iter()
-                    .map(|n| {
-                        [
-                            n.name.clone(),
-                            kind(n).to_owned(),
-                            n.bridge.clone(),
-                            n.ipv4.map_or_else(|| "-".into(), |v4| v4.to_string()),
-                            yes_no(n.nat).to_owned(),
-                        ]
-                    })
-                    .collect();
-                output::print_table(["NAME", "KIND", "BRIDGE", "IPV4", "NAT"], &rows);
-            }
-        }
+        NetworkCommand::List { output } => print_list(&manager.network_list()?, output)?,
         NetworkCommand::Info { name, output } => {
             let info = manager.network_info(&name)?;
             let service = manager.network_service(&name)?;
@@ -208,7 +187,7 @@ pub fn run(root: &Path, args: NetworkArgs) -> anyhow::Result<ExitCode> {
         }
         NetworkCommand::Delete { name } => {
             manager.network_delete(&name)?;
-            println!("deleted network {name}");
+            print_deleted(&name);
         }
         NetworkCommand::Set { name, settings } => {
             let changes = settings
@@ -223,6 +202,34 @@ pub fn run(root: &Path, args: NetworkArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn print_created(network: &NetworkDefinition) {
+    println!("created network {} ({})", network.name, describe(network));
+}
+
+pub(crate) fn print_deleted(name: &str) {
+    println!("deleted network {name}");
+}
+
+pub(crate) fn print_list(networks: &[NetworkDefinition], output: Format) -> anyhow::Result<()> {
+    if output == Format::Json {
+        return output::print_json(&networks);
+    }
+    let rows: Vec<[String; 5]> = networks
+        .iter()
+        .map(|n| {
+            [
+                n.name.clone(),
+                kind(n).to_owned(),
+                n.bridge.clone(),
+                n.ipv4.map_or_else(|| "-".into(), |v4| v4.to_string()),
+                yes_no(n.nat).to_owned(),
+            ]
+        })
+        .collect();
+    output::print_table(["NAME", "KIND", "BRIDGE", "IPV4", "NAT"], &rows);
+    Ok(())
 }
 
 fn kind(network: &NetworkDefinition) -> &'static str {

@@ -1,16 +1,22 @@
 //! `corral remote` (the remote servers this user knows) and `corral --remote NAME VERB`: `list`,
-//! `create`, `logs` and the lifecycle verbs run against a remote `corral serve --listen` through
-//! its API, and print what they print locally. Paths a `create` names (a root filesystem, a
-//! kernel) are the server's; files it reads (`--file`, SSH keys) are read here.
+//! `create`, `logs`, the lifecycle verbs, `exec` and `console` (`stream`) and the resources'
+//! verbs (`resources`) run against a remote `corral serve --listen` through its API, and print
+//! what they print locally. Paths a `create` names (a root filesystem, a kernel) are the
+//! server's; files it reads (`--file`, SSH keys, an image to import) are read here.
+
+mod resources;
+mod stream;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
+use corral_core::definition::Definition;
 use corral_core::lifecycle::Summary;
 use corral_core::state::State;
 use corral_remote::{Client, RemoteError, Remotes};
+use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
 use crate::instance::{self, describe_exit};
@@ -87,6 +93,23 @@ pub fn run(args: RemoteArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `answer` read as the `T` corral serve sends as `what`.
+fn decode<T: DeserializeOwned>(answer: Value, what: &str) -> anyhow::Result<T> {
+    serde_json::from_value(answer)
+        .with_context(|| format!("the remote's {what} is not what corral serve sends"))
+}
+
+/// `GET PATH`'s answer, read as the `T` corral serve sends as `what`.
+fn get<T: DeserializeOwned>(client: &Client, path: &str, what: &str) -> anyhow::Result<T> {
+    decode(client.call("GET", path, None)?.1, what)
+}
+
+/// The definition of instance `name` on the remote.
+fn definition(client: &Client, name: &str) -> anyhow::Result<Definition> {
+    let (_, answer) = client.call("GET", &format!("/1.0/instances/{name}"), None)?;
+    decode(answer["definition"].clone(), "instance definition")
+}
+
 /// Runs `command` against the remote `name`.
 pub fn run_on(name: &str, command: Command) -> anyhow::Result<ExitCode> {
     let dir = config_dir()?;
@@ -98,14 +121,11 @@ pub fn run_on(name: &str, command: Command) -> anyhow::Result<ExitCode> {
     };
     let state_of = |instance: &str| -> anyhow::Result<State> {
         let (_, answer) = client.call("GET", &format!("/1.0/instances/{instance}"), None)?;
-        serde_json::from_value(answer["state"].clone())
-            .context("the remote's instance state is not what corral serve sends")
+        decode(answer["state"].clone(), "instance state")
     };
     match command {
         Command::List(args) => {
-            let (_, answer) = client.call("GET", "/1.0/instances", None)?;
-            let summaries: Vec<Summary> = serde_json::from_value(answer)
-                .context("the remote's instance list is not what corral serve sends")?;
+            let summaries: Vec<Summary> = get(&client, "/1.0/instances", "instance list")?;
             instance::print_list(summaries, &args)?;
         }
         Command::Create(args) => {
@@ -117,17 +137,17 @@ pub fn run_on(name: &str, command: Command) -> anyhow::Result<ExitCode> {
                 &format!("/1.0/instances?start={start}"),
                 Some(&body),
             )?;
-            let (_, answer) = client.call("GET", &format!("/1.0/instances/{name}"), None)?;
-            let definition = serde_json::from_value(answer["definition"].clone())
-                .context("the remote's instance definition is not what corral serve sends")?;
-            instance::print_created(request.image.as_deref(), &definition);
+            instance::print_created(request.image.as_deref(), &definition(&client, &name)?);
             if start {
                 println!("started {name}");
             }
         }
         Command::Logs(args) => {
             if args.follow {
-                bail!("corral --remote prints an instance's logs once; --follow is local");
+                bail!(
+                    "corral --remote prints an instance's logs once (the API does not follow \
+                     them); --follow is local: run it on the server itself"
+                );
             }
             let text = client.text(&format!("/1.0/instances/{}/logs", args.name))?;
             std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes())?;
@@ -169,9 +189,16 @@ pub fn run_on(name: &str, command: Command) -> anyhow::Result<ExitCode> {
             client.operate("DELETE", &path, None)?;
             println!("deleted {}", args.name);
         }
+        Command::Exec(args) => return stream::exec(&client, args),
+        Command::Console { name: instance } => return stream::console(&client, &instance),
+        Command::Snapshot(args) => resources::snapshot(&client, args.command)?,
+        Command::Volume(args) => resources::volume(&client, args.command)?,
+        Command::Network(args) => resources::network(&client, args.command)?,
+        Command::Image(args) => resources::image(&client, args.command)?,
         _ => bail!(
-            "corral --remote runs list, create, logs, start, stop, kill, restart, pause, resume \
-             and delete; run other commands on the server itself"
+            "corral --remote runs list, create, logs, start, stop, kill, restart, pause, resume, \
+             delete, exec, console, snapshot, volume, network and image; run other commands on \
+             the server itself"
         ),
     }
     Ok(ExitCode::SUCCESS)

@@ -27,7 +27,13 @@ pub struct ServeArgs {
     listen: Option<std::net::SocketAddr>,
 }
 
-pub fn run(root: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
+/// Serves the API, its event feed published to `events` (whose log layer the process's logging
+/// already feeds).
+pub fn run(
+    root: &Path,
+    args: ServeArgs,
+    events: std::sync::Arc<corral_api::EventHub>,
+) -> anyhow::Result<ExitCode> {
     let manager = crate::instance::manager(root)?;
     let listener = corral_api::server::bind(&args.socket)?;
     eprintln!("corral: serving the API on {}", args.socket.display());
@@ -48,7 +54,7 @@ pub fn run(root: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
         }
         None => None,
     };
-    let api = corral_api::Api::new(manager, Some(args.default_network));
+    let api = corral_api::Api::with_events(manager, Some(args.default_network), events);
     corral_api::server::serve(api, listener, tls)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -3,8 +3,10 @@
 
 use std::path::Path;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Args, Subcommand};
+use corral_core::snapshot::SnapshotInfo;
 
 use crate::completion;
 use crate::output::{self, Format};
@@ -12,11 +14,11 @@ use crate::output::{self, Format};
 #[derive(Args)]
 pub struct SnapshotArgs {
     #[command(subcommand)]
-    command: SnapshotCommand,
+    pub(crate) command: SnapshotCommand,
 }
 
 #[derive(Subcommand)]
-enum SnapshotCommand {
+pub(crate) enum SnapshotCommand {
     /// Take a snapshot: a VM's writable disks become read-only bases the VM continues on
     /// overlays of (a running VM's memory and device state are saved too, the guest paused
     /// meanwhile); a container's root filesystem is copied (a running one's processes are
@@ -57,48 +59,65 @@ pub fn run(root: &Path, args: SnapshotArgs) -> anyhow::Result<ExitCode> {
     match args.command {
         SnapshotCommand::Create { name, snapshot } => {
             let created = manager.create_snapshot(&name, snapshot.as_deref())?;
-            match created.paused {
-                Some(paused) => println!(
-                    "created snapshot {} of {name} with {} (it was paused for {} ms)",
-                    created.info.name,
-                    created.saved,
-                    paused.as_millis()
-                ),
-                None => println!("created snapshot {} of {name}", created.info.name),
-            }
+            print_created(&name, &created.info.name, created.saved, created.paused);
         }
         SnapshotCommand::List { name, output } => {
-            let snapshots = manager.list_snapshots(&name)?;
-            if output == Format::Json {
-                output::print_json(&snapshots)?;
-            } else {
-                let rows: Vec<[String; 4]> = snapshots
-                    .iter()
-                    .map(|s| {
-                        [
-                            s.name.clone(),
-                            output::timestamp(s.created),
-                            if s.stateful { "yes" } else { "no" }.to_string(),
-                            output::human_bytes(s.size),
-                        ]
-                    })
-                    .collect();
-                output::print_table(["NAME", "CREATED", "STATEFUL", "SIZE"], &rows);
-            }
+            print_list(&manager.list_snapshots(&name)?, output)?;
         }
         SnapshotCommand::Restore { name, snapshot } => {
-            if manager.restore_snapshot(&name, &snapshot)? {
-                println!(
-                    "restored {name} to snapshot {snapshot}; it is running from its saved state"
-                );
-            } else {
-                println!("restored {name} to snapshot {snapshot}");
-            }
+            let running = manager.restore_snapshot(&name, &snapshot)?;
+            print_restored(&name, &snapshot, running);
         }
         SnapshotCommand::Delete { name, snapshot } => {
             manager.delete_snapshot(&name, &snapshot)?;
-            println!("deleted snapshot {snapshot} of {name}");
+            print_deleted(&name, &snapshot);
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What `snapshot create` says: the snapshot, and for a stateful one what it saved and, when
+/// known, how long the guest was paused.
+pub(crate) fn print_created(name: &str, snapshot: &str, saved: &str, paused: Option<Duration>) {
+    match (saved, paused) {
+        ("", _) => println!("created snapshot {snapshot} of {name}"),
+        (saved, Some(paused)) => println!(
+            "created snapshot {snapshot} of {name} with {saved} (it was paused for {} ms)",
+            paused.as_millis()
+        ),
+        (saved, None) => println!("created snapshot {snapshot} of {name} with {saved}"),
+    }
+}
+
+pub(crate) fn print_list(snapshots: &[SnapshotInfo], output: Format) -> anyhow::Result<()> {
+    if output == Format::Json {
+        return output::print_json(&snapshots);
+    }
+    let rows: Vec<[String; 4]> = snapshots
+        .iter()
+        .map(|s| {
+            [
+                s.name.clone(),
+                output::timestamp(s.created),
+                if s.stateful { "yes" } else { "no" }.to_string(),
+                output::human_bytes(s.size),
+            ]
+        })
+        .collect();
+    output::print_table(["NAME", "CREATED", "STATEFUL", "SIZE"], &rows);
+    Ok(())
+}
+
+/// What `snapshot restore` says; `running` when the instance runs again from the snapshot's
+/// saved state.
+pub(crate) fn print_restored(name: &str, snapshot: &str, running: bool) {
+    if running {
+        println!("restored {name} to snapshot {snapshot}; it is running from its saved state");
+    } else {
+        println!("restored {name} to snapshot {snapshot}");
+    }
+}
+
+pub(crate) fn print_deleted(name: &str, snapshot: &str) {
+    println!("deleted snapshot {snapshot} of {name}");
 }

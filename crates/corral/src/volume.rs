@@ -16,26 +16,14 @@ use crate::output::{self, Format};
 #[derive(Args)]
 pub struct VolumeArgs {
     #[command(subcommand)]
-    command: VolumeCommand,
+    pub(crate) command: VolumeCommand,
 }
 
 #[derive(Subcommand)]
-enum VolumeCommand {
+pub(crate) enum VolumeCommand {
     /// Create a volume: a sparse raw file, a qcow2 image (optionally over a backing image) or a
     /// directory for containers.
-    Create {
-        name: String,
-        /// Virtual size, e.g. 10G (a qcow2 overlay defaults to its backing image's size).
-        #[arg(long, short)]
-        size: Option<MemorySize>,
-        /// raw (a sparse file), qcow2 or dir.
-        #[arg(long, short, default_value = "raw")]
-        format: VolumeFormat,
-        /// Base image of a qcow2 overlay (linked clone): a volume of the pool, by name or path
-        /// (images from elsewhere come in with `corral volume import`).
-        #[arg(long, short, add = completion::volumes())]
-        backing: Option<String>,
-    },
+    Create(CreateArgs),
     /// Copy an image (raw or qcow2, its backing chain flattened) into the pool as a new volume.
     Import {
         name: String,
@@ -88,50 +76,42 @@ enum VolumeCommand {
     },
 }
 
+/// `corral volume create`.
+#[derive(Args)]
+pub(crate) struct CreateArgs {
+    name: String,
+    /// Virtual size, e.g. 10G (a qcow2 overlay defaults to its backing image's size).
+    #[arg(long, short)]
+    size: Option<MemorySize>,
+    /// raw (a sparse file), qcow2 or dir.
+    #[arg(long, short, default_value = "raw")]
+    format: VolumeFormat,
+    /// Base image of a qcow2 overlay (linked clone): a volume of the pool, by name or path
+    /// (images from elsewhere come in with `corral volume import`).
+    #[arg(long, short, add = completion::volumes())]
+    backing: Option<String>,
+}
+
+impl From<CreateArgs> for VolumeRequest {
+    fn from(args: CreateArgs) -> VolumeRequest {
+        VolumeRequest {
+            name: args.name,
+            size: args.size,
+            format: args.format,
+            backing: args.backing,
+        }
+    }
+}
+
 pub fn run(root: &Path, args: VolumeArgs) -> anyhow::Result<ExitCode> {
     let pool = Pool::default_in(root);
     match args.command {
-        VolumeCommand::Create {
-            name,
-            size,
-            format,
-            backing,
-        } => {
-            let request = VolumeRequest {
-                name,
-                size,
-                format,
-                backing,
-            };
+        VolumeCommand::Create(args) => {
+            let request = VolumeRequest::from(args);
             let info = pool.create_requested(&request)?;
-            println!("created volume {} ({})", request.name, describe(&info));
+            print_created(&request.name, &info);
         }
-        VolumeCommand::List { output } => {
-            let volumes = pool.list()?;
-            if output == Format::Json {
-                output::print_json(&volumes)?;
-            } else {
-                let rows: Vec<[String; 5]> = volumes
-                    .iter()
-                    .map(|v| {
-                        [
-                            v.name.clone(),
-                            format_name(v.format).to_string(),
-                            v.virtual_size
-                                .map(output::human_bytes)
-                                .unwrap_or_else(|| "-".into()),
-                            output::human_bytes(v.actual_size),
-                            match (&v.problem, v.backing_chain.first()) {
-                                (Some(problem), _) => format!("unusable: {problem}"),
-                                (None, Some(backing)) => backing.display().to_string(),
-                                (None, None) => "-".into(),
-                            },
-                        ]
-                    })
-                    .collect();
-                output::print_table(["NAME", "FORMAT", "SIZE", "USED", "BACKING"], &rows);
-            }
-        }
+        VolumeCommand::List { output } => print_list(&pool.list()?, output)?,
         VolumeCommand::Import {
             name,
             path,
@@ -180,22 +160,55 @@ pub fn run(root: &Path, args: VolumeArgs) -> anyhow::Result<ExitCode> {
                 }
                 Err(err) => return Err(err.into()),
             };
-            if output == Format::Json {
-                output::print_json(&info)?;
-            } else {
-                print_info(&info);
-            }
+            print_info(&info, output)?;
         }
         VolumeCommand::Resize { name, size, force } => {
-            let info = pool.resize(&name, size.0, force)?;
-            println!("resized volume {name} ({})", describe(&info));
+            print_resized(&name, &pool.resize(&name, size.0, force)?);
         }
         VolumeCommand::Delete { name } => {
             crate::instance::manager(root)?.delete_volume(&pool, &name)?;
-            println!("deleted volume {name}");
+            print_deleted(&name);
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn print_created(name: &str, info: &VolumeInfo) {
+    println!("created volume {name} ({})", describe(info));
+}
+
+pub(crate) fn print_resized(name: &str, info: &VolumeInfo) {
+    println!("resized volume {name} ({})", describe(info));
+}
+
+pub(crate) fn print_deleted(name: &str) {
+    println!("deleted volume {name}");
+}
+
+pub(crate) fn print_list(volumes: &[VolumeInfo], output: Format) -> anyhow::Result<()> {
+    if output == Format::Json {
+        return output::print_json(&volumes);
+    }
+    let rows: Vec<[String; 5]> = volumes
+        .iter()
+        .map(|v| {
+            [
+                v.name.clone(),
+                format_name(v.format).to_string(),
+                v.virtual_size
+                    .map(output::human_bytes)
+                    .unwrap_or_else(|| "-".into()),
+                output::human_bytes(v.actual_size),
+                match (&v.problem, v.backing_chain.first()) {
+                    (Some(problem), _) => format!("unusable: {problem}"),
+                    (None, Some(backing)) => backing.display().to_string(),
+                    (None, None) => "-".into(),
+                },
+            ]
+        })
+        .collect();
+    output::print_table(["NAME", "FORMAT", "SIZE", "USED", "BACKING"], &rows);
+    Ok(())
 }
 
 /// `qemu-img check`'s summary, in its words where they fit.
@@ -247,9 +260,13 @@ fn describe(info: &VolumeInfo) -> String {
     }
 }
 
-fn print_info(info: &serde_json::Value) {
+/// A volume's description, or a disk image's by path (as JSON, whichever it is).
+pub(crate) fn print_info(info: &serde_json::Value, output: Format) -> anyhow::Result<()> {
+    if output == Format::Json {
+        return output::print_json(info);
+    }
     let Some(fields) = info.as_object() else {
-        return;
+        return Ok(());
     };
     for (key, value) in fields {
         let text = match (key.as_str(), value) {
@@ -262,4 +279,5 @@ fn print_info(info: &serde_json::Value) {
         };
         println!("{:<16}{text}", format!("{key}:"));
     }
+    Ok(())
 }

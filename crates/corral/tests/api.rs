@@ -640,3 +640,167 @@ fn volumes_images_networks_and_snapshots_list_as_the_cli_lists_them() {
     let (status, missing) = server.call("GET", "/1.0/instances/nobox/snapshots", None);
     assert_eq!(status, 404, "{missing}");
 }
+
+#[test]
+fn a_copy_reports_its_progress_and_a_cancelled_one_leaves_nothing() {
+    let root = common::CorralRoot::new();
+    // A VM image whose disk holds 16 MiB of data: eight steps of the copy, each slowed to
+    // 400 ms by the failpoint, so the copy is still running when it is cancelled.
+    let scratch = root.dir.path();
+    common::import_vm_image(&root, scratch, "data", "32M", "hello");
+    let image_disk = {
+        let listed: Value =
+            serde_json::from_str(&root.ok(&["image", "list", "-o", "json"])).unwrap();
+        let fingerprint = listed[0]["fingerprint"].as_str().unwrap().to_owned();
+        root.path().join(format!("images/{fingerprint}/disk.qcow2"))
+    };
+    {
+        let mut disk = corral_disk::open(
+            &image_disk,
+            corral_disk::OpenOptions::writable().format(corral_disk::DiskFormat::Qcow2),
+        )
+        .unwrap();
+        disk.write_at(&vec![0x5a; 16 << 20], 0).unwrap();
+        disk.flush().unwrap();
+    }
+    let server = Server::start_with(&root, &[("FAILPOINTS", "image.copying=sleep(400)")]);
+    let mut events = server.events();
+    let create = json!({"name": "copy", "image": "data", "full": true});
+    let (status, operation) = server.call("POST", "/1.0/instances", Some(create));
+    assert_eq!(status, 202, "{operation}");
+    assert_eq!(operation["may_cancel"], true, "{operation}");
+    let path = format!("/1.0/operations/{}", operation["id"].as_str().unwrap());
+    let mut progress = Value::Null;
+    common::wait_for("the copy's progress", Duration::from_secs(30), || {
+        progress = server.call("GET", &path, None).1["progress"].clone();
+        progress["done"].as_u64().is_some_and(|done| done > 0)
+    });
+    assert_eq!(progress["phase"], "copying the disk", "{progress}");
+    assert_eq!(progress["total"], 32 << 20, "{progress}");
+
+    let (status, asked) = server.call("DELETE", &path, None);
+    assert_eq!(
+        (status, &asked["status"]),
+        (202, &json!("running")),
+        "{asked}"
+    );
+    let ended = server.ended(&operation);
+    assert_eq!(ended["status"], "cancelled", "{ended}");
+    assert!(
+        ended["error"].as_str().unwrap().contains("cancelled"),
+        "{ended}"
+    );
+    let (status, again) = server.call("DELETE", &path, None);
+    assert_eq!(status, 409, "{again}");
+    assert!(
+        again["error"]
+            .as_str()
+            .unwrap()
+            .contains("has already ended: cancelled"),
+        "{again}"
+    );
+
+    // Nothing of the instance is left: not listed, no directory, no staging, no partial disk.
+    assert_eq!(server.call("GET", "/1.0/instances/copy", None).0, 404);
+    let left: Vec<_> = std::fs::read_dir(root.path().join("instances"))
+        .into_iter()
+        .flatten()
+        .map(|entry| entry.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+    // The feed carried the progress before the end.
+    let mut updates = Vec::new();
+    while updates
+        .last()
+        .is_none_or(|update: &Value| update["status"] == "running")
+    {
+        let message = events
+            .next()
+            .unwrap_or_else(|closed| panic!("closed: {closed:?}"));
+        if message["type"] == "operation" && message["operation"]["id"] == operation["id"] {
+            updates.push(message["operation"].clone());
+        }
+    }
+    assert!(
+        updates
+            .iter()
+            .any(|update| update["progress"]["phase"] == "copying the disk"),
+        "{updates:?}"
+    );
+    assert_eq!(updates.last().unwrap()["status"], "cancelled");
+
+    // A delete is not a copy: it cannot be cancelled (nor can it once it has ended).
+    root.ok(&["create", "plain", "--image", "data", "--memory", "32M"]);
+    let (status, deleting) = server.call("DELETE", "/1.0/instances/plain", None);
+    assert_eq!(status, 202, "{deleting}");
+    assert_eq!(deleting["may_cancel"], false);
+    let path = format!("/1.0/operations/{}", deleting["id"].as_str().unwrap());
+    let (status, refused) = server.call("DELETE", &path, None);
+    let refusal = refused["error"].as_str().unwrap();
+    assert!(
+        status == 409
+            && (refusal.contains("cannot be cancelled")
+                || refusal.contains("has already ended: success")),
+        "{refused}"
+    );
+    assert_eq!(server.ended(&deleting)["status"], "success");
+}
+
+#[test]
+fn the_event_feed_carries_the_servers_log_records_and_only_the_types_asked_for() {
+    let Some((root, rootfs)) = common::container_root() else {
+        return;
+    };
+    let rootfs = rootfs.to_str().unwrap();
+    root.ok(&["create", "box", "--rootfs", rootfs, "--", "/bin/sh"]);
+    let server = Server::start(&root);
+    let (status, refused) = server.call("GET", "/1.0/events?type=lifecycle,gossip", None);
+    assert_eq!(status, 400, "{refused}");
+    assert_eq!(
+        refused["error"],
+        "there is no event type \"gossip\"; the types are lifecycle, operation and logging"
+    );
+
+    let mut logs = server.events_with("?type=logging");
+    let pause = json!({"action": "pause"});
+    let failed = server.ended(
+        &server
+            .call("PUT", "/1.0/instances/box/state", Some(pause))
+            .1,
+    );
+    assert_eq!(failed["status"], "failure", "{failed}");
+    let expected = format!(
+        "pausing instance box failed: {}",
+        failed["error"].as_str().unwrap()
+    );
+    let mut records = Vec::new();
+    while records
+        .last()
+        .is_none_or(|record: &Value| record["message"] != expected.as_str())
+    {
+        let message = logs
+            .next()
+            .unwrap_or_else(|closed| panic!("closed: {closed:?}"));
+        assert_eq!(
+            message["type"], "logging",
+            "only the type asked for: {message}"
+        );
+        records.push(message["record"].clone());
+    }
+    assert_eq!(records.last().unwrap()["level"], "warn", "{records:?}");
+
+    // The server's last record goes out before the feed is closed.
+    assert!(server.stop().success());
+    let mut last = Vec::new();
+    let closed = loop {
+        match logs.next() {
+            Ok(message) => last.push(message["record"]["message"].clone()),
+            Err(closed) => break closed,
+        }
+    };
+    assert_eq!(closed.0, 1001, "{closed:?}");
+    assert!(
+        last.contains(&json!("stopping: answering the requests in flight")),
+        "{last:?}"
+    );
+}

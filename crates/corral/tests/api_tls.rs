@@ -1,11 +1,13 @@
 //! `corral serve --listen`: the API over TLS on loopback, to clients whose certificate the root
 //! trusts. curl and openssl are the clients: a client without a certificate or with an
 //! untrusted one gets 403 with what to do, enrols with a one-time join token and then gets 200,
-//! and is refused again once `corral trust remove` drops it.
+//! and is refused again once `corral trust remove` drops it. Then the CLI is the client
+//! (`corral --remote`), its every remote verb compared with the same verb run locally.
 
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
-use std::time::Duration;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -400,7 +402,7 @@ fn the_cli_runs_its_verbs_on_a_remote_as_it_does_locally() {
     assert!(!ok && err.contains("--follow is local"), "{err}");
 
     // What the remote does not run is said, not tried; an unknown remote is named.
-    let (ok, _, err) = remote(&["exec", "box", "--", "true"]);
+    let (ok, _, err) = remote(&["config", "show", "box"]);
     assert!(
         !ok && err.contains("run other commands on the server"),
         "{err}"
@@ -426,4 +428,353 @@ fn the_cli_runs_its_verbs_on_a_remote_as_it_does_locally() {
     assert_eq!(local(&["list", "--all", "-o", "json"]).1.trim(), "[]");
     let (ok, out, _) = client(&["remote", "remove", "srv"]);
     assert!(ok && out == "removed remote srv\n");
+}
+
+/// A server of `root` over TLS and a client config directory enrolled with it as remote `srv`.
+fn enrolled(root: &common::CorralRoot) -> (TlsServer, tempfile::TempDir) {
+    let server = TlsServer::start(root);
+    let config = tempfile::tempdir().unwrap();
+    let token = root.ok(&["trust", "add", "me"]).trim().to_owned();
+    let address = format!("127.0.0.1:{}", server.port);
+    let add = ["remote", "add", "srv", &address, &token];
+    let (ok, _, err) = output_of(client_command(root, config.path(), &add));
+    assert!(ok, "{err}");
+    (server, config)
+}
+
+/// A command's exit code, stdout and stderr.
+type Outcome = (Option<i32>, String, String);
+
+/// What `command` printed and its exit code, `input` fed to its stdin.
+fn fed(mut command: Command, input: &[u8]) -> Outcome {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_vec();
+    // Its own thread: the command's output is read meanwhile, so neither side waits forever.
+    let feeder = std::thread::spawn(move || stdin.write_all(&input));
+    let out = child.wait_with_output().unwrap();
+    feeder.join().unwrap().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn exec_console_and_the_resource_verbs_run_on_a_remote_as_they_do_locally() {
+    let Some((root, rootfs)) = common::container_root() else {
+        return;
+    };
+    let rootfs = rootfs.to_str().unwrap();
+    root.ok(&["create", "box", "--rootfs", rootfs, "--", "sleep", "1000"]);
+    root.ok(&["create", "term", "--rootfs", rootfs, "--", "/bin/sh"]);
+    root.ok(&["start", "box"]);
+    root.ok(&["start", "term"]);
+    let (_server, config) = enrolled(&root);
+    let remote_command = |args: &[&str]| {
+        client_command(&root, config.path(), &[&["--remote", "srv"], args].concat())
+    };
+    let remote = |args: &[&str]| output_of(remote_command(args));
+    let local = |args: &[&str]| output_of(root.command(args));
+    let same = |args: &[&str]| {
+        let remotely = remote(args);
+        assert_eq!(remotely, local(args), "{args:?}");
+        remotely
+    };
+
+    // exec: the command's stdout, stderr and exit code, stdin passed through, as locally.
+    // The exit code, stdout and stderr it must give.
+    type Expected = (Option<i32>, &'static str, &'static str);
+    let cases: [(&[&str], &[u8], Expected); 4] = [
+        (
+            &[
+                "exec",
+                "box",
+                "--",
+                "sh",
+                "-c",
+                "echo out; echo err >&2; exit 3",
+            ],
+            b"",
+            (Some(3), "out\n", "err\n"),
+        ),
+        (
+            &["exec", "box", "--", "sh", "-c", "tr a-z A-Z; echo done"],
+            b"piped through\n",
+            (Some(0), "PIPED THROUGH\ndone\n", ""),
+        ),
+        (
+            &[
+                "exec",
+                "box",
+                "-e",
+                "GREETING=hi",
+                "-w",
+                "/tmp",
+                "--",
+                "sh",
+                "-c",
+                "echo $GREETING $(pwd)",
+            ],
+            b"",
+            (Some(0), "hi /tmp\n", ""),
+        ),
+        (
+            &[
+                "exec",
+                "box",
+                "-t",
+                "--",
+                "sh",
+                "-c",
+                "tty >/dev/null && echo on a terminal; exit 4",
+            ],
+            b"",
+            (Some(4), "on a terminal\r\n", ""),
+        ),
+    ];
+    for (args, input, expected) in cases {
+        let remotely = fed(remote_command(args), input);
+        let (code, out, err) = &remotely;
+        assert_eq!((*code, out.as_str(), err.as_str()), expected, "{args:?}");
+        assert_eq!(remotely, fed(root.command(args), input), "{args:?}");
+    }
+    // More input than any buffer on the way holds arrives whole.
+    let many = vec![b'x'; 4 << 20];
+    let (code, out, err) = fed(remote_command(&["exec", "box", "--", "wc", "-c"]), &many);
+    assert_eq!((code, out.trim(), err.as_str()), (Some(0), "4194304", ""));
+    let missing = ["exec", "box", "--", "/no/such/program"];
+    let remotely = fed(remote_command(&missing), b"");
+    assert_ne!(remotely.0, Some(0), "{remotely:?}");
+    assert_eq!(remotely, fed(root.command(&missing), b""));
+
+    // console: attached to the running shell, what it prints shown, Ctrl-] detaches.
+    let mut console = remote_command(&["console", "term"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = console.stdout.take().unwrap();
+    let (chunks, received) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buffer = [0u8; 1024];
+        while let Ok(n @ 1..) = stdout.read(&mut buffer) {
+            let _ = chunks.send(buffer[..n].to_vec());
+        }
+    });
+    let mut stdin = console.stdin.take().unwrap();
+    stdin.write_all(b"echo marker-$((6*7))\r").unwrap();
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !String::from_utf8_lossy(&seen).contains("marker-42") {
+        assert!(
+            Instant::now() < deadline,
+            "no answer on the remote console: {:?}",
+            String::from_utf8_lossy(&seen)
+        );
+        if let Ok(chunk) = received.recv_timeout(Duration::from_millis(100)) {
+            seen.extend(chunk);
+        }
+    }
+    stdin.write_all(&[0x1d]).unwrap();
+    let mut said = String::new();
+    console
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut said)
+        .unwrap();
+    let status = console.wait().unwrap();
+    assert!(status.success(), "{said}");
+    assert_eq!(said, "Connected to term; escape character is ^]\r\n\n");
+    assert!(root.ok(&["logs", "term"]).contains("marker-42"));
+    let (_, listed, _) = local(&["list", "-o", "json"]);
+    assert!(
+        listed.contains("\"term\""),
+        "detaching leaves it running: {listed}"
+    );
+
+    // A stopped instance's exec and console are refused as locally.
+    root.ok(&["kill", "box"]);
+    let (ok, _, _) = same(&["exec", "box", "--", "true"]);
+    assert!(!ok);
+    let (ok, _, _) = same(&["console", "box"]);
+    assert!(!ok);
+
+    // Snapshots.
+    let (ok, out, err) = remote(&["snapshot", "create", "box"]);
+    assert!(ok && out == "created snapshot snap0 of box\n", "{out}{err}");
+    let (ok, out, err) = remote(&["snapshot", "create", "box", "second"]);
+    assert!(
+        ok && out == "created snapshot second of box\n",
+        "{out}{err}"
+    );
+    let (ok, _, _) = same(&["snapshot", "create", "box", "second"]);
+    assert!(!ok, "a taken name is refused");
+    same(&["snapshot", "list", "box"]);
+    let (_, listed, _) = same(&["snapshot", "list", "box", "-o", "json"]);
+    assert!(
+        listed.contains("snap0") && listed.contains("second"),
+        "{listed}"
+    );
+    let (ok, out, err) = remote(&["snapshot", "restore", "box", "snap0"]);
+    assert!(
+        ok && out == "restored box to snapshot snap0\n",
+        "{out}{err}"
+    );
+    let (ok, out, err) = remote(&["snapshot", "delete", "box", "snap0"]);
+    assert!(ok && out == "deleted snapshot snap0 of box\n", "{out}{err}");
+    let (ok, _, _) = same(&["snapshot", "delete", "box", "snap0"]);
+    assert!(!ok);
+    let (_, listed, _) = same(&["snapshot", "list", "box", "-o", "json"]);
+    assert!(
+        !listed.contains("snap0") && listed.contains("second"),
+        "{listed}"
+    );
+
+    // Volumes.
+    let (ok, out, err) = remote(&["volume", "create", "data", "--size", "16M"]);
+    assert!(
+        ok && out == "created volume data (raw, 16.0 MiB)\n",
+        "{out}{err}"
+    );
+    let (ok, out, err) = remote(&["volume", "create", "shared", "--format", "dir"]);
+    assert!(ok && out == "created volume shared (dir)\n", "{out}{err}");
+    let (ok, _, _) = same(&["volume", "create", "data", "--size", "16M"]);
+    assert!(!ok, "a taken name is refused");
+    for args in [
+        &["volume", "list"][..],
+        &["volume", "list", "-o", "json"],
+        &["volume", "info", "data"],
+        &["volume", "info", "data", "-o", "json"],
+    ] {
+        let (ok, out, _) = same(args);
+        assert!(ok && out.contains("data"), "{args:?}: {out}");
+    }
+    let (ok, out, err) = remote(&["volume", "resize", "data", "32M"]);
+    assert!(
+        ok && out == "resized volume data (raw, 32.0 MiB)\n",
+        "{out}{err}"
+    );
+    for name in ["data", "shared"] {
+        let (ok, out, err) = remote(&["volume", "delete", name]);
+        assert!(
+            ok && out == format!("deleted volume {name}\n"),
+            "{out}{err}"
+        );
+    }
+    let (ok, _, _) = same(&["volume", "delete", "data"]);
+    assert!(!ok);
+    let (_, listed, _) = same(&["volume", "list", "-o", "json"]);
+    assert_eq!(listed.trim(), "[]");
+    let (ok, _, err) = remote(&["volume", "check", "data"]);
+    assert!(
+        !ok && err.contains("import and check volumes on the server"),
+        "{err}"
+    );
+
+    // Networks, only where nothing is made on this host: lists and refusals.
+    same(&["network", "list"]);
+    same(&["network", "list", "-o", "json"]);
+    for args in [
+        &["network", "delete", "nope"][..],
+        &["network", "create", "not a name"],
+        &[
+            "network",
+            "create",
+            "lan",
+            "--unmanaged",
+            "--bridge",
+            "corral-nobr0",
+        ],
+    ] {
+        let (ok, _, err) = same(args);
+        assert!(!ok && !err.is_empty(), "{args:?}");
+    }
+    let (ok, _, err) = remote(&["network", "info", "lan"]);
+    assert!(
+        !ok && err.contains("runs network create, list and delete"),
+        "{err}"
+    );
+
+    // Images: uploaded, listed, shown, downloaded and deleted.
+    let tarball = root.dir.path().join("busybox.tar");
+    let packed = Command::new("tar")
+        .arg("-C")
+        .arg(rootfs)
+        .arg("-cf")
+        .arg(&tarball)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(packed.success());
+    let tarball = tarball.to_str().unwrap();
+    let import = [
+        "image",
+        "import",
+        tarball,
+        "--format",
+        "rootfs",
+        "--description",
+        "busybox",
+    ];
+    let named = [&import[..], &["--alias", "bb"]].concat();
+    let (ok, out, err) = remote(&named);
+    assert!(ok && out.starts_with("imported image bb ("), "{out}{err}");
+    let (ok, out, err) = same(&import);
+    assert!(ok && out.ends_with(") was already stored\n"), "{out}{err}");
+    for args in [
+        &["image", "list"][..],
+        &["image", "list", "-o", "json"],
+        &["image", "info", "bb"],
+        &["image", "info", "bb", "-o", "json"],
+    ] {
+        let (ok, out, _) = same(args);
+        assert!(ok && out.contains("busybox"), "{args:?}: {out}");
+    }
+    let exports = tempfile::tempdir().unwrap();
+    let (here, there) = (
+        exports.path().join("here.tar"),
+        exports.path().join("there.tar"),
+    );
+    fn export(target: &Path) -> [&str; 6] {
+        let target = target.to_str().unwrap();
+        ["image", "export", "bb", target, "--format", "rootfs"]
+    }
+    let (ok, out, err) = remote(&export(&here));
+    assert!(ok, "{err}");
+    assert!(
+        out.starts_with("exported image bb (")
+            && out.ends_with(&format!(" to {}\n", here.display())),
+        "{out}"
+    );
+    let (ok, _, err) = local(&export(&there));
+    assert!(ok, "{err}");
+    assert_eq!(
+        std::fs::read(&here).unwrap(),
+        std::fs::read(&there).unwrap(),
+        "the download is the export"
+    );
+    let (ok, _, _) = same(&export(&here));
+    assert!(!ok, "an existing file is not replaced");
+    let (ok, _, err) = remote(&["image", "alias", "list"]);
+    assert!(
+        !ok && err.contains("manage aliases and build images on the server"),
+        "{err}"
+    );
+    let (ok, out, err) = remote(&["image", "delete", "bb"]);
+    assert!(ok && out.starts_with("deleted image bb ("), "{out}{err}");
+    let (ok, _, _) = same(&["image", "delete", "bb"]);
+    assert!(!ok);
+    let (_, listed, _) = same(&["image", "list", "-o", "json"]);
+    assert_eq!(listed.trim(), "[]");
+
+    root.ok(&["kill", "term"]);
 }

@@ -78,6 +78,7 @@ async fn relay(mut socket: WebSocket, console: UnixStream) {
             read = from_console.read(&mut buffer) => match read {
                 Ok(0) | Err(_) => {
                     let _ = socket.send(Message::Close(None)).await;
+                    crate::closing::await_close_answer(&mut socket).await;
                     return;
                 }
                 Ok(n) => {

@@ -25,7 +25,7 @@ use corral_core::exec::ExecRequest;
 use corral_core::state::Status;
 use corral_core::CoreError;
 use corral_host::terminal::WindowSize;
-use futures_util::stream::SplitSink;
+use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -98,11 +98,11 @@ async fn session(api: Arc<Api>, name: String, socket: WebSocket) {
     let request = match stream.next().await {
         Some(Ok(Message::Text(text))) => match crate::body::parse::<ExecRequest>(text.as_bytes()) {
             Ok(request) => request,
-            Err(err) => return refuse(&mut sink, err.message).await,
+            Err(err) => return refuse(&mut sink, &mut stream, err.message).await,
         },
         _ => {
             let sentence = "the first message of an exec is its command, as JSON text";
-            return refuse(&mut sink, sentence.into()).await;
+            return refuse(&mut sink, &mut stream, sentence.into()).await;
         }
     };
     let started = api
@@ -112,7 +112,7 @@ async fn session(api: Arc<Api>, name: String, socket: WebSocket) {
         .and_then(|command| start(command, &request).map_err(|err| err.to_string()));
     let (mut child, mut input, outputs) = match started {
         Ok(started) => started,
-        Err(sentence) => return refuse(&mut sink, sentence).await,
+        Err(sentence) => return refuse(&mut sink, &mut stream, sentence).await,
     };
 
     let (output, mut to_client) = mpsc::channel::<Message>(OUTPUT_BACKLOG);
@@ -191,13 +191,19 @@ async fn session(api: Arc<Api>, name: String, socket: WebSocket) {
         let _ = reporter.await;
     }
     let _ = writer.await;
+    crate::closing::await_close_answer(&mut stream).await;
 }
 
 /// Tells the client why its command does not run, and closes.
-async fn refuse(sink: &mut SplitSink<WebSocket, Message>, sentence: String) {
+async fn refuse(
+    sink: &mut SplitSink<WebSocket, Message>,
+    stream: &mut SplitStream<WebSocket>,
+    sentence: String,
+) {
     let message = json!({"type": "error", "error": sentence}).to_string();
     let _ = sink.send(Message::Text(message.into())).await;
     let _ = sink.send(Message::Close(None)).await;
+    crate::closing::await_close_answer(stream).await;
 }
 
 /// Starts `command` with piped stdio, or on a new pty of `request.window` with `request.tty`.

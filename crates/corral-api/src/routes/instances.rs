@@ -15,7 +15,6 @@ use corral_core::definition::Definition;
 use corral_core::lifecycle::{Summary, DEFAULT_STOP_TIMEOUT};
 use corral_core::state::State as InstanceState;
 use corral_core::CoreError;
-use corral_image::progress::NoProgress;
 use serde::{Deserialize, Serialize};
 
 use crate::body::{query, JsonBody};
@@ -200,12 +199,13 @@ pub async fn create(
     let name = request.instance_name()?;
     corral_core::definition::validate_name(&name).map_err(corral_core::CoreError::from)?;
     let manager = Arc::clone(&api);
-    let operation = api.operations.start(
+    let operation = api.operations.start_tracked(
         format!("creating instance {name}"),
         vec![instance_path(&name)],
-        move || {
+        move |tracker| {
             caller.acting(|| {
-                manager.manager.create_instance(request, &NoProgress)?;
+                manager.manager.create_instance(request, tracker)?;
+                tracker.past_cancelling();
                 if start {
                     manager.manager.start(&name)?;
                 }

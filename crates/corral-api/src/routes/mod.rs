@@ -144,7 +144,10 @@ pub fn router(api: Arc<Api>) -> Router {
         .route(crate::auth::ENROL_PATH, post(certificates::enrol))
         .route("/1.0/certificates/{name}", delete(certificates::remove))
         .route("/1.0/operations", get(operations::list))
-        .route("/1.0/operations/{id}", get(operations::get))
+        .route(
+            "/1.0/operations/{id}",
+            get(operations::get).delete(operations::cancel),
+        )
         .route("/1.0/operations/{id}/wait", get(operations::wait))
         .merge(ui::routes())
         .fallback(not_found)

@@ -33,6 +33,20 @@ pub async fn get(
     Ok(Json(api.operations.get(&id)?))
 }
 
+/// `DELETE /1.0/operations/ID`: asks a running copy to stop; `wait` then shows it `cancelled`
+/// (or `success` when it ended first), with what it had made undone.
+#[utoipa::path(delete, path = "/1.0/operations/{id}", tag = "operations",
+    params(("id" = String, Path, description = "The operation's id")),
+    responses((status = 202, description = "Asked to stop; the operation as it is now", body = Operation),
+              (status = 404, description = "No such operation", body = ErrorBody),
+              (status = 409, description = "It has ended, or cannot be cancelled", body = ErrorBody)))]
+pub async fn cancel(
+    State(api): State<Arc<Api>>,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<Operation>), ApiError> {
+    Ok((StatusCode::ACCEPTED, Json(api.operations.cancel(&id)?)))
+}
+
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]

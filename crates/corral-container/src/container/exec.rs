@@ -73,10 +73,15 @@ impl Container {
 
     /// Runs `command` in the foreground of the calling program: its terminal relayed to the
     /// caller's stdio (or the caller's stdio inherited), the caller's signals forwarded. Returns
-    /// its exit code; with a terminal, 0 once the relay ends (the process was started detached,
-    /// so it is not the caller's child to wait for).
+    /// its exit code. With a terminal the process is started detached (its exec helper exits);
+    /// the caller becomes a child subreaper first, so the process is re-parented to it and its
+    /// exit status collected once the relay ends, as containerd's shim does for `runc exec`.
     pub fn exec_foreground(&self, command: &ExecCommand) -> Result<i32> {
         let process = self.process_for(command)?;
+        if command.tty {
+            nix::sys::prctl::set_child_subreaper(true)
+                .map_err(|e| Error::sys("become a child subreaper", e))?;
+        }
         let (console, local) = crate::foreground::console_for(command.tty, None)?;
         let outcome = self.exec(ExecOptions {
             process,
@@ -90,7 +95,16 @@ impl Container {
         if let Some(local) = &local {
             let master = crate::foreground::receive_terminal(local)?;
             crate::console::relay(&master)?;
-            return Ok(0);
+            let pid = nix::unistd::Pid::from_raw(outcome.pid);
+            let status = loop {
+                match waitpid(pid, None) {
+                    Err(nix::Error::EINTR) => continue,
+                    other => {
+                        break other.map_err(|e| Error::sys("wait for the exec process", e))?
+                    }
+                }
+            };
+            return Ok(exit_code(status).unwrap_or(255));
         }
         Ok(outcome.exit_code.unwrap_or(255))
     }

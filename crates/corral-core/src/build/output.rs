@@ -189,7 +189,8 @@ fn make_vm_disk(
     context.log.note("making the VM disk");
     let staging = context.store.staging().map_err(BuildError::Store)?;
     let tree = staging.dir().join("tree");
-    crate::copy::copy_tree(rootfs, &tree).map_err(|e| BuildError::Copy(Box::new(e)))?;
+    crate::copy::copy_tree(rootfs, &tree, &corral_image::progress::NoProgress)
+        .map_err(|e| BuildError::Copy(Box::new(e)))?;
     let root = FsRoot::new(&tree);
     let kernel = std::fs::read(&disk.kernel).map_err(BuildError::io("read", &disk.kernel))?;
     write_inside(&root, DISK_KERNEL, &kernel, 0o644)?;

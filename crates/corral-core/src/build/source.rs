@@ -66,7 +66,8 @@ pub fn prepare(
             context
                 .log
                 .note(&format!("copying image {}", image.display_name()));
-            crate::copy::copy_tree(&from, rootfs).map_err(|e| BuildError::Copy(Box::new(e)))?;
+            crate::copy::copy_tree(&from, rootfs, &corral_image::progress::NoProgress)
+                .map_err(|e| BuildError::Copy(Box::new(e)))?;
             Ok(image.metadata().container.clone())
         }
         Source::Oci(path) => {

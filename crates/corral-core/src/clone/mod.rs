@@ -368,7 +368,12 @@ impl Manager {
         copy_entries(source, staging, Path::new(""), &plan.copied_apart())?;
         if let Some((rootfs, storage)) = &plan.rootfs {
             progress.begin("copying the root filesystem", None);
-            crate::copy::copy_tree_as(&source.join(rootfs), &staging.join(rootfs), *storage)?;
+            crate::copy::copy_tree_as(
+                &source.join(rootfs),
+                &staging.join(rootfs),
+                *storage,
+                progress,
+            )?;
         }
         let mut disks = Vec::new();
         for disk in &plan.disks {
@@ -635,7 +640,7 @@ fn copy_entries(
             std::fs::set_permissions(&to, mode).map_err(CoreError::io("set the mode of", &to))?;
             copy_entries(source, target, &relative, apart)?;
         } else if kind.is_dir() {
-            crate::copy::copy_tree(&from, &to)?;
+            crate::copy::copy_tree(&from, &to, &NoProgress)?;
         } else if kind.is_file() {
             crate::copy::copy_file(&from, &to, "copying", &NoProgress)?;
         } else if kind.is_symlink() {

@@ -68,8 +68,16 @@ pub struct Created {
     pub saved: &'static str,
 }
 
-/// One snapshot, as `corral snapshot list` shows it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+/// What a stateful snapshot of a `kind` instance saves besides its files.
+pub fn stateful_saves(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Vm => "its memory and device state",
+        Kind::Container => "its processes",
+    }
+}
+
+/// One snapshot, as `corral snapshot list` shows it (and, read back, `corral --remote`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct SnapshotInfo {
     pub name: String,
     /// Seconds since the epoch.
@@ -157,10 +165,9 @@ impl Manager {
         };
         let definition = self.store().definition(name)?;
         collect(&pool, &paths, &definition);
-        let saved = match (paused, definition.kind) {
-            (None, _) => "",
-            (Some(_), Kind::Vm) => "its memory and device state",
-            (Some(_), Kind::Container) => "its processes",
+        let saved = match paused {
+            None => "",
+            Some(_) => stateful_saves(definition.kind),
         };
         Ok(Created {
             info: info(&dir)?,
@@ -430,7 +437,11 @@ impl Manager {
             .dir
             .join(SNAPSHOTS_DIR)
             .join(format!(".restore-{}", std::process::id()));
-        crate::copy::copy_tree(&dir.join(copy), &staging)?;
+        crate::copy::copy_tree(
+            &dir.join(copy),
+            &staging,
+            &corral_image::progress::NoProgress,
+        )?;
         nix::fcntl::renameat2(
             nix::fcntl::AT_FDCWD,
             &staging,
@@ -555,7 +566,11 @@ fn snapshot_rootfs(
         let rootfs = rootfs_of(&record.definition, paths)?;
         checkpoint(&staging)?;
         if let Some(rootfs) = rootfs {
-            crate::copy::copy_tree(&rootfs, &staging.join("rootfs"))?;
+            crate::copy::copy_tree(
+                &rootfs,
+                &staging.join("rootfs"),
+                &corral_image::progress::NoProgress,
+            )?;
             record.rootfs = Some(PathBuf::from("rootfs"));
         }
         record::write(&staging, &record)?;

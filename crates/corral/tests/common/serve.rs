@@ -16,11 +16,17 @@ pub struct Server {
 
 impl Server {
     pub fn start(root: &super::CorralRoot) -> Server {
+        Server::start_with(root, &[])
+    }
+
+    /// A server with `env` added to its environment (failpoints).
+    pub fn start_with(root: &super::CorralRoot, env: &[(&str, &str)]) -> Server {
         let socket = root.dir.path().join("api/corral.sock");
         // Explicit, though the root's commands say so too: the server makes no network.
         let child = root
             .command(&["serve", "--socket", socket.to_str().unwrap()])
             .args(["--default-network", "none"])
+            .envs(env.iter().copied())
             .spawn()
             .unwrap();
         super::wait_for("the API socket", Duration::from_secs(30), || {
@@ -77,12 +83,17 @@ impl Server {
 
     /// A websocket client of `/1.0/events`.
     pub fn events(&self) -> EventStream {
+        self.events_with("")
+    }
+
+    /// A websocket client of `/1.0/events` with `query` (`?type=...`).
+    pub fn events_with(&self, query: &str) -> EventStream {
         let stream = std::os::unix::net::UnixStream::connect(&self.socket).unwrap();
         stream
             .set_read_timeout(Some(Duration::from_secs(30)))
             .unwrap();
-        let (socket, _) = tungstenite::client("ws://corral/1.0/events", stream)
-            .unwrap_or_else(|err| panic!("cannot open /1.0/events: {err}"));
+        let (socket, _) = tungstenite::client(format!("ws://corral/1.0/events{query}"), stream)
+            .unwrap_or_else(|err| panic!("cannot open /1.0/events{query}: {err}"));
         EventStream(socket)
     }
 
