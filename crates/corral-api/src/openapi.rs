@@ -22,6 +22,7 @@ use crate::routes;
         routes::instances::patch,
         routes::instances::replace,
         routes::instances::change_state,
+        routes::instances::info,
         routes::instances::delete,
         routes::console::logs,
         routes::console::console,

@@ -75,7 +75,7 @@ pub fn has_agent_socket(definition: &Definition) -> bool {
 }
 
 /// What `info` shows of the agent.
-#[derive(Debug, serde::Serialize)]
+#[derive(Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case", tag = "status")]
 pub enum AgentStatus {
     Answering {

@@ -4,7 +4,7 @@
 
 use std::net::Ipv4Addr;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use corral_net::forward::PortForward;
 use corral_vmm::config::MacAddress;
@@ -14,25 +14,46 @@ use crate::error::CoreError;
 use crate::lifecycle::Manager;
 use crate::network_service::service_dir;
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NicStatus {
     pub index: usize,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<String>,
     /// The bridge the nic is a port of (its network's, or its own).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bridge: Option<String>,
     /// The host's end: a VM's tap, a container's veth.
     pub host_interface: String,
     pub mac: MacAddress,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip: Option<Ipv4Addr>,
-    /// Where `ip` comes from: `run`, `lease` or `fixed`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ip_source: Option<&'static str>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_source: Option<IpSource>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub forwards: Vec<PortForward>,
     pub filtered: bool,
+}
+
+/// Where a nic's address comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IpSource {
+    /// The current run set it (an application container's).
+    Run,
+    /// The network's DHCP lease for the nic's MAC.
+    Lease,
+    /// The nic's fixed `ip`.
+    Fixed,
+}
+
+impl std::fmt::Display for IpSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            IpSource::Run => "run",
+            IpSource::Lease => "lease",
+            IpSource::Fixed => "fixed",
+        })
+    }
 }
 
 impl Manager {
@@ -69,9 +90,9 @@ impl Manager {
                     .map(|lease| lease.ip)
             });
             let (ip, ip_source) = match (run_address, lease, nic.ip) {
-                (Some(ip), _, _) => (Some(ip), Some("run")),
-                (None, Some(ip), _) => (Some(ip), Some("lease")),
-                (None, None, Some(ip)) => (Some(ip.address), Some("fixed")),
+                (Some(ip), _, _) => (Some(ip), Some(IpSource::Run)),
+                (None, Some(ip), _) => (Some(ip), Some(IpSource::Lease)),
+                (None, None, Some(ip)) => (Some(ip.address), Some(IpSource::Fixed)),
                 (None, None, None) => (None, None),
             };
             statuses.push(NicStatus {

@@ -17,6 +17,7 @@ use corral_core::create::{CreateRequest, DefinitionFile};
 use corral_core::definition::{Definition, Disk, Kind};
 use corral_core::exec::ExecRequest;
 use corral_core::lifecycle::{Summary, DEFAULT_STOP_TIMEOUT};
+use corral_core::report::InstanceReport;
 use corral_core::state::State;
 use corral_core::Manager;
 
@@ -174,7 +175,7 @@ pub struct ListArgs {
 #[derive(Args)]
 pub struct InfoArgs {
     #[arg(add = completion::instances())]
-    name: String,
+    pub(crate) name: String,
     #[arg(long, short, value_enum, default_value_t)]
     output: Format,
 }
@@ -562,30 +563,23 @@ pub fn print_list(summaries: Vec<Summary>, args: &ListArgs) -> anyhow::Result<()
 }
 
 pub fn info(root: &Path, args: InfoArgs) -> anyhow::Result<ExitCode> {
-    let manager = manager(root)?;
-    let definition = manager.store().definition(&args.name)?;
-    let state = manager.state(&args.name)?;
-    let live = state
-        .status
-        .is_active()
-        .then(|| manager.live_info(&args.name))
-        .flatten();
-    let agent = state
-        .status
-        .is_active()
-        .then(|| manager.agent_status(&args.name))
-        .flatten();
+    let report = manager(root)?.report(&args.name)?;
+    print_info(&report, &args)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints an instance's report as `corral info` does (here or from a remote).
+pub(crate) fn print_info(report: &InstanceReport, args: &InfoArgs) -> anyhow::Result<()> {
     if args.output == Format::Json {
-        let nics = manager.nic_status(&args.name)?;
-        output::print_json(&serde_json::json!({
-            "definition": definition,
-            "state": state,
-            "live": live,
-            "nics": nics,
-            "agent": agent,
-        }))?;
-        return Ok(ExitCode::SUCCESS);
+        return output::print_json(report);
     }
+    let InstanceReport {
+        definition,
+        state,
+        live,
+        nics,
+        agent,
+    } = report;
     let line =
         |label: &str, value: &dyn std::fmt::Display| println!("{:<14}{value}", format!("{label}:"));
     line("Name", &definition.name);
@@ -670,7 +664,7 @@ pub fn info(root: &Path, args: InfoArgs) -> anyhow::Result<ExitCode> {
             &format!("{source}{}", if disk.readonly { " (ro)" } else { "" }),
         );
     }
-    for nic in manager.nic_status(&args.name)? {
+    for nic in nics {
         let mut text = match (&nic.network, &nic.bridge) {
             (Some(network), Some(bridge)) => format!("network {network} (bridge {bridge})"),
             (Some(network), None) => format!("network {network}"),
@@ -731,7 +725,7 @@ pub fn info(root: &Path, args: InfoArgs) -> anyhow::Result<ExitCode> {
         }
         None => {}
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 pub fn console(root: &Path, name: String) -> anyhow::Result<ExitCode> {

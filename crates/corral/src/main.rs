@@ -54,8 +54,8 @@ struct Cli {
     #[arg(long, global = true, hide = true, value_name = "FD")]
     start_gate: Option<std::os::fd::RawFd>,
     /// Run the command on this remote server (`corral remote add`) instead of this host: list,
-    /// create, logs, the lifecycle verbs, exec, console, and snapshot, volume, network and
-    /// image verbs.
+    /// info, create, logs, the lifecycle verbs, exec, console, and snapshot, volume, network
+    /// and image verbs.
     #[arg(
         long = "remote",
         id = "remote_server",

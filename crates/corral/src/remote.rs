@@ -128,6 +128,10 @@ pub fn run_on(name: &str, command: Command) -> anyhow::Result<ExitCode> {
             let summaries: Vec<Summary> = get(&client, "/1.0/instances", "instance list")?;
             instance::print_list(summaries, &args)?;
         }
+        Command::Info(args) => {
+            let path = format!("/1.0/instances/{}/info", args.name);
+            instance::print_info(&get(&client, &path, "instance report")?, &args)?;
+        }
         Command::Create(args) => {
             let (request, start) = instance::create_request(*args)?;
             let name = request.instance_name()?;
@@ -196,9 +200,9 @@ pub fn run_on(name: &str, command: Command) -> anyhow::Result<ExitCode> {
         Command::Network(args) => resources::network(&client, args.command)?,
         Command::Image(args) => resources::image(&client, args.command)?,
         _ => bail!(
-            "corral --remote runs list, create, logs, start, stop, kill, restart, pause, resume, \
-             delete, exec, console, snapshot, volume, network and image; run other commands on \
-             the server itself"
+            "corral --remote runs list, info, create, logs, start, stop, kill, restart, pause, \
+             resume, delete, exec, console, snapshot, volume, network and image; run other \
+             commands on the server itself"
         ),
     }
     Ok(ExitCode::SUCCESS)

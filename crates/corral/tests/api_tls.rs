@@ -388,6 +388,11 @@ fn the_cli_runs_its_verbs_on_a_remote_as_it_does_locally() {
     );
     let (_, state, _) = local(&["info", "box", "-o", "json"]);
     assert!(state.contains("\"status\": \"stopped\""), "{state}");
+    for args in [&["info", "box"][..], &["info", "box", "-o", "json"]] {
+        let (ok, out, err) = remote(args);
+        assert!(ok && out.contains("stopped"), "{args:?}: {out}{err}");
+        assert_eq!((ok, out, err), local(args), "{args:?}");
+    }
 
     // Creating names the server's paths; the same words as a local create.
     let (ok, out, err) = remote(&["create", "web", "--rootfs", rootfs, "--", "sleep", "1000"]);

@@ -13,6 +13,7 @@ use axum::Json;
 use corral_core::create::CreateRequest;
 use corral_core::definition::Definition;
 use corral_core::lifecycle::{Summary, DEFAULT_STOP_TIMEOUT};
+use corral_core::report::InstanceReport;
 use corral_core::state::State as InstanceState;
 use corral_core::CoreError;
 use serde::{Deserialize, Serialize};
@@ -103,6 +104,21 @@ pub async fn get(
     })
     .await?;
     Ok(Json(instance))
+}
+
+#[utoipa::path(get, path = "/1.0/instances/{name}/info", tag = "instances",
+    params(("name" = String, Path, description = "The instance's name")),
+    responses((status = 200, description = "What `corral info -o json` prints: with its supervisor's counters, nics and guest agent", body = InstanceReport),
+              (status = 400, description = "Not an instance name", body = ErrorBody),
+              (status = 404, description = "No such instance", body = ErrorBody),
+              (status = 500, description = "The host failed", body = ErrorBody)))]
+pub async fn info(
+    State(api): State<Arc<Api>>,
+    Path(name): Path<String>,
+) -> Result<Json<InstanceReport>, ApiError> {
+    Ok(Json(
+        blocking(move || Ok(api.manager.report(&name)?)).await?,
+    ))
 }
 
 /// `PATCH /1.0/instances/NAME`: settings as `corral config set` takes them.

@@ -95,6 +95,7 @@ pub fn router(api: Arc<Api>) -> Router {
                 .delete(instances::delete),
         )
         .route("/1.0/instances/{name}/state", put(instances::change_state))
+        .route("/1.0/instances/{name}/info", get(instances::info))
         .route("/1.0/instances/{name}/logs", get(console::logs))
         .route(
             "/1.0/instances/{name}/snapshots",
