@@ -3,10 +3,11 @@
 #
 #   scripts/package.sh [--binary PATH] [--out DIR] [--no-lint]   -> DIR/corral_VERSION_ARCH.deb
 #
-# The release binary is built (cargo build --release) unless --binary names one (the package test
-# packages the binary under test). The package holds /usr/bin/corral, the corral-oci symlink, the
-# systemd unit (packaging/systemd/), the completion scripts and man pages the binary generates
-# (`corral __generate`), and the maintainer scripts of packaging/debian/. Then lintian checks it
+# The release binaries are built (cargo build --release) unless --binary names one (the package
+# test packages the binary under test; the corral-vmm beside it goes with it). The package holds
+# /usr/bin/corral and /usr/bin/corral-vmm (the VMM-only executable VMs run in), the corral-oci
+# symlink, the systemd unit (packaging/systemd/), the completion scripts and man pages the binary
+# generates (`corral __generate`), and the maintainer scripts of packaging/debian/. Then lintian checks it
 # (errors fail, warnings are printed) unless --no-lint. DIR defaults to target/debian. The
 # package's path is the only line on stdout.
 set -euo pipefail
@@ -30,6 +31,8 @@ if [ -z "$binary" ]; then
   binary="$repo/target/release/corral"
 fi
 
+vmm="$(dirname "$binary")/corral-vmm"
+[ -x "$vmm" ] || { echo "package.sh: $vmm is missing: cargo build --release -p corral builds it" >&2; exit 1; }
 version="$("$binary" --version | awk '{print $2}')"
 arch="$(dpkg --print-architecture)"
 maintainer="${CORRAL_PACKAGE_MAINTAINER:-corral maintainers <maintainers@corral.invalid>}"
@@ -43,7 +46,9 @@ install -d -m 0755 "$stage/usr/bin" "$stage/lib/systemd/system" "$stage/usr/shar
   "$stage/usr/share/zsh/vendor-completions" "$stage/usr/share/fish/vendor_completions.d" \
   "$stage/DEBIAN"
 install -m 0755 "$binary" "$stage/usr/bin/corral"
-strip --strip-unneeded --remove-section=.comment --remove-section=.note "$stage/usr/bin/corral"
+install -m 0755 "$vmm" "$stage/usr/bin/corral-vmm"
+strip --strip-unneeded --remove-section=.comment --remove-section=.note \
+  "$stage/usr/bin/corral" "$stage/usr/bin/corral-vmm"
 # `podman --runtime corral-oci`: corral answers as the OCI runtime when called by this name.
 ln -s corral "$stage/usr/bin/corral-oci"
 install -m 0644 packaging/systemd/*.service "$stage/lib/systemd/system/"
@@ -72,7 +77,8 @@ install -D -m 0644 packaging/debian/lintian-overrides "$stage/usr/share/lintian/
 # The shared libraries the binary links, as dpkg-shlibdeps names their packages.
 mkdir -p "$work/shlibs/debian"
 echo "Source: corral" >"$work/shlibs/debian/control"
-shlibs="$(cd "$work/shlibs" && dpkg-shlibdeps -O -e"$stage/usr/bin/corral" 2>/dev/null |
+shlibs="$(cd "$work/shlibs" &&
+  dpkg-shlibdeps -O -e"$stage/usr/bin/corral" -e"$stage/usr/bin/corral-vmm" 2>/dev/null |
   sed -n 's/^shlibs:Depends=//p')"
 size="$(du -sk --exclude=DEBIAN "$stage" | cut -f1)"
 sed -e "s|@VERSION@|$version|" -e "s|@ARCH@|$arch|" -e "s|@MAINTAINER@|$maintainer|" \

@@ -7,6 +7,10 @@ With --linux-dir, both boot the ACPI variant of the real-Linux guest (2 vCPUs) t
 powers off through ACPI S5, and both VMMs exit on that power-off. (QEMU's microvm has no i8042, so
 a reboot would not end it; and on this host Linux's triple-fault fallback hangs in the emulator.) CPU time comes from wait4()'s rusage, peak RSS from GNU time (`time` package).
 
+corral's rows run `corral-vmm` (--vmm, by default the one beside --corral), the VMM-only
+executable the instance manager launches; `corral-cli-reset` runs the same VM as `corral vmm run`
+from the whole corral executable, to show what the split saves.
+
 Firecracker has no debug-exit port: with --firecracker, corral and Firecracker both run the reset
 guest (--reset-guest: prints a line, then resets through the i8042, which ends both VMMs), and
 Firecracker is configured from one JSON file with no API socket, its compiled-in seccomp filters
@@ -49,7 +53,7 @@ def sandbox_peers(args, memory, scratch):
     """corral's confinement, one step at a time: without seccomp filters, jailed (`vmm run
     --jail`, filters on), and the instance path (`corral start`, which always jails the VMM in
     the instance's cgroup; its rusage includes the VMM, which it reaps)."""
-    vmm = [args.corral, "vmm", "run", "--kernel", args.guest, "--memory", memory]
+    vmm = [args.vmm, "--kernel", args.guest, "--memory", memory]
     jail = os.path.join(scratch, "jail")
     os.mkdir(jail)
     root = os.path.join(scratch, "root")
@@ -79,8 +83,8 @@ def settle_instance(args, root):
 def test_guest_peers(args, memory):
     """The test guest writes 42 to port 0xf4 at once."""
     peers = {
-        "corral": ([args.corral, "vmm", "run", "--kernel", args.guest, "--memory", memory,
-                    "--serial", "none"], 42),
+        "corral": ([args.vmm, "--kernel", args.guest, "--memory", memory, "--serial", "none"],
+                   42),
         # isa-debug-exit reports (value << 1) | 1.
         "qemu-microvm": (qemu_microvm("off") + ["-cpu", "qemu64", "-m", memory, "-serial", "none",
                                          "-kernel", args.guest, "-device",
@@ -100,10 +104,12 @@ def firecracker_peers(args, memory, scratch):
             "machine-config": {"vcpu_count": 1, "mem_size_mib": args.memory_mib},
             "drives": [],
         }, file)
-    vmm = [args.corral, "vmm", "run", "--kernel", args.reset_guest, "--memory", memory,
-           "--serial", "none", "--on-reboot", "destroy"]
+    run = ["--kernel", args.reset_guest, "--memory", memory, "--serial", "none", "--on-reboot",
+           "destroy"]
+    vmm = [args.vmm] + run
     peers = {
         "corral-reset": (vmm, 3),
+        "corral-cli-reset": ([args.corral, "vmm", "run"] + run, 3),
         "firecracker": ([args.firecracker, "--no-api", "--config-file", config,
                          "--level", "Error"], 0),
     }
@@ -120,7 +126,7 @@ def linux_peers(args, memory):
     kernel = os.path.join(args.linux_dir, "vmlinux")
     initrd = os.path.join(args.linux_dir, "initramfs.cpio")
     peers = {
-        "corral": ([args.corral, "vmm", "run", "--kernel", kernel, "--initrd", initrd,
+        "corral": ([args.vmm, "--kernel", kernel, "--initrd", initrd,
                     "--cmdline", args.cmdline, "--vcpus", "2", "--memory", memory,
                     "--on-reboot", "destroy"], 0),
         # The CPU model the guest-linux recipe was measured with (see guests/linux/README.md).
@@ -138,6 +144,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--corral", required=True)
+    parser.add_argument("--vmm", help="corral-vmm (default: the one beside --corral)")
     parser.add_argument("--memory-mib", type=int, default=128)
     parser.add_argument("--guest", help="the test guest (PVH ELF)")
     parser.add_argument("--linux-dir", help="guests/linux/build.sh output: boot real Linux")
@@ -145,12 +152,13 @@ def main():
     parser.add_argument("--sandbox", action="store_true",
                         help="with --guest: also corral without seccomp, jailed, and as an "
                              "instance (needs root)")
-    parser.add_argument("--baseline", help="an earlier corral binary, measured beside this one "
-                                           "(the cost of what changed since)")
+    parser.add_argument("--baseline", help="an earlier corral-vmm binary, measured beside this "
+                                           "one (the cost of what changed since)")
     parser.add_argument("--firecracker", help="a Firecracker binary (bench/peers/firecracker.sh)")
     parser.add_argument("--reset-guest", help="with --firecracker: the test guest that resets "
                                               "through the i8042 (PVH ELF)")
     args = parser.parse_args()
+    args.vmm = args.vmm or os.path.join(os.path.dirname(args.corral), "corral-vmm")
 
     memory = f"{args.memory_mib}M"
     scratch = tempfile.TemporaryDirectory(prefix="corral-bench-")
@@ -183,7 +191,7 @@ def main():
           f"{corral[2] / qemu[2]:13.2f}")
     if "firecracker" in medians:
         firecracker = medians["firecracker"]
-        for name in ("corral-reset", "corral-reset-jail"):
+        for name in ("corral-reset", "corral-reset-jail", "corral-cli-reset"):
             if name in medians:
                 ours = medians[name]
                 label = name.replace("corral-reset", "corral") + "/fc"

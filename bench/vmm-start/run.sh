@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Boot benchmark: corral vmm run versus qemu-system-x86_64 -M microvm on the same guest, side by
-# side in one run (interleaved). Prints wall time, CPU time and peak RSS of the VMM process and
-# the corral/qemu ratios.
+# Boot benchmark: corral-vmm (the VMM the instance manager runs) versus qemu-system-x86_64 -M
+# microvm on the same guest, side by side in one run (interleaved). Prints wall time, CPU time and
+# peak RSS of the VMM process and the corral/qemu ratios.
 #
 #   bench/vmm-start/run.sh [RUNS]           test guest (guests/exit.c, PVH ELF) writing to the
 #                                           debug-exit port at once; default 20 runs each
@@ -12,7 +12,7 @@
 #                                           booted to its init, which powers off; 2 vCPUs;
 #                                           default 3 runs each (about a minute a boot)
 #
-# CORRAL_BENCH_BASELINE=PATH adds an earlier corral binary as a row of its own (e.g. one built from
+# CORRAL_BENCH_BASELINE=PATH adds an earlier corral-vmm binary as a row of its own (e.g. one built from
 # the commit before a change), so the change's cost is measured in the same interleaved run.
 # FIRECRACKER=PATH (a binary from bench/peers/firecracker.sh) adds Firecracker beside corral on the
 # guest that resets through the i8042 (guests/reset.c), and the corral/fc ratios.

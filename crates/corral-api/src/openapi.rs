@@ -110,8 +110,9 @@ mod tests {
             }
         }
         assert_eq!(
-            seen, 16,
-            "an instance's GET, PATCH, PUT, DELETE, PUT .../state, .../logs, .../console, .../exec; its snapshots' \
+            seen, 17,
+            "an instance's GET, PATCH, PUT, DELETE, PUT .../state, .../info, .../logs, .../console, \
+             .../exec; its snapshots' \
              GET, POST, restore and DELETE; a volume's GET, PUT and DELETE; a trusted client's \
              DELETE"
         );

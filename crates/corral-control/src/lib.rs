@@ -13,6 +13,7 @@ pub mod log;
 pub mod policy;
 pub mod restart;
 pub mod size;
+pub mod start_gate;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};

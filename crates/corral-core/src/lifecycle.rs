@@ -2,7 +2,7 @@
 //! reconciles recorded state with reality, launches or talks to the supervisor, and records the
 //! new state. Only [`Driver`]s know the instance kinds.
 
-use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
@@ -32,7 +32,7 @@ const CONTROL_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) const STOP_GRACE: Duration = Duration::from_secs(10);
 /// The (hidden, global) option naming the descriptor of a supervisor's [`StartGate`]: an
 /// argument rather than an environment variable, as a jailed VMM's environment is empty.
-pub const START_GATE_OPTION: &str = "--start-gate";
+use corral_control::start_gate::START_GATE_OPTION;
 /// How much of the end of a supervisor's log is read for the line that says why it failed.
 const LOG_TAIL_BYTES: u64 = 64 * 1024;
 /// The default time a guest gets to shut down before it is forced off.
@@ -725,45 +725,6 @@ impl StartGate {
         nix::unistd::write(&self.0, b"1")
             .map(drop)
             .map_err(std::io::Error::from)
-    }
-}
-
-/// Called first thing by every corral process given [`START_GATE_OPTION`]: a supervisor
-/// launched by [`Manager::start`] waits here until the manager has recorded it; when the
-/// manager died first, the supervisor exits at once without doing anything.
-pub fn pass_start_gate(fd: RawFd) {
-    // Raw: nix takes a borrowed descriptor, and this number may name none.
-    // SAFETY: F_GETFD only asks whether the descriptor is open; an option naming none (or a
-    // standard stream) is ignored rather than taken over.
-    if fd < 3 || unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
-        return;
-    }
-    // SAFETY: the launcher passed this open, inherited descriptor to this process alone, and
-    // nothing else here owns it.
-    let gate = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
-    let mut byte = [0u8; 1];
-    loop {
-        match nix::unistd::read(&gate, &mut byte) {
-            Ok(1) => {
-                // Kept open for the process's life, closed on exec: a supervisor that
-                // re-executes itself with the same arguments (from a sealed copy) finds the
-                // number closed rather than reused by some other file.
-                let _ = nix::fcntl::fcntl(
-                    &gate,
-                    nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
-                );
-                std::mem::forget(gate);
-                return;
-            }
-            Err(nix::errno::Errno::EINTR) => continue,
-            _ => {
-                eprintln!(
-                    "corral: the command that started this supervisor ended before recording \
-                     it; not starting"
-                );
-                std::process::exit(1);
-            }
-        }
     }
 }
 

@@ -32,19 +32,31 @@ pub const VMM_MEMORY_OVERHEAD: u64 = 64 << 20;
 /// KVM's share per byte of guest memory (1/32).
 const VMM_MEMORY_OVERHEAD_SHIFT: u32 = 5;
 
-/// Runs VMs with `EXE vmm run`.
+/// The VMM-only executable, looked for beside `corral`.
+pub const VMM_EXECUTABLE: &str = "corral-vmm";
+
+/// Runs VMs with the `corral-vmm` beside corral's executable (`corral vmm run`'s arguments,
+/// without the rest of corral to page in), or `EXE vmm run` where there is none.
 pub struct VmDriver {
-    exe: PathBuf,
+    /// The program and the arguments that make it run a VM.
+    vmm: (PathBuf, &'static [&'static str]),
     pool: Pool,
     networks: Networks,
 }
 
 impl VmDriver {
-    /// `exe` is the corral binary that provides `vmm run`; `pool` resolves volume disks and
-    /// `networks` the networks nics name.
+    /// `exe` is the corral binary (its `corral-vmm`, else its own `vmm run`, runs VMs); `pool`
+    /// resolves volume disks and `networks` the networks nics name.
     pub fn new(exe: impl Into<PathBuf>, pool: Pool, networks: Networks) -> Self {
+        let exe = exe.into();
+        let dedicated = exe.with_file_name(VMM_EXECUTABLE);
+        let vmm = if dedicated.is_file() {
+            (dedicated, &[][..])
+        } else {
+            (exe, &["vmm", "run"][..])
+        };
         Self {
-            exe: exe.into(),
+            vmm,
             pool,
             networks,
         }
@@ -462,10 +474,10 @@ impl VmDriver {
                 }
             })?;
         }
-        let mut command = Command::new(&self.exe);
+        let (program, run) = &self.vmm;
+        let mut command = Command::new(program);
         command
-            .arg("vmm")
-            .arg("run")
+            .args(*run)
             .arg("--config")
             .arg(&config_path)
             .arg("--exit-file")

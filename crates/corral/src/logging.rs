@@ -20,7 +20,7 @@ use tracing_subscriber::{EnvFilter, Layer, Registry};
 /// `CORRAL_SUPERVISOR_LOG` rotates its log file (stderr) like `console.log`, from the thread
 /// that logs when `rotate_from_writers`. `events`, when given (`corral serve`'s event feed),
 /// also takes every record at info and above, whatever `CORRAL_LOG` lets through to stderr.
-pub fn init(rotate_from_writers: bool, events: Option<corral_api::events::LogLayer>) {
+pub fn init(rotate_from_writers: bool, events: Option<Box<dyn Layer<Registry> + Send + Sync>>) {
     let filter = EnvFilter::try_from_env("CORRAL_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
     let logger = tracing_subscriber::fmt::layer()
         .with_target(false)
@@ -46,10 +46,9 @@ pub fn init(rotate_from_writers: bool, events: Option<corral_api::events::LogLay
             _ => logger.with_writer(std::io::stderr).boxed(),
         }
     };
-    tracing_subscriber::registry()
-        .with(stderr.with_filter(filter))
-        .with(events.map(|layer| layer.with_filter(LevelFilter::INFO)))
-        .init();
+    let mut layers = vec![stderr.with_filter(filter).boxed()];
+    layers.extend(events.map(|layer| layer.with_filter(LevelFilter::INFO).boxed()));
+    tracing_subscriber::registry().with(layers).init();
 }
 
 /// A log record as a journal stream line: `<N>` (its priority, sd-daemon(3)), then the text.

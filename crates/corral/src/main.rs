@@ -31,6 +31,7 @@ mod sysprep;
 mod terminal;
 mod trust;
 mod vmm;
+mod vmm_run;
 mod volume;
 
 use std::path::PathBuf;
@@ -38,6 +39,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
 use nix::sys::signal::{signal, SigHandler, Signal};
+use tracing_subscriber::Layer;
 
 #[derive(Parser)]
 #[command(
@@ -240,7 +242,7 @@ fn main() -> ExitCode {
     let cli = (!oci::invoked_as_runtime()).then(Cli::parse);
     // A supervisor waits here until the command that launched it has recorded it.
     if let Some(fd) = cli.as_ref().and_then(|cli| cli.start_gate) {
-        corral_core::lifecycle::pass_start_gate(fd);
+        corral_control::start_gate::pass_start_gate(fd);
     }
     // The VMM rotates its log from its main thread alone (`--log-file`): its other threads'
     // seccomp filters forbid what rotating takes.
@@ -256,7 +258,10 @@ fn main() -> ExitCode {
         Some(Command::Serve(_))
     )
     .then(std::sync::Arc::<corral_api::EventHub>::default);
-    logging::init(!vmm_run, serve_events.as_ref().map(|hub| hub.log_layer()));
+    logging::init(
+        !vmm_run,
+        serve_events.as_ref().map(|hub| hub.log_layer().boxed()),
+    );
     if let Err(err) = corral_core::failpoints::arm_from_env() {
         return output::report_error(&err.into());
     }

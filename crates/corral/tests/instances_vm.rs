@@ -4,7 +4,7 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -29,7 +29,15 @@ fn vm_lifecycle_with_logs_pause_and_forced_stop() {
     wait_for("the guest's output", Duration::from_secs(20), || {
         root.ok(&["logs", "vm1"]).contains("count 2")
     });
-    let live = root.info("vm1")["live"].clone();
+    let info = root.info("vm1");
+    // The VMM is the VMM-only executable beside corral's, not corral itself.
+    let pid = info["state"]["pid"].as_u64().unwrap();
+    let vmm = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
+    assert_eq!(
+        vmm,
+        Path::new(common::corral_bin()).with_file_name("corral-vmm")
+    );
+    let live = info["live"].clone();
     assert_eq!(live["kind"], "vm");
     assert!(
         live["counters"]["exits_io_out"].as_u64().unwrap() > 0,

@@ -52,6 +52,7 @@ tree >/tmp/before
 for file in passwd group shadow gshadow; do cp /etc/$file /tmp/$file.before; done
 dpkg -i /root/corral.deb
 echo "version: $(corral --version)"
+echo "vmm: $(corral-vmm --version)"
 test -L /usr/bin/corral-oci && echo "runtime link: $(readlink /usr/bin/corral-oci)"
 getent passwd corral >/dev/null && echo "account: made"
 echo "state directory: $(stat -c %a /var/lib/corral)"
@@ -102,6 +103,7 @@ fn the_package_installs_works_and_purges_cleanly_in_debian_12() {
     let contents = String::from_utf8_lossy(&contents.stdout);
     for shipped in [
         "./usr/bin/corral",
+        "./usr/bin/corral-vmm",
         "./usr/bin/corral-oci -> corral",
         "./lib/systemd/system/corral-autostart.service",
         "./usr/share/bash-completion/completions/corral",
@@ -132,6 +134,7 @@ fn the_package_installs_works_and_purges_cleanly_in_debian_12() {
     let logs = root.ok(&["logs", "pkg"]);
     for expected in [
         "version: corral ",
+        "vmm: corral-vmm ",
         "runtime link: corral",
         "account: made",
         "state directory: 700",
