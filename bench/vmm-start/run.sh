@@ -12,8 +12,9 @@
 #                                           booted to its init, which powers off; 2 vCPUs;
 #                                           default 3 runs each (about a minute a boot)
 #
-# CORRAL_BENCH_BASELINE=PATH adds an earlier corral-vmm binary as a row of its own (e.g. one built from
-# the commit before a change), so the change's cost is measured in the same interleaved run.
+# CORRAL_BENCH_BASELINE=PATH adds an earlier corral-vmm binary as a row of its own (e.g. one
+# built from the commit before a change), so the change's cost is measured in the same
+# interleaved run.
 # FIRECRACKER=PATH (a binary from bench/peers/firecracker.sh) adds Firecracker beside corral on the
 # guest that resets through the i8042 (guests/reset.c), and the corral/fc ratios.
 set -euo pipefail
@@ -30,17 +31,19 @@ command -v qemu-system-x86_64 >/dev/null ||
   { echo "run.sh: GNU time (peak RSS) is missing: apt-get install time" >&2; exit 1; }
 
 cargo build --release --quiet -p corral -p corral-guests
+# corral-vmm as it is built to be measured: static, the whole program optimised (build-static.sh).
+vmm="$(bash scripts/build-static.sh --vmm | tail -1)"
 if $linux; then
   guest_dir="$(mktemp -d -t corral-bench-linux.XXXXXX)"
   trap 'rm -rf "$guest_dir"' EXIT
   bash guests/linux/build.sh "$guest_dir" guests/linux/guest-full.config
-  python3 bench/vmm-start/measure.py --runs "${1:-3}" --corral target/release/corral \
+  python3 bench/vmm-start/measure.py --runs "${1:-3}" --corral target/release/corral --vmm "$vmm" \
     --memory-mib 256 --linux-dir "$guest_dir" \
     --cmdline "$(cat guests/linux/cmdline) corral_init=poweroff" \
     ${CORRAL_BENCH_BASELINE:+--baseline "$CORRAL_BENCH_BASELINE"}
 else
   guest="$(ls -td target/release/build/corral-guests-*/out | head -1)/exit.elf"
-  python3 bench/vmm-start/measure.py --runs "${1:-20}" --corral target/release/corral \
+  python3 bench/vmm-start/measure.py --runs "${1:-20}" --corral target/release/corral --vmm "$vmm" \
     --guest "$guest" $([ "$(id -u)" = 0 ] && echo --sandbox) \
     ${CORRAL_BENCH_BASELINE:+--baseline "$CORRAL_BENCH_BASELINE"} \
     ${FIRECRACKER:+--firecracker "$FIRECRACKER" --reset-guest "$(dirname "$guest")/reset.elf"}
