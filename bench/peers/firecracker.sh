@@ -5,7 +5,10 @@
 #   bench/peers/firecracker.sh FIRECRACKER_DIR MICRO_HTTP_DIR [OUT_DIR]
 #
 # FIRECRACKER_DIR: a checkout of github.com/firecracker-microvm/firecracker (any commit; its
-# newest is what the benchmarks are meant for). MICRO_HTTP_DIR: a checkout of
+# newest is what the benchmarks are meant for; its test resources are not needed, so a checkout
+# that lacks one, e.g. a clone of a mirror without the blob of
+# src/vmm/src/test_utils/mock_resources/test_noisy_elf.bin, checked out with that path excluded
+# (`git sparse-checkout set --no-cone '/*' '!/PATH'`), builds). MICRO_HTTP_DIR: a checkout of
 # github.com/firecracker-microvm/micro-http, which Firecracker takes by git; it is patched in by
 # path, so the build needs no network beyond crates.io. OUT_DIR defaults to
 # FIRECRACKER_DIR/../firecracker-build. Prints the binary's path last.
