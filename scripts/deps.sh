@@ -24,6 +24,7 @@ packages=(
   fdisk             # sfdisk: corral-image's tests partition disks (MBR, GPT) to find kernels in
   libseccomp-dev    # corral-container compiles seccomp profiles with libseccomp (its .a: scripts/build-static.sh)
   file              # scripts/build-static.sh and the static agent's test check the binary is static
+  valgrind          # scripts/build-static.sh --vmm lists the functions a VM runs (callgrind) to lay them out first
   busybox-static    # the container tests build their rootfs from /bin/busybox
   lintian           # Debian's package checker: scripts/package.sh checks the .deb it builds
   dnsmasq-base      # DHCP and DNS of corral networks (corral-netservice), without a system service

@@ -27,12 +27,12 @@ while (($#)); do
 done
 
 if [ -z "$binary" ]; then
-  cargo build --release --locked --quiet -p corral >&2
+  cargo build --release --locked --quiet -p corral -p corral-vmm-cli >&2
   binary="$repo/target/release/corral"
 fi
 
 vmm="$(dirname "$binary")/corral-vmm"
-[ -x "$vmm" ] || { echo "package.sh: $vmm is missing: cargo build --release -p corral builds it" >&2; exit 1; }
+[ -x "$vmm" ] || { echo "package.sh: $vmm is missing: cargo build --release -p corral-vmm-cli builds it" >&2; exit 1; }
 version="$("$binary" --version | awk '{print $2}')"
 arch="$(dpkg --print-architecture)"
 maintainer="${CORRAL_PACKAGE_MAINTAINER:-corral maintainers <maintainers@corral.invalid>}"

@@ -29,6 +29,25 @@ CORRAL_STATIC_CORRAL="$PWD/$(bash scripts/build-static.sh)"
 echo "== unit and integration tests"
 cargo nextest run --workspace --profile ci
 
+echo "== the VMM as bench/vmm-start measures it and Firecracker ships: the static corral-vmm (musl), run directly and by VM instances"
+musl=x86_64-unknown-linux-musl
+if rustup target list --installed 2>/dev/null | grep -qx "$musl" || rustup target add "$musl" >/dev/null 2>&1; then
+  static_vmm="$PWD/$(bash scripts/build-static.sh --vmm)"
+  static_bins="$(mktemp -d -t corral-static-vmm.XXXXXX)"
+  trap 'rm -f "$CORRAL_TEST_SKIP_LOG"; rm -rf "$static_bins"' EXIT
+  # The instances' VMM is the corral-vmm beside corral: a copy of the tested corral goes beside it.
+  cp target/debug/corral "$static_bins/corral"
+  cp "$static_vmm" "$static_bins/corral-vmm"
+  CORRAL_TEST_VMM="$static_vmm" CORRAL_TEST_BIN_DIR="$static_bins" \
+    cargo nextest run -p corral --profile ci -E 'binary(virtio) | binary(vmm_sandbox) |
+      binary(instances_vm) | binary(instances_vm_jail) | binary(snapshot_instances) |
+      binary(migration_instances) | binary(network_instances)'
+  rm -rf "$static_bins"
+else
+  echo "SKIPPED the static corral-vmm's tests: the $musl target is missing and rustup could not add it" |
+    tee -a "$CORRAL_TEST_SKIP_LOG"
+fi
+
 echo "== real Linux guests in corral vmm (kernel builds cached; about a minute per boot)"
 guest_linux="$(mktemp -d -t corral-guest-linux.XXXXXX)"
 trap 'rm -f "$CORRAL_TEST_SKIP_LOG"; rm -rf "$guest_linux"' EXIT

@@ -29,7 +29,7 @@
 # picks what is measured; DENSITY_GUEST=counter|ticks the VM guest; DENSITY_FULL_BINARY=1 adds a
 # row "corral-full" whose VMs run as `corral vmm run` (no corral-vmm beside corral), the VMM that
 # instances ran before the VMM-only executable; CORRAL_VMM=PATH puts that corral-vmm beside corral
-# instead of the release build's (e.g. the static one of `scripts/build-static.sh --vmm`);
+# instead of the one `scripts/build-static.sh --vmm` builds (e.g. a release build's);
 # DENSITY_JOBS=K runs K `corral start`s at a time (default 1: one after the other, as runc's).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -65,7 +65,10 @@ if [[ " $kinds " == *" container "* ]]; then
   command -v python3 >/dev/null || { echo "run.sh: needs python3 (runc's bundles are edited with it)" >&2; exit 1; }
 fi
 
-nice -n 10 cargo build --release --quiet -p corral --bin corral --bin corral-vmm
+nice -n 10 cargo build --release --quiet -p corral --bin corral
+# The VMs' corral-vmm as bench/vmm-start measures it (static, musl, its code laid out for a VM's
+# run: scripts/build-static.sh --vmm), unless CORRAL_VMM names another.
+[ -n "${CORRAL_VMM:-}" ] || CORRAL_VMM="$PWD/$(nice -n 10 bash scripts/build-static.sh --vmm | tail -1)"
 nice -n 10 cargo build --release --quiet -p corral-guests
 target="${CARGO_TARGET_DIR:-target}/release"
 guest="$PWD/$(ls -td "$target"/build/corral-guests-*/out | head -1)/$guest_name.elf"
@@ -80,7 +83,7 @@ work="$(mktemp -d -t corral-bench-density.XXXXXX)"
 # row, "corral-full", has no corral-vmm beside it and so runs its VMs as `corral vmm run`.
 mkdir "$work/bin" "$work/bin-full"
 cp "$target/corral" "$work/bin/"
-cp "${CORRAL_VMM:-$target/corral-vmm}" "$work/bin/corral-vmm"
+cp "$CORRAL_VMM" "$work/bin/corral-vmm"
 cp "$target/corral" "$work/bin-full/"
 corral="$work/bin/corral"
 runc_root="$work/runc"
@@ -371,7 +374,7 @@ echo
 echo "density: $(nproc) CPUs, $(awk '$1 == "MemTotal:" {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo) RAM, $(date -u +%Y-%m-%d)"
 if [[ " $kinds " == *" vm "* ]]; then
   echo
-  echo "VMs: $guest_name.elf, ${memory_mib} MiB, 1 vCPU each; corral's VMM: ${CORRAL_VMM:-$target/corral-vmm};"
+  echo "VMs: $guest_name.elf, ${memory_mib} MiB, 1 vCPU each; corral's VMM: $CORRAL_VMM;"
   echo "corral starts $jobs at a time"
   echo "per-instance figures are totals / N"
   printf "%-4s %-14s %7s %10s %7s %9s %9s %11s %11s %10s %9s\n" N runtime "up s" "printed s" "VMs/s" \

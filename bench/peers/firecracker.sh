@@ -11,7 +11,8 @@
 # (`git sparse-checkout set --no-cone '/*' '!/PATH'`), builds). MICRO_HTTP_DIR: a checkout of
 # github.com/firecracker-microvm/micro-http, which Firecracker takes by git; it is patched in by
 # path, so the build needs no network beyond crates.io. OUT_DIR defaults to
-# FIRECRACKER_DIR/../firecracker-build. Prints the binary's path last.
+# FIRECRACKER_DIR/../firecracker-build. Prints the binary's path last; its jailer (the
+# chroot, namespaces and user a production Firecracker runs in) is built beside it, as OUT_DIR/jailer.
 #
 # Built as Firecracker releases are: static musl, release profile, with its default seccomp
 # filters compiled in (so the benchmark's Firecracker pays for its filters as corral does). Its
@@ -48,7 +49,8 @@ mkdir -p "$out"
   CC_x86_64_unknown_linux_musl=musl-gcc \
   CFLAGS_x86_64_unknown_linux_musl="-idirafter /usr/include -idirafter /usr/include/x86_64-linux-gnu" \
   RUSTUP_TOOLCHAIN=stable CARGO_TARGET_DIR="$out/target" \
-    cargo build --release -p firecracker --target x86_64-unknown-linux-musl \
+    cargo build --release -p firecracker -p jailer --target x86_64-unknown-linux-musl \
     --config "patch.\"https://github.com/firecracker-microvm/micro-http\".micro_http.path=\"$micro_http\"")
 cp "$out/target/x86_64-unknown-linux-musl/release/firecracker" "$out/firecracker"
+cp "$out/target/x86_64-unknown-linux-musl/release/jailer" "$out/jailer"
 echo "$out/firecracker"

@@ -15,11 +15,16 @@ Firecracker has no debug-exit port: with --firecracker, corral and Firecracker b
 guest (--reset-guest: prints a line, then resets through the i8042, which ends both VMMs), and
 Firecracker is configured from one JSON file with no API socket, its compiled-in seccomp filters
 on. corral runs it twice: as `vmm run` (its seccomp filters on) and jailed (`--jail`, needs root:
-filters, namespaces, the unprivileged user), the hardening Firecracker's jailer would add.
+filters, namespaces, the unprivileged user), the hardening Firecracker's jailer adds. With
+--firecracker-jailer (root), Firecracker runs jailed too, as its production setups run it: its
+jailer (built beside it by bench/peers/firecracker.sh) makes the chroot, copies Firecracker into
+it (by design: jailed Firecrackers share no text), makes the device nodes, drops to `nobody` and
+execs Firecracker there; each run starts from a chroot holding only the guest and the config.
 """
 import json
 import argparse
 import os
+import shutil
 import statistics
 import subprocess
 import tempfile
@@ -118,7 +123,33 @@ def firecracker_peers(args, memory, scratch):
         os.mkdir(jail)
         peers["corral-reset-jail"] = (vmm + ["--jail", jail, "--exit-file",
                                              os.path.join(jail, "exit.json")], 3)
+        if args.firecracker_jailer:
+            peers["firecracker-jailed"] = firecracker_jailed(args, scratch)
     return peers
+
+
+def firecracker_jailed(args, scratch):
+    """Firecracker under its jailer on the reset guest, and what makes each run's chroot."""
+    base = os.path.join(scratch, "jailer")
+    root = os.path.join(base, "firecracker", "bench", "root")
+
+    def fresh_chroot():
+        shutil.rmtree(os.path.join(base, "firecracker"), ignore_errors=True)
+        os.makedirs(root)
+        shutil.copy(args.reset_guest, os.path.join(root, "guest.elf"))
+        with open(os.path.join(root, "config.json"), "w") as file:
+            json.dump({
+                "boot-source": {"kernel_image_path": "guest.elf", "boot_args": "console=ttyS0"},
+                "machine-config": {"vcpu_count": 1, "mem_size_mib": args.memory_mib},
+                "drives": [],
+            }, file)
+
+    cgroups = "2" if os.path.exists("/sys/fs/cgroup/cgroup.controllers") else "1"
+    nobody = "65534"
+    return ([args.firecracker_jailer, "--id", "bench", "--exec-file", args.firecracker,
+             "--uid", nobody, "--gid", nobody, "--chroot-base-dir", base,
+             "--cgroup-version", cgroups, "--", "--no-api", "--config-file", "config.json",
+             "--level", "Error"], 0, fresh_chroot)
 
 
 def linux_peers(args, memory):
@@ -157,6 +188,8 @@ def main():
     parser.add_argument("--firecracker", help="a Firecracker binary (bench/peers/firecracker.sh)")
     parser.add_argument("--reset-guest", help="with --firecracker: the test guest that resets "
                                               "through the i8042 (PVH ELF)")
+    parser.add_argument("--firecracker-jailer", help="with --firecracker, as root: Firecracker's "
+                                                     "jailer, to run it jailed too")
     args = parser.parse_args()
     args.vmm = args.vmm or os.path.join(os.path.dirname(args.corral), "corral-vmm")
 
@@ -172,7 +205,9 @@ def main():
             peers.update(firecracker_peers(args, memory, scratch.name))
     samples = {name: [] for name in peers}
     for _ in range(args.runs):
-        for name, (argv, expected) in peers.items():
+        for name, (argv, expected, *prepare) in peers.items():
+            for step in prepare:
+                step()
             samples[name].append(measure(argv, expected, scratch.name))
             if name == "corral-instance":
                 settle_instance(args, os.path.join(scratch.name, "root"))
@@ -197,6 +232,10 @@ def main():
                 label = name.replace("corral-reset", "corral") + "/fc"
                 print(f"{label:18} {ours[0] / firecracker[0]:10.2f} "
                       f"{ours[1] / firecracker[1]:10.2f} {ours[2] / firecracker[2]:13.2f}")
+        if "firecracker-jailed" in medians and "corral-reset-jail" in medians:
+            ours, theirs = medians["corral-reset-jail"], medians["firecracker-jailed"]
+            print(f"{'jailed/fc jailed':18} {ours[0] / theirs[0]:10.2f} "
+                  f"{ours[1] / theirs[1]:10.2f} {ours[2] / theirs[2]:13.2f}")
     if "corral-baseline" in medians:
         base = medians["corral-baseline"]
         print(f"{'corral/baseline':18} {corral[0] / base[0]:10.2f} {corral[1] / base[1]:10.2f} "

@@ -16,7 +16,8 @@
 # built from the commit before a change), so the change's cost is measured in the same
 # interleaved run.
 # FIRECRACKER=PATH (a binary from bench/peers/firecracker.sh) adds Firecracker beside corral on the
-# guest that resets through the i8042 (guests/reset.c), and the corral/fc ratios.
+# guest that resets through the i8042, and the corral/fc ratios; as root, with the jailer beside it,
+# Firecracker jailed as well (against corral's jailed VMM). The guest: guests/reset.c.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -30,7 +31,7 @@ command -v qemu-system-x86_64 >/dev/null ||
 [ -x /usr/bin/time ] ||
   { echo "run.sh: GNU time (peak RSS) is missing: apt-get install time" >&2; exit 1; }
 
-cargo build --release --quiet -p corral -p corral-guests
+cargo build --release --quiet -p corral -p corral-vmm-cli -p corral-guests
 # corral-vmm as it is built to be measured: static, the whole program optimised (build-static.sh).
 vmm="$(bash scripts/build-static.sh --vmm | tail -1)"
 if $linux; then
@@ -46,5 +47,7 @@ else
   python3 bench/vmm-start/measure.py --runs "${1:-20}" --corral target/release/corral --vmm "$vmm" \
     --guest "$guest" $([ "$(id -u)" = 0 ] && echo --sandbox) \
     ${CORRAL_BENCH_BASELINE:+--baseline "$CORRAL_BENCH_BASELINE"} \
-    ${FIRECRACKER:+--firecracker "$FIRECRACKER" --reset-guest "$(dirname "$guest")/reset.elf"}
+    ${FIRECRACKER:+--firecracker "$FIRECRACKER" --reset-guest "$(dirname "$guest")/reset.elf"} \
+    $([ -n "${FIRECRACKER:-}" ] && [ "$(id -u)" = 0 ] && [ -x "$(dirname "$FIRECRACKER")/jailer" ] &&
+      echo --firecracker-jailer "$(dirname "$FIRECRACKER")/jailer")
 fi

@@ -10,6 +10,7 @@ pub mod disk_spec;
 pub mod exit;
 pub mod journal;
 pub mod log;
+pub mod logging;
 pub mod policy;
 pub mod restart;
 pub mod size;

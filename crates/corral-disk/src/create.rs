@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use imago::file::File as ImagoFile;
 use imago::qcow2::Qcow2;
 use imago::{FormatCreateBuilder, StorageOpenOptions};
-use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
+use rustix::fs::{renameat_with, RenameFlags, CWD};
 
 use crate::error::{DiskError, Result};
 use crate::header::MAX_VIRTUAL_SIZE;
@@ -105,15 +105,9 @@ impl PendingImage {
         let sync = |path: &Path| fs::File::open(path).and_then(|file| file.sync_all());
         sync(&self.temp).map_err(|source| DiskError::io("flush", &self.target, source))?;
         fail::fail_point!("image.temp-written");
-        match renameat2(
-            AT_FDCWD,
-            &self.temp,
-            AT_FDCWD,
-            &self.target,
-            RenameFlags::RENAME_NOREPLACE,
-        ) {
+        match renameat_with(CWD, &self.temp, CWD, &self.target, RenameFlags::NOREPLACE) {
             Ok(()) => {}
-            Err(nix::Error::EEXIST) => {
+            Err(rustix::io::Errno::EXIST) => {
                 return Err(DiskError::AlreadyExists {
                     path: self.target.clone(),
                 })

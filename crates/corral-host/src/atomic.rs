@@ -10,12 +10,12 @@ pub type AtomicWriteError = corral_error::PathIoError;
 /// `rename(2)` that fails with `EEXIST` instead of replacing `to`: publishing a directory or
 /// file built under a temporary name, where two racing publishers must not both win.
 pub fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
-    nix::fcntl::renameat2(
-        nix::fcntl::AT_FDCWD,
+    rustix::fs::renameat_with(
+        rustix::fs::CWD,
         from,
-        nix::fcntl::AT_FDCWD,
+        rustix::fs::CWD,
         to,
-        nix::fcntl::RenameFlags::RENAME_NOREPLACE,
+        rustix::fs::RenameFlags::NOREPLACE,
     )
     .map_err(std::io::Error::from)
 }

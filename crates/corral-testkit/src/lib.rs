@@ -243,3 +243,14 @@ pub fn mkfs_ext4(tree: &Path, image: &Path, size: &str) {
         .unwrap_or_else(|err| panic!("cannot run mkfs.ext4: {err}"));
     assert!(output.status.success(), "mkfs.ext4 failed: {output:?}");
 }
+
+/// The VMM under test: `corral vmm run` of `corral` (the test's `CARGO_BIN_EXE_corral`), or
+/// the `corral-vmm` executable `CORRAL_TEST_VMM` names (it takes the same arguments), with
+/// which scripts/test.sh runs the VMM tests again: the static corral-vmm, against musl, that
+/// bench/vmm-start measures. The program, then its leading arguments.
+pub fn vmm_run_command(corral: &str) -> (std::ffi::OsString, &'static [&'static str]) {
+    match std::env::var_os("CORRAL_TEST_VMM") {
+        Some(vmm) => (vmm, &[]),
+        None => (corral.into(), &["vmm", "run"]),
+    }
+}

@@ -143,9 +143,10 @@ fn close_inherited(keep: &[RawFd]) -> Result<(), JailError> {
         if from > to {
             continue;
         }
-        // SAFETY: close_range(2) on descriptors this process does not use: everything above
-        // stderr but the kept ones, which the caller holds (nothing else of ours is open yet).
-        let closed = unsafe { libc::close_range(from, to, 0) };
+        // SAFETY: close_range(2) (the raw call: musl has no wrapper) on descriptors this process
+        // does not use: everything above stderr but the kept ones, which the caller holds
+        // (nothing else of ours is open yet).
+        let closed = unsafe { libc::syscall(libc::SYS_close_range, from, to, 0) };
         if closed != 0 {
             return Err(JailError::Enter {
                 step: "close inherited descriptors",

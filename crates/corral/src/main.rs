@@ -14,7 +14,6 @@ mod host;
 mod image;
 mod image_build;
 mod instance;
-mod logging;
 mod migrate;
 mod network;
 mod network_attach;
@@ -31,7 +30,6 @@ mod sysprep;
 mod terminal;
 mod trust;
 mod vmm;
-mod vmm_run;
 mod volume;
 
 use std::path::PathBuf;
@@ -258,7 +256,7 @@ fn main() -> ExitCode {
         Some(Command::Serve(_))
     )
     .then(std::sync::Arc::<corral_api::EventHub>::default);
-    logging::init(
+    corral_control::logging::init(
         !vmm_run,
         serve_events.as_ref().map(|hub| hub.log_layer().boxed()),
     );

@@ -66,7 +66,7 @@ struct TokenArgs {
 
 impl TokenArgs {
     fn token(&self) -> anyhow::Result<String> {
-        crate::vmm_run::token(self.token.as_deref(), self.token_file.as_deref())?
+        corral_vmm_cli::token(self.token.as_deref(), self.token_file.as_deref())?
             .context("give the migration token with --token or --token-file")
     }
 }

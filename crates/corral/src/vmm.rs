@@ -14,7 +14,7 @@ pub enum VmmCommand {
     /// Boot a kernel and run the VM until it stops; the exit status tells how it stopped
     /// (0 poweroff or the guest's debug-exit byte, 3 reboot, 4 crashed, 5 killed, 6 restart
     /// limit reached, 1 error).
-    Run(Box<crate::vmm_run::RunArgs>),
+    Run(Box<corral_vmm_cli::RunArgs>),
     /// Send one request to a running VMM's control socket and print the JSON answer.
     Control {
         /// The VMM's control socket.
@@ -93,7 +93,7 @@ pub enum ControlRequest {
 
 pub fn run(command: VmmCommand) -> anyhow::Result<ExitCode> {
     match command {
-        VmmCommand::Run(args) => crate::vmm_run::run(*args),
+        VmmCommand::Run(args) => corral_vmm_cli::run(*args),
         VmmCommand::Control { socket, request } => control(socket, request),
         VmmCommand::Snapshot(SnapshotCommand::Merge { base, diff, to }) => {
             corral_vmm::snapshot::merge(&base, &diff, &to)?;
@@ -127,7 +127,7 @@ fn control(socket: PathBuf, request: ControlRequest) -> anyhow::Result<ExitCode>
                 tcp => tcp,
             }
             .to_string(),
-            token: crate::vmm_run::token(inline.as_deref(), token_file.as_deref())?
+            token: corral_vmm_cli::token(inline.as_deref(), token_file.as_deref())?
                 .context("migrate needs --token or --token-file")?,
             downtime_limit_ms: downtime_limit.map(|limit| limit.as_millis() as u64),
             max_iterations,

@@ -35,7 +35,9 @@ fn vm_lifecycle_with_logs_pause_and_forced_stop() {
     let vmm = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
     assert_eq!(
         vmm,
-        Path::new(common::corral_bin()).with_file_name("corral-vmm")
+        Path::new(common::corral_bin()).with_file_name("corral-vmm"),
+        "the VM ran in corral itself: build corral-vmm beside it (cargo build -p corral-vmm-cli, \
+         which the workspace's tests do)"
     );
     let live = info["live"].clone();
     assert_eq!(live["kind"], "vm");

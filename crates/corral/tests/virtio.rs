@@ -9,7 +9,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use corral_guests::virtio_blk::{expected_after_guest, host_pattern};
-use corral_testkit::{require_kvm, require_program, require_root, Netns};
+use corral_testkit::{require_kvm, require_program, require_root, vmm_run_command, Netns};
 
 const TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -18,9 +18,11 @@ fn guest(name: &str) -> PathBuf {
 }
 
 fn vmm(args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_corral"));
+    let (program, run) = vmm_run_command(env!("CARGO_BIN_EXE_corral"));
+    let mut command = Command::new(program);
     command
-        .args(["vmm", "run", "--memory", "32M"])
+        .args(run)
+        .args(["--memory", "32M"])
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -153,9 +155,11 @@ fn virtio_rng_hands_out_entropy() {
 
 /// `corral vmm run ARGS` inside `netns`.
 fn vmm_in(netns: &Netns, args: &[&str]) -> Command {
-    let mut command = netns.command(env!("CARGO_BIN_EXE_corral"));
+    let (program, run) = vmm_run_command(env!("CARGO_BIN_EXE_corral"));
+    let mut command = netns.command(program);
     command
-        .args(["vmm", "run", "--memory", "32M"])
+        .args(run)
+        .args(["--memory", "32M"])
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use corral_testkit::{require_kvm, require_root};
+use corral_testkit::{require_kvm, require_root, vmm_run_command};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -36,9 +36,16 @@ fn wait_with_timeout(mut child: Child) -> Output {
     child.wait_with_output().unwrap()
 }
 
+/// The VMM under test (`corral vmm run`, or `CORRAL_TEST_VMM`) with `--memory 32M`.
+fn vmm_command() -> Command {
+    let (program, run) = vmm_run_command(env!("CARGO_BIN_EXE_corral"));
+    let mut command = Command::new(program);
+    command.args(run).args(["--memory", "32M"]);
+    command
+}
+
 fn vmm(args: &[&str]) -> Output {
-    let child = corral()
-        .args(["vmm", "run", "--memory", "32M"])
+    let child = vmm_command()
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -56,8 +63,7 @@ struct RunningVm {
 
 impl RunningVm {
     fn start(args: &[&str], control: &Path) -> RunningVm {
-        let child = corral()
-            .args(["vmm", "run", "--memory", "32M"])
+        let child = vmm_command()
             .arg("--control-socket")
             .arg(control)
             .args(args)

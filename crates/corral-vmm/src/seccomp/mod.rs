@@ -125,8 +125,10 @@ pub fn prepare() -> Result<(), SeccompError> {
 /// files from whichever thread needs them: `/sys/devices/system/cpu/online` when the ninth arena
 /// is made (to size the arena limit), `/proc/sys/vm/overcommit_memory` when a thread's heap
 /// first shrinks; no confined thread may `openat`, so a burst of control connections killed the
-/// VMM. The threads here allocate little, and each still has its own cache (tcache).
+/// VMM. The threads here allocate little, and each still has its own cache (tcache). (musl's
+/// allocator, of the static corral-vmm, has no arenas and opens nothing.)
 fn one_malloc_arena() {
+    #[cfg(target_env = "gnu")]
     // SAFETY: mallopt only sets a malloc parameter; M_ARENA_MAX with 1 is a valid setting.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 1);

@@ -184,6 +184,12 @@ impl List {
         }
         // Debug builds check a descriptor is open before closing it.
         self.allow_when(Sysno::fcntl, vec![eq(1, libc::F_GETFD as u64)])?;
+        // musl sets close-on-exec again after an `open` with `O_CLOEXEC` (for kernels that
+        // ignored the flag).
+        self.allow_when(
+            Sysno::fcntl,
+            vec![eq(1, libc::F_SETFD as u64), eq(2, libc::FD_CLOEXEC as u64)],
+        )?;
         // abort(): SIGABRT back to its default action, then raised.
         self.allow_when(Sysno::rt_sigaction, vec![eq(0, libc::SIGABRT as u64)])?;
         self.allow_signals(&[libc::SIGABRT, libc::SIGSYS])
@@ -265,6 +271,12 @@ impl List {
         self.allow_when(
             Sysno::openat,
             vec![condition(2, Op::MaskedEq(!0), LOG_OPEN_FLAGS)],
+        )?;
+        // musl (the static corral-vmm's libc) opens with `open`, its flags one argument earlier
+        // and with O_LARGEFILE added (0o100000 on x86_64, where glibc's O_LARGEFILE is 0).
+        self.allow_when(
+            Sysno::open,
+            vec![condition(1, Op::MaskedEq(!0), LOG_OPEN_FLAGS | 0o100000)],
         )
     }
 
@@ -329,6 +341,10 @@ impl List {
             Sysno::newfstatat,
             Sysno::statx,
             Sysno::fstat,
+            // The same under musl (the static corral-vmm's libc).
+            Sysno::open,
+            Sysno::stat,
+            Sysno::lstat,
             Sysno::unlink,
             // Snapshots: the directory check and the sparse memory file.
             Sysno::getdents64,

@@ -72,7 +72,10 @@ struct ControlState {
     parked: usize,
     /// Threads that have not exited.
     alive: usize,
-    threads: Vec<libc::pthread_t>,
+    /// The kernel thread ids of the vCPU threads (each adds its own as it starts), signalled with
+    /// `tgkill` directly: libcs differ in the call behind `pthread_kill` (musl's is `tkill`,
+    /// which the filters do not allow, as it can name any thread of the host).
+    threads: Vec<libc::pid_t>,
 }
 
 /// Shared by the vCPU threads and whoever pauses, resumes or stops them.
@@ -148,11 +151,13 @@ impl VcpuControl {
             if Instant::now() > deadline {
                 return Err(VcpuError::StopTimeout(SETTLE_TIMEOUT));
             }
+            let pid = std::process::id();
             for &thread in &state.threads {
-                // SAFETY: `thread` belongs to a vCPU thread that has not been joined (handles
-                // are joined only after `alive` reaches 0 and `threads` is cleared), so the id
-                // is valid; the signal has a no-op handler installed.
-                unsafe { libc::pthread_kill(thread, kick_signal()) };
+                // SAFETY: tgkill touches no memory of ours; it reaches only a thread of this
+                // process (a vCPU thread that has not been joined: handles are joined only after
+                // `alive` reaches 0 and `threads` is cleared), whose kick signal has a no-op
+                // handler installed.
+                unsafe { libc::syscall(libc::SYS_tgkill, pid, thread, kick_signal()) };
             }
             state = self
                 .changed
@@ -181,6 +186,12 @@ impl VcpuControl {
         self.change(Target::Stop, |s| s.alive == 0)?;
         self.lock().threads.clear();
         Ok(())
+    }
+
+    /// Adds the calling vCPU thread to those a state change signals.
+    fn register_current_thread(&self) {
+        let tid = nix::unistd::gettid().as_raw();
+        self.lock().threads.push(tid);
     }
 
     /// Blocks while paused; returns false when the thread must exit.
@@ -508,24 +519,16 @@ fn spawn(
     vcpu: SharedVcpu,
     context: Arc<VcpuContext>,
 ) -> Result<std::thread::JoinHandle<()>, VcpuError> {
-    use std::os::unix::thread::JoinHandleExt;
     let index = lock_vcpu(&vcpu).index;
     let control = context.control.clone();
     control.lock().alive += 1;
-    let spawned = std::thread::Builder::new()
+    std::thread::Builder::new()
         .name(format!("vcpu{index}"))
-        .spawn(move || run(&vcpu, &context));
-    let mut state = control.lock();
-    match spawned {
-        Ok(handle) => {
-            state.threads.push(handle.as_pthread_t());
-            Ok(handle)
-        }
-        Err(source) => {
-            state.alive -= 1;
-            Err(VcpuError::Thread { index, source })
-        }
-    }
+        .spawn(move || run(&vcpu, &context))
+        .map_err(|source| {
+            control.lock().alive -= 1;
+            VcpuError::Thread { index, source }
+        })
 }
 
 pub fn lock_vcpu(vcpu: &SharedVcpu) -> MutexGuard<'_, Vcpu> {
@@ -534,6 +537,8 @@ pub fn lock_vcpu(vcpu: &SharedVcpu) -> MutexGuard<'_, Vcpu> {
 
 /// A vCPU thread: runs the vCPU while allowed to, until it stops the VM or is stopped.
 fn run(shared: &SharedVcpu, context: &VcpuContext) {
+    // Before it first looks at the target: a change made earlier finds it parked or gone.
+    context.control.register_current_thread();
     seccomp::enter(ThreadClass::Vcpu);
     while context.control.wait_until_runnable() {
         let mut vcpu = lock_vcpu(shared);

@@ -17,8 +17,18 @@ pub mod serve;
 /// Where `busybox-static` installs the static busybox.
 pub const BUSYBOX: &str = "/bin/busybox";
 
+/// The corral under test: cargo's, or `$CORRAL_TEST_BIN_DIR/corral` when that is set
+/// (scripts/test.sh runs the VM instance tests again with a copy of it beside the static
+/// corral-vmm, the VMM instances then run).
 pub fn corral_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_corral")
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| match std::env::var_os("CORRAL_TEST_BIN_DIR") {
+        Some(dir) => Path::new(&dir)
+            .join("corral")
+            .to_string_lossy()
+            .into_owned(),
+        None => env!("CARGO_BIN_EXE_corral").to_owned(),
+    })
 }
 
 /// True when the static busybox the rootfs is built from is installed; records a skip otherwise.

@@ -3,11 +3,6 @@
 //! pages in only VMM code: the instance manager launches it when it is installed beside
 //! `corral` (bench/vmm-start measures both).
 
-#[path = "../logging.rs"]
-mod logging;
-#[path = "../vmm_run.rs"]
-mod vmm_run;
-
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -23,7 +18,7 @@ struct Cli {
     #[arg(long, hide = true, value_name = "FD")]
     start_gate: Option<std::os::fd::RawFd>,
     #[command(flatten)]
-    run: vmm_run::RunArgs,
+    run: corral_vmm_cli::RunArgs,
 }
 
 fn main() -> ExitCode {
@@ -33,8 +28,8 @@ fn main() -> ExitCode {
     }
     // The VMM rotates its log from its main thread (`--log-file`): its other threads' seccomp
     // filters forbid what rotating takes.
-    logging::init(false, None);
-    match vmm_run::run(cli.run) {
+    corral_control::logging::init(false, None);
+    match corral_vmm_cli::run(cli.run) {
         Ok(code) => code,
         Err(err) => {
             eprintln!("corral-vmm: {err:#}");

@@ -1,9 +1,10 @@
-//! Where corral's own log records go: stderr, a supervisor's rotated log file, or the journal.
+//! Where the log records of corral and its supervisors go: stderr, a supervisor's rotated log
+//! file, or the journal.
 
 use std::io::IsTerminal;
 
-use corral_control::journal;
-use corral_control::log::{StdioLog, DEFAULT_LOG_LIMIT, SUPERVISOR_LOG_ENV};
+use crate::journal;
+use crate::log::{StdioLog, DEFAULT_LOG_LIMIT, SUPERVISOR_LOG_ENV};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::fmt::format::{self, FormatEvent, FormatFields, Full};

@@ -1,6 +1,6 @@
 //! `vmm run`: one VM in this process until it stops. The code of both `corral vmm run` and the
-//! VMM-only executable `corral-vmm` (src/bin/corral-vmm.rs, which holds nothing else of corral
-//! and is what the instance manager launches when it is installed beside `corral`).
+//! VMM-only executable `corral-vmm` (src/main.rs, which holds nothing else of corral and is what
+//! the instance manager launches when it is installed beside `corral`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -277,7 +277,7 @@ fn receive_or_open(
 }
 
 /// A migration token given inline or as a file (its first line).
-pub(crate) fn token(
+pub fn token(
     inline: Option<&str>,
     file: Option<&std::path::Path>,
 ) -> anyhow::Result<Option<String>> {
