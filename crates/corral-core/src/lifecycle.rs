@@ -747,6 +747,8 @@ fn wait_ready(
 ) -> Result<Launch, CoreError> {
     let deadline = Instant::now() + timeout;
     let pid = child.id();
+    // Asked often at first (a VMM serves within a few ms), then every 20 ms.
+    let mut pause = Duration::from_millis(1);
     loop {
         if let Ok(Some(status)) = child.try_wait() {
             let record = ExitRecord::read(&paths.exit_record());
@@ -783,7 +785,8 @@ fn wait_ready(
                 ),
             });
         }
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(20));
     }
 }
 
@@ -791,7 +794,8 @@ fn last_log_line(paths: &InstancePaths) -> Option<String> {
     let tail = corral_control::log::read_tail(&paths.supervisor_log(), LOG_TAIL_BYTES).ok()?;
     let text = String::from_utf8_lossy(&tail);
     let line = text.lines().rev().find(|l| !l.trim().is_empty())?;
-    // The supervisor is `corral` itself, whose errors start with its name.
+    // The supervisor is `corral` or `corral-vmm`, whose errors start with their name.
+    let line = line.trim_start_matches("corral-vmm: ");
     Some(line.trim_start_matches("corral: ").to_string())
 }
 
