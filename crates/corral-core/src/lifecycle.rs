@@ -738,7 +738,8 @@ enum Launch {
 
 /// Waits until the supervisor answers on its control socket. If it ends first, its exit record
 /// says whether the guest ran (and ended at once) or could not start; the error then says why
-/// (the record's detail or the last line of its log).
+/// (the record's detail or the last line of its log). Between tries it sleeps until a file
+/// appears in the runtime directory (the socket) or the supervisor ends ([`ReadyWatch`]).
 fn wait_ready(
     name: &str,
     mut child: Child,
@@ -747,6 +748,8 @@ fn wait_ready(
 ) -> Result<Launch, CoreError> {
     let deadline = Instant::now() + timeout;
     let pid = child.id();
+    let watch = ReadyWatch::new(&paths.runtime_dir(), pid);
+    let socket = paths.control_socket();
     loop {
         if let Ok(Some(status)) = child.try_wait() {
             let record = ExitRecord::read(&paths.exit_record());
@@ -762,7 +765,7 @@ fn wait_ready(
                 detail,
             });
         }
-        let ready = Client::connect(&paths.control_socket(), CONTROL_TIMEOUT)
+        let ready = Client::connect(&socket, CONTROL_TIMEOUT)
             .and_then(|mut c| c.call(&Request::Status))
             .is_ok();
         if ready {
@@ -770,7 +773,8 @@ fn wait_ready(
             std::thread::spawn(move || child.wait());
             return Ok(Launch::Running);
         }
-        if Instant::now() >= deadline {
+        let now = Instant::now();
+        if now >= deadline {
             // Our own child, not reaped yet: the pid cannot be anyone else's.
             let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
             let _ = child.wait();
@@ -783,7 +787,69 @@ fn wait_ready(
                 ),
             });
         }
-        std::thread::sleep(Duration::from_millis(20));
+        // A socket already there is bound but not listening yet: that lasts microseconds.
+        let pause = if socket.exists() {
+            READY_RETRY
+        } else {
+            READY_POLL
+        };
+        watch.wait(pause.min(deadline - now));
+    }
+}
+
+/// The longest [`wait_ready`] sleeps without news from its [`ReadyWatch`].
+const READY_POLL: Duration = Duration::from_millis(20);
+/// How soon [`wait_ready`] tries again a socket that exists but refused it.
+const READY_RETRY: Duration = Duration::from_millis(1);
+
+/// What wakes [`wait_ready`] as soon as there may be news: an inotify watch on the runtime
+/// directory (the control socket appears there) and the supervisor's pidfd (readable once it
+/// ends). Either may be missing (a kernel without pidfds, a directory that cannot be watched);
+/// then the wait is a sleep, and the loop polls as it would without them.
+struct ReadyWatch {
+    inotify: Option<std::os::fd::OwnedFd>,
+    pidfd: Option<std::os::fd::OwnedFd>,
+}
+
+impl ReadyWatch {
+    fn new(runtime_dir: &Path, pid: u32) -> Self {
+        use rustix::fs::inotify;
+        let inotify = inotify::init(inotify::CreateFlags::CLOEXEC | inotify::CreateFlags::NONBLOCK)
+            .ok()
+            .filter(|fd| {
+                let events = inotify::WatchFlags::CREATE | inotify::WatchFlags::MOVED_TO;
+                inotify::add_watch(fd, runtime_dir, events).is_ok()
+            });
+        let pidfd = i32::try_from(pid)
+            .ok()
+            .and_then(rustix::process::Pid::from_raw)
+            .and_then(|pid| {
+                rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok()
+            });
+        Self { inotify, pidfd }
+    }
+
+    /// Returns when a file appeared in the runtime directory or the supervisor ended, at the
+    /// latest after `timeout`.
+    fn wait(&self, timeout: Duration) {
+        use rustix::event::{poll, PollFd, PollFlags, Timespec};
+        let mut fds: Vec<PollFd<'_>> = [&self.inotify, &self.pidfd]
+            .into_iter()
+            .flatten()
+            .map(|fd| PollFd::new(fd, PollFlags::IN))
+            .collect();
+        match Timespec::try_from(timeout) {
+            Ok(timespec) if !fds.is_empty() => {
+                // An error (EINTR) only ends this wait early; the caller looks again.
+                let _ = poll(&mut fds, Some(&timespec));
+            }
+            _ => std::thread::sleep(timeout),
+        }
+        if let Some(inotify) = &self.inotify {
+            // Drained, so the next wait sleeps until something new happens.
+            let mut events = [0u8; 4096];
+            while matches!(rustix::io::read(inotify, &mut events), Ok(1..)) {}
+        }
     }
 }
 
