@@ -73,6 +73,14 @@ pub(crate) enum StartFrom<'a> {
 /// One instance's name and how [`Manager::stop_all`] stopping it went.
 pub type StopOutcome = (String, Result<State, CoreError>);
 
+/// One instance's name and how [`Manager::start_many`] starting it went.
+pub type StartOutcome = (String, Result<State, CoreError>);
+
+/// How many starts [`Manager::start_many`] runs at once: a start mostly waits (for its lock, its
+/// supervisor's setup, its control socket), so more than the CPUs, but bounded so a thousand
+/// names do not become a thousand threads and supervisors setting up together.
+const PARALLEL_STARTS: usize = 16;
+
 /// Runs instances of both kinds.
 pub struct Manager {
     store: Store,
@@ -258,6 +266,46 @@ impl Manager {
     pub fn start(&self, name: &str) -> Result<State, CoreError> {
         let _lock = self.lock(name)?;
         self.start_locked(name, None)
+    }
+
+    /// Starts every instance in `names` (up to [`PARALLEL_STARTS`] at a time), as
+    /// [`Manager::start`] each; returns every outcome in the order of `names`. One that cannot
+    /// start keeps none of the others from starting. A name given twice is started once, its
+    /// outcome reported at its first place.
+    pub fn start_many(&self, names: &[String]) -> Vec<StartOutcome> {
+        let mut unique: Vec<&String> = Vec::with_capacity(names.len());
+        for name in names {
+            if !unique.contains(&name) {
+                unique.push(name);
+            }
+        }
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let mut outcomes: Vec<(usize, StartOutcome)> = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..PARALLEL_STARTS.min(unique.len()))
+                .map(|_| {
+                    scope.spawn(crate::events::as_this_thread(|| {
+                        let mut done = Vec::new();
+                        loop {
+                            let index = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let Some(name) = unique.get(index) else {
+                                break done;
+                            };
+                            done.push((index, (name.to_string(), self.start(name))));
+                        }
+                    }))
+                })
+                .collect();
+            workers
+                .into_iter()
+                .flat_map(|worker| {
+                    worker
+                        .join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                })
+                .collect()
+        });
+        outcomes.sort_by_key(|(index, _)| *index);
+        outcomes.into_iter().map(|(_, outcome)| outcome).collect()
     }
 
     /// Starts instance `name` (the caller holds its lock), from the guest state saved in
