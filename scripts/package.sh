@@ -4,8 +4,9 @@
 #   scripts/package.sh [--binary PATH] [--out DIR] [--no-lint]   -> DIR/corral_VERSION_ARCH.deb
 #
 # The release binaries are built (cargo build --release) unless --binary names one (the package
-# test packages the binary under test; the corral-vmm beside it goes with it). The package holds
-# /usr/bin/corral and /usr/bin/corral-vmm (the VMM-only executable VMs run in), the corral-oci
+# test packages the binary under test; the corral-vmm and corral-monitor beside it go with it). The
+# package holds /usr/bin/corral, /usr/bin/corral-vmm (the VMM-only executable VMs run in) and
+# /usr/bin/corral-monitor (the monitor-only executable containers are supervised by), the corral-oci
 # symlink, the systemd unit (packaging/systemd/), the completion scripts and man pages the binary
 # generates (`corral __generate`), and the maintainer scripts of packaging/debian/. Then lintian checks it
 # (errors fail, warnings are printed) unless --no-lint. DIR defaults to target/debian. The
@@ -33,6 +34,8 @@ fi
 
 vmm="$(dirname "$binary")/corral-vmm"
 [ -x "$vmm" ] || { echo "package.sh: $vmm is missing: cargo build --release -p corral-vmm-cli builds it" >&2; exit 1; }
+monitor="$(dirname "$binary")/corral-monitor"
+[ -x "$monitor" ] || { echo "package.sh: $monitor is missing: cargo build --release -p corral builds it" >&2; exit 1; }
 version="$("$binary" --version | awk '{print $2}')"
 arch="$(dpkg --print-architecture)"
 maintainer="${CORRAL_PACKAGE_MAINTAINER:-corral maintainers <maintainers@corral.invalid>}"
@@ -47,8 +50,9 @@ install -d -m 0755 "$stage/usr/bin" "$stage/lib/systemd/system" "$stage/usr/shar
   "$stage/DEBIAN"
 install -m 0755 "$binary" "$stage/usr/bin/corral"
 install -m 0755 "$vmm" "$stage/usr/bin/corral-vmm"
+install -m 0755 "$monitor" "$stage/usr/bin/corral-monitor"
 strip --strip-unneeded --remove-section=.comment --remove-section=.note \
-  "$stage/usr/bin/corral" "$stage/usr/bin/corral-vmm"
+  "$stage/usr/bin/corral" "$stage/usr/bin/corral-vmm" "$stage/usr/bin/corral-monitor"
 # `podman --runtime corral-oci`: corral answers as the OCI runtime when called by this name.
 ln -s corral "$stage/usr/bin/corral-oci"
 install -m 0644 packaging/systemd/*.service "$stage/lib/systemd/system/"
@@ -78,7 +82,8 @@ install -D -m 0644 packaging/debian/lintian-overrides "$stage/usr/share/lintian/
 mkdir -p "$work/shlibs/debian"
 echo "Source: corral" >"$work/shlibs/debian/control"
 shlibs="$(cd "$work/shlibs" &&
-  dpkg-shlibdeps -O -e"$stage/usr/bin/corral" -e"$stage/usr/bin/corral-vmm" 2>/dev/null |
+  dpkg-shlibdeps -O -e"$stage/usr/bin/corral" -e"$stage/usr/bin/corral-vmm" \
+    -e"$stage/usr/bin/corral-monitor" 2>/dev/null |
   sed -n 's/^shlibs:Depends=//p')"
 size="$(du -sk --exclude=DEBIAN "$stage" | cut -f1)"
 sed -e "s|@VERSION@|$version|" -e "s|@ARCH@|$arch|" -e "s|@MAINTAINER@|$maintainer|" \

@@ -35,8 +35,9 @@ if rustup target list --installed 2>/dev/null | grep -qx "$musl" || rustup targe
   static_vmm="$PWD/$(bash scripts/build-static.sh --vmm)"
   static_bins="$(mktemp -d -t corral-static-vmm.XXXXXX)"
   trap 'rm -f "$CORRAL_TEST_SKIP_LOG"; rm -rf "$static_bins"' EXIT
-  # The instances' VMM is the corral-vmm beside corral: a copy of the tested corral goes beside it.
-  cp target/debug/corral "$static_bins/corral"
+  # The instances' VMM is the corral-vmm beside corral: copies of the tested corral and its
+  # corral-monitor go beside it.
+  cp target/debug/corral target/debug/corral-monitor "$static_bins/"
   cp "$static_vmm" "$static_bins/corral-vmm"
   CORRAL_TEST_VMM="$static_vmm" CORRAL_TEST_BIN_DIR="$static_bins" \
     cargo nextest run -p corral --profile ci -E 'binary(virtio) | binary(vmm_sandbox) |

@@ -9,7 +9,9 @@
 #               binary from bench/peers/firecracker.sh): one process per VM, configured from a
 #               JSON file (--no-api --config-file), launched one after the other.
 #   containers  N busybox containers running `sleep 1000`: `corral create --rootfs` + `corral
-#               start` against `runc run -d` on bundles of the same busybox rootfs.
+#               start` against `runc run -d` on bundles of the same busybox rootfs; corral once
+#               one `corral start` after the other (as runc's are run), once all N names given to
+#               one `corral start` (row corral-many, which starts them 16 at a time).
 # Measured per runtime and N: the time from the first start until all N run ("up": every `corral
 # start` or `runc run -d` has returned and `corral list` / `runc list` shows N running; for
 # Firecracker, every process launched) and, for VMs, until every guest has printed its first
@@ -28,7 +30,8 @@
 # FIRECRACKER=PATH adds Firecracker to the VM rows; DENSITY_KINDS="vm container" (the default)
 # picks what is measured; DENSITY_GUEST=counter|ticks the VM guest; DENSITY_FULL_BINARY=1 adds a
 # row "corral-full" whose VMs run as `corral vmm run` (no corral-vmm beside corral), the VMM that
-# instances ran before the VMM-only executable; CORRAL_VMM=PATH puts that corral-vmm beside corral
+# instances ran before the VMM-only executable, and whose containers' monitors are `corral
+# monitor` (no corral-monitor beside it); CORRAL_VMM=PATH puts that corral-vmm beside corral
 # instead of the one `scripts/build-static.sh --vmm` builds (e.g. a release build's);
 # DENSITY_JOBS=K runs K `corral start`s at a time (default 1: one after the other, as runc's).
 set -euo pipefail
@@ -65,7 +68,7 @@ if [[ " $kinds " == *" container "* ]]; then
   command -v python3 >/dev/null || { echo "run.sh: needs python3 (runc's bundles are edited with it)" >&2; exit 1; }
 fi
 
-nice -n 10 cargo build --release --quiet -p corral --bin corral
+nice -n 10 cargo build --release --quiet -p corral --bin corral --bin corral-monitor
 # The VMs' corral-vmm as bench/vmm-start measures it (static, musl, its code laid out for a VM's
 # run: scripts/build-static.sh --vmm), unless CORRAL_VMM names another.
 [ -n "${CORRAL_VMM:-}" ] || CORRAL_VMM="$PWD/$(nice -n 10 bash scripts/build-static.sh --vmm | tail -1)"
@@ -82,7 +85,7 @@ work="$(mktemp -d -t corral-bench-density.XXXXXX)"
 # `corral-vmm` found beside `corral` (as installed); with DENSITY_FULL_BINARY=1 a second corral
 # row, "corral-full", has no corral-vmm beside it and so runs its VMs as `corral vmm run`.
 mkdir "$work/bin" "$work/bin-full"
-cp "$target/corral" "$work/bin/"
+cp "$target/corral" "$target/corral-monitor" "$work/bin/"
 cp "$CORRAL_VMM" "$work/bin/corral-vmm"
 cp "$target/corral" "$work/bin-full/"
 corral="$work/bin/corral"
@@ -264,10 +267,13 @@ make_rootfs() {
   ln -s busybox "$work/rootfs/bin/sh"
 }
 
+# corral_containers N LABEL BINARY: the `corral start`s one after the other (DENSITY_JOBS at a
+# time), or with LABEL corral-many all N names given to one `corral start`.
 corral_containers() {
-  local n=$1 root="$work/ct-root-$n" i t0 t1 t3 t4 before after monitors=() inits=()
+  local n=$1 label=$2 binary=$3 root="$work/ct-root-$2-$1" i t0 t1 t3 t4 before after
+  local monitors=() inits=()
   corral_roots+=("$root")
-  local c=("$corral" --root "$root")
+  local c=("$binary" --root "$root")
   make_rootfs
   for i in $(seq "$n"); do
     "${c[@]}" create "ct$i" --rootfs "$work/rootfs" -- /bin/sleep 1000 >/dev/null
@@ -275,7 +281,11 @@ corral_containers() {
   settle
   before=$(mem_available)
   t0=$(now)
-  start_all "$n" ct "${c[@]}"
+  if [ "$label" = corral-many ]; then
+    "${c[@]}" start $(seq -f "ct%.0f" "$n") >/dev/null
+  else
+    start_all "$n" ct "${c[@]}"
+  fi
   local running
   running=$("${c[@]}" list | awk '$3 == "running"' | wc -l)
   [ "$running" = "$n" ] || { echo "run.sh: corral list shows $running of $n containers running" >&2; exit 1; }
@@ -293,7 +303,7 @@ corral_containers() {
   t3=$(now)
   for i in $(seq "$n"); do "${c[@]}" delete --force "ct$i" >/dev/null; done
   t4=$(now)
-  record container "$n" corral "$(secs "$t0" "$t1")" - "$rss" "$pss" 0 "$((before - after))" \
+  record container "$n" "$label" "$(secs "$t0" "$t1")" - "$rss" "$pss" 0 "$((before - after))" \
     "$(secs "$t3" "$t4")" "$((${#monitors[@]} + ${#inits[@]}))" "$monitor_rss" "$monitor_pss"
   settle
 }
@@ -358,7 +368,13 @@ for n in "${counts[@]}"; do
   fi
   if [[ " $kinds " == *" container "* ]]; then
     echo "density: $n containers with corral" >&2
-    corral_containers "$n"
+    corral_containers "$n" corral "$corral"
+    echo "density: $n containers with one corral start" >&2
+    corral_containers "$n" corral-many "$corral"
+    if [ "${DENSITY_FULL_BINARY:-0}" = 1 ]; then
+      echo "density: $n containers with corral, without corral-monitor" >&2
+      corral_containers "$n" corral-full "$work/bin-full/corral"
+    fi
     echo "density: $n containers with runc" >&2
     runc_containers "$n"
   fi
@@ -417,15 +433,19 @@ if [[ " $kinds " == *" container "* ]]; then
       printf "%-4s %-14s %7s %8s %9s %9s %12s %10s %9s\n" "$n" "$runtime" "$up" "$(div "$n" "$up")" \
         "$(mib "$rss" "$n")" "$(mib "$pss" "$n")" "$(mib "$monitor_rss" "$n")" "$(mib "$host" "$n")" "$teardown"
     done <"$results"
-    read -r _ _ _ c_up _ c_rss c_pss _ c_host _ < <(
-      awk -v n="$n" '$1 == "container" && $2 == n && $3 == "corral"' "$results")
     read -r _ _ _ r_up _ r_rss r_pss _ r_host _ < <(
       awk -v n="$n" '$1 == "container" && $2 == n && $3 == "runc"' "$results")
-    printf "%-4s %-14s %7s %8s %9s %9s %12s %10s\n" "$n" "corral/runc" "$(div "$c_up" "$r_up" %.2f)" \
-      "$(div "$r_up" "$c_up" %.2f)" "$(div "$c_rss" "$r_rss" %.2f)" "$(div "$c_pss" "$r_pss" %.2f)" "-" \
-      "$(host_ratio "$c_host" "$r_host" "$n")"
+    for label in corral corral-many corral-full; do
+      grep -q "^container $n $label " "$results" || continue
+      read -r _ _ _ c_up _ c_rss c_pss _ c_host _ < <(
+        awk -v n="$n" -v l="$label" '$1 == "container" && $2 == n && $3 == l' "$results")
+      printf "%-4s %-14s %7s %8s %9s %9s %12s %10s\n" "$n" "$label/runc" "$(div "$c_up" "$r_up" %.2f)" \
+        "$(div "$r_up" "$c_up" %.2f)" "$(div "$c_rss" "$r_rss" %.2f)" "$(div "$c_pss" "$r_pss" %.2f)" "-" \
+        "$(host_ratio "$c_host" "$r_host" "$n")"
+    done
   done
-  echo "up: every \`corral start\` / \`runc run -d\` returned and the runtime's list shows all running."
+  echo "up: every \`corral start\` / \`runc run -d\` returned and the runtime's list shows all running;"
+  echo "corral-many: one \`corral start ct1 ... ctN\` (16 at a time); runc's are always one after the other."
   echo "RSS/PSS: corral's monitor (one per container, the container's parent) plus the container's"
   echo "sleep; runc leaves only the container's sleep. monitor RSS: corral's monitor alone."
 fi

@@ -88,19 +88,35 @@ const SYSTEM_TMPFS: &[(&str, &str)] = &[
     ("/tmp", "mode=1777"),
 ];
 
-/// Runs containers with `EXE monitor`.
+/// The monitor-only executable, looked for beside `corral`.
+pub const MONITOR_EXECUTABLE: &str = "corral-monitor";
+
+/// Runs containers with the `corral-monitor` beside corral's executable (`corral monitor`'s
+/// arguments, without the rest of corral to page in, which every monitor and every init until
+/// its exec maps), or `EXE monitor` where there is none.
 pub struct ContainerDriver {
+    /// The corral binary: the system containers' `network-attach` hook.
     exe: PathBuf,
+    /// The program and the arguments that make it run a monitor.
+    monitor: (PathBuf, &'static [&'static str]),
     pool: Pool,
     networks: Networks,
 }
 
 impl ContainerDriver {
-    /// `exe` is the corral binary that provides `monitor`; `pool` resolves volume disks;
-    /// `networks` the networks nics name.
+    /// `exe` is the corral binary (its `corral-monitor`, else its own `monitor`, supervises
+    /// containers); `pool` resolves volume disks; `networks` the networks nics name.
     pub fn new(exe: impl Into<PathBuf>, pool: Pool, networks: Networks) -> Self {
+        let exe = exe.into();
+        let dedicated = exe.with_file_name(MONITOR_EXECUTABLE);
+        let monitor = if dedicated.is_file() {
+            (dedicated, &[][..])
+        } else {
+            (exe.clone(), &["monitor"][..])
+        };
         Self {
-            exe: exe.into(),
+            exe,
+            monitor,
             pool,
             networks,
         }
@@ -508,8 +524,9 @@ impl Driver for ContainerDriver {
             source,
         })?;
         corral_host::atomic::write_file(&bundle.join("config.json"), &json, PRIVATE_FILE_MODE)?;
-        let mut command = Command::new(&self.exe);
-        command.arg("monitor").arg(&paths.dir);
+        let (program, arguments) = &self.monitor;
+        let mut command = Command::new(program);
+        command.args(*arguments).arg(&paths.dir);
         Ok(command)
     }
 }

@@ -73,6 +73,14 @@ pub(crate) enum StartFrom<'a> {
 /// One instance's name and how [`Manager::stop_all`] stopping it went.
 pub type StopOutcome = (String, Result<State, CoreError>);
 
+/// One instance's name and how [`Manager::start_many`] starting it went.
+pub type StartOutcome = (String, Result<State, CoreError>);
+
+/// How many starts [`Manager::start_many`] runs at once: a start mostly waits (for its lock, its
+/// supervisor's setup, its control socket), so more than the CPUs, but bounded so a thousand
+/// names do not become a thousand threads and supervisors setting up together.
+const PARALLEL_STARTS: usize = 16;
+
 /// Runs instances of both kinds.
 pub struct Manager {
     store: Store,
@@ -258,6 +266,46 @@ impl Manager {
     pub fn start(&self, name: &str) -> Result<State, CoreError> {
         let _lock = self.lock(name)?;
         self.start_locked(name, None)
+    }
+
+    /// Starts every instance in `names` (up to [`PARALLEL_STARTS`] at a time), as
+    /// [`Manager::start`] each; returns every outcome in the order of `names`. One that cannot
+    /// start keeps none of the others from starting. A name given twice is started once, its
+    /// outcome reported at its first place.
+    pub fn start_many(&self, names: &[String]) -> Vec<StartOutcome> {
+        let mut unique: Vec<&String> = Vec::with_capacity(names.len());
+        for name in names {
+            if !unique.contains(&name) {
+                unique.push(name);
+            }
+        }
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let mut outcomes: Vec<(usize, StartOutcome)> = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..PARALLEL_STARTS.min(unique.len()))
+                .map(|_| {
+                    scope.spawn(crate::events::as_this_thread(|| {
+                        let mut done = Vec::new();
+                        loop {
+                            let index = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let Some(name) = unique.get(index) else {
+                                break done;
+                            };
+                            done.push((index, (name.to_string(), self.start(name))));
+                        }
+                    }))
+                })
+                .collect();
+            workers
+                .into_iter()
+                .flat_map(|worker| {
+                    worker
+                        .join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                })
+                .collect()
+        });
+        outcomes.sort_by_key(|(index, _)| *index);
+        outcomes.into_iter().map(|(_, outcome)| outcome).collect()
     }
 
     /// Starts instance `name` (the caller holds its lock), from the guest state saved in
@@ -738,7 +786,8 @@ enum Launch {
 
 /// Waits until the supervisor answers on its control socket. If it ends first, its exit record
 /// says whether the guest ran (and ended at once) or could not start; the error then says why
-/// (the record's detail or the last line of its log).
+/// (the record's detail or the last line of its log). Between tries it sleeps until a file
+/// appears in the runtime directory (the socket) or the supervisor ends ([`ReadyWatch`]).
 fn wait_ready(
     name: &str,
     mut child: Child,
@@ -747,8 +796,8 @@ fn wait_ready(
 ) -> Result<Launch, CoreError> {
     let deadline = Instant::now() + timeout;
     let pid = child.id();
-    // Asked often at first (a VMM serves within a few ms), then every 20 ms.
-    let mut pause = Duration::from_millis(1);
+    let watch = ReadyWatch::new(&paths.runtime_dir(), pid);
+    let socket = paths.control_socket();
     loop {
         if let Ok(Some(status)) = child.try_wait() {
             let record = ExitRecord::read(&paths.exit_record());
@@ -764,7 +813,7 @@ fn wait_ready(
                 detail,
             });
         }
-        let ready = Client::connect(&paths.control_socket(), CONTROL_TIMEOUT)
+        let ready = Client::connect(&socket, CONTROL_TIMEOUT)
             .and_then(|mut c| c.call(&Request::Status))
             .is_ok();
         if ready {
@@ -772,7 +821,8 @@ fn wait_ready(
             std::thread::spawn(move || child.wait());
             return Ok(Launch::Running);
         }
-        if Instant::now() >= deadline {
+        let now = Instant::now();
+        if now >= deadline {
             // Our own child, not reaped yet: the pid cannot be anyone else's.
             let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
             let _ = child.wait();
@@ -785,8 +835,69 @@ fn wait_ready(
                 ),
             });
         }
-        std::thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(20));
+        // A socket already there is bound but not listening yet: that lasts microseconds.
+        let pause = if socket.exists() {
+            READY_RETRY
+        } else {
+            READY_POLL
+        };
+        watch.wait(pause.min(deadline - now));
+    }
+}
+
+/// The longest [`wait_ready`] sleeps without news from its [`ReadyWatch`].
+const READY_POLL: Duration = Duration::from_millis(20);
+/// How soon [`wait_ready`] tries again a socket that exists but refused it.
+const READY_RETRY: Duration = Duration::from_millis(1);
+
+/// What wakes [`wait_ready`] as soon as there may be news: an inotify watch on the runtime
+/// directory (the control socket appears there) and the supervisor's pidfd (readable once it
+/// ends). Either may be missing (a kernel without pidfds, a directory that cannot be watched);
+/// then the wait is a sleep, and the loop polls as it would without them.
+struct ReadyWatch {
+    inotify: Option<std::os::fd::OwnedFd>,
+    pidfd: Option<std::os::fd::OwnedFd>,
+}
+
+impl ReadyWatch {
+    fn new(runtime_dir: &Path, pid: u32) -> Self {
+        use rustix::fs::inotify;
+        let inotify = inotify::init(inotify::CreateFlags::CLOEXEC | inotify::CreateFlags::NONBLOCK)
+            .ok()
+            .filter(|fd| {
+                let events = inotify::WatchFlags::CREATE | inotify::WatchFlags::MOVED_TO;
+                inotify::add_watch(fd, runtime_dir, events).is_ok()
+            });
+        let pidfd = i32::try_from(pid)
+            .ok()
+            .and_then(rustix::process::Pid::from_raw)
+            .and_then(|pid| {
+                rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok()
+            });
+        Self { inotify, pidfd }
+    }
+
+    /// Returns when a file appeared in the runtime directory or the supervisor ended, at the
+    /// latest after `timeout`.
+    fn wait(&self, timeout: Duration) {
+        use rustix::event::{poll, PollFd, PollFlags, Timespec};
+        let mut fds: Vec<PollFd<'_>> = [&self.inotify, &self.pidfd]
+            .into_iter()
+            .flatten()
+            .map(|fd| PollFd::new(fd, PollFlags::IN))
+            .collect();
+        match Timespec::try_from(timeout) {
+            Ok(timespec) if !fds.is_empty() => {
+                // An error (EINTR) only ends this wait early; the caller looks again.
+                let _ = poll(&mut fds, Some(&timespec));
+            }
+            _ => std::thread::sleep(timeout),
+        }
+        if let Some(inotify) = &self.inotify {
+            // Drained, so the next wait sleeps until something new happens.
+            let mut events = [0u8; 4096];
+            while matches!(rustix::io::read(inotify, &mut events), Ok(1..)) {}
+        }
     }
 }
 

@@ -262,8 +262,10 @@ struct GuestStreams {
 /// a restart re-executes the monitor and does not return.
 ///
 /// With `restore`, the container's processes are restored from those CRIU images (a stateful
-/// snapshot) instead of being created; a restart after that run creates it afresh.
-pub fn run(dir: &Path, restore: Option<&Path>) -> Result<(), CoreError> {
+/// snapshot) instead of being created; a restart after that run creates it afresh. `command`
+/// is what precedes `DIR` on this executable's command line (`["monitor"]` for corral, nothing
+/// for `corral-monitor`): a restart runs it again so.
+pub fn run(dir: &Path, restore: Option<&Path>, command: &[&str]) -> Result<(), CoreError> {
     let paths = InstancePaths::new(dir);
     // The container's init is a clone of this process: run from a sealed copy of the binary
     // (this re-executes the monitor once, before it does anything).
@@ -285,7 +287,7 @@ pub fn run(dir: &Path, restore: Option<&Path>) -> Result<(), CoreError> {
     match supervise(&definition, &paths, restore) {
         Ok(Some(Restart { count, history })) => {
             let err = corral_container::sealed_exe::self_command()
-                .arg("monitor")
+                .args(command)
                 .arg(dir)
                 .env(RESTARTS_ENV, count.to_string())
                 .env(RESTART_HISTORY_ENV, history.encode())

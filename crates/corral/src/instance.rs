@@ -395,13 +395,33 @@ fn read_ssh_keys(files: &[PathBuf]) -> anyhow::Result<Vec<String>> {
     Ok(keys)
 }
 
+/// `corral start NAME...`: several names start at once (core's `start_many`); each one's outcome
+/// is printed in the order given, a failure as an error naming its instance, and the status is
+/// a failure if any failed.
 pub fn start(root: &Path, names: Vec<String>) -> anyhow::Result<ExitCode> {
     let manager = manager(root)?;
-    for name in names {
-        let state = manager.start(&name)?;
-        print_started(&name, &state);
+    if let [name] = names.as_slice() {
+        let state = manager.start(name)?;
+        print_started(name, &state);
+        return Ok(ExitCode::SUCCESS);
     }
-    Ok(ExitCode::SUCCESS)
+    let mut failed = false;
+    for (name, outcome) in manager.start_many(&names) {
+        match outcome {
+            Ok(state) => print_started(&name, &state),
+            Err(err) => {
+                output::report_error(
+                    &anyhow::Error::from(err).context(format!("cannot start {name}")),
+                );
+                failed = true;
+            }
+        }
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// What `corral start` says of `name`, now in `state`.

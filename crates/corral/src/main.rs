@@ -8,6 +8,7 @@ mod agent;
 mod clone;
 mod completion;
 mod editor;
+mod error_report;
 mod events;
 mod guest;
 mod host;
@@ -15,6 +16,7 @@ mod image;
 mod image_build;
 mod instance;
 mod migrate;
+mod monitor;
 mod network;
 mod network_attach;
 mod network_service;
@@ -175,13 +177,7 @@ pub(crate) enum Command {
     MonitorEvents(events::MonitorArgs),
     /// Supervise a container instance (started by `corral start`).
     #[command(hide = true)]
-    Monitor {
-        dir: PathBuf,
-        /// Restore the container from these CRIU images (a stateful snapshot) instead of
-        /// creating it.
-        #[arg(long)]
-        restore: Option<PathBuf>,
-    },
+    Monitor(monitor::MonitorArgs),
     /// Serve DHCP and DNS on a network from its state directory (started by corral).
     #[command(hide = true)]
     NetworkService { dir: PathBuf },
@@ -320,9 +316,8 @@ fn main() -> ExitCode {
         Command::Trust(args) => trust::run(&cli.root, args),
         Command::Remote(args) => remote::run(args),
         Command::MonitorEvents(args) => events::monitor(&cli.root, args),
-        Command::Monitor { dir, restore } => corral_core::monitor::run(&dir, restore.as_deref())
-            .map(|()| ExitCode::SUCCESS)
-            .map_err(Into::into),
+        // A restart runs `corral monitor DIR` again.
+        Command::Monitor(args) => monitor::supervise(args, &["monitor"]),
         Command::NetworkService { dir } => network_service::supervise(&dir),
         Command::NetworkAttach { dir } => network_attach::run(&dir),
         Command::NetworkLeaseHook { dir, args } => network_service::lease_hook(&dir, &args),

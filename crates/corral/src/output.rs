@@ -1,6 +1,6 @@
 //! Rendering shared by all subcommands: error reports and `--output` formats.
 
-use std::process::ExitCode;
+pub use crate::error_report::report_error;
 
 /// How a command prints its result.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -10,15 +10,6 @@ pub enum Format {
     Text,
     /// One JSON document on stdout.
     Json,
-}
-
-/// Prints `err` and its causes as sentences on stderr and returns the failure exit status.
-pub fn report_error(err: &anyhow::Error) -> ExitCode {
-    eprintln!("corral: {err}");
-    for cause in err.chain().skip(1) {
-        eprintln!("  caused by: {cause}");
-    }
-    ExitCode::FAILURE
 }
 
 /// Prints `value` as pretty JSON on stdout.

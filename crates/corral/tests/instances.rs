@@ -112,6 +112,48 @@ fn container_lifecycle_with_logs_exec_pause_and_stop() {
 }
 
 #[test]
+fn several_containers_start_at_once_each_outcome_reported_under_corral_monitor() {
+    let Some(root) = setup() else { return };
+    for name in ["one", "two", "three"] {
+        container(&root, name, "sleep 1000", &[]);
+    }
+    root.ok(&["start", "two"]);
+    let out = root.run(&["start", "one", "two", "ghost", "three"]);
+    assert_eq!(out.status.code(), Some(1), "one failure fails the command");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        stdout.lines().collect::<Vec<_>>(),
+        ["started one", "started three"],
+        "the others start, reported in the order given"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("corral: cannot start two\n  caused by: instance two is already running"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("corral: cannot start ghost\n  caused by: instance ghost does not exist"),
+        "{stderr}"
+    );
+    for name in ["one", "two", "three"] {
+        assert_eq!(root.status(name), "running", "{name}");
+        // The monitor is the monitor-only executable beside corral's (run from its sealed copy,
+        // which keeps its name), not corral itself.
+        let pid = root.info(name)["state"]["pid"].as_u64().unwrap();
+        let monitor = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
+        assert_eq!(
+            monitor.file_name().and_then(|n| n.to_str()),
+            Some("corral-monitor"),
+            "{}",
+            monitor.display()
+        );
+    }
+    root.ok(&["kill", "one"]);
+    root.ok(&["kill", "two"]);
+    root.ok(&["kill", "three"]);
+}
+
+#[test]
 fn console_attach_and_detach() {
     let Some(root) = setup() else { return };
     let rootfs = rootfs(&root);

@@ -53,6 +53,7 @@ for file in passwd group shadow gshadow; do cp /etc/$file /tmp/$file.before; don
 dpkg -i /root/corral.deb
 echo "version: $(corral --version)"
 echo "vmm: $(corral-vmm --version)"
+echo "monitor: $(corral-monitor --version)"
 test -L /usr/bin/corral-oci && echo "runtime link: $(readlink /usr/bin/corral-oci)"
 getent passwd corral >/dev/null && echo "account: made"
 echo "state directory: $(stat -c %a /var/lib/corral)"
@@ -104,6 +105,7 @@ fn the_package_installs_works_and_purges_cleanly_in_debian_12() {
     for shipped in [
         "./usr/bin/corral",
         "./usr/bin/corral-vmm",
+        "./usr/bin/corral-monitor",
         "./usr/bin/corral-oci -> corral",
         "./lib/systemd/system/corral-autostart.service",
         "./usr/share/bash-completion/completions/corral",
@@ -135,6 +137,7 @@ fn the_package_installs_works_and_purges_cleanly_in_debian_12() {
     for expected in [
         "version: corral ",
         "vmm: corral-vmm ",
+        "monitor: corral-monitor ",
         "runtime link: corral",
         "account: made",
         "state directory: 700",

@@ -69,6 +69,13 @@ fn acting_as<T>(actor: Actor, work: impl FnOnce() -> T) -> T {
     result
 }
 
+/// `work`, a closure that runs `work` on another thread with the events it causes attributed as
+/// this thread's are (the API caller's stays theirs when a verb fans out to threads).
+pub(crate) fn as_this_thread<T>(work: impl FnOnce() -> T) -> impl FnOnce() -> T {
+    let actor = ACTOR.get();
+    move || acting_as(actor, work)
+}
+
 /// Runs `work` with the lifecycle events it causes on this thread attributed to user `uid`.
 pub fn on_behalf_of<T>(uid: u32, work: impl FnOnce() -> T) -> T {
     acting_as(Actor::Uid(uid), work)

@@ -425,3 +425,50 @@ fn a_held_lock_makes_commands_busy_and_state_show_the_record() {
     drop(held);
     assert_eq!(f.manager.state("web").unwrap().status, Status::Crashed);
 }
+
+#[test]
+fn start_many_tries_each_name_once_and_reports_every_outcome_in_order() {
+    let f = fixture();
+    f.create("a");
+    f.create("b");
+    f.create("busy");
+    let sleeper = Sleeper::start();
+    f.record_run("busy", sleeper.pid(), sleeper.start_ticks());
+    let names: Vec<String> = ["a", "ghost", "busy", "b", "a"]
+        .iter()
+        .map(|name| name.to_string())
+        .collect();
+    let outcomes = f.manager.start_many(&names);
+    let reported: Vec<(&str, String)> = outcomes
+        .iter()
+        .map(|(name, outcome)| {
+            let text = match outcome {
+                Ok(state) => format!("{:?}", state.status),
+                Err(err) => err.to_string(),
+            };
+            (name.as_str(), text)
+        })
+        .collect();
+    assert_eq!(
+        reported,
+        [
+            ("a", "the fake driver runs nothing".to_string()),
+            (
+                "ghost",
+                "instance ghost does not exist; `corral list --all` shows the defined instances"
+                    .to_string()
+            ),
+            ("busy", "instance busy is already running".to_string()),
+            ("b", "the fake driver runs nothing".to_string()),
+        ]
+    );
+    let mut asked: Vec<String> = f
+        .container
+        .calls()
+        .into_iter()
+        .filter(|call| call.starts_with("supervisor_command"))
+        .collect();
+    asked.sort();
+    assert_eq!(asked, ["supervisor_command a", "supervisor_command b"]);
+    assert_eq!(f.manager.state("busy").unwrap().status, Status::Running);
+}
