@@ -3,9 +3,16 @@ medians and ratios.
 
 Each run is one process from fork to exit. With the test guest (--guest), which exits at its first
 debug-exit write, the wall time is "process start to the guest's first port write" plus teardown.
-With --linux-dir, both boot the ACPI variant of the real-Linux guest (2 vCPUs) to its init, which
-powers off through ACPI S5, and both VMMs exit on that power-off. (QEMU's microvm has no i8042, so
-a reboot would not end it; and on this host Linux's triple-fault fallback hangs in the emulator.) CPU time comes from wait4()'s rusage, peak RSS from GNU time (`time` package).
+With --linux-dir, each boots the ACPI variant of the real-Linux guest (2 vCPUs) to its init,
+which reboots, and each VMM exits on that reboot: Firecracker's ACPI tables have no \_S5 (the
+guest would halt instead of powering off) and its FADT no reset register, so Linux resets through
+the i8042, which ends Firecracker; QEMU's microvm has no i8042 but its FADT's reset register ends
+it (-no-reboot), as corral's does (--on-reboot destroy). The kernel command line is the same for
+all: Firecracker appends `pci=off` itself (it offers no PCI), so the others get it too, and
+`lapic=notscdeadline`, since Firecracker always offers the TSC deadline timer (its CPUID
+normalisation sets it after any template), which this host's emulating KVM mishandles (the guest
+spends itself in back-to-back timer interrupts); corral hides it and QEMU's qemu64 model has none.
+CPU time comes from wait4()'s rusage, peak RSS from GNU time (`time` package).
 
 corral's rows run `corral-vmm` (--vmm, by default the one beside --corral), the VMM-only
 executable the instance manager launches; `corral-cli-reset` runs the same VM as `corral vmm run`
@@ -52,6 +59,33 @@ def measure(argv, expected_status, scratch):
     with open(rss_file) as file:
         peak = int(file.read().split()[-1])
     return wall, usage.ru_utime + usage.ru_stime, peak
+
+
+# KVM's tracepoints, counted per VMM process by `perf stat` (--kvm-events): exits to the VMM
+# (userspace), port and MMIO accesses (in-kernel devices included), MSR and CPUID exits,
+# instructions KVM's emulator executed (on a host without VT-x every guest ring-0 instruction),
+# interrupts accepted by the local APICs and their EOIs, and halted vCPUs woken.
+KVM_EVENTS = ["kvm_userspace_exit", "kvm_pio", "kvm_mmio", "kvm_msr", "kvm_cpuid",
+              "kvm_emulate_insn", "kvm_apic_accept_irq", "kvm_eoi", "kvm_vcpu_wakeup"]
+
+
+def count_kvm_events(argv, expected_status, scratch):
+    """One more run of `argv` under `perf stat`: {tracepoint: count} (needs root or
+    perf_event_paranoid <= -1)."""
+    output = os.path.join(scratch, "perf-stat")
+    events = ",".join(f"kvm:{name}" for name in KVM_EVENTS)
+    status = subprocess.run(["perf", "stat", "-x,", "-o", output, "-e", events, "--"] + argv,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL).returncode
+    if status != expected_status:
+        raise SystemExit(f"perf stat {argv[0]} exited with {status}, expected {expected_status}")
+    counts = {}
+    with open(output) as file:
+        for line in file:
+            fields = line.strip().split(",")
+            if len(fields) > 2 and fields[2].startswith("kvm:"):
+                counts[fields[2][4:]] = int(fields[0]) if fields[0].isdigit() else 0
+    return counts
 
 
 def sandbox_peers(args, memory, scratch):
@@ -152,22 +186,76 @@ def firecracker_jailed(args, scratch):
              "--level", "Error"], 0, fresh_chroot)
 
 
-def linux_peers(args, memory):
-    """Real Linux with ACPI, 2 vCPUs, console on stdout (discarded), exit on the guest's S5."""
+def host_kvm_emulates_kernel_code():
+    """No VT-x/AMD-V: KVM runs guest ring-0 code in its instruction emulator (as corral-vmm's
+    cpuid.rs decides it)."""
+    with open("/proc/cpuinfo") as file:
+        flags = next((line.split(":", 1)[1].split() for line in file
+                      if line.startswith("flags")), [])
+    return "vmx" not in flags and "svm" not in flags
+
+
+def bits(clear=(), set_=(), keep_only=None):
+    """A Firecracker CPU template bitmap: `0` clears a bit, `1` sets it, `x` keeps it."""
+    def one(bit):
+        if keep_only is not None:
+            return "x" if bit in keep_only else "0"
+        return "0" if bit in clear else "1" if bit in set_ else "x"
+    return "0b" + "".join(one(bit) for bit in range(31, -1, -1))
+
+
+def firecracker_cpu_template():
+    """What Firecracker's guest needs on a host whose KVM emulates kernel code: only the KVM
+    paravirtual features that need no hypercall (leaf 0x40000001), as corral-vmm offers them
+    (crates/corral-vmm/src/arch/x86_64/cpuid.rs, hide_unemulated). With KVM's full set the guest
+    hangs bringing up its second CPU, after "x86: Booting SMP configuration:"; added one at a time
+    to corral's set, PV unhalt, TLB flush, IPIs and sched yield each boot, poll control (bit 11)
+    hangs. The instruction families corral also hides (popcnt, xsave, rdrand, fsgsbase, erms,
+    ...) the command line's `noxsave clearcpuid=...` hides from every guest (template modifiers
+    of leaves 1 and 7 do not survive Firecracker's CPUID normalisation here), and the TSC
+    deadline bit, which the normalisation always sets, the command line's lapic=notscdeadline."""
+    return {"cpuid_modifiers": [
+        {"leaf": "0x40000001", "subleaf": "0x0", "flags": 0,
+         "modifiers": [{"register": "eax", "bitmap": bits(keep_only=(0, 1, 3, 4, 5, 6, 24))}]},
+    ]}
+
+
+# Firecracker adds `pci=off` to every command line when it offers no PCI: the others get it too.
+FIRECRACKER_ADDS = " pci=off"
+
+
+def linux_peers(args, memory, scratch):
+    """Real Linux with ACPI, 2 vCPUs, console on stdout (discarded), exit on the guest's reboot
+    (the command line must not ask init to power off: Firecracker's guest cannot)."""
     kernel = os.path.join(args.linux_dir, "vmlinux")
     initrd = os.path.join(args.linux_dir, "initramfs.cpio")
+    cmdline = args.cmdline + FIRECRACKER_ADDS
     peers = {
         "corral": ([args.vmm, "--kernel", kernel, "--initrd", initrd,
-                    "--cmdline", args.cmdline, "--vcpus", "2", "--memory", memory,
-                    "--on-reboot", "destroy"], 0),
+                    "--cmdline", cmdline, "--vcpus", "2", "--memory", memory,
+                    "--on-reboot", "destroy"], 3),
         # The CPU model the guest-linux recipe was measured with (see guests/linux/README.md).
         "qemu-microvm": (qemu_microvm("on") + ["-cpu", "qemu64,+xsaveerptr", "-smp", "2",
                                          "-m", memory, "-serial", "stdio", "-kernel", kernel,
-                                         "-initrd", initrd, "-append", args.cmdline,
+                                         "-initrd", initrd, "-append", cmdline,
                                          "-no-reboot"], 0),
     }
     if args.baseline:
-        peers["corral-baseline"] = ([args.baseline] + peers["corral"][0][1:], 0)
+        peers["corral-baseline"] = ([args.baseline] + peers["corral"][0][1:], 3)
+    if args.firecracker:
+        config = os.path.join(scratch, "firecracker-linux.json")
+        firecracker = {
+            "boot-source": {"kernel_image_path": kernel, "initrd_path": initrd,
+                            "boot_args": args.cmdline},
+            "machine-config": {"vcpu_count": 2, "mem_size_mib": args.memory_mib},
+            "drives": [],
+        }
+        if host_kvm_emulates_kernel_code():
+            firecracker["cpu-config"] = firecracker_cpu_template()
+        with open(config, "w") as file:
+            json.dump(firecracker, file)
+        peers["firecracker"] = ([args.firecracker, "--no-api", "--config-file", config,
+                                 "--level", "Error"], 0)
     return peers
 
 
@@ -190,13 +278,17 @@ def main():
                                               "through the i8042 (PVH ELF)")
     parser.add_argument("--firecracker-jailer", help="with --firecracker, as root: Firecracker's "
                                                      "jailer, to run it jailed too")
+    parser.add_argument("--kvm-events", action="store_true",
+                        help="after the timed runs, run each VMM once more under perf stat and "
+                             "print its KVM exits and emulated instructions by kind")
     args = parser.parse_args()
     args.vmm = args.vmm or os.path.join(os.path.dirname(args.corral), "corral-vmm")
 
     memory = f"{args.memory_mib}M"
     scratch = tempfile.TemporaryDirectory(prefix="corral-bench-")
     if args.linux_dir:
-        peers, label = linux_peers(args, memory), "real Linux (ACPI) to init and S5, 2 vCPUs"
+        peers = linux_peers(args, memory, scratch.name)
+        label = "real Linux (ACPI) to init and its reboot, 2 vCPUs"
     else:
         peers, label = test_guest_peers(args, memory), os.path.basename(args.guest)
         if args.sandbox:
@@ -226,7 +318,9 @@ def main():
           f"{corral[2] / qemu[2]:13.2f}")
     if "firecracker" in medians:
         firecracker = medians["firecracker"]
-        for name in ("corral-reset", "corral-reset-jail", "corral-cli-reset"):
+        for name in ("corral", "corral-reset", "corral-reset-jail", "corral-cli-reset"):
+            if name == "corral" and not args.linux_dir:
+                continue  # the test guest: corral and Firecracker run the reset guest
             if name in medians:
                 ours = medians[name]
                 label = name.replace("corral-reset", "corral") + "/fc"
@@ -240,6 +334,19 @@ def main():
         base = medians["corral-baseline"]
         print(f"{'corral/baseline':18} {corral[0] / base[0]:10.2f} {corral[1] / base[1]:10.2f} "
               f"{corral[2] / base[2]:13.2f}")
+    if args.kvm_events:
+        counted = {}
+        for name, (argv, expected, *prepare) in peers.items():
+            if name == "corral-instance":
+                continue
+            for step in prepare:
+                step()
+            counted[name] = count_kvm_events(argv, expected, scratch.name)
+        print("KVM events, one more run each (perf stat):")
+        print(f"{'':22}" + "".join(f"{name:>16}" for name in counted))
+        for event in KVM_EVENTS:
+            print(f"{event:22}" + "".join(f"{counts.get(event, 0):16}"
+                                           for counts in counted.values()))
     if "corral-instance" in peers:
         print("corral-instance: `corral start` until the guest has ended or its VMM serves its "
               "socket; CPU and RSS are the CLI's (the VMM runs detached)")

@@ -9,15 +9,19 @@
 #                                           jailed with --jail, and through the instance layer:
 #                                           `corral start`, always jailed)
 #   bench/vmm-start/run.sh --linux [RUNS]   the real-Linux guest (guests/linux, ACPI variant)
-#                                           booted to its init, which powers off; 2 vCPUs;
+#                                           booted to its init, which reboots (the end all
+#                                           three VMMs share, see measure.py); 2 vCPUs;
 #                                           default 3 runs each (about a minute a boot)
 #
 # CORRAL_BENCH_BASELINE=PATH adds an earlier corral-vmm binary as a row of its own (e.g. one
 # built from the commit before a change), so the change's cost is measured in the same
 # interleaved run.
 # FIRECRACKER=PATH (a binary from bench/peers/firecracker.sh) adds Firecracker beside corral on the
-# guest that resets through the i8042, and the corral/fc ratios; as root, with the jailer beside it,
-# Firecracker jailed as well (against corral's jailed VMM). The guest: guests/reset.c.
+# guest that resets through the i8042 (guests/reset.c), and the corral/fc ratios; as root, with the
+# jailer beside it, Firecracker jailed as well (against corral's jailed VMM); with --linux,
+# Firecracker boots the same vmlinux and initramfs (PVH) with the same command line.
+# CORRAL_BENCH_KVM_EVENTS=1 runs each VMM once more under `perf stat` after the timed runs and
+# prints KVM's exits and emulated instructions by kind for each (measure.py --kvm-events).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -40,8 +44,9 @@ if $linux; then
   bash guests/linux/build.sh "$guest_dir" guests/linux/guest-full.config
   python3 bench/vmm-start/measure.py --runs "${1:-3}" --corral target/release/corral --vmm "$vmm" \
     --memory-mib 256 --linux-dir "$guest_dir" \
-    --cmdline "$(cat guests/linux/cmdline) corral_init=poweroff" \
-    ${CORRAL_BENCH_BASELINE:+--baseline "$CORRAL_BENCH_BASELINE"}
+    --cmdline "$(cat guests/linux/cmdline) lapic=notscdeadline" \
+    ${CORRAL_BENCH_BASELINE:+--baseline "$CORRAL_BENCH_BASELINE"} \
+    ${FIRECRACKER:+--firecracker "$FIRECRACKER"} ${CORRAL_BENCH_KVM_EVENTS:+--kvm-events}
 else
   guest="$(ls -td target/release/build/corral-guests-*/out | head -1)/exit.elf"
   python3 bench/vmm-start/measure.py --runs "${1:-20}" --corral target/release/corral --vmm "$vmm" \
@@ -49,5 +54,6 @@ else
     ${CORRAL_BENCH_BASELINE:+--baseline "$CORRAL_BENCH_BASELINE"} \
     ${FIRECRACKER:+--firecracker "$FIRECRACKER" --reset-guest "$(dirname "$guest")/reset.elf"} \
     $([ -n "${FIRECRACKER:-}" ] && [ "$(id -u)" = 0 ] && [ -x "$(dirname "$FIRECRACKER")/jailer" ] &&
-      echo --firecracker-jailer "$(dirname "$FIRECRACKER")/jailer")
+      echo --firecracker-jailer "$(dirname "$FIRECRACKER")/jailer") \
+    ${CORRAL_BENCH_KVM_EVENTS:+--kvm-events}
 fi

@@ -42,6 +42,8 @@ pub enum VcpuError {
     },
     #[error("cannot build the boot MSR list: {0:?}")]
     MsrList(vmm_sys_util::fam::Error),
+    #[error("cannot add the CPU topology to the CPUID list: {0:?}")]
+    Cpuid(vmm_sys_util::fam::Error),
     #[error("KVM accepted only {set} of the {wanted} boot MSRs of vCPU {index}")]
     Msrs {
         index: u8,
@@ -308,7 +310,7 @@ impl Vcpu {
         memory: &GuestMemoryMmap,
         entry: EntryPoint,
     ) -> Result<(), VcpuError> {
-        let cpuid = vcpu_cpuid(supported_cpuid, self.index, policy);
+        let cpuid = vcpu_cpuid(supported_cpuid, self.index, policy).map_err(VcpuError::Cpuid)?;
         self.fd
             .set_cpuid2(&cpuid)
             .map_err(self.setup_error("CPUID"))?;

@@ -2,7 +2,7 @@
 //! hypervisor leaves, and (on hosts whose KVM emulates guest kernel code) without the instruction
 //! families that emulator cannot execute.
 
-use kvm_bindings::{kvm_cpuid_entry2, CpuId};
+use kvm_bindings::{kvm_cpuid_entry2, CpuId, KVM_CPUID_FLAG_SIGNIFCANT_INDEX};
 
 const LEAF_FEATURES: u32 = 0x1;
 const LEAF_CACHE_PARAMETERS: u32 = 0x4;
@@ -60,9 +60,15 @@ pub struct CpuidPolicy {
     pub hide_unemulated: bool,
 }
 
-/// The CPUID for vCPU `index`, derived from KVM's supported CPUID.
-pub fn vcpu_cpuid(supported: &CpuId, index: u8, policy: CpuidPolicy) -> CpuId {
+/// The CPUID for vCPU `index`, derived from KVM's supported CPUID. Fails only if the topology
+/// subleaves do not fit in a CPUID list (KVM's limit of entries).
+pub fn vcpu_cpuid(
+    supported: &CpuId,
+    index: u8,
+    policy: CpuidPolicy,
+) -> Result<CpuId, vmm_sys_util::fam::Error> {
     let mut cpuid = supported.clone();
+    add_core_level(&mut cpuid)?;
     let count = u32::from(policy.vcpu_count);
     let apic_id = u32::from(index);
     // Bits of the x2APIC id that number cores within the package.
@@ -122,7 +128,34 @@ pub fn vcpu_cpuid(supported: &CpuId, index: u8, policy: CpuidPolicy) -> CpuId {
             _ => {}
         }
     }
-    cpuid
+    Ok(cpuid)
+}
+
+/// Gives leaves 0xB and 0x1F (those KVM reports) their core level, subleaf 1, when KVM left it
+/// out: KVM reports only subleaf 0 of them ("a valid topology is indicated by the presence of
+/// subleaf 1"), as Firecracker's CPUID normalisation also knows. Without it Linux finds no core
+/// level and puts each vCPU in a package of its own (`smpboot: Max logical packages: 2`): the
+/// vCPUs share no cache, so the scheduler wakes a task on the other vCPU with an IPI and
+/// balances load between "packages" (bench/vmm-start/README.md). [`topology_entry`] fills it
+/// in.
+fn add_core_level(cpuid: &mut CpuId) -> Result<(), vmm_sys_util::fam::Error> {
+    for leaf in [LEAF_TOPOLOGY, LEAF_TOPOLOGY_V2] {
+        let has = |subleaf: u32| {
+            cpuid
+                .as_slice()
+                .iter()
+                .any(|e| e.function == leaf && e.index == subleaf)
+        };
+        if has(0) && !has(1) {
+            cpuid.push(kvm_cpuid_entry2 {
+                function: leaf,
+                index: 1,
+                flags: KVM_CPUID_FLAG_SIGNIFCANT_INDEX,
+                ..Default::default()
+            })?;
+        }
+    }
+    Ok(())
 }
 
 /// Leaf 0xB/0x1F: level 0 is SMT (one thread per core), level 1 is core (all vCPUs).
@@ -166,7 +199,7 @@ mod tests {
             vcpu_count: 4,
             hide_unemulated: true,
         };
-        let cpuid = vcpu_cpuid(&supported, 3, policy);
+        let cpuid = vcpu_cpuid(&supported, 3, policy).unwrap();
         let leaf = |f: u32, i: u32| {
             *cpuid
                 .as_slice()
@@ -196,7 +229,8 @@ mod tests {
                 vcpu_count: 1,
                 hide_unemulated: false,
             },
-        );
+        )
+        .unwrap();
         let features = single.as_slice()[0];
         assert_eq!(features.edx & EDX_HTT, 0);
         assert_ne!(
@@ -204,5 +238,66 @@ mod tests {
             0,
             "kept when the host executes it"
         );
+    }
+
+    /// KVM reports leaves 0xB and 0x1F with subleaf 0 only: the core level is added, so both
+    /// vCPUs are cores of one package (Linux: one logical package, a shared cache).
+    #[test]
+    fn the_core_level_is_added_when_kvm_reports_subleaf_0_only() {
+        let subleaf_0 = |function| kvm_cpuid_entry2 {
+            function,
+            index: 0,
+            flags: KVM_CPUID_FLAG_SIGNIFCANT_INDEX,
+            ..Default::default()
+        };
+        let supported = CpuId::from_entries(&[
+            entry(LEAF_FEATURES, 0),
+            subleaf_0(LEAF_TOPOLOGY),
+            subleaf_0(LEAF_TOPOLOGY_V2),
+        ])
+        .unwrap();
+        let policy = CpuidPolicy {
+            vcpu_count: 2,
+            hide_unemulated: true,
+        };
+        for index in 0..2u8 {
+            let cpuid = vcpu_cpuid(&supported, index, policy).unwrap();
+            for leaf in [LEAF_TOPOLOGY, LEAF_TOPOLOGY_V2] {
+                let level = |subleaf| {
+                    *cpuid
+                        .as_slice()
+                        .iter()
+                        .find(|e| e.function == leaf && e.index == subleaf)
+                        .unwrap()
+                };
+                let (smt, core) = (level(0), level(1));
+                assert_eq!((smt.eax, smt.ebx, smt.ecx >> 8), (0, 1, 1), "SMT level");
+                // Core level: 1 bit of APIC id for the cores, 2 of them, type core (2).
+                assert_eq!((core.eax, core.ebx, core.ecx), (1, 2, (2 << 8) | 1));
+                assert_eq!(core.flags, KVM_CPUID_FLAG_SIGNIFCANT_INDEX);
+                assert_eq!((smt.edx, core.edx), (u32::from(index), u32::from(index)));
+                // The package id Linux derives (APIC id >> the core level's shift) is 0 for both.
+                assert_eq!(u32::from(index) >> core.eax, 0);
+            }
+            let count = |leaf| {
+                cpuid
+                    .as_slice()
+                    .iter()
+                    .filter(|e| e.function == leaf)
+                    .count()
+            };
+            assert_eq!((count(LEAF_TOPOLOGY), count(LEAF_TOPOLOGY_V2)), (2, 2));
+        }
+        // A KVM that reports subleaf 1 itself keeps it (filled in, not duplicated).
+        let full = CpuId::from_entries(&[
+            subleaf_0(LEAF_TOPOLOGY),
+            kvm_cpuid_entry2 {
+                index: 1,
+                ..subleaf_0(LEAF_TOPOLOGY)
+            },
+        ])
+        .unwrap();
+        let cpuid = vcpu_cpuid(&full, 1, policy).unwrap();
+        assert_eq!(cpuid.as_slice().len(), 2);
     }
 }
