@@ -187,6 +187,8 @@ results="$work/results"
 # processes [monitor_rss_kib monitor_pss_kib]
 record() { echo "$*" >>"$results"; }
 
+# corral_vms N LABEL BINARY: the `corral start`s one after the other (DENSITY_JOBS at a time), or
+# with LABEL corral-many all N names given to one `corral start`.
 corral_vms() {
   local n=$1 label=$2 binary=$3 root="$work/vm-root-$2-$1" i t0 t1 t2 t3 t4 before after
   local pids=() files=()
@@ -198,7 +200,11 @@ corral_vms() {
   settle
   before=$(mem_available)
   t0=$(now)
-  start_all "$n" vm "${c[@]}"
+  if [ "$label" = corral-many ]; then
+    "${c[@]}" start $(seq -f "vm%.0f" "$n") >/dev/null
+  else
+    start_all "$n" vm "${c[@]}"
+  fi
   local running
   running=$("${c[@]}" list | awk '$3 == "running"' | wc -l)
   [ "$running" = "$n" ] || { echo "run.sh: corral list shows $running of $n VMs running" >&2; exit 1; }
@@ -357,6 +363,8 @@ for n in "${counts[@]}"; do
   if [[ " $kinds " == *" vm "* ]]; then
     echo "density: $n VMs with corral" >&2
     corral_vms "$n" corral "$corral"
+    echo "density: $n VMs with one corral start" >&2
+    corral_vms "$n" corral-many "$corral"
     if [ "${DENSITY_FULL_BINARY:-0}" = 1 ]; then
       echo "density: $n VMs with corral, without corral-vmm" >&2
       corral_vms "$n" corral-full "$work/bin-full/corral"
@@ -405,7 +413,7 @@ if [[ " $kinds " == *" vm "* ]]; then
     if [ -n "$firecracker" ]; then
       read -r _ _ _ _ f_printed f_rss f_pss f_touched f_host _ < <(
         awk -v n="$n" '$1 == "vm" && $2 == n && $3 == "firecracker"' "$results")
-      for label in corral corral-full; do
+      for label in corral corral-many corral-full; do
         grep -q "^vm $n $label " "$results" || continue
         read -r _ _ _ _ c_printed c_rss c_pss c_touched c_host _ < <(
           awk -v n="$n" -v l="$label" '$1 == "vm" && $2 == n && $3 == l' "$results")
@@ -418,7 +426,8 @@ if [[ " $kinds " == *" vm "* ]]; then
   done
   echo "up: corral: every \`corral start\` returned and \`corral list\` shows all running (one"
   echo "process per VM, the VMM, which is its own supervisor: corral-vmm; corral-full: \`corral vmm"
-  echo "run\`); Firecracker: every process launched. printed: every guest's first console line"
+  echo "run\`; corral-many: one \`corral start vm1 ... vmN\`, 16 at a time); Firecracker: every"
+  echo "process launched, one after the other without waiting. printed: every guest's first console line"
   echo "written; VMs/s = N / printed. RSS/PSS/overhead (RSS less the guest memory touched) and host"
   echo "(MemAvailable drop) are per VM."
 fi
