@@ -66,11 +66,19 @@ pub async fn events(
             ),
         )
     })?;
-    Ok(upgrade.on_upgrade(move |socket| feed(api, socket, kinds)))
+    // Subscribed before the handshake's answer: an event published once the client holds its
+    // websocket (by the client's next request, say) reaches it. Subscribing in the upgraded
+    // connection's task raced with that request, and its first events could be lost.
+    let events = api.events.subscribe();
+    Ok(upgrade.on_upgrade(move |socket| feed(api, socket, kinds, events)))
 }
 
-async fn feed(api: Arc<Api>, mut socket: WebSocket, kinds: Vec<Kind>) {
-    let mut events = api.events.subscribe();
+async fn feed(
+    api: Arc<Api>,
+    mut socket: WebSocket,
+    kinds: Vec<Kind>,
+    mut events: tokio::sync::broadcast::Receiver<Message>,
+) {
     let close = |code, reason: String| {
         WsMessage::Close(Some(CloseFrame {
             code,
