@@ -169,12 +169,14 @@ settle() {
   done
 }
 
-# Starts instances PREFIX1..PREFIXN with `CORRAL... start`, one after the other, or DENSITY_JOBS
-# at a time.
+# Starts instances PREFIX1..PREFIXN with `CORRAL... start`: all N names to one `corral start` for
+# LABEL corral-many, else one after the other, or DENSITY_JOBS at a time.
 start_all() {
-  local n=$1 prefix=$2 i
-  shift 2
-  if [ "$jobs" = 1 ]; then
+  local n=$1 prefix=$2 label=$3 i
+  shift 3
+  if [ "$label" = corral-many ]; then
+    "$@" start $(seq -f "$prefix%.0f" "$n") >/dev/null
+  elif [ "$jobs" = 1 ]; then
     for i in $(seq "$n"); do "$@" start "$prefix$i" >/dev/null; done
   else
     seq -f "$prefix%.0f" "$n" | xargs -P "$jobs" -n 1 "$@" start >/dev/null
@@ -200,11 +202,7 @@ corral_vms() {
   settle
   before=$(mem_available)
   t0=$(now)
-  if [ "$label" = corral-many ]; then
-    "${c[@]}" start $(seq -f "vm%.0f" "$n") >/dev/null
-  else
-    start_all "$n" vm "${c[@]}"
-  fi
+  start_all "$n" vm "$label" "${c[@]}"
   local running
   running=$("${c[@]}" list | awk '$3 == "running"' | wc -l)
   [ "$running" = "$n" ] || { echo "run.sh: corral list shows $running of $n VMs running" >&2; exit 1; }
@@ -287,11 +285,7 @@ corral_containers() {
   settle
   before=$(mem_available)
   t0=$(now)
-  if [ "$label" = corral-many ]; then
-    "${c[@]}" start $(seq -f "ct%.0f" "$n") >/dev/null
-  else
-    start_all "$n" ct "${c[@]}"
-  fi
+  start_all "$n" ct "$label" "${c[@]}"
   local running
   running=$("${c[@]}" list | awk '$3 == "running"' | wc -l)
   [ "$running" = "$n" ] || { echo "run.sh: corral list shows $running of $n containers running" >&2; exit 1; }
