@@ -35,6 +35,8 @@ pub struct InitConfig<'a> {
     pub console: Option<UnixStream>,
     pub rootfs: RootfsContext,
     pub preserve_fds: u32,
+    /// The spec's seccomp profile, compiled by the runtime (with the host's view of its cache).
+    pub seccomp: Option<crate::seccomp::Program>,
 }
 
 /// Runs the init; never returns (execs the program or exits with status 1).
@@ -218,7 +220,7 @@ fn setup(config: &InitConfig<'_>) -> Result<Option<crate::process::Prepared>> {
     let keep = [config.channel.raw_fd(), config.exec_fifo.as_raw_fd()];
     let first_fd = 3 + config.preserve_fds;
     let prepared = process
-        .map(|p| crate::process::prepare(p, linux.seccomp().as_ref(), first_fd, &keep))
+        .map(|p| crate::process::prepare(p, config.seccomp.as_ref(), first_fd, &keep))
         .transpose()?;
     crate::process::close_fds_on_exec(first_fd);
     // The runtime process exits once the container is created; the container lives on.

@@ -15,6 +15,7 @@
 //!     bundle: "/srv/bundles/web".into(),
 //!     console: None,
 //!     preserve_fds: 0,
+//!     seccomp_cache: Some("/run/corral/.seccomp-cache".into()),
 //! })?;
 //! container.start()?;
 //! let exit_code = container.wait()?; // we are the init's parent
@@ -48,4 +49,4 @@ pub use container::{
     RestoreOptions,
 };
 pub use error::{ConfigError, Error, Result};
-pub use state::{OciState, Status, DEFAULT_STATE_ROOT};
+pub use state::{OciState, Status, DEFAULT_STATE_ROOT, SECCOMP_CACHE_DIR};

@@ -6,13 +6,13 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use libseccomp::ScmpFilterContext;
 use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
 use nix::sys::stat::Mode;
-use oci_spec::runtime::{LinuxSeccomp, Process};
+use oci_spec::runtime::Process;
 
 use crate::error::{Error, Result};
 use crate::rootfs::Rootfs;
+use crate::seccomp::Program;
 use crate::spec::{home_from_passwd, process_env, DEFAULT_PATH};
 use crate::syscall::LinuxSyscall;
 
@@ -21,7 +21,7 @@ pub struct Prepared {
     program: CString,
     argv: Vec<CString>,
     envp: Vec<CString>,
-    seccomp: Option<ScmpFilterContext>,
+    seccomp: Option<Program>,
 }
 
 fn cstring(text: &str) -> Result<CString> {
@@ -29,11 +29,11 @@ fn cstring(text: &str) -> Result<CString> {
 }
 
 /// Closes every descriptor but stdio, the preserved ones below `first_fd` and `keep`, enters the
-/// process's cwd, applies its rlimits, resolves the program on its PATH and compiles the seccomp
-/// profile. Runs inside the container's root.
+/// process's cwd, applies its rlimits and resolves the program on its PATH; `seccomp` is loaded
+/// just before the exec. Runs inside the container's root.
 pub fn prepare(
     process: &Process,
-    seccomp: Option<&LinuxSeccomp>,
+    seccomp: Option<&Program>,
     first_fd: u32,
     keep: &[RawFd],
 ) -> Result<Prepared> {
@@ -54,13 +54,12 @@ pub fn prepare(
         .find_map(|e| e.strip_prefix("PATH="))
         .unwrap_or(DEFAULT_PATH);
     let program = find_program(first, path_var)?;
-    let seccomp = seccomp.map(crate::seccomp::build_filter).transpose()?;
     Ok(Prepared {
         program: CString::new(program.as_os_str().as_bytes())
             .map_err(|_| Error::InvalidSpec(format!("{first:?} contains a NUL byte")))?,
         argv: args.iter().map(|a| cstring(a)).collect::<Result<_>>()?,
         envp: env.iter().map(|e| cstring(e)).collect::<Result<_>>()?,
-        seccomp,
+        seccomp: seccomp.cloned(),
     })
 }
 
@@ -158,12 +157,7 @@ pub fn find_program(name: &str, path_var: &str) -> Result<PathBuf> {
 /// the filter goes on before capabilities are dropped (and must allow the calls that drop them,
 /// as runc requires too); with no_new_privs it goes on last, as late as possible.
 pub fn exec(process: &Process, prepared: &Prepared) -> Error {
-    let load_seccomp = || {
-        prepared
-            .seccomp
-            .as_ref()
-            .map_or(Ok(()), crate::seccomp::load)
-    };
+    let load_seccomp = || prepared.seccomp.as_ref().map_or(Ok(()), Program::load);
     let steps = if process.no_new_privileges() == Some(true) {
         crate::security::become_process_identity(process)
             .and_then(|_| crate::security::set_no_new_privs())

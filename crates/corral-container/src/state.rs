@@ -23,6 +23,10 @@ use crate::error::{Error, Result};
 /// The default state root, like runc's `/run/runc`.
 pub const DEFAULT_STATE_ROOT: &str = "/run/corral";
 
+/// The directory under a state root where the OCI CLI keeps compiled seccomp programs
+/// ([`crate::CreateOptions::seccomp_cache`]); no container id starts with a dot.
+pub const SECCOMP_CACHE_DIR: &str = ".seccomp-cache";
+
 /// The spec's status values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -73,6 +77,9 @@ pub struct Record {
     /// The process creating the container, until the create is complete.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub creator: Option<Creator>,
+    /// Where compiled seccomp programs are kept (the create's option), for `exec` too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seccomp_cache: Option<PathBuf>,
 }
 
 /// A process identified across pid reuse.
@@ -385,6 +392,7 @@ mod tests {
             exit_status: None,
             hooks: None,
             owner: String::new(),
+            seccomp_cache: None,
             creator: None,
         }
     }

@@ -101,6 +101,8 @@ pub struct ContainerDriver {
     monitor: (PathBuf, &'static [&'static str]),
     pool: Pool,
     networks: Networks,
+    /// Where monitors keep compiled seccomp programs, shared by the root's containers.
+    seccomp_cache: Option<PathBuf>,
 }
 
 impl ContainerDriver {
@@ -119,7 +121,15 @@ impl ContainerDriver {
             monitor,
             pool,
             networks,
+            seccomp_cache: None,
         }
+    }
+
+    /// Has the monitors keep compiled seccomp programs in `dir`, so that containers sharing a
+    /// profile compile it once.
+    pub fn with_seccomp_cache(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.seccomp_cache = Some(dir.into());
+        self
     }
 
     /// Where the container engine keeps this instance's container state.
@@ -526,7 +536,11 @@ impl Driver for ContainerDriver {
         corral_host::atomic::write_file(&bundle.join("config.json"), &json, PRIVATE_FILE_MODE)?;
         let (program, arguments) = &self.monitor;
         let mut command = Command::new(program);
-        command.args(*arguments).arg(&paths.dir);
+        command.args(*arguments);
+        if let Some(cache) = &self.seccomp_cache {
+            command.arg("--seccomp-cache").arg(cache);
+        }
+        command.arg(&paths.dir);
         Ok(command)
     }
 }

@@ -40,6 +40,7 @@ pub mod nic;
 pub mod nic_status;
 pub mod ovf_export;
 pub mod ovf_import;
+mod parallel;
 pub mod report;
 pub mod state;
 pub mod stop_signal;

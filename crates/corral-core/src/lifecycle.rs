@@ -76,9 +76,9 @@ pub type StopOutcome = (String, Result<State, CoreError>);
 /// One instance's name and how [`Manager::start_many`] starting it went.
 pub type StartOutcome = (String, Result<State, CoreError>);
 
-/// How many starts [`Manager::start_many`] runs at once: a start mostly waits (for its lock, its
-/// supervisor's setup, its control socket), so more than the CPUs, but bounded so a thousand
-/// names do not become a thousand threads and supervisors setting up together.
+/// How many instances [`Manager::start_many`] starts, and [`Manager::list`] reads, at once: each
+/// mostly waits (for its lock, its supervisor's setup or answer), so more than the CPUs, but
+/// bounded so a thousand names do not become a thousand threads and supervisors at work together.
 const PARALLEL_STARTS: usize = 16;
 
 /// Runs instances of both kinds.
@@ -112,11 +112,10 @@ impl Manager {
         Ok(Self::new(
             store,
             Box::new(crate::vm::VmDriver::new(exe, pool.clone(), networks())),
-            Box::new(crate::container::ContainerDriver::new(
-                exe,
-                pool,
-                networks(),
-            )),
+            Box::new(
+                crate::container::ContainerDriver::new(exe, pool, networks())
+                    .with_seccomp_cache(root.join("cache").join("seccomp")),
+            ),
         )
         .with_exe(exe))
     }
@@ -279,33 +278,9 @@ impl Manager {
                 unique.push(name);
             }
         }
-        let next = std::sync::atomic::AtomicUsize::new(0);
-        let mut outcomes: Vec<(usize, StartOutcome)> = std::thread::scope(|scope| {
-            let workers: Vec<_> = (0..PARALLEL_STARTS.min(unique.len()))
-                .map(|_| {
-                    scope.spawn(crate::events::as_this_thread(|| {
-                        let mut done = Vec::new();
-                        loop {
-                            let index = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            let Some(name) = unique.get(index) else {
-                                break done;
-                            };
-                            done.push((index, (name.to_string(), self.start(name))));
-                        }
-                    }))
-                })
-                .collect();
-            workers
-                .into_iter()
-                .flat_map(|worker| {
-                    worker
-                        .join()
-                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-                })
-                .collect()
-        });
-        outcomes.sort_by_key(|(index, _)| *index);
-        outcomes.into_iter().map(|(_, outcome)| outcome).collect()
+        crate::parallel::map(&unique, PARALLEL_STARTS, |name| {
+            (name.to_string(), self.start(name))
+        })
     }
 
     /// Starts instance `name` (the caller holds its lock), from the guest state saved in
@@ -627,37 +602,47 @@ impl Manager {
     /// All instances, reconciled, sorted by name.
     pub fn list(&self) -> Result<Vec<Summary>, CoreError> {
         self.sweep_unreceived();
-        let mut summaries = Vec::new();
-        for name in self.store.names()? {
-            let definition = match self.store.definition(&name) {
-                Ok(d) => d,
-                // An instance being deleted right now is simply gone.
-                Err(StoreError::NotFound(_)) => continue,
-                Err(err) => return Err(err.into()),
-            };
-            let state = match self.state(&name) {
-                Ok(s) => s,
-                Err(CoreError::Store(StoreError::NotFound(_))) => continue,
-                Err(err) => return Err(err),
-            };
-            // A nic whose network went away has no address to show; the rest still list.
-            let ipv4 = self
-                .nic_status(&name)
-                .map(|nics| nics.into_iter().filter_map(|nic| nic.ip).collect())
-                .unwrap_or_default();
-            summaries.push(Summary {
-                name,
-                kind: definition.kind,
-                status: state.status,
-                cpus: definition.cpus,
-                memory_bytes: definition.memory.0,
-                uptime_secs: state.uptime_secs(),
-                pid: state.pid,
-                last_exit: state.last_exit,
-                ipv4,
-            });
-        }
-        Ok(summaries)
+        // Each running instance's supervisor is asked how it is (`reconcile`): on a busy host
+        // an answer waits for its thread to be scheduled, so the instances are asked together.
+        let names = self.store.names()?;
+        let summaries = crate::parallel::map(&names, PARALLEL_STARTS, |name| self.summary(name));
+        Ok(summaries
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .flatten()
+            .collect())
+    }
+
+    /// The summary of instance `name`, `None` if it is being deleted right now.
+    fn summary(&self, name: &str) -> Result<Option<Summary>, CoreError> {
+        let definition = match self.store.definition(name) {
+            Ok(d) => d,
+            // An instance being deleted right now is simply gone.
+            Err(StoreError::NotFound(_)) => return Ok(None),
+            Err(err) => return Err(err.into()),
+        };
+        let state = match self.state(name) {
+            Ok(s) => s,
+            Err(CoreError::Store(StoreError::NotFound(_))) => return Ok(None),
+            Err(err) => return Err(err),
+        };
+        // A nic whose network went away has no address to show; the rest still list.
+        let ipv4 = self
+            .nic_status(name)
+            .map(|nics| nics.into_iter().filter_map(|nic| nic.ip).collect())
+            .unwrap_or_default();
+        Ok(Some(Summary {
+            name: name.to_string(),
+            kind: definition.kind,
+            status: state.status,
+            cpus: definition.cpus,
+            memory_bytes: definition.memory.0,
+            uptime_secs: state.uptime_secs(),
+            pid: state.pid,
+            last_exit: state.last_exit,
+            ipv4,
+        }))
     }
 
     /// Live facts from the supervisor (counters, uptime), when the instance runs.

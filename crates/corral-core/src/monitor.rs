@@ -262,10 +262,16 @@ struct GuestStreams {
 /// a restart re-executes the monitor and does not return.
 ///
 /// With `restore`, the container's processes are restored from those CRIU images (a stateful
-/// snapshot) instead of being created; a restart after that run creates it afresh. `command`
-/// is what precedes `DIR` on this executable's command line (`["monitor"]` for corral, nothing
-/// for `corral-monitor`): a restart runs it again so.
-pub fn run(dir: &Path, restore: Option<&Path>, command: &[&str]) -> Result<(), CoreError> {
+/// snapshot) instead of being created; a restart after that run creates it afresh. Compiled
+/// seccomp programs are kept in `seccomp_cache` when given. `command` is what precedes `DIR` on
+/// this executable's command line (`["monitor"]` for corral, nothing for `corral-monitor`): a
+/// restart runs it again so.
+pub fn run(
+    dir: &Path,
+    restore: Option<&Path>,
+    seccomp_cache: Option<&Path>,
+    command: &[&str],
+) -> Result<(), CoreError> {
     let paths = InstancePaths::new(dir);
     // The container's init is a clone of this process: run from a sealed copy of the binary
     // (this re-executes the monitor once, before it does anything).
@@ -284,10 +290,14 @@ pub fn run(dir: &Path, restore: Option<&Path>, command: &[&str]) -> Result<(), C
         // The error is returned as well; a lost record only loses the detail.
         let _ = record.write(&paths.exit_record());
     };
-    match supervise(&definition, &paths, restore) {
+    match supervise(&definition, &paths, restore, seccomp_cache) {
         Ok(Some(Restart { count, history })) => {
-            let err = corral_container::sealed_exe::self_command()
-                .args(command)
+            let mut again = corral_container::sealed_exe::self_command();
+            again.args(command);
+            if let Some(cache) = seccomp_cache {
+                again.arg("--seccomp-cache").arg(cache);
+            }
+            let err = again
                 .arg(dir)
                 .env(RESTARTS_ENV, count.to_string())
                 .env(RESTART_HISTORY_ENV, history.encode())
@@ -315,6 +325,7 @@ fn supervise(
     definition: &Definition,
     paths: &InstancePaths,
     restore: Option<&Path>,
+    seccomp_cache: Option<&Path>,
 ) -> Result<Option<Restart>, CoreError> {
     let spec = definition.container.as_ref().ok_or_else(|| {
         CoreError::Unsupported(format!("instance {} is not a container", definition.name))
@@ -361,6 +372,7 @@ fn supervise(
             bundle: ContainerDriver::bundle_dir(paths),
             console: Some(engine_end),
             preserve_fds: 0,
+            seccomp_cache: seccomp_cache.map(Path::to_path_buf),
         })
         .map_err(CoreError::from)?;
         let master =
@@ -385,6 +397,7 @@ fn supervise(
             bundle: ContainerDriver::bundle_dir(paths),
             console: None,
             preserve_fds: 0,
+            seccomp_cache: seccomp_cache.map(Path::to_path_buf),
         });
         let streams = pipes.restore()?;
         (created.map_err(CoreError::from)?, streams)

@@ -511,6 +511,7 @@ fn create_with_console(
         bundle: args.bundle.clone(),
         console,
         preserve_fds: args.preserve_fds,
+        seccomp_cache: Some(root.join(corral_container::SECCOMP_CACHE_DIR)),
     })?;
     if let Err(err) = write_pid_file(args.pid_file.as_deref(), container.pid()) {
         // A container the caller cannot find by pid is of no use to it: undo.

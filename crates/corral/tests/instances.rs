@@ -765,31 +765,39 @@ fn containers_get_podmans_seccomp_profile_unless_unconfined() {
     if !build_kcmp_probe(&rootfs(&root)) {
         return;
     }
-    container(&root, "confined", "sleep 1000", &[]);
-    container(&root, "free", "sleep 1000", &[]);
-    root.ok(&["config", "set", "free", "container.seccomp=unconfined"]);
-    let check = "grep Seccomp: /proc/1/status; grep Seccomp: /proc/self/status; kcmp-probe";
-    for name in ["confined", "free"] {
-        root.ok(&["start", name]);
+    // The second confined container's filter comes from the root's cache, compiled for the
+    // first; both must be confined alike.
+    let confined = ["confined", "confined-too"];
+    for name in confined.iter().chain(&["free"]) {
+        container(&root, name, "sleep 1000", &[]);
     }
-    let confined = root.run(&["exec", "confined", "--", "/bin/sh", "-c", check]);
-    let out = String::from_utf8_lossy(&confined.stdout);
-    assert_eq!(
-        out.lines().collect::<Vec<_>>(),
-        [
-            "Seccomp:\t2",
-            "Seccomp:\t2",
-            "kcmp: Operation not permitted"
-        ],
-        "{out}"
-    );
+    root.ok(&["config", "set", "free", "container.seccomp=unconfined"]);
+    let cache = root.path().join("cache/seccomp");
+    let check = "grep Seccomp: /proc/1/status; grep Seccomp: /proc/self/status; kcmp-probe";
+    for name in confined {
+        root.ok(&["start", name]);
+        let cached: Vec<_> = std::fs::read_dir(&cache).unwrap().collect();
+        assert_eq!(cached.len(), 1, "one compiled program for the one profile");
+        let out = root.run(&["exec", name, "--", "/bin/sh", "-c", check]);
+        let out = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            out.lines().collect::<Vec<_>>(),
+            [
+                "Seccomp:\t2",
+                "Seccomp:\t2",
+                "kcmp: Operation not permitted"
+            ],
+            "{name}: {out}"
+        );
+    }
+    root.ok(&["start", "free"]);
     let free = root.ok(&["exec", "free", "--", "/bin/sh", "-c", check]);
     assert_eq!(
         free.lines().collect::<Vec<_>>(),
         ["Seccomp:\t0", "Seccomp:\t0", "kcmp: ok"],
         "{free}"
     );
-    for name in ["confined", "free"] {
+    for name in confined.iter().chain(&["free"]) {
         root.ok(&["delete", name, "--force"]);
     }
 }

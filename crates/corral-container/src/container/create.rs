@@ -20,6 +20,7 @@ use crate::channel::{Channel, Message};
 use crate::error::{Error, Result};
 use crate::init::{InitConfig, EXEC_FIFO};
 use crate::rootfs::RootfsContext;
+use crate::seccomp::Program;
 use crate::spec::{has_new_namespace, Bundle, NamespacePlan};
 use crate::state::{
     check_id, container_dir, process_start_time, rfc3339_now, Creator, Leftover, Record,
@@ -39,6 +40,10 @@ pub struct CreateOptions {
     pub console: Option<UnixStream>,
     /// Descriptors 3..3+N of the caller that the container inherits (systemd socket activation).
     pub preserve_fds: u32,
+    /// A directory of the runtime's own where compiled seccomp programs are kept by their
+    /// profile's content, so that containers sharing a profile compile it once; `None`
+    /// compiles it for every container.
+    pub seccomp_cache: Option<PathBuf>,
 }
 
 impl Container {
@@ -102,6 +107,12 @@ impl Container {
                 )
             })?;
         }
+        record.seccomp_cache = options.seccomp_cache;
+        let seccomp = linux
+            .seccomp()
+            .as_ref()
+            .map(|profile| Program::for_profile(profile, record.seccomp_cache.as_deref()))
+            .transpose()?;
         let (runtime_end, init_end) = Channel::pair()?;
         let rootfs = RootfsContext {
             bundle: bundle.path.clone(),
@@ -123,6 +134,7 @@ impl Container {
             console: options.console,
             rootfs,
             preserve_fds: options.preserve_fds,
+            seccomp,
         };
         // The init is a clone of this process: until it execs the user's program, other
         // processes must not reach its memory or /proc/PID/exe (CVE-2019-5736). execve resets
@@ -227,6 +239,7 @@ impl Made {
             hooks: spec.hooks().clone(),
             owner: String::new(),
             creator: Some(Creator::current()?),
+            seccomp_cache: None,
         };
         record.save(root)?;
         recorded()?;

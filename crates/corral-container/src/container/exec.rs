@@ -14,6 +14,7 @@ use oci_spec::runtime::{LinuxNamespaceType, Process};
 use super::{exit_code, Container};
 use crate::channel::{Channel, Message};
 use crate::error::{Error, Result};
+use crate::seccomp::Program;
 use crate::spec::Bundle;
 use crate::state::Status;
 
@@ -129,7 +130,9 @@ impl Container {
         let seccomp = bundle_spec
             .as_ref()
             .and_then(|s| s.linux().as_ref())
-            .and_then(|l| l.seccomp().clone());
+            .and_then(|l| l.seccomp().as_ref())
+            .map(|profile| Program::for_profile(profile, self.record.seccomp_cache.as_deref()))
+            .transpose()?;
         if !crate::sealed_exe::is_sealed() {
             return Err(Error::UnsealedExe);
         }
@@ -265,7 +268,7 @@ fn exec_helper(
     namespaces: &ContainerNamespaces,
     channel: &Channel,
     options: &ExecOptions,
-    seccomp: Option<&oci_spec::runtime::LinuxSeccomp>,
+    seccomp: Option<&Program>,
 ) -> ! {
     let fail = |err: Error| -> ! {
         let _ = channel.send(&Message::Failed(corral_host::error_chain(&err)));
@@ -317,7 +320,7 @@ fn exec_in_container(
     namespaces: &ContainerNamespaces,
     channel: &Channel,
     options: &ExecOptions,
-    seccomp: Option<&oci_spec::runtime::LinuxSeccomp>,
+    seccomp: Option<&Program>,
 ) -> ! {
     let result = (|| -> Result<Error> {
         for (kind, fd) in &namespaces.entries {

@@ -1,15 +1,15 @@
-//! Seccomp filters from the spec, compiled with libseccomp (which knows every architecture's
-//! syscall numbers, so profiles such as podman's default load as written).
+//! A spec's seccomp profile compiled to classic BPF with libseccomp (which knows every
+//! architecture's syscall numbers, so profiles such as podman's default load as written).
 
 use std::collections::HashSet;
+use std::io::{Read, Seek};
 use std::str::FromStr;
 
 use libseccomp::{
     ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall,
 };
-use oci_spec::runtime::{
-    LinuxSeccomp, LinuxSeccompAction, LinuxSeccompArg, LinuxSeccompFilterFlag, LinuxSeccompOperator,
-};
+use nix::sys::memfd::{memfd_create, MFdFlags};
+use oci_spec::runtime::{LinuxSeccomp, LinuxSeccompAction, LinuxSeccompArg, LinuxSeccompOperator};
 
 use crate::error::{Error, Result};
 
@@ -68,8 +68,25 @@ fn seccomp_err(what: impl Into<String>) -> impl Fn(libseccomp::error::SeccompErr
     }
 }
 
-/// Compiles the spec's profile into a filter ready to load.
-pub fn build_filter(profile: &LinuxSeccomp) -> Result<ScmpFilterContext> {
+/// The profile compiled: its BPF instructions as the kernel takes them (8 bytes each, in this
+/// machine's byte order).
+pub fn compile(profile: &LinuxSeccomp) -> Result<Vec<u8>> {
+    let filter = build_filter(profile)?;
+    let memfd = memfd_create("corral-seccomp", MFdFlags::MFD_CLOEXEC)
+        .map_err(|e| Error::sys("create a memfd for the seccomp filter", e))?;
+    filter
+        .export_bpf(&memfd)
+        .map_err(seccomp_err("export the filter"))?;
+    let mut file = std::fs::File::from(memfd);
+    let mut program = Vec::new();
+    file.rewind()
+        .and_then(|_| file.read_to_end(&mut program))
+        .map_err(|e| Error::io("read", "the exported seccomp filter", e))?;
+    Ok(program)
+}
+
+/// The profile as a libseccomp filter.
+fn build_filter(profile: &LinuxSeccomp) -> Result<ScmpFilterContext> {
     let default = action(profile.default_action(), profile.default_errno_ret())?;
     let mut filter = ScmpFilterContext::new(default).map_err(seccomp_err("create the filter"))?;
     for arch in profile.architectures().iter().flatten() {
@@ -82,30 +99,6 @@ pub fn build_filter(profile: &LinuxSeccomp) -> Result<ScmpFilterContext> {
         filter
             .add_arch(arch)
             .map_err(seccomp_err(format!("add architecture {name}")))?;
-    }
-    // corral sets no_new_privs itself, as the process spec says; libseccomp must not force it.
-    filter
-        .set_ctl_nnp(false)
-        .map_err(seccomp_err("configure the filter"))?;
-    for flag in profile.flags().iter().flatten() {
-        match flag {
-            LinuxSeccompFilterFlag::SeccompFilterFlagLog => {
-                filter
-                    .set_ctl_log(true)
-                    .map_err(seccomp_err("set the log flag"))?;
-            }
-            LinuxSeccompFilterFlag::SeccompFilterFlagTsync => {
-                filter
-                    .set_ctl_tsync(true)
-                    .map_err(seccomp_err("set the tsync flag"))?;
-            }
-            LinuxSeccompFilterFlag::SeccompFilterFlagSpecAllow => {
-                filter
-                    .set_ctl_ssb(true)
-                    .map_err(seccomp_err("set the spec_allow flag"))?;
-            }
-            LinuxSeccompFilterFlag::SeccompFilterFlagWaitKillableRecv => {}
-        }
     }
     for rule in profile.syscalls().iter().flatten() {
         let rule_action = action(rule.action(), rule.errno_ret())?;
@@ -143,11 +136,6 @@ pub fn build_filter(profile: &LinuxSeccomp) -> Result<ScmpFilterContext> {
     Ok(filter)
 }
 
-/// Loads the filter into the calling thread; from here on the profile applies.
-pub fn load(filter: &ScmpFilterContext) -> Result<()> {
-    filter.load().map_err(seccomp_err("load the filter"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,19 +157,17 @@ mod tests {
                 {"names": ["mount"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}
             ]}"#,
         );
-        let filter = build_filter(&profile).unwrap();
-        let mut bpf = tempfile::tempfile().unwrap();
-        filter.export_bpf(&bpf).unwrap();
-        let size = std::io::Seek::seek(&mut bpf, std::io::SeekFrom::End(0)).unwrap();
+        let program = compile(&profile).unwrap();
         assert!(
-            size > 8 * 10,
-            "filter should hold real instructions, has {size} bytes"
+            program.len() > 8 * 10 && program.len().is_multiple_of(8),
+            "the filter should hold real instructions, has {} bytes",
+            program.len()
         );
     }
 
     #[test]
     fn notify_without_listener_is_refused_clearly() {
-        let err = build_filter(&profile(r#"{"defaultAction": "SCMP_ACT_NOTIFY"}"#)).unwrap_err();
+        let err = compile(&profile(r#"{"defaultAction": "SCMP_ACT_NOTIFY"}"#)).unwrap_err();
         assert!(err.to_string().contains("SCMP_ACT_NOTIFY"), "{err}");
     }
 }
