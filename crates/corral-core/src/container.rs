@@ -538,7 +538,7 @@ impl Driver for ContainerDriver {
         let mut command = Command::new(program);
         command.args(*arguments);
         if let Some(cache) = &self.seccomp_cache {
-            command.arg("--seccomp-cache").arg(cache);
+            command.arg(crate::monitor::SECCOMP_CACHE_OPTION).arg(cache);
         }
         command.arg(&paths.dir);
         Ok(command)

@@ -250,6 +250,9 @@ impl Shared {
     }
 }
 
+/// The monitor's option naming its seccomp cache (see [`run`]).
+pub const SECCOMP_CACHE_OPTION: &str = "--seccomp-cache";
+
 /// The container's standard streams as seen from the monitor.
 struct GuestStreams {
     /// What the container prints.
@@ -295,7 +298,7 @@ pub fn run(
             let mut again = corral_container::sealed_exe::self_command();
             again.args(command);
             if let Some(cache) = seccomp_cache {
-                again.arg("--seccomp-cache").arg(cache);
+                again.arg(SECCOMP_CACHE_OPTION).arg(cache);
             }
             let err = again
                 .arg(dir)
