@@ -49,7 +49,7 @@ else
     tee -a "$CORRAL_TEST_SKIP_LOG"
 fi
 
-echo "== real Linux guests in corral vmm (kernel builds cached; about a minute per boot)"
+echo "== real Linux guests in corral vmm (kernel builds cached; 15-60 s per boot)"
 guest_linux="$(mktemp -d -t corral-guest-linux.XXXXXX)"
 trap 'rm -f "$CORRAL_TEST_SKIP_LOG"; rm -rf "$guest_linux"' EXIT
 bash guests/linux/build.sh "$guest_linux/guest"

@@ -11,7 +11,7 @@
 #   bench/vmm-start/run.sh --linux [RUNS]   the real-Linux guest (guests/linux, ACPI variant)
 #                                           booted to its init, which reboots (the end all
 #                                           three VMMs share, see measure.py); 2 vCPUs;
-#                                           default 3 runs each (about a minute a boot)
+#                                           default 3 runs each (15-20 s a boot)
 #
 # CORRAL_BENCH_BASELINE=PATH adds an earlier corral-vmm binary as a row of its own (e.g. one
 # built from the commit before a change), so the change's cost is measured in the same
