@@ -79,7 +79,7 @@ pub type StartOutcome = (String, Result<State, CoreError>);
 /// How many instances [`Manager::start_many`] starts, and [`Manager::list`] reads, at once: each
 /// mostly waits (for its lock, its supervisor's setup or answer), so more than the CPUs, but
 /// bounded so a thousand names do not become a thousand threads and supervisors at work together.
-const PARALLEL_STARTS: usize = 16;
+const PARALLEL_INSTANCES: usize = 16;
 
 /// Runs instances of both kinds.
 pub struct Manager {
@@ -267,7 +267,7 @@ impl Manager {
         self.start_locked(name, None)
     }
 
-    /// Starts every instance in `names` (up to [`PARALLEL_STARTS`] at a time), as
+    /// Starts every instance in `names` (up to [`PARALLEL_INSTANCES`] at a time), as
     /// [`Manager::start`] each; returns every outcome in the order of `names`. One that cannot
     /// start keeps none of the others from starting. A name given twice is started once, its
     /// outcome reported at its first place.
@@ -278,7 +278,7 @@ impl Manager {
                 unique.push(name);
             }
         }
-        crate::parallel::map(&unique, PARALLEL_STARTS, |name| {
+        crate::parallel::map(&unique, PARALLEL_INSTANCES, |name| {
             (name.to_string(), self.start(name))
         })
     }
@@ -605,13 +605,11 @@ impl Manager {
         // Each running instance's supervisor is asked how it is (`reconcile`): on a busy host
         // an answer waits for its thread to be scheduled, so the instances are asked together.
         let names = self.store.names()?;
-        let summaries = crate::parallel::map(&names, PARALLEL_STARTS, |name| self.summary(name));
-        Ok(summaries
+        let summaries = crate::parallel::map(&names, PARALLEL_INSTANCES, |name| self.summary(name));
+        summaries
             .into_iter()
-            .collect::<Result<Vec<_>, _>>()?
-            .into_iter()
-            .flatten()
-            .collect())
+            .filter_map(Result::transpose)
+            .collect()
     }
 
     /// The summary of instance `name`, `None` if it is being deleted right now.

@@ -42,7 +42,7 @@ impl Program {
             flags,
         };
         let Some(dir) = cache else {
-            return Ok(program(compile_instructions(profile)?));
+            return Ok(program(compile_program(profile)?.1));
         };
         let key = cache::key(profile);
         let cached = || cache::read(dir, &key).and_then(|bytes| instructions(&bytes));
@@ -55,8 +55,8 @@ impl Program {
         if let Some(instructions) = cached() {
             return Ok(program(instructions));
         }
-        let instructions = compile_instructions(profile)?;
-        cache::write(dir, &key, &as_bytes(&instructions));
+        let (bytes, instructions) = compile_program(profile)?;
+        cache::write(dir, &key, &bytes);
         Ok(program(instructions))
     }
 
@@ -105,30 +105,16 @@ fn load_flags(profile: &LinuxSeccomp) -> libc::c_ulong {
         .fold(0, |flags, flag| flags | flag)
 }
 
-/// The profile compiled into BPF instructions.
-fn compile_instructions(profile: &LinuxSeccomp) -> Result<Vec<libc::sock_filter>> {
+/// The profile compiled: the program's bytes, as the cache keeps them, and its instructions.
+fn compile_program(profile: &LinuxSeccomp) -> Result<(Vec<u8>, Vec<libc::sock_filter>)> {
     let bytes = compile::compile(profile)?;
-    instructions(&bytes).ok_or_else(|| {
+    let instructions = instructions(&bytes).ok_or_else(|| {
         Error::Seccomp(format!(
             "libseccomp produced {} bytes, not a program of at most {MAX_INSTRUCTIONS} instructions",
             bytes.len()
         ))
-    })
-}
-
-/// The instructions as the kernel reads them, 8 bytes each.
-fn as_bytes(instructions: &[libc::sock_filter]) -> Vec<u8> {
-    instructions
-        .iter()
-        .flat_map(|i| {
-            let mut raw = [0; 8];
-            raw[..2].copy_from_slice(&i.code.to_ne_bytes());
-            raw[2] = i.jt;
-            raw[3] = i.jf;
-            raw[4..].copy_from_slice(&i.k.to_ne_bytes());
-            raw
-        })
-        .collect()
+    })?;
+    Ok((bytes, instructions))
 }
 
 /// `bytes` as BPF instructions, if they are a whole number of them, at least one and within the

@@ -10,8 +10,20 @@ fn profile(json: &str) -> LinuxSeccomp {
 const NO_GETPPID: &str = r#"{"defaultAction": "SCMP_ACT_ALLOW",
     "syscalls": [{"names": ["getppid"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38}]}"#;
 
+/// The program's instructions as the kernel reads them, 8 bytes each.
 fn bytes(program: &Program) -> Vec<u8> {
-    as_bytes(&program.instructions)
+    program
+        .instructions
+        .iter()
+        .flat_map(|i| {
+            let mut raw = [0; 8];
+            raw[..2].copy_from_slice(&i.code.to_ne_bytes());
+            raw[2] = i.jt;
+            raw[3] = i.jf;
+            raw[4..].copy_from_slice(&i.k.to_ne_bytes());
+            raw
+        })
+        .collect()
 }
 
 fn cached_files(dir: &Path) -> Vec<PathBuf> {
