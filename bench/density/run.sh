@@ -22,7 +22,7 @@
 # those processes actually touched (the resident part of the guest-RAM mapping); the host's
 # memory used (MemAvailable before the starts minus after, once all run). Then everything is
 # stopped (corral delete --force, runc delete --force, SIGKILL to the Firecracker pids started)
-# and the teardown is timed too.
+# and the teardown is timed too (row corral-many: all N names to one `corral delete --force`).
 #
 #   bench/density/run.sh [N...]    (default 10 50 100; needs root, /dev/kvm, busybox-static, runc;
 #                                   builds release corral and the test guests)
@@ -183,6 +183,18 @@ start_all() {
   fi
 }
 
+# Deletes instances PREFIX1..PREFIXN with `CORRAL... delete --force`: all N names to one `corral
+# delete` for LABEL corral-many (16 at a time), else one after the other.
+delete_all() {
+  local n=$1 prefix=$2 label=$3 i
+  shift 3
+  if [ "$label" = corral-many ]; then
+    "$@" delete --force $(seq -f "$prefix%.0f" "$n") >/dev/null
+  else
+    for i in $(seq "$n"); do "$@" delete --force "$prefix$i" >/dev/null; done
+  fi
+}
+
 results="$work/results"
 : >"$results"
 # One result line: kind N runtime up_s printed_s rss_kib pss_kib touched_kib host_kib teardown_s
@@ -216,7 +228,7 @@ corral_vms() {
   local processes=${#pids[@]}
   read -r rss pss touched < <(memory_of "${pids[@]}")
   t3=$(now)
-  for i in $(seq "$n"); do "${c[@]}" delete --force "vm$i" >/dev/null; done
+  delete_all "$n" vm "$label" "${c[@]}"
   t4=$(now)
   record vm "$n" "$label" "$(secs "$t0" "$t1")" "$(secs "$t0" "$t2")" "$rss" "$pss" "$touched" \
     "$((before - after))" "$(secs "$t3" "$t4")" "$processes"
@@ -301,7 +313,7 @@ corral_containers() {
   read -r rss pss _ < <(memory_of "${monitors[@]}" "${inits[@]}")
   read -r monitor_rss monitor_pss _ < <(memory_of "${monitors[@]}")
   t3=$(now)
-  for i in $(seq "$n"); do "${c[@]}" delete --force "ct$i" >/dev/null; done
+  delete_all "$n" ct "$label" "${c[@]}"
   t4=$(now)
   record container "$n" "$label" "$(secs "$t0" "$t1")" - "$rss" "$pss" 0 "$((before - after))" \
     "$(secs "$t3" "$t4")" "$((${#monitors[@]} + ${#inits[@]}))" "$monitor_rss" "$monitor_pss"

@@ -70,13 +70,18 @@ pub(crate) enum StartFrom<'a> {
     Incoming(&'a crate::driver::Incoming),
 }
 
-/// One instance's name and how [`Manager::stop_all`] stopping it went.
+/// One instance's name and how [`Manager::stop_many`] stopping, or [`Manager::kill_many`]
+/// killing, it went.
 pub type StopOutcome = (String, Result<State, CoreError>);
 
 /// One instance's name and how [`Manager::start_many`] starting it went.
 pub type StartOutcome = (String, Result<State, CoreError>);
 
-/// How many instances [`Manager::start_many`] starts, and [`Manager::list`] reads, at once: each
+/// One instance's name and how [`Manager::delete_many`] deleting it went.
+pub type DeleteOutcome = (String, Result<(), CoreError>);
+
+/// How many instances [`Manager::start_many`] starts, [`Manager::kill_many`] kills,
+/// [`Manager::delete_many`] deletes and [`Manager::list`] reads, at once: each
 /// mostly waits (for its lock, its supervisor's setup or answer), so more than the CPUs, but
 /// bounded so a thousand names do not become a thousand threads and supervisors at work together.
 const PARALLEL_INSTANCES: usize = 16;
@@ -272,13 +277,7 @@ impl Manager {
     /// start keeps none of the others from starting. A name given twice is started once, its
     /// outcome reported at its first place.
     pub fn start_many(&self, names: &[String]) -> Vec<StartOutcome> {
-        let mut unique: Vec<&String> = Vec::with_capacity(names.len());
-        for name in names {
-            if !unique.contains(&name) {
-                unique.push(name);
-            }
-        }
-        crate::parallel::map(&unique, PARALLEL_INSTANCES, |name| {
+        crate::parallel::map(&first_of_each(names), PARALLEL_INSTANCES, |name| {
             (name.to_string(), self.start(name))
         })
     }
@@ -400,9 +399,8 @@ impl Manager {
         self.end_run(name, shutdown, timeout + STOP_GRACE, None)
     }
 
-    /// Stops every active instance gracefully, all at once so that the whole takes one
-    /// `timeout` rather than one per instance (host shutdown: corral-autostart.service's stop).
-    /// Returns each instance's outcome; one that cannot be stopped does not keep the others up.
+    /// Stops every active instance gracefully, as [`Manager::stop_many`] (host shutdown:
+    /// corral-autostart.service's stop).
     pub fn stop_all(&self, timeout: Duration) -> Result<Vec<StopOutcome>, CoreError> {
         let active: Vec<String> = self
             .list()?
@@ -410,24 +408,26 @@ impl Manager {
             .filter(|summary| summary.status.is_active())
             .map(|summary| summary.name)
             .collect();
-        Ok(std::thread::scope(|scope| {
-            let stopping: Vec<_> = active
-                .into_iter()
-                .map(|name| {
-                    scope.spawn(move || {
-                        let outcome = self.stop(&name, timeout);
-                        (name, outcome)
-                    })
-                })
-                .collect();
-            stopping
-                .into_iter()
-                .map(|stop| {
-                    stop.join()
-                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-                })
-                .collect()
-        }))
+        Ok(self.stop_many(&active, timeout))
+    }
+
+    /// Stops every instance in `names` gracefully, all at once so that the whole takes one
+    /// `timeout` rather than one per instance. Returns each outcome in the order of `names` (a
+    /// name given twice is stopped once); one that cannot be stopped does not keep the others up.
+    pub fn stop_many(&self, names: &[String], timeout: Duration) -> Vec<StopOutcome> {
+        let names = first_of_each(names);
+        crate::parallel::map(&names, names.len(), |name| {
+            (name.to_string(), self.stop(name, timeout))
+        })
+    }
+
+    /// Forces every instance in `names` off, as [`Manager::kill`] each, up to
+    /// [`PARALLEL_INSTANCES`] at a time; each outcome in the order of `names`, a name given twice
+    /// killed once.
+    pub fn kill_many(&self, names: &[String]) -> Vec<StopOutcome> {
+        crate::parallel::map(&first_of_each(names), PARALLEL_INSTANCES, |name| {
+            (name.to_string(), self.kill(name))
+        })
     }
 
     /// Stops the guest at once (virsh destroy).
@@ -572,6 +572,27 @@ impl Manager {
 
     /// Deletes the instance and its directory; a running one only with `force` (it is killed).
     pub fn delete(&self, name: &str, force: bool) -> Result<(), CoreError> {
+        self.delete_instance(name, force)?;
+        self.remove_unused_bases();
+        Ok(())
+    }
+
+    /// Deletes every instance in `names` (up to [`PARALLEL_INSTANCES`] at a time), as
+    /// [`Manager::delete`] each; returns every outcome in the order of `names`. One that cannot
+    /// be deleted keeps none of the others. A name given twice is deleted once, its outcome
+    /// reported at its first place.
+    pub fn delete_many(&self, names: &[String], force: bool) -> Vec<DeleteOutcome> {
+        let outcomes = crate::parallel::map(&first_of_each(names), PARALLEL_INSTANCES, |name| {
+            (name.to_string(), self.delete_instance(name, force))
+        });
+        // Once, after all: each delete's own sweep would skip while another holds the bases'
+        // lock, and could keep a base that the instances deleted together all used.
+        self.remove_unused_bases();
+        outcomes
+    }
+
+    /// [`Manager::delete`] without the sweep of unused bases.
+    fn delete_instance(&self, name: &str, force: bool) -> Result<(), CoreError> {
         {
             let _lock = self.lock(name)?;
             let state = self.reconciled(name)?;
@@ -594,9 +615,12 @@ impl Manager {
         let definition = self.store.definition(name)?;
         self.clean_up_run(&definition, &self.paths(name)?);
         self.store.remove(name)?;
-        // A base of linked clones this instance was the last to use goes with it.
-        crate::bases::Bases::in_root(self.store.root()).remove_unused(&self.store);
         Ok(())
+    }
+
+    /// Removes the bases of linked clones no instance uses any more (the last user was deleted).
+    fn remove_unused_bases(&self) {
+        crate::bases::Bases::in_root(self.store.root()).remove_unused(&self.store);
     }
 
     /// All instances, reconciled, sorted by name.
@@ -651,6 +675,17 @@ impl Manager {
             _ => None,
         }
     }
+}
+
+/// `names` without repeats, each at its first place.
+fn first_of_each(names: &[String]) -> Vec<&String> {
+    let mut unique: Vec<&String> = Vec::with_capacity(names.len());
+    for name in names {
+        if !unique.contains(&name) {
+            unique.push(name);
+        }
+    }
+    unique
 }
 
 fn status_of(run: RunState) -> Status {

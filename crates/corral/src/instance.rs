@@ -137,11 +137,12 @@ pub struct CreateArgs {
 
 #[derive(Args)]
 pub struct StopArgs {
+    /// The instances; several stop at once.
     #[arg(required_unless_present = "all", add = completion::instances())]
-    pub(crate) name: Option<String>,
+    pub(crate) names: Vec<String>,
     /// Stop every running instance, all at once (what corral-autostart.service does at host
     /// shutdown).
-    #[arg(long, short, conflicts_with = "name")]
+    #[arg(long, short, conflicts_with = "names")]
     all: bool,
     /// Seconds the guest gets to shut down before it is forced off.
     #[arg(long, short, default_value_t = DEFAULT_STOP_TIMEOUT.as_secs())]
@@ -182,8 +183,9 @@ pub struct InfoArgs {
 
 #[derive(Args)]
 pub struct DeleteArgs {
-    #[arg(add = completion::instances())]
-    pub(crate) name: String,
+    /// The instances; several are deleted at once.
+    #[arg(required = true, add = completion::instances())]
+    pub(crate) names: Vec<String>,
     /// Delete a running instance too (it is killed first).
     #[arg(long, short)]
     pub(crate) force: bool,
@@ -405,23 +407,38 @@ pub fn start(root: &Path, names: Vec<String>) -> anyhow::Result<ExitCode> {
         print_started(name, &state);
         return Ok(ExitCode::SUCCESS);
     }
+    Ok(report_each(
+        manager.start_many(&names),
+        "start",
+        print_started,
+    ))
+}
+
+/// Prints each outcome of a verb over several instances in their order: a success as `done`
+/// says, a failure as an error naming its instance (`cannot VERB NAME`). The status is a failure
+/// if any failed.
+fn report_each<T>(
+    outcomes: Vec<(String, Result<T, corral_core::CoreError>)>,
+    verb: &str,
+    done: impl Fn(&str, &T),
+) -> ExitCode {
     let mut failed = false;
-    for (name, outcome) in manager.start_many(&names) {
+    for (name, outcome) in outcomes {
         match outcome {
-            Ok(state) => print_started(&name, &state),
+            Ok(value) => done(&name, &value),
             Err(err) => {
                 output::report_error(
-                    &anyhow::Error::from(err).context(format!("cannot start {name}")),
+                    &anyhow::Error::from(err).context(format!("cannot {verb} {name}")),
                 );
                 failed = true;
             }
         }
     }
-    Ok(if failed {
+    if failed {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
-    })
+    }
 }
 
 /// What `corral start` says of `name`, now in `state`.
@@ -465,41 +482,48 @@ pub fn autostart(root: &Path) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// `corral stop NAME...`: several names stop at once (core's `stop_many`, or `kill_many` with
+/// `--force`), each one's outcome printed in the order given as `start` does; `--all` stops every
+/// running instance, quiet about one that ended by itself meanwhile.
 pub fn stop(root: &Path, args: StopArgs) -> anyhow::Result<ExitCode> {
     let manager = manager(root)?;
     let timeout = Duration::from_secs(args.timeout);
-    let Some(name) = args.name else {
-        let mut failed = false;
-        for (name, outcome) in manager.stop_all(timeout)? {
-            match outcome {
-                Ok(state) => println!("stopped {name}{}", describe_exit(&state)),
-                // It ended by itself meanwhile.
-                Err(corral_core::CoreError::NotRunning(_)) => {}
-                Err(err) => {
-                    output::report_error(&err.into());
-                    failed = true;
-                }
-            }
-        }
-        return Ok(if failed {
-            ExitCode::FAILURE
+    let print_stopped =
+        |name: &str, state: &State| println!("stopped {name}{}", describe_exit(state));
+    if args.all {
+        let outcomes = manager
+            .stop_all(timeout)?
+            .into_iter()
+            .filter(|(_, outcome)| !matches!(outcome, Err(corral_core::CoreError::NotRunning(_))));
+        return Ok(report_each(outcomes.collect(), "stop", print_stopped));
+    }
+    if let [name] = args.names.as_slice() {
+        let state = if args.force {
+            manager.kill(name)?
         } else {
-            ExitCode::SUCCESS
-        });
-    };
-    let state = if args.force {
-        manager.kill(&name)?
+            manager.stop(name, timeout)?
+        };
+        print_stopped(name, &state);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let outcomes = if args.force {
+        manager.kill_many(&args.names)
     } else {
-        manager.stop(&name, timeout)?
+        manager.stop_many(&args.names, timeout)
     };
-    println!("stopped {name}{}", describe_exit(&state));
-    Ok(ExitCode::SUCCESS)
+    Ok(report_each(outcomes, "stop", print_stopped))
 }
 
-pub fn kill(root: &Path, name: String) -> anyhow::Result<ExitCode> {
-    let state = manager(root)?.kill(&name)?;
-    println!("killed {name}{}", describe_exit(&state));
-    Ok(ExitCode::SUCCESS)
+/// `corral kill NAME...`: several names are killed at once (core's `kill_many`).
+pub fn kill(root: &Path, names: Vec<String>) -> anyhow::Result<ExitCode> {
+    let manager = manager(root)?;
+    let print_killed =
+        |name: &str, state: &State| println!("killed {name}{}", describe_exit(state));
+    if let [name] = names.as_slice() {
+        print_killed(name, &manager.kill(name)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    Ok(report_each(manager.kill_many(&names), "kill", print_killed))
 }
 
 pub fn restart(root: &Path, args: RestartArgs) -> anyhow::Result<ExitCode> {
@@ -525,10 +549,19 @@ pub fn resume(root: &Path, name: String) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `corral delete NAME...`: several names are deleted at once (core's `delete_many`), each one's
+/// outcome printed in the order given as `start` does.
 pub fn delete(root: &Path, args: DeleteArgs) -> anyhow::Result<ExitCode> {
-    manager(root)?.delete(&args.name, args.force)?;
-    println!("deleted {}", args.name);
-    Ok(ExitCode::SUCCESS)
+    let manager = manager(root)?;
+    if let [name] = args.names.as_slice() {
+        manager.delete(name, args.force)?;
+        println!("deleted {name}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let outcomes = manager.delete_many(&args.names, args.force);
+    Ok(report_each(outcomes, "delete", |name, ()| {
+        println!("deleted {name}")
+    }))
 }
 
 pub fn describe_exit(state: &State) -> String {

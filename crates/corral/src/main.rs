@@ -102,8 +102,9 @@ pub(crate) enum Command {
     /// Force an instance off at once.
     #[command(alias = "destroy")]
     Kill {
-        #[arg(add = completion::instances())]
-        name: String,
+        /// The instances; several are killed at once.
+        #[arg(required = true, add = completion::instances())]
+        names: Vec<String>,
     },
     /// Stop an instance and start it again.
     #[command(alias = "reboot")]
@@ -290,7 +291,7 @@ fn main() -> ExitCode {
         Command::Define { file } => instance::define(&cli.root, file),
         Command::Start { names } => instance::start(&cli.root, names),
         Command::Stop(args) => instance::stop(&cli.root, args),
-        Command::Kill { name } => instance::kill(&cli.root, name),
+        Command::Kill { names } => instance::kill(&cli.root, names),
         Command::Restart(args) => instance::restart(&cli.root, args),
         Command::Pause { name } => instance::pause(&cli.root, name),
         Command::Resume { name } => instance::resume(&cli.root, name),

@@ -164,16 +164,20 @@ pub fn run_on(name: &str, command: Command) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Stop(args) => {
-            let Some(instance) = args.name.clone() else {
-                bail!("corral --remote stops one instance at a time; name it");
-            };
-            let body = json!({"action": "stop", "timeout": args.timeout, "force": args.force});
-            change(&instance, body)?;
-            println!("stopped {instance}{}", describe_exit(&state_of(&instance)?));
+            if args.names.is_empty() {
+                bail!("corral --remote stops the instances it is given, not --all; name them");
+            }
+            for instance in args.names {
+                let body = json!({"action": "stop", "timeout": args.timeout, "force": args.force});
+                change(&instance, body)?;
+                println!("stopped {instance}{}", describe_exit(&state_of(&instance)?));
+            }
         }
-        Command::Kill { name: instance } => {
-            change(&instance, json!({"action": "kill"}))?;
-            println!("killed {instance}{}", describe_exit(&state_of(&instance)?));
+        Command::Kill { names } => {
+            for instance in names {
+                change(&instance, json!({"action": "kill"}))?;
+                println!("killed {instance}{}", describe_exit(&state_of(&instance)?));
+            }
         }
         Command::Restart(args) => {
             let body = json!({"action": "restart", "timeout": args.timeout, "force": args.force});
@@ -189,9 +193,11 @@ pub fn run_on(name: &str, command: Command) -> anyhow::Result<ExitCode> {
             println!("resumed {instance}");
         }
         Command::Delete(args) => {
-            let path = format!("/1.0/instances/{}?force={}", args.name, args.force);
-            client.operate("DELETE", &path, None)?;
-            println!("deleted {}", args.name);
+            for instance in args.names {
+                let path = format!("/1.0/instances/{instance}?force={}", args.force);
+                client.operate("DELETE", &path, None)?;
+                println!("deleted {instance}");
+            }
         }
         Command::Exec(args) => return stream::exec(&client, args),
         Command::Console { name: instance } => return stream::console(&client, &instance),

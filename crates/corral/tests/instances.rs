@@ -112,7 +112,7 @@ fn container_lifecycle_with_logs_exec_pause_and_stop() {
 }
 
 #[test]
-fn several_containers_start_at_once_each_outcome_reported_under_corral_monitor() {
+fn several_containers_start_and_delete_at_once_each_outcome_reported_under_corral_monitor() {
     let Some(root) = setup() else { return };
     for name in ["one", "two", "three"] {
         container(&root, name, "sleep 1000", &[]);
@@ -148,9 +148,45 @@ fn several_containers_start_at_once_each_outcome_reported_under_corral_monitor()
             monitor.display()
         );
     }
-    root.ok(&["kill", "one"]);
-    root.ok(&["kill", "two"]);
-    root.ok(&["kill", "three"]);
+
+    // Stopped and killed several at once, the same way.
+    let out = root.run(&["stop", "--timeout", "1", "one", "ghost"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.starts_with("stopped one ("), "{stdout}");
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("corral: cannot stop ghost\n  caused by: instance ghost does not exist"),
+        "{stderr}"
+    );
+    let killed = root.ok(&["kill", "two", "two"]);
+    assert!(killed.starts_with("killed two ("), "{killed}");
+    assert_eq!(
+        killed.lines().count(),
+        1,
+        "a name given twice is killed once: {killed}"
+    );
+    assert_eq!(root.status("one"), "stopped");
+    assert_eq!(root.status("two"), "stopped");
+    assert_eq!(root.status("three"), "running");
+
+    // And deleted at once, stopped or (with --force) running, the same way.
+    let out = root.run(&["delete", "--force", "one", "ghost", "two", "three", "one"]);
+    assert_eq!(out.status.code(), Some(1), "one failure fails the command");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .collect::<Vec<_>>(),
+        ["deleted one", "deleted two", "deleted three"],
+        "each name once, in the order given"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("corral: cannot delete ghost\n  caused by: instance ghost does not exist"),
+        "{stderr}"
+    );
+    assert_eq!(root.ok(&["list", "--all", "--output", "json"]).trim(), "[]");
 }
 
 #[test]

@@ -472,3 +472,86 @@ fn start_many_tries_each_name_once_and_reports_every_outcome_in_order() {
     assert_eq!(asked, ["supervisor_command a", "supervisor_command b"]);
     assert_eq!(f.manager.state("busy").unwrap().status, Status::Running);
 }
+
+#[test]
+fn delete_many_deletes_each_name_once_and_reports_every_outcome_in_order() {
+    let f = fixture();
+    for name in ["a", "b", "busy"] {
+        f.create(name);
+    }
+    let supervisor = Sleeper::start();
+    f.record_run("busy", supervisor.pid(), supervisor.start_ticks());
+    let names: Vec<String> = ["a", "ghost", "busy", "b", "a"]
+        .iter()
+        .map(|name| name.to_string())
+        .collect();
+    let outcomes = f.manager.delete_many(&names, false);
+    let reported: Vec<(&str, String)> = outcomes
+        .iter()
+        .map(|(name, outcome)| {
+            let text = match outcome {
+                Ok(()) => "deleted".to_string(),
+                Err(err) => err.to_string(),
+            };
+            (name.as_str(), text)
+        })
+        .collect();
+    assert_eq!(
+        reported,
+        [
+            ("a", "deleted".to_string()),
+            (
+                "ghost",
+                "instance ghost does not exist; `corral list --all` shows the defined instances"
+                    .to_string()
+            ),
+            (
+                "busy",
+                "instance busy is running; stop it first, or delete it with --force".to_string()
+            ),
+            ("b", "deleted".to_string()),
+        ]
+    );
+    assert_eq!(f.manager.store().names().unwrap(), ["busy"]);
+    assert_eq!(f.manager.state("busy").unwrap().status, Status::Running);
+}
+
+#[test]
+fn stop_many_and_kill_many_try_each_name_once_and_report_every_outcome_in_order() {
+    let f = fixture();
+    f.create("a");
+    f.create("b");
+    let names: Vec<String> = ["b", "ghost", "a", "b"]
+        .iter()
+        .map(|name| name.to_string())
+        .collect();
+    let expected = [
+        (
+            "b",
+            "instance b is not running; start it with `corral start b`",
+        ),
+        (
+            "ghost",
+            "instance ghost does not exist; `corral list --all` shows the defined instances",
+        ),
+        (
+            "a",
+            "instance a is not running; start it with `corral start a`",
+        ),
+    ];
+    let text = |outcomes: Vec<StopOutcome>| -> Vec<(String, String)> {
+        outcomes
+            .into_iter()
+            .map(|(name, outcome)| (name, outcome.unwrap_err().to_string()))
+            .collect()
+    };
+    let expected: Vec<(String, String)> = expected
+        .iter()
+        .map(|(name, message)| (name.to_string(), message.to_string()))
+        .collect();
+    assert_eq!(
+        text(f.manager.stop_many(&names, Duration::from_secs(1))),
+        expected
+    );
+    assert_eq!(text(f.manager.kill_many(&names)), expected);
+}
