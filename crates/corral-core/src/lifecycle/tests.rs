@@ -439,16 +439,7 @@ fn start_many_tries_each_name_once_and_reports_every_outcome_in_order() {
         .map(|name| name.to_string())
         .collect();
     let outcomes = f.manager.start_many(&names);
-    let reported: Vec<(&str, String)> = outcomes
-        .iter()
-        .map(|(name, outcome)| {
-            let text = match outcome {
-                Ok(state) => format!("{:?}", state.status),
-                Err(err) => err.to_string(),
-            };
-            (name.as_str(), text)
-        })
-        .collect();
+    let reported = described(&outcomes, |state| format!("{:?}", state.status));
     assert_eq!(
         reported,
         [
@@ -486,16 +477,7 @@ fn delete_many_deletes_each_name_once_and_reports_every_outcome_in_order() {
         .map(|name| name.to_string())
         .collect();
     let outcomes = f.manager.delete_many(&names, false);
-    let reported: Vec<(&str, String)> = outcomes
-        .iter()
-        .map(|(name, outcome)| {
-            let text = match outcome {
-                Ok(()) => "deleted".to_string(),
-                Err(err) => err.to_string(),
-            };
-            (name.as_str(), text)
-        })
-        .collect();
+    let reported = described(&outcomes, |()| "deleted".to_string());
     assert_eq!(
         reported,
         [
@@ -539,19 +521,25 @@ fn stop_many_and_kill_many_try_each_name_once_and_report_every_outcome_in_order(
             "instance a is not running; start it with `corral start a`",
         ),
     ];
-    let text = |outcomes: Vec<StopOutcome>| -> Vec<(String, String)> {
-        outcomes
-            .into_iter()
-            .map(|(name, outcome)| (name, outcome.unwrap_err().to_string()))
-            .collect()
-    };
-    let expected: Vec<(String, String)> = expected
-        .iter()
-        .map(|(name, message)| (name.to_string(), message.to_string()))
-        .collect();
-    assert_eq!(
-        text(f.manager.stop_many(&names, Duration::from_secs(1))),
-        expected
-    );
-    assert_eq!(text(f.manager.kill_many(&names)), expected);
+    let expected = expected.map(|(name, message)| (name, message.to_string()));
+    let status = |state: &State| format!("{:?}", state.status);
+    let stopped = f.manager.stop_many(&names, Duration::from_secs(1));
+    assert_eq!(described(&stopped, status), expected);
+    assert_eq!(described(&f.manager.kill_many(&names), status), expected);
+}
+
+/// Each instance's name and its outcome as text: `ok`'s for a success, the error's message else.
+fn described<T>(
+    outcomes: &[(String, Result<T, CoreError>)],
+    ok: impl Fn(&T) -> String,
+) -> Vec<(&str, String)> {
+    (outcomes.iter())
+        .map(|(name, outcome)| {
+            let text = match outcome {
+                Ok(value) => ok(value),
+                Err(err) => err.to_string(),
+            };
+            (name.as_str(), text)
+        })
+        .collect()
 }
