@@ -12,6 +12,9 @@ all: Firecracker appends `pci=off` itself (it offers no PCI), so the others get 
 `lapic=notscdeadline`, since Firecracker always offers the TSC deadline timer (its CPUID
 normalisation sets it after any template), which this host's emulating KVM mishandles (the guest
 spends itself in back-to-back timer interrupts); corral hides it and QEMU's qemu64 model has none.
+Each VMM enters the vmlinux its own way: Firecracker and QEMU through its PVH entry, corral
+through the 64-bit boot protocol, whose setup_data carries a random seed from the host that the
+guest credits to its RNG (CONFIG_RANDOM_TRUST_BOOTLOADER); PVH has no way to pass one.
 CPU time comes from wait4()'s rusage, peak RSS from GNU time (`time` package).
 
 corral's rows run `corral-vmm` (--vmm, by default the one beside --corral), the VMM-only

@@ -13,12 +13,13 @@
 #define ZP_RAMDISK_IMAGE 0x218
 #define ZP_RAMDISK_SIZE 0x21c
 #define ZP_CMD_LINE_PTR 0x228
+#define ZP_SETUP_DATA 0x250
 
 #define FIELD(base, offset, type) (*(const volatile type *)((base) + (offset)))
 
 void guest_main(u64 kind, u64 info)
 {
-	struct boot_info boot = { 0, 0, 0, 0 };
+	struct boot_info boot = { 0, 0, 0, 0, 0 };
 	if (kind == GUEST_BOOT_PVH) {
 		boot.cmdline = (const char *)FIELD(info, PVH_CMDLINE, u64);
 		if (FIELD(info, PVH_NR_MODULES, u32) > 0) {
@@ -32,6 +33,7 @@ void guest_main(u64 kind, u64 info)
 		boot.initrd_addr = FIELD(info, ZP_RAMDISK_IMAGE, u32);
 		boot.initrd_size = FIELD(info, ZP_RAMDISK_SIZE, u32);
 		boot.rsdp = FIELD(info, ZP_ACPI_RSDP, u64);
+		boot.setup_data = FIELD(info, ZP_SETUP_DATA, u64);
 	}
 	guest_run(&boot);
 	debug_exit(0);

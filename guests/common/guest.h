@@ -20,6 +20,7 @@ struct boot_info {
 	u64 initrd_addr;
 	u64 initrd_size;
 	u64 rsdp;		/* ACPI RSDP address the VMM announced; 0 when none */
+	u64 setup_data;		/* the Linux boot protocol's setup_data list; 0 when none (PVH) */
 };
 
 static inline void outb(u16 port, u8 value)

@@ -2,7 +2,9 @@
 //!
 //! [`inspect`] reads only the image's headers — untrusted input, so it is fuzzed — and says what
 //! the image is, how much memory it needs and how long a command line it takes, so bad input is
-//! refused with a clear message before a VM exists. Loading itself is linux-loader's.
+//! refused with a clear message before a VM exists. Loading itself is linux-loader's. A Linux
+//! vmlinux (its ELF notes say so) boots through the 64-bit boot protocol even where it offers a
+//! PVH entry: only the boot protocol's zero page carries `setup_data`, where the random seed goes.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -29,6 +31,11 @@ const ELFCLASS64: u8 = 2;
 const ELFDATA2LSB: u8 = 1;
 const EM_X86_64: u16 = 62;
 const PT_LOAD: u32 = 1;
+const PT_NOTE: u32 = 4;
+/// The note name every Linux vmlinux carries (its build salt, `include/linux/build-salt.h`).
+const LINUX_NOTE_NAME: &[u8] = b"Linux\0";
+/// A kernel has a few notes (about a hundred bytes); a larger note segment is not read.
+const MAX_NOTE_BYTES: u64 = 64 * 1024;
 const BZIMAGE_BOOT_FLAG_OFFSET: usize = 0x1fe;
 const BZIMAGE_HEADER_OFFSET: usize = 0x202;
 /// The 64-bit entry point sits this far into the protected-mode code (boot protocol 2.12+).
@@ -115,6 +122,15 @@ pub struct ImageInfo {
     pub max_cmdline: usize,
     /// Highest address an initrd may end at.
     pub initrd_max: u64,
+    /// Where an ELF image keeps its notes (file offset and length), when it has them.
+    pub notes: Option<FileRange>,
+}
+
+/// A range of bytes in the image file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileRange {
+    pub offset: u64,
+    pub len: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -165,16 +181,25 @@ fn inspect_elf(head: &[u8]) -> Result<ImageInfo, ImageError> {
         return Err(ImageError::TruncatedElf);
     }
     let mut end = 0u64;
+    let mut notes = None;
     for index in 0..u64::from(phnum) {
         let offset = phoff
             .checked_add(index * 56)
             .and_then(|o| usize::try_from(o).ok())
             .ok_or(ImageError::TruncatedElf)?;
         let kind = read_u32(head, offset).ok_or(ImageError::TruncatedElf)?;
+        let at = |field: usize| offset.checked_add(field).ok_or(ImageError::TruncatedElf);
+        if kind == PT_NOTE && notes.is_none() {
+            let file_offset = read_u64(head, at(8)?).ok_or(ImageError::TruncatedElf)?;
+            let len = read_u64(head, at(32)?).ok_or(ImageError::TruncatedElf)?;
+            notes = (len <= MAX_NOTE_BYTES).then_some(FileRange {
+                offset: file_offset,
+                len,
+            });
+        }
         if kind != PT_LOAD {
             continue;
         }
-        let at = |field: usize| offset.checked_add(field).ok_or(ImageError::TruncatedElf);
         let paddr = read_u64(head, at(24)?).ok_or(ImageError::TruncatedElf)?;
         let memsz = read_u64(head, at(40)?).ok_or(ImageError::TruncatedElf)?;
         let segment_end = paddr.checked_add(memsz).ok_or(ImageError::BadLoadAddress)?;
@@ -191,6 +216,7 @@ fn inspect_elf(head: &[u8]) -> Result<ImageInfo, ImageError> {
         end,
         max_cmdline: MAX_CMDLINE_BYTES,
         initrd_max: u64::from(u32::MAX),
+        notes,
     })
 }
 
@@ -224,7 +250,35 @@ fn inspect_bzimage(head: &[u8], file_len: u64) -> Result<ImageInfo, ImageError> 
         end: code32_start + payload.max(init_size),
         max_cmdline: header_u32(0x238)? as usize + 1,
         initrd_max: u64::from(header_u32(0x22c)?),
+        notes: None,
     })
+}
+
+/// Whether ELF notes (`notes`, a note segment's bytes) include one named "Linux". Stops at the
+/// first note that does not fit.
+pub fn names_linux(notes: &[u8]) -> bool {
+    let align = |len: u32| usize::try_from(len).ok()?.checked_next_multiple_of(4);
+    let mut at = 0usize;
+    while let (Some(name_len), Some(desc_len)) = (read_u32(notes, at), read_u32(notes, at + 4)) {
+        let name_start = at + 12;
+        let Some(name_end) = usize::try_from(name_len)
+            .ok()
+            .and_then(|len| name_start.checked_add(len))
+        else {
+            return false;
+        };
+        if notes.get(name_start..name_end) == Some(LINUX_NOTE_NAME) {
+            return true;
+        }
+        let next = align(name_len)
+            .zip(align(desc_len))
+            .and_then(|(name, desc)| name_start.checked_add(name)?.checked_add(desc));
+        match next {
+            Some(next) if next <= notes.len() => at = next,
+            _ => return false,
+        }
+    }
+    false
 }
 
 /// An opened, recognised kernel image.
@@ -232,6 +286,8 @@ pub struct KernelImage {
     path: PathBuf,
     file: File,
     pub info: ImageInfo,
+    /// An ELF vmlinux of Linux (a note named "Linux").
+    linux: bool,
 }
 
 impl KernelImage {
@@ -254,10 +310,21 @@ impl KernelImage {
             path: path.to_owned(),
             reason,
         })?;
+        let linux = match info.notes {
+            Some(notes) => {
+                let mut bytes = Vec::with_capacity(notes.len as usize);
+                file.seek(SeekFrom::Start(notes.offset))
+                    .and_then(|_| (&mut file).take(notes.len).read_to_end(&mut bytes))
+                    .map_err(read_error)?;
+                names_linux(&bytes)
+            }
+            None => false,
+        };
         Ok(KernelImage {
             path: path.to_owned(),
             file,
             info,
+            linux,
         })
     }
 
@@ -282,7 +349,9 @@ impl KernelImage {
                 let loaded =
                     Elf::load(memory, None, &mut self.file, highmem).map_err(load_error)?;
                 let entry = match loaded.pvh_boot_cap {
-                    PvhBootCapability::PvhEntryPresent(address) => EntryPoint::Pvh(address),
+                    PvhBootCapability::PvhEntryPresent(address) if !self.linux => {
+                        EntryPoint::Pvh(address)
+                    }
                     _ => EntryPoint::Linux64(loaded.kernel_load),
                 };
                 Ok((entry, None))
@@ -425,6 +494,73 @@ mod tests {
         assert_eq!(inspect(b"#!/bin/sh\n", 10), Err(ImageError::UnknownFormat));
     }
 
+    /// `elf_header` with a second program header: a note segment at `offset`, `len` bytes.
+    fn elf_with_notes(offset: u64, len: u64) -> Vec<u8> {
+        let mut image = elf_header(EM_X86_64, 0x100_0000, 0x1000);
+        image[56..58].copy_from_slice(&2u16.to_le_bytes());
+        let mut note = vec![0u8; 56];
+        note[..4].copy_from_slice(&PT_NOTE.to_le_bytes());
+        note[8..16].copy_from_slice(&offset.to_le_bytes());
+        note[32..40].copy_from_slice(&len.to_le_bytes());
+        image.extend(note);
+        image
+    }
+
+    #[test]
+    fn an_elf_images_note_segment_is_found_unless_oversized() {
+        let info = inspect(&elf_with_notes(0xac_7700, 0x6c), 0).unwrap();
+        assert_eq!(
+            info.notes,
+            Some(FileRange {
+                offset: 0xac_7700,
+                len: 0x6c
+            })
+        );
+        let huge = inspect(&elf_with_notes(0x1000, MAX_NOTE_BYTES + 1), 0).unwrap();
+        assert_eq!(huge.notes, None);
+        let plain = inspect(&elf_header(EM_X86_64, 0x100_0000, 0x1000), 0).unwrap();
+        assert_eq!(plain.notes, None);
+    }
+
+    fn note(name: &[u8], desc: &[u8]) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        bytes.extend((name.len() as u32).to_le_bytes());
+        bytes.extend((desc.len() as u32).to_le_bytes());
+        bytes.extend(1u32.to_le_bytes());
+        for part in [name, desc] {
+            bytes.extend(part);
+            bytes.resize(bytes.len().next_multiple_of(4), 0);
+        }
+        bytes
+    }
+
+    #[test]
+    fn a_linux_vmlinux_is_told_by_its_notes() {
+        // As in a vmlinux: the build id, Linux's notes, the PVH entry.
+        let gnu = note(b"GNU\0", &[7; 20]);
+        let vmlinux = [
+            gnu.clone(),
+            note(b"Linux\0", &[0; 4]),
+            note(b"Xen\0", &[0; 8]),
+        ]
+        .concat();
+        assert!(names_linux(&vmlinux));
+        // A freestanding PVH guest: only the Xen note.
+        assert!(!names_linux(&note(b"Xen\0", &[0; 8])));
+        assert!(!names_linux(
+            &[gnu.clone(), note(b"Linuxish\0", &[])].concat()
+        ));
+        // Hostile sizes end the walk instead of reading past the segment or wrapping around.
+        let mut huge_desc = gnu.clone();
+        huge_desc[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(!names_linux(&[huge_desc, note(b"Linux\0", &[])].concat()));
+        let mut huge_name = note(b"Linux\0", &[]);
+        huge_name[..4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(!names_linux(&huge_name));
+        assert!(!names_linux(&vmlinux[..gnu.len() + 14]));
+        assert!(!names_linux(&[]));
+    }
+
     fn bzimage_header(version: u16, xloadflags: u16) -> Vec<u8> {
         let mut image = vec![0u8; 1024];
         image[0x1f1] = 1;
@@ -466,6 +602,7 @@ mod tests {
             end: 0x20_0000,
             max_cmdline: MAX_CMDLINE_BYTES,
             initrd_max: u64::from(u32::MAX),
+            notes: None,
         };
         let memory = MemorySize(16 << 20);
         let placed = place_initrd(&image, 5000, memory, 16 << 20)

@@ -19,7 +19,9 @@ use crate::arch::x86_64::cpuid::{host_kvm_emulates_kernel_code, CpuidPolicy};
 use crate::arch::x86_64::layout::{ACPI_START, MPTABLE_START};
 use crate::arch::x86_64::regs::EntryPoint;
 use crate::arch::x86_64::InitrdPlacement;
-use crate::arch::x86_64::{low_ram_end, mptable, write_pvh_start_info, write_zero_page};
+use crate::arch::x86_64::{
+    low_ram_end, mptable, write_pvh_start_info, write_rng_seed, write_zero_page, RNG_SEED_BYTES,
+};
 use crate::config::{Action, ConfigError, VmConfig};
 use crate::console::{Console, ConsoleError, SocketFiles};
 use crate::control::{self, Runtime};
@@ -69,6 +71,8 @@ pub enum VmmError {
     BootInfo(#[from] linux_loader::configurator::Error),
     #[error(transparent)]
     Acpi(#[from] AcpiTooLarge),
+    #[error("cannot draw the guest's random seed from the host (getrandom)")]
+    RngSeed(#[source] getrandom::Error),
     #[error("cannot write the {0} into guest memory: {1}")]
     WriteTables(&'static str, vm_memory::GuestMemoryError),
     #[error(transparent)]
@@ -222,13 +226,20 @@ fn build_vm(
         EntryPoint::Pvh(_) => {
             write_pvh_start_info(&vm.memory, config.memory.0, prepared.initrd_placement)?
         }
-        EntryPoint::Linux64(_) => write_zero_page(
-            &vm.memory,
-            config.memory.0,
-            setup_header,
-            prepared.cmdline.len(),
-            prepared.initrd_placement,
-        )?,
+        EntryPoint::Linux64(_) => {
+            let mut seed = [0u8; RNG_SEED_BYTES];
+            getrandom::fill(&mut seed).map_err(VmmError::RngSeed)?;
+            let setup_data = write_rng_seed(&vm.memory, &seed)
+                .map_err(|err| VmmError::WriteTables("random seed", err))?;
+            write_zero_page(
+                &vm.memory,
+                config.memory.0,
+                setup_header,
+                prepared.cmdline.len(),
+                prepared.initrd_placement,
+                setup_data,
+            )?
+        }
     }
     // Both descriptions of the machine: the MP table for guests without ACPI, ACPI for the rest.
     vm.memory

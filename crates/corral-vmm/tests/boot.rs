@@ -81,6 +81,43 @@ fn a_bzimage_boots_through_the_64_bit_boot_protocol() {
     assert!(console.contains("cmdline: via=bzimage\n"), "{console}");
 }
 
+/// The random seed the `hello` guest found in its `setup_data` list (hex), with the console.
+fn booted_seed(kernel: &Path) -> (Option<String>, String) {
+    let scratch = Scratch::new();
+    let config = VmConfig {
+        kernel: kernel.to_owned(),
+        ..scratch.config("hello")
+    };
+    let exit = common::run(&config).unwrap();
+    assert_eq!(exit.reason, ExitReason::Poweroff, "{exit:?}");
+    let console = scratch.console();
+    let seed = console
+        .lines()
+        .find_map(|line| line.strip_prefix("setup_data: type 9, 32 bytes: "))
+        .map(str::to_owned);
+    (seed, console)
+}
+
+#[test]
+fn each_boot_protocol_boot_carries_its_own_random_seed() {
+    require_kvm!();
+    let (first, console) = booted_seed(&corral_guests::hello_bzimage());
+    let first = first.unwrap_or_else(|| panic!("no random seed in setup_data:\n{console}"));
+    let (second, console) = booted_seed(&corral_guests::hello_bzimage());
+    let second = second.unwrap_or_else(|| panic!("no random seed in setup_data:\n{console}"));
+    assert_eq!(first.len(), 64, "{first}");
+    assert_ne!(first, "0".repeat(64));
+    assert_ne!(first, second, "two boots were given the same seed");
+    assert_eq!(
+        console.matches("setup_data:").count(),
+        1,
+        "one entry: {console}"
+    );
+    // PVH has no setup_data: the guest sees no list at all.
+    let (pvh_seed, console) = booted_seed(&corral_guests::elf("hello"));
+    assert!(!console.contains("setup_data:"), "{pvh_seed:?}: {console}");
+}
+
 /// Runs `config` expecting an error before the guest starts.
 fn refused(config: &VmConfig) -> VmmError {
     match common::run(config) {

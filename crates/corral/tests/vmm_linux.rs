@@ -155,6 +155,15 @@ fn linux_boots_to_init_with_two_vcpus_and_reboots() {
     );
     assert_eq!(status, Some(3), "{stderr}");
     assert!(stderr.contains("vm stopped: reboot ("), "{stderr}");
+    // The random seed corral-vmm passes in setup_data made the guest's RNG ready while the kernel
+    // set itself up, before it even printed its command line (the cmdline hides RDRAND; without
+    // the seed the RNG is not ready before init on this guest).
+    let seeded = console.find("random: crng init done");
+    let cmdline = console.find("Kernel command line:");
+    assert!(
+        matches!((seeded, cmdline), (Some(seeded), Some(cmdline)) if seeded < cmdline),
+        "{console}"
+    );
 }
 
 #[test]

@@ -21,6 +21,8 @@ pub const BOOT_STACK_POINTER: u64 = 0x8ff0;
 pub const PML4_START: u64 = 0x9000;
 pub const PDPTE_START: u64 = 0xa000;
 pub const PDE_START: u64 = 0xb000;
+/// The Linux boot protocol's `setup_data` list (one entry: the guest's random seed).
+pub const SETUP_DATA_START: u64 = 0xc000;
 /// The kernel command line.
 pub const CMDLINE_START: u64 = 0x20000;
 /// Start of the extended BIOS data area: usable low RAM ends here.

@@ -16,13 +16,13 @@ use linux_loader::loader::bootparam::{boot_e820_entry, boot_params, setup_header
 use linux_loader::loader::elf::start_info::{
     hvm_memmap_table_entry, hvm_modlist_entry, hvm_start_info,
 };
-use vm_memory::GuestAddress;
+use vm_memory::{Bytes, GuestAddress};
 
 use crate::vstate::memory::GuestMemoryMmap;
 
 use layout::{
     ACPI_START, CMDLINE_START, EBDA_START, HIMEM_START, MMIO_GAP_END, MMIO_GAP_START,
-    PVH_INFO_START, PVH_MEMMAP_START, PVH_MODLIST_START, ZERO_PAGE_START,
+    PVH_INFO_START, PVH_MEMMAP_START, PVH_MODLIST_START, SETUP_DATA_START, ZERO_PAGE_START,
 };
 
 const E820_RAM: u32 = 1;
@@ -34,6 +34,12 @@ const BOOT_FLAG_MAGIC: u16 = 0xaa55;
 const LOADER_TYPE_UNDEFINED: u8 = 0xff;
 /// Alignment Linux assumes for a kernel without a setup header (its CONFIG_PHYSICAL_ALIGN default).
 const DEFAULT_KERNEL_ALIGNMENT: u32 = 0x100_0000;
+/// The `setup_data` type of a random seed. Linux mixes it into its RNG in `setup_arch`, before
+/// anything draws from it, and wipes it: the guest's RNG is seeded at boot even where it has no
+/// RDRAND (as under an emulating KVM) and no entropy from interrupts yet.
+const SETUP_RNG_SEED: u32 = 9;
+/// 256 bits: what Linux's RNG needs to count as seeded.
+pub const RNG_SEED_BYTES: usize = 32;
 
 /// The guest RAM regions for `size` bytes: below the MMIO gap, then from 4 GiB.
 pub fn ram_regions(size: u64) -> Vec<(GuestAddress, usize)> {
@@ -115,14 +121,31 @@ pub fn write_pvh_start_info(
     PvhBootConfigurator::write_bootparams::<GuestMemoryMmap>(&params, memory)
 }
 
+/// Writes the Linux boot protocol's `setup_data` list: one `struct setup_data` (next, type,
+/// length, then the bytes) holding `seed`. Returns where the list starts, for the zero page.
+pub fn write_rng_seed(
+    memory: &GuestMemoryMmap,
+    seed: &[u8; RNG_SEED_BYTES],
+) -> Result<GuestAddress, vm_memory::GuestMemoryError> {
+    let mut entry = Vec::with_capacity(16 + RNG_SEED_BYTES);
+    entry.extend_from_slice(&0u64.to_le_bytes());
+    entry.extend_from_slice(&SETUP_RNG_SEED.to_le_bytes());
+    entry.extend_from_slice(&(RNG_SEED_BYTES as u32).to_le_bytes());
+    entry.extend_from_slice(seed);
+    memory.write_slice(&entry, GuestAddress(SETUP_DATA_START))?;
+    Ok(GuestAddress(SETUP_DATA_START))
+}
+
 /// Writes the Linux boot protocol's zero page. `header` is the image's setup header (bzImage) or
-/// `None` for an ELF kernel entered at its 64-bit entry point.
+/// `None` for an ELF kernel entered at its 64-bit entry point; `setup_data` is the list
+/// [`write_rng_seed`] wrote.
 pub fn write_zero_page(
     memory: &GuestMemoryMmap,
     memory_size: u64,
     header: Option<setup_header>,
     cmdline_len: usize,
     initrd: Option<InitrdPlacement>,
+    setup_data: GuestAddress,
 ) -> Result<(), linux_loader::configurator::Error> {
     let mut params = boot_params {
         hdr: header.unwrap_or(setup_header {
@@ -137,6 +160,7 @@ pub fn write_zero_page(
     params.hdr.type_of_loader = LOADER_TYPE_UNDEFINED;
     params.hdr.cmd_line_ptr = CMDLINE_START as u32;
     params.hdr.cmdline_size = cmdline_len as u32;
+    params.hdr.setup_data = setup_data.0;
     if let Some(initrd) = initrd {
         params.hdr.ramdisk_image = initrd.address.0 as u32;
         params.hdr.ramdisk_size = initrd.size as u32;
@@ -155,7 +179,37 @@ pub fn write_zero_page(
 
 #[cfg(test)]
 mod tests {
+    use vm_memory::Address;
+
     use super::*;
+    use crate::vstate::memory::from_ranges;
+
+    #[test]
+    fn the_zero_page_links_the_random_seed() {
+        let size = 16 << 20;
+        let memory = from_ranges(&ram_regions(size), false).unwrap();
+        let seed: [u8; RNG_SEED_BYTES] = std::array::from_fn(|i| i as u8 + 1);
+        let setup_data = write_rng_seed(&memory, &seed).unwrap();
+        write_zero_page(&memory, size, None, 10, None, setup_data).unwrap();
+
+        let params: boot_params = memory.read_obj(GuestAddress(ZERO_PAGE_START)).unwrap();
+        let list = GuestAddress(params.hdr.setup_data);
+        let next: u64 = memory.read_obj(list).unwrap();
+        let kind: u32 = memory.read_obj(list.unchecked_add(8)).unwrap();
+        let len: u32 = memory.read_obj(list.unchecked_add(12)).unwrap();
+        let mut bytes = [0u8; RNG_SEED_BYTES];
+        memory
+            .read_slice(&mut bytes, list.unchecked_add(16))
+            .unwrap();
+        assert_eq!((next, kind, len), (0, 9, 32));
+        assert_eq!(bytes, seed);
+        // In RAM, clear of the page tables below it and the command line above it.
+        let end = list.0 + 16 + RNG_SEED_BYTES as u64;
+        assert!(e820_ram(size)
+            .iter()
+            .any(|&(start, len)| start <= list.0 && end <= start + len));
+        assert!(end <= CMDLINE_START && list.0 >= layout::PDE_START + 0x1000);
+    }
 
     #[test]
     fn memory_above_the_gap_moves_to_4g() {
