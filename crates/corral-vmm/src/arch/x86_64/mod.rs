@@ -12,7 +12,7 @@ pub mod regs;
 use linux_loader::configurator::linux::LinuxBootConfigurator;
 use linux_loader::configurator::pvh::PvhBootConfigurator;
 use linux_loader::configurator::{BootConfigurator, BootParams};
-use linux_loader::loader::bootparam::{boot_e820_entry, boot_params, setup_header};
+use linux_loader::loader::bootparam::{boot_e820_entry, boot_params, setup_header, SETUP_RNG_SEED};
 use linux_loader::loader::elf::start_info::{
     hvm_memmap_table_entry, hvm_modlist_entry, hvm_start_info,
 };
@@ -34,11 +34,9 @@ const BOOT_FLAG_MAGIC: u16 = 0xaa55;
 const LOADER_TYPE_UNDEFINED: u8 = 0xff;
 /// Alignment Linux assumes for a kernel without a setup header (its CONFIG_PHYSICAL_ALIGN default).
 const DEFAULT_KERNEL_ALIGNMENT: u32 = 0x100_0000;
-/// The `setup_data` type of a random seed. Linux mixes it into its RNG in `setup_arch`, before
-/// anything draws from it, and wipes it: the guest's RNG is seeded at boot even where it has no
-/// RDRAND (as under an emulating KVM) and no entropy from interrupts yet.
-const SETUP_RNG_SEED: u32 = 9;
-/// 256 bits: what Linux's RNG needs to count as seeded.
+/// 256 bits: what Linux's RNG needs to count as seeded. Linux mixes a `SETUP_RNG_SEED` entry into
+/// its RNG in `setup_arch`, before anything draws from it, and wipes it: the guest's RNG is seeded
+/// at boot even where it has no RDRAND (as under an emulating KVM) and no entropy from interrupts.
 pub const RNG_SEED_BYTES: usize = 32;
 
 /// The guest RAM regions for `size` bytes: below the MMIO gap, then from 4 GiB.
