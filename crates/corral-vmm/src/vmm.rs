@@ -248,6 +248,7 @@ fn build_vm(
     vm.memory
         .write_slice(&prepared.acpi_tables, GuestAddress(ACPI_START))
         .map_err(|err| VmmError::WriteTables("ACPI tables", err))?;
+    devices.write_vm_generation_id(&vm.memory)?;
     devices.attach(&vm.fd, &vm.memory)?;
     let mut vcpus = Vec::with_capacity(usize::from(config.vcpus));
     for index in 0..config.vcpus {
@@ -266,12 +267,14 @@ fn build_vm(
 
 /// Builds the VM a snapshot describes: memory from its file, then the VM-wide state, the
 /// vCPUs and the devices (Firecracker's order: vCPUs exist before the irqchip state is set; the
-/// devices last, as their I/O threads may raise interrupts at once).
+/// devices last, as their I/O threads may raise interrupts at once). A copy of the VM (`fork`:
+/// restored from a snapshot file, not migrated) gets a new VM generation ID.
 fn build_restored(
     config: &VmConfig,
     prepared: &Prepared,
     devices: &DeviceManager,
     saved: SavedVm,
+    fork: bool,
 ) -> Result<(Vm, Vec<SharedVcpu>), SnapshotError> {
     let SavedVm {
         snapshot,
@@ -308,6 +311,9 @@ fn build_restored(
         vcpu.restore_state(state)?;
     }
     devices.restore_state(&snapshot.devices)?;
+    if fork {
+        devices.fork_vm_generation(&vm.memory)?;
+    }
     tracing::info!(
         "restored a VM with {} vCPUs and {} from {}",
         config.vcpus,
@@ -589,7 +595,8 @@ fn run_vm(
         let (vm, vcpus, base) = match restore.take() {
             Some(saved) => {
                 let id = saved.snapshot.id;
-                let (vm, vcpus) = build_restored(config, &prepared, &devices, saved)
+                let fork = migration_ack.is_none();
+                let (vm, vcpus) = build_restored(config, &prepared, &devices, saved, fork)
                     .map_err(VmmError::Restore)?;
                 (vm, vcpus, Some(id))
             }

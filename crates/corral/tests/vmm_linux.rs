@@ -1120,47 +1120,16 @@ fn linux_restored_from_a_snapshot_answers_on_its_console_and_uses_its_disk_and_n
     let disk = hello_disk(work.path(), "hello from the host");
     let netns = peer_on_tap("snaplinux");
 
-    let serial = |tag: &str| work.path().join(format!("console-{tag}.sock"));
-    let control = work.path().join("control.sock");
-    let vmm = |args: &[&str], tag: &str| {
-        let log = work.path().join(format!("vmm-{tag}.log"));
-        let mut command = netns.command(env!("CARGO_BIN_EXE_corral"));
-        command
-            .args(["vmm", "run"])
-            .args(args)
-            .arg(format!("--serial=socket:{}", serial(tag).display()))
-            .arg("--control-socket")
-            .arg(&control)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap());
-        KillOnDrop(command.spawn().unwrap(), log)
-    };
+    let rig = SnapshotRig(work.path());
+    let vmm =
+        |args: &[&str], tag: &str| rig.vmm(netns.command(env!("CARGO_BIN_EXE_corral")), args, tag);
+    let serial = |tag: &str| rig.serial(tag);
     let disk_arg = format!("path={},format=raw", disk.display());
-    let mut first = vmm(
-        &[
-            "--vcpus",
-            "2",
-            "--memory",
-            "256M",
-            "--kernel",
-            dir.join("vmlinux").to_str().unwrap(),
-            "--initrd",
-            initramfs.to_str().unwrap(),
-            "--cmdline",
-            &linux::cmdline(""),
-            "--disk",
-            &disk_arg,
-            "--nic",
-            "tap=tap0",
-        ],
-        "boot",
-    );
-    let console = SerialConsole::connect(&serial("boot"));
-    assert!(
-        console.wait_for("2 vCPUs; corral stop shuts it down", BOOT_TIMEOUT),
-        "the demo VM's shell did not come up; console:\n{}",
-        console.text()
+    let (mut first, console) = rig.boot_demo(
+        vmm,
+        &dir,
+        &initramfs,
+        &["--disk", &disk_arg, "--nic", "tap=tap0"],
     );
     console.run(
         "mkdir -p /mnt && mount /dev/vda /mnt && ip addr add 10.0.2.2/24 dev eth0 && ip link set eth0 up",
@@ -1168,15 +1137,7 @@ fn linux_restored_from_a_snapshot_answers_on_its_console_and_uses_its_disk_and_n
     );
     console.run("ping -c 1 -W 10 10.0.2.1 > /dev/null", 2);
 
-    let snapshot = work.path().join("snapshot");
-    let saved = Command::new(env!("CARGO_BIN_EXE_corral"))
-        .args(["vmm", "control"])
-        .arg(&control)
-        .args(["snapshot", "--to"])
-        .arg(&snapshot)
-        .output()
-        .unwrap();
-    assert!(saved.status.success(), "{saved:?}");
+    let snapshot = rig.snapshot();
     let log = first.kill_and_read_log();
     assert!(!log.contains("panicked"), "the first VMM: {log}");
     drop(console);
@@ -1203,6 +1164,149 @@ fn linux_restored_from_a_snapshot_answers_on_its_console_and_uses_its_disk_and_n
     assert_eq!(
         file_on_clean_ext4(&disk, "/after.txt"),
         "written after the restore\n"
+    );
+}
+
+/// The files of a test that snapshots a VM and restores it: each VMM's console socket and log by
+/// tag, one control socket, the snapshot directory.
+struct SnapshotRig<'a>(&'a Path);
+
+impl SnapshotRig<'_> {
+    fn serial(&self, tag: &str) -> PathBuf {
+        self.0.join(format!("console-{tag}.sock"))
+    }
+
+    fn control(&self) -> PathBuf {
+        self.0.join("control.sock")
+    }
+
+    /// `command` (corral, maybe inside a network namespace) running `vmm run ARGS` with its
+    /// console on [`SnapshotRig::serial`] and its stderr in `vmm-TAG.log`.
+    fn vmm(&self, mut command: Command, args: &[&str], tag: &str) -> KillOnDrop {
+        let log = self.0.join(format!("vmm-{tag}.log"));
+        command
+            .args(["vmm", "run"])
+            .args(args)
+            .arg(format!("--serial=socket:{}", self.serial(tag).display()))
+            .arg("--control-socket")
+            .arg(self.control())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        KillOnDrop(command.spawn().unwrap(), log)
+    }
+
+    /// Boots the demo initramfs on `kernel_dir`'s vmlinux (2 vCPUs, 256 MiB, `extra` arguments)
+    /// through `vmm` (tag "boot") and waits for its shell.
+    fn boot_demo(
+        &self,
+        vmm: impl Fn(&[&str], &str) -> KillOnDrop,
+        kernel_dir: &Path,
+        initramfs: &Path,
+        extra: &[&str],
+    ) -> (KillOnDrop, SerialConsole) {
+        let kernel = kernel_dir.join("vmlinux");
+        let cmdline = linux::cmdline("");
+        let mut args = vec![
+            "--vcpus",
+            "2",
+            "--memory",
+            "256M",
+            "--kernel",
+            kernel.to_str().unwrap(),
+            "--initrd",
+            initramfs.to_str().unwrap(),
+            "--cmdline",
+            &cmdline,
+        ];
+        args.extend_from_slice(extra);
+        let child = vmm(&args, "boot");
+        let console = SerialConsole::connect(&self.serial("boot"));
+        assert!(
+            console.wait_for("2 vCPUs; corral stop shuts it down", BOOT_TIMEOUT),
+            "the demo VM's shell did not come up; console:\n{}",
+            console.text()
+        );
+        (child, console)
+    }
+
+    /// Snapshots the running VM (which goes on running) and returns the snapshot's directory.
+    fn snapshot(&self) -> PathBuf {
+        let snapshot = self.0.join("snapshot");
+        let saved = Command::new(env!("CARGO_BIN_EXE_corral"))
+            .args(["vmm", "control"])
+            .arg(self.control())
+            .args(["snapshot", "--to"])
+            .arg(&snapshot)
+            .output()
+            .unwrap();
+        assert!(saved.status.success(), "{saved:?}");
+        snapshot
+    }
+}
+
+/// What the guest's `/dev/urandom` gives, printed by `console` as `rnd-HEX-end` (the last one).
+fn random_bytes_shown(console: &SerialConsole, n: u32) -> String {
+    console.run(
+        "echo rnd-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n')-end",
+        n,
+    );
+    let text = console.text();
+    let shown = text
+        .match_indices("rnd-")
+        .filter_map(|(at, _)| {
+            let hex = text[at + 4..].split("-end").next()?;
+            (hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_hexdigit())).then_some(hex)
+        })
+        .last();
+    shown
+        .unwrap_or_else(|| panic!("no random bytes on the console:\n{text}"))
+        .to_owned()
+}
+
+#[test]
+#[ignore = "boots a real Linux kernel with ACPI (about two minutes here); scripts/test.sh runs it"]
+fn linux_restored_twice_from_one_snapshot_reseeds_its_rng_each_time() {
+    require_kvm!();
+    require_program!("gcc");
+    require_program!("cpio");
+    if !common::have_busybox() {
+        return;
+    }
+    // The VM generation ID is an ACPI device: the guest kernel with ACPI and Linux's vmgenid.
+    let (dir, _keep) = linux::guest_linux_full_dir();
+    let work = tempfile::tempdir().unwrap();
+    let initramfs = demo_initramfs(work.path());
+    let rig = SnapshotRig(work.path());
+    let vmm =
+        |args: &[&str], tag: &str| rig.vmm(Command::new(env!("CARGO_BIN_EXE_corral")), args, tag);
+    let serial = |tag: &str| rig.serial(tag);
+    let (mut first, console) = rig.boot_demo(vmm, &dir, &initramfs, &[]);
+    // vmgenid bound to the DSDT's VGEN device: it found the ID where ADDR says.
+    console.run("ls /sys/bus/acpi/drivers/vmgenid | grep -q VMGENCTR", 1);
+    let snapshot = rig.snapshot();
+    let log = first.kill_and_read_log();
+    assert!(!log.contains("panicked"), "the first VMM: {log}");
+    const RESEEDED: &str = "crng reseeded due to virtual machine fork";
+    assert!(!console.text().contains(RESEEDED), "{}", console.text());
+    drop(console);
+
+    let mut drawn = Vec::new();
+    for tag in ["restored-a", "restored-b"] {
+        let mut restored = vmm(&["--restore", snapshot.to_str().unwrap()], tag);
+        let console = SerialConsole::connect(&serial(tag));
+        assert!(
+            console.wait_for(RESEEDED, BOOT_TIMEOUT),
+            "{tag}: the guest did not reseed its RNG; console:\n{}",
+            console.text()
+        );
+        drawn.push(random_bytes_shown(&console, 2));
+        let log = restored.kill_and_read_log();
+        assert!(!log.contains("panicked"), "{tag}'s VMM: {log}");
+    }
+    assert_ne!(
+        drawn[0], drawn[1],
+        "two copies of one VM drew the same random bytes"
     );
 }
 

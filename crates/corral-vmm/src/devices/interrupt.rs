@@ -19,6 +19,9 @@ pub const IRQ_KEYBOARD: u32 = 1;
 pub const IRQ_COM1: u32 = 4;
 /// The first GSI handed to devices that are not legacy PC devices.
 const FIRST_DEVICE_GSI: u32 = 5;
+/// The last I/O APIC pin: the ACPI generic event device's, which tells the guest of a new VM
+/// generation ID (see `vm_generation`).
+pub const GSI_ACPI_EVENT: u32 = IOAPIC_PINS as u32 - 1;
 /// Each MMIO device gets one 4 KiB page (the virtio-mmio register block).
 pub const MMIO_SLOT_BYTES: u64 = 0x1000;
 
@@ -102,7 +105,7 @@ impl Default for GsiAllocator {
 
 impl GsiAllocator {
     pub fn allocate(&mut self) -> Result<u32, InterruptError> {
-        if self.next >= u32::from(IOAPIC_PINS) {
+        if self.next >= GSI_ACPI_EVENT {
             return Err(InterruptError::NoGsiLeft(IOAPIC_PINS));
         }
         self.next += 1;
@@ -141,8 +144,9 @@ mod tests {
     fn device_gsis_skip_the_legacy_irqs_and_run_out() {
         let mut gsis = GsiAllocator::default();
         let all: Vec<u32> = std::iter::from_fn(|| gsis.allocate().ok()).collect();
-        assert_eq!(all, (5..24).collect::<Vec<_>>());
+        assert_eq!(all, (5..23).collect::<Vec<_>>());
         assert!(!all.contains(&IRQ_COM1) && !all.contains(&IRQ_KEYBOARD));
+        assert!(!all.contains(&GSI_ACPI_EVENT));
     }
 
     #[test]

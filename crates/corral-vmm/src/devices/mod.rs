@@ -21,6 +21,7 @@ pub mod bus;
 pub mod interrupt;
 pub mod legacy;
 pub mod virtio;
+pub mod vm_generation;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -42,6 +43,7 @@ use legacy::i8042::{I8042State, I8042, I8042_PORT, I8042_PORT_LEN};
 use legacy::serial::{Com1State, SerialDevice, SerialOutput, COM1_PORT, COM1_PORT_LEN};
 use virtio::mmio::{MmioTransport, TransportError, VirtioDeviceState};
 use virtio::VirtioDevice;
+use vm_generation::{VmGeneration, VmGenerationError};
 
 use crate::exit::StopSender;
 
@@ -71,6 +73,8 @@ pub enum DeviceError {
     VirtioCount { saved: usize, present: usize },
     #[error("the saved COM1 state cannot be restored")]
     Com1State(#[source] vm_superio::serial::Error<std::io::Error>),
+    #[error(transparent)]
+    VmGeneration(#[from] VmGenerationError),
 }
 
 /// What a snapshot holds of the devices.
@@ -234,6 +238,7 @@ pub struct DeviceManager {
     pub serial: Arc<Mutex<SerialDevice>>,
     pub i8042: Arc<Mutex<I8042>>,
     pub debug_exit: Arc<Mutex<DebugExit>>,
+    vm_generation: VmGeneration,
 }
 
 impl DeviceManager {
@@ -273,7 +278,8 @@ impl DeviceManager {
             )?;
         }
         let mut mmio_bus = Bus::new("MMIO");
-        let mut irq_lines = vec![com1_irq, keyboard_irq];
+        let (vm_generation, acpi_event_irq) = VmGeneration::new()?;
+        let mut irq_lines = vec![com1_irq, keyboard_irq, acpi_event_irq];
         let mut virtio = Vec::new();
         let slots = virtio_slots(virtio_devices.len())?;
         for (device, slot) in virtio_devices.into_iter().zip(slots) {
@@ -292,6 +298,7 @@ impl DeviceManager {
             serial,
             i8042,
             debug_exit,
+            vm_generation,
         })
     }
 
@@ -370,6 +377,17 @@ impl DeviceManager {
             lock(transport).restore(saved)?;
         }
         Ok(())
+    }
+
+    /// Gives a booting VM its VM generation ID (see [`vm_generation`]).
+    pub fn write_vm_generation_id(&self, memory: &GuestMemoryMmap) -> Result<(), DeviceError> {
+        Ok(self.vm_generation.write_new_id(memory)?)
+    }
+
+    /// Gives a VM restored from a snapshot a new VM generation ID and tells the guest, after
+    /// [`DeviceManager::restore_state`].
+    pub fn fork_vm_generation(&self, memory: &GuestMemoryMmap) -> Result<(), DeviceError> {
+        Ok(self.vm_generation.fork(memory)?)
     }
 
     /// Returns every device to its power-on state, for a guest restart.

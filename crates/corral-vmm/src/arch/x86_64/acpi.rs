@@ -17,6 +17,11 @@ pub const RESET_PORT: u16 = 0x602;
 pub const RESET_VALUE: u8 = 0x01;
 /// The SLP_TYP value `\_S5` announces, i.e. what the guest writes (with SLP_EN) to power off.
 pub const S5_SLEEP_TYPE: u8 = 5;
+/// The hardware id Linux's vmgenid driver matches (it also knows the `_CID` "VM_Gen_Counter").
+const VM_GENERATION_HID: &str = "VMGENCTR";
+/// The notification a generation ID's device gets when the ID changes (Microsoft's VM
+/// generation ID specification).
+const NOTIFY_VM_GENERATION_CHANGED: u8 = 0x80;
 
 const OEM_ID: &[u8; 6] = b"CORRAL";
 const OEM_TABLE_ID: &[u8; 8] = b"CORRALVM";
@@ -78,6 +83,10 @@ mod aml {
     const PACKAGE_OP: u8 = 0x12;
     const EXT_OP_PREFIX: u8 = 0x5b;
     const DEVICE_OP: u8 = 0x82;
+    const METHOD_OP: u8 = 0x14;
+    const NOTIFY_OP: u8 = 0x86;
+    const ROOT_CHAR: u8 = b'\\';
+    const DUAL_NAME_PREFIX: u8 = 0x2e;
     const STRING_PREFIX: u8 = 0x0d;
     const END_TAG: u8 = 0x79;
 
@@ -179,16 +188,37 @@ mod aml {
     /// active-high, exclusive interrupt at `gsi` (what `virtio_mmio`'s ACPI probe reads).
     pub fn memory_and_interrupt_resources(base: u32, len: u32, gsi: u32) -> Vec<u8> {
         const MEMORY32_FIXED: u8 = 0x86;
-        const EXTENDED_INTERRUPT: u8 = 0x89;
         const READ_WRITE: u8 = 0x01;
-        /// Consumer (bit 0), edge triggered (bit 1); active high and exclusive are zeros.
-        const CONSUMER_EDGE: u8 = 0x03;
         let mut out = vec![MEMORY32_FIXED, 9, 0, READ_WRITE];
         out.extend_from_slice(&base.to_le_bytes());
         out.extend_from_slice(&len.to_le_bytes());
-        out.extend_from_slice(&[EXTENDED_INTERRUPT, 6, 0, CONSUMER_EDGE, 1]);
+        out.extend(interrupt_resources(gsi));
+        out
+    }
+
+    /// Resource template: one edge-triggered, active-high, exclusive interrupt at `gsi`.
+    pub fn interrupt_resources(gsi: u32) -> Vec<u8> {
+        const EXTENDED_INTERRUPT: u8 = 0x89;
+        /// Consumer (bit 0), edge triggered (bit 1); active high and exclusive are zeros.
+        const CONSUMER_EDGE: u8 = 0x03;
+        let mut out = vec![EXTENDED_INTERRUPT, 6, 0, CONSUMER_EDGE, 1];
         out.extend_from_slice(&gsi.to_le_bytes());
         out.extend_from_slice(&[END_TAG, 0]);
+        out
+    }
+
+    /// `Method (name, args) { body }`, not serialized.
+    pub fn method(name: &[u8; 4], args: u8, body: &[u8]) -> Vec<u8> {
+        let contents = [name.as_slice(), &[args & 0x7], body].concat();
+        with_pkg_length(&[METHOD_OP], &contents)
+    }
+
+    /// `Notify (\scope.name, value)`.
+    pub fn notify(scope: &[u8; 4], name: &[u8; 4], value: u8) -> Vec<u8> {
+        let mut out = vec![NOTIFY_OP, ROOT_CHAR, DUAL_NAME_PREFIX];
+        out.extend_from_slice(scope);
+        out.extend_from_slice(name);
+        out.extend(byte(value));
         out
     }
 
@@ -213,9 +243,11 @@ mod aml {
 /// guest has no legacy PIC and maps only the interrupts ACPI describes, so every device with an
 /// interrupt is here: COM1 (PNP0501), the i8042 (PNP0303: Ctrl-Alt-Del reaches the guest through
 /// it) and each virtio-mmio device (LNRO0005, as Firecracker and QEMU describe them; guests
-/// without ACPI find those on the command line instead).
+/// without ACPI find those on the command line instead). Then the VM generation ID (`VGEN`, which
+/// Linux's vmgenid driver binds to) and the generic event device (ACPI0013) whose interrupt
+/// makes the guest re-read it: its `_EVT` notifies `VGEN` (see `devices::vm_generation`).
 fn dsdt(virtio: &[VirtioSlot]) -> Vec<u8> {
-    use crate::devices::interrupt::{IRQ_COM1, IRQ_KEYBOARD, MMIO_SLOT_BYTES};
+    use crate::devices::interrupt::{GSI_ACPI_EVENT, IRQ_COM1, IRQ_KEYBOARD, MMIO_SLOT_BYTES};
     use crate::devices::legacy::i8042::{COMMAND_OFFSET, I8042_PORT};
     use crate::devices::legacy::serial::{COM1_PORT, COM1_PORT_LEN};
     let device = |name: &[u8; 4], hid: Vec<u8>, uid: u32, resources: Vec<u8>| {
@@ -255,6 +287,40 @@ fn dsdt(virtio: &[VirtioSlot]) -> Vec<u8> {
             aml::memory_and_interrupt_resources(slot.base as u32, MMIO_SLOT_BYTES as u32, slot.gsi),
         ));
     }
+    let id_address = layout::VM_GENERATION_ID_START;
+    devices.extend(aml::device(
+        b"VGEN",
+        &[
+            aml::name(b"_HID", &aml::string(VM_GENERATION_HID)),
+            aml::name(b"_CID", &aml::string("VM_Gen_Counter")),
+            aml::name(b"_DDN", &aml::string("VM_Gen_Counter")),
+            aml::name(
+                b"ADDR",
+                &aml::package(&[
+                    aml::dword(id_address as u32),
+                    aml::dword((id_address >> 32) as u32),
+                ]),
+            ),
+        ]
+        .concat(),
+    ));
+    devices.extend(aml::device(
+        b"GED_",
+        &[
+            aml::name(b"_HID", &aml::string("ACPI0013")),
+            aml::name(b"_UID", &aml::dword(0)),
+            aml::name(
+                b"_CRS",
+                &aml::buffer(&aml::interrupt_resources(GSI_ACPI_EVENT)),
+            ),
+            aml::method(
+                b"_EVT",
+                1,
+                &aml::notify(b"_SB_", b"VGEN", NOTIFY_VM_GENERATION_CHANGED),
+            ),
+        ]
+        .concat(),
+    ));
     let s5 = aml::name(
         b"_S5_",
         &aml::package(&[
@@ -475,6 +541,40 @@ mod tests {
             assert!(find(&body[..at], b"_CRS").is_some(), "{name}");
         }
         assert!(find(dsdt, b"V002").is_none());
+    }
+
+    #[test]
+    fn the_vm_generation_id_is_described_with_its_address_and_the_event_that_notifies_it() {
+        use crate::devices::interrupt::GSI_ACPI_EVENT;
+        let tables = build(2, &crate::devices::virtio_slots(3).unwrap()).unwrap();
+        let dsdt = dsdt_of(&tables);
+        let vgen = find(dsdt, b"VGEN").unwrap();
+        // A Device (ExtOp 0x5b 0x82) whose body needs a two-byte PkgLength.
+        assert_eq!(&dsdt[vgen - 4..vgen - 2], &[0x5b, 0x82], "VGEN is a Device");
+        let body = &dsdt[vgen..];
+        assert!(body.starts_with(b"VGEN\x08_HID\x0dVMGENCTR\0"));
+        // Name (ADDR, Package () { low, high }): the ID's guest-physical address.
+        let mut addr = b"ADDR".to_vec();
+        addr.extend([0x12, 12, 2, 0x0c]);
+        addr.extend((layout::VM_GENERATION_ID_START as u32).to_le_bytes());
+        addr.extend([0x0c, 0, 0, 0, 0]);
+        assert!(find(body, &addr).is_some());
+        // The ID lies past the tables, in memory the guest is not given as RAM.
+        assert!(layout::VM_GENERATION_ID_START >= layout::ACPI_START + tables.len() as u64);
+
+        // The generic event device: its interrupt, and an _EVT that notifies \_SB.VGEN (0x80).
+        let ged = find(dsdt, b"GED_").unwrap();
+        let body = &dsdt[ged..];
+        assert!(body.starts_with(b"GED_\x08_HID\x0dACPI0013\0"));
+        let mut interrupt = vec![0x89, 6, 0, 0x03, 1];
+        interrupt.extend(GSI_ACPI_EVENT.to_le_bytes());
+        assert!(find(body, &interrupt).is_some());
+        let evt = find(body, b"_EVT").unwrap();
+        assert_eq!(body[evt - 2], 0x14, "_EVT is a Method");
+        // One argument, then Notify (\_SB.VGEN, 0x80), the whole body.
+        let method = b"_EVT\x01\x86\\\x2e_SB_VGEN\x0a\x80";
+        assert!(body[evt..].starts_with(method));
+        assert_eq!(usize::from(body[evt - 1]), method.len() + 1, "PkgLength");
     }
 
     #[test]
