@@ -1120,13 +1120,13 @@ fn linux_restored_from_a_snapshot_answers_on_its_console_and_uses_its_disk_and_n
     let disk = hello_disk(work.path(), "hello from the host");
     let netns = peer_on_tap("snaplinux");
 
-    let rig = SnapshotRig(work.path());
-    let vmm =
-        |args: &[&str], tag: &str| rig.vmm(netns.command(env!("CARGO_BIN_EXE_corral")), args, tag);
-    let serial = |tag: &str| rig.serial(tag);
+    let corral = || netns.command(env!("CARGO_BIN_EXE_corral"));
+    let rig = SnapshotRig {
+        dir: work.path(),
+        corral: &corral,
+    };
     let disk_arg = format!("path={},format=raw", disk.display());
     let (mut first, console) = rig.boot_demo(
-        vmm,
         &dir,
         &initramfs,
         &["--disk", &disk_arg, "--nic", "tap=tap0"],
@@ -1142,8 +1142,8 @@ fn linux_restored_from_a_snapshot_answers_on_its_console_and_uses_its_disk_and_n
     assert!(!log.contains("panicked"), "the first VMM: {log}");
     drop(console);
 
-    let mut restored = vmm(&["--restore", snapshot.to_str().unwrap()], "restored");
-    let console = SerialConsole::connect(&serial("restored"));
+    let mut restored = rig.vmm(&["--restore", snapshot.to_str().unwrap()], "restored");
+    let console = SerialConsole::connect(&rig.serial("restored"));
     // The shell that was waiting for a line when the VM was saved reads this one.
     console.run("cat /mnt/hello.txt", 3);
     assert!(
@@ -1167,23 +1167,28 @@ fn linux_restored_from_a_snapshot_answers_on_its_console_and_uses_its_disk_and_n
     );
 }
 
-/// The files of a test that snapshots a VM and restores it: each VMM's console socket and log by
-/// tag, one control socket, the snapshot directory.
-struct SnapshotRig<'a>(&'a Path);
+/// The files of a test that snapshots a VM and restores it, in `dir`: each VMM's console socket
+/// and log by tag, one control socket, the snapshot directory; `corral` makes the command each
+/// VMM runs as (maybe inside a network namespace).
+struct SnapshotRig<'a> {
+    dir: &'a Path,
+    corral: &'a dyn Fn() -> Command,
+}
 
 impl SnapshotRig<'_> {
     fn serial(&self, tag: &str) -> PathBuf {
-        self.0.join(format!("console-{tag}.sock"))
+        self.dir.join(format!("console-{tag}.sock"))
     }
 
     fn control(&self) -> PathBuf {
-        self.0.join("control.sock")
+        self.dir.join("control.sock")
     }
 
-    /// `command` (corral, maybe inside a network namespace) running `vmm run ARGS` with its
-    /// console on [`SnapshotRig::serial`] and its stderr in `vmm-TAG.log`.
-    fn vmm(&self, mut command: Command, args: &[&str], tag: &str) -> KillOnDrop {
-        let log = self.0.join(format!("vmm-{tag}.log"));
+    /// corral running `vmm run ARGS` with its console on [`SnapshotRig::serial`] and its stderr
+    /// in `vmm-TAG.log`.
+    fn vmm(&self, args: &[&str], tag: &str) -> KillOnDrop {
+        let log = self.dir.join(format!("vmm-{tag}.log"));
+        let mut command = (self.corral)();
         command
             .args(["vmm", "run"])
             .args(args)
@@ -1197,10 +1202,9 @@ impl SnapshotRig<'_> {
     }
 
     /// Boots the demo initramfs on `kernel_dir`'s vmlinux (2 vCPUs, 256 MiB, `extra` arguments)
-    /// through `vmm` (tag "boot") and waits for its shell.
+    /// (tag "boot") and waits for its shell.
     fn boot_demo(
         &self,
-        vmm: impl Fn(&[&str], &str) -> KillOnDrop,
         kernel_dir: &Path,
         initramfs: &Path,
         extra: &[&str],
@@ -1220,7 +1224,7 @@ impl SnapshotRig<'_> {
             &cmdline,
         ];
         args.extend_from_slice(extra);
-        let child = vmm(&args, "boot");
+        let child = self.vmm(&args, "boot");
         let console = SerialConsole::connect(&self.serial("boot"));
         assert!(
             console.wait_for("2 vCPUs; corral stop shuts it down", BOOT_TIMEOUT),
@@ -1232,7 +1236,7 @@ impl SnapshotRig<'_> {
 
     /// Snapshots the running VM (which goes on running) and returns the snapshot's directory.
     fn snapshot(&self) -> PathBuf {
-        let snapshot = self.0.join("snapshot");
+        let snapshot = self.dir.join("snapshot");
         let saved = Command::new(env!("CARGO_BIN_EXE_corral"))
             .args(["vmm", "control"])
             .arg(self.control())
@@ -1277,11 +1281,12 @@ fn linux_restored_twice_from_one_snapshot_reseeds_its_rng_each_time() {
     let (dir, _keep) = linux::guest_linux_full_dir();
     let work = tempfile::tempdir().unwrap();
     let initramfs = demo_initramfs(work.path());
-    let rig = SnapshotRig(work.path());
-    let vmm =
-        |args: &[&str], tag: &str| rig.vmm(Command::new(env!("CARGO_BIN_EXE_corral")), args, tag);
-    let serial = |tag: &str| rig.serial(tag);
-    let (mut first, console) = rig.boot_demo(vmm, &dir, &initramfs, &[]);
+    let corral = || Command::new(env!("CARGO_BIN_EXE_corral"));
+    let rig = SnapshotRig {
+        dir: work.path(),
+        corral: &corral,
+    };
+    let (mut first, console) = rig.boot_demo(&dir, &initramfs, &[]);
     // vmgenid bound to the DSDT's VGEN device: it found the ID where ADDR says.
     console.run("ls /sys/bus/acpi/drivers/vmgenid | grep -q VMGENCTR", 1);
     let snapshot = rig.snapshot();
@@ -1293,8 +1298,8 @@ fn linux_restored_twice_from_one_snapshot_reseeds_its_rng_each_time() {
 
     let mut drawn = Vec::new();
     for tag in ["restored-a", "restored-b"] {
-        let mut restored = vmm(&["--restore", snapshot.to_str().unwrap()], tag);
-        let console = SerialConsole::connect(&serial(tag));
+        let mut restored = rig.vmm(&["--restore", snapshot.to_str().unwrap()], tag);
+        let console = SerialConsole::connect(&rig.serial(tag));
         assert!(
             console.wait_for(RESEEDED, BOOT_TIMEOUT),
             "{tag}: the guest did not reseed its RNG; console:\n{}",

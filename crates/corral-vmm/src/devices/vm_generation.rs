@@ -9,11 +9,18 @@
 use vm_memory::{Bytes, GuestAddress};
 
 use super::interrupt::{InterruptError, IrqLine, IrqTrigger, GSI_ACPI_EVENT};
-use crate::arch::x86_64::layout::VM_GENERATION_ID_START;
+use crate::arch::x86_64::layout::{
+    ACPI_MAX_BYTES, ACPI_START, MPTABLE_START, VM_GENERATION_ID_START,
+};
 use crate::vstate::memory::GuestMemoryMmap;
 
 /// The ID's size: a GUID.
 pub const ID_BYTES: usize = 16;
+const _: () = assert!(
+    VM_GENERATION_ID_START >= ACPI_START + ACPI_MAX_BYTES
+        && VM_GENERATION_ID_START + ID_BYTES as u64 <= MPTABLE_START,
+    "the VM generation ID lies between the ACPI tables and the MP table"
+);
 
 #[derive(Debug, thiserror::Error)]
 pub enum VmGenerationError {

@@ -33,10 +33,6 @@ pub const ACPI_MAX_BYTES: u64 = 0xf000;
 /// The VM generation ID (16 bytes) the ACPI `VGEN` device points to, after the tables' room and
 /// outside the RAM the e820 map gives the guest.
 pub const VM_GENERATION_ID_START: u64 = 0xef000;
-const _: () = assert!(
-    VM_GENERATION_ID_START >= ACPI_START + ACPI_MAX_BYTES
-        && VM_GENERATION_ID_START + 16 <= MPTABLE_START
-);
 /// The MP table, in the BIOS area Linux scans (0xf0000-0xfffff); 64 KiB fits 254 vCPUs.
 pub const MPTABLE_START: u64 = 0xf0000;
 pub const MPTABLE_MAX_BYTES: u64 = 0x10000;
